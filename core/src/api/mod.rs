@@ -1,0 +1,85 @@
+//! The domain model, as the store keeps it and the control API shows it.
+//!
+//! Shapes and defaults follow Docker Swarm (swarmkit `api/types.proto`, `api/defaults`): a user's
+//! expectations about task states, restart and update policies carry over unchanged.
+
+mod ids;
+mod node;
+mod service;
+mod task;
+
+pub use ids::{new_id, short_id};
+pub use node::*;
+pub use service::*;
+pub use task::*;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bookkeeping every stored object carries. `version` is the store version of the last write to the
+/// object and is what optimistic-concurrency updates are checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub version: u64,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+/// Labels: ordered so that every rendering and every hash of them is deterministic.
+pub type Labels = BTreeMap<String, String>;
+
+/// A network (overlay by default, as `docker network create -d overlay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub id: String,
+    pub meta: Meta,
+    pub name: String,
+    pub driver: String,
+    pub subnet: String,
+    pub attachable: bool,
+    pub ingress: bool,
+    pub labels: Labels,
+}
+
+/// Cluster-wide settings, created at `swarm init` with Swarm's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub task_history_retention_limit: u64,
+    pub heartbeat_period_ms: u64,
+    /// Missed heartbeat periods before a node is marked down (Swarm: 3).
+    pub heartbeat_grace_multiplier: u64,
+    pub snapshot_interval: u64,
+    pub election_tick: u64,
+    pub heartbeat_tick: u64,
+    pub node_cert_expiry_ms: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            name: "default".into(),
+            task_history_retention_limit: 5,
+            heartbeat_period_ms: 5_000,
+            heartbeat_grace_multiplier: 3,
+            snapshot_interval: 10_000,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            node_cert_expiry_ms: 2160 * 3600 * 1000,
+        }
+    }
+}
+
+/// The one cluster object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ClusterSpec,
+    pub worker_join_token: String,
+    pub manager_join_token: String,
+    /// The cluster CA certificate (PEM) in real clusters; empty in the simulator.
+    pub root_ca_pem: String,
+    /// Digest of the root CA, part of every join token.
+    pub root_ca_digest: String,
+}

@@ -1,0 +1,100 @@
+//! Nodes: managers and workers.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Labels, Meta};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Worker,
+    Manager,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Active,
+    Pause,
+    Drain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    #[default]
+    Unknown,
+    Down,
+    Ready,
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    #[default]
+    Unknown,
+    Unreachable,
+    Reachable,
+}
+
+/// What a node can offer tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+/// What a node reports about itself when it registers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeDescription {
+    pub hostname: String,
+    pub resources: Resources,
+    pub os: String,
+    pub arch: String,
+    pub engine_version: String,
+    pub engine_labels: Labels,
+}
+
+/// What the user can change (`node update`, `node promote`/`demote`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    pub desired_role: NodeRole,
+    pub availability: Availability,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub state: NodeState,
+    pub message: String,
+    /// The address the node's agent connects from / is reachable at.
+    pub addr: String,
+}
+
+/// Present on managers: its raft identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagerStatus {
+    pub raft_id: u64,
+    /// The address peers reach this manager's raft and control API at.
+    pub addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: NodeSpec,
+    pub description: NodeDescription,
+    pub status: NodeStatus,
+    /// The role the node currently has (may lag `spec.desired_role` during promotion/demotion).
+    pub role: NodeRole,
+    pub manager_status: Option<ManagerStatus>,
+}
+
+impl Node {
+    pub fn hostname(&self) -> &str {
+        &self.description.hostname
+    }
+}

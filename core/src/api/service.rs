@@ -1,0 +1,219 @@
+//! Services: the user's desired state, with Swarm's defaults (swarmkit `api/defaults/service.go`).
+
+use serde::{Deserialize, Serialize};
+
+use super::{Labels, Meta};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    Replicated { replicas: u64 },
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    #[default]
+    Any,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay_ms: u64,
+    /// 0 = unlimited.
+    pub max_attempts: u64,
+    /// 0 = attempts counted over all time.
+    pub window_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy { condition: RestartCondition::Any, delay_ms: 5_000, max_attempts: 0, window_ms: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureAction {
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+/// `--update-*` and `--rollback-*` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks updated at once; 0 = all at once.
+    pub parallelism: u64,
+    pub delay_ms: u64,
+    pub failure_action: FailureAction,
+    pub monitor_ms: u64,
+    pub max_failure_ratio: f64,
+    pub order: UpdateOrder,
+}
+
+impl Eq for UpdateConfig {}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        UpdateConfig {
+            parallelism: 1,
+            delay_ms: 0,
+            failure_action: FailureAction::Pause,
+            monitor_ms: 5_000,
+            max_failure_ratio: 0.0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// A resource amount: CPUs in nano-CPUs (1e9 = one CPU) and memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceAmount {
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequirements {
+    pub limits: ResourceAmount,
+    pub reservations: ResourceAmount,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `node.labels.zone==east`, `node.role!=manager`, … as Swarm writes them.
+    pub constraints: Vec<String>,
+    /// `spread=node.labels.zone` preferences, applied in order.
+    pub preferences: Vec<String>,
+    /// 0 = unlimited.
+    pub max_replicas_per_node: u64,
+    /// `os/arch` pairs the image runs on; empty = any.
+    pub platforms: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub protocol: String,
+    pub target_port: u16,
+    /// 0 = assigned from the dynamic range 30000–32767.
+    pub published_port: u16,
+    pub publish_mode: PublishMode,
+}
+
+/// What each task of a service runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub image: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub resources: ResourceRequirements,
+    pub restart_policy: RestartPolicy,
+    pub placement: Placement,
+    pub stop_grace_period_ms: u64,
+    pub networks: Vec<String>,
+    /// Bumped by `service update --force` to redeploy without a spec change.
+    pub force_update: u64,
+}
+
+impl Default for TaskSpec {
+    fn default() -> Self {
+        TaskSpec {
+            image: String::new(),
+            command: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            resources: ResourceRequirements::default(),
+            restart_policy: RestartPolicy::default(),
+            placement: Placement::default(),
+            stop_grace_period_ms: 10_000,
+            networks: Vec::new(),
+            force_update: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub labels: Labels,
+    pub task: TaskSpec,
+    pub mode: ServiceMode,
+    pub update_config: UpdateConfig,
+    pub rollback_config: UpdateConfig,
+    pub ports: Vec<PortConfig>,
+    /// Shoal's addition (off by default, as Swarm has none): move tasks to even out spread when a
+    /// node joins or comes back, bounded by the update parallelism.
+    pub rebalance: bool,
+}
+
+impl ServiceSpec {
+    /// A spec with Swarm's defaults: replicated, one replica.
+    pub fn new(name: impl Into<String>, image: impl Into<String>) -> Self {
+        ServiceSpec {
+            name: name.into(),
+            labels: Labels::new(),
+            task: TaskSpec { image: image.into(), ..TaskSpec::default() },
+            mode: ServiceMode::Replicated { replicas: 1 },
+            update_config: UpdateConfig::default(),
+            rollback_config: UpdateConfig::default(),
+            ports: Vec::new(),
+            rebalance: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub started_at_ms: u64,
+    pub completed_at_ms: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: String,
+    pub meta: Meta,
+    pub spec: ServiceSpec,
+    /// The spec before the last update, the target of `service rollback`.
+    pub previous_spec: Option<ServiceSpec>,
+    /// Bumped on every spec change; tasks record the one they were made from.
+    pub spec_version: u64,
+    pub update_status: Option<UpdateStatus>,
+    /// Published ports after allocation (dynamic ports filled in).
+    pub endpoint_ports: Vec<PortConfig>,
+}

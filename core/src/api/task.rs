@@ -1,0 +1,99 @@
+//! Tasks: one slot of a service on one node, with Swarm's state machine
+//! (swarmkit `design/task_model.md`): states only move forward.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Meta, TaskSpec};
+
+/// Swarm's task states, in lifecycle order: a task's observed state never moves backwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    #[default]
+    New,
+    Pending,
+    Assigned,
+    Accepted,
+    Preparing,
+    Ready,
+    Starting,
+    Running,
+    Complete,
+    Shutdown,
+    Failed,
+    Rejected,
+    Remove,
+    Orphaned,
+}
+
+impl TaskState {
+    /// The lower-case word Docker uses (`running`, `shutdown`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::New => "new",
+            TaskState::Pending => "pending",
+            TaskState::Assigned => "assigned",
+            TaskState::Accepted => "accepted",
+            TaskState::Preparing => "preparing",
+            TaskState::Ready => "ready",
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Complete => "complete",
+            TaskState::Shutdown => "shutdown",
+            TaskState::Failed => "failed",
+            TaskState::Rejected => "rejected",
+            TaskState::Remove => "remove",
+            TaskState::Orphaned => "orphaned",
+        }
+    }
+
+    /// The task has stopped for good (complete or worse).
+    pub fn is_terminal(self) -> bool {
+        self >= TaskState::Complete
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    /// What is happening (`started`, `scheduler assigned task to node`, …).
+    pub message: String,
+    /// Why it failed or could not be placed (`no suitable node (…)`).
+    pub err: String,
+    pub timestamp_ms: u64,
+    pub container_id: String,
+    pub exit_code: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: String,
+    pub meta: Meta,
+    pub service_id: String,
+    pub service_name: String,
+    /// 1..N for replicated services; 0 for global ones (identified by node).
+    pub slot: u64,
+    pub node_id: String,
+    /// The service's `spec_version` this task was made from.
+    pub spec_version: u64,
+    pub spec: TaskSpec,
+    pub desired_state: TaskState,
+    pub status: TaskStatus,
+}
+
+impl Task {
+    /// `web.1` for replicated tasks, `web.<node id>` for global ones, as `docker service ps` names them.
+    pub fn name(&self) -> String {
+        if self.slot > 0 {
+            format!("{}.{}", self.service_name, self.slot)
+        } else {
+            format!("{}.{}", self.service_name, self.node_id)
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The executor seam: containers on one node, as the agent drives them.
+//!
+//! The agent walks a task through prepare (image present) → create → start → wait → stop → remove.
+//! The simulator implements this with simulated containers (start delay, exit codes, crashes,
+//! missing images); the daemon with Docker through bollard, or with plain processes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Labels every container started by shoal carries, so an agent re-adopts its containers after a restart.
+pub const LABEL_NODE_ID: &str = "com.shoal.node.id";
+pub const LABEL_SERVICE_ID: &str = "com.shoal.service.id";
+pub const LABEL_SERVICE_NAME: &str = "com.shoal.service.name";
+pub const LABEL_TASK_ID: &str = "com.shoal.task.id";
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's command when not empty.
+    pub command: Vec<String>,
+    /// `KEY=value` pairs.
+    pub env: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub memory_limit_bytes: Option<u64>,
+    pub nano_cpus: Option<u64>,
+}
+
+/// Where a container is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited { code: i64 },
+}
+
+/// One container as the executor sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+}
+
+/// Why the executor could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("image {image} is not present on this node and cannot be pulled: {reason}")]
+    ImageUnavailable { image: String, reason: String },
+    #[error("no such container: {id}")]
+    NoSuchContainer { id: String },
+    #[error("container runtime error: {0}")]
+    Runtime(String),
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A node's container runtime.
+#[async_trait]
+pub trait Executor: Send + Sync + 'static {
+    /// Make sure `image` is present locally. Never pulls an image that already exists locally.
+    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError>;
+    /// Create a container and return its id.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError>;
+    async fn start(&self, id: &str) -> Result<(), ExecutorError>;
+    /// Wait until the container exits and return its exit code.
+    async fn wait(&self, id: &str) -> Result<i64, ExecutorError>;
+    /// Ask the container to stop (SIGTERM); kill it after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError>;
+    /// Remove a stopped container (a running one is killed first).
+    async fn remove(&self, id: &str) -> Result<(), ExecutorError>;
+    async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError>;
+    /// Containers whose labels include every `(key, value)` in `labels`, sorted by id.
+    async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError>;
+    /// The last `tail` lines of the container's output.
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError>;
+}

@@ -1,0 +1,19 @@
+//! shoal-core: the control plane of shoal, written once against the seams in [`env`] so that it runs
+//! unchanged in the deterministic simulator (`shoal-sim`) and in the real daemon (`shoal`).
+//!
+//! Modelled on swarmkit's split; each part talks to the others only through the [`store`]:
+//! - [`api`] — the domain model (nodes, services, tasks, networks, cluster).
+//! - [`store`] — the replicated state machine: typed tables, transactions, a change feed.
+//! - [`raft`] — openraft behind the seams: log on the disk seam, RPCs on the transport seam.
+//! - [`scheduler`], [`orchestrator`], [`dispatcher`], [`agent`] — swarmkit's controllers.
+//! - [`control`] — the control API used by the CLI and by scenario steps.
+//! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
+
+pub mod api;
+pub mod orchestrator;
+pub mod raft;
+pub mod scheduler;
+pub mod env;
+pub mod rpc;
+pub mod store;
+pub mod trace;

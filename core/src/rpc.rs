@@ -1,0 +1,143 @@
+//! Typed calls over the transport seam. Every node serves one [`Router`]; a request's first byte names
+//! the [`Channel`] (raft, dispatcher, control), the rest is that channel's JSON message. A garbled or
+//! unknown frame gets an error reply, never a panic.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::env::transport::Peer;
+use crate::env::{Handler, Transport, TransportError};
+
+/// Which subsystem a request is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Channel {
+    Raft = 1,
+    Dispatcher = 2,
+    Control = 3,
+}
+
+impl Channel {
+    fn from_byte(byte: u8) -> Option<Channel> {
+        match byte {
+            1 => Some(Channel::Raft),
+            2 => Some(Channel::Dispatcher),
+            3 => Some(Channel::Control),
+            _ => None,
+        }
+    }
+}
+
+/// The reply envelope: the handler's answer, or why the request could not be handled at all.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Ok(serde_json::Value),
+    BadRequest(String),
+}
+
+/// A typed request handler for one channel.
+#[async_trait]
+pub trait Service: Send + Sync + 'static {
+    type Request: DeserializeOwned + Send;
+    type Response: Serialize + Send;
+    async fn call(&self, peer: Peer, request: Self::Request) -> Self::Response;
+}
+
+#[async_trait]
+trait ErasedService: Send + Sync {
+    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Reply;
+}
+
+struct Erased<S>(Arc<S>);
+
+#[async_trait]
+impl<S: Service> ErasedService for Erased<S> {
+    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Reply {
+        match serde_json::from_slice::<S::Request>(body) {
+            Ok(request) => {
+                let response = self.0.call(peer, request).await;
+                match serde_json::to_value(response) {
+                    Ok(value) => Reply::Ok(value),
+                    Err(err) => Reply::BadRequest(format!("cannot encode the reply: {err}")),
+                }
+            }
+            Err(err) => Reply::BadRequest(format!("garbled request: {err}")),
+        }
+    }
+}
+
+/// Demultiplexes a node's incoming requests to the services registered for each channel.
+/// Channels can be registered and removed while serving (a worker promoted to manager gains raft).
+#[derive(Default, Clone)]
+pub struct Router {
+    services: Arc<RwLock<BTreeMap<Channel, Arc<dyn ErasedService>>>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register<S: Service>(&self, channel: Channel, service: Arc<S>) {
+        self.services.write().expect("router lock").insert(channel, Arc::new(Erased(service)));
+    }
+
+    pub fn unregister(&self, channel: Channel) {
+        self.services.write().expect("router lock").remove(&channel);
+    }
+}
+
+#[async_trait]
+impl Handler for Router {
+    async fn handle(&self, peer: Peer, request: Vec<u8>) -> Vec<u8> {
+        let reply = match request.split_first() {
+            None => Reply::BadRequest("empty request".into()),
+            Some((&tag, body)) => match Channel::from_byte(tag) {
+                None => Reply::BadRequest(format!("unknown channel {tag}")),
+                Some(channel) => {
+                    let service = self.services.read().expect("router lock").get(&channel).cloned();
+                    match service {
+                        Some(service) => service.call_bytes(peer, body).await,
+                        None => Reply::BadRequest(format!("this node does not serve {channel:?} requests")),
+                    }
+                }
+            },
+        };
+        serde_json::to_vec(&reply).unwrap_or_default()
+    }
+}
+
+/// Why a typed call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{addr} refused the request: {reason}")]
+    BadRequest { addr: String, reason: String },
+    #[error("garbled reply from {addr}: {reason}")]
+    BadReply { addr: String, reason: String },
+}
+
+/// Send a typed request on `channel` to `to` and decode the typed reply.
+pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    transport: &dyn Transport,
+    to: &str,
+    channel: Channel,
+    request: &Req,
+    deadline: Duration,
+) -> Result<Resp, CallError> {
+    let mut frame = vec![channel as u8];
+    serde_json::to_writer(&mut frame, request)
+        .map_err(|err| CallError::BadRequest { addr: to.to_string(), reason: err.to_string() })?;
+    let bytes = transport.call(to, frame, deadline).await?;
+    let bad_reply = |reason: String| CallError::BadReply { addr: to.to_string(), reason };
+    match serde_json::from_slice::<Reply>(&bytes).map_err(|err| bad_reply(err.to_string()))? {
+        Reply::Ok(value) => serde_json::from_value(value).map_err(|err| bad_reply(err.to_string())),
+        Reply::BadRequest(reason) => Err(CallError::BadRequest { addr: to.to_string(), reason }),
+    }
+}

@@ -1,0 +1,108 @@
+//! The replicated state machine: typed tables with versions, all-or-nothing transactions, and a
+//! change feed the controllers watch ("the store is the bus", as in swarmkit).
+//!
+//! [`StoreState::apply`] is a pure function of the proposal: it never reads the clock (the leader
+//! stamps time into the [`Proposal`]) and it fails a whole proposal on the first conflict, leaving the
+//! state untouched. Writes reach it through a [`Proposer`]: raft in a cluster, [`LocalProposer`] in
+//! unit tests.
+
+mod proposer;
+mod state;
+
+pub use proposer::{propose_with_retry, LocalProposer, ProposeError, Proposer, LOST_QUORUM_MESSAGE};
+pub use state::{Action, Change, ChangeKind, Kind, Object, Proposal, StoreError, StoreState};
+
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{broadcast, watch};
+
+/// A batch of committed changes, or a reset after a snapshot replaced the whole state.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Committed { version: u64, changes: Arc<Vec<Change>> },
+    Reset { version: u64 },
+}
+
+/// A node's copy of the state, shared by every component on the node.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<RwLock<StoreState>>,
+    feed: broadcast::Sender<Event>,
+    version: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("version", &*self.version.borrow()).finish()
+    }
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Store {
+    pub fn new() -> Self {
+        let (feed, _) = broadcast::channel(4096);
+        let (version, _) = watch::channel(0);
+        Store { state: Arc::new(RwLock::new(StoreState::default())), feed, version }
+    }
+
+    /// Read the state under a short lock. Never hold what `f` borrows across an await.
+    pub fn view<R>(&self, f: impl FnOnce(&StoreState) -> R) -> R {
+        let state = self.state.read().expect("store lock poisoned");
+        f(&state)
+    }
+
+    /// A full copy of the state (for snapshots and for controllers that reconcile everything).
+    pub fn snapshot(&self) -> StoreState {
+        self.view(|state| state.clone())
+    }
+
+    pub fn version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Apply a committed proposal and publish its changes. A rejected proposal changes nothing.
+    pub fn apply(&self, proposal: &Proposal) -> Result<u64, StoreError> {
+        let (version, changes) = {
+            let mut state = self.state.write().expect("store lock poisoned");
+            let changes = state.apply(proposal)?;
+            (state.version, changes)
+        };
+        self.publish(Event::Committed { version, changes: Arc::new(changes) }, version);
+        Ok(version)
+    }
+
+    /// Replace the whole state (snapshot install, restart from disk).
+    pub fn replace(&self, new_state: StoreState) {
+        let version = new_state.version;
+        *self.state.write().expect("store lock poisoned") = new_state;
+        self.publish(Event::Reset { version }, version);
+    }
+
+    fn publish(&self, event: Event, version: u64) {
+        // No subscribers is fine: nobody is watching yet.
+        let _ = self.feed.send(event);
+        self.version.send_replace(version);
+    }
+
+    /// Watch committed changes from now on. A receiver that lags gets `Lagged` and must re-read the state.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.feed.subscribe()
+    }
+
+    /// Watch the store version (cheap wake-ups for controllers that reconcile from a snapshot).
+    pub fn watch_version(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    /// Wait until the store has applied at least `version`.
+    pub async fn wait_for_version(&self, version: u64) {
+        let mut rx = self.version.subscribe();
+        // The sender lives as long as `self`, so this only ends when the version is reached.
+        let _ = rx.wait_for(|v| *v >= version).await;
+    }
+}
