@@ -1,1 +1,11 @@
-//! Simulator.
+//! shoal-sim: the deterministic simulator. Whole clusters in one process on madsim's virtual time,
+//! with the core's seams implemented by simulated parts:
+//! - [`net`] — links with delay, loss and (one-way) partitions;
+//! - [`disk`] — a disk that survives crashes but loses what was not synced;
+//! - [`executor`] — simulated containers (start delay, exit, crash, unpullable images).
+//!
+//! The same seed gives the same run, bit for bit.
+
+pub mod disk;
+pub mod executor;
+pub mod net;

@@ -1,0 +1,216 @@
+//! The simulated network: in-process links between nodes with per-link delay and loss, symmetric and
+//! one-way partitions, all drawn from the run's seed.
+//!
+//! One [`SimNet`] per simulated cluster holds the fault table and the listeners; each node gets a
+//! [`SimTransport`] bound to its own address. A request to a node that is not listening (crashed,
+//! not started) is refused at once; a request across a cut link, or one that is lost, is silence
+//! until the caller's deadline — as a real network behaves. Addresses are `host:port`, and faults
+//! act on hosts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shoal_core::env::transport::Peer;
+use shoal_core::env::{runtime, Handler, Transport, TransportError};
+use tokio::sync::{mpsc, oneshot};
+
+/// Delay and loss on one direction of a link.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkPolicy {
+    pub delay_min: Duration,
+    pub delay_max: Duration,
+    /// Probability in [0, 1] that a message on this link is lost.
+    pub loss: f64,
+}
+
+impl Default for LinkPolicy {
+    fn default() -> Self {
+        LinkPolicy { delay_min: Duration::from_micros(500), delay_max: Duration::from_millis(3), loss: 0.0 }
+    }
+}
+
+struct Incoming {
+    peer: Peer,
+    request: Vec<u8>,
+    reply: oneshot::Sender<Vec<u8>>,
+}
+
+#[derive(Default)]
+struct NetState {
+    listeners: BTreeMap<String, mpsc::UnboundedSender<Incoming>>,
+    /// Cut directions `(from host, to host)`.
+    cut: BTreeSet<(String, String)>,
+    /// Per-direction policies; a missing entry uses `default_policy`.
+    links: BTreeMap<(String, String), LinkPolicy>,
+    default_policy: LinkPolicy,
+    delivered: u64,
+    dropped: u64,
+}
+
+/// The network of one simulated cluster: listeners and the fault table.
+#[derive(Clone, Default)]
+pub struct SimNet {
+    state: Arc<Mutex<NetState>>,
+}
+
+impl std::fmt::Debug for SimNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimNet").finish_non_exhaustive()
+    }
+}
+
+/// The host part of `host:port`.
+pub fn host_of(addr: &str) -> &str {
+    addr.rsplit_once(':').map(|(host, _)| host).unwrap_or(addr)
+}
+
+impl SimNet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A transport for the node listening at `addr`.
+    pub fn transport(&self, addr: impl Into<String>) -> SimTransport {
+        SimTransport { net: self.clone(), addr: addr.into() }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut NetState) -> R) -> R {
+        f(&mut self.state.lock().expect("sim net lock"))
+    }
+
+    /// Cut traffic from every host in `from` to every host in `to` (one way).
+    pub fn cut_one_way(&self, from: &[String], to: &[String]) {
+        self.with(|state| {
+            for a in from {
+                for b in to {
+                    if a != b {
+                        state.cut.insert((a.clone(), b.clone()));
+                    }
+                }
+            }
+        })
+    }
+
+    /// Cut traffic between the two sets, both ways.
+    pub fn partition(&self, side_a: &[String], side_b: &[String]) {
+        self.cut_one_way(side_a, side_b);
+        self.cut_one_way(side_b, side_a);
+    }
+
+    /// Restore every cut link and every link policy.
+    pub fn heal(&self) {
+        self.with(|state| {
+            state.cut.clear();
+            state.links.clear();
+        })
+    }
+
+    /// Set delay/loss on the links between `a` and `b`, both directions.
+    pub fn set_link(&self, a: &str, b: &str, policy: LinkPolicy) {
+        self.with(|state| {
+            state.links.insert((a.to_string(), b.to_string()), policy);
+            state.links.insert((b.to_string(), a.to_string()), policy);
+        })
+    }
+
+    /// Set the delay/loss of every link without its own policy.
+    pub fn set_default_link(&self, policy: LinkPolicy) {
+        self.with(|state| state.default_policy = policy)
+    }
+
+    pub fn is_cut(&self, from_host: &str, to_host: &str) -> bool {
+        self.with(|state| state.cut.contains(&(from_host.to_string(), to_host.to_string())))
+    }
+
+    /// Messages delivered and dropped so far (for speed figures and reports).
+    pub fn stats(&self) -> (u64, u64) {
+        self.with(|state| (state.delivered, state.dropped))
+    }
+
+    /// What one hop from `from` to `to` does to a message: `None` if it is lost or cut, else its delay.
+    fn hop(&self, from: &str, to: &str) -> Option<Duration> {
+        let key = (from.to_string(), to.to_string());
+        let policy = self.with(|state| {
+            if state.cut.contains(&key) {
+                None
+            } else {
+                Some(state.links.get(&key).copied().unwrap_or(state.default_policy))
+            }
+        });
+        let verdict = policy.and_then(|policy| {
+            // Draw from the seeded rng even when loss is 0, so adding loss elsewhere does not shift
+            // every later random choice of the run.
+            let roll = (runtime::random_u64() % 1_000_000) as f64 / 1_000_000.0;
+            (roll >= policy.loss).then(|| runtime::random_duration(policy.delay_min, policy.delay_max))
+        });
+        self.with(|state| match verdict {
+            Some(_) => state.delivered += 1,
+            None => state.dropped += 1,
+        });
+        verdict
+    }
+}
+
+/// One node's end of the simulated network.
+#[derive(Clone)]
+pub struct SimTransport {
+    net: SimNet,
+    addr: String,
+}
+
+impl SimTransport {
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn exchange(&self, to: &str, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let (from_host, to_host) = (host_of(&self.addr).to_string(), host_of(to).to_string());
+        let Some(delay) = self.net.hop(&from_host, &to_host) else {
+            return std::future::pending().await;
+        };
+        runtime::sleep(delay).await;
+        let listener = self.net.with(|state| state.listeners.get(to).cloned());
+        let unreachable = |reason: &str| TransportError::Unreachable { addr: to.to_string(), reason: reason.into() };
+        let Some(listener) = listener else {
+            return Err(unreachable("connection refused"));
+        };
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let peer = Peer { addr: self.addr.clone(), identity: None };
+        listener.send(Incoming { peer, request, reply: reply_tx }).map_err(|_| unreachable("connection refused"))?;
+        let reply = reply_rx.await.map_err(|_| TransportError::Closed { addr: to.to_string() })?;
+        let Some(delay) = self.net.hop(&to_host, &from_host) else {
+            return std::future::pending().await;
+        };
+        runtime::sleep(delay).await;
+        Ok(reply)
+    }
+}
+
+#[async_trait]
+impl Transport for SimTransport {
+    async fn call(&self, to: &str, request: Vec<u8>, deadline: Duration) -> Result<Vec<u8>, TransportError> {
+        match runtime::timeout(deadline, self.exchange(to, request)).await {
+            Ok(result) => result,
+            Err(_) => Err(TransportError::Timeout { addr: to.to_string(), timeout_ms: deadline.as_millis() as u64 }),
+        }
+    }
+
+    async fn serve(&self, handler: Arc<dyn Handler>) -> Result<(), TransportError> {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Incoming>();
+        self.net.with(|state| state.listeners.insert(self.addr.clone(), tx));
+        // The accept loop is spawned on the calling node, so it dies when that node crashes and the
+        // address then refuses connections.
+        runtime::spawn(async move {
+            while let Some(incoming) = rx.recv().await {
+                let handler = handler.clone();
+                runtime::spawn(async move {
+                    let reply = handler.handle(incoming.peer, incoming.request).await;
+                    let _ = incoming.reply.send(reply);
+                });
+            }
+        });
+        Ok(())
+    }
+}
