@@ -10,6 +10,7 @@
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
 
 pub mod api;
+pub mod control;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;

@@ -1,0 +1,127 @@
+//! The control API's messages: what the CLI (through the daemon) and scenario steps may ask a
+//! manager, and what it answers. Served on [`crate::rpc::Channel::Control`] by every manager.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Availability, ClusterSpec, Labels, Network, Node, NodeRole, Service, ServiceSpec, Task};
+
+/// A request to the control API. Objects are named by id, unique id prefix, or name (hostname for nodes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Info,
+    NodeList,
+    NodeInspect { node: String },
+    NodeUpdate { node: String, availability: Option<Availability>, label_add: Labels, label_rm: Vec<String> },
+    NodePromote { node: String },
+    NodeDemote { node: String },
+    NodeRemove { node: String, force: bool },
+    ServiceCreate { spec: ServiceSpec },
+    ServiceList,
+    ServiceInspect { service: String },
+    /// Replace the spec; `version` is the service version the new spec was based on.
+    ServiceUpdate { service: String, version: u64, spec: ServiceSpec },
+    ServiceRollback { service: String },
+    ServiceScale { service: String, replicas: u64 },
+    ServiceRemove { service: String },
+    /// Tasks, optionally of one service and/or one node, newest first within a slot.
+    TaskList { service: Option<String>, node: Option<String> },
+    JoinToken { role: NodeRole, rotate: bool },
+    NetworkCreate { name: String, driver: String, attachable: bool, labels: Labels },
+    NetworkList,
+    NetworkInspect { network: String },
+    NetworkRemove { network: String },
+}
+
+impl ControlRequest {
+    /// Whether the request changes the cluster (and so must go through raft).
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            ControlRequest::Info
+                | ControlRequest::NodeList
+                | ControlRequest::NodeInspect { .. }
+                | ControlRequest::ServiceList
+                | ControlRequest::ServiceInspect { .. }
+                | ControlRequest::TaskList { .. }
+                | ControlRequest::NetworkList
+                | ControlRequest::NetworkInspect { .. }
+        )
+    }
+}
+
+/// A node as `node ls` / `node inspect` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub node: Node,
+    pub leader: bool,
+    /// `reachable` / `unreachable` for managers, empty for workers.
+    pub reachability: String,
+}
+
+/// A service with its running/desired counts, as `service ls` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceView {
+    pub service: Service,
+    pub running: u64,
+    pub desired: u64,
+}
+
+/// What `docker info` shows about the swarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    pub node_id: String,
+    pub node_addr: String,
+    pub is_manager: bool,
+    pub cluster_id: String,
+    pub managers: u64,
+    pub nodes: u64,
+    pub spec: ClusterSpec,
+    pub manager_addrs: Vec<String>,
+    pub leader_addr: Option<String>,
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "body", rename_all = "snake_case")]
+pub enum ControlResponse {
+    Done,
+    Info(Box<ClusterInfo>),
+    Nodes(Vec<NodeView>),
+    Node(Box<NodeView>),
+    Services(Vec<ServiceView>),
+    Service(Box<ServiceView>),
+    Created { id: String },
+    Tasks(Vec<Task>),
+    JoinToken { token: String, manager_addr: String },
+    Networks(Vec<Network>),
+    Network(Box<Network>),
+}
+
+/// Why a control request was refused. Messages say what was wrong and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", content = "message", rename_all = "snake_case")]
+pub enum ControlError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// Quorum lost: Swarm's message.
+    #[error("{}", crate::store::LOST_QUORUM_MESSAGE)]
+    NoLeader,
+    #[error(
+        "This node is not a swarm manager. Worker nodes can't be used to view or modify cluster state. \
+         Please run this command on a manager node or promote the current node to a manager."
+    )]
+    NotAManager,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type ControlResult = Result<ControlResponse, ControlError>;
