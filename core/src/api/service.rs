@@ -202,6 +202,10 @@ pub struct UpdateStatus {
     pub started_at_ms: u64,
     pub completed_at_ms: u64,
     pub message: String,
+    /// The `spec_version` this update (or rollback) drives the service's tasks to; an update status
+    /// for an older version is stale and a new update starts.
+    #[serde(default)]
+    pub spec_version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

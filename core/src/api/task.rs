@@ -71,7 +71,7 @@ pub struct TaskStatus {
     pub exit_code: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Task {
     pub id: String,
     pub meta: Meta,
@@ -85,6 +85,18 @@ pub struct Task {
     pub spec: TaskSpec,
     pub desired_state: TaskState,
     pub status: TaskStatus,
+    /// The orchestrator holds the task in `new` (unscheduled) until this time: a delayed restart.
+    /// 0 = no delay.
+    #[serde(default)]
+    pub not_before_ms: u64,
+    /// Consecutive restarts of this slot that followed a short-lived task; the exponent of the
+    /// restart back-off. Reset to 0 when the task before ran healthily (see `orchestrator::restart`).
+    #[serde(default)]
+    pub restart_streak: u64,
+    /// When this slot was restarted by the restart supervisor (oldest first), carried from task to
+    /// task of the slot and trimmed to what `max_attempts` within `window` needs.
+    #[serde(default)]
+    pub restart_history_ms: Vec<u64>,
 }
 
 impl Task {
