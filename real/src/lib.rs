@@ -1,1 +1,12 @@
 //! The shoal daemon and CLI.
+//!
+//! The real arms of the core's instance seams live here, one module each:
+//! - [`net`] — [`net::TcpTransport`]: length-delimited frames over TCP, multiplexed calls, reconnects.
+//! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
+//! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard).
+//! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
+
+pub mod disk;
+pub mod docker;
+pub mod net;
+pub mod process;

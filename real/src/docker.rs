@@ -1,0 +1,332 @@
+//! The real arm of the executor seam: [`DockerExecutor`], containers through the Docker Engine API
+//! (bollard, over the local unix socket or `DOCKER_HOST`).
+//!
+//! - The API version is negotiated at connect time: Debian's engine may speak an older API than
+//!   bollard's default, and a request at a newer version is refused outright.
+//! - Images are never pulled unless [`DockerOptions::allow_pull`] is set: `prepare_image` inspects
+//!   the local image store and reports a missing image as [`ExecutorError::ImageUnavailable`]. A pull
+//!   is never attempted for an image that exists locally. (With no registry reachable, a pull only
+//!   makes dockerd resolve registry names, and fail slowly.)
+//! - Containers run with host networking and carry the spec's labels (shoal's node/service/task ids,
+//!   so a restarted agent finds its containers again with `list`), env, command and limits.
+//! - `stop` is Docker's: SIGTERM, then SIGKILL after the grace (rounded up to whole seconds). Note
+//!   that a process running as PID 1 without a handler ignores SIGTERM and is killed at the grace.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::container::{
+    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
+};
+use bollard::errors::Error as DockerError;
+use bollard::image::CreateImageOptions;
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HostConfig};
+use bollard::Docker;
+use futures_util::StreamExt;
+use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+
+/// How a [`DockerExecutor`] behaves.
+#[derive(Debug, Clone, Default)]
+pub struct DockerOptions {
+    /// Pull images that are missing locally. Off by default: the clusters this runs on have no
+    /// registry, and images are loaded with `docker import`/`docker load`.
+    pub allow_pull: bool,
+}
+
+/// Containers through the local Docker Engine.
+#[derive(Debug, Clone)]
+pub struct DockerExecutor {
+    docker: Docker,
+    options: DockerOptions,
+}
+
+/// Map a bollard error: 404 is "no such thing", transport failures mean the engine is unavailable.
+fn map_error(error: DockerError, id: &str) -> ExecutorError {
+    match error {
+        DockerError::DockerResponseServerError {
+            status_code: 404, ..
+        } => ExecutorError::NoSuchContainer { id: id.to_string() },
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => ExecutorError::Runtime(format!(
+            "{id}: the engine answered {status_code}: {message}"
+        )),
+        DockerError::IOError { .. }
+        | DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
+        | DockerError::RequestTimeoutError
+        | DockerError::SocketNotFoundError(_) => {
+            ExecutorError::Unavailable(format!("{id}: {error}"))
+        }
+        other => ExecutorError::Runtime(format!("{id}: {other}")),
+    }
+}
+
+fn status_code(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+impl DockerExecutor {
+    /// Connect to the local engine (`DOCKER_HOST`, else the unix socket), negotiate the API version
+    /// and check that the engine answers.
+    pub async fn connect(options: DockerOptions) -> Result<Self, ExecutorError> {
+        let docker = Docker::connect_with_local_defaults().map_err(|e| {
+            ExecutorError::Unavailable(format!("cannot reach the Docker engine: {e}"))
+        })?;
+        Self::with_docker(docker, options).await
+    }
+
+    /// Use an existing bollard client (negotiating its API version).
+    pub async fn with_docker(
+        docker: Docker,
+        options: DockerOptions,
+    ) -> Result<Self, ExecutorError> {
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}"))
+        })?;
+        docker.ping().await.map_err(|e| {
+            ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}"))
+        })?;
+        Ok(DockerExecutor { docker, options })
+    }
+
+    /// The bollard client, for callers that need more of the Engine API.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    fn summary(id: &str, response: ContainerInspectResponse) -> ContainerSummary {
+        let config = response.config.unwrap_or_default();
+        let state = response.state.unwrap_or_default();
+        let exit_code = state.exit_code.unwrap_or(0);
+        let state = match state.status {
+            Some(ContainerStateStatusEnum::CREATED)
+            | Some(ContainerStateStatusEnum::EMPTY)
+            | None => ContainerState::Created,
+            Some(ContainerStateStatusEnum::RUNNING)
+            | Some(ContainerStateStatusEnum::PAUSED)
+            | Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Running,
+            Some(ContainerStateStatusEnum::REMOVING)
+            | Some(ContainerStateStatusEnum::EXITED)
+            | Some(ContainerStateStatusEnum::DEAD) => ContainerState::Exited { code: exit_code },
+        };
+        ContainerSummary {
+            id: response.id.unwrap_or_else(|| id.to_string()),
+            // The engine reports names with a leading slash.
+            name: response
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            labels: config
+                .labels
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+            state,
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), ExecutorError> {
+        let options = CreateImageOptions {
+            from_image: image,
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| ExecutorError::ImageUnavailable {
+                image: image.to_string(),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => {
+                if self.options.allow_pull {
+                    self.pull(image).await
+                } else {
+                    Err(ExecutorError::ImageUnavailable {
+                        image: image.to_string(),
+                        reason:
+                            "not in the local image store, and pulling is disabled (load it with \
+                                 `docker load`/`docker import`)"
+                                .into(),
+                    })
+                }
+            }
+            Err(e) => Err(map_error(e, image)),
+        }
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
+        let host_config = HostConfig {
+            network_mode: Some("host".into()),
+            memory: spec
+                .memory_limit_bytes
+                .and_then(|bytes| i64::try_from(bytes).ok()),
+            nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
+            ..Default::default()
+        };
+        let config = Config {
+            image: Some(spec.image.clone()),
+            cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(
+                spec.labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<HashMap<_, _>>(),
+            ),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = (!spec.name.is_empty()).then(|| CreateContainerOptions {
+            name: spec.name.clone(),
+            platform: None,
+        });
+        match self.docker.create_container(options, config).await {
+            Ok(response) => Ok(response.id),
+            // On create, 404 means the image is missing, not the container.
+            Err(e) if status_code(&e) == Some(404) => Err(ExecutorError::ImageUnavailable {
+                image: spec.image.clone(),
+                reason: e.to_string(),
+            }),
+            Err(e) => Err(map_error(e, &spec.name)),
+        }
+    }
+
+    async fn start(&self, id: &str) -> Result<(), ExecutorError> {
+        match self
+            .docker
+            .start_container(id, None::<StartContainerOptions<String>>)
+            .await
+        {
+            // 304: already running.
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            result => result.map_err(|e| map_error(e, id)),
+        }
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, ExecutorError> {
+        // "not-running" returns at once for a container that was never started, with code 0; so a
+        // created container is waited on until its next exit instead.
+        let current = self.inspect(id).await?;
+        let condition = match current.state {
+            ContainerState::Exited { code } => return Ok(code),
+            ContainerState::Created => "next-exit",
+            ContainerState::Running => "not-running",
+        };
+        let mut waiting = self
+            .docker
+            .wait_container(id, Some(WaitContainerOptions { condition }));
+        match waiting.next().await {
+            Some(Ok(response)) => Ok(response.status_code),
+            // bollard reports a non-zero exit as an error carrying the code.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(map_error(e, id)),
+            None => Err(ExecutorError::Runtime(format!(
+                "{id}: the engine ended the wait without a status"
+            ))),
+        }
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError> {
+        let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptions {
+            t: i64::try_from(seconds).unwrap_or(i64::MAX),
+        };
+        match self.docker.stop_container(id, Some(options)).await {
+            // 304: already stopped.
+            Err(e) if status_code(&e) == Some(304) => Ok(()),
+            result => result.map_err(|e| map_error(e, id)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ExecutorError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        self.docker
+            .remove_container(id, Some(options))
+            .await
+            .map_err(|e| map_error(e, id))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
+        let response = self
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| map_error(e, id))?;
+        Ok(Self::summary(id, response))
+    }
+
+    async fn list(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<ContainerSummary>, ExecutorError> {
+        let label_filters: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut filters = HashMap::new();
+        if !label_filters.is_empty() {
+            filters.insert("label".to_string(), label_filters);
+        }
+        let options = ListContainersOptions {
+            all: true,
+            filters,
+            ..Default::default()
+        };
+        let listed = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| map_error(e, "list"))?;
+        let mut summaries = Vec::with_capacity(listed.len());
+        // The list gives no exit codes, so each container is inspected; one removed in between is
+        // simply no longer there.
+        for container in listed {
+            let Some(id) = container.id else { continue };
+            match self.inspect(&id).await {
+                Ok(summary) => summaries.push(summary),
+                Err(ExecutorError::NoSuchContainer { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        summaries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(summaries)
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: tail.to_string(),
+            ..Default::default()
+        };
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            text.extend_from_slice(&chunk.map_err(|e| map_error(e, id))?.into_bytes());
+        }
+        let lines: Vec<String> = String::from_utf8_lossy(&text)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        Ok(lines[lines.len().saturating_sub(tail)..].to_vec())
+    }
+}

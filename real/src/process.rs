@@ -1,0 +1,478 @@
+//! A real arm of the executor seam for hosts without Docker: [`ProcessExecutor`] runs each
+//! "container" as a plain host process (tokio::process).
+//!
+//! What a container spec means here:
+//! - `image` is either [`PROCESS_IMAGE`] (`"process"`): run `command` as argv, `command[0]` looked up
+//!   in `PATH`; or an absolute path to an executable: run it with `command` as its arguments.
+//!   Anything else is [`ExecutorError::ImageUnavailable`] — nothing is ever downloaded.
+//! - `env` is the whole environment, on top of a default `PATH` (as a container gets its image's env
+//!   and not the daemon's); entries without `=` are ignored.
+//! - `labels` are kept in memory; `memory_limit_bytes` and `nano_cpus` are recorded but NOT enforced
+//!   (that would take cgroups, which is what Docker is for).
+//! - Each process leads its own process group, so `stop` (SIGTERM, then SIGKILL after the grace) and
+//!   `remove` reach the children of a `sh -c` too.
+//! - stdout and stderr are captured line by line, interleaved, the last [`LOG_LINES`] kept.
+//! - Exit codes follow Docker's: the process's code, or 128 + the signal that killed it.
+//!
+//! Containers live as long as the executor: they are not re-adopted after a daemon restart, and
+//! dropping the executor kills every process it still runs.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// The image name meaning "no image, `command` is the argv".
+pub const PROCESS_IMAGE: &str = "process";
+/// Output lines kept per process.
+pub const LOG_LINES: usize = 10_000;
+/// The `PATH` a process starts with unless its env sets one (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How long a SIGKILLed process may take to be reaped before `stop` reports it stuck.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs containers as host processes.
+#[derive(Debug, Clone)]
+pub struct ProcessExecutor {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    id_prefix: String,
+    next_id: AtomicU64,
+    containers: Mutex<BTreeMap<String, Proc>>,
+}
+
+#[derive(Debug)]
+struct Proc {
+    spec: ContainerSpec,
+    argv: Vec<String>,
+    state: Arc<watch::Sender<ContainerState>>,
+    /// The process (and group) id while it runs.
+    pid: Option<i32>,
+    logs: Arc<Mutex<VecDeque<String>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections are single map operations, so a poisoned lock holds consistent data.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn no_such(id: &str) -> ExecutorError {
+    ExecutorError::NoSuchContainer { id: id.to_string() }
+}
+
+/// Send `signal` to the whole process group `pgid`. A group that is already gone is not an error.
+fn signal_group(pgid: i32, signal: libc::c_int) {
+    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid addresses the process group
+    // that `start` created with the child as its leader.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i64 {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => i64::from(code),
+        (None, Some(signal)) => 128 + i64::from(signal),
+        (None, None) => -1,
+    }
+}
+
+impl Default for ProcessExecutor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ProcessExecutor {
+    pub fn new() -> Self {
+        // Ids unique across executors in one daemon and across restarts of it.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        ProcessExecutor {
+            inner: Arc::new(Inner {
+                id_prefix: format!("{:x}{:x}", std::process::id(), nanos),
+                next_id: AtomicU64::new(1),
+                containers: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    fn check_image(image: &str) -> Result<(), ExecutorError> {
+        if image == PROCESS_IMAGE {
+            return Ok(());
+        }
+        let unavailable = |reason: &str| ExecutorError::ImageUnavailable {
+            image: image.to_string(),
+            reason: format!(
+                "{reason} (the process executor runs host programs: the image must be \
+                 `{PROCESS_IMAGE}` or an absolute path to an executable)"
+            ),
+        };
+        let path = Path::new(image);
+        if !path.is_absolute() {
+            return Err(unavailable("not an absolute path"));
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.is_file() && meta.permissions().mode() & 0o111 != 0 => Ok(()),
+            Ok(_) => Err(unavailable("not an executable file")),
+            Err(e) => Err(unavailable(&e.to_string())),
+        }
+    }
+
+    fn summary(id: &str, proc: &Proc) -> ContainerSummary {
+        ContainerSummary {
+            id: id.to_string(),
+            name: proc.spec.name.clone(),
+            image: proc.spec.image.clone(),
+            labels: proc.spec.labels.clone(),
+            state: *proc.state.borrow(),
+        }
+    }
+
+    /// The state channel and running pid of `id`.
+    fn handle(
+        &self,
+        id: &str,
+    ) -> Result<(watch::Receiver<ContainerState>, Option<i32>), ExecutorError> {
+        let containers = lock(&self.inner.containers);
+        let proc = containers.get(id).ok_or_else(|| no_such(id))?;
+        let running = matches!(*proc.state.borrow(), ContainerState::Running);
+        Ok((proc.state.subscribe(), proc.pid.filter(|_| running)))
+    }
+}
+
+/// Wait until the state is `Exited` and return its code; `None` if the process record went away.
+async fn exited(state: &mut watch::Receiver<ContainerState>) -> Option<i64> {
+    loop {
+        if let ContainerState::Exited { code } = *state.borrow_and_update() {
+            return Some(code);
+        }
+        state.changed().await.ok()?;
+    }
+}
+
+/// Copy a process's output into its log, one line at a time.
+async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<String>>>) {
+    let mut lines = BufReader::new(output).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut logs = lock(&logs);
+        if logs.len() == LOG_LINES {
+            logs.pop_front();
+        }
+        logs.push_back(line);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Nobody can stop these processes once the executor is gone.
+        for proc in lock(&self.containers).values() {
+            if let (Some(pid), ContainerState::Running) = (proc.pid, *proc.state.borrow()) {
+                signal_group(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Executor for ProcessExecutor {
+    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
+        Self::check_image(image)
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
+        Self::check_image(&spec.image)?;
+        let argv = if spec.image == PROCESS_IMAGE {
+            if spec.command.is_empty() {
+                return Err(ExecutorError::Runtime(format!(
+                    "container {}: image `{PROCESS_IMAGE}` needs a command to run",
+                    spec.name
+                )));
+            }
+            spec.command.clone()
+        } else {
+            std::iter::once(spec.image.clone())
+                .chain(spec.command.iter().cloned())
+                .collect()
+        };
+        let mut containers = lock(&self.inner.containers);
+        if !spec.name.is_empty() && containers.values().any(|proc| proc.spec.name == spec.name) {
+            return Err(ExecutorError::Runtime(format!(
+                "the container name {:?} is already in use",
+                spec.name
+            )));
+        }
+        let id = format!(
+            "{}-{}",
+            self.inner.id_prefix,
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+        );
+        let (state, _) = watch::channel(ContainerState::Created);
+        containers.insert(
+            id.clone(),
+            Proc {
+                spec: spec.clone(),
+                argv,
+                state: Arc::new(state),
+                pid: None,
+                logs: Arc::default(),
+            },
+        );
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), ExecutorError> {
+        let mut containers = lock(&self.inner.containers);
+        let proc = containers.get_mut(id).ok_or_else(|| no_such(id))?;
+        match *proc.state.borrow() {
+            ContainerState::Created => {}
+            ContainerState::Running => return Ok(()),
+            ContainerState::Exited { .. } => {
+                return Err(ExecutorError::Runtime(format!(
+                    "container {id} has exited; create a new one"
+                )))
+            }
+        }
+        let mut command = Command::new(&proc.argv[0]);
+        command
+            .args(&proc.argv[1..])
+            .env_clear()
+            .env("PATH", DEFAULT_PATH)
+            .envs(proc.spec.env.iter().filter_map(|pair| pair.split_once('=')))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // As Docker does for a missing executable: the container is dead with 127.
+                proc.state
+                    .send_replace(ContainerState::Exited { code: 127 });
+                return Err(ExecutorError::Runtime(format!(
+                    "starting {:?}: {e}",
+                    proc.argv[0]
+                )));
+            }
+        };
+        proc.pid = child.id().and_then(|pid| i32::try_from(pid).ok());
+        if let Some(stdout) = child.stdout.take() {
+            tokio::spawn(capture(stdout, proc.logs.clone()));
+        }
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(capture(stderr, proc.logs.clone()));
+        }
+        proc.state.send_replace(ContainerState::Running);
+        let state = proc.state.clone();
+        tokio::spawn(async move {
+            let code = match child.wait().await {
+                Ok(status) => exit_code(status),
+                Err(_) => -1,
+            };
+            state.send_replace(ContainerState::Exited { code });
+        });
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<i64, ExecutorError> {
+        let (mut state, _) = self.handle(id)?;
+        exited(&mut state).await.ok_or_else(|| no_such(id))
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError> {
+        let (mut state, pid) = self.handle(id)?;
+        let Some(pid) = pid else { return Ok(()) };
+        signal_group(pid, libc::SIGTERM);
+        if tokio::time::timeout(grace, exited(&mut state))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        signal_group(pid, libc::SIGKILL);
+        match tokio::time::timeout(KILL_WAIT, exited(&mut state)).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ExecutorError::Runtime(format!(
+                "process {pid} of container {id} survived SIGKILL"
+            ))),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), ExecutorError> {
+        let (mut state, pid) = self.handle(id)?;
+        if let Some(pid) = pid {
+            signal_group(pid, libc::SIGKILL);
+            if tokio::time::timeout(KILL_WAIT, exited(&mut state))
+                .await
+                .is_err()
+            {
+                return Err(ExecutorError::Runtime(format!(
+                    "process {pid} of container {id} survived SIGKILL"
+                )));
+            }
+        }
+        lock(&self.inner.containers)
+            .remove(id)
+            .map(|_| ())
+            .ok_or_else(|| no_such(id))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
+        let containers = lock(&self.inner.containers);
+        containers
+            .get(id)
+            .map(|proc| Self::summary(id, proc))
+            .ok_or_else(|| no_such(id))
+    }
+
+    async fn list(
+        &self,
+        labels: &[(String, String)],
+    ) -> Result<Vec<ContainerSummary>, ExecutorError> {
+        let containers = lock(&self.inner.containers);
+        // BTreeMap order is id order, as the seam promises.
+        Ok(containers
+            .iter()
+            .filter(|(_, proc)| {
+                labels
+                    .iter()
+                    .all(|(key, value)| proc.spec.labels.get(key) == Some(value))
+            })
+            .map(|(id, proc)| Self::summary(id, proc))
+            .collect())
+    }
+
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
+        let logs = lock(&self.inner.containers)
+            .get(id)
+            .map(|proc| proc.logs.clone())
+            .ok_or_else(|| no_such(id))?;
+        let logs = lock(&logs);
+        Ok(logs
+            .iter()
+            .skip(logs.len().saturating_sub(tail))
+            .cloned()
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, image: &str, command: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            name: name.into(),
+            image: image.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            env: vec!["GREETING=hi".into()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_env_and_path_images() {
+        let executor = ProcessExecutor::new();
+        let id = executor
+            .create(&spec(
+                "a",
+                "/bin/sh",
+                &["-c", "echo $GREETING; echo two >&2; exit 0"],
+            ))
+            .await
+            .unwrap();
+        executor.start(&id).await.unwrap();
+        assert_eq!(executor.wait(&id).await.unwrap(), 0);
+        // Output is read by separate tasks; give them a moment to drain the pipes after exit.
+        for _ in 0..100 {
+            if executor.logs(&id, 10).await.unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let mut logs = executor.logs(&id, 10).await.unwrap();
+        logs.sort();
+        assert_eq!(logs, vec!["hi", "two"]);
+        assert_eq!(
+            executor.logs(&id, 1).await.unwrap().len(),
+            1,
+            "tail bounds the lines"
+        );
+        assert!(
+            executor
+                .create(&spec("a", "process", &["true"]))
+                .await
+                .is_err(),
+            "names are unique"
+        );
+    }
+
+    #[tokio::test]
+    async fn sigterm_then_sigkill() {
+        let executor = ProcessExecutor::new();
+        // The shell ignores SIGTERM, so only the SIGKILL after the grace ends it.
+        let id = executor
+            .create(&spec(
+                "b",
+                "process",
+                &["sh", "-c", "trap '' TERM; sleep 30"],
+            ))
+            .await
+            .unwrap();
+        executor.start(&id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        executor
+            .stop(&id, Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert_eq!(
+            executor.inspect(&id).await.unwrap().state,
+            ContainerState::Exited { code: 137 }
+        );
+
+        let id = executor
+            .create(&spec("c", "process", &["sleep", "30"]))
+            .await
+            .unwrap();
+        executor.start(&id).await.unwrap();
+        executor.stop(&id, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(
+            executor.wait(&id).await.unwrap(),
+            143,
+            "SIGTERM ends a plain sleep"
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_programs_and_images() {
+        let executor = ProcessExecutor::new();
+        assert!(matches!(
+            executor.prepare_image("busybox:latest").await,
+            Err(ExecutorError::ImageUnavailable { .. })
+        ));
+        assert!(executor.prepare_image("/bin/sh").await.is_ok());
+        let id = executor
+            .create(&spec("d", "process", &["/nonexistent/program"]))
+            .await
+            .unwrap();
+        assert!(executor.start(&id).await.is_err());
+        assert_eq!(executor.wait(&id).await.unwrap(), 127);
+    }
+}

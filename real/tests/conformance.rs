@@ -1,0 +1,470 @@
+//! The core's conformance suites run against the real arms of the seams, plus what only the real
+//! transport can get wrong: garbage, oversized frames and peers that vanish mid-call.
+//!
+//! Needs loopback addresses beyond 127.0.0.1 (Linux routes all of 127/8 to `lo`) and, for the Docker
+//! arm, a running engine with the image `shoal-test/busybox:latest` (built by `.ci/run`). Without
+//! them the Docker test fails, on purpose, saying what is missing.
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shoal::disk::FileDisk;
+use shoal::docker::{DockerExecutor, DockerOptions};
+use shoal::net::{Frame, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE};
+use shoal::process::{ProcessExecutor, PROCESS_IMAGE};
+use shoal_core::env::conformance::{self, ExecutorFixture};
+use shoal_core::env::executor::LABEL_TASK_ID;
+use shoal_core::env::transport::Peer;
+use shoal_core::env::{Executor, Handler, Transport, TransportError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const TEST_IMAGE: &str = "shoal-test/busybox:latest";
+
+/// A port on `ip` that was free a moment ago (bound, then released).
+fn free_addr(ip: &str) -> String {
+    let listener = StdListener::bind((ip, 0)).expect("bind a loopback address");
+    listener.local_addr().expect("local addr").to_string()
+}
+
+/// A prefix unique to this test process, for container names.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+struct Echo;
+
+#[async_trait]
+impl Handler for Echo {
+    async fn handle(&self, peer: Peer, request: Vec<u8>) -> Vec<u8> {
+        match &request[..] {
+            b"who" => peer.addr.into_bytes(),
+            b"slow" => {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                request
+            }
+            b"panic" => panic!("the handler panics on purpose"),
+            _ if request.starts_with(b"big:") => {
+                let size = std::str::from_utf8(&request[4..])
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                vec![7; size]
+            }
+            _ => request,
+        }
+    }
+}
+
+/// A served transport on a fresh 127.0.0.2 port, and a client transport on 127.0.0.3.
+async fn pair() -> (TcpTransport, String, TcpTransport) {
+    let server_addr = free_addr("127.0.0.2");
+    let server = TcpTransport::new(server_addr.clone());
+    server.serve(Arc::new(Echo)).await.expect("serve");
+    let client = TcpTransport::new(free_addr("127.0.0.3"));
+    (server, server_addr, client)
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn transport_conformance() {
+    let server_addr = free_addr("127.0.0.2");
+    let server = Arc::new(TcpTransport::new(server_addr.clone()));
+    let client = Arc::new(TcpTransport::new(free_addr("127.0.0.3")));
+    // A port that was free a moment ago and that nobody serves: connection refused.
+    let dead_addr = free_addr("127.0.0.4");
+    conformance::transport(server, &server_addr, client, &dead_addr).await;
+}
+
+#[tokio::test]
+async fn calls_come_from_the_clients_own_address() {
+    let (_server, server_addr, client) = pair().await;
+    let who = client
+        .call(&server_addr, b"who".to_vec(), SECOND)
+        .await
+        .unwrap();
+    let who: SocketAddr = String::from_utf8(who).unwrap().parse().unwrap();
+    assert_eq!(
+        who.ip().to_string(),
+        "127.0.0.3",
+        "outgoing connections bind the node's own IP"
+    );
+}
+
+#[tokio::test]
+async fn refused_connection_is_unreachable() {
+    let client = TcpTransport::new(free_addr("127.0.0.3"));
+    let err = client
+        .call(&free_addr("127.0.0.4"), b"x".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { .. }),
+        "got {err:?}"
+    );
+}
+
+/// Send the preface (optionally) and raw bytes, then read what the server says before it hangs up.
+async fn raw_exchange(server_addr: &str, preface: bool, bytes: &[u8]) -> Vec<u8> {
+    let mut raw = TcpStream::connect(server_addr).await.unwrap();
+    if preface {
+        raw.write_all(PREFACE).await.unwrap();
+    }
+    raw.write_all(bytes).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer))
+        .await
+        .expect("the server must hang up on a garbled connection")
+        .unwrap();
+    answer
+}
+
+/// The error frame with id 0 the server sends before dropping a connection.
+fn error_frame(answer: &[u8]) -> String {
+    let frame = parse_frame(answer);
+    assert_eq!(
+        frame.kind, KIND_ERROR,
+        "the server explains why it hangs up"
+    );
+    assert_eq!(frame.id, 0, "a connection-level error has id 0");
+    String::from_utf8(frame.body).unwrap()
+}
+
+fn parse_frame(answer: &[u8]) -> Frame {
+    assert!(
+        answer.len() >= 13,
+        "expected an error frame, got {answer:?}"
+    );
+    let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
+    assert_eq!(answer.len(), 4 + len, "exactly one frame, then the close");
+    Frame {
+        kind: answer[4],
+        id: u64::from_be_bytes(answer[5..13].try_into().unwrap()),
+        body: answer[13..].to_vec(),
+    }
+}
+
+#[tokio::test]
+async fn garbled_frames_get_a_clear_error_and_the_server_keeps_serving() {
+    let (server, server_addr, client) = pair().await;
+
+    // Not a shoal peer at all.
+    let reason =
+        error_frame(&raw_exchange(&server_addr, false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    assert!(reason.contains("bad preface"), "{reason}");
+
+    // A frame too short to hold its header.
+    let reason = error_frame(&raw_exchange(&server_addr, true, &[0, 0, 0, 2, 0xde, 0xad]).await);
+    assert!(
+        reason.contains("shorter than its 9-byte header"),
+        "{reason}"
+    );
+
+    // A frame kind a dialler must not send.
+    let mut reply_kind = 9u32.to_be_bytes().to_vec();
+    reply_kind.push(KIND_REPLY);
+    reply_kind.extend_from_slice(&1u64.to_be_bytes());
+    let reason = error_frame(&raw_exchange(&server_addr, true, &reply_kind).await);
+    assert!(reason.contains("unexpected frame kind"), "{reason}");
+
+    assert!(
+        server.recent_errors().len() >= 3,
+        "the server records what it refused: {:?}",
+        server.recent_errors()
+    );
+    let reply = client
+        .call(&server_addr, b"still here".to_vec(), SECOND)
+        .await
+        .expect("others are still served");
+    assert_eq!(reply, b"still here");
+}
+
+#[tokio::test]
+async fn oversized_length_prefix_is_refused() {
+    let (server, server_addr, client) = pair().await;
+    // 4 GiB - 1 announced: refused on the length alone, before any allocation.
+    let reason = error_frame(&raw_exchange(&server_addr, true, &u32::MAX.to_be_bytes()).await);
+    assert!(reason.contains("exceeds the limit"), "{reason}");
+    assert!(server
+        .recent_errors()
+        .iter()
+        .any(|e| e.reason.contains("exceeds the limit")));
+
+    // A client refuses to send what the limit forbids, without touching the connection.
+    let small = TcpTransport::with_config(TcpConfig {
+        max_frame_bytes: 1024,
+        ..TcpConfig::new(free_addr("127.0.0.3"))
+    });
+    let err = small
+        .call(&server_addr, vec![0; 1025], SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Frame { .. }), "got {err:?}");
+    assert_eq!(
+        client
+            .call(&server_addr, b"ok".to_vec(), SECOND)
+            .await
+            .unwrap(),
+        b"ok"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_over_the_limit_fails_the_call_clearly() {
+    let (_server, server_addr, _) = pair().await;
+    let strict = TcpTransport::with_config(TcpConfig {
+        max_frame_bytes: 1024,
+        ..TcpConfig::new(free_addr("127.0.0.3"))
+    });
+    assert_eq!(
+        strict
+            .call(&server_addr, b"big:1024".to_vec(), SECOND)
+            .await
+            .unwrap()
+            .len(),
+        1024
+    );
+    let err = strict
+        .call(&server_addr, b"big:2048".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    match err {
+        TransportError::Frame { reason, .. } => {
+            assert!(reason.contains("exceeds the limit"), "{reason}")
+        }
+        other => panic!("a reply over the limit is a frame error, got {other:?}"),
+    }
+    // The broken connection was dropped; the next call gets a fresh one.
+    assert_eq!(
+        strict
+            .call(&server_addr, b"small".to_vec(), SECOND)
+            .await
+            .unwrap(),
+        b"small"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_vanishing_mid_call_gives_closed() {
+    // A raw listener that reads the request, then drops the connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let vanisher = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let _ = socket.read(&mut buf).await;
+        drop(socket);
+        drop(listener);
+    });
+    let client = TcpTransport::new(free_addr("127.0.0.3"));
+    let err = client
+        .call(&addr, b"hello".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Closed { .. }), "got {err:?}");
+    vanisher.await.unwrap();
+    // The listener is gone too: the next call redials and finds nobody.
+    let err = client
+        .call(&addr, b"hello".to_vec(), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { .. }),
+        "got {err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_shutting_down_mid_call_then_coming_back() {
+    let (server, server_addr, client) = pair().await;
+    let client = Arc::new(client);
+    let slow = {
+        let (client, addr) = (client.clone(), server_addr.clone());
+        tokio::spawn(async move {
+            client
+                .call(&addr, b"slow".to_vec(), Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.shutdown();
+    let err = slow.await.unwrap().unwrap_err();
+    assert!(matches!(err, TransportError::Closed { .. }), "got {err:?}");
+    let err = client
+        .call(&server_addr, b"x".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::Unreachable { .. }),
+        "got {err:?}"
+    );
+
+    // A new server on the same address: the client reconnects by itself.
+    let again = TcpTransport::new(server_addr.clone());
+    again
+        .serve(Arc::new(Echo))
+        .await
+        .expect("rebind the same address");
+    assert_eq!(
+        client
+            .call(&server_addr, b"back".to_vec(), SECOND)
+            .await
+            .unwrap(),
+        b"back"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_only_its_call() {
+    let (_server, server_addr, client) = pair().await;
+    let err = client
+        .call(&server_addr, b"panic".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused { .. }), "got {err:?}");
+    assert_eq!(
+        client
+            .call(&server_addr, b"fine".to_vec(), SECOND)
+            .await
+            .unwrap(),
+        b"fine"
+    );
+}
+
+#[tokio::test]
+async fn a_raw_request_gets_its_reply() {
+    // The wire format as documented: preface, then length | kind | id | body.
+    let (_server, server_addr, _) = pair().await;
+    let mut raw = TcpStream::connect(&server_addr).await.unwrap();
+    let mut frame = PREFACE.to_vec();
+    frame.extend_from_slice(&(9u32 + 2).to_be_bytes());
+    frame.push(KIND_REQUEST);
+    frame.extend_from_slice(&42u64.to_be_bytes());
+    frame.extend_from_slice(b"hi");
+    raw.write_all(&frame).await.unwrap();
+    let mut answer = [0u8; 15];
+    raw.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer[..4], &11u32.to_be_bytes());
+    assert_eq!(answer[4], KIND_REPLY);
+    assert_eq!(&answer[5..13], &42u64.to_be_bytes());
+    assert_eq!(&answer[13..], b"hi");
+}
+
+#[tokio::test]
+async fn disk_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FileDisk::open(dir.path().join("data"))
+        .await
+        .expect("open the data dir");
+    conformance::disk(Arc::new(disk)).await;
+    assert!(
+        dir.path().join("data/raft/log").is_file(),
+        "names map to paths below the data dir"
+    );
+}
+
+/// Run the executor suite, then remove whatever it left behind even if it failed.
+async fn executor_suite(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
+    let label = (
+        LABEL_TASK_ID.to_string(),
+        format!("{}-task", fixture.name_prefix),
+    );
+    let suite = tokio::spawn(conformance::executor(executor.clone(), fixture));
+    let result = suite.await;
+    for leftover in executor.list(&[label]).await.unwrap_or_default() {
+        let _ = executor.remove(&leftover.id).await;
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
+async fn docker_executor_conformance() {
+    let docker = DockerExecutor::connect(DockerOptions::default())
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+            "this test needs a running Docker engine (run .ci/run, which starts dockerd if none \
+             answers and builds {TEST_IMAGE}): {e}"
+        )
+        });
+    if let Err(e) = docker.prepare_image(TEST_IMAGE).await {
+        panic!("this test needs the local image {TEST_IMAGE}, built by .ci/run with `docker import`: {e}");
+    }
+    let fixture = ExecutorFixture {
+        image: TEST_IMAGE.into(),
+        run_forever: vec!["sleep".into(), "3600".into()],
+        exit_3: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        missing_image: "shoal-test/never-built:none".into(),
+        name_prefix: unique("shoal-conformance"),
+    };
+    executor_suite(Arc::new(docker), fixture).await;
+}
+
+#[tokio::test]
+async fn docker_logs_env_and_host_network() {
+    let docker = DockerExecutor::connect(DockerOptions::default())
+        .await
+        .expect("a running Docker engine (.ci/run)");
+    let name = unique("shoal-logs");
+    let spec = shoal_core::env::ContainerSpec {
+        name: name.clone(),
+        image: TEST_IMAGE.into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo one; echo $SHOAL_GREETING; echo three >&2".into(),
+        ],
+        env: vec!["SHOAL_GREETING=two".into()],
+        labels: [(LABEL_TASK_ID.to_string(), name.clone())]
+            .into_iter()
+            .collect(),
+        memory_limit_bytes: Some(64 << 20),
+        nano_cpus: Some(500_000_000),
+    };
+    let id = docker.create(&spec).await.expect("create");
+    let result = async {
+        docker.start(&id).await?;
+        let code = docker.wait(&id).await?;
+        let logs = docker.logs(&id, 2).await?;
+        let inspect = docker
+            .docker()
+            .inspect_container(&id, None)
+            .await
+            .map_err(|e| shoal_core::env::ExecutorError::Runtime(e.to_string()))?;
+        Ok::<_, shoal_core::env::ExecutorError>((code, logs, inspect))
+    }
+    .await;
+    docker.remove(&id).await.expect("remove");
+    let (code, logs, inspect) = result.expect("run the container");
+    assert_eq!(code, 0);
+    assert_eq!(logs.len(), 2, "tail bounds the lines: {logs:?}");
+    let host = inspect.host_config.unwrap_or_default();
+    assert_eq!(
+        host.network_mode.as_deref(),
+        Some("host"),
+        "containers use host networking"
+    );
+    assert_eq!(host.memory, Some(64 << 20));
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+}
+
+#[tokio::test]
+async fn process_executor_conformance() {
+    let fixture = ExecutorFixture {
+        image: PROCESS_IMAGE.into(),
+        run_forever: vec!["sleep".into(), "3600".into()],
+        exit_3: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        missing_image: "/nonexistent/shoal-program".into(),
+        name_prefix: unique("shoal-process"),
+    };
+    executor_suite(Arc::new(ProcessExecutor::new()), fixture).await;
+}
