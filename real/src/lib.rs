@@ -4,9 +4,16 @@
 //! - [`net`] — [`net::TcpTransport`]: length-delimited frames over TCP, multiplexed calls, reconnects.
 //! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
 //! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard).
+//! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
 
 pub mod disk;
 pub mod docker;
 pub mod net;
 pub mod process;
+pub mod tls;
+pub mod cli;
+pub mod daemon;
+pub mod format;
+pub mod local_api;
+pub mod node_launcher;

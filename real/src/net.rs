@@ -95,12 +95,15 @@ pub enum Security {
     /// No encryption or authentication; peers have no identity.
     #[default]
     Plain,
+    /// Mutual TLS: both sides present a certificate signed by the cluster CA (see [`crate::tls`]).
+    Tls(Arc<crate::tls::TlsConfig>),
 }
 
 impl std::fmt::Debug for Security {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Security::Plain => f.write_str("Plain"),
+            Security::Tls(_) => f.write_str("Tls"),
         }
     }
 }
@@ -111,10 +114,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Stream for T {}
 pub type BoxStream = Pin<Box<dyn Stream>>;
 
 impl Security {
-    /// Wrap a dialled stream; `server_addr` names the peer for certificate checks.
-    async fn client(&self, tcp: TcpStream, _server_addr: &str) -> Result<BoxStream, String> {
+    /// Wrap a dialled stream.
+    async fn client(&self, tcp: TcpStream) -> Result<BoxStream, String> {
         match self {
             Security::Plain => Ok(Box::pin(tcp)),
+            Security::Tls(tls) => tls.connect(tcp).await,
         }
     }
 
@@ -122,6 +126,7 @@ impl Security {
     async fn server(&self, tcp: TcpStream) -> Result<(BoxStream, Option<String>), String> {
         match self {
             Security::Plain => Ok((Box::pin(tcp), None)),
+            Security::Tls(tls) => tls.accept(tcp).await,
         }
     }
 }
@@ -397,7 +402,7 @@ impl TcpTransport {
             .inner
             .config
             .security
-            .client(tcp, to)
+            .client(tcp)
             .await
             .map_err(|reason| TransportError::Refused {
                 addr: to.to_string(),

@@ -12,8 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shoal::disk::FileDisk;
 use shoal::docker::{DockerExecutor, DockerOptions};
-use shoal::net::{Frame, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE};
+use shoal::net::{
+    Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE,
+};
 use shoal::process::{ProcessExecutor, PROCESS_IMAGE};
+use shoal::tls::{ClusterCa, NodeCert, TlsConfig};
 use shoal_core::env::conformance::{self, ExecutorFixture};
 use shoal_core::env::executor::LABEL_TASK_ID;
 use shoal_core::env::transport::Peer;
@@ -45,6 +48,7 @@ impl Handler for Echo {
     async fn handle(&self, peer: Peer, request: Vec<u8>) -> Vec<u8> {
         match &request[..] {
             b"who" => peer.addr.into_bytes(),
+            b"id" => peer.identity.unwrap_or_else(|| "none".into()).into_bytes(),
             b"slow" => {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
                 request
@@ -355,6 +359,123 @@ async fn a_raw_request_gets_its_reply() {
     assert_eq!(answer[4], KIND_REPLY);
     assert_eq!(&answer[5..13], &42u64.to_be_bytes());
     assert_eq!(&answer[13..], b"hi");
+}
+
+/// A transport on `addr` speaking mutual TLS with `node`'s certificate, trusting `ca_pem`.
+fn tls_transport(addr: &str, ca_pem: &str, node: &NodeCert) -> TcpTransport {
+    let tls = TlsConfig::new(ca_pem, node).expect("TLS config");
+    TcpTransport::with_config(TcpConfig {
+        security: Security::Tls(Arc::new(tls)),
+        ..TcpConfig::new(addr)
+    })
+}
+
+#[tokio::test]
+async fn tls_transport_conformance_and_identity() {
+    let ca = ClusterCa::generate().unwrap();
+    let server_addr = free_addr("127.0.0.2");
+    let server = Arc::new(tls_transport(
+        &server_addr,
+        ca.cert_pem(),
+        &ca.issue("manager-1").unwrap(),
+    ));
+    let client = Arc::new(tls_transport(
+        &free_addr("127.0.0.3"),
+        ca.cert_pem(),
+        &ca.issue("worker-7").unwrap(),
+    ));
+    conformance::transport(
+        server,
+        &server_addr,
+        client.clone(),
+        &free_addr("127.0.0.4"),
+    )
+    .await;
+
+    // The suite served its own handler; ours tells who called.
+    let server_addr = free_addr("127.0.0.2");
+    let server = tls_transport(&server_addr, ca.cert_pem(), &ca.issue("manager-2").unwrap());
+    server.serve(Arc::new(Echo)).await.unwrap();
+    let id = client
+        .call(&server_addr, b"id".to_vec(), SECOND)
+        .await
+        .unwrap();
+    assert_eq!(
+        id, b"worker-7",
+        "the listener learns the dialler's node id from its certificate"
+    );
+}
+
+#[tokio::test]
+async fn tls_refuses_peers_of_another_cluster() {
+    let ca = ClusterCa::generate().unwrap();
+    let other = ClusterCa::generate().unwrap();
+    assert_ne!(ca.digest(), other.digest());
+    let server_addr = free_addr("127.0.0.2");
+    let server = tls_transport(&server_addr, ca.cert_pem(), &ca.issue("manager-1").unwrap());
+    server.serve(Arc::new(Echo)).await.unwrap();
+
+    // A node of another cluster: it does not trust our server's certificate.
+    let stranger = tls_transport(
+        &free_addr("127.0.0.3"),
+        other.cert_pem(),
+        &other.issue("intruder").unwrap(),
+    );
+    let err = stranger
+        .call(&server_addr, b"id".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Refused { .. }), "got {err:?}");
+
+    // Trusting our CA is not enough: its own certificate must come from our CA too.
+    let impostor = tls_transport(
+        &free_addr("127.0.0.3"),
+        ca.cert_pem(),
+        &other.issue("impostor").unwrap(),
+    );
+    let err = impostor
+        .call(&server_addr, b"id".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Refused { .. } | TransportError::Closed { .. }
+        ),
+        "a client certificate from another CA must be refused, got {err:?}"
+    );
+    // And plain TCP does not get through either.
+    let plain = TcpTransport::new(free_addr("127.0.0.3"));
+    let err = plain
+        .call(&server_addr, b"id".to_vec(), SECOND)
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(err, TransportError::Timeout { .. }),
+        "plain TCP to a TLS listener fails fast, got {err:?}"
+    );
+
+    let errors = server.recent_errors();
+    assert!(
+        errors
+            .iter()
+            .filter(|e| e.reason.contains("handshake failed"))
+            .count()
+            >= 2,
+        "{errors:?}"
+    );
+    let member = tls_transport(
+        &free_addr("127.0.0.3"),
+        ca.cert_pem(),
+        &ca.issue("worker-1").unwrap(),
+    );
+    assert_eq!(
+        member
+            .call(&server_addr, b"id".to_vec(), SECOND)
+            .await
+            .unwrap(),
+        b"worker-1"
+    );
 }
 
 #[tokio::test]
