@@ -2,10 +2,16 @@
 //! with the core's seams implemented by simulated parts:
 //! - [`net`] — links with delay, loss and (one-way) partitions;
 //! - [`disk`] — a disk that survives crashes but loses what was not synced;
+//! - [`invariants`] — safety properties checked while a run goes (raft: election safety, …);
 //! - [`executor`] — simulated containers (start delay, exit, crash, unpullable images).
 //!
 //! The same seed gives the same run, bit for bit.
 
 pub mod disk;
 pub mod executor;
+pub mod invariants;
 pub mod net;
+pub mod trace;
+
+#[cfg(madsim)]
+pub mod cluster;

@@ -332,6 +332,26 @@ impl Replica {
             .is_some_and(|ms| ms > limit)
     }
 
+    /// If the quorum looks lost, give it a few heartbeats to answer again (peers that just came
+    /// back are reached after openraft's 500 ms unreachable back-off). False: still lost.
+    async fn wait_quorum(&self) -> bool {
+        if !self.quorum_stale() {
+            return true;
+        }
+        let grace = Duration::from_millis(self.inner.config.heartbeat_interval_ms * 4)
+            .max(Duration::from_millis(750));
+        let deadline = runtime::now() + grace;
+        let mut metrics = self.inner.raft.metrics();
+        while runtime::now() < deadline {
+            let left = deadline.saturating_duration_since(runtime::now());
+            let _ = runtime::timeout(left, metrics.changed()).await;
+            if !self.quorum_stale() {
+                return true;
+            }
+        }
+        false
+    }
+
     fn propose_deadline(&self) -> Instant {
         runtime::now() + Duration::from_millis(self.inner.config.propose_timeout_ms)
     }
@@ -362,7 +382,7 @@ impl Replica {
                 leader_addr: self.leader().map(|(_, addr)| addr),
             });
         }
-        if self.quorum_stale() {
+        if !self.wait_quorum().await {
             // A leader cut off from its quorum cannot commit; say so now instead of at the deadline.
             return Err(ProposeError::NoLeader);
         }
@@ -533,7 +553,7 @@ impl Replica {
         if !self.is_leader() {
             return Err(self.not_leader_error());
         }
-        if self.quorum_stale() {
+        if !self.wait_quorum().await {
             return Err(ReplicaError::NoLeader);
         }
         if self.status().voters.contains(&raft_id) {

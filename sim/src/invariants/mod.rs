@@ -1,0 +1,85 @@
+//! Safety properties of the replicated control plane, checked continuously while a simulated
+//! cluster runs (a checker task polls every node every few virtual milliseconds).
+//!
+//! One file per property, each citing where it comes from; a [`Violation`] names the broken one
+//! with the evidence. The checkers see only [`Observation`]s — what each live node's raft replica
+//! and store report — so they work on any run, whatever faults it injects.
+
+pub mod acknowledged_writes;
+pub mod election_safety;
+pub mod leader_completeness;
+pub mod state_machine_safety;
+
+pub use acknowledged_writes::AcknowledgedWrites;
+pub use election_safety::ElectionSafety;
+pub use leader_completeness::LeaderCompleteness;
+pub use state_machine_safety::StateMachineSafety;
+
+use shoal_core::raft::{RaftId, Role};
+use shoal_core::store::Store;
+
+/// What one live manager reports at one instant.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub raft_id: RaftId,
+    pub term: u64,
+    pub role: Role,
+    /// (term, index) of the last entry the node applied.
+    pub last_applied: Option<(u64, u64)>,
+    pub last_log_index: Option<u64>,
+    pub store: Store,
+}
+
+/// A broken safety property, with what showed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("election safety: nodes {first} and {second} are both leader of term {term}")]
+    TwoLeaders {
+        term: u64,
+        first: RaftId,
+        second: RaftId,
+    },
+    #[error("state machine safety: node {node} applied entry {index} of term {term}, but term {earlier_term} was applied there before")]
+    AppliedEntryChanged {
+        node: RaftId,
+        index: u64,
+        term: u64,
+        earlier_term: u64,
+    },
+    #[error("state machine safety: node {node} has a different state at store version {version} than another node had")]
+    StateDiverged { node: RaftId, version: u64 },
+    #[error("leader completeness: node {leader} leads term {term} with log up to {last_log_index:?}, but entry {applied_index} of term {applied_term} was committed before")]
+    LeaderMissesCommitted {
+        leader: RaftId,
+        term: u64,
+        last_log_index: Option<u64>,
+        applied_index: u64,
+        applied_term: u64,
+    },
+    #[error("acknowledged write lost: node {node} is at store version {version} but lacks {object}, acknowledged at version {acked_version}")]
+    AcknowledgedWriteLost {
+        node: RaftId,
+        version: u64,
+        object: String,
+        acked_version: u64,
+    },
+}
+
+/// All the raft safety checkers together.
+#[derive(Debug, Default)]
+pub struct RaftInvariants {
+    pub election: ElectionSafety,
+    pub state_machine: StateMachineSafety,
+    pub completeness: LeaderCompleteness,
+    pub acked: AcknowledgedWrites,
+}
+
+impl RaftInvariants {
+    /// Check one poll of every live node.
+    pub fn check(&mut self, observations: &[Observation]) -> Result<(), Violation> {
+        self.state_machine.check(observations)?;
+        self.election.check(observations)?;
+        self.completeness.check(observations)?;
+        self.acked.check(observations)
+    }
+}
