@@ -754,7 +754,12 @@ async fn serve_requests<R: AsyncRead + Unpin>(
             let id = frame.id;
             // The handler runs in a task of its own so that a panic in it becomes an error reply
             // for this one request instead of taking the connection down.
-            let reply = tokio::spawn(async move { handler.handle(peer, frame.body).await }).await;
+            // Aborted if this task is (the connection dropped, the transport shut down), so a
+            // handler parked on a long wait does not outlive its connection.
+            let mut task = AbortOnDrop(tokio::spawn(async move {
+                handler.handle(peer, frame.body).await
+            }));
+            let reply = (&mut task.0).await;
             let frame = match reply {
                 Ok(body) => Frame {
                     kind: KIND_REPLY,
@@ -780,6 +785,15 @@ async fn serve_requests<R: AsyncRead + Unpin>(
         while handlers.join_next().await.is_some() {}
     }
     problem
+}
+
+/// A task handle that aborts its task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 #[cfg(test)]
