@@ -9,12 +9,17 @@
 //! - [`control`] — the control API used by the CLI and by scenario steps.
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
 
+pub mod agent;
 pub mod api;
 pub mod control;
+pub mod dispatcher;
+pub mod manager;
+pub mod node;
 pub mod orchestrator;
 pub mod raft;
 pub mod scheduler;
 pub mod env;
 pub mod rpc;
 pub mod store;
+pub mod tokens;
 pub mod trace;

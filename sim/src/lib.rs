@@ -15,3 +15,4 @@ pub mod trace;
 
 #[cfg(madsim)]
 pub mod cluster;
+pub mod scenario;

@@ -1,6 +1,8 @@
 //! The control API: one entry point for the CLI (through the daemon) and for scenario steps.
-//! [`api`] holds the messages; the handler that serves them on a manager is in `handler`.
+//! [`api`] holds the messages; the handler that serves them on a manager is in [`handler`].
 
 pub mod api;
+pub mod handler;
 
 pub use api::{ClusterInfo, ControlError, ControlRequest, ControlResponse, ControlResult, NodeView, ServiceView};
+pub use handler::{service_view, validate_spec, ControlHandler};

@@ -1,0 +1,319 @@
+//! The worker side (swarmkit `agent/`): holds a session with the leader's dispatcher, receives the
+//! node's assignments, runs each task through the executor seam (prepare → create → start → wait →
+//! stop → remove), reports every state change, and fails over to another manager when its manager
+//! goes away. Every node runs one, managers included (Swarm's managers are workers too).
+
+mod runner;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{NodeDescription, NodeRole, Task, TaskStatus};
+use crate::dispatcher::{
+    AssignmentsRequest, DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest, SessionRequest,
+    StatusRequest, StatusUpdate,
+};
+use crate::env::executor::LABEL_NODE_ID;
+use crate::env::{runtime, NodeEnv};
+use crate::rpc::{self, CallError, Channel};
+
+/// What the agent learned about its own role from the leader (promotion/demotion are carried out by
+/// the node layer, which watches this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleHint {
+    pub desired_role: NodeRole,
+    pub raft_id: Option<u64>,
+}
+
+/// Why the agent stopped for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentExit {
+    /// The node was removed from the swarm (`node rm`).
+    Removed,
+}
+
+/// Shared state of one node's agent.
+pub struct Agent {
+    env: NodeEnv,
+    node_id: String,
+    description: NodeDescription,
+    managers: Mutex<Vec<String>>,
+    preferred: Mutex<Option<String>>,
+    role: watch::Sender<Option<RoleHint>>,
+    runners: Mutex<BTreeMap<String, runner::RunnerHandle>>,
+    status_tx: mpsc::UnboundedSender<StatusUpdate>,
+    status_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<StatusUpdate>>,
+    /// Statuses not yet acknowledged by a manager, latest per task.
+    unsent: Mutex<BTreeMap<String, TaskStatus>>,
+}
+
+fn call_deadline() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Agent {
+    pub fn new(env: NodeEnv, node_id: String, description: NodeDescription, managers: Vec<String>) -> Arc<Self> {
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let (role, _) = watch::channel(None);
+        Arc::new(Agent {
+            env,
+            node_id,
+            description,
+            managers: Mutex::new(managers),
+            preferred: Mutex::new(None),
+            role,
+            runners: Mutex::new(BTreeMap::new()),
+            status_tx,
+            status_rx: tokio::sync::Mutex::new(status_rx),
+            unsent: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Role hints from the leader's heartbeat replies.
+    pub fn role_hints(&self) -> watch::Receiver<Option<RoleHint>> {
+        self.role.subscribe()
+    }
+
+    /// The managers this agent knows of (for `swarm leave` and the node's identity file).
+    pub fn managers(&self) -> Vec<String> {
+        self.managers.lock().expect("agent lock").clone()
+    }
+
+    async fn call(&self, addr: &str, request: DispatcherRequest) -> Result<DispatcherResponse, SessionError> {
+        let reply: Result<DispatcherResponse, DispatcherError> =
+            rpc::call(self.env.transport.as_ref(), addr, Channel::Dispatcher, &request, call_deadline() * 3).await?;
+        reply.map_err(SessionError::Dispatcher)
+    }
+
+    fn next_manager(&self, attempt: usize) -> Option<String> {
+        if let Some(addr) = self.preferred.lock().expect("agent lock").take() {
+            return Some(addr);
+        }
+        let managers = self.managers.lock().expect("agent lock");
+        if managers.is_empty() {
+            return None;
+        }
+        Some(managers[attempt % managers.len()].clone())
+    }
+
+    /// Run until the node is removed from the swarm. Reconnects forever otherwise.
+    pub async fn run(self: Arc<Self>) -> AgentExit {
+        self.adopt_containers().await;
+        let mut attempt = 0usize;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(manager) = self.next_manager(attempt) else {
+                runtime::sleep(backoff).await;
+                continue;
+            };
+            attempt += 1;
+            match self.clone().session(&manager).await {
+                Err(SessionError::Dispatcher(DispatcherError::UnknownNode)) => {
+                    self.env.tracer.emit("agent.removed", serde_json::json!({"node_id": self.node_id}));
+                    self.shutdown_all_tasks().await;
+                    return AgentExit::Removed;
+                }
+                Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) => {
+                    *self.preferred.lock().expect("agent lock") = Some(leader_addr);
+                    backoff = Duration::from_millis(100);
+                    continue;
+                }
+                Err(err) => {
+                    self.env.tracer.emit(
+                        "agent.session_lost",
+                        serde_json::json!({"manager": manager, "error": err.to_string()}),
+                    );
+                }
+                Ok(()) => {}
+            }
+            // Swarm reconnects after 100 ms, doubling up to 30 s; jitter keeps 1,000 agents from
+            // stampeding a new leader.
+            runtime::sleep(runtime::random_duration(backoff / 2, backoff)).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn session(self: Arc<Self>, manager: &str) -> Result<(), SessionError> {
+        let request = SessionRequest {
+            node_id: self.node_id.clone(),
+            addr: self.env.addr.clone(),
+            description: self.description.clone(),
+        };
+        let DispatcherResponse::Session(session) = self.call(manager, DispatcherRequest::Session(request)).await? else {
+            return Err(SessionError::Protocol("expected a session"));
+        };
+        if !session.managers.is_empty() {
+            *self.managers.lock().expect("agent lock") = session.managers.clone();
+        }
+        self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
+        let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
+        let session_id = session.session_id;
+        // Three loops share the session; the first to fail ends it.
+        tokio::select! {
+            result = self.heartbeat_loop(manager, &session_id, period) => result,
+            result = self.assignments_loop(manager, &session_id, period) => result,
+            result = self.status_loop(manager, &session_id) => result,
+        }
+    }
+
+    async fn heartbeat_loop(&self, manager: &str, session_id: &str, mut period: Duration) -> Result<(), SessionError> {
+        loop {
+            // Swarm jitters the period by ±epsilon so heartbeats spread out.
+            runtime::sleep(runtime::random_duration(period.mul_f64(0.9), period)).await;
+            let request = HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.to_string() };
+            let DispatcherResponse::Heartbeat(reply) = self.call(manager, DispatcherRequest::Heartbeat(request)).await?
+            else {
+                return Err(SessionError::Protocol("expected a heartbeat reply"));
+            };
+            period = Duration::from_millis(reply.heartbeat_period_ms.max(1));
+            if !reply.managers.is_empty() {
+                *self.managers.lock().expect("agent lock") = reply.managers;
+            }
+            let hint = Some(RoleHint { desired_role: reply.desired_role, raft_id: reply.raft_id });
+            self.role.send_if_modified(|current| {
+                let changed = *current != hint;
+                *current = hint;
+                changed
+            });
+        }
+    }
+
+    async fn assignments_loop(self: &Arc<Self>, manager: &str, session_id: &str, period: Duration) -> Result<(), SessionError> {
+        let mut digest = 0u64;
+        let mut first = true;
+        loop {
+            let request = AssignmentsRequest {
+                node_id: self.node_id.clone(),
+                session_id: session_id.to_string(),
+                known_digest: if first { u64::MAX } else { digest },
+                wait_ms: period.as_millis() as u64,
+            };
+            let DispatcherResponse::Assignments(reply) =
+                self.call(manager, DispatcherRequest::Assignments(request)).await?
+            else {
+                return Err(SessionError::Protocol("expected assignments"));
+            };
+            first = false;
+            if reply.digest != digest || reply.tasks.is_empty() {
+                digest = reply.digest;
+                self.reconcile(reply.tasks).await;
+            }
+        }
+    }
+
+    async fn status_loop(&self, manager: &str, session_id: &str) -> Result<(), SessionError> {
+        let mut rx = self.status_rx.lock().await;
+        loop {
+            {
+                let mut unsent = self.unsent.lock().expect("agent lock");
+                while let Ok(update) = rx.try_recv() {
+                    unsent.insert(update.task_id, update.status);
+                }
+            }
+            let batch: Vec<StatusUpdate> = self
+                .unsent
+                .lock()
+                .expect("agent lock")
+                .iter()
+                .map(|(task_id, status)| StatusUpdate { task_id: task_id.clone(), status: status.clone() })
+                .collect();
+            if !batch.is_empty() {
+                let request = StatusRequest {
+                    node_id: self.node_id.clone(),
+                    session_id: session_id.to_string(),
+                    updates: batch.clone(),
+                };
+                self.call(manager, DispatcherRequest::UpdateStatus(request)).await?;
+                let mut unsent = self.unsent.lock().expect("agent lock");
+                for sent in batch {
+                    if unsent.get(&sent.task_id) == Some(&sent.status) {
+                        unsent.remove(&sent.task_id);
+                    }
+                }
+                continue;
+            }
+            match rx.recv().await {
+                Some(update) => {
+                    self.unsent.lock().expect("agent lock").insert(update.task_id, update.status);
+                    // Let a burst of changes collect into one report.
+                    runtime::sleep(Duration::from_millis(10)).await;
+                }
+                None => return Err(SessionError::Protocol("status channel closed")),
+            }
+        }
+    }
+
+    /// Bring the runners in line with the assignment set.
+    async fn reconcile(self: &Arc<Self>, tasks: Vec<Task>) {
+        let assigned: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let mut runners = self.runners.lock().expect("agent lock");
+        for task in tasks {
+            match runners.get(&task.id) {
+                Some(handle) => handle.update(task),
+                None => {
+                    if task.status.state.is_terminal() && task.desired_state > crate::api::TaskState::Running {
+                        continue;
+                    }
+                    let handle = runner::spawn(self.env.clone(), self.node_id.clone(), task, self.status_tx.clone());
+                    runners.insert(handle.task_id().to_string(), handle);
+                }
+            }
+        }
+        // Tasks that left the set are removed from the node.
+        let gone: Vec<String> = runners.keys().filter(|id| !assigned.contains(*id)).cloned().collect();
+        for id in gone {
+            if let Some(handle) = runners.remove(&id) {
+                handle.remove();
+            }
+        }
+    }
+
+    /// After a restart: containers of tasks this node no longer knows are removed once the first
+    /// assignment set arrives; containers of known tasks are re-adopted by their runners (they look
+    /// containers up by task label before creating one).
+    async fn adopt_containers(&self) {
+        let labels = [(LABEL_NODE_ID.to_string(), self.node_id.clone())];
+        if let Ok(containers) = self.env.executor.list(&labels).await {
+            self.env.tracer.emit("agent.adopt", serde_json::json!({"containers": containers.len()}));
+        }
+    }
+
+    async fn shutdown_all_tasks(&self) {
+        let runners = std::mem::take(&mut *self.runners.lock().expect("agent lock"));
+        for (_, handle) in runners {
+            handle.remove();
+        }
+        // Containers of this node that no runner owns any more.
+        let labels = [(LABEL_NODE_ID.to_string(), self.node_id.clone())];
+        if let Ok(containers) = self.env.executor.list(&labels).await {
+            for container in containers {
+                let _ = self.env.executor.stop(&container.id, Duration::from_secs(10)).await;
+                let _ = self.env.executor.remove(&container.id).await;
+            }
+        }
+    }
+
+    /// `swarm leave`: tell the leader, then stop and remove every task container.
+    pub async fn leave(&self) {
+        for manager in self.managers() {
+            let request = DispatcherRequest::Leave { node_id: self.node_id.clone() };
+            if self.call(&manager, request).await.is_ok() {
+                break;
+            }
+        }
+        self.shutdown_all_tasks().await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error(transparent)]
+    Dispatcher(DispatcherError),
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+}

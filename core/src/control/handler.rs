@@ -1,0 +1,570 @@
+//! The control API served by every manager: validates requests, reads from the local store and
+//! writes through consensus (forwarded to the leader when this manager follows).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::api::*;
+use crate::api::{
+    new_id, ManagerStatus, Meta, Network, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec,
+    TaskState, UpdateState, UpdateStatus,
+};
+use crate::env::runtime;
+use crate::env::transport::Peer;
+use crate::manager::Consensus;
+use crate::rpc::Service as RpcService;
+use crate::store::{propose_with_retry, Action, Kind, Object, ProposeError, Store, StoreError, StoreState};
+
+/// The control API of one manager.
+pub struct ControlHandler {
+    store: Store,
+    consensus: Arc<dyn Consensus>,
+    node_id: String,
+    node_addr: String,
+}
+
+impl From<ProposeError> for ControlError {
+    fn from(err: ProposeError) -> Self {
+        match err {
+            ProposeError::NoLeader | ProposeError::NotLeader { .. } => ControlError::NoLeader,
+            ProposeError::Rejected(StoreError::NameConflict { kind, name }) => {
+                ControlError::Conflict(format!("name conflicts with an existing object: {kind} {name} already exists"))
+            }
+            ProposeError::Rejected(StoreError::Conflict { kind, id, .. }) => ControlError::Conflict(format!(
+                "update out of sequence: {kind} {id} was changed by someone else; inspect it and try again"
+            )),
+            ProposeError::Rejected(other) => ControlError::FailedPrecondition(other.to_string()),
+            other => ControlError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Find an object by full id, then name, then unique id prefix, as Docker resolves arguments.
+fn resolve<'a, T>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    key: &str,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> &str,
+) -> Result<&'a T, usize>
+where
+    T: 'a,
+{
+    if let Some(item) = items.clone().find(|i| id(i) == key) {
+        return Ok(item);
+    }
+    if let Some(item) = items.clone().find(|i| name(i) == key) {
+        return Ok(item);
+    }
+    let matches: Vec<&T> = items.filter(|i| !key.is_empty() && id(i).starts_with(key)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        many => Err(many.len()),
+    }
+}
+
+fn find_service<'a>(state: &'a StoreState, key: &str) -> Result<&'a Service, ControlError> {
+    resolve(state.services.values(), key, |s| &s.id, |s| &s.spec.name).map_err(|n| match n {
+        0 => ControlError::NotFound(format!("service {key} not found")),
+        n => ControlError::InvalidArgument(format!("service {key} is ambiguous ({n} matches)")),
+    })
+}
+
+fn find_node<'a>(state: &'a StoreState, key: &str) -> Result<&'a Node, ControlError> {
+    resolve(state.nodes.values(), key, |n| &n.id, |n| n.hostname()).map_err(|n| match n {
+        0 => ControlError::NotFound(format!("node {key} not found")),
+        n => ControlError::InvalidArgument(format!("node {key} is ambiguous ({n} matches)")),
+    })
+}
+
+fn find_network<'a>(state: &'a StoreState, key: &str) -> Result<&'a Network, ControlError> {
+    resolve(state.networks.values(), key, |n| &n.id, |n| &n.name).map_err(|n| match n {
+        0 => ControlError::NotFound(format!("network {key} not found")),
+        n => ControlError::InvalidArgument(format!("network {key} is ambiguous ({n} matches)")),
+    })
+}
+
+/// Swarm's checks on a service spec (swarmkit `controlapi/service.go`, `common.go`).
+pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
+    let invalid = |m: &str| Err(ControlError::InvalidArgument(m.to_string()));
+    if spec.name.is_empty() {
+        return invalid("meta: name must be provided");
+    }
+    if spec.name.len() > 63 {
+        return invalid("name must be 63 characters or fewer");
+    }
+    let dns_ok = spec.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !spec.name.starts_with('-')
+        && !spec.name.ends_with('-');
+    if !dns_ok {
+        return invalid("name must be valid as a DNS name component");
+    }
+    if spec.task.image.trim().is_empty() {
+        return invalid("ContainerSpec: image reference must be provided");
+    }
+    if spec.task.image.chars().any(char::is_whitespace) {
+        return Err(ControlError::InvalidArgument(format!(
+            "ContainerSpec: {:?} is not a valid repository/tag",
+            spec.task.image
+        )));
+    }
+    for config in [&spec.update_config, &spec.rollback_config] {
+        if !(0.0..=1.0).contains(&config.max_failure_ratio) {
+            return invalid("TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1");
+        }
+    }
+    let limits = spec.task.resources.limits;
+    if limits.memory_bytes > 0 && limits.memory_bytes < 4 * 1024 * 1024 {
+        return Err(ControlError::InvalidArgument(format!(
+            "invalid memory value {}: Must be at least 4MiB",
+            limits.memory_bytes
+        )));
+    }
+    crate::scheduler::parse_constraints(&spec.task.placement.constraints)
+        .map_err(|err| ControlError::InvalidArgument(err.to_string()))?;
+    let mut published: Vec<u16> = spec.ports.iter().map(|p| p.published_port).filter(|p| *p != 0).collect();
+    published.sort_unstable();
+    if published.windows(2).any(|w| w[0] == w[1]) {
+        return invalid("EndpointSpec: duplicate published ports provided");
+    }
+    Ok(())
+}
+
+impl ControlHandler {
+    pub fn new(store: Store, consensus: Arc<dyn Consensus>, node_id: String, node_addr: String) -> Self {
+        ControlHandler { store, consensus, node_id, node_addr }
+    }
+
+    async fn write<F>(&self, build: F) -> Result<(), ControlError>
+    where
+        F: FnMut(&StoreState) -> Result<Vec<Action>, ProposeError>,
+    {
+        propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, build).await?;
+        Ok(())
+    }
+
+    /// Serve one request.
+    pub async fn handle(&self, request: ControlRequest) -> ControlResult {
+        if request.is_write() {
+            // Fail fast with Swarm's message instead of queueing behind a lost quorum.
+            let no_leader = self.consensus.leader_addr().is_none() && !*self.consensus.leadership().borrow();
+            if no_leader {
+                return Err(ControlError::NoLeader);
+            }
+        }
+        match request {
+            ControlRequest::Info => self.info(),
+            ControlRequest::NodeList => {
+                let leader = self.consensus.leader_addr();
+                let reachable = self.consensus.reachable_managers();
+                Ok(ControlResponse::Nodes(self.store.view(|s| {
+                    s.nodes.values().map(|n| node_view(n, leader.as_deref(), &reachable)).collect()
+                })))
+            }
+            ControlRequest::NodeInspect { node } => {
+                let leader = self.consensus.leader_addr();
+                let reachable = self.consensus.reachable_managers();
+                self.store.view(|s| {
+                    find_node(s, &node).map(|n| ControlResponse::Node(Box::new(node_view(n, leader.as_deref(), &reachable))))
+                })
+            }
+            ControlRequest::NodeUpdate { node, availability, label_add, label_rm } => {
+                let id = self.store.view(|s| find_node(s, &node).map(|n| n.id.clone()))?;
+                self.write(|s| {
+                    let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+                    let mut n = n.clone();
+                    if let Some(a) = availability {
+                        n.spec.availability = a;
+                    }
+                    for (k, v) in &label_add {
+                        n.spec.labels.insert(k.clone(), v.clone());
+                    }
+                    for k in &label_rm {
+                        n.spec.labels.remove(k);
+                    }
+                    Ok(vec![Action::Update(Object::Node(n))])
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            ControlRequest::NodePromote { node } => self.promote(&node).await,
+            ControlRequest::NodeDemote { node } => self.demote(&node).await,
+            ControlRequest::NodeRemove { node, force } => self.remove_node(&node, force).await,
+            ControlRequest::ServiceCreate { spec } => self.create_service(spec).await,
+            ControlRequest::ServiceList => Ok(ControlResponse::Services(
+                self.store.view(|s| s.services.values().map(|svc| service_view(s, svc)).collect()),
+            )),
+            ControlRequest::ServiceInspect { service } => self
+                .store
+                .view(|s| find_service(s, &service).map(|svc| ControlResponse::Service(Box::new(service_view(s, svc))))),
+            ControlRequest::ServiceUpdate { service, version, spec } => self.update_service(&service, version, spec).await,
+            ControlRequest::ServiceRollback { service } => self.rollback_service(&service).await,
+            ControlRequest::ServiceScale { service, replicas } => {
+                let current = self.store.view(|s| find_service(s, &service).cloned())?;
+                if !matches!(current.spec.mode, ServiceMode::Replicated { .. }) {
+                    return Err(ControlError::InvalidArgument(format!(
+                        "{service}: scale can only be used with replicated or replicated-job mode"
+                    )));
+                }
+                let mut spec = current.spec.clone();
+                spec.mode = ServiceMode::Replicated { replicas };
+                self.update_service(&current.id, current.meta.version, spec).await
+            }
+            ControlRequest::ServiceRemove { service } => {
+                let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
+                self.write(|s| {
+                    let mut actions = vec![Action::Delete { kind: Kind::Service, id: id.clone() }];
+                    for task in s.tasks.values().filter(|t| t.service_id == id && t.desired_state != TaskState::Remove) {
+                        let mut task = task.clone();
+                        task.desired_state = TaskState::Remove;
+                        actions.push(Action::Update(Object::Task(task)));
+                    }
+                    Ok(actions)
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
+            ControlRequest::TaskList { service, node } => self.store.view(|s| {
+                let service_id = match &service {
+                    Some(key) => Some(find_service(s, key)?.id.clone()),
+                    None => None,
+                };
+                let node_id = match &node {
+                    Some(key) => Some(find_node(s, key)?.id.clone()),
+                    None => None,
+                };
+                let mut tasks: Vec<_> = s
+                    .tasks
+                    .values()
+                    .filter(|t| service_id.as_ref().is_none_or(|id| &t.service_id == id))
+                    .filter(|t| node_id.as_ref().is_none_or(|id| &t.node_id == id))
+                    .cloned()
+                    .collect();
+                tasks.sort_by(|a, b| {
+                    (&a.service_name, a.slot, &a.node_id, std::cmp::Reverse(a.meta.created_at_ms), &a.id).cmp(&(
+                        &b.service_name,
+                        b.slot,
+                        &b.node_id,
+                        std::cmp::Reverse(b.meta.created_at_ms),
+                        &b.id,
+                    ))
+                });
+                Ok(ControlResponse::Tasks(tasks))
+            }),
+            ControlRequest::JoinToken { role, rotate } => self.join_token(role, rotate).await,
+            ControlRequest::NetworkCreate { name, driver, attachable, labels } => {
+                if name.is_empty() {
+                    return Err(ControlError::InvalidArgument("network name must be provided".into()));
+                }
+                let driver = if driver.is_empty() { "overlay".to_string() } else { driver };
+                if driver != "overlay" {
+                    return Err(ControlError::InvalidArgument(format!(
+                        "network driver {driver:?} is not supported in a swarm: use -d overlay"
+                    )));
+                }
+                let id = new_id();
+                let subnet = self.store.view(|s| format!("10.0.{}.0/24", s.networks.len() + 1));
+                let network = Network { id: id.clone(), meta: Meta::default(), name: name.clone(), driver, subnet, attachable, ingress: false, labels };
+                match self.consensus.proposer().propose(vec![Action::Create(Object::Network(network))]).await {
+                    Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => {
+                        Err(ControlError::Conflict(format!("network with name {name} already exists")))
+                    }
+                    Err(err) => Err(err.into()),
+                    Ok(version) => {
+                        self.store.wait_for_version(version).await;
+                        Ok(ControlResponse::Created { id })
+                    }
+                }
+            }
+            ControlRequest::NetworkList => Ok(ControlResponse::Networks(self.store.view(|s| s.networks.values().cloned().collect()))),
+            ControlRequest::NetworkInspect { network } => {
+                self.store.view(|s| find_network(s, &network).map(|n| ControlResponse::Network(Box::new(n.clone()))))
+            }
+            ControlRequest::NetworkRemove { network } => {
+                let (id, name, ingress, user) = self.store.view(|s| {
+                    let n = find_network(s, &network)?;
+                    let user = s.services.values().find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name));
+                    Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, user.map(|u| u.spec.name.clone())))
+                })?;
+                if ingress {
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "network {name} ({id}) is a swarm predefined network and cannot be removed"
+                    )));
+                }
+                if let Some(service) = user {
+                    return Err(ControlError::FailedPrecondition(format!("network {name} is in use by service {service}")));
+                }
+                self.write(|_| Ok(vec![Action::Delete { kind: Kind::Network, id: id.clone() }])).await?;
+                Ok(ControlResponse::Done)
+            }
+        }
+    }
+
+    fn info(&self) -> ControlResult {
+        let leader_addr = self.consensus.leader_addr();
+        self.store.view(|s| {
+            let cluster = s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            let mut manager_addrs: Vec<String> =
+                s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect();
+            manager_addrs.sort();
+            Ok(ControlResponse::Info(Box::new(ClusterInfo {
+                node_id: self.node_id.clone(),
+                node_addr: self.node_addr.clone(),
+                is_manager: true,
+                cluster_id: cluster.id.clone(),
+                managers: s.nodes.values().filter(|n| n.role == NodeRole::Manager).count() as u64,
+                nodes: s.nodes.len() as u64,
+                spec: cluster.spec.clone(),
+                manager_addrs,
+                leader_addr: leader_addr.clone(),
+            })))
+        })
+    }
+
+    async fn create_service(&self, mut spec: ServiceSpec) -> ControlResult {
+        validate_spec(&spec)?;
+        spec.labels.retain(|k, _| !k.is_empty());
+        let id = new_id();
+        let service = Service {
+            id: id.clone(),
+            meta: Meta::default(),
+            endpoint_ports: spec.ports.clone(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+        };
+        let name = service.spec.name.clone();
+        match self.consensus.proposer().propose(vec![Action::Create(Object::Service(service))]).await {
+            Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => Err(ControlError::Conflict(format!(
+                "name conflicts with an existing object: service {name} already exists"
+            ))),
+            Err(err) => Err(err.into()),
+            Ok(version) => {
+                self.store.wait_for_version(version).await;
+                Ok(ControlResponse::Created { id })
+            }
+        }
+    }
+
+    async fn update_service(&self, key: &str, version: u64, spec: ServiceSpec) -> ControlResult {
+        validate_spec(&spec)?;
+        let current = self.store.view(|s| find_service(s, key).cloned())?;
+        if current.spec.name != spec.name {
+            return Err(ControlError::InvalidArgument("renaming services is not supported".into()));
+        }
+        if std::mem::discriminant(&current.spec.mode) != std::mem::discriminant(&spec.mode) {
+            return Err(ControlError::InvalidArgument("service mode change is not allowed".into()));
+        }
+        if current.meta.version != version {
+            return Err(ControlError::Conflict(format!(
+                "update out of sequence: service {} changed since version {version}; inspect it and try again",
+                current.spec.name
+            )));
+        }
+        let mut service = current.clone();
+        let only_scale = {
+            let mut a = current.spec.clone();
+            a.mode = spec.mode.clone();
+            a == spec
+        };
+        if current.spec != spec {
+            if !only_scale {
+                service.previous_spec = Some(current.spec.clone());
+                service.spec_version += 1;
+                service.update_status = Some(UpdateStatus {
+                    state: UpdateState::Updating,
+                    started_at_ms: runtime::unix_millis(),
+                    completed_at_ms: 0,
+                    message: "update in progress".into(),
+                    spec_version: service.spec_version,
+                });
+            }
+            service.endpoint_ports = spec.ports.clone();
+            service.spec = spec;
+        }
+        let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
+        self.store.wait_for_version(version).await;
+        Ok(ControlResponse::Done)
+    }
+
+    async fn rollback_service(&self, key: &str) -> ControlResult {
+        let current = self.store.view(|s| find_service(s, key).cloned())?;
+        let Some(previous) = current.previous_spec.clone() else {
+            return Err(ControlError::FailedPrecondition(format!("service {} does not have a previous spec", current.id)));
+        };
+        let mut service = current.clone();
+        service.previous_spec = Some(current.spec.clone());
+        service.spec = previous;
+        service.spec_version += 1;
+        service.update_status = Some(UpdateStatus {
+            state: UpdateState::RollbackStarted,
+            started_at_ms: runtime::unix_millis(),
+            completed_at_ms: 0,
+            message: "manually requested rollback".into(),
+            spec_version: service.spec_version,
+        });
+        let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
+        self.store.wait_for_version(version).await;
+        Ok(ControlResponse::Done)
+    }
+
+    async fn join_token(&self, role: NodeRole, rotate: bool) -> ControlResult {
+        if rotate {
+            self.write(|s| {
+                let Some(cluster) = s.cluster.as_ref() else { return Ok(vec![]) };
+                let mut cluster = cluster.clone();
+                let token = crate::tokens::generate(&cluster.root_ca_digest);
+                match role {
+                    NodeRole::Worker => cluster.worker_join_token = token,
+                    NodeRole::Manager => cluster.manager_join_token = token,
+                }
+                Ok(vec![Action::Update(Object::Cluster(cluster))])
+            })
+            .await?;
+        }
+        self.store.view(|s| {
+            let cluster = s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            let token = match role {
+                NodeRole::Worker => cluster.worker_join_token.clone(),
+                NodeRole::Manager => cluster.manager_join_token.clone(),
+            };
+            Ok(ControlResponse::JoinToken { token, manager_addr: self.node_addr.clone() })
+        })
+    }
+
+    async fn promote(&self, key: &str) -> ControlResult {
+        let node = self.store.view(|s| find_node(s, key).cloned())?;
+        if node.role == NodeRole::Manager {
+            return Ok(ControlResponse::Done);
+        }
+        if node.status.state != NodeState::Ready {
+            return Err(ControlError::FailedPrecondition(format!(
+                "node {key} is not ready; a node must be up to be promoted"
+            )));
+        }
+        let raft_id = node.manager_status.as_ref().map(|m| m.raft_id).unwrap_or_else(|| runtime::random_u64() >> 1);
+        let id = node.id.clone();
+        self.write(|s| {
+            let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+            let mut n = n.clone();
+            n.spec.desired_role = NodeRole::Manager;
+            n.manager_status = Some(ManagerStatus { raft_id, addr: n.status.addr.clone() });
+            Ok(vec![Action::Update(Object::Node(n))])
+        })
+        .await?;
+        // The node learns its new role from its next heartbeat and starts serving raft; add it as
+        // soon as it answers.
+        let addr = node.status.addr.clone();
+        let mut last = None;
+        for _ in 0..60 {
+            match self.consensus.add_manager(raft_id, addr.clone()).await {
+                Ok(()) => {
+                    last = None;
+                    break;
+                }
+                Err(err) => last = Some(err),
+            }
+            runtime::sleep(Duration::from_millis(500)).await;
+        }
+        if let Some(err) = last {
+            return Err(ControlError::Unavailable(format!("node {key} did not start its manager in time: {err}")));
+        }
+        self.write(|s| {
+            let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+            let mut n = n.clone();
+            n.role = NodeRole::Manager;
+            Ok(vec![Action::Update(Object::Node(n))])
+        })
+        .await?;
+        Ok(ControlResponse::Done)
+    }
+
+    async fn demote(&self, key: &str) -> ControlResult {
+        let node = self.store.view(|s| find_node(s, key).cloned())?;
+        let Some(status) = node.manager_status.clone() else {
+            return Ok(ControlResponse::Done);
+        };
+        let managers = self.store.view(|s| s.nodes.values().filter(|n| n.manager_status.is_some()).count());
+        if managers <= 1 {
+            return Err(ControlError::FailedPrecondition(
+                "attempting to demote the last manager of the swarm: promote another node first".into(),
+            ));
+        }
+        self.consensus.remove_manager(status.raft_id).await?;
+        let id = node.id.clone();
+        self.write(|s| {
+            let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+            let mut n = n.clone();
+            n.spec.desired_role = NodeRole::Worker;
+            n.role = NodeRole::Worker;
+            n.manager_status = None;
+            Ok(vec![Action::Update(Object::Node(n))])
+        })
+        .await?;
+        Ok(ControlResponse::Done)
+    }
+
+    async fn remove_node(&self, key: &str, force: bool) -> ControlResult {
+        let node = self.store.view(|s| find_node(s, key).cloned())?;
+        if node.manager_status.is_some() {
+            return Err(ControlError::FailedPrecondition(format!(
+                "node {key} is a cluster manager and is a member of the raft cluster. It must be demoted to worker before removal"
+            )));
+        }
+        if node.status.state == NodeState::Ready && !force {
+            return Err(ControlError::FailedPrecondition(format!(
+                "node {key} is not down and can't be removed; use --force to remove it anyway"
+            )));
+        }
+        let id = node.id.clone();
+        self.write(|s| {
+            if !s.nodes.contains_key(&id) {
+                return Ok(vec![]);
+            }
+            Ok(vec![Action::Delete { kind: Kind::Node, id: id.clone() }])
+        })
+        .await?;
+        Ok(ControlResponse::Done)
+    }
+}
+
+fn node_view(node: &Node, leader_addr: Option<&str>, reachable: &[u64]) -> NodeView {
+    let (leader, reachability) = match &node.manager_status {
+        Some(m) => {
+            let leader = leader_addr == Some(m.addr.as_str());
+            let reach = if leader || reachable.contains(&m.raft_id) { "reachable" } else { "unreachable" };
+            (leader, reach.to_string())
+        }
+        None => (false, String::new()),
+    };
+    NodeView { node: node.clone(), leader, reachability }
+}
+
+/// Running/desired counts as `service ls` shows them.
+pub fn service_view(state: &StoreState, service: &Service) -> ServiceView {
+    let running = state
+        .tasks
+        .values()
+        .filter(|t| t.service_id == service.id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .count() as u64;
+    let desired = match service.spec.mode {
+        ServiceMode::Replicated { replicas } => replicas,
+        ServiceMode::Global => state
+            .tasks
+            .values()
+            .filter(|t| t.service_id == service.id && t.desired_state == TaskState::Running)
+            .count() as u64,
+    };
+    ServiceView { service: service.clone(), running, desired }
+}
+
+#[async_trait]
+impl RpcService for ControlHandler {
+    type Request = ControlRequest;
+    type Response = ControlResult;
+    async fn call(&self, _peer: Peer, request: ControlRequest) -> ControlResult {
+        self.handle(request).await
+    }
+}

@@ -1,0 +1,118 @@
+//! The dispatcher's wire messages (agent ↔ leader).
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{Availability, NodeDescription, NodeRole, Task, TaskStatus};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub token: String,
+    pub addr: String,
+    pub description: NodeDescription,
+    pub availability: Availability,
+    /// Set by a joining manager, which serves raft before it joins.
+    pub raft_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    pub node_id: String,
+    pub role: NodeRole,
+    pub cluster_id: String,
+    pub managers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRequest {
+    pub node_id: String,
+    pub addr: String,
+    pub description: NodeDescription,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub session_id: String,
+    pub heartbeat_period_ms: u64,
+    pub managers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    pub node_id: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    pub heartbeat_period_ms: u64,
+    pub managers: Vec<String>,
+    /// What the node should be (promotion/demotion are carried out by the node).
+    pub desired_role: NodeRole,
+    pub raft_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentsRequest {
+    pub node_id: String,
+    pub session_id: String,
+    /// The digest of the set the agent has; the call waits until the set differs.
+    pub known_digest: u64,
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentsResponse {
+    pub digest: u64,
+    /// Every task the node should know about (full set, not a diff: reconciling is idempotent).
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusUpdate {
+    pub task_id: String,
+    pub status: TaskStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub node_id: String,
+    pub session_id: String,
+    pub updates: Vec<StatusUpdate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DispatcherRequest {
+    Join(JoinRequest),
+    Session(SessionRequest),
+    Heartbeat(HeartbeatRequest),
+    Assignments(AssignmentsRequest),
+    UpdateStatus(StatusRequest),
+    Leave { node_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DispatcherResponse {
+    Joined(JoinResponse),
+    Session(SessionResponse),
+    Heartbeat(HeartbeatResponse),
+    Assignments(AssignmentsResponse),
+    Ack,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("this manager is not the leader; the leader is at {leader_addr}")]
+    NotLeader { leader_addr: String },
+    #[error("{}", crate::store::LOST_QUORUM_MESSAGE)]
+    NoLeader,
+    #[error("this node is not part of the swarm (it was removed); join again with a token")]
+    UnknownNode,
+    #[error("the session expired; the agent must open a new one")]
+    InvalidSession,
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Internal(String),
+}

@@ -1,0 +1,341 @@
+//! The managers' side of the workers (swarmkit `manager/dispatcher`): joins, sessions, heartbeats,
+//! node-down detection, assignments pushed to workers (long poll), task status coming back.
+//!
+//! Only the leader dispatches; a follower answers [`DispatcherError::NotLeader`] with the leader's
+//! address so the agent moves there. Heartbeat period and grace are cluster settings (Swarm: 5 s × 3).
+
+pub mod messages;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::api::{new_id, Node, NodeRole, NodeState, NodeStatus, Task, TaskState};
+use crate::env::transport::Peer;
+use crate::env::{runtime, Instant};
+use crate::manager::Consensus;
+use crate::rpc::Service;
+use crate::store::{propose_with_retry, Action, Object, ProposeError, Store};
+use crate::trace::Tracer;
+
+pub use messages::*;
+
+#[derive(Debug, Clone)]
+struct SessionInfo {
+    session_id: String,
+    last_seen: Instant,
+}
+
+/// Decides whether a join token is valid and what role it grants. The node layer implements it
+/// (token secrets live in the cluster object; certificates in the real daemon).
+pub trait JoinAuthority: Send + Sync + 'static {
+    /// The role `token` grants, or why it is refused.
+    fn check_token(&self, store: &Store, token: &str) -> Result<NodeRole, DispatcherError>;
+}
+
+/// Checks tokens against the cluster object's current join tokens.
+pub struct TokenAuthority;
+
+impl JoinAuthority for TokenAuthority {
+    fn check_token(&self, store: &Store, token: &str) -> Result<NodeRole, DispatcherError> {
+        let cluster = store.view(|s| s.cluster.clone()).ok_or(DispatcherError::NoLeader)?;
+        crate::tokens::check(token, &cluster)
+    }
+}
+
+/// The dispatcher service, one per manager.
+pub struct Dispatcher {
+    store: Store,
+    consensus: Arc<dyn Consensus>,
+    authority: Arc<dyn JoinAuthority>,
+    tracer: Tracer,
+    sessions: Mutex<BTreeMap<String, SessionInfo>>,
+}
+
+impl Dispatcher {
+    pub fn new(store: Store, consensus: Arc<dyn Consensus>, authority: Arc<dyn JoinAuthority>, tracer: Tracer) -> Self {
+        Dispatcher { store, consensus, authority, tracer, sessions: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn heartbeat_period(&self) -> Duration {
+        let ms = self.store.view(|s| s.cluster.as_ref().map(|c| c.spec.heartbeat_period_ms)).unwrap_or(5_000);
+        Duration::from_millis(ms.max(1))
+    }
+
+    fn grace(&self) -> Duration {
+        let multiplier = self.store.view(|s| s.cluster.as_ref().map(|c| c.spec.heartbeat_grace_multiplier)).unwrap_or(3);
+        self.heartbeat_period() * multiplier.max(1) as u32
+    }
+
+    fn is_leader(&self) -> bool {
+        *self.consensus.leadership().borrow()
+    }
+
+    fn not_leader(&self) -> DispatcherError {
+        match self.consensus.leader_addr() {
+            Some(addr) => DispatcherError::NotLeader { leader_addr: addr },
+            None => DispatcherError::NoLeader,
+        }
+    }
+
+    /// Addresses of every manager, so agents can fail over.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.store.view(|s| s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect())
+    }
+
+    fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), DispatcherError> {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        match sessions.get_mut(node_id) {
+            Some(info) if info.session_id == session_id => {
+                info.last_seen = runtime::now();
+                Ok(())
+            }
+            _ => Err(DispatcherError::InvalidSession),
+        }
+    }
+
+    async fn propose(&self, actions: Vec<Action>) -> Result<u64, DispatcherError> {
+        self.consensus.proposer().propose(actions).await.map_err(DispatcherError::from)
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<JoinResponse, DispatcherError> {
+        let role = self.authority.check_token(&self.store, &request.token)?;
+        let node_id = new_id();
+        let raft_id = request.raft_id.filter(|_| role == NodeRole::Manager);
+        if role == NodeRole::Manager && raft_id.is_none() {
+            return Err(DispatcherError::Invalid("a manager join must carry the joiner's raft id".into()));
+        }
+        let node = Node {
+            id: node_id.clone(),
+            meta: Default::default(),
+            spec: crate::api::NodeSpec {
+                desired_role: role,
+                availability: request.availability,
+                labels: Default::default(),
+            },
+            description: request.description.clone(),
+            status: NodeStatus { state: NodeState::Unknown, message: "joined".into(), addr: request.addr.clone() },
+            role,
+            manager_status: raft_id.map(|raft_id| crate::api::ManagerStatus { raft_id, addr: request.addr.clone() }),
+        };
+        if let Some(raft_id) = raft_id {
+            // The joiner already serves raft; make it a voter before it is announced as a manager.
+            self.consensus.add_manager(raft_id, request.addr.clone()).await.map_err(|e| DispatcherError::Internal(e.to_string()))?;
+        }
+        self.propose(vec![Action::Create(Object::Node(node))]).await?;
+        self.tracer.emit("node.joined", serde_json::json!({"node_id": node_id, "role": role, "addr": request.addr}));
+        let cluster_id = self.store.view(|s| s.cluster.as_ref().map(|c| c.id.clone())).unwrap_or_default();
+        Ok(JoinResponse { node_id, role, cluster_id, managers: self.manager_addrs() })
+    }
+
+    async fn open_session(&self, request: SessionRequest) -> Result<SessionResponse, DispatcherError> {
+        let exists = self.store.view(|s| s.nodes.contains_key(&request.node_id));
+        if !exists {
+            return Err(DispatcherError::UnknownNode);
+        }
+        let node_id = request.node_id.clone();
+        let addr = request.addr.clone();
+        let description = request.description.clone();
+        propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+            let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
+            let mut node = node.clone();
+            node.status = NodeStatus { state: NodeState::Ready, message: String::new(), addr: addr.clone() };
+            node.description = description.clone();
+            Ok(vec![Action::Update(Object::Node(node))])
+        })
+        .await?;
+        let session_id = new_id();
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(node_id.clone(), SessionInfo { session_id: session_id.clone(), last_seen: runtime::now() });
+        self.tracer.emit("node.ready", serde_json::json!({"node_id": node_id}));
+        Ok(SessionResponse {
+            session_id,
+            heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
+            managers: self.manager_addrs(),
+        })
+    }
+
+    fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, DispatcherError> {
+        let node = self.store.view(|s| s.nodes.get(&request.node_id).cloned()).ok_or(DispatcherError::UnknownNode)?;
+        self.check_session(&request.node_id, &request.session_id)?;
+        Ok(HeartbeatResponse {
+            heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
+            managers: self.manager_addrs(),
+            desired_role: node.spec.desired_role,
+            raft_id: node.manager_status.as_ref().map(|m| m.raft_id),
+        })
+    }
+
+    fn tasks_for(&self, node_id: &str) -> (u64, Vec<Task>) {
+        self.store.view(|s| {
+            let tasks: Vec<Task> = s
+                .tasks
+                .values()
+                .filter(|t| t.node_id == node_id)
+                .filter(|t| !t.status.state.is_terminal() || t.desired_state <= TaskState::Running)
+                .filter(|t| t.status.state >= TaskState::Assigned)
+                .cloned()
+                .collect();
+            (assignment_digest(&tasks), tasks)
+        })
+    }
+
+    async fn assignments(&self, request: AssignmentsRequest) -> Result<AssignmentsResponse, DispatcherError> {
+        self.check_session(&request.node_id, &request.session_id)?;
+        let deadline = runtime::now() + Duration::from_millis(request.wait_ms.min(60_000));
+        let mut versions = self.store.watch_version();
+        loop {
+            let (digest, tasks) = self.tasks_for(&request.node_id);
+            if digest != request.known_digest || runtime::now() >= deadline {
+                return Ok(AssignmentsResponse { digest, tasks });
+            }
+            let left = deadline.saturating_duration_since(runtime::now());
+            if runtime::timeout(left, versions.changed()).await.is_err() {
+                let (digest, tasks) = self.tasks_for(&request.node_id);
+                return Ok(AssignmentsResponse { digest, tasks });
+            }
+            if !self.is_leader() {
+                return Err(self.not_leader());
+            }
+        }
+    }
+
+    async fn update_status(&self, request: StatusRequest) -> Result<(), DispatcherError> {
+        self.check_session(&request.node_id, &request.session_id)?;
+        let node_id = request.node_id.clone();
+        let mut applied = Vec::new();
+        propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 10, |state| {
+            applied.clear();
+            let mut actions = Vec::new();
+            for update in &request.updates {
+                let Some(task) = state.tasks.get(&update.task_id) else { continue };
+                // A task's observed state only moves forward, and only its own node reports it.
+                if task.node_id != node_id || update.status.state < task.status.state {
+                    continue;
+                }
+                if update.status.state == task.status.state && update.status.container_id == task.status.container_id {
+                    continue;
+                }
+                let mut task = task.clone();
+                task.status = update.status.clone();
+                applied.push((task.id.clone(), task.status.state));
+                actions.push(Action::Update(Object::Task(task)));
+            }
+            Ok(actions)
+        })
+        .await?;
+        for (task_id, state) in applied {
+            self.tracer.emit("task.state", serde_json::json!({"task_id": task_id, "state": state, "node_id": node_id}));
+        }
+        Ok(())
+    }
+
+    async fn leave(&self, node_id: &str) -> Result<(), DispatcherError> {
+        self.sessions.lock().expect("sessions lock").remove(node_id);
+        let node_id = node_id.to_string();
+        propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+            let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
+            let mut node = node.clone();
+            node.status.state = NodeState::Down;
+            node.status.message = "node left the swarm".into();
+            Ok(vec![Action::Update(Object::Node(node))])
+        })
+        .await?;
+        self.tracer.emit("node.left", serde_json::json!({"node_id": node_id}));
+        Ok(())
+    }
+
+    /// The leader's liveness loop: marks nodes down after `period × grace` without a heartbeat.
+    /// Runs until leadership is lost. Nodes get a fresh grace when a manager becomes leader (it
+    /// has no session table yet), as swarmkit does.
+    pub async fn run_leader_loop(self: Arc<Self>) {
+        let started = runtime::now();
+        let mut leadership = self.consensus.leadership();
+        loop {
+            if !*leadership.borrow_and_update() {
+                self.sessions.lock().expect("sessions lock").clear();
+                return;
+            }
+            let period = self.heartbeat_period();
+            let _ = runtime::timeout(period / 2, leadership.changed()).await;
+            let now = runtime::now();
+            let grace = self.grace();
+            let expired: Vec<String> = self.store.view(|s| {
+                let sessions = self.sessions.lock().expect("sessions lock");
+                s.nodes
+                    .values()
+                    .filter(|n| n.status.state == NodeState::Ready)
+                    .filter(|n| {
+                        let last = sessions.get(&n.id).map(|i| i.last_seen).unwrap_or(started);
+                        now.saturating_duration_since(last.max(started)) > grace
+                    })
+                    .map(|n| n.id.clone())
+                    .collect()
+            });
+            for node_id in expired {
+                self.sessions.lock().expect("sessions lock").remove(&node_id);
+                let result = propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+                    let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
+                    if node.status.state != NodeState::Ready {
+                        return Ok(vec![]);
+                    }
+                    let mut node = node.clone();
+                    node.status.state = NodeState::Down;
+                    node.status.message = "heartbeat failure".into();
+                    Ok(vec![Action::Update(Object::Node(node))])
+                })
+                .await;
+                if result.is_ok() {
+                    self.tracer.emit("node.down", serde_json::json!({"node_id": node_id, "reason": "heartbeat failure"}));
+                }
+            }
+        }
+    }
+}
+
+/// A cheap fingerprint of a node's assignment set: changes whenever a task is added, removed or updated.
+fn assignment_digest(tasks: &[Task]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for task in tasks {
+        for byte in task.id.bytes().chain(task.meta.version.to_le_bytes()) {
+            hash ^= byte as u64;
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash ^ tasks.len() as u64
+}
+
+#[async_trait]
+impl Service for Dispatcher {
+    type Request = DispatcherRequest;
+    type Response = Result<DispatcherResponse, DispatcherError>;
+
+    async fn call(&self, _peer: Peer, request: DispatcherRequest) -> Self::Response {
+        if !self.is_leader() {
+            return Err(self.not_leader());
+        }
+        match request {
+            DispatcherRequest::Join(r) => self.join(r).await.map(DispatcherResponse::Joined),
+            DispatcherRequest::Session(r) => self.open_session(r).await.map(DispatcherResponse::Session),
+            DispatcherRequest::Heartbeat(r) => self.heartbeat(r).map(DispatcherResponse::Heartbeat),
+            DispatcherRequest::Assignments(r) => self.assignments(r).await.map(DispatcherResponse::Assignments),
+            DispatcherRequest::UpdateStatus(r) => self.update_status(r).await.map(|_| DispatcherResponse::Ack),
+            DispatcherRequest::Leave { node_id } => self.leave(&node_id).await.map(|_| DispatcherResponse::Ack),
+        }
+    }
+}
+
+impl From<ProposeError> for DispatcherError {
+    fn from(err: ProposeError) -> Self {
+        match err {
+            ProposeError::NoLeader => DispatcherError::NoLeader,
+            ProposeError::NotLeader { leader_addr: Some(addr) } => DispatcherError::NotLeader { leader_addr: addr },
+            ProposeError::NotLeader { leader_addr: None } => DispatcherError::NoLeader,
+            other => DispatcherError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,655 @@
+//! One shoal node — what a daemon runs on a host and what the simulator runs per simulated host:
+//! the agent always, and on managers the raft replica, the dispatcher, the control API and (on the
+//! leader) the orchestrator and scheduler. Everything comes in through one [`NodeEnv`].
+//!
+//! The node keeps its identity (`node.json`: id, role, raft id, known managers) on the disk seam so a
+//! restart resumes where it stopped; raft keeps its own files beside it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::agent::{Agent, AgentExit, RoleHint};
+use crate::api::{
+    new_id, Availability, Cluster, ClusterSpec, ManagerStatus, Meta, Network, Node, NodeDescription, NodeRole, NodeSpec,
+    NodeState, NodeStatus, Resources,
+};
+use crate::control::{ControlError, ControlHandler, ControlRequest, ControlResult};
+use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinRequest, TokenAuthority};
+use crate::env::{runtime, Disk, NodeEnv};
+use crate::manager::Consensus;
+use crate::raft::{RaftConfig, Replica, ReplicaError};
+use crate::rpc::{self, Channel, Router};
+use crate::store::{Action, Object, ProposeError, Proposer, Store};
+
+const IDENTITY_FILE: &str = "node.json";
+
+/// How a node is set up.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub hostname: String,
+    /// The address peers reach this node at (`host:port`); the transport serves it.
+    pub advertise_addr: String,
+    pub availability: Availability,
+    pub resources: Resources,
+    pub engine_version: String,
+    /// Cluster settings used by `swarm init`.
+    pub cluster_spec: ClusterSpec,
+    pub raft: RaftConfig,
+    /// The CA digest for join tokens (the real daemon's cluster CA); `None` makes a random one.
+    pub ca_digest: Option<String>,
+}
+
+impl NodeConfig {
+    pub fn new(hostname: impl Into<String>, advertise_addr: impl Into<String>) -> Self {
+        NodeConfig {
+            hostname: hostname.into(),
+            advertise_addr: advertise_addr.into(),
+            availability: Availability::Active,
+            resources: Resources { nano_cpus: 2_000_000_000, memory_bytes: 4 << 30 },
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            cluster_spec: ClusterSpec::default(),
+            raft: RaftConfig::default(),
+            ca_digest: None,
+        }
+    }
+}
+
+/// How the node enters the swarm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// `swarm init` (with `--force-new-cluster`: recover a one-manager cluster from local state).
+    Init { force_new_cluster: bool },
+    /// `swarm join --token T remote_addr`.
+    Join { remote_addr: String, token: String },
+    /// Restart from what the disk holds.
+    Resume,
+}
+
+/// Why the node could not start or act.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    #[error("This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.")]
+    AlreadyInSwarm,
+    #[error("This node is not part of a swarm")]
+    NotInSwarm,
+    #[error("cannot join the swarm at {remote}: {reason}")]
+    Join { remote: String, reason: String },
+    #[error("raft: {0}")]
+    Raft(#[from] ReplicaError),
+    #[error("storage: {0}")]
+    Storage(String),
+    #[error("{0}")]
+    Control(#[from] ControlError),
+}
+
+/// What the node keeps on disk about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub node_id: String,
+    pub cluster_id: String,
+    pub role: NodeRole,
+    pub raft_id: Option<u64>,
+    pub managers: Vec<String>,
+}
+
+struct ManagerParts {
+    replica: Replica,
+    consensus: Arc<ReplicaConsensus>,
+    control: Arc<ControlHandler>,
+    stop_leader: watch::Sender<bool>,
+}
+
+struct NodeInner {
+    env: NodeEnv,
+    config: NodeConfig,
+    store: Store,
+    router: Router,
+    identity: Mutex<Identity>,
+    manager: Mutex<Option<Arc<ManagerParts>>>,
+    agent: Arc<Agent>,
+    removed: watch::Sender<bool>,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct ShoalNode {
+    inner: Arc<NodeInner>,
+}
+
+impl std::fmt::Debug for ShoalNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShoalNode").field("node_id", &self.node_id()).finish()
+    }
+}
+
+async fn read_identity(disk: &dyn Disk) -> Result<Option<Identity>, NodeError> {
+    let bytes = disk.read(IDENTITY_FILE).await.map_err(|e| NodeError::Storage(e.to_string()))?;
+    match bytes {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| NodeError::Storage(format!("{IDENTITY_FILE} is damaged: {e}"))),
+    }
+}
+
+async fn write_identity(disk: &dyn Disk, identity: &Identity) -> Result<(), NodeError> {
+    let bytes = serde_json::to_vec_pretty(identity).map_err(|e| NodeError::Storage(e.to_string()))?;
+    disk.write_atomic(IDENTITY_FILE, &bytes).await.map_err(|e| NodeError::Storage(e.to_string()))
+}
+
+/// Remove every file of the node's swarm state (after `swarm leave`).
+async fn wipe(disk: &dyn Disk) -> Result<(), NodeError> {
+    for name in disk.list().await.map_err(|e| NodeError::Storage(e.to_string()))? {
+        disk.remove(&name).await.map_err(|e| NodeError::Storage(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl ShoalNode {
+    /// Whether the disk holds a node that can [`Bootstrap::Resume`].
+    pub async fn has_state(disk: &dyn Disk) -> bool {
+        matches!(read_identity(disk).await, Ok(Some(_)))
+    }
+
+    pub async fn start(env: NodeEnv, config: NodeConfig, bootstrap: Bootstrap) -> Result<ShoalNode, NodeError> {
+        let existing = read_identity(env.disk.as_ref()).await?;
+        let router = Router::new();
+        let store = Store::new();
+        env.transport
+            .serve(Arc::new(router.clone()))
+            .await
+            .map_err(|e| NodeError::Storage(format!("cannot serve {}: {e}", env.addr)))?;
+        let description = NodeDescription {
+            hostname: config.hostname.clone(),
+            resources: config.resources,
+            os: "linux".into(),
+            arch: std::env::consts::ARCH.into(),
+            engine_version: config.engine_version.clone(),
+            engine_labels: Default::default(),
+        };
+
+        let (identity, replica) = match (&bootstrap, existing) {
+            (Bootstrap::Resume, None) => return Err(NodeError::NotInSwarm),
+            (Bootstrap::Resume, Some(identity)) => {
+                let replica = match identity.raft_id {
+                    Some(raft_id) if identity.role == NodeRole::Manager => {
+                        Some(Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?)
+                    }
+                    _ => None,
+                };
+                (identity, replica)
+            }
+            (Bootstrap::Init { force_new_cluster: true }, Some(identity)) => {
+                let raft_id = identity.raft_id.ok_or(NodeError::NotInSwarm)?;
+                let (replica, _) =
+                    crate::raft::force_new_cluster(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
+                let identity = Identity { managers: vec![env.addr.clone()], ..identity };
+                (identity, Some(replica))
+            }
+            (Bootstrap::Init { .. }, Some(_)) | (Bootstrap::Join { .. }, Some(_)) => return Err(NodeError::AlreadyInSwarm),
+            (Bootstrap::Init { .. }, None) => {
+                let raft_id = runtime::random_u64() >> 1;
+                let replica = Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
+                replica.initialize().await?;
+                let identity = Identity {
+                    node_id: new_id(),
+                    cluster_id: new_id(),
+                    role: NodeRole::Manager,
+                    raft_id: Some(raft_id),
+                    managers: vec![env.addr.clone()],
+                };
+                (identity, Some(replica))
+            }
+            (Bootstrap::Join { remote_addr, token }, None) => {
+                // A joiner serves raft before it asks, so a manager token can add it as a voter at once.
+                let raft_id = runtime::random_u64() >> 1;
+                let replica = Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
+                let request = DispatcherRequest::Join(JoinRequest {
+                    token: token.clone(),
+                    addr: env.addr.clone(),
+                    description: description.clone(),
+                    availability: config.availability,
+                    raft_id: Some(raft_id),
+                });
+                let joined = join_via(&env, remote_addr, request).await;
+                let joined = match joined {
+                    Ok(joined) => joined,
+                    Err(err) => {
+                        let _ = replica.shutdown().await;
+                        router.unregister(Channel::Raft);
+                        let _ = wipe(env.disk.as_ref()).await;
+                        return Err(err);
+                    }
+                };
+                let replica = if joined.role == NodeRole::Manager {
+                    Some(replica)
+                } else {
+                    let _ = replica.shutdown().await;
+                    router.unregister(Channel::Raft);
+                    wipe(env.disk.as_ref()).await?;
+                    None
+                };
+                let identity = Identity {
+                    node_id: joined.node_id,
+                    cluster_id: joined.cluster_id,
+                    role: joined.role,
+                    raft_id: (joined.role == NodeRole::Manager).then_some(raft_id),
+                    managers: if joined.managers.is_empty() { vec![remote_addr.clone()] } else { joined.managers },
+                };
+                (identity, replica)
+            }
+        };
+        write_identity(env.disk.as_ref(), &identity).await?;
+
+        let agent = Agent::new(env.clone(), identity.node_id.clone(), description.clone(), identity.managers.clone());
+        let (removed, _) = watch::channel(false);
+        let node = ShoalNode {
+            inner: Arc::new(NodeInner {
+                env: env.clone(),
+                config: config.clone(),
+                store,
+                router,
+                identity: Mutex::new(identity.clone()),
+                manager: Mutex::new(None),
+                agent: agent.clone(),
+                removed,
+            }),
+        };
+        if let Some(replica) = replica {
+            node.become_manager(replica);
+        }
+        if matches!(bootstrap, Bootstrap::Init { .. }) {
+            node.seed_cluster(&description, matches!(bootstrap, Bootstrap::Init { force_new_cluster: true })).await?;
+        }
+        let weak = Arc::downgrade(&node.inner);
+        runtime::spawn(async move {
+            let exit = agent.run().await;
+            if let (AgentExit::Removed, Some(inner)) = (exit, weak.upgrade()) {
+                inner.removed.send_replace(true);
+            }
+        });
+        runtime::spawn(node.clone().follow_role_hints());
+        env.tracer.emit(
+            "node.start",
+            serde_json::json!({"node_id": identity.node_id, "role": identity.role, "bootstrap": format!("{bootstrap:?}")}),
+        );
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> String {
+        self.inner.identity.lock().expect("identity lock").node_id.clone()
+    }
+
+    pub fn is_manager(&self) -> bool {
+        self.inner.manager.lock().expect("manager lock").is_some()
+    }
+
+    /// This node's copy of the cluster state (managers only hold a complete one).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The raft replica, on managers.
+    pub fn replica(&self) -> Option<Replica> {
+        self.manager().map(|m| m.replica.clone())
+    }
+
+    /// Becomes `true` when the node was removed from the swarm (`node rm`).
+    pub fn removed(&self) -> watch::Receiver<bool> {
+        self.inner.removed.subscribe()
+    }
+
+    fn manager(&self) -> Option<Arc<ManagerParts>> {
+        self.inner.manager.lock().expect("manager lock").clone()
+    }
+
+    /// Serve a control request (managers only, like Docker).
+    pub async fn control(&self, request: ControlRequest) -> ControlResult {
+        match self.manager() {
+            Some(manager) => manager.control.handle(request).await,
+            None => Err(ControlError::NotAManager),
+        }
+    }
+
+    /// `swarm leave [-f]`.
+    pub async fn leave(&self, force: bool) -> Result<(), ControlError> {
+        if let Some(manager) = self.manager() {
+            if !force {
+                let reachable = manager.consensus.reachable_managers().len().max(1);
+                let total = manager.replica.status().voters.len().max(1);
+                let mut message = String::from(
+                    "You are attempting to leave the swarm on a node that is participating as a manager. ",
+                );
+                if total == 1 {
+                    message.push_str(
+                        "Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. ",
+                    );
+                } else if reachable.saturating_sub(2) <= total - reachable {
+                    message.push_str(&format!(
+                        "Removing this node leaves {} managers out of {}. Without a Raft quorum your swarm will be inaccessible. ",
+                        reachable - 1,
+                        total
+                    ));
+                }
+                message.push_str(
+                    "The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. \
+                     Use `--force` to suppress this message.",
+                );
+                return Err(ControlError::FailedPrecondition(message));
+            }
+        }
+        self.inner.agent.leave().await;
+        self.shutdown().await;
+        wipe(self.inner.env.disk.as_ref()).await.map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Stop serving raft and leader duties (tasks keep running, as in Docker when dockerd stops).
+    pub async fn shutdown(&self) {
+        let manager = self.inner.manager.lock().expect("manager lock").take();
+        if let Some(manager) = manager {
+            manager.stop_leader.send_replace(true);
+            let _ = manager.replica.shutdown().await;
+        }
+        self.inner.router.unregister(Channel::Raft);
+        self.inner.router.unregister(Channel::Control);
+        self.inner.router.unregister(Channel::Dispatcher);
+    }
+
+    fn become_manager(&self, replica: Replica) {
+        let consensus = Arc::new(ReplicaConsensus { replica: replica.clone() });
+        let node_id = self.node_id();
+        let control = Arc::new(ControlHandler::new(
+            self.inner.store.clone(),
+            consensus.clone(),
+            node_id,
+            self.inner.env.addr.clone(),
+        ));
+        let dispatcher = Arc::new(Dispatcher::new(
+            self.inner.store.clone(),
+            consensus.clone(),
+            Arc::new(TokenAuthority),
+            self.inner.env.tracer.clone(),
+        ));
+        self.inner.router.register(Channel::Control, control.clone());
+        self.inner.router.register(Channel::Dispatcher, dispatcher.clone());
+        let (stop_leader, stop_rx) = watch::channel(false);
+        let parts = Arc::new(ManagerParts { replica, consensus: consensus.clone(), control, stop_leader });
+        *self.inner.manager.lock().expect("manager lock") = Some(parts);
+        runtime::spawn(lead_when_elected(
+            self.inner.store.clone(),
+            consensus,
+            dispatcher,
+            self.inner.env.tracer.clone(),
+            stop_rx,
+        ));
+    }
+
+    /// The objects `swarm init` creates: the cluster (tokens, settings), this node, the ingress network.
+    async fn seed_cluster(&self, description: &NodeDescription, recovered: bool) -> Result<(), NodeError> {
+        let manager = self.manager().ok_or(NodeError::NotInSwarm)?;
+        let proposer = manager.consensus.proposer();
+        let identity = self.inner.identity.lock().expect("identity lock").clone();
+        let addr = self.inner.env.addr.clone();
+        let config = &self.inner.config;
+        // Wait for this replica to lead its one-member group.
+        let mut status = manager.replica.watch();
+        let _ = runtime::timeout(Duration::from_secs(30), status.wait_for(|s| s.role == crate::raft::Role::Leader)).await;
+        let store = &self.inner.store;
+        let result = crate::store::propose_with_retry(store, proposer.as_ref(), 5, |state| {
+            let mut actions = Vec::new();
+            if state.cluster.is_none() {
+                let digest = config.ca_digest.clone().unwrap_or_else(crate::tokens::new_digest);
+                actions.push(Action::Create(Object::Cluster(Cluster {
+                    id: identity.cluster_id.clone(),
+                    meta: Meta::default(),
+                    spec: config.cluster_spec.clone(),
+                    worker_join_token: crate::tokens::generate(&digest),
+                    manager_join_token: crate::tokens::generate(&digest),
+                    root_ca_pem: String::new(),
+                    root_ca_digest: digest,
+                })));
+            }
+            let me = Node {
+                id: identity.node_id.clone(),
+                meta: state.nodes.get(&identity.node_id).map(|n| n.meta.clone()).unwrap_or_default(),
+                spec: NodeSpec { desired_role: NodeRole::Manager, availability: config.availability, labels: Default::default() },
+                description: description.clone(),
+                status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: addr.clone() },
+                role: NodeRole::Manager,
+                manager_status: Some(ManagerStatus { raft_id: identity.raft_id.unwrap_or(0), addr: addr.clone() }),
+            };
+            match state.nodes.get(&identity.node_id) {
+                Some(existing) => {
+                    let mut me = me;
+                    me.spec = existing.spec.clone();
+                    actions.push(Action::Update(Object::Node(me)));
+                }
+                None => actions.push(Action::Create(Object::Node(me))),
+            }
+            if recovered {
+                // Managers that were not recovered are no longer raft members.
+                for node in state.nodes.values().filter(|n| n.id != identity.node_id && n.manager_status.is_some()) {
+                    let mut node = node.clone();
+                    node.manager_status = None;
+                    node.role = NodeRole::Worker;
+                    node.spec.desired_role = NodeRole::Worker;
+                    node.status.state = NodeState::Down;
+                    node.status.message = "removed from the raft by --force-new-cluster".into();
+                    actions.push(Action::Update(Object::Node(node)));
+                }
+            }
+            if !state.networks.values().any(|n| n.ingress) {
+                actions.push(Action::Create(Object::Network(Network {
+                    id: new_id(),
+                    meta: Meta::default(),
+                    name: "ingress".into(),
+                    driver: "overlay".into(),
+                    subnet: "10.0.0.0/24".into(),
+                    attachable: false,
+                    ingress: true,
+                    labels: Default::default(),
+                })));
+            }
+            Ok(actions)
+        })
+        .await;
+        result.map_err(|e| NodeError::Control(e.into()))?;
+        Ok(())
+    }
+
+    /// Promotion and demotion: the leader says what this node should be in heartbeat replies.
+    async fn follow_role_hints(self) {
+        let mut hints = self.inner.agent.role_hints();
+        loop {
+            if hints.changed().await.is_err() {
+                return;
+            }
+            let hint: Option<RoleHint> = *hints.borrow_and_update();
+            let Some(hint) = hint else { continue };
+            let is_manager = self.is_manager();
+            match (hint.desired_role, hint.raft_id, is_manager) {
+                (NodeRole::Manager, Some(raft_id), false) => {
+                    let env = &self.inner.env;
+                    match Replica::start(env, raft_id, self.inner.config.raft.clone(), self.inner.store.clone(), self.inner.router.clone()).await {
+                        Ok(replica) => {
+                            self.become_manager(replica);
+                            self.update_identity(|id| {
+                                id.role = NodeRole::Manager;
+                                id.raft_id = Some(raft_id);
+                            })
+                            .await;
+                            env.tracer.emit("node.promoted", serde_json::json!({"raft_id": raft_id}));
+                        }
+                        Err(err) => env.tracer.emit("node.promote_failed", serde_json::json!({"error": err.to_string()})),
+                    }
+                }
+                (NodeRole::Worker, _, true) => {
+                    self.shutdown().await;
+                    self.update_identity(|id| {
+                        id.role = NodeRole::Worker;
+                        id.raft_id = None;
+                    })
+                    .await;
+                    self.inner.env.tracer.emit("node.demoted", serde_json::json!({}));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn update_identity(&self, change: impl FnOnce(&mut Identity)) {
+        let identity = {
+            let mut identity = self.inner.identity.lock().expect("identity lock");
+            change(&mut identity);
+            identity.managers = self.inner.agent.managers();
+            identity.clone()
+        };
+        let _ = write_identity(self.inner.env.disk.as_ref(), &identity).await;
+    }
+}
+
+async fn join_via(
+    env: &NodeEnv,
+    remote_addr: &str,
+    request: DispatcherRequest,
+) -> Result<crate::dispatcher::JoinResponse, NodeError> {
+    let mut target = remote_addr.to_string();
+    // Follow at most a few leader redirects.
+    for _ in 0..5 {
+        let reply: Result<Result<DispatcherResponse, crate::dispatcher::DispatcherError>, _> =
+            rpc::call(env.transport.as_ref(), &target, Channel::Dispatcher, &request, Duration::from_secs(30)).await;
+        let join_error = |reason: String| NodeError::Join { remote: remote_addr.to_string(), reason };
+        match reply {
+            Ok(Ok(DispatcherResponse::Joined(joined))) => return Ok(joined),
+            Ok(Ok(_)) => return Err(join_error("unexpected reply".into())),
+            Ok(Err(crate::dispatcher::DispatcherError::NotLeader { leader_addr })) => target = leader_addr,
+            Ok(Err(err)) => return Err(join_error(err.to_string())),
+            Err(err) => return Err(join_error(err.to_string())),
+        }
+    }
+    Err(NodeError::Join { remote: remote_addr.to_string(), reason: "too many leader redirects".into() })
+}
+
+/// Runs the leader-only controllers while this manager leads; stops them when it stops leading.
+async fn lead_when_elected(
+    store: Store,
+    consensus: Arc<ReplicaConsensus>,
+    dispatcher: Arc<Dispatcher>,
+    tracer: crate::trace::Tracer,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leadership = consensus.leadership();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if *leadership.borrow_and_update() {
+            let (stop_controllers, controllers_rx) = watch::channel(false);
+            tracer.emit("manager.leading", serde_json::json!({}));
+            runtime::spawn(crate::orchestrator::run_leader_controllers(
+                store.clone(),
+                consensus.proposer(),
+                tracer.clone(),
+                controllers_rx,
+            ));
+            runtime::spawn(dispatcher.clone().run_leader_loop());
+            loop {
+                tokio::select! {
+                    changed = leadership.changed() => {
+                        if changed.is_err() || !*leadership.borrow_and_update() {
+                            break;
+                        }
+                    }
+                    _ = stop.changed() => break,
+                }
+            }
+            stop_controllers.send_replace(true);
+            tracer.emit("manager.follower", serde_json::json!({}));
+        } else {
+            tokio::select! {
+                changed = leadership.changed() => if changed.is_err() { return; },
+                _ = stop.changed() => {},
+            }
+        }
+    }
+}
+
+/// [`Consensus`] over the raft replica.
+struct ReplicaConsensus {
+    replica: Replica,
+}
+
+fn control_error(err: ReplicaError) -> ControlError {
+    match err {
+        ReplicaError::NoLeader | ReplicaError::NotLeader { leader_addr: None } => ControlError::NoLeader,
+        ReplicaError::LossOfQuorum | ReplicaError::LastManager | ReplicaError::NotMember => {
+            ControlError::FailedPrecondition(err.to_string())
+        }
+        other => ControlError::Unavailable(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl Consensus for ReplicaConsensus {
+    fn proposer(&self) -> Arc<dyn Proposer> {
+        Arc::new(self.replica.clone())
+    }
+
+    fn leadership(&self) -> watch::Receiver<bool> {
+        // Derived from the replica's status watch.
+        let mut status = self.replica.watch();
+        let (tx, rx) = watch::channel(status.borrow().role == crate::raft::Role::Leader);
+        runtime::spawn(async move {
+            while status.changed().await.is_ok() {
+                let leading = status.borrow().role == crate::raft::Role::Leader;
+                tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
+                if tx.is_closed() {
+                    return;
+                }
+            }
+            tx.send_replace(false);
+        });
+        rx
+    }
+
+    fn leader_addr(&self) -> Option<String> {
+        self.replica.leader().map(|(_, addr)| addr)
+    }
+
+    async fn add_manager(&self, raft_id: u64, addr: String) -> Result<(), ControlError> {
+        self.replica.add_manager(raft_id, addr).await.map_err(control_error)
+    }
+
+    async fn remove_manager(&self, raft_id: u64) -> Result<(), ControlError> {
+        self.replica.remove_manager(raft_id).await.map_err(control_error)
+    }
+
+    fn reachable_managers(&self) -> Vec<u64> {
+        let status = self.replica.status();
+        let window = self.replica.config().election_timeout_max_ms;
+        let fresh = status.millis_since_quorum_ack.is_some_and(|ms| ms <= window);
+        if status.role == crate::raft::Role::Leader && fresh {
+            // The leader heard from a quorum recently; individual peers' liveness is raft's
+            // business, so count every voter as reachable while the quorum holds.
+            status.voters.iter().copied().collect()
+        } else {
+            vec![status.raft_id]
+        }
+    }
+
+    async fn ensure_linearizable(&self) -> Result<(), ControlError> {
+        self.replica.ensure_linearizable().await.map_err(|e: ProposeError| match e {
+            ProposeError::NoLeader => ControlError::NoLeader,
+            other => ControlError::Unavailable(other.to_string()),
+        })
+    }
+
+    async fn shutdown(&self) {
+        let _ = self.replica.shutdown().await;
+    }
+}

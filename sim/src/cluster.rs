@@ -1,0 +1,341 @@
+//! A whole shoal cluster in one process: each host is a madsim node running an unchanged
+//! [`ShoalNode`] on simulated seams (links, disk, containers). The supervisor (the test or the
+//! scenario runner) drives it: control requests through a client host, and faults — crash,
+//! restart, leave, partitions, link delay/loss, container faults.
+//!
+//! A crash is a host crash: madsim drops the node's tasks (memory lost), the disk keeps only what
+//! was synced, and running containers die. A restart runs the node's start-up again, which resumes
+//! from the disk.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use madsim::runtime::{Handle, NodeHandle};
+use shoal_core::api::NodeRole;
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
+use shoal_core::env::NodeEnv;
+use shoal_core::node::{Bootstrap, NodeConfig, ShoalNode};
+use shoal_core::raft::Role;
+use shoal_core::rpc::{self, Channel};
+use shoal_core::store::StoreState;
+use shoal_core::trace::{TraceEvent, Tracer};
+
+use crate::disk::SimDisk;
+use crate::executor::SimExecutor;
+use crate::net::{LinkPolicy, SimNet, SimTransport};
+use crate::trace::SimTrace;
+
+/// The port every simulated node serves (Swarm's 2377).
+pub const PORT: u16 = 2377;
+
+/// How big a cluster to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClusterShape {
+    pub managers: usize,
+    pub workers: usize,
+}
+
+/// One simulated host and what survives its crashes.
+struct Host {
+    name: String,
+    addr: String,
+    disk: SimDisk,
+    executor: SimExecutor,
+    handle: NodeHandle,
+    /// The node running on the host now (`None` while crashed or before it started).
+    node: Arc<Mutex<Option<ShoalNode>>>,
+}
+
+/// A running simulated cluster.
+pub struct SimCluster {
+    net: SimNet,
+    trace: SimTrace,
+    hosts: BTreeMap<String, Host>,
+    client: NodeHandle,
+    client_transport: SimTransport,
+    config: NodeConfig,
+}
+
+impl std::fmt::Debug for SimCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimCluster").field("hosts", &self.hosts.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+/// Why the cluster could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{host} did not start within {secs} s")]
+    StartTimeout { host: String, secs: u64 },
+    #[error("control request failed while building the cluster: {0}")]
+    Control(#[from] ControlError),
+}
+
+fn settings_for_sim() -> NodeConfig {
+    let mut config = NodeConfig::new("", "");
+    // Swarm's defaults, except a 1 s heartbeat so node-down detection (3 periods) fits short scenarios.
+    config.cluster_spec.heartbeat_period_ms = 1_000;
+    config
+}
+
+impl SimCluster {
+    /// Build a cluster: `manager-1` runs `swarm init`, the other managers and the workers join it.
+    pub async fn start(shape: ClusterShape) -> Result<SimCluster, ClusterError> {
+        let handle = Handle::current();
+        let net = SimNet::new();
+        let trace = SimTrace::default();
+        let client_transport = net.transport("client:1");
+        let client = handle.create_node().name("client").build();
+        let mut cluster = SimCluster {
+            net,
+            trace,
+            hosts: BTreeMap::new(),
+            client,
+            client_transport,
+            config: settings_for_sim(),
+        };
+        cluster.add_host("manager-1", Bootstrap::Init { force_new_cluster: false }).await?;
+        let tokens = |role| ControlRequest::JoinToken { role, rotate: false };
+        let manager_token = match cluster.control(tokens(NodeRole::Manager)).await? {
+            ControlResponse::JoinToken { token, .. } => token,
+            other => return Err(ControlError::Internal(format!("unexpected reply {other:?}")).into()),
+        };
+        let worker_token = match cluster.control(tokens(NodeRole::Worker)).await? {
+            ControlResponse::JoinToken { token, .. } => token,
+            other => return Err(ControlError::Internal(format!("unexpected reply {other:?}")).into()),
+        };
+        let remote = format!("manager-1:{PORT}");
+        for i in 2..=shape.managers {
+            let join = Bootstrap::Join { remote_addr: remote.clone(), token: manager_token.clone() };
+            cluster.add_host(&format!("manager-{i}"), join).await?;
+        }
+        for i in 1..=shape.workers {
+            let join = Bootstrap::Join { remote_addr: remote.clone(), token: worker_token.clone() };
+            cluster.add_host(&format!("worker-{i}"), join).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Start a new host that enters the swarm with `bootstrap`, and wait until it runs.
+    pub async fn add_host(&mut self, name: &str, bootstrap: Bootstrap) -> Result<(), ClusterError> {
+        let addr = format!("{name}:{PORT}");
+        let disk = SimDisk::new();
+        let executor = SimExecutor::new(name);
+        let slot: Arc<Mutex<Option<ShoalNode>>> = Arc::new(Mutex::new(None));
+        let first_boot = Arc::new(Mutex::new(Some(bootstrap)));
+        let (net, trace) = (self.net.clone(), self.trace.clone());
+        let mut config = self.config.clone();
+        config.hostname = name.to_string();
+        config.advertise_addr = addr.clone();
+        let init = {
+            let (disk, executor, slot, addr, name) =
+                (disk.clone(), executor.clone(), slot.clone(), addr.clone(), name.to_string());
+            move || {
+                let env = NodeEnv {
+                    addr: addr.clone(),
+                    transport: Arc::new(net.transport(addr.clone())),
+                    disk: Arc::new(disk.clone()),
+                    executor: Arc::new(executor.clone()),
+                    tracer: Tracer::new(name.clone(), Arc::new(trace.clone())),
+                };
+                let bootstrap = first_boot.lock().expect("boot lock").take().unwrap_or(Bootstrap::Resume);
+                let (slot, config, tracer) = (slot.clone(), config.clone(), env.tracer.clone());
+                async move {
+                    match ShoalNode::start(env, config, bootstrap).await {
+                        Ok(node) => *slot.lock().expect("slot lock") = Some(node),
+                        Err(err) => tracer.emit("node.start_failed", serde_json::json!({"error": err.to_string()})),
+                    }
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let handle = Handle::current().create_node().name(name).init(init).build();
+        self.hosts.insert(
+            name.to_string(),
+            Host { name: name.to_string(), addr, disk, executor, handle, node: slot.clone() },
+        );
+        for _ in 0..600 {
+            if slot.lock().expect("slot lock").is_some() {
+                return Ok(());
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ClusterError::StartTimeout { host: name.to_string(), secs: 60 })
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.hosts.keys().cloned().collect()
+    }
+
+    pub fn net(&self) -> &SimNet {
+        &self.net
+    }
+
+    fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.get(name)
+    }
+
+    /// The node running on `name` now, if it is up.
+    pub fn node(&self, name: &str) -> Option<ShoalNode> {
+        self.host(name).and_then(|h| h.node.lock().expect("slot lock").clone())
+    }
+
+    /// The host whose replica leads in the highest term.
+    pub fn leader(&self) -> Option<String> {
+        self.hosts
+            .values()
+            .filter_map(|h| {
+                let node = h.node.lock().expect("slot lock").clone()?;
+                let status = node.replica()?.status();
+                (status.role == Role::Leader).then_some((status.term, h.name.clone()))
+            })
+            .max()
+            .map(|(_, name)| name)
+    }
+
+    /// The leader's copy of the state.
+    pub fn store_of_leader(&self) -> Option<StoreState> {
+        let leader = self.leader()?;
+        self.node(&leader).map(|n| n.store().snapshot())
+    }
+
+    /// Manager addresses, the leader first.
+    fn manager_addrs(&self) -> Vec<String> {
+        let leader = self.leader();
+        let mut addrs: Vec<(bool, String)> = self
+            .hosts
+            .values()
+            .filter(|h| h.node.lock().expect("slot lock").as_ref().is_some_and(|n| n.is_manager()))
+            .map(|h| (Some(&h.name) != leader.as_ref(), h.addr.clone()))
+            .collect();
+        addrs.sort();
+        addrs.into_iter().map(|(_, a)| a).collect()
+    }
+
+    /// Send a control request as the CLI would: to the leader if known, else to any manager that
+    /// answers. Unreachable managers are skipped; the first real answer (success or refusal) wins.
+    pub async fn control(&self, request: ControlRequest) -> ControlResult {
+        let mut last = ControlError::Unavailable("no manager is running".into());
+        for addr in self.manager_addrs() {
+            let transport = self.client_transport.clone();
+            let request = request.clone();
+            let call = self.client.spawn(async move {
+                rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
+            });
+            match call.await {
+                Ok(Ok(answer)) => return answer,
+                Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
+                Err(err) => last = ControlError::Internal(err.to_string()),
+            }
+        }
+        Err(last)
+    }
+
+    /// Record a supervisor event (a fault, a step) in the run's trace.
+    pub fn note(&self, kind: &str, fields: serde_json::Value) {
+        Tracer::new("supervisor", Arc::new(self.trace.clone())).emit(kind, fields);
+    }
+
+    /// The host dies: its tasks stop, unsynced disk writes are lost, its containers die.
+    pub fn crash(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        Handle::current().kill(host.handle.id());
+        let lost = host.disk.crash(false);
+        host.executor.host_crash();
+        *host.node.lock().expect("slot lock") = None;
+        self.note("fault.crash", serde_json::json!({"host": name, "unsynced_bytes_lost": lost}));
+    }
+
+    /// Like [`SimCluster::crash`], but a random part of each unsynced tail survives (a torn write).
+    pub fn crash_torn(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        Handle::current().kill(host.handle.id());
+        let lost = host.disk.crash(true);
+        host.executor.host_crash();
+        *host.node.lock().expect("slot lock") = None;
+        self.note("fault.crash", serde_json::json!({"host": name, "torn": true, "unsynced_bytes_lost": lost}));
+    }
+
+    /// The host comes back and its node resumes from disk.
+    pub fn restart(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        *host.node.lock().expect("slot lock") = None;
+        Handle::current().restart(host.handle.id());
+        self.note("fault.restart", serde_json::json!({"host": name}));
+    }
+
+    /// Wait until `name` runs a node again (after a restart), up to `timeout`.
+    pub async fn wait_up(&self, name: &str, timeout: Duration) -> bool {
+        let deadline = madsim::time::Instant::now() + timeout;
+        while madsim::time::Instant::now() < deadline {
+            if self.node(name).is_some() {
+                return true;
+            }
+            madsim::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// `swarm leave [-f]` on `name`, run on that host.
+    pub async fn leave(&self, name: &str, force: bool) -> Result<(), ControlError> {
+        let node = self.node(name).ok_or_else(|| ControlError::Unavailable(format!("{name} is not running")))?;
+        let host = self.host(name).expect("node implies host");
+        let result = host
+            .handle
+            .spawn(async move { node.leave(force).await })
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        if result.is_ok() {
+            *host.node.lock().expect("slot lock") = None;
+        }
+        self.note("fault.leave", serde_json::json!({"host": name, "force": force, "ok": result.is_ok()}));
+        result
+    }
+
+    pub fn partition(&self, a: &[String], b: &[String]) {
+        self.net.partition(a, b);
+        self.note("fault.partition", serde_json::json!({"a": a, "b": b}));
+    }
+
+    pub fn cut_one_way(&self, from: &[String], to: &[String]) {
+        self.net.cut_one_way(from, to);
+        self.note("fault.cut_one_way", serde_json::json!({"from": from, "to": to}));
+    }
+
+    pub fn heal(&self) {
+        self.net.heal();
+        self.note("fault.heal", serde_json::json!({}));
+    }
+
+    pub fn set_link(&self, a: &str, b: &str, policy: LinkPolicy) {
+        self.net.set_link(a, b, policy);
+        self.note(
+            "fault.link",
+            serde_json::json!({"a": a, "b": b, "delay_min_ms": policy.delay_min.as_millis() as u64,
+                "delay_max_ms": policy.delay_max.as_millis() as u64, "loss": policy.loss}),
+        );
+    }
+
+    /// The simulated container runtime of `name` (set container faults on it).
+    pub fn executor(&self, name: &str) -> Option<SimExecutor> {
+        self.host(name).map(|h| h.executor.clone())
+    }
+
+    /// Every host's executor, by host name.
+    pub fn executors(&self) -> BTreeMap<String, SimExecutor> {
+        self.hosts.iter().map(|(name, h)| (name.clone(), h.executor.clone())).collect()
+    }
+
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.trace.events()
+    }
+
+    pub fn trace_log(&self) -> &SimTrace {
+        &self.trace
+    }
+
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.hash()
+    }
+}

@@ -1,0 +1,60 @@
+//! The whole node, in the simulator: a cluster forms (init, joins as worker and manager), workers
+//! hold sessions, and the control plane survives a leader crash.
+#![cfg(madsim)]
+
+use std::time::Duration;
+
+use shoal_core::api::NodeState;
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse};
+use shoal_sim::cluster::{ClusterShape, SimCluster};
+
+async fn ready_nodes(cluster: &SimCluster) -> usize {
+    match cluster.control(ControlRequest::NodeList).await {
+        Ok(ControlResponse::Nodes(nodes)) => nodes.iter().filter(|n| n.node.status.state == NodeState::Ready).count(),
+        _ => 0,
+    }
+}
+
+#[madsim::test]
+async fn cluster_forms_and_survives_leader_crash() {
+    let cluster = SimCluster::start(ClusterShape { managers: 3, workers: 2 }).await.expect("cluster starts");
+    madsim::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(ready_nodes(&cluster).await, 5, "every node joins and reports ready");
+    let leader = cluster.leader().expect("a leader");
+    assert_eq!(leader, "manager-1");
+
+    cluster.crash(&leader);
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    let new_leader = cluster.leader().expect("a new leader is elected");
+    assert_ne!(new_leader, leader);
+    // The old leader's node goes down after the heartbeat grace (3 × 1 s here).
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    let nodes = match cluster.control(ControlRequest::NodeList).await {
+        Ok(ControlResponse::Nodes(nodes)) => nodes,
+        other => panic!("node ls after fail-over: {other:?}"),
+    };
+    let old = nodes.iter().find(|n| n.node.description.hostname == leader).expect("old leader listed");
+    assert_eq!(old.node.status.state, NodeState::Down, "a crashed node is marked down");
+
+    cluster.restart(&leader);
+    assert!(cluster.wait_up(&leader, Duration::from_secs(30)).await, "the crashed manager resumes from disk");
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(ready_nodes(&cluster).await, 5, "the restarted node is ready again");
+}
+
+#[madsim::test]
+async fn quorum_loss_fails_fast_then_recovers() {
+    let cluster = SimCluster::start(ClusterShape { managers: 3, workers: 0 }).await.expect("cluster starts");
+    madsim::time::sleep(Duration::from_secs(2)).await;
+    cluster.crash("manager-2");
+    cluster.crash("manager-3");
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    let spec = shoal_core::api::ServiceSpec::new("web", "nginx:1.25");
+    let err = cluster.control(ControlRequest::ServiceCreate { spec: spec.clone() }).await.unwrap_err();
+    assert_eq!(err, ControlError::NoLeader, "writes fail with Swarm's lost-quorum error");
+    assert!(err.to_string().contains("Make sure more than half of the managers are online."));
+    cluster.restart("manager-2");
+    assert!(cluster.wait_up("manager-2", Duration::from_secs(30)).await);
+    madsim::time::sleep(Duration::from_secs(5)).await;
+    cluster.control(ControlRequest::ServiceCreate { spec }).await.expect("writes work again with a quorum");
+}
