@@ -1,0 +1,251 @@
+//! The update supervisor: rolling updates and rollbacks, as a function of the state (swarmkit
+//! `orchestrator/update/updater.go`, without the goroutines).
+//!
+//! A slot is *dirty* when its runnable tasks were made from a task spec other than the service's
+//! current one. When a service has dirty slots and its [`UpdateStatus`] is not about the current
+//! `spec_version`, an update starts (`updating`, "update in progress"); a rollback requested with
+//! [`rollback_service`] arrives already `rollback_started` and runs with `rollback_config`.
+//!
+//! Each pass:
+//! 1. Failures: tasks of the new spec created since the update started that stopped on their own
+//!    (`failed`, `rejected`, `complete`) while it runs count as failures (Swarm counts those within the
+//!    monitor period of each task; the manager does not keep when a task started, so shoal counts every
+//!    such failure until the update completes — stricter, never laxer). When
+//!    `failures / slots > max_failure_ratio` the failure action fires: `pause` (state `paused`, message
+//!    "update paused due to failure or early termination of task <id>"), `rollback` (spec ← previous
+//!    spec, `rollback_started`, "update rolled back due to failure or early termination of task <id>"),
+//!    or `continue`. A rollback that fails can only pause (`rollback_paused`).
+//! 2. Progress: at most `parallelism` slots (0 = all) are in flight — a new task not yet running, or
+//!    running for less than `delay` — and idle dirty slots start in slot (or node) order: stop-first
+//!    retires the old task and creates the new one, which is held until the old one stops;
+//!    start-first creates the new task at once and retires the old one when the new one runs.
+//! 3. Completion: no dirty slot, nothing in flight, every new task running for at least `monitor`
+//!    (`delay + 1s` when the delay is longer, as Swarm) → `completed` / `rollback_completed`.
+//!
+//! A paused update stays paused until the spec changes again (`service update` or `service rollback`).
+
+use crate::api::{
+    FailureAction, Service, ServiceSpec, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+};
+
+use super::release;
+use super::working::{desire, is_runnable, SlotKey, Working};
+
+/// Why `service rollback` cannot proceed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RollbackError {
+    #[error("service {0} does not have a previous spec")]
+    NoPreviousSpec(String),
+}
+
+/// `service update`: the new spec, the old one kept for rollback, the version bumped. The update
+/// supervisor starts the rolling update on its next pass if task specs changed.
+pub fn update_service_spec(service: &Service, spec: ServiceSpec) -> Service {
+    let mut next = service.clone();
+    next.previous_spec = Some(std::mem::replace(&mut next.spec, spec));
+    next.spec_version += 1;
+    next
+}
+
+/// `service rollback` (or `service update --rollback`): swap in the previous spec and start a rollback
+/// that runs with the rollback config. As Swarm, the current spec becomes the previous one.
+pub fn rollback_service(service: &Service, now_ms: u64) -> Result<Service, RollbackError> {
+    let mut next = service.clone();
+    let previous = next.previous_spec.take().ok_or_else(|| RollbackError::NoPreviousSpec(service.spec.name.clone()))?;
+    next.previous_spec = Some(std::mem::replace(&mut next.spec, previous));
+    next.spec_version += 1;
+    next.update_status = Some(UpdateStatus {
+        state: UpdateState::RollbackStarted,
+        started_at_ms: now_ms,
+        completed_at_ms: 0,
+        message: "manually requested rollback".into(),
+        spec_version: next.spec_version,
+    });
+    Ok(next)
+}
+
+fn is_rollback(state: UpdateState) -> bool {
+    matches!(state, UpdateState::RollbackStarted | UpdateState::RollbackPaused | UpdateState::RollbackCompleted)
+}
+
+/// The monitor period in force (Swarm: at least the delay plus a second).
+pub fn monitor_ms(cfg: &UpdateConfig) -> u64 {
+    if cfg.delay_ms >= cfg.monitor_ms {
+        cfg.delay_ms + 1_000
+    } else {
+        cfg.monitor_ms
+    }
+}
+
+/// One slot's tasks split by spec.
+struct SlotView {
+    key: SlotKey,
+    slot: u64,
+    old: Vec<Task>,
+    new: Vec<Task>,
+    all: Vec<Task>,
+}
+
+pub fn run(w: &mut Working<'_>) {
+    for service_id in w.service_ids() {
+        if let Some(service) = w.service(&service_id).cloned() {
+            update_service(w, service);
+        }
+    }
+}
+
+fn update_service(w: &mut Working<'_>, mut service: Service) {
+    let now = w.now_ms;
+    let target = service.spec_version;
+    let replicas = match service.spec.mode {
+        crate::api::ServiceMode::Replicated { replicas } => replicas,
+        crate::api::ServiceMode::Global => u64::MAX,
+    };
+    let slots: Vec<SlotView> = w
+        .slots_of(&service.id)
+        .into_iter()
+        .filter(|(key, _)| key.0 <= replicas)
+        .map(|(key, all)| {
+            let (new, old): (Vec<Task>, Vec<Task>) =
+                all.iter().filter(|t| is_runnable(t)).cloned().partition(|t| t.spec == service.spec.task);
+            SlotView { slot: key.0, key, old, new, all }
+        })
+        .filter(|s| !s.old.is_empty() || !s.new.is_empty())
+        .collect();
+
+    let current = service.update_status.clone().filter(|s| s.spec_version == target);
+    let dirty = slots.iter().any(|s| !s.old.is_empty());
+    let Some(mut status) = current else {
+        if !dirty {
+            return;
+        }
+        service.update_status = Some(UpdateStatus {
+            state: UpdateState::Updating,
+            started_at_ms: now,
+            completed_at_ms: 0,
+            message: "update in progress".into(),
+            spec_version: target,
+        });
+        w.put_service(service.clone());
+        return update_service(w, service);
+    };
+    if !matches!(status.state, UpdateState::Updating | UpdateState::RollbackStarted) {
+        return; // paused, or done
+    }
+    let rollback = is_rollback(status.state);
+    let cfg = if rollback { service.spec.rollback_config.clone() } else { service.spec.update_config.clone() };
+    let monitor = monitor_ms(&cfg);
+
+    // 1. Failures of the new tasks since the update started.
+    let mut failed: Vec<&Task> = slots
+        .iter()
+        .flat_map(|s| s.all.iter())
+        .filter(|t| {
+            t.spec == service.spec.task
+                && w.created_at(t) >= status.started_at_ms
+                && matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Complete)
+                && t.desired_state <= TaskState::Shutdown
+        })
+        .collect();
+    if !failed.is_empty() {
+        failed.sort_by(|a, b| (a.status.timestamp_ms, &a.id).cmp(&(b.status.timestamp_ms, &b.id)));
+        let culprit = failed.last().map(|t| t.id.clone()).unwrap_or_default();
+        let ratio = failed.len() as f64 / slots.len().max(1) as f64;
+        if ratio > cfg.max_failure_ratio {
+            let action = if rollback && cfg.failure_action == FailureAction::Rollback {
+                FailureAction::Pause
+            } else {
+                cfg.failure_action
+            };
+            match action {
+                FailureAction::Continue => {}
+                FailureAction::Rollback if service.previous_spec.is_some() => {
+                    let previous = service.previous_spec.take().expect("checked");
+                    service.spec = previous;
+                    service.spec_version += 1;
+                    service.update_status = Some(UpdateStatus {
+                        state: UpdateState::RollbackStarted,
+                        started_at_ms: now,
+                        completed_at_ms: 0,
+                        message: format!("update rolled back due to failure or early termination of task {culprit}"),
+                        spec_version: service.spec_version,
+                    });
+                    w.put_service(service);
+                    return;
+                }
+                _ => {
+                    status.state = if rollback { UpdateState::RollbackPaused } else { UpdateState::Paused };
+                    let what = if rollback { "rollback" } else { "update" };
+                    status.message = format!("{what} paused due to failure or early termination of task {culprit}");
+                    service.update_status = Some(status);
+                    w.put_service(service);
+                    return;
+                }
+            }
+        }
+    }
+
+    // 2. Progress.
+    let parallelism = if cfg.parallelism == 0 { usize::MAX } else { cfg.parallelism as usize };
+    let mut busy = 0usize;
+    let mut idle_dirty: Vec<&SlotView> = Vec::new();
+    let mut last_running_at = 0u64;
+    let mut all_running = true;
+    for s in &slots {
+        let new_running = s.new.iter().find(|t| t.status.state == TaskState::Running);
+        if s.new.is_empty() {
+            idle_dirty.push(s);
+            continue;
+        }
+        match new_running {
+            // Every new task of the slot stopped: counted as a failure above, nothing to wait for.
+            None if s.new.iter().all(|t| t.status.state > TaskState::Running) => {}
+            None => {
+                all_running = false;
+                busy += 1;
+            }
+            Some(t) => {
+                last_running_at = last_running_at.max(t.status.timestamp_ms);
+                // Start-first: the new task runs, so the old one goes.
+                for old in &s.old {
+                    let mut old = old.clone();
+                    if desire(&mut old, TaskState::Shutdown) {
+                        w.put_task(old);
+                    }
+                }
+                if w.created_at(t) >= status.started_at_ms && t.status.timestamp_ms + cfg.delay_ms > now {
+                    busy += 1;
+                    w.wake_at(t.status.timestamp_ms + cfg.delay_ms);
+                }
+            }
+        }
+    }
+    for s in idle_dirty.iter().take(parallelism.saturating_sub(busy)) {
+        let node = s.key.1.clone();
+        let task = w.new_task(&service, s.slot, &node);
+        if cfg.order == UpdateOrder::StopFirst {
+            for old in &s.old {
+                let mut old = old.clone();
+                if desire(&mut old, TaskState::Shutdown) {
+                    w.put_task(old);
+                }
+            }
+        }
+        // The slot's tasks as they are now, so a stop-first replacement waits for the old one.
+        let slot_now: Vec<Task> = s.all.iter().filter_map(|t| w.task(&t.id).cloned()).collect();
+        release::create(w, task, &slot_now);
+    }
+
+    // 3. Completion.
+    if idle_dirty.is_empty() && busy == 0 && all_running {
+        if last_running_at + monitor <= now {
+            status.state = if rollback { UpdateState::RollbackCompleted } else { UpdateState::Completed };
+            status.message = if rollback { "rollback completed" } else { "update completed" }.into();
+            status.completed_at_ms = now;
+            service.update_status = Some(status);
+            w.put_service(service);
+        } else {
+            w.wake_at(last_running_at + monitor);
+        }
+    }
+}
