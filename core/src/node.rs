@@ -560,6 +560,8 @@ async fn lead_when_elected(
             runtime::spawn(dispatcher.clone().run_leader_loop());
             loop {
                 tokio::select! {
+                    // Biased: tokio's random branch order is not seeded by the simulator.
+                    biased;
                     changed = leadership.changed() => {
                         if changed.is_err() || !*leadership.borrow_and_update() {
                             break;
@@ -572,6 +574,8 @@ async fn lead_when_elected(
             tracer.emit("manager.follower", serde_json::json!({}));
         } else {
             tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
                 changed = leadership.changed() => if changed.is_err() { return; },
                 _ = stop.changed() => {},
             }

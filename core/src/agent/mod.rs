@@ -153,6 +153,8 @@ impl Agent {
         let session_id = session.session_id;
         // Three loops share the session; the first to fail ends it.
         tokio::select! {
+            // Biased: tokio's random branch order is not seeded by the simulator.
+            biased;
             result = self.heartbeat_loop(manager, &session_id, period) => result,
             result = self.assignments_loop(manager, &session_id, period) => result,
             result = self.status_loop(manager, &session_id) => result,

@@ -196,6 +196,8 @@ impl Runner {
                 return;
             }
             tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
                 exit = &mut wait => {
                     match exit {
                         Ok(code) => self.report_exit(code),
