@@ -29,7 +29,9 @@ impl std::fmt::Display for Kind {
     }
 }
 
-/// One stored object of any kind.
+/// One stored object of any kind. Not boxed: objects are built, cloned and moved whole anyway, and
+/// a box per change would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Object {
     Node(Node),
