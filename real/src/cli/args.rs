@@ -1,0 +1,562 @@
+//! The command line, in Docker's words and flags (docker/cli `cli/command/{swarm,node,service,network}`),
+//! with Docker's defaults. Values are checked while parsing, so a bad `--restart-delay 5x` is
+//! refused by name before anything is sent.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::format;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about = "A container orchestrator with Docker Swarm's commands")]
+pub struct Cli {
+    /// Daemon socket to connect to: unix:///path/shoal.sock or tcp://127.0.0.1:PORT (env SHOAL_HOST).
+    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    pub host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the swarm
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    /// Manage swarm nodes
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage swarm services
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Display system-wide information
+    Info(InfoArgs),
+    /// Run the shoal daemon
+    Daemon(DaemonArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AvailabilityArg {
+    Active,
+    Pause,
+    Drain,
+}
+
+impl From<AvailabilityArg> for shoal_core::api::Availability {
+    fn from(value: AvailabilityArg) -> Self {
+        match value {
+            AvailabilityArg::Active => shoal_core::api::Availability::Active,
+            AvailabilityArg::Pause => shoal_core::api::Availability::Pause,
+            AvailabilityArg::Drain => shoal_core::api::Availability::Drain,
+        }
+    }
+}
+
+pub fn duration_arg(text: &str) -> Result<u64, String> {
+    format::parse_duration(text).map_err(|e| e.0)
+}
+
+pub fn memory_arg(text: &str) -> Result<u64, String> {
+    format::parse_memory(text).map_err(|e| e.0)
+}
+
+pub fn cpus_arg(text: &str) -> Result<u64, String> {
+    format::parse_cpus(text).map_err(|e| e.0)
+}
+
+fn ratio_arg(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!("invalid failure ratio {text:?}: use a number between 0 and 1")),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwarmCommand {
+    /// Initialize a swarm
+    Init(InitArgs),
+    /// Join a swarm as a node and/or manager
+    Join(JoinArgs),
+    /// Manage join tokens
+    JoinToken(JoinTokenArgs),
+    /// Leave the swarm
+    Leave {
+        /// Force this node to leave the swarm, ignoring warnings
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Advertised address (format: <ip>[:port])
+    #[arg(long, default_value = "")]
+    pub advertise_addr: String,
+    /// Listen address (format: <ip>[:port])
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+    /// Force create a new cluster from current state
+    #[arg(long)]
+    pub force_new_cluster: bool,
+    /// Availability of the node
+    #[arg(long, value_enum, default_value = "active")]
+    pub availability: AvailabilityArg,
+    /// Task history retention limit
+    #[arg(long, default_value_t = 5)]
+    pub task_history_limit: u64,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg, default_value = "5s")]
+    pub dispatcher_heartbeat: u64,
+    /// Number of log entries between Raft snapshots
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_interval: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Token for entry into the swarm
+    #[arg(long, required = true)]
+    pub token: String,
+    /// Advertised address (format: <ip>[:port])
+    #[arg(long, default_value = "")]
+    pub advertise_addr: String,
+    /// Listen address (format: <ip>[:port])
+    #[arg(long, default_value = "0.0.0.0:2377")]
+    pub listen_addr: String,
+    /// Availability of the node
+    #[arg(long, value_enum, default_value = "active")]
+    pub availability: AvailabilityArg,
+    /// A manager's address (host:port)
+    pub remote: String,
+}
+
+#[derive(Debug, Args)]
+pub struct JoinTokenArgs {
+    /// Only display token
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate join token
+    #[arg(long)]
+    pub rotate: bool,
+    /// worker or manager
+    pub role: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only display IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Format output: table, json, or a Go template such as '{{.ID}}'
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskListArgs {
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only display task IDs
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Format output: table, json, or a Go template
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Filter output (desired-state=running|shutdown|accepted, node=, name=, id=)
+    #[arg(short, long)]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Print the information in a human friendly format
+    #[arg(long)]
+    pub pretty: bool,
+    /// Format output using a template ('{{.id}}', '{{json .spec}}')
+    #[arg(short, long)]
+    pub format: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes in the swarm
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Display detailed information on one or more nodes
+    Inspect(InspectArgs),
+    /// Remove one or more nodes from the swarm
+    #[command(alias = "remove")]
+    Rm {
+        /// Force remove a node from the swarm
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Update a node
+    Update(NodeUpdateArgs),
+    /// Promote one or more nodes to manager in the swarm
+    Promote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Demote one or more nodes from manager in the swarm
+    Demote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// List tasks running on one or more nodes, defaults to current node
+    Ps {
+        #[command(flatten)]
+        list: TaskListArgs,
+        nodes: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NodeUpdateArgs {
+    /// Availability of the node ("active", "pause", "drain")
+    #[arg(long, value_enum)]
+    pub availability: Option<AvailabilityArg>,
+    /// Add or update a node label (key=value)
+    #[arg(long)]
+    pub label_add: Vec<String>,
+    /// Remove a node label if exists
+    #[arg(long)]
+    pub label_rm: Vec<String>,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Replicated,
+    Global,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartConditionArg {
+    None,
+    OnFailure,
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailureActionArg {
+    Pause,
+    Continue,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RollbackFailureActionArg {
+    Pause,
+    Continue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OrderArg {
+    StopFirst,
+    StartFirst,
+}
+
+/// Flags `service create` and `service update` share; `None` = keep (update) or Swarm's default (create).
+#[derive(Debug, Args, Default)]
+pub struct CommonServiceFlags {
+    /// Maximum number of tasks per node (default 0 = unlimited)
+    #[arg(long)]
+    pub replicas_max_per_node: Option<u64>,
+    /// Limit CPUs
+    #[arg(long, value_parser = cpus_arg, value_name = "CPUS")]
+    pub limit_cpu: Option<u64>,
+    /// Limit Memory
+    #[arg(long, value_parser = memory_arg, value_name = "BYTES")]
+    pub limit_memory: Option<u64>,
+    /// Reserve CPUs
+    #[arg(long, value_parser = cpus_arg, value_name = "CPUS")]
+    pub reserve_cpu: Option<u64>,
+    /// Reserve Memory
+    #[arg(long, value_parser = memory_arg, value_name = "BYTES")]
+    pub reserve_memory: Option<u64>,
+    /// Restart when condition is met ("none", "on-failure", "any") (default "any")
+    #[arg(long, value_enum)]
+    pub restart_condition: Option<RestartConditionArg>,
+    /// Delay between restart attempts (ns|us|ms|s|m|h) (default 5s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub restart_delay: Option<u64>,
+    /// Maximum number of restarts before giving up
+    #[arg(long)]
+    pub restart_max_attempts: Option<u64>,
+    /// Window used to evaluate the restart policy (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub restart_window: Option<u64>,
+    /// Maximum number of tasks updated simultaneously (0 to update all at once) (default 1)
+    #[arg(long)]
+    pub update_parallelism: Option<u64>,
+    /// Delay between updates (ns|us|ms|s|m|h) (default 0s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub update_delay: Option<u64>,
+    /// Action on update failure ("pause", "continue", "rollback") (default "pause")
+    #[arg(long, value_enum)]
+    pub update_failure_action: Option<FailureActionArg>,
+    /// Duration after each task update to monitor for failure (ns|us|ms|s|m|h) (default 5s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub update_monitor: Option<u64>,
+    /// Failure rate to tolerate during an update (default 0)
+    #[arg(long, value_parser = ratio_arg)]
+    pub update_max_failure_ratio: Option<f64>,
+    /// Update order ("start-first", "stop-first") (default "stop-first")
+    #[arg(long, value_enum)]
+    pub update_order: Option<OrderArg>,
+    /// Maximum number of tasks rolled back simultaneously (0 to roll back all at once) (default 1)
+    #[arg(long)]
+    pub rollback_parallelism: Option<u64>,
+    /// Delay between task rollbacks (ns|us|ms|s|m|h) (default 0s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub rollback_delay: Option<u64>,
+    /// Action on rollback failure ("pause", "continue") (default "pause")
+    #[arg(long, value_enum)]
+    pub rollback_failure_action: Option<RollbackFailureActionArg>,
+    /// Duration after each task rollback to monitor for failure (ns|us|ms|s|m|h) (default 5s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub rollback_monitor: Option<u64>,
+    /// Failure rate to tolerate during a rollback (default 0)
+    #[arg(long, value_parser = ratio_arg)]
+    pub rollback_max_failure_ratio: Option<f64>,
+    /// Rollback order ("start-first", "stop-first") (default "stop-first")
+    #[arg(long, value_enum)]
+    pub rollback_order: Option<OrderArg>,
+    /// Time to wait before force killing a container (ns|us|ms|s|m|h) (default 10s)
+    #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
+    pub stop_grace_period: Option<u64>,
+    /// Exit immediately instead of waiting for the service to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Service name
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Number of tasks
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Service mode ("replicated", "global")
+    #[arg(long, value_enum, default_value = "replicated")]
+    pub mode: ModeArg,
+    /// Set environment variables
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// Placement constraints
+    #[arg(long)]
+    pub constraint: Vec<String>,
+    /// Add a placement preference (spread=node.labels.zone)
+    #[arg(long)]
+    pub placement_pref: Vec<String>,
+    /// Service labels
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// Publish a port as a node port ([published:]target[/proto], or published=,target=,protocol=,mode=)
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Network attachments
+    #[arg(long)]
+    pub network: Vec<String>,
+    /// Overwrite the default ENTRYPOINT of the image
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    #[command(flatten)]
+    pub common: CommonServiceFlags,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateArgs {
+    /// Service image tag
+    #[arg(long)]
+    pub image: Option<String>,
+    /// Number of tasks
+    #[arg(long)]
+    pub replicas: Option<u64>,
+    /// Service command args (space separated)
+    #[arg(long)]
+    pub args: Option<String>,
+    /// Add or update an environment variable
+    #[arg(long)]
+    pub env_add: Vec<String>,
+    /// Remove an environment variable
+    #[arg(long)]
+    pub env_rm: Vec<String>,
+    /// Add or update a placement constraint
+    #[arg(long)]
+    pub constraint_add: Vec<String>,
+    /// Remove a constraint
+    #[arg(long)]
+    pub constraint_rm: Vec<String>,
+    /// Add a placement preference
+    #[arg(long)]
+    pub placement_pref_add: Vec<String>,
+    /// Remove a placement preference
+    #[arg(long)]
+    pub placement_pref_rm: Vec<String>,
+    /// Add or update a service label
+    #[arg(long)]
+    pub label_add: Vec<String>,
+    /// Remove a label by its key
+    #[arg(long)]
+    pub label_rm: Vec<String>,
+    /// Add or update a published port
+    #[arg(long)]
+    pub publish_add: Vec<String>,
+    /// Remove a published port by its target port ([target][/proto])
+    #[arg(long)]
+    pub publish_rm: Vec<String>,
+    /// Add a network
+    #[arg(long)]
+    pub network_add: Vec<String>,
+    /// Remove a network
+    #[arg(long)]
+    pub network_rm: Vec<String>,
+    /// Force update even if no changes require it
+    #[arg(long)]
+    pub force: bool,
+    /// Rollback to previous specification
+    #[arg(long)]
+    pub rollback: bool,
+    #[command(flatten)]
+    pub common: CommonServiceFlags,
+    pub service: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Create a new service
+    Create(Box<CreateArgs>),
+    /// List services
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// List the tasks of one or more services
+    Ps {
+        #[command(flatten)]
+        list: TaskListArgs,
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Display detailed information on one or more services
+    Inspect(InspectArgs),
+    /// Remove one or more services
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+    /// Scale one or multiple replicated services (SERVICE=REPLICAS)
+    Scale {
+        /// Exit immediately instead of waiting for the service to converge
+        #[arg(short, long)]
+        detach: bool,
+        #[arg(required = true)]
+        scales: Vec<String>,
+    },
+    /// Update a service
+    Update(Box<UpdateArgs>),
+    /// Revert changes to a service's configuration
+    Rollback {
+        /// Exit immediately instead of waiting for the service to converge
+        #[arg(short, long)]
+        detach: bool,
+        /// Suppress progress output
+        #[arg(short, long)]
+        quiet: bool,
+        service: String,
+    },
+    /// Fetch the logs of a service's tasks that run on this daemon's node
+    Logs {
+        /// Number of lines to show from the end of the logs
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Do not print log prefixes
+        #[arg(long)]
+        no_task_ids: bool,
+        service: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network
+    Create {
+        /// Driver to manage the network
+        #[arg(short, long, default_value = "overlay")]
+        driver: String,
+        /// Enable manual container attachment
+        #[arg(long)]
+        attachable: bool,
+        /// Set metadata on a network
+        #[arg(long)]
+        label: Vec<String>,
+        name: String,
+    },
+    /// List networks
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Remove one or more networks
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+    /// Display detailed information on one or more networks
+    Inspect {
+        /// Format output using a template
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        networks: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Format output: json, or a template over the swarm status
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorArg {
+    Docker,
+    Process,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Where the node keeps its raft log, snapshots, identity and event log
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Unix socket for the local API (default /var/run/shoal/shoal.sock, or under $XDG_RUNTIME_DIR)
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Also serve the local API on TCP (loopback only), e.g. 127.0.0.1:2375
+    #[arg(long)]
+    pub tcp: Option<String>,
+    /// How tasks run: Docker containers, or plain host processes
+    #[arg(long, value_enum, default_value = "docker")]
+    pub executor: ExecutorArg,
+    /// The node's hostname (default: this host's name)
+    #[arg(long)]
+    pub hostname: Option<String>,
+}

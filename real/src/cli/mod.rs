@@ -1,0 +1,732 @@
+//! The `shoal` CLI: parses Docker's command words ([`args`]), sends local-API requests to the
+//! daemon, and prints Docker's shapes ([`render`], [`listing`]). Errors from the daemon print as
+//! `Error response from daemon: <msg>` with exit status 1.
+
+pub mod args;
+pub mod listing;
+pub mod render;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::time::Duration;
+
+use shoal_core::api::{NodeRole, Service, ServiceMode, Task, TaskState, UpdateState};
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
+
+use self::args::{Command, NetworkCommand, NodeCommand, ServiceCommand, SwarmCommand, TaskListArgs};
+use crate::local_api::{
+    self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
+};
+
+/// Why a command failed, and how it prints.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The daemon (or the cluster behind it) refused.
+    #[error("Error response from daemon: {0}")]
+    Daemon(String),
+    /// The CLI itself refused (bad value, nothing found, no daemon).
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<LocalError> for CliError {
+    fn from(error: LocalError) -> Self {
+        CliError::Daemon(error.to_string())
+    }
+}
+
+impl From<local_api::ClientError> for CliError {
+    fn from(error: local_api::ClientError) -> Self {
+        CliError::Usage(error.to_string())
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+/// The daemon this CLI talks to.
+pub struct Client {
+    pub endpoint: Endpoint,
+}
+
+impl Client {
+    /// From `-H`, else `SHOAL_HOST`, else the default socket.
+    pub fn new(host: Option<&str>) -> CliResult<Client> {
+        let from_env = std::env::var("SHOAL_HOST").ok().filter(|h| !h.is_empty());
+        let endpoint = match host.map(str::to_string).or(from_env) {
+            Some(text) => Endpoint::parse(&text).map_err(CliError::Usage)?,
+            None => Endpoint::Unix(Endpoint::default_socket()),
+        };
+        Ok(Client { endpoint })
+    }
+
+    async fn local(&self, request: LocalRequest) -> CliResult<LocalAnswer> {
+        Ok(local_api::call(&self.endpoint, &request).await??)
+    }
+
+    async fn control(&self, request: ControlRequest) -> CliResult<ControlResponse> {
+        match self.local(LocalRequest::Control { request: Box::new(request) }).await? {
+            LocalAnswer::Control(response) => Ok(response),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn service(&self, name: &str) -> CliResult<ServiceView> {
+        match self.control(ControlRequest::ServiceInspect { service: name.into() }).await? {
+            ControlResponse::Service(view) => Ok(*view),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn tasks(&self, service: Option<String>, node: Option<String>) -> CliResult<Vec<Task>> {
+        match self.control(ControlRequest::TaskList { service, node }).await? {
+            ControlResponse::Tasks(tasks) => Ok(tasks),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn nodes(&self) -> CliResult<Vec<NodeView>> {
+        match self.control(ControlRequest::NodeList).await? {
+            ControlResponse::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn status(&self) -> CliResult<local_api::SwarmStatus> {
+        match self.local(LocalRequest::SwarmStatus).await? {
+            LocalAnswer::Status(status) => Ok(status),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected(answer: &impl std::fmt::Debug) -> CliError {
+    CliError::Usage(format!("the daemon sent an answer this CLI did not expect: {answer:?}"))
+}
+
+fn out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Run a client command (everything but `daemon`).
+pub async fn run(host: Option<&str>, command: Command) -> CliResult {
+    let client = Client::new(host)?;
+    match command {
+        Command::Swarm(cmd) => swarm(&client, cmd).await,
+        Command::Node(cmd) => node(&client, cmd).await,
+        Command::Service(cmd) => service(&client, cmd).await,
+        Command::Network(cmd) => network(&client, cmd).await,
+        Command::Info(args) => info(&client, args.format.as_deref()).await,
+        Command::Daemon(_) => Err(CliError::Usage("`shoal daemon` runs the daemon; it is not a client command".into())),
+    }
+}
+
+async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
+    match cmd {
+        SwarmCommand::Init(a) => {
+            let request = InitRequest {
+                advertise_addr: a.advertise_addr,
+                listen_addr: a.listen_addr,
+                force_new_cluster: a.force_new_cluster,
+                availability: a.availability.into(),
+                overrides: ClusterOverrides {
+                    task_history_retention_limit: Some(a.task_history_limit),
+                    heartbeat_period_ms: Some(a.dispatcher_heartbeat),
+                    snapshot_interval: Some(a.snapshot_interval),
+                },
+            };
+            match client.local(LocalRequest::SwarmInit(request)).await {
+                Ok(LocalAnswer::Initialized { node_id, worker_token, manager_addr }) => {
+                    out(&render::init_message(&node_id, &worker_token, &manager_addr));
+                    Ok(())
+                }
+                Ok(other) => Err(unexpected(&other)),
+                Err(CliError::Daemon(msg)) if msg.contains("could not find the system's IP address") => {
+                    Err(CliError::Daemon(msg))
+                }
+                Err(err) => Err(err),
+            }
+        }
+        SwarmCommand::Join(a) => {
+            let request = JoinRequest {
+                remote_addr: a.remote,
+                token: a.token,
+                advertise_addr: a.advertise_addr,
+                listen_addr: a.listen_addr,
+                availability: a.availability.into(),
+            };
+            match client.local(LocalRequest::SwarmJoin(request)).await? {
+                LocalAnswer::Joined { manager, .. } => {
+                    out(&format!("This node joined a swarm as a {}.\n", if manager { "manager" } else { "worker" }));
+                    Ok(())
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        SwarmCommand::JoinToken(a) => {
+            let role = match a.role.as_str() {
+                "worker" => NodeRole::Worker,
+                "manager" => NodeRole::Manager,
+                other => return Err(CliError::Usage(format!("unknown role {other}"))),
+            };
+            let (token, manager_addr) =
+                match client.control(ControlRequest::JoinToken { role, rotate: a.rotate }).await? {
+                    ControlResponse::JoinToken { token, manager_addr } => (token, manager_addr),
+                    other => return Err(unexpected(&other)),
+                };
+            if a.quiet {
+                out(&format!("{token}\n"));
+                return Ok(());
+            }
+            let mut text = String::new();
+            if a.rotate {
+                text.push_str(&format!("Successfully rotated {} join token.\n\n", a.role));
+            }
+            text.push_str(&render::join_command(&a.role, &token, &manager_addr));
+            out(&text);
+            Ok(())
+        }
+        SwarmCommand::Leave { force } => match client.local(LocalRequest::SwarmLeave { force }).await? {
+            LocalAnswer::Left => {
+                out("Node left the swarm.\n");
+                Ok(())
+            }
+            other => Err(unexpected(&other)),
+        },
+    }
+}
+
+/// Print a listing or a format error.
+fn print_listing(listing: &listing::Listing, format: Option<&str>, quiet: bool) -> CliResult {
+    let text = listing.render(format, quiet).map_err(|e| CliError::Usage(e.to_string()))?;
+    out(&text);
+    Ok(())
+}
+
+async fn self_id(client: &Client) -> CliResult<String> {
+    Ok(client.status().await?.node_id)
+}
+
+async fn hostnames(client: &Client) -> BTreeMap<String, String> {
+    match client.nodes().await {
+        Ok(nodes) => nodes.into_iter().map(|v| (v.node.id.clone(), v.node.hostname().to_string())).collect(),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+fn print_inspect(values: Vec<serde_json::Value>, format: Option<&str>) -> CliResult {
+    match format {
+        None | Some("") | Some("json") => out(&render::inspect_json(&values)),
+        Some(template) => {
+            for value in &values {
+                let line = listing::expand_value(template, value).map_err(|e| CliError::Usage(e.to_string()))?;
+                out(&format!("{line}\n"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Run `each` over every name, printing errors as they come; fail at the end if any failed (Docker's way
+/// for `rm`, `promote`, `scale`, …).
+async fn for_each<F, Fut>(names: &[String], mut each: F) -> CliResult
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = CliResult>,
+{
+    let mut failed = false;
+    for name in names {
+        if let Err(err) = each(name.clone()).await {
+            eprintln!("{err}");
+            failed = true;
+        }
+    }
+    if failed {
+        Err(CliError::Usage(String::new()))
+    } else {
+        Ok(())
+    }
+}
+
+async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
+    match cmd {
+        NodeCommand::Ls(a) => {
+            let nodes = client.nodes().await?;
+            let me = self_id(client).await.unwrap_or_default();
+            print_listing(&render::node_list(nodes, &me), a.format.as_deref(), a.quiet)
+        }
+        NodeCommand::Inspect(a) => {
+            let me = self_id(client).await.unwrap_or_default();
+            let mut views = Vec::new();
+            for name in &a.names {
+                let name = if name == "self" { me.clone() } else { name.clone() };
+                match client.control(ControlRequest::NodeInspect { node: name }).await? {
+                    ControlResponse::Node(view) => views.push(*view),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+            if a.pretty {
+                let pages: Vec<String> = views.iter().map(render::node_pretty).collect();
+                out(&pages.join("\n"));
+                return Ok(());
+            }
+            let values = views.iter().map(|v| serde_json::to_value(&v.node).unwrap_or_default()).collect();
+            print_inspect(values, a.format.as_deref())
+        }
+        NodeCommand::Rm { force, nodes } => {
+            for_each(&nodes, |node| async move {
+                client.control(ControlRequest::NodeRemove { node: node.clone(), force }).await?;
+                out(&format!("{node}\n"));
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::Update(a) => {
+            for label in &a.label_add {
+                if label.split_once('=').is_some_and(|(k, _)| k.is_empty()) || label.is_empty() {
+                    return Err(CliError::Usage(format!("invalid label {label:?} for --label-add: use key=value")));
+                }
+            }
+            let request = ControlRequest::NodeUpdate {
+                node: a.node.clone(),
+                availability: a.availability.map(Into::into),
+                label_add: a.label_add.iter().map(|l| spec::label(l)).collect(),
+                label_rm: a.label_rm.clone(),
+            };
+            client.control(request).await?;
+            out(&format!("{}\n", a.node));
+            Ok(())
+        }
+        NodeCommand::Promote { nodes } => {
+            for_each(&nodes, |node| async move {
+                let view = node_view(client, &node).await?;
+                if view.node.spec.desired_role == NodeRole::Manager {
+                    out(&format!("Node {node} is already a manager.\n"));
+                    return Ok(());
+                }
+                client.control(ControlRequest::NodePromote { node: node.clone() }).await?;
+                out(&format!("Node {node} promoted to a manager in the swarm.\n"));
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::Demote { nodes } => {
+            for_each(&nodes, |node| async move {
+                let view = node_view(client, &node).await?;
+                if view.node.spec.desired_role == NodeRole::Worker {
+                    out(&format!("Node {node} is already a worker.\n"));
+                    return Ok(());
+                }
+                client.control(ControlRequest::NodeDemote { node: node.clone() }).await?;
+                out(&format!("Manager {node} demoted in the swarm.\n"));
+                Ok(())
+            })
+            .await
+        }
+        NodeCommand::Ps { list, nodes } => {
+            let nodes = if nodes.is_empty() { vec!["self".to_string()] } else { nodes };
+            let me = self_id(client).await.unwrap_or_default();
+            let mut tasks = Vec::new();
+            for node in nodes {
+                let node = if node == "self" { me.clone() } else { node };
+                let id = node_view(client, &node).await?.node.id;
+                tasks.extend(client.tasks(None, Some(id)).await?);
+            }
+            print_tasks(client, tasks, &list).await
+        }
+    }
+}
+
+async fn node_view(client: &Client, node: &str) -> CliResult<NodeView> {
+    match client.control(ControlRequest::NodeInspect { node: node.into() }).await? {
+        ControlResponse::Node(view) => Ok(*view),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// `-f key=value` filters of `service ps` / `node ps`.
+fn filter_tasks(tasks: Vec<Task>, filters: &[String], hostnames: &BTreeMap<String, String>) -> CliResult<Vec<Task>> {
+    let mut tasks = tasks;
+    for filter in filters {
+        let (key, value) = filter
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("bad format of filter (expected name=value): {filter}")))?;
+        tasks.retain(|t| match key {
+            "desired-state" => match value {
+                "running" => t.desired_state == TaskState::Running,
+                "shutdown" => t.desired_state >= TaskState::Shutdown,
+                "accepted" => t.desired_state == TaskState::Accepted,
+                _ => t.desired_state.as_str() == value,
+            },
+            "node" => t.node_id.starts_with(value) || hostnames.get(&t.node_id).is_some_and(|h| h == value),
+            "name" => t.name().starts_with(value),
+            "id" => t.id.starts_with(value),
+            _ => true,
+        });
+        if !matches!(key, "desired-state" | "node" | "name" | "id") {
+            return Err(CliError::Usage(format!("invalid filter '{key}'")));
+        }
+    }
+    Ok(tasks)
+}
+
+async fn print_tasks(client: &Client, tasks: Vec<Task>, list: &TaskListArgs) -> CliResult {
+    let hosts = hostnames(client).await;
+    let tasks = filter_tasks(tasks, &list.filter, &hosts)?;
+    let listing = render::task_list(tasks, &hosts, now_ms(), !list.no_trunc);
+    print_listing(&listing, list.format.as_deref(), list.quiet)
+}
+
+async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
+    match cmd {
+        ServiceCommand::Create(a) => {
+            let spec = spec::create_spec(&a).map_err(|e| CliError::Usage(e.to_string()))?;
+            let id = match client.control(ControlRequest::ServiceCreate { spec }).await? {
+                ControlResponse::Created { id } => id,
+                other => return Err(unexpected(&other)),
+            };
+            out(&format!("{id}\n"));
+            if !a.common.detach {
+                wait_converged(client, &id, a.common.quiet).await?;
+            }
+            Ok(())
+        }
+        ServiceCommand::Ls(a) => {
+            let services = match client.control(ControlRequest::ServiceList).await? {
+                ControlResponse::Services(services) => services,
+                other => return Err(unexpected(&other)),
+            };
+            print_listing(&render::service_list(services), a.format.as_deref(), a.quiet)
+        }
+        ServiceCommand::Ps { list, services } => {
+            let mut tasks = Vec::new();
+            for name in &services {
+                let view = client.service(name).await.map_err(|err| match err {
+                    CliError::Daemon(msg) if msg.contains("not found") => {
+                        CliError::Usage(format!("no such service: {name}"))
+                    }
+                    other => other,
+                })?;
+                tasks.extend(client.tasks(Some(view.service.id.clone()), None).await?);
+            }
+            print_tasks(client, tasks, &list).await
+        }
+        ServiceCommand::Inspect(a) => {
+            let mut views = Vec::new();
+            for name in &a.names {
+                views.push(client.service(name).await?);
+            }
+            if a.pretty {
+                let now = now_ms();
+                let pages: Vec<String> = views.iter().map(|v| render::service_pretty(v, now)).collect();
+                out(&pages.join("\n\n"));
+                return Ok(());
+            }
+            let values = views.iter().map(|v| serde_json::to_value(&v.service).unwrap_or_default()).collect();
+            print_inspect(values, a.format.as_deref())
+        }
+        ServiceCommand::Rm { services } => {
+            for_each(&services, |name| async move {
+                client.control(ControlRequest::ServiceRemove { service: name.clone() }).await?;
+                out(&format!("{name}\n"));
+                Ok(())
+            })
+            .await
+        }
+        ServiceCommand::Scale { detach, scales } => {
+            let mut parsed = Vec::new();
+            for scale in &scales {
+                let (name, count) = scale.split_once('=').ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "invalid scale specifier '{scale}'.\nSee 'shoal service scale --help'.\n\nUsage:  shoal service \
+                         scale SERVICE=REPLICAS [SERVICE=REPLICAS...]"
+                    ))
+                })?;
+                let replicas: u64 = count
+                    .parse()
+                    .map_err(|e| CliError::Usage(format!("{name}: invalid replicas value {count}: {e}")))?;
+                parsed.push((name.to_string(), replicas));
+            }
+            let mut failed = false;
+            let mut scaled = Vec::new();
+            for (name, replicas) in parsed {
+                let result = async {
+                    let view = client.service(&name).await?;
+                    if matches!(view.service.spec.mode, ServiceMode::Global) {
+                        return Err(CliError::Usage(format!(
+                            "{name}: scale can only be used with replicated or replicated-job mode"
+                        )));
+                    }
+                    client.control(ControlRequest::ServiceScale { service: name.clone(), replicas }).await?;
+                    Ok(view.service.id)
+                }
+                .await;
+                match result {
+                    Ok(id) => {
+                        out(&format!("{name} scaled to {replicas}\n"));
+                        scaled.push(id);
+                    }
+                    Err(err) => {
+                        eprintln!("{err}");
+                        failed = true;
+                    }
+                }
+            }
+            if !detach {
+                for id in scaled {
+                    wait_converged(client, &id, false).await?;
+                }
+            }
+            if failed {
+                Err(CliError::Usage(String::new()))
+            } else {
+                Ok(())
+            }
+        }
+        ServiceCommand::Update(a) => {
+            let view = client.service(&a.service).await?;
+            if a.rollback {
+                client.control(ControlRequest::ServiceRollback { service: view.service.id.clone() }).await?;
+            } else {
+                let spec = spec::update_spec(&view.service.spec, &a).map_err(|e| CliError::Usage(e.to_string()))?;
+                let request = ControlRequest::ServiceUpdate {
+                    service: view.service.id.clone(),
+                    version: view.service.meta.version,
+                    spec,
+                };
+                client.control(request).await?;
+            }
+            out(&format!("{}\n", a.service));
+            if !a.common.detach {
+                wait_converged(client, &view.service.id, a.common.quiet).await?;
+            }
+            Ok(())
+        }
+        ServiceCommand::Rollback { detach, quiet, service } => {
+            let view = client.service(&service).await?;
+            client.control(ControlRequest::ServiceRollback { service: view.service.id.clone() }).await?;
+            out(&format!("{service}\n"));
+            if !detach {
+                wait_converged(client, &view.service.id, quiet).await?;
+            }
+            Ok(())
+        }
+        ServiceCommand::Logs { tail, no_task_ids, service } => {
+            let tail = if tail == "all" {
+                0
+            } else {
+                tail.parse::<usize>().map_err(|_| {
+                    CliError::Usage(format!("invalid value {tail:?} for --tail: use a number of lines or \"all\""))
+                })?
+            };
+            match client.local(LocalRequest::ServiceLogs { service, tail }).await? {
+                LocalAnswer::Logs { lines, unavailable } => {
+                    let mut text = String::new();
+                    for line in lines {
+                        if no_task_ids {
+                            text.push_str(&format!("{}\n", line.line));
+                        } else {
+                            text.push_str(&format!("{}    | {}\n", line.source, line.line));
+                        }
+                    }
+                    out(&text);
+                    if !unavailable.is_empty() {
+                        eprintln!(
+                            "{} task(s) run on other nodes; their logs are read through the daemon on that node \
+                             (shoal -H <that node's daemon> service logs …)",
+                            unavailable.len()
+                        );
+                    }
+                    Ok(())
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+    }
+}
+
+/// Convergence of one service as `service create`/`update`/`scale` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub running: u64,
+    pub desired: u64,
+    /// `N/M: state` lines (or the scheduler's reason a task waits).
+    pub slots: Vec<String>,
+    /// Old-version tasks still meant to run (an update is not done while any remain).
+    pub stale: u64,
+}
+
+/// Where a service stands: tasks of the current spec version that run, against the desired count.
+pub fn progress(service: &Service, desired: u64, tasks: &[Task]) -> Progress {
+    let current: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.spec_version == service.spec_version)
+        .collect();
+    let stale = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.spec_version != service.spec_version)
+        .filter(|t| t.status.state <= TaskState::Running)
+        .count() as u64;
+    let running = current.iter().filter(|t| t.status.state == TaskState::Running).count() as u64;
+    let mut sorted = current.clone();
+    sorted.sort_by_key(|t| (t.slot, t.node_id.clone()));
+    let slots = sorted
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let what = if t.status.err.is_empty() { t.status.state.as_str().to_string() } else { t.status.err.clone() };
+            format!("{}/{}: {what}", i + 1, desired)
+        })
+        .collect();
+    Progress { running: running.min(desired), desired, slots, stale }
+}
+
+/// Poll until the service converges (Docker's `progress.ServiceProgress`, line by line), or its
+/// update pauses or rolls back.
+async fn wait_converged(client: &Client, service_id: &str, quiet: bool) -> CliResult {
+    let mut last_overall = String::new();
+    let mut last_slots: Vec<String> = Vec::new();
+    let mut converged_since: Option<std::time::Instant> = None;
+    let mut announced_verify = false;
+    loop {
+        let view = client.service(service_id).await?;
+        let tasks = client.tasks(Some(service_id.to_string()), None).await?;
+        let monitor = Duration::from_millis(view.service.spec.update_config.monitor_ms.min(5_000));
+        if let Some(status) = &view.service.update_status {
+            match status.state {
+                UpdateState::Paused => {
+                    return Err(CliError::Usage(format!("service update paused: {}", status.message)))
+                }
+                UpdateState::RollbackPaused => {
+                    return Err(CliError::Usage(format!("service rollback paused: {}", status.message)))
+                }
+                _ => {}
+            }
+        }
+        let rolling_back =
+            matches!(view.service.update_status.as_ref().map(|s| s.state), Some(UpdateState::RollbackStarted));
+        let p = progress(&view.service, view.desired, &tasks);
+        let overall = if rolling_back {
+            format!("rollback: update rolled back: {} out of {} tasks", p.running, p.desired)
+        } else {
+            format!("overall progress: {} out of {} tasks", p.running, p.desired)
+        };
+        if !quiet {
+            if overall != last_overall {
+                out(&format!("{overall}\n"));
+                last_overall = overall;
+            }
+            for (i, line) in p.slots.iter().enumerate() {
+                if last_slots.get(i) != Some(line) {
+                    out(&format!("{line}\n"));
+                }
+            }
+            last_slots = p.slots.clone();
+        }
+        let updating = matches!(
+            view.service.update_status.as_ref().map(|s| s.state),
+            Some(UpdateState::Updating | UpdateState::RollbackStarted)
+        );
+        let done = p.running == p.desired && p.stale == 0 && !updating;
+        if done {
+            let since = *converged_since.get_or_insert_with(std::time::Instant::now);
+            if !announced_verify && !quiet && !monitor.is_zero() {
+                out(&format!(
+                    "verify: Waiting {} seconds to verify that tasks are stable...\n",
+                    monitor.as_secs().max(1)
+                ));
+                announced_verify = true;
+            }
+            if since.elapsed() >= monitor {
+                if !quiet {
+                    if let Some(UpdateState::RollbackCompleted) = view.service.update_status.as_ref().map(|s| s.state) {
+                        out(&format!(
+                            "rollback: {}\n",
+                            view.service.update_status.as_ref().map(|s| s.message.as_str()).unwrap_or("")
+                        ));
+                    }
+                    out("verify: Service converged\n");
+                }
+                return Ok(());
+            }
+        } else {
+            if converged_since.take().is_some() && !quiet {
+                out("verify: Detected task failure\n");
+            }
+            announced_verify = false;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
+    match cmd {
+        NetworkCommand::Create { driver, attachable, label, name } => {
+            let labels = label.iter().map(|l| spec::label(l)).collect();
+            match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels }).await? {
+                ControlResponse::Created { id } => {
+                    out(&format!("{id}\n"));
+                    Ok(())
+                }
+                other => Err(unexpected(&other)),
+            }
+        }
+        NetworkCommand::Ls(a) => match client.control(ControlRequest::NetworkList).await? {
+            ControlResponse::Networks(networks) => {
+                print_listing(&render::network_list(networks), a.format.as_deref(), a.quiet)
+            }
+            other => Err(unexpected(&other)),
+        },
+        NetworkCommand::Rm { networks } => {
+            for_each(&networks, |network| async move {
+                client.control(ControlRequest::NetworkRemove { network: network.clone() }).await?;
+                out(&format!("{network}\n"));
+                Ok(())
+            })
+            .await
+        }
+        NetworkCommand::Inspect { format, networks } => {
+            let mut values = Vec::new();
+            for network in networks {
+                match client.control(ControlRequest::NetworkInspect { network }).await? {
+                    ControlResponse::Network(n) => values.push(serde_json::to_value(&*n).unwrap_or_default()),
+                    other => return Err(unexpected(&other)),
+                }
+            }
+            print_inspect(values, format.as_deref())
+        }
+    }
+}
+
+async fn info(client: &Client, format: Option<&str>) -> CliResult {
+    let status = client.status().await?;
+    let cluster = if status.state == "active" {
+        match client.control(ControlRequest::Info).await {
+            Ok(ControlResponse::Info(info)) => Some(*info),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(CliError::Daemon(msg)) if msg == ControlError::NotAManager.to_string() => None,
+            Err(err) => return Err(err),
+        }
+    } else {
+        None
+    };
+    match format {
+        Some("json") | Some("{{json .}}") => {
+            let value = serde_json::json!({ "Swarm": status, "Cluster": cluster });
+            out(&format!("{value}\n"));
+        }
+        Some(template) => {
+            let value = serde_json::json!({ "Swarm": status, "Cluster": cluster });
+            let line = listing::expand_value(template, &value).map_err(|e| CliError::Usage(e.to_string()))?;
+            out(&format!("{line}\n"));
+        }
+        None => out(&render::info(&status, cluster.as_ref())),
+    }
+    Ok(())
+}

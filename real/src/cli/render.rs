@@ -1,0 +1,553 @@
+//! What the CLI prints for each answer, in Docker's shapes (`docker/cli` formatters and templates),
+//! with `shoal` in place of `docker`. Pure functions of the answer and the current time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use shoal_core::api::{
+    Availability, Network, NodeRole, NodeState, PortConfig, PublishMode, ServiceMode, Task, UpdateConfig, UpdateOrder,
+};
+use shoal_core::control::{ClusterInfo, NodeView, ServiceView};
+
+use super::listing::{row, Listing};
+use crate::format::{self, bytes_size, go_duration, human_duration, natural_cmp, pretty};
+use crate::local_api::SwarmStatus;
+
+pub fn availability_word(availability: Availability) -> &'static str {
+    match availability {
+        Availability::Active => "active",
+        Availability::Pause => "pause",
+        Availability::Drain => "drain",
+    }
+}
+
+pub fn node_state_word(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Unknown => "unknown",
+        NodeState::Down => "down",
+        NodeState::Ready => "ready",
+        NodeState::Disconnected => "disconnected",
+    }
+}
+
+fn manager_status(view: &NodeView) -> String {
+    if view.leader {
+        "Leader".into()
+    } else if view.node.manager_status.is_some() || view.node.role == NodeRole::Manager {
+        pretty(if view.reachability.is_empty() { "unknown" } else { &view.reachability })
+    } else {
+        String::new()
+    }
+}
+
+/// `node ls`: sorted by hostname, `*` after the ID of the node the CLI talks to.
+pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
+    nodes.sort_by(|a, b| natural_cmp(a.node.hostname(), b.node.hostname()));
+    let rows = nodes
+        .iter()
+        .map(|view| {
+            let me = view.node.id == self_id;
+            row([
+                ("ID", json!(view.node.id)),
+                ("Self", json!(me)),
+                ("SelfMark", json!(if me { "*" } else { " " })),
+                ("Hostname", json!(view.node.hostname())),
+                ("Status", json!(pretty(node_state_word(view.node.status.state)))),
+                ("Availability", json!(pretty(availability_word(view.node.spec.availability)))),
+                ("ManagerStatus", json!(manager_status(view))),
+                ("EngineVersion", json!(view.node.description.engine_version)),
+                ("TLSStatus", json!("Ready")),
+            ])
+        })
+        .collect();
+    Listing {
+        default_format: "table {{.ID}} {{.SelfMark}}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+        headers: &[
+            ("ID", "ID"),
+            ("Self", ""),
+            ("SelfMark", " "),
+            ("Hostname", "HOSTNAME"),
+            ("Status", "STATUS"),
+            ("Availability", "AVAILABILITY"),
+            ("ManagerStatus", "MANAGER STATUS"),
+            ("EngineVersion", "ENGINE VERSION"),
+            ("TLSStatus", "TLS STATUS"),
+        ],
+        rows,
+        indented: Vec::new(),
+    }
+}
+
+/// Ingress ports as `service ls` shows them: `*:80->80/tcp`, consecutive ranges grouped.
+pub fn ingress_ports(ports: &[PortConfig]) -> String {
+    let mut ports: Vec<&PortConfig> = ports.iter().filter(|p| p.publish_mode == PublishMode::Ingress).collect();
+    ports.sort_by(|a, b| {
+        (&a.protocol, a.published_port, a.target_port).cmp(&(&b.protocol, b.published_port, b.target_port))
+    });
+    let mut groups: Vec<(u16, u16, u16, u16, &str)> = Vec::new();
+    for port in ports {
+        if let Some(last) = groups.last_mut() {
+            if last.4 == port.protocol
+                && u32::from(port.published_port) == u32::from(last.1) + 1
+                && u32::from(port.target_port) == u32::from(last.3) + 1
+            {
+                last.1 = port.published_port;
+                last.3 = port.target_port;
+                continue;
+            }
+        }
+        groups.push((port.published_port, port.published_port, port.target_port, port.target_port, &port.protocol));
+    }
+    let range = |a: u16, b: u16| {
+        if a == b {
+            a.to_string()
+        } else {
+            format!("{a}-{b}")
+        }
+    };
+    groups
+        .iter()
+        .map(|&(p0, p1, t0, t1, proto)| format!("*:{}->{}/{}", range(p0, p1), range(t0, t1), proto))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An image as tables show it: the digest stripped when a tag is present.
+pub fn short_image(image: &str) -> &str {
+    match image.split_once('@') {
+        Some((name, _)) if name.rsplit('/').next().is_some_and(|last| last.contains(':')) => name,
+        _ => image,
+    }
+}
+
+fn mode_word(mode: &ServiceMode) -> &'static str {
+    match mode {
+        ServiceMode::Replicated { .. } => "replicated",
+        ServiceMode::Global => "global",
+    }
+}
+
+/// `service ls` / `stack services`: sorted by name.
+pub fn service_list(mut services: Vec<ServiceView>) -> Listing {
+    services.sort_by(|a, b| natural_cmp(&a.service.spec.name, &b.service.spec.name));
+    let rows = services
+        .iter()
+        .map(|view| {
+            let spec = &view.service.spec;
+            let max = spec.task.placement.max_replicas_per_node;
+            let replicas = match (&spec.mode, max) {
+                (ServiceMode::Replicated { .. }, max) if max > 0 => {
+                    format!("{}/{} (max {} per node)", view.running, view.desired, max)
+                }
+                _ => format!("{}/{}", view.running, view.desired),
+            };
+            let ports = if view.service.endpoint_ports.is_empty() { &spec.ports } else { &view.service.endpoint_ports };
+            row([
+                ("ID", json!(format::truncate_id(&view.service.id))),
+                ("Name", json!(spec.name)),
+                ("Mode", json!(mode_word(&spec.mode))),
+                ("Replicas", json!(replicas)),
+                ("Image", json!(short_image(&spec.task.image))),
+                ("Ports", json!(ingress_ports(ports))),
+            ])
+        })
+        .collect();
+    Listing {
+        default_format: "table {{.ID}}\t{{.Name}}\t{{.Mode}}\t{{.Replicas}}\t{{.Image}}\t{{.Ports}}",
+        headers: &[
+            ("ID", "ID"),
+            ("Name", "NAME"),
+            ("Mode", "MODE"),
+            ("Replicas", "REPLICAS"),
+            ("Image", "IMAGE"),
+            ("Ports", "PORTS"),
+        ],
+        rows,
+        indented: Vec::new(),
+    }
+}
+
+/// Docker's ERROR cell: quoted, cut to 30 characters unless `--no-trunc`.
+pub fn task_error(err: &str, trunc: bool) -> String {
+    if err.is_empty() {
+        return String::new();
+    }
+    let err = if trunc { format::ellipsis(err, 30) } else { err.to_string() };
+    format!("\"{err}\"")
+}
+
+/// `service ps` / `node ps` / `stack ps`: by name, newest first within a name; older ones indented.
+pub fn task_list(mut tasks: Vec<Task>, hostnames: &BTreeMap<String, String>, now_ms: u64, trunc: bool) -> Listing {
+    tasks.sort_by(|a, b| natural_cmp(&a.name(), &b.name()).then(b.meta.created_at_ms.cmp(&a.meta.created_at_ms)));
+    let mut previous = String::new();
+    let mut indented = Vec::new();
+    let rows = tasks
+        .iter()
+        .map(|task| {
+            let slot_name = match (task.slot, hostnames.get(&task.node_id)) {
+                (0, Some(host)) if !host.is_empty() => {
+                    format!("{}.{}", task.service_name, task.node_id)
+                }
+                _ => task.name(),
+            };
+            indented.push(slot_name == previous);
+            previous = slot_name.clone();
+            let node = hostnames.get(&task.node_id).cloned().unwrap_or_else(|| task.node_id.clone());
+            let id = if trunc { format::truncate_id(&task.id).to_string() } else { task.id.clone() };
+            let image = if trunc { short_image(&task.spec.image) } else { &task.spec.image };
+            row([
+                ("ID", json!(id)),
+                ("Name", json!(slot_name)),
+                ("Image", json!(image)),
+                ("Node", json!(node)),
+                ("DesiredState", json!(pretty(task.desired_state.as_str()))),
+                (
+                    "CurrentState",
+                    json!(format::state_since(task.status.state.as_str(), task.status.timestamp_ms, now_ms)),
+                ),
+                ("Error", json!(task_error(&task.status.err, trunc))),
+                ("Ports", json!("")),
+            ])
+        })
+        .collect();
+    Listing {
+        default_format:
+            "table {{.ID}}\t{{.Name}}\t{{.Image}}\t{{.Node}}\t{{.DesiredState}}\t{{.CurrentState}}\t{{.Error}}\t{{.Ports}}",
+        headers: &[
+            ("ID", "ID"),
+            ("Name", "NAME"),
+            ("Image", "IMAGE"),
+            ("Node", "NODE"),
+            ("DesiredState", "DESIRED STATE"),
+            ("CurrentState", "CURRENT STATE"),
+            ("Error", "ERROR"),
+            ("Ports", "PORTS"),
+        ],
+        rows,
+        indented,
+    }
+}
+
+/// `network ls`: sorted by name; swarm networks have scope `swarm`.
+pub fn network_list(mut networks: Vec<Network>) -> Listing {
+    networks.sort_by(|a, b| natural_cmp(&a.name, &b.name));
+    let rows = networks
+        .iter()
+        .map(|n| {
+            let labels = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+            row([
+                ("ID", json!(format::truncate_id(&n.id))),
+                ("Name", json!(n.name)),
+                ("Driver", json!(n.driver)),
+                ("Scope", json!("swarm")),
+                ("IPv4", json!(true)),
+                ("IPv6", json!(false)),
+                ("Internal", json!(false)),
+                ("Labels", json!(labels)),
+            ])
+        })
+        .collect();
+    Listing {
+        default_format: "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}",
+        headers: &[
+            ("ID", "NETWORK ID"),
+            ("Name", "NAME"),
+            ("Driver", "DRIVER"),
+            ("Scope", "SCOPE"),
+            ("IPv4", "IPV4"),
+            ("IPv6", "IPV6"),
+            ("Internal", "INTERNAL"),
+            ("Labels", "LABELS"),
+        ],
+        rows,
+        indented: Vec::new(),
+    }
+}
+
+/// `swarm init`'s message (`cli/command/swarm/init.go`).
+pub fn init_message(node_id: &str, worker_token: &str, manager_addr: &str) -> String {
+    let mut out = format!("Swarm initialized: current node ({node_id}) is now a manager.\n\n");
+    if !worker_token.is_empty() {
+        out.push_str(&join_command("worker", worker_token, manager_addr));
+    }
+    out.push_str("To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n");
+    out
+}
+
+/// `swarm join-token`'s block.
+pub fn join_command(role: &str, token: &str, manager_addr: &str) -> String {
+    format!("To add a {role} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {manager_addr}\n\n")
+}
+
+/// `info`'s swarm section (`printSwarmInfo`).
+pub fn info(status: &SwarmStatus, cluster: Option<&ClusterInfo>) -> String {
+    let mut out = format!(" Swarm: {}\n", status.state);
+    if status.state == "inactive" || status.state == "locked" {
+        return out;
+    }
+    let _ = writeln!(out, "  NodeID: {}", status.node_id);
+    if !status.error.is_empty() {
+        let _ = writeln!(out, "  Error: {}", status.error);
+    }
+    let _ = writeln!(out, "  Is Manager: {}", cluster.is_some());
+    if let Some(info) = cluster {
+        let spec = &info.spec;
+        let _ = writeln!(out, "  ClusterID: {}", info.cluster_id);
+        let _ = writeln!(out, "  Managers: {}", info.managers);
+        let _ = writeln!(out, "  Nodes: {}", info.nodes);
+        out.push_str("  Orchestration:\n");
+        let _ = writeln!(out, "   Task History Retention Limit: {}", spec.task_history_retention_limit);
+        out.push_str("  Raft:\n");
+        let _ = writeln!(out, "   Snapshot Interval: {}", spec.snapshot_interval);
+        out.push_str("   Number of Old Snapshots to Retain: 0\n");
+        let _ = writeln!(out, "   Heartbeat Tick: {}", spec.heartbeat_tick);
+        let _ = writeln!(out, "   Election Tick: {}", spec.election_tick);
+        out.push_str("  Dispatcher:\n");
+        let _ = writeln!(
+            out,
+            "   Heartbeat Period: {}",
+            human_duration(Duration::from_millis(spec.heartbeat_period_ms)).to_lowercase()
+        );
+        out.push_str("  CA Configuration:\n");
+        let _ = writeln!(
+            out,
+            "   Expiry Duration: {}",
+            human_duration(Duration::from_millis(spec.node_cert_expiry_ms)).to_lowercase()
+        );
+        out.push_str("   Force Rotate: 0\n");
+        out.push_str("  Autolock Managers: false\n");
+        out.push_str("  Root Rotation In Progress: false\n");
+    }
+    let addr = cluster.map(|c| c.node_addr.as_str()).filter(|a| !a.is_empty()).unwrap_or(&status.node_addr);
+    let addr = addr
+        .rsplit_once(':')
+        .map(|(ip, _)| ip)
+        .filter(|_| addr.parse::<std::net::SocketAddr>().is_ok())
+        .unwrap_or(addr);
+    let _ = writeln!(out, "  Node Address: {addr}");
+    if let Some(info) = cluster {
+        let mut managers = info.manager_addrs.clone();
+        managers.sort();
+        if !managers.is_empty() {
+            out.push_str("  Manager Addresses:\n");
+            for manager in managers {
+                let _ = writeln!(out, "   {manager}");
+            }
+        }
+    }
+    out
+}
+
+fn update_config_block(out: &mut String, title: &str, order_title: &str, config: &UpdateConfig) {
+    let _ = write!(out, "\n{title}:\n Parallelism:\t{}", config.parallelism);
+    if config.delay_ms > 0 {
+        let _ = write!(out, "\n Delay:\t\t{}", go_duration(config.delay_ms));
+    }
+    let action = match config.failure_action {
+        shoal_core::api::FailureAction::Pause => "pause",
+        shoal_core::api::FailureAction::Continue => "continue",
+        shoal_core::api::FailureAction::Rollback => "rollback",
+    };
+    let _ = write!(out, "\n On failure:\t{action}");
+    if config.monitor_ms > 0 {
+        let _ = write!(out, "\n Monitoring Period: {}", go_duration(config.monitor_ms));
+    }
+    let _ = write!(out, "\n Max failure ratio: {}", config.max_failure_ratio);
+    let order = match config.order {
+        UpdateOrder::StopFirst => "stop-first",
+        UpdateOrder::StartFirst => "start-first",
+    };
+    let _ = write!(out, "\n {order_title} {order}");
+}
+
+/// `service inspect --pretty` (`serviceInspectPrettyTemplate`).
+pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
+    let service = &view.service;
+    let spec = &service.spec;
+    let mut out = format!("\nID:\t\t{}\nName:\t\t{}", service.id, spec.name);
+    if !spec.labels.is_empty() {
+        out.push_str("\nLabels:");
+        for (k, v) in &spec.labels {
+            let _ = write!(out, "\n {k}{}", if v.is_empty() { String::new() } else { format!("={v}") });
+        }
+    }
+    out.push_str("\nService Mode:");
+    match &spec.mode {
+        ServiceMode::Global => out.push_str("\tGlobal"),
+        ServiceMode::Replicated { replicas } => {
+            out.push_str("\tReplicated");
+            let _ = write!(out, "\n Replicas:\t{replicas}");
+        }
+    }
+    if let Some(status) = &service.update_status {
+        let state =
+            serde_json::to_value(status.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let _ = write!(out, "\nUpdateStatus:\n State:\t\t{state}");
+        if status.started_at_ms > 0 {
+            let ago = human_duration(Duration::from_millis(now_ms.saturating_sub(status.started_at_ms)));
+            let _ = write!(out, "\n Started:\t{} ago", ago.to_lowercase());
+        }
+        if status.completed_at_ms > 0 {
+            let ago = human_duration(Duration::from_millis(now_ms.saturating_sub(status.completed_at_ms)));
+            let _ = write!(out, "\n Completed:\t{} ago", ago.to_lowercase());
+        }
+        let _ = write!(out, "\n Message:\t{}", status.message);
+    }
+    out.push_str("\nPlacement:");
+    let placement = &spec.task.placement;
+    if !placement.constraints.is_empty() {
+        let _ = write!(out, "\n Constraints:\t[{}]", placement.constraints.join(" "));
+    }
+    if !placement.preferences.is_empty() {
+        let _ = write!(out, "\n Preferences:   [{}]", placement.preferences.join(" "));
+    }
+    if placement.max_replicas_per_node > 0 {
+        let _ = write!(out, "\n Max Replicas Per Node:   {}", placement.max_replicas_per_node);
+    }
+    update_config_block(&mut out, "UpdateConfig", "Update order:     ", &spec.update_config);
+    update_config_block(&mut out, "RollbackConfig", "Rollback order:   ", &spec.rollback_config);
+    let _ = write!(out, "\nContainerSpec:\n Image:\t\t{}", spec.task.image);
+    let args: Vec<&String> = spec.task.command.iter().chain(spec.task.args.iter()).collect();
+    if !args.is_empty() {
+        out.push_str("\n Args:\t\t");
+        for arg in args {
+            let _ = write!(out, "{arg} ");
+        }
+    }
+    if !spec.task.env.is_empty() {
+        out.push_str("\n Env:\t\t");
+        for env in &spec.task.env {
+            let _ = write!(out, "{env} ");
+        }
+    }
+    let resources = &spec.task.resources;
+    let has_reservations = resources.reservations.nano_cpus > 0 || resources.reservations.memory_bytes > 0;
+    let has_limits = resources.limits.nano_cpus > 0 || resources.limits.memory_bytes > 0;
+    if has_reservations || has_limits {
+        out.push_str("\nResources:");
+        for (title, amount, present) in
+            [(" Reservations:", resources.reservations, has_reservations), (" Limits:", resources.limits, has_limits)]
+        {
+            if !present {
+                continue;
+            }
+            let _ = write!(out, "\n{title}");
+            if amount.nano_cpus > 0 {
+                let _ = write!(out, "\n  CPU:\t\t{}", format::cpus(amount.nano_cpus));
+            }
+            if amount.memory_bytes > 0 {
+                let _ = write!(out, "\n  Memory:\t{}", bytes_size(amount.memory_bytes));
+            }
+        }
+    }
+    if !spec.task.networks.is_empty() {
+        out.push_str("\nNetworks:");
+        for network in &spec.task.networks {
+            let _ = write!(out, " {network}");
+        }
+        out.push(' ');
+    }
+    out.push_str("\nEndpoint Mode:\tvip");
+    let ports = if service.endpoint_ports.is_empty() { &spec.ports } else { &service.endpoint_ports };
+    if !ports.is_empty() {
+        out.push_str("\nPorts:");
+        for port in ports {
+            let mode = match port.publish_mode {
+                PublishMode::Ingress => "ingress",
+                PublishMode::Host => "host",
+            };
+            let _ = write!(
+                out,
+                "\n PublishedPort = {}\n  Protocol = {}\n  TargetPort = {}\n  PublishMode = {mode}",
+                port.published_port, port.protocol, port.target_port
+            );
+        }
+        out.push(' ');
+    }
+    out.push('\n');
+    out
+}
+
+/// `node inspect --pretty` (`nodeInspectPrettyTemplate`).
+pub fn node_pretty(view: &NodeView) -> String {
+    let node = &view.node;
+    let mut out = format!("ID:\t\t\t{}", node.id);
+    if !node.spec.labels.is_empty() {
+        out.push_str("\nLabels:");
+        for (k, v) in &node.spec.labels {
+            let _ = write!(out, "\n - {k}{}", if v.is_empty() { String::new() } else { format!("={v}") });
+        }
+    }
+    let _ = write!(out, "\nHostname:              \t{}", node.hostname());
+    let joined = format_unix_ms(node.meta.created_at_ms);
+    let _ = write!(out, "\nJoined at:             \t{joined}");
+    let _ = write!(out, "\nStatus:\n State:\t\t\t{}", pretty(node_state_word(node.status.state)));
+    if !node.status.message.is_empty() {
+        let _ = write!(out, "\n Message:              \t{}", node.status.message);
+    }
+    let _ = write!(out, "\n Availability:         \t{}", pretty(availability_word(node.spec.availability)));
+    if !node.status.addr.is_empty() {
+        let _ = write!(out, "\n Address:\t\t{}", host_part(&node.status.addr));
+    }
+    if let Some(manager) = &node.manager_status {
+        let reachability = pretty(if view.reachability.is_empty() { "unknown" } else { &view.reachability });
+        let _ = write!(out, "\nManager Status:\n Address:\t\t{}\n Raft Status:\t\t{reachability}", manager.addr);
+        let _ = write!(out, "\n Leader:\t\t{}", if view.leader { "Yes" } else { "No" });
+    }
+    let d = &node.description;
+    let _ = write!(out, "\nPlatform:\n Operating System:\t{}\n Architecture:\t\t{}", d.os, d.arch);
+    let _ = write!(
+        out,
+        "\nResources:\n CPUs:\t\t\t{}\n Memory:\t\t{}",
+        d.resources.nano_cpus / 1_000_000_000,
+        bytes_size(d.resources.memory_bytes)
+    );
+    let _ = write!(out, "\nEngine Version:\t\t{}", d.engine_version);
+    if !d.engine_labels.is_empty() {
+        out.push_str("\nEngine Labels:");
+        for (k, v) in &d.engine_labels {
+            let _ = write!(out, "\n - {k}{}", if v.is_empty() { String::new() } else { format!("={v}") });
+        }
+    }
+    out.push('\n');
+    out
+}
+
+fn host_part(addr: &str) -> &str {
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(_) => addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr),
+        Err(_) => addr,
+    }
+}
+
+/// `2009-11-10 23:00:00 +0000 utc`, as Docker prints `Joined at` (Go's time String, lower-cased).
+pub fn format_unix_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} +0000 utc", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// `inspect` without `--pretty`: a JSON array, indented like Docker's.
+pub fn inspect_json(values: &[Value]) -> String {
+    let mut out = serde_json::to_string_pretty(values).unwrap_or_else(|_| "[]".into());
+    out.push('\n');
+    out
+}

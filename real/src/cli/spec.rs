@@ -1,0 +1,282 @@
+//! Flags → [`ServiceSpec`]: `service create` starts from Swarm's defaults ([`ServiceSpec::new`]),
+//! `service update` from the current spec. Pure, so every flag's effect is unit-tested.
+
+use shoal_core::api::{
+    FailureAction, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+};
+
+use super::args::{
+    CommonServiceFlags, CreateArgs, FailureActionArg, ModeArg, OrderArg, RestartConditionArg, RollbackFailureActionArg,
+    UpdateArgs,
+};
+
+/// A flag value the CLI refuses, with the flag named.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SpecError(pub String);
+
+fn order(arg: OrderArg) -> UpdateOrder {
+    match arg {
+        OrderArg::StopFirst => UpdateOrder::StopFirst,
+        OrderArg::StartFirst => UpdateOrder::StartFirst,
+    }
+}
+
+/// `KEY=value`, or `KEY` alone taking the value from this shell's environment (as Docker does).
+fn env_entry(entry: &str) -> String {
+    if entry.contains('=') {
+        return entry.to_string();
+    }
+    match std::env::var(entry) {
+        Ok(value) => format!("{entry}={value}"),
+        Err(_) => entry.to_string(),
+    }
+}
+
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map(|(k, _)| k).unwrap_or(entry)
+}
+
+/// `key=value` or `key` (empty value).
+pub fn label(entry: &str) -> (String, String) {
+    match entry.split_once('=') {
+        Some((k, v)) => (k.to_string(), v.to_string()),
+        None => (entry.to_string(), String::new()),
+    }
+}
+
+/// `-p`: `[published:]target[/proto]` or `published=8080,target=80,protocol=udp,mode=host`.
+pub fn parse_port(text: &str) -> Result<PortConfig, SpecError> {
+    let bad = |why: &str| SpecError(format!("invalid publish value {text:?} for --publish: {why}"));
+    let port = |value: &str| value.parse::<u16>().map_err(|_| bad("ports are numbers from 1 to 65535"));
+    let mut config =
+        PortConfig { protocol: "tcp".into(), target_port: 0, published_port: 0, publish_mode: PublishMode::Ingress };
+    if text.contains('=') {
+        for field in text.split(',') {
+            let (key, value) = field.split_once('=').ok_or_else(|| bad("use key=value pairs"))?;
+            match key.trim() {
+                "published" => config.published_port = port(value)?,
+                "target" => config.target_port = port(value)?,
+                "protocol" => config.protocol = value.to_string(),
+                "mode" => {
+                    config.publish_mode = match value {
+                        "ingress" => PublishMode::Ingress,
+                        "host" => PublishMode::Host,
+                        _ => return Err(bad("mode is ingress or host")),
+                    }
+                }
+                other => return Err(bad(&format!("unknown field {other:?}"))),
+            }
+        }
+    } else {
+        let (ports, protocol) = match text.split_once('/') {
+            Some((ports, protocol)) => (ports, protocol),
+            None => (text, "tcp"),
+        };
+        config.protocol = protocol.to_string();
+        match ports.split_once(':') {
+            Some((published, target)) => {
+                config.published_port = port(published)?;
+                config.target_port = port(target)?;
+            }
+            None => config.target_port = port(ports)?,
+        }
+    }
+    if config.target_port == 0 {
+        return Err(bad("a target port is required"));
+    }
+    if !matches!(config.protocol.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(bad("protocol is tcp, udp or sctp"));
+    }
+    Ok(config)
+}
+
+fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
+    let task = &mut spec.task;
+    if let Some(max) = flags.replicas_max_per_node {
+        task.placement.max_replicas_per_node = max;
+    }
+    if let Some(v) = flags.limit_cpu {
+        task.resources.limits.nano_cpus = v;
+    }
+    if let Some(v) = flags.limit_memory {
+        task.resources.limits.memory_bytes = v;
+    }
+    if let Some(v) = flags.reserve_cpu {
+        task.resources.reservations.nano_cpus = v;
+    }
+    if let Some(v) = flags.reserve_memory {
+        task.resources.reservations.memory_bytes = v;
+    }
+    if let Some(condition) = flags.restart_condition {
+        task.restart_policy.condition = match condition {
+            RestartConditionArg::None => RestartCondition::None,
+            RestartConditionArg::OnFailure => RestartCondition::OnFailure,
+            RestartConditionArg::Any => RestartCondition::Any,
+        };
+    }
+    if let Some(v) = flags.restart_delay {
+        task.restart_policy.delay_ms = v;
+    }
+    if let Some(v) = flags.restart_max_attempts {
+        task.restart_policy.max_attempts = v;
+    }
+    if let Some(v) = flags.restart_window {
+        task.restart_policy.window_ms = v;
+    }
+    if let Some(v) = flags.stop_grace_period {
+        task.stop_grace_period_ms = v;
+    }
+    let update = &mut spec.update_config;
+    if let Some(v) = flags.update_parallelism {
+        update.parallelism = v;
+    }
+    if let Some(v) = flags.update_delay {
+        update.delay_ms = v;
+    }
+    if let Some(action) = flags.update_failure_action {
+        update.failure_action = match action {
+            FailureActionArg::Pause => FailureAction::Pause,
+            FailureActionArg::Continue => FailureAction::Continue,
+            FailureActionArg::Rollback => FailureAction::Rollback,
+        };
+    }
+    if let Some(v) = flags.update_monitor {
+        update.monitor_ms = v;
+    }
+    if let Some(v) = flags.update_max_failure_ratio {
+        update.max_failure_ratio = v;
+    }
+    if let Some(v) = flags.update_order {
+        update.order = order(v);
+    }
+    let rollback = &mut spec.rollback_config;
+    if let Some(v) = flags.rollback_parallelism {
+        rollback.parallelism = v;
+    }
+    if let Some(v) = flags.rollback_delay {
+        rollback.delay_ms = v;
+    }
+    if let Some(action) = flags.rollback_failure_action {
+        rollback.failure_action = match action {
+            RollbackFailureActionArg::Pause => FailureAction::Pause,
+            RollbackFailureActionArg::Continue => FailureAction::Continue,
+        };
+    }
+    if let Some(v) = flags.rollback_monitor {
+        rollback.monitor_ms = v;
+    }
+    if let Some(v) = flags.rollback_max_failure_ratio {
+        rollback.max_failure_ratio = v;
+    }
+    if let Some(v) = flags.rollback_order {
+        rollback.order = order(v);
+    }
+}
+
+/// The spec `service create` sends.
+pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
+    // Swarm names unnamed services itself; shoal's control API wants a name, so make one the way
+    // Docker's random names read (image base name + short random suffix).
+    let name = match &args.name {
+        Some(name) => name.clone(),
+        None => default_name(&args.image),
+    };
+    let mut spec = ServiceSpec::new(name, args.image.clone());
+    spec.mode = match (args.mode, args.replicas) {
+        (ModeArg::Global, Some(_)) => {
+            return Err(SpecError("replicas can only be used with replicated or replicated-job mode".into()))
+        }
+        (ModeArg::Global, None) => ServiceMode::Global,
+        (ModeArg::Replicated, replicas) => ServiceMode::Replicated { replicas: replicas.unwrap_or(1) },
+    };
+    if let Some(entrypoint) = &args.entrypoint {
+        spec.task.command = entrypoint.split_whitespace().map(str::to_string).collect();
+    }
+    spec.task.args = args.command.clone();
+    spec.task.env = args.env.iter().map(|e| env_entry(e)).collect();
+    spec.task.placement.constraints = args.constraint.clone();
+    spec.task.placement.preferences = args.placement_pref.clone();
+    spec.labels = args.label.iter().map(|l| label(l)).collect();
+    spec.ports = args.publish.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?;
+    spec.task.networks = args.network.clone();
+    apply_common(&mut spec, &args.common);
+    Ok(spec)
+}
+
+fn default_name(image: &str) -> String {
+    let base = image.rsplit('/').next().unwrap_or(image);
+    let base = base.split([':', '@']).next().unwrap_or(base);
+    let base: String = base.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).collect();
+    let suffix = &shoal_core::api::new_id()[..6];
+    format!("{}-{suffix}", base.trim_matches('-'))
+}
+
+/// The spec `service update` sends: `current` with the flags applied.
+pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSpec, SpecError> {
+    let mut spec = current.clone();
+    if let Some(image) = &args.image {
+        spec.task.image = image.clone();
+    }
+    if let Some(replicas) = args.replicas {
+        match &mut spec.mode {
+            ServiceMode::Replicated { replicas: r } => *r = replicas,
+            ServiceMode::Global => {
+                return Err(SpecError("replicas can only be used with replicated or replicated-job mode".into()))
+            }
+        }
+    }
+    if let Some(line) = &args.args {
+        spec.task.args = line.split_whitespace().map(str::to_string).collect();
+    }
+    for key in &args.env_rm {
+        spec.task.env.retain(|e| env_key(e) != key);
+    }
+    for entry in &args.env_add {
+        let entry = env_entry(entry);
+        let key = env_key(&entry).to_string();
+        spec.task.env.retain(|e| env_key(e) != key);
+        spec.task.env.push(entry);
+    }
+    let placement = &mut spec.task.placement;
+    placement.constraints.retain(|c| !args.constraint_rm.iter().any(|rm| rm.replace(' ', "") == c.replace(' ', "")));
+    for constraint in &args.constraint_add {
+        if !placement.constraints.contains(constraint) {
+            placement.constraints.push(constraint.clone());
+        }
+    }
+    placement.preferences.retain(|p| !args.placement_pref_rm.contains(p));
+    placement.preferences.extend(args.placement_pref_add.iter().cloned());
+    for key in &args.label_rm {
+        spec.labels.remove(key);
+    }
+    for entry in &args.label_add {
+        let (k, v) = label(entry);
+        spec.labels.insert(k, v);
+    }
+    for rm in &args.publish_rm {
+        let (target, protocol) = rm.split_once('/').unwrap_or((rm, "tcp"));
+        let target: u16 = target
+            .rsplit(':')
+            .next()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| SpecError(format!("invalid value {rm:?} for --publish-rm: use target[/protocol]")))?;
+        spec.ports.retain(|p| !(p.target_port == target && p.protocol == protocol));
+    }
+    for add in &args.publish_add {
+        let port = parse_port(add)?;
+        spec.ports.retain(|p| !(p.target_port == port.target_port && p.protocol == port.protocol));
+        spec.ports.push(port);
+    }
+    spec.task.networks.retain(|n| !args.network_rm.contains(n));
+    for network in &args.network_add {
+        if !spec.task.networks.contains(network) {
+            spec.task.networks.push(network.clone());
+        }
+    }
+    apply_common(&mut spec, &args.common);
+    if args.force {
+        spec.task.force_update += 1;
+    }
+    Ok(spec)
+}

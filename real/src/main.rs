@@ -1,0 +1,99 @@
+//! The `shoal` binary: `shoal daemon …` runs the daemon; every other command is a CLI call to it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg};
+use shoal::daemon::{system_hostname, Daemon};
+use shoal::local_api::{self, Endpoint, LocalHandler};
+use shoal::node_launcher::{ExecutorKind, RealLauncher};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Daemon(args) => match runtime.block_on(run_daemon(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("shoal daemon: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        command => match runtime.block_on(shoal::cli::run(cli.host.as_deref(), command)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                let text = err.to_string();
+                if !text.is_empty() {
+                    eprintln!("{text}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// The default data dir: `/var/lib/shoal` for root, else under `$XDG_DATA_HOME` or `~/.local/share`.
+fn default_data_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/shoal");
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("shoal");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/shoal"),
+        None => PathBuf::from("/var/lib/shoal"),
+    }
+}
+
+async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
+    let hostname = args.hostname.unwrap_or_else(system_hostname);
+    let executor = match args.executor {
+        ExecutorArg::Docker => ExecutorKind::Docker,
+        ExecutorArg::Process => ExecutorKind::Process,
+    };
+    let launcher = Arc::new(RealLauncher { executor });
+    let daemon = Arc::new(
+        Daemon::new(&data_dir, hostname.clone(), launcher)
+            .with_context(|| format!("cannot use the data dir {}", data_dir.display()))?,
+    );
+    let handler: Arc<dyn LocalHandler> = Arc::new(daemon.clone());
+    let unix = local_api::bind_unix(&socket).await.with_context(|| format!("cannot listen on {}", socket.display()))?;
+    eprintln!("shoal daemon: {hostname}: local API on unix://{}", socket.display());
+    let mut servers = vec![tokio::spawn(local_api::serve_unix(unix, handler.clone()))];
+    if let Some(addr) = args.tcp {
+        let parsed: std::net::SocketAddr = addr.parse().with_context(|| format!("invalid --tcp address {addr:?}"))?;
+        // The local API has no authentication: it must not be reachable from other hosts.
+        anyhow::ensure!(parsed.ip().is_loopback(), "--tcp must be a loopback address (127.0.0.1:PORT), got {addr}");
+        let listener =
+            tokio::net::TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {addr}"))?;
+        eprintln!("shoal daemon: local API on tcp://{addr}");
+        servers.push(tokio::spawn(local_api::serve_tcp(listener, handler.clone())));
+    }
+    daemon.resume().await;
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        _ = sigterm.recv() => eprintln!("shoal daemon: SIGTERM, shutting down"),
+        _ = tokio::signal::ctrl_c() => eprintln!("shoal daemon: interrupted, shutting down"),
+    }
+    for server in servers {
+        server.abort();
+    }
+    daemon.shutdown().await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}

@@ -1,0 +1,556 @@
+//! The CLI's shapes and parsers against Docker's goldens (docker/cli testdata, quoted in
+//! /work/shared/reference/swarm-cli-shapes.md), flag parsing and refusals, and the local API's
+//! handling of garbled input.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clap::Parser;
+use shoal::cli::args::{Cli, Command, ServiceCommand};
+use shoal::cli::listing::Listing;
+use shoal::cli::{render, spec};
+use shoal::daemon::{Bootstrap, Daemon, NodeLauncher, NodeSettings, RunningNode};
+use shoal::format::{self, Table};
+use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult};
+use shoal_core::api::{
+    Availability, ManagerStatus, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, ServiceMode,
+    Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
+};
+use shoal_core::control::{ControlRequest, NodeView};
+use shoal_core::trace::TraceSink;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+// ---------------------------------------------------------------- tables
+
+#[test]
+fn table_pads_like_docker_tabwriter() {
+    // Golden `stack-services-without-format.golden`.
+    let mut table = Table::new(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    table.row(["id-foo", "name-foo", "replicated", "0/2", "busybox:latest", "*:30000->3232/tcp"]);
+    assert_eq!(
+        table.render(),
+        "ID        NAME       MODE         REPLICAS   IMAGE            PORTS\n\
+         id-foo    name-foo   replicated   0/2        busybox:latest   *:30000->3232/tcp\n"
+    );
+}
+
+#[test]
+fn table_network_ls_golden() {
+    let mut table = Table::new(["NETWORK ID", "NAME", "DRIVER", "SCOPE"]);
+    table.row(["123454321", "network_1", "09.7.01", "global"]);
+    assert_eq!(table.render(), "NETWORK ID   NAME        DRIVER    SCOPE\n123454321    network_1   09.7.01   global\n");
+}
+
+fn node(id: &str, hostname: &str, role: NodeRole, engine: &str) -> Node {
+    Node {
+        id: id.into(),
+        meta: Meta::default(),
+        spec: NodeSpec { desired_role: role, availability: Availability::Active, labels: BTreeMap::new() },
+        description: NodeDescription {
+            hostname: hostname.into(),
+            engine_version: engine.into(),
+            ..NodeDescription::default()
+        },
+        status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: "127.0.0.1".into() },
+        role,
+        manager_status: (role == NodeRole::Manager)
+            .then(|| ManagerStatus { raft_id: 1, addr: "127.0.0.1:2377".into() }),
+    }
+}
+
+#[test]
+fn node_ls_matches_golden() {
+    // Golden `node-list-sort.golden`: natural sort by hostname, `*` on self, Leader/Reachable.
+    let nodes = vec![
+        NodeView {
+            node: node("nodeID1", "node-2-foo", NodeRole::Manager, "."),
+            leader: true,
+            reachability: "reachable".into(),
+        },
+        NodeView {
+            node: node("nodeID2", "node-10-foo", NodeRole::Manager, "18.03.0-ce"),
+            leader: false,
+            reachability: "reachable".into(),
+        },
+        NodeView {
+            node: node("nodeID3", "node-1-foo", NodeRole::Worker, "1.13.0"),
+            leader: false,
+            reachability: "".into(),
+        },
+    ];
+    let text = render::node_list(nodes, "nodeID1").render(None, false).unwrap();
+    assert_eq!(
+        text,
+        "ID          HOSTNAME      STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION\n\
+         nodeID3     node-1-foo    Ready     Active                          1.13.0\n\
+         nodeID1 *   node-2-foo    Ready     Active         Leader           .\n\
+         nodeID2     node-10-foo   Ready     Active         Reachable        18.03.0-ce\n"
+    );
+}
+
+#[test]
+fn node_ls_json_and_quiet() {
+    let nodes = vec![NodeView {
+        node: node("k8f4w7qtzpj5sqzclcqafw35g", "docker-desktop", NodeRole::Manager, "23.0.3"),
+        leader: true,
+        reachability: "reachable".into(),
+    }];
+    let listing = render::node_list(nodes, "k8f4w7qtzpj5sqzclcqafw35g");
+    assert_eq!(
+        listing.render(Some("json"), false).unwrap(),
+        "{\"Availability\":\"Active\",\"EngineVersion\":\"23.0.3\",\"Hostname\":\"docker-desktop\",\
+         \"ID\":\"k8f4w7qtzpj5sqzclcqafw35g\",\"ManagerStatus\":\"Leader\",\"Self\":true,\"Status\":\"Ready\",\
+         \"TLSStatus\":\"Ready\"}\n"
+    );
+    assert_eq!(listing.render(None, true).unwrap(), "k8f4w7qtzpj5sqzclcqafw35g\n");
+    assert_eq!(listing.render(Some("{{.Hostname}}: {{.Status}}"), false).unwrap(), "docker-desktop: Ready\n");
+    assert_eq!(
+        listing.render(Some("table {{.Hostname}}\\t{{.Status}}"), false).unwrap(),
+        "HOSTNAME         STATUS\ndocker-desktop   Ready\n"
+    );
+    assert!(listing.render(Some("{{.Nope}}"), false).is_err());
+}
+
+fn task(id: &str, slot: u64, created_ms: u64, state: TaskState, err: &str, ts_ms: u64) -> Task {
+    // Through serde, so fields the core adds later (with serde defaults) need no change here.
+    let spec = TaskSpec { image: "myimage:mytag".into(), ..TaskSpec::default() };
+    let status = TaskStatus { state, err: err.into(), timestamp_ms: ts_ms, ..TaskStatus::default() };
+    serde_json::from_value(serde_json::json!({
+        "id": id,
+        "meta": Meta { version: 1, created_at_ms: created_ms, updated_at_ms: created_ms },
+        "service_id": "service-id",
+        "service_name": "service-name-foo",
+        "slot": slot,
+        "node_id": "node-id-bar",
+        "spec_version": 1,
+        "spec": spec,
+        "desired_state": "ready",
+        "status": status,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn task_table_indents_older_tasks_like_golden() {
+    // Golden `task-print-with-indentation.golden`.
+    let now = 10 * 3_600_000;
+    let two_hours_ago = now - 2 * 3_600_000;
+    let tasks = vec![
+        task("id-bar", 1, 1, TaskState::Failed, "", two_hours_ago),
+        task("id-foo", 1, 2, TaskState::Failed, "", two_hours_ago),
+    ];
+    let hosts = BTreeMap::from([("node-id-bar".to_string(), "node-name-bar".to_string())]);
+    let text = render::task_list(tasks, &hosts, now, true).render(None, false).unwrap();
+    assert_eq!(
+        text,
+        "ID        NAME                     IMAGE           NODE            DESIRED STATE   CURRENT STATE        ERROR     PORTS\n\
+         id-foo    service-name-foo.1       myimage:mytag   node-name-bar   Ready           Failed 2 hours ago             \n\
+         id-bar     \\_ service-name-foo.1   myimage:mytag   node-name-bar   Ready           Failed 2 hours ago             \n"
+    );
+    // JSON output carries the plain name; the indentation is a table thing.
+    let tasks = vec![task("id-bar", 1, 1, TaskState::Failed, "", 0), task("id-foo", 1, 2, TaskState::Failed, "", 0)];
+    let json = render::task_list(tasks, &hosts, now, true).render(Some("json"), false).unwrap();
+    assert!(json.lines().all(|l| l.contains("\"Name\":\"service-name-foo.1\"")), "{json}");
+}
+
+#[test]
+fn task_error_is_quoted_and_truncated() {
+    assert_eq!(render::task_error("", true), "");
+    assert_eq!(render::task_error("a task error", true), "\"a task error\"");
+    assert_eq!(
+        render::task_error("No such image: redis@sha256:6b1a2c3d4e5f", true),
+        "\"No such image: redis@sha256:6…\""
+    );
+    assert_eq!(
+        render::task_error("No such image: redis@sha256:6b1a2c3d4e5f", false),
+        "\"No such image: redis@sha256:6b1a2c3d4e5f\""
+    );
+}
+
+#[test]
+fn service_ls_replicas_and_ports() {
+    use shoal_core::api::{PortConfig, PublishMode};
+    let ports = vec![
+        PortConfig { protocol: "tcp".into(), target_port: 80, published_port: 80, publish_mode: PublishMode::Ingress },
+        PortConfig { protocol: "tcp".into(), target_port: 81, published_port: 81, publish_mode: PublishMode::Ingress },
+        PortConfig { protocol: "udp".into(), target_port: 53, published_port: 53, publish_mode: PublishMode::Host },
+    ];
+    assert_eq!(render::ingress_ports(&ports), "*:80-81->80-81/tcp");
+    assert_eq!(render::short_image("nginx:alpine@sha256:abc"), "nginx:alpine");
+    assert_eq!(render::short_image("nginx@sha256:abc"), "nginx@sha256:abc");
+}
+
+// ---------------------------------------------------------------- messages
+
+#[test]
+fn swarm_init_and_join_token_messages() {
+    assert_eq!(
+        render::init_message("nodeID", "SWMTKN-1-abc", "127.0.0.1:2377"),
+        "Swarm initialized: current node (nodeID) is now a manager.\n\n\
+         To add a worker to this swarm, run the following command:\n\n    \
+         shoal swarm join --token SWMTKN-1-abc 127.0.0.1:2377\n\n\
+         To add a manager to this swarm, run 'shoal swarm join-token manager' and follow the instructions.\n"
+    );
+    // Golden `jointoken-worker.golden`, with shoal for docker.
+    assert_eq!(
+        render::join_command("worker", "worker-join-token", "127.0.0.1"),
+        "To add a worker to this swarm, run the following command:\n\n    \
+         shoal swarm join --token worker-join-token 127.0.0.1\n\n"
+    );
+}
+
+#[test]
+fn info_inactive() {
+    let status = local_api::SwarmStatus {
+        state: "inactive".into(),
+        node_id: String::new(),
+        node_addr: String::new(),
+        error: String::new(),
+    };
+    assert_eq!(render::info(&status, None), " Swarm: inactive\n");
+}
+
+#[test]
+fn node_joined_at_is_go_time() {
+    assert_eq!(render::format_unix_ms(1_257_894_000_000), "2009-11-10 23:00:00 +0000 utc");
+}
+
+// ---------------------------------------------------------------- durations and sizes
+
+#[test]
+fn human_durations_match_go_units() {
+    let cases = [
+        (0, "Less than a second"),
+        (999, "Less than a second"),
+        (1_000, "1 second"),
+        (45_000, "45 seconds"),
+        (60_000, "About a minute"),
+        (180_000, "3 minutes"),
+        (3_600_000, "About an hour"),
+        (2 * 3_600_000, "2 hours"),
+        (3 * 86_400_000, "3 days"),
+        (3 * 7 * 86_400_000, "3 weeks"),
+        (90 * 86_400_000, "3 months"),
+        (800 * 86_400_000, "2 years"),
+    ];
+    for (ms, want) in cases {
+        assert_eq!(format::human_duration(Duration::from_millis(ms)), want, "{ms} ms");
+    }
+    assert_eq!(format::state_since("running", 0, 200), "Running less than a second ago");
+    assert_eq!(format::state_since("running", 0, 180_000), "Running 3 minutes ago");
+}
+
+#[test]
+fn go_duration_strings() {
+    assert_eq!(format::go_duration(0), "0s");
+    assert_eq!(format::go_duration(300), "300ms");
+    assert_eq!(format::go_duration(10_000), "10s");
+    assert_eq!(format::go_duration(1_500), "1.5s");
+    assert_eq!(format::go_duration(90_000), "1m30s");
+    assert_eq!(format::go_duration(3_600_000), "1h0m0s");
+}
+
+#[test]
+fn parse_durations() {
+    assert_eq!(format::parse_duration("5s"), Ok(5_000));
+    assert_eq!(format::parse_duration("1m30s"), Ok(90_000));
+    assert_eq!(format::parse_duration("300ms"), Ok(300));
+    assert_eq!(format::parse_duration("1.5s"), Ok(1_500));
+    assert_eq!(format::parse_duration("2h"), Ok(7_200_000));
+    assert_eq!(format::parse_duration("0"), Ok(0));
+    for bad in ["", "5", "5x", "-1s", "s", "1m30"] {
+        assert!(format::parse_duration(bad).is_err(), "{bad:?} accepted");
+    }
+}
+
+#[test]
+fn parse_memory_and_cpus() {
+    assert_eq!(format::parse_memory("512M"), Ok(512 << 20));
+    assert_eq!(format::parse_memory("512m"), Ok(512 << 20));
+    assert_eq!(format::parse_memory("1G"), Ok(1 << 30));
+    assert_eq!(format::parse_memory("1gb"), Ok(1 << 30));
+    assert_eq!(format::parse_memory("1GiB"), Ok(1 << 30));
+    assert_eq!(format::parse_memory("64k"), Ok(64 << 10));
+    assert_eq!(format::parse_memory("1024"), Ok(1024));
+    assert_eq!(format::parse_memory("1.5G"), Ok(3 << 29));
+    for bad in ["", "G", "12X", "-1M", "1 GB extra"] {
+        assert!(format::parse_memory(bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(format::parse_cpus("0.5"), Ok(500_000_000));
+    assert_eq!(format::parse_cpus("2"), Ok(2_000_000_000));
+    assert!(format::parse_cpus("half").is_err());
+    assert!(format::parse_cpus("-1").is_err());
+    assert_eq!(format::bytes_size(10 << 20), "10MiB");
+    assert_eq!(format::bytes_size(3 << 29), "1.5GiB");
+    assert_eq!(format::bytes_size(512), "512B");
+    assert_eq!(format::cpus(500_000_000), "0.5");
+}
+
+#[test]
+fn natural_order() {
+    let mut names = vec!["node-10-foo", "node-2-foo", "node-1-foo"];
+    names.sort_by(|a, b| format::natural_cmp(a, b));
+    assert_eq!(names, ["node-1-foo", "node-2-foo", "node-10-foo"]);
+}
+
+// ---------------------------------------------------------------- flags
+
+fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
+}
+
+#[test]
+fn service_create_flags_build_the_spec() {
+    let cli = parse(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "-e",
+        "A=1",
+        "--constraint",
+        "node.role==worker",
+        "--limit-memory",
+        "512M",
+        "--limit-cpu",
+        "0.5",
+        "--restart-delay",
+        "1m30s",
+        "--update-order",
+        "start-first",
+        "--update-parallelism",
+        "2",
+        "-p",
+        "8080:80",
+        "--label",
+        "tier=front",
+        "-d",
+        "busybox:latest",
+        "sleep",
+        "-x",
+        "100",
+    ])
+    .unwrap();
+    let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+    assert!(args.common.detach);
+    let spec = spec::create_spec(&args).unwrap();
+    assert_eq!(spec.name, "web");
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(spec.task.image, "busybox:latest");
+    assert_eq!(spec.task.args, ["sleep", "-x", "100"]);
+    assert_eq!(spec.task.env, ["A=1"]);
+    assert_eq!(spec.task.placement.constraints, ["node.role==worker"]);
+    assert_eq!(spec.task.resources.limits.memory_bytes, 512 << 20);
+    assert_eq!(spec.task.resources.limits.nano_cpus, 500_000_000);
+    assert_eq!(spec.task.restart_policy.delay_ms, 90_000);
+    assert_eq!(spec.update_config.order, UpdateOrder::StartFirst);
+    assert_eq!(spec.update_config.parallelism, 2);
+    assert_eq!(spec.ports[0].published_port, 8080);
+    assert_eq!(spec.ports[0].target_port, 80);
+    assert_eq!(spec.labels.get("tier").map(String::as_str), Some("front"));
+    // Untouched settings keep Swarm's defaults.
+    assert_eq!(spec.task.stop_grace_period_ms, 10_000);
+    assert_eq!(spec.rollback_config.monitor_ms, 5_000);
+}
+
+#[test]
+fn bad_flag_values_name_the_flag() {
+    for (flag, value) in [
+        ("--restart-delay", "5x"),
+        ("--limit-memory", "lots"),
+        ("--limit-cpu", "half"),
+        ("--update-max-failure-ratio", "2"),
+        ("--restart-condition", "sometimes"),
+    ] {
+        let err = parse(&["service", "create", flag, value, "busybox"]).unwrap_err().to_string();
+        assert!(err.contains(flag), "{flag}: {err}");
+    }
+    let err = parse(&["swarm", "init", "--availability", "gone"]).unwrap_err().to_string();
+    assert!(err.contains("--availability"), "{err}");
+    assert!(parse(&["swarm", "join", "127.0.0.1:2377"]).is_err(), "join without --token");
+}
+
+#[test]
+fn global_mode_refuses_replicas() {
+    let cli = parse(&["service", "create", "--mode", "global", "--replicas", "2", "busybox"]).unwrap();
+    let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+    let err = spec::create_spec(&args).unwrap_err();
+    assert_eq!(err.to_string(), "replicas can only be used with replicated or replicated-job mode");
+}
+
+#[test]
+fn service_update_flags_modify_the_spec() {
+    let mut current = shoal_core::api::ServiceSpec::new("web", "busybox:1");
+    current.task.env = vec!["A=1".into(), "B=2".into()];
+    current.task.placement.constraints = vec!["node.role==worker".into()];
+    let cli = parse(&[
+        "service",
+        "update",
+        "--image",
+        "busybox:2",
+        "--env-add",
+        "A=9",
+        "--env-rm",
+        "B",
+        "--constraint-rm",
+        "node.role==worker",
+        "--constraint-add",
+        "node.labels.zone==east",
+        "--replicas",
+        "4",
+        "--force",
+        "web",
+    ])
+    .unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    let spec = spec::update_spec(&current, &args).unwrap();
+    assert_eq!(spec.task.image, "busybox:2");
+    assert_eq!(spec.task.env, ["A=9"]);
+    assert_eq!(spec.task.placement.constraints, ["node.labels.zone==east"]);
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 4 });
+    assert_eq!(spec.task.force_update, current.task.force_update + 1);
+}
+
+#[test]
+fn publish_syntax() {
+    let port = spec::parse_port("published=8080,target=80,protocol=udp,mode=host").unwrap();
+    assert_eq!((port.published_port, port.target_port, port.protocol.as_str()), (8080, 80, "udp"));
+    assert_eq!(spec::parse_port("80").unwrap().published_port, 0);
+    assert_eq!(spec::parse_port("53:53/udp").unwrap().protocol, "udp");
+    assert!(spec::parse_port("http").is_err());
+    assert!(spec::parse_port("1:2/icmp").is_err());
+}
+
+#[test]
+fn host_endpoints() {
+    assert_eq!(Endpoint::parse("unix:///tmp/x.sock"), Ok(Endpoint::Unix("/tmp/x.sock".into())));
+    assert_eq!(Endpoint::parse("tcp://127.0.0.1:2375"), Ok(Endpoint::Tcp("127.0.0.1:2375".into())));
+    assert!(Endpoint::parse("http://x").is_err());
+    assert!(Endpoint::parse("tcp://nohost").is_err());
+}
+
+// ---------------------------------------------------------------- local API
+
+struct Echo;
+
+#[async_trait]
+impl LocalHandler for Echo {
+    async fn handle(&self, _request: LocalRequest) -> LocalResult {
+        Ok(LocalAnswer::Left)
+    }
+}
+
+#[tokio::test]
+async fn garbled_json_gets_an_error_reply() {
+    for garbage in ["not json", "{\"op\":\"no_such_op\"}", "{\"op\":\"control\",\"request\":{\"op\":42}}", "\u{0}\u{1}"]
+    {
+        let reply: LocalResult = serde_json::from_str(&local_api::answer_line(&Echo, garbage).await).unwrap();
+        assert!(matches!(reply, Err(LocalError::BadRequest(_))), "{garbage:?}: {reply:?}");
+    }
+}
+
+#[tokio::test]
+async fn socket_survives_garbage_and_answers_the_next_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shoal.sock");
+    let listener = local_api::bind_unix(&path).await.unwrap();
+    let server = tokio::spawn(local_api::serve_unix(listener, Arc::new(Echo)));
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let mut stream = BufReader::new(stream);
+    stream.get_mut().write_all(b"{{{ garbage\n{\"op\":\"swarm_leave\",\"force\":true}\n").await.unwrap();
+    let mut line = String::new();
+    stream.read_line(&mut line).await.unwrap();
+    let first: LocalResult = serde_json::from_str(&line).unwrap();
+    assert!(matches!(first, Err(LocalError::BadRequest(_))), "{line}");
+    line.clear();
+    stream.read_line(&mut line).await.unwrap();
+    let second: LocalResult = serde_json::from_str(&line).unwrap();
+    assert_eq!(second, Ok(LocalAnswer::Left));
+    // And through the client.
+    let answer = local_api::call(&Endpoint::Unix(path.clone()), &LocalRequest::SwarmStatus).await.unwrap();
+    assert_eq!(answer, Ok(LocalAnswer::Left));
+    server.abort();
+}
+
+// ---------------------------------------------------------------- daemon lifecycle (no cluster)
+
+struct NeverStarts;
+
+#[async_trait]
+impl NodeLauncher for NeverStarts {
+    async fn has_state(&self, _node_dir: &std::path::Path) -> bool {
+        false
+    }
+    async fn start(
+        &self,
+        _node_dir: &std::path::Path,
+        _settings: &NodeSettings,
+        _tracer: Arc<dyn TraceSink>,
+        _bootstrap: Bootstrap,
+    ) -> Result<Arc<dyn RunningNode>, String> {
+        Err("cannot join the swarm at 127.0.0.1:1: connection refused".into())
+    }
+}
+
+#[tokio::test]
+async fn inactive_daemon_refuses_like_docker() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Arc::new(Daemon::new(dir.path(), "host-1".into(), Arc::new(NeverStarts)).unwrap());
+    daemon.resume().await;
+    let status = daemon.handle(LocalRequest::SwarmStatus).await;
+    assert!(matches!(status, Ok(LocalAnswer::Status(ref s)) if s.state == "inactive"), "{status:?}");
+    let control = daemon.handle(LocalRequest::Control { request: Box::new(ControlRequest::NodeList) }).await;
+    assert_eq!(
+        control.unwrap_err().to_string(),
+        "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect this node \
+         to swarm and try again."
+    );
+    let leave = daemon.handle(LocalRequest::SwarmLeave { force: false }).await;
+    assert_eq!(leave.unwrap_err().to_string(), "This node is not part of a swarm");
+    let join = daemon
+        .handle(LocalRequest::SwarmJoin(local_api::JoinRequest {
+            remote_addr: "127.0.0.1:1".into(),
+            token: "SWMTKN-1-x".into(),
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            availability: Availability::Active,
+        }))
+        .await;
+    assert!(join.unwrap_err().to_string().contains("connection refused"));
+    // A failed join leaves the daemon inactive, with no state to resume.
+    let status = daemon.handle(LocalRequest::SwarmStatus).await;
+    assert!(matches!(status, Ok(LocalAnswer::Status(ref s)) if s.state == "inactive"), "{status:?}");
+    assert!(!dir.path().join("daemon.json").exists());
+    assert!(dir.path().join("events.jsonl").exists());
+}
+
+#[test]
+fn listen_and_advertise_addresses() {
+    use shoal::daemon::{advertise_addr, listen_addr};
+    assert_eq!(listen_addr("").unwrap(), "0.0.0.0:2377");
+    assert_eq!(listen_addr("127.0.0.2").unwrap(), "127.0.0.2:2377");
+    assert!(listen_addr("eth0:x").is_err());
+    assert_eq!(advertise_addr("127.0.0.2", "0.0.0.0:2377", None).unwrap(), "127.0.0.2:2377");
+    assert_eq!(advertise_addr("", "127.0.0.3:4000", None).unwrap(), "127.0.0.3:4000");
+    assert_eq!(
+        advertise_addr("0.0.0.0", "0.0.0.0:2377", None).unwrap_err(),
+        "advertise address must be a non-zero IP address or network interface (with optional port number)"
+    );
+    // From an unspecified listen address, the address this host would use towards the manager.
+    assert_eq!(advertise_addr("", "0.0.0.0:2377", Some("127.0.0.5:2377")).unwrap(), "127.0.0.1:2377");
+}
+
+#[test]
+fn listing_without_rows_prints_the_header() {
+    let listing = Listing {
+        default_format: "table {{.ID}}\t{{.Name}}",
+        headers: &[("ID", "ID"), ("Name", "NAME")],
+        rows: vec![],
+        indented: vec![],
+    };
+    assert_eq!(listing.render(None, false).unwrap(), "ID        NAME\n");
+}
