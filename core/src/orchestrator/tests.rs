@@ -565,3 +565,99 @@ fn observed_states_only_move_forward_under_churn() {
         now += 3_000;
     }
 }
+
+mod leader_loop {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{propose_with_retry, LocalProposer, Proposer, Store};
+    use crate::trace::{TraceEvent, TraceSink, Tracer};
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<TraceEvent>>);
+    impl TraceSink for Collect {
+        fn record(&self, event: TraceEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    async fn wait_for(store: &Store, what: &str, mut cond: impl FnMut(&StoreState) -> bool) {
+        let deadline = crate::env::timeout(Duration::from_secs(10), async {
+            loop {
+                if store.view(&mut cond) {
+                    return;
+                }
+                crate::env::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        deadline.await.unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+    }
+
+    /// A worker's report, retried if the controllers wrote the task first.
+    async fn report(store: &Store, proposer: &dyn Proposer, task_id: &str, to: TaskState) {
+        let now = crate::env::runtime::unix_millis();
+        propose_with_retry(store, proposer, 10, |s| {
+            let mut t = s.tasks[task_id].clone();
+            t.status.state = to;
+            t.status.timestamp_ms = now;
+            Ok(vec![Action::Update(Object::Task(t))])
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn leader_loop_places_tasks_and_replaces_a_failed_one() {
+        let store = Store::new();
+        let proposer: Arc<dyn Proposer> = Arc::new(LocalProposer::new(store.clone()));
+        let mut web = service("web", 2);
+        web.spec.task.restart_policy.delay_ms = 50; // a quick crash: replaced after the (short) delay
+        proposer
+            .propose(vec![
+                Action::Create(Object::Node(node("n1"))),
+                Action::Create(Object::Node(node("n2"))),
+                Action::Create(Object::Service(web)),
+            ])
+            .await
+            .unwrap();
+        let sink = Arc::new(Collect::default());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let handle = tokio::spawn(run_leader_controllers(
+            store.clone(),
+            proposer.clone(),
+            Tracer::new("manager-1", sink.clone()),
+            stop_rx,
+        ));
+
+        wait_for(&store, "two assigned tasks", |s| {
+            s.tasks.values().filter(|t| t.status.state == TaskState::Assigned).count() == 2
+        })
+        .await;
+        let ids: Vec<String> = store.view(|s| s.tasks.keys().cloned().collect());
+        for id in &ids {
+            report(&store, proposer.as_ref(), id, TaskState::Running).await;
+        }
+        // Worker: one task crashes.
+        report(&store, proposer.as_ref(), &ids[0], TaskState::Failed).await;
+        let slot = store.view(|s| s.tasks[&ids[0]].slot);
+        wait_for(&store, "a replacement in the failed task's slot", |s| {
+            s.tasks.values().any(|t| t.slot == slot && t.id != ids[0] && t.status.state == TaskState::Assigned)
+        })
+        .await;
+        store.view(|s| {
+            assert_eq!(s.tasks[&ids[0]].desired_state, TaskState::Shutdown);
+            let new = s.tasks.values().find(|t| t.slot == slot && t.id != ids[0]).unwrap();
+            assert_eq!(new.restart_streak, 1);
+            assert!(new.not_before_ms > 0);
+        });
+
+        stop_tx.send(true).unwrap();
+        crate::env::timeout(Duration::from_secs(5), handle).await.expect("the loop stops").unwrap();
+        let kinds: Vec<String> = sink.0.lock().unwrap().iter().map(|e| e.kind.clone()).collect();
+        for kind in ["orchestrator.start", "task.created", "task.scheduled", "task.desired", "orchestrator.stop"] {
+            assert!(kinds.iter().any(|k| k == kind), "{kind} traced: {kinds:?}");
+        }
+        assert_eq!(kinds.iter().filter(|k| *k == "task.created").count(), 3);
+    }
+}
