@@ -19,9 +19,7 @@ use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{
-    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
-};
+use openraft::{Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
 use serde::{Deserialize, Serialize};
 
 use super::{storage_err, RaftId, TypeConfig};
@@ -74,7 +72,7 @@ impl Replayed {
             }
             Record::PurgeUpto(log_id) => {
                 self.entries = self.entries.split_off(&(log_id.index + 1));
-                if self.last_purged.map_or(true, |p| p.index < log_id.index) {
+                if self.last_purged.is_none_or(|p| p.index < log_id.index) {
                     self.last_purged = Some(log_id);
                 }
             }
@@ -182,9 +180,7 @@ pub struct LogStore {
 
 impl std::fmt::Debug for LogStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogStore")
-            .field("torn_bytes", &self.torn_bytes)
-            .finish_non_exhaustive()
+        f.debug_struct("LogStore").field("torn_bytes", &self.torn_bytes).finish_non_exhaustive()
     }
 }
 
@@ -199,44 +195,23 @@ fn vote_err(verb: ErrorVerb, err: impl std::fmt::Display) -> StorageError<RaftId
 impl LogStore {
     /// Opens the log on `disk`: replays the record file (cutting off a torn tail) and reads the vote.
     pub async fn open(disk: Arc<dyn Disk>) -> Result<LogStore, StorageError<RaftId>> {
-        let bytes = disk
-            .read(LOG_FILE)
-            .await
-            .map_err(|e| log_err(ErrorVerb::Read, e))?
-            .unwrap_or_default();
+        let bytes = disk.read(LOG_FILE).await.map_err(|e| log_err(ErrorVerb::Read, e))?.unwrap_or_default();
         let replayed = replay(&bytes);
         if replayed.torn_bytes > 0 {
             // Later appends must follow the last good record, or the next replay would stop at the
             // garbage before them and lose them.
-            disk.write_atomic(LOG_FILE, &bytes[..replayed.good_len])
-                .await
-                .map_err(|e| log_err(ErrorVerb::Write, e))?;
+            disk.write_atomic(LOG_FILE, &bytes[..replayed.good_len]).await.map_err(|e| log_err(ErrorVerb::Write, e))?;
         }
-        let vote = match disk
-            .read(VOTE_FILE)
-            .await
-            .map_err(|e| vote_err(ErrorVerb::Read, e))?
-        {
+        let vote = match disk.read(VOTE_FILE).await.map_err(|e| vote_err(ErrorVerb::Read, e))? {
             None => None,
             // write_atomic never leaves a partial file, so a garbled vote is real corruption: refuse
             // to start rather than vote twice in a term.
-            Some(bytes) => {
-                Some(serde_json::from_slice(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?)
-            }
+            Some(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| vote_err(ErrorVerb::Read, e))?),
         };
         let committed = replayed.checked_committed();
         let torn_bytes = replayed.torn_bytes;
-        let inner = LogInner {
-            entries: replayed.entries,
-            last_purged: replayed.last_purged,
-            committed,
-            vote,
-        };
-        Ok(LogStore {
-            disk,
-            inner: Arc::new(Mutex::new(inner)),
-            torn_bytes,
-        })
+        let inner = LogInner { entries: replayed.entries, last_purged: replayed.last_purged, committed, vote };
+        Ok(LogStore { disk, inner: Arc::new(Mutex::new(inner)), torn_bytes })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
@@ -251,39 +226,21 @@ impl LogStore {
     /// The last purged log id and the last log id.
     pub fn bounds(&self) -> (Option<LogId<RaftId>>, Option<LogId<RaftId>>) {
         let inner = self.lock();
-        (
-            inner.last_purged,
-            inner
-                .entries
-                .values()
-                .next_back()
-                .map(|e| e.log_id)
-                .or(inner.last_purged),
-        )
+        (inner.last_purged, inner.entries.values().next_back().map(|e| e.log_id).or(inner.last_purged))
     }
 
     pub fn vote(&self) -> Option<Vote<RaftId>> {
         self.lock().vote
     }
 
-    async fn append_records(
-        &self,
-        records: &[Record],
-        sync: bool,
-    ) -> Result<(), StorageError<RaftId>> {
+    async fn append_records(&self, records: &[Record], sync: bool) -> Result<(), StorageError<RaftId>> {
         let mut bytes = Vec::new();
         for record in records {
             bytes.extend_from_slice(&encode_record(record));
         }
-        self.disk
-            .append(LOG_FILE, &bytes)
-            .await
-            .map_err(|e| log_err(ErrorVerb::Write, e))?;
+        self.disk.append(LOG_FILE, &bytes).await.map_err(|e| log_err(ErrorVerb::Write, e))?;
         if sync {
-            self.disk
-                .sync(LOG_FILE)
-                .await
-                .map_err(|e| log_err(ErrorVerb::Write, e))?;
+            self.disk.sync(LOG_FILE).await.map_err(|e| log_err(ErrorVerb::Write, e))?;
         }
         Ok(())
     }
@@ -305,10 +262,7 @@ impl LogStore {
             }
             bytes
         };
-        self.disk
-            .write_atomic(LOG_FILE, &bytes)
-            .await
-            .map_err(|e| log_err(ErrorVerb::Write, e))
+        self.disk.write_atomic(LOG_FILE, &bytes).await.map_err(|e| log_err(ErrorVerb::Write, e))
     }
 
     /// Replaces the whole raft state on the disk: a log holding only `purged` (and `committed`),
@@ -326,20 +280,13 @@ impl LogStore {
         if committed.is_some() {
             bytes.extend_from_slice(&encode_record(&Record::Committed(committed)));
         }
-        disk.write_atomic(LOG_FILE, &bytes)
-            .await
-            .map_err(|e| log_err(ErrorVerb::Write, e))?;
+        disk.write_atomic(LOG_FILE, &bytes).await.map_err(|e| log_err(ErrorVerb::Write, e))?;
         match vote {
             Some(vote) => {
                 let bytes = serde_json::to_vec(&vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-                disk.write_atomic(VOTE_FILE, &bytes)
-                    .await
-                    .map_err(|e| vote_err(ErrorVerb::Write, e))
+                disk.write_atomic(VOTE_FILE, &bytes).await.map_err(|e| vote_err(ErrorVerb::Write, e))
             }
-            None => disk
-                .remove(VOTE_FILE)
-                .await
-                .map_err(|e| vote_err(ErrorVerb::Write, e)),
+            None => disk.remove(VOTE_FILE).await.map_err(|e| vote_err(ErrorVerb::Write, e)),
         }
     }
 }
@@ -349,12 +296,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StorageError<RaftId>> {
-        Ok(self
-            .lock()
-            .entries
-            .range(range)
-            .map(|(_, e)| e.clone())
-            .collect())
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
@@ -363,10 +305,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<RaftId>> {
         let (last_purged_log_id, last_log_id) = self.bounds();
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
-        })
+        Ok(LogState { last_purged_log_id, last_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -375,10 +314,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<RaftId>) -> Result<(), StorageError<RaftId>> {
         let bytes = serde_json::to_vec(vote).map_err(|e| vote_err(ErrorVerb::Write, e))?;
-        self.disk
-            .write_atomic(VOTE_FILE, &bytes)
-            .await
-            .map_err(|e| vote_err(ErrorVerb::Write, e))?;
+        self.disk.write_atomic(VOTE_FILE, &bytes).await.map_err(|e| vote_err(ErrorVerb::Write, e))?;
         self.lock().vote = Some(*vote);
         Ok(())
     }
@@ -387,12 +323,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().vote)
     }
 
-    async fn save_committed(
-        &mut self,
-        committed: Option<LogId<RaftId>>,
-    ) -> Result<(), StorageError<RaftId>> {
-        self.append_records(&[Record::Committed(committed)], false)
-            .await?;
+    async fn save_committed(&mut self, committed: Option<LogId<RaftId>>) -> Result<(), StorageError<RaftId>> {
+        self.append_records(&[Record::Committed(committed)], false).await?;
         self.lock().committed = committed;
         Ok(())
     }
@@ -401,11 +333,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().committed)
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<RaftId>>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<RaftId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -434,15 +362,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<RaftId>) -> Result<(), StorageError<RaftId>> {
         self.lock().entries.split_off(&log_id.index);
         // Synced: a crash must not resurrect the conflicting suffix under a newer vote.
-        self.append_records(&[Record::TruncateSince(log_id.index)], true)
-            .await
+        self.append_records(&[Record::TruncateSince(log_id.index)], true).await
     }
 
     async fn purge(&mut self, log_id: LogId<RaftId>) -> Result<(), StorageError<RaftId>> {
         {
             let mut inner = self.lock();
             inner.entries = inner.entries.split_off(&(log_id.index + 1));
-            if inner.last_purged.map_or(true, |p| p.index < log_id.index) {
+            if inner.last_purged.is_none_or(|p| p.index < log_id.index) {
                 inner.last_purged = Some(log_id);
             }
         }

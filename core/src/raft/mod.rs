@@ -98,6 +98,7 @@ impl Default for RaftConfig {
 
 impl RaftConfig {
     /// openraft's config for these settings.
+    #[allow(clippy::result_large_err)] // openraft's own error type, returned once at start-up
     pub fn openraft(&self) -> Result<openraft::Config, openraft::ConfigError> {
         openraft::Config {
             cluster_name: "shoal".into(),

@@ -10,13 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
-};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
@@ -52,9 +50,7 @@ pub enum RaftRequest {
 pub enum RaftResponse {
     Append(Result<AppendEntriesResponse<RaftId>, RaftError<RaftId>>),
     Vote(Result<VoteResponse<RaftId>, RaftError<RaftId>>),
-    InstallSnapshot(
-        Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>,
-    ),
+    InstallSnapshot(Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>),
     Propose(Result<u64, ProposeError>),
     Membership(Result<(), ReplicaError>),
 }
@@ -68,10 +64,7 @@ pub struct PeerActivity {
 
 impl PeerActivity {
     fn record(&self, peer: RaftId) {
-        self.last_ok
-            .lock()
-            .expect("peer activity lock")
-            .insert(peer, crate::env::now());
+        self.last_ok.lock().expect("peer activity lock").insert(peer, crate::env::now());
     }
 
     /// Did `peer` answer within `window`?
@@ -115,35 +108,21 @@ pub struct NetworkClient {
 
 fn to_rpc_error<E: std::error::Error>(err: CallError) -> RPCError<RaftId, BasicNode, E> {
     match err {
-        CallError::Transport(
-            TransportError::Unreachable { .. } | TransportError::Refused { .. },
-        ) => RPCError::Unreachable(Unreachable::new(&err)),
+        CallError::Transport(TransportError::Unreachable { .. } | TransportError::Refused { .. }) => {
+            RPCError::Unreachable(Unreachable::new(&err))
+        }
         other => RPCError::Network(NetworkError::new(&other)),
     }
 }
 
 fn unexpected<E: std::error::Error>(addr: &str) -> RPCError<RaftId, BasicNode, E> {
-    let err = CallError::BadReply {
-        addr: addr.to_string(),
-        reason: "reply of another kind".into(),
-    };
+    let err = CallError::BadReply { addr: addr.to_string(), reason: "reply of another kind".into() };
     RPCError::Network(NetworkError::new(&err))
 }
 
 impl NetworkClient {
-    async fn call(
-        &self,
-        request: RaftRequest,
-        deadline: Duration,
-    ) -> Result<RaftResponse, CallError> {
-        let reply = rpc::call(
-            self.transport.as_ref(),
-            &self.addr,
-            Channel::Raft,
-            &request,
-            deadline,
-        )
-        .await;
+    async fn call(&self, request: RaftRequest, deadline: Duration) -> Result<RaftResponse, CallError> {
+        let reply = rpc::call(self.transport.as_ref(), &self.addr, Channel::Raft, &request, deadline).await;
         if reply.is_ok() {
             self.activity.record(self.target);
         }
@@ -157,15 +136,9 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
-        match self
-            .call(RaftRequest::Append(rpc), option.hard_ttl())
-            .await
-            .map_err(to_rpc_error)?
-        {
+        match self.call(RaftRequest::Append(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::Append(Ok(reply)) => Ok(reply),
-            RaftResponse::Append(Err(err)) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, err)))
-            }
+            RaftResponse::Append(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
             _ => Err(unexpected(&self.addr)),
         }
     }
@@ -174,19 +147,11 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<RaftId>,
-        RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>,
-    > {
-        match self
-            .call(RaftRequest::InstallSnapshot(rpc), option.hard_ttl())
-            .await
-            .map_err(to_rpc_error)?
-        {
+    ) -> Result<InstallSnapshotResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>>
+    {
+        match self.call(RaftRequest::InstallSnapshot(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::InstallSnapshot(Ok(reply)) => Ok(reply),
-            RaftResponse::InstallSnapshot(Err(err)) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, err)))
-            }
+            RaftResponse::InstallSnapshot(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
             _ => Err(unexpected(&self.addr)),
         }
     }
@@ -196,15 +161,9 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         rpc: VoteRequest<RaftId>,
         option: RPCOption,
     ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
-        match self
-            .call(RaftRequest::Vote(rpc), option.hard_ttl())
-            .await
-            .map_err(to_rpc_error)?
-        {
+        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::Vote(Ok(reply)) => Ok(reply),
-            RaftResponse::Vote(Err(err)) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, err)))
-            }
+            RaftResponse::Vote(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
             _ => Err(unexpected(&self.addr)),
         }
     }
@@ -226,12 +185,8 @@ impl rpc::Service for RaftService {
         match request {
             RaftRequest::Append(req) => RaftResponse::Append(raft.append_entries(req).await),
             RaftRequest::Vote(req) => RaftResponse::Vote(raft.vote(req).await),
-            RaftRequest::InstallSnapshot(req) => {
-                RaftResponse::InstallSnapshot(raft.install_snapshot(req).await)
-            }
-            RaftRequest::Propose { actions } => {
-                RaftResponse::Propose(self.replica.propose_as_leader(actions).await)
-            }
+            RaftRequest::InstallSnapshot(req) => RaftResponse::InstallSnapshot(raft.install_snapshot(req).await),
+            RaftRequest::Propose { actions } => RaftResponse::Propose(self.replica.propose_as_leader(actions).await),
             RaftRequest::AddManager { raft_id, addr } => {
                 RaftResponse::Membership(self.replica.add_manager_as_leader(raft_id, addr).await)
             }

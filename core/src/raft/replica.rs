@@ -17,8 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{
-    BasicNode, ChangeMembers, CommittedLeaderId, LogId, Membership, RaftMetrics, ServerState,
-    StoredMembership, Vote,
+    BasicNode, ChangeMembers, CommittedLeaderId, LogId, Membership, RaftMetrics, ServerState, StoredMembership, Vote,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -29,9 +28,7 @@ use super::state_machine::{replay_entry, SmHandle, SnapshotBody, SnapshotFile, S
 use super::{RaftConfig, RaftId, ShoalRaft};
 use crate::env::{runtime, Instant, NodeEnv, Transport};
 use crate::rpc::{self, CallError, Channel, Router};
-use crate::store::{
-    Action, Proposal, ProposeError, Proposer, Store, StoreState, LOST_QUORUM_MESSAGE,
-};
+use crate::store::{Action, Proposal, ProposeError, Proposer, Store, StoreState, LOST_QUORUM_MESSAGE};
 use crate::trace::Tracer;
 
 /// Why a replica operation failed. Messages for membership refusals are Swarm's.
@@ -92,10 +89,7 @@ pub struct ReplicaStatus {
 impl ReplicaStatus {
     fn from_metrics(m: &RaftMetrics<RaftId, BasicNode>) -> Self {
         let membership = m.membership_config.membership();
-        let members: BTreeMap<RaftId, String> = membership
-            .nodes()
-            .map(|(id, n)| (*id, n.addr.clone()))
-            .collect();
+        let members: BTreeMap<RaftId, String> = membership.nodes().map(|(id, n)| (*id, n.addr.clone())).collect();
         let role = match m.state {
             ServerState::Leader => Role::Leader,
             ServerState::Follower => Role::Follower,
@@ -103,9 +97,7 @@ impl ReplicaStatus {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let leader = m
-            .current_leader
-            .map(|id| (id, members.get(&id).cloned().unwrap_or_default()));
+        let leader = m.current_leader.map(|id| (id, members.get(&id).cloned().unwrap_or_default()));
         ReplicaStatus {
             raft_id: m.id,
             term: m.current_term,
@@ -141,10 +133,7 @@ pub struct Replica {
 
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replica")
-            .field("raft_id", &self.inner.raft_id)
-            .field("addr", &self.inner.addr)
-            .finish()
+        f.debug_struct("Replica").field("raft_id", &self.inner.raft_id).field("addr", &self.inner.addr).finish()
     }
 }
 
@@ -163,30 +152,16 @@ impl rpc::Service for WeakService {
 
     async fn call(&self, peer: crate::env::transport::Peer, request: RaftRequest) -> RaftResponse {
         match self.0.upgrade() {
-            Some(inner) => {
-                RaftService {
-                    replica: Replica { inner },
-                }
-                .call(peer, request)
-                .await
-            }
+            Some(inner) => RaftService { replica: Replica { inner } }.call(peer, request).await,
             None => {
                 let gone = ReplicaError::Shutdown("raft stopped".into());
                 match request {
-                    RaftRequest::Propose { .. } => {
-                        RaftResponse::Propose(Err(ProposeError::Shutdown(gone.to_string())))
-                    }
-                    RaftRequest::Append(_)
-                    | RaftRequest::Vote(_)
-                    | RaftRequest::InstallSnapshot(_) => {
+                    RaftRequest::Propose { .. } => RaftResponse::Propose(Err(ProposeError::Shutdown(gone.to_string()))),
+                    RaftRequest::Append(_) | RaftRequest::Vote(_) | RaftRequest::InstallSnapshot(_) => {
                         let fatal = openraft::error::Fatal::Stopped;
                         match request {
-                            RaftRequest::Append(_) => {
-                                RaftResponse::Append(Err(RaftError::Fatal(fatal)))
-                            }
-                            RaftRequest::Vote(_) => {
-                                RaftResponse::Vote(Err(RaftError::Fatal(fatal)))
-                            }
+                            RaftRequest::Append(_) => RaftResponse::Append(Err(RaftError::Fatal(fatal))),
+                            RaftRequest::Vote(_) => RaftResponse::Vote(Err(RaftError::Fatal(fatal))),
                             _ => RaftResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
                         }
                     }
@@ -209,29 +184,16 @@ impl Replica {
         store: Store,
         router: Router,
     ) -> Result<Replica, ReplicaError> {
-        let openraft_config = config
-            .openraft()
-            .map_err(|e| ReplicaError::Config(e.to_string()))?;
+        let openraft_config = config.openraft().map_err(|e| ReplicaError::Config(e.to_string()))?;
         let log = LogStore::open(env.disk.clone()).await.map_err(storage)?;
         let torn_bytes = log.torn_bytes;
         let (purged, last) = log.bounds();
-        let sm = StateMachine::open(env.disk.clone(), store.clone())
-            .await
-            .map_err(storage)?;
+        let sm = StateMachine::open(env.disk.clone(), store.clone()).await.map_err(storage)?;
         let activity = PeerActivity::default();
-        let network = NetworkFactory {
-            transport: env.transport.clone(),
-            activity: activity.clone(),
-        };
-        let raft = ShoalRaft::new(
-            raft_id,
-            Arc::new(openraft_config),
-            network,
-            log,
-            SmHandle::new(sm),
-        )
-        .await
-        .map_err(|e| ReplicaError::Storage(e.to_string()))?;
+        let network = NetworkFactory { transport: env.transport.clone(), activity: activity.clone() };
+        let raft = ShoalRaft::new(raft_id, Arc::new(openraft_config), network, log, SmHandle::new(sm))
+            .await
+            .map_err(|e| ReplicaError::Storage(e.to_string()))?;
 
         let metrics = raft.metrics();
         let (status_tx, status_rx) = watch::channel(ReplicaStatus::from_metrics(&metrics.borrow()));
@@ -289,15 +251,10 @@ impl Replica {
         let members = BTreeMap::from([(self.inner.raft_id, BasicNode::new(&self.inner.addr))]);
         match self.inner.raft.initialize(members).await {
             Ok(()) => {
-                self.inner.tracer.emit(
-                    "raft.initialize",
-                    serde_json::json!({ "raft_id": self.inner.raft_id }),
-                );
+                self.inner.tracer.emit("raft.initialize", serde_json::json!({ "raft_id": self.inner.raft_id }));
                 Ok(())
             }
-            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
-                Err(ReplicaError::AlreadyInitialized)
-            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(ReplicaError::AlreadyInitialized),
             Err(err) => Err(ReplicaError::Membership(err.to_string())),
         }
     }
@@ -324,12 +281,7 @@ impl Replica {
     /// Has a leader heard from a quorum recently enough to still believe it leads?
     fn quorum_stale(&self) -> bool {
         let limit = self.inner.config.election_timeout_max_ms;
-        self.inner
-            .raft
-            .metrics()
-            .borrow()
-            .millis_since_quorum_ack
-            .is_some_and(|ms| ms > limit)
+        self.inner.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms > limit)
     }
 
     /// If the quorum looks lost, give it a few heartbeats to answer again (peers that just came
@@ -338,8 +290,7 @@ impl Replica {
         if !self.quorum_stale() {
             return true;
         }
-        let grace = Duration::from_millis(self.inner.config.heartbeat_interval_ms * 4)
-            .max(Duration::from_millis(750));
+        let grace = Duration::from_millis(self.inner.config.heartbeat_interval_ms * 4).max(Duration::from_millis(750));
         let deadline = runtime::now() + grace;
         let mut metrics = self.inner.raft.metrics();
         while runtime::now() < deadline {
@@ -362,14 +313,12 @@ impl Replica {
         let wait = Duration::from_millis(self.inner.config.propose_timeout_ms);
         match runtime::timeout(wait, self.inner.raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
-                f,
-            )))) => Err(ProposeError::NotLeader {
-                leader_addr: f.leader_node.map(|n| n.addr),
-            }),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(
-                _,
-            )))) => Err(ProposeError::NoLeader),
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(ProposeError::NotLeader { leader_addr: f.leader_node.map(|n| n.addr) })
+            }
+            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Err(ProposeError::NoLeader)
+            }
             Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Shutdown(fatal.to_string())),
             Err(_) => Err(ProposeError::NoLeader),
         }
@@ -378,25 +327,18 @@ impl Replica {
     /// Commit `actions` as the leader, stamped with the leader's clock.
     pub async fn propose_as_leader(&self, actions: Vec<Action>) -> Result<u64, ProposeError> {
         if !self.is_leader() {
-            return Err(ProposeError::NotLeader {
-                leader_addr: self.leader().map(|(_, addr)| addr),
-            });
+            return Err(ProposeError::NotLeader { leader_addr: self.leader().map(|(_, addr)| addr) });
         }
         if !self.wait_quorum().await {
             // A leader cut off from its quorum cannot commit; say so now instead of at the deadline.
             return Err(ProposeError::NoLeader);
         }
-        let proposal = Proposal {
-            actions,
-            stamp_ms: runtime::unix_millis(),
-        };
+        let proposal = Proposal { actions, stamp_ms: runtime::unix_millis() };
         let wait = Duration::from_millis(self.inner.config.propose_timeout_ms);
         match runtime::timeout(wait, self.inner.raft.client_write(proposal)).await {
             Ok(Ok(reply)) => reply.data.map_err(ProposeError::Rejected),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader {
-                    leader_addr: f.leader_node.map(|n| n.addr),
-                })
+                Err(ProposeError::NotLeader { leader_addr: f.leader_node.map(|n| n.addr) })
             }
             Ok(Err(RaftError::APIError(err))) => Err(ProposeError::Unknown(err.to_string())),
             Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Shutdown(fatal.to_string())),
@@ -404,19 +346,13 @@ impl Replica {
             // error; the entry is then uncommitted, and is committed later only if this leader
             // regains its quorum first (a caller must treat NoLeader as "not acknowledged").
             Err(_) if self.quorum_stale() || !self.is_leader() => Err(ProposeError::NoLeader),
-            Err(_) => Err(ProposeError::Unknown(
-                "the commit did not finish in time".into(),
-            )),
+            Err(_) => Err(ProposeError::Unknown("the commit did not finish in time".into())),
         }
     }
 
     /// Send `request` to the leader, waiting (until `deadline`) for one to be known. `Ok(None)`:
     /// this replica is the leader itself, handle it locally.
-    async fn to_leader(
-        &self,
-        request: &RaftRequest,
-        deadline: Instant,
-    ) -> Result<Option<RaftResponse>, Forward> {
+    async fn to_leader(&self, request: &RaftRequest, deadline: Instant) -> Result<Option<RaftResponse>, Forward> {
         let mut status = self.inner.status.clone();
         loop {
             let current = status.borrow_and_update().clone();
@@ -432,31 +368,21 @@ impl Replica {
                     let wait = deadline
                         .saturating_duration_since(now)
                         .min(Duration::from_millis(self.inner.config.forward_timeout_ms));
-                    let reply: Result<RaftResponse, CallError> = rpc::call(
-                        self.inner.transport.as_ref(),
-                        &addr,
-                        Channel::Raft,
-                        request,
-                        wait,
-                    )
-                    .await;
+                    let reply: Result<RaftResponse, CallError> =
+                        rpc::call(self.inner.transport.as_ref(), &addr, Channel::Raft, request, wait).await;
                     match reply {
                         Ok(reply) if !not_leader(&reply) => return Ok(Some(reply)),
                         // It stepped down before it saw the request: nothing was done, try again.
                         Ok(_) => runtime::sleep(Duration::from_millis(50)).await,
                         // Refused: the request never reached it; wait for a new leader and retry.
-                        Err(CallError::Transport(crate::env::TransportError::Unreachable {
-                            ..
-                        })) => runtime::sleep(Duration::from_millis(50)).await,
+                        Err(CallError::Transport(crate::env::TransportError::Unreachable { .. })) => {
+                            runtime::sleep(Duration::from_millis(50)).await
+                        }
                         // Silence: the leader may have acted on it, so retrying could apply it
                         // twice. If we have lost that leader meanwhile, report no leader.
                         Err(err) => {
                             let still = self.leader().is_some_and(|(id, _)| id == leader);
-                            return Err(if still {
-                                Forward::Unknown(err.to_string())
-                            } else {
-                                Forward::NoLeader
-                            });
+                            return Err(if still { Forward::Unknown(err.to_string()) } else { Forward::NoLeader });
                         }
                     }
                 }
@@ -470,24 +396,15 @@ impl Replica {
 
     /// Add a manager: as a learner first (it catches up without counting for quorum), then as a
     /// voter. Idempotent: an existing voter is left as it is. Runs on the leader (forwarded).
-    pub async fn add_manager(
-        &self,
-        raft_id: RaftId,
-        addr: impl Into<String>,
-    ) -> Result<(), ReplicaError> {
+    pub async fn add_manager(&self, raft_id: RaftId, addr: impl Into<String>) -> Result<(), ReplicaError> {
         let addr = addr.into();
         let deadline = self.propose_deadline();
-        let request = RaftRequest::AddManager {
-            raft_id,
-            addr: addr.clone(),
-        };
+        let request = RaftRequest::AddManager { raft_id, addr: addr.clone() };
         loop {
             let reply = match self.to_leader(&request, deadline).await {
                 Ok(None) => self.add_manager_as_leader(raft_id, addr.clone()).await,
                 Ok(Some(RaftResponse::Membership(reply))) => reply,
-                Ok(Some(_)) => Err(ReplicaError::Membership(
-                    "unexpected reply from the leader".into(),
-                )),
+                Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
                 Err(Forward::NoLeader) => Err(ReplicaError::NoLeader),
                 Err(Forward::Unknown(err)) => Err(ReplicaError::Membership(err)),
             };
@@ -507,9 +424,7 @@ impl Replica {
             let reply = match self.to_leader(&request, deadline).await {
                 Ok(None) => self.remove_manager_as_leader(raft_id).await,
                 Ok(Some(RaftResponse::Membership(reply))) => reply,
-                Ok(Some(_)) => Err(ReplicaError::Membership(
-                    "unexpected reply from the leader".into(),
-                )),
+                Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
                 Err(Forward::NoLeader) => Err(ReplicaError::NoLeader),
                 Err(Forward::Unknown(err)) => Err(ReplicaError::Membership(err)),
             };
@@ -521,19 +436,14 @@ impl Replica {
     }
 
     fn not_leader_error(&self) -> ReplicaError {
-        ReplicaError::NotLeader {
-            leader_addr: self.leader().map(|(_, addr)| addr),
-        }
+        ReplicaError::NotLeader { leader_addr: self.leader().map(|(_, addr)| addr) }
     }
 
-    fn membership_error(
-        &self,
-        err: RaftError<RaftId, ClientWriteError<RaftId, BasicNode>>,
-    ) -> ReplicaError {
+    fn membership_error(&self, err: RaftError<RaftId, ClientWriteError<RaftId, BasicNode>>) -> ReplicaError {
         match err {
-            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ReplicaError::NotLeader {
-                leader_addr: f.leader_node.map(|n| n.addr),
-            },
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                ReplicaError::NotLeader { leader_addr: f.leader_node.map(|n| n.addr) }
+            }
             RaftError::APIError(other) => ReplicaError::Membership(other.to_string()),
             RaftError::Fatal(fatal) => ReplicaError::Shutdown(fatal.to_string()),
         }
@@ -545,11 +455,7 @@ impl Replica {
         Duration::from_millis(self.inner.config.propose_timeout_ms * 3)
     }
 
-    pub async fn add_manager_as_leader(
-        &self,
-        raft_id: RaftId,
-        addr: String,
-    ) -> Result<(), ReplicaError> {
+    pub async fn add_manager_as_leader(&self, raft_id: RaftId, addr: String) -> Result<(), ReplicaError> {
         if !self.is_leader() {
             return Err(self.not_leader_error());
         }
@@ -565,23 +471,13 @@ impl Replica {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => return Err(self.membership_error(err)),
             Err(_) => {
-                return Err(ReplicaError::Membership(format!(
-                    "manager {raft_id} at {addr} did not catch up in time"
-                )))
+                return Err(ReplicaError::Membership(format!("manager {raft_id} at {addr} did not catch up in time")))
             }
         }
         let voters = BTreeSet::from([raft_id]);
-        match runtime::timeout(
-            wait,
-            raft.change_membership(ChangeMembers::AddVoterIds(voters), false),
-        )
-        .await
-        {
+        match runtime::timeout(wait, raft.change_membership(ChangeMembers::AddVoterIds(voters), false)).await {
             Ok(Ok(_)) => {
-                self.inner.tracer.emit(
-                    "raft.add_manager",
-                    serde_json::json!({ "raft_id": raft_id, "addr": addr }),
-                );
+                self.inner.tracer.emit("raft.add_manager", serde_json::json!({ "raft_id": raft_id, "addr": addr }));
                 Ok(())
             }
             Ok(Err(err)) => Err(self.membership_error(err)),
@@ -610,9 +506,7 @@ impl Replica {
                 .voters
                 .iter()
                 .filter(|id| **id != raft_id)
-                .filter(|id| {
-                    **id == self.inner.raft_id || self.inner.activity.is_active(**id, window)
-                })
+                .filter(|id| **id == self.inner.raft_id || self.inner.activity.is_active(**id, window))
                 .count();
             let quorum = (status.voters.len() - 1) / 2 + 1;
             if reachable < quorum {
@@ -632,21 +526,14 @@ impl Replica {
                 Err(_) => return Err(ReplicaError::NoLeader),
             }
         }
-        self.inner.tracer.emit(
-            "raft.remove_manager",
-            serde_json::json!({ "raft_id": raft_id }),
-        );
+        self.inner.tracer.emit("raft.remove_manager", serde_json::json!({ "raft_id": raft_id }));
         Ok(())
     }
 
     /// Stop raft and stop serving raft requests. The disk keeps the state for a later start.
     pub async fn shutdown(&self) -> Result<(), ReplicaError> {
         self.inner.router.unregister(Channel::Raft);
-        self.inner
-            .raft
-            .shutdown()
-            .await
-            .map_err(|e| ReplicaError::Shutdown(e.to_string()))
+        self.inner.raft.shutdown().await.map_err(|e| ReplicaError::Shutdown(e.to_string()))
     }
 }
 
@@ -667,16 +554,12 @@ fn not_leader(reply: &RaftResponse) -> bool {
 impl Proposer for Replica {
     async fn propose(&self, actions: Vec<Action>) -> Result<u64, ProposeError> {
         let deadline = self.propose_deadline();
-        let request = RaftRequest::Propose {
-            actions: actions.clone(),
-        };
+        let request = RaftRequest::Propose { actions: actions.clone() };
         loop {
             let reply = match self.to_leader(&request, deadline).await {
                 Ok(None) => self.propose_as_leader(actions.clone()).await,
                 Ok(Some(RaftResponse::Propose(reply))) => reply,
-                Ok(Some(_)) => Err(ProposeError::Unknown(
-                    "unexpected reply from the leader".into(),
-                )),
+                Ok(Some(_)) => Err(ProposeError::Unknown("unexpected reply from the leader".into())),
                 Err(Forward::NoLeader) => Err(ProposeError::NoLeader),
                 Err(Forward::Unknown(err)) => Err(ProposeError::Unknown(err)),
             };
@@ -774,10 +657,8 @@ pub async fn force_new_cluster(
     // our own, so no old member's entry at that index can be confused with it.
     let index = last.map(|l| l.index).unwrap_or(0);
     let point = LogId::new(CommittedLeaderId::new(term, raft_id), index);
-    let membership = Membership::new(
-        vec![BTreeSet::from([raft_id])],
-        BTreeMap::from([(raft_id, BasicNode::new(&env.addr))]),
-    );
+    let membership =
+        Membership::new(vec![BTreeSet::from([raft_id])], BTreeMap::from([(raft_id, BasicNode::new(&env.addr))]));
     let file = SnapshotFile {
         meta: openraft::SnapshotMeta {
             last_log_id: Some(point),
@@ -791,19 +672,8 @@ pub async fn force_new_cluster(
         },
     };
     file.save(disk.as_ref()).await.map_err(storage)?;
-    LogStore::reset(
-        disk.as_ref(),
-        Some(point),
-        Some(point),
-        Some(Vote::new(term, raft_id)),
-    )
-    .await
-    .map_err(storage)?;
-    let recovered = Recovered {
-        last_log_id: Some((term, index)),
-        store_version: state.version,
-        replayed_entries,
-    };
+    LogStore::reset(disk.as_ref(), Some(point), Some(point), Some(Vote::new(term, raft_id))).await.map_err(storage)?;
+    let recovered = Recovered { last_log_id: Some((term, index)), store_version: state.version, replayed_entries };
     env.tracer.emit(
         "raft.force_new_cluster",
         serde_json::json!({ "raft_id": raft_id, "term": term, "index": index, "store_version": state.version }),

@@ -9,8 +9,8 @@ use std::io::Cursor;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
-    RaftSnapshotBuilder, SnapshotMeta, StorageError, StoredMembership,
+    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -43,9 +43,7 @@ impl SnapshotFile {
     /// Reads the snapshot file, if any. A garbled file is an error: `write_atomic` never leaves a
     /// partial one, so it means real corruption.
     pub async fn load(disk: &dyn Disk) -> Result<Option<SnapshotFile>, StorageError<RaftId>> {
-        let err = |e: &dyn std::fmt::Display| {
-            storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e)
-        };
+        let err = |e: &dyn std::fmt::Display| storage_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, e);
         match disk.read(SNAPSHOT_FILE).await.map_err(|e| err(&e))? {
             None => Ok(None),
             Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| err(&e))?)),
@@ -54,30 +52,18 @@ impl SnapshotFile {
 
     pub async fn save(&self, disk: &dyn Disk) -> Result<(), StorageError<RaftId>> {
         let err = |e: &dyn std::fmt::Display| {
-            storage_err(
-                ErrorSubject::Snapshot(Some(self.meta.signature())),
-                ErrorVerb::Write,
-                e,
-            )
+            storage_err(ErrorSubject::Snapshot(Some(self.meta.signature())), ErrorVerb::Write, e)
         };
         let bytes = serde_json::to_vec(self).map_err(|e| err(&e))?;
-        disk.write_atomic(SNAPSHOT_FILE, &bytes)
-            .await
-            .map_err(|e| err(&e))
+        disk.write_atomic(SNAPSHOT_FILE, &bytes).await.map_err(|e| err(&e))
     }
 
+    // openraft's trait methods fix the error type; boxing it here would only unbox it at the caller.
+    #[allow(clippy::result_large_err)]
     fn to_snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<RaftId>> {
-        let bytes = serde_json::to_vec(&self.body).map_err(|e| {
-            storage_err(
-                ErrorSubject::Snapshot(Some(self.meta.signature())),
-                ErrorVerb::Read,
-                e,
-            )
-        })?;
-        Ok(Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+        let bytes = serde_json::to_vec(&self.body)
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(self.meta.signature())), ErrorVerb::Read, e))?;
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(bytes)) })
     }
 }
 
@@ -122,19 +108,14 @@ async fn save_if_newer(
 
 impl std::fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StateMachine")
-            .field("last_applied", &self.last_applied)
-            .finish_non_exhaustive()
+        f.debug_struct("StateMachine").field("last_applied", &self.last_applied).finish_non_exhaustive()
     }
 }
 
 impl StateMachine {
     /// Loads the last snapshot from `disk` into `store` (or empties the store when there is none),
     /// so that openraft can re-apply the log after it.
-    pub async fn open(
-        disk: Arc<dyn Disk>,
-        store: Store,
-    ) -> Result<StateMachine, StorageError<RaftId>> {
+    pub async fn open(disk: Arc<dyn Disk>, store: Store) -> Result<StateMachine, StorageError<RaftId>> {
         let current = SnapshotFile::load(disk.as_ref()).await?;
         let (last_applied, membership) = match &current {
             Some(file) => {
@@ -146,17 +127,8 @@ impl StateMachine {
                 (None, Membership::default())
             }
         };
-        let saved = Arc::new(tokio::sync::Mutex::new(
-            current.as_ref().and_then(|f| f.meta.last_log_id),
-        ));
-        Ok(StateMachine {
-            disk,
-            store,
-            last_applied,
-            membership,
-            current,
-            saved,
-        })
+        let saved = Arc::new(tokio::sync::Mutex::new(current.as_ref().and_then(|f| f.meta.last_log_id)));
+        Ok(StateMachine { disk, store, last_applied, membership, current, saved })
     }
 
     pub fn store(&self) -> &Store {
@@ -180,17 +152,11 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             last_log_id: last,
             last_membership: self.body.membership.clone(),
             snapshot_id: match last {
-                Some(id) => format!(
-                    "{}-{}-{}",
-                    id.leader_id.term, id.leader_id.node_id, id.index
-                ),
+                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.leader_id.node_id, id.index),
                 None => "empty".to_string(),
             },
         };
-        let file = SnapshotFile {
-            meta,
-            body: self.body.clone(),
-        };
+        let file = SnapshotFile { meta, body: self.body.clone() };
         // Durable before openraft learns of it, because it will purge the log behind it.
         save_if_newer(&self.saved, self.disk.as_ref(), &file).await?;
         let snapshot = file.to_snapshot()?;
@@ -209,10 +175,7 @@ pub struct SmHandle {
 
 impl SmHandle {
     pub fn new(sm: StateMachine) -> Self {
-        SmHandle {
-            sm,
-            built: Arc::new(std::sync::Mutex::new(None)),
-        }
+        SmHandle { sm, built: Arc::new(std::sync::Mutex::new(None)) }
     }
 
     /// Picks up a snapshot a builder finished since the last call.
@@ -232,9 +195,7 @@ impl SmHandle {
 impl RaftStateMachine<TypeConfig> for SmHandle {
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<RaftId>>, Membership), StorageError<RaftId>> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId<RaftId>>, Membership), StorageError<RaftId>> {
         Ok((self.sm.last_applied, self.sm.membership.clone()))
     }
 
@@ -273,9 +234,7 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<RaftId>> {
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<RaftId>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -285,20 +244,12 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<RaftId>> {
         let bytes = snapshot.into_inner();
-        let mut body: SnapshotBody = serde_json::from_slice(&bytes).map_err(|e| {
-            storage_err(
-                ErrorSubject::Snapshot(Some(meta.signature())),
-                ErrorVerb::Read,
-                e,
-            )
-        })?;
+        let mut body: SnapshotBody = serde_json::from_slice(&bytes)
+            .map_err(|e| storage_err(ErrorSubject::Snapshot(Some(meta.signature())), ErrorVerb::Read, e))?;
         // The meta is authoritative (it is what openraft checked against its log).
         body.last_applied = meta.last_log_id;
         body.membership = meta.last_membership.clone();
-        let file = SnapshotFile {
-            meta: meta.clone(),
-            body,
-        };
+        let file = SnapshotFile { meta: meta.clone(), body };
         save_if_newer(&self.sm.saved, self.sm.disk.as_ref(), &file).await?;
         self.sm.store.replace(file.body.state.clone());
         self.sm.last_applied = file.body.last_applied;
@@ -309,14 +260,8 @@ impl RaftStateMachine<TypeConfig> for SmHandle {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<RaftId>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<RaftId>> {
         self.collect_built();
-        self.sm
-            .current
-            .as_ref()
-            .map(SnapshotFile::to_snapshot)
-            .transpose()
+        self.sm.current.as_ref().map(SnapshotFile::to_snapshot).transpose()
     }
 }

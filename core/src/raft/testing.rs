@@ -72,13 +72,7 @@ impl Disk for MemDisk {
 
     async fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name(name)?;
-        self.with(|files| {
-            files
-                .entry(name.to_string())
-                .or_default()
-                .data
-                .extend_from_slice(data)
-        });
+        self.with(|files| files.entry(name.to_string()).or_default().data.extend_from_slice(data));
         Ok(())
     }
 
@@ -128,19 +122,12 @@ impl LocalNet {
     }
 
     pub fn transport(&self, addr: impl Into<String>) -> LocalTransport {
-        LocalTransport {
-            net: self.clone(),
-            addr: addr.into(),
-        }
+        LocalTransport { net: self.clone(), addr: addr.into() }
     }
 
     /// Drop all traffic to and from `addr` (silence, as a cut cable).
     pub fn isolate(&self, addr: &str) {
-        self.state
-            .lock()
-            .expect("local net lock")
-            .isolated
-            .insert(addr.to_string());
+        self.state.lock().expect("local net lock").isolated.insert(addr.to_string());
     }
 
     pub fn heal(&self) {
@@ -149,11 +136,7 @@ impl LocalNet {
 
     /// Stop serving `addr` (the node is down: calls are refused).
     pub fn stop(&self, addr: &str) {
-        self.state
-            .lock()
-            .expect("local net lock")
-            .handlers
-            .remove(addr);
+        self.state.lock().expect("local net lock").handlers.remove(addr);
     }
 }
 
@@ -166,47 +149,26 @@ pub struct LocalTransport {
 
 #[async_trait]
 impl Transport for LocalTransport {
-    async fn call(
-        &self,
-        to: &str,
-        request: Vec<u8>,
-        deadline: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+    async fn call(&self, to: &str, request: Vec<u8>, deadline: Duration) -> Result<Vec<u8>, TransportError> {
         let (handler, cut) = {
             let state = self.net.state.lock().expect("local net lock");
             let cut = state.isolated.contains(to) || state.isolated.contains(&self.addr);
             (state.handlers.get(to).cloned(), cut)
         };
-        let timeout = || TransportError::Timeout {
-            addr: to.to_string(),
-            timeout_ms: deadline.as_millis() as u64,
-        };
+        let timeout = || TransportError::Timeout { addr: to.to_string(), timeout_ms: deadline.as_millis() as u64 };
         if cut {
             runtime::sleep(deadline).await;
             return Err(timeout());
         }
         let Some(handler) = handler else {
-            return Err(TransportError::Unreachable {
-                addr: to.to_string(),
-                reason: "connection refused".into(),
-            });
+            return Err(TransportError::Unreachable { addr: to.to_string(), reason: "connection refused".into() });
         };
-        let peer = Peer {
-            addr: self.addr.clone(),
-            identity: None,
-        };
-        runtime::timeout(deadline, handler.handle(peer, request))
-            .await
-            .map_err(|_| timeout())
+        let peer = Peer { addr: self.addr.clone(), identity: None };
+        runtime::timeout(deadline, handler.handle(peer, request)).await.map_err(|_| timeout())
     }
 
     async fn serve(&self, handler: Arc<dyn Handler>) -> Result<(), TransportError> {
-        self.net
-            .state
-            .lock()
-            .expect("local net lock")
-            .handlers
-            .insert(self.addr.clone(), handler);
+        self.net.state.lock().expect("local net lock").handlers.insert(self.addr.clone(), handler);
         Ok(())
     }
 }
@@ -216,9 +178,7 @@ impl Transport for LocalTransport {
 pub struct NoExecutor;
 
 fn no_runtime<T>() -> Result<T, crate::env::ExecutorError> {
-    Err(crate::env::ExecutorError::Unavailable(
-        "this node runs no containers".into(),
-    ))
+    Err(crate::env::ExecutorError::Unavailable("this node runs no containers".into()))
 }
 
 #[async_trait]
@@ -226,10 +186,7 @@ impl crate::env::Executor for NoExecutor {
     async fn prepare_image(&self, _image: &str) -> Result<(), crate::env::ExecutorError> {
         no_runtime()
     }
-    async fn create(
-        &self,
-        _spec: &crate::env::ContainerSpec,
-    ) -> Result<String, crate::env::ExecutorError> {
+    async fn create(&self, _spec: &crate::env::ContainerSpec) -> Result<String, crate::env::ExecutorError> {
         no_runtime()
     }
     async fn start(&self, _id: &str) -> Result<(), crate::env::ExecutorError> {
@@ -244,10 +201,7 @@ impl crate::env::Executor for NoExecutor {
     async fn remove(&self, _id: &str) -> Result<(), crate::env::ExecutorError> {
         no_runtime()
     }
-    async fn inspect(
-        &self,
-        _id: &str,
-    ) -> Result<crate::env::ContainerSummary, crate::env::ExecutorError> {
+    async fn inspect(&self, _id: &str) -> Result<crate::env::ContainerSummary, crate::env::ExecutorError> {
         no_runtime()
     }
     async fn list(
@@ -256,21 +210,13 @@ impl crate::env::Executor for NoExecutor {
     ) -> Result<Vec<crate::env::ContainerSummary>, crate::env::ExecutorError> {
         no_runtime()
     }
-    async fn logs(
-        &self,
-        _id: &str,
-        _tail: usize,
-    ) -> Result<Vec<String>, crate::env::ExecutorError> {
+    async fn logs(&self, _id: &str, _tail: usize) -> Result<Vec<String>, crate::env::ExecutorError> {
         no_runtime()
     }
 }
 
 /// A node environment for a manager at `addr` on `net`, with `disk`, no executor and no tracing.
-pub fn node_env(
-    addr: &str,
-    transport: Arc<dyn Transport>,
-    disk: Arc<dyn Disk>,
-) -> crate::env::NodeEnv {
+pub fn node_env(addr: &str, transport: Arc<dyn Transport>, disk: Arc<dyn Disk>) -> crate::env::NodeEnv {
     crate::env::NodeEnv {
         addr: addr.to_string(),
         transport,
