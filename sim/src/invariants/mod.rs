@@ -83,3 +83,41 @@ impl RaftInvariants {
         self.acked.check(observations)
     }
 }
+
+// Orchestration properties (tasks and services), checked on the leader's store.
+
+pub mod no_running_task_on_drained_node;
+pub mod replicas_bound;
+pub mod task_state_forward;
+
+pub use no_running_task_on_drained_node::NoRunningTaskOnDrainedNode;
+pub use replicas_bound::ReplicasBound;
+pub use task_state_forward::TaskStateForward;
+
+/// A broken orchestration property, with what showed it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceViolation {
+    #[error("no-running-task-on-drained-node: task {task} ({task_id}) still running on {node}, drained {drained_for_ms} ms ago (allowed {allowed_ms} ms)")]
+    RunningOnDrainedNode { task: String, task_id: String, node: String, drained_for_ms: u64, allowed_ms: u64 },
+    #[error("replicas-bound: service {service} has {running} running tasks, more than the {bound} its spec allows")]
+    TooManyRunning { service: String, running: u64, bound: u64 },
+    #[error("task-state-forward: task {task} ({task_id}) went from {from} back to {to} at store version {version}")]
+    TaskStateBackwards { task: String, task_id: String, from: shoal_core::api::TaskState, to: shoal_core::api::TaskState, version: u64 },
+}
+
+/// All the orchestration checkers together, fed the leader's store on every poll.
+#[derive(Debug, Default)]
+pub struct ServiceInvariants {
+    pub drained: NoRunningTaskOnDrainedNode,
+    pub replicas: ReplicasBound,
+    pub forward: TaskStateForward,
+}
+
+impl ServiceInvariants {
+    /// Check one observation of the leader's store at virtual time `now_ms`.
+    pub fn check(&mut self, now_ms: u64, state: &shoal_core::store::StoreState) -> Result<(), ServiceViolation> {
+        self.forward.check(state)?;
+        self.replicas.check(now_ms, state)?;
+        self.drained.check(now_ms, state)
+    }
+}

@@ -1,0 +1,391 @@
+//! `shoal-sim`: run scenario files in the deterministic simulator.
+//!
+//! ```text
+//! shoal-sim run FILE... [--seed N | --seeds A..B] [--trace-dir DIR] [--json] [--jobs J]
+//! shoal-sim check-determinism FILE [--seed N]
+//! ```
+//!
+//! Every (file, seed) run happens in its own child process (this binary re-run with the hidden
+//! `child` command): madsim fixes time, the rng and scheduling, but tokio's `select!` fairness rng
+//! is seeded from a per-process counter, so only one simulation per process is bit-for-bit
+//! reproducible — and the reproduce command a failure prints then replays exactly that run.
+//!
+//! Exit codes: 0 all runs passed, 1 usage or scenario parse error, 2 a crash/panic in the
+//! simulation, 3 a safety (invariant) violation, 4 a liveness failure or expectation timeout,
+//! 5 `check-determinism` found two runs of one seed that differ. With several failing runs the
+//! most serious decides: safety, then crash, then liveness.
+//!
+//! Wall-clock time is read only here, in the parent's reporting code, around child processes —
+//! never inside a simulation.
+
+#[cfg(not(madsim))]
+fn main() {
+    eprintln!(
+        "shoal-sim must be built with the simulator: cargo sim-run run scenarios/FILE.yaml --seed 1 \
+         (the alias builds with --cfg madsim)"
+    );
+    std::process::exit(1);
+}
+
+#[cfg(madsim)]
+fn main() {
+    std::process::exit(sim::main());
+}
+
+#[cfg(madsim)]
+mod sim {
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::process::Command as Process;
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+
+    use anyhow::{bail, Context};
+    use clap::{Parser, Subcommand};
+    use indicatif::{ProgressBar, ProgressStyle};
+    use serde::{Deserialize, Serialize};
+    use shoal_sim::scenario::run::run_seed;
+    use shoal_sim::scenario::{Outcome, Scenario};
+
+    const RESULT_MARK: &str = "SHOAL-SIM-RESULT ";
+
+    #[derive(Parser)]
+    #[command(name = "shoal-sim", about = "Run shoal scenarios in the deterministic simulator")]
+    struct Cli {
+        #[command(subcommand)]
+        command: Cmd,
+    }
+
+    #[derive(Subcommand)]
+    enum Cmd {
+        /// Run scenario files, once per seed.
+        Run {
+            #[arg(required = true)]
+            files: Vec<PathBuf>,
+            /// One seed (default 1).
+            #[arg(long, conflicts_with = "seeds")]
+            seed: Option<u64>,
+            /// A range of seeds: `A..B` (B excluded) or `A..=B`.
+            #[arg(long)]
+            seeds: Option<String>,
+            /// Write each run's trace as DIR/<scenario>-seed<N>.jsonl.
+            #[arg(long)]
+            trace_dir: Option<PathBuf>,
+            /// One JSON object per run on stdout instead of the table.
+            #[arg(long)]
+            json: bool,
+            /// Runs at once (default: available cores).
+            #[arg(long)]
+            jobs: Option<usize>,
+        },
+        /// Run a scenario twice with one seed and compare the trace hashes.
+        CheckDeterminism {
+            file: PathBuf,
+            #[arg(long, default_value_t = 1)]
+            seed: u64,
+        },
+        /// One run in this process (used by `run`; prints a result line).
+        #[command(hide = true)]
+        Child {
+            file: PathBuf,
+            #[arg(long)]
+            seed: u64,
+            #[arg(long)]
+            trace_dir: Option<PathBuf>,
+        },
+    }
+
+    /// What a child reports about its run.
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct RunResult {
+        scenario: String,
+        file: String,
+        seed: u64,
+        result: String,
+        exit_code: i32,
+        detail: String,
+        virtual_ms: u64,
+        trace_hash: String,
+        trace_events: usize,
+        #[serde(default)]
+        wall_ms: u64,
+        #[serde(default)]
+        trace_file: Option<String>,
+    }
+
+    impl RunResult {
+        fn repro(&self) -> String {
+            format!("cargo sim-run run {} --seed {}", self.file, self.seed)
+        }
+    }
+
+    fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> anyhow::Result<Vec<u64>> {
+        let Some(range) = seeds else { return Ok(vec![seed.unwrap_or(1)]) };
+        let (low, high, inclusive) = if let Some((a, b)) = range.split_once("..=") {
+            (a, b, true)
+        } else if let Some((a, b)) = range.split_once("..") {
+            (a, b, false)
+        } else {
+            bail!("--seeds {range:?}: expected A..B or A..=B");
+        };
+        let low: u64 = low.trim().parse().with_context(|| format!("--seeds {range:?}: {low:?} is not a number"))?;
+        let high: u64 = high.trim().parse().with_context(|| format!("--seeds {range:?}: {high:?} is not a number"))?;
+        let seeds: Vec<u64> = if inclusive { (low..=high).collect() } else { (low..high).collect() };
+        if seeds.is_empty() {
+            bail!("--seeds {range:?} is empty");
+        }
+        Ok(seeds)
+    }
+
+    fn stem(file: &str) -> String {
+        Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into())
+    }
+
+    /// The `child` command: one run in this process.
+    fn child(file: &Path, seed: u64, trace_dir: Option<&Path>) -> i32 {
+        let scenario = match Scenario::load(file) {
+            Ok(s) => s,
+            Err(err) => {
+                eprintln!("{err}");
+                return 1;
+            }
+        };
+        let report = run_seed(&scenario, seed);
+        let mut trace_file = None;
+        if let Some(dir) = trace_dir {
+            let path = dir.join(format!("{}-seed{seed}.jsonl", stem(&report.file)));
+            let written = std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&path, &report.trace_jsonl));
+            match written {
+                Ok(()) => trace_file = Some(path.display().to_string()),
+                Err(err) => eprintln!("cannot write trace {}: {err}", path.display()),
+            }
+        }
+        let detail = match &report.outcome {
+            Outcome::Pass => String::new(),
+            Outcome::Crash(d) | Outcome::Safety(d) | Outcome::Liveness(d) => d.clone(),
+        };
+        let result = RunResult {
+            scenario: report.scenario,
+            file: report.file,
+            seed,
+            result: report.outcome.label().to_string(),
+            exit_code: report.outcome.exit_code(),
+            detail,
+            virtual_ms: report.virtual_ms,
+            trace_hash: format!("{:016x}", report.trace_hash),
+            trace_events: report.trace_events,
+            wall_ms: 0,
+            trace_file,
+        };
+        println!("{RESULT_MARK}{}", serde_json::to_string(&result).expect("result serialises"));
+        let _ = std::io::stdout().flush();
+        result.exit_code
+    }
+
+    /// Run one (file, seed) in a child process; wall time measured here, outside the simulation.
+    fn spawn_run(file: &Path, seed: u64, trace_dir: Option<&Path>, name: &str) -> RunResult {
+        let started = Instant::now();
+        let mut process = Process::new(std::env::current_exe().expect("own executable"));
+        process.arg("child").arg(file).arg("--seed").arg(seed.to_string());
+        if let Some(dir) = trace_dir {
+            process.arg("--trace-dir").arg(dir);
+        }
+        let output = process.output();
+        let wall_ms = started.elapsed().as_millis() as u64;
+        let failed = |detail: String| RunResult {
+            scenario: name.to_string(),
+            file: file.display().to_string(),
+            seed,
+            result: Outcome::Crash(String::new()).label().to_string(),
+            exit_code: 2,
+            detail,
+            virtual_ms: 0,
+            trace_hash: String::new(),
+            trace_events: 0,
+            wall_ms,
+            trace_file: None,
+        };
+        let output = match output {
+            Ok(output) => output,
+            Err(err) => return failed(format!("could not start the run: {err}")),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT_MARK));
+        match line.map(serde_json::from_str::<RunResult>) {
+            Some(Ok(mut result)) => {
+                result.wall_ms = wall_ms;
+                result
+            }
+            _ => {
+                let stderr = String::from_utf8_lossy(&output.stderr);
+                let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                failed(format!("the run died ({}) without a result:\n{}", output.status, tail.join("\n")))
+            }
+        }
+    }
+
+    fn severity(code: i32) -> u8 {
+        match code {
+            3 => 4,
+            2 => 3,
+            4 => 2,
+            0 => 0,
+            _ => 1,
+        }
+    }
+
+    fn print_table(results: &[RunResult]) {
+        let width = results.iter().map(|r| r.scenario.len()).max().unwrap_or(8).clamp(8, 60);
+        println!(
+            "{:<width$}  {:>6}  {:<8}  {:>10}  {:>9}  {:>16}",
+            "SCENARIO", "SEED", "RESULT", "VIRTUAL", "WALL", "TRACE HASH"
+        );
+        for r in results {
+            let name: String = r.scenario.chars().take(width).collect();
+            println!(
+                "{:<width$}  {:>6}  {:<8}  {:>9.1}s  {:>8.2}s  {:>16}",
+                name,
+                r.seed,
+                r.result,
+                r.virtual_ms as f64 / 1000.0,
+                r.wall_ms as f64 / 1000.0,
+                r.trace_hash
+            );
+        }
+        let failed: Vec<&RunResult> = results.iter().filter(|r| r.exit_code != 0).collect();
+        println!("\n{} passed, {} failed", results.len() - failed.len(), failed.len());
+        for r in failed {
+            println!("\n{} {} (seed {}): {}", r.result, r.file, r.seed, r.detail);
+            if let Some(trace) = &r.trace_file {
+                println!("  trace: {trace}");
+            }
+            println!("  reproduce: {}", r.repro());
+        }
+    }
+
+    fn run(
+        files: &[PathBuf],
+        seed: Option<u64>,
+        seeds: Option<&str>,
+        trace_dir: Option<&Path>,
+        json: bool,
+        jobs: Option<usize>,
+    ) -> anyhow::Result<i32> {
+        let seeds = parse_seeds(seed, seeds)?;
+        let mut scenarios = Vec::new();
+        for file in files {
+            scenarios.push((file.clone(), Scenario::load(file)?));
+        }
+        let mut work: Vec<(usize, PathBuf, String, u64)> = Vec::new();
+        for (file, scenario) in &scenarios {
+            for seed in &seeds {
+                work.push((work.len(), file.clone(), scenario.name.clone(), *seed));
+            }
+        }
+        let total = work.len();
+        let jobs = jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+            .max(1)
+            .min(total);
+        let progress = if total > 1 && !json {
+            let bar = ProgressBar::new(total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} runs, {elapsed} [{msg}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            Some(bar)
+        } else {
+            None
+        };
+        let queue = Arc::new(Mutex::new(work.into_iter().rev().collect::<Vec<_>>()));
+        let results: Arc<Mutex<Vec<(usize, RunResult)>>> = Arc::new(Mutex::new(Vec::with_capacity(total)));
+        let failures = Arc::new(Mutex::new(0usize));
+        std::thread::scope(|scope| {
+            for _ in 0..jobs {
+                let (queue, results, failures, progress) =
+                    (queue.clone(), results.clone(), failures.clone(), progress.clone());
+                scope.spawn(move || loop {
+                    let next = queue.lock().expect("queue").pop();
+                    let Some((index, file, name, seed)) = next else { break };
+                    let result = spawn_run(&file, seed, trace_dir, &name);
+                    if let Some(bar) = &progress {
+                        if result.exit_code != 0 {
+                            let mut failed = failures.lock().expect("failures");
+                            *failed += 1;
+                            bar.set_message(format!("{failed} failed"));
+                        }
+                        bar.inc(1);
+                    }
+                    results.lock().expect("results").push((index, result));
+                });
+            }
+        });
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+        let mut results = std::mem::take(&mut *results.lock().expect("results"));
+        results.sort_by_key(|(index, _)| *index);
+        let results: Vec<RunResult> = results.into_iter().map(|(_, r)| r).collect();
+        if json {
+            for r in &results {
+                let mut value = serde_json::to_value(r)?;
+                if r.exit_code != 0 {
+                    value["reproduce"] = serde_json::json!(r.repro());
+                }
+                println!("{value}");
+            }
+        } else {
+            print_table(&results);
+        }
+        let worst = results.iter().map(|r| r.exit_code).max_by_key(|code| severity(*code)).unwrap_or(0);
+        Ok(worst)
+    }
+
+    fn check_determinism(file: &Path, seed: u64) -> anyhow::Result<i32> {
+        let scenario = Scenario::load(file)?;
+        let first = spawn_run(file, seed, None, &scenario.name);
+        let second = spawn_run(file, seed, None, &scenario.name);
+        println!(
+            "{} seed {}: run 1 {} hash {} ({} events), run 2 {} hash {} ({} events)",
+            file.display(),
+            seed,
+            first.result,
+            first.trace_hash,
+            first.trace_events,
+            second.result,
+            second.trace_hash,
+            second.trace_events
+        );
+        if first.trace_hash.is_empty() || first.trace_hash != second.trace_hash || first.result != second.result {
+            println!("NOT DETERMINISTIC: the two runs of seed {seed} differ");
+            return Ok(5);
+        }
+        println!("deterministic");
+        Ok(0)
+    }
+
+    pub fn main() -> i32 {
+        let cli = match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(err) => {
+                let _ = err.print();
+                return if err.use_stderr() { 1 } else { 0 };
+            }
+        };
+        let result = match &cli.command {
+            Cmd::Child { file, seed, trace_dir } => return child(file, *seed, trace_dir.as_deref()),
+            Cmd::Run { files, seed, seeds, trace_dir, json, jobs } => {
+                run(files, *seed, seeds.as_deref(), trace_dir.as_deref(), *json, *jobs)
+            }
+            Cmd::CheckDeterminism { file, seed } => check_determinism(file, *seed),
+        };
+        match result {
+            Ok(code) => code,
+            Err(err) => {
+                eprintln!("shoal-sim: {err:#}");
+                1
+            }
+        }
+    }
+}

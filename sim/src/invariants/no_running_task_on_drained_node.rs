@@ -1,0 +1,61 @@
+//! No running task on a drained node, beyond the shutdown grace.
+//!
+//! Source: Docker Swarm's drain semantics (docs "Drain a node on the swarm": "the swarm manager …
+//! stops tasks running on the node and launches replica tasks on a node with ACTIVE
+//! availability"); swarmkit `manager/orchestrator/taskreaper` and `constraintenforcer`, which shut
+//! down tasks on nodes that no longer accept them. DESIGN.md §4.
+//!
+//! Read from the leader's store: a task observed `running` on a node that has been drained (and
+//! reachable, i.e. `ready`) for longer than the task's stop grace period plus
+//! [`REPORT_SLACK_MS`] is a violation. The clock for a node restarts when it becomes ready again:
+//! a node cut off while drained cannot have learned of the drain, and the store cannot know what
+//! it runs.
+
+use std::collections::BTreeMap;
+
+use shoal_core::api::{Availability, NodeState, TaskState};
+use shoal_core::store::StoreState;
+
+use super::ServiceViolation;
+
+/// Time allowed, on top of the stop grace period, for the orchestrator to react, the agent to stop
+/// the container and its report to reach the store (a few 1 s heartbeats in the simulator).
+pub const REPORT_SLACK_MS: u64 = 5_000;
+
+#[derive(Debug, Default)]
+pub struct NoRunningTaskOnDrainedNode {
+    /// Node id → when it was first seen drained and ready (both, without a gap).
+    drained_since_ms: BTreeMap<String, u64>,
+}
+
+impl NoRunningTaskOnDrainedNode {
+    pub fn check(&mut self, now_ms: u64, state: &StoreState) -> Result<(), ServiceViolation> {
+        self.drained_since_ms.retain(|id, _| {
+            state
+                .nodes
+                .get(id)
+                .is_some_and(|n| n.spec.availability == Availability::Drain && n.status.state == NodeState::Ready)
+        });
+        for node in state.nodes.values() {
+            if node.spec.availability == Availability::Drain && node.status.state == NodeState::Ready {
+                self.drained_since_ms.entry(node.id.clone()).or_insert(now_ms);
+            }
+        }
+        for task in state.tasks.values().filter(|t| t.status.state == TaskState::Running) {
+            let Some(&since_ms) = self.drained_since_ms.get(&task.node_id) else { continue };
+            let allowed_ms = task.spec.stop_grace_period_ms + REPORT_SLACK_MS;
+            let drained_for_ms = now_ms.saturating_sub(since_ms);
+            if drained_for_ms > allowed_ms {
+                let node = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                return Err(ServiceViolation::RunningOnDrainedNode {
+                    task: task.name(),
+                    task_id: task.id.clone(),
+                    node,
+                    drained_for_ms,
+                    allowed_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,670 @@
+//! `run:` steps: the words a user types after `docker`, parsed into the control requests the CLI
+//! would send. Only the subset scenarios need; an unknown word or flag is a parse error naming what
+//! was expected, so a typo in a scenario never silently does something else.
+//!
+//! `service update` is read-modify-write (the CLI inspects the service, edits the spec and sends it
+//! back with the version it read), so it stays a [`Command::ServiceUpdate`] until run time.
+
+use std::time::Duration;
+
+use shoal_core::api::{
+    Availability, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
+    UpdateOrder,
+};
+use shoal_core::control::ControlRequest;
+
+use super::parse::parse_duration;
+
+/// What one `run:` step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// One request, sent as is.
+    Request(ControlRequest),
+    /// Several requests in order (`service scale a=1 b=2`).
+    Sequence(Vec<ControlRequest>),
+    /// `service update`: inspect, apply `changes`, send back with the version read.
+    ServiceUpdate { service: String, changes: SpecChanges },
+}
+
+/// The edits `service update` flags make to a spec.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecChanges {
+    pub image: Option<String>,
+    pub force: bool,
+    pub replicas: Option<u64>,
+    pub args: Option<Vec<String>>,
+    pub env_add: Vec<String>,
+    pub env_rm: Vec<String>,
+    pub constraint_add: Vec<String>,
+    pub constraint_rm: Vec<String>,
+    pub label_add: Vec<(String, String)>,
+    pub publish_add: Vec<PortConfig>,
+    pub common: CommonFlags,
+}
+
+/// Flags `service create` and `service update` share.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommonFlags {
+    pub update_parallelism: Option<u64>,
+    pub update_delay: Option<Duration>,
+    pub update_failure_action: Option<FailureAction>,
+    pub update_monitor: Option<Duration>,
+    pub update_max_failure_ratio: Option<f64>,
+    pub update_order: Option<UpdateOrder>,
+    pub rollback_parallelism: Option<u64>,
+    pub rollback_order: Option<UpdateOrder>,
+    pub rollback_failure_action: Option<FailureAction>,
+    pub restart_condition: Option<RestartCondition>,
+    pub restart_delay: Option<Duration>,
+    pub restart_max_attempts: Option<u64>,
+    pub restart_window: Option<Duration>,
+    pub stop_grace_period: Option<Duration>,
+    pub max_replicas_per_node: Option<u64>,
+}
+
+impl CommonFlags {
+    fn apply(&self, spec: &mut ServiceSpec) {
+        let ms = |d: Duration| d.as_millis() as u64;
+        if let Some(v) = self.update_parallelism {
+            spec.update_config.parallelism = v;
+        }
+        if let Some(v) = self.update_delay {
+            spec.update_config.delay_ms = ms(v);
+        }
+        if let Some(v) = self.update_failure_action {
+            spec.update_config.failure_action = v;
+        }
+        if let Some(v) = self.update_monitor {
+            spec.update_config.monitor_ms = ms(v);
+        }
+        if let Some(v) = self.update_max_failure_ratio {
+            spec.update_config.max_failure_ratio = v;
+        }
+        if let Some(v) = self.update_order {
+            spec.update_config.order = v;
+        }
+        if let Some(v) = self.rollback_parallelism {
+            spec.rollback_config.parallelism = v;
+        }
+        if let Some(v) = self.rollback_order {
+            spec.rollback_config.order = v;
+        }
+        if let Some(v) = self.rollback_failure_action {
+            spec.rollback_config.failure_action = v;
+        }
+        if let Some(v) = self.restart_condition {
+            spec.task.restart_policy.condition = v;
+        }
+        if let Some(v) = self.restart_delay {
+            spec.task.restart_policy.delay_ms = ms(v);
+        }
+        if let Some(v) = self.restart_max_attempts {
+            spec.task.restart_policy.max_attempts = v;
+        }
+        if let Some(v) = self.restart_window {
+            spec.task.restart_policy.window_ms = ms(v);
+        }
+        if let Some(v) = self.stop_grace_period {
+            spec.task.stop_grace_period_ms = ms(v);
+        }
+        if let Some(v) = self.max_replicas_per_node {
+            spec.task.placement.max_replicas_per_node = v;
+        }
+    }
+
+    /// Take one shared flag (and its value) off `words`; `Ok(false)` if `flag` is not one of them.
+    fn take(&mut self, flag: &str, words: &mut Words) -> Result<bool, String> {
+        match flag {
+            "--update-parallelism" => self.update_parallelism = Some(words.number(flag)?),
+            "--update-delay" => self.update_delay = Some(words.duration(flag)?),
+            "--update-failure-action" => self.update_failure_action = Some(failure_action(&words.value(flag)?)?),
+            "--update-monitor" => self.update_monitor = Some(words.duration(flag)?),
+            "--update-max-failure-ratio" => {
+                let v = words.value(flag)?;
+                self.update_max_failure_ratio =
+                    Some(v.parse().map_err(|_| format!("{flag} wants a number between 0 and 1, not {v:?}"))?);
+            }
+            "--update-order" => self.update_order = Some(update_order(&words.value(flag)?)?),
+            "--rollback-parallelism" => self.rollback_parallelism = Some(words.number(flag)?),
+            "--rollback-order" => self.rollback_order = Some(update_order(&words.value(flag)?)?),
+            "--rollback-failure-action" => self.rollback_failure_action = Some(failure_action(&words.value(flag)?)?),
+            "--restart-condition" => self.restart_condition = Some(restart_condition(&words.value(flag)?)?),
+            "--restart-delay" => self.restart_delay = Some(words.duration(flag)?),
+            "--restart-max-attempts" => self.restart_max_attempts = Some(words.number(flag)?),
+            "--restart-window" => self.restart_window = Some(words.duration(flag)?),
+            "--stop-grace-period" => self.stop_grace_period = Some(words.duration(flag)?),
+            "--replicas-max-per-node" => self.max_replicas_per_node = Some(words.number(flag)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl SpecChanges {
+    /// Apply the edits to `spec` as `docker service update` does.
+    pub fn apply(&self, spec: &mut ServiceSpec) {
+        if let Some(image) = &self.image {
+            spec.task.image = image.clone();
+        }
+        if self.force {
+            spec.task.force_update += 1;
+        }
+        if let Some(replicas) = self.replicas {
+            if let ServiceMode::Replicated { .. } = spec.mode {
+                spec.mode = ServiceMode::Replicated { replicas };
+            }
+        }
+        if let Some(args) = &self.args {
+            spec.task.args = args.clone();
+        }
+        for rm in &self.env_rm {
+            spec.task.env.retain(|e| e.split('=').next() != Some(rm.as_str()));
+        }
+        for add in &self.env_add {
+            let key = add.split('=').next().unwrap_or_default();
+            spec.task.env.retain(|e| e.split('=').next() != Some(key));
+            spec.task.env.push(add.clone());
+        }
+        spec.task.placement.constraints.retain(|c| !self.constraint_rm.contains(c));
+        for c in &self.constraint_add {
+            if !spec.task.placement.constraints.contains(c) {
+                spec.task.placement.constraints.push(c.clone());
+            }
+        }
+        for (k, v) in &self.label_add {
+            spec.labels.insert(k.clone(), v.clone());
+        }
+        for port in &self.publish_add {
+            spec.ports.retain(|p| p.published_port != port.published_port || port.published_port == 0);
+            spec.ports.push(port.clone());
+        }
+        self.common.apply(spec);
+    }
+}
+
+/// Split a command line into words as a POSIX shell would for simple quoting (`'…'`, `"…"`, `\`).
+pub fn shell_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => current.push(c),
+                        None => return Err(format!("unterminated ' quote in {line:?}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c) => current.push(c),
+                            None => return Err(format!("trailing \\ in {line:?}")),
+                        },
+                        Some(c) => current.push(c),
+                        None => return Err(format!("unterminated \" quote in {line:?}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => current.push(c),
+                    None => return Err(format!("trailing \\ in {line:?}")),
+                }
+            }
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut current));
+                    in_word = false;
+                }
+            }
+            c => {
+                in_word = true;
+                current.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(current);
+    }
+    Ok(words)
+}
+
+/// A cursor over the words of a command.
+struct Words {
+    words: Vec<String>,
+    at: usize,
+}
+
+impl Words {
+    fn next(&mut self) -> Option<String> {
+        let word = self.words.get(self.at).cloned();
+        self.at += 1;
+        word
+    }
+
+    fn peek(&self) -> Option<&str> {
+        self.words.get(self.at).map(String::as_str)
+    }
+
+    fn value(&mut self, flag: &str) -> Result<String, String> {
+        self.next().ok_or_else(|| format!("flag {flag} needs a value"))
+    }
+
+    fn number(&mut self, flag: &str) -> Result<u64, String> {
+        let v = self.value(flag)?;
+        v.parse().map_err(|_| format!("{flag} wants a whole number, not {v:?}"))
+    }
+
+    fn duration(&mut self, flag: &str) -> Result<Duration, String> {
+        let v = self.value(flag)?;
+        parse_duration(&v).map_err(|e| format!("{flag}: {e}"))
+    }
+
+    fn rest(&mut self) -> Vec<String> {
+        let rest = self.words[self.at.min(self.words.len())..].to_vec();
+        self.at = self.words.len();
+        rest
+    }
+
+    /// The one positional argument left, and nothing after it.
+    fn last(&mut self, what: &str) -> Result<String, String> {
+        let rest = self.rest();
+        match rest.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(format!("missing {what}")),
+            many => Err(format!("expected one {what}, got {many:?}")),
+        }
+    }
+}
+
+/// `--flag=value` becomes `--flag value`, as Docker's flag parser accepts both. (A container
+/// command word that looks like `--x=y` would be split too; scenarios have none.)
+fn split_flags(words: Vec<String>) -> Vec<String> {
+    let mut out = Vec::with_capacity(words.len());
+    for word in words {
+        match word.split_once('=') {
+            Some((flag, value)) if word.starts_with("--") => {
+                out.push(flag.to_string());
+                out.push(value.to_string());
+            }
+            _ => out.push(word),
+        }
+    }
+    out
+}
+
+fn failure_action(v: &str) -> Result<FailureAction, String> {
+    match v {
+        "pause" => Ok(FailureAction::Pause),
+        "continue" => Ok(FailureAction::Continue),
+        "rollback" => Ok(FailureAction::Rollback),
+        other => Err(format!("invalid failure action {other:?}: expected pause, continue, rollback")),
+    }
+}
+
+fn update_order(v: &str) -> Result<UpdateOrder, String> {
+    match v {
+        "stop-first" => Ok(UpdateOrder::StopFirst),
+        "start-first" => Ok(UpdateOrder::StartFirst),
+        other => Err(format!("invalid update order {other:?}: expected stop-first, start-first")),
+    }
+}
+
+fn restart_condition(v: &str) -> Result<RestartCondition, String> {
+    match v {
+        "none" => Ok(RestartCondition::None),
+        "on-failure" => Ok(RestartCondition::OnFailure),
+        "any" => Ok(RestartCondition::Any),
+        other => Err(format!("invalid restart condition {other:?}: expected none, on-failure, any")),
+    }
+}
+
+fn key_value(v: &str, flag: &str) -> Result<(String, String), String> {
+    match v.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if !v.is_empty() => Ok((v.to_string(), String::new())),
+        _ => Err(format!("{flag} wants key=value, not {v:?}")),
+    }
+}
+
+/// `-p 8080:80`, `-p 8080:80/udp`, `-p 80` or `-p published=8080,target=80,mode=host`.
+pub fn parse_port(v: &str) -> Result<PortConfig, String> {
+    let bad = || format!("invalid port {v:?}: expected PUBLISHED:TARGET[/PROTO] or published=…,target=…[,mode=host]");
+    let mut port =
+        PortConfig { protocol: "tcp".into(), target_port: 0, published_port: 0, publish_mode: PublishMode::Ingress };
+    if v.contains('=') {
+        for part in v.split(',') {
+            let (k, val) = part.split_once('=').ok_or_else(bad)?;
+            match k {
+                "published" => port.published_port = val.parse().map_err(|_| bad())?,
+                "target" => port.target_port = val.parse().map_err(|_| bad())?,
+                "protocol" => port.protocol = val.to_string(),
+                "mode" => {
+                    port.publish_mode = match val {
+                        "host" => PublishMode::Host,
+                        "ingress" => PublishMode::Ingress,
+                        _ => return Err(bad()),
+                    }
+                }
+                _ => return Err(bad()),
+            }
+        }
+    } else {
+        let (ports, proto) = v.split_once('/').unwrap_or((v, "tcp"));
+        port.protocol = proto.to_string();
+        match ports.split_once(':') {
+            Some((published, target)) => {
+                port.published_port = published.parse().map_err(|_| bad())?;
+                port.target_port = target.parse().map_err(|_| bad())?;
+            }
+            None => port.target_port = ports.parse().map_err(|_| bad())?,
+        }
+    }
+    if port.target_port == 0 {
+        return Err(bad());
+    }
+    Ok(port)
+}
+
+const TOP_WORDS: &str = "service, node, swarm, network, info";
+
+/// Parse the words after `docker` into a [`Command`].
+pub fn parse_command(line: &str) -> Result<Command, String> {
+    let words = split_flags(shell_words(line)?);
+    let mut words = Words { words, at: 0 };
+    let top = words.next().ok_or_else(|| format!("empty command: expected one of {TOP_WORDS}"))?;
+    let sub = |words: &mut Words, expected: &str| {
+        words.next().ok_or_else(|| format!("`{top}` needs a subcommand: expected {expected}"))
+    };
+    let request = |r: ControlRequest| Ok(Command::Request(r));
+    match top.as_str() {
+        "info" => {
+            words.rest();
+            request(ControlRequest::Info)
+        }
+        "service" => {
+            const SUBS: &str = "create, update, scale, rm, rollback, ls, ps, inspect";
+            match sub(&mut words, SUBS)?.as_str() {
+                "create" => service_create(&mut words),
+                "update" => service_update(&mut words),
+                "scale" => {
+                    let mut requests = Vec::new();
+                    for target in words.rest() {
+                        let (service, n) =
+                            target.split_once('=').ok_or_else(|| format!("invalid scale target {target:?}: expected SERVICE=REPLICAS"))?;
+                        let replicas = n.parse().map_err(|_| format!("invalid replicas {n:?} in {target:?}"))?;
+                        requests.push(ControlRequest::ServiceScale { service: service.to_string(), replicas });
+                    }
+                    match requests.len() {
+                        0 => Err("service scale needs SERVICE=REPLICAS".into()),
+                        1 => Ok(Command::Request(requests.remove(0))),
+                        _ => Ok(Command::Sequence(requests)),
+                    }
+                }
+                "rm" | "remove" => request(ControlRequest::ServiceRemove { service: words.last("service")? }),
+                "rollback" => request(ControlRequest::ServiceRollback { service: words.last("service")? }),
+                "ls" | "list" => {
+                    words.rest();
+                    request(ControlRequest::ServiceList)
+                }
+                "ps" => {
+                    let service = words.rest().into_iter().rfind(|w| !w.starts_with('-'));
+                    request(ControlRequest::TaskList { service: Some(service.ok_or("service ps needs a service")?), node: None })
+                }
+                "inspect" => {
+                    let service = words.rest().into_iter().rfind(|w| !w.starts_with('-'));
+                    request(ControlRequest::ServiceInspect { service: service.ok_or("service inspect needs a service")? })
+                }
+                other => Err(format!("unknown service command {other:?}: expected {SUBS}")),
+            }
+        }
+        "node" => {
+            const SUBS: &str = "ls, inspect, ps, update, promote, demote, rm";
+            match sub(&mut words, SUBS)?.as_str() {
+                "ls" | "list" => {
+                    words.rest();
+                    request(ControlRequest::NodeList)
+                }
+                "inspect" => request(ControlRequest::NodeInspect { node: words.last("node")? }),
+                "ps" => request(ControlRequest::TaskList { service: None, node: Some(words.last("node")?) }),
+                "promote" => request(ControlRequest::NodePromote { node: words.last("node")? }),
+                "demote" => request(ControlRequest::NodeDemote { node: words.last("node")? }),
+                "rm" | "remove" => {
+                    let mut force = false;
+                    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+                        words.next();
+                        match flag.as_str() {
+                            "-f" | "--force" => force = true,
+                            other => return Err(format!("unknown flag {other:?} for node rm: expected -f/--force")),
+                        }
+                    }
+                    request(ControlRequest::NodeRemove { node: words.last("node")?, force })
+                }
+                "update" => {
+                    let (mut availability, mut label_add, mut label_rm) = (None, Labels::new(), Vec::new());
+                    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+                        words.next();
+                        match flag.as_str() {
+                            "--availability" => {
+                                availability = Some(match words.value(&flag)?.as_str() {
+                                    "active" => Availability::Active,
+                                    "pause" => Availability::Pause,
+                                    "drain" => Availability::Drain,
+                                    other => return Err(format!("invalid availability {other:?}: expected active, pause, drain")),
+                                })
+                            }
+                            "--label-add" => {
+                                let (k, v) = key_value(&words.value(&flag)?, &flag)?;
+                                label_add.insert(k, v);
+                            }
+                            "--label-rm" => label_rm.push(words.value(&flag)?),
+                            other => {
+                                return Err(format!(
+                                    "unknown flag {other:?} for node update: expected --availability, --label-add, --label-rm"
+                                ))
+                            }
+                        }
+                    }
+                    request(ControlRequest::NodeUpdate { node: words.last("node")?, availability, label_add, label_rm })
+                }
+                other => Err(format!("unknown node command {other:?}: expected {SUBS}")),
+            }
+        }
+        "swarm" => match sub(&mut words, "join-token")?.as_str() {
+            "join-token" => {
+                let mut rotate = false;
+                let mut role = None;
+                for word in words.rest() {
+                    match word.as_str() {
+                        "--rotate" => rotate = true,
+                        "-q" | "--quiet" => {}
+                        "worker" => role = Some(NodeRole::Worker),
+                        "manager" => role = Some(NodeRole::Manager),
+                        other => return Err(format!("swarm join-token: unexpected {other:?}: expected worker or manager [--rotate]")),
+                    }
+                }
+                let role = role.ok_or("swarm join-token needs worker or manager")?;
+                request(ControlRequest::JoinToken { role, rotate })
+            }
+            other => Err(format!("unknown swarm command {other:?}: expected join-token (init, join and leave are cluster shape and faults)")),
+        },
+        "network" => {
+            const SUBS: &str = "create, ls, inspect, rm";
+            match sub(&mut words, SUBS)?.as_str() {
+                "create" => {
+                    let (mut driver, mut attachable, mut labels) = (String::from("overlay"), false, Labels::new());
+                    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+                        words.next();
+                        match flag.as_str() {
+                            "-d" | "--driver" => driver = words.value(&flag)?,
+                            "--attachable" => attachable = true,
+                            "--label" => {
+                                let (k, v) = key_value(&words.value(&flag)?, &flag)?;
+                                labels.insert(k, v);
+                            }
+                            other => return Err(format!("unknown flag {other:?} for network create: expected -d, --attachable, --label")),
+                        }
+                    }
+                    request(ControlRequest::NetworkCreate { name: words.last("network name")?, driver, attachable, labels })
+                }
+                "ls" | "list" => {
+                    words.rest();
+                    request(ControlRequest::NetworkList)
+                }
+                "inspect" => request(ControlRequest::NetworkInspect { network: words.last("network")? }),
+                "rm" | "remove" => request(ControlRequest::NetworkRemove { network: words.last("network")? }),
+                other => Err(format!("unknown network command {other:?}: expected {SUBS}")),
+            }
+        }
+        other => Err(format!("unknown command {other:?}: expected one of {TOP_WORDS}")),
+    }
+}
+
+fn service_create(words: &mut Words) -> Result<Command, String> {
+    let mut spec = ServiceSpec::new("", "");
+    let mut common = CommonFlags::default();
+    let mut global = false;
+    let mut replicas = None;
+    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+        words.next();
+        if common.take(&flag, words)? {
+            continue;
+        }
+        match flag.as_str() {
+            "--name" => spec.name = words.value(&flag)?,
+            "--replicas" => replicas = Some(words.number(&flag)?),
+            "--mode" => {
+                global = match words.value(&flag)?.as_str() {
+                    "global" => true,
+                    "replicated" => false,
+                    other => return Err(format!("invalid mode {other:?}: expected replicated, global")),
+                }
+            }
+            "-e" | "--env" => spec.task.env.push(words.value(&flag)?),
+            "--constraint" => spec.task.placement.constraints.push(words.value(&flag)?),
+            "--placement-pref" => spec.task.placement.preferences.push(words.value(&flag)?),
+            "-p" | "--publish" => spec.ports.push(parse_port(&words.value(&flag)?)?),
+            "--network" => spec.task.networks.push(words.value(&flag)?),
+            "-l" | "--label" => {
+                let (k, v) = key_value(&words.value(&flag)?, &flag)?;
+                spec.labels.insert(k, v);
+            }
+            "-d" | "--detach" | "-q" | "--quiet" => {}
+            other => return Err(format!("unknown flag {other:?} for service create")),
+        }
+    }
+    let image = words.next().ok_or("service create needs an IMAGE")?;
+    spec.task.image = image;
+    spec.task.command = words.rest();
+    if global {
+        if replicas.is_some() {
+            return Err("--replicas can only be used with replicated mode".into());
+        }
+        spec.mode = ServiceMode::Global;
+    } else {
+        spec.mode = ServiceMode::Replicated { replicas: replicas.unwrap_or(1) };
+    }
+    common.apply(&mut spec);
+    Ok(Command::Request(ControlRequest::ServiceCreate { spec }))
+}
+
+fn service_update(words: &mut Words) -> Result<Command, String> {
+    let mut changes = SpecChanges::default();
+    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+        words.next();
+        if changes.common.take(&flag, words)? {
+            continue;
+        }
+        match flag.as_str() {
+            "--image" => changes.image = Some(words.value(&flag)?),
+            "--force" => changes.force = true,
+            "--replicas" => changes.replicas = Some(words.number(&flag)?),
+            "--args" => changes.args = Some(shell_words(&words.value(&flag)?)?),
+            "--env-add" => changes.env_add.push(words.value(&flag)?),
+            "--env-rm" => changes.env_rm.push(words.value(&flag)?),
+            "--constraint-add" => changes.constraint_add.push(words.value(&flag)?),
+            "--constraint-rm" => changes.constraint_rm.push(words.value(&flag)?),
+            "--label-add" => changes.label_add.push(key_value(&words.value(&flag)?, &flag)?),
+            "--publish-add" => changes.publish_add.push(parse_port(&words.value(&flag)?)?),
+            "-d" | "--detach" | "-q" | "--quiet" => {}
+            other => return Err(format!("unknown flag {other:?} for service update")),
+        }
+    }
+    Ok(Command::ServiceUpdate { service: words.last("service")?, changes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_split_and_quote() {
+        assert_eq!(shell_words(r#"a "b c" 'd e' f\ g"#).unwrap(), vec!["a", "b c", "d e", "f g"]);
+        assert!(shell_words("a \"b").is_err());
+    }
+
+    #[test]
+    fn service_create_maps_flags() {
+        let cmd = parse_command(
+            "service create --name web --replicas 6 -e A=1 --constraint node.role==worker --update-parallelism 2 \
+             --update-failure-action rollback --restart-condition on-failure -p 80:80 nginx:1.25 sleep 10",
+        )
+        .unwrap();
+        let Command::Request(ControlRequest::ServiceCreate { spec }) = cmd else { panic!("{cmd:?}") };
+        assert_eq!(spec.name, "web");
+        assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 6 });
+        assert_eq!(spec.task.env, vec!["A=1"]);
+        assert_eq!(spec.task.placement.constraints, vec!["node.role==worker"]);
+        assert_eq!(spec.update_config.parallelism, 2);
+        assert_eq!(spec.update_config.failure_action, FailureAction::Rollback);
+        assert_eq!(spec.task.restart_policy.condition, RestartCondition::OnFailure);
+        assert_eq!(spec.ports[0].published_port, 80);
+        assert_eq!(spec.task.image, "nginx:1.25");
+        assert_eq!(spec.task.command, vec!["sleep", "10"]);
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(
+            parse_command("service scale web=3").unwrap(),
+            Command::Request(ControlRequest::ServiceScale { service: "web".into(), replicas: 3 })
+        );
+        assert_eq!(
+            parse_command("node update --availability drain worker-2").unwrap(),
+            Command::Request(ControlRequest::NodeUpdate {
+                node: "worker-2".into(),
+                availability: Some(Availability::Drain),
+                label_add: Labels::new(),
+                label_rm: vec![]
+            })
+        );
+        assert_eq!(
+            parse_command("swarm join-token worker --rotate").unwrap(),
+            Command::Request(ControlRequest::JoinToken { role: NodeRole::Worker, rotate: true })
+        );
+        assert_eq!(
+            parse_command("node rm -f worker-1").unwrap(),
+            Command::Request(ControlRequest::NodeRemove { node: "worker-1".into(), force: true })
+        );
+        let Command::ServiceUpdate { service, changes } =
+            parse_command("service update --image nginx:1.26 --force web").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(service, "web");
+        assert_eq!(changes.image.as_deref(), Some("nginx:1.26"));
+        assert!(changes.force);
+        assert!(parse_command("service frobnicate web").unwrap_err().contains("expected create"));
+        assert!(parse_command("service create --bogus x img").unwrap_err().contains("--bogus"));
+    }
+}

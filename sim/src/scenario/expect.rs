@@ -1,0 +1,320 @@
+//! `expect:` lines: what should hold of the cluster, checked against the leader's store (what
+//! `docker service ls` / `node ls` on the leader would show). A step's expectation is polled on
+//! virtual time until it holds or its `within` bound passes; a miss says what was seen instead.
+
+use std::time::Duration;
+
+use shoal_core::api::{Availability, NodeRole, NodeState, ServiceMode, TaskState, UpdateState};
+use shoal_core::store::StoreState;
+
+use super::parse::parse_duration;
+
+/// One checkable statement about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// `service web running 6 [image nginx:1.26]`: exactly N tasks desired and observed running,
+    /// all with that image if one is named.
+    ServiceRunning { service: String, count: u64, image: Option<String> },
+    /// `service web absent`
+    ServiceAbsent { service: String },
+    /// `service web update completed|paused|updating|rollback_completed|…`
+    ServiceUpdateState { service: String, state: UpdateState },
+    /// `node worker-2 status down|ready|…`
+    NodeStatus { node: String, state: NodeState },
+    /// `node worker-2 availability drain|active|pause`
+    NodeAvailability { node: String, availability: Availability },
+    /// `node worker-1 role manager|worker`
+    NodeRole { node: String, role: NodeRole },
+    /// `node worker-2 absent`
+    NodeAbsent { node: String },
+    /// `nodes 5 [ready]`: N nodes in the store (in that state).
+    Nodes { count: u64, state: Option<NodeState> },
+    /// `leader exists`
+    LeaderExists,
+    /// `no running task of web on worker-2`
+    NoRunningTaskOn { service: String, node: String },
+    /// `network backend exists`
+    NetworkExists { name: String },
+}
+
+/// An expectation with the time it is given to hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timed {
+    pub expectation: Expectation,
+    pub within: Duration,
+}
+
+const FORMS: &str = "service S running N [image I], service S absent, service S update STATE, node N status S, \
+                     node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
+                     no running task of S on N, network N exists";
+
+fn node_state(word: &str) -> Result<NodeState, String> {
+    match word {
+        "ready" => Ok(NodeState::Ready),
+        "down" => Ok(NodeState::Down),
+        "disconnected" => Ok(NodeState::Disconnected),
+        "unknown" => Ok(NodeState::Unknown),
+        other => Err(format!("unknown node status {other:?}: expected ready, down, disconnected, unknown")),
+    }
+}
+
+fn update_state(word: &str) -> Result<UpdateState, String> {
+    Ok(match word {
+        "updating" => UpdateState::Updating,
+        "paused" => UpdateState::Paused,
+        "completed" => UpdateState::Completed,
+        "rollback_started" | "rollback-started" => UpdateState::RollbackStarted,
+        "rollback_paused" | "rollback-paused" => UpdateState::RollbackPaused,
+        "rollback_completed" | "rollback-completed" => UpdateState::RollbackCompleted,
+        other => {
+            return Err(format!(
+                "unknown update state {other:?}: expected updating, paused, completed, rollback_started, rollback_paused, rollback_completed"
+            ))
+        }
+    })
+}
+
+impl std::str::FromStr for Expectation {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Expectation, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let number = |w: &str| w.parse::<u64>().map_err(|_| format!("{w:?} is not a number in expectation {text:?}"));
+        Ok(match words.as_slice() {
+            ["service", s, "running", n] => {
+                Expectation::ServiceRunning { service: s.to_string(), count: number(n)?, image: None }
+            }
+            ["service", s, "running", n, "image", i] => {
+                Expectation::ServiceRunning { service: s.to_string(), count: number(n)?, image: Some(i.to_string()) }
+            }
+            ["service", s, "absent"] => Expectation::ServiceAbsent { service: s.to_string() },
+            ["service", s, "update", state] => {
+                Expectation::ServiceUpdateState { service: s.to_string(), state: update_state(state)? }
+            }
+            ["node", n, "status", state] => Expectation::NodeStatus { node: n.to_string(), state: node_state(state)? },
+            ["node", n, "availability", a] => Expectation::NodeAvailability {
+                node: n.to_string(),
+                availability: match *a {
+                    "active" => Availability::Active,
+                    "pause" => Availability::Pause,
+                    "drain" => Availability::Drain,
+                    other => return Err(format!("unknown availability {other:?}: expected active, pause, drain")),
+                },
+            },
+            ["node", n, "role", r] => Expectation::NodeRole {
+                node: n.to_string(),
+                role: match *r {
+                    "manager" => NodeRole::Manager,
+                    "worker" => NodeRole::Worker,
+                    other => return Err(format!("unknown role {other:?}: expected manager, worker")),
+                },
+            },
+            ["node", n, "absent"] => Expectation::NodeAbsent { node: n.to_string() },
+            ["nodes", n] => Expectation::Nodes { count: number(n)?, state: None },
+            ["nodes", n, state] => Expectation::Nodes { count: number(n)?, state: Some(node_state(state)?) },
+            ["leader", "exists"] => Expectation::LeaderExists,
+            ["no", "running", "task", "of", s, "on", n] => {
+                Expectation::NoRunningTaskOn { service: s.to_string(), node: n.to_string() }
+            }
+            ["network", n, "exists"] => Expectation::NetworkExists { name: n.to_string() },
+            _ => return Err(format!("unknown expectation {text:?}: expected one of: {FORMS}")),
+        })
+    }
+}
+
+impl std::str::FromStr for Timed {
+    type Err = String;
+
+    /// `<expectation> within 30s`.
+    fn from_str(text: &str) -> Result<Timed, String> {
+        let Some((expectation, within)) = text.rsplit_once(" within ") else {
+            return Err(format!("expectation {text:?} needs a bound: `… within 30s`"));
+        };
+        Ok(Timed { expectation: expectation.trim().parse()?, within: parse_duration(within.trim())? })
+    }
+}
+
+/// The word a scenario uses for an enum value (its serde name).
+fn lower<T: serde::Serialize + std::fmt::Debug>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
+impl std::fmt::Display for Expectation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expectation::ServiceRunning { service, count, image: None } => {
+                write!(f, "service {service} running {count}")
+            }
+            Expectation::ServiceRunning { service, count, image: Some(i) } => {
+                write!(f, "service {service} running {count} image {i}")
+            }
+            Expectation::ServiceAbsent { service } => write!(f, "service {service} absent"),
+            Expectation::ServiceUpdateState { service, state } => {
+                write!(f, "service {service} update {}", lower(state))
+            }
+            Expectation::NodeStatus { node, state } => write!(f, "node {node} status {}", lower(state)),
+            Expectation::NodeAvailability { node, availability } => {
+                write!(f, "node {node} availability {}", lower(availability))
+            }
+            Expectation::NodeRole { node, role } => write!(f, "node {node} role {}", lower(role)),
+            Expectation::NodeAbsent { node } => write!(f, "node {node} absent"),
+            Expectation::Nodes { count, state: None } => write!(f, "nodes {count}"),
+            Expectation::Nodes { count, state: Some(s) } => write!(f, "nodes {count} {}", lower(s)),
+            Expectation::LeaderExists => write!(f, "leader exists"),
+            Expectation::NoRunningTaskOn { service, node } => write!(f, "no running task of {service} on {node}"),
+            Expectation::NetworkExists { name } => write!(f, "network {name} exists"),
+        }
+    }
+}
+
+/// Tasks of a service that are running and meant to be (what `service ls` counts).
+fn running_tasks<'a>(
+    state: &'a StoreState,
+    service_id: &'a str,
+) -> impl Iterator<Item = &'a shoal_core::api::Task> + 'a {
+    state.tasks.values().filter(move |t| {
+        t.service_id == service_id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+    })
+}
+
+impl Expectation {
+    /// Whether the expectation holds; if not, what was seen instead. `state` is the leader's store
+    /// (`None` without a leader), `leader` the leader's host name.
+    pub fn check(&self, state: Option<&StoreState>, leader: Option<&str>) -> Result<(), String> {
+        if let Expectation::LeaderExists = self {
+            return leader.map(|_| ()).ok_or_else(|| "no manager is leader".to_string());
+        }
+        let Some(state) = state else { return Err("no leader, so no store to read".into()) };
+        let service = |name: &str| state.services.values().find(|s| s.spec.name == name || s.id == name);
+        let node = |name: &str| state.nodes.values().find(|n| n.hostname() == name || n.id == name);
+        match self {
+            Expectation::LeaderExists => Ok(()),
+            Expectation::ServiceRunning { service: name, count, image } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let running: Vec<_> = running_tasks(state, &svc.id).collect();
+                let matching =
+                    running.iter().filter(|t| image.as_ref().is_none_or(|i| &t.spec.image == i)).count() as u64;
+                if running.len() as u64 == *count && matching == *count {
+                    return Ok(());
+                }
+                let mut images: Vec<&str> = running.iter().map(|t| t.spec.image.as_str()).collect();
+                images.dedup();
+                let desired = match svc.spec.mode {
+                    ServiceMode::Replicated { replicas } => format!("{replicas} replicas"),
+                    ServiceMode::Global => "global".to_string(),
+                };
+                let mut pending: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| {
+                        t.service_id == svc.id
+                            && t.desired_state == TaskState::Running
+                            && t.status.state != TaskState::Running
+                    })
+                    .map(|t| {
+                        format!(
+                            "{}:{}{}",
+                            t.name(),
+                            t.status.state,
+                            if t.status.err.is_empty() { String::new() } else { format!(" ({})", t.status.err) }
+                        )
+                    })
+                    .collect();
+                pending.truncate(4);
+                Err(format!(
+                    "{} running ({} with the image), images {images:?}, spec {desired} image {}, update {:?}; not yet running: {pending:?}",
+                    running.len(),
+                    matching,
+                    svc.spec.task.image,
+                    svc.update_status.as_ref().map(|u| u.state),
+                ))
+            }
+            Expectation::ServiceAbsent { service: name } => match service(name) {
+                None => Ok(()),
+                Some(_) => Err(format!("service {name} still exists")),
+            },
+            Expectation::ServiceUpdateState { service: name, state: want } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                match &svc.update_status {
+                    Some(status) if status.state == *want => Ok(()),
+                    Some(status) => Err(format!("update state is {:?} ({})", status.state, status.message)),
+                    None => Err("no update status".into()),
+                }
+            }
+            Expectation::NodeStatus { node: name, state: want } => {
+                let n = node(name).ok_or_else(|| format!("node {name} is not in the swarm"))?;
+                (n.status.state == *want).then_some(()).ok_or_else(|| format!("node {name} is {:?}", n.status.state))
+            }
+            Expectation::NodeAvailability { node: name, availability } => {
+                let n = node(name).ok_or_else(|| format!("node {name} is not in the swarm"))?;
+                (n.spec.availability == *availability)
+                    .then_some(())
+                    .ok_or_else(|| format!("node {name} availability is {:?}", n.spec.availability))
+            }
+            Expectation::NodeRole { node: name, role } => {
+                let n = node(name).ok_or_else(|| format!("node {name} is not in the swarm"))?;
+                (n.role == *role).then_some(()).ok_or_else(|| format!("node {name} role is {:?}", n.role))
+            }
+            Expectation::NodeAbsent { node: name } => match node(name) {
+                None => Ok(()),
+                Some(n) => Err(format!("node {name} is still in the swarm ({:?})", n.status.state)),
+            },
+            Expectation::Nodes { count, state: want } => {
+                let seen = state.nodes.values().filter(|n| want.is_none_or(|s| n.status.state == s)).count() as u64;
+                let all: Vec<String> =
+                    state.nodes.values().map(|n| format!("{}:{:?}", n.hostname(), n.status.state)).collect();
+                (seen == *count).then_some(()).ok_or_else(|| format!("{seen} nodes match: {all:?}"))
+            }
+            Expectation::NoRunningTaskOn { service: name, node: node_name } => {
+                let Some(svc) = service(name) else { return Ok(()) };
+                let Some(n) = node(node_name) else { return Ok(()) };
+                let on_node: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.node_id == n.id && t.status.state == TaskState::Running)
+                    .map(|t| t.name())
+                    .collect();
+                on_node.is_empty().then_some(()).ok_or_else(|| format!("running on {node_name}: {on_node:?}"))
+            }
+            Expectation::NetworkExists { name } => state
+                .networks
+                .values()
+                .any(|n| &n.name == name)
+                .then_some(())
+                .ok_or_else(|| format!("network {name} does not exist")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_expectations() {
+        assert_eq!(
+            "service web running 6 image nginx:1.26 within 30s".parse::<Timed>(),
+            Ok(Timed {
+                expectation: Expectation::ServiceRunning {
+                    service: "web".into(),
+                    count: 6,
+                    image: Some("nginx:1.26".into())
+                },
+                within: Duration::from_secs(30)
+            })
+        );
+        assert_eq!(
+            "node worker-2 status down".parse::<Expectation>(),
+            Ok(Expectation::NodeStatus { node: "worker-2".into(), state: NodeState::Down })
+        );
+        assert_eq!(
+            "no running task of web on worker-2".parse::<Expectation>(),
+            Ok(Expectation::NoRunningTaskOn { service: "web".into(), node: "worker-2".into() })
+        );
+        assert!("service web running 6".parse::<Timed>().unwrap_err().contains("within"));
+        assert!("service web runing 6".parse::<Expectation>().unwrap_err().contains("unknown expectation"));
+    }
+}

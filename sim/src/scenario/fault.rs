@@ -1,0 +1,314 @@
+//! `fault:` steps: what the supervisor does to the cluster — crash and restart hosts, make nodes
+//! leave, cut links (both ways or one way, for a while or until `heal`), slow or lossy links, and
+//! container faults (removed behind the agent's back, slow starts, crashes).
+//!
+//! Nodes are named as hosts (`manager-2`, `worker-3`) or by role: `leader` (the current raft leader)
+//! `follower` (the first manager by name that is up and not the leader) and `crashed` (the host
+//! crashed last, to restart it), resolved when the fault happens.
+
+use std::time::Duration;
+
+use super::parse::parse_duration;
+
+/// A host named directly or by its role at the moment of the fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Leader,
+    Follower,
+    /// The host crashed most recently.
+    Crashed,
+    Host(String),
+}
+
+impl Target {
+    fn parse(word: &str) -> Result<Target, String> {
+        match word {
+            "leader" => Ok(Target::Leader),
+            "follower" => Ok(Target::Follower),
+            "crashed" => Ok(Target::Crashed),
+            "" | "rest" => Err(format!("expected a node name, leader, follower or crashed, got {word:?}")),
+            name => Ok(Target::Host(name.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Leader => f.write_str("leader"),
+            Target::Follower => f.write_str("follower"),
+            Target::Crashed => f.write_str("crashed"),
+            Target::Host(name) => f.write_str(name),
+        }
+    }
+}
+
+/// The other side of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Side {
+    /// Every host not on the first side.
+    Rest,
+    Hosts(Vec<Target>),
+}
+
+/// What happens to containers of one image from now on, on every host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImageFault {
+    SlowStart(Duration),
+    CrashAfter { after: Duration, exit_code: i64 },
+    PullFails,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    Crash(Target),
+    Restart(Target),
+    Leave {
+        target: Target,
+        force: bool,
+    },
+    Partition {
+        side: Vec<Target>,
+        other: Side,
+        one_way: bool,
+        duration: Option<Duration>,
+    },
+    Heal,
+    Link {
+        a: Target,
+        b: Target,
+        delay_min: Duration,
+        delay_max: Duration,
+        loss: f64,
+    },
+    /// `docker rm -f` of the running container of `service`'s task in `slot`.
+    ContainerRemove {
+        service: String,
+        slot: u64,
+    },
+    Image {
+        image: String,
+        fault: ImageFault,
+    },
+}
+
+const FAULT_WORDS: &str = "crash, restart, leave, partition, heal, link, container, image";
+
+/// Split on whitespace, with `[`, `]` and `,` as words of their own.
+fn tokens(text: &str) -> Vec<String> {
+    text.replace('[', " [ ").replace(']', " ] ").replace(',', " , ").split_whitespace().map(str::to_string).collect()
+}
+
+/// `[a, b]` or a single bare name.
+fn host_list(words: &[String], at: &mut usize) -> Result<Vec<Target>, String> {
+    let first = words.get(*at).ok_or("expected a node list like [manager-1, worker-2]")?;
+    *at += 1;
+    if first != "[" {
+        return Ok(vec![Target::parse(first)?]);
+    }
+    let mut hosts = Vec::new();
+    loop {
+        let word = words.get(*at).ok_or("unterminated node list: missing ]")?;
+        *at += 1;
+        match word.as_str() {
+            "]" => break,
+            "," => {}
+            name => hosts.push(Target::parse(name)?),
+        }
+    }
+    if hosts.is_empty() {
+        return Err("empty node list".into());
+    }
+    Ok(hosts)
+}
+
+/// `50ms..200ms` or `50ms`.
+fn delay_range(text: &str) -> Result<(Duration, Duration), String> {
+    match text.split_once("..") {
+        Some((low, high)) => {
+            let (low, high) = (parse_duration(low)?, parse_duration(high)?);
+            if high < low {
+                return Err(format!("delay range {text:?} ends before it starts"));
+            }
+            Ok((low, high))
+        }
+        None => {
+            let d = parse_duration(text)?;
+            Ok((d, d))
+        }
+    }
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Fault, String> {
+        let words = tokens(text);
+        let word = |i: usize| words.get(i).map(String::as_str);
+        let usage = |form: &str| format!("fault {text:?}: expected `{form}`");
+        match word(0) {
+            Some("crash") => match &words[1..] {
+                [target] => Ok(Fault::Crash(Target::parse(target)?)),
+                _ => Err(usage("crash leader|follower|NODE")),
+            },
+            Some("restart") => match &words[1..] {
+                [target] => Ok(Fault::Restart(Target::parse(target)?)),
+                _ => Err(usage("restart NODE")),
+            },
+            Some("leave") => {
+                let mut force = false;
+                let mut target = None;
+                for w in &words[1..] {
+                    match w.as_str() {
+                        "-f" | "--force" => force = true,
+                        name if target.is_none() => target = Some(Target::parse(name)?),
+                        _ => return Err(usage("leave NODE [-f]")),
+                    }
+                }
+                Ok(Fault::Leave { target: target.ok_or_else(|| usage("leave NODE [-f]"))?, force })
+            }
+            Some("heal") if words.len() == 1 => Ok(Fault::Heal),
+            Some("heal") => Err(usage("heal")),
+            Some("partition") => {
+                let form = "partition [a, b] from rest|[c, d] [one-way] [for 20s]";
+                let mut at = 1;
+                let side = host_list(&words, &mut at).map_err(|e| format!("{}: {e}", usage(form)))?;
+                if word(at) != Some("from") {
+                    return Err(usage(form));
+                }
+                at += 1;
+                let other = if word(at) == Some("rest") {
+                    at += 1;
+                    Side::Rest
+                } else {
+                    Side::Hosts(host_list(&words, &mut at).map_err(|e| format!("{}: {e}", usage(form)))?)
+                };
+                let (mut one_way, mut duration) = (false, None);
+                while let Some(w) = word(at) {
+                    at += 1;
+                    match w {
+                        "one-way" => one_way = true,
+                        "for" => {
+                            let d = word(at).ok_or_else(|| usage(form))?;
+                            at += 1;
+                            duration = Some(parse_duration(d)?);
+                        }
+                        _ => return Err(usage(form)),
+                    }
+                }
+                Ok(Fault::Partition { side, other, one_way, duration })
+            }
+            Some("link") => {
+                let form = "link A B [delay 50ms..200ms] [loss 0.1]";
+                let (Some(a), Some(b)) = (word(1), word(2)) else { return Err(usage(form)) };
+                let (a, b) = (Target::parse(a)?, Target::parse(b)?);
+                let default = crate::net::LinkPolicy::default();
+                let (mut delay_min, mut delay_max, mut loss) = (default.delay_min, default.delay_max, 0.0);
+                let mut at = 3;
+                while let Some(w) = word(at) {
+                    let value = word(at + 1).ok_or_else(|| usage(form))?;
+                    at += 2;
+                    match w {
+                        "delay" => (delay_min, delay_max) = delay_range(value)?,
+                        "loss" => {
+                            loss = value.parse().map_err(|_| format!("loss {value:?} is not a number"))?;
+                            if !(0.0..=1.0).contains(&loss) {
+                                return Err(format!("loss {loss} is not between 0 and 1"));
+                            }
+                        }
+                        _ => return Err(usage(form)),
+                    }
+                }
+                Ok(Fault::Link { a, b, delay_min, delay_max, loss })
+            }
+            Some("container") => {
+                let form = "container remove SERVICE SLOT";
+                match &words[1..] {
+                    [verb, service, slot] if verb == "remove" || verb == "rm" => Ok(Fault::ContainerRemove {
+                        service: service.clone(),
+                        slot: slot.parse().map_err(|_| format!("{}: slot {slot:?} is not a number", usage(form)))?,
+                    }),
+                    _ => Err(usage(form)),
+                }
+            }
+            Some("image") => {
+                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails";
+                let image = word(1).ok_or_else(|| usage(form))?.to_string();
+                let fault = match &words[2..] {
+                    [kind, d] if kind == "slow-start" => ImageFault::SlowStart(parse_duration(d)?),
+                    [kind, d, exit, code] if kind == "crash-after" && exit == "exit" => ImageFault::CrashAfter {
+                        after: parse_duration(d)?,
+                        exit_code: code.parse().map_err(|_| format!("exit code {code:?} is not a number"))?,
+                    },
+                    [kind, d] if kind == "crash-after" => {
+                        ImageFault::CrashAfter { after: parse_duration(d)?, exit_code: 1 }
+                    }
+                    [kind] if kind == "pull-fails" => ImageFault::PullFails,
+                    _ => return Err(usage(form)),
+                };
+                Ok(Fault::Image { image, fault })
+            }
+            Some(other) => Err(format!("unknown fault {other:?}: expected {FAULT_WORDS}")),
+            None => Err(format!("empty fault: expected {FAULT_WORDS}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str) -> Target {
+        Target::Host(name.into())
+    }
+
+    #[test]
+    fn parses_every_fault() {
+        assert_eq!("crash leader".parse(), Ok(Fault::Crash(Target::Leader)));
+        assert_eq!("restart manager-1".parse(), Ok(Fault::Restart(host("manager-1"))));
+        assert_eq!("leave worker-1 -f".parse(), Ok(Fault::Leave { target: host("worker-1"), force: true }));
+        assert_eq!(
+            "partition [manager-2, worker-1] from rest for 20s".parse(),
+            Ok(Fault::Partition {
+                side: vec![host("manager-2"), host("worker-1")],
+                other: Side::Rest,
+                one_way: false,
+                duration: Some(Duration::from_secs(20)),
+            })
+        );
+        assert_eq!(
+            "partition [leader] from [worker-1] one-way".parse(),
+            Ok(Fault::Partition {
+                side: vec![Target::Leader],
+                other: Side::Hosts(vec![host("worker-1")]),
+                one_way: true,
+                duration: None
+            })
+        );
+        assert_eq!(
+            "link manager-1 worker-2 delay 50ms..200ms loss 0.1".parse(),
+            Ok(Fault::Link {
+                a: host("manager-1"),
+                b: host("worker-2"),
+                delay_min: Duration::from_millis(50),
+                delay_max: Duration::from_millis(200),
+                loss: 0.1
+            })
+        );
+        assert_eq!("container remove web 2".parse(), Ok(Fault::ContainerRemove { service: "web".into(), slot: 2 }));
+        assert_eq!(
+            "image nginx:bad crash-after 2s exit 1".parse(),
+            Ok(Fault::Image {
+                image: "nginx:bad".into(),
+                fault: ImageFault::CrashAfter { after: Duration::from_secs(2), exit_code: 1 }
+            })
+        );
+        assert_eq!("heal".parse(), Ok(Fault::Heal));
+    }
+
+    #[test]
+    fn unknown_fault_names_the_choices() {
+        let err = "crsh leader".parse::<Fault>().unwrap_err();
+        assert_eq!(err, format!("unknown fault \"crsh\": expected {FAULT_WORDS}"));
+    }
+}

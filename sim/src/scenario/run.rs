@@ -1,0 +1,550 @@
+//! Playing a scenario against a simulated cluster with one seed (madsim builds only).
+//!
+//! The supervisor is a single task on virtual time: it runs the steps in order, and whenever it
+//! waits — for `after:`/`wait:`, for an expectation, or for a control request to answer — it polls
+//! every [`POLL`] of virtual time: due timers fire (the end of a `partition … for T`) and the safety
+//! invariants are checked on the leader's store. After the last step comes the liveness phase:
+//! the network is healed (crashed hosts stay down unless a step restarted them), the `eventually:`
+//! expectations must hold within their bounds, and every service must converge to its spec.
+//!
+//! Everything here is deterministic: ordered maps only, virtual time only, the seed decides all.
+//! A run happens on a fresh thread with a fresh madsim runtime; for bit-for-bit reproduction
+//! across runs use one process per run (see the `shoal-sim` binary), since tokio's `select!`
+//! fairness rng is seeded per process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState};
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
+use shoal_core::env::runtime;
+use shoal_core::scheduler::{node_matches, parse_constraints};
+use shoal_core::store::StoreState;
+
+use super::cli::Command;
+use super::expect::{Expectation, Timed};
+use super::fault::{Fault, ImageFault, Side, Target};
+use super::parse::{Action, Final, Scenario, Step};
+use super::Outcome;
+use crate::cluster::{ClusterShape, SimCluster};
+use crate::executor::Behavior;
+use crate::invariants::ServiceInvariants;
+use crate::net::LinkPolicy;
+use crate::trace::SimTrace;
+
+/// How often, in virtual time, invariants are checked and timers fire while the supervisor waits.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Virtual time a run may take before it is cut off as a liveness failure.
+pub const MAX_VIRTUAL: Duration = Duration::from_secs(3600);
+
+/// What one run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub scenario: String,
+    pub file: String,
+    pub seed: u64,
+    pub outcome: Outcome,
+    /// Virtual milliseconds from the start of the run to its end.
+    pub virtual_ms: u64,
+    pub trace_hash: u64,
+    pub trace_events: usize,
+    /// The whole trace as JSONL.
+    pub trace_jsonl: String,
+}
+
+/// A supervisor action due at a virtual instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Heal,
+}
+
+/// Why the steps stopped early.
+type Stop = Outcome;
+
+struct Runner<'a> {
+    scenario: &'a Scenario,
+    cluster: SimCluster,
+    invariants: ServiceInvariants,
+    /// (due at, virtual ms since start; timer), in due order.
+    timers: Vec<(u64, Timer)>,
+    behaviors: BTreeMap<String, Behavior>,
+    /// Hosts crashed so far, the latest last.
+    crashed: Vec<String>,
+    start: runtime::Instant,
+}
+
+/// Virtual milliseconds since `start`.
+fn since(start: runtime::Instant) -> u64 {
+    runtime::now().saturating_duration_since(start).as_millis() as u64
+}
+
+/// One poll: fire due timers, then check the invariants on the leader's store.
+fn poll(
+    cluster: &SimCluster,
+    invariants: &mut ServiceInvariants,
+    timers: &mut Vec<(u64, Timer)>,
+    start: runtime::Instant,
+) -> Result<(), Stop> {
+    let now = since(start);
+    while timers.first().is_some_and(|(at, _)| *at <= now) {
+        let (_, timer) = timers.remove(0);
+        match timer {
+            Timer::Heal => cluster.heal(),
+        }
+    }
+    if let Some(state) = cluster.store_of_leader() {
+        if let Err(violation) = invariants.check(runtime::unix_millis(), &state) {
+            cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
+            return Err(Outcome::Safety(violation.to_string()));
+        }
+    }
+    if now > MAX_VIRTUAL.as_millis() as u64 {
+        return Err(Outcome::Liveness(format!("the run exceeded {} s of virtual time", MAX_VIRTUAL.as_secs())));
+    }
+    Ok(())
+}
+
+fn short(result: &ControlResult) -> serde_json::Value {
+    match result {
+        Ok(ControlResponse::Done) => json!({"ok": "done"}),
+        Ok(ControlResponse::Created { id }) => json!({"ok": "created", "id": id}),
+        Ok(ControlResponse::Nodes(nodes)) => json!({"ok": "nodes", "count": nodes.len()}),
+        Ok(ControlResponse::Services(s)) => json!({"ok": "services", "count": s.len()}),
+        Ok(ControlResponse::Tasks(t)) => json!({"ok": "tasks", "count": t.len()}),
+        Ok(ControlResponse::Networks(n)) => json!({"ok": "networks", "count": n.len()}),
+        Ok(ControlResponse::JoinToken { .. }) => json!({"ok": "join_token"}),
+        Ok(ControlResponse::Info(_)) => json!({"ok": "info"}),
+        Ok(ControlResponse::Node(_)) => json!({"ok": "node"}),
+        Ok(ControlResponse::Service(_)) => json!({"ok": "service"}),
+        Ok(ControlResponse::Network(_)) => json!({"ok": "network"}),
+        Err(err) => json!({"error": err.to_string()}),
+    }
+}
+
+impl Runner<'_> {
+    fn at(&self, step: &Step) -> String {
+        format!("{}:{}", self.scenario.file, step.line)
+    }
+
+    fn poll(&mut self) -> Result<(), Stop> {
+        poll(&self.cluster, &mut self.invariants, &mut self.timers, self.start)
+    }
+
+    /// Let `duration` of virtual time pass, polling.
+    async fn sleep(&mut self, duration: Duration) -> Result<(), Stop> {
+        let deadline = runtime::now() + duration;
+        loop {
+            self.poll()?;
+            let now = runtime::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            runtime::sleep(POLL.min(deadline - now)).await;
+        }
+    }
+
+    /// Send a control request, polling while it is in flight.
+    async fn control(&mut self, request: ControlRequest) -> Result<ControlResult, Stop> {
+        let Runner { cluster, invariants, timers, start, .. } = self;
+        let mut call = Box::pin(cluster.control(request));
+        loop {
+            match runtime::timeout(POLL, &mut call).await {
+                Ok(result) => return Ok(result),
+                Err(_) => poll(cluster, invariants, timers, *start)?,
+            }
+        }
+    }
+
+    /// Poll until `expectation` holds, or fail after `within`.
+    async fn wait_for(&mut self, expectation: &Expectation, within: Duration, place: &str) -> Result<(), Stop> {
+        let deadline = runtime::now() + within;
+        loop {
+            self.poll()?;
+            let leader = self.cluster.leader();
+            let state = self.cluster.store_of_leader();
+            let verdict = expectation.check(state.as_ref(), leader.as_deref());
+            match verdict {
+                Ok(()) => {
+                    self.cluster
+                        .note("step.expect", json!({"at": place, "expect": expectation.to_string(), "ok": true}));
+                    return Ok(());
+                }
+                Err(seen) if runtime::now() >= deadline => {
+                    self.cluster
+                        .note("step.expect", json!({"at": place, "expect": expectation.to_string(), "seen": seen}));
+                    return Err(Outcome::Liveness(format!(
+                        "{place}: expected `{expectation}` within {} s; saw: {seen}",
+                        within.as_secs_f64()
+                    )));
+                }
+                Err(_) => runtime::sleep(POLL).await,
+            }
+        }
+    }
+
+    /// Resolve a target to a host name.
+    fn host(&self, target: &Target) -> Result<String, String> {
+        match target {
+            Target::Host(name) if self.cluster.node_names().contains(name) => Ok(name.clone()),
+            Target::Host(name) => Err(format!("no host {name:?} (hosts: {})", self.cluster.node_names().join(", "))),
+            Target::Leader => self.cluster.leader().ok_or_else(|| "no manager is leader".to_string()),
+            Target::Crashed => self.crashed.last().cloned().ok_or_else(|| "no host has crashed".to_string()),
+            Target::Follower => {
+                let leader = self.cluster.leader();
+                self.cluster
+                    .node_names()
+                    .into_iter()
+                    .find(|name| {
+                        Some(name) != leader.as_ref() && self.cluster.node(name).is_some_and(|n| n.is_manager())
+                    })
+                    .ok_or_else(|| "no manager besides the leader is up".to_string())
+            }
+        }
+    }
+
+    fn hosts(&self, targets: &[Target]) -> Result<Vec<String>, String> {
+        targets.iter().map(|t| self.host(t)).collect()
+    }
+
+    async fn run_command(&mut self, command: &Command) -> Result<ControlResult, Stop> {
+        match command {
+            Command::Request(request) => self.control(request.clone()).await,
+            Command::Sequence(requests) => {
+                let mut last = Ok(ControlResponse::Done);
+                for request in requests {
+                    last = self.control(request.clone()).await?;
+                    if last.is_err() {
+                        break;
+                    }
+                }
+                Ok(last)
+            }
+            Command::ServiceUpdate { service, changes } => {
+                let current = match self.control(ControlRequest::ServiceInspect { service: service.clone() }).await? {
+                    Ok(ControlResponse::Service(view)) => view.service,
+                    Ok(other) => return Ok(Err(ControlError::Internal(format!("service inspect answered {other:?}")))),
+                    Err(err) => return Ok(Err(err)),
+                };
+                let mut spec = current.spec.clone();
+                changes.apply(&mut spec);
+                let request =
+                    ControlRequest::ServiceUpdate { service: current.id.clone(), version: current.meta.version, spec };
+                self.control(request).await
+            }
+        }
+    }
+
+    async fn fault(&mut self, fault: &Fault, place: &str) -> Result<(), String> {
+        match fault {
+            Fault::Crash(target) => {
+                let host = self.host(target)?;
+                self.cluster.crash(&host);
+                self.crashed.retain(|h| h != &host);
+                self.crashed.push(host);
+            }
+            Fault::Restart(target) => {
+                let host = self.host(target)?;
+                self.cluster.restart(&host);
+                self.crashed.retain(|h| h != &host);
+            }
+            Fault::Leave { target, force } => {
+                let host = self.host(target)?;
+                self.cluster.leave(&host, *force).await.map_err(|err| format!("{host} could not leave: {err}"))?;
+            }
+            Fault::Partition { side, other, one_way, duration } => {
+                let side = self.hosts(side)?;
+                let other = match other {
+                    Side::Rest => self.cluster.node_names().into_iter().filter(|h| !side.contains(h)).collect(),
+                    Side::Hosts(targets) => self.hosts(targets)?,
+                };
+                if *one_way {
+                    self.cluster.cut_one_way(&side, &other);
+                } else {
+                    self.cluster.partition(&side, &other);
+                }
+                if let Some(duration) = duration {
+                    let due = since(self.start) + duration.as_millis() as u64;
+                    let at = self.timers.partition_point(|(t, _)| *t <= due);
+                    self.timers.insert(at, (due, Timer::Heal));
+                }
+            }
+            Fault::Heal => self.cluster.heal(),
+            Fault::Link { a, b, delay_min, delay_max, loss } => {
+                let (a, b) = (self.host(a)?, self.host(b)?);
+                self.cluster.set_link(&a, &b, LinkPolicy { delay_min: *delay_min, delay_max: *delay_max, loss: *loss });
+            }
+            Fault::ContainerRemove { service, slot } => {
+                let state = self.cluster.store_of_leader().ok_or("no leader to ask where the task runs")?;
+                let task = state
+                    .tasks
+                    .values()
+                    .find(|t| {
+                        t.service_name == *service
+                            && t.slot == *slot
+                            && t.desired_state == TaskState::Running
+                            && t.status.state == TaskState::Running
+                    })
+                    .ok_or_else(|| format!("no running task {service}.{slot}"))?;
+                let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                let executor = self
+                    .cluster
+                    .executor(&host)
+                    .ok_or_else(|| format!("task {service}.{slot} is on unknown host {host:?}"))?;
+                if !executor.remove_behind_back(&task.status.container_id) {
+                    return Err(format!("container {} of {service}.{slot} is not on {host}", task.status.container_id));
+                }
+                self.cluster.note(
+                    "fault.container_remove",
+                    json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
+                );
+            }
+            Fault::Image { image, fault } => {
+                let behavior = self.behaviors.entry(image.clone()).or_default();
+                match fault {
+                    ImageFault::SlowStart(d) => behavior.start_delay = *d,
+                    ImageFault::CrashAfter { after, exit_code } => {
+                        behavior.exit_after = Some(*after);
+                        behavior.exit_code = *exit_code;
+                    }
+                    ImageFault::PullFails => behavior.pull_fails = true,
+                }
+                let behavior = behavior.clone();
+                for executor in self.cluster.executors().values() {
+                    executor.set_behavior(image, behavior.clone());
+                }
+                self.cluster
+                    .note("fault.image", json!({"at": place, "image": image, "behavior": format!("{behavior:?}")}));
+            }
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<(), Stop> {
+        let place = self.at(step);
+        if !step.after.is_zero() {
+            self.sleep(step.after).await?;
+        }
+        match &step.action {
+            Action::Run { command, text, expect_error, expect_output } => {
+                let result = self.run_command(command).await?;
+                let mut note = short(&result);
+                note["at"] = json!(place);
+                note["run"] = json!(text);
+                self.cluster.note("step.run", note);
+                match (&result, expect_error) {
+                    (Ok(_), Some(want)) => {
+                        return Err(Outcome::Liveness(format!(
+                            "{place}: `{text}` should fail with {want:?}, but it succeeded"
+                        )))
+                    }
+                    (Err(err), Some(want)) if !err.to_string().contains(want.as_str()) => {
+                        return Err(Outcome::Liveness(format!(
+                            "{place}: `{text}` should fail with {want:?}, but failed with: {err}"
+                        )))
+                    }
+                    (Err(err), None) => return Err(Outcome::Liveness(format!("{place}: `{text}` failed: {err}"))),
+                    _ => {}
+                }
+                if let (Ok(response), Some(want)) = (&result, expect_output) {
+                    let output = serde_json::to_string(response).unwrap_or_default();
+                    if !output.contains(want.as_str()) {
+                        return Err(Outcome::Liveness(format!(
+                            "{place}: output of `{text}` should contain {want:?}; it was {}",
+                            output.chars().take(400).collect::<String>()
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Action::Fault(fault) => {
+                self.cluster.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
+                self.fault(fault, &place)
+                    .await
+                    .map_err(|err| Outcome::Liveness(format!("{place}: fault failed: {err}")))
+            }
+            Action::Wait(duration) => self.sleep(*duration).await,
+            Action::Expect(Timed { expectation, within }) => self.wait_for(expectation, *within, &place).await,
+        }
+    }
+
+    /// Every service runs its current spec: replicated ones with exactly `replicas` tasks, global
+    /// ones with one task on each ready, active node its constraints allow.
+    fn converged(state: &StoreState) -> Result<(), String> {
+        for svc in state.services.values() {
+            let current: Vec<_> = state
+                .tasks
+                .values()
+                .filter(|t| {
+                    t.service_id == svc.id
+                        && t.desired_state == TaskState::Running
+                        && t.status.state == TaskState::Running
+                })
+                .collect();
+            let stale = current.iter().filter(|t| t.spec != svc.spec.task).count();
+            match svc.spec.mode {
+                ServiceMode::Replicated { replicas } => {
+                    if current.len() as u64 != replicas || stale > 0 {
+                        return Err(format!(
+                            "service {}: {} running ({stale} with an old spec), want {replicas} of image {}",
+                            svc.spec.name,
+                            current.len(),
+                            svc.spec.task.image
+                        ));
+                    }
+                }
+                ServiceMode::Global => {
+                    let constraints = parse_constraints(&svc.spec.task.placement.constraints).unwrap_or_default();
+                    let eligible: BTreeSet<&str> = state
+                        .nodes
+                        .values()
+                        .filter(|n| {
+                            n.status.state == NodeState::Ready
+                                && n.spec.availability == Availability::Active
+                                && node_matches(&constraints, n)
+                        })
+                        .map(|n| n.id.as_str())
+                        .collect();
+                    let on: BTreeSet<&str> = current.iter().map(|t| t.node_id.as_str()).collect();
+                    if !eligible.is_subset(&on) || stale > 0 {
+                        return Err(format!(
+                            "global service {}: running on {} of {} eligible nodes ({stale} with an old spec)",
+                            svc.spec.name,
+                            on.intersection(&eligible).count(),
+                            eligible.len()
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn liveness(&mut self) -> Result<(), Stop> {
+        self.timers.clear();
+        self.cluster.note("phase.liveness", json!({}));
+        self.cluster.heal();
+        let finals: Vec<Timed> = self
+            .scenario
+            .expect
+            .iter()
+            .filter_map(|f| match f {
+                Final::Eventually(timed) => Some(timed.clone()),
+                Final::Always(_) => None,
+            })
+            .collect();
+        let place = format!("{} (eventually)", self.scenario.file);
+        for timed in &finals {
+            self.wait_for(&timed.expectation, timed.within, &place).await?;
+        }
+        if self.scenario.converge {
+            let within = self.scenario.converge_within;
+            let deadline = runtime::now() + within;
+            loop {
+                self.poll()?;
+                let verdict = match self.cluster.store_of_leader() {
+                    Some(state) => Self::converged(&state),
+                    None => Err("no leader".to_string()),
+                };
+                match verdict {
+                    Ok(()) => break,
+                    Err(seen) if runtime::now() >= deadline => {
+                        return Err(Outcome::Liveness(format!(
+                            "{}: services did not converge to their specs within {} s after the faults healed: {seen}",
+                            self.scenario.file,
+                            within.as_secs_f64()
+                        )))
+                    }
+                    Err(_) => runtime::sleep(POLL).await,
+                }
+            }
+        }
+        self.cluster.note("phase.done", json!({}));
+        Ok(())
+    }
+}
+
+/// Play `scenario` in the current madsim runtime. `trace` receives the cluster's trace as soon as
+/// the cluster exists, so a panicking run still leaves its trace behind.
+pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (Outcome, u64) {
+    let start = runtime::now();
+    let shape = ClusterShape { managers: scenario.cluster.managers, workers: scenario.cluster.workers };
+    let cluster = match SimCluster::start(shape).await {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            return (Outcome::Crash(format!("{}: the cluster did not start: {err}", scenario.file)), since(start))
+        }
+    };
+    *trace.lock().expect("trace slot") = Some(cluster.trace_log().clone());
+    cluster.note("scenario.start", json!({"name": scenario.name, "file": scenario.file}));
+    let mut runner = Runner {
+        scenario,
+        cluster,
+        invariants: ServiceInvariants::default(),
+        timers: Vec::new(),
+        behaviors: BTreeMap::new(),
+        crashed: Vec::new(),
+        start,
+    };
+    let mut outcome = Outcome::Pass;
+    for step in &scenario.steps {
+        if let Err(stop) = runner.step(step).await {
+            outcome = stop;
+            break;
+        }
+    }
+    if outcome.is_pass() {
+        if let Err(stop) = runner.liveness().await {
+            outcome = stop;
+        }
+    }
+    runner.cluster.note("scenario.end", json!({"result": outcome.label()}));
+    (outcome, since(start))
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic with a non-string payload".to_string())
+}
+
+/// Run `scenario` with `seed` in a fresh madsim runtime on a fresh thread (one simulation per
+/// thread). A panic inside the simulation becomes [`Outcome::Crash`].
+pub fn run_seed(scenario: &Scenario, seed: u64) -> RunReport {
+    let owned = scenario.clone();
+    let slot: Arc<Mutex<Option<SimTrace>>> = Arc::new(Mutex::new(None));
+    let thread_slot = slot.clone();
+    let joined = std::thread::Builder::new()
+        .name(format!("sim-seed-{seed}"))
+        .spawn(move || {
+            let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(play(&owned, thread_slot))))
+                .map_err(|payload| panic_message(payload.as_ref()))
+        })
+        .map(|handle| handle.join());
+    let (outcome, virtual_ms) = match joined {
+        Ok(Ok(Ok((outcome, virtual_ms)))) => (outcome, virtual_ms),
+        Ok(Ok(Err(message))) => (Outcome::Crash(format!("panic in the simulation: {message}")), 0),
+        Ok(Err(payload)) => {
+            (Outcome::Crash(format!("panic in the simulation: {}", panic_message(payload.as_ref()))), 0)
+        }
+        Err(err) => (Outcome::Crash(format!("could not start the simulation thread: {err}")), 0),
+    };
+    let trace = slot.lock().expect("trace slot").take().unwrap_or_default();
+    let trace_events = trace.len();
+    RunReport {
+        scenario: scenario.name.clone(),
+        file: scenario.file.clone(),
+        seed,
+        outcome,
+        virtual_ms,
+        trace_hash: trace.hash(),
+        trace_events,
+        trace_jsonl: trace.to_jsonl(),
+    }
+}
