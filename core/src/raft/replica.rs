@@ -278,7 +278,14 @@ impl Replica {
         self.inner.status.borrow().role == Role::Leader
     }
 
-    /// Has a leader heard from a quorum recently enough to still believe it leads?
+    /// Leader, and acknowledged by a quorum within an election timeout. openraft 0.9 has no
+    /// CheckQuorum: a leader cut off in a minority keeps the Leader role (Swarm's would step down),
+    /// so leader-only controllers should key on this rather than on [`Replica::is_leader`].
+    pub fn leads_with_quorum(&self) -> bool {
+        self.is_leader() && !self.quorum_stale()
+    }
+
+    /// Has a leader gone longer than an election timeout without a quorum's acknowledgement?
     fn quorum_stale(&self) -> bool {
         let limit = self.inner.config.election_timeout_max_ms;
         self.inner.raft.metrics().borrow().millis_since_quorum_ack.is_some_and(|ms| ms > limit)
