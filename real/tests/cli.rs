@@ -554,3 +554,129 @@ fn listing_without_rows_prints_the_header() {
     };
     assert_eq!(listing.render(None, false).unwrap(), "ID        NAME\n");
 }
+
+// ---------------------------------------------------------------- stacks
+
+const COMPOSE: &str = r#"
+version: "3.8"
+services:
+  web:
+    image: busybox:${TAG:-latest}
+    command: sh -c "echo 'hi there'; sleep 100"
+    environment:
+      - MODE=prod
+      - FROM_SHELL
+    ports:
+      - "8080:80"
+      - target: 53
+        published: 5353
+        protocol: udp
+        mode: host
+    networks: [front]
+    build: .
+    deploy:
+      replicas: 3
+      placement:
+        constraints: [node.role == worker]
+        preferences:
+          - spread: node.labels.zone
+        max_replicas_per_node: 2
+      resources:
+        limits: { cpus: "0.5", memory: 64M }
+      restart_policy: { condition: on-failure, delay: 2s, max_attempts: 3 }
+      update_config: { parallelism: 2, delay: 1s, order: start-first, failure_action: rollback }
+  worker:
+    image: busybox
+    deploy:
+      mode: global
+networks:
+  front:
+    driver: overlay
+    attachable: true
+  unused: {}
+"#;
+
+#[test]
+fn compose_file_becomes_the_stack_plan() {
+    let env = |key: &str| match key {
+        "FROM_SHELL" => Some("yes".to_string()),
+        _ => None,
+    };
+    let plan = spec_plan("app", COMPOSE, &env);
+    assert_eq!(plan.ignored, ["build"]);
+    let names: Vec<&str> = plan.networks.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["app_default", "app_front"]);
+    assert!(plan.networks.iter().all(
+        |n| n.driver == "overlay" && n.labels.get("com.docker.stack.namespace").map(String::as_str) == Some("app")
+    ));
+    let web = &plan.services[0];
+    assert_eq!(web.name, "app_web");
+    assert_eq!(web.task.image, "busybox:latest");
+    assert_eq!(web.task.args, ["sh", "-c", "echo 'hi there'; sleep 100"]);
+    assert_eq!(web.task.env, ["MODE=prod", "FROM_SHELL=yes"]);
+    assert_eq!(web.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(web.task.networks, ["app_front"]);
+    assert_eq!(web.ports.len(), 2);
+    assert_eq!(web.ports[1].protocol, "udp");
+    assert_eq!(web.task.placement.constraints, ["node.role == worker"]);
+    assert_eq!(web.task.placement.preferences, ["spread=node.labels.zone"]);
+    assert_eq!(web.task.placement.max_replicas_per_node, 2);
+    assert_eq!(web.task.resources.limits.memory_bytes, 64 << 20);
+    assert_eq!(web.task.restart_policy.max_attempts, 3);
+    assert_eq!(web.update_config.parallelism, 2);
+    assert_eq!(web.update_config.order, UpdateOrder::StartFirst);
+    let worker = &plan.services[1];
+    assert_eq!(worker.name, "app_worker");
+    assert_eq!(worker.mode, ServiceMode::Global);
+    assert_eq!(worker.task.networks, ["app_default"]);
+}
+
+fn spec_plan(stack: &str, text: &str, env: &dyn Fn(&str) -> Option<String>) -> shoal::cli::stack::StackPlan {
+    shoal::cli::stack::plan(stack, text, env).unwrap()
+}
+
+#[test]
+fn compose_refusals() {
+    let none = |_: &str| None;
+    let err = |text: &str| shoal::cli::stack::plan("s", text, &none).unwrap_err().to_string();
+    assert_eq!(err("services:\n  a:\n    command: x\n"), "invalid image reference for service a: no image specified");
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    deploy: {mode: global, replicas: 2}\n"),
+        "replicas can only be used with replicated or replicated-job mode"
+    );
+    assert_eq!(err("services:\n  a:\n    image: x\n    deploy: {mode: sometimes}\n"), "unknown mode: sometimes");
+    assert!(err("services:\n  a:\n    image: x\n    networks: [nope]\n").contains("undefined network nope"));
+    assert!(err("services: [").contains("not valid YAML"));
+}
+
+#[test]
+fn compose_interpolation() {
+    use shoal::cli::stack::interpolate;
+    let env = |key: &str| match key {
+        "A" => Some("1".to_string()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    };
+    assert_eq!(interpolate("$A ${A} ${B:-x} ${EMPTY:-y} ${EMPTY-z} $$A", &env).unwrap(), "1 1 x y  $A");
+    assert!(interpolate("${A", &env).is_err());
+}
+
+#[test]
+fn stack_ls_golden() {
+    // Golden `stack-list-sort-natural.golden`.
+    let mut views = Vec::new();
+    for stack in ["service-name-10-foo", "service-name-1-foo", "service-name-2-foo"] {
+        let mut spec = shoal_core::api::ServiceSpec::new(format!("{stack}_web"), "busybox");
+        spec.labels.insert("com.docker.stack.namespace".into(), stack.into());
+        let service: shoal_core::api::Service = serde_json::from_value(serde_json::json!({
+            "id": "x", "meta": Meta::default(), "spec": spec, "previous_spec": null, "spec_version": 1,
+            "update_status": null, "endpoint_ports": [],
+        }))
+        .unwrap();
+        views.push(shoal_core::control::ServiceView { service, running: 0, desired: 1 });
+    }
+    assert_eq!(
+        render::stack_list(&views).render(None, false).unwrap(),
+        "NAME                  SERVICES\nservice-name-1-foo    1\nservice-name-2-foo    1\nservice-name-10-foo   1\n"
+    );
+}

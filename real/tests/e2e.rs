@@ -258,8 +258,36 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     assert!(inspect.contains("VERSION=2"), "{inspect}");
 
     manager.must(&["service", "rm", &service]);
+    if executor == "process" {
+        stack_scenario(&manager);
+    }
     let events = std::fs::read_to_string(manager._dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+/// `stack deploy` from a compose file, then `stack ls|services|ps|rm`.
+fn stack_scenario(manager: &DaemonProc) {
+    let compose = manager._dir.path().join("compose.yml");
+    std::fs::write(
+        &compose,
+        "version: \"3.8\"\nservices:\n  web:\n    image: process\n    command: [sh, -c, 'while kill -0 $$PPID; do sleep 1; done']\n    deploy:\n      replicas: 2\n",
+    )
+    .expect("write compose file");
+    let compose = compose.to_string_lossy().to_string();
+    let deployed = manager.must(&["stack", "deploy", "-c", &compose, "app"]);
+    assert_eq!(deployed, "Creating network app_default\nCreating service app_web\n");
+    wait_for(Duration::from_secs(60), "the stack's service to converge", || {
+        manager.shoal(&["stack", "services", "app"]).ok().filter(|out| out.contains("replicated   2/2")).map(|_| ())
+    });
+    assert_eq!(manager.must(&["stack", "ls"]), "NAME      SERVICES\napp       1\n");
+    let ps = json_lines(&manager.must(&["stack", "ps", "app", "--format", "json"]));
+    assert_eq!(ps.len(), 2, "{ps:?}");
+    // A second deploy updates in place.
+    let redeployed = manager.must(&["stack", "deploy", "-c", &compose, "app"]);
+    assert!(redeployed.starts_with("Updating service app_web (id: "), "{redeployed}");
+    assert_eq!(manager.must(&["stack", "rm", "app"]), "Removing service app_web\nRemoving network app_default\n");
+    let err = manager.shoal(&["stack", "ps", "app"]).unwrap_err();
+    assert!(err.contains("nothing found in stack: app"), "{err}");
 }
 
 #[test]

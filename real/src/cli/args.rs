@@ -32,6 +32,9 @@ pub enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage Swarm stacks
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// Display system-wide information
     Info(InfoArgs),
     /// Run the shoal daemon
@@ -526,6 +529,43 @@ pub enum NetworkCommand {
         format: Option<String>,
         #[arg(required = true)]
         networks: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StackCommand {
+    /// Deploy a new stack or update an existing stack
+    #[command(alias = "up")]
+    Deploy {
+        /// Path to a Compose file, or "-" to read from stdin
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_file: String,
+        stack: String,
+    },
+    /// List stacks
+    #[command(alias = "list")]
+    Ls {
+        /// Format output: table, json, or a Go template
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// List the tasks in the stack
+    Ps {
+        #[command(flatten)]
+        list: TaskListArgs,
+        stack: String,
+    },
+    /// Remove one or more stacks
+    #[command(alias = "remove", alias = "down")]
+    Rm {
+        #[arg(required = true)]
+        stacks: Vec<String>,
+    },
+    /// List the services in the stack
+    Services {
+        #[command(flatten)]
+        list: ListArgs,
+        stack: String,
     },
 }
 

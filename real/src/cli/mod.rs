@@ -6,6 +6,7 @@ pub mod args;
 pub mod listing;
 pub mod render;
 pub mod spec;
+pub mod stack;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use shoal_core::api::{NodeRole, Service, ServiceMode, Task, TaskState, UpdateState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
 
-use self::args::{Command, NetworkCommand, NodeCommand, ServiceCommand, SwarmCommand, TaskListArgs};
+use self::args::{Command, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand, TaskListArgs};
 use crate::local_api::{
     self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
 };
@@ -122,6 +123,7 @@ pub async fn run(host: Option<&str>, command: Command) -> CliResult {
         Command::Node(cmd) => node(&client, cmd).await,
         Command::Service(cmd) => service(&client, cmd).await,
         Command::Network(cmd) => network(&client, cmd).await,
+        Command::Stack(cmd) => stack_command(&client, cmd).await,
         Command::Info(args) => info(&client, args.format.as_deref()).await,
         Command::Daemon(_) => Err(CliError::Usage("`shoal daemon` runs the daemon; it is not a client command".into())),
     }
@@ -729,4 +731,151 @@ async fn info(client: &Client, format: Option<&str>) -> CliResult {
         None => out(&render::info(&status, cluster.as_ref())),
     }
     Ok(())
+}
+
+async fn services(client: &Client) -> CliResult<Vec<ServiceView>> {
+    match client.control(ControlRequest::ServiceList).await? {
+        ControlResponse::Services(services) => Ok(services),
+        other => Err(unexpected(&other)),
+    }
+}
+
+async fn networks(client: &Client) -> CliResult<Vec<shoal_core::api::Network>> {
+    match client.control(ControlRequest::NetworkList).await? {
+        ControlResponse::Networks(networks) => Ok(networks),
+        other => Err(unexpected(&other)),
+    }
+}
+
+fn in_stack(labels: &shoal_core::api::Labels, name: &str) -> bool {
+    labels.get(stack::NAMESPACE_LABEL).is_some_and(|ns| ns == name)
+}
+
+async fn stack_services(client: &Client, name: &str) -> CliResult<Vec<ServiceView>> {
+    Ok(services(client).await?.into_iter().filter(|v| in_stack(&v.service.spec.labels, name)).collect())
+}
+
+fn read_compose(path: &str) -> CliResult<String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .map_err(|e| CliError::Usage(format!("cannot read the compose file from stdin: {e}")))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("open {path}: {e}")))
+}
+
+async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
+    match cmd {
+        StackCommand::Deploy { compose_file, stack: name } => {
+            let text = read_compose(&compose_file)?;
+            let plan = stack::plan(&name, &text, &|key| std::env::var(key).ok())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if !plan.ignored.is_empty() {
+                eprintln!("Ignoring unsupported options: {}\n", plan.ignored.join(", "));
+            }
+            let existing: Vec<String> = networks(client).await?.into_iter().map(|n| n.name).collect();
+            for network in &plan.networks {
+                if existing.contains(&network.name) {
+                    continue;
+                }
+                if network.external {
+                    return Err(CliError::Usage(format!(
+                        "network {:?} is declared as external, but could not be found. You need to create a \
+                         swarm-scoped network before the stack is deployed",
+                        network.name
+                    )));
+                }
+                out(&format!("Creating network {}\n", network.name));
+                client
+                    .control(ControlRequest::NetworkCreate {
+                        name: network.name.clone(),
+                        driver: network.driver.clone(),
+                        attachable: network.attachable,
+                        labels: network.labels.clone(),
+                    })
+                    .await?;
+            }
+            let current: BTreeMap<String, ServiceView> =
+                services(client).await?.into_iter().map(|v| (v.service.spec.name.clone(), v)).collect();
+            for spec in plan.services {
+                match current.get(&spec.name) {
+                    Some(view) => {
+                        out(&format!("Updating service {} (id: {})\n", spec.name, view.service.id));
+                        let mut spec = spec;
+                        // A redeploy keeps the forced-update counter, so an unchanged service stays put.
+                        spec.task.force_update = view.service.spec.task.force_update;
+                        client
+                            .control(ControlRequest::ServiceUpdate {
+                                service: view.service.id.clone(),
+                                version: view.service.meta.version,
+                                spec,
+                            })
+                            .await?;
+                    }
+                    None => {
+                        out(&format!("Creating service {}\n", spec.name));
+                        client.control(ControlRequest::ServiceCreate { spec }).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        StackCommand::Ls { format } => {
+            let services = services(client).await?;
+            print_listing(&render::stack_list(&services), format.as_deref(), false)
+        }
+        StackCommand::Services { list, stack: name } => {
+            let services = stack_services(client, &name).await?;
+            if services.is_empty() {
+                eprintln!("Nothing found in stack: {name}");
+                return Ok(());
+            }
+            print_listing(&render::service_list(services), list.format.as_deref(), list.quiet)
+        }
+        StackCommand::Ps { list, stack: name } => {
+            let services = stack_services(client, &name).await?;
+            if services.is_empty() {
+                return Err(CliError::Usage(format!("nothing found in stack: {name}")));
+            }
+            let mut tasks = Vec::new();
+            for view in services {
+                tasks.extend(client.tasks(Some(view.service.id.clone()), None).await?);
+            }
+            print_tasks(client, tasks, &list).await
+        }
+        StackCommand::Rm { stacks } => {
+            let mut failed = false;
+            for name in stacks {
+                let mut services = stack_services(client, &name).await?;
+                services.sort_by(|a, b| crate::format::natural_cmp(&a.service.spec.name, &b.service.spec.name));
+                let mut nets: Vec<_> =
+                    networks(client).await?.into_iter().filter(|n| in_stack(&n.labels, &name)).collect();
+                nets.sort_by(|a, b| crate::format::natural_cmp(&a.name, &b.name));
+                if services.is_empty() && nets.is_empty() {
+                    eprintln!("Nothing found in stack: {name}");
+                    continue;
+                }
+                for view in services {
+                    out(&format!("Removing service {}\n", view.service.spec.name));
+                    if let Err(err) = client.control(ControlRequest::ServiceRemove { service: view.service.id }).await {
+                        eprintln!("Failed to remove service {}: {err}", view.service.spec.name);
+                        failed = true;
+                    }
+                }
+                for network in nets {
+                    out(&format!("Removing network {}\n", network.name));
+                    if let Err(err) = client.control(ControlRequest::NetworkRemove { network: network.id }).await {
+                        eprintln!("Failed to remove network {}: {err}", network.name);
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                Err(CliError::Usage(String::new()))
+            } else {
+                Ok(())
+            }
+        }
+    }
 }

@@ -551,3 +551,37 @@ pub fn inspect_json(values: &[Value]) -> String {
     out.push('\n');
     out
 }
+
+/// `stack ls`: stacks (the namespace label of services) with their service counts, by name.
+pub fn stack_list(services: &[ServiceView]) -> Listing {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for view in services {
+        if let Some(stack) = view.service.spec.labels.get(super::stack::NAMESPACE_LABEL) {
+            *counts.entry(stack.clone()).or_default() += 1;
+        }
+    }
+    let mut stacks: Vec<(String, usize)> = counts.into_iter().collect();
+    stacks.sort_by(|a, b| natural_cmp(&a.0, &b.0));
+    let rows = stacks
+        .into_iter()
+        .map(|(name, count)| {
+            row([
+                ("Name", json!(name)),
+                ("Namespace", json!("")),
+                ("Orchestrator", json!("Swarm")),
+                ("Services", json!(count.to_string())),
+            ])
+        })
+        .collect();
+    Listing {
+        default_format: "table {{.Name}}\t{{.Services}}",
+        headers: &[
+            ("Name", "NAME"),
+            ("Namespace", "NAMESPACE"),
+            ("Orchestrator", "ORCHESTRATOR"),
+            ("Services", "SERVICES"),
+        ],
+        rows,
+        indented: Vec::new(),
+    }
+}
