@@ -59,3 +59,31 @@ impl NoRunningTaskOnDrainedNode {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState};
+
+    use super::super::replicas_bound::tests::{service, store, task};
+    use super::*;
+
+    #[test]
+    fn running_past_the_grace_on_a_drained_ready_node_is_a_violation() {
+        let mut state = store(
+            vec![service("web", ServiceMode::Replicated { replicas: 1 })],
+            vec![task("t1", "web", "w1", TaskState::Running)],
+        );
+        let grace = state.tasks["t1"].spec.stop_grace_period_ms;
+        let mut check = NoRunningTaskOnDrainedNode::default();
+        assert!(check.check(0, &state).is_ok());
+        state.nodes.get_mut("w1").unwrap().spec.availability = Availability::Drain;
+        assert!(check.check(1_000, &state).is_ok());
+        assert!(check.check(1_000 + grace + REPORT_SLACK_MS, &state).is_ok());
+        assert!(check.check(1_000 + grace + REPORT_SLACK_MS + 1, &state).is_err());
+        // Cut off (down) then back: the clock starts again.
+        state.nodes.get_mut("w1").unwrap().status.state = NodeState::Down;
+        assert!(check.check(100_000, &state).is_ok());
+        state.nodes.get_mut("w1").unwrap().status.state = NodeState::Ready;
+        assert!(check.check(100_100, &state).is_ok());
+    }
+}

@@ -87,3 +87,119 @@ impl ReplicasBound {
         Ok(())
     }
 }
+
+/// Small stores for the orchestration invariants' tests (shared with their sibling files).
+#[cfg(test)]
+pub(crate) mod tests {
+    use shoal_core::api::{
+        Availability, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, Service, ServiceMode,
+        ServiceSpec, Task, TaskState, TaskStatus, UpdateOrder,
+    };
+    use shoal_core::store::StoreState;
+
+    use super::*;
+
+    pub(crate) fn node(id: &str, availability: Availability, state: NodeState) -> Node {
+        Node {
+            id: id.into(),
+            meta: Meta::default(),
+            spec: NodeSpec { desired_role: NodeRole::Worker, availability, labels: Default::default() },
+            description: NodeDescription { hostname: id.into(), ..Default::default() },
+            status: NodeStatus { state, ..Default::default() },
+            role: NodeRole::Worker,
+            manager_status: None,
+        }
+    }
+
+    pub(crate) fn service(id: &str, mode: ServiceMode) -> Service {
+        let mut spec = ServiceSpec::new(id, "nginx:1");
+        spec.mode = mode;
+        Service {
+            id: id.into(),
+            meta: Meta::default(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: vec![],
+        }
+    }
+
+    pub(crate) fn task(id: &str, service: &str, node: &str, state: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service.into(),
+            service_name: service.into(),
+            slot: 1,
+            node_id: node.into(),
+            desired_state: TaskState::Running,
+            status: TaskStatus { state, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    /// Two ready workers `w1`, `w2` and the given services and tasks.
+    pub(crate) fn store(services: Vec<Service>, tasks: Vec<Task>) -> StoreState {
+        let mut state = StoreState::default();
+        for n in
+            [node("w1", Availability::Active, NodeState::Ready), node("w2", Availability::Active, NodeState::Ready)]
+        {
+            state.nodes.insert(n.id.clone(), n);
+        }
+        for s in services {
+            state.services.insert(s.id.clone(), s);
+        }
+        for t in tasks {
+            state.tasks.insert(t.id.clone(), t);
+        }
+        state
+    }
+
+    #[test]
+    fn replicated_bound_allows_a_scale_down_time_to_settle() {
+        let running =
+            |n: usize| (0..n).map(|i| task(&format!("t{i}"), "web", "w1", TaskState::Running)).collect::<Vec<_>>();
+        let mut check = ReplicasBound::default();
+        assert!(check
+            .check(0, &store(vec![service("web", ServiceMode::Replicated { replicas: 3 })], running(3)))
+            .is_ok());
+        assert!(check
+            .check(100, &store(vec![service("web", ServiceMode::Replicated { replicas: 3 })], running(4)))
+            .is_err());
+        let mut check = ReplicasBound::default();
+        assert!(check
+            .check(0, &store(vec![service("web", ServiceMode::Replicated { replicas: 4 })], running(4)))
+            .is_ok());
+        // Scaled to 2: four may still run for SETTLE_MS, not after.
+        let scaled = || store(vec![service("web", ServiceMode::Replicated { replicas: 2 })], running(4));
+        assert!(check.check(1_000, &scaled()).is_ok());
+        let err = check.check(1_000 + SETTLE_MS + 100, &scaled()).unwrap_err();
+        assert_eq!(err, ServiceViolation::TooManyRunning { service: "web".into(), running: 4, bound: 2 });
+    }
+
+    #[test]
+    fn start_first_allows_parallelism_extra_and_down_nodes_do_not_count() {
+        let mut svc = service("web", ServiceMode::Replicated { replicas: 3 });
+        svc.spec.update_config.order = UpdateOrder::StartFirst;
+        svc.spec.update_config.parallelism = 1;
+        let tasks: Vec<_> = (0..4).map(|i| task(&format!("t{i}"), "web", "w1", TaskState::Running)).collect();
+        let mut check = ReplicasBound::default();
+        assert!(check.check(0, &store(vec![svc.clone()], tasks.clone())).is_ok());
+        let mut five = tasks.clone();
+        five.push(task("t9", "web", "w1", TaskState::Running));
+        assert!(check.check(10, &store(vec![svc.clone()], five.clone())).is_err());
+        let mut state = store(vec![svc], five);
+        state.nodes.get_mut("w1").unwrap().status.state = NodeState::Down;
+        assert!(ReplicasBound::default().check(20, &state).is_ok());
+    }
+
+    #[test]
+    fn global_allows_one_per_node() {
+        let svc = service("agent", ServiceMode::Global);
+        let one_each = vec![task("a", "agent", "w1", TaskState::Running), task("b", "agent", "w2", TaskState::Running)];
+        assert!(ReplicasBound::default().check(0, &store(vec![svc.clone()], one_each.clone())).is_ok());
+        let mut two = one_each;
+        two.push(task("c", "agent", "w2", TaskState::Running));
+        assert!(ReplicasBound::default().check(0, &store(vec![svc], two)).is_err());
+    }
+}

@@ -49,3 +49,31 @@ impl TaskStateForward {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use shoal_core::api::{ServiceMode, TaskState};
+
+    use super::super::replicas_bound::tests::{service, store, task};
+    use super::*;
+
+    #[test]
+    fn a_state_moving_back_is_a_violation_unless_the_store_is_older() {
+        let svc = || vec![service("web", ServiceMode::Replicated { replicas: 1 })];
+        let at = |version: u64, state: TaskState| {
+            let mut s = store(svc(), vec![task("t1", "web", "w1", state)]);
+            s.version = version;
+            s
+        };
+        let mut check = TaskStateForward::default();
+        assert!(check.check(&at(5, TaskState::Assigned)).is_ok());
+        assert!(check.check(&at(6, TaskState::Running)).is_ok());
+        // A lagging copy (a new leader that has not applied as far) is not a step back.
+        assert!(check.check(&at(4, TaskState::Pending)).is_ok());
+        let err = check.check(&at(7, TaskState::Starting)).unwrap_err();
+        assert!(matches!(
+            err,
+            ServiceViolation::TaskStateBackwards { from: TaskState::Running, to: TaskState::Starting, .. }
+        ));
+    }
+}

@@ -3,7 +3,8 @@
 //! The supervisor is a single task on virtual time: it runs the steps in order, and whenever it
 //! waits — for `after:`/`wait:`, for an expectation, or for a control request to answer — it polls
 //! every [`POLL`] of virtual time: due timers fire (the end of a `partition … for T`) and the safety
-//! invariants are checked on the leader's store. After the last step comes the liveness phase:
+//! invariants are checked — raft's on every live manager, the orchestration ones on the leader's
+//! store. After the last step comes the liveness phase:
 //! the network is healed (crashed hosts stay down unless a step restarted them), the `eventually:`
 //! expectations must hold within their bounds, and every service must converge to its spec.
 //!
@@ -31,7 +32,7 @@ use super::parse::{Action, Final, Scenario, Step};
 use super::Outcome;
 use crate::cluster::{ClusterShape, SimCluster};
 use crate::executor::Behavior;
-use crate::invariants::ServiceInvariants;
+use crate::invariants::{Observation, RaftInvariants, ServiceInvariants};
 use crate::net::LinkPolicy;
 use crate::trace::SimTrace;
 
@@ -65,10 +66,17 @@ enum Timer {
 /// Why the steps stopped early.
 type Stop = Outcome;
 
+/// Every safety checker of a run.
+#[derive(Debug, Default)]
+struct Checks {
+    services: ServiceInvariants,
+    raft: RaftInvariants,
+}
+
 struct Runner<'a> {
     scenario: &'a Scenario,
     cluster: SimCluster,
-    invariants: ServiceInvariants,
+    invariants: Checks,
     /// (due at, virtual ms since start; timer), in due order.
     timers: Vec<(u64, Timer)>,
     behaviors: BTreeMap<String, Behavior>,
@@ -82,10 +90,11 @@ fn since(start: runtime::Instant) -> u64 {
     runtime::now().saturating_duration_since(start).as_millis() as u64
 }
 
-/// One poll: fire due timers, then check the invariants on the leader's store.
+/// One poll: fire due timers, then check the raft invariants on every live manager and the
+/// orchestration invariants on the leader's store.
 fn poll(
     cluster: &SimCluster,
-    invariants: &mut ServiceInvariants,
+    invariants: &mut Checks,
     timers: &mut Vec<(u64, Timer)>,
     start: runtime::Instant,
 ) -> Result<(), Stop> {
@@ -96,8 +105,28 @@ fn poll(
             Timer::Heal => cluster.heal(),
         }
     }
+    let observations: Vec<Observation> = cluster
+        .node_names()
+        .iter()
+        .filter_map(|name| {
+            let node = cluster.node(name)?;
+            let status = node.replica()?.status();
+            Some(Observation {
+                raft_id: status.raft_id,
+                term: status.term,
+                role: status.role,
+                last_applied: status.last_applied,
+                last_log_index: status.last_log_index,
+                store: node.store().clone(),
+            })
+        })
+        .collect();
+    if let Err(violation) = invariants.raft.check(&observations) {
+        cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
+        return Err(Outcome::Safety(violation.to_string()));
+    }
     if let Some(state) = cluster.store_of_leader() {
-        if let Err(violation) = invariants.check(runtime::unix_millis(), &state) {
+        if let Err(violation) = invariants.services.check(runtime::unix_millis(), &state) {
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
@@ -483,7 +512,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
     let mut runner = Runner {
         scenario,
         cluster,
-        invariants: ServiceInvariants::default(),
+        invariants: Checks::default(),
         timers: Vec::new(),
         behaviors: BTreeMap::new(),
         crashed: Vec::new(),
