@@ -75,6 +75,10 @@ pub trait RunningNode: Send + Sync + 'static {
     async fn shutdown(&self);
     /// The executor the node runs its tasks on (for `service logs`).
     fn executor(&self) -> Arc<dyn Executor>;
+    /// Returns when the cluster removed this node (`node rm`); never, by default.
+    async fn removed(&self) {
+        std::future::pending::<()>().await
+    }
 }
 
 /// Builds the node's environment and starts it.
@@ -175,6 +179,25 @@ impl Daemon {
         *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
+    /// Make `node` the active node, and go back to inactive if the cluster removes it.
+    fn activate(self: &Arc<Self>, node: Arc<dyn RunningNode>, settings: NodeSettings) {
+        self.set(State::Active { node: node.clone(), settings });
+        let daemon = Arc::downgrade(self);
+        tokio::spawn(async move {
+            node.removed().await;
+            let Some(daemon) = daemon.upgrade() else { return };
+            let _guard = daemon.lifecycle.lock().await;
+            // Only if this node is still the active one (not replaced by a later init/join).
+            let current = daemon.active_node();
+            if current.is_some_and(|current| Arc::ptr_eq(&current, &node)) {
+                log("this node was removed from the swarm; inactive until `swarm init` or `swarm join`");
+                node.shutdown().await;
+                daemon.erase_state();
+                daemon.set(State::Inactive);
+            }
+        });
+    }
+
     fn active_node(&self) -> Option<Arc<dyn RunningNode>> {
         match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Active { node, .. } => Some(node.clone()),
@@ -216,7 +239,7 @@ impl Daemon {
             match started {
                 Ok(node) => {
                     log(&format!("node {} resumed", node.node_id()));
-                    daemon.set(State::Active { node, settings });
+                    daemon.activate(node, settings);
                 }
                 Err(message) => {
                     log(&format!("cannot resume the node: {message}"));
@@ -260,7 +283,7 @@ impl Daemon {
         let _ = std::fs::remove_file(self.settings_path());
     }
 
-    async fn init(&self, request: InitRequest) -> LocalResult {
+    async fn init(self: &Arc<Self>, request: InitRequest) -> LocalResult {
         let _guard = self.lifecycle.lock().await;
         if request.force_new_cluster {
             // `--force-new-cluster` re-forms a one-manager cluster from this manager's own state.
@@ -297,7 +320,7 @@ impl Daemon {
             }
         };
         log(&format!("swarm initialized; node {} is a manager at {}", node.node_id(), settings.advertise_addr));
-        self.set(State::Active { node: node.clone(), settings: settings.clone() });
+        self.activate(node.clone(), settings.clone());
         let node_id = node.node_id();
         // The leader may take a moment to accept writes after start; the token is a read.
         let mut answer = node.control(ControlRequest::JoinToken { role: NodeRole::Worker, rotate: false }).await;
@@ -354,7 +377,7 @@ impl Daemon {
             let result = match started {
                 Ok(node) => {
                     log(&format!("joined the swarm as node {}", node.node_id()));
-                    daemon.set(State::Active { node: node.clone(), settings });
+                    daemon.activate(node.clone(), settings);
                     Ok(node)
                 }
                 Err(message) => {
@@ -443,6 +466,9 @@ impl Daemon {
             Ok(_) | Err(ControlError::NotAManager) => {}
             Err(err) => return Err(LocalError::Control(err)),
         }
+        // The executor seam always takes a count; "all" is a count no task's log reaches, and one the
+        // Docker engine still parses as a number.
+        let tail = if tail == 0 { 1_000_000 } else { tail };
         let executor = node.executor();
         let containers = executor
             .list(&[(LABEL_SERVICE_NAME.to_string(), name)])

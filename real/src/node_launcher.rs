@@ -59,6 +59,15 @@ impl RunningNode for RealNode {
     fn executor(&self) -> Arc<dyn Executor> {
         self.executor.clone()
     }
+    async fn removed(&self) {
+        let mut removed = self.node.removed();
+        // An error means the node is gone altogether; that is not a removal.
+        while !*removed.borrow_and_update() {
+            if removed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// What this host offers tasks: its CPUs and memory.

@@ -257,9 +257,15 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let inspect = manager.must(&["service", "inspect", "--pretty", &service]);
     assert!(inspect.contains("VERSION=2"), "{inspect}");
 
+    if executor == "process" {
+        // The tasks now all run on the manager, so its daemon has every log line.
+        let logs = manager.must(&["service", "logs", &service]);
+        assert!(logs.lines().filter(|l| l.ends_with("| started")).count() >= 3, "{logs}");
+    }
     manager.must(&["service", "rm", &service]);
     if executor == "process" {
         stack_scenario(&manager);
+        membership_scenario(&manager, &worker1, &worker2);
     }
     let events = std::fs::read_to_string(manager._dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
@@ -290,10 +296,42 @@ fn stack_scenario(manager: &DaemonProc) {
     assert!(err.contains("nothing found in stack: app"), "{err}");
 }
 
+/// `node rm` of the dead worker, `node promote` / `node demote` of the live one.
+fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonProc) {
+    assert_eq!(manager.must(&["node", "rm", &dead.hostname]), format!("{}\n", dead.hostname));
+    let nodes = json_lines(&manager.must(&["node", "ls", "--format", "json"]));
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert_eq!(
+        manager.must(&["node", "promote", &live.hostname]),
+        format!("Node {} promoted to a manager in the swarm.\n", live.hostname)
+    );
+    wait_for(Duration::from_secs(60), "the promoted node to be a reachable manager", || {
+        let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
+        nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["ManagerStatus"] == "Reachable").then_some(())
+    });
+    assert_eq!(
+        manager.must(&["node", "promote", &live.hostname]),
+        format!("Node {} is already a manager.\n", live.hostname)
+    );
+    assert_eq!(
+        manager.must(&["node", "demote", &live.hostname]),
+        format!("Manager {} demoted in the swarm.\n", live.hostname)
+    );
+    wait_for(Duration::from_secs(60), "the demoted node to be a worker", || {
+        let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
+        nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["ManagerStatus"] == "").then_some(())
+    });
+}
+
 #[test]
 fn cluster_with_process_executor() {
     // Each task watches its daemon and exits when it dies, so a killed daemon leaves nothing behind.
-    scenario("e2e-proc", 20, "process", &["process", "sh", "-c", "while kill -0 $PPID 2>/dev/null; do sleep 1; done"]);
+    scenario(
+        "e2e-proc",
+        20,
+        "process",
+        &["process", "sh", "-c", "echo started; while kill -0 $PPID 2>/dev/null; do sleep 1; done"],
+    );
 }
 
 /// Remove every container a test's service left (a killed daemon cannot).
