@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use crate::agent::{Agent, AgentExit, RoleHint};
 use crate::api::{
-    new_id, Availability, Cluster, ClusterSpec, ManagerStatus, Meta, Network, Node, NodeDescription, NodeRole, NodeSpec,
-    NodeState, NodeStatus, Resources,
+    new_id, Availability, Cluster, ClusterSpec, ManagerStatus, Meta, Network, Node, NodeDescription, NodeRole,
+    NodeSpec, NodeState, NodeStatus, Resources,
 };
 use crate::control::{ControlError, ControlHandler, ControlRequest, ControlResult};
 use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinRequest, TokenAuthority};
@@ -72,7 +72,9 @@ pub enum Bootstrap {
 /// Why the node could not start or act.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    #[error("This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.")]
+    #[error(
+        "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one."
+    )]
     AlreadyInSwarm,
     #[error("This node is not part of a swarm")]
     NotInSwarm,
@@ -186,11 +188,14 @@ impl ShoalNode {
             (Bootstrap::Init { force_new_cluster: true }, Some(identity)) => {
                 let raft_id = identity.raft_id.ok_or(NodeError::NotInSwarm)?;
                 let (replica, _) =
-                    crate::raft::force_new_cluster(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
+                    crate::raft::force_new_cluster(&env, raft_id, config.raft.clone(), store.clone(), router.clone())
+                        .await?;
                 let identity = Identity { managers: vec![env.addr.clone()], ..identity };
                 (identity, Some(replica))
             }
-            (Bootstrap::Init { .. }, Some(_)) | (Bootstrap::Join { .. }, Some(_)) => return Err(NodeError::AlreadyInSwarm),
+            (Bootstrap::Init { .. }, Some(_)) | (Bootstrap::Join { .. }, Some(_)) => {
+                return Err(NodeError::AlreadyInSwarm)
+            }
             (Bootstrap::Init { .. }, None) => {
                 let raft_id = runtime::random_u64() >> 1;
                 let replica = Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
@@ -398,7 +403,8 @@ impl ShoalNode {
         let config = &self.inner.config;
         // Wait for this replica to lead its one-member group.
         let mut status = manager.replica.watch();
-        let _ = runtime::timeout(Duration::from_secs(30), status.wait_for(|s| s.role == crate::raft::Role::Leader)).await;
+        let _ =
+            runtime::timeout(Duration::from_secs(30), status.wait_for(|s| s.role == crate::raft::Role::Leader)).await;
         let store = &self.inner.store;
         let result = crate::store::propose_with_retry(store, proposer.as_ref(), 5, |state| {
             let mut actions = Vec::new();
@@ -417,7 +423,11 @@ impl ShoalNode {
             let me = Node {
                 id: identity.node_id.clone(),
                 meta: state.nodes.get(&identity.node_id).map(|n| n.meta.clone()).unwrap_or_default(),
-                spec: NodeSpec { desired_role: NodeRole::Manager, availability: config.availability, labels: Default::default() },
+                spec: NodeSpec {
+                    desired_role: NodeRole::Manager,
+                    availability: config.availability,
+                    labels: Default::default(),
+                },
                 description: description.clone(),
                 status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: addr.clone() },
                 role: NodeRole::Manager,
@@ -475,7 +485,15 @@ impl ShoalNode {
             match (hint.desired_role, hint.raft_id, is_manager) {
                 (NodeRole::Manager, Some(raft_id), false) => {
                     let env = &self.inner.env;
-                    match Replica::start(env, raft_id, self.inner.config.raft.clone(), self.inner.store.clone(), self.inner.router.clone()).await {
+                    match Replica::start(
+                        env,
+                        raft_id,
+                        self.inner.config.raft.clone(),
+                        self.inner.store.clone(),
+                        self.inner.router.clone(),
+                    )
+                    .await
+                    {
                         Ok(replica) => {
                             self.become_manager(replica);
                             self.update_identity(|id| {
@@ -485,7 +503,9 @@ impl ShoalNode {
                             .await;
                             env.tracer.emit("node.promoted", serde_json::json!({"raft_id": raft_id}));
                         }
-                        Err(err) => env.tracer.emit("node.promote_failed", serde_json::json!({"error": err.to_string()})),
+                        Err(err) => {
+                            env.tracer.emit("node.promote_failed", serde_json::json!({"error": err.to_string()}))
+                        }
                     }
                 }
                 (NodeRole::Worker, _, true) => {

@@ -44,11 +44,7 @@ struct Inner {
 }
 
 fn io_error(op: &'static str, name: &str, error: io::Error) -> DiskError {
-    DiskError::Io {
-        op,
-        name: name.to_string(),
-        reason: error.to_string(),
-    }
+    DiskError::Io { op, name: name.to_string(), reason: error.to_string() }
 }
 
 impl FileDisk {
@@ -95,19 +91,12 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result.map_err(|e| io_error(op, name, e)),
-        Err(e) => Err(DiskError::Io {
-            op,
-            name: name.to_string(),
-            reason: format!("blocking task failed: {e}"),
-        }),
+        Err(e) => Err(DiskError::Io { op, name: name.to_string(), reason: format!("blocking task failed: {e}") }),
     }
 }
 
 fn is_temp(relative: &str) -> bool {
-    relative
-        .rsplit('/')
-        .next()
-        .is_some_and(|file| file.contains(TEMP_MARKER))
+    relative.rsplit('/').next().is_some_and(|file| file.contains(TEMP_MARKER))
 }
 
 /// Every regular file below `root`, as (name relative to root with `/`, path).
@@ -120,11 +109,7 @@ fn walk(root: &Path) -> io::Result<Vec<(String, PathBuf)>> {
             let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
                 continue; // Not a name this seam could have written.
             };
-            let relative = if prefix.is_empty() {
-                file_name
-            } else {
-                format!("{prefix}/{file_name}")
-            };
+            let relative = if prefix.is_empty() { file_name } else { format!("{prefix}/{file_name}") };
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 dirs.push((relative, entry.path()));
@@ -216,11 +201,7 @@ impl Disk for FileDisk {
                     let mut changed = make_parents(&inner.root, &path)?;
                     let file = OpenOptions::new().append(true).create(true).open(&path)?;
                     changed.push(parent_of(&path));
-                    inner
-                        .unsynced_dirs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(changed);
+                    inner.unsynced_dirs.lock().unwrap_or_else(|p| p.into_inner()).extend(changed);
                     file
                 }
                 Err(e) => return Err(e),
@@ -242,23 +223,12 @@ impl Disk for FileDisk {
             }
             // Directories on the way to this file whose new entries are not yet durable.
             let dirs: Vec<PathBuf> = {
-                let unsynced = inner
-                    .unsynced_dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                path.ancestors()
-                    .skip(1)
-                    .filter(|dir| unsynced.contains(*dir))
-                    .map(Path::to_path_buf)
-                    .collect()
+                let unsynced = inner.unsynced_dirs.lock().unwrap_or_else(|p| p.into_inner());
+                path.ancestors().skip(1).filter(|dir| unsynced.contains(*dir)).map(Path::to_path_buf).collect()
             };
             for dir in dirs {
                 fsync_dir(&dir)?;
-                inner
-                    .unsynced_dirs
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&dir);
+                inner.unsynced_dirs.lock().unwrap_or_else(|p| p.into_inner()).remove(&dir);
             }
             Ok(())
         })
@@ -303,10 +273,7 @@ mod tests {
         fs::write(dir.path().join("raft/.vote.shoal-tmp-9"), b"half").unwrap();
         assert_eq!(disk.list().await.unwrap(), vec!["raft/vote"]);
         FileDisk::open(dir.path()).await.unwrap();
-        assert!(
-            !dir.path().join("raft/.vote.shoal-tmp-9").exists(),
-            "open removes crash leftovers"
-        );
+        assert!(!dir.path().join("raft/.vote.shoal-tmp-9").exists(), "open removes crash leftovers");
     }
 
     #[tokio::test]
@@ -315,18 +282,9 @@ mod tests {
         let disk = FileDisk::open(dir.path().join("data")).await.unwrap();
         disk.append("a/b/c/log", b"x").await.unwrap();
         disk.sync("a/b/c/log").await.unwrap();
-        assert!(
-            disk.inner.unsynced_dirs.lock().unwrap().is_empty(),
-            "sync makes the new directories durable"
-        );
+        assert!(disk.inner.unsynced_dirs.lock().unwrap().is_empty(), "sync makes the new directories durable");
         let again = FileDisk::open(dir.path().join("data")).await.unwrap();
-        assert_eq!(
-            again.read("a/b/c/log").await.unwrap().as_deref(),
-            Some(&b"x"[..])
-        );
-        again
-            .sync("missing")
-            .await
-            .expect("syncing a file never appended to is a no-op");
+        assert_eq!(again.read("a/b/c/log").await.unwrap().as_deref(), Some(&b"x"[..]));
+        again.sync("missing").await.expect("syncing a file never appended to is a no-op");
     }
 }

@@ -45,22 +45,17 @@ pub struct DockerExecutor {
 /// Map a bollard error: 404 is "no such thing", transport failures mean the engine is unavailable.
 fn map_error(error: DockerError, id: &str) -> ExecutorError {
     match error {
-        DockerError::DockerResponseServerError {
-            status_code: 404, ..
-        } => ExecutorError::NoSuchContainer { id: id.to_string() },
-        DockerError::DockerResponseServerError {
-            status_code,
-            message,
-        } => ExecutorError::Runtime(format!(
-            "{id}: the engine answered {status_code}: {message}"
-        )),
+        DockerError::DockerResponseServerError { status_code: 404, .. } => {
+            ExecutorError::NoSuchContainer { id: id.to_string() }
+        }
+        DockerError::DockerResponseServerError { status_code, message } => {
+            ExecutorError::Runtime(format!("{id}: the engine answered {status_code}: {message}"))
+        }
         DockerError::IOError { .. }
         | DockerError::HyperResponseError { .. }
         | DockerError::HyperLegacyError { .. }
         | DockerError::RequestTimeoutError
-        | DockerError::SocketNotFoundError(_) => {
-            ExecutorError::Unavailable(format!("{id}: {error}"))
-        }
+        | DockerError::SocketNotFoundError(_) => ExecutorError::Unavailable(format!("{id}: {error}")),
         other => ExecutorError::Runtime(format!("{id}: {other}")),
     }
 }
@@ -76,23 +71,21 @@ impl DockerExecutor {
     /// Connect to the local engine (`DOCKER_HOST`, else the unix socket), negotiate the API version
     /// and check that the engine answers.
     pub async fn connect(options: DockerOptions) -> Result<Self, ExecutorError> {
-        let docker = Docker::connect_with_local_defaults().map_err(|e| {
-            ExecutorError::Unavailable(format!("cannot reach the Docker engine: {e}"))
-        })?;
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| ExecutorError::Unavailable(format!("cannot reach the Docker engine: {e}")))?;
         Self::with_docker(docker, options).await
     }
 
     /// Use an existing bollard client (negotiating its API version).
-    pub async fn with_docker(
-        docker: Docker,
-        options: DockerOptions,
-    ) -> Result<Self, ExecutorError> {
-        let docker = docker.negotiate_version().await.map_err(|e| {
-            ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}"))
-        })?;
-        docker.ping().await.map_err(|e| {
-            ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}"))
-        })?;
+    pub async fn with_docker(docker: Docker, options: DockerOptions) -> Result<Self, ExecutorError> {
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}")))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}")))?;
         Ok(DockerExecutor { docker, options })
     }
 
@@ -106,9 +99,9 @@ impl DockerExecutor {
         let state = response.state.unwrap_or_default();
         let exit_code = state.exit_code.unwrap_or(0);
         let state = match state.status {
-            Some(ContainerStateStatusEnum::CREATED)
-            | Some(ContainerStateStatusEnum::EMPTY)
-            | None => ContainerState::Created,
+            Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None => {
+                ContainerState::Created
+            }
             Some(ContainerStateStatusEnum::RUNNING)
             | Some(ContainerStateStatusEnum::PAUSED)
             | Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Running,
@@ -119,32 +112,18 @@ impl DockerExecutor {
         ContainerSummary {
             id: response.id.unwrap_or_else(|| id.to_string()),
             // The engine reports names with a leading slash.
-            name: response
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            name: response.name.unwrap_or_default().trim_start_matches('/').to_string(),
             image: config.image.unwrap_or_default(),
-            labels: config
-                .labels
-                .unwrap_or_default()
-                .into_iter()
-                .collect::<BTreeMap<_, _>>(),
+            labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
             state,
         }
     }
 
     async fn pull(&self, image: &str) -> Result<(), ExecutorError> {
-        let options = CreateImageOptions {
-            from_image: image,
-            ..Default::default()
-        };
+        let options = CreateImageOptions { from_image: image, ..Default::default() };
         let mut progress = self.docker.create_image(Some(options), None, None);
         while let Some(step) = progress.next().await {
-            step.map_err(|e| ExecutorError::ImageUnavailable {
-                image: image.to_string(),
-                reason: e.to_string(),
-            })?;
+            step.map_err(|e| ExecutorError::ImageUnavailable { image: image.to_string(), reason: e.to_string() })?;
         }
         Ok(())
     }
@@ -161,10 +140,9 @@ impl Executor for DockerExecutor {
                 } else {
                     Err(ExecutorError::ImageUnavailable {
                         image: image.to_string(),
-                        reason:
-                            "not in the local image store, and pulling is disabled (load it with \
+                        reason: "not in the local image store, and pulling is disabled (load it with \
                                  `docker load`/`docker import`)"
-                                .into(),
+                            .into(),
                     })
                 }
             }
@@ -175,9 +153,7 @@ impl Executor for DockerExecutor {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
         let host_config = HostConfig {
             network_mode: Some("host".into()),
-            memory: spec
-                .memory_limit_bytes
-                .and_then(|bytes| i64::try_from(bytes).ok()),
+            memory: spec.memory_limit_bytes.and_then(|bytes| i64::try_from(bytes).ok()),
             nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
             ..Default::default()
         };
@@ -185,36 +161,24 @@ impl Executor for DockerExecutor {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.clone()),
-            labels: Some(
-                spec.labels
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<HashMap<_, _>>(),
-            ),
+            labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             host_config: Some(host_config),
             ..Default::default()
         };
-        let options = (!spec.name.is_empty()).then(|| CreateContainerOptions {
-            name: spec.name.clone(),
-            platform: None,
-        });
+        let options =
+            (!spec.name.is_empty()).then(|| CreateContainerOptions { name: spec.name.clone(), platform: None });
         match self.docker.create_container(options, config).await {
             Ok(response) => Ok(response.id),
             // On create, 404 means the image is missing, not the container.
-            Err(e) if status_code(&e) == Some(404) => Err(ExecutorError::ImageUnavailable {
-                image: spec.image.clone(),
-                reason: e.to_string(),
-            }),
+            Err(e) if status_code(&e) == Some(404) => {
+                Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: e.to_string() })
+            }
             Err(e) => Err(map_error(e, &spec.name)),
         }
     }
 
     async fn start(&self, id: &str) -> Result<(), ExecutorError> {
-        match self
-            .docker
-            .start_container(id, None::<StartContainerOptions<String>>)
-            .await
-        {
+        match self.docker.start_container(id, None::<StartContainerOptions<String>>).await {
             // 304: already running.
             Err(e) if status_code(&e) == Some(304) => Ok(()),
             result => result.map_err(|e| map_error(e, id)),
@@ -230,25 +194,19 @@ impl Executor for DockerExecutor {
             ContainerState::Created => "next-exit",
             ContainerState::Running => "not-running",
         };
-        let mut waiting = self
-            .docker
-            .wait_container(id, Some(WaitContainerOptions { condition }));
+        let mut waiting = self.docker.wait_container(id, Some(WaitContainerOptions { condition }));
         match waiting.next().await {
             Some(Ok(response)) => Ok(response.status_code),
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(map_error(e, id)),
-            None => Err(ExecutorError::Runtime(format!(
-                "{id}: the engine ended the wait without a status"
-            ))),
+            None => Err(ExecutorError::Runtime(format!("{id}: the engine ended the wait without a status"))),
         }
     }
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError> {
         let seconds = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
-        let options = StopContainerOptions {
-            t: i64::try_from(seconds).unwrap_or(i64::MAX),
-        };
+        let options = StopContainerOptions { t: i64::try_from(seconds).unwrap_or(i64::MAX) };
         match self.docker.stop_container(id, Some(options)).await {
             // 304: already stopped.
             Err(e) if status_code(&e) == Some(304) => Ok(()),
@@ -257,45 +215,24 @@ impl Executor for DockerExecutor {
     }
 
     async fn remove(&self, id: &str) -> Result<(), ExecutorError> {
-        let options = RemoveContainerOptions {
-            force: true,
-            v: true,
-            ..Default::default()
-        };
-        self.docker
-            .remove_container(id, Some(options))
-            .await
-            .map_err(|e| map_error(e, id))
+        let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        self.docker.remove_container(id, Some(options)).await.map_err(|e| map_error(e, id))
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
-        let response = self
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| map_error(e, id))?;
+        let response =
+            self.docker.inspect_container(id, None::<InspectContainerOptions>).await.map_err(|e| map_error(e, id))?;
         Ok(Self::summary(id, response))
     }
 
-    async fn list(
-        &self,
-        labels: &[(String, String)],
-    ) -> Result<Vec<ContainerSummary>, ExecutorError> {
+    async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError> {
         let label_filters: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut filters = HashMap::new();
         if !label_filters.is_empty() {
             filters.insert("label".to_string(), label_filters);
         }
-        let options = ListContainersOptions {
-            all: true,
-            filters,
-            ..Default::default()
-        };
-        let listed = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|e| map_error(e, "list"))?;
+        let options = ListContainersOptions { all: true, filters, ..Default::default() };
+        let listed = self.docker.list_containers(Some(options)).await.map_err(|e| map_error(e, "list"))?;
         let mut summaries = Vec::with_capacity(listed.len());
         // The list gives no exit codes, so each container is inspected; one removed in between is
         // simply no longer there.
@@ -312,21 +249,13 @@ impl Executor for DockerExecutor {
     }
 
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: tail.to_string(),
-            ..Default::default()
-        };
+        let options = LogsOptions { stdout: true, stderr: true, tail: tail.to_string(), ..Default::default() };
         let mut stream = self.docker.logs(id, Some(options));
         let mut text = Vec::new();
         while let Some(chunk) = stream.next().await {
             text.extend_from_slice(&chunk.map_err(|e| map_error(e, id))?.into_bytes());
         }
-        let lines: Vec<String> = String::from_utf8_lossy(&text)
-            .lines()
-            .map(str::to_string)
-            .collect();
+        let lines: Vec<String> = String::from_utf8_lossy(&text).lines().map(str::to_string).collect();
         Ok(lines[lines.len().saturating_sub(tail)..].to_vec())
     }
 }

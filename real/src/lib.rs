@@ -7,13 +7,13 @@
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
 
-pub mod disk;
-pub mod docker;
-pub mod net;
-pub mod process;
-pub mod tls;
 pub mod cli;
 pub mod daemon;
+pub mod disk;
+pub mod docker;
 pub mod format;
 pub mod local_api;
+pub mod net;
 pub mod node_launcher;
+pub mod process;
+pub mod tls;

@@ -151,10 +151,7 @@ pub enum FrameError {
 }
 
 /// Read one frame, refusing lengths over `max_frame_bytes` before allocating anything.
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    max_frame_bytes: usize,
-) -> Result<Frame, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R, max_frame_bytes: usize) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -168,9 +165,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         )));
     }
     if len > max_frame_bytes + FRAME_HEADER_BYTES {
-        return Err(FrameError::Garbled(format!(
-            "frame of {len} bytes exceeds the limit of {max_frame_bytes} bytes"
-        )));
+        return Err(FrameError::Garbled(format!("frame of {len} bytes exceeds the limit of {max_frame_bytes} bytes")));
     }
     let mut header = [0u8; FRAME_HEADER_BYTES];
     read_exact_mid_frame(reader, &mut header).await?;
@@ -185,15 +180,12 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
 }
 
 /// Inside a frame, end of stream is a truncated frame, not a clean close.
-async fn read_exact_mid_frame<R: AsyncRead + Unpin>(
-    reader: &mut R,
-    buf: &mut [u8],
-) -> Result<(), FrameError> {
+async fn read_exact_mid_frame<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> Result<(), FrameError> {
     match reader.read_exact(buf).await {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(FrameError::Garbled(
-            "connection closed in the middle of a frame".into(),
-        )),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Err(FrameError::Garbled("connection closed in the middle of a frame".into()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -210,10 +202,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, frame: &Frame) -
 
 /// Writes every frame sent on `frames`, flushing whenever the queue runs dry, until the queue closes
 /// or the stream breaks.
-async fn writer_loop<W: AsyncWrite + Unpin>(
-    writer: W,
-    mut frames: mpsc::UnboundedReceiver<Frame>,
-) -> io::Result<()> {
+async fn writer_loop<W: AsyncWrite + Unpin>(writer: W, mut frames: mpsc::UnboundedReceiver<Frame>) -> io::Result<()> {
     let mut writer = BufWriter::with_capacity(64 << 10, writer);
     while let Some(frame) = frames.recv().await {
         write_frame(&mut writer, &frame).await?;
@@ -286,18 +275,14 @@ pub struct TcpTransport {
 
 impl std::fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TcpTransport")
-            .field("listen_addr", &self.inner.config.listen_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("TcpTransport").field("listen_addr", &self.inner.config.listen_addr).finish_non_exhaustive()
     }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks cannot leave the data half-updated (every critical
     // section is a single insert/remove/take), so a poisoned lock is still usable.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl TcpTransport {
@@ -336,10 +321,7 @@ impl TcpTransport {
             server.abort();
         }
         *lock(&self.inner.local_addr) = None;
-        let peers: Vec<_> = lock(&self.inner.peers)
-            .drain()
-            .map(|(_, slot)| slot)
-            .collect();
+        let peers: Vec<_> = lock(&self.inner.peers).drain().map(|(_, slot)| slot).collect();
         for slot in peers {
             if let Ok(mut slot) = slot.try_lock() {
                 if let Some(conn) = slot.take() {
@@ -351,10 +333,7 @@ impl TcpTransport {
 
     /// The live connection to `to`, dialling a new one if there is none.
     async fn connection(&self, to: &str) -> Result<Arc<Connection>, TransportError> {
-        let slot = lock(&self.inner.peers)
-            .entry(to.to_string())
-            .or_default()
-            .clone();
+        let slot = lock(&self.inner.peers).entry(to.to_string()).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = slot.as_ref() {
             if conn.is_alive() {
@@ -367,10 +346,7 @@ impl TcpTransport {
     }
 
     async fn dial(&self, to: &str) -> Result<Connection, TransportError> {
-        let unreachable = |reason: String| TransportError::Unreachable {
-            addr: to.to_string(),
-            reason,
-        };
+        let unreachable = |reason: String| TransportError::Unreachable { addr: to.to_string(), reason };
         let target: SocketAddr = match to.parse() {
             Ok(addr) => addr,
             Err(_) => tokio::net::lookup_host(to)
@@ -379,57 +355,31 @@ impl TcpTransport {
                 .next()
                 .ok_or_else(|| unreachable("the name resolves to no address".into()))?,
         };
-        let socket = if target.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        }
-        .map_err(|e| unreachable(format!("socket: {e}")))?;
+        let socket = if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            .map_err(|e| unreachable(format!("socket: {e}")))?;
         if let Some(ip) = self.source_ip() {
             if ip.is_ipv4() == target.is_ipv4() {
-                socket
-                    .bind(SocketAddr::new(ip, 0))
-                    .map_err(|e| unreachable(format!("bind to {ip}: {e}")))?;
+                socket.bind(SocketAddr::new(ip, 0)).map_err(|e| unreachable(format!("bind to {ip}: {e}")))?;
             }
         }
-        let tcp = socket
-            .connect(target)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let tcp = socket.connect(target).await.map_err(|e| unreachable(e.to_string()))?;
         // Small request/reply frames must not wait for Nagle's timer.
         let _ = tcp.set_nodelay(true);
-        let stream = self
-            .inner
-            .config
-            .security
-            .client(tcp)
-            .await
-            .map_err(|reason| TransportError::Refused {
-                addr: to.to_string(),
-                reason: format!("handshake failed: {reason}"),
-            })?;
+        let stream = self.inner.config.security.client(tcp).await.map_err(|reason| TransportError::Refused {
+            addr: to.to_string(),
+            reason: format!("handshake failed: {reason}"),
+        })?;
         let (read, mut write) = tokio::io::split(stream);
-        write
-            .write_all(PREFACE)
-            .await
-            .map_err(|e| unreachable(format!("sending preface: {e}")))?;
+        write.write_all(PREFACE).await.map_err(|e| unreachable(format!("sending preface: {e}")))?;
 
         let (frames_tx, frames_rx) = mpsc::unbounded_channel();
         let pending: Arc<Mutex<Option<PendingMap>>> = Arc::new(Mutex::new(Some(HashMap::new())));
         let writer = tokio::spawn(async move {
             let _ = writer_loop(write, frames_rx).await;
         });
-        let reader = tokio::spawn(client_reader(
-            read,
-            to.to_string(),
-            pending.clone(),
-            self.inner.config.max_frame_bytes,
-        ));
-        Ok(Connection {
-            frames: frames_tx,
-            pending,
-            tasks: [reader, writer],
-        })
+        let reader =
+            tokio::spawn(client_reader(read, to.to_string(), pending.clone(), self.inner.config.max_frame_bytes));
+        Ok(Connection { frames: frames_tx, pending, tasks: [reader, writer] })
     }
 
     fn source_ip(&self) -> Option<IpAddr> {
@@ -442,11 +392,7 @@ impl TcpTransport {
 
     /// One attempt at a call on a live connection. `Err(None)` means the connection died before the
     /// request was handed to it, so the request was certainly not sent and may be retried.
-    async fn call_once(
-        &self,
-        to: &str,
-        request: &[u8],
-    ) -> Result<PendingCall, Option<TransportError>> {
+    async fn call_once(&self, to: &str, request: &[u8]) -> Result<PendingCall, Option<TransportError>> {
         let conn = self.connection(to).await.map_err(Some)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -454,16 +400,8 @@ impl TcpTransport {
             Some(pending) => pending.insert(id, tx),
             None => return Err(None),
         };
-        let call = PendingCall {
-            pending: conn.pending.clone(),
-            id,
-            reply: rx,
-        };
-        let frame = Frame {
-            kind: KIND_REQUEST,
-            id,
-            body: request.to_vec(),
-        };
+        let call = PendingCall { pending: conn.pending.clone(), id, reply: rx };
+        let frame = Frame { kind: KIND_REQUEST, id, body: request.to_vec() };
         if conn.frames.send(frame).is_err() {
             return Err(None);
         }
@@ -481,11 +419,7 @@ struct PendingCall {
 
 impl PendingCall {
     async fn reply(mut self, addr: &str) -> Result<Vec<u8>, TransportError> {
-        (&mut self.reply).await.unwrap_or_else(|_| {
-            Err(TransportError::Closed {
-                addr: addr.to_string(),
-            })
-        })
+        (&mut self.reply).await.unwrap_or_else(|_| Err(TransportError::Closed { addr: addr.to_string() }))
     }
 }
 
@@ -498,11 +432,7 @@ impl Drop for PendingCall {
 }
 
 /// Complete every pending call on a connection with an error, and mark the connection dead.
-fn fail_pending(
-    pending: &Mutex<Option<PendingMap>>,
-    error: impl Fn(String) -> TransportError,
-    addr: &str,
-) {
+fn fail_pending(pending: &Mutex<Option<PendingMap>>, error: impl Fn(String) -> TransportError, addr: &str) {
     if let Some(calls) = lock(pending).take() {
         for (_, tx) in calls {
             let _ = tx.send(Err(error(addr.to_string())));
@@ -538,9 +468,7 @@ async fn client_reader<R: AsyncRead + Unpin>(
             }),
             other => break Some(format!("unexpected frame kind {other} from a listener")),
         };
-        let waiter = lock(&pending)
-            .as_mut()
-            .and_then(|pending| pending.remove(&frame.id));
+        let waiter = lock(&pending).as_mut().and_then(|pending| pending.remove(&frame.id));
         // No waiter: the call already gave up on its deadline; the late reply is dropped.
         if let Some(tx) = waiter {
             let _ = tx.send(reply);
@@ -548,33 +476,18 @@ async fn client_reader<R: AsyncRead + Unpin>(
     };
     match error {
         None => fail_pending(&pending, |addr| TransportError::Closed { addr }, &addr),
-        Some(reason) => fail_pending(
-            &pending,
-            |addr| TransportError::Frame {
-                addr,
-                reason: reason.clone(),
-            },
-            &addr,
-        ),
+        Some(reason) => fail_pending(&pending, |addr| TransportError::Frame { addr, reason: reason.clone() }, &addr),
     }
 }
 
 #[async_trait]
 impl Transport for TcpTransport {
-    async fn call(
-        &self,
-        to: &str,
-        request: Vec<u8>,
-        deadline: Duration,
-    ) -> Result<Vec<u8>, TransportError> {
+    async fn call(&self, to: &str, request: Vec<u8>, deadline: Duration) -> Result<Vec<u8>, TransportError> {
         let max = self.inner.config.max_frame_bytes;
         if request.len() > max {
             return Err(TransportError::Frame {
                 addr: to.to_string(),
-                reason: format!(
-                    "request of {} bytes exceeds the limit of {max} bytes",
-                    request.len()
-                ),
+                reason: format!("request of {} bytes exceeds the limit of {max} bytes", request.len()),
             });
         }
         let attempt = async {
@@ -585,21 +498,14 @@ impl Transport for TcpTransport {
                 Err(Some(error)) => return Err(error),
                 Err(None) => match self.call_once(to, &request).await {
                     Ok(call) => call,
-                    Err(error) => {
-                        return Err(error.unwrap_or(TransportError::Closed {
-                            addr: to.to_string(),
-                        }))
-                    }
+                    Err(error) => return Err(error.unwrap_or(TransportError::Closed { addr: to.to_string() })),
                 },
             };
             call.reply(to).await
         };
         match tokio::time::timeout(deadline, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout {
-                addr: to.to_string(),
-                timeout_ms: deadline.as_millis() as u64,
-            }),
+            Err(_) => Err(TransportError::Timeout { addr: to.to_string(), timeout_ms: deadline.as_millis() as u64 }),
         }
     }
 
@@ -607,10 +513,7 @@ impl Transport for TcpTransport {
         let addr = self.inner.config.listen_addr.clone();
         let listener = TcpListener::bind(&addr)
             .await
-            .map_err(|e| TransportError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| TransportError::Listen { addr: addr.clone(), reason: e.to_string() })?;
         *lock(&self.inner.local_addr) = listener.local_addr().ok();
         let inner = self.inner.clone();
         let accept = tokio::spawn(accept_loop(listener, handler, inner));
@@ -651,64 +554,35 @@ fn record_error(inner: &Inner, peer: String, reason: String) {
 }
 
 /// Serves one incoming connection: handshake, preface, then each request in its own task.
-async fn serve_connection(
-    tcp: TcpStream,
-    remote: SocketAddr,
-    handler: Arc<dyn Handler>,
-    inner: Arc<Inner>,
-) {
+async fn serve_connection(tcp: TcpStream, remote: SocketAddr, handler: Arc<dyn Handler>, inner: Arc<Inner>) {
     let config = &inner.config;
     let _ = tcp.set_nodelay(true);
     let handshake = async {
-        let (stream, identity) = config
-            .security
-            .server(tcp)
-            .await
-            .map_err(|e| format!("handshake failed: {e}"))?;
+        let (stream, identity) = config.security.server(tcp).await.map_err(|e| format!("handshake failed: {e}"))?;
         let (mut read, write) = tokio::io::split(stream);
         let mut preface = [0u8; PREFACE.len()];
-        read.read_exact(&mut preface)
-            .await
-            .map_err(|e| format!("reading the preface: {e}"))?;
+        read.read_exact(&mut preface).await.map_err(|e| format!("reading the preface: {e}"))?;
         Ok::<_, String>((read, write, identity, preface))
     };
-    let (read, write, identity, preface) =
-        match tokio::time::timeout(config.handshake_timeout, handshake).await {
-            Ok(Ok(parts)) => parts,
-            Ok(Err(reason)) => return record_error(&inner, remote.to_string(), reason),
-            Err(_) => {
-                return record_error(
-                    &inner,
-                    remote.to_string(),
-                    "no preface within the handshake timeout".into(),
-                )
-            }
-        };
+    let (read, write, identity, preface) = match tokio::time::timeout(config.handshake_timeout, handshake).await {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(reason)) => return record_error(&inner, remote.to_string(), reason),
+        Err(_) => return record_error(&inner, remote.to_string(), "no preface within the handshake timeout".into()),
+    };
 
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(writer_loop(write, frames_rx));
-    let peer = Peer {
-        addr: remote.to_string(),
-        identity,
-    };
+    let peer = Peer { addr: remote.to_string(), identity };
 
     let problem = if &preface != PREFACE {
-        Some(format!(
-            "bad preface {:?}: not a shoal peer (expected {:?})",
-            ascii(&preface),
-            ascii(PREFACE)
-        ))
+        Some(format!("bad preface {:?}: not a shoal peer (expected {:?})", ascii(&preface), ascii(PREFACE)))
     } else {
         serve_requests(read, &frames_tx, peer, handler, config).await
     };
     if let Some(reason) = problem {
         record_error(&inner, remote.to_string(), reason.clone());
         // Tell the peer why before hanging up, so a misconfigured client sees the cause.
-        let _ = frames_tx.send(Frame {
-            kind: KIND_ERROR,
-            id: 0,
-            body: reason.into_bytes(),
-        });
+        let _ = frames_tx.send(Frame { kind: KIND_ERROR, id: 0, body: reason.into_bytes() });
     }
     drop(frames_tx);
     // Let the writer flush what is queued (replies, the error) before the socket closes.
@@ -716,11 +590,7 @@ async fn serve_connection(
 }
 
 fn ascii(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .flat_map(|b| std::ascii::escape_default(*b))
-        .map(char::from)
-        .collect()
+    bytes.iter().flat_map(|b| std::ascii::escape_default(*b)).map(char::from).collect()
 }
 
 /// Reads requests until the peer closes or breaks the protocol; returns the protocol violation.
@@ -741,10 +611,7 @@ async fn serve_requests<R: AsyncRead + Unpin>(
             Err(FrameError::Garbled(reason)) => break Some(reason),
         };
         if frame.kind != KIND_REQUEST {
-            break Some(format!(
-                "unexpected frame kind {} from a dialler (expected a request)",
-                frame.kind
-            ));
+            break Some(format!("unexpected frame kind {} from a dialler (expected a request)", frame.kind));
         }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break None;
@@ -756,21 +623,11 @@ async fn serve_requests<R: AsyncRead + Unpin>(
             // for this one request instead of taking the connection down.
             // Aborted if this task is (the connection dropped, the transport shut down), so a
             // handler parked on a long wait does not outlive its connection.
-            let mut task = AbortOnDrop(tokio::spawn(async move {
-                handler.handle(peer, frame.body).await
-            }));
+            let mut task = AbortOnDrop(tokio::spawn(async move { handler.handle(peer, frame.body).await }));
             let reply = (&mut task.0).await;
             let frame = match reply {
-                Ok(body) => Frame {
-                    kind: KIND_REPLY,
-                    id,
-                    body,
-                },
-                Err(e) => Frame {
-                    kind: KIND_ERROR,
-                    id,
-                    body: format!("the handler failed: {e}").into_bytes(),
-                },
+                Ok(body) => Frame { kind: KIND_REPLY, id, body },
+                Err(e) => Frame { kind: KIND_ERROR, id, body: format!("the handler failed: {e}").into_bytes() },
             };
             let _ = frames.send(frame);
             drop(permit);
@@ -802,11 +659,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip() {
-        let frame = Frame {
-            kind: KIND_REPLY,
-            id: 7,
-            body: b"hello".to_vec(),
-        };
+        let frame = Frame { kind: KIND_REPLY, id: 7, body: b"hello".to_vec() };
         let mut buf = Vec::new();
         write_frame(&mut buf, &frame).await.unwrap();
         assert_eq!(&buf[..4], &14u32.to_be_bytes());
@@ -817,28 +670,16 @@ mod tests {
     #[tokio::test]
     async fn short_long_and_unknown_frames_are_garbled() {
         let short = 3u32.to_be_bytes();
-        assert!(matches!(
-            read_frame(&mut &short[..], 1024).await,
-            Err(FrameError::Garbled(_))
-        ));
+        assert!(matches!(read_frame(&mut &short[..], 1024).await, Err(FrameError::Garbled(_))));
         let long = u32::MAX.to_be_bytes();
         let err = read_frame(&mut &long[..], 1024).await.unwrap_err();
         assert!(err.to_string().contains("exceeds the limit"), "{err}");
         let mut unknown = 9u32.to_be_bytes().to_vec();
         unknown.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 1]);
-        assert!(matches!(
-            read_frame(&mut &unknown[..], 1024).await,
-            Err(FrameError::Garbled(_))
-        ));
+        assert!(matches!(read_frame(&mut &unknown[..], 1024).await, Err(FrameError::Garbled(_))));
         let mut truncated = 20u32.to_be_bytes().to_vec();
         truncated.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 1, 42]);
-        assert!(matches!(
-            read_frame(&mut &truncated[..], 1024).await,
-            Err(FrameError::Garbled(_))
-        ));
-        assert!(matches!(
-            read_frame(&mut &[][..], 1024).await,
-            Err(FrameError::Closed)
-        ));
+        assert!(matches!(read_frame(&mut &truncated[..], 1024).await, Err(FrameError::Garbled(_))));
+        assert!(matches!(read_frame(&mut &[][..], 1024).await, Err(FrameError::Closed)));
     }
 }

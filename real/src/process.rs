@@ -66,9 +66,7 @@ struct Proc {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Critical sections are single map operations, so a poisoned lock holds consistent data.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn no_such(id: &str) -> ExecutorError {
@@ -147,10 +145,7 @@ impl ProcessExecutor {
     }
 
     /// The state channel and running pid of `id`.
-    fn handle(
-        &self,
-        id: &str,
-    ) -> Result<(watch::Receiver<ContainerState>, Option<i32>), ExecutorError> {
+    fn handle(&self, id: &str) -> Result<(watch::Receiver<ContainerState>, Option<i32>), ExecutorError> {
         let containers = lock(&self.inner.containers);
         let proc = containers.get(id).ok_or_else(|| no_such(id))?;
         let running = matches!(*proc.state.borrow(), ContainerState::Running);
@@ -208,32 +203,17 @@ impl Executor for ProcessExecutor {
             }
             spec.command.clone()
         } else {
-            std::iter::once(spec.image.clone())
-                .chain(spec.command.iter().cloned())
-                .collect()
+            std::iter::once(spec.image.clone()).chain(spec.command.iter().cloned()).collect()
         };
         let mut containers = lock(&self.inner.containers);
         if !spec.name.is_empty() && containers.values().any(|proc| proc.spec.name == spec.name) {
-            return Err(ExecutorError::Runtime(format!(
-                "the container name {:?} is already in use",
-                spec.name
-            )));
+            return Err(ExecutorError::Runtime(format!("the container name {:?} is already in use", spec.name)));
         }
-        let id = format!(
-            "{}-{}",
-            self.inner.id_prefix,
-            self.inner.next_id.fetch_add(1, Ordering::Relaxed)
-        );
+        let id = format!("{}-{}", self.inner.id_prefix, self.inner.next_id.fetch_add(1, Ordering::Relaxed));
         let (state, _) = watch::channel(ContainerState::Created);
         containers.insert(
             id.clone(),
-            Proc {
-                spec: spec.clone(),
-                argv,
-                state: Arc::new(state),
-                pid: None,
-                logs: Arc::default(),
-            },
+            Proc { spec: spec.clone(), argv, state: Arc::new(state), pid: None, logs: Arc::default() },
         );
         Ok(id)
     }
@@ -245,9 +225,7 @@ impl Executor for ProcessExecutor {
             ContainerState::Created => {}
             ContainerState::Running => return Ok(()),
             ContainerState::Exited { .. } => {
-                return Err(ExecutorError::Runtime(format!(
-                    "container {id} has exited; create a new one"
-                )))
+                return Err(ExecutorError::Runtime(format!("container {id} has exited; create a new one")))
             }
         }
         let mut command = Command::new(&proc.argv[0]);
@@ -264,12 +242,8 @@ impl Executor for ProcessExecutor {
             Ok(child) => child,
             Err(e) => {
                 // As Docker does for a missing executable: the container is dead with 127.
-                proc.state
-                    .send_replace(ContainerState::Exited { code: 127 });
-                return Err(ExecutorError::Runtime(format!(
-                    "starting {:?}: {e}",
-                    proc.argv[0]
-                )));
+                proc.state.send_replace(ContainerState::Exited { code: 127 });
+                return Err(ExecutorError::Runtime(format!("starting {:?}: {e}", proc.argv[0])));
             }
         };
         proc.pid = child.id().and_then(|pid| i32::try_from(pid).ok());
@@ -300,18 +274,13 @@ impl Executor for ProcessExecutor {
         let (mut state, pid) = self.handle(id)?;
         let Some(pid) = pid else { return Ok(()) };
         signal_group(pid, libc::SIGTERM);
-        if tokio::time::timeout(grace, exited(&mut state))
-            .await
-            .is_ok()
-        {
+        if tokio::time::timeout(grace, exited(&mut state)).await.is_ok() {
             return Ok(());
         }
         signal_group(pid, libc::SIGKILL);
         match tokio::time::timeout(KILL_WAIT, exited(&mut state)).await {
             Ok(_) => Ok(()),
-            Err(_) => Err(ExecutorError::Runtime(format!(
-                "process {pid} of container {id} survived SIGKILL"
-            ))),
+            Err(_) => Err(ExecutorError::Runtime(format!("process {pid} of container {id} survived SIGKILL"))),
         }
     }
 
@@ -319,57 +288,32 @@ impl Executor for ProcessExecutor {
         let (mut state, pid) = self.handle(id)?;
         if let Some(pid) = pid {
             signal_group(pid, libc::SIGKILL);
-            if tokio::time::timeout(KILL_WAIT, exited(&mut state))
-                .await
-                .is_err()
-            {
-                return Err(ExecutorError::Runtime(format!(
-                    "process {pid} of container {id} survived SIGKILL"
-                )));
+            if tokio::time::timeout(KILL_WAIT, exited(&mut state)).await.is_err() {
+                return Err(ExecutorError::Runtime(format!("process {pid} of container {id} survived SIGKILL")));
             }
         }
-        lock(&self.inner.containers)
-            .remove(id)
-            .map(|_| ())
-            .ok_or_else(|| no_such(id))
+        lock(&self.inner.containers).remove(id).map(|_| ()).ok_or_else(|| no_such(id))
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
         let containers = lock(&self.inner.containers);
-        containers
-            .get(id)
-            .map(|proc| Self::summary(id, proc))
-            .ok_or_else(|| no_such(id))
+        containers.get(id).map(|proc| Self::summary(id, proc)).ok_or_else(|| no_such(id))
     }
 
-    async fn list(
-        &self,
-        labels: &[(String, String)],
-    ) -> Result<Vec<ContainerSummary>, ExecutorError> {
+    async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError> {
         let containers = lock(&self.inner.containers);
         // BTreeMap order is id order, as the seam promises.
         Ok(containers
             .iter()
-            .filter(|(_, proc)| {
-                labels
-                    .iter()
-                    .all(|(key, value)| proc.spec.labels.get(key) == Some(value))
-            })
+            .filter(|(_, proc)| labels.iter().all(|(key, value)| proc.spec.labels.get(key) == Some(value)))
             .map(|(id, proc)| Self::summary(id, proc))
             .collect())
     }
 
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
-        let logs = lock(&self.inner.containers)
-            .get(id)
-            .map(|proc| proc.logs.clone())
-            .ok_or_else(|| no_such(id))?;
+        let logs = lock(&self.inner.containers).get(id).map(|proc| proc.logs.clone()).ok_or_else(|| no_such(id))?;
         let logs = lock(&logs);
-        Ok(logs
-            .iter()
-            .skip(logs.len().saturating_sub(tail))
-            .cloned()
-            .collect())
+        Ok(logs.iter().skip(logs.len().saturating_sub(tail)).cloned().collect())
     }
 }
 
@@ -390,14 +334,7 @@ mod tests {
     #[tokio::test]
     async fn logs_env_and_path_images() {
         let executor = ProcessExecutor::new();
-        let id = executor
-            .create(&spec(
-                "a",
-                "/bin/sh",
-                &["-c", "echo $GREETING; echo two >&2; exit 0"],
-            ))
-            .await
-            .unwrap();
+        let id = executor.create(&spec("a", "/bin/sh", &["-c", "echo $GREETING; echo two >&2; exit 0"])).await.unwrap();
         executor.start(&id).await.unwrap();
         assert_eq!(executor.wait(&id).await.unwrap(), 0);
         // Output is read by separate tasks; give them a moment to drain the pipes after exit.
@@ -410,68 +347,32 @@ mod tests {
         let mut logs = executor.logs(&id, 10).await.unwrap();
         logs.sort();
         assert_eq!(logs, vec!["hi", "two"]);
-        assert_eq!(
-            executor.logs(&id, 1).await.unwrap().len(),
-            1,
-            "tail bounds the lines"
-        );
-        assert!(
-            executor
-                .create(&spec("a", "process", &["true"]))
-                .await
-                .is_err(),
-            "names are unique"
-        );
+        assert_eq!(executor.logs(&id, 1).await.unwrap().len(), 1, "tail bounds the lines");
+        assert!(executor.create(&spec("a", "process", &["true"])).await.is_err(), "names are unique");
     }
 
     #[tokio::test]
     async fn sigterm_then_sigkill() {
         let executor = ProcessExecutor::new();
         // The shell ignores SIGTERM, so only the SIGKILL after the grace ends it.
-        let id = executor
-            .create(&spec(
-                "b",
-                "process",
-                &["sh", "-c", "trap '' TERM; sleep 30"],
-            ))
-            .await
-            .unwrap();
+        let id = executor.create(&spec("b", "process", &["sh", "-c", "trap '' TERM; sleep 30"])).await.unwrap();
         executor.start(&id).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        executor
-            .stop(&id, Duration::from_millis(300))
-            .await
-            .unwrap();
-        assert_eq!(
-            executor.inspect(&id).await.unwrap().state,
-            ContainerState::Exited { code: 137 }
-        );
+        executor.stop(&id, Duration::from_millis(300)).await.unwrap();
+        assert_eq!(executor.inspect(&id).await.unwrap().state, ContainerState::Exited { code: 137 });
 
-        let id = executor
-            .create(&spec("c", "process", &["sleep", "30"]))
-            .await
-            .unwrap();
+        let id = executor.create(&spec("c", "process", &["sleep", "30"])).await.unwrap();
         executor.start(&id).await.unwrap();
         executor.stop(&id, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(
-            executor.wait(&id).await.unwrap(),
-            143,
-            "SIGTERM ends a plain sleep"
-        );
+        assert_eq!(executor.wait(&id).await.unwrap(), 143, "SIGTERM ends a plain sleep");
     }
 
     #[tokio::test]
     async fn missing_programs_and_images() {
         let executor = ProcessExecutor::new();
-        assert!(matches!(
-            executor.prepare_image("busybox:latest").await,
-            Err(ExecutorError::ImageUnavailable { .. })
-        ));
+        assert!(matches!(executor.prepare_image("busybox:latest").await, Err(ExecutorError::ImageUnavailable { .. })));
         assert!(executor.prepare_image("/bin/sh").await.is_ok());
-        let id = executor
-            .create(&spec("d", "process", &["/nonexistent/program"]))
-            .await
-            .unwrap();
+        let id = executor.create(&spec("d", "process", &["/nonexistent/program"])).await.unwrap();
         assert!(executor.start(&id).await.is_err());
         assert_eq!(executor.wait(&id).await.unwrap(), 127);
     }

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -57,9 +57,7 @@ pub struct ClusterCa {
 
 impl std::fmt::Debug for ClusterCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCa")
-            .field("digest", &self.digest())
-            .finish_non_exhaustive()
+        f.debug_struct("ClusterCa").field("digest", &self.digest()).finish_non_exhaustive()
     }
 }
 
@@ -71,11 +69,7 @@ fn ca_params() -> CertificateParams {
     name.push(DnType::CommonName, CA_COMMON_NAME);
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params
 }
 
@@ -84,24 +78,15 @@ impl ClusterCa {
     pub fn generate() -> Result<Self, TlsError> {
         let key = KeyPair::generate()?;
         let signer = ca_params().self_signed(&key)?;
-        Ok(ClusterCa {
-            cert_pem: signer.pem(),
-            key,
-            signer,
-        })
+        Ok(ClusterCa { cert_pem: signer.pem(), key, signer })
     }
 
     /// Reload a CA from the PEM files a manager keeps in its data dir.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
         let key = KeyPair::from_pem(key_pem)?;
         let signer = ca_params().self_signed(&key)?;
-        CertificateDer::from_pem_slice(cert_pem.as_bytes())
-            .map_err(|e| TlsError::Pem(e.to_string()))?;
-        Ok(ClusterCa {
-            cert_pem: cert_pem.to_string(),
-            key,
-            signer,
-        })
+        CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| TlsError::Pem(e.to_string()))?;
+        Ok(ClusterCa { cert_pem: cert_pem.to_string(), key, signer })
     }
 
     /// The CA certificate, the trust root every node holds.
@@ -132,23 +117,16 @@ impl ClusterCa {
         name.push(DnType::CommonName, node_id);
         params.distinguished_name = name;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&key, &self.signer, &self.key)?;
-        Ok(NodeCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        Ok(NodeCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
 /// SHA-256 of the first certificate in `cert_pem` (DER), hex.
 pub fn ca_digest(cert_pem: &str) -> Result<String, TlsError> {
-    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
-        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| TlsError::Pem(e.to_string()))?;
     let digest = ring::digest::digest(&ring::digest::SHA256, &der);
     Ok(digest.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -186,9 +164,7 @@ impl TlsConfig {
         roots.add(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?)?;
         let roots = Arc::new(roots);
         let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(node.cert_pem.as_bytes())
-                .collect::<Result<_, _>>()
-                .map_err(pem)?;
+            CertificateDer::pem_slice_iter(node.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
         let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).map_err(pem)?;
         // An explicit provider, so nothing depends on which rustls features the rest of the graph
         // enables or on a process-wide default being installed.
@@ -205,35 +181,20 @@ impl TlsConfig {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
-        Ok(TlsConfig {
-            client: TlsConnector::from(Arc::new(client)),
-            server: TlsAcceptor::from(Arc::new(server)),
-        })
+        Ok(TlsConfig { client: TlsConnector::from(Arc::new(client)), server: TlsAcceptor::from(Arc::new(server)) })
     }
 
     /// Dial side: verify the listener's certificate against the cluster CA.
     pub(crate) async fn connect(&self, tcp: TcpStream) -> Result<BoxStream, String> {
         let name = ServerName::try_from(NODE_SERVER_NAME).map_err(|e| e.to_string())?;
-        let stream = self
-            .client
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let stream = self.client.connect(name, tcp).await.map_err(|e| e.to_string())?;
         Ok(Box::pin(stream))
     }
 
     /// Listen side: require a client certificate from the cluster CA; return the node id it names.
-    pub(crate) async fn accept(
-        &self,
-        tcp: TcpStream,
-    ) -> Result<(BoxStream, Option<String>), String> {
+    pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<(BoxStream, Option<String>), String> {
         let stream = self.server.accept(tcp).await.map_err(|e| e.to_string())?;
-        let identity = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(node_id);
+        let identity = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(node_id);
         Ok((Box::pin(stream), identity))
     }
 }
@@ -241,9 +202,7 @@ impl TlsConfig {
 /// The node id a (verified) certificate names in its URI SAN.
 fn node_id(cert: &CertificateDer<'_>) -> Option<String> {
     let cert = webpki::EndEntityCert::try_from(cert).ok()?;
-    let id = cert
-        .valid_uri_names()
-        .find_map(|uri| uri.strip_prefix(NODE_ID_URI_PREFIX).map(str::to_string));
+    let id = cert.valid_uri_names().find_map(|uri| uri.strip_prefix(NODE_ID_URI_PREFIX).map(str::to_string));
     id
 }
 

@@ -12,9 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shoal::disk::FileDisk;
 use shoal::docker::{DockerExecutor, DockerOptions};
-use shoal::net::{
-    Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE,
-};
+use shoal::net::{Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE};
 use shoal::process::{ProcessExecutor, PROCESS_IMAGE};
 use shoal::tls::{ClusterCa, NodeCert, TlsConfig};
 use shoal_core::env::conformance::{self, ExecutorFixture};
@@ -34,10 +32,7 @@ fn free_addr(ip: &str) -> String {
 
 /// A prefix unique to this test process, for container names.
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
 
@@ -55,10 +50,7 @@ impl Handler for Echo {
             }
             b"panic" => panic!("the handler panics on purpose"),
             _ if request.starts_with(b"big:") => {
-                let size = std::str::from_utf8(&request[4..])
-                    .ok()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(0);
+                let size = std::str::from_utf8(&request[4..]).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
                 vec![7; size]
             }
             _ => request,
@@ -90,29 +82,16 @@ async fn transport_conformance() {
 #[tokio::test]
 async fn calls_come_from_the_clients_own_address() {
     let (_server, server_addr, client) = pair().await;
-    let who = client
-        .call(&server_addr, b"who".to_vec(), SECOND)
-        .await
-        .unwrap();
+    let who = client.call(&server_addr, b"who".to_vec(), SECOND).await.unwrap();
     let who: SocketAddr = String::from_utf8(who).unwrap().parse().unwrap();
-    assert_eq!(
-        who.ip().to_string(),
-        "127.0.0.3",
-        "outgoing connections bind the node's own IP"
-    );
+    assert_eq!(who.ip().to_string(), "127.0.0.3", "outgoing connections bind the node's own IP");
 }
 
 #[tokio::test]
 async fn refused_connection_is_unreachable() {
     let client = TcpTransport::new(free_addr("127.0.0.3"));
-    let err = client
-        .call(&free_addr("127.0.0.4"), b"x".to_vec(), SECOND)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, TransportError::Unreachable { .. }),
-        "got {err:?}"
-    );
+    let err = client.call(&free_addr("127.0.0.4"), b"x".to_vec(), SECOND).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "got {err:?}");
 }
 
 /// Send the preface (optionally) and raw bytes, then read what the server says before it hangs up.
@@ -133,26 +112,16 @@ async fn raw_exchange(server_addr: &str, preface: bool, bytes: &[u8]) -> Vec<u8>
 /// The error frame with id 0 the server sends before dropping a connection.
 fn error_frame(answer: &[u8]) -> String {
     let frame = parse_frame(answer);
-    assert_eq!(
-        frame.kind, KIND_ERROR,
-        "the server explains why it hangs up"
-    );
+    assert_eq!(frame.kind, KIND_ERROR, "the server explains why it hangs up");
     assert_eq!(frame.id, 0, "a connection-level error has id 0");
     String::from_utf8(frame.body).unwrap()
 }
 
 fn parse_frame(answer: &[u8]) -> Frame {
-    assert!(
-        answer.len() >= 13,
-        "expected an error frame, got {answer:?}"
-    );
+    assert!(answer.len() >= 13, "expected an error frame, got {answer:?}");
     let len = u32::from_be_bytes(answer[..4].try_into().unwrap()) as usize;
     assert_eq!(answer.len(), 4 + len, "exactly one frame, then the close");
-    Frame {
-        kind: answer[4],
-        id: u64::from_be_bytes(answer[5..13].try_into().unwrap()),
-        body: answer[13..].to_vec(),
-    }
+    Frame { kind: answer[4], id: u64::from_be_bytes(answer[5..13].try_into().unwrap()), body: answer[13..].to_vec() }
 }
 
 #[tokio::test]
@@ -160,16 +129,12 @@ async fn garbled_frames_get_a_clear_error_and_the_server_keeps_serving() {
     let (server, server_addr, client) = pair().await;
 
     // Not a shoal peer at all.
-    let reason =
-        error_frame(&raw_exchange(&server_addr, false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
+    let reason = error_frame(&raw_exchange(&server_addr, false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await);
     assert!(reason.contains("bad preface"), "{reason}");
 
     // A frame too short to hold its header.
     let reason = error_frame(&raw_exchange(&server_addr, true, &[0, 0, 0, 2, 0xde, 0xad]).await);
-    assert!(
-        reason.contains("shorter than its 9-byte header"),
-        "{reason}"
-    );
+    assert!(reason.contains("shorter than its 9-byte header"), "{reason}");
 
     // A frame kind a dialler must not send.
     let mut reply_kind = 9u32.to_be_bytes().to_vec();
@@ -178,15 +143,8 @@ async fn garbled_frames_get_a_clear_error_and_the_server_keeps_serving() {
     let reason = error_frame(&raw_exchange(&server_addr, true, &reply_kind).await);
     assert!(reason.contains("unexpected frame kind"), "{reason}");
 
-    assert!(
-        server.recent_errors().len() >= 3,
-        "the server records what it refused: {:?}",
-        server.recent_errors()
-    );
-    let reply = client
-        .call(&server_addr, b"still here".to_vec(), SECOND)
-        .await
-        .expect("others are still served");
+    assert!(server.recent_errors().len() >= 3, "the server records what it refused: {:?}", server.recent_errors());
+    let reply = client.call(&server_addr, b"still here".to_vec(), SECOND).await.expect("others are still served");
     assert_eq!(reply, b"still here");
 }
 
@@ -196,49 +154,23 @@ async fn oversized_length_prefix_is_refused() {
     // 4 GiB - 1 announced: refused on the length alone, before any allocation.
     let reason = error_frame(&raw_exchange(&server_addr, true, &u32::MAX.to_be_bytes()).await);
     assert!(reason.contains("exceeds the limit"), "{reason}");
-    assert!(server
-        .recent_errors()
-        .iter()
-        .any(|e| e.reason.contains("exceeds the limit")));
+    assert!(server.recent_errors().iter().any(|e| e.reason.contains("exceeds the limit")));
 
     // A client refuses to send what the limit forbids, without touching the connection.
-    let small = TcpTransport::with_config(TcpConfig {
-        max_frame_bytes: 1024,
-        ..TcpConfig::new(free_addr("127.0.0.3"))
-    });
-    let err = small
-        .call(&server_addr, vec![0; 1025], SECOND)
-        .await
-        .unwrap_err();
+    let small =
+        TcpTransport::with_config(TcpConfig { max_frame_bytes: 1024, ..TcpConfig::new(free_addr("127.0.0.3")) });
+    let err = small.call(&server_addr, vec![0; 1025], SECOND).await.unwrap_err();
     assert!(matches!(err, TransportError::Frame { .. }), "got {err:?}");
-    assert_eq!(
-        client
-            .call(&server_addr, b"ok".to_vec(), SECOND)
-            .await
-            .unwrap(),
-        b"ok"
-    );
+    assert_eq!(client.call(&server_addr, b"ok".to_vec(), SECOND).await.unwrap(), b"ok");
 }
 
 #[tokio::test]
 async fn a_reply_over_the_limit_fails_the_call_clearly() {
     let (_server, server_addr, _) = pair().await;
-    let strict = TcpTransport::with_config(TcpConfig {
-        max_frame_bytes: 1024,
-        ..TcpConfig::new(free_addr("127.0.0.3"))
-    });
-    assert_eq!(
-        strict
-            .call(&server_addr, b"big:1024".to_vec(), SECOND)
-            .await
-            .unwrap()
-            .len(),
-        1024
-    );
-    let err = strict
-        .call(&server_addr, b"big:2048".to_vec(), SECOND)
-        .await
-        .unwrap_err();
+    let strict =
+        TcpTransport::with_config(TcpConfig { max_frame_bytes: 1024, ..TcpConfig::new(free_addr("127.0.0.3")) });
+    assert_eq!(strict.call(&server_addr, b"big:1024".to_vec(), SECOND).await.unwrap().len(), 1024);
+    let err = strict.call(&server_addr, b"big:2048".to_vec(), SECOND).await.unwrap_err();
     match err {
         TransportError::Frame { reason, .. } => {
             assert!(reason.contains("exceeds the limit"), "{reason}")
@@ -246,13 +178,7 @@ async fn a_reply_over_the_limit_fails_the_call_clearly() {
         other => panic!("a reply over the limit is a frame error, got {other:?}"),
     }
     // The broken connection was dropped; the next call gets a fresh one.
-    assert_eq!(
-        strict
-            .call(&server_addr, b"small".to_vec(), SECOND)
-            .await
-            .unwrap(),
-        b"small"
-    );
+    assert_eq!(strict.call(&server_addr, b"small".to_vec(), SECOND).await.unwrap(), b"small");
 }
 
 #[tokio::test]
@@ -268,21 +194,12 @@ async fn a_peer_vanishing_mid_call_gives_closed() {
         drop(listener);
     });
     let client = TcpTransport::new(free_addr("127.0.0.3"));
-    let err = client
-        .call(&addr, b"hello".to_vec(), Duration::from_secs(5))
-        .await
-        .unwrap_err();
+    let err = client.call(&addr, b"hello".to_vec(), Duration::from_secs(5)).await.unwrap_err();
     assert!(matches!(err, TransportError::Closed { .. }), "got {err:?}");
     vanisher.await.unwrap();
     // The listener is gone too: the next call redials and finds nobody.
-    let err = client
-        .call(&addr, b"hello".to_vec(), Duration::from_secs(5))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, TransportError::Unreachable { .. }),
-        "got {err:?}"
-    );
+    let err = client.call(&addr, b"hello".to_vec(), Duration::from_secs(5)).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "got {err:?}");
 }
 
 #[tokio::test]
@@ -291,55 +208,27 @@ async fn a_server_shutting_down_mid_call_then_coming_back() {
     let client = Arc::new(client);
     let slow = {
         let (client, addr) = (client.clone(), server_addr.clone());
-        tokio::spawn(async move {
-            client
-                .call(&addr, b"slow".to_vec(), Duration::from_secs(10))
-                .await
-        })
+        tokio::spawn(async move { client.call(&addr, b"slow".to_vec(), Duration::from_secs(10)).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     server.shutdown();
     let err = slow.await.unwrap().unwrap_err();
     assert!(matches!(err, TransportError::Closed { .. }), "got {err:?}");
-    let err = client
-        .call(&server_addr, b"x".to_vec(), SECOND)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, TransportError::Unreachable { .. }),
-        "got {err:?}"
-    );
+    let err = client.call(&server_addr, b"x".to_vec(), SECOND).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "got {err:?}");
 
     // A new server on the same address: the client reconnects by itself.
     let again = TcpTransport::new(server_addr.clone());
-    again
-        .serve(Arc::new(Echo))
-        .await
-        .expect("rebind the same address");
-    assert_eq!(
-        client
-            .call(&server_addr, b"back".to_vec(), SECOND)
-            .await
-            .unwrap(),
-        b"back"
-    );
+    again.serve(Arc::new(Echo)).await.expect("rebind the same address");
+    assert_eq!(client.call(&server_addr, b"back".to_vec(), SECOND).await.unwrap(), b"back");
 }
 
 #[tokio::test]
 async fn a_panicking_handler_fails_only_its_call() {
     let (_server, server_addr, client) = pair().await;
-    let err = client
-        .call(&server_addr, b"panic".to_vec(), SECOND)
-        .await
-        .unwrap_err();
+    let err = client.call(&server_addr, b"panic".to_vec(), SECOND).await.unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "got {err:?}");
-    assert_eq!(
-        client
-            .call(&server_addr, b"fine".to_vec(), SECOND)
-            .await
-            .unwrap(),
-        b"fine"
-    );
+    assert_eq!(client.call(&server_addr, b"fine".to_vec(), SECOND).await.unwrap(), b"fine");
 }
 
 #[tokio::test]
@@ -364,46 +253,23 @@ async fn a_raw_request_gets_its_reply() {
 /// A transport on `addr` speaking mutual TLS with `node`'s certificate, trusting `ca_pem`.
 fn tls_transport(addr: &str, ca_pem: &str, node: &NodeCert) -> TcpTransport {
     let tls = TlsConfig::new(ca_pem, node).expect("TLS config");
-    TcpTransport::with_config(TcpConfig {
-        security: Security::Tls(Arc::new(tls)),
-        ..TcpConfig::new(addr)
-    })
+    TcpTransport::with_config(TcpConfig { security: Security::Tls(Arc::new(tls)), ..TcpConfig::new(addr) })
 }
 
 #[tokio::test]
 async fn tls_transport_conformance_and_identity() {
     let ca = ClusterCa::generate().unwrap();
     let server_addr = free_addr("127.0.0.2");
-    let server = Arc::new(tls_transport(
-        &server_addr,
-        ca.cert_pem(),
-        &ca.issue("manager-1").unwrap(),
-    ));
-    let client = Arc::new(tls_transport(
-        &free_addr("127.0.0.3"),
-        ca.cert_pem(),
-        &ca.issue("worker-7").unwrap(),
-    ));
-    conformance::transport(
-        server,
-        &server_addr,
-        client.clone(),
-        &free_addr("127.0.0.4"),
-    )
-    .await;
+    let server = Arc::new(tls_transport(&server_addr, ca.cert_pem(), &ca.issue("manager-1").unwrap()));
+    let client = Arc::new(tls_transport(&free_addr("127.0.0.3"), ca.cert_pem(), &ca.issue("worker-7").unwrap()));
+    conformance::transport(server, &server_addr, client.clone(), &free_addr("127.0.0.4")).await;
 
     // The suite served its own handler; ours tells who called.
     let server_addr = free_addr("127.0.0.2");
     let server = tls_transport(&server_addr, ca.cert_pem(), &ca.issue("manager-2").unwrap());
     server.serve(Arc::new(Echo)).await.unwrap();
-    let id = client
-        .call(&server_addr, b"id".to_vec(), SECOND)
-        .await
-        .unwrap();
-    assert_eq!(
-        id, b"worker-7",
-        "the listener learns the dialler's node id from its certificate"
-    );
+    let id = client.call(&server_addr, b"id".to_vec(), SECOND).await.unwrap();
+    assert_eq!(id, b"worker-7", "the listener learns the dialler's node id from its certificate");
 }
 
 #[tokio::test]
@@ -416,87 +282,39 @@ async fn tls_refuses_peers_of_another_cluster() {
     server.serve(Arc::new(Echo)).await.unwrap();
 
     // A node of another cluster: it does not trust our server's certificate.
-    let stranger = tls_transport(
-        &free_addr("127.0.0.3"),
-        other.cert_pem(),
-        &other.issue("intruder").unwrap(),
-    );
-    let err = stranger
-        .call(&server_addr, b"id".to_vec(), SECOND)
-        .await
-        .unwrap_err();
+    let stranger = tls_transport(&free_addr("127.0.0.3"), other.cert_pem(), &other.issue("intruder").unwrap());
+    let err = stranger.call(&server_addr, b"id".to_vec(), SECOND).await.unwrap_err();
     assert!(matches!(err, TransportError::Refused { .. }), "got {err:?}");
 
     // Trusting our CA is not enough: its own certificate must come from our CA too.
-    let impostor = tls_transport(
-        &free_addr("127.0.0.3"),
-        ca.cert_pem(),
-        &other.issue("impostor").unwrap(),
-    );
-    let err = impostor
-        .call(&server_addr, b"id".to_vec(), SECOND)
-        .await
-        .unwrap_err();
+    let impostor = tls_transport(&free_addr("127.0.0.3"), ca.cert_pem(), &other.issue("impostor").unwrap());
+    let err = impostor.call(&server_addr, b"id".to_vec(), SECOND).await.unwrap_err();
     assert!(
-        matches!(
-            err,
-            TransportError::Refused { .. } | TransportError::Closed { .. }
-        ),
+        matches!(err, TransportError::Refused { .. } | TransportError::Closed { .. }),
         "a client certificate from another CA must be refused, got {err:?}"
     );
     // And plain TCP does not get through either.
     let plain = TcpTransport::new(free_addr("127.0.0.3"));
-    let err = plain
-        .call(&server_addr, b"id".to_vec(), SECOND)
-        .await
-        .unwrap_err();
-    assert!(
-        !matches!(err, TransportError::Timeout { .. }),
-        "plain TCP to a TLS listener fails fast, got {err:?}"
-    );
+    let err = plain.call(&server_addr, b"id".to_vec(), SECOND).await.unwrap_err();
+    assert!(!matches!(err, TransportError::Timeout { .. }), "plain TCP to a TLS listener fails fast, got {err:?}");
 
     let errors = server.recent_errors();
-    assert!(
-        errors
-            .iter()
-            .filter(|e| e.reason.contains("handshake failed"))
-            .count()
-            >= 2,
-        "{errors:?}"
-    );
-    let member = tls_transport(
-        &free_addr("127.0.0.3"),
-        ca.cert_pem(),
-        &ca.issue("worker-1").unwrap(),
-    );
-    assert_eq!(
-        member
-            .call(&server_addr, b"id".to_vec(), SECOND)
-            .await
-            .unwrap(),
-        b"worker-1"
-    );
+    assert!(errors.iter().filter(|e| e.reason.contains("handshake failed")).count() >= 2, "{errors:?}");
+    let member = tls_transport(&free_addr("127.0.0.3"), ca.cert_pem(), &ca.issue("worker-1").unwrap());
+    assert_eq!(member.call(&server_addr, b"id".to_vec(), SECOND).await.unwrap(), b"worker-1");
 }
 
 #[tokio::test]
 async fn disk_conformance() {
     let dir = tempfile::tempdir().unwrap();
-    let disk = FileDisk::open(dir.path().join("data"))
-        .await
-        .expect("open the data dir");
+    let disk = FileDisk::open(dir.path().join("data")).await.expect("open the data dir");
     conformance::disk(Arc::new(disk)).await;
-    assert!(
-        dir.path().join("data/raft/log").is_file(),
-        "names map to paths below the data dir"
-    );
+    assert!(dir.path().join("data/raft/log").is_file(), "names map to paths below the data dir");
 }
 
 /// Run the executor suite, then remove whatever it left behind even if it failed.
 async fn executor_suite(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
-    let label = (
-        LABEL_TASK_ID.to_string(),
-        format!("{}-task", fixture.name_prefix),
-    );
+    let label = (LABEL_TASK_ID.to_string(), format!("{}-task", fixture.name_prefix));
     let suite = tokio::spawn(conformance::executor(executor.clone(), fixture));
     let result = suite.await;
     for leftover in executor.list(&[label]).await.unwrap_or_default() {
@@ -509,14 +327,12 @@ async fn executor_suite(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
 
 #[tokio::test]
 async fn docker_executor_conformance() {
-    let docker = DockerExecutor::connect(DockerOptions::default())
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
+    let docker = DockerExecutor::connect(DockerOptions::default()).await.unwrap_or_else(|e| {
+        panic!(
             "this test needs a running Docker engine (run .ci/run, which starts dockerd if none \
              answers and builds {TEST_IMAGE}): {e}"
         )
-        });
+    });
     if let Err(e) = docker.prepare_image(TEST_IMAGE).await {
         panic!("this test needs the local image {TEST_IMAGE}, built by .ci/run with `docker import`: {e}");
     }
@@ -532,22 +348,14 @@ async fn docker_executor_conformance() {
 
 #[tokio::test]
 async fn docker_logs_env_and_host_network() {
-    let docker = DockerExecutor::connect(DockerOptions::default())
-        .await
-        .expect("a running Docker engine (.ci/run)");
+    let docker = DockerExecutor::connect(DockerOptions::default()).await.expect("a running Docker engine (.ci/run)");
     let name = unique("shoal-logs");
     let spec = shoal_core::env::ContainerSpec {
         name: name.clone(),
         image: TEST_IMAGE.into(),
-        command: vec![
-            "sh".into(),
-            "-c".into(),
-            "echo one; echo $SHOAL_GREETING; echo three >&2".into(),
-        ],
+        command: vec!["sh".into(), "-c".into(), "echo one; echo $SHOAL_GREETING; echo three >&2".into()],
         env: vec!["SHOAL_GREETING=two".into()],
-        labels: [(LABEL_TASK_ID.to_string(), name.clone())]
-            .into_iter()
-            .collect(),
+        labels: [(LABEL_TASK_ID.to_string(), name.clone())].into_iter().collect(),
         memory_limit_bytes: Some(64 << 20),
         nano_cpus: Some(500_000_000),
     };
@@ -569,11 +377,7 @@ async fn docker_logs_env_and_host_network() {
     assert_eq!(code, 0);
     assert_eq!(logs.len(), 2, "tail bounds the lines: {logs:?}");
     let host = inspect.host_config.unwrap_or_default();
-    assert_eq!(
-        host.network_mode.as_deref(),
-        Some("host"),
-        "containers use host networking"
-    );
+    assert_eq!(host.network_mode.as_deref(), Some("host"), "containers use host networking");
     assert_eq!(host.memory, Some(64 << 20));
     assert_eq!(host.nano_cpus, Some(500_000_000));
 }

@@ -87,14 +87,8 @@ impl SimCluster {
         let trace = SimTrace::default();
         let client_transport = net.transport("client:1");
         let client = handle.create_node().name("client").build();
-        let mut cluster = SimCluster {
-            net,
-            trace,
-            hosts: BTreeMap::new(),
-            client,
-            client_transport,
-            config: settings_for_sim(),
-        };
+        let mut cluster =
+            SimCluster { net, trace, hosts: BTreeMap::new(), client, client_transport, config: settings_for_sim() };
         cluster.add_host("manager-1", Bootstrap::Init { force_new_cluster: false }).await?;
         let tokens = |role| ControlRequest::JoinToken { role, rotate: false };
         let manager_token = match cluster.control(tokens(NodeRole::Manager)).await? {
@@ -221,7 +215,8 @@ impl SimCluster {
             let transport = self.client_transport.clone();
             let request = request.clone();
             let call = self.client.spawn(async move {
-                rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
+                rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30))
+                    .await
             });
             match call.await {
                 Ok(Ok(answer)) => return answer,

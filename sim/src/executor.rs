@@ -152,10 +152,7 @@ impl Executor for SimExecutor {
     async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
         let (present, fails) = self.with(|state| {
             let behavior = state.behaviors.get(image).cloned().unwrap_or_default();
-            (
-                state.images.contains(image),
-                behavior.pull_fails || state.unavailable_images.contains(image),
-            )
+            (state.images.contains(image), behavior.pull_fails || state.unavailable_images.contains(image))
         });
         if present {
             return Ok(());
@@ -225,7 +222,9 @@ impl Executor for SimExecutor {
     }
 
     async fn wait(&self, id: &str) -> Result<i64, ExecutorError> {
-        let mut rx = self.with(|state| state.containers.get(id).map(|c| c.state.subscribe())).ok_or_else(|| Self::no_such(id))?;
+        let mut rx = self
+            .with(|state| state.containers.get(id).map(|c| c.state.subscribe()))
+            .ok_or_else(|| Self::no_such(id))?;
         loop {
             if let ContainerState::Exited { code } = *rx.borrow_and_update() {
                 return Ok(code);

@@ -49,8 +49,13 @@ fn run_in_child(seed: u64) -> (u64, usize) {
         .output()
         .expect("run the child");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child run of seed {seed} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let line = stdout.lines().find_map(|l| l.split_once("TRACE ").map(|(_, rest)| rest)).expect("child prints its trace hash");
+    assert!(
+        output.status.success(),
+        "child run of seed {seed} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line =
+        stdout.lines().find_map(|l| l.split_once("TRACE ").map(|(_, rest)| rest)).expect("child prints its trace hash");
     let mut parts = line.split_whitespace().map(|p| p.parse::<u64>().expect("number"));
     (parts.next().expect("hash"), parts.next().expect("events") as usize)
 }

@@ -14,7 +14,9 @@ fn running(cluster: &SimCluster, service: &str) -> Vec<(String, String)> {
     state
         .tasks
         .values()
-        .filter(|t| t.service_name == service && t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .filter(|t| {
+            t.service_name == service && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+        })
         .map(|t| {
             let host = state.nodes.get(&t.node_id).map(|n| n.description.hostname.clone()).unwrap_or_default();
             (host, t.spec.image.clone())

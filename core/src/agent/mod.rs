@@ -33,6 +33,8 @@ pub struct RoleHint {
 pub enum AgentExit {
     /// The node was removed from the swarm (`node rm`).
     Removed,
+    /// The node left the swarm (`swarm leave`).
+    Left,
 }
 
 /// Shared state of one node's agent.
@@ -48,6 +50,8 @@ pub struct Agent {
     status_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<StatusUpdate>>,
     /// Statuses not yet acknowledged by a manager, latest per task.
     unsent: Mutex<BTreeMap<String, TaskStatus>>,
+    /// Set by `swarm leave`: the agent stops for good and never opens another session.
+    left: watch::Sender<bool>,
 }
 
 fn call_deadline() -> Duration {
@@ -69,6 +73,7 @@ impl Agent {
             status_tx,
             status_rx: tokio::sync::Mutex::new(status_rx),
             unsent: Mutex::new(BTreeMap::new()),
+            left: watch::channel(false).0,
         })
     }
 
@@ -101,6 +106,16 @@ impl Agent {
 
     /// Run until the node is removed from the swarm. Reconnects forever otherwise.
     pub async fn run(self: Arc<Self>) -> AgentExit {
+        let mut left = self.left.subscribe();
+        tokio::select! {
+            // Biased: tokio's random branch order is not seeded by the simulator.
+            biased;
+            _ = left.wait_for(|left| *left) => AgentExit::Left,
+            exit = self.clone().run_sessions() => exit,
+        }
+    }
+
+    async fn run_sessions(self: Arc<Self>) -> AgentExit {
         self.adopt_containers().await;
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(100);
@@ -122,10 +137,9 @@ impl Agent {
                     continue;
                 }
                 Err(err) => {
-                    self.env.tracer.emit(
-                        "agent.session_lost",
-                        serde_json::json!({"manager": manager, "error": err.to_string()}),
-                    );
+                    self.env
+                        .tracer
+                        .emit("agent.session_lost", serde_json::json!({"manager": manager, "error": err.to_string()}));
                 }
                 Ok(()) => {}
             }
@@ -142,7 +156,8 @@ impl Agent {
             addr: self.env.addr.clone(),
             description: self.description.clone(),
         };
-        let DispatcherResponse::Session(session) = self.call(manager, DispatcherRequest::Session(request)).await? else {
+        let DispatcherResponse::Session(session) = self.call(manager, DispatcherRequest::Session(request)).await?
+        else {
             return Err(SessionError::Protocol("expected a session"));
         };
         if !session.managers.is_empty() {
@@ -166,7 +181,8 @@ impl Agent {
             // Swarm jitters the period by ±epsilon so heartbeats spread out.
             runtime::sleep(runtime::random_duration(period.mul_f64(0.9), period)).await;
             let request = HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.to_string() };
-            let DispatcherResponse::Heartbeat(reply) = self.call(manager, DispatcherRequest::Heartbeat(request)).await?
+            let DispatcherResponse::Heartbeat(reply) =
+                self.call(manager, DispatcherRequest::Heartbeat(request)).await?
             else {
                 return Err(SessionError::Protocol("expected a heartbeat reply"));
             };
@@ -183,7 +199,12 @@ impl Agent {
         }
     }
 
-    async fn assignments_loop(self: &Arc<Self>, manager: &str, session_id: &str, period: Duration) -> Result<(), SessionError> {
+    async fn assignments_loop(
+        self: &Arc<Self>,
+        manager: &str,
+        session_id: &str,
+        period: Duration,
+    ) -> Result<(), SessionError> {
         let mut digest = 0u64;
         let mut first = true;
         loop {
@@ -300,6 +321,7 @@ impl Agent {
 
     /// `swarm leave`: tell the leader, then stop and remove every task container.
     pub async fn leave(&self) {
+        self.left.send_replace(true);
         for manager in self.managers() {
             let request = DispatcherRequest::Leave { node_id: self.node_id.clone() };
             if self.call(&manager, request).await.is_ok() {

@@ -25,7 +25,8 @@ impl RunnerHandle {
 
     pub fn update(&self, task: Task) {
         self.desired.send_if_modified(|current| {
-            let changed = current.as_ref().map(|t| (t.desired_state, t.meta.version)) != Some((task.desired_state, task.meta.version));
+            let changed = current.as_ref().map(|t| (t.desired_state, t.meta.version))
+                != Some((task.desired_state, task.meta.version));
             *current = Some(task);
             changed
         });

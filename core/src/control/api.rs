@@ -11,26 +11,70 @@ use crate::api::{Availability, ClusterSpec, Labels, Network, Node, NodeRole, Ser
 pub enum ControlRequest {
     Info,
     NodeList,
-    NodeInspect { node: String },
-    NodeUpdate { node: String, availability: Option<Availability>, label_add: Labels, label_rm: Vec<String> },
-    NodePromote { node: String },
-    NodeDemote { node: String },
-    NodeRemove { node: String, force: bool },
-    ServiceCreate { spec: ServiceSpec },
+    NodeInspect {
+        node: String,
+    },
+    NodeUpdate {
+        node: String,
+        availability: Option<Availability>,
+        label_add: Labels,
+        label_rm: Vec<String>,
+    },
+    NodePromote {
+        node: String,
+    },
+    NodeDemote {
+        node: String,
+    },
+    NodeRemove {
+        node: String,
+        force: bool,
+    },
+    ServiceCreate {
+        spec: ServiceSpec,
+    },
     ServiceList,
-    ServiceInspect { service: String },
+    ServiceInspect {
+        service: String,
+    },
     /// Replace the spec; `version` is the service version the new spec was based on.
-    ServiceUpdate { service: String, version: u64, spec: ServiceSpec },
-    ServiceRollback { service: String },
-    ServiceScale { service: String, replicas: u64 },
-    ServiceRemove { service: String },
+    ServiceUpdate {
+        service: String,
+        version: u64,
+        spec: ServiceSpec,
+    },
+    ServiceRollback {
+        service: String,
+    },
+    ServiceScale {
+        service: String,
+        replicas: u64,
+    },
+    ServiceRemove {
+        service: String,
+    },
     /// Tasks, optionally of one service and/or one node, newest first within a slot.
-    TaskList { service: Option<String>, node: Option<String> },
-    JoinToken { role: NodeRole, rotate: bool },
-    NetworkCreate { name: String, driver: String, attachable: bool, labels: Labels },
+    TaskList {
+        service: Option<String>,
+        node: Option<String>,
+    },
+    JoinToken {
+        role: NodeRole,
+        rotate: bool,
+    },
+    NetworkCreate {
+        name: String,
+        driver: String,
+        attachable: bool,
+        labels: Labels,
+    },
     NetworkList,
-    NetworkInspect { network: String },
-    NetworkRemove { network: String },
+    NetworkInspect {
+        network: String,
+    },
+    NetworkRemove {
+        network: String,
+    },
 }
 
 impl ControlRequest {

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 
 use super::api::*;
 use crate::api::{
-    new_id, ManagerStatus, Meta, Network, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec,
-    TaskState, UpdateState, UpdateStatus,
+    new_id, ManagerStatus, Meta, Network, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState,
+    UpdateState, UpdateStatus,
 };
 use crate::env::runtime;
 use crate::env::transport::Peer;
@@ -158,15 +158,17 @@ impl ControlHandler {
             ControlRequest::NodeList => {
                 let leader = self.consensus.leader_addr();
                 let reachable = self.consensus.reachable_managers();
-                Ok(ControlResponse::Nodes(self.store.view(|s| {
-                    s.nodes.values().map(|n| node_view(n, leader.as_deref(), &reachable)).collect()
-                })))
+                Ok(ControlResponse::Nodes(
+                    self.store
+                        .view(|s| s.nodes.values().map(|n| node_view(n, leader.as_deref(), &reachable)).collect()),
+                ))
             }
             ControlRequest::NodeInspect { node } => {
                 let leader = self.consensus.leader_addr();
                 let reachable = self.consensus.reachable_managers();
                 self.store.view(|s| {
-                    find_node(s, &node).map(|n| ControlResponse::Node(Box::new(node_view(n, leader.as_deref(), &reachable))))
+                    find_node(s, &node)
+                        .map(|n| ControlResponse::Node(Box::new(node_view(n, leader.as_deref(), &reachable))))
                 })
             }
             ControlRequest::NodeUpdate { node, availability, label_add, label_rm } => {
@@ -195,10 +197,12 @@ impl ControlHandler {
             ControlRequest::ServiceList => Ok(ControlResponse::Services(
                 self.store.view(|s| s.services.values().map(|svc| service_view(s, svc)).collect()),
             )),
-            ControlRequest::ServiceInspect { service } => self
-                .store
-                .view(|s| find_service(s, &service).map(|svc| ControlResponse::Service(Box::new(service_view(s, svc))))),
-            ControlRequest::ServiceUpdate { service, version, spec } => self.update_service(&service, version, spec).await,
+            ControlRequest::ServiceInspect { service } => self.store.view(|s| {
+                find_service(s, &service).map(|svc| ControlResponse::Service(Box::new(service_view(s, svc))))
+            }),
+            ControlRequest::ServiceUpdate { service, version, spec } => {
+                self.update_service(&service, version, spec).await
+            }
             ControlRequest::ServiceRollback { service } => self.rollback_service(&service).await,
             ControlRequest::ServiceScale { service, replicas } => {
                 let current = self.store.view(|s| find_service(s, &service).cloned())?;
@@ -215,7 +219,8 @@ impl ControlHandler {
                 let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
                 self.write(|s| {
                     let mut actions = vec![Action::Delete { kind: Kind::Service, id: id.clone() }];
-                    for task in s.tasks.values().filter(|t| t.service_id == id && t.desired_state != TaskState::Remove) {
+                    for task in s.tasks.values().filter(|t| t.service_id == id && t.desired_state != TaskState::Remove)
+                    {
                         let mut task = task.clone();
                         task.desired_state = TaskState::Remove;
                         actions.push(Action::Update(Object::Task(task)));
@@ -265,7 +270,16 @@ impl ControlHandler {
                 }
                 let id = new_id();
                 let subnet = self.store.view(|s| format!("10.0.{}.0/24", s.networks.len() + 1));
-                let network = Network { id: id.clone(), meta: Meta::default(), name: name.clone(), driver, subnet, attachable, ingress: false, labels };
+                let network = Network {
+                    id: id.clone(),
+                    meta: Meta::default(),
+                    name: name.clone(),
+                    driver,
+                    subnet,
+                    attachable,
+                    ingress: false,
+                    labels,
+                };
                 match self.consensus.proposer().propose(vec![Action::Create(Object::Network(network))]).await {
                     Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => {
                         Err(ControlError::Conflict(format!("network with name {name} already exists")))
@@ -277,14 +291,19 @@ impl ControlHandler {
                     }
                 }
             }
-            ControlRequest::NetworkList => Ok(ControlResponse::Networks(self.store.view(|s| s.networks.values().cloned().collect()))),
+            ControlRequest::NetworkList => {
+                Ok(ControlResponse::Networks(self.store.view(|s| s.networks.values().cloned().collect())))
+            }
             ControlRequest::NetworkInspect { network } => {
                 self.store.view(|s| find_network(s, &network).map(|n| ControlResponse::Network(Box::new(n.clone()))))
             }
             ControlRequest::NetworkRemove { network } => {
                 let (id, name, ingress, user) = self.store.view(|s| {
                     let n = find_network(s, &network)?;
-                    let user = s.services.values().find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name));
+                    let user = s
+                        .services
+                        .values()
+                        .find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name));
                     Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, user.map(|u| u.spec.name.clone())))
                 })?;
                 if ingress {
@@ -293,7 +312,9 @@ impl ControlHandler {
                     )));
                 }
                 if let Some(service) = user {
-                    return Err(ControlError::FailedPrecondition(format!("network {name} is in use by service {service}")));
+                    return Err(ControlError::FailedPrecondition(format!(
+                        "network {name} is in use by service {service}"
+                    )));
                 }
                 self.write(|_| Ok(vec![Action::Delete { kind: Kind::Network, id: id.clone() }])).await?;
                 Ok(ControlResponse::Done)
@@ -304,7 +325,8 @@ impl ControlHandler {
     fn info(&self) -> ControlResult {
         let leader_addr = self.consensus.leader_addr();
         self.store.view(|s| {
-            let cluster = s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            let cluster =
+                s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
             let mut manager_addrs: Vec<String> =
                 s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect();
             manager_addrs.sort();
@@ -392,7 +414,10 @@ impl ControlHandler {
     async fn rollback_service(&self, key: &str) -> ControlResult {
         let current = self.store.view(|s| find_service(s, key).cloned())?;
         let Some(previous) = current.previous_spec.clone() else {
-            return Err(ControlError::FailedPrecondition(format!("service {} does not have a previous spec", current.id)));
+            return Err(ControlError::FailedPrecondition(format!(
+                "service {} does not have a previous spec",
+                current.id
+            )));
         };
         let mut service = current.clone();
         service.previous_spec = Some(current.spec.clone());
@@ -425,7 +450,8 @@ impl ControlHandler {
             .await?;
         }
         self.store.view(|s| {
-            let cluster = s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            let cluster =
+                s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
             let token = match role {
                 NodeRole::Worker => cluster.worker_join_token.clone(),
                 NodeRole::Manager => cluster.manager_join_token.clone(),
@@ -547,15 +573,16 @@ pub fn service_view(state: &StoreState, service: &Service) -> ServiceView {
     let running = state
         .tasks
         .values()
-        .filter(|t| t.service_id == service.id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
+        .filter(|t| {
+            t.service_id == service.id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+        })
         .count() as u64;
     let desired = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => state
-            .tasks
-            .values()
-            .filter(|t| t.service_id == service.id && t.desired_state == TaskState::Running)
-            .count() as u64,
+        ServiceMode::Global => {
+            state.tasks.values().filter(|t| t.service_id == service.id && t.desired_state == TaskState::Running).count()
+                as u64
+        }
     };
     ServiceView { service: service.clone(), running, desired }
 }

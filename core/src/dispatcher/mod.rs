@@ -65,7 +65,8 @@ impl Dispatcher {
     }
 
     fn grace(&self) -> Duration {
-        let multiplier = self.store.view(|s| s.cluster.as_ref().map(|c| c.spec.heartbeat_grace_multiplier)).unwrap_or(3);
+        let multiplier =
+            self.store.view(|s| s.cluster.as_ref().map(|c| c.spec.heartbeat_grace_multiplier)).unwrap_or(3);
         self.heartbeat_period() * multiplier.max(1) as u32
     }
 
@@ -82,7 +83,8 @@ impl Dispatcher {
 
     /// Addresses of every manager, so agents can fail over.
     pub fn manager_addrs(&self) -> Vec<String> {
-        self.store.view(|s| s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect())
+        self.store
+            .view(|s| s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect())
     }
 
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), DispatcherError> {
@@ -122,7 +124,10 @@ impl Dispatcher {
         };
         if let Some(raft_id) = raft_id {
             // The joiner already serves raft; make it a voter before it is announced as a manager.
-            self.consensus.add_manager(raft_id, request.addr.clone()).await.map_err(|e| DispatcherError::Internal(e.to_string()))?;
+            self.consensus
+                .add_manager(raft_id, request.addr.clone())
+                .await
+                .map_err(|e| DispatcherError::Internal(e.to_string()))?;
         }
         self.propose(vec![Action::Create(Object::Node(node))]).await?;
         self.tracer.emit("node.joined", serde_json::json!({"node_id": node_id, "role": role, "addr": request.addr}));
@@ -290,7 +295,8 @@ impl Dispatcher {
                 })
                 .await;
                 if result.is_ok() {
-                    self.tracer.emit("node.down", serde_json::json!({"node_id": node_id, "reason": "heartbeat failure"}));
+                    self.tracer
+                        .emit("node.down", serde_json::json!({"node_id": node_id, "reason": "heartbeat failure"}));
                 }
             }
         }

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use super::{Action, Proposal, Store, StoreError, StoreState};
 
 /// Swarm's words for a write that cannot commit because no leader can be elected.
-pub const LOST_QUORUM_MESSAGE: &str = "The swarm does not have a leader. It's possible that too few managers are online. \
+pub const LOST_QUORUM_MESSAGE: &str =
+    "The swarm does not have a leader. It's possible that too few managers are online. \
      Make sure more than half of the managers are online.";
 
 /// Why a proposal was not applied.

@@ -54,12 +54,7 @@ impl AcknowledgedWrites {
                     .map(|(id, version)| (id.clone(), *version, state.version))
             });
             if let Some((object, acked_version, version)) = missing {
-                return Err(Violation::AcknowledgedWriteLost {
-                    node: o.raft_id,
-                    version,
-                    object,
-                    acked_version,
-                });
+                return Err(Violation::AcknowledgedWriteLost { node: o.raft_id, version, object, acked_version });
             }
         }
         Ok(())

@@ -21,11 +21,7 @@ impl ElectionSafety {
         for o in observations.iter().filter(|o| o.role == Role::Leader) {
             let first = *self.leaders.entry(o.term).or_insert(o.raft_id);
             if first != o.raft_id {
-                return Err(Violation::TwoLeaders {
-                    term: o.term,
-                    first,
-                    second: o.raft_id,
-                });
+                return Err(Violation::TwoLeaders { term: o.term, first, second: o.raft_id });
             }
         }
         Ok(())

@@ -32,10 +32,7 @@ impl LeaderCompleteness {
             if !self.checked.insert((o.term, o.raft_id)) {
                 continue;
             }
-            let earlier = self
-                .committed
-                .range(..o.term)
-                .max_by_key(|(_, index)| **index);
+            let earlier = self.committed.range(..o.term).max_by_key(|(_, index)| **index);
             if let Some((applied_term, applied_index)) = earlier {
                 if o.last_log_index.unwrap_or(0) < *applied_index {
                     return Err(Violation::LeaderMissesCommitted {

@@ -34,19 +34,12 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     #[error("election safety: nodes {first} and {second} are both leader of term {term}")]
-    TwoLeaders {
-        term: u64,
-        first: RaftId,
-        second: RaftId,
-    },
+    TwoLeaders { term: u64, first: RaftId, second: RaftId },
     #[error("state machine safety: node {node} applied entry {index} of term {term}, but term {earlier_term} was applied there before")]
-    AppliedEntryChanged {
-        node: RaftId,
-        index: u64,
-        term: u64,
-        earlier_term: u64,
-    },
-    #[error("state machine safety: node {node} has a different state at store version {version} than another node had")]
+    AppliedEntryChanged { node: RaftId, index: u64, term: u64, earlier_term: u64 },
+    #[error(
+        "state machine safety: node {node} has a different state at store version {version} than another node had"
+    )]
     StateDiverged { node: RaftId, version: u64 },
     #[error("leader completeness: node {leader} leads term {term} with log up to {last_log_index:?}, but entry {applied_index} of term {applied_term} was committed before")]
     LeaderMissesCommitted {
@@ -57,12 +50,7 @@ pub enum Violation {
         applied_term: u64,
     },
     #[error("acknowledged write lost: node {node} is at store version {version} but lacks {object}, acknowledged at version {acked_version}")]
-    AcknowledgedWriteLost {
-        node: RaftId,
-        version: u64,
-        object: String,
-        acked_version: u64,
-    },
+    AcknowledgedWriteLost { node: RaftId, version: u64, object: String, acked_version: u64 },
 }
 
 /// All the raft safety checkers together.
@@ -102,7 +90,13 @@ pub enum ServiceViolation {
     #[error("replicas-bound: service {service} has {running} running tasks, more than the {bound} its spec allows")]
     TooManyRunning { service: String, running: u64, bound: u64 },
     #[error("task-state-forward: task {task} ({task_id}) went from {from} back to {to} at store version {version}")]
-    TaskStateBackwards { task: String, task_id: String, from: shoal_core::api::TaskState, to: shoal_core::api::TaskState, version: u64 },
+    TaskStateBackwards {
+        task: String,
+        task_id: String,
+        from: shoal_core::api::TaskState,
+        to: shoal_core::api::TaskState,
+        version: u64,
+    },
 }
 
 /// All the orchestration checkers together, fed the leader's store on every poll.

@@ -27,9 +27,7 @@ pub struct StateMachineSafety {
 /// FNV-1a over the state's JSON: the state's maps are ordered, so equal states hash equally.
 pub fn state_hash(state: &shoal_core::store::StoreState) -> u64 {
     let bytes = serde_json::to_vec(state).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl StateMachineSafety {
@@ -38,28 +36,16 @@ impl StateMachineSafety {
             if let Some((term, index)) = o.last_applied {
                 let earlier_term = *self.applied.entry(index).or_insert(term);
                 if earlier_term != term {
-                    return Err(Violation::AppliedEntryChanged {
-                        node: o.raft_id,
-                        index,
-                        term,
-                        earlier_term,
-                    });
+                    return Err(Violation::AppliedEntryChanged { node: o.raft_id, index, term, earlier_term });
                 }
             }
-            let (version, hash) = o.store.view(|s| {
-                (
-                    s.version,
-                    (self.hashed.get(&o.raft_id) != Some(&s.version)).then(|| state_hash(s)),
-                )
-            });
+            let (version, hash) =
+                o.store.view(|s| (s.version, (self.hashed.get(&o.raft_id) != Some(&s.version)).then(|| state_hash(s))));
             if let Some(hash) = hash {
                 self.hashed.insert(o.raft_id, version);
                 let first = *self.states.entry(version).or_insert(hash);
                 if first != hash {
-                    return Err(Violation::StateDiverged {
-                        node: o.raft_id,
-                        version,
-                    });
+                    return Err(Violation::StateDiverged { node: o.raft_id, version });
                 }
             }
         }
@@ -68,10 +54,7 @@ impl StateMachineSafety {
 
     /// The highest index known applied, with its term.
     pub fn max_applied(&self) -> Option<(u64, u64)> {
-        self.applied
-            .iter()
-            .next_back()
-            .map(|(index, term)| (*term, *index))
+        self.applied.iter().next_back().map(|(index, term)| (*term, *index))
     }
 
     /// Every (index, term) seen applied.
