@@ -57,7 +57,8 @@ pub fn check(token: &str, cluster: &Cluster) -> Result<NodeRole, DispatcherError
     }
 }
 
-#[cfg(test)]
+// Plain tests: the rng outside a simulation is madsim's only in the normal build.
+#[cfg(all(test, not(madsim)))]
 mod tests {
     use super::*;
 
