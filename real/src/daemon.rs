@@ -294,7 +294,8 @@ impl Daemon {
         } else {
             self.refuse_if_member()?;
         }
-        let listen_addr = listen_addr(&request.listen_addr).map_err(LocalError::Refused)?;
+        let listen_addr =
+            listen_addr(&default_listen(&request.listen_addr, &request.advertise_addr)).map_err(LocalError::Refused)?;
         let advertise_addr =
             advertise_addr(&request.advertise_addr, &listen_addr, None).map_err(LocalError::Refused)?;
         let settings = NodeSettings {
@@ -352,7 +353,8 @@ impl Daemon {
         }
         let remote = with_port(&request.remote_addr, DEFAULT_SWARM_PORT)
             .map_err(|reason| LocalError::Refused(format!("invalid remoteAddr {:?}: {reason}", request.remote_addr)))?;
-        let listen_addr = listen_addr(&request.listen_addr).map_err(LocalError::Refused)?;
+        let listen_addr =
+            listen_addr(&default_listen(&request.listen_addr, &request.advertise_addr)).map_err(LocalError::Refused)?;
         let advertise_addr =
             advertise_addr(&request.advertise_addr, &listen_addr, Some(&remote)).map_err(LocalError::Refused)?;
         let settings = NodeSettings {
@@ -517,6 +519,19 @@ pub fn with_port(addr: &str, default_port: u16) -> Result<String, String> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(addr.to_string()),
         None if !addr.is_empty() && !addr.contains('/') => Ok(format!("{addr}:{default_port}")),
         _ => Err("use host, host:port, ip or ip:port".into()),
+    }
+}
+
+/// The listen address when none was given: Swarm's `0.0.0.0:2377`, except that an advertised
+/// `ip:port` means peers will dial that port, so listen on it (Docker would listen on 2377 and be
+/// unreachable).
+pub fn default_listen(listen: &str, advertise: &str) -> String {
+    if !listen.is_empty() {
+        return listen.to_string();
+    }
+    match advertise.parse::<SocketAddr>() {
+        Ok(addr) => format!("0.0.0.0:{}", addr.port()),
+        Err(_) => "0.0.0.0:2377".to_string(),
     }
 }
 

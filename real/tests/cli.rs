@@ -680,3 +680,26 @@ fn stack_ls_golden() {
         "NAME                  SERVICES\nservice-name-1-foo    1\nservice-name-2-foo    1\nservice-name-10-foo   1\n"
     );
 }
+
+#[test]
+fn progress_lines_like_docker() {
+    use shoal::cli::slot_line;
+    assert_eq!(
+        slot_line(1, 1, TaskState::Running, ""),
+        "1/1: running   [==================================================>]"
+    );
+    assert_eq!(
+        slot_line(1, 1, TaskState::Pending, "no suitable node (scheduling constraints not satisfied on 5 nodes)"),
+        "1/1: no suitable node (scheduling constraints not satisfied on 5 nodes)"
+    );
+    assert!(slot_line(2, 3, TaskState::Preparing, "").starts_with("2/3: preparing ["));
+}
+
+#[test]
+fn listen_defaults_to_the_advertised_port() {
+    use shoal::daemon::default_listen;
+    assert_eq!(default_listen("", ""), "0.0.0.0:2377");
+    assert_eq!(default_listen("", "127.0.0.1"), "0.0.0.0:2377");
+    assert_eq!(default_listen("", "127.0.0.1:24011"), "0.0.0.0:24011");
+    assert_eq!(default_listen("127.0.0.2:5000", "127.0.0.1:24011"), "127.0.0.2:5000");
+}

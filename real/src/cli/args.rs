@@ -98,8 +98,8 @@ pub struct InitArgs {
     /// Advertised address (format: <ip>[:port])
     #[arg(long, default_value = "")]
     pub advertise_addr: String,
-    /// Listen address (format: <ip>[:port])
-    #[arg(long, default_value = "0.0.0.0:2377")]
+    /// Listen address (format: <ip>[:port]) [default: 0.0.0.0:2377, or the --advertise-addr port]
+    #[arg(long, default_value = "")]
     pub listen_addr: String,
     /// Force create a new cluster from current state
     #[arg(long)]
@@ -126,8 +126,8 @@ pub struct JoinArgs {
     /// Advertised address (format: <ip>[:port])
     #[arg(long, default_value = "")]
     pub advertise_addr: String,
-    /// Listen address (format: <ip>[:port])
-    #[arg(long, default_value = "0.0.0.0:2377")]
+    /// Listen address (format: <ip>[:port]) [default: 0.0.0.0:2377, or the --advertise-addr port]
+    #[arg(long, default_value = "")]
     pub listen_addr: String,
     /// Availability of the node
     #[arg(long, value_enum, default_value = "active")]

@@ -581,12 +581,30 @@ pub fn progress(service: &Service, desired: u64, tasks: &[Task]) -> Progress {
     let slots = sorted
         .iter()
         .enumerate()
-        .map(|(i, t)| {
-            let what = if t.status.err.is_empty() { t.status.state.as_str().to_string() } else { t.status.err.clone() };
-            format!("{}/{}: {what}", i + 1, desired)
-        })
+        .map(|(i, t)| slot_line(i as u64 + 1, desired, t.status.state, &t.status.err))
         .collect();
     Progress { running: running.min(desired), desired, slots, stale }
+}
+
+/// One slot's line, as Docker's progress writer prints it: the scheduler's or agent's error, or the
+/// state with a 50-character bar over Swarm's nine states up to running.
+pub fn slot_line(slot: u64, desired: u64, state: TaskState, err: &str) -> String {
+    if !err.is_empty() {
+        return format!("{slot}/{desired}: {err}");
+    }
+    // Docker's `numberedStates`: new = 1 … running = 9 (shoal has no `allocated`, which is 2).
+    let step = match state {
+        TaskState::New => 1,
+        TaskState::Pending => 3,
+        TaskState::Assigned => 4,
+        TaskState::Accepted => 5,
+        TaskState::Preparing => 6,
+        TaskState::Ready => 7,
+        TaskState::Starting => 8,
+        _ => 9,
+    };
+    let bars = 50 * step / 9;
+    format!("{slot}/{desired}: {:<9} [{}>{}]", state.as_str(), "=".repeat(bars), " ".repeat(50 - bars))
 }
 
 /// Poll until the service converges (Docker's `progress.ServiceProgress`, line by line), or its
