@@ -13,6 +13,7 @@
 pub mod conformance;
 pub mod disk;
 pub mod executor;
+pub mod mem_disk;
 pub mod runtime;
 pub mod transport;
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 
 pub use disk::{Disk, DiskError};
 pub use executor::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+pub use mem_disk::MemDisk;
 pub use runtime::{now, sleep, spawn, timeout, Elapsed, Instant, Rt};
 pub use transport::{Handler, Transport, TransportError};
 

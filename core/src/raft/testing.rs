@@ -1,7 +1,7 @@
 //! In-process stand-ins for the disk and transport seams, for raft's unit tests and benchmarks on
 //! plain tokio (the simulator has its own, richer ones in `shoal-sim`).
 //!
-//! - [`MemDisk`] keeps files in memory and models a crash: unsynced appends are lost.
+//! - [`MemDisk`] (from `crate::env`) keeps files in memory and models a crash: unsynced appends are lost.
 //! - [`LocalNet`] connects [`LocalTransport`]s by address with no delay; a node can be cut off.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -10,92 +10,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::env::disk::check_name;
 use crate::env::transport::Peer;
-use crate::env::{runtime, Disk, DiskError, Handler, Transport, TransportError};
-
-#[derive(Debug, Clone, Default)]
-struct MemFile {
-    data: Vec<u8>,
-    durable_len: usize,
-}
-
-/// An in-memory disk. Clones share the files, so a "restarted" node can reopen them.
-#[derive(Debug, Clone, Default)]
-pub struct MemDisk {
-    files: Arc<Mutex<BTreeMap<String, MemFile>>>,
-}
-
-impl MemDisk {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, MemFile>) -> R) -> R {
-        f(&mut self.files.lock().expect("mem disk lock"))
-    }
-
-    /// A power cut: every file goes back to what was synced.
-    pub fn crash(&self) {
-        self.with(|files| {
-            for file in files.values_mut() {
-                file.data.truncate(file.durable_len);
-            }
-        })
-    }
-
-    /// Overwrite a file's bytes as they are, durably (to plant torn or garbled data).
-    pub fn set_raw(&self, name: &str, data: Vec<u8>) {
-        self.with(|files| {
-            let durable_len = data.len();
-            files.insert(name.to_string(), MemFile { data, durable_len });
-        })
-    }
-
-    pub fn raw(&self, name: &str) -> Option<Vec<u8>> {
-        self.with(|files| files.get(name).map(|f| f.data.clone()))
-    }
-}
-
-#[async_trait]
-impl Disk for MemDisk {
-    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
-        check_name(name)?;
-        Ok(self.raw(name))
-    }
-
-    async fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
-        check_name(name)?;
-        self.set_raw(name, data.to_vec());
-        Ok(())
-    }
-
-    async fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
-        check_name(name)?;
-        self.with(|files| files.entry(name.to_string()).or_default().data.extend_from_slice(data));
-        Ok(())
-    }
-
-    async fn sync(&self, name: &str) -> Result<(), DiskError> {
-        check_name(name)?;
-        self.with(|files| {
-            if let Some(file) = files.get_mut(name) {
-                file.durable_len = file.data.len();
-            }
-        });
-        Ok(())
-    }
-
-    async fn remove(&self, name: &str) -> Result<(), DiskError> {
-        check_name(name)?;
-        self.with(|files| files.remove(name));
-        Ok(())
-    }
-
-    async fn list(&self) -> Result<Vec<String>, DiskError> {
-        Ok(self.with(|files| files.keys().cloned().collect()))
-    }
-}
+pub use crate::env::MemDisk;
+use crate::env::{runtime, Disk, Handler, Transport, TransportError};
 
 #[derive(Default)]
 struct NetState {

@@ -128,7 +128,7 @@ async fn unsynced_committed_hint_is_lost_safely_on_crash() {
     let mut log = LogStore::open(Arc::new(disk.clone())).await.unwrap();
     log.blocking_append((1..=3).map(|i| entry(1, i))).await.unwrap();
     log.save_committed(Some(log_id(1, 3))).await.unwrap();
-    disk.crash();
+    disk.crash(false);
     let mut log = LogStore::open(Arc::new(disk.clone())).await.unwrap();
     assert_eq!(indexes(&mut log).await, vec![1, 2, 3]);
     assert_eq!(log.read_committed().await.unwrap(), None, "the hint was never synced");
