@@ -395,7 +395,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             };
             out(&format!("{id}\n"));
             if !a.common.detach {
-                wait_converged(client, &id, a.common.quiet).await?;
+                wait_converged(client, &id, a.common.quiet, false).await?;
             }
             Ok(())
         }
@@ -482,7 +482,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             }
             if !detach {
                 for id in scaled {
-                    wait_converged(client, &id, false).await?;
+                    wait_converged(client, &id, false, false).await?;
                 }
             }
             if failed {
@@ -506,7 +506,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             }
             out(&format!("{}\n", a.service));
             if !a.common.detach {
-                wait_converged(client, &view.service.id, a.common.quiet).await?;
+                wait_converged(client, &view.service.id, a.common.quiet, a.rollback).await?;
             }
             Ok(())
         }
@@ -515,7 +515,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             client.control(ControlRequest::ServiceRollback { service: view.service.id.clone() }).await?;
             out(&format!("{service}\n"));
             if !detach {
-                wait_converged(client, &view.service.id, quiet).await?;
+                wait_converged(client, &view.service.id, quiet, true).await?;
             }
             Ok(())
         }
@@ -564,15 +564,15 @@ pub struct Progress {
     pub stale: u64,
 }
 
-/// Where a service stands: tasks of the current spec version that run, against the desired count.
+/// Where a service stands: tasks of the current task spec that run, against the desired count.
 pub fn progress(service: &Service, desired: u64, tasks: &[Task]) -> Progress {
-    let current: Vec<&Task> = tasks
-        .iter()
-        .filter(|t| t.desired_state == TaskState::Running && t.spec_version == service.spec_version)
-        .collect();
+    // A task is current when it runs the service's task spec (the orchestrator's own test): a change
+    // to, say, the update settings alone bumps the version but replaces no task.
+    let current: Vec<&Task> =
+        tasks.iter().filter(|t| t.desired_state == TaskState::Running && t.spec == service.spec.task).collect();
     let stale = tasks
         .iter()
-        .filter(|t| t.desired_state == TaskState::Running && t.spec_version != service.spec_version)
+        .filter(|t| t.desired_state == TaskState::Running && t.spec != service.spec.task)
         .filter(|t| t.status.state <= TaskState::Running)
         .count() as u64;
     let running = current.iter().filter(|t| t.status.state == TaskState::Running).count() as u64;
@@ -609,7 +609,12 @@ pub fn slot_line(slot: u64, desired: u64, state: TaskState, err: &str) -> String
 
 /// Poll until the service converges (Docker's `progress.ServiceProgress`, line by line), or its
 /// update pauses or rolls back.
-async fn wait_converged(client: &Client, service_id: &str, quiet: bool) -> CliResult {
+async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback_requested: bool) -> CliResult {
+    let mut announced_rollback = false;
+    let mut rollback_reason = String::new();
+    // The update status when the wait began: a rollback finished before it (an older one) is not
+    // this command's.
+    let mut initial_status = None;
     let mut last_overall = String::new();
     let mut last_slots: Vec<String> = Vec::new();
     let mut converged_since: Option<std::time::Instant> = None;
@@ -617,6 +622,9 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool) -> CliRe
     loop {
         let view = client.service(service_id).await?;
         let tasks = client.tasks(Some(service_id.to_string()), None).await?;
+        if initial_status.is_none() {
+            initial_status = Some(view.service.update_status.clone());
+        }
         let monitor = Duration::from_millis(view.service.spec.update_config.monitor_ms.min(5_000));
         if let Some(status) = &view.service.update_status {
             match status.state {
@@ -631,9 +639,16 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool) -> CliRe
         }
         let rolling_back =
             matches!(view.service.update_status.as_ref().map(|s| s.state), Some(UpdateState::RollbackStarted));
+        if rolling_back && !announced_rollback {
+            rollback_reason = view.service.update_status.as_ref().map(|s| s.message.clone()).unwrap_or_default();
+            if !quiet {
+                out(&format!("rollback: {rollback_reason}\n"));
+            }
+        }
+        announced_rollback |= rolling_back;
         let p = progress(&view.service, view.desired, &tasks);
         let overall = if rolling_back {
-            format!("rollback: update rolled back: {} out of {} tasks", p.running, p.desired)
+            format!("overall progress: rolling back update: {} out of {} tasks", p.running, p.desired)
         } else {
             format!("overall progress: {} out of {} tasks", p.running, p.desired)
         };
@@ -665,13 +680,15 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool) -> CliRe
             }
             if since.elapsed() >= monitor {
                 if !quiet {
-                    if let Some(UpdateState::RollbackCompleted) = view.service.update_status.as_ref().map(|s| s.state) {
-                        out(&format!(
-                            "rollback: {}\n",
-                            view.service.update_status.as_ref().map(|s| s.message.as_str()).unwrap_or("")
-                        ));
-                    }
                     out("verify: Service converged\n");
+                }
+                // An update the cluster undid is a failed update, as Docker reports it.
+                if let Some(status) = view.service.update_status.as_ref() {
+                    let ours = announced_rollback || initial_status.as_ref() != Some(&view.service.update_status);
+                    if status.state == UpdateState::RollbackCompleted && !rollback_requested && ours {
+                        let reason = if rollback_reason.is_empty() { &status.message } else { &rollback_reason };
+                        return Err(CliError::Usage(format!("service rolled back: {reason}")));
+                    }
                 }
                 return Ok(());
             }
