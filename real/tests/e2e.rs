@@ -321,6 +321,19 @@ fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonPro
         let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
         nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["ManagerStatus"] == "").then_some(())
     });
+    // The demoted node itself learns it is a worker (it stops its raft replica), then leaves; its
+    // daemon is inactive again.
+    wait_for(Duration::from_secs(60), "the demoted node to see itself as a worker", || {
+        live.shoal(&["info"]).ok().filter(|info| info.contains("  Is Manager: false\n")).map(|_| ())
+    });
+    assert_eq!(live.must(&["swarm", "leave"]), "Node left the swarm.\n");
+    assert_eq!(live.must(&["info"]), " Swarm: inactive\n");
+    let err = live.shoal(&["swarm", "leave"]).unwrap_err();
+    assert_eq!(err, "Error response from daemon: This node is not part of a swarm\n");
+    wait_for(Duration::from_secs(30), "the node that left to be down", || {
+        let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
+        nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["Status"] == "Down").then_some(())
+    });
 }
 
 #[test]
