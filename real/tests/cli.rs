@@ -703,3 +703,11 @@ fn listen_defaults_to_the_advertised_port() {
     assert_eq!(default_listen("", "127.0.0.1:24011"), "0.0.0.0:24011");
     assert_eq!(default_listen("127.0.0.2:5000", "127.0.0.1:24011"), "127.0.0.2:5000");
 }
+
+#[test]
+fn unnamed_service_gets_a_name_from_its_image() {
+    let cli = parse(&["service", "create", "registry.local/team/busybox:1.36", "true"]).unwrap();
+    let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+    let spec = spec::create_spec(&args).unwrap();
+    assert!(spec.name.starts_with("busybox-") && spec.name.len() == "busybox-".len() + 6, "{}", spec.name);
+}
