@@ -1,0 +1,50 @@
+//! Reports from small hand-written traces: the series, the recoveries and the rendered output.
+
+use shoal_reports::{analyze, parse_trace, render};
+
+fn trace() -> String {
+    let lines = [
+        r#"{"time_ms":1000,"node":"manager-1","kind":"raft.state","fields":{"role":"Leader","term":1}}"#,
+        r#"{"time_ms":1100,"node":"manager-1","kind":"task.created","fields":{"task":"t1","service":"web"}}"#,
+        r#"{"time_ms":1100,"node":"manager-1","kind":"task.created","fields":{"task":"t2","service":"web"}}"#,
+        r#"{"time_ms":1500,"node":"worker-1","kind":"task.state","fields":{"task_id":"t1","state":"running","node_id":"n1"}}"#,
+        r#"{"time_ms":1600,"node":"worker-2","kind":"task.state","fields":{"task_id":"t2","state":"running","node_id":"n2"}}"#,
+        r#"{"time_ms":3000,"node":"supervisor","kind":"fault.crash","fields":{"host":"worker-2"}}"#,
+        r#"{"time_ms":6000,"node":"manager-1","kind":"task.desired","fields":{"task":"t2","desired":"shutdown"}}"#,
+        r#"{"time_ms":6000,"node":"manager-1","kind":"task.created","fields":{"task":"t3","service":"web"}}"#,
+        r#"{"time_ms":6500,"node":"worker-1","kind":"task.state","fields":{"task_id":"t3","state":"running","node_id":"n1"}}"#,
+        r#"{"time_ms":7000,"node":"manager-2","kind":"raft.state","fields":{"role":"Leader","term":2}}"#,
+        "",
+    ];
+    lines.join("\n")
+}
+
+#[test]
+fn replicas_leaders_and_recovery_come_out_of_the_trace() {
+    let events = parse_trace("t.jsonl", &trace()).expect("valid trace");
+    let analysis = analyze(&events);
+    assert_eq!(analysis.replicas["web"], vec![(0.5, 1), (0.6, 2), (5.0, 1), (5.5, 2)]);
+    assert_eq!(analysis.leaders, vec![(0.0, 1, "manager-1".to_string()), (6.0, 2, "manager-2".to_string())]);
+    assert_eq!(analysis.faults, vec![(2.0, "crash worker-2".to_string())]);
+    assert_eq!(analysis.recoveries.len(), 1);
+    assert_eq!(analysis.recoveries[0].converged_after_s, Some(3.5), "back to 2 running 3.5 s after the crash");
+    assert_eq!(analysis.tasks_per_node.get("n1"), Some(&2));
+}
+
+#[test]
+fn plots_and_summary_render() {
+    let analysis = analyze(&parse_trace("t.jsonl", &trace()).unwrap());
+    let svg = render::replicas_svg(&analysis, "run: running tasks").unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("web"), "an SVG with the service in its legend");
+    let svg = render::leaders_svg(&analysis, "run: leaders").unwrap();
+    assert!(svg.contains("manager-2"));
+    let md = render::summary_markdown(&[("a".into(), analysis.clone()), ("b".into(), analysis)]);
+    assert!(md.contains("| 2.00 | crash worker-2 | 3.50 |"), "{md}");
+    assert!(md.contains("median 3.50"), "{md}");
+}
+
+#[test]
+fn a_garbled_line_is_an_error_with_its_line_number() {
+    let err = parse_trace("x.jsonl", "{\"time_ms\":1,\"node\":\"a\",\"kind\":\"k\"}\nnot json\n").unwrap_err();
+    assert!(err.to_string().starts_with("x.jsonl:2: not a trace event"), "{err}");
+}
