@@ -1,6 +1,6 @@
 //! The tables and the pure apply function.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -129,7 +129,15 @@ pub enum StoreError {
 }
 
 /// Every table. Maps are ordered so that iteration, serialisation and hashing are deterministic.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Besides the tables the state keeps a name index of services and networks, so a create checks its
+/// name in O(log n) instead of scanning the table. The index is derived: it is not serialised, it is
+/// rebuilt when a state is deserialised (snapshot install, restart from disk), kept in step by
+/// [`StoreState::apply`], and rebuilt by `apply` if the tables were edited directly and their sizes no
+/// longer match it (tests and benches build states by hand; call [`StoreState::rebuild_indexes`]
+/// after renaming objects in place).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "Tables")]
 pub struct StoreState {
     /// Bumped by every applied proposal.
     pub version: u64,
@@ -138,11 +146,116 @@ pub struct StoreState {
     pub tasks: BTreeMap<String, Task>,
     pub networks: BTreeMap<String, Network>,
     pub cluster: Option<Cluster>,
+    #[serde(skip)]
+    names: NameIndex,
+}
+
+/// The serialised form of [`StoreState`]: the tables alone.
+#[derive(Deserialize)]
+struct Tables {
+    version: u64,
+    nodes: BTreeMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    tasks: BTreeMap<String, Task>,
+    networks: BTreeMap<String, Network>,
+    cluster: Option<Cluster>,
+}
+
+impl From<Tables> for StoreState {
+    fn from(t: Tables) -> Self {
+        let mut state = StoreState {
+            version: t.version,
+            nodes: t.nodes,
+            services: t.services,
+            tasks: t.tasks,
+            networks: t.networks,
+            cluster: t.cluster,
+            names: NameIndex::default(),
+        };
+        state.rebuild_indexes();
+        state
+    }
+}
+
+/// Equal tables make equal states; the index is derived from them.
+impl PartialEq for StoreState {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version
+            && self.nodes == other.nodes
+            && self.services == other.services
+            && self.tasks == other.tasks
+            && self.networks == other.networks
+            && self.cluster == other.cluster
+    }
+}
+
+/// Name → ids, per table that has unique names. A set, not one id: the store only refuses duplicate
+/// names on create, so an update could (in principle) give two objects one name.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NameIndex {
+    services: BTreeMap<String, BTreeSet<String>>,
+    networks: BTreeMap<String, BTreeSet<String>>,
+    /// Objects indexed, per table: a mismatch with the table's size means it was edited directly.
+    service_count: usize,
+    network_count: usize,
+}
+
+impl NameIndex {
+    fn table(&mut self, kind: Kind) -> Option<(&mut BTreeMap<String, BTreeSet<String>>, &mut usize)> {
+        match kind {
+            Kind::Service => Some((&mut self.services, &mut self.service_count)),
+            Kind::Network => Some((&mut self.networks, &mut self.network_count)),
+            _ => None,
+        }
+    }
+
+    fn insert(&mut self, kind: Kind, name: &str, id: &str) {
+        if let Some((table, count)) = self.table(kind) {
+            if table.entry(name.to_string()).or_default().insert(id.to_string()) {
+                *count += 1;
+            }
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, name: &str, id: &str) {
+        if let Some((table, count)) = self.table(kind) {
+            if let Some(ids) = table.get_mut(name) {
+                if ids.remove(id) {
+                    *count -= 1;
+                }
+                if ids.is_empty() {
+                    table.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Is `name` used by an object other than `id`?
+    fn taken(&self, kind: Kind, name: &str, id: &str) -> bool {
+        let table = match kind {
+            Kind::Service => &self.services,
+            Kind::Network => &self.networks,
+            _ => return false,
+        };
+        table.get(name).is_some_and(|ids| ids.iter().any(|other| other != id))
+    }
+}
+
+/// The name an object is indexed under, for the tables that have unique names.
+fn indexed_name(object: &Object) -> Option<(Kind, &str)> {
+    match object {
+        Object::Service(s) => Some((Kind::Service, s.spec.name.as_str())),
+        Object::Network(n) => Some((Kind::Network, n.name.as_str())),
+        _ => None,
+    }
 }
 
 impl StoreState {
     /// Apply a proposal all-or-nothing. Pure: the result depends only on the state and the proposal.
     pub fn apply(&mut self, proposal: &Proposal) -> Result<Vec<Change>, StoreError> {
+        if self.names.service_count != self.services.len() || self.names.network_count != self.networks.len() {
+            self.rebuild_indexes();
+        }
         let version = self.version + 1;
         // Validate against a scratch copy of what the proposal touches, then commit. Proposals are
         // small, so cloning the touched objects is cheaper than cloning the tables.
@@ -184,6 +297,18 @@ impl StoreState {
         Ok(changes)
     }
 
+    /// Derive the name index from the tables (after editing them directly).
+    pub fn rebuild_indexes(&mut self) {
+        let mut names = NameIndex::default();
+        for s in self.services.values() {
+            names.insert(Kind::Service, &s.spec.name, &s.id);
+        }
+        for n in self.networks.values() {
+            names.insert(Kind::Network, &n.name, &n.id);
+        }
+        self.names = names;
+    }
+
     fn get(&self, kind: Kind, id: &str) -> Option<Object> {
         match kind {
             Kind::Node => self.nodes.get(id).cloned().map(Object::Node),
@@ -195,6 +320,13 @@ impl StoreState {
     }
 
     fn put(&mut self, object: Object) {
+        if let Some((kind, name)) = indexed_name(&object) {
+            let previous = self.get_name(kind, object.id());
+            if let Some(previous) = previous {
+                self.names.remove(kind, &previous, object.id());
+            }
+            self.names.insert(kind, name, object.id());
+        }
         match object {
             Object::Node(o) => {
                 self.nodes.insert(o.id.clone(), o);
@@ -212,30 +344,35 @@ impl StoreState {
         }
     }
 
-    fn take(&mut self, kind: Kind, id: &str) -> Option<Object> {
+    /// The indexed name of the stored object `id`, if it has one.
+    fn get_name(&self, kind: Kind, id: &str) -> Option<String> {
         match kind {
+            Kind::Service => self.services.get(id).map(|s| s.spec.name.clone()),
+            Kind::Network => self.networks.get(id).map(|n| n.name.clone()),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self, kind: Kind, id: &str) -> Option<Object> {
+        let object = match kind {
             Kind::Node => self.nodes.remove(id).map(Object::Node),
             Kind::Service => self.services.remove(id).map(Object::Service),
             Kind::Task => self.tasks.remove(id).map(Object::Task),
             Kind::Network => self.networks.remove(id).map(Object::Network),
             Kind::Cluster => self.cluster.take_if(|c| c.id == id).map(Object::Cluster),
+        };
+        if let Some((kind, name)) = object.as_ref().and_then(indexed_name) {
+            self.names.remove(kind, name, id);
         }
+        object
     }
 
     fn name_taken(&self, object: &Object, scratch: &Overlay) -> bool {
-        let (kind, name) = match object {
-            Object::Service(s) => (Kind::Service, s.spec.name.as_str()),
-            Object::Network(n) => (Kind::Network, n.name.as_str()),
-            _ => return false,
-        };
+        let Some((kind, name)) = indexed_name(object) else { return false };
         if scratch.names.contains(&(kind, name.to_string())) {
             return true;
         }
-        match object {
-            Object::Service(s) => self.services.values().any(|o| o.spec.name == name && o.id != s.id),
-            Object::Network(n) => self.networks.values().any(|o| o.name == name && o.id != n.id),
-            _ => false,
-        }
+        self.names.taken(kind, name, object.id())
     }
 
     /// Check one action against the state plus the earlier actions of the same proposal.
@@ -319,5 +456,88 @@ impl Overlay {
                 self.touched.insert((*kind, id.clone()));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ServiceSpec;
+
+    fn service(id: &str, name: &str) -> Object {
+        Object::Service(Service {
+            id: id.into(),
+            meta: Meta::default(),
+            spec: ServiceSpec::new(name, "nginx:1.25"),
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+        })
+    }
+
+    fn network(id: &str, name: &str) -> Object {
+        Object::Network(Network {
+            id: id.into(),
+            meta: Meta::default(),
+            name: name.into(),
+            driver: "overlay".into(),
+            subnet: String::new(),
+            attachable: false,
+            ingress: false,
+            labels: Default::default(),
+        })
+    }
+
+    fn apply(state: &mut StoreState, actions: Vec<Action>) -> Result<Vec<Change>, StoreError> {
+        state.apply(&Proposal { actions, stamp_ms: 1 })
+    }
+
+    fn conflict(kind: Kind, name: &str) -> Result<Vec<Change>, StoreError> {
+        Err(StoreError::NameConflict { kind, name: name.into() })
+    }
+
+    #[test]
+    fn names_are_unique_per_table_and_free_again_after_delete() {
+        let mut state = StoreState::default();
+        apply(&mut state, vec![Action::Create(service("s1", "web"))]).unwrap();
+        apply(&mut state, vec![Action::Create(network("n1", "web"))]).expect("tables have separate names");
+        assert_eq!(apply(&mut state, vec![Action::Create(service("s2", "web"))]), conflict(Kind::Service, "web"));
+        assert_eq!(apply(&mut state, vec![Action::Create(network("n2", "web"))]), conflict(Kind::Network, "web"));
+        // Two creates of one name in one proposal: the second sees the first.
+        let both = vec![Action::Create(service("s3", "api")), Action::Create(service("s4", "api"))];
+        assert_eq!(apply(&mut state, both), conflict(Kind::Service, "api"));
+        assert!(!state.services.contains_key("s3"), "a refused proposal changes nothing, index included");
+        apply(&mut state, vec![Action::Create(service("s3", "api"))]).expect("the name is still free");
+
+        apply(&mut state, vec![Action::Delete { kind: Kind::Service, id: "s1".into() }]).unwrap();
+        apply(&mut state, vec![Action::Create(service("s5", "web"))]).expect("a deleted service frees its name");
+
+        // An update that renames moves the entry: the old name is free, the new one taken.
+        let Some(Object::Service(mut renamed)) = state.get(Kind::Service, "s5") else { panic!("s5 stored") };
+        renamed.spec.name = "front".into();
+        apply(&mut state, vec![Action::Update(Object::Service(renamed))]).unwrap();
+        apply(&mut state, vec![Action::Create(service("s6", "web"))]).expect("renamed away");
+        assert_eq!(apply(&mut state, vec![Action::Create(service("s7", "front"))]), conflict(Kind::Service, "front"));
+    }
+
+    #[test]
+    fn index_is_rebuilt_on_deserialize_and_after_direct_edits() {
+        let mut state = StoreState::default();
+        apply(&mut state, vec![Action::Create(service("s1", "web")), Action::Create(network("n1", "backend"))])
+            .unwrap();
+        let json = serde_json::to_string(&state).unwrap();
+        assert!(!json.contains("names"), "the index is derived, not serialised: {json}");
+        let mut restored: StoreState = serde_json::from_str(&json).unwrap();
+        assert_eq!(restored, state);
+        assert_eq!(restored.names, state.names, "deserialising rebuilds the index");
+        assert_eq!(apply(&mut restored, vec![Action::Create(service("s2", "web"))]), conflict(Kind::Service, "web"));
+
+        // A state built by hand (tests, benches) is indexed on its first apply.
+        let mut by_hand = StoreState::default();
+        if let Object::Service(s) = service("s1", "web") {
+            by_hand.services.insert(s.id.clone(), s);
+        }
+        assert_eq!(apply(&mut by_hand, vec![Action::Create(service("s2", "web"))]), conflict(Kind::Service, "web"));
     }
 }
