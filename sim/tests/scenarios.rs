@@ -15,12 +15,7 @@ const SEED: u64 = 1;
 
 /// Scenarios that fail because of a known bug in the core, with the text their failure must
 /// contain. The scenario is kept as it is; when the bug is fixed the test says to remove the entry.
-const KNOWN_CORE_BUGS: &[(&str, &str)] = &[
-    // `swarm leave` on a worker: the agent stops and removes its containers, but the leader's
-    // store keeps the tasks observed `running` on the departed node (it is down; the final
-    // `shutdown` report never arrives), so the expectation on worker-3 times out.
-    ("t23_worker_leave_node_rm", "no running task of web on worker-3"),
-];
+const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
 fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scenarios")

@@ -52,6 +52,8 @@ pub struct Agent {
     unsent: Mutex<BTreeMap<String, TaskStatus>>,
     /// Set by `swarm leave`: the agent stops for good and never opens another session.
     left: watch::Sender<bool>,
+    /// The open session: (manager address, session id). `swarm leave` reports through it.
+    session: Mutex<Option<(String, String)>>,
 }
 
 fn call_deadline() -> Duration {
@@ -74,6 +76,7 @@ impl Agent {
             status_rx: tokio::sync::Mutex::new(status_rx),
             unsent: Mutex::new(BTreeMap::new()),
             left: watch::channel(false).0,
+            session: Mutex::new(None),
         })
     }
 
@@ -131,7 +134,8 @@ impl Agent {
                     self.shutdown_all_tasks().await;
                     return AgentExit::Removed;
                 }
-                Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) => {
+                // A leader that lost its quorum names itself: back off like any failure instead.
+                Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) if leader_addr != manager => {
                     *self.preferred.lock().expect("agent lock") = Some(leader_addr);
                     backoff = Duration::from_millis(100);
                     continue;
@@ -166,6 +170,7 @@ impl Agent {
         self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
         let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
         let session_id = session.session_id;
+        *self.session.lock().expect("agent lock") = Some((manager.to_string(), session_id.clone()));
         // Three loops share the session; the first to fail ends it.
         tokio::select! {
             // Biased: tokio's random branch order is not seeded by the simulator.
@@ -319,16 +324,72 @@ impl Agent {
         }
     }
 
-    /// `swarm leave`: tell the leader, then stop and remove every task container.
+    /// `swarm leave`: stop every task, then tell the leader — with the tasks' final states, so it
+    /// does not keep them `running` on a node that left — and remove what containers remain.
+    ///
+    /// Stopping first and reporting in the `Leave` request (one proposal on the leader: the node goes
+    /// down and its tasks `shutdown` together) means no replacement is ever placed on this node in
+    /// between, as could happen if the reports raced the node going down.
     pub async fn leave(&self) {
+        // Ends the session loops (and with them the status loop, which frees the status channel).
         self.left.send_replace(true);
-        for manager in self.managers() {
-            let request = DispatcherRequest::Leave { node_id: self.node_id.clone() };
-            if self.call(&manager, request).await.is_ok() {
-                break;
+        let runners: Vec<runner::RunnerHandle> =
+            std::mem::take(&mut *self.runners.lock().expect("agent lock")).into_values().collect();
+        let mut finished = Vec::with_capacity(runners.len());
+        for handle in &runners {
+            handle.remove();
+            finished.push(handle.finished());
+        }
+        // Each runner stops its container within the task's grace period; do not wait forever for
+        // an executor that hangs.
+        let _ = runtime::timeout(leave_stop_timeout(), futures_join_all(finished)).await;
+        let statuses = self.take_unsent().await;
+        let session = self.session.lock().expect("agent lock").clone();
+        let mut targets: Vec<String> = session.iter().map(|(manager, _)| manager.clone()).collect();
+        targets.extend(self.managers());
+        let mut tried = BTreeSet::new();
+        while let Some(manager) = targets.first().cloned() {
+            targets.remove(0);
+            if !tried.insert(manager.clone()) {
+                continue;
+            }
+            let request = DispatcherRequest::Leave { node_id: self.node_id.clone(), statuses: statuses.clone() };
+            match self.call(&manager, request).await {
+                Ok(_) => break,
+                // Straight to the leader: a follower's dispatcher does not take the report.
+                Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) => {
+                    targets.insert(0, leader_addr)
+                }
+                Err(err) => self
+                    .env
+                    .tracer
+                    .emit("agent.leave_failed", serde_json::json!({"manager": manager, "error": err.to_string()})),
             }
         }
         self.shutdown_all_tasks().await;
+    }
+
+    /// Every status not yet acknowledged by a manager, latest per task.
+    async fn take_unsent(&self) -> Vec<StatusUpdate> {
+        let mut rx = self.status_rx.lock().await;
+        let mut unsent = self.unsent.lock().expect("agent lock");
+        while let Ok(update) = rx.try_recv() {
+            unsent.insert(update.task_id, update.status);
+        }
+        std::mem::take(&mut *unsent).into_iter().map(|(task_id, status)| StatusUpdate { task_id, status }).collect()
+    }
+}
+
+/// How long `swarm leave` waits for the tasks to stop: Swarm's default stop grace period, and a
+/// margin for removing the containers.
+fn leave_stop_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Wait for all of `futures` (in order; they run concurrently anyway, being spawned runners).
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: Vec<F>) {
+    for future in futures {
+        future.await;
     }
 }
 

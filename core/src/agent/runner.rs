@@ -16,6 +16,7 @@ use crate::env::{runtime, ContainerState, NodeEnv};
 pub struct RunnerHandle {
     task_id: String,
     desired: watch::Sender<Option<Task>>,
+    done: watch::Receiver<bool>,
 }
 
 impl RunnerHandle {
@@ -35,14 +36,35 @@ impl RunnerHandle {
     pub fn remove(&self) {
         self.desired.send_replace(None);
     }
+
+    /// Resolves once the runner has finished: its last state reported, its container removed.
+    pub fn finished(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut done = self.done.clone();
+        async move {
+            // An error means the runner is gone, which is finished too.
+            let _ = done.wait_for(|done| *done).await;
+        }
+    }
 }
 
 pub fn spawn(env: NodeEnv, node_id: String, task: Task, status: mpsc::UnboundedSender<StatusUpdate>) -> RunnerHandle {
     let task_id = task.id.clone();
     let (desired, rx) = watch::channel(Some(task.clone()));
-    let runner = Runner { env, node_id, task, rx, status, state: TaskState::Assigned, container_id: String::new() };
+    let started_at_ms = task.status.started_at_ms;
+    let runner = Runner {
+        env,
+        node_id,
+        task,
+        rx,
+        status,
+        state: TaskState::Assigned,
+        container_id: String::new(),
+        started_at_ms,
+        done: watch::channel(false).0,
+    };
+    let done = runner.done.subscribe();
     runtime::spawn(runner.run());
-    RunnerHandle { task_id, desired }
+    RunnerHandle { task_id, desired, done }
 }
 
 struct Runner {
@@ -53,6 +75,10 @@ struct Runner {
     status: mpsc::UnboundedSender<StatusUpdate>,
     state: TaskState,
     container_id: String,
+    /// When the container started (0 = not yet); an adopted container keeps the manager's record.
+    started_at_ms: u64,
+    /// Set when the runner is finished (container stopped and removed); dropping it says the same.
+    done: watch::Sender<bool>,
 }
 
 enum Step {
@@ -67,13 +93,18 @@ impl Runner {
             return;
         }
         self.state = state;
+        let now = runtime::unix_millis();
+        if state == TaskState::Running && self.started_at_ms == 0 {
+            self.started_at_ms = now;
+        }
         let status = TaskStatus {
             state,
             message: message.to_string(),
             err: err.to_string(),
-            timestamp_ms: runtime::unix_millis(),
+            timestamp_ms: now,
             container_id: self.container_id.clone(),
             exit_code,
+            started_at_ms: self.started_at_ms,
         };
         let _ = self.status.send(StatusUpdate { task_id: self.task.id.clone(), status });
     }
@@ -230,5 +261,6 @@ impl Runner {
             let _ = self.env.executor.stop(&self.container_id, grace).await;
             let _ = self.env.executor.remove(&self.container_id).await;
         }
+        self.done.send_replace(true);
     }
 }

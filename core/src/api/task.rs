@@ -69,6 +69,11 @@ pub struct TaskStatus {
     pub timestamp_ms: u64,
     pub container_id: String,
     pub exit_code: Option<i64>,
+    /// When the container started (the agent's clock at its `running` report), carried by every
+    /// later report of the task; 0 = it never ran (or the agent did not say). The update monitor and
+    /// the restart supervisor measure a task's run from it.
+    #[serde(default)]
+    pub started_at_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

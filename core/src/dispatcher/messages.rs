@@ -87,7 +87,13 @@ pub enum DispatcherRequest {
     Heartbeat(HeartbeatRequest),
     Assignments(AssignmentsRequest),
     UpdateStatus(StatusRequest),
-    Leave { node_id: String },
+    /// `swarm leave`: the node goes down; `statuses` are its tasks' final states (it stopped them
+    /// before leaving), applied in the same proposal.
+    Leave {
+        node_id: String,
+        #[serde(default)]
+        statuses: Vec<StatusUpdate>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

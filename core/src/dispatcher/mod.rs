@@ -215,41 +215,35 @@ impl Dispatcher {
         let mut applied = Vec::new();
         propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 10, |state| {
             applied.clear();
-            let mut actions = Vec::new();
-            for update in &request.updates {
-                let Some(task) = state.tasks.get(&update.task_id) else { continue };
-                // A task's observed state only moves forward, and only its own node reports it.
-                if task.node_id != node_id || update.status.state < task.status.state {
-                    continue;
-                }
-                if update.status.state == task.status.state && update.status.container_id == task.status.container_id {
-                    continue;
-                }
-                let mut task = task.clone();
-                task.status = update.status.clone();
-                applied.push((task.id.clone(), task.status.state));
-                actions.push(Action::Update(Object::Task(task)));
-            }
-            Ok(actions)
+            Ok(status_actions(state, &node_id, &request.updates, &mut applied))
         })
         .await?;
-        for (task_id, state) in applied {
-            self.tracer.emit("task.state", serde_json::json!({"task_id": task_id, "state": state, "node_id": node_id}));
-        }
+        self.trace_states(&node_id, applied);
         Ok(())
     }
 
-    async fn leave(&self, node_id: &str) -> Result<(), DispatcherError> {
+    fn trace_states(&self, node_id: &str, applied: Vec<(String, TaskState)>) {
+        for (task_id, state) in applied {
+            self.tracer.emit("task.state", serde_json::json!({"task_id": task_id, "state": state, "node_id": node_id}));
+        }
+    }
+
+    async fn leave(&self, node_id: &str, statuses: &[StatusUpdate]) -> Result<(), DispatcherError> {
         self.sessions.lock().expect("sessions lock").remove(node_id);
         let node_id = node_id.to_string();
+        let mut applied = Vec::new();
         propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+            applied.clear();
             let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
             let mut node = node.clone();
             node.status.state = NodeState::Down;
             node.status.message = "node left the swarm".into();
-            Ok(vec![Action::Update(Object::Node(node))])
+            let mut actions = vec![Action::Update(Object::Node(node))];
+            actions.extend(status_actions(state, &node_id, statuses, &mut applied));
+            Ok(actions)
         })
         .await?;
+        self.trace_states(&node_id, applied);
         self.tracer.emit("node.left", serde_json::json!({"node_id": node_id}));
         Ok(())
     }
@@ -303,6 +297,42 @@ impl Dispatcher {
     }
 }
 
+/// The task updates a node's status reports make. A task's observed state only moves forward, and
+/// only its own node reports it. The first `running` report fixes when the task started
+/// (`started_at_ms`); later reports that do not carry it keep it.
+fn status_actions(
+    state: &crate::store::StoreState,
+    node_id: &str,
+    updates: &[StatusUpdate],
+    applied: &mut Vec<(String, TaskState)>,
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for update in updates {
+        let Some(task) = state.tasks.get(&update.task_id) else { continue };
+        if task.node_id != node_id || update.status.state < task.status.state {
+            continue;
+        }
+        if update.status.state == task.status.state && update.status.container_id == task.status.container_id {
+            continue;
+        }
+        let mut task = task.clone();
+        let started_at_ms = task.status.started_at_ms;
+        task.status = update.status.clone();
+        if task.status.started_at_ms == 0 {
+            task.status.started_at_ms = if started_at_ms > 0 {
+                started_at_ms
+            } else if task.status.state == TaskState::Running {
+                task.status.timestamp_ms
+            } else {
+                0
+            };
+        }
+        applied.push((task.id.clone(), task.status.state));
+        actions.push(Action::Update(Object::Task(task)));
+    }
+    actions
+}
+
 /// A cheap fingerprint of a node's assignment set: changes whenever a task is added, removed or updated.
 fn assignment_digest(tasks: &[Task]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -330,7 +360,9 @@ impl Service for Dispatcher {
             DispatcherRequest::Heartbeat(r) => self.heartbeat(r).map(DispatcherResponse::Heartbeat),
             DispatcherRequest::Assignments(r) => self.assignments(r).await.map(DispatcherResponse::Assignments),
             DispatcherRequest::UpdateStatus(r) => self.update_status(r).await.map(|_| DispatcherResponse::Ack),
-            DispatcherRequest::Leave { node_id } => self.leave(&node_id).await.map(|_| DispatcherResponse::Ack),
+            DispatcherRequest::Leave { node_id, statuses } => {
+                self.leave(&node_id, &statuses).await.map(|_| DispatcherResponse::Ack)
+            }
         }
     }
 }

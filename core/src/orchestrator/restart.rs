@@ -2,14 +2,14 @@
 //! to run) is replaced in its slot according to the service's restart policy — Swarm's condition
 //! (`none` | `on-failure` | `any`), delay, max attempts and window — with one addition:
 //!
-//! **Back-off that heals fast.** A task that *ran healthily* — it stopped at least [`HEALTHY_RUN_MS`]
-//! (10 s) after it became eligible to start (its creation, or its restart delay) — is restarted
+//! **Back-off that heals fast.** A task that *ran healthily* — its container ran for at least
+//! [`HEALTHY_RUN_MS`] (10 s) before it stopped — is restarted
 //! immediately: a one-off crash heals in one scheduling round, well under a second. A task that died
 //! sooner starts a crash loop: its replacement waits the configured delay, then twice that, four times…,
 //! capped at `max(delay, MAX_BACKOFF_MS)`, so a crash-looping service costs little. The streak lives in
-//! [`Task::restart_streak`] and resets once a task runs healthily. (Lifetime is measured from the
-//! manager's records — creation and the status timestamp of the failure — because the manager does not
-//! keep the moment the container started; image pulls therefore count as running time.)
+//! [`Task::restart_streak`] and resets once a task runs healthily. Lifetime runs from the moment the
+//! container started (`status.started_at_ms`, reported by the agent) to the status timestamp of the
+//! stop, so an image pull does not count as running; a task that never started did not live at all.
 //!
 //! Restarts are counted against `max_attempts` within `window` in [`Task::restart_history_ms`], carried
 //! from task to task of the slot (Swarm keeps this in the leader's memory and forgets it on failover).
@@ -32,9 +32,11 @@ pub fn stopped_on_its_own(task: &Task) -> bool {
 }
 
 /// How long the replacement of `task` must wait, and the streak it carries.
-pub fn backoff(task: &Task, created_at_ms: u64, delay_ms: u64) -> (u64, u64) {
-    let eligible_at = created_at_ms.max(task.not_before_ms);
-    let lived = task.status.timestamp_ms.saturating_sub(eligible_at);
+pub fn backoff(task: &Task, delay_ms: u64) -> (u64, u64) {
+    let lived = match task.status.started_at_ms {
+        0 => 0,
+        started => task.status.timestamp_ms.saturating_sub(started),
+    };
     if lived >= HEALTHY_RUN_MS {
         return (0, 0);
     }
@@ -88,7 +90,7 @@ pub fn run(w: &mut Working<'_>) {
                         continue; // the global reconciler brings it back when the node does
                     }
                 }
-                let (delay, streak) = backoff(old, w.created_at(old), policy.delay_ms);
+                let (delay, streak) = backoff(old, policy.delay_ms);
                 history.push(now);
                 if policy.max_attempts > 0 {
                     let keep = policy.max_attempts as usize;

@@ -33,6 +33,10 @@ fn report(state: &mut StoreState, task_id: &str, to: TaskState, now: u64) {
     assert!(to >= t.status.state, "workers only move forward too");
     t.status.state = to;
     t.status.timestamp_ms = now;
+    // As the agent and dispatcher do: the first `running` report fixes the start time.
+    if to == TaskState::Running && t.status.started_at_ms == 0 {
+        t.status.started_at_ms = now;
+    }
 }
 
 /// Every assigned task desired to run starts; every task desired to stop stops.
@@ -284,7 +288,7 @@ fn restart_is_immediate_after_a_healthy_run_and_backs_off_in_a_crash_loop() {
     }
     assert_eq!(current.restart_streak, 4);
     // The back-off is capped.
-    let (delay, _) = restart::backoff(&Task { restart_streak: 30, ..current.clone() }, now, 5_000);
+    let (delay, _) = restart::backoff(&Task { restart_streak: 30, ..current.clone() }, 5_000);
     assert_eq!(delay, restart::MAX_BACKOFF_MS);
 }
 
@@ -659,5 +663,170 @@ mod leader_loop {
             assert!(kinds.iter().any(|k| k == kind), "{kind} traced: {kinds:?}");
         }
         assert_eq!(kinds.iter().filter(|k| *k == "task.created").count(), 3);
+    }
+}
+
+/// Reconcile to a fixed point, then let the workers act; `rounds` times, a millisecond apart.
+fn rounds(state: &mut StoreState, mut now: u64, rounds: usize) -> u64 {
+    for _ in 0..rounds {
+        settle(state, now);
+        workers_act(state, now + 1);
+        now += 2;
+    }
+    now
+}
+
+fn update_state(state: &StoreState, service: &str) -> UpdateState {
+    state.services[service].update_status.as_ref().expect("an update status").state
+}
+
+#[test]
+fn update_failure_counts_only_within_the_monitor_period_of_the_task_start() {
+    for (ran_ms, paused) in [(2_000, true), (6_000, false)] {
+        let mut state = cluster(2, vec![service("web", 2)]);
+        let now = run_until_quiet(&mut state, T0, 100, 50);
+        update_image(&mut state, "web", "nginx:1.26", now);
+        let now = rounds(&mut state, now + 1, 3);
+        let new = runnable(&state, "web").into_iter().find(|t| t.spec.image == "nginx:1.26").unwrap();
+        assert_eq!(new.status.state, TaskState::Running);
+        let started = new.status.started_at_ms;
+        assert!(started > 0 && started < now, "the first running report fixed the start");
+        fail(&mut state, &new.id, started + ran_ms);
+        settle(&mut state, now.max(started + ran_ms + 1));
+        let expected = if paused { UpdateState::Paused } else { UpdateState::Updating };
+        assert_eq!(update_state(&state, "web"), expected, "a task that ran {ran_ms} ms (monitor 5 s)");
+        assert_eq!(state.tasks[&new.id].status.started_at_ms, started, "a later report keeps the start time");
+    }
+}
+
+#[test]
+fn update_failure_action_fires_above_the_ratio_of_dirty_slots() {
+    let mut svc = service("web", 4);
+    svc.spec.update_config.parallelism = 0;
+    svc.spec.update_config.max_failure_ratio = 0.3;
+    let mut state = cluster(2, vec![svc]);
+    let now = run_until_quiet(&mut state, T0, 100, 50);
+    update_image(&mut state, "web", "nginx:1.26", now);
+    let now = rounds(&mut state, now + 1, 4);
+    let new: Vec<Task> = runnable(&state, "web").into_iter().filter(|t| t.spec.image == "nginx:1.26").collect();
+    assert_eq!(new.len(), 4, "parallelism 0 replaces every slot at once");
+    fail(&mut state, &new[0].id, now);
+    settle(&mut state, now + 1);
+    assert_eq!(update_state(&state, "web"), UpdateState::Updating, "1 of 4 dirty slots failed: 0.25 <= 0.3");
+    fail(&mut state, &new[1].id, now + 2);
+    settle(&mut state, now + 3);
+    assert_eq!(update_state(&state, "web"), UpdateState::Paused, "2 of 4: 0.5 > 0.3");
+}
+
+#[test]
+fn continue_failure_action_carries_on_and_completes() {
+    let mut svc = service("web", 3);
+    svc.spec.update_config.failure_action = FailureAction::Continue;
+    let mut state = cluster(2, vec![svc]);
+    let now = run_until_quiet(&mut state, T0, 100, 50);
+    update_image(&mut state, "web", "nginx:1.26", now);
+    let mut now = rounds(&mut state, now + 1, 3);
+    let first = runnable(&state, "web").into_iter().find(|t| t.spec.image == "nginx:1.26").unwrap();
+    fail(&mut state, &first.id, now);
+    for _ in 0..200 {
+        now = rounds(&mut state, now + 1_000, 1);
+        assert_ne!(update_state(&state, "web"), UpdateState::Paused, "continue never pauses");
+        if update_state(&state, "web") == UpdateState::Completed {
+            break;
+        }
+    }
+    assert_eq!(update_state(&state, "web"), UpdateState::Completed);
+    let tasks = runnable(&state, "web");
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| t.spec.image == "nginx:1.26" && t.status.state == TaskState::Running));
+    assert!(state.tasks[&first.id].desired_state > TaskState::Running, "the failed task was replaced");
+}
+
+#[test]
+fn global_rolling_update_goes_node_by_node() {
+    let mut g = global("agent");
+    g.spec.update_config.parallelism = 1;
+    let mut state = state_with(vec![node("n1"), node("n2"), node("n3")], vec![g], vec![]);
+    let mut now = run_until_quiet(&mut state, T0, 100, 50);
+    assert_eq!(runnable(&state, "agent").len(), 3);
+    update_image(&mut state, "agent", "agent:2", now);
+    let mut max_in_flight = 0;
+    for _ in 0..100 {
+        let r = commit(&mut state, now);
+        let tasks = runnable(&state, "agent");
+        let in_flight =
+            tasks.iter().filter(|t| t.spec.image == "agent:2" && t.status.state != TaskState::Running).count();
+        max_in_flight = max_in_flight.max(in_flight);
+        let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+        for t in &tasks {
+            *per_node.entry(t.node_id.as_str()).or_default() += 1;
+        }
+        assert!(per_node.values().all(|n| *n <= 1), "stop-first: one runnable task per node: {per_node:?}");
+        workers_act(&mut state, now + 1);
+        now = r.next_wakeup_ms.filter(|_| r.actions.is_empty()).unwrap_or(now + 100).max(now + 1);
+        if update_state(&state, "agent") == UpdateState::Completed {
+            break;
+        }
+    }
+    assert_eq!(update_state(&state, "agent"), UpdateState::Completed);
+    assert_eq!(max_in_flight, 1, "parallelism 1: one node at a time");
+    let mut nodes: Vec<String> = runnable(&state, "agent")
+        .iter()
+        .filter(|t| t.spec.image == "agent:2" && t.status.state == TaskState::Running)
+        .map(|t| t.node_id.clone())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, vec!["n1", "n2", "n3"]);
+}
+
+#[test]
+fn restart_measures_the_run_from_the_container_start_not_the_task_creation() {
+    let mut state = cluster(1, vec![service("web", 1)]);
+    settle(&mut state, T0);
+    let first = task_in_slot(&state, "web", 1);
+    // A 30 s image pull, then the container dies a second after it started.
+    report(&mut state, &first.id, TaskState::Running, T0 + 30_000);
+    fail(&mut state, &first.id, T0 + 31_000);
+    settle(&mut state, T0 + 31_001);
+    let second = task_in_slot(&state, "web", 1);
+    assert_eq!(second.status.state, TaskState::New, "a 1 s run is a crash: the replacement waits");
+    assert_eq!((second.not_before_ms, second.restart_streak), (T0 + 31_001 + 5_000, 1));
+}
+
+#[test]
+fn tasks_stopped_by_a_leaving_node_are_replaced_elsewhere() {
+    let mut state = cluster(2, vec![service("web", 2)]);
+    settle(&mut state, T0);
+    workers_act(&mut state, T0 + 1);
+    let on_n1 = state.tasks.values().find(|t| t.node_id == "n1").unwrap().clone();
+    // What the dispatcher commits for `swarm leave`: the node down and its task's final report.
+    state.nodes.get_mut("n1").unwrap().status.state = NodeState::Down;
+    report(&mut state, &on_n1.id, TaskState::Shutdown, T0 + 2);
+    settle(&mut state, T0 + 3);
+    assert_eq!(state.tasks[&on_n1.id].desired_state, TaskState::Shutdown);
+    let new = task_in_slot(&state, "web", on_n1.slot);
+    assert_eq!((new.node_id.as_str(), new.status.state), ("n2", TaskState::Assigned));
+    assert_eq!(new.not_before_ms, 0, "replaced at once, not on a restart delay");
+}
+
+#[test]
+fn tasks_of_a_node_down_for_a_day_are_orphaned() {
+    let mut state = cluster(2, vec![service("web", 2), global("agent")]);
+    settle(&mut state, T0);
+    workers_act(&mut state, T0 + 1);
+    let down_at = T0 + 10;
+    let n1 = state.nodes.get_mut("n1").unwrap();
+    n1.status.state = NodeState::Down;
+    n1.meta.updated_at_ms = down_at;
+    let on_n1: Vec<String> = state.tasks.values().filter(|t| t.node_id == "n1").map(|t| t.id.clone()).collect();
+    assert_eq!(on_n1.len(), 2);
+    let wake = settle(&mut state, down_at + 1);
+    assert_eq!(wake, Some(down_at + enforcer::NODE_DOWN_PERIOD_MS));
+    assert!(on_n1.iter().all(|id| state.tasks[id].status.state == TaskState::Running), "not yet");
+    settle(&mut state, down_at + enforcer::NODE_DOWN_PERIOD_MS);
+    for id in &on_n1 {
+        let t = &state.tasks[id];
+        assert_eq!((t.status.state, t.status.message.as_str()), (TaskState::Orphaned, enforcer::ORPHANED_MESSAGE));
+        assert!(t.desired_state > TaskState::Running);
     }
 }

@@ -8,10 +8,10 @@
 //!
 //! Each pass:
 //! 1. Failures: tasks of the new spec created since the update started that stopped on their own
-//!    (`failed`, `rejected`, `complete`) while it runs count as failures (Swarm counts those within the
-//!    monitor period of each task; the manager does not keep when a task started, so shoal counts every
-//!    such failure until the update completes — stricter, never laxer). When
-//!    `failures / slots > max_failure_ratio` the failure action fires: `pause` (state `paused`, message
+//!    (`failed`, `rejected`, `complete`) count as failures if they never started or stopped within the
+//!    monitor period of their start (`status.started_at_ms`, from the agent's `running` report), as
+//!    Swarm counts them. When `failures / dirty slots > max_failure_ratio` (the slots the update
+//!    replaces) the failure action fires: `pause` (state `paused`, message
 //!    "update paused due to failure or early termination of task <id>"), `rollback` (spec ← previous
 //!    spec, `rollback_started`, "update rolled back due to failure or early termination of task <id>"),
 //!    or `continue`. A rollback that fails can only pause (`rollback_paused`).
@@ -77,6 +77,16 @@ pub fn monitor_ms(cfg: &UpdateConfig) -> u64 {
     }
 }
 
+/// Swarm's rule (`updater.go`): a failure counts against an update only if the task never started or
+/// stopped within `monitor` of starting; a task that ran longer was healthy, and its later failure is
+/// the restart supervisor's business.
+pub fn failed_within_monitor(task: &Task, monitor_ms: u64) -> bool {
+    match task.status.started_at_ms {
+        0 => true,
+        started => task.status.timestamp_ms <= started.saturating_add(monitor_ms),
+    }
+}
+
 /// One slot's tasks split by spec.
 struct SlotView {
     key: SlotKey,
@@ -136,21 +146,25 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
     let cfg = if rollback { service.spec.rollback_config.clone() } else { service.spec.update_config.clone() };
     let monitor = monitor_ms(&cfg);
 
-    // 1. Failures of the new tasks since the update started.
+    // 1. Failures of the new tasks since the update started, within the monitor period of their start.
+    let made_by_update = |t: &Task| t.spec == service.spec.task && w.created_at(t) >= status.started_at_ms;
     let mut failed: Vec<&Task> = slots
         .iter()
         .flat_map(|s| s.all.iter())
         .filter(|t| {
-            t.spec == service.spec.task
-                && w.created_at(t) >= status.started_at_ms
+            made_by_update(t)
                 && matches!(t.status.state, TaskState::Failed | TaskState::Rejected | TaskState::Complete)
                 && t.desired_state <= TaskState::Shutdown
+                && failed_within_monitor(t, monitor)
         })
         .collect();
     if !failed.is_empty() {
         failed.sort_by(|a, b| (a.status.timestamp_ms, &a.id).cmp(&(b.status.timestamp_ms, &b.id)));
         let culprit = failed.last().map(|t| t.id.clone()).unwrap_or_default();
-        let ratio = failed.len() as f64 / slots.len().max(1) as f64;
+        // Swarm divides by the slots that were dirty when the update started: those still dirty plus
+        // those this update already gave a new task.
+        let dirty_slots = slots.iter().filter(|s| !s.old.is_empty() || s.all.iter().any(made_by_update)).count();
+        let ratio = failed.len() as f64 / dirty_slots.max(1) as f64;
         if ratio > cfg.max_failure_ratio {
             let action = if rollback && cfg.failure_action == FailureAction::Rollback {
                 FailureAction::Pause
@@ -205,7 +219,9 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
                 busy += 1;
             }
             Some(t) => {
-                last_running_at = last_running_at.max(t.status.timestamp_ms);
+                let started_at =
+                    if t.status.started_at_ms > 0 { t.status.started_at_ms } else { t.status.timestamp_ms };
+                last_running_at = last_running_at.max(started_at);
                 // Start-first: the new task runs, so the old one goes.
                 for old in &s.old {
                     let mut old = old.clone();
@@ -213,9 +229,9 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
                         w.put_task(old);
                     }
                 }
-                if w.created_at(t) >= status.started_at_ms && t.status.timestamp_ms + cfg.delay_ms > now {
+                if w.created_at(t) >= status.started_at_ms && started_at + cfg.delay_ms > now {
                     busy += 1;
-                    w.wake_at(t.status.timestamp_ms + cfg.delay_ms);
+                    w.wake_at(started_at + cfg.delay_ms);
                 }
             }
         }
