@@ -366,14 +366,12 @@ impl ShoalNode {
     }
 
     fn become_manager(&self, replica: Replica) {
-        let consensus = Arc::new(ReplicaConsensus { replica: replica.clone() });
+        let consensus = Arc::new(ReplicaConsensus::new(replica.clone()));
         let node_id = self.node_id();
-        let control = Arc::new(ControlHandler::new(
-            self.inner.store.clone(),
-            consensus.clone(),
-            node_id,
-            self.inner.env.addr.clone(),
-        ));
+        let control = Arc::new(
+            ControlHandler::new(self.inner.store.clone(), consensus.clone(), node_id, self.inner.env.addr.clone())
+                .with_read_forwarding(self.inner.env.transport.clone()),
+        );
         let dispatcher = Arc::new(Dispatcher::new(
             self.inner.store.clone(),
             consensus.clone(),
@@ -606,6 +604,42 @@ async fn lead_when_elected(
 /// [`Consensus`] over the raft replica.
 struct ReplicaConsensus {
     replica: Replica,
+    /// `true` while the replica leads *with a quorum* (see [`follow_leadership`]).
+    leadership: watch::Receiver<bool>,
+}
+
+impl ReplicaConsensus {
+    fn new(replica: Replica) -> Self {
+        let (tx, leadership) = watch::channel(replica.leads_with_quorum());
+        runtime::spawn(follow_leadership(replica.clone(), tx));
+        ReplicaConsensus { replica, leadership }
+    }
+}
+
+/// Keeps the leadership watch: leader, and acknowledged by a quorum within an election timeout.
+///
+/// openraft 0.9 has no CheckQuorum, so a leader cut off in a minority keeps its Leader role until it
+/// hears of a newer term. Swarm's leader steps down instead, and its leader-only work stops with it;
+/// so this watch turns false once the quorum's acknowledgement is stale, and the orchestrator, the
+/// dispatcher's node-down detection and the dispatcher itself stop acting on the minority side. The
+/// quorum ages without any event, so besides status changes the watch is re-checked every heartbeat.
+async fn follow_leadership(replica: Replica, tx: watch::Sender<bool>) {
+    let mut status = replica.watch();
+    let period = Duration::from_millis(replica.config().heartbeat_interval_ms.max(1));
+    loop {
+        let leading = replica.leads_with_quorum();
+        tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
+        if tx.is_closed() {
+            return;
+        }
+        tokio::select! {
+            // Biased: tokio's random branch order is not seeded by the simulator.
+            biased;
+            changed = status.changed() => if changed.is_err() { break },
+            _ = runtime::sleep(period) => {}
+        }
+    }
+    tx.send_replace(false);
 }
 
 fn control_error(err: ReplicaError) -> ControlError {
@@ -625,23 +659,12 @@ impl Consensus for ReplicaConsensus {
     }
 
     fn leadership(&self) -> watch::Receiver<bool> {
-        // Derived from the replica's status watch.
-        let mut status = self.replica.watch();
-        let (tx, rx) = watch::channel(status.borrow().role == crate::raft::Role::Leader);
-        runtime::spawn(async move {
-            while status.changed().await.is_ok() {
-                let leading = status.borrow().role == crate::raft::Role::Leader;
-                tx.send_if_modified(|current| std::mem::replace(current, leading) != leading);
-                if tx.is_closed() {
-                    return;
-                }
-            }
-            tx.send_replace(false);
-        });
-        rx
+        self.leadership.clone()
     }
 
     fn leader_addr(&self) -> Option<String> {
+        // Raft's view, even for a leader whose quorum is stale: writes sent to it wait a moment for
+        // the quorum to answer again (a restarted peer) before they fail with the lost-quorum error.
         self.replica.leader().map(|(_, addr)| addr)
     }
 

@@ -1,5 +1,13 @@
-//! The control API served by every manager: validates requests, reads from the local store and
-//! writes through consensus (forwarded to the leader when this manager follows).
+//! The control API served by every manager: validates requests, writes through consensus (forwarded
+//! to the leader when this manager follows) and answers reads linearizably.
+//!
+//! Reads: Swarm's followers proxy control calls to the leader, so a write acknowledged by one manager
+//! is visible to a read through any other. Here the leader confirms with a quorum that it still leads
+//! and has applied everything committed (`Consensus::ensure_linearizable`) before it reads its store;
+//! a follower forwards the read to the leader it knows, over the control channel. Every hop goes to
+//! the leader of a newer term than the sender's, so forwarding cannot loop. With no leader a read
+//! fails with Swarm's lost-quorum error, as `docker node ls` does. `info` describes this node and is
+//! answered locally.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,8 +21,9 @@ use crate::api::{
 };
 use crate::env::runtime;
 use crate::env::transport::Peer;
+use crate::env::Transport;
 use crate::manager::Consensus;
-use crate::rpc::Service as RpcService;
+use crate::rpc::{self, Channel, Service as RpcService};
 use crate::store::{propose_with_retry, Action, Kind, Object, ProposeError, Store, StoreError, StoreState};
 
 /// The control API of one manager.
@@ -23,7 +32,14 @@ pub struct ControlHandler {
     consensus: Arc<dyn Consensus>,
     node_id: String,
     node_addr: String,
+    /// How a follower reaches the leader with a read; without it (unit tests) reads are local.
+    transport: Option<Arc<dyn Transport>>,
 }
+
+/// How long a read waits for a leader to be known (an election takes about one election timeout).
+const READ_LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a forwarded read may take on the leader (a quorum round, then the read).
+const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl From<ProposeError> for ControlError {
     fn from(err: ProposeError) -> Self {
@@ -133,7 +149,48 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
 
 impl ControlHandler {
     pub fn new(store: Store, consensus: Arc<dyn Consensus>, node_id: String, node_addr: String) -> Self {
-        ControlHandler { store, consensus, node_id, node_addr }
+        ControlHandler { store, consensus, node_id, node_addr, transport: None }
+    }
+
+    /// Let a follower forward reads to the leader over `transport` (see the module docs).
+    pub fn with_read_forwarding(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// Where a read is answered: `None` here (this manager leads and its store is up to date),
+    /// or the leader's answer to the forwarded request.
+    async fn route_read(&self, request: &ControlRequest) -> Result<Option<ControlResult>, ControlError> {
+        let Some(transport) = self.transport.clone() else { return Ok(None) };
+        let deadline = runtime::now() + READ_LEADER_WAIT;
+        let leadership = self.consensus.leadership();
+        loop {
+            if *leadership.borrow() {
+                match self.consensus.ensure_linearizable().await {
+                    Ok(()) => return Ok(None),
+                    // Deposed meanwhile: ask the new leader.
+                    Err(_) if !*leadership.borrow() && runtime::now() < deadline => continue,
+                    Err(err) => return Err(err),
+                }
+            }
+            match self.consensus.leader_addr() {
+                Some(addr) if addr != self.node_addr => {
+                    let reply: Result<ControlResult, _> =
+                        rpc::call(transport.as_ref(), &addr, Channel::Control, request, READ_FORWARD_TIMEOUT).await;
+                    match reply {
+                        Ok(answer) => return Ok(Some(answer)),
+                        Err(_) if runtime::now() < deadline => runtime::sleep(Duration::from_millis(50)).await,
+                        Err(err) => {
+                            return Err(ControlError::Unavailable(format!(
+                                "cannot reach the leader at {addr} to read: {err}"
+                            )))
+                        }
+                    }
+                }
+                _ if runtime::now() >= deadline => return Err(ControlError::NoLeader),
+                _ => runtime::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     async fn write<F>(&self, build: F) -> Result<(), ControlError>
@@ -151,6 +208,10 @@ impl ControlHandler {
             let no_leader = self.consensus.leader_addr().is_none() && !*self.consensus.leadership().borrow();
             if no_leader {
                 return Err(ControlError::NoLeader);
+            }
+        } else if request != ControlRequest::Info {
+            if let Some(answer) = self.route_read(&request).await? {
+                return answer;
             }
         }
         match request {
