@@ -8,9 +8,11 @@
 //! - [`scheduler`], [`orchestrator`], [`dispatcher`], [`agent`] — swarmkit's controllers.
 //! - [`control`] — the control API used by the CLI and by scenario steps.
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
+//! - [`auth`] — which authenticated peer may use which channel (managers only for raft and control).
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod control;
 pub mod dispatcher;
 pub mod env;
@@ -20,6 +22,7 @@ pub mod orchestrator;
 pub mod raft;
 pub mod rpc;
 pub mod scheduler;
+pub mod stack;
 pub mod store;
 pub mod tokens;
 pub mod trace;

@@ -41,6 +41,13 @@ pub struct NodeConfig {
     pub raft: RaftConfig,
     /// The CA digest for join tokens (the real daemon's cluster CA); `None` makes a random one.
     pub ca_digest: Option<String>,
+    /// The cluster CA certificate and key (PEM) that `swarm init` records in the cluster object, so
+    /// every manager can sign joining nodes' certificates; empty in the simulator.
+    pub root_ca_pem: String,
+    pub root_ca_key_pem: String,
+    /// The node id `swarm init` takes, when the daemon already named it in the node's certificate;
+    /// `None` makes a fresh one. (A joining node gets its id from the certificate it was issued.)
+    pub node_id: Option<String>,
 }
 
 impl NodeConfig {
@@ -54,6 +61,9 @@ impl NodeConfig {
             cluster_spec: ClusterSpec::default(),
             raft: RaftConfig::default(),
             ca_digest: None,
+            root_ca_pem: String::new(),
+            root_ca_key_pem: String::new(),
+            node_id: None,
         }
     }
 }
@@ -161,6 +171,8 @@ impl ShoalNode {
         let existing = read_identity(env.disk.as_ref()).await?;
         let router = Router::new();
         let store = Store::new();
+        // Peers the transport authenticates (mutual TLS) are checked against the store; see `auth`.
+        router.set_gate(Arc::new(crate::auth::StoreGate::new(store.clone())));
         env.transport
             .serve(Arc::new(router.clone()))
             .await
@@ -201,7 +213,7 @@ impl ShoalNode {
                 let replica = Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?;
                 replica.initialize().await?;
                 let identity = Identity {
-                    node_id: new_id(),
+                    node_id: config.node_id.clone().unwrap_or_else(new_id),
                     cluster_id: new_id(),
                     role: NodeRole::Manager,
                     raft_id: Some(raft_id),
@@ -414,8 +426,9 @@ impl ShoalNode {
                     spec: config.cluster_spec.clone(),
                     worker_join_token: crate::tokens::generate(&digest),
                     manager_join_token: crate::tokens::generate(&digest),
-                    root_ca_pem: String::new(),
+                    root_ca_pem: config.root_ca_pem.clone(),
                     root_ca_digest: digest,
+                    root_ca_key_pem: config.root_ca_key_pem.clone(),
                 })));
             }
             let me = Node {

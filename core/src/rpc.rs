@@ -1,6 +1,7 @@
 //! Typed calls over the transport seam. Every node serves one [`Router`]; a request's first byte names
 //! the [`Channel`] (raft, dispatcher, control), the rest is that channel's JSON message. A garbled or
-//! unknown frame gets an error reply, never a panic.
+//! unknown frame gets an error reply, never a panic. Requests from authenticated peers pass a [`Gate`]
+//! first (who may use which channel).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -71,11 +72,21 @@ impl<S: Service> ErasedService for Erased<S> {
     }
 }
 
+/// Decides whether an authenticated peer may send a request on a channel (see [`crate::auth`]).
+///
+/// Consulted only for peers whose identity the transport authenticated (mutual TLS in the daemon):
+/// the simulator's peers carry no identity and are not checked, so simulated runs are unchanged.
+pub trait Gate: Send + Sync + 'static {
+    /// `Err` is the reason the request is refused; the caller sees it in its error.
+    fn admit(&self, identity: &str, channel: Channel, body: &[u8]) -> Result<(), String>;
+}
+
 /// Demultiplexes a node's incoming requests to the services registered for each channel.
 /// Channels can be registered and removed while serving (a worker promoted to manager gains raft).
 #[derive(Default, Clone)]
 pub struct Router {
     services: Arc<RwLock<BTreeMap<Channel, Arc<dyn ErasedService>>>>,
+    gate: Arc<RwLock<Option<Arc<dyn Gate>>>>,
 }
 
 impl Router {
@@ -90,6 +101,11 @@ impl Router {
     pub fn unregister(&self, channel: Channel) {
         self.services.write().expect("router lock").remove(&channel);
     }
+
+    /// Check every request from an authenticated peer with `gate` before it reaches a service.
+    pub fn set_gate(&self, gate: Arc<dyn Gate>) {
+        *self.gate.write().expect("router lock") = Some(gate);
+    }
 }
 
 #[async_trait]
@@ -100,10 +116,16 @@ impl Handler for Router {
             Some((&tag, body)) => match Channel::from_byte(tag) {
                 None => Reply::BadRequest(format!("unknown channel {tag}")),
                 Some(channel) => {
+                    let gate = self.gate.read().expect("router lock").clone();
+                    let refused = match (&gate, &peer.identity) {
+                        (Some(gate), Some(identity)) => gate.admit(identity, channel, body).err(),
+                        _ => None,
+                    };
                     let service = self.services.read().expect("router lock").get(&channel).cloned();
-                    match service {
-                        Some(service) => service.call_bytes(peer, body).await,
-                        None => Reply::BadRequest(format!("this node does not serve {channel:?} requests")),
+                    match (refused, service) {
+                        (Some(reason), _) => Reply::BadRequest(format!("permission denied: {reason}")),
+                        (None, Some(service)) => service.call_bytes(peer, body).await,
+                        (None, None) => Reply::BadRequest(format!("this node does not serve {channel:?} requests")),
                     }
                 }
             },

@@ -1,5 +1,7 @@
 //! Join tokens in Swarm's shape: `SWMTKN-1-<root CA digest, 50 base-36 chars>-<secret, 25 base-36 chars>`
 //! (swarmkit `ca/config.go`). The digest pins the cluster CA; the secret says which role the token grants.
+//! In the daemon the digest is [`digest_from_sha256`] of the cluster CA certificate, which a joining node
+//! checks before it trusts the CA it is handed; in the simulator it is a random placeholder.
 
 use crate::api::{Cluster, NodeRole};
 use crate::dispatcher::DispatcherError;
@@ -16,6 +18,26 @@ fn base36(len: usize) -> String {
 /// A fresh root-CA digest placeholder for clusters without a real CA (the simulator), in token form.
 pub fn new_digest() -> String {
     base36(DIGEST_LEN)
+}
+
+/// A CA certificate's SHA-256 in token form, as swarmkit writes it: the 256-bit number in base 36,
+/// zero-padded to 50 digits (36^50 > 2^256, so every digest fits).
+pub fn digest_from_sha256(sha256: &[u8; 32]) -> String {
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    // Long division of the big-endian number by 36, least significant digit first.
+    let mut number = sha256.to_vec();
+    let mut digits = Vec::with_capacity(DIGEST_LEN);
+    while number.iter().any(|&b| b != 0) {
+        let mut remainder = 0u32;
+        for byte in number.iter_mut() {
+            let value = (remainder << 8) | u32::from(*byte);
+            *byte = (value / 36) as u8;
+            remainder = value % 36;
+        }
+        digits.push(ALPHABET[remainder as usize]);
+    }
+    digits.resize(DIGEST_LEN.max(digits.len()), b'0');
+    digits.iter().rev().map(|&d| d as char).collect()
 }
 
 /// A new token for a cluster whose CA digest is `digest`.
@@ -72,6 +94,7 @@ mod tests {
             manager_join_token: generate(&digest),
             root_ca_pem: String::new(),
             root_ca_digest: digest,
+            root_ca_key_pem: String::new(),
         }
     }
 
@@ -89,5 +112,19 @@ mod tests {
             assert_eq!(check(bad, &c).unwrap_err().to_string(), "invalid join token");
         }
         assert_eq!(c.worker_join_token.len(), 9 + 50 + 1 + 25);
+    }
+
+    #[test]
+    fn sha256_digests_take_the_token_shape() {
+        assert_eq!(digest_from_sha256(&[0; 32]), "0".repeat(50));
+        let mut one = [0u8; 32];
+        one[31] = 37;
+        assert_eq!(digest_from_sha256(&one), format!("{}11", "0".repeat(48)));
+        let max = digest_from_sha256(&[0xff; 32]);
+        assert_eq!(max.len(), 50);
+        // 2^256 - 1 in base 36, as Go's big.Int.Text(36) writes it.
+        assert_eq!(max, "6dp5qcb22im238nr3wvp0ic7q99w035jmy2iw7i6n43d37jtof");
+        let token = generate(&max);
+        assert_eq!(parse(&token).unwrap().0, max);
     }
 }

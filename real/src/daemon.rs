@@ -9,8 +9,10 @@
 //! real launcher (TCP transport, file disk, Docker or process executor, `ShoalNode`) is in
 //! [`crate::node_launcher`].
 //!
-//! Files under the data dir: `daemon.json` (this node's hostname and addresses, for resuming),
-//! `events.jsonl` (the node's trace events), and `node/` (the core's disk: raft log, snapshots, identity).
+//! Files under the data dir (mode 0700): `daemon.json` (this node's hostname and addresses, for
+//! resuming), `events.jsonl` (the node's trace events), `node/` (the core's disk: raft log, snapshots,
+//! identity) and `certificates/` (the cluster CA and this node's certificate and key; see
+//! [`crate::node_launcher`]).
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -156,6 +158,9 @@ impl Daemon {
     /// A daemon over `data_dir` (created if missing). Call [`Daemon::resume`] to bring back a node.
     pub fn new(data_dir: &Path, hostname: String, launcher: Arc<dyn NodeLauncher>) -> std::io::Result<Daemon> {
         std::fs::create_dir_all(data_dir)?;
+        // The data dir holds the node's keys and the raft log (which carries the cluster CA key).
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
         let tracer = Arc::new(JsonlTraceSink::open(&data_dir.join("events.jsonl"))?);
         Ok(Daemon {
             data_dir: data_dir.to_path_buf(),
@@ -280,6 +285,7 @@ impl Daemon {
     /// Remove the node's state so that the next start is inactive (after leave, or a failed start).
     fn erase_state(&self) {
         let _ = std::fs::remove_dir_all(self.node_dir());
+        let _ = std::fs::remove_dir_all(crate::node_launcher::certificates_dir(&self.node_dir()));
         let _ = std::fs::remove_file(self.settings_path());
     }
 

@@ -5,8 +5,10 @@
 //! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
 //! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard).
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
+//! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate).
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
 
+pub mod bootstrap;
 pub mod cli;
 pub mod daemon;
 pub mod disk;

@@ -24,9 +24,12 @@
 //!
 //! # Security
 //!
-//! Every stream passes through [`Security`] right after the TCP handshake, before the preface. It is
-//! plain TCP today; mutual TLS (a cluster CA made at `swarm init`, node certificates carrying the node
-//! id) slots in there as a wrapper around the stream, and fills [`Peer::identity`].
+//! Every stream passes through [`Security`] right after the TCP handshake, before the preface. The
+//! daemon uses mutual TLS ([`Security::Tls`]: a cluster CA made at `swarm init`, node certificates
+//! carrying the node id, which fills [`Peer::identity`]); plain TCP remains for tests of the framing.
+//! Under TLS, a connection that presents no client certificate is a node joining: its requests go to
+//! the bootstrap handler ([`TcpTransport::set_bootstrap_handler`]) or are refused, never to the
+//! cluster's handler. The joining side dials with [`Security::Join`].
 
 use std::collections::HashMap;
 use std::io;
@@ -96,7 +99,11 @@ pub enum Security {
     #[default]
     Plain,
     /// Mutual TLS: both sides present a certificate signed by the cluster CA (see [`crate::tls`]).
+    /// Incoming connections without a client certificate reach only the bootstrap handler.
     Tls(Arc<crate::tls::TlsConfig>),
+    /// A joining node's bootstrap dialler: TLS without a client certificate, trusting the listener
+    /// through the join token's CA digest. It cannot serve.
+    Join(Arc<crate::tls::JoinTls>),
 }
 
 impl std::fmt::Debug for Security {
@@ -104,6 +111,7 @@ impl std::fmt::Debug for Security {
         match self {
             Security::Plain => f.write_str("Plain"),
             Security::Tls(_) => f.write_str("Tls"),
+            Security::Join(_) => f.write_str("Join"),
         }
     }
 }
@@ -119,6 +127,7 @@ impl Security {
         match self {
             Security::Plain => Ok(Box::pin(tcp)),
             Security::Tls(tls) => tls.connect(tcp).await,
+            Security::Join(join) => join.connect(tcp).await,
         }
     }
 
@@ -127,7 +136,13 @@ impl Security {
         match self {
             Security::Plain => Ok((Box::pin(tcp), None)),
             Security::Tls(tls) => tls.accept(tcp).await,
+            Security::Join(_) => Err("a joining node's bootstrap transport does not accept connections".into()),
         }
+    }
+
+    /// Whether every peer of the cluster must prove an identity (so one without is only bootstrapping).
+    fn authenticates(&self) -> bool {
+        matches!(self, Security::Tls(_))
     }
 }
 
@@ -263,6 +278,8 @@ struct Inner {
     server: Mutex<Option<JoinHandle<()>>>,
     local_addr: Mutex<Option<SocketAddr>>,
     errors: Mutex<std::collections::VecDeque<ConnectionError>>,
+    /// Serves TLS connections without a client certificate (a node joining); none: they are refused.
+    bootstrap: Mutex<Option<Arc<dyn Handler>>>,
 }
 
 /// TCP transport with length-delimited frames, multiplexed calls, deadlines and reconnects.
@@ -300,6 +317,7 @@ impl TcpTransport {
                 server: Mutex::new(None),
                 local_addr: Mutex::new(None),
                 errors: Mutex::new(std::collections::VecDeque::new()),
+                bootstrap: Mutex::new(None),
             }),
         }
     }
@@ -314,9 +332,18 @@ impl TcpTransport {
         lock(&self.inner.errors).iter().cloned().collect()
     }
 
+    /// Under [`Security::Tls`], serve connections that present no client certificate with `handler`
+    /// (a joining node asking for its certificate) instead of refusing them. They never reach the
+    /// handler given to [`Transport::serve`].
+    pub fn set_bootstrap_handler(&self, handler: Option<Arc<dyn Handler>>) {
+        *lock(&self.inner.bootstrap) = handler;
+    }
+
     /// Stop serving and drop every connection, incoming and outgoing. Calls in flight on outgoing
     /// connections fail with `Closed`; peers with calls to us in flight see the connection close.
     pub fn shutdown(&self) {
+        // The bootstrap handler may hold the node that owns this transport; let both go.
+        lock(&self.inner.bootstrap).take();
         if let Some(server) = lock(&self.inner.server).take() {
             server.abort();
         }
@@ -452,6 +479,13 @@ async fn client_reader<R: AsyncRead + Unpin>(
     let error = loop {
         let frame = match read_frame(&mut read, max_frame_bytes).await {
             Ok(frame) => frame,
+            // Under TLS 1.3 a listener refuses the dialler's certificate after the dialler thinks the
+            // handshake is done: the refusal arrives here, as a TLS alert (InvalidData).
+            Err(FrameError::Io(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                let reason = format!("the peer refused the TLS session: {e}");
+                fail_pending(&pending, |addr| TransportError::Refused { addr, reason: reason.clone() }, &addr);
+                return;
+            }
             // A reset is the peer going away, not a protocol problem.
             Err(FrameError::Closed | FrameError::Io(_)) => break None,
             Err(FrameError::Garbled(reason)) => break Some(reason),
@@ -572,12 +606,20 @@ async fn serve_connection(tcp: TcpStream, remote: SocketAddr, handler: Arc<dyn H
 
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     let writer = tokio::spawn(writer_loop(write, frames_rx));
+    // Under mutual TLS a peer without an identity is a node still joining: it may only ask for its
+    // certificate, so the cluster's own handler (raft, dispatcher, control) never sees it.
+    let handler = match (config.security.authenticates() && identity.is_none(), lock(&inner.bootstrap).clone()) {
+        (false, _) => Some(handler),
+        (true, bootstrap) => bootstrap,
+    };
     let peer = Peer { addr: remote.to_string(), identity };
 
     let problem = if &preface != PREFACE {
         Some(format!("bad preface {:?}: not a shoal peer (expected {:?})", ascii(&preface), ascii(PREFACE)))
-    } else {
+    } else if let Some(handler) = handler {
         serve_requests(read, &frames_tx, peer, handler, config).await
+    } else {
+        Some("a certificate signed by the cluster CA is required (this node does not issue certificates)".into())
     };
     if let Some(reason) = problem {
         record_error(&inner, remote.to_string(), reason.clone());

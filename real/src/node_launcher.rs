@@ -1,7 +1,22 @@
 //! The daemon's real [`NodeLauncher`]: builds a [`NodeEnv`] from the real arms — [`TcpTransport`],
 //! [`FileDisk`], [`DockerExecutor`] or [`ProcessExecutor`] — and starts a core [`ShoalNode`] on it.
+//!
+//! Peers always talk mutual TLS. The node's certificates live in `<data-dir>/certificates/`, beside
+//! the core's `node/` directory (which a worker's join wipes): `ca.pem` (the cluster CA), `node.pem` and
+//! `node-key.pem` (this node's certificate and key), and on the node that ran `swarm init`
+//! `ca-key.pem` (the CA key; every manager also has it in the cluster object). Keys are readable by
+//! the owner only.
+//! - `swarm init` makes the cluster CA, names the node and issues its certificate before the node
+//!   starts, and puts the CA (digest, certificate, key) into the cluster object it seeds, so join
+//!   tokens carry the real digest.
+//! - `swarm join` first gets a certificate through [`crate::bootstrap`] (the token's CA digest is
+//!   checked there), then starts the node under it.
+//! - A restart (or `--force-new-cluster`) reloads the files.
+//!
+//! Every started node serves [`BootstrapService`] to connections without a certificate, so joins can
+//! go through any manager.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,11 +26,58 @@ use shoal_core::env::{Executor, NodeEnv};
 use shoal_core::node::{Bootstrap as CoreBootstrap, NodeConfig, ShoalNode};
 use shoal_core::trace::{TraceSink, Tracer};
 
+use crate::bootstrap::BootstrapService;
 use crate::daemon::{Bootstrap, NodeLauncher, NodeSettings, RunningNode};
 use crate::disk::FileDisk;
 use crate::docker::{DockerExecutor, DockerOptions};
-use crate::net::TcpTransport;
+use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::process::ProcessExecutor;
+use crate::tls::{ClusterCa, NodeCert, TlsConfig};
+
+const CA_CERT_FILE: &str = "ca.pem";
+const CA_KEY_FILE: &str = "ca-key.pem";
+const NODE_CERT_FILE: &str = "node.pem";
+const NODE_KEY_FILE: &str = "node-key.pem";
+
+/// Where a node's certificates are kept, given the core's node directory.
+pub fn certificates_dir(node_dir: &Path) -> PathBuf {
+    node_dir.with_file_name("certificates")
+}
+
+/// Write `contents` to `dir/name` atomically, readable (for keys: at all) by the owner only.
+fn write_private(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let fail = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(fail)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(fail)?;
+    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(fail)
+}
+
+fn read_file(dir: &Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(dir.join(name)).map_err(|e| {
+        format!(
+            "cannot read the node's certificate file {}: {e} (leave the swarm and join again)",
+            dir.join(name).display()
+        )
+    })
+}
+
+fn save_certificates(dir: &Path, ca_pem: &str, node: &NodeCert) -> Result<(), String> {
+    write_private(dir, CA_CERT_FILE, ca_pem)?;
+    write_private(dir, NODE_KEY_FILE, &node.key_pem)?;
+    write_private(dir, NODE_CERT_FILE, &node.cert_pem)
+}
+
+/// The cluster CA certificate and this node's certificate, from the data dir.
+fn load_certificates(dir: &Path) -> Result<(String, NodeCert), String> {
+    let node = NodeCert { cert_pem: read_file(dir, NODE_CERT_FILE)?, key_pem: read_file(dir, NODE_KEY_FILE)? };
+    Ok((read_file(dir, CA_CERT_FILE)?, node))
+}
 
 /// Which executor the daemon's node runs tasks with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +173,40 @@ impl NodeLauncher for RealLauncher {
             ),
             ExecutorKind::Process => Arc::new(ProcessExecutor::new()),
         };
-        let transport = TcpTransport::new(settings.listen_addr.clone());
+        let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
+        let certs = certificates_dir(node_dir);
+        let (ca_pem, node_cert) = match &bootstrap {
+            Bootstrap::Init { force_new_cluster: false, .. } => {
+                let ca = ClusterCa::generate().map_err(|e| format!("cannot make the cluster CA: {e}"))?;
+                let node_id = shoal_core::api::new_id();
+                let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+                let cert_pem = ca
+                    .issue_for_key(&node_id, shoal_core::api::NodeRole::Manager, key.public_key_raw())
+                    .map_err(|e| format!("cannot issue this node's certificate: {e}"))?;
+                let node = NodeCert { cert_pem, key_pem: key.serialize_pem() };
+                write_private(&certs, CA_KEY_FILE, &ca.key_pem())?;
+                save_certificates(&certs, ca.cert_pem(), &node)?;
+                config.node_id = Some(node_id);
+                config.ca_digest = Some(ca.digest());
+                config.root_ca_pem = ca.cert_pem().to_string();
+                config.root_ca_key_pem = ca.key_pem();
+                (ca.cert_pem().to_string(), node)
+            }
+            Bootstrap::Join { remote_addr, token } => {
+                let credentials = crate::bootstrap::request_certificate(remote_addr, &settings.listen_addr, token)
+                    .await
+                    .map_err(|reason| format!("cannot join the swarm at {remote_addr}: {reason}"))?;
+                save_certificates(&certs, &credentials.ca_pem, &credentials.node)?;
+                (credentials.ca_pem, credentials.node)
+            }
+            Bootstrap::Init { force_new_cluster: true, .. } | Bootstrap::Resume => load_certificates(&certs)?,
+        };
+        let tls =
+            TlsConfig::new(&ca_pem, &node_cert).map_err(|e| format!("the node's certificates are unusable: {e}"))?;
+        let transport = TcpTransport::with_config(TcpConfig {
+            security: Security::Tls(Arc::new(tls)),
+            ..TcpConfig::new(settings.listen_addr.clone())
+        });
         let env = NodeEnv {
             addr: settings.advertise_addr.clone(),
             transport: Arc::new(transport.clone()),
@@ -119,7 +214,6 @@ impl NodeLauncher for RealLauncher {
             executor: executor.clone(),
             tracer: Tracer::new(settings.hostname.clone(), tracer),
         };
-        let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
         config.availability = settings.availability;
         config.resources = host_resources();
         let core_bootstrap = match bootstrap {
@@ -139,7 +233,10 @@ impl NodeLauncher for RealLauncher {
             Bootstrap::Resume => CoreBootstrap::Resume,
         };
         match ShoalNode::start(env, config, core_bootstrap).await {
-            Ok(node) => Ok(Arc::new(RealNode { node, transport, executor })),
+            Ok(node) => {
+                transport.set_bootstrap_handler(Some(Arc::new(BootstrapService { node: node.clone() })));
+                Ok(Arc::new(RealNode { node, transport, executor }))
+            }
             Err(err) => {
                 transport.shutdown();
                 Err(err.to_string())

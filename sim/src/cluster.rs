@@ -72,9 +72,10 @@ pub enum ClusterError {
     Control(#[from] ControlError),
 }
 
-fn settings_for_sim() -> NodeConfig {
+/// The node settings simulated clusters use: Swarm's defaults, except a 1 s heartbeat so node-down
+/// detection (3 periods) fits short scenarios.
+pub fn settings_for_sim() -> NodeConfig {
     let mut config = NodeConfig::new("", "");
-    // Swarm's defaults, except a 1 s heartbeat so node-down detection (3 periods) fits short scenarios.
     config.cluster_spec.heartbeat_period_ms = 1_000;
     config
 }
@@ -82,13 +83,17 @@ fn settings_for_sim() -> NodeConfig {
 impl SimCluster {
     /// Build a cluster: `manager-1` runs `swarm init`, the other managers and the workers join it.
     pub async fn start(shape: ClusterShape) -> Result<SimCluster, ClusterError> {
+        Self::start_with(shape, settings_for_sim()).await
+    }
+
+    /// [`SimCluster::start`] with other node settings (e.g. Swarm's 5 s heartbeat).
+    pub async fn start_with(shape: ClusterShape, config: NodeConfig) -> Result<SimCluster, ClusterError> {
         let handle = Handle::current();
         let net = SimNet::new();
         let trace = SimTrace::default();
         let client_transport = net.transport("client:1");
         let client = handle.create_node().name("client").build();
-        let mut cluster =
-            SimCluster { net, trace, hosts: BTreeMap::new(), client, client_transport, config: settings_for_sim() };
+        let mut cluster = SimCluster { net, trace, hosts: BTreeMap::new(), client, client_transport, config };
         cluster.add_host("manager-1", Bootstrap::Init { force_new_cluster: false }).await?;
         let tokens = |role| ControlRequest::JoinToken { role, rotate: false };
         let manager_token = match cluster.control(tokens(NodeRole::Manager)).await? {

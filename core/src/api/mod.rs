@@ -82,4 +82,9 @@ pub struct Cluster {
     pub root_ca_pem: String,
     /// Digest of the root CA, part of every join token.
     pub root_ca_digest: String,
+    /// The cluster CA's private key (PEM) in real clusters, so that whichever manager a node joins
+    /// through can sign its certificate (swarmkit keeps `RootCA.CAKey` in its cluster object too);
+    /// empty in the simulator. Never sent to workers or shown by the control API.
+    #[serde(default)]
+    pub root_ca_key_pem: String,
 }

@@ -102,9 +102,11 @@ impl Dispatcher {
         self.consensus.proposer().propose(actions).await.map_err(DispatcherError::from)
     }
 
-    async fn join(&self, request: JoinRequest) -> Result<JoinResponse, DispatcherError> {
+    /// `identity` is the node id in the joiner's certificate when the transport authenticates peers
+    /// (the daemon issued it with the certificate, before this join); otherwise the id is made here.
+    async fn join(&self, request: JoinRequest, identity: Option<String>) -> Result<JoinResponse, DispatcherError> {
         let role = self.authority.check_token(&self.store, &request.token)?;
-        let node_id = new_id();
+        let node_id = identity.unwrap_or_else(new_id);
         let raft_id = request.raft_id.filter(|_| role == NodeRole::Manager);
         if role == NodeRole::Manager && raft_id.is_none() {
             return Err(DispatcherError::Invalid("a manager join must carry the joiner's raft id".into()));
@@ -350,12 +352,12 @@ impl Service for Dispatcher {
     type Request = DispatcherRequest;
     type Response = Result<DispatcherResponse, DispatcherError>;
 
-    async fn call(&self, _peer: Peer, request: DispatcherRequest) -> Self::Response {
+    async fn call(&self, peer: Peer, request: DispatcherRequest) -> Self::Response {
         if !self.is_leader() {
             return Err(self.not_leader());
         }
         match request {
-            DispatcherRequest::Join(r) => self.join(r).await.map(DispatcherResponse::Joined),
+            DispatcherRequest::Join(r) => self.join(r, peer.identity).await.map(DispatcherResponse::Joined),
             DispatcherRequest::Session(r) => self.open_session(r).await.map(DispatcherResponse::Session),
             DispatcherRequest::Heartbeat(r) => self.heartbeat(r).map(DispatcherResponse::Heartbeat),
             DispatcherRequest::Assignments(r) => self.assignments(r).await.map(DispatcherResponse::Assignments),

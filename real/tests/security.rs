@@ -1,0 +1,375 @@
+//! Security of a running swarm: real `shoal daemon` processes on loopback addresses (127.0.0.5x) with
+//! the process executor, attacked the ways Swarm's own tests and threat model name — a wrong token, a
+//! token of another swarm, a rotated token, a certificate from another CA, a worker's certificate used
+//! on manager-only channels, a node speaking for another, a removed node's certificate, garbled
+//! frames. Each must be refused with an error that says why, and the swarm must work afterwards.
+//!
+//! The attacks that need a certificate use the files a daemon keeps in its data dir
+//! (`certificates/`), exactly what an attacker who stole a node's disk would hold.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shoal::net::{
+    read_frame, write_frame, Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REQUEST, PREFACE,
+};
+use shoal::tls::{ca_digest, NodeCert, TlsConfig};
+use shoal_core::control::{ControlRequest, ControlResult};
+use shoal_core::dispatcher::{DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest};
+use shoal_core::env::TransportError;
+use shoal_core::raft::{RaftRequest, RaftResponse};
+use shoal_core::rpc::{self, CallError, Channel};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+const CALL: Duration = Duration::from_secs(5);
+
+struct DaemonProc {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    socket: PathBuf,
+    hostname: String,
+    addr: String,
+}
+
+fn free_port(ip: &str) -> u16 {
+    let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl DaemonProc {
+    fn spawn(hostname: &str, ip: &str) -> DaemonProc {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("shoal.sock");
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(BIN)
+            .args(["daemon", "--executor", "process", "--hostname", hostname])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start shoal daemon");
+        let daemon = DaemonProc {
+            child: Some(child),
+            dir,
+            socket,
+            hostname: hostname.into(),
+            addr: format!("{ip}:{}", free_port(ip)),
+        };
+        wait_for(Duration::from_secs(20), "the daemon's socket", || daemon.shoal(&["info"]).ok());
+        daemon
+    }
+
+    /// Run the CLI against this daemon; Ok(stdout) on exit 0, Err(stderr + stdout) otherwise.
+    fn shoal(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(BIN)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .output()
+            .expect("run shoal");
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        if output.status.success() {
+            Ok(stdout)
+        } else {
+            Err(format!("{}{}", String::from_utf8_lossy(&output.stderr), stdout))
+        }
+    }
+
+    fn must(&self, args: &[&str]) -> String {
+        self.shoal(args)
+            .unwrap_or_else(|e| panic!("`shoal {}` failed: {e}\n--- daemon log ---\n{}", args.join(" "), self.log()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn certs(&self) -> PathBuf {
+        self.dir.path().join("data/certificates")
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.certs().join("ca.pem")).expect("ca.pem")
+    }
+
+    fn node_cert(&self) -> NodeCert {
+        NodeCert {
+            cert_pem: std::fs::read_to_string(self.certs().join("node.pem")).expect("node.pem"),
+            key_pem: std::fs::read_to_string(self.certs().join("node-key.pem")).expect("node-key.pem"),
+        }
+    }
+
+    fn node_id(&self) -> String {
+        let identity = std::fs::read(self.dir.path().join("data/node/node.json")).expect("node.json");
+        let identity: serde_json::Value = serde_json::from_slice(&identity).expect("node.json is JSON");
+        identity["node_id"].as_str().expect("node id").to_string()
+    }
+
+    fn init(&self) -> String {
+        let init = self.must(&["swarm", "init", "--advertise-addr", &self.addr, "--dispatcher-heartbeat", "1s"]);
+        assert!(init.starts_with("Swarm initialized"), "{init}");
+        self.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string()
+    }
+
+    fn join(&self, token: &str, manager: &DaemonProc) -> Result<String, String> {
+        self.shoal(&["swarm", "join", "--token", token, "--advertise-addr", &self.addr, &manager.addr])
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn wait_for<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// A transport presenting `node` and trusting `ca_pem`, dialling from `ip`.
+fn transport_as(ip: &str, ca_pem: &str, node: &NodeCert) -> TcpTransport {
+    let tls = TlsConfig::new(ca_pem, node).expect("TLS config from the node's files");
+    let addr = format!("{ip}:{}", free_port(ip));
+    TcpTransport::with_config(TcpConfig { security: Security::Tls(Arc::new(tls)), ..TcpConfig::new(addr) })
+}
+
+fn refusal(err: CallError) -> String {
+    match err {
+        CallError::BadRequest { reason, .. } => reason,
+        other => panic!("expected the manager to refuse the request, got {other:?}"),
+    }
+}
+
+fn assert_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let actual = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode();
+    assert_eq!(actual & 0o777, mode, "{}", path.display());
+}
+
+#[test]
+fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
+    let ip = |n: u8| format!("127.0.0.{}", 50 + n);
+    let manager = DaemonProc::spawn("sec-m", &ip(1));
+    let worker = DaemonProc::spawn("sec-w1", &ip(2));
+    let doomed = DaemonProc::spawn("sec-w2", &ip(3));
+    let stranger = DaemonProc::spawn("sec-other", &ip(4));
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+
+    // `swarm init` made a CA; the token carries its real digest; keys are the owner's alone.
+    let token = manager.init();
+    let ca_pem = manager.ca_pem();
+    let digest = ca_digest(&ca_pem).expect("the CA certificate parses");
+    assert!(token.starts_with(&format!("SWMTKN-1-{digest}-")), "{token} does not carry the CA digest {digest}");
+    assert_mode(&manager.certs().join("ca-key.pem"), 0o600);
+    assert_mode(&manager.certs().join("node-key.pem"), 0o600);
+    assert_mode(&manager.dir.path().join("data"), 0o700);
+
+    // A malformed token, and a well-formed one with a secret the swarm never issued.
+    let err = worker.join("foobaz", &manager).unwrap_err();
+    assert!(err.contains("invalid join token"), "{err}");
+    let forged = format!("{}{}", &token[..token.len() - 25], "a".repeat(25));
+    let err = worker.join(&forged, &manager).unwrap_err();
+    assert!(err.contains("A valid join token is necessary to join this cluster"), "{err}");
+    assert_eq!(worker.must(&["info"]), " Swarm: inactive\n", "a refused join leaves the daemon inactive");
+
+    // Another swarm's token: the joining node sees the manager's CA is not the token's, and stops
+    // before it sends anything but the handshake.
+    let other_token = stranger.init();
+    let other_digest = ca_digest(&stranger.ca_pem()).unwrap();
+    let err = worker.join(&other_token, &manager).unwrap_err();
+    assert!(err.contains(&format!("remote CA does not match fingerprint. Expected: {other_digest}")), "{err}");
+
+    // Rotation: the old worker token is refused, the new one admits.
+    let rotated = manager.must(&["swarm", "join-token", "--rotate", "worker"]);
+    assert!(rotated.starts_with("Successfully rotated worker join token."), "{rotated}");
+    let new_token = manager.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
+    assert_ne!(new_token, token);
+    let err = worker.join(&token, &manager).unwrap_err();
+    assert!(err.contains("A valid join token is necessary to join this cluster"), "{err}");
+    assert_eq!(worker.join(&new_token, &manager).unwrap(), "This node joined a swarm as a worker.\n");
+    assert_eq!(doomed.join(&new_token, &manager).unwrap(), "This node joined a swarm as a worker.\n");
+    // An attacker copies the second worker's certificate and key (used once the node is removed).
+    let stolen = doomed.dir.path().join("stolen");
+    std::fs::create_dir_all(&stolen).unwrap();
+    for file in ["node.pem", "node-key.pem"] {
+        std::fs::copy(doomed.certs().join(file), stolen.join(file)).unwrap();
+    }
+    assert!(!worker.certs().join("ca-key.pem").exists(), "a worker never holds the CA key");
+    assert_mode(&worker.certs().join("node-key.pem"), 0o600);
+    assert_eq!(worker.ca_pem(), ca_pem);
+    wait_for(Duration::from_secs(30), "3 ready nodes", || {
+        let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
+        (nodes.len() == 3 && nodes.iter().all(|n| n["Status"] == "Ready")).then_some(())
+    });
+
+    let worker_id = worker.node_id();
+    let doomed_id = doomed.node_id();
+    runtime.block_on(async {
+        // A worker's certificate on the manager-only channels.
+        let as_worker = transport_as(&ip(2), &ca_pem, &worker.node_cert());
+        let err =
+            rpc::call::<_, ControlResult>(&as_worker, &manager.addr, Channel::Control, &ControlRequest::Info, CALL)
+                .await
+                .unwrap_err();
+        let reason = refusal(err);
+        assert!(reason.contains(&format!("permission denied: node {worker_id} is a worker")), "{reason}");
+        assert!(reason.contains("only managers may send Control requests"), "{reason}");
+        let propose = RaftRequest::Propose { actions: vec![] };
+        let err =
+            rpc::call::<_, RaftResponse>(&as_worker, &manager.addr, Channel::Raft, &propose, CALL).await.unwrap_err();
+        assert!(refusal(err).contains("only managers may send Raft requests"));
+
+        // A node speaks only for itself on the dispatcher.
+        let heartbeat =
+            DispatcherRequest::Heartbeat(HeartbeatRequest { node_id: doomed_id.clone(), session_id: "s".into() });
+        let err = rpc::call::<_, Result<DispatcherResponse, DispatcherError>>(
+            &as_worker,
+            &manager.addr,
+            Channel::Dispatcher,
+            &heartbeat,
+            CALL,
+        )
+        .await
+        .unwrap_err();
+        let reason = refusal(err);
+        assert!(reason.contains(&format!("node {worker_id} cannot speak for node {doomed_id}")), "{reason}");
+
+        // A certificate from another CA is refused in the handshake, whichever CA the dialler trusts.
+        let foreign = stranger.node_cert();
+        for trusted in [ca_pem.clone(), stranger.ca_pem()] {
+            let impostor = transport_as(&ip(4), &trusted, &foreign);
+            let err =
+                rpc::call::<_, ControlResult>(&impostor, &manager.addr, Channel::Control, &ControlRequest::Info, CALL)
+                    .await
+                    .unwrap_err();
+            assert!(
+                matches!(&err, CallError::Transport(TransportError::Refused { reason, .. })
+                    if reason.contains("handshake failed") || reason.contains("the peer refused the TLS session")),
+                "a foreign certificate must fail the handshake: {err}"
+            );
+        }
+
+        garbled_frames(&manager.addr, &ca_pem, &worker.node_cert(), &ip(2)).await;
+    });
+
+    // A removed node's certificate no longer gets anything. (Its daemon learns it was removed and
+    // goes inactive, as Docker's does.)
+    doomed.shoal(&["swarm", "leave", "--force"]).ok();
+    wait_for(Duration::from_secs(30), "the node that left to be down", || {
+        let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
+        nodes.iter().any(|n| n["Hostname"] == doomed.hostname.as_str() && n["Status"] == "Down").then_some(())
+    });
+    let stolen = doomed_cert_copy(&doomed);
+    manager.must(&["node", "rm", &doomed.hostname]);
+    runtime.block_on(async {
+        let as_removed = transport_as(&ip(3), &ca_pem, &stolen);
+        let err =
+            rpc::call::<_, ControlResult>(&as_removed, &manager.addr, Channel::Control, &ControlRequest::Info, CALL)
+                .await
+                .unwrap_err();
+        let reason = refusal(err);
+        assert!(reason.contains(&format!("node {doomed_id} is not a member of this swarm")), "{reason}");
+        let heartbeat =
+            DispatcherRequest::Heartbeat(HeartbeatRequest { node_id: doomed_id.clone(), session_id: "s".into() });
+        let answer: Result<DispatcherResponse, DispatcherError> =
+            rpc::call(&as_removed, &manager.addr, Channel::Dispatcher, &heartbeat, CALL).await.expect("an answer");
+        assert_eq!(answer.unwrap_err(), DispatcherError::UnknownNode);
+    });
+
+    // Nothing was lost: the swarm still runs a service on its two nodes.
+    let created = manager.must(&[
+        "service",
+        "create",
+        "--name",
+        "sec-web",
+        "--replicas",
+        "2",
+        "process",
+        "sh",
+        "-c",
+        "while kill -0 $PPID 2>/dev/null; do sleep 1; done",
+    ]);
+    assert!(created.ends_with("verify: Service converged\n"), "{created}");
+    let nodes = json_lines(&manager.must(&["node", "ls", "--format", "json"]));
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
+    assert!(nodes.iter().all(|n| n["Status"] == "Ready"), "{nodes:?}");
+    manager.must(&["service", "rm", "sec-web"]);
+}
+
+/// The copy of a node's certificate and key taken while it was a member (`swarm leave` erases them).
+fn doomed_cert_copy(doomed: &DaemonProc) -> NodeCert {
+    let saved = doomed.dir.path().join("stolen");
+    NodeCert {
+        cert_pem: std::fs::read_to_string(saved.join("node.pem")).expect("saved node.pem"),
+        key_pem: std::fs::read_to_string(saved.join("node-key.pem")).expect("saved node-key.pem"),
+    }
+}
+
+/// Frames that break the protocol get an error naming the problem, on a connection the listener then
+/// drops; the manager keeps serving.
+async fn garbled_frames(addr: &str, ca_pem: &str, node: &NodeCert, ip: &str) {
+    // Not TLS at all.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(CALL, tcp.read_to_end(&mut buf)).await.expect("the manager hangs up");
+    assert!(read.is_err() || !buf.starts_with(PREFACE), "no shoal frames for a non-TLS client");
+
+    // TLS with a member's certificate, then an unknown frame kind.
+    let tls = TlsConfig::new(ca_pem, node).unwrap();
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let tcp = tcp.connect(addr.parse().unwrap()).await.unwrap();
+    let mut stream = tls.connect(tcp).await.expect("a member's handshake");
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&[0, 0, 0, 9, 9, 0, 0, 0, 0, 0, 0, 0, 1]).await.unwrap();
+    stream.flush().await.unwrap();
+    let frame = tokio::time::timeout(CALL, read_frame(&mut stream, 1 << 20)).await.expect("an answer").unwrap();
+    assert_eq!((frame.kind, frame.id), (KIND_ERROR, 0));
+    assert_eq!(String::from_utf8_lossy(&frame.body), "unknown frame kind 9");
+
+    // A well-formed frame whose body is not a request: refused for that request only.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut stream = tls.connect(tcp).await.expect("a member's handshake");
+    stream.write_all(PREFACE).await.unwrap();
+    let mut body = vec![Channel::Dispatcher as u8];
+    body.extend_from_slice(b"{not json");
+    write_frame(&mut stream, &Frame { kind: KIND_REQUEST, id: 5, body }).await.unwrap();
+    stream.flush().await.unwrap();
+    let frame = tokio::time::timeout(CALL, read_frame(&mut stream, 1 << 20)).await.expect("an answer").unwrap();
+    assert_eq!(frame.id, 5);
+    let text = String::from_utf8_lossy(&frame.body);
+    assert!(text.contains("garbled request"), "{text}");
+}
