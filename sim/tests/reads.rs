@@ -79,7 +79,7 @@ async fn a_leader_cut_off_in_a_minority_stops_leading() {
     let old = cluster.leader().expect("a leader");
     let rest: Vec<String> = cluster.node_names().into_iter().filter(|n| *n != old).collect();
     let cut_ms = shoal_core::env::runtime::unix_millis();
-    cluster.partition(&[old.clone()], &rest);
+    cluster.partition(std::slice::from_ref(&old), &rest);
     madsim::time::sleep(Duration::from_secs(8)).await;
 
     let trace = cluster.trace();
