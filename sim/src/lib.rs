@@ -15,4 +15,5 @@ pub mod trace;
 
 #[cfg(madsim)]
 pub mod cluster;
+pub mod fuzz;
 pub mod scenario;

@@ -395,7 +395,12 @@ impl Replica {
                 }
                 _ => {
                     // No leader known: wait for the status to change (an election), a bit at a time.
-                    let _ = runtime::timeout(Duration::from_millis(100), status.changed()).await;
+                    // A closed status channel (raft shut down, e.g. this manager was demoted) never
+                    // changes again: waiting on it returns at once, and looping would spin without
+                    // time passing — this replica will not learn of a leader any more.
+                    if let Ok(Err(_)) = runtime::timeout(Duration::from_millis(100), status.changed()).await {
+                        return Err(Forward::NoLeader);
+                    }
                 }
             }
         }

@@ -3,7 +3,14 @@
 //! ```text
 //! shoal-sim run FILE... [--seed N | --seeds A..B] [--trace-dir DIR] [--json] [--jobs J]
 //! shoal-sim check-determinism FILE [--seed N]
+//! shoal-sim fuzz [--cases N] [--seed S] [--max-shrink-iters M] [--out scenarios/regressions] [--small]
+//!                [--case-timeout SECS]
 //! ```
+//!
+//! `fuzz` generates clusters, operations and fault schedules (proptest), plays each as a scenario
+//! in a child process, and on a failure shrinks it and writes the minimal case as
+//! `OUT/t90_<hash>.yaml` with the command that reproduces it; it exits with the failure's code
+//! (3 safety, 4 liveness, 2 crash) after writing the file. A soak is a large `--cases`.
 //!
 //! Every (file, seed) run happens in its own child process (this binary re-run with the hidden
 //! `child` command): madsim fixes time, the rng and scheduling, but tokio's `select!` fairness rng
@@ -47,7 +54,7 @@ mod sim {
     use shoal_sim::scenario::run::run_seed;
     use shoal_sim::scenario::{Outcome, Scenario};
 
-    const RESULT_MARK: &str = "SHOAL-SIM-RESULT ";
+    use shoal_sim::fuzz::{FuzzOptions, GenConfig, Progress, Sabotage, RESULT_MARK};
 
     #[derive(Parser)]
     #[command(name = "shoal-sim", about = "Run shoal scenarios in the deterministic simulator")]
@@ -84,6 +91,31 @@ mod sim {
             #[arg(long, default_value_t = 1)]
             seed: u64,
         },
+        /// Property-based testing: generate cases, run each in its own process, shrink a failure
+        /// and write it out as a scenario file.
+        Fuzz {
+            /// Passing cases to run (a soak: --cases 2000).
+            #[arg(long, default_value_t = 100)]
+            cases: u32,
+            /// Decides every generated case.
+            #[arg(long, default_value_t = 1)]
+            seed: u64,
+            /// Runs spent shrinking a failure at most.
+            #[arg(long, default_value_t = 256)]
+            max_shrink_iters: u32,
+            /// Where the regression file is written.
+            #[arg(long, default_value = "scenarios/regressions")]
+            out: PathBuf,
+            /// Small clusters and short sequences (1 or 3 managers, up to 3 workers, 10 operations).
+            #[arg(long)]
+            small: bool,
+            /// Wall-clock seconds a case may take before it counts as a hang (a crash).
+            #[arg(long, default_value_t = 60)]
+            case_timeout: u64,
+            /// Test the fuzzer itself: `drain-is-fatal` makes every drain fail its case.
+            #[arg(long, hide = true)]
+            sabotage: Option<String>,
+        },
         /// One run in this process (used by `run`; prints a result line).
         #[command(hide = true)]
         Child {
@@ -92,6 +124,10 @@ mod sim {
             seed: u64,
             #[arg(long)]
             trace_dir: Option<PathBuf>,
+            /// Give up after this many seconds of wall-clock time and report a crash (a livelock:
+            /// tasks running without letting virtual time pass). Used by `fuzz`.
+            #[arg(long)]
+            wall_limit: Option<u64>,
         },
     }
 
@@ -142,7 +178,7 @@ mod sim {
     }
 
     /// The `child` command: one run in this process.
-    fn child(file: &Path, seed: u64, trace_dir: Option<&Path>) -> i32 {
+    fn child(file: &Path, seed: u64, trace_dir: Option<&Path>, wall_limit: Option<u64>) -> i32 {
         let scenario = match Scenario::load(file) {
             Ok(s) => s,
             Err(err) => {
@@ -150,6 +186,33 @@ mod sim {
                 return 1;
             }
         };
+        if let Some(secs) = wall_limit {
+            // A watchdog on wall-clock time, outside the simulation: a run whose tasks loop without
+            // letting virtual time pass never reaches the runner's virtual-time bound.
+            let (name, file) = (scenario.name.clone(), file.display().to_string());
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_secs(secs));
+                let result = RunResult {
+                    scenario: name,
+                    file,
+                    seed,
+                    result: Outcome::Crash(String::new()).label().to_string(),
+                    exit_code: 2,
+                    detail: format!(
+                        "the run did not finish within {secs} s of wall-clock time: a livelock (tasks running \
+                         without letting virtual time pass) or a very slow run"
+                    ),
+                    virtual_ms: 0,
+                    trace_hash: String::new(),
+                    trace_events: 0,
+                    wall_ms: secs * 1000,
+                    trace_file: None,
+                };
+                println!("{RESULT_MARK}{}", serde_json::to_string(&result).expect("result serialises"));
+                let _ = std::io::stdout().flush();
+                std::process::exit(2);
+            });
+        }
         let report = run_seed(&scenario, seed);
         let mut trace_file = None;
         if let Some(dir) = trace_dir {
@@ -365,6 +428,82 @@ mod sim {
         Ok(0)
     }
 
+    fn fuzz(
+        cases: u32,
+        seed: u64,
+        max_shrink_iters: u32,
+        out: &Path,
+        small: bool,
+        case_timeout: u64,
+        sabotage: Option<&str>,
+    ) -> anyhow::Result<i32> {
+        let mut gen = if small { GenConfig::small() } else { GenConfig::default() };
+        gen.sabotage = match sabotage {
+            None => None,
+            Some("drain-is-fatal") => Some(Sabotage::DrainIsFatal),
+            Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal"),
+        };
+        let work_dir = std::env::temp_dir().join(format!("shoal-fuzz-{}", std::process::id()));
+        let options = FuzzOptions {
+            cases,
+            seed,
+            max_shrink_iters,
+            out: out.to_path_buf(),
+            gen,
+            exe: std::env::current_exe().context("own executable")?,
+            work_dir: work_dir.clone(),
+            wall_limit: Some(case_timeout),
+        };
+        let started = Instant::now();
+        let mut last = Instant::now();
+        eprintln!(
+            "fuzz: {cases} cases from seed {seed} (max {max_shrink_iters} shrink runs), failures to {}",
+            out.display()
+        );
+        let report = shoal_sim::fuzz::fuzz(&options, &mut |event| {
+            let wall = last.elapsed().as_secs_f64();
+            last = Instant::now();
+            match event {
+                Progress::Case { index, case, run } => eprintln!(
+                    "case {index:>5}/{cases}  {:<8}  {:<34}  {:>7.1}s virtual  {wall:>5.2}s{}",
+                    run.result,
+                    case.summary(),
+                    run.virtual_ms as f64 / 1000.0,
+                    if run.passed() { String::new() } else { format!("\n  {}", run.detail) }
+                ),
+                Progress::Shrink { iteration, case, run } => eprintln!(
+                    "shrink {iteration:>4}  {:<8}  {:<34}  {wall:>5.2}s",
+                    if run.passed() { "passes" } else { "fails" },
+                    case.summary()
+                ),
+                Progress::Verify { file, run } => {
+                    eprintln!("replay {}: {} {}", file.display(), run.result, run.detail)
+                }
+            }
+        });
+        let _ = std::fs::remove_dir_all(&work_dir);
+        let report = report?;
+        let elapsed = started.elapsed().as_secs_f64();
+        let Some(found) = report.found else {
+            println!("fuzz: {} cases passed in {elapsed:.1}s (seed {seed})", report.passed);
+            return Ok(0);
+        };
+        println!(
+            "fuzz: case {} failed after {} passed; shrunk in {} runs ({elapsed:.1}s)",
+            found.case_index, report.passed, found.shrink_runs
+        );
+        println!("  first:   {} {}: {}", found.first.1.result, found.first.0.summary(), found.first.1.detail);
+        println!("  minimal: {} {}: {}", found.run.result, found.case.summary(), found.run.detail);
+        println!("  written: {}", found.file.display());
+        if found.reproduced() {
+            println!("  replayed from the file: {} (reproduces)", found.replay.result);
+        } else {
+            println!("  replayed from the file: {} — does NOT reproduce: {}", found.replay.result, found.replay.detail);
+        }
+        println!("  reproduce: {}", found.reproduce_command());
+        Ok(found.run.exit_code.max(2))
+    }
+
     pub fn main() -> i32 {
         let cli = match Cli::try_parse() {
             Ok(cli) => cli,
@@ -374,11 +513,16 @@ mod sim {
             }
         };
         let result = match &cli.command {
-            Cmd::Child { file, seed, trace_dir } => return child(file, *seed, trace_dir.as_deref()),
+            Cmd::Child { file, seed, trace_dir, wall_limit } => {
+                return child(file, *seed, trace_dir.as_deref(), *wall_limit)
+            }
             Cmd::Run { files, seed, seeds, trace_dir, json, jobs } => {
                 run(files, *seed, seeds.as_deref(), trace_dir.as_deref(), *json, *jobs)
             }
             Cmd::CheckDeterminism { file, seed } => check_determinism(file, *seed),
+            Cmd::Fuzz { cases, seed, max_shrink_iters, out, small, case_timeout, sabotage } => {
+                fuzz(*cases, *seed, *max_shrink_iters, out, *small, *case_timeout, sabotage.as_deref())
+            }
         };
         match result {
             Ok(code) => code,

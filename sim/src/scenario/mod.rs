@@ -7,12 +7,14 @@
 //! - [`cli`] — `run:` words → control requests;
 //! - [`fault`] — `fault:` words;
 //! - [`expect`] — `expect:` statements and how they are checked on the leader's store;
+//! - [`render`] — a scenario back to YAML (for generated scenarios, e.g. shrunk fuzz failures);
 //! - `run` (madsim only) — playing a scenario with one seed, and the outcome with its exit code.
 
 pub mod cli;
 pub mod expect;
 pub mod fault;
 pub mod parse;
+pub mod render;
 #[cfg(madsim)]
 pub mod run;
 

@@ -81,6 +81,10 @@ pub enum Action {
 pub struct Step {
     pub after: Duration,
     pub action: Action,
+    /// `may_fail: true` (on a `run:` or `fault:` step): a failure is noted in the trace and the
+    /// run goes on — for writes sent while faults may keep the cluster from answering (generated
+    /// scenarios use it; the liveness phase still requires every service to converge).
+    pub may_fail: bool,
     /// The YAML line the step starts on (for messages).
     pub line: usize,
 }
@@ -96,6 +100,7 @@ struct RawStep {
     fault: Option<String>,
     wait: Option<String>,
     expect: Option<String>,
+    may_fail: Option<bool>,
 }
 
 /// A top-level expectation.
@@ -294,9 +299,13 @@ fn parse_step(raw: RawStep, line: usize) -> Result<Step, (Option<&'static str>, 
     if let Some(timed) = field("expect", &raw.expect, str::parse::<Timed>)? {
         actions.push(Action::Expect(timed));
     }
+    let may_fail = raw.may_fail.unwrap_or(false);
+    if may_fail && !matches!(actions.as_slice(), [Action::Run { .. } | Action::Fault(_)]) {
+        return Err((Some("may_fail"), "may_fail belongs to a `run:` or `fault:` step".into()));
+    }
     match actions.len() {
-        1 => Ok(Step { after, action: actions.remove(0), line }),
-        0 if raw.after.is_some() => Ok(Step { after, action: Action::Wait(Duration::ZERO), line }),
+        1 => Ok(Step { after, action: actions.remove(0), line, may_fail }),
+        0 if raw.after.is_some() => Ok(Step { after, action: Action::Wait(Duration::ZERO), line, may_fail }),
         0 => Err((None, "a step needs one of run, fault, wait, expect".into())),
         _ => Err((None, "a step does one thing: run, fault, wait or expect (split it into several steps)".into())),
     }

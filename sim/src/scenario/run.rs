@@ -363,8 +363,12 @@ impl Runner<'_> {
                 let mut note = short(&result);
                 note["at"] = json!(place);
                 note["run"] = json!(text);
+                if step.may_fail {
+                    note["may_fail"] = json!(true);
+                }
                 self.cluster.note("step.run", note);
                 match (&result, expect_error) {
+                    (Err(_), None) if step.may_fail => return Ok(()),
                     (Ok(_), Some(want)) => {
                         return Err(Outcome::Liveness(format!(
                             "{place}: `{text}` should fail with {want:?}, but it succeeded"
@@ -391,9 +395,14 @@ impl Runner<'_> {
             }
             Action::Fault(fault) => {
                 self.cluster.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
-                self.fault(fault, &place)
-                    .await
-                    .map_err(|err| Outcome::Liveness(format!("{place}: fault failed: {err}")))
+                match self.fault(fault, &place).await {
+                    Ok(()) => Ok(()),
+                    Err(err) if step.may_fail => {
+                        self.cluster.note("step.fault_failed", json!({"at": place, "error": err, "may_fail": true}));
+                        Ok(())
+                    }
+                    Err(err) => Err(Outcome::Liveness(format!("{place}: fault failed: {err}"))),
+                }
             }
             Action::Wait(duration) => self.sleep(*duration).await,
             Action::Expect(Timed { expectation, within }) => self.wait_for(expectation, *within, &place).await,
