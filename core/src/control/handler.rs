@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use super::api::*;
 use crate::api::{
     new_id, ManagerStatus, Meta, Network, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState,
-    UpdateState, UpdateStatus,
 };
 use crate::env::runtime;
 use crate::env::transport::Peer;
@@ -446,27 +445,20 @@ impl ControlHandler {
                 current.spec.name
             )));
         }
-        let mut service = current.clone();
+        // A replica-count change is not a rolling update (Swarm does not bump the spec for it).
         let only_scale = {
-            let mut a = current.spec.clone();
-            a.mode = spec.mode.clone();
-            a == spec
+            let mut scaled = current.spec.clone();
+            scaled.mode = spec.mode.clone();
+            scaled == spec
         };
-        if current.spec != spec {
-            if !only_scale {
-                service.previous_spec = Some(current.spec.clone());
-                service.spec_version += 1;
-                service.update_status = Some(UpdateStatus {
-                    state: UpdateState::Updating,
-                    started_at_ms: runtime::unix_millis(),
-                    completed_at_ms: 0,
-                    message: "update in progress".into(),
-                    spec_version: service.spec_version,
-                });
-            }
-            service.endpoint_ports = spec.ports.clone();
+        let mut service = if only_scale {
+            let mut service = current.clone();
             service.spec = spec;
-        }
+            service
+        } else {
+            crate::orchestrator::update_service_spec(&current, spec)
+        };
+        service.endpoint_ports = service.spec.ports.clone();
         let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
         self.store.wait_for_version(version).await;
         Ok(ControlResponse::Done)
@@ -474,23 +466,8 @@ impl ControlHandler {
 
     async fn rollback_service(&self, key: &str) -> ControlResult {
         let current = self.store.view(|s| find_service(s, key).cloned())?;
-        let Some(previous) = current.previous_spec.clone() else {
-            return Err(ControlError::FailedPrecondition(format!(
-                "service {} does not have a previous spec",
-                current.id
-            )));
-        };
-        let mut service = current.clone();
-        service.previous_spec = Some(current.spec.clone());
-        service.spec = previous;
-        service.spec_version += 1;
-        service.update_status = Some(UpdateStatus {
-            state: UpdateState::RollbackStarted,
-            started_at_ms: runtime::unix_millis(),
-            completed_at_ms: 0,
-            message: "manually requested rollback".into(),
-            spec_version: service.spec_version,
-        });
+        let service = crate::orchestrator::rollback_service(&current, runtime::unix_millis())
+            .map_err(|err| ControlError::FailedPrecondition(err.to_string()))?;
         let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
         self.store.wait_for_version(version).await;
         Ok(ControlResponse::Done)
