@@ -96,6 +96,15 @@ pub fn analyze(events: &[Event]) -> Analysis {
 
     let mut sorted: Vec<&Event> = events.iter().collect();
     sorted.sort_by_key(|e| e.time_ms);
+    // Which service each task belongs to, first: a task's first state report can be traced before
+    // the orchestrator's `task.created` (both are emitted after their commits, by different tasks).
+    for event in &sorted {
+        if event.kind == "task.created" {
+            if let (Some(task), Some(service)) = (field_str(event, "task"), field_str(event, "service")) {
+                service_of.insert(task, service);
+            }
+        }
+    }
     for event in sorted {
         let t = seconds(event.time_ms);
         let mut changed = false;
@@ -103,11 +112,6 @@ pub fn analyze(events: &[Event]) -> Analysis {
             "node.start" => {
                 if let Some(id) = field_str(event, "node_id") {
                     host_of.insert(id, event.node.clone());
-                }
-            }
-            "task.created" => {
-                if let (Some(task), Some(service)) = (field_str(event, "task"), field_str(event, "service")) {
-                    service_of.insert(task, service);
                 }
             }
             "task.state" => {

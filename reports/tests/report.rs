@@ -48,3 +48,14 @@ fn a_garbled_line_is_an_error_with_its_line_number() {
     let err = parse_trace("x.jsonl", "{\"time_ms\":1,\"node\":\"a\",\"kind\":\"k\"}\nnot json\n").unwrap_err();
     assert!(err.to_string().starts_with("x.jsonl:2: not a trace event"), "{err}");
 }
+
+#[test]
+fn a_state_report_traced_before_its_creation_still_counts() {
+    let text = [
+        r#"{"time_ms":10,"node":"worker-1","kind":"task.state","fields":{"task_id":"t1","state":"running","node_id":"n1"}}"#,
+        r#"{"time_ms":10,"node":"manager-1","kind":"task.created","fields":{"task":"t1","service":"web"}}"#,
+    ]
+    .join("\n");
+    let analysis = analyze(&parse_trace("t.jsonl", &text).unwrap());
+    assert_eq!(analysis.replicas["web"], vec![(0.0, 1)]);
+}
