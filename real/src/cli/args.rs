@@ -540,6 +540,9 @@ pub enum StackCommand {
         /// Path to a Compose file, or "-" to read from stdin
         #[arg(short = 'c', long = "compose-file", required = true)]
         compose_file: String,
+        /// Prune services that are no longer referenced
+        #[arg(long)]
+        prune: bool,
         stack: String,
     },
     /// List stacks

@@ -6,7 +6,6 @@ pub mod args;
 pub mod listing;
 pub mod render;
 pub mod spec;
-pub mod stack;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -782,77 +781,54 @@ async fn networks(client: &Client) -> CliResult<Vec<shoal_core::api::Network>> {
     }
 }
 
-fn in_stack(labels: &shoal_core::api::Labels, name: &str) -> bool {
-    labels.get(stack::NAMESPACE_LABEL).is_some_and(|ns| ns == name)
-}
-
 async fn stack_services(client: &Client, name: &str) -> CliResult<Vec<ServiceView>> {
-    Ok(services(client).await?.into_iter().filter(|v| in_stack(&v.service.spec.labels, name)).collect())
+    Ok(services(client)
+        .await?
+        .into_iter()
+        .filter(|v| shoal_core::stack::in_stack(&v.service.spec.labels, name))
+        .collect())
 }
 
-fn read_compose(path: &str) -> CliResult<String> {
-    if path == "-" {
+/// Read a compose file (`-` = stdin) and the env files it names (relative to its directory), and
+/// convert it with this shell's environment.
+fn compose_plan(path: &str, stack: &str) -> CliResult<shoal_core::stack::StackPlan> {
+    let text = if path == "-" {
         let mut text = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
             .map_err(|e| CliError::Usage(format!("cannot read the compose file from stdin: {e}")))?;
-        return Ok(text);
-    }
-    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("open {path}: {e}")))
+        text
+    } else {
+        std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("open {path}: {e}")))?
+    };
+    let dir = match std::path::Path::new(path).parent() {
+        Some(dir) if path != "-" => dir.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let env_file = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
+    let input = shoal_core::stack::ComposeInput { stack, path, text: &text, env: &env, env_file: &env_file };
+    shoal_core::stack::convert(&input).map_err(|e| CliError::Usage(e.to_string()))
 }
 
 async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
     match cmd {
-        StackCommand::Deploy { compose_file, stack: name } => {
-            let text = read_compose(&compose_file)?;
-            let plan = stack::plan(&name, &text, &|key| std::env::var(key).ok())
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+        StackCommand::Deploy { compose_file, stack: name, prune } => {
+            let plan = compose_plan(&compose_file, &name)?;
             if !plan.ignored.is_empty() {
                 eprintln!("Ignoring unsupported options: {}\n", plan.ignored.join(", "));
             }
-            let existing: Vec<String> = networks(client).await?.into_iter().map(|n| n.name).collect();
-            for network in &plan.networks {
-                if existing.contains(&network.name) {
-                    continue;
-                }
-                if network.external {
-                    return Err(CliError::Usage(format!(
-                        "network {:?} is declared as external, but could not be found. You need to create a \
-                         swarm-scoped network before the stack is deployed",
-                        network.name
-                    )));
-                }
-                out(&format!("Creating network {}\n", network.name));
-                client
-                    .control(ControlRequest::NetworkCreate {
-                        name: network.name.clone(),
-                        driver: network.driver.clone(),
-                        attachable: network.attachable,
-                        labels: network.labels.clone(),
-                    })
-                    .await?;
+            if !plan.deprecated.is_empty() {
+                eprintln!("Ignoring deprecated options:\n\n{}\n", plan.deprecated.join("\n"));
             }
-            let current: BTreeMap<String, ServiceView> =
-                services(client).await?.into_iter().map(|v| (v.service.spec.name.clone(), v)).collect();
-            for spec in plan.services {
-                match current.get(&spec.name) {
-                    Some(view) => {
-                        out(&format!("Updating service {} (id: {})\n", spec.name, view.service.id));
-                        let mut spec = spec;
-                        // A redeploy keeps the forced-update counter, so an unchanged service stays put.
-                        spec.task.force_update = view.service.spec.task.force_update;
-                        client
-                            .control(ControlRequest::ServiceUpdate {
-                                service: view.service.id.clone(),
-                                version: view.service.meta.version,
-                                spec,
-                            })
-                            .await?;
-                    }
-                    None => {
-                        out(&format!("Creating service {}\n", spec.name));
-                        client.control(ControlRequest::ServiceCreate { spec }).await?;
-                    }
-                }
+            for warning in &plan.warnings {
+                eprintln!("WARNING: {warning}");
+            }
+            let current: Vec<Service> = services(client).await?.into_iter().map(|v| v.service).collect();
+            let steps = shoal_core::stack::deploy_steps(&plan, &networks(client).await?, &current, prune)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            for step in steps {
+                out(&format!("{}\n", step.message()));
+                client.control(step.request()).await?;
             }
             Ok(())
         }
@@ -882,26 +858,16 @@ async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
         StackCommand::Rm { stacks } => {
             let mut failed = false;
             for name in stacks {
-                let mut services = stack_services(client, &name).await?;
-                services.sort_by(|a, b| crate::format::natural_cmp(&a.service.spec.name, &b.service.spec.name));
-                let mut nets: Vec<_> =
-                    networks(client).await?.into_iter().filter(|n| in_stack(&n.labels, &name)).collect();
-                nets.sort_by(|a, b| crate::format::natural_cmp(&a.name, &b.name));
-                if services.is_empty() && nets.is_empty() {
+                let current: Vec<Service> = services(client).await?.into_iter().map(|v| v.service).collect();
+                let steps = shoal_core::stack::remove_steps(&name, &networks(client).await?, &current);
+                if steps.is_empty() {
                     eprintln!("Nothing found in stack: {name}");
                     continue;
                 }
-                for view in services {
-                    out(&format!("Removing service {}\n", view.service.spec.name));
-                    if let Err(err) = client.control(ControlRequest::ServiceRemove { service: view.service.id }).await {
-                        eprintln!("Failed to remove service {}: {err}", view.service.spec.name);
-                        failed = true;
-                    }
-                }
-                for network in nets {
-                    out(&format!("Removing network {}\n", network.name));
-                    if let Err(err) = client.control(ControlRequest::NetworkRemove { network: network.id }).await {
-                        eprintln!("Failed to remove network {}: {err}", network.name);
+                for step in steps {
+                    out(&format!("{}\n", step.message()));
+                    if let Err(err) = client.control(step.request()).await {
+                        eprintln!("Failed to {}: {err}", step.message().replacen("Removing ", "remove ", 1));
                         failed = true;
                     }
                 }

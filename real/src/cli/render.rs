@@ -554,12 +554,7 @@ pub fn inspect_json(values: &[Value]) -> String {
 
 /// `stack ls`: stacks (the namespace label of services) with their service counts, by name.
 pub fn stack_list(services: &[ServiceView]) -> Listing {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-    for view in services {
-        if let Some(stack) = view.service.spec.labels.get(super::stack::NAMESPACE_LABEL) {
-            *counts.entry(stack.clone()).or_default() += 1;
-        }
-    }
+    let counts = shoal_core::stack::stacks(services.iter().map(|view| &view.service));
     let mut stacks: Vec<(String, usize)> = counts.into_iter().collect();
     stacks.sort_by(|a, b| natural_cmp(&a.0, &b.0));
     let rows = stacks

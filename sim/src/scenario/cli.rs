@@ -24,6 +24,23 @@ pub enum Command {
     Sequence(Vec<ControlRequest>),
     /// `service update`: inspect, apply `changes`, send back with the version read.
     ServiceUpdate { service: String, changes: SpecChanges },
+    /// `stack …`: like docker/cli, several requests decided from what the cluster holds.
+    Stack(StackCommand),
+}
+
+/// The `stack` subcommands (the requests come from [`shoal_core::stack`] at run time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StackCommand {
+    /// `stack deploy -c FILE [--prune] STACK`; `file` is relative to the scenario file.
+    Deploy { stack: String, file: String, prune: bool },
+    /// `stack rm STACK…`
+    Rm(Vec<String>),
+    /// `stack ls`: answers with the services that belong to a stack.
+    Ls,
+    /// `stack services STACK`
+    Services(String),
+    /// `stack ps STACK`
+    Ps(String),
 }
 
 /// The edits `service update` flags make to a spec.
@@ -376,7 +393,7 @@ pub fn parse_port(v: &str) -> Result<PortConfig, String> {
     Ok(port)
 }
 
-const TOP_WORDS: &str = "service, node, swarm, network, info";
+const TOP_WORDS: &str = "service, node, swarm, network, stack, info";
 
 /// Parse the words after `docker` into a [`Command`].
 pub fn parse_command(line: &str) -> Result<Command, String> {
@@ -526,8 +543,52 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 other => Err(format!("unknown network command {other:?}: expected {SUBS}")),
             }
         }
+        "stack" => {
+            let subcommand = sub(&mut words, STACK_SUBS)?;
+            stack_command(&mut words, subcommand).map(Command::Stack)
+        }
         other => Err(format!("unknown command {other:?}: expected one of {TOP_WORDS}")),
     }
+}
+
+const STACK_SUBS: &str = "deploy, rm, ls, services, ps";
+
+fn stack_command(words: &mut Words, sub: String) -> Result<StackCommand, String> {
+    match sub.as_str() {
+        "deploy" | "up" => {
+            let (mut file, mut prune) = (None, false);
+            while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+                words.next();
+                match flag.as_str() {
+                    "-c" | "--compose-file" => file = Some(words.value(&flag)?),
+                    "--prune" => prune = true,
+                    "-d" | "--detach" | "-q" | "--quiet" => {}
+                    other => return Err(format!("unknown flag {other:?} for stack deploy: expected -c FILE, --prune")),
+                }
+            }
+            let file = file.ok_or("stack deploy needs -c COMPOSE_FILE")?;
+            Ok(StackCommand::Deploy { stack: words.last("stack name")?, file, prune })
+        }
+        "rm" | "remove" | "down" => {
+            let stacks = words.rest();
+            if stacks.is_empty() {
+                return Err("stack rm needs a stack name".into());
+            }
+            Ok(StackCommand::Rm(stacks))
+        }
+        "ls" | "list" => {
+            words.rest();
+            Ok(StackCommand::Ls)
+        }
+        "services" => Ok(StackCommand::Services(stack_name(words, "stack services")?)),
+        "ps" => Ok(StackCommand::Ps(stack_name(words, "stack ps")?)),
+        other => Err(format!("unknown stack command {other:?}: expected {STACK_SUBS}")),
+    }
+}
+
+/// The stack argument of a listing command (its display flags change nothing here).
+fn stack_name(words: &mut Words, what: &str) -> Result<String, String> {
+    words.rest().into_iter().rfind(|w| !w.starts_with('-')).ok_or_else(|| format!("{what} needs a stack name"))
 }
 
 fn service_create(words: &mut Words) -> Result<Command, String> {
@@ -666,5 +727,22 @@ mod tests {
         assert!(changes.force);
         assert!(parse_command("service frobnicate web").unwrap_err().contains("expected create"));
         assert!(parse_command("service create --bogus x img").unwrap_err().contains("--bogus"));
+    }
+
+    #[test]
+    fn stack_commands() {
+        assert_eq!(
+            parse_command("stack deploy -c compose/app.yml --prune app").unwrap(),
+            Command::Stack(StackCommand::Deploy { stack: "app".into(), file: "compose/app.yml".into(), prune: true })
+        );
+        assert_eq!(
+            parse_command("stack rm a b").unwrap(),
+            Command::Stack(StackCommand::Rm(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(parse_command("stack ls").unwrap(), Command::Stack(StackCommand::Ls));
+        assert_eq!(parse_command("stack services app").unwrap(), Command::Stack(StackCommand::Services("app".into())));
+        assert_eq!(parse_command("stack ps --no-trunc app").unwrap(), Command::Stack(StackCommand::Ps("app".into())));
+        assert!(parse_command("stack deploy app").unwrap_err().contains("-c COMPOSE_FILE"));
+        assert!(parse_command("stack frob").unwrap_err().contains("expected deploy, rm"));
     }
 }

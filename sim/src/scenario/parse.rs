@@ -264,7 +264,9 @@ impl Scenario {
         let file = path.display().to_string();
         let text =
             std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { file: file.clone(), source })?;
-        Scenario::parse(&text, &file)
+        let scenario = Scenario::parse(&text, &file)?;
+        super::stack::check_compose_files(&scenario)?;
+        Ok(scenario)
     }
 }
 

@@ -20,15 +20,17 @@ use std::time::Duration;
 
 use serde_json::json;
 use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState};
-use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
 use shoal_core::env::runtime;
 use shoal_core::scheduler::{node_matches, parse_constraints};
+use shoal_core::stack::NAMESPACE_LABEL;
 use shoal_core::store::StoreState;
 
-use super::cli::Command;
+use super::cli::{Command, StackCommand};
 use super::expect::{Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
 use super::parse::{Action, Final, Scenario, Step};
+use super::stack::load_compose;
 use super::Outcome;
 use crate::cluster::{ClusterShape, SimCluster};
 use crate::executor::Behavior;
@@ -264,6 +266,7 @@ impl Runner<'_> {
                     ControlRequest::ServiceUpdate { service: current.id.clone(), version: current.meta.version, spec };
                 self.control(request).await
             }
+            Command::Stack(stack) => self.stack(stack).await,
         }
     }
 
@@ -502,6 +505,95 @@ impl Runner<'_> {
         }
         self.cluster.note("phase.done", json!({}));
         Ok(())
+    }
+}
+
+/// `stack …` steps: what docker/cli does client-side, decided by [`shoal_core::stack`].
+impl Runner<'_> {
+    async fn stack(&mut self, command: &StackCommand) -> Result<ControlResult, Stop> {
+        let services = match self.control(ControlRequest::ServiceList).await? {
+            Ok(ControlResponse::Services(views)) => views,
+            Ok(other) => return Ok(Err(ControlError::Internal(format!("service ls answered {other:?}")))),
+            Err(err) => return Ok(Err(err)),
+        };
+        let in_stack = |name: &str| {
+            services.iter().filter(|v| shoal_core::stack::in_stack(&v.service.spec.labels, name)).cloned().collect()
+        };
+        match command {
+            StackCommand::Ls => Ok(Ok(ControlResponse::Services(
+                services.iter().filter(|v| v.service.spec.labels.contains_key(NAMESPACE_LABEL)).cloned().collect(),
+            ))),
+            StackCommand::Services(name) => Ok(Ok(ControlResponse::Services(in_stack(name)))),
+            StackCommand::Ps(name) => {
+                let members: Vec<ServiceView> = in_stack(name);
+                if members.is_empty() {
+                    return Ok(Err(ControlError::NotFound(format!("nothing found in stack: {name}"))));
+                }
+                let mut tasks = Vec::new();
+                for view in members {
+                    match self.control(ControlRequest::TaskList { service: Some(view.service.id), node: None }).await? {
+                        Ok(ControlResponse::Tasks(more)) => tasks.extend(more),
+                        Ok(other) => return Ok(Err(ControlError::Internal(format!("task ls answered {other:?}")))),
+                        Err(err) => return Ok(Err(err)),
+                    }
+                }
+                Ok(Ok(ControlResponse::Tasks(tasks)))
+            }
+            StackCommand::Deploy { stack, file, prune } => {
+                let plan = match load_compose(&self.scenario.file, file, stack) {
+                    Ok(plan) => plan,
+                    Err(message) => return Ok(Err(ControlError::InvalidArgument(message))),
+                };
+                if !plan.ignored.is_empty() {
+                    self.cluster.note("stack.ignored", json!({"stack": stack, "options": plan.ignored}));
+                }
+                let networks = match self.control(ControlRequest::NetworkList).await? {
+                    Ok(ControlResponse::Networks(networks)) => networks,
+                    Ok(other) => return Ok(Err(ControlError::Internal(format!("network ls answered {other:?}")))),
+                    Err(err) => return Ok(Err(err)),
+                };
+                let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
+                let steps = match shoal_core::stack::deploy_steps(&plan, &networks, &current, *prune) {
+                    Ok(steps) => steps,
+                    Err(err) => return Ok(Err(ControlError::FailedPrecondition(err.to_string()))),
+                };
+                self.stack_steps(steps, true).await
+            }
+            StackCommand::Rm(stacks) => {
+                let networks = match self.control(ControlRequest::NetworkList).await? {
+                    Ok(ControlResponse::Networks(networks)) => networks,
+                    Ok(other) => return Ok(Err(ControlError::Internal(format!("network ls answered {other:?}")))),
+                    Err(err) => return Ok(Err(err)),
+                };
+                let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
+                let mut steps = Vec::new();
+                for name in stacks {
+                    steps.extend(shoal_core::stack::remove_steps(name, &networks, &current));
+                }
+                self.stack_steps(steps, false).await
+            }
+        }
+    }
+
+    /// Send each step's request, noting Docker's line for it. A deploy stops at the first
+    /// refusal; a removal goes on and reports the first one at the end, as `docker stack rm`.
+    async fn stack_steps(
+        &mut self,
+        steps: Vec<shoal_core::stack::StackStep>,
+        stop_early: bool,
+    ) -> Result<ControlResult, Stop> {
+        let mut first_error = None;
+        for step in steps {
+            let result = self.control(step.request()).await?;
+            self.cluster.note("stack.step", json!({"step": step.message(), "ok": result.is_ok()}));
+            if let Err(err) = result {
+                if stop_early {
+                    return Ok(Err(err));
+                }
+                first_error.get_or_insert(err);
+            }
+        }
+        Ok(first_error.map_or(Ok(ControlResponse::Done), Err))
     }
 }
 

@@ -1,0 +1,242 @@
+//! Stacks: a compose file → the networks and services `docker stack deploy` would create
+//! (docker/cli `cli/compose/{loader,convert}`), and the control-API steps that deploy or remove a
+//! stack given what the cluster already holds. Used by the real CLI and by the simulator's
+//! `run: stack …` steps, so both worlds deploy a file the same way.
+//!
+//! Pure: no I/O. The caller passes the file's text, its path (for `file:line:` in messages), the
+//! environment for `${VAR:-default}` interpolation, and a lookup for `env_file:` contents.
+//!
+//! Objects are named `<stack>_<name>` (networks with `name:` and external ones keep their own
+//! name) and labelled `com.docker.stack.namespace=<stack>`; a service without `networks:` joins
+//! `<stack>_default`; networks are `overlay` unless a driver is given; only networks some service
+//! uses are created. Order follows the file.
+//!
+//! | compose key | shoal |
+//! |---|---|
+//! | `version` | `3` or `3.x`; anything else is refused (`unsupported Compose file version`) |
+//! | `services.*.image` | required (`invalid image reference for service X: no image specified`) |
+//! | `command`, `entrypoint` | args / command; a string is split as a shell would |
+//! | `environment`, `env_file` | `KEY=value`; a bare `KEY` takes its value from the environment; `environment` overrides `env_file` |
+//! | `labels` (service) | service labels (shoal has one label set per service) |
+//! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
+//! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases`, `ipv4_address`, `ipv6_address` ignored |
+//! | `stop_grace_period` | yes |
+//! | `deploy.mode` | `replicated`, `global` (jobs refused); `replicas` with `global` is refused |
+//! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
+//! | `deploy.placement` | `constraints`, `preferences` (`spread`), `max_replicas_per_node` |
+//! | `deploy.resources` | `limits`/`reservations` `cpus`, `memory`; `pids`, `generic_resources`, `devices` ignored |
+//! | `deploy.restart_policy` | `condition`, `delay`, `max_attempts`, `window` |
+//! | `deploy.update_config`, `rollback_config` | `parallelism`, `delay`, `failure_action`, `monitor`, `max_failure_ratio`, `order` |
+//! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
+//! | `depends_on` | silently ignored, as by docker/cli |
+//! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
+//! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `hostname`, `user`, `working_dir`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
+//! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
+//! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
+//! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`); `driver_opts`, `ipam`, `internal`, `enable_ipv6` ignored, listed |
+//! | top-level `volumes`, `secrets`, `configs` | ignored, listed |
+//! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
+//! | any other key | refused (`additional property "k" is not allowed`), as Docker's schema does |
+
+mod convert;
+mod interpolate;
+mod locate;
+mod units;
+
+use std::collections::BTreeMap;
+
+use crate::api::{Labels, Network, Service, ServiceSpec};
+use crate::control::ControlRequest;
+
+pub use interpolate::{interpolate, Interpolated};
+pub use locate::{line_of, Seg};
+
+/// The label that ties objects to their stack.
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+/// The label recording the image the compose file asked for.
+pub const IMAGE_LABEL: &str = "com.docker.stack.image";
+
+/// What a conversion reads. `env_file` returns the text of an `env_file:` entry (by the path as
+/// written in the file), or `None` if there is no such file.
+pub struct ComposeInput<'a> {
+    pub stack: &'a str,
+    pub path: &'a str,
+    pub text: &'a str,
+    pub env: &'a BTreeMap<String, String>,
+    pub env_file: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A compose file that cannot be deployed: `file:line: what was wrong`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", file, line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct ComposeError {
+    pub file: String,
+    /// 1-based; `None` when the problem is not at one place (e.g. the stack name).
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// A network the stack needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackNetwork {
+    /// The full name (`<stack>_<name>`, or the given `name:`, or an external network's own).
+    pub name: String,
+    pub driver: String,
+    pub attachable: bool,
+    pub labels: Labels,
+    /// Declared `external`: must already exist, is never created or removed.
+    pub external: bool,
+}
+
+/// What `stack deploy` creates or updates, and what it tells the user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackPlan {
+    pub stack: String,
+    pub networks: Vec<StackNetwork>,
+    pub services: Vec<ServiceSpec>,
+    /// Keys ignored, for `Ignoring unsupported options: a, b` (sorted, once each).
+    pub ignored: Vec<String>,
+    /// `key: why` lines for `Ignoring deprecated options:`.
+    pub deprecated: Vec<String>,
+    /// Other warnings (unset variables), in the order met.
+    pub warnings: Vec<String>,
+}
+
+/// Convert a compose file into what `stack deploy <stack>` creates.
+pub fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
+    convert::convert(input)
+}
+
+/// A stack deploy or removal the cluster's state refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StackError {
+    #[error(
+        "network {0:?} is declared as external, but could not be found. You need to create a swarm-scoped network \
+         before the stack is deployed"
+    )]
+    ExternalNetworkMissing(String),
+}
+
+/// One control-API call of a deploy or removal, with the line Docker prints for it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StackStep {
+    CreateNetwork(StackNetwork),
+    CreateService(ServiceSpec),
+    /// Replace the spec of service `id`, read at `version`.
+    UpdateService {
+        id: String,
+        version: u64,
+        spec: ServiceSpec,
+    },
+    RemoveService {
+        id: String,
+        name: String,
+    },
+    RemoveNetwork {
+        id: String,
+        name: String,
+    },
+}
+
+impl StackStep {
+    /// What Docker prints before the call (`Creating service voting_vote`).
+    pub fn message(&self) -> String {
+        match self {
+            StackStep::CreateNetwork(n) => format!("Creating network {}", n.name),
+            StackStep::CreateService(s) => format!("Creating service {}", s.name),
+            StackStep::UpdateService { id, spec, .. } => format!("Updating service {} (id: {id})", spec.name),
+            StackStep::RemoveService { name, .. } => format!("Removing service {name}"),
+            StackStep::RemoveNetwork { name, .. } => format!("Removing network {name}"),
+        }
+    }
+
+    pub fn request(&self) -> ControlRequest {
+        match self {
+            StackStep::CreateNetwork(n) => ControlRequest::NetworkCreate {
+                name: n.name.clone(),
+                driver: n.driver.clone(),
+                attachable: n.attachable,
+                labels: n.labels.clone(),
+            },
+            StackStep::CreateService(spec) => ControlRequest::ServiceCreate { spec: spec.clone() },
+            StackStep::UpdateService { id, version, spec } => {
+                ControlRequest::ServiceUpdate { service: id.clone(), version: *version, spec: spec.clone() }
+            }
+            StackStep::RemoveService { id, .. } => ControlRequest::ServiceRemove { service: id.clone() },
+            StackStep::RemoveNetwork { id, .. } => ControlRequest::NetworkRemove { network: id.clone() },
+        }
+    }
+}
+
+/// Whether `labels` put an object in `stack`.
+pub fn in_stack(labels: &Labels, stack: &str) -> bool {
+    labels.get(NAMESPACE_LABEL).is_some_and(|ns| ns == stack)
+}
+
+/// The steps that bring the cluster to `plan`: create missing networks (an external one must
+/// exist), create new services, update existing ones (keeping their forced-update counter, so an
+/// unchanged service stays put), and with `prune` remove the stack's services the file no longer
+/// names — as `docker stack deploy [--prune]`.
+pub fn deploy_steps(
+    plan: &StackPlan,
+    networks: &[Network],
+    services: &[Service],
+    prune: bool,
+) -> Result<Vec<StackStep>, StackError> {
+    let mut steps = Vec::new();
+    for network in &plan.networks {
+        if networks.iter().any(|n| n.name == network.name) {
+            continue;
+        }
+        if network.external {
+            return Err(StackError::ExternalNetworkMissing(network.name.clone()));
+        }
+        steps.push(StackStep::CreateNetwork(network.clone()));
+    }
+    if prune {
+        let mut stale: Vec<&Service> = services
+            .iter()
+            .filter(|s| in_stack(&s.spec.labels, &plan.stack) && !plan.services.iter().any(|p| p.name == s.spec.name))
+            .collect();
+        stale.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        steps.extend(
+            stale.into_iter().map(|s| StackStep::RemoveService { id: s.id.clone(), name: s.spec.name.clone() }),
+        );
+    }
+    for spec in &plan.services {
+        match services.iter().find(|s| s.spec.name == spec.name) {
+            Some(current) => {
+                let mut spec = spec.clone();
+                spec.task.force_update = current.spec.task.force_update;
+                steps.push(StackStep::UpdateService { id: current.id.clone(), version: current.meta.version, spec });
+            }
+            None => steps.push(StackStep::CreateService(spec.clone())),
+        }
+    }
+    Ok(steps)
+}
+
+/// The steps of `docker stack rm <stack>`: its services, then its networks, each by name.
+/// Empty when nothing carries the stack's label (Docker then says `Nothing found in stack`).
+pub fn remove_steps(stack: &str, networks: &[Network], services: &[Service]) -> Vec<StackStep> {
+    let mut doomed: Vec<&Service> = services.iter().filter(|s| in_stack(&s.spec.labels, stack)).collect();
+    doomed.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut nets: Vec<&Network> = networks.iter().filter(|n| in_stack(&n.labels, stack)).collect();
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    doomed
+        .into_iter()
+        .map(|s| StackStep::RemoveService { id: s.id.clone(), name: s.spec.name.clone() })
+        .chain(nets.into_iter().map(|n| StackStep::RemoveNetwork { id: n.id.clone(), name: n.name.clone() }))
+        .collect()
+}
+
+/// `stack ls`: each stack (namespace label of services) with its number of services, by name.
+pub fn stacks<'a>(services: impl IntoIterator<Item = &'a Service>) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for service in services {
+        if let Some(stack) = service.spec.labels.get(NAMESPACE_LABEL) {
+            *counts.entry(stack.clone()).or_default() += 1;
+        }
+    }
+    counts
+}

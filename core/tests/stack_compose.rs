@@ -1,0 +1,535 @@
+//! `stack deploy`'s conversion against real compose files (`tests/compose/`, see its README for
+//! provenance) and against malformed ones: what a user would see in `stack services`, which keys
+//! are reported as ignored, and `file:line:` refusals. Ends with a property test: no input panics.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use shoal_core::api::{FailureAction, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder};
+use shoal_core::stack::{convert, ComposeError, ComposeInput, StackPlan};
+
+fn no_env_file(_: &str) -> Option<String> {
+    None
+}
+
+fn convert_with(path: &str, text: &str, env: &[(&str, &str)]) -> Result<StackPlan, ComposeError> {
+    let env: BTreeMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    convert(&ComposeInput { stack: "s", path, text, env: &env, env_file: &no_env_file })
+}
+
+fn example(name: &str) -> StackPlan {
+    let path = format!("{}/tests/compose/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("example file");
+    convert_with(name, &text, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A `stack services`-like row: NAME MODE REPLICAS IMAGE PORTS (ingress ports only, as Docker).
+fn row(spec: &ServiceSpec) -> String {
+    let (mode, replicas) = match spec.mode {
+        ServiceMode::Replicated { replicas } => ("replicated", replicas.to_string()),
+        ServiceMode::Global => ("global", "-".to_string()),
+    };
+    let ports: Vec<String> = spec
+        .ports
+        .iter()
+        .filter(|p| p.publish_mode == PublishMode::Ingress)
+        .map(|p| format!("*:{}->{}/{}", p.published_port, p.target_port, p.protocol))
+        .collect();
+    format!("{} {mode} {replicas} {} {}", spec.name, spec.task.image, ports.join(",")).trim_end().to_string()
+}
+
+fn rows(plan: &StackPlan) -> Vec<String> {
+    plan.services.iter().map(row).collect()
+}
+
+fn service<'a>(plan: &'a StackPlan, name: &str) -> &'a ServiceSpec {
+    plan.services.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no service {name}"))
+}
+
+fn network_names(plan: &StackPlan) -> Vec<&str> {
+    plan.networks.iter().map(|n| n.name.as_str()).collect()
+}
+
+#[test]
+fn voting_app() {
+    let plan = example("voting-app.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_redis replicated 1 redis:alpine",
+            "s_db replicated 1 postgres:15-alpine",
+            "s_vote replicated 2 dockersamples/examplevotingapp_vote *:5000->80/tcp",
+            "s_result replicated 1 dockersamples/examplevotingapp_result *:5001->80/tcp",
+            "s_worker replicated 2 dockersamples/examplevotingapp_worker",
+        ]
+    );
+    assert_eq!(network_names(&plan), ["s_frontend", "s_backend"]);
+    assert!(plan.networks.iter().all(|n| n.driver == "overlay"
+        && !n.external
+        && n.labels.get("com.docker.stack.namespace").map(String::as_str) == Some("s")));
+    assert_eq!(service(&plan, "s_db").task.env, ["POSTGRES_USER=postgres", "POSTGRES_PASSWORD=postgres"]);
+    assert_eq!(service(&plan, "s_worker").task.networks, ["s_frontend", "s_backend"]);
+    assert!(plan.services.iter().all(|s| s.labels.get("com.docker.stack.namespace").map(String::as_str) == Some("s")));
+    assert_eq!(plan.ignored, ["volumes"]);
+    assert!(plan.deprecated.is_empty() && plan.warnings.is_empty());
+}
+
+#[test]
+fn voting_app_2017() {
+    let plan = example("voting-app-2017.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_redis replicated 1 redis:alpine *:0->6379/tcp",
+            "s_db replicated 1 postgres:9.4",
+            "s_vote replicated 2 dockersamples/examplevotingapp_vote:before *:5000->80/tcp",
+            "s_result replicated 1 dockersamples/examplevotingapp_result:before *:5001->80/tcp",
+            "s_worker replicated 1 dockersamples/examplevotingapp_worker",
+            "s_visualizer replicated 1 dockersamples/visualizer:stable *:8080->8080/tcp",
+        ]
+    );
+    // The visualizer names no network, so it joins the stack's default one.
+    assert_eq!(network_names(&plan), ["s_frontend", "s_backend", "s_default"]);
+    assert_eq!(service(&plan, "s_visualizer").task.networks, ["s_default"]);
+    let redis = service(&plan, "s_redis");
+    assert_eq!((redis.update_config.parallelism, redis.update_config.delay_ms), (2, 10_000));
+    assert_eq!(redis.task.restart_policy.condition, RestartCondition::OnFailure);
+    let worker = service(&plan, "s_worker");
+    assert_eq!(worker.task.placement.constraints, ["node.role == manager"]);
+    assert_eq!(worker.labels.get("APP").map(String::as_str), Some("VOTING"));
+    let policy = &worker.task.restart_policy;
+    assert_eq!((policy.delay_ms, policy.max_attempts, policy.window_ms), (10_000, 3, 120_000));
+    assert_eq!(service(&plan, "s_visualizer").task.stop_grace_period_ms, 90_000);
+    // depends_on is dropped silently, as docker/cli does.
+    assert_eq!(plan.ignored, ["volumes"]);
+}
+
+#[test]
+fn swarmprom() {
+    let plan = example("swarmprom.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_dockerd-exporter global - stefanprodan/caddy",
+            "s_cadvisor global - google/cadvisor",
+            "s_grafana replicated 1 stefanprodan/swarmprom-grafana:5.3.4",
+            "s_alertmanager replicated 1 stefanprodan/swarmprom-alertmanager:v0.14.0",
+            "s_unsee replicated 1 cloudflare/unsee:v0.8.0",
+            "s_node-exporter global - stefanprodan/swarmprom-node-exporter:v0.16.0",
+            "s_prometheus replicated 1 stefanprodan/swarmprom-prometheus:v2.5.0",
+            "s_caddy replicated 1 stefanprodan/caddy *:3000->3000/tcp,*:9090->9090/tcp,*:9093->9093/tcp,*:9094->9094/tcp",
+        ]
+    );
+    assert_eq!(network_names(&plan), ["s_net"]);
+    assert!(plan.networks[0].attachable);
+    let grafana = service(&plan, "s_grafana");
+    // `${ADMIN_USER:-admin}` with no ADMIN_USER set.
+    assert_eq!(
+        grafana.task.env,
+        ["GF_SECURITY_ADMIN_USER=admin", "GF_SECURITY_ADMIN_PASSWORD=admin", "GF_USERS_ALLOW_SIGN_UP=false"]
+    );
+    assert_eq!(grafana.task.placement.constraints, ["node.role == manager"]);
+    assert_eq!(grafana.task.resources.limits.memory_bytes, 128 << 20);
+    assert_eq!(grafana.task.resources.reservations.memory_bytes, 64 << 20);
+    // `$$` is a literal `$`; `{{.Node.ID}}` is Swarm's template, left alone.
+    let exporter = service(&plan, "s_node-exporter");
+    assert!(exporter
+        .task
+        .args
+        .contains(&"--collector.filesystem.ignored-mount-points=^/(sys|proc|dev|host|etc)($|/)".into()));
+    assert_eq!(exporter.task.env, ["NODE_ID={{.Node.ID}}"]);
+    assert_eq!(service(&plan, "s_prometheus").task.args[2], "--storage.tsdb.retention=24h");
+    assert_eq!(service(&plan, "s_cadvisor").task.args, ["-logtostderr", "-docker_only"]);
+    assert_eq!(plan.ignored, ["configs", "healthcheck", "volumes"]);
+
+    // With the variables set, they win over the defaults.
+    let text = std::fs::read_to_string(format!("{}/tests/compose/swarmprom.yml", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let plan = convert_with("swarmprom.yml", &text, &[("ADMIN_USER", "root"), ("PROMETHEUS_RETENTION", "7d")]).unwrap();
+    assert_eq!(service(&plan, "s_caddy").task.env[0], "ADMIN_USER=root");
+    assert_eq!(service(&plan, "s_prometheus").task.args[2], "--storage.tsdb.retention=7d");
+}
+
+#[test]
+fn atsea_shop() {
+    let plan = example("atsea-shop.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_reverse_proxy replicated 1 dockersamples/atseasampleshopapp_reverse_proxy *:80->80/tcp,*:443->443/tcp",
+            "s_database replicated 1 dockersamples/atsea_db",
+            "s_appserver replicated 2 dockersamples/atsea_app",
+            "s_visualizer replicated 1 dockersamples/visualizer:stable *:8001->8080/tcp",
+            "s_payment_gateway replicated 1 dockersamples/atseasampleshopapp_payment_gateway",
+        ]
+    );
+    assert_eq!(network_names(&plan), ["s_front-tier", "s_back-tier", "s_payment", "s_default"]);
+    let app = service(&plan, "s_appserver");
+    assert_eq!(app.update_config.parallelism, 2);
+    assert_eq!(app.update_config.failure_action, FailureAction::Rollback);
+    let policy = &app.task.restart_policy;
+    assert_eq!(
+        (policy.condition, policy.delay_ms, policy.max_attempts, policy.window_ms),
+        (RestartCondition::OnFailure, 5_000, 3, 120_000)
+    );
+    assert_eq!(app.task.networks, ["s_front-tier", "s_back-tier", "s_payment"]);
+    assert_eq!(
+        service(&plan, "s_payment_gateway").task.placement.constraints,
+        ["node.role == worker", "node.labels.pcidss == yes"]
+    );
+    // Secrets and the encrypted overlay's driver_opts are not modelled: warned, never silently lost.
+    assert_eq!(plan.ignored, ["networks.driver_opts", "secrets", "volumes"]);
+}
+
+#[test]
+fn dogvscat_proxy_global() {
+    let plan = example("dogvscat-proxy-global.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_traefik-init replicated 1 traefik:1.7-alpine",
+            "s_traefik global - traefik:1.7-alpine *:8080->8080/tcp",
+            "s_consul replicated 1 consul",
+            "s_dockersocket global - tecnativa/docker-socket-proxy",
+        ]
+    );
+    // `name: proxy` keeps its name; the others are prefixed.
+    assert_eq!(network_names(&plan), ["proxy", "s_traefik-consul", "s_traefik-docker"]);
+    let traefik = service(&plan, "s_traefik");
+    let ports: Vec<(u16, u16, PublishMode)> =
+        traefik.ports.iter().map(|p| (p.published_port, p.target_port, p.publish_mode)).collect();
+    assert_eq!(ports, [(80, 80, PublishMode::Host), (443, 443, PublishMode::Host), (8080, 8080, PublishMode::Ingress)]);
+    assert_eq!(traefik.labels.get("traefik.port").map(String::as_str), Some("8080"));
+    assert_eq!(traefik.task.networks, ["proxy", "s_traefik-consul", "s_traefik-docker"]);
+    let init = service(&plan, "s_traefik-init");
+    assert_eq!(init.task.args.len(), 16);
+    assert_eq!(init.task.args[2], "--logLevel=\"DEBUG\"");
+    assert_eq!(init.task.restart_policy.condition, RestartCondition::OnFailure);
+    assert_eq!(service(&plan, "s_consul").task.args, ["agent", "-server", "-bootstrap-expect=1"]);
+    assert_eq!(service(&plan, "s_dockersocket").task.env, ["NETWORKS=1", "SERVICES=1", "TASKS=1"]);
+    assert_eq!(service(&plan, "s_dockersocket").task.placement.constraints, ["node.role == manager"]);
+    // `logging` arrives through the `<<: *default-opts` merge.
+    assert_eq!(plan.ignored, ["logging", "networks.driver_opts", "volumes"]);
+}
+
+#[test]
+fn swarmpit() {
+    let plan = example("swarmpit.yml");
+    assert_eq!(
+        rows(&plan),
+        [
+            "s_app replicated 1 swarmpit/swarmpit:latest *:888->8080/tcp",
+            "s_db replicated 1 couchdb:2.3.0",
+            "s_influxdb replicated 1 influxdb:1.7",
+            "s_agent global - swarmpit/agent:latest",
+        ]
+    );
+    let app = service(&plan, "s_app");
+    assert_eq!(app.task.resources.limits.nano_cpus, 500_000_000);
+    assert_eq!(app.task.resources.limits.memory_bytes, 1024 << 20);
+    assert_eq!(app.task.resources.reservations.nano_cpus, 250_000_000);
+    assert_eq!(app.task.env, ["SWARMPIT_DB=http://db:5984", "SWARMPIT_INFLUXDB=http://influxdb:8086"]);
+    assert_eq!(service(&plan, "s_agent").labels.get("swarmpit.agent").map(String::as_str), Some("true"));
+    assert_eq!(network_names(&plan), ["s_net"]);
+    assert_eq!(plan.ignored, ["volumes"]);
+}
+
+/// The env files the docker/cli fixture names (its loader tests write them the same way).
+fn full_env_file(file: &str) -> Option<String> {
+    match file {
+        "./example1.env" => Some("# comment\nFOO=foo_from_env_file\nBAZ=baz_from_env_file\n".to_string()),
+        "./example2.env" => Some("BAR=bar_from_env_file_2\n".to_string()),
+        _ => None,
+    }
+}
+
+/// The docker/cli loader fixture uses a network it never declares; `stack deploy` refuses it
+/// exactly so (docker/cli `convert/service.go`).
+#[test]
+fn docker_cli_full_example_is_refused_like_docker() {
+    let path = format!("{}/tests/compose/docker-cli-full-example.yml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let env = BTreeMap::new();
+    let input = ComposeInput { stack: "s", path: "full-example.yml", text: &text, env: &env, env_file: &full_env_file };
+    let err = convert(&input).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "full-example.yml:212: services.foo.networks.other-other-network: service \"foo\" refers to undefined \
+         network \"other-other-network\": declare it under the top-level networks key"
+    );
+}
+
+/// The same fixture with that network declared: every key `stack deploy` reads, converted.
+#[test]
+fn docker_cli_full_example() {
+    let path = format!("{}/tests/compose/docker-cli-full-example.yml", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap().replace("\nnetworks:\n", "\nnetworks:\n  other-other-network:\n");
+    let env: BTreeMap<String, String> = [("QUX".to_string(), "qux_from_env".to_string())].into();
+    let plan =
+        convert(&ComposeInput { stack: "s", path: "full.yml", text: &text, env: &env, env_file: &full_env_file })
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plan.services.len(), 1);
+    let foo = &plan.services[0];
+    assert_eq!(row(foo).split(' ').take(4).collect::<Vec<_>>(), ["s_foo", "replicated", "6", "redis"]);
+    assert_eq!(foo.task.command, ["/code/entrypoint.sh", "-p", "3000"]);
+    assert_eq!(foo.task.args, ["bundle", "exec", "thin", "-p", "3000"]);
+    // env_file first, `environment` overriding it; QUX (no value) from the environment.
+    assert_eq!(
+        foo.task.env,
+        ["FOO=foo_from_env_file", "BAZ=baz_from_service_def", "BAR=bar_from_env_file_2", "QUX=qux_from_env"]
+    );
+    for config in [&foo.update_config, &foo.rollback_config] {
+        assert_eq!(config.parallelism, 3);
+        assert_eq!(config.delay_ms, 10_000);
+        assert_eq!(config.failure_action, FailureAction::Continue);
+        assert_eq!(config.monitor_ms, 60_000);
+        assert_eq!(config.max_failure_ratio, 0.3);
+        assert_eq!(config.order, UpdateOrder::StartFirst);
+    }
+    assert_eq!(foo.task.resources.limits.nano_cpus, 1_000_000);
+    assert_eq!(foo.task.resources.limits.memory_bytes, 50 << 20);
+    assert_eq!(foo.task.resources.reservations.nano_cpus, 100_000);
+    assert_eq!(foo.task.resources.reservations.memory_bytes, 20 << 20);
+    let policy = &foo.task.restart_policy;
+    assert_eq!(
+        (policy.condition, policy.delay_ms, policy.max_attempts, policy.window_ms),
+        (RestartCondition::OnFailure, 5_000, 3, 120_000)
+    );
+    assert_eq!(foo.task.placement.constraints, ["node=foo"]);
+    assert_eq!(foo.task.placement.preferences, ["spread=node.labels.az"]);
+    assert_eq!(foo.task.placement.max_replicas_per_node, 5);
+    assert_eq!(foo.task.stop_grace_period_ms, 20_000);
+    assert_eq!(foo.labels.get("FOO").map(String::as_str), Some("BAR"));
+    assert_eq!(foo.labels.get("com.example.number").map(String::as_str), Some("42"));
+    assert_eq!(foo.labels.get("com.example.empty-label").map(String::as_str), Some(""));
+    // Ports: ranges expand, host IPs are dropped.
+    let ports: Vec<(u16, u16)> = foo.ports.iter().map(|p| (p.published_port, p.target_port)).collect();
+    let mut want = vec![(0, 3000)];
+    want.extend((3001..=3005).map(|t| (0, t)));
+    want.extend([(8000, 8000), (9090, 8080), (9091, 8081), (49100, 22), (8001, 8001)]);
+    want.extend((5000..=5010).map(|p| (p, p)));
+    assert_eq!(ports, want);
+    // Declared and used networks only; external ones keep their own names and are never created.
+    assert_eq!(network_names(&plan), ["s_other-other-network", "s_some-network", "s_other-network"]);
+    assert_eq!(
+        plan.ignored,
+        [
+            "build",
+            "cap_add",
+            "cap_drop",
+            "cgroup_parent",
+            "configs",
+            "deploy.endpoint_mode",
+            "deploy.resources.limits.pids",
+            "deploy.resources.reservations.generic_resources",
+            "devices",
+            "dns",
+            "dns_search",
+            "domainname",
+            "external_links",
+            "extra_hosts",
+            "healthcheck",
+            "hostname",
+            "ipc",
+            "links",
+            "logging",
+            "mac_address",
+            "network_mode",
+            "networks.aliases",
+            "networks.driver_opts",
+            "networks.ipam",
+            "networks.ipv4_address",
+            "networks.ipv6_address",
+            "pid",
+            "privileged",
+            "read_only",
+            "restart",
+            "secrets",
+            "security_opt",
+            "stdin_open",
+            "stop_signal",
+            "sysctls",
+            "tmpfs",
+            "tty",
+            "ulimits",
+            "user",
+            "volumes",
+            "working_dir",
+        ]
+    );
+    assert_eq!(plan.deprecated.len(), 2);
+    assert!(plan.deprecated[0].starts_with("container_name: "));
+    assert!(plan.deprecated[1].starts_with("expose: "));
+}
+
+#[test]
+fn external_networks_keep_their_names() {
+    let text = "services:\n  a:\n    image: x\n    networks: [ext, named]\nnetworks:\n  ext:\n    external: true\n  named:\n    external:\n      name: my-net\n";
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    assert_eq!(network_names(&plan), ["ext", "my-net"]);
+    assert!(plan.networks.iter().all(|n| n.external && n.labels.is_empty()));
+    assert_eq!(plan.services[0].task.networks, ["ext", "my-net"]);
+}
+
+/// The message for each malformed input, with the line it points at.
+#[test]
+fn refusals_name_file_line_and_what_was_expected() {
+    let err = |text: &str| convert_with("compose.yml", text, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err("version: '3.8'\nservices:\n  web:\n    image: nginx\n    deploy:\n      replicas: three\n"),
+        "compose.yml:6: services.web.deploy.replicas: expected an integer, got \"three\""
+    );
+    assert_eq!(
+        err("services:\n  a:\n    command: x\n"),
+        "compose.yml:3: invalid image reference for service a: no image specified"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    deploy: {mode: global, replicas: 2}\n"),
+        "compose.yml:4: services.a.deploy.replicas: replicas can only be used with replicated or replicated-job mode"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    deploy: {mode: sometimes}\n"),
+        "compose.yml:4: services.a.deploy.mode: unknown mode: sometimes (expected replicated or global)"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    networks:\n      - front\n      - nope\nnetworks:\n  front:\n"),
+        "compose.yml:6: services.a.networks[1]: service \"a\" refers to undefined network \"nope\": declare it \
+         under the top-level networks key"
+    );
+    assert_eq!(
+        err("version: '2.1'\nservices: {}\n"),
+        "compose.yml:1: unsupported Compose file version: 2.1 (stack deploy reads version 3 files)"
+    );
+    assert!(err("services:\n  a:\n    image: x\nfrobs: 1\n")
+        .starts_with("compose.yml:4: additional property \"frobs\" is not allowed at the top level"));
+    assert!(err("services:\n  a:\n    image: x\n    colour: blue\n")
+        .starts_with("compose.yml:3: services.a: additional property \"colour\" is not allowed"));
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    mem_limit: 1g\n    extends: b\n"),
+        "compose.yml:4: compose file contains unsupported options:\n\n\
+         extends: Support for `extends` is not implemented yet.\n\
+         mem_limit: Set resource limits using deploy.resources"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    ports:\n      - 80\n      - \"99999:80\"\n"),
+        "compose.yml:6: services.a.ports[1]: invalid port \"99999\": ports are numbers from 1 to 65535"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    stop_grace_period: soon\n"),
+        "compose.yml:4: services.a.stop_grace_period: expected a duration like 10s, 1m30s or 300ms, got \"soon\""
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    deploy:\n      update_config:\n        max_failure_ratio: 2\n"),
+        "compose.yml:6: services.a.deploy.update_config.max_failure_ratio: expected a number between 0 and 1, got 2"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: ${TAG:?set TAG first}\n"),
+        "compose.yml:3: services.a.image: required variable TAG is missing a value: set TAG first"
+    );
+    assert!(err("services: [\n").starts_with("compose.yml:2: invalid YAML: "), "{}", err("services: [\n"));
+    assert_eq!(
+        err("- a\n- b\n"),
+        "compose.yml:1: a compose file is a mapping with a services key at the top level, got a list"
+    );
+    let bad_stack = convert(&ComposeInput {
+        stack: "my stack",
+        path: "c.yml",
+        text: "services: {}",
+        env: &BTreeMap::new(),
+        env_file: &no_env_file,
+    });
+    assert!(bad_stack.unwrap_err().to_string().starts_with("c.yml: invalid stack name \"my stack\""));
+}
+
+#[test]
+fn env_files_must_exist() {
+    let err = convert_with("c.yml", "services:\n  a:\n    image: x\n    env_file: ./missing.env\n", &[]).unwrap_err();
+    assert_eq!(err.to_string(), "c.yml:4: services.a.env_file: couldn't find env file \"./missing.env\"");
+}
+
+#[test]
+fn unset_variables_warn_and_go_blank() {
+    let plan =
+        convert_with("c.yml", "services:\n  a:\n    image: \"busybox${TAG}\"\n    environment: [A=$NOPE]\n", &[])
+            .unwrap();
+    assert_eq!(plan.services[0].task.image, "busybox");
+    assert_eq!(plan.services[0].task.env, ["A="]);
+    assert_eq!(
+        plan.warnings,
+        [
+            "The TAG variable is not set. Defaulting to a blank string.",
+            "The NOPE variable is not set. Defaulting to a blank string."
+        ]
+    );
+}
+
+/// Mutations of a real file: drop, duplicate or re-indent a line, or splice in a scalar.
+fn mutate(text: &str, line: usize, how: u8, junk: &str) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    if lines.is_empty() {
+        return junk.to_string();
+    }
+    let at = line % lines.len();
+    match how % 5 {
+        0 => {
+            lines.remove(at);
+        }
+        1 => {
+            let copy = lines[at].clone();
+            lines.insert(at, copy);
+        }
+        2 => lines[at] = format!("  {}", lines[at]),
+        3 => lines[at] = lines[at].trim_start().to_string(),
+        _ => {
+            let cut = lines[at].find(':').map(|i| i + 1).unwrap_or(0);
+            lines[at] = format!("{} {junk}", &lines[at][..cut]);
+        }
+    }
+    lines.join("\n")
+}
+
+const EXAMPLES: &[&str] = &[
+    include_str!("compose/voting-app.yml"),
+    include_str!("compose/voting-app-2017.yml"),
+    include_str!("compose/swarmprom.yml"),
+    include_str!("compose/atsea-shop.yml"),
+    include_str!("compose/dogvscat-proxy-global.yml"),
+    include_str!("compose/swarmpit.yml"),
+    include_str!("compose/docker-cli-full-example.yml"),
+];
+
+fn no_panic(text: &str) {
+    let env: BTreeMap<String, String> = [("A".to_string(), "1".to_string())].into();
+    let env_file = |_: &str| Some("K=v\n".to_string());
+    if let Err(err) = convert(&ComposeInput { stack: "s", path: "f.yml", text, env: &env, env_file: &env_file }) {
+        // Every refusal says where: the file, and a line when the text has one for it.
+        assert!(err.to_string().starts_with("f.yml"), "{err}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        no_panic(&text);
+    }
+
+    #[test]
+    fn yaml_shaped_text_never_panics(
+        text in "(services|version|networks|deploy|image|ports|replicas|x-a|<<|&a|\\*a|\\$\\{A:-|\\}|[ \n:\\-\\[\\]{},'\"#0-9a-z]){0,80}"
+    ) {
+        no_panic(&text);
+    }
+
+    #[test]
+    fn mutated_examples_never_panic(
+        file in 0..EXAMPLES.len(),
+        edits in proptest::collection::vec((0usize..400, 0u8..5, "[a-z0-9:\\-\\[\\]{}$*&'\" ]{0,12}"), 1..4),
+    ) {
+        let mut text = EXAMPLES[file].to_string();
+        for (line, how, junk) in &edits {
+            text = mutate(&text, *line, *how, junk);
+        }
+        no_panic(&text);
+    }
+}
