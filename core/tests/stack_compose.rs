@@ -533,3 +533,109 @@ proptest! {
         no_panic(&text);
     }
 }
+
+mod steps {
+    use shoal_core::api::{Meta, Network, Service};
+    use shoal_core::control::ControlRequest;
+    use shoal_core::stack::{deploy_steps, remove_steps, StackError, StackStep};
+
+    use super::convert_with;
+
+    const V1: &str =
+        "services:\n  web:\n    image: nginx:1\n  db:\n    image: pg\n    networks: [back]\nnetworks:\n  back:\n";
+
+    fn network(name: &str, stack: Option<&str>) -> Network {
+        Network {
+            id: format!("id-{name}"),
+            meta: Meta::default(),
+            name: name.into(),
+            driver: "overlay".into(),
+            subnet: String::new(),
+            attachable: false,
+            ingress: false,
+            labels: stack
+                .map(|s| [("com.docker.stack.namespace".to_string(), s.to_string())].into())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn service(spec: shoal_core::api::ServiceSpec, version: u64) -> Service {
+        Service {
+            id: format!("id-{}", spec.name),
+            meta: Meta { version, ..Meta::default() },
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn first_deploy_creates_networks_then_services() {
+        let plan = convert_with("c.yml", V1, &[]).unwrap();
+        let steps = deploy_steps(&plan, &[], &[], false).unwrap();
+        let lines: Vec<String> = steps.iter().map(StackStep::message).collect();
+        assert_eq!(
+            lines,
+            [
+                "Creating network s_back",
+                "Creating network s_default",
+                "Creating service s_web",
+                "Creating service s_db"
+            ]
+        );
+        assert!(matches!(steps[0].request(), ControlRequest::NetworkCreate { ref driver, .. } if driver == "overlay"));
+    }
+
+    #[test]
+    fn redeploy_updates_in_place_and_prune_removes_the_rest() {
+        let plan = convert_with("c.yml", V1, &[]).unwrap();
+        let mut web = plan.services[0].clone();
+        web.task.force_update = 4;
+        let mut gone = plan.services[1].clone();
+        gone.name = "s_old".into();
+        let current = [service(web, 7), service(gone, 2)];
+        let networks = [network("s_back", Some("s")), network("s_default", Some("s"))];
+        let steps = deploy_steps(&plan, &networks, &current, false).unwrap();
+        let lines: Vec<String> = steps.iter().map(StackStep::message).collect();
+        assert_eq!(lines, ["Updating service s_web (id: id-s_web)", "Creating service s_db"]);
+        // The forced-update counter is kept, so an unchanged service is not redeployed.
+        let StackStep::UpdateService { version, spec, .. } = &steps[0] else { panic!("{steps:?}") };
+        assert_eq!((*version, spec.task.force_update), (7, 4));
+        let pruned = deploy_steps(&plan, &networks, &current, true).unwrap();
+        assert_eq!(pruned[0].message(), "Removing service s_old");
+    }
+
+    #[test]
+    fn external_networks_must_exist() {
+        let text = "services:\n  a:\n    image: x\n    networks: [ext]\nnetworks:\n  ext:\n    external: true\n";
+        let plan = convert_with("c.yml", text, &[]).unwrap();
+        let err = deploy_steps(&plan, &[], &[], false).unwrap_err();
+        assert_eq!(err, StackError::ExternalNetworkMissing("ext".into()));
+        assert!(err.to_string().starts_with("network \"ext\" is declared as external, but could not be found."));
+        let steps = deploy_steps(&plan, &[network("ext", None)], &[], false).unwrap();
+        assert_eq!(steps.len(), 1);
+    }
+
+    #[test]
+    fn rm_removes_only_the_stacks_objects() {
+        let plan = convert_with("c.yml", V1, &[]).unwrap();
+        let mut other = plan.services[0].clone();
+        other.name = "t_web".into();
+        other.labels.insert("com.docker.stack.namespace".into(), "t".into());
+        let current = [service(plan.services[1].clone(), 1), service(plan.services[0].clone(), 1), service(other, 1)];
+        let networks = [network("s_default", Some("s")), network("s_back", Some("s")), network("shared", None)];
+        let lines: Vec<String> = remove_steps("s", &networks, &current).iter().map(StackStep::message).collect();
+        assert_eq!(
+            lines,
+            [
+                "Removing service s_db",
+                "Removing service s_web",
+                "Removing network s_back",
+                "Removing network s_default"
+            ]
+        );
+        assert!(remove_steps("nope", &networks, &current).is_empty());
+    }
+}
