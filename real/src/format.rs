@@ -8,6 +8,8 @@ use std::cmp::Ordering;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use shoal_core::stack::units;
+
 /// Docker's tabwriter settings (`cli/command/formatter/formatter.go`): minwidth 10, padding 3.
 const MIN_WIDTH: usize = 10;
 const PADDING: usize = 3;
@@ -177,80 +179,21 @@ pub fn cpus(nano_cpus: u64) -> String {
 #[error("{0}")]
 pub struct ParseError(pub String);
 
+// The value syntaxes are shared with compose files: one parser each, in `shoal_core::stack::units`.
+
 /// A Go duration (`5s`, `1m30s`, `300ms`, `1h`, `1.5s`, `0`), as docker's duration flags take, in ms.
 pub fn parse_duration(text: &str) -> Result<u64, ParseError> {
-    let bad = || ParseError(format!("invalid duration {text:?}: use a number with a unit, like 5s, 1m30s or 300ms"));
-    let trimmed = text.trim();
-    if trimmed == "0" {
-        return Ok(0);
-    }
-    if trimmed.is_empty() || trimmed.starts_with('-') {
-        return Err(bad());
-    }
-    let mut total_ms = 0f64;
-    let mut rest = trimmed.strip_prefix('+').unwrap_or(trimmed);
-    while !rest.is_empty() {
-        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if number_len == 0 {
-            return Err(bad());
-        }
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale_ms = match &rest[..unit_len] {
-            "ns" => 1e-6,
-            "us" | "µs" | "μs" => 1e-3,
-            "ms" => 1.0,
-            "s" => 1e3,
-            "m" => 60e3,
-            "h" => 3600e3,
-            _ => return Err(bad()),
-        };
-        total_ms += number * scale_ms;
-        rest = &rest[unit_len..];
-    }
-    if !total_ms.is_finite() || total_ms > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(total_ms.round() as u64)
+    units::duration_ms(text).map_err(|expected| ParseError(format!("invalid duration {text:?}: {expected}")))
 }
 
 /// go-units `RAMInBytes`: `512M`, `1G`, `1gb`, `64m`, `1024` (bytes); binary multiples.
 pub fn parse_memory(text: &str) -> Result<u64, ParseError> {
-    let bad = || ParseError(format!("invalid memory size {text:?}: use a number with a unit, like 512M or 1G"));
-    let trimmed = text.trim();
-    let number_len = trimmed.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(trimmed.len());
-    if number_len == 0 {
-        return Err(bad());
-    }
-    let number: f64 = trimmed[..number_len].parse().map_err(|_| bad())?;
-    let unit = trimmed[number_len..].trim_start().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let multiplier: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
-        _ => return Err(bad()),
-    };
-    let bytes = number * multiplier;
-    if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok(bytes as u64)
+    units::memory_bytes(text).map_err(|expected| ParseError(format!("invalid memory size {text:?}: {expected}")))
 }
 
 /// Docker's `NanoCPUs` flag: a decimal number of CPUs (`0.5`, `2`), in nano-CPUs.
 pub fn parse_cpus(text: &str) -> Result<u64, ParseError> {
-    let bad = || ParseError(format!("invalid number of CPUs {text:?}: use a decimal number, like 0.5 or 2"));
-    let value: f64 = text.trim().parse().map_err(|_| bad())?;
-    if !value.is_finite() || value < 0.0 || value * 1e9 > u64::MAX as f64 {
-        return Err(bad());
-    }
-    Ok((value * 1e9).round() as u64)
+    units::nano_cpus(text).map_err(|expected| ParseError(format!("invalid number of CPUs {text:?}: {expected}")))
 }
 
 /// `sortorder.NaturalLess`: digit runs compare by value, so `node-2` sorts before `node-10`.

@@ -41,7 +41,7 @@
 mod convert;
 mod interpolate;
 mod locate;
-mod units;
+pub mod units;
 
 use std::collections::BTreeMap;
 
