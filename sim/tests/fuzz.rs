@@ -21,13 +21,7 @@ const WALL_LIMIT: u64 = 60;
 
 /// Regression files that fail because of a known core bug not fixed yet, with the text their
 /// failure must contain (when fixed, the test says to remove the entry).
-const KNOWN_CORE_BUGS: &[(&str, &str)] = &[
-    // One manager, two workers: `node promote worker-1` while worker-1 is crashed (the write may
-    // fail, and does, after its 30 s of add-manager retries); worker-1 restarts, a leader exists,
-    // yet 10 s later the next write never commits — the half-done promotion leaves raft's
-    // membership needing a member that does not serve raft, and the single-manager swarm is wedged.
-    ("t90_3aaa8a45", "the commit did not finish in time"),
-];
+const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shoal-sim"))

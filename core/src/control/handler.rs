@@ -39,6 +39,15 @@ pub struct ControlHandler {
 const READ_LEADER_WAIT: Duration = Duration::from_secs(3);
 /// How long a forwarded read may take on the leader (a quorum round, then the read).
 const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `node promote` keeps asking the leader to add the node (an attempt itself waits up to
+/// three proposal timeouts for the node to catch up, so a promotion ends within ~25 s, under the
+/// client's 30 s).
+const PROMOTE_WAIT: Duration = Duration::from_secs(12);
+
+/// Is `err` raft's "not a member" refusal of a removal (the manager is not in the membership)?
+fn is_not_member(err: &ControlError) -> bool {
+    matches!(err, ControlError::FailedPrecondition(m) if *m == crate::raft::ReplicaError::NotMember.to_string())
+}
 
 impl From<ProposeError> for ControlError {
     fn from(err: ProposeError) -> Self {
@@ -498,6 +507,14 @@ impl ControlHandler {
         })
     }
 
+    /// `node promote`: record the desired role and the node's raft id (its next heartbeat tells it to
+    /// start a replica), add it to raft once it serves it, then mark it a manager.
+    ///
+    /// The raft layer only makes the node a voter after it has caught up with the log, so promoting
+    /// a node that is down (or crashes meanwhile) never costs the cluster its quorum. If the node does
+    /// not come up within [`PROMOTE_WAIT`], the promotion is undone — the node leaves the raft
+    /// membership and its desired role is worker again — and the call fails: the cluster is as it
+    /// was, and `node promote` can be run again once the node is back.
     async fn promote(&self, key: &str) -> ControlResult {
         let node = self.store.view(|s| find_node(s, key).cloned())?;
         if node.role == NodeRole::Manager {
@@ -518,22 +535,19 @@ impl ControlHandler {
             Ok(vec![Action::Update(Object::Node(n))])
         })
         .await?;
-        // The node learns its new role from its next heartbeat and starts serving raft; add it as
-        // soon as it answers.
+        // The node learns its new role from its next heartbeat and starts serving raft; the leader
+        // adds it once it has caught up (each attempt waits for that a while).
         let addr = node.status.addr.clone();
-        let mut last = None;
-        for _ in 0..60 {
+        let deadline = runtime::now() + PROMOTE_WAIT;
+        let err = loop {
             match self.consensus.add_manager(raft_id, addr.clone()).await {
-                Ok(()) => {
-                    last = None;
-                    break;
-                }
-                Err(err) => last = Some(err),
+                Ok(()) => break None,
+                Err(err) if runtime::now() >= deadline => break Some(err),
+                Err(_) => runtime::sleep(Duration::from_millis(500)).await,
             }
-            runtime::sleep(Duration::from_millis(500)).await;
-        }
-        if let Some(err) = last {
-            return Err(ControlError::Unavailable(format!("node {key} did not start its manager in time: {err}")));
+        };
+        if let Some(err) = err {
+            return Err(self.undo_promotion(key, &id, raft_id, err).await);
         }
         self.write(|s| {
             let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
@@ -543,6 +557,37 @@ impl ControlHandler {
         })
         .await?;
         Ok(ControlResponse::Done)
+    }
+
+    /// A promotion that did not complete: take the node out of the raft membership (a learner that
+    /// never caught up, normally already gone) and set its desired role back to worker. If it cannot
+    /// be taken out — it may have become a voter just before going silent — the promotion stays
+    /// recorded, so the node starts its replica when it comes back and the quorum can heal.
+    async fn undo_promotion(&self, key: &str, id: &str, raft_id: u64, cause: ControlError) -> ControlError {
+        let failed = ControlError::Unavailable(format!("node {key} did not start its manager in time: {cause}"));
+        match self.consensus.remove_manager(raft_id).await {
+            Ok(()) => {}
+            Err(err) if is_not_member(&err) => {}
+            Err(_) => return failed,
+        }
+        let undone = self
+            .write(|s| {
+                let Some(n) = s.nodes.get(id) else { return Ok(vec![]) };
+                if n.role == NodeRole::Manager || n.manager_status.as_ref().map(|m| m.raft_id) != Some(raft_id) {
+                    return Ok(vec![]);
+                }
+                let mut n = n.clone();
+                n.spec.desired_role = NodeRole::Worker;
+                n.manager_status = None;
+                Ok(vec![Action::Update(Object::Node(n))])
+            })
+            .await;
+        match undone {
+            Ok(()) => ControlError::Unavailable(format!(
+                "node {key} did not start its manager in time ({cause}); it is still a worker"
+            )),
+            Err(_) => failed,
+        }
     }
 
     async fn demote(&self, key: &str) -> ControlResult {
@@ -556,7 +601,13 @@ impl ControlHandler {
                 "attempting to demote the last manager of the swarm: promote another node first".into(),
             ));
         }
-        self.consensus.remove_manager(status.raft_id).await?;
+        match self.consensus.remove_manager(status.raft_id).await {
+            Ok(()) => {}
+            // A promotion that never completed (its manager crashed mid-way): nothing to take out of
+            // raft, only the node object to set back, as swarmkit's role manager does.
+            Err(err) if node.role == NodeRole::Worker && is_not_member(&err) => {}
+            Err(err) => return Err(err),
+        }
         let id = node.id.clone();
         self.write(|s| {
             let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };

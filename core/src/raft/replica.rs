@@ -316,18 +316,31 @@ impl Replica {
 
     /// Returns once this replica (as leader) has confirmed with a quorum that it still leads and has
     /// applied everything committed before the call: reads after it see every acknowledged write.
+    ///
+    /// openraft confirms with one round of heartbeats whose deadline is one heartbeat interval, and
+    /// answers `QuorumNotEnough` if a quorum did not reply within it — a single lost message or a
+    /// slow link is enough. That is not a lost quorum, so the round is repeated until
+    /// `propose_timeout_ms` runs out; only a quorum whose acknowledgement has gone stale (after
+    /// [`Replica::wait_quorum`]'s grace) fails at once with Swarm's lost-quorum error.
     pub async fn ensure_linearizable(&self) -> Result<(), ProposeError> {
-        let wait = Duration::from_millis(self.inner.config.propose_timeout_ms);
-        match runtime::timeout(wait, self.inner.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader_addr: f.leader_node.map(|n| n.addr) })
+        let deadline = self.propose_deadline();
+        let pause = Duration::from_millis((self.inner.config.heartbeat_interval_ms / 5).max(1));
+        loop {
+            let left = deadline.saturating_duration_since(runtime::now());
+            match runtime::timeout(left, self.inner.raft.ensure_linearizable()).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(ProposeError::NotLeader { leader_addr: f.leader_node.map(|n| n.addr) })
+                }
+                Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                    if runtime::now() + pause >= deadline || !self.wait_quorum().await {
+                        return Err(ProposeError::NoLeader);
+                    }
+                    runtime::sleep(pause).await;
+                }
+                Ok(Err(RaftError::Fatal(fatal))) => return Err(ProposeError::Shutdown(fatal.to_string())),
+                Err(_) => return Err(ProposeError::NoLeader),
             }
-            Ok(Err(RaftError::APIError(openraft::error::CheckIsLeaderError::QuorumNotEnough(_)))) => {
-                Err(ProposeError::NoLeader)
-            }
-            Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Shutdown(fatal.to_string())),
-            Err(_) => Err(ProposeError::NoLeader),
         }
     }
 
@@ -358,8 +371,14 @@ impl Replica {
     }
 
     /// Send `request` to the leader, waiting (until `deadline`) for one to be known. `Ok(None)`:
-    /// this replica is the leader itself, handle it locally.
-    async fn to_leader(&self, request: &RaftRequest, deadline: Instant) -> Result<Option<RaftResponse>, Forward> {
+    /// this replica is the leader itself, handle it locally. The leader's reply is awaited for
+    /// `reply_wait`, or by default until `deadline` and at most `forward_timeout_ms`.
+    async fn to_leader(
+        &self,
+        request: &RaftRequest,
+        deadline: Instant,
+        reply_wait: Option<Duration>,
+    ) -> Result<Option<RaftResponse>, Forward> {
         let mut status = self.inner.status.clone();
         loop {
             let current = status.borrow_and_update().clone();
@@ -372,9 +391,11 @@ impl Replica {
             }
             match current.leader {
                 Some((leader, addr)) if leader != self.inner.raft_id && !addr.is_empty() => {
-                    let wait = deadline
-                        .saturating_duration_since(now)
-                        .min(Duration::from_millis(self.inner.config.forward_timeout_ms));
+                    let wait = reply_wait.unwrap_or_else(|| {
+                        deadline
+                            .saturating_duration_since(now)
+                            .min(Duration::from_millis(self.inner.config.forward_timeout_ms))
+                    });
                     let reply: Result<RaftResponse, CallError> =
                         rpc::call(self.inner.transport.as_ref(), &addr, Channel::Raft, request, wait).await;
                     match reply {
@@ -412,8 +433,11 @@ impl Replica {
         let addr = addr.into();
         let deadline = self.propose_deadline();
         let request = RaftRequest::AddManager { raft_id, addr: addr.clone() };
+        // The leader bounds its own work (catch-up, then the voter change); a shorter wait here
+        // would report silence while it is still at it, and a retry would race with it.
+        let reply_wait = self.membership_wait() * 2 + Duration::from_millis(self.inner.config.forward_timeout_ms);
         loop {
-            let reply = match self.to_leader(&request, deadline).await {
+            let reply = match self.to_leader(&request, deadline, Some(reply_wait)).await {
                 Ok(None) => self.add_manager_as_leader(raft_id, addr.clone()).await,
                 Ok(Some(RaftResponse::Membership(reply))) => reply,
                 Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
@@ -432,8 +456,9 @@ impl Replica {
     pub async fn remove_manager(&self, raft_id: RaftId) -> Result<(), ReplicaError> {
         let deadline = self.propose_deadline();
         let request = RaftRequest::RemoveManager { raft_id };
+        let reply_wait = self.membership_wait() + Duration::from_millis(self.inner.config.forward_timeout_ms);
         loop {
-            let reply = match self.to_leader(&request, deadline).await {
+            let reply = match self.to_leader(&request, deadline, Some(reply_wait)).await {
                 Ok(None) => self.remove_manager_as_leader(raft_id).await,
                 Ok(Some(RaftResponse::Membership(reply))) => reply,
                 Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
@@ -467,6 +492,17 @@ impl Replica {
         Duration::from_millis(self.inner.config.propose_timeout_ms * 3)
     }
 
+    /// Add `raft_id` as a learner, wait until it has really caught up, then make it a voter.
+    ///
+    /// The wait is ours, not openraft's: its blocking `add_learner` calls a learner caught up once
+    /// the leader's log is within `replication_lag_threshold` (5,000) entries of what the learner
+    /// acknowledged — and a learner that never answered counts as 0, so on any log shorter than that
+    /// it returns at once. Proposing the voter then puts raft in a joint configuration that needs the
+    /// new member for every commit: a node that is down (promoted right after it crashed) wedges the
+    /// cluster, a one-manager swarm included, until it serves raft again. So the voter change is only
+    /// proposed once the learner has acknowledged the very entry that added it (it is up, serving
+    /// raft, and holds the log); otherwise the learner is removed again and the membership is left as
+    /// it was.
     pub async fn add_manager_as_leader(&self, raft_id: RaftId, addr: String) -> Result<(), ReplicaError> {
         if !self.is_leader() {
             return Err(self.not_leader_error());
@@ -478,12 +514,32 @@ impl Replica {
             return Ok(());
         }
         let wait = self.membership_wait();
+        let deadline = runtime::now() + wait;
         let raft = &self.inner.raft;
-        match runtime::timeout(wait, raft.add_learner(raft_id, BasicNode::new(&addr), true)).await {
-            Ok(Ok(_)) => {}
+        let added = match runtime::timeout(wait, raft.add_learner(raft_id, BasicNode::new(&addr), false)).await {
+            Ok(Ok(reply)) => reply.log_id,
             Ok(Err(err)) => return Err(self.membership_error(err)),
-            Err(_) => {
-                return Err(ReplicaError::Membership(format!("manager {raft_id} at {addr} did not catch up in time")))
+            // The learner entry did not commit: the voters' quorum is gone.
+            Err(_) => return Err(ReplicaError::NoLeader),
+        };
+        match self.wait_caught_up(raft_id, added, deadline).await {
+            CatchUp::Done => {}
+            CatchUp::NotLeader => return Err(self.not_leader_error()),
+            CatchUp::Removed => return Err(ReplicaError::NotMember),
+            CatchUp::TimedOut => {
+                // Leave the membership as it was: a learner does not count for quorum, but one that
+                // stays behind forever is a member nobody asked for.
+                let remove = ChangeMembers::RemoveNodes(BTreeSet::from([raft_id]));
+                let removed = runtime::timeout(wait, raft.change_membership(remove, false)).await;
+                self.inner.tracer.emit(
+                    "raft.add_manager_failed",
+                    serde_json::json!({
+                        "raft_id": raft_id,
+                        "addr": addr,
+                        "learner_removed": matches!(removed, Ok(Ok(_))),
+                    }),
+                );
+                return Err(ReplicaError::Membership(format!("manager {raft_id} at {addr} did not catch up in time")));
             }
         }
         let voters = BTreeSet::from([raft_id]);
@@ -494,6 +550,41 @@ impl Replica {
             }
             Ok(Err(err)) => Err(self.membership_error(err)),
             Err(_) => Err(ReplicaError::NoLeader),
+        }
+    }
+
+    /// Wait (until `deadline`) for the leader's replication to `raft_id` to reach `entry`.
+    async fn wait_caught_up(&self, raft_id: RaftId, entry: LogId<RaftId>, deadline: Instant) -> CatchUp {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let state = {
+                let m = metrics.borrow_and_update();
+                if m.state != ServerState::Leader {
+                    CatchUp::NotLeader
+                } else if m.membership_config.membership().get_node(&raft_id).is_none() {
+                    CatchUp::Removed
+                } else {
+                    let matched = m.replication.as_ref().and_then(|r| r.get(&raft_id).cloned().flatten());
+                    if matched.is_some_and(|l| l.index >= entry.index) {
+                        CatchUp::Done
+                    } else {
+                        CatchUp::TimedOut
+                    }
+                }
+            };
+            if !matches!(state, CatchUp::TimedOut) {
+                return state;
+            }
+            let left = deadline.saturating_duration_since(runtime::now());
+            if left.is_zero() {
+                return CatchUp::TimedOut;
+            }
+            match runtime::timeout(left, metrics.changed()).await {
+                Ok(Ok(())) => {}
+                // Raft stopped: no longer the leader.
+                Ok(Err(_)) => return CatchUp::NotLeader,
+                Err(_) => return CatchUp::TimedOut,
+            }
         }
     }
 
@@ -554,6 +645,14 @@ enum Forward {
     Unknown(String),
 }
 
+/// How the wait for a new learner ended ([`Replica::wait_caught_up`]); `TimedOut` also while waiting.
+enum CatchUp {
+    Done,
+    NotLeader,
+    Removed,
+    TimedOut,
+}
+
 fn not_leader(reply: &RaftResponse) -> bool {
     matches!(
         reply,
@@ -568,7 +667,7 @@ impl Proposer for Replica {
         let deadline = self.propose_deadline();
         let request = RaftRequest::Propose { actions: actions.clone() };
         loop {
-            let reply = match self.to_leader(&request, deadline).await {
+            let reply = match self.to_leader(&request, deadline, None).await {
                 Ok(None) => self.propose_as_leader(actions.clone()).await,
                 Ok(Some(RaftResponse::Propose(reply))) => reply,
                 Ok(Some(_)) => Err(ProposeError::Unknown("unexpected reply from the leader".into())),
