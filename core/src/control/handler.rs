@@ -280,9 +280,23 @@ impl ControlHandler {
                         "{service}: scale can only be used with replicated or replicated-job mode"
                     )));
                 }
-                let mut spec = current.spec.clone();
-                spec.mode = ServiceMode::Replicated { replicas };
-                self.update_service(&current.id, current.meta.version, spec).await
+                // `scale` is a read-modify-write done here, not by the caller, so a race with the
+                // orchestrator (which bumps the service version when it records update progress)
+                // or a lagging local copy is ours to retry, not the user's.
+                let mut current = current;
+                let mut attempts = 0;
+                loop {
+                    let mut spec = current.spec.clone();
+                    spec.mode = ServiceMode::Replicated { replicas };
+                    match self.update_service(&current.id, current.meta.version, spec).await {
+                        Err(ControlError::Conflict(_)) if attempts < 5 => {
+                            attempts += 1;
+                            runtime::sleep(std::time::Duration::from_millis(50)).await;
+                            current = self.store.view(|s| find_service(s, &service).cloned())?;
+                        }
+                        other => break other,
+                    }
+                }
             }
             ControlRequest::ServiceRemove { service } => {
                 let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
