@@ -35,10 +35,17 @@ impl Channel {
 }
 
 /// The reply envelope: the handler's answer, or why the request could not be handled at all.
+/// Generic so each side encodes and decodes the typed answer in one pass (no intermediate
+/// `serde_json::Value`); on the wire it is `{"Ok": <answer>}` or `{"BadRequest": "<reason>"}`.
 #[derive(Debug, Serialize, Deserialize)]
-enum Reply {
-    Ok(serde_json::Value),
+enum Reply<T> {
+    Ok(T),
     BadRequest(String),
+}
+
+/// The bytes of a refusal.
+fn bad_request(reason: String) -> Vec<u8> {
+    serde_json::to_vec(&Reply::<()>::BadRequest(reason)).unwrap_or_default()
 }
 
 /// A typed request handler for one channel.
@@ -51,23 +58,24 @@ pub trait Service: Send + Sync + 'static {
 
 #[async_trait]
 trait ErasedService: Send + Sync {
-    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Reply;
+    /// The encoded [`Reply`].
+    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Vec<u8>;
 }
 
 struct Erased<S>(Arc<S>);
 
 #[async_trait]
 impl<S: Service> ErasedService for Erased<S> {
-    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Reply {
+    async fn call_bytes(&self, peer: Peer, body: &[u8]) -> Vec<u8> {
         match serde_json::from_slice::<S::Request>(body) {
             Ok(request) => {
                 let response = self.0.call(peer, request).await;
-                match serde_json::to_value(response) {
-                    Ok(value) => Reply::Ok(value),
-                    Err(err) => Reply::BadRequest(format!("cannot encode the reply: {err}")),
+                match serde_json::to_vec(&Reply::Ok(response)) {
+                    Ok(bytes) => bytes,
+                    Err(err) => bad_request(format!("cannot encode the reply: {err}")),
                 }
             }
-            Err(err) => Reply::BadRequest(format!("garbled request: {err}")),
+            Err(err) => bad_request(format!("garbled request: {err}")),
         }
     }
 }
@@ -111,10 +119,10 @@ impl Router {
 #[async_trait]
 impl Handler for Router {
     async fn handle(&self, peer: Peer, request: Vec<u8>) -> Vec<u8> {
-        let reply = match request.split_first() {
-            None => Reply::BadRequest("empty request".into()),
+        match request.split_first() {
+            None => bad_request("empty request".into()),
             Some((&tag, body)) => match Channel::from_byte(tag) {
-                None => Reply::BadRequest(format!("unknown channel {tag}")),
+                None => bad_request(format!("unknown channel {tag}")),
                 Some(channel) => {
                     let gate = self.gate.read().expect("router lock").clone();
                     let refused = match (&gate, &peer.identity) {
@@ -123,14 +131,13 @@ impl Handler for Router {
                     };
                     let service = self.services.read().expect("router lock").get(&channel).cloned();
                     match (refused, service) {
-                        (Some(reason), _) => Reply::BadRequest(format!("permission denied: {reason}")),
+                        (Some(reason), _) => bad_request(format!("permission denied: {reason}")),
                         (None, Some(service)) => service.call_bytes(peer, body).await,
-                        (None, None) => Reply::BadRequest(format!("this node does not serve {channel:?} requests")),
+                        (None, None) => bad_request(format!("this node does not serve {channel:?} requests")),
                     }
                 }
             },
-        };
-        serde_json::to_vec(&reply).unwrap_or_default()
+        }
     }
 }
 
@@ -158,8 +165,8 @@ pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
         .map_err(|err| CallError::BadRequest { addr: to.to_string(), reason: err.to_string() })?;
     let bytes = transport.call(to, frame, deadline).await?;
     let bad_reply = |reason: String| CallError::BadReply { addr: to.to_string(), reason };
-    match serde_json::from_slice::<Reply>(&bytes).map_err(|err| bad_reply(err.to_string()))? {
-        Reply::Ok(value) => serde_json::from_value(value).map_err(|err| bad_reply(err.to_string())),
+    match serde_json::from_slice::<Reply<Resp>>(&bytes).map_err(|err| bad_reply(err.to_string()))? {
+        Reply::Ok(value) => Ok(value),
         Reply::BadRequest(reason) => Err(CallError::BadRequest { addr: to.to_string(), reason }),
     }
 }

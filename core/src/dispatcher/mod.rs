@@ -52,11 +52,21 @@ pub struct Dispatcher {
     authority: Arc<dyn JoinAuthority>,
     tracer: Tracer,
     sessions: Mutex<BTreeMap<String, SessionInfo>>,
+    /// The manager list as of a store version: every heartbeat reply carries it, and recomputing it
+    /// scans every node.
+    managers: Mutex<Option<(u64, Vec<String>)>>,
 }
 
 impl Dispatcher {
     pub fn new(store: Store, consensus: Arc<dyn Consensus>, authority: Arc<dyn JoinAuthority>, tracer: Tracer) -> Self {
-        Dispatcher { store, consensus, authority, tracer, sessions: Mutex::new(BTreeMap::new()) }
+        Dispatcher {
+            store,
+            consensus,
+            authority,
+            tracer,
+            sessions: Mutex::new(BTreeMap::new()),
+            managers: Mutex::new(None),
+        }
     }
 
     fn heartbeat_period(&self) -> Duration {
@@ -83,8 +93,18 @@ impl Dispatcher {
 
     /// Addresses of every manager, so agents can fail over.
     pub fn manager_addrs(&self) -> Vec<String> {
-        self.store
-            .view(|s| s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect())
+        self.store.view(|s| {
+            let mut cached = self.managers.lock().expect("managers lock");
+            match &*cached {
+                Some((version, addrs)) if *version == s.version => addrs.clone(),
+                _ => {
+                    let addrs: Vec<String> =
+                        s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect();
+                    *cached = Some((s.version, addrs.clone()));
+                    addrs
+                }
+            }
+        })
     }
 
     fn check_session(&self, node_id: &str, session_id: &str) -> Result<(), DispatcherError> {
@@ -167,43 +187,64 @@ impl Dispatcher {
     }
 
     fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, DispatcherError> {
-        let node = self.store.view(|s| s.nodes.get(&request.node_id).cloned()).ok_or(DispatcherError::UnknownNode)?;
+        let (desired_role, raft_id) = self
+            .store
+            .view(|s| {
+                s.nodes
+                    .get(&request.node_id)
+                    .map(|n| (n.spec.desired_role, n.manager_status.as_ref().map(|m| m.raft_id)))
+            })
+            .ok_or(DispatcherError::UnknownNode)?;
         self.check_session(&request.node_id, &request.session_id)?;
         Ok(HeartbeatResponse {
             heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
             managers: self.manager_addrs(),
-            desired_role: node.spec.desired_role,
-            raft_id: node.manager_status.as_ref().map(|m| m.raft_id),
+            desired_role,
+            raft_id,
         })
+    }
+
+    /// The digest of `node_id`'s assignment set, without copying it (most polls only compare it).
+    fn digest_for(&self, node_id: &str) -> u64 {
+        self.store.view(|s| assignment_digest(assigned(s, node_id)))
     }
 
     fn tasks_for(&self, node_id: &str) -> (u64, Vec<Task>) {
         self.store.view(|s| {
-            let tasks: Vec<Task> = s
-                .tasks
-                .values()
-                .filter(|t| t.node_id == node_id)
-                .filter(|t| !t.status.state.is_terminal() || t.desired_state <= TaskState::Running)
-                .filter(|t| t.status.state >= TaskState::Assigned)
-                .cloned()
-                .collect();
-            (assignment_digest(&tasks), tasks)
+            let tasks: Vec<Task> = assigned(s, node_id).cloned().collect();
+            (assignment_digest(tasks.iter()), tasks)
         })
     }
 
+    /// The long poll: answers at once if the node's assignment set differs from what the agent knows,
+    /// else when it changes, when leadership is lost, or at the deadline. It wakes only for changes
+    /// of this node's tasks: with a thousand workers polling, waking every poll on every commit
+    /// (and scanning for each) was most of the leader's work.
     async fn assignments(&self, request: AssignmentsRequest) -> Result<AssignmentsResponse, DispatcherError> {
         self.check_session(&request.node_id, &request.session_id)?;
-        let deadline = runtime::now() + Duration::from_millis(request.wait_ms.min(60_000));
-        let mut versions = self.store.watch_version();
+        // One timer for the whole poll, however often it wakes.
+        let deadline = runtime::sleep(Duration::from_millis(request.wait_ms.min(60_000)));
+        tokio::pin!(deadline);
+        let mut changes = self.store.watch_node_tasks(&request.node_id);
+        let mut leadership = self.consensus.leadership();
         loop {
-            let (digest, tasks) = self.tasks_for(&request.node_id);
-            if digest != request.known_digest || runtime::now() >= deadline {
-                return Ok(AssignmentsResponse { digest, tasks });
-            }
-            let left = deadline.saturating_duration_since(runtime::now());
-            if runtime::timeout(left, versions.changed()).await.is_err() {
+            if self.digest_for(&request.node_id) != request.known_digest || deadline.is_elapsed() {
                 let (digest, tasks) = self.tasks_for(&request.node_id);
                 return Ok(AssignmentsResponse { digest, tasks });
+            }
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = &mut deadline => {
+                    let (digest, tasks) = self.tasks_for(&request.node_id);
+                    return Ok(AssignmentsResponse { digest, tasks });
+                }
+                _ = changes.changed() => {}
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        return Err(self.not_leader());
+                    }
+                }
             }
             if !self.is_leader() {
                 return Err(self.not_leader());
@@ -335,16 +376,26 @@ fn status_actions(
     actions
 }
 
+/// The tasks a node is sent: those on it that are not finished for good, from `assigned` on.
+fn assigned<'a>(state: &'a crate::store::StoreState, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
+    state
+        .tasks_on_node(node_id)
+        .filter(|t| !t.status.state.is_terminal() || t.desired_state <= TaskState::Running)
+        .filter(|t| t.status.state >= TaskState::Assigned)
+}
+
 /// A cheap fingerprint of a node's assignment set: changes whenever a task is added, removed or updated.
-fn assignment_digest(tasks: &[Task]) -> u64 {
+fn assignment_digest<'a>(tasks: impl Iterator<Item = &'a Task>) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut count = 0u64;
     for task in tasks {
+        count += 1;
         for byte in task.id.bytes().chain(task.meta.version.to_le_bytes()) {
             hash ^= byte as u64;
             hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
         }
     }
-    hash ^ tasks.len() as u64
+    hash ^ count
 }
 
 #[async_trait]

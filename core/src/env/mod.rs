@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub use disk::{Disk, DiskError};
 pub use executor::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
 pub use mem_disk::MemDisk;
-pub use runtime::{now, sleep, spawn, timeout, Elapsed, Instant, Rt};
+pub use runtime::{now, sleep, spawn, timeout, Elapsed, Instant, Rt, Sleep};
 pub use transport::{Handler, Transport, TransportError};
 
 /// The instance seams one node runs on: built by the simulator or by the daemon, then handed to the core.

@@ -6,7 +6,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use openraft::async_runtime::TokioOneShotSender;
@@ -31,8 +32,84 @@ pub fn unix_millis() -> u64 {
 }
 
 /// Sleep for `duration` on the runtime's clock.
-pub async fn sleep(duration: Duration) {
-    tokio::time::sleep(duration).await
+pub fn sleep(duration: Duration) -> Sleep {
+    Sleep { timer: Box::pin(tokio::time::sleep(duration)), relay: None }
+}
+
+/// A sleep that arms the runtime's timer once, however often it is polled.
+///
+/// madsim's `Sleep` adds a timer entry on *every* poll while pending, and its timer heap cannot
+/// cancel entries. A sleep polled again whenever its task wakes for something else (a `select!`
+/// branch, a [`Timeout`] around a busy future) piled up duplicate entries, each of which later woke
+/// the task for nothing, and a woken task re-armed its other sleeps again: with a thousand agents
+/// most of the simulator's time went into that heap. Here the runtime's timer is polled once, with
+/// a waker that relays to whichever task waker polled last; dropping the sleep disarms the relay, so
+/// a stale entry wakes nobody.
+pub struct Sleep {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    relay: Option<Arc<Relay>>,
+}
+
+/// The waker handed to the runtime's timer: wakes the latest waker of the task awaiting the sleep.
+#[derive(Default)]
+struct Relay(Mutex<Option<Waker>>);
+
+impl Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let waker = self.0.lock().expect("sleep relay lock").take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl Sleep {
+    /// Whether the deadline has passed.
+    pub fn is_elapsed(&self) -> bool {
+        self.timer.is_elapsed()
+    }
+}
+
+impl Future for Sleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match &self.relay {
+            None => {
+                let relay = Arc::new(Relay(Mutex::new(Some(cx.waker().clone()))));
+                let waker = Waker::from(relay.clone());
+                if self.timer.as_mut().poll(&mut Context::from_waker(&waker)).is_ready() {
+                    return Poll::Ready(());
+                }
+                self.relay = Some(relay);
+                Poll::Pending
+            }
+            Some(relay) => {
+                // Store the waker before looking at the clock, so a timer firing in between (real
+                // tokio's timer runs on another thread) finds a waker to wake.
+                {
+                    let mut slot = relay.0.lock().expect("sleep relay lock");
+                    if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        *slot = Some(cx.waker().clone());
+                    }
+                }
+                if self.timer.is_elapsed() {
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(relay) = &self.relay {
+            relay.0.lock().expect("sleep relay lock").take();
+        }
+    }
 }
 
 /// Spawn a task local to the current node (under madsim it dies with the node).
@@ -46,7 +123,7 @@ where
 
 /// Run `future` for at most `duration`. A `Send` future (madsim's own `timeout` is not `Send`).
 pub fn timeout<F: Future>(duration: Duration, future: F) -> Timeout<F> {
-    Timeout { future: Box::pin(future), sleep: Box::pin(tokio::time::sleep(duration)) }
+    Timeout { future: Box::pin(future), sleep: sleep(duration) }
 }
 
 /// A uniformly random `u64` from the runtime's rng (seeded under madsim).
@@ -94,7 +171,7 @@ pub struct Elapsed;
 /// The future returned by [`timeout`].
 pub struct Timeout<F> {
     future: Pin<Box<F>>,
-    sleep: Pin<Box<tokio::time::Sleep>>,
+    sleep: Sleep,
 }
 
 impl<F: Future> Future for Timeout<F> {
@@ -103,7 +180,7 @@ impl<F: Future> Future for Timeout<F> {
         if let Poll::Ready(value) = self.future.as_mut().poll(cx) {
             return Poll::Ready(Ok(value));
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
+        if Pin::new(&mut self.sleep).poll(cx).is_ready() {
             return Poll::Ready(Err(Elapsed));
         }
         Poll::Pending
@@ -121,7 +198,7 @@ pub struct Rt;
 impl AsyncRuntime for Rt {
     type JoinError = tokio::task::JoinError;
     type JoinHandle<T: OptionalSend + 'static> = tokio::task::JoinHandle<T>;
-    type Sleep = tokio::time::Sleep;
+    type Sleep = Sleep;
     type Instant = TokioInstant;
     type TimeoutError = Elapsed;
     type Timeout<R, T: Future<Output = R> + OptionalSend> = Timeout<T>;
@@ -138,10 +215,10 @@ impl AsyncRuntime for Rt {
         tokio::spawn(future)
     }
     fn sleep(duration: Duration) -> Self::Sleep {
-        tokio::time::sleep(duration)
+        sleep(duration)
     }
     fn sleep_until(deadline: Self::Instant) -> Self::Sleep {
-        tokio::time::sleep(until(deadline))
+        sleep(until(deadline))
     }
     fn timeout<R, F: Future<Output = R> + OptionalSend>(duration: Duration, future: F) -> Self::Timeout<R, F> {
         timeout(duration, future)

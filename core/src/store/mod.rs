@@ -12,7 +12,8 @@ mod state;
 pub use proposer::{propose_with_retry, LocalProposer, ProposeError, Proposer, LOST_QUORUM_MESSAGE};
 pub use state::{Action, Change, ChangeKind, Kind, Object, Proposal, StoreError, StoreState};
 
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{broadcast, watch};
 
@@ -29,6 +30,8 @@ pub struct Store {
     state: Arc<RwLock<StoreState>>,
     feed: broadcast::Sender<Event>,
     version: watch::Sender<u64>,
+    /// Per-node watches of the node's tasks (see [`Store::watch_node_tasks`]).
+    node_watches: Arc<Mutex<BTreeMap<String, watch::Sender<u64>>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -47,7 +50,7 @@ impl Store {
     pub fn new() -> Self {
         let (feed, _) = broadcast::channel(4096);
         let (version, _) = watch::channel(0);
-        Store { state: Arc::new(RwLock::new(StoreState::default())), feed, version }
+        Store { state: Arc::new(RwLock::new(StoreState::default())), feed, version, node_watches: Arc::default() }
     }
 
     /// Read the state under a short lock. Never hold what `f` borrows across an await.
@@ -67,19 +70,46 @@ impl Store {
 
     /// Apply a committed proposal and publish its changes. A rejected proposal changes nothing.
     pub fn apply(&self, proposal: &Proposal) -> Result<u64, StoreError> {
-        let (version, changes) = {
+        let watched = !self.node_watches.lock().expect("node watches lock").is_empty();
+        let (version, changes, touched) = {
             let mut state = self.state.write().expect("store lock poisoned");
+            let touched = if watched { nodes_touched(&state, proposal) } else { Vec::new() };
             let changes = state.apply(proposal)?;
-            (state.version, changes)
+            (state.version, changes, touched)
         };
+        self.notify_nodes(touched.iter().map(String::as_str), version);
         self.publish(Event::Committed { version, changes: Arc::new(changes) }, version);
         Ok(version)
+    }
+
+    /// Watch the tasks of `node_id`: the value changes whenever a task that is, or was, on that node
+    /// is created, updated or deleted, or the whole state is replaced. Lets each worker's assignment
+    /// long poll sleep through the changes of other nodes' tasks instead of waking on every commit.
+    pub fn watch_node_tasks(&self, node_id: &str) -> watch::Receiver<u64> {
+        // One watch per node ever asked about, kept: as many as the cluster's nodes.
+        let mut watches = self.node_watches.lock().expect("node watches lock");
+        if let Some(tx) = watches.get(node_id) {
+            return tx.subscribe();
+        }
+        watches.entry(node_id.to_string()).or_insert_with(|| watch::channel(self.version()).0).subscribe()
+    }
+
+    fn notify_nodes<'a>(&self, nodes: impl Iterator<Item = &'a str>, version: u64) {
+        let watches = self.node_watches.lock().expect("node watches lock");
+        for node in nodes {
+            if let Some(tx) = watches.get(node) {
+                tx.send_replace(version);
+            }
+        }
     }
 
     /// Replace the whole state (snapshot install, restart from disk).
     pub fn replace(&self, new_state: StoreState) {
         let version = new_state.version;
         *self.state.write().expect("store lock poisoned") = new_state;
+        for tx in self.node_watches.lock().expect("node watches lock").values() {
+            tx.send_replace(version);
+        }
         self.publish(Event::Reset { version }, version);
     }
 
@@ -105,4 +135,25 @@ impl Store {
         // The sender lives as long as `self`, so this only ends when the version is reached.
         let _ = rx.wait_for(|v| *v >= version).await;
     }
+}
+
+/// The nodes whose tasks `proposal` would change: the node of every task it creates, updates or
+/// deletes, before and after. Read before applying, while the previous node ids are still there.
+fn nodes_touched(state: &StoreState, proposal: &Proposal) -> Vec<String> {
+    let mut nodes = std::collections::BTreeSet::new();
+    let before = |id: &str| state.tasks.get(id).map(|t| t.node_id.clone());
+    for action in &proposal.actions {
+        match action {
+            Action::Create(Object::Task(t)) => {
+                nodes.insert(t.node_id.clone());
+            }
+            Action::Update(Object::Task(t)) => {
+                nodes.insert(t.node_id.clone());
+                nodes.extend(before(&t.id));
+            }
+            Action::Delete { kind: Kind::Task, id } => nodes.extend(before(id)),
+            _ => {}
+        }
+    }
+    nodes.into_iter().collect()
 }

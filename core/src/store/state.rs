@@ -148,6 +148,8 @@ pub struct StoreState {
     pub cluster: Option<Cluster>,
     #[serde(skip)]
     names: NameIndex,
+    #[serde(skip)]
+    by_node: NodeTaskIndex,
 }
 
 /// The serialised form of [`StoreState`]: the tables alone.
@@ -171,6 +173,7 @@ impl From<Tables> for StoreState {
             networks: t.networks,
             cluster: t.cluster,
             names: NameIndex::default(),
+            by_node: NodeTaskIndex::default(),
         };
         state.rebuild_indexes();
         state
@@ -241,6 +244,34 @@ impl NameIndex {
     }
 }
 
+/// Node id → ids of the tasks assigned to it, so a node's assignment set (asked for by every worker's
+/// long poll, on every change) costs O(its tasks), not a scan of every task in the cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NodeTaskIndex {
+    tasks: BTreeMap<String, BTreeSet<String>>,
+    /// Tasks indexed: a mismatch with the task table's size means it was edited directly.
+    count: usize,
+}
+
+impl NodeTaskIndex {
+    fn insert(&mut self, node_id: &str, task_id: &str) {
+        if self.tasks.entry(node_id.to_string()).or_default().insert(task_id.to_string()) {
+            self.count += 1;
+        }
+    }
+
+    fn remove(&mut self, node_id: &str, task_id: &str) {
+        if let Some(ids) = self.tasks.get_mut(node_id) {
+            if ids.remove(task_id) {
+                self.count -= 1;
+            }
+            if ids.is_empty() {
+                self.tasks.remove(node_id);
+            }
+        }
+    }
+}
+
 /// The name an object is indexed under, for the tables that have unique names.
 fn indexed_name(object: &Object) -> Option<(Kind, &str)> {
     match object {
@@ -253,7 +284,10 @@ fn indexed_name(object: &Object) -> Option<(Kind, &str)> {
 impl StoreState {
     /// Apply a proposal all-or-nothing. Pure: the result depends only on the state and the proposal.
     pub fn apply(&mut self, proposal: &Proposal) -> Result<Vec<Change>, StoreError> {
-        if self.names.service_count != self.services.len() || self.names.network_count != self.networks.len() {
+        if self.names.service_count != self.services.len()
+            || self.names.network_count != self.networks.len()
+            || self.by_node.count != self.tasks.len()
+        {
             self.rebuild_indexes();
         }
         let version = self.version + 1;
@@ -307,6 +341,24 @@ impl StoreState {
             names.insert(Kind::Network, &n.name, &n.id);
         }
         self.names = names;
+        let mut by_node = NodeTaskIndex::default();
+        for t in self.tasks.values() {
+            by_node.insert(&t.node_id, &t.id);
+        }
+        self.by_node = by_node;
+    }
+
+    /// The tasks whose `node_id` is `node_id` (unassigned tasks have an empty one), in id order.
+    pub fn tasks_on_node<'a>(&'a self, node_id: &str) -> Box<dyn Iterator<Item = &'a Task> + 'a> {
+        if self.by_node.count != self.tasks.len() {
+            // Tables edited directly (tests): the index is stale, scan instead.
+            let node_id = node_id.to_string();
+            return Box::new(self.tasks.values().filter(move |t| t.node_id == node_id));
+        }
+        match self.by_node.tasks.get(node_id) {
+            Some(ids) => Box::new(ids.iter().filter_map(|id| self.tasks.get(id))),
+            None => Box::new(std::iter::empty()),
+        }
     }
 
     fn get(&self, kind: Kind, id: &str) -> Option<Object> {
@@ -335,6 +387,11 @@ impl StoreState {
                 self.services.insert(o.id.clone(), o);
             }
             Object::Task(o) => {
+                if let Some(previous) = self.tasks.get(&o.id) {
+                    let previous_node = previous.node_id.clone();
+                    self.by_node.remove(&previous_node, &o.id);
+                }
+                self.by_node.insert(&o.node_id, &o.id);
                 self.tasks.insert(o.id.clone(), o);
             }
             Object::Network(o) => {
@@ -357,7 +414,10 @@ impl StoreState {
         let object = match kind {
             Kind::Node => self.nodes.remove(id).map(Object::Node),
             Kind::Service => self.services.remove(id).map(Object::Service),
-            Kind::Task => self.tasks.remove(id).map(Object::Task),
+            Kind::Task => self.tasks.remove(id).map(|t| {
+                self.by_node.remove(&t.node_id, id);
+                Object::Task(t)
+            }),
             Kind::Network => self.networks.remove(id).map(Object::Network),
             Kind::Cluster => self.cluster.take_if(|c| c.id == id).map(Object::Cluster),
         };
