@@ -413,7 +413,7 @@ mod tests {
         assert!(ca.issue("bad id").is_err());
         // A node's own key: the CA signs its public half.
         let key = KeyPair::generate().unwrap();
-        let cert_pem = ca.issue_for_key("node-2", NodeRole::Worker, &key.public_key_raw()).unwrap();
+        let cert_pem = ca.issue_for_key("node-2", NodeRole::Worker, key.public_key_raw()).unwrap();
         let own = NodeCert { cert_pem, key_pem: key.serialize_pem() };
         TlsConfig::new(ca.cert_pem(), &own).unwrap();
         let der = CertificateDer::from_pem_slice(own.cert_pem.as_bytes()).unwrap();
