@@ -45,6 +45,8 @@ struct Host {
     handle: NodeHandle,
     /// The node running on the host now (`None` while crashed or before it started).
     node: Arc<Mutex<Option<ShoalNode>>>,
+    /// How the node starts at the host's next boot; taken by that boot (then `Resume`).
+    next_boot: Arc<Mutex<Option<Bootstrap>>>,
 }
 
 /// A running simulated cluster.
@@ -128,8 +130,8 @@ impl SimCluster {
         config.hostname = name.to_string();
         config.advertise_addr = addr.clone();
         let init = {
-            let (disk, executor, slot, addr, name) =
-                (disk.clone(), executor.clone(), slot.clone(), addr.clone(), name.to_string());
+            let (disk, executor, slot, addr, name, first_boot) =
+                (disk.clone(), executor.clone(), slot.clone(), addr.clone(), name.to_string(), first_boot.clone());
             move || {
                 let env = NodeEnv {
                     addr: addr.clone(),
@@ -152,7 +154,7 @@ impl SimCluster {
         let handle = Handle::current().create_node().name(name).init(init).build();
         self.hosts.insert(
             name.to_string(),
-            Host { name: name.to_string(), addr, disk, executor, handle, node: slot.clone() },
+            Host { name: name.to_string(), addr, disk, executor, handle, node: slot.clone(), next_boot: first_boot },
         );
         for _ in 0..600 {
             if slot.lock().expect("slot lock").is_some() {
@@ -263,6 +265,16 @@ impl SimCluster {
         *host.node.lock().expect("slot lock") = None;
         Handle::current().restart(host.handle.id());
         self.note("fault.restart", serde_json::json!({"host": name}));
+    }
+
+    /// `swarm init --force-new-cluster` on `name`: the host restarts and its node starts from its
+    /// disk as the only manager of a new one-member raft group that keeps the swarm's state.
+    pub fn force_new_cluster(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        *host.next_boot.lock().expect("boot lock") = Some(Bootstrap::Init { force_new_cluster: true });
+        *host.node.lock().expect("slot lock") = None;
+        Handle::current().restart(host.handle.id());
+        self.note("fault.force_new_cluster", serde_json::json!({"host": name}));
     }
 
     /// Wait until `name` runs a node again (after a restart), up to `timeout`.

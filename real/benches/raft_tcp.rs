@@ -1,0 +1,129 @@
+//! Raft commit throughput over real TCP: three managers (`shoal_core::raft::Replica`) in one process,
+//! each on its own `real::net::TcpTransport` (plain TCP, no TLS) at 127.0.0.61–63 on loopback.
+//!
+//! Two disks: `MemDisk` (in memory, so the figure is raft + framing + loopback TCP, no fsync) and
+//! `FileDisk` in a temp directory (every log append is fsynced, as the daemon does).
+//!
+//! `cargo bench -p shoal --bench raft_tcp`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shoal::disk::FileDisk;
+use shoal::net::TcpTransport;
+use shoal_core::api::{Meta, Network};
+use shoal_core::env::{Disk, MemDisk, Transport};
+use shoal_core::raft::testing::node_env;
+use shoal_core::raft::{RaftConfig, Replica};
+use shoal_core::rpc::Router;
+use shoal_core::store::{Action, Object, Proposer, Store};
+
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A create and a delete of a fresh object in one transaction (as in `benches/benches/raft.rs`), so
+/// the store does not grow with the iteration count.
+fn create() -> Vec<Action> {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let delete = Action::Delete { kind: shoal_core::store::Kind::Network, id: format!("net-{n}") };
+    vec![
+        Action::Create(Object::Network(Network {
+            id: format!("net-{n}"),
+            meta: Meta::default(),
+            name: format!("net-{n}"),
+            driver: "overlay".into(),
+            subnet: String::new(),
+            attachable: false,
+            ingress: false,
+            labels: Default::default(),
+        })),
+        delete,
+    ]
+}
+
+/// Three replicas on TCP at 127.0.0.61–63:`port`, the first one leading; `disk(i)` gives each its disk.
+async fn cluster(port: u16, disk: impl Fn(u64) -> Arc<dyn Disk>) -> Vec<Replica> {
+    let addr = |id: u64| format!("127.0.0.{}:{port}", 60 + id);
+    let mut replicas = Vec::new();
+    for id in 1..=3u64 {
+        let transport = Arc::new(TcpTransport::new(addr(id)));
+        let env = node_env(&addr(id), transport.clone(), disk(id));
+        let router = Router::new();
+        let replica = Replica::start(&env, id, RaftConfig::default(), Store::new(), router.clone()).await.unwrap();
+        transport.serve(Arc::new(router)).await.unwrap();
+        replicas.push(replica);
+    }
+    replicas[0].initialize().await.unwrap();
+    while !replicas[0].is_leader() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 2..=3u64 {
+        replicas[0].add_manager(id, addr(id)).await.unwrap();
+    }
+    replicas
+}
+
+fn bench_cluster(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, replicas: &[Replica]) {
+    let mut group = c.benchmark_group(name);
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(5));
+    let leader = &replicas[0];
+
+    group.bench_function("commit_sequential_on_leader", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = tokio::time::Instant::now();
+                for _ in 0..iters {
+                    leader.propose(create()).await.unwrap();
+                }
+                start.elapsed()
+            })
+        })
+    });
+
+    const WRITERS: u64 = 32;
+    group.bench_function("commit_32_concurrent_writers", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = tokio::time::Instant::now();
+                let per_writer = iters.div_ceil(WRITERS);
+                let mut handles = Vec::new();
+                for _ in 0..WRITERS {
+                    let leader = leader.clone();
+                    handles.push(tokio::spawn(async move {
+                        for _ in 0..per_writer {
+                            leader.propose(create()).await.unwrap();
+                        }
+                    }));
+                }
+                for handle in handles {
+                    handle.await.unwrap();
+                }
+                // Scale to the requested iteration count (rounding up adds at most 31 writes).
+                start.elapsed().mul_f64(iters as f64 / (per_writer * WRITERS) as f64)
+            })
+        })
+    });
+    group.finish();
+}
+
+fn bench_raft_tcp(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    let mem = rt.block_on(cluster(23771, |_| Arc::new(MemDisk::new())));
+    bench_cluster(c, &rt, "raft_tcp_3_managers_memdisk", &mem);
+
+    let dir = tempfile::tempdir().unwrap();
+    let disks: Vec<Arc<dyn Disk>> = (1..=3u64)
+        .map(|id| {
+            let disk = rt.block_on(FileDisk::open(dir.path().join(format!("m{id}")))).unwrap();
+            Arc::new(disk) as Arc<dyn Disk>
+        })
+        .collect();
+    let file = rt.block_on(cluster(23772, |id| disks[id as usize - 1].clone()));
+    bench_cluster(c, &rt, "raft_tcp_3_managers_filedisk", &file);
+}
+
+criterion_group!(benches, bench_raft_tcp);
+criterion_main!(benches);
