@@ -4,167 +4,11 @@
 //! update converges. Once with the process executor, once with Docker (image
 //! `shoal-test/busybox:latest`, built by `.ci/run`) — the Docker test fails, not skips, without Docker.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+use std::time::Duration;
 
-/// One daemon process with its own data dir, socket and swarm address.
-struct DaemonProc {
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    hostname: String,
-    /// `ip:port` for swarm traffic.
-    addr: String,
-}
-
-fn free_port(ip: &str) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
-    listener.local_addr().expect("local addr").port()
-}
-
-impl DaemonProc {
-    fn spawn(hostname: &str, ip: &str, executor: &str) -> DaemonProc {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("shoal.sock");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(BIN)
-            .args(["daemon", "--executor", executor, "--hostname", hostname])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start shoal daemon");
-        let daemon = DaemonProc {
-            child: Some(child),
-            _dir: dir,
-            socket,
-            hostname: hostname.into(),
-            addr: format!("{ip}:{}", free_port(ip)),
-        };
-        wait_for(Duration::from_secs(20), "the daemon's socket", || daemon.shoal(&["info"]).ok());
-        daemon
-    }
-
-    fn host(&self) -> String {
-        format!("unix://{}", self.socket.display())
-    }
-
-    /// Run the CLI against this daemon; Ok(stdout) on exit 0, Err(stderr) otherwise.
-    fn shoal(&self, args: &[&str]) -> Result<String, String> {
-        self.shoal_within(args, Duration::from_secs(30))
-    }
-
-    fn shoal_within(&self, args: &[&str], deadline: Duration) -> Result<String, String> {
-        let mut child = Command::new(BIN)
-            .arg("-H")
-            .arg(self.host())
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run shoal");
-        let start = Instant::now();
-        loop {
-            if child.try_wait().expect("wait for shoal").is_some() {
-                break;
-            }
-            if start.elapsed() > deadline {
-                let _ = child.kill();
-                let output = child.wait_with_output().expect("collect output");
-                return Err(format!(
-                    "`shoal {}` did not finish within {deadline:?}; stdout so far:\n{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&output.stdout)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let output = child.wait_with_output().expect("collect output");
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        if output.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&output.stderr), stdout))
-        }
-    }
-
-    fn must(&self, args: &[&str]) -> String {
-        match self.shoal(args) {
-            Ok(out) => out,
-            Err(err) => panic!("`shoal {}` failed: {err}\n--- daemon log ---\n{}", args.join(" "), self.log()),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// SIGKILL, as a crashed host: nothing is cleaned up.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for DaemonProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM first: the daemon shuts its node down and removes its socket.
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn wait_for<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        if start.elapsed() > deadline {
-            panic!("timed out after {deadline:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// Running tasks of `service` per node hostname.
-fn running_by_node(manager: &DaemonProc, service: &str) -> Option<std::collections::BTreeMap<String, usize>> {
-    let out = manager.shoal(&["service", "ps", service, "--format", "json", "-f", "desired-state=running"]).ok()?;
-    let mut counts = std::collections::BTreeMap::new();
-    for row in json_lines(&out) {
-        let state = row["CurrentState"].as_str().unwrap_or_default();
-        if state.starts_with("Running") {
-            *counts.entry(row["Node"].as_str().unwrap_or_default().to_string()).or_insert(0) += 1;
-        }
-    }
-    Some(counts)
-}
+use common::{json_lines, require_docker, running_by_node, wait_for, CleanupContainers, DaemonProc};
 
 fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let ip = |n: u8| format!("127.0.0.{}", ip_base + n);
@@ -173,32 +17,11 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let worker2 = DaemonProc::spawn(&format!("{prefix}-w2"), &ip(3), executor);
 
     assert_eq!(manager.must(&["info"]), " Swarm: inactive\n");
-    let init = manager.must(&[
-        "swarm",
-        "init",
-        "--advertise-addr",
-        &manager.addr,
-        "--listen-addr",
-        &manager.addr,
-        "--dispatcher-heartbeat",
-        "1s",
-    ]);
-    assert!(init.starts_with("Swarm initialized: current node ("), "{init}");
+    let init = manager.swarm_init();
     assert!(init.contains("    shoal swarm join --token SWMTKN-1-"), "{init}");
     let token = manager.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
     for worker in [&worker1, &worker2] {
-        let joined = worker.must(&[
-            "swarm",
-            "join",
-            "--token",
-            &token,
-            "--advertise-addr",
-            &worker.addr,
-            "--listen-addr",
-            &worker.addr,
-            &manager.addr,
-        ]);
-        assert_eq!(joined, "This node joined a swarm as a worker.\n");
+        worker.swarm_join(&token, &manager.addr, "worker");
     }
     wait_for(Duration::from_secs(30), "3 ready nodes", || {
         let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
@@ -210,11 +33,9 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
 
     // A 3-replica service converges; the CLI waits and says so.
     let service = format!("{prefix}-web");
-    let mut create = vec!["service", "create", "--name", &service, "--replicas", "3", "--update-monitor", "1s"];
+    let mut create = vec!["--name", &service, "--replicas", "3", "--update-monitor", "1s"];
     create.extend_from_slice(service_args);
-    let created = manager
-        .shoal_within(&create, Duration::from_secs(120))
-        .unwrap_or_else(|e| panic!("service create: {e}\n{}", manager.log()));
+    let created = manager.create_service(&create);
     assert!(created.contains("overall progress: 3 out of 3 tasks"), "{created}");
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
     let ls = manager.must(&["service", "ls"]);
@@ -267,13 +88,13 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
         stack_scenario(&manager);
         membership_scenario(&manager, &worker1, &worker2);
     }
-    let events = std::fs::read_to_string(manager._dir.path().join("data/events.jsonl")).expect("event log");
+    let events = std::fs::read_to_string(manager.dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
 }
 
 /// `stack deploy` from a compose file, then `stack ls|services|ps|rm`.
 fn stack_scenario(manager: &DaemonProc) {
-    let compose = manager._dir.path().join("compose.yml");
+    let compose = manager.dir.path().join("compose.yml");
     std::fs::write(
         &compose,
         "version: \"3.8\"\nservices:\n  web:\n    image: process\n    command: [sh, -c, 'while kill -0 $$PPID; do sleep 1; done']\n    deploy:\n      replicas: 2\n",
@@ -347,47 +168,10 @@ fn cluster_with_process_executor() {
     );
 }
 
-/// Remove every container a test's service left (a killed daemon cannot).
-fn remove_containers(service: &str) {
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
-        let filters = std::collections::HashMap::from([(
-            "label".to_string(),
-            vec![format!("{}={service}", shoal_core::env::executor::LABEL_SERVICE_NAME)],
-        )]);
-        let options = bollard::container::ListContainersOptions { all: true, filters, ..Default::default() };
-        if let Ok(containers) = docker.list_containers(Some(options)).await {
-            for container in containers {
-                if let Some(id) = container.id {
-                    let remove = bollard::container::RemoveContainerOptions { force: true, ..Default::default() };
-                    let _ = docker.remove_container(&id, Some(remove)).await;
-                }
-            }
-        }
-    });
-}
-
-struct CleanupContainers(&'static str);
-
-impl Drop for CleanupContainers {
-    fn drop(&mut self) {
-        remove_containers(self.0);
-    }
-}
-
 #[test]
 fn cluster_with_docker_executor() {
     // Without Docker (or without the test image) this test fails: it is the real-world check.
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    runtime.block_on(async {
-        let docker = bollard::Docker::connect_with_local_defaults().expect("Docker is required for this test");
-        docker.ping().await.expect("the Docker engine must answer (run .ci/run to start one)");
-        docker
-            .inspect_image("shoal-test/busybox:latest")
-            .await
-            .expect("image shoal-test/busybox:latest is required (built by .ci/run)");
-    });
+    require_docker();
     let _cleanup = CleanupContainers("e2e-dock-web");
     scenario("e2e-dock", 30, "docker", &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sleep", "600"]);
 }

@@ -7,11 +7,11 @@
 //! The attacks that need a certificate use the files a daemon keeps in its data dir
 //! (`certificates/`), exactly what an attacker who stole a node's disk would hold.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use shoal::net::{
     read_frame, write_frame, Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REQUEST, PREFACE,
@@ -24,71 +24,14 @@ use shoal_core::raft::{RaftRequest, RaftResponse};
 use shoal_core::rpc::{self, CallError, Channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_shoal");
+use common::{free_port, json_lines, wait_for, DaemonProc};
+
 const CALL: Duration = Duration::from_secs(5);
 
-struct DaemonProc {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-    socket: PathBuf,
-    hostname: String,
-    addr: String,
-}
-
-fn free_port(ip: &str) -> u16 {
-    let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
-    listener.local_addr().expect("local addr").port()
-}
-
 impl DaemonProc {
-    fn spawn(hostname: &str, ip: &str) -> DaemonProc {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let socket = dir.path().join("shoal.sock");
-        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
-        let child = Command::new(BIN)
-            .args(["daemon", "--executor", "process", "--hostname", hostname])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start shoal daemon");
-        let daemon = DaemonProc {
-            child: Some(child),
-            dir,
-            socket,
-            hostname: hostname.into(),
-            addr: format!("{ip}:{}", free_port(ip)),
-        };
-        wait_for(Duration::from_secs(20), "the daemon's socket", || daemon.shoal(&["info"]).ok());
-        daemon
-    }
-
-    /// Run the CLI against this daemon; Ok(stdout) on exit 0, Err(stderr + stdout) otherwise.
-    fn shoal(&self, args: &[&str]) -> Result<String, String> {
-        let output = Command::new(BIN)
-            .arg("-H")
-            .arg(format!("unix://{}", self.socket.display()))
-            .args(args)
-            .output()
-            .expect("run shoal");
-        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
-        if output.status.success() {
-            Ok(stdout)
-        } else {
-            Err(format!("{}{}", String::from_utf8_lossy(&output.stderr), stdout))
-        }
-    }
-
-    fn must(&self, args: &[&str]) -> String {
-        self.shoal(args)
-            .unwrap_or_else(|e| panic!("`shoal {}` failed: {e}\n--- daemon log ---\n{}", args.join(" "), self.log()))
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    /// A process-executor daemon whose CLI calls run without a deadline.
+    fn spawn_process(hostname: &str, ip: &str) -> DaemonProc {
+        DaemonProc::spawn_with(hostname, ip, "process", None)
     }
 
     fn certs(&self) -> PathBuf {
@@ -123,42 +66,6 @@ impl DaemonProc {
     }
 }
 
-impl Drop for DaemonProc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-            let start = Instant::now();
-            while start.elapsed() < Duration::from_secs(5) {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn wait_for<T>(deadline: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines().filter(|l| !l.trim().is_empty()).filter_map(|l| serde_json::from_str(l).ok()).collect()
-}
-
-/// A transport presenting `node` and trusting `ca_pem`, dialling from `ip`.
 fn transport_as(ip: &str, ca_pem: &str, node: &NodeCert) -> TcpTransport {
     let tls = TlsConfig::new(ca_pem, node).expect("TLS config from the node's files");
     let addr = format!("{ip}:{}", free_port(ip));
@@ -181,10 +88,10 @@ fn assert_mode(path: &Path, mode: u32) {
 #[test]
 fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
     let ip = |n: u8| format!("127.0.0.{}", 50 + n);
-    let manager = DaemonProc::spawn("sec-m", &ip(1));
-    let worker = DaemonProc::spawn("sec-w1", &ip(2));
-    let doomed = DaemonProc::spawn("sec-w2", &ip(3));
-    let stranger = DaemonProc::spawn("sec-other", &ip(4));
+    let manager = DaemonProc::spawn_process("sec-m", &ip(1));
+    let worker = DaemonProc::spawn_process("sec-w1", &ip(2));
+    let doomed = DaemonProc::spawn_process("sec-w2", &ip(3));
+    let stranger = DaemonProc::spawn_process("sec-other", &ip(4));
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
 
     // `swarm init` made a CA; the token carries its real digest; keys are the owner's alone.
