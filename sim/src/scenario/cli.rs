@@ -199,61 +199,10 @@ impl SpecChanges {
     }
 }
 
-/// Split a command line into words as a POSIX shell would for simple quoting (`'…'`, `"…"`, `\`).
+/// Split a command line into words as a POSIX shell would for simple quoting (`'…'`, `"…"`, `\`),
+/// with the same rules as compose's string commands.
 pub fn shell_words(line: &str) -> Result<Vec<String>, String> {
-    let mut words = Vec::new();
-    let mut current = String::new();
-    let mut in_word = false;
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(c) => current.push(c),
-                        None => return Err(format!("unterminated ' quote in {line:?}")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(c) => current.push(c),
-                            None => return Err(format!("trailing \\ in {line:?}")),
-                        },
-                        Some(c) => current.push(c),
-                        None => return Err(format!("unterminated \" quote in {line:?}")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some(c) => current.push(c),
-                    None => return Err(format!("trailing \\ in {line:?}")),
-                }
-            }
-            c if c.is_whitespace() => {
-                if in_word {
-                    words.push(std::mem::take(&mut current));
-                    in_word = false;
-                }
-            }
-            c => {
-                in_word = true;
-                current.push(c);
-            }
-        }
-    }
-    if in_word {
-        words.push(current);
-    }
-    Ok(words)
+    shoal_core::stack::units::shell_words(line).map_err(|expected| format!("{expected} in {line:?}"))
 }
 
 /// A cursor over the words of a command.
