@@ -13,33 +13,17 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shoal::disk::FileDisk;
 use shoal::net::TcpTransport;
-use shoal_core::api::{Meta, Network};
 use shoal_core::env::{Disk, MemDisk, Transport};
 use shoal_core::raft::testing::node_env;
 use shoal_core::raft::{RaftConfig, Replica};
 use shoal_core::rpc::Router;
-use shoal_core::store::{Action, Object, Proposer, Store};
+use shoal_core::store::{Action, Proposer, Store};
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
-/// A create and a delete of a fresh object in one transaction (as in `benches/benches/raft.rs`), so
-/// the store does not grow with the iteration count.
+/// A create and a delete of a fresh network in one transaction (`testing::churn_write`).
 fn create() -> Vec<Action> {
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let delete = Action::Delete { kind: shoal_core::store::Kind::Network, id: format!("net-{n}") };
-    vec![
-        Action::Create(Object::Network(Network {
-            id: format!("net-{n}"),
-            meta: Meta::default(),
-            name: format!("net-{n}"),
-            driver: "overlay".into(),
-            subnet: String::new(),
-            attachable: false,
-            ingress: false,
-            labels: Default::default(),
-        })),
-        delete,
-    ]
+    shoal_core::raft::testing::churn_write(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Three replicas on TCP at 127.0.0.61–63:`port`, the first one leading; `disk(i)` gives each its disk.

@@ -142,3 +142,25 @@ pub fn node_env(addr: &str, transport: Arc<dyn Transport>, disk: Arc<dyn Disk>) 
         tracer: crate::trace::Tracer::none(),
     }
 }
+
+/// The write raft benchmarks commit: a create and a delete of network `net-<n>` in one transaction —
+/// a real two-action proposal that leaves the store as small as it was, so throughput figures do not
+/// drift with the store's size.
+pub fn churn_write(n: u64) -> Vec<crate::store::Action> {
+    use crate::api::{Meta, Network};
+    use crate::store::{Action, Kind, Object};
+    let id = format!("net-{n}");
+    vec![
+        Action::Create(Object::Network(Network {
+            id: id.clone(),
+            meta: Meta::default(),
+            name: id.clone(),
+            driver: "overlay".into(),
+            subnet: String::new(),
+            attachable: false,
+            ingress: false,
+            labels: Default::default(),
+        })),
+        Action::Delete { kind: Kind::Network, id },
+    ]
+}

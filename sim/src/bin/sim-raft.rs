@@ -10,8 +10,7 @@ fn main() -> anyhow::Result<()> {
     use std::time::Instant;
 
     use clap::Parser;
-    use shoal_core::api::{new_id, Meta, Network};
-    use shoal_core::store::{Action, Kind, Object, Proposer};
+    use shoal_core::store::Proposer;
     use shoal_sim::cluster::{ClusterShape, SimCluster};
 
     #[derive(Parser)]
@@ -40,19 +39,7 @@ fn main() -> anyhow::Result<()> {
             let proposer = proposer.clone();
             writers.push(madsim::task::spawn(async move {
                 for _ in 0..args.commits {
-                    let id = new_id();
-                    let network = Network {
-                        id: id.clone(),
-                        meta: Meta::default(),
-                        name: id.clone(),
-                        driver: "overlay".into(),
-                        subnet: String::new(),
-                        attachable: false,
-                        ingress: false,
-                        labels: Default::default(),
-                    };
-                    let actions =
-                        vec![Action::Create(Object::Network(network)), Action::Delete { kind: Kind::Network, id }];
+                    let actions = shoal_core::raft::testing::churn_write(shoal_core::env::runtime::random_u64());
                     proposer.propose(actions).await.expect("commit");
                 }
             }));
