@@ -431,35 +431,37 @@ impl Replica {
     /// voter. Idempotent: an existing voter is left as it is. Runs on the leader (forwarded).
     pub async fn add_manager(&self, raft_id: RaftId, addr: impl Into<String>) -> Result<(), ReplicaError> {
         let addr = addr.into();
-        let deadline = self.propose_deadline();
         let request = RaftRequest::AddManager { raft_id, addr: addr.clone() };
         // The leader bounds its own work (catch-up, then the voter change); a shorter wait here
         // would report silence while it is still at it, and a retry would race with it.
         let reply_wait = self.membership_wait() * 2 + Duration::from_millis(self.inner.config.forward_timeout_ms);
-        loop {
-            let reply = match self.to_leader(&request, deadline, Some(reply_wait)).await {
-                Ok(None) => self.add_manager_as_leader(raft_id, addr.clone()).await,
-                Ok(Some(RaftResponse::Membership(reply))) => reply,
-                Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
-                Err(Forward::NoLeader) => Err(ReplicaError::NoLeader),
-                Err(Forward::Unknown(err)) => Err(ReplicaError::Membership(err)),
-            };
-            match reply {
-                Err(ReplicaError::NotLeader { .. }) if runtime::now() < deadline => continue,
-                other => return other,
-            }
-        }
+        self.membership_call(&request, reply_wait, || self.add_manager_as_leader(raft_id, addr.clone())).await
     }
 
     /// Remove a manager from the raft membership, refusing (Swarm's `CanRemoveMember`) when the
     /// managers still reachable after the removal would be fewer than the new quorum.
     pub async fn remove_manager(&self, raft_id: RaftId) -> Result<(), ReplicaError> {
-        let deadline = self.propose_deadline();
         let request = RaftRequest::RemoveManager { raft_id };
         let reply_wait = self.membership_wait() + Duration::from_millis(self.inner.config.forward_timeout_ms);
+        self.membership_call(&request, reply_wait, || self.remove_manager_as_leader(raft_id)).await
+    }
+
+    /// A membership change: done here when this replica leads (`as_leader`), else forwarded to the
+    /// leader and waited on for up to `reply_wait`; retried on a leader change until the proposal deadline.
+    async fn membership_call<F, Fut>(
+        &self,
+        request: &RaftRequest,
+        reply_wait: Duration,
+        as_leader: F,
+    ) -> Result<(), ReplicaError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), ReplicaError>>,
+    {
+        let deadline = self.propose_deadline();
         loop {
-            let reply = match self.to_leader(&request, deadline, Some(reply_wait)).await {
-                Ok(None) => self.remove_manager_as_leader(raft_id).await,
+            let reply = match self.to_leader(request, deadline, Some(reply_wait)).await {
+                Ok(None) => as_leader().await,
                 Ok(Some(RaftResponse::Membership(reply))) => reply,
                 Ok(Some(_)) => Err(ReplicaError::Membership("unexpected reply from the leader".into())),
                 Err(Forward::NoLeader) => Err(ReplicaError::NoLeader),
