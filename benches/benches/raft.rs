@@ -4,7 +4,6 @@
 //!
 //! `cargo bench -p shoal-benches --bench raft`
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +12,7 @@ use shoal_core::env::Transport;
 use shoal_core::raft::testing::{node_env, LocalNet, MemDisk};
 use shoal_core::raft::{RaftConfig, Replica};
 use shoal_core::rpc::Router;
-use shoal_core::store::{Action, Proposer, Store};
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// A create and a delete of a fresh network in one transaction (`testing::churn_write`).
-fn create() -> Vec<Action> {
-    shoal_core::raft::testing::churn_write(NEXT.fetch_add(1, Ordering::Relaxed))
-}
+use shoal_core::store::{Proposer, Store};
 
 async fn cluster() -> Vec<Replica> {
     let net = LocalNet::new();
@@ -56,7 +48,7 @@ fn bench_raft(c: &mut Criterion) {
             rt.block_on(async {
                 let start = tokio::time::Instant::now();
                 for _ in 0..iters {
-                    replicas[0].propose(create()).await.unwrap();
+                    replicas[0].propose(shoal_core::raft::testing::next_churn_write()).await.unwrap();
                 }
                 start.elapsed()
             })
@@ -68,7 +60,7 @@ fn bench_raft(c: &mut Criterion) {
             rt.block_on(async {
                 let start = tokio::time::Instant::now();
                 for _ in 0..iters {
-                    replicas[1].propose(create()).await.unwrap();
+                    replicas[1].propose(shoal_core::raft::testing::next_churn_write()).await.unwrap();
                 }
                 start.elapsed()
             })
@@ -78,24 +70,7 @@ fn bench_raft(c: &mut Criterion) {
     const WRITERS: u64 = 32;
     group.bench_function("commit_32_concurrent_writers", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = tokio::time::Instant::now();
-                let per_writer = iters.div_ceil(WRITERS);
-                let mut handles = Vec::new();
-                for _ in 0..WRITERS {
-                    let leader = replicas[0].clone();
-                    handles.push(tokio::spawn(async move {
-                        for _ in 0..per_writer {
-                            leader.propose(create()).await.unwrap();
-                        }
-                    }));
-                }
-                for handle in handles {
-                    handle.await.unwrap();
-                }
-                // Scale to the requested iteration count (rounding up adds at most 31 writes).
-                start.elapsed().mul_f64(iters as f64 / (per_writer * WRITERS) as f64)
-            })
+            rt.block_on(shoal_core::raft::testing::time_concurrent_churn(replicas[0].clone(), WRITERS, iters))
         })
     });
     group.finish();

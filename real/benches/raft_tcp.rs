@@ -6,7 +6,6 @@
 //!
 //! `cargo bench -p shoal --bench raft_tcp`
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,14 +16,7 @@ use shoal_core::env::{Disk, MemDisk, Transport};
 use shoal_core::raft::testing::node_env;
 use shoal_core::raft::{RaftConfig, Replica};
 use shoal_core::rpc::Router;
-use shoal_core::store::{Action, Proposer, Store};
-
-static NEXT: AtomicU64 = AtomicU64::new(0);
-
-/// A create and a delete of a fresh network in one transaction (`testing::churn_write`).
-fn create() -> Vec<Action> {
-    shoal_core::raft::testing::churn_write(NEXT.fetch_add(1, Ordering::Relaxed))
-}
+use shoal_core::store::{Proposer, Store};
 
 /// Three replicas on TCP at 127.0.0.61–63:`port`, the first one leading; `disk(i)` gives each its disk.
 async fn cluster(port: u16, disk: impl Fn(u64) -> Arc<dyn Disk>) -> Vec<Replica> {
@@ -59,7 +51,7 @@ fn bench_cluster(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, re
             rt.block_on(async {
                 let start = tokio::time::Instant::now();
                 for _ in 0..iters {
-                    leader.propose(create()).await.unwrap();
+                    leader.propose(shoal_core::raft::testing::next_churn_write()).await.unwrap();
                 }
                 start.elapsed()
             })
@@ -69,24 +61,7 @@ fn bench_cluster(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, re
     const WRITERS: u64 = 32;
     group.bench_function("commit_32_concurrent_writers", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let start = tokio::time::Instant::now();
-                let per_writer = iters.div_ceil(WRITERS);
-                let mut handles = Vec::new();
-                for _ in 0..WRITERS {
-                    let leader = leader.clone();
-                    handles.push(tokio::spawn(async move {
-                        for _ in 0..per_writer {
-                            leader.propose(create()).await.unwrap();
-                        }
-                    }));
-                }
-                for handle in handles {
-                    handle.await.unwrap();
-                }
-                // Scale to the requested iteration count (rounding up adds at most 31 writes).
-                start.elapsed().mul_f64(iters as f64 / (per_writer * WRITERS) as f64)
-            })
+            rt.block_on(shoal_core::raft::testing::time_concurrent_churn(leader.clone(), WRITERS, iters))
         })
     });
     group.finish();

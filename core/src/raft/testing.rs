@@ -164,3 +164,36 @@ pub fn churn_write(n: u64) -> Vec<crate::store::Action> {
         Action::Delete { kind: Kind::Network, id },
     ]
 }
+
+static CHURN_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The next [`churn_write`], numbered from a process-wide counter so every commit of a benchmark
+/// run writes a fresh name.
+pub fn next_churn_write() -> Vec<crate::store::Action> {
+    churn_write(CHURN_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// How long `writes` churn commits take when `writers` tasks propose them concurrently through
+/// `proposer`, scaled to exactly `writes` (each writer rounds up, adding at most `writers - 1`).
+/// For criterion's `iter_custom`.
+pub async fn time_concurrent_churn<P>(proposer: P, writers: u64, writes: u64) -> Duration
+where
+    P: crate::store::Proposer + Clone,
+{
+    let start = runtime::now();
+    let per_writer = writes.div_ceil(writers);
+    let handles: Vec<_> = (0..writers)
+        .map(|_| {
+            let proposer = proposer.clone();
+            runtime::spawn(async move {
+                for _ in 0..per_writer {
+                    proposer.propose(next_churn_write()).await.expect("commit");
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("writer");
+    }
+    (runtime::now() - start).mul_f64(writes as f64 / (per_writer * writers) as f64)
+}
