@@ -9,6 +9,7 @@
 //! - [`control`] — the control API used by the CLI and by scenario steps.
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
 //! - [`auth`] — which authenticated peer may use which channel (managers only for raft and control).
+//! - [`logs`] — `service logs`: every node serves its containers' output; a manager gathers it.
 
 pub mod agent;
 pub mod api;
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod control;
 pub mod dispatcher;
 pub mod env;
+pub mod logs;
 pub mod manager;
 pub mod node;
 pub mod orchestrator;

@@ -17,9 +17,11 @@ use crate::api::{
     new_id, Availability, Cluster, ClusterSpec, ManagerStatus, Meta, Network, Node, NodeDescription, NodeRole,
     NodeSpec, NodeState, NodeStatus, Resources,
 };
+use crate::auth::KnownManagers;
 use crate::control::{ControlError, ControlHandler, ControlRequest, ControlResult};
 use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinRequest, TokenAuthority};
 use crate::env::{runtime, Disk, NodeEnv};
+use crate::logs::LogsService;
 use crate::manager::Consensus;
 use crate::raft::{RaftConfig, Replica, ReplicaError};
 use crate::rpc::{self, Channel, Router};
@@ -171,8 +173,11 @@ impl ShoalNode {
         let existing = read_identity(env.disk.as_ref()).await?;
         let router = Router::new();
         let store = Store::new();
+        let known_managers = KnownManagers::default();
         // Peers the transport authenticates (mutual TLS) are checked against the store; see `auth`.
-        router.set_gate(Arc::new(crate::auth::StoreGate::new(store.clone())));
+        router.set_gate(Arc::new(crate::auth::StoreGate::new(store.clone(), known_managers.clone())));
+        // Every node, worker or manager, serves its containers' output to the managers.
+        router.register(Channel::Logs, Arc::new(LogsService::new(env.executor.clone())));
         env.transport
             .serve(Arc::new(router.clone()))
             .await
@@ -262,7 +267,13 @@ impl ShoalNode {
         };
         write_identity(env.disk.as_ref(), &identity).await?;
 
-        let agent = Agent::new(env.clone(), identity.node_id.clone(), description.clone(), identity.managers.clone());
+        let agent = Agent::new(
+            env.clone(),
+            identity.node_id.clone(),
+            description.clone(),
+            identity.managers.clone(),
+            known_managers,
+        );
         let (removed, _) = watch::channel(false);
         let node = ShoalNode {
             inner: Arc::new(NodeInner {
@@ -361,6 +372,7 @@ impl ShoalNode {
         }
         self.inner.agent.leave().await;
         self.shutdown().await;
+        self.inner.router.unregister(Channel::Logs);
         wipe(self.inner.env.disk.as_ref()).await.map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(())
     }

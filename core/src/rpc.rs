@@ -1,5 +1,5 @@
 //! Typed calls over the transport seam. Every node serves one [`Router`]; a request's first byte names
-//! the [`Channel`] (raft, dispatcher, control), the rest is that channel's JSON message. A garbled or
+//! the [`Channel`] (raft, dispatcher, control, logs), the rest is that channel's JSON message. A garbled or
 //! unknown frame gets an error reply, never a panic. Requests from authenticated peers pass a [`Gate`]
 //! first (who may use which channel).
 
@@ -21,6 +21,8 @@ pub enum Channel {
     Raft = 1,
     Dispatcher = 2,
     Control = 3,
+    /// A node's container output, for `service logs` (see [`crate::logs`]).
+    Logs = 4,
 }
 
 impl Channel {
@@ -29,6 +31,7 @@ impl Channel {
             1 => Some(Channel::Raft),
             2 => Some(Channel::Dispatcher),
             3 => Some(Channel::Control),
+            4 => Some(Channel::Logs),
             _ => None,
         }
     }

@@ -24,13 +24,12 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shoal_core::api::{Availability, NodeRole};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse};
-use shoal_core::env::executor::{LABEL_SERVICE_NAME, LABEL_TASK_ID};
 use shoal_core::env::Executor;
 use shoal_core::trace::{TraceEvent, TraceSink};
 
 use crate::local_api::{
     ClusterOverrides, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult,
-    LogLine, SwarmStatus,
+    SwarmStatus,
 };
 
 /// Swarm's default port for cluster traffic.
@@ -450,49 +449,6 @@ impl Daemon {
             State::Error { message } => SwarmStatus { error: message.clone(), ..blank("error") },
         }
     }
-
-    async fn logs(&self, service: String, tail: usize) -> LocalResult {
-        let node = self.active_node().ok_or_else(|| LocalError::Refused(NO_MANAGER.into()))?;
-        // Resolve the service (id, prefix or name) and find which of its tasks run elsewhere; a
-        // worker cannot ask, and reads its own containers by the name it was given.
-        let mut name = service.clone();
-        let mut elsewhere = Vec::new();
-        match node.control(ControlRequest::ServiceInspect { service: service.clone() }).await {
-            Ok(ControlResponse::Service(view)) => {
-                name = view.service.spec.name.clone();
-                if let Ok(ControlResponse::Tasks(tasks)) =
-                    node.control(ControlRequest::TaskList { service: Some(view.service.id.clone()), node: None }).await
-                {
-                    let me = node.node_id();
-                    elsewhere = tasks
-                        .iter()
-                        .filter(|t| !t.node_id.is_empty() && t.node_id != me && !t.status.container_id.is_empty())
-                        .map(|t| format!("{}.{}", t.name(), t.id))
-                        .collect();
-                }
-            }
-            Ok(_) | Err(ControlError::NotAManager) => {}
-            Err(err) => return Err(LocalError::Control(err)),
-        }
-        // The executor seam always takes a count; "all" is a count no task's log reaches, and one the
-        // Docker engine still parses as a number.
-        let tail = if tail == 0 { 1_000_000 } else { tail };
-        let executor = node.executor();
-        let containers = executor
-            .list(&[(LABEL_SERVICE_NAME.to_string(), name)])
-            .await
-            .map_err(|err| LocalError::Refused(err.to_string()))?;
-        let mut lines = Vec::new();
-        for container in containers {
-            let task = container.labels.get(LABEL_TASK_ID).cloned().unwrap_or_default();
-            let source = if container.name.is_empty() { task } else { container.name.clone() };
-            let source = format!("{source}@{}", self.hostname);
-            if let Ok(output) = executor.logs(&container.id, tail).await {
-                lines.extend(output.into_iter().map(|line| LogLine { source: source.clone(), line }));
-            }
-        }
-        Ok(LocalAnswer::Logs { lines, unavailable: elsewhere })
-    }
 }
 
 #[async_trait]
@@ -503,7 +459,6 @@ impl LocalHandler for Arc<Daemon> {
             LocalRequest::SwarmJoin(join) => self.join(join).await,
             LocalRequest::SwarmLeave { force } => self.leave(force).await,
             LocalRequest::SwarmStatus => Ok(LocalAnswer::Status(self.status())),
-            LocalRequest::ServiceLogs { service, tail } => self.logs(service, tail).await,
             LocalRequest::Control { request } => match self.active_node() {
                 Some(node) => node.control(*request).await.map(LocalAnswer::Control).map_err(LocalError::Control),
                 None => Err(LocalError::Refused(NO_MANAGER.into())),

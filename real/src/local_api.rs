@@ -2,7 +2,7 @@
 //! (and optionally TCP on loopback), one request line answered by one response line.
 //!
 //! A request is either a swarm-lifecycle operation the daemon handles itself (init, join, leave,
-//! status, logs) or a wrapped [`ControlRequest`] the daemon passes to its node. A line that is not a
+//! status) or a wrapped [`ControlRequest`] the daemon passes to its node. A line that is not a
 //! request gets an error reply and the connection stays usable; nothing a client sends can panic the
 //! daemon.
 
@@ -61,11 +61,6 @@ pub enum LocalRequest {
     },
     /// Whether this daemon's node is in a swarm, and as what.
     SwarmStatus,
-    /// The last `tail` lines (0 = all) of the service's tasks that run on this daemon's node.
-    ServiceLogs {
-        service: String,
-        tail: usize,
-    },
     Control {
         request: Box<ControlRequest>,
     },
@@ -81,14 +76,6 @@ pub struct SwarmStatus {
     pub error: String,
 }
 
-/// One log line of one task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LogLine {
-    /// `web.1.<task id>@<hostname>`, as docker prefixes service logs.
-    pub source: String,
-    pub line: String,
-}
-
 /// What the daemon answers when a request succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "body", rename_all = "snake_case")]
@@ -97,7 +84,6 @@ pub enum LocalAnswer {
     Joined { node_id: String, manager: bool },
     Left,
     Status(SwarmStatus),
-    Logs { lines: Vec<LogLine>, unavailable: Vec<String> },
     Control(ControlResponse),
 }
 

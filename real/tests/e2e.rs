@@ -1,6 +1,6 @@
 //! End to end: real `shoal daemon` processes on loopback addresses (127.0.0.x), driven by the
-//! `shoal` CLI exactly as a user would: 1 manager + 2 workers, a 3-replica service converges, a
-//! worker daemon is killed (by pid) and its tasks run elsewhere, a worker is drained, and a rolling
+//! `shoal` CLI exactly as a user would: 1 manager + 2 workers, a 3-replica service converges and its
+//! logs are read from all three nodes, a worker daemon is killed (by pid) and its tasks run elsewhere, a worker is drained, and a rolling
 //! update converges. Once with the process executor, once with Docker (image
 //! `shoal-test/busybox:latest`, built by `.ci/run`) — the Docker test fails, not skips, without Docker.
 
@@ -41,6 +41,19 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let ls = manager.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   3/3")), "{ls}");
 
+    // `service logs` gathers each task's output from the node that runs it, one per node here.
+    let logs = wait_for(Duration::from_secs(30), "a started line from each task", || {
+        let logs = manager.shoal(&["service", "logs", &service]).ok()?;
+        (logs.lines().filter(|l| l.ends_with("    | started")).count() == 3).then_some(logs)
+    });
+    for node in [&manager, &worker1, &worker2] {
+        let from_node = format!("@{}    | started", node.hostname);
+        assert_eq!(logs.lines().filter(|l| l.ends_with(&from_node)).count(), 1, "{}: {logs}", node.hostname);
+    }
+    assert!(logs.lines().all(|l| l.starts_with(&format!("{service}."))), "{logs}");
+    let raw = manager.must(&["service", "logs", "--raw", "--tail", "1", &service]);
+    assert_eq!(raw, "started\nstarted\nstarted\n");
+
     // Kill a worker daemon: its tasks run elsewhere.
     wait_for(Duration::from_secs(30), "a task on worker 1", || {
         running_by_node(&manager, &service)?.get(&worker1.hostname).copied().filter(|&n| n > 0)
@@ -53,6 +66,14 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let nodes = json_lines(&manager.must(&["node", "ls", "--format", "json"]));
     let down = nodes.iter().find(|n| n["Hostname"] == worker1.hostname.as_str()).expect("killed worker listed");
     assert_eq!(down["Status"], "Down", "{nodes:?}");
+    // Its task's logs cannot be read now: the others' are printed, and the error names the node.
+    let err = manager.shoal(&["service", "logs", &service]).unwrap_err();
+    let missing = format!(
+        "some logs could not be retrieved for the following reasons: node {} is not available",
+        worker1.hostname
+    );
+    assert!(err.contains(&missing), "{err}");
+    assert!(err.contains(&format!("@{}    | started", manager.hostname)), "{err}");
 
     // Drain worker 2: its tasks move to the manager.
     assert_eq!(
@@ -78,11 +99,6 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let inspect = manager.must(&["service", "inspect", "--pretty", &service]);
     assert!(inspect.contains("VERSION=2"), "{inspect}");
 
-    if executor == "process" {
-        // The tasks now all run on the manager, so its daemon has every log line.
-        let logs = manager.must(&["service", "logs", &service]);
-        assert!(logs.lines().filter(|l| l.ends_with("| started")).count() >= 3, "{logs}");
-    }
     manager.must(&["service", "rm", &service]);
     if executor == "process" {
         stack_scenario(&manager);
@@ -173,5 +189,10 @@ fn cluster_with_docker_executor() {
     // Without Docker (or without the test image) this test fails: it is the real-world check.
     require_docker();
     let _cleanup = CleanupContainers("e2e-dock-web");
-    scenario("e2e-dock", 30, "docker", &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sleep", "600"]);
+    scenario(
+        "e2e-dock",
+        30,
+        "docker",
+        &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sh", "-c", "echo started; exec sleep 600"],
+    );
 }

@@ -1,7 +1,7 @@
 //! Security of a running swarm: real `shoal daemon` processes on loopback addresses (127.0.0.5x) with
 //! the process executor, attacked the ways Swarm's own tests and threat model name — a wrong token, a
 //! token of another swarm, a rotated token, a certificate from another CA, a worker's certificate used
-//! on manager-only channels, a node speaking for another, a removed node's certificate, garbled
+//! on manager-only channels (and on another node's logs), a node speaking for another, a removed node's certificate, garbled
 //! frames. Each must be refused with an error that says why, and the swarm must work afterwards.
 //!
 //! The attacks that need a certificate use the files a daemon keeps in its data dir
@@ -20,6 +20,7 @@ use shoal::tls::{ca_digest, NodeCert, TlsConfig};
 use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::dispatcher::{DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest};
 use shoal_core::env::TransportError;
+use shoal_core::logs::{LogsReply, LogsRequest};
 use shoal_core::raft::{RaftRequest, RaftResponse};
 use shoal_core::rpc::{self, CallError, Channel};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -173,6 +174,19 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         let reason = refusal(err);
         assert!(reason.contains(&format!("node {worker_id} cannot speak for node {doomed_id}")), "{reason}");
 
+        // Logs: only managers read a node's containers, on a manager (by its store) and on a worker
+        // (by the manager ids its heartbeats brought).
+        let logs = LogsRequest { service_id: "any".into(), task_ids: vec![], tail: None };
+        let err = rpc::call::<_, LogsReply>(&as_worker, &manager.addr, Channel::Logs, &logs, CALL).await.unwrap_err();
+        let reason = refusal(err);
+        assert!(reason.contains(&format!("node {worker_id} is a worker; only managers may read")), "{reason}");
+        let err = rpc::call::<_, LogsReply>(&as_worker, &doomed.addr, Channel::Logs, &logs, CALL).await.unwrap_err();
+        let reason = refusal(err);
+        assert!(reason.contains(&format!("node {worker_id} is not a manager this node knows of")), "{reason}");
+        let as_manager = transport_as(&ip(1), &ca_pem, &manager.node_cert());
+        let answer = rpc::call::<_, LogsReply>(&as_manager, &doomed.addr, Channel::Logs, &logs, CALL).await;
+        assert_eq!(answer, Ok(Ok(vec![])), "a worker serves its (empty) logs to a manager");
+
         // A certificate from another CA is refused in the handshake, whichever CA the dialler trusts.
         let foreign = stranger.node_cert();
         for trusted in [ca_pem.clone(), stranger.ca_pem()] {
@@ -226,12 +240,17 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         "process",
         "sh",
         "-c",
-        "while kill -0 $PPID 2>/dev/null; do sleep 1; done",
+        "echo hello; while kill -0 $PPID 2>/dev/null; do sleep 1; done",
     ]);
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
     let nodes = json_lines(&manager.must(&["node", "ls", "--format", "json"]));
     assert_eq!(nodes.len(), 2, "{nodes:?}");
     assert!(nodes.iter().all(|n| n["Status"] == "Ready"), "{nodes:?}");
+    // The manager reads the logs on both nodes over mutual TLS (one task each, spread).
+    wait_for(Duration::from_secs(30), "a line from each node", || {
+        let logs = manager.shoal(&["service", "logs", "sec-web"]).ok()?;
+        [&manager, &worker].iter().all(|node| logs.contains(&format!("@{}    | hello", node.hostname))).then_some(())
+    });
     manager.must(&["service", "rm", "sec-web"]);
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{NodeDescription, NodeRole, Task, TaskStatus};
+use crate::auth::KnownManagers;
 use crate::dispatcher::{
     AssignmentsRequest, DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest, SessionRequest,
     StatusRequest, StatusUpdate,
@@ -43,6 +44,8 @@ pub struct Agent {
     node_id: String,
     description: NodeDescription,
     managers: Mutex<Vec<String>>,
+    /// The managers' node ids, for the gate in front of this node's logs.
+    known_managers: KnownManagers,
     preferred: Mutex<Option<String>>,
     role: watch::Sender<Option<RoleHint>>,
     runners: Mutex<BTreeMap<String, runner::RunnerHandle>>,
@@ -61,7 +64,13 @@ fn call_deadline() -> Duration {
 }
 
 impl Agent {
-    pub fn new(env: NodeEnv, node_id: String, description: NodeDescription, managers: Vec<String>) -> Arc<Self> {
+    pub fn new(
+        env: NodeEnv,
+        node_id: String,
+        description: NodeDescription,
+        managers: Vec<String>,
+        known_managers: KnownManagers,
+    ) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (role, _) = watch::channel(None);
         Arc::new(Agent {
@@ -69,6 +78,7 @@ impl Agent {
             node_id,
             description,
             managers: Mutex::new(managers),
+            known_managers,
             preferred: Mutex::new(None),
             role,
             runners: Mutex::new(BTreeMap::new()),
@@ -167,6 +177,7 @@ impl Agent {
         if !session.managers.is_empty() {
             *self.managers.lock().expect("agent lock") = session.managers.clone();
         }
+        self.known_managers.replace(&session.manager_ids);
         self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
         let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
         let session_id = session.session_id;
@@ -195,6 +206,7 @@ impl Agent {
             if !reply.managers.is_empty() {
                 *self.managers.lock().expect("agent lock") = reply.managers;
             }
+            self.known_managers.replace(&reply.manager_ids);
             let hint = Some(RoleHint { desired_role: reply.desired_role, raft_id: reply.raft_id });
             self.role.send_if_modified(|current| {
                 let changed = *current != hint;

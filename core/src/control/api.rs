@@ -53,6 +53,12 @@ pub enum ControlRequest {
     ServiceRemove {
         service: String,
     },
+    /// `service logs`: the output of the service's tasks, gathered from every node that ran one;
+    /// the last `tail` lines of each (all when `None`).
+    ServiceLogs {
+        service: String,
+        tail: Option<usize>,
+    },
     /// Tasks, optionally of one service and/or one node, newest first within a slot.
     TaskList {
         service: Option<String>,
@@ -87,6 +93,7 @@ impl ControlRequest {
                 | ControlRequest::NodeInspect { .. }
                 | ControlRequest::ServiceList
                 | ControlRequest::ServiceInspect { .. }
+                | ControlRequest::ServiceLogs { .. }
                 | ControlRequest::TaskList { .. }
                 | ControlRequest::NetworkList
                 | ControlRequest::NetworkInspect { .. }
@@ -140,6 +147,7 @@ pub enum ControlResponse {
     JoinToken { token: String, manager_addr: String },
     Networks(Vec<Network>),
     Network(Box<Network>),
+    Logs(crate::logs::ServiceLogs),
 }
 
 /// Why a control request was refused. Messages say what was wrong and what to do.

@@ -269,6 +269,13 @@ impl ControlHandler {
             ControlRequest::ServiceInspect { service } => self.store.view(|s| {
                 find_service(s, &service).map(|svc| ControlResponse::Service(Box::new(service_view(s, svc))))
             }),
+            ControlRequest::ServiceLogs { service, tail } => {
+                let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
+                let Some(transport) = self.transport.clone() else {
+                    return Err(ControlError::Unavailable("this manager has no transport to reach the nodes".into()));
+                };
+                Ok(ControlResponse::Logs(crate::logs::gather(&self.store, transport, &id, tail).await))
+            }
             ControlRequest::ServiceUpdate { service, version, spec } => {
                 self.update_service(&service, version, spec).await
             }

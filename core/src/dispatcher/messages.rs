@@ -34,6 +34,9 @@ pub struct SessionResponse {
     pub session_id: String,
     pub heartbeat_period_ms: u64,
     pub managers: Vec<String>,
+    /// The managers' node ids: who may ask this node for its containers' logs.
+    #[serde(default)]
+    pub manager_ids: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +49,8 @@ pub struct HeartbeatRequest {
 pub struct HeartbeatResponse {
     pub heartbeat_period_ms: u64,
     pub managers: Vec<String>,
+    #[serde(default)]
+    pub manager_ids: Vec<String>,
     /// What the node should be (promotion/demotion are carried out by the node).
     pub desired_role: NodeRole,
     pub raft_id: Option<u64>,

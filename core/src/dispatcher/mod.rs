@@ -54,7 +54,14 @@ pub struct Dispatcher {
     sessions: Mutex<BTreeMap<String, SessionInfo>>,
     /// The manager list as of a store version: every heartbeat reply carries it, and recomputing it
     /// scans every node.
-    managers: Mutex<Option<(u64, Vec<String>)>>,
+    managers: Mutex<Option<(u64, ManagerList)>>,
+}
+
+/// The managers as heartbeat replies list them.
+#[derive(Debug, Clone, Default)]
+struct ManagerList {
+    addrs: Vec<String>,
+    ids: Vec<String>,
 }
 
 impl Dispatcher {
@@ -93,15 +100,23 @@ impl Dispatcher {
 
     /// Addresses of every manager, so agents can fail over.
     pub fn manager_addrs(&self) -> Vec<String> {
+        self.manager_list().addrs
+    }
+
+    /// Every manager's address and node id.
+    fn manager_list(&self) -> ManagerList {
         self.store.view(|s| {
             let mut cached = self.managers.lock().expect("managers lock");
             match &*cached {
-                Some((version, addrs)) if *version == s.version => addrs.clone(),
+                Some((version, list)) if *version == s.version => list.clone(),
                 _ => {
-                    let addrs: Vec<String> =
-                        s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect();
-                    *cached = Some((s.version, addrs.clone()));
-                    addrs
+                    let mut list = ManagerList::default();
+                    for (node, status) in s.nodes.values().filter_map(|n| Some((n, n.manager_status.as_ref()?))) {
+                        list.addrs.push(status.addr.clone());
+                        list.ids.push(node.id.clone());
+                    }
+                    *cached = Some((s.version, list.clone()));
+                    list
                 }
             }
         })
@@ -179,10 +194,12 @@ impl Dispatcher {
             .expect("sessions lock")
             .insert(node_id.clone(), SessionInfo { session_id: session_id.clone(), last_seen: runtime::now() });
         self.tracer.emit("node.ready", serde_json::json!({"node_id": node_id}));
+        let managers = self.manager_list();
         Ok(SessionResponse {
             session_id,
             heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
-            managers: self.manager_addrs(),
+            managers: managers.addrs,
+            manager_ids: managers.ids,
         })
     }
 
@@ -196,9 +213,11 @@ impl Dispatcher {
             })
             .ok_or(DispatcherError::UnknownNode)?;
         self.check_session(&request.node_id, &request.session_id)?;
+        let managers = self.manager_list();
         Ok(HeartbeatResponse {
             heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
-            managers: self.manager_addrs(),
+            managers: managers.addrs,
+            manager_ids: managers.ids,
             desired_role,
             raft_id,
         })

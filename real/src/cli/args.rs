@@ -486,16 +486,8 @@ pub enum ServiceCommand {
         quiet: bool,
         service: String,
     },
-    /// Fetch the logs of a service's tasks that run on this daemon's node
-    Logs {
-        /// Number of lines to show from the end of the logs
-        #[arg(short = 'n', long, default_value = "all")]
-        tail: String,
-        /// Do not print log prefixes
-        #[arg(long)]
-        no_task_ids: bool,
-        service: String,
-    },
+    /// Fetch the logs of a service's tasks, from every node that ran one
+    Logs(LogsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -602,4 +594,25 @@ pub struct DaemonArgs {
     /// The node's hostname (default: this host's name)
     #[arg(long)]
     pub hostname: Option<String>,
+}
+
+/// `service logs`.
+#[derive(Debug, Clone, Args)]
+pub struct LogsArgs {
+    /// Number of lines to show from the end of the logs
+    #[arg(short = 'n', long, default_value = "all")]
+    pub tail: String,
+    /// Do not include task IDs in output
+    #[arg(long)]
+    pub no_task_ids: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Do not map IDs to Names in output
+    #[arg(long)]
+    pub no_resolve: bool,
+    /// Do not neatly format logs
+    #[arg(long)]
+    pub raw: bool,
+    pub service: String,
 }

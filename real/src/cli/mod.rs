@@ -518,36 +518,37 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             }
             Ok(())
         }
-        ServiceCommand::Logs { tail, no_task_ids, service } => {
-            let tail = if tail == "all" {
-                0
-            } else {
-                tail.parse::<usize>().map_err(|_| {
-                    CliError::Usage(format!("invalid value {tail:?} for --tail: use a number of lines or \"all\""))
-                })?
+        ServiceCommand::Logs(args) => {
+            let tail = match args.tail.as_str() {
+                "all" => None,
+                n => Some(n.parse::<usize>().map_err(|_| {
+                    CliError::Usage(format!("invalid value {n:?} for --tail: use a number of lines or \"all\""))
+                })?),
             };
-            match client.local(LocalRequest::ServiceLogs { service, tail }).await? {
-                LocalAnswer::Logs { lines, unavailable } => {
-                    let mut text = String::new();
-                    for line in lines {
-                        if no_task_ids {
-                            text.push_str(&format!("{}\n", line.line));
-                        } else {
-                            text.push_str(&format!("{}    | {}\n", line.source, line.line));
-                        }
-                    }
-                    out(&text);
-                    if !unavailable.is_empty() {
-                        eprintln!(
-                            "{} task(s) run on other nodes; their logs are read through the daemon on that node \
-                             (shoal -H <that node's daemon> service logs …)",
-                            unavailable.len()
-                        );
-                    }
-                    Ok(())
-                }
-                other => Err(unexpected(&other)),
+            let view = client.service(&args.service).await?;
+            let service = view.service;
+            let request = ControlRequest::ServiceLogs { service: service.id.clone(), tail };
+            let ControlResponse::Logs(logs) = client.control(request).await? else {
+                return Err(CliError::Usage("the daemon answered `service logs` with something else".into()));
+            };
+            out(&render::service_logs(&logs, &service.id, &service.spec.name, &args));
+            if logs.unreachable.is_empty() {
+                return Ok(());
             }
+            // Docker's words for a log stream with nodes missing, with the reason for each.
+            let missing: Vec<String> = logs
+                .unreachable
+                .iter()
+                .map(|node| {
+                    let name = if node.hostname.is_empty() { &node.node_id } else { &node.hostname };
+                    format!("node {name} is not available ({} task(s): {})", node.tasks, node.reason)
+                })
+                .collect();
+            Err(CliError::Daemon(format!(
+                "Error grabbing logs: warning: incomplete log stream. some logs could not be retrieved for the \
+                 following reasons: {}",
+                missing.join(", ")
+            )))
         }
     }
 }

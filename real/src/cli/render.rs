@@ -10,7 +10,9 @@ use shoal_core::api::{
     Availability, Network, NodeRole, NodeState, PortConfig, PublishMode, ServiceMode, Task, UpdateConfig, UpdateOrder,
 };
 use shoal_core::control::{ClusterInfo, NodeView, ServiceView};
+use shoal_core::logs::ServiceLogs;
 
+use super::args::LogsArgs;
 use super::listing::{row, Listing};
 use crate::format::{self, bytes_size, go_duration, human_duration, natural_cmp, pretty};
 use crate::local_api::SwarmStatus;
@@ -578,5 +580,87 @@ pub fn stack_list(services: &[ServiceView]) -> Listing {
         ],
         rows,
         indented: Vec::new(),
+    }
+}
+
+/// `service logs`, as docker prints it: `web.1.<task id>@<node>    | line`. The task id is cut to
+/// 12 characters unless `--no-trunc`, left out with `--no-task-ids`; `--no-resolve` shows the
+/// service and node ids instead of their names; the slot numbers are padded so the bars line up;
+/// `--raw` prints the lines alone.
+pub fn service_logs(logs: &ServiceLogs, service_id: &str, service_name: &str, args: &LogsArgs) -> String {
+    let slot_width = |name: &str| name.rsplit('.').next().filter(|s| s.parse::<u64>().is_ok()).map_or(0, str::len);
+    let widest = logs.tasks.iter().map(|t| slot_width(&t.task_name)).max().unwrap_or(0);
+    let mut text = String::new();
+    for task in &logs.tasks {
+        let mut prefix = if args.no_resolve {
+            let suffix = task.task_name.strip_prefix(service_name).unwrap_or(&task.task_name);
+            format!("{service_id}{suffix}")
+        } else {
+            task.task_name.clone()
+        };
+        if !args.no_task_ids {
+            let id = if args.no_trunc { task.task_id.as_str() } else { format::truncate_id(&task.task_id) };
+            let _ = write!(prefix, ".{id}");
+        }
+        let node = if args.no_resolve || task.hostname.is_empty() { &task.node_id } else { &task.hostname };
+        let padding = " ".repeat(widest.saturating_sub(slot_width(&task.task_name)));
+        for line in &task.lines {
+            if args.raw {
+                let _ = writeln!(text, "{line}");
+            } else {
+                let _ = writeln!(text, "{prefix}@{node}{padding}    | {line}");
+            }
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use shoal_core::logs::{ServiceLogs, TaskLogs};
+
+    use super::*;
+    use crate::cli::args::{Cli, Command, ServiceCommand};
+
+    fn args(flags: &[&str]) -> LogsArgs {
+        let line = [&["shoal", "service", "logs"], flags, &["web"]].concat();
+        match Cli::try_parse_from(line).expect("valid flags").command {
+            Command::Service(ServiceCommand::Logs(args)) => args,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    fn task(name: &str, id: &str, node: &str, lines: &[&str]) -> TaskLogs {
+        TaskLogs {
+            task_id: id.into(),
+            task_name: name.into(),
+            node_id: format!("{node}-id"),
+            hostname: node.into(),
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn service_logs_are_prefixed_as_docker_prefixes_them() {
+        let logs = ServiceLogs {
+            tasks: vec![
+                task("web.2", "abcdefghijklmnopqrstuvwxy", "node-a", &["one", "two"]),
+                task("web.10", "zyxwvutsrqponmlkjihgfedcb", "node-b", &["three"]),
+            ],
+            unreachable: vec![],
+        };
+        let render = |flags: &[&str]| service_logs(&logs, "svcid", "web", &args(flags));
+        assert_eq!(
+            render(&[]),
+            "web.2.abcdefghijkl@node-a     | one\nweb.2.abcdefghijkl@node-a     | two\n\
+             web.10.zyxwvutsrqpo@node-b    | three\n"
+        );
+        assert_eq!(
+            render(&["--no-task-ids", "--no-resolve"]),
+            "svcid.2@node-a-id     | one\nsvcid.2@node-a-id     | two\nsvcid.10@node-b-id    | three\n"
+        );
+        assert!(render(&["--no-trunc"]).starts_with("web.2.abcdefghijklmnopqrstuvwxy@node-a     | one\n"));
+        assert_eq!(render(&["--raw"]), "one\ntwo\nthree\n");
     }
 }

@@ -152,6 +152,9 @@ fn short(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::Node(_)) => json!({"ok": "node"}),
         Ok(ControlResponse::Service(_)) => json!({"ok": "service"}),
         Ok(ControlResponse::Network(_)) => json!({"ok": "network"}),
+        Ok(ControlResponse::Logs(logs)) => {
+            json!({"ok": "logs", "tasks": logs.tasks.len(), "unreachable": logs.unreachable.len()})
+        }
         Err(err) => json!({"error": err.to_string()}),
     }
 }
