@@ -19,12 +19,34 @@ use serde::{Deserialize, Serialize};
 use crate::api::NodeState;
 use crate::env::executor::{LABEL_SERVICE_ID, LABEL_TASK_ID};
 use crate::env::transport::Peer;
-use crate::env::{runtime, Executor, Transport};
+use crate::env::{runtime, Executor, LogLine, LogsQuery, Transport};
 use crate::rpc::{self, Channel};
 use crate::store::Store;
 
 /// How long the manager waits for one node's logs.
 pub const NODE_LOGS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which lines `service logs` wants: for a task with a cursor (`--follow` has shown its lines up
+/// to that stamp), the lines after it; for any other task, the lines after `since_ns` (when set),
+/// the last `tail` of them (all when `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsSelection {
+    pub tail: Option<usize>,
+    pub since_ns: Option<u64>,
+    /// task id → the stamp of the last line already shown.
+    #[serde(default)]
+    pub cursors: BTreeMap<String, u64>,
+}
+
+impl LogsSelection {
+    /// The executor query for one task's container.
+    pub fn query(&self, task_id: &str) -> LogsQuery {
+        match self.cursors.get(task_id) {
+            Some(&cursor) => LogsQuery { after_ns: Some(cursor), tail: None },
+            None => LogsQuery { after_ns: self.since_ns.map(|since| since.saturating_sub(1)), tail: self.tail },
+        }
+    }
+}
 
 /// What a manager asks a node: the output of its containers of one service.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,15 +54,17 @@ pub struct LogsRequest {
     pub service_id: String,
     /// Only these tasks' containers; every container of the service when empty.
     pub task_ids: Vec<String>,
-    /// The last `tail` lines of each container; every line when `None`.
-    pub tail: Option<usize>,
+    pub selection: LogsSelection,
 }
 
 /// One container's output on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerLogs {
     pub task_id: String,
-    pub lines: Vec<String>,
+    pub lines: Vec<LogLine>,
+    /// The stamp of the newest line the query reached (shown, or cut by `tail`): the cursor for the
+    /// next `--follow` call. `None` when no line matched.
+    pub last_ns: Option<u64>,
 }
 
 /// A node's answer: its containers' logs, or why it could not read them.
@@ -60,8 +84,6 @@ impl LogsService {
     pub async fn read(&self, request: &LogsRequest) -> LogsReply {
         let labels = [(LABEL_SERVICE_ID.to_string(), request.service_id.clone())];
         let containers = self.executor.list(&labels).await.map_err(|err| err.to_string())?;
-        // The executor seam always takes a count; "all" is one no container's log reaches.
-        let tail = request.tail.unwrap_or(usize::MAX);
         let mut found = Vec::new();
         for container in containers {
             let Some(task_id) = container.labels.get(LABEL_TASK_ID) else { continue };
@@ -69,9 +91,18 @@ impl LogsService {
                 continue;
             }
             // A container removed since it was listed has no logs left to show.
-            if let Ok(lines) = self.executor.logs(&container.id, tail).await {
-                found.push(ContainerLogs { task_id: task_id.clone(), lines });
-            }
+            let query = request.selection.query(task_id);
+            let Ok(lines) = self.executor.logs(&container.id, &query).await else { continue };
+            // `--tail 0 --follow` shows nothing yet, but its cursor must start at the newest line.
+            let last_ns = match (lines.last(), query.tail) {
+                (Some(line), _) => Some(line.time_ns),
+                (None, Some(0)) => {
+                    let newest = LogsQuery { tail: Some(1), ..query };
+                    self.executor.logs(&container.id, &newest).await.ok().and_then(|l| l.last().map(|l| l.time_ns))
+                }
+                (None, _) => None,
+            };
+            found.push(ContainerLogs { task_id: task_id.clone(), lines, last_ns });
         }
         Ok(found)
     }
@@ -95,7 +126,9 @@ pub struct TaskLogs {
     pub task_name: String,
     pub node_id: String,
     pub hostname: String,
-    pub lines: Vec<String>,
+    pub lines: Vec<LogLine>,
+    /// See [`ContainerLogs::last_ns`].
+    pub last_ns: Option<u64>,
 }
 
 /// A node whose tasks' logs could not be read, and why.
@@ -111,6 +144,8 @@ pub struct UnreachableNode {
 /// The answer to `service logs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceLogs {
+    pub service_id: String,
+    pub service_name: String,
     /// By task name, then task id.
     pub tasks: Vec<TaskLogs>,
     pub unreachable: Vec<UnreachableNode>,
@@ -125,18 +160,23 @@ struct NodeTasks {
     tasks: BTreeMap<String, String>,
 }
 
-/// Ask every node that ran a task of `service_id` for those tasks' logs (all nodes at once, each
-/// within [`NODE_LOGS_TIMEOUT`]). `store` is the answering manager's.
+/// Ask every node that ran a task of `service_id` (or only `only_task`) for those tasks' logs, all
+/// nodes at once, each within [`NODE_LOGS_TIMEOUT`]. `store` is the answering manager's.
 pub async fn gather(
     store: &Store,
     transport: Arc<dyn Transport>,
     service_id: &str,
-    tail: Option<usize>,
+    only_task: Option<&str>,
+    selection: &LogsSelection,
 ) -> ServiceLogs {
-    let by_node = store.view(|state| {
+    let (service_name, by_node) = store.view(|state| {
+        let service_name = state.services.get(service_id).map(|s| s.spec.name.clone()).unwrap_or_default();
         let mut by_node: BTreeMap<String, NodeTasks> = BTreeMap::new();
         // A task with no container id never got a container, so it has nothing to show.
-        for task in state.tasks.values().filter(|t| t.service_id == service_id && !t.status.container_id.is_empty()) {
+        let tasks = state.tasks.values().filter(|t| {
+            t.service_id == service_id && !t.status.container_id.is_empty() && only_task.is_none_or(|only| t.id == only)
+        });
+        for task in tasks {
             let node = state.nodes.get(&task.node_id);
             by_node
                 .entry(task.node_id.clone())
@@ -149,7 +189,7 @@ pub async fn gather(
                 .tasks
                 .insert(task.id.clone(), task.name());
         }
-        by_node
+        (service_name, by_node)
     });
 
     let calls: Vec<_> = by_node
@@ -159,7 +199,7 @@ pub async fn gather(
             let request = LogsRequest {
                 service_id: service_id.to_string(),
                 task_ids: node.tasks.keys().cloned().collect(),
-                tail,
+                selection: selection.clone(),
             };
             let (transport, addr) = (transport.clone(), node.addr.clone());
             let call = runtime::spawn(async move {
@@ -178,7 +218,7 @@ pub async fn gather(
         replies.insert(node_id, reply);
     }
 
-    let mut answer = ServiceLogs::default();
+    let mut answer = ServiceLogs { service_id: service_id.to_string(), service_name, ..ServiceLogs::default() };
     for (node_id, node) in by_node {
         let reply = replies.remove(&node_id).unwrap_or_else(|| Err("the node is no longer in the swarm".into()));
         match reply {
@@ -191,6 +231,7 @@ pub async fn gather(
                         node_id: node_id.clone(),
                         hostname: node.hostname.clone(),
                         lines: container.lines,
+                        last_ns: container.last_ns,
                     });
                 }
             }

@@ -25,7 +25,7 @@ use bollard::image::CreateImageOptions;
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HostConfig};
 use bollard::Docker;
 use futures_util::StreamExt;
-use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery};
 
 /// How a [`DockerExecutor`] behaves.
 #[derive(Debug, Clone, Default)]
@@ -248,14 +248,35 @@ impl Executor for DockerExecutor {
         Ok(summaries)
     }
 
-    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
-        let options = LogsOptions { stdout: true, stderr: true, tail: tail.to_string(), ..Default::default() };
+    async fn logs(&self, id: &str, query: &LogsQuery) -> Result<Vec<LogLine>, ExecutorError> {
+        // Docker's `since` is whole seconds and inclusive: ask from the cursor's second, for every
+        // line from there, and let the query cut at the exact stamp.
+        let since = query.after_ns.map_or(0, |ns| (ns / 1_000_000_000) as i64);
+        let tail = match (query.after_ns, query.tail) {
+            (None, Some(tail)) => tail.to_string(),
+            _ => "all".to_string(),
+        };
+        let options = LogsOptions { stdout: true, stderr: true, timestamps: true, since, tail, ..Default::default() };
         let mut stream = self.docker.logs(id, Some(options));
-        let mut text = Vec::new();
+        let mut lines: Vec<LogLine> = Vec::new();
         while let Some(chunk) = stream.next().await {
-            text.extend_from_slice(&chunk.map_err(|e| map_error(e, id))?.into_bytes());
+            let bytes = chunk.map_err(|e| map_error(e, id))?.into_bytes();
+            for text in String::from_utf8_lossy(&bytes).lines() {
+                // Each frame starts with its RFC 3339 stamp; a line without one keeps the last stamp.
+                let stamped = text.split_once(' ').and_then(|(stamp, rest)| Some((parse_stamp(stamp)?, rest)));
+                let (time_ns, text) = match stamped {
+                    Some(stamped) => stamped,
+                    None => (lines.last().map_or(0, |l| l.time_ns), text),
+                };
+                lines.push(LogLine { time_ns, text: text.to_string() });
+            }
         }
-        let lines: Vec<String> = String::from_utf8_lossy(&text).lines().map(str::to_string).collect();
-        Ok(lines[lines.len().saturating_sub(tail)..].to_vec())
+        Ok(query.select(lines.iter()))
     }
+}
+
+/// Nanoseconds since the Unix epoch of Docker's RFC 3339 log stamp.
+fn parse_stamp(stamp: &str) -> Option<u64> {
+    let time = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
+    u64::try_from(time.timestamp_nanos_opt()?).ok()
 }

@@ -186,6 +186,46 @@ pub fn parse_duration(text: &str) -> Result<u64, ParseError> {
     units::duration_ms(text).map_err(|expected| ParseError(format!("invalid duration {text:?}: {expected}")))
 }
 
+/// Docker's `--since` for logs, in nanoseconds since the Unix epoch: a Go duration before `now_ns`
+/// (`10m`), Unix seconds with optional nanoseconds (`1732550400.5`), or an RFC 3339 date
+/// (`2026-11-25T16:00:00Z`; without a zone, `2026-11-25T16:00:00` and `2026-11-25` are local time).
+pub fn parse_since(text: &str, now_ns: u64) -> Result<u64, ParseError> {
+    use chrono::{DateTime, Local, NaiveDate, NaiveDateTime, TimeZone};
+    if let Ok(ms) = units::duration_ms(text) {
+        return Ok(now_ns.saturating_sub(ms.saturating_mul(1_000_000)));
+    }
+    let bad = || {
+        ParseError(format!(
+            "invalid value {text:?} for --since: use a duration (10m), Unix seconds (1732550400) or an RFC 3339 \
+             date (2026-11-25T16:00:00Z)"
+        ))
+    };
+    if let Some((secs, nanos)) = text.split_once('.').or(Some((text, ""))) {
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if digits(secs) && (nanos.is_empty() || (digits(nanos) && nanos.len() <= 9)) {
+            let secs: u64 = secs.parse().map_err(|_| bad())?;
+            let nanos: u64 = if nanos.is_empty() { 0 } else { format!("{nanos:0<9}").parse().map_err(|_| bad())? };
+            return secs.checked_mul(1_000_000_000).and_then(|s| s.checked_add(nanos)).ok_or_else(bad);
+        }
+    }
+    let local = |naive: NaiveDateTime| Local.from_local_datetime(&naive).earliest();
+    let time = DateTime::parse_from_rfc3339(text)
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .or_else(|| local(NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok()?)?.timestamp_nanos_opt())
+        .or_else(|| {
+            local(NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?.and_hms_opt(0, 0, 0)?)?.timestamp_nanos_opt()
+        })
+        .ok_or_else(bad)?;
+    u64::try_from(time).map_err(|_| bad())
+}
+
+/// Go's `RFC3339NanoFixed` in UTC (`2026-11-25T16:00:00.000000000Z`), as `--timestamps` prints.
+pub fn rfc3339_nano_fixed(time_ns: u64) -> String {
+    let time = chrono::DateTime::from_timestamp_nanos(i64::try_from(time_ns).unwrap_or(i64::MAX));
+    time.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string()
+}
+
 /// go-units `RAMInBytes`: `512M`, `1G`, `1gb`, `64m`, `1024` (bytes); binary multiples.
 pub fn parse_memory(text: &str) -> Result<u64, ParseError> {
     units::memory_bytes(text).map_err(|expected| ParseError(format!("invalid memory size {text:?}: {expected}")))
@@ -245,4 +285,24 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_unix_seconds_and_dates() {
+        let now = 1_764_086_400_000_000_000; // 2025-11-25T16:00:00Z
+        assert_eq!(parse_since("10m", now), Ok(now - 600_000_000_000));
+        assert_eq!(parse_since("1764086400", now), Ok(now));
+        assert_eq!(parse_since("1764086400.5", now), Ok(now + 500_000_000));
+        assert_eq!(parse_since("2025-11-25T16:00:00Z", now), Ok(now));
+        assert_eq!(parse_since("2025-11-25T17:00:00+01:00", now), Ok(now));
+        assert!(parse_since("2025-11-25", now).is_ok(), "a local date");
+        let err = parse_since("yesterday", now).unwrap_err();
+        assert!(err.0.contains("invalid value \"yesterday\" for --since"), "{err}");
+        assert!(parse_since("1.1234567890", now).is_err(), "at most nine digits of nanoseconds");
+        assert_eq!(rfc3339_nano_fixed(now + 5), "2025-11-25T16:00:00.000000005Z");
+    }
 }

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+use shoal_core::env::{
+    runtime, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -61,7 +63,7 @@ struct Proc {
     state: Arc<watch::Sender<ContainerState>>,
     /// The process (and group) id while it runs.
     pid: Option<i32>,
-    logs: Arc<Mutex<VecDeque<String>>>,
+    logs: Arc<Mutex<VecDeque<LogLine>>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -164,13 +166,14 @@ async fn exited(state: &mut watch::Receiver<ContainerState>) -> Option<i64> {
 }
 
 /// Copy a process's output into its log, one line at a time.
-async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<String>>>) {
+async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<LogLine>>>) {
     let mut lines = BufReader::new(output).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let mut logs = lock(&logs);
         if logs.len() == LOG_LINES {
             logs.pop_front();
         }
+        let line = LogLine::after(logs.back(), runtime::unix_nanos(), line);
         logs.push_back(line);
     }
 }
@@ -310,10 +313,10 @@ impl Executor for ProcessExecutor {
             .collect())
     }
 
-    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
+    async fn logs(&self, id: &str, query: &LogsQuery) -> Result<Vec<LogLine>, ExecutorError> {
         let logs = lock(&self.inner.containers).get(id).map(|proc| proc.logs.clone()).ok_or_else(|| no_such(id))?;
         let logs = lock(&logs);
-        Ok(logs.iter().skip(logs.len().saturating_sub(tail)).cloned().collect())
+        Ok(query.select(logs.iter()))
     }
 }
 
@@ -339,15 +342,20 @@ mod tests {
         assert_eq!(executor.wait(&id).await.unwrap(), 0);
         // Output is read by separate tasks; give them a moment to drain the pipes after exit.
         for _ in 0..100 {
-            if executor.logs(&id, 10).await.unwrap().len() == 2 {
+            if executor.logs(&id, &LogsQuery::default()).await.unwrap().len() == 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let mut logs = executor.logs(&id, 10).await.unwrap();
-        logs.sort();
-        assert_eq!(logs, vec!["hi", "two"]);
-        assert_eq!(executor.logs(&id, 1).await.unwrap().len(), 1, "tail bounds the lines");
+        let lines = executor.logs(&id, &LogsQuery::default()).await.unwrap();
+        let mut texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        texts.sort();
+        assert_eq!(texts, vec!["hi", "two"]);
+        assert!(lines[0].time_ns < lines[1].time_ns, "stamps increase: {lines:?}");
+        let last = executor.logs(&id, &LogsQuery { tail: Some(1), after_ns: None }).await.unwrap();
+        assert_eq!(last, lines[1..], "tail bounds the lines");
+        let after = LogsQuery { after_ns: Some(lines[0].time_ns), tail: None };
+        assert_eq!(executor.logs(&id, &after).await.unwrap(), lines[1..], "a cursor skips what was seen");
         assert!(executor.create(&spec("a", "process", &["true"])).await.is_err(), "names are unique");
     }
 

@@ -18,7 +18,7 @@ use shoal::tls::{ClusterCa, NodeCert, TlsConfig};
 use shoal_core::env::conformance::{self, ExecutorFixture};
 use shoal_core::env::executor::LABEL_TASK_ID;
 use shoal_core::env::transport::Peer;
-use shoal_core::env::{Executor, Handler, Transport, TransportError};
+use shoal_core::env::{Executor, Handler, LogsQuery, Transport, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -363,19 +363,26 @@ async fn docker_logs_env_and_host_network() {
     let result = async {
         docker.start(&id).await?;
         let code = docker.wait(&id).await?;
-        let logs = docker.logs(&id, 2).await?;
+        let all = docker.logs(&id, &LogsQuery::default()).await?;
+        let logs = docker.logs(&id, &LogsQuery { tail: Some(2), after_ns: None }).await?;
+        let after_first = docker.logs(&id, &LogsQuery { after_ns: Some(all[0].time_ns), tail: None }).await?;
         let inspect = docker
             .docker()
             .inspect_container(&id, None)
             .await
             .map_err(|e| shoal_core::env::ExecutorError::Runtime(e.to_string()))?;
-        Ok::<_, shoal_core::env::ExecutorError>((code, logs, inspect))
+        Ok::<_, shoal_core::env::ExecutorError>((code, all, logs, after_first, inspect))
     }
     .await;
     docker.remove(&id).await.expect("remove");
-    let (code, logs, inspect) = result.expect("run the container");
+    let (code, all, logs, after_first, inspect) = result.expect("run the container");
     assert_eq!(code, 0);
-    assert_eq!(logs.len(), 2, "tail bounds the lines: {logs:?}");
+    let mut texts: Vec<&str> = all.iter().map(|l| l.text.as_str()).collect();
+    texts.sort();
+    assert_eq!(texts, ["one", "three", "two"], "stdout and stderr, stamps stripped: {all:?}");
+    assert!(all.windows(2).all(|w| w[0].time_ns <= w[1].time_ns) && all[0].time_ns > 0, "{all:?}");
+    assert_eq!(logs, all[1..], "tail bounds the lines");
+    assert!(after_first.iter().all(|l| l.time_ns > all[0].time_ns), "a cursor skips what was seen");
     let host = inspect.host_config.unwrap_or_default();
     assert_eq!(host.network_mode.as_deref(), Some("host"), "containers use host networking");
     assert_eq!(host.memory, Some(64 << 20));

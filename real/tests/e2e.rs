@@ -6,9 +6,11 @@
 
 mod common;
 
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{json_lines, require_docker, running_by_node, wait_for, CleanupContainers, DaemonProc};
+use common::{json_lines, require_docker, running_by_node, wait_for, CleanupContainers, DaemonProc, BIN};
 
 fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let ip = |n: u8| format!("127.0.0.{}", ip_base + n);
@@ -101,11 +103,42 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
 
     manager.must(&["service", "rm", &service]);
     if executor == "process" {
+        follow_scenario(&manager);
         stack_scenario(&manager);
         membership_scenario(&manager, &worker1, &worker2);
     }
     let events = std::fs::read_to_string(manager.dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+/// `service logs --follow` shows each task's new lines exactly once and in order, across polls.
+fn follow_scenario(manager: &DaemonProc) {
+    let ticker = "while kill -0 $PPID 2>/dev/null; do i=$((i+1)); echo tick $i; sleep 0.1; done";
+    manager.create_service(&["--name", "ticker", "--replicas", "2", "process", "sh", "-c", ticker]);
+    let follower = Command::new(BIN)
+        .args(["-H", &manager.host(), "service", "logs", "--follow", "--tail", "1", "ticker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shoal service logs --follow");
+    std::thread::sleep(Duration::from_millis(3500));
+    // SIGINT by pid, as a user's ^C.
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(follower.id() as libc::pid_t, libc::SIGINT) };
+    let output = follower.wait_with_output().expect("the follower stops");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut ticks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let (prefix, text) = line.split_once("    | ").unwrap_or_else(|| panic!("a prefixed line: {line:?}"));
+        let tick = text.strip_prefix("tick ").and_then(|n| n.parse().ok());
+        ticks.entry(prefix).or_default().push(tick.unwrap_or_else(|| panic!("a tick: {line:?}")));
+    }
+    assert_eq!(ticks.len(), 2, "both tasks followed: {stdout}");
+    for (task, seen) in &ticks {
+        assert!(seen.len() >= 10, "{task} was followed across several polls: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{task}: each line once, in order: {seen:?}");
+    }
+    manager.must(&["service", "rm", "ticker"]);
 }
 
 /// `stack deploy` from a compose file, then `stack ls|services|ps|rm`.

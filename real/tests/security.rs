@@ -176,7 +176,7 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
 
         // Logs: only managers read a node's containers, on a manager (by its store) and on a worker
         // (by the manager ids its heartbeats brought).
-        let logs = LogsRequest { service_id: "any".into(), task_ids: vec![], tail: None };
+        let logs = LogsRequest { service_id: "any".into(), task_ids: vec![], selection: Default::default() };
         let err = rpc::call::<_, LogsReply>(&as_worker, &manager.addr, Channel::Logs, &logs, CALL).await.unwrap_err();
         let reason = refusal(err);
         assert!(reason.contains(&format!("node {worker_id} is a worker; only managers may read")), "{reason}");

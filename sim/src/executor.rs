@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_core::env::{runtime, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+use shoal_core::env::{
+    runtime, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+};
 use tokio::sync::watch;
 
 /// How containers of one image behave, set by scenario faults.
@@ -32,7 +34,7 @@ struct SimContainer {
     summary: ContainerSummary,
     state: watch::Sender<ContainerState>,
     command: Vec<String>,
-    logs: Vec<String>,
+    logs: Vec<LogLine>,
     /// Bumped on every start/stop, so a stale exit timer does nothing.
     epoch: u64,
 }
@@ -136,7 +138,8 @@ impl SimExecutor {
                 if container.epoch == epoch {
                     container.summary.state = new_state;
                     container.state.send_replace(new_state);
-                    container.logs.push(line.to_string());
+                    let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), line.to_string());
+                    container.logs.push(line);
                 }
             }
         })
@@ -273,11 +276,10 @@ impl Executor for SimExecutor {
         }))
     }
 
-    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError> {
+    async fn logs(&self, id: &str, query: &LogsQuery) -> Result<Vec<LogLine>, ExecutorError> {
         self.with(|state| {
             let container = state.containers.get(id).ok_or_else(|| Self::no_such(id))?;
-            let lines = &container.logs;
-            Ok(lines[lines.len().saturating_sub(tail)..].to_vec())
+            Ok(query.select(container.logs.iter()))
         })
     }
 }

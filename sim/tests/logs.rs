@@ -1,6 +1,6 @@
 //! `service logs` in the simulator: the manager gathers each task's output from the node that runs
-//! it, bounds it with `tail`, and names a crashed node's tasks as unreachable while still returning
-//! everyone else's lines.
+//! it, bounds it with `tail`, reads one task by id, returns only new lines after `--follow`'s
+//! cursors, and names a crashed node's tasks as unreachable while still returning everyone else's.
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use shoal_core::api::{ServiceMode, ServiceSpec, TaskState};
 use shoal_core::control::{ControlRequest, ControlResponse};
-use shoal_core::logs::ServiceLogs;
+use shoal_core::env::{Executor, LogLine};
+use shoal_core::logs::{LogsSelection, ServiceLogs};
 use shoal_sim::cluster::{ClusterShape, SimCluster};
 
 fn running(cluster: &SimCluster) -> usize {
@@ -20,11 +21,19 @@ fn running(cluster: &SimCluster) -> usize {
         .count()
 }
 
-async fn logs(cluster: &SimCluster, tail: Option<usize>) -> ServiceLogs {
-    match cluster.control(ControlRequest::ServiceLogs { service: "web".into(), tail }).await {
+async fn logs_of(cluster: &SimCluster, target: &str, selection: LogsSelection) -> ServiceLogs {
+    match cluster.control(ControlRequest::ServiceLogs { service: target.into(), selection }).await {
         Ok(ControlResponse::Logs(logs)) => logs,
         other => panic!("service logs: {other:?}"),
     }
+}
+
+async fn logs(cluster: &SimCluster, tail: Option<usize>) -> ServiceLogs {
+    logs_of(cluster, "web", LogsSelection { tail, ..LogsSelection::default() }).await
+}
+
+fn texts(lines: &[LogLine]) -> Vec<&str> {
+    lines.iter().map(|l| l.text.as_str()).collect()
 }
 
 fn hosts(logs: &ServiceLogs) -> BTreeSet<&str> {
@@ -49,10 +58,34 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
     let all = logs(&cluster, None).await;
     assert!(all.unreachable.is_empty(), "{all:?}");
     assert_eq!(hosts(&all), BTreeSet::from(["manager-1", "worker-1", "worker-2"]), "{all:?}");
-    assert!(all.tasks.iter().all(|t| t.lines == ["started"]), "{all:?}");
+    assert!(all.tasks.iter().all(|t| texts(&t.lines) == ["started"]), "{all:?}");
     let names: Vec<&str> = all.tasks.iter().map(|t| t.task_name.as_str()).collect();
     assert_eq!(names, ["web.1", "web.2", "web.3"]);
-    assert!(logs(&cluster, Some(0)).await.tasks.iter().all(|t| t.lines.is_empty()), "tail 0 shows no line");
+    assert_eq!((all.service_name.as_str(), all.service_id.len()), ("web", 25));
+    // `--tail 0` shows nothing but still says where each task's log ends (the follow cursor).
+    let none = logs(&cluster, Some(0)).await;
+    assert!(none.tasks.iter().all(|t| t.lines.is_empty() && t.last_ns == Some(t_started(&all, &t.task_id))));
+
+    // One task by id; an unknown name is Docker's error.
+    let one = &all.tasks[1];
+    let only = logs_of(&cluster, &one.task_id, LogsSelection::default()).await;
+    assert_eq!(only.tasks, [one.clone()]);
+    let err = cluster.control(ControlRequest::ServiceLogs { service: "nope".into(), selection: Default::default() });
+    assert_eq!(err.await.unwrap_err().to_string(), "no such task or service: nope");
+
+    // Following: with every task's cursor, nothing is new until a task writes again; a container
+    // stopped behind the agent's back adds its "stopped" line, and only that line comes back.
+    let cursors = all.tasks.iter().map(|t| (t.task_id.clone(), t.last_ns.expect("a line"))).collect();
+    let follow = LogsSelection { tail: None, since_ns: None, cursors };
+    assert!(logs_of(&cluster, "web", follow.clone()).await.tasks.iter().all(|t| t.lines.is_empty()));
+    let victim = all.tasks.iter().find(|t| t.hostname == "worker-2").expect("a task on worker-2");
+    let executor = cluster.executor("worker-2").expect("worker-2");
+    let container = executor.running().into_iter().next().expect("a running container on worker-2");
+    executor.stop(&container.id, Duration::from_millis(10)).await.expect("stop");
+    let next = logs_of(&cluster, "web", follow).await;
+    let changed: Vec<(&str, Vec<&str>)> =
+        next.tasks.iter().filter(|t| !t.lines.is_empty()).map(|t| (t.task_id.as_str(), texts(&t.lines))).collect();
+    assert_eq!(changed, [(victim.task_id.as_str(), vec!["stopped"])], "{next:?}");
 
     // A node that vanishes: its task is named unreachable; the others still answer.
     let on_worker_1 = all.tasks.iter().find(|t| t.hostname == "worker-1").expect("a task on worker-1").task_id.clone();
@@ -64,4 +97,9 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
     assert_eq!(partial.unreachable[0].hostname, "worker-1");
     assert_eq!(partial.unreachable[0].tasks, 1);
     assert!(!partial.unreachable[0].reason.is_empty());
+}
+
+/// The stamp of a task's one "started" line in `logs`.
+fn t_started(logs: &ServiceLogs, task_id: &str) -> u64 {
+    logs.tasks.iter().find(|t| t.task_id == task_id).and_then(|t| t.lines.first()).expect("a line").time_ns
 }

@@ -53,11 +53,11 @@ pub enum ControlRequest {
     ServiceRemove {
         service: String,
     },
-    /// `service logs`: the output of the service's tasks, gathered from every node that ran one;
-    /// the last `tail` lines of each (all when `None`).
+    /// `service logs`: the output of the service's tasks (or of one task, by id), gathered from
+    /// every node that ran one.
     ServiceLogs {
         service: String,
-        tail: Option<usize>,
+        selection: crate::logs::LogsSelection,
     },
     /// Tasks, optionally of one service and/or one node, newest first within a slot.
     TaskList {

@@ -269,12 +269,23 @@ impl ControlHandler {
             ControlRequest::ServiceInspect { service } => self.store.view(|s| {
                 find_service(s, &service).map(|svc| ControlResponse::Service(Box::new(service_view(s, svc))))
             }),
-            ControlRequest::ServiceLogs { service, tail } => {
-                let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
+            ControlRequest::ServiceLogs { service, selection } => {
+                // A service (id, name or id prefix), or one task by id or id prefix, as Docker takes.
+                let (service_id, task) = self.store.view(|s| match find_service(s, &service) {
+                    Ok(svc) => Ok((svc.id.clone(), None)),
+                    Err(ControlError::NotFound(_)) => resolve(s.tasks.values(), &service, |t| &t.id, |t| &t.id)
+                        .map(|t| (t.service_id.clone(), Some(t.id.clone())))
+                        .map_err(|n| match n {
+                            0 => ControlError::NotFound(format!("no such task or service: {service}")),
+                            n => ControlError::InvalidArgument(format!("task {service} is ambiguous ({n} matches)")),
+                        }),
+                    Err(err) => Err(err),
+                })?;
                 let Some(transport) = self.transport.clone() else {
                     return Err(ControlError::Unavailable("this manager has no transport to reach the nodes".into()));
                 };
-                Ok(ControlResponse::Logs(crate::logs::gather(&self.store, transport, &id, tail).await))
+                let logs = crate::logs::gather(&self.store, transport, &service_id, task.as_deref(), &selection).await;
+                Ok(ControlResponse::Logs(logs))
             }
             ControlRequest::ServiceUpdate { service, version, spec } => {
                 self.update_service(&service, version, spec).await

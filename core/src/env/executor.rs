@@ -48,6 +48,47 @@ pub struct ContainerSummary {
     pub state: ContainerState,
 }
 
+/// One line of a container's output and when the runtime recorded it: nanoseconds since the Unix
+/// epoch on the node's clock (virtual in the simulator). Executors that stamp lines themselves keep
+/// a container's stamps strictly increasing, so a stamp is a cursor for `--follow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub time_ns: u64,
+    pub text: String,
+}
+
+/// Which of a container's lines [`Executor::logs`] returns: those recorded after `after_ns` (when
+/// set), and of those the last `tail` (all when `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsQuery {
+    pub after_ns: Option<u64>,
+    pub tail: Option<usize>,
+}
+
+impl LogLine {
+    /// A line recorded now (`now_ns`) after `last`: stamped `now_ns`, or just after `last` when the
+    /// clock has not moved past it, so a container's stamps stay strictly increasing.
+    pub fn after(last: Option<&LogLine>, now_ns: u64, text: String) -> LogLine {
+        let time_ns = last.map_or(now_ns, |last| now_ns.max(last.time_ns + 1));
+        LogLine { time_ns, text }
+    }
+}
+
+impl LogsQuery {
+    /// The lines of `lines` (oldest first) this query selects.
+    pub fn select<'a>(&self, lines: impl DoubleEndedIterator<Item = &'a LogLine>) -> Vec<LogLine> {
+        let after = self.after_ns;
+        let mut picked: Vec<LogLine> = lines
+            .rev()
+            .take_while(|line| after.is_none_or(|after| line.time_ns > after))
+            .take(self.tail.unwrap_or(usize::MAX))
+            .cloned()
+            .collect();
+        picked.reverse();
+        picked
+    }
+}
+
 /// Why the executor could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecutorError {
@@ -78,6 +119,6 @@ pub trait Executor: Send + Sync + 'static {
     async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError>;
     /// Containers whose labels include every `(key, value)` in `labels`, sorted by id.
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError>;
-    /// The last `tail` lines of the container's output.
-    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, ExecutorError>;
+    /// The container's output (stdout and stderr), oldest first, as `query` selects it.
+    async fn logs(&self, id: &str, query: &LogsQuery) -> Result<Vec<LogLine>, ExecutorError>;
 }

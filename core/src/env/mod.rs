@@ -20,7 +20,7 @@ pub mod transport;
 use std::sync::Arc;
 
 pub use disk::{Disk, DiskError};
-pub use executor::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError};
+pub use executor::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery};
 pub use mem_disk::MemDisk;
 pub use runtime::{now, sleep, spawn, timeout, Elapsed, Instant, Rt, Sleep};
 pub use transport::{Handler, Transport, TransportError};

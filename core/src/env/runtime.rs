@@ -25,10 +25,15 @@ pub fn now() -> Instant {
 /// Wall-clock milliseconds since the Unix epoch, for timestamps that are shown to users or stamped
 /// into proposals by the leader. Virtual (deterministic) under madsim.
 pub fn unix_millis() -> u64 {
+    unix_nanos() / 1_000_000
+}
+
+/// Wall-clock nanoseconds since the Unix epoch (container log lines); virtual under madsim.
+pub fn unix_nanos() -> u64 {
     // madsim intercepts the libc clock, so SystemTime is virtual in the simulator.
     #[allow(clippy::disallowed_methods)]
     let now = std::time::SystemTime::now();
-    now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 /// Sleep for `duration` on the runtime's clock.

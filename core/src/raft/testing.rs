@@ -127,7 +127,11 @@ impl crate::env::Executor for NoExecutor {
     ) -> Result<Vec<crate::env::ContainerSummary>, crate::env::ExecutorError> {
         no_runtime()
     }
-    async fn logs(&self, _id: &str, _tail: usize) -> Result<Vec<String>, crate::env::ExecutorError> {
+    async fn logs(
+        &self,
+        _id: &str,
+        _query: &crate::env::LogsQuery,
+    ) -> Result<Vec<crate::env::LogLine>, crate::env::ExecutorError> {
         no_runtime()
     }
 }

@@ -599,6 +599,15 @@ pub struct DaemonArgs {
 /// `service logs`.
 #[derive(Debug, Clone, Args)]
 pub struct LogsArgs {
+    /// Follow log output
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show logs since timestamp (e.g. "2026-11-25T13:23:37Z") or relative (e.g. "42m" for 42 minutes)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
     /// Number of lines to show from the end of the logs
     #[arg(short = 'n', long, default_value = "all")]
     pub tail: String,
@@ -614,5 +623,7 @@ pub struct LogsArgs {
     /// Do not neatly format logs
     #[arg(long)]
     pub raw: bool,
+    /// A service (name or ID) or a task (ID)
+    #[arg(value_name = "SERVICE|TASK")]
     pub service: String,
 }

@@ -7,14 +7,17 @@ pub mod listing;
 pub mod render;
 pub mod spec;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::Duration;
 
 use shoal_core::api::{NodeRole, Service, ServiceMode, Task, TaskState, UpdateState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
+use shoal_core::logs::LogsSelection;
 
-use self::args::{Command, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand, TaskListArgs};
+use self::args::{
+    Command, LogsArgs, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand, TaskListArgs,
+};
 use crate::local_api::{
     self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
 };
@@ -518,38 +521,74 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             }
             Ok(())
         }
-        ServiceCommand::Logs(args) => {
-            let tail = match args.tail.as_str() {
-                "all" => None,
-                n => Some(n.parse::<usize>().map_err(|_| {
-                    CliError::Usage(format!("invalid value {n:?} for --tail: use a number of lines or \"all\""))
-                })?),
-            };
-            let view = client.service(&args.service).await?;
-            let service = view.service;
-            let request = ControlRequest::ServiceLogs { service: service.id.clone(), tail };
-            let ControlResponse::Logs(logs) = client.control(request).await? else {
-                return Err(CliError::Usage("the daemon answered `service logs` with something else".into()));
-            };
-            out(&render::service_logs(&logs, &service.id, &service.spec.name, &args));
-            if logs.unreachable.is_empty() {
-                return Ok(());
+        ServiceCommand::Logs(args) => service_logs(client, args).await,
+    }
+}
+
+/// How often `service logs --follow` asks for new lines.
+const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
+
+/// `service logs [-f]`: print what every node has; with `--follow`, ask again every second for the
+/// lines after the last one shown of each task (new tasks from their first line) until the service
+/// is removed or the user interrupts.
+async fn service_logs(client: &Client, args: LogsArgs) -> CliResult {
+    let tail = match args.tail.as_str() {
+        "all" => None,
+        // Docker: "a negative number or a non-integer … is set to all".
+        n => n.parse::<usize>().ok(),
+    };
+    let now_ns = shoal_core::env::runtime::unix_nanos();
+    let since_ns = match &args.since {
+        Some(since) => Some(crate::format::parse_since(since, now_ns).map_err(|e| CliError::Usage(e.0))?),
+        None => None,
+    };
+    let mut selection = LogsSelection { tail, since_ns, cursors: BTreeMap::new() };
+    let mut reported: BTreeSet<String> = BTreeSet::new();
+    let mut first = true;
+    loop {
+        let request = ControlRequest::ServiceLogs { service: args.service.clone(), selection: selection.clone() };
+        let logs = match client.control(request).await {
+            Ok(ControlResponse::Logs(logs)) => logs,
+            Ok(other) => return Err(unexpected(&other)),
+            // Followed to the end: the service was removed.
+            Err(CliError::Daemon(_)) if !first => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        out(&render::service_logs(&logs, &args));
+        // A task whose query matched nothing keeps asking by `--since` (and, from now on, no tail).
+        for task in &logs.tasks {
+            if let Some(last) = task.last_ns {
+                selection.cursors.insert(task.task_id.clone(), last);
             }
-            // Docker's words for a log stream with nodes missing, with the reason for each.
-            let missing: Vec<String> = logs
-                .unreachable
-                .iter()
-                .map(|node| {
-                    let name = if node.hostname.is_empty() { &node.node_id } else { &node.hostname };
-                    format!("node {name} is not available ({} task(s): {})", node.tasks, node.reason)
-                })
-                .collect();
-            Err(CliError::Daemon(format!(
+        }
+        // Docker's words for a log stream with nodes missing, with the reason for each; a follower
+        // names each node once and goes on.
+        let missing: Vec<String> = logs
+            .unreachable
+            .iter()
+            .filter(|node| !args.follow || reported.insert(node.node_id.clone()))
+            .map(|node| {
+                let name = if node.hostname.is_empty() { &node.node_id } else { &node.hostname };
+                format!("node {name} is not available ({} task(s): {})", node.tasks, node.reason)
+            })
+            .collect();
+        let incomplete = (!missing.is_empty()).then(|| {
+            format!(
                 "Error grabbing logs: warning: incomplete log stream. some logs could not be retrieved for the \
                  following reasons: {}",
                 missing.join(", ")
-            )))
+            )
+        });
+        if !args.follow {
+            return incomplete.map_or(Ok(()), |message| Err(CliError::Daemon(message)));
         }
+        if let Some(message) = incomplete {
+            eprintln!("{message}");
+        }
+        // Tasks that appear later are shown from their first line.
+        selection.tail = None;
+        first = false;
+        tokio::time::sleep(FOLLOW_PERIOD).await;
     }
 }
 

@@ -586,15 +586,15 @@ pub fn stack_list(services: &[ServiceView]) -> Listing {
 /// `service logs`, as docker prints it: `web.1.<task id>@<node>    | line`. The task id is cut to
 /// 12 characters unless `--no-trunc`, left out with `--no-task-ids`; `--no-resolve` shows the
 /// service and node ids instead of their names; the slot numbers are padded so the bars line up;
-/// `--raw` prints the lines alone.
-pub fn service_logs(logs: &ServiceLogs, service_id: &str, service_name: &str, args: &LogsArgs) -> String {
+/// `--timestamps` puts each line's stamp before it; `--raw` prints no prefix.
+pub fn service_logs(logs: &ServiceLogs, args: &LogsArgs) -> String {
     let slot_width = |name: &str| name.rsplit('.').next().filter(|s| s.parse::<u64>().is_ok()).map_or(0, str::len);
     let widest = logs.tasks.iter().map(|t| slot_width(&t.task_name)).max().unwrap_or(0);
     let mut text = String::new();
     for task in &logs.tasks {
         let mut prefix = if args.no_resolve {
-            let suffix = task.task_name.strip_prefix(service_name).unwrap_or(&task.task_name);
-            format!("{service_id}{suffix}")
+            let suffix = task.task_name.strip_prefix(logs.service_name.as_str()).unwrap_or(&task.task_name);
+            format!("{}{suffix}", logs.service_id)
         } else {
             task.task_name.clone()
         };
@@ -605,11 +605,13 @@ pub fn service_logs(logs: &ServiceLogs, service_id: &str, service_name: &str, ar
         let node = if args.no_resolve || task.hostname.is_empty() { &task.node_id } else { &task.hostname };
         let padding = " ".repeat(widest.saturating_sub(slot_width(&task.task_name)));
         for line in &task.lines {
-            if args.raw {
-                let _ = writeln!(text, "{line}");
-            } else {
-                let _ = writeln!(text, "{prefix}@{node}{padding}    | {line}");
+            if !args.raw {
+                let _ = write!(text, "{prefix}@{node}{padding}    | ");
             }
+            if args.timestamps {
+                let _ = write!(text, "{} ", format::rfc3339_nano_fixed(line.time_ns));
+            }
+            let _ = writeln!(text, "{}", line.text);
         }
     }
     text
@@ -618,6 +620,7 @@ pub fn service_logs(logs: &ServiceLogs, service_id: &str, service_name: &str, ar
 #[cfg(test)]
 mod tests {
     use clap::Parser;
+    use shoal_core::env::LogLine;
     use shoal_core::logs::{ServiceLogs, TaskLogs};
 
     use super::*;
@@ -637,20 +640,27 @@ mod tests {
             task_name: name.into(),
             node_id: format!("{node}-id"),
             hostname: node.into(),
-            lines: lines.iter().map(|l| l.to_string()).collect(),
+            last_ns: None,
+            lines: lines
+                .iter()
+                .zip(1..)
+                .map(|(l, n)| LogLine { time_ns: n * 1_000_000_001, text: l.to_string() })
+                .collect(),
         }
     }
 
     #[test]
     fn service_logs_are_prefixed_as_docker_prefixes_them() {
         let logs = ServiceLogs {
+            service_id: "svcid".into(),
+            service_name: "web".into(),
             tasks: vec![
                 task("web.2", "abcdefghijklmnopqrstuvwxy", "node-a", &["one", "two"]),
                 task("web.10", "zyxwvutsrqponmlkjihgfedcb", "node-b", &["three"]),
             ],
             unreachable: vec![],
         };
-        let render = |flags: &[&str]| service_logs(&logs, "svcid", "web", &args(flags));
+        let render = |flags: &[&str]| service_logs(&logs, &args(flags));
         assert_eq!(
             render(&[]),
             "web.2.abcdefghijkl@node-a     | one\nweb.2.abcdefghijkl@node-a     | two\n\
@@ -662,5 +672,12 @@ mod tests {
         );
         assert!(render(&["--no-trunc"]).starts_with("web.2.abcdefghijklmnopqrstuvwxy@node-a     | one\n"));
         assert_eq!(render(&["--raw"]), "one\ntwo\nthree\n");
+        assert_eq!(
+            render(&["--raw", "-t"]),
+            "1970-01-01T00:00:01.000000001Z one\n1970-01-01T00:00:02.000000002Z two\n\
+             1970-01-01T00:00:01.000000001Z three\n"
+        );
+        assert!(render(&["--timestamps"])
+            .starts_with("web.2.abcdefghijkl@node-a     | 1970-01-01T00:00:01.000000001Z one\n"));
     }
 }
