@@ -299,10 +299,20 @@ impl Daemon {
         } else {
             self.refuse_if_member()?;
         }
-        let listen_addr =
-            listen_addr(&default_listen(&request.listen_addr, &request.advertise_addr)).map_err(LocalError::Refused)?;
-        let advertise_addr =
-            advertise_addr(&request.advertise_addr, &listen_addr, None).map_err(LocalError::Refused)?;
+        // Re-forming keeps the addresses the node had unless new ones are given, as Docker's does.
+        let previous = request
+            .force_new_cluster
+            .then(|| std::fs::read(self.settings_path()).ok())
+            .flatten()
+            .and_then(|bytes| serde_json::from_slice::<NodeSettings>(&bytes).ok());
+        let (listen_text, advertise_text) = match &previous {
+            Some(previous) if request.listen_addr.is_empty() && request.advertise_addr.is_empty() => {
+                (previous.listen_addr.clone(), previous.advertise_addr.clone())
+            }
+            _ => (request.listen_addr.clone(), request.advertise_addr.clone()),
+        };
+        let listen_addr = listen_addr(&default_listen(&listen_text, &advertise_text)).map_err(LocalError::Refused)?;
+        let advertise_addr = advertise_addr(&advertise_text, &listen_addr, None).map_err(LocalError::Refused)?;
         let settings = NodeSettings {
             hostname: self.hostname.clone(),
             advertise_addr,

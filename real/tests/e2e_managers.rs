@@ -1,6 +1,7 @@
 //! End to end, managers and agent restarts: real `shoal daemon` processes on loopback addresses
 //! (127.0.0.81–85), driven only by the `shoal` CLI. 3 managers + 1 worker survive the leader's
-//! SIGKILL (a new leader, writes still work, the old leader is Down); and a worker daemon stopped
+//! SIGKILL (a new leader, writes still work, the old leader is Down), then a second manager's: the
+//! quorum is lost and `swarm init --force-new-cluster` on the last one brings the swarm back; and a worker daemon stopped
 //! with SIGTERM and started again on the same data dir re-adopts its Docker containers (same ids,
 //! no replacement tasks). The Docker test fails, not skips, without Docker or the test image.
 
@@ -67,7 +68,8 @@ fn leader_crash_with_three_managers() {
     // SIGKILL the leader; ask another manager.
     let old_leader = managers[leader_index].hostname.clone();
     managers[leader_index].kill();
-    let survivor = &managers[(leader_index + 1) % 3];
+    let (survivor_index, last_index) = ((leader_index + 1) % 3, (leader_index + 2) % 3);
+    let survivor = &managers[survivor_index];
     let new_leader = wait_for(Duration::from_secs(60), "a new leader", || {
         let nodes = nodes(survivor)?;
         let leader = nodes.iter().find(|n| n["ManagerStatus"] == "Leader")?;
@@ -89,6 +91,38 @@ fn leader_crash_with_three_managers() {
     });
     let ls = survivor.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   6/6")), "{ls}");
+
+    // Lose the quorum: SIGKILL a second manager. The survivor refuses with Swarm's message, and
+    // `swarm init --force-new-cluster` re-forms a one-manager swarm from its own state, on the
+    // addresses it had: the service and the worker are kept, and writes work again.
+    managers[last_index].kill();
+    let survivor = &managers[survivor_index];
+    wait_for(Duration::from_secs(60), "the survivor to report the lost quorum", || {
+        survivor.shoal(&["node", "ls"]).err().filter(|err| err.contains("The swarm does not have a leader"))
+    });
+    let init = survivor.must(&["swarm", "init", "--force-new-cluster"]);
+    assert!(init.starts_with("Swarm initialized: current node ("), "{init}");
+    wait_for(Duration::from_secs(60), "the survivor to lead alone, the lost managers Down", || {
+        let nodes = nodes(survivor)?;
+        let managers: Vec<_> = nodes.iter().filter(|n| n["ManagerStatus"] != "").collect();
+        let lost = nodes
+            .iter()
+            .filter(|n| n["Hostname"] != survivor.hostname.as_str() && n["Hostname"] != worker.hostname.as_str());
+        (managers.len() == 1
+            && managers[0]["Hostname"] == survivor.hostname.as_str()
+            && managers[0]["ManagerStatus"] == "Leader"
+            && lost.clone().count() == 2
+            && lost.into_iter().all(|n| n["Status"] == "Down"))
+        .then_some(())
+    });
+    wait_for(Duration::from_secs(60), "service scale after the recovery", || {
+        survivor.shoal_within(&["service", "scale", "--detach", &format!("{service}=4")], Duration::from_secs(30)).ok()
+    });
+    wait_for(Duration::from_secs(90), "4 running tasks on the survivor and the worker", || {
+        let counts = running_by_node(survivor, service)?;
+        let placed = counts.keys().all(|host| *host == survivor.hostname || *host == worker.hostname);
+        (counts.values().sum::<usize>() == 4 && placed).then_some(())
+    });
 }
 
 /// Running container ids of `service` (`docker ps -q`, full ids), sorted.
