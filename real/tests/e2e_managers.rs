@@ -1,9 +1,10 @@
 //! End to end, managers and agent restarts: real `shoal daemon` processes on loopback addresses
 //! (127.0.0.81–85), driven only by the `shoal` CLI. 3 managers + 1 worker survive the leader's
 //! SIGKILL (a new leader, writes still work, the old leader is Down), then a second manager's: the
-//! quorum is lost and `swarm init --force-new-cluster` on the last one brings the swarm back; and a worker daemon stopped
-//! with SIGTERM and started again on the same data dir re-adopts its Docker containers (same ids,
-//! no replacement tasks). The Docker test fails, not skips, without Docker or the test image.
+//! quorum is lost and `swarm init --force-new-cluster` on the last one brings the swarm back. A
+//! worker daemon stopped with SIGTERM and started again on the same data dir re-adopts its Docker
+//! containers (same ids, no replacement tasks), and removes them when it leaves the swarm. The
+//! Docker test fails, not skips, without Docker or the test image.
 
 mod common;
 
@@ -217,5 +218,11 @@ fn agent_restart_readopts_its_containers() {
     assert_eq!(task_history(&manager, service), tasks_before, "no task was replaced\n{}", worker.log());
     let ls = manager.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   2/2")), "{ls}");
+
+    // `swarm leave` stops and removes the node's containers, as Docker's does.
+    assert_eq!(worker.must(&["swarm", "leave"]), "Node left the swarm.\n");
+    let out = Command::new("docker").args(["ps", "-a", "--no-trunc", "-q"]).output().expect("run docker ps -a");
+    let remaining = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(before.iter().all(|id| !remaining.contains(id.as_str())), "left behind: {before:?} in {remaining}");
     manager.must(&["service", "rm", service]);
 }
