@@ -111,7 +111,8 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
 }
 
-/// `service logs --follow` shows each task's new lines exactly once and in order, across polls.
+/// `service logs --follow` shows each task's new lines exactly once and in order, across polls, and
+/// ends when the service is removed.
 fn follow_scenario(manager: &DaemonProc) {
     let ticker = "while kill -0 $PPID 2>/dev/null; do i=$((i+1)); echo tick $i; sleep 0.1; done";
     manager.create_service(&["--name", "ticker", "--replicas", "2", "process", "sh", "-c", ticker]);
@@ -122,10 +123,14 @@ fn follow_scenario(manager: &DaemonProc) {
         .spawn()
         .expect("run shoal service logs --follow");
     std::thread::sleep(Duration::from_millis(3500));
-    // SIGINT by pid, as a user's ^C.
-    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(follower.id() as libc::pid_t, libc::SIGINT) };
-    let output = follower.wait_with_output().expect("the follower stops");
+    // Removing the service ends the follow, as the end of Docker's stream does.
+    manager.must(&["service", "rm", "ticker"]);
+    let mut follower = follower;
+    let ended = wait_for(Duration::from_secs(20), "the follower to end with the service", || {
+        follower.try_wait().expect("poll the follower")
+    });
+    assert!(ended.success(), "{ended:?}");
+    let output = follower.wait_with_output().expect("the follower's output");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut ticks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
     for line in stdout.lines() {
@@ -138,7 +143,6 @@ fn follow_scenario(manager: &DaemonProc) {
         assert!(seen.len() >= 10, "{task} was followed across several polls: {seen:?}");
         assert!(seen.windows(2).all(|w| w[1] == w[0] + 1), "{task}: each line once, in order: {seen:?}");
     }
-    manager.must(&["service", "rm", "ticker"]);
 }
 
 /// `stack deploy` from a compose file, then `stack ls|services|ps|rm`.

@@ -551,7 +551,7 @@ async fn service_logs(client: &Client, args: LogsArgs) -> CliResult {
             Ok(ControlResponse::Logs(logs)) => logs,
             Ok(other) => return Err(unexpected(&other)),
             // Followed to the end: the service was removed.
-            Err(CliError::Daemon(_)) if !first => return Ok(()),
+            Err(CliError::Daemon(message)) if !first && message.contains("no such task or service") => return Ok(()),
             Err(err) => return Err(err),
         };
         out(&render::service_logs(&logs, &args));
