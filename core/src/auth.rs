@@ -18,6 +18,8 @@
 //! - **Logs**: only a manager — by the store where this node is a manager, and on a worker (whose
 //!   store is empty) by the manager ids its agent last heard in a session or heartbeat reply
 //!   ([`KnownManagers`]; swarmkit's session messages carry the manager list the same way).
+//! - **Certificates** (renewal): any node the store knows — it speaks for itself, since the new
+//!   certificate names the id in the one it presents; a removed node is unknown and refused.
 //! - **Removed nodes** (`node rm`) are gone from the store, so their certificates are refused on raft
 //!   and control, and the dispatcher answers them "removed", which stops their agent.
 //!
@@ -63,6 +65,18 @@ pub struct StoreGate {
 impl StoreGate {
     pub fn new(store: Store, known_managers: KnownManagers) -> Self {
         StoreGate { store, known_managers }
+    }
+
+    /// A node of this swarm (as this node's store knows it).
+    fn member(&self, identity: &str) -> Result<(), String> {
+        match self.store.view(|s| (s.cluster.is_some(), s.nodes.contains_key(identity))) {
+            (_, true) => Ok(()),
+            (false, false) => Err("this node is not a swarm manager; only managers renew certificates".into()),
+            (true, false) => Err(format!(
+                "node {identity} is not a member of this swarm (it was removed, or never joined); its certificate \
+                 is not renewed"
+            )),
+        }
     }
 
     /// Logs go to managers only; a worker's store is empty, so it trusts what its managers said.
@@ -123,6 +137,7 @@ impl Gate for StoreGate {
             Channel::Raft | Channel::Control => self.manager_only(identity, channel),
             Channel::Dispatcher => self.dispatcher(identity, body),
             Channel::Logs => self.logs(identity),
+            Channel::Certificates => self.member(identity),
         }
     }
 }

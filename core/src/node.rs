@@ -326,6 +326,22 @@ impl ShoalNode {
         self.manager().map(|m| m.replica.clone())
     }
 
+    /// Serve `service` on `channel` to this node's peers (what the daemon adds to the core's own
+    /// channels: certificate renewal). The node's gate still decides who may call it.
+    pub fn serve<S: rpc::Service>(&self, channel: Channel, service: Arc<S>) {
+        self.inner.router.register(channel, service);
+    }
+
+    /// Stop serving a channel added with [`Self::serve`].
+    pub fn stop_serving(&self, channel: Channel) {
+        self.inner.router.unregister(channel);
+    }
+
+    /// The managers' addresses, as the latest session or heartbeat reply listed them.
+    pub fn manager_addrs(&self) -> Vec<String> {
+        self.inner.agent.managers()
+    }
+
     /// Becomes `true` when the node was removed from the swarm (`node rm`).
     pub fn removed(&self) -> watch::Receiver<bool> {
         self.inner.removed.subscribe()
@@ -373,6 +389,7 @@ impl ShoalNode {
         self.inner.agent.leave().await;
         self.shutdown().await;
         self.inner.router.unregister(Channel::Logs);
+        self.inner.router.unregister(Channel::Certificates);
         wipe(self.inner.env.disk.as_ref()).await.map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(())
     }

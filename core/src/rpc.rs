@@ -1,5 +1,5 @@
 //! Typed calls over the transport seam. Every node serves one [`Router`]; a request's first byte names
-//! the [`Channel`] (raft, dispatcher, control, logs), the rest is that channel's JSON message. A garbled or
+//! the [`Channel`] (raft, dispatcher, control, logs, certificates), the rest is that channel's JSON message. A garbled or
 //! unknown frame gets an error reply, never a panic. Requests from authenticated peers pass a [`Gate`]
 //! first (who may use which channel).
 
@@ -23,6 +23,9 @@ pub enum Channel {
     Control = 3,
     /// A node's container output, for `service logs` (see [`crate::logs`]).
     Logs = 4,
+    /// Certificate renewal: a member node asks a manager for a fresh certificate. Served by the
+    /// daemon (certificates are the daemon's business); the simulator's nodes have none.
+    Certificates = 5,
 }
 
 impl Channel {
@@ -32,6 +35,7 @@ impl Channel {
             2 => Some(Channel::Dispatcher),
             3 => Some(Channel::Control),
             4 => Some(Channel::Logs),
+            5 => Some(Channel::Certificates),
             _ => None,
         }
     }

@@ -12,6 +12,11 @@
 //!    a certificate naming it with the cluster CA key kept in the cluster object.
 //! 4. From then on the node dials and listens with mutual TLS under that certificate; its core `Join`
 //!    reaches the dispatcher authenticated, which takes the certificate's node id as the node's id.
+//!
+//! Renewal ([`RenewalService`], on [`Channel::Certificates`](shoal_core::rpc::Channel::Certificates)) is the same signing for a node that
+//! already has a certificate: it calls over mutual TLS with the public half of a new key, and gets a
+//! certificate for the node id its current one names, in its current role, valid for the cluster's
+//! `--cert-expiry`. A removed node is refused by the gate (see `shoal_core::auth`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +26,12 @@ use rcgen::KeyPair;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
-use shoal_core::api::NodeRole;
+use shoal_core::api::{Cluster, NodeRole};
+use shoal_core::auth::acts_as_manager;
 use shoal_core::env::transport::Peer;
 use shoal_core::env::{Handler, Transport};
 use shoal_core::node::ShoalNode;
+use shoal_core::rpc;
 
 use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::tls::{ca_digest, ClusterCa, JoinTls, NodeCert};
@@ -122,8 +129,59 @@ impl BootstrapService {
         }
         let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
         let node_id = shoal_core::api::new_id();
-        let cert_pem = ca.issue_for_key(&node_id, role, &public_key).map_err(|e| e.to_string())?;
+        let cert_pem =
+            ca.issue_for_key(&node_id, role, &public_key, cert_expiry(&cluster)).map_err(|e| e.to_string())?;
         Ok(IssuedCertificate { node_id, role, cert_pem, ca_pem: cluster.root_ca_pem })
+    }
+}
+
+/// How long the certificates this cluster issues are valid.
+fn cert_expiry(cluster: &Cluster) -> Duration {
+    Duration::from_millis(cluster.spec.node_cert_expiry_ms)
+}
+
+/// What a member node sends on [`Channel::Certificates`](shoal_core::rpc::Channel::Certificates) to renew its certificate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenewRequest {
+    /// The public half of the node's new key: an uncompressed P-256 point.
+    pub public_key: Vec<u8>,
+}
+
+/// A renewed certificate, or why there is none.
+pub type RenewReply = Result<IssuedCertificate, String>;
+
+/// Renewal on a manager: a fresh certificate for the node whose certificate the caller presented.
+pub struct RenewalService {
+    pub node: ShoalNode,
+}
+
+impl RenewalService {
+    fn renew(&self, identity: Option<String>, request: RenewRequest) -> RenewReply {
+        let node_id = identity.ok_or("renewing a certificate needs the node's current certificate")?;
+        if !self.node.is_manager() {
+            return Err("this node is not a swarm manager; renew through a manager".into());
+        }
+        let (cluster, node) = self.node.store().view(|s| (s.cluster.clone(), s.nodes.get(&node_id).cloned()));
+        let cluster = cluster.ok_or("this manager holds no cluster state yet; try again")?;
+        let node = node.ok_or_else(|| format!("node {node_id} is not a member of this swarm"))?;
+        if cluster.root_ca_key_pem.is_empty() {
+            return Err("this swarm has no cluster CA key to sign certificates with".into());
+        }
+        let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+        let role = if acts_as_manager(&node) { NodeRole::Manager } else { NodeRole::Worker };
+        let cert_pem =
+            ca.issue_for_key(&node_id, role, &request.public_key, cert_expiry(&cluster)).map_err(|e| e.to_string())?;
+        Ok(IssuedCertificate { node_id, role, cert_pem, ca_pem: cluster.root_ca_pem })
+    }
+}
+
+#[async_trait]
+impl rpc::Service for RenewalService {
+    type Request = RenewRequest;
+    type Response = RenewReply;
+
+    async fn call(&self, peer: Peer, request: RenewRequest) -> RenewReply {
+        self.renew(peer.identity, request)
     }
 }
 

@@ -24,7 +24,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shoal_core::api::{Availability, NodeRole};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse};
-use shoal_core::env::Executor;
 use shoal_core::trace::{TraceEvent, TraceSink};
 
 use crate::local_api::{
@@ -74,8 +73,6 @@ pub trait RunningNode: Send + Sync + 'static {
     async fn control(&self, request: ControlRequest) -> Result<ControlResponse, ControlError>;
     async fn leave(&self, force: bool) -> Result<(), ControlError>;
     async fn shutdown(&self);
-    /// The executor the node runs its tasks on (for `service logs`).
-    fn executor(&self) -> Arc<dyn Executor>;
     /// Returns when the cluster removed this node (`node rm`); never, by default.
     async fn removed(&self) {
         std::future::pending::<()>().await
@@ -421,8 +418,10 @@ impl Daemon {
         let _guard = self.lifecycle.lock().await;
         let node = match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Active { node, .. } => Some(node.clone()),
-            State::Pending { .. } => None,
-            State::Inactive | State::Error { .. } => return Err(LocalError::Refused(NOT_IN_SWARM.into())),
+            // A node that could not start (expired certificates, damaged state) leaves by erasing
+            // what it had, as the error message tells the user to.
+            State::Pending { .. } | State::Error { .. } => None,
+            State::Inactive => return Err(LocalError::Refused(NOT_IN_SWARM.into())),
         };
         if let Some(node) = node {
             match node.leave(force).await {

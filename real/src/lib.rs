@@ -5,7 +5,8 @@
 //! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
 //! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard).
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
-//! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate).
+//! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
+//!   how a manager renews one; [`renewal`] — when a node renews its own.
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
 
 pub mod bootstrap;
@@ -18,4 +19,5 @@ pub mod local_api;
 pub mod net;
 pub mod node_launcher;
 pub mod process;
+pub mod renewal;
 pub mod tls;

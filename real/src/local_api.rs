@@ -26,6 +26,9 @@ pub struct ClusterOverrides {
     pub task_history_retention_limit: Option<u64>,
     pub heartbeat_period_ms: Option<u64>,
     pub snapshot_interval: Option<u64>,
+    /// Node certificate validity (`--cert-expiry`), at least an hour.
+    #[serde(default)]
+    pub cert_expiry_ms: Option<u64>,
 }
 
 /// `swarm init`.

@@ -11,33 +11,44 @@
 //!   tokens carry the real digest.
 //! - `swarm join` first gets a certificate through [`crate::bootstrap`] (the token's CA digest is
 //!   checked there), then starts the node under it.
-//! - A restart (or `--force-new-cluster`) reloads the files.
+//! - A restart (or `--force-new-cluster`) reloads the files; an expired certificate stops it with
+//!   Swarm's message. While the node runs, [`crate::renewal`] replaces its certificate and key before
+//!   they expire, through `renewed.json` (both in one atomic write) so a crash never leaves a
+//!   certificate beside the wrong key.
 //!
 //! Every started node serves [`BootstrapService`] to connections without a certificate, so joins can
 //! go through any manager.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use shoal_core::api::Resources;
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse};
 use shoal_core::env::{Executor, NodeEnv};
 use shoal_core::node::{Bootstrap as CoreBootstrap, NodeConfig, ShoalNode};
+use shoal_core::rpc::Channel;
 use shoal_core::trace::{TraceSink, Tracer};
 
-use crate::bootstrap::BootstrapService;
+use crate::bootstrap::{BootstrapService, RenewalService};
 use crate::daemon::{Bootstrap, NodeLauncher, NodeSettings, RunningNode};
 use crate::disk::FileDisk;
 use crate::docker::{DockerExecutor, DockerOptions};
 use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::process::ProcessExecutor;
-use crate::tls::{ClusterCa, NodeCert, TlsConfig};
+use crate::renewal::{Renewal, SaveCertificate};
+use crate::tls::{cert_info, check_cert_expiry, ClusterCa, NodeCert, TlsConfig};
 
 const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca-key.pem";
 const NODE_CERT_FILE: &str = "node.pem";
 const NODE_KEY_FILE: &str = "node-key.pem";
+/// A renewed certificate and key, written whole before the two files above are replaced.
+const RENEWED_FILE: &str = "renewed.json";
+/// Swarm's words for a node whose certificate expired while it was stopped (moby `errors.go`).
+pub const CERTIFICATES_EXPIRED: &str =
+    "Swarm certificates have expired. To replace them, leave the swarm and join again.";
 
 /// Where a node's certificates are kept, given the core's node directory.
 pub fn certificates_dir(node_dir: &Path) -> PathBuf {
@@ -73,10 +84,45 @@ fn save_certificates(dir: &Path, ca_pem: &str, node: &NodeCert) -> Result<(), St
     write_private(dir, NODE_CERT_FILE, &node.cert_pem)
 }
 
-/// The cluster CA certificate and this node's certificate, from the data dir.
+/// The cluster CA certificate and this node's certificate, from the data dir: a renewal that was
+/// cut short is completed first; an expired certificate is refused.
 fn load_certificates(dir: &Path) -> Result<(String, NodeCert), String> {
+    if let Ok(bytes) = std::fs::read(dir.join(RENEWED_FILE)) {
+        // Written atomically, so it is whole; finish replacing the pair with it.
+        let renewed: RenewedPair = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is damaged: {e}", dir.join(RENEWED_FILE).display()))?;
+        CertificateFiles { dir: dir.to_path_buf() }
+            .save(&NodeCert { cert_pem: renewed.cert_pem, key_pem: renewed.key_pem })?;
+    }
     let node = NodeCert { cert_pem: read_file(dir, NODE_CERT_FILE)?, key_pem: read_file(dir, NODE_KEY_FILE)? };
+    let info = cert_info(&node.cert_pem).map_err(|e| format!("this node's certificate is unusable: {e}"))?;
+    if info.not_after <= (shoal_core::env::runtime::unix_millis() / 1000) as i64 {
+        return Err(CERTIFICATES_EXPIRED.into());
+    }
     Ok((read_file(dir, CA_CERT_FILE)?, node))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RenewedPair {
+    cert_pem: String,
+    key_pem: String,
+}
+
+/// The node's certificate files, replaced crash-safely on renewal.
+struct CertificateFiles {
+    dir: PathBuf,
+}
+
+impl SaveCertificate for CertificateFiles {
+    fn save(&self, node: &NodeCert) -> Result<(), String> {
+        let pair = RenewedPair { cert_pem: node.cert_pem.clone(), key_pem: node.key_pem.clone() };
+        let json = serde_json::to_string(&pair).map_err(|e| e.to_string())?;
+        write_private(&self.dir, RENEWED_FILE, &json)?;
+        write_private(&self.dir, NODE_KEY_FILE, &node.key_pem)?;
+        write_private(&self.dir, NODE_CERT_FILE, &node.cert_pem)?;
+        std::fs::remove_file(self.dir.join(RENEWED_FILE))
+            .map_err(|e| format!("cannot remove {}: {e}", self.dir.join(RENEWED_FILE).display()))
+    }
 }
 
 /// Which executor the daemon's node runs tasks with.
@@ -95,7 +141,15 @@ pub struct RealLauncher {
 struct RealNode {
     node: ShoalNode,
     transport: TcpTransport,
-    executor: Arc<dyn Executor>,
+    /// The certificate renewal loop; stopped with the node.
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl RealNode {
+    fn stop_renewing(&self) {
+        self.renewal.abort();
+        self.node.stop_serving(Channel::Certificates);
+    }
 }
 
 #[async_trait]
@@ -109,17 +163,16 @@ impl RunningNode for RealNode {
     async fn leave(&self, force: bool) -> Result<(), ControlError> {
         let result = self.node.leave(force).await;
         if result.is_ok() {
+            self.stop_renewing();
             self.transport.shutdown();
         }
         result
     }
     async fn shutdown(&self) {
+        self.stop_renewing();
         self.node.shutdown().await;
         // Release the swarm port, so that a later `swarm init`/`join` on this daemon can bind it.
         self.transport.shutdown();
-    }
-    fn executor(&self) -> Arc<dyn Executor> {
-        self.executor.clone()
     }
     async fn removed(&self) {
         let mut removed = self.node.removed();
@@ -176,12 +229,15 @@ impl NodeLauncher for RealLauncher {
         let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
         let certs = certificates_dir(node_dir);
         let (ca_pem, node_cert) = match &bootstrap {
-            Bootstrap::Init { force_new_cluster: false, .. } => {
+            Bootstrap::Init { force_new_cluster: false, overrides } => {
+                let expiry =
+                    Duration::from_millis(overrides.cert_expiry_ms.unwrap_or(config.cluster_spec.node_cert_expiry_ms));
+                check_cert_expiry(expiry)?;
                 let ca = ClusterCa::generate().map_err(|e| format!("cannot make the cluster CA: {e}"))?;
                 let node_id = shoal_core::api::new_id();
                 let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
                 let cert_pem = ca
-                    .issue_for_key(&node_id, shoal_core::api::NodeRole::Manager, key.public_key_raw())
+                    .issue_for_key(&node_id, shoal_core::api::NodeRole::Manager, key.public_key_raw(), expiry)
                     .map_err(|e| format!("cannot issue this node's certificate: {e}"))?;
                 let node = NodeCert { cert_pem, key_pem: key.serialize_pem() };
                 write_private(&certs, CA_KEY_FILE, &ca.key_pem())?;
@@ -201,10 +257,11 @@ impl NodeLauncher for RealLauncher {
             }
             Bootstrap::Init { force_new_cluster: true, .. } | Bootstrap::Resume => load_certificates(&certs)?,
         };
-        let tls =
-            TlsConfig::new(&ca_pem, &node_cert).map_err(|e| format!("the node's certificates are unusable: {e}"))?;
+        let tls = Arc::new(
+            TlsConfig::new(&ca_pem, &node_cert).map_err(|e| format!("the node's certificates are unusable: {e}"))?,
+        );
         let transport = TcpTransport::with_config(TcpConfig {
-            security: Security::Tls(Arc::new(tls)),
+            security: Security::Tls(tls.clone()),
             ..TcpConfig::new(settings.listen_addr.clone())
         });
         let env = NodeEnv {
@@ -227,6 +284,9 @@ impl NodeLauncher for RealLauncher {
                 if let Some(interval) = overrides.snapshot_interval {
                     config.cluster_spec.snapshot_interval = interval;
                 }
+                if let Some(expiry) = overrides.cert_expiry_ms {
+                    config.cluster_spec.node_cert_expiry_ms = expiry;
+                }
                 CoreBootstrap::Init { force_new_cluster }
             }
             Bootstrap::Join { remote_addr, token } => CoreBootstrap::Join { remote_addr, token },
@@ -235,7 +295,19 @@ impl NodeLauncher for RealLauncher {
         match ShoalNode::start(env, config, core_bootstrap).await {
             Ok(node) => {
                 transport.set_bootstrap_handler(Some(Arc::new(BootstrapService { node: node.clone() })));
-                Ok(Arc::new(RealNode { node, transport, executor }))
+                node.serve(Channel::Certificates, Arc::new(RenewalService { node: node.clone() }));
+                let renewal = tokio::spawn(
+                    Renewal {
+                        node: node.clone(),
+                        transport: Arc::new(transport.clone()),
+                        tls,
+                        store: Arc::new(CertificateFiles { dir: certs.clone() }),
+                        current: node_cert,
+                        certs_dir: certs,
+                    }
+                    .run(),
+                );
+                Ok(Arc::new(RealNode { node, transport, renewal }))
             }
             Err(err) => {
                 transport.shutdown();

@@ -14,21 +14,28 @@
 //! issuance), never to the cluster's services. The joining side dials with [`JoinTls`], which trusts
 //! the listener only if its chain contains a CA whose digest is the one in the join token.
 //!
-//! Crypto is rustls with the ring provider. Certificates do not expire (rcgen's default validity);
-//! rotation is left to the layer that rotates join tokens.
+//! Node certificates expire, as Swarm's do: each is valid for the cluster's certificate expiry
+//! (`--cert-expiry`, 90 days by default, at least an hour), backdated an hour for clock skew, and the
+//! handshake refuses an expired one. Nodes renew theirs before that (see [`crate::renewal`]); a
+//! [`TlsConfig`] takes the new certificate without a restart ([`TlsConfig::replace_node_cert`]).
+//!
+//! Crypto is rustls with the ring provider.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose, SanType,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use shoal_core::api::NodeRole;
 use tokio::net::TcpStream;
@@ -55,6 +62,77 @@ pub enum TlsError {
     NodeId(String),
     #[error("invalid public key: expected an uncompressed P-256 point of 65 bytes")]
     PublicKey,
+    #[error("not a node certificate of this swarm: {0}")]
+    NotANodeCertificate(String),
+}
+
+/// Swarm's default node certificate validity (`CAConfig.NodeCertExpiry`, 2160 h).
+pub const DEFAULT_CERT_EXPIRY: Duration = Duration::from_secs(2160 * 3600);
+/// The shortest validity Swarm accepts for `--cert-expiry`.
+pub const MIN_CERT_EXPIRY: Duration = Duration::from_secs(3600);
+/// How far back a certificate's validity starts, so a peer whose clock lags still accepts it.
+pub const CERT_BACKDATE: Duration = Duration::from_secs(3600);
+/// The CA's own validity (swarmkit's `RootCAExpiration`, 20 years).
+const CA_VALIDITY: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+
+/// Swarm's check of `--cert-expiry`.
+pub fn check_cert_expiry(expiry: Duration) -> Result<(), String> {
+    if expiry < MIN_CERT_EXPIRY {
+        return Err("minimum certificate expiry time is: 1h0m0s".into());
+    }
+    Ok(())
+}
+
+/// What a node certificate says: whom it names, as what, and when it is valid (Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    pub node_id: String,
+    /// From the OU, as swarmkit writes it; informational (see `sign`).
+    pub role: Option<NodeRole>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// Read a node certificate back.
+pub fn cert_info(cert_pem: &str) -> Result<CertInfo, TlsError> {
+    let params = CertificateParams::from_ca_cert_pem(cert_pem)?;
+    let node_id = params
+        .subject_alt_names
+        .iter()
+        .find_map(|san| match san {
+            SanType::URI(uri) => uri.as_str().strip_prefix(NODE_ID_URI_PREFIX).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| TlsError::NotANodeCertificate("it names no node id".into()))?;
+    let role = params.distinguished_name.get(&DnType::OrganizationalUnitName).and_then(dn_text);
+    let role = match role.as_deref() {
+        Some("swarm-manager") => Some(NodeRole::Manager),
+        Some("swarm-worker") => Some(NodeRole::Worker),
+        _ => None,
+    };
+    Ok(CertInfo {
+        node_id,
+        role,
+        not_before: params.not_before.unix_timestamp(),
+        not_after: params.not_after.unix_timestamp(),
+    })
+}
+
+/// The text of a distinguished-name value.
+fn dn_text(value: &rcgen::DnValue) -> Option<String> {
+    match value {
+        rcgen::DnValue::Utf8String(text) => Some(text.clone()),
+        rcgen::DnValue::PrintableString(text) => Some(text.as_str().to_string()),
+        rcgen::DnValue::Ia5String(text) => Some(text.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// `[now - CERT_BACKDATE, now + validity]` as rcgen takes it.
+fn validity_from_now(validity: Duration) -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    let span = |d: Duration| time::Duration::try_from(d).unwrap_or(time::Duration::MAX);
+    (now - span(CERT_BACKDATE), now.saturating_add(span(validity)))
 }
 
 /// The cluster's certificate authority: its certificate (the trust root every node holds) and key
@@ -81,6 +159,7 @@ fn ca_params() -> CertificateParams {
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    (params.not_before, params.not_after) = validity_from_now(CA_VALIDITY);
     params
 }
 
@@ -115,25 +194,53 @@ impl ClusterCa {
         ca_digest(&self.cert_pem).unwrap_or_default()
     }
 
-    /// A certificate and a fresh key for `node_id`, signed by this CA (for tests and `swarm init`,
-    /// where the key never leaves this process).
+    /// A certificate (valid for [`DEFAULT_CERT_EXPIRY`]) and a fresh key for `node_id`, signed by
+    /// this CA: for tests, where the key never leaves the process.
     pub fn issue(&self, node_id: &str) -> Result<NodeCert, TlsError> {
         let key = KeyPair::generate()?;
-        let cert_pem = self.sign(node_id, None, &key)?;
+        let (not_before, not_after) = validity_from_now(DEFAULT_CERT_EXPIRY);
+        let cert_pem = self.sign(node_id, None, &key, not_before, not_after)?;
         Ok(NodeCert { cert_pem, key_pem: key.serialize_pem() })
     }
 
-    /// A certificate for `node_id` in `role` over a public key the node made itself (an uncompressed
-    /// P-256 point, [`KeyPair::public_key_raw`]): the joining node keeps its private key.
-    pub fn issue_for_key(&self, node_id: &str, role: NodeRole, public_key: &[u8]) -> Result<String, TlsError> {
+    /// A certificate for `node_id` in `role`, valid for `validity` from now, over a public key the
+    /// node made itself (an uncompressed P-256 point, [`KeyPair::public_key_raw`]): the node keeps
+    /// its private key.
+    pub fn issue_for_key(
+        &self,
+        node_id: &str,
+        role: NodeRole,
+        public_key: &[u8],
+        validity: Duration,
+    ) -> Result<String, TlsError> {
+        let (not_before, not_after) = validity_from_now(validity);
+        self.issue_for_key_between(node_id, role, public_key, not_before, not_after)
+    }
+
+    /// [`Self::issue_for_key`] with explicit bounds (tests make expired certificates with it).
+    pub fn issue_for_key_between(
+        &self,
+        node_id: &str,
+        role: NodeRole,
+        public_key: &[u8],
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<String, TlsError> {
         // Possession of the matching private key is proved by every later TLS handshake.
         if public_key.len() != 65 || public_key[0] != 4 {
             return Err(TlsError::PublicKey);
         }
-        self.sign(node_id, Some(role), &RawP256Key(public_key.to_vec()))
+        self.sign(node_id, Some(role), &RawP256Key(public_key.to_vec()), not_before, not_after)
     }
 
-    fn sign(&self, node_id: &str, role: Option<NodeRole>, key: &impl rcgen::PublicKeyData) -> Result<String, TlsError> {
+    fn sign(
+        &self,
+        node_id: &str,
+        role: Option<NodeRole>,
+        key: &impl rcgen::PublicKeyData,
+        not_before: time::OffsetDateTime,
+        not_after: time::OffsetDateTime,
+    ) -> Result<String, TlsError> {
         if node_id.is_empty() || !node_id.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(TlsError::NodeId(node_id.to_string()));
         }
@@ -152,6 +259,8 @@ impl ClusterCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
+        params.not_before = not_before;
+        params.not_after = not_after;
         let cert = params.signed_by(key, &self.signer, &self.key)?;
         Ok(cert.pem())
     }
@@ -206,12 +315,57 @@ impl std::fmt::Debug for NodeCert {
 pub struct TlsConfig {
     client: TlsConnector,
     server: TlsAcceptor,
+    ca_cert_pem: String,
+    /// What this node presents, dialling and listening; replaced when the node renews.
+    presented: Arc<PresentedCert>,
 }
 
 impl std::fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsConfig").finish_non_exhaustive()
     }
+}
+
+/// The node's certificate chain and key as rustls presents them, swappable while connections come
+/// and go (each handshake takes the one current at its start).
+#[derive(Debug)]
+struct PresentedCert(RwLock<Arc<CertifiedKey>>);
+
+impl PresentedCert {
+    fn current(&self) -> Arc<CertifiedKey> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl ResolvesClientCert for PresentedCert {
+    fn resolve(&self, _root_hint_subjects: &[&[u8]], _sigschemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+impl ResolvesServerCert for PresentedCert {
+    fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// `node`'s certificate, followed by the CA, with its key, as rustls signs with them. The CA goes
+/// along so a joining node (which has only the CA's digest from its token) can find and pin it.
+fn certified_key(ca_cert_pem: &str, node: &NodeCert, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
+    let pem = |e: rustls::pki_types::pem::Error| TlsError::Pem(e.to_string());
+    let mut chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(node.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
+    chain.push(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?);
+    let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).map_err(pem)?;
+    let signing_key = provider.key_provider.load_private_key(key)?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    // The certificate must be for this key.
+    certified.keys_match()?;
+    Ok(certified)
 }
 
 impl TlsConfig {
@@ -221,18 +375,13 @@ impl TlsConfig {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?)?;
         let roots = Arc::new(roots);
-        let mut chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(node.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
-        // The CA goes along with the node certificate, so a joining node (which has only the CA's
-        // digest from its token) can find it in the handshake and pin it.
-        chain.push(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?);
-        let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).map_err(pem)?;
         let provider = provider();
+        let presented = Arc::new(PresentedCert(RwLock::new(Arc::new(certified_key(ca_cert_pem, node, &provider)?))));
 
         let client = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots.clone())
-            .with_client_auth_cert(chain.clone(), key.clone_key())?;
+            .with_client_cert_resolver(presented.clone());
         // A client without a certificate is a joining node on its bootstrap connection; `net` serves
         // such connections only with the bootstrap handler. A certificate, if presented, must verify.
         let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
@@ -242,8 +391,21 @@ impl TlsConfig {
         let server = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(chain, key)?;
-        Ok(TlsConfig { client: TlsConnector::from(Arc::new(client)), server: TlsAcceptor::from(Arc::new(server)) })
+            .with_cert_resolver(presented.clone());
+        Ok(TlsConfig {
+            client: TlsConnector::from(Arc::new(client)),
+            server: TlsAcceptor::from(Arc::new(server)),
+            ca_cert_pem: ca_cert_pem.to_string(),
+            presented,
+        })
+    }
+
+    /// Present `node` from the next handshake on (a renewed certificate); connections already up
+    /// keep the session they have.
+    pub fn replace_node_cert(&self, node: &NodeCert) -> Result<(), TlsError> {
+        let certified = Arc::new(certified_key(&self.ca_cert_pem, node, &provider())?);
+        *self.presented.0.write().unwrap_or_else(|p| p.into_inner()) = certified;
+        Ok(())
     }
 
     /// Dial side: verify the listener's certificate against the cluster CA.
@@ -413,11 +575,90 @@ mod tests {
         assert!(ca.issue("bad id").is_err());
         // A node's own key: the CA signs its public half.
         let key = KeyPair::generate().unwrap();
-        let cert_pem = ca.issue_for_key("node-2", NodeRole::Worker, key.public_key_raw()).unwrap();
+        let cert_pem = ca.issue_for_key("node-2", NodeRole::Worker, key.public_key_raw(), DEFAULT_CERT_EXPIRY).unwrap();
         let own = NodeCert { cert_pem, key_pem: key.serialize_pem() };
         TlsConfig::new(ca.cert_pem(), &own).unwrap();
         let der = CertificateDer::from_pem_slice(own.cert_pem.as_bytes()).unwrap();
         assert_eq!(node_id(&der).as_deref(), Some("node-2"));
-        assert!(matches!(ca.issue_for_key("node-3", NodeRole::Worker, b"garbage"), Err(TlsError::PublicKey)));
+        let garbage = ca.issue_for_key("node-3", NodeRole::Worker, b"garbage", DEFAULT_CERT_EXPIRY);
+        assert!(matches!(garbage, Err(TlsError::PublicKey)));
+    }
+
+    fn now() -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    }
+
+    #[test]
+    fn certificates_say_whom_as_what_and_until_when() {
+        let ca = ClusterCa::generate().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let two_days = Duration::from_secs(48 * 3600);
+        let cert = ca.issue_for_key("node-9", NodeRole::Manager, key.public_key_raw(), two_days).unwrap();
+        let info = cert_info(&cert).unwrap();
+        assert_eq!((info.node_id.as_str(), info.role), ("node-9", Some(NodeRole::Manager)));
+        // Backdated an hour; valid for the expiry from now.
+        assert!((info.not_before - (now() - 3600)).abs() <= 5, "{info:?}");
+        assert!((info.not_after - (now() + 48 * 3600)).abs() <= 5, "{info:?}");
+        assert!(cert_info(ca.cert_pem()).is_err(), "the CA names no node");
+        assert_eq!(
+            check_cert_expiry(Duration::from_secs(3599)).unwrap_err(),
+            "minimum certificate expiry time is: 1h0m0s"
+        );
+        assert!(check_cert_expiry(MIN_CERT_EXPIRY).is_ok());
+    }
+
+    /// A handshake between `client` and `server` over loopback: the identity the server saw.
+    async fn handshake(client: &TlsConfig, server: &TlsConfig) -> Result<Option<String>, String> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = async {
+            let (tcp, _) = listener.accept().await.map_err(|e| e.to_string())?;
+            let (mut stream, identity) = server.accept(tcp).await?;
+            // Finish the handshake from the server's side (TLS 1.3 verifies the client's certificate
+            // on its first read).
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut byte).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(identity)
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            let mut stream = client.connect(tcp).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut stream, b"x").await.map_err(|e| e.to_string())?;
+            tokio::io::AsyncWriteExt::flush(&mut stream).await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(stream)
+        };
+        let (accepted, connected) = tokio::join!(accept, connect);
+        let _stream = connected?;
+        accepted
+    }
+
+    fn node_cert(ca: &ClusterCa, id: &str, not_before: i64, not_after: i64) -> NodeCert {
+        let key = KeyPair::generate().unwrap();
+        let at = |secs| time::OffsetDateTime::from_unix_timestamp(secs).unwrap();
+        let cert_pem = ca
+            .issue_for_key_between(id, NodeRole::Worker, key.public_key_raw(), at(not_before), at(not_after))
+            .unwrap();
+        NodeCert { cert_pem, key_pem: key.serialize_pem() }
+    }
+
+    #[tokio::test]
+    async fn expired_certificates_are_refused_and_renewed_ones_take_over() {
+        let ca = ClusterCa::generate().unwrap();
+        let server = TlsConfig::new(ca.cert_pem(), &ca.issue("manager-1").unwrap()).unwrap();
+        let valid = TlsConfig::new(ca.cert_pem(), &node_cert(&ca, "worker-1", now() - 60, now() + 3600)).unwrap();
+        assert_eq!(handshake(&valid, &server).await, Ok(Some("worker-1".into())));
+        let expired = TlsConfig::new(ca.cert_pem(), &node_cert(&ca, "worker-1", now() - 7200, now() - 60)).unwrap();
+        let err = handshake(&expired, &server).await.unwrap_err();
+        assert!(err.contains("expired") || err.contains("Expired"), "{err}");
+        // The expired node renews: the same config presents the new certificate from then on.
+        expired.replace_node_cert(&node_cert(&ca, "worker-1", now() - 60, now() + 3600)).unwrap();
+        assert_eq!(handshake(&expired, &server).await, Ok(Some("worker-1".into())));
+        // A listener's expired certificate is refused by the dialler too.
+        let stale = TlsConfig::new(ca.cert_pem(), &node_cert(&ca, "manager-2", now() - 7200, now() - 60)).unwrap();
+        assert!(handshake(&valid, &stale).await.is_err());
+        // A certificate that does not belong to the key is refused before it is presented.
+        let mut mismatched = node_cert(&ca, "worker-2", now() - 60, now() + 3600);
+        mismatched.key_pem = KeyPair::generate().unwrap().serialize_pem();
+        assert!(valid.replace_node_cert(&mismatched).is_err());
     }
 }

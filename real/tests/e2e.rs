@@ -10,6 +10,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use shoal::tls::CertInfo;
+use shoal_core::api::NodeRole;
+
 use common::{json_lines, require_docker, running_by_node, wait_for, CleanupContainers, DaemonProc, BIN};
 
 fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
@@ -170,11 +173,22 @@ fn stack_scenario(manager: &DaemonProc) {
     assert!(err.contains("nothing found in stack: app"), "{err}");
 }
 
-/// `node rm` of the dead worker, `node promote` / `node demote` of the live one.
+impl DaemonProc {
+    /// What this node's certificate says now.
+    fn node_cert_info(&self) -> CertInfo {
+        let pem = std::fs::read_to_string(self.dir.path().join("data/certificates/node.pem")).expect("node.pem");
+        shoal::tls::cert_info(&pem).expect("a node certificate")
+    }
+}
+
+/// `node rm` of the dead worker, `node promote` / `node demote` of the live one (each renews its
+/// certificate for its new role).
 fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonProc) {
     assert_eq!(manager.must(&["node", "rm", &dead.hostname]), format!("{}\n", dead.hostname));
     let nodes = json_lines(&manager.must(&["node", "ls", "--format", "json"]));
     assert_eq!(nodes.len(), 2, "{nodes:?}");
+    let worker_cert = live.node_cert_info();
+    assert_eq!(worker_cert.role, Some(NodeRole::Worker), "{worker_cert:?}");
     assert_eq!(
         manager.must(&["node", "promote", &live.hostname]),
         format!("Node {} promoted to a manager in the swarm.\n", live.hostname)
@@ -183,6 +197,14 @@ fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonPro
         let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
         nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["ManagerStatus"] == "Reachable").then_some(())
     });
+    // The promoted node renews its certificate for its new role (Swarm's OU), over mutual TLS with
+    // the old one, and keeps working under the new one.
+    let manager_cert = wait_for(Duration::from_secs(30), "a manager's certificate on the promoted node", || {
+        Some(live.node_cert_info()).filter(|info| info.role == Some(NodeRole::Manager))
+    });
+    assert_eq!(manager_cert.node_id, worker_cert.node_id);
+    assert!(manager_cert.not_after >= worker_cert.not_after, "{manager_cert:?} vs {worker_cert:?}");
+    assert!(live.log().contains("renewed this node's certificate (its role changed)"), "{}", live.log());
     assert_eq!(
         manager.must(&["node", "promote", &live.hostname]),
         format!("Node {} is already a manager.\n", live.hostname)
@@ -199,6 +221,9 @@ fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonPro
     // daemon is inactive again.
     wait_for(Duration::from_secs(60), "the demoted node to see itself as a worker", || {
         live.shoal(&["info"]).ok().filter(|info| info.contains("  Is Manager: false\n")).map(|_| ())
+    });
+    wait_for(Duration::from_secs(30), "a worker's certificate on the demoted node", || {
+        (live.node_cert_info().role == Some(NodeRole::Worker)).then_some(())
     });
     assert_eq!(live.must(&["swarm", "leave"]), "Node left the swarm.\n");
     assert_eq!(live.must(&["info"]), " Swarm: inactive\n");

@@ -1,7 +1,8 @@
 //! Security of a running swarm: real `shoal daemon` processes on loopback addresses (127.0.0.5x) with
 //! the process executor, attacked the ways Swarm's own tests and threat model name — a wrong token, a
 //! token of another swarm, a rotated token, a certificate from another CA, a worker's certificate used
-//! on manager-only channels (and on another node's logs), a node speaking for another, a removed node's certificate, garbled
+//! on manager-only channels (and on another node's logs), a certificate renewal for a removed node,
+//! an expired certificate, a node speaking for another, a removed node's certificate, garbled
 //! frames. Each must be refused with an error that says why, and the swarm must work afterwards.
 //!
 //! The attacks that need a certificate use the files a daemon keeps in its data dir
@@ -13,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use shoal::bootstrap::{RenewReply, RenewRequest};
 use shoal::net::{
     read_frame, write_frame, Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REQUEST, PREFACE,
 };
-use shoal::tls::{ca_digest, NodeCert, TlsConfig};
+use shoal::tls::{ca_digest, cert_info, ClusterCa, NodeCert, TlsConfig};
+use shoal_core::api::NodeRole;
 use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::dispatcher::{DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest};
 use shoal_core::env::TransportError;
@@ -114,7 +117,16 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
 
     // Another swarm's token: the joining node sees the manager's CA is not the token's, and stops
     // before it sends anything but the handshake.
-    let other_token = stranger.init();
+    // (That other swarm is made with a shorter certificate validity; Swarm's minimum is an hour.)
+    let short = ["swarm", "init", "--advertise-addr", &stranger.addr, "--cert-expiry"];
+    let err = stranger.shoal(&[&short[..], &["30m"]].concat()).unwrap_err();
+    assert!(err.contains("minimum certificate expiry time is: 1h0m0s"), "{err}");
+    assert_eq!(stranger.must(&["info"]), " Swarm: inactive\n", "a refused init leaves nothing behind");
+    assert!(stranger.must(&[&short[..], &["48h"]].concat()).starts_with("Swarm initialized"));
+    let other_token = stranger.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
+    let info = cert_info(&stranger.node_cert().cert_pem).expect("a node certificate");
+    assert_eq!(info.not_after - info.not_before, 49 * 3600, "48 h, backdated one: {info:?}");
+    assert!(stranger.must(&["info"]).contains("   Expiry Duration: 2 days\n"));
     let other_digest = ca_digest(&stranger.ca_pem()).unwrap();
     let err = worker.join(&other_token, &manager).unwrap_err();
     assert!(err.contains(&format!("remote CA does not match fingerprint. Expected: {other_digest}")), "{err}");
@@ -187,6 +199,22 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         let answer = rpc::call::<_, LogsReply>(&as_manager, &doomed.addr, Channel::Logs, &logs, CALL).await;
         assert_eq!(answer, Ok(Ok(vec![])), "a worker serves its (empty) logs to a manager");
 
+        // Renewal: a member gets a certificate for its own id and role only, from a manager only.
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let renew = RenewRequest { public_key: key.public_key_raw().to_vec() };
+        let reply: RenewReply =
+            rpc::call(&as_worker, &manager.addr, Channel::Certificates, &renew, CALL).await.expect("an answer");
+        let renewed = cert_info(&reply.expect("a renewed certificate").cert_pem).expect("a node certificate");
+        assert_eq!((renewed.node_id.as_str(), renewed.role), (worker_id.as_str(), Some(NodeRole::Worker)));
+        let garbled = RenewRequest { public_key: b"garbage".to_vec() };
+        let reply: RenewReply =
+            rpc::call(&as_worker, &manager.addr, Channel::Certificates, &garbled, CALL).await.expect("an answer");
+        assert!(reply.unwrap_err().contains("invalid public key"));
+        let err = rpc::call::<_, RenewReply>(&as_manager, &doomed.addr, Channel::Certificates, &renew, CALL)
+            .await
+            .unwrap_err();
+        assert!(refusal(err).contains("only managers renew certificates"));
+
         // A certificate from another CA is refused in the handshake, whichever CA the dialler trusts.
         let foreign = stranger.node_cert();
         for trusted in [ca_pem.clone(), stranger.ca_pem()] {
@@ -222,6 +250,12 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
                 .unwrap_err();
         let reason = refusal(err);
         assert!(reason.contains(&format!("node {doomed_id} is not a member of this swarm")), "{reason}");
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let renew = RenewRequest { public_key: key.public_key_raw().to_vec() };
+        let err = rpc::call::<_, RenewReply>(&as_removed, &manager.addr, Channel::Certificates, &renew, CALL)
+            .await
+            .unwrap_err();
+        assert!(refusal(err).contains("its certificate is not renewed"));
         let heartbeat =
             DispatcherRequest::Heartbeat(HeartbeatRequest { node_id: doomed_id.clone(), session_id: "s".into() });
         let answer: Result<DispatcherResponse, DispatcherError> =
@@ -252,6 +286,29 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         [&manager, &worker].iter().all(|node| logs.contains(&format!("@{}    | hello", node.hostname))).then_some(())
     });
     manager.must(&["service", "rm", "sec-web"]);
+
+    // A node whose certificate expired while its daemon was stopped does not start: Swarm's message
+    // says what to do, and doing it (leave, join again) works. The expired certificate is made with
+    // the CA key from the manager's data dir, over the worker's own key.
+    let mut worker = worker;
+    assert!(worker.terminate(Duration::from_secs(30)), "the worker daemon did not stop on SIGTERM");
+    let ca = ClusterCa::from_pem(&ca_pem, &std::fs::read_to_string(manager.certs().join("ca-key.pem")).unwrap())
+        .expect("the cluster CA");
+    let key = rcgen::KeyPair::from_pem(&worker.node_cert().key_pem).expect("the worker's key");
+    let at = |secs| time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
+    let expired = ca
+        .issue_for_key_between(&worker_id, NodeRole::Worker, key.public_key_raw(), at(7200), at(60))
+        .expect("an expired certificate");
+    std::fs::write(worker.certs().join("node.pem"), expired).unwrap();
+    worker.start();
+    let info = worker.must(&["info"]);
+    assert!(info.contains(" Swarm: error\n"), "{info}");
+    assert!(
+        info.contains("  Error: Swarm certificates have expired. To replace them, leave the swarm and join again."),
+        "{info}"
+    );
+    assert_eq!(worker.must(&["swarm", "leave"]), "Node left the swarm.\n");
+    assert_eq!(worker.join(&new_token, &manager).unwrap(), "This node joined a swarm as a worker.\n");
 }
 
 /// The copy of a node's certificate and key taken while it was a member (`swarm leave` erases them).

@@ -116,6 +116,9 @@ pub struct InitArgs {
     /// Number of log entries between Raft snapshots
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_interval: u64,
+    /// Validity period for node certificates (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg, default_value = "2160h0m0s")]
+    pub cert_expiry: u64,
 }
 
 #[derive(Debug, Args)]

@@ -143,6 +143,7 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                     task_history_retention_limit: Some(a.task_history_limit),
                     heartbeat_period_ms: Some(a.dispatcher_heartbeat),
                     snapshot_interval: Some(a.snapshot_interval),
+                    cert_expiry_ms: Some(a.cert_expiry),
                 },
             };
             match client.local(LocalRequest::SwarmInit(request)).await {
