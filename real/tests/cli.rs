@@ -413,6 +413,14 @@ fn service_update_flags_modify_the_spec() {
     assert_eq!(spec.task.placement.constraints, ["node.labels.zone==east"]);
     assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 4 });
     assert_eq!(spec.task.force_update, current.task.force_update + 1);
+
+    // `--args` and `--entrypoint` split like a shell, as Docker's ShlexOpt does.
+    let cli = Cli::try_parse_from(["shoal", "service", "update", "--args", r#"sh -c "exit 1""#, "web"]).unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    assert_eq!(spec::update_spec(&current, &args).unwrap().task.args, ["sh", "-c", "exit 1"]);
+    let cli = Cli::try_parse_from(["shoal", "service", "update", "--args", r#"sh -c "unclosed"#, "web"]).unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    assert!(spec::update_spec(&current, &args).unwrap_err().to_string().starts_with("invalid --args"));
 }
 
 #[test]

@@ -175,6 +175,11 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
 }
 
 /// The spec `service create` sends.
+/// A command line as Docker's `ShlexOpt` flags take it: split like a shell, quotes kept together.
+fn shell_words(flag: &str, line: &str) -> Result<Vec<String>, SpecError> {
+    shoal_core::stack::units::shell_words(line).map_err(|err| SpecError(format!("invalid {flag} {line:?}: {err}")))
+}
+
 pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     // Swarm names unnamed services itself; shoal's control API wants a name, so make one the way
     // Docker's random names read (image base name + short random suffix).
@@ -191,7 +196,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
         (ModeArg::Replicated, replicas) => ServiceMode::Replicated { replicas: replicas.unwrap_or(1) },
     };
     if let Some(entrypoint) = &args.entrypoint {
-        spec.task.command = entrypoint.split_whitespace().map(str::to_string).collect();
+        spec.task.command = shell_words("--entrypoint", entrypoint)?;
     }
     spec.task.args = args.command.clone();
     spec.task.env = args.env.iter().map(|e| env_entry(e)).collect();
@@ -227,7 +232,7 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
         }
     }
     if let Some(line) = &args.args {
-        spec.task.args = line.split_whitespace().map(str::to_string).collect();
+        spec.task.args = shell_words("--args", line)?;
     }
     for key in &args.env_rm {
         spec.task.env.retain(|e| env_key(e) != key);
