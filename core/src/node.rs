@@ -18,7 +18,7 @@ use crate::api::{
     NodeSpec, NodeState, NodeStatus, Resources,
 };
 use crate::auth::KnownManagers;
-use crate::control::{ControlError, ControlHandler, ControlRequest, ControlResult};
+use crate::control::{ControlError, ControlHandler, ControlRequest, ControlResponse, ControlResult};
 use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinRequest, TokenAuthority};
 use crate::env::{runtime, Disk, NodeEnv};
 use crate::logs::LogsService;
@@ -361,30 +361,8 @@ impl ShoalNode {
 
     /// `swarm leave [-f]`.
     pub async fn leave(&self, force: bool) -> Result<(), ControlError> {
-        if let Some(manager) = self.manager() {
-            if !force {
-                let reachable = manager.consensus.reachable_managers().len().max(1);
-                let total = manager.replica.status().voters.len().max(1);
-                let mut message = String::from(
-                    "You are attempting to leave the swarm on a node that is participating as a manager. ",
-                );
-                if total == 1 {
-                    message.push_str(
-                        "Removing the last manager erases all current state of the swarm. Use `--force` to ignore this message. ",
-                    );
-                } else if reachable.saturating_sub(2) <= total - reachable {
-                    message.push_str(&format!(
-                        "Removing this node leaves {} managers out of {}. Without a Raft quorum your swarm will be inaccessible. ",
-                        reachable - 1,
-                        total
-                    ));
-                }
-                message.push_str(
-                    "The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. \
-                     Use `--force` to suppress this message.",
-                );
-                return Err(ControlError::FailedPrecondition(message));
-            }
+        if self.manager().is_some() && !force {
+            return Err(ControlError::FailedPrecondition(self.manager_leave_refusal().await));
         }
         self.inner.agent.leave().await;
         self.shutdown().await;
@@ -392,6 +370,38 @@ impl ShoalNode {
         self.inner.router.unregister(Channel::Certificates);
         wipe(self.inner.env.disk.as_ref()).await.map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(())
+    }
+
+    /// Why a manager may not leave without `--force`, in Swarm's words (moby `daemon/cluster/swarm.go`):
+    /// the last manager erases the swarm; a manager whose leaving loses the quorum says how many
+    /// would be left. Reachability is the leader's (the node list is read there).
+    async fn manager_leave_refusal(&self) -> String {
+        let mut message =
+            String::from("You are attempting to leave the swarm on a node that is participating as a manager. ");
+        if let Ok(ControlResponse::Nodes(nodes)) = self.control(ControlRequest::NodeList).await {
+            let count = |reach: &str| nodes.iter().filter(|n| n.reachability == reach).count() as i64;
+            let (reachable, unreachable) = (count("reachable"), count("unreachable"));
+            if reachable == 1 && unreachable == 0 {
+                message.push_str(
+                    "Removing the last manager erases all current state of the swarm. Use `--force` to ignore this \
+                     message. ",
+                );
+                return message;
+            }
+            if reachable - 2 <= unreachable {
+                message.push_str(&format!(
+                    "Removing this node leaves {} managers out of {}. Without a Raft quorum your swarm will be \
+                     inaccessible. ",
+                    reachable - 1,
+                    reachable + unreachable
+                ));
+            }
+        }
+        message.push_str(
+            "The only way to restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. \
+             Use `--force` to suppress this message.",
+        );
+        message
     }
 
     /// Stop serving raft and leader duties (tasks keep running, as in Docker when dockerd stops).
@@ -723,9 +733,9 @@ impl Consensus for ReplicaConsensus {
         let window = self.replica.config().election_timeout_max_ms;
         let fresh = status.millis_since_quorum_ack.is_some_and(|ms| ms <= window);
         if status.role == crate::raft::Role::Leader && fresh {
-            // The leader heard from a quorum recently; individual peers' liveness is raft's
-            // business, so count every voter as reachable while the quorum holds.
-            status.voters.iter().copied().collect()
+            // The leader heartbeats every voter: those that answered lately are reachable (Swarm's
+            // raft reports a member unreachable once it stops answering the leader).
+            self.replica.reachable_voters()
         } else {
             vec![status.raft_id]
         }

@@ -22,6 +22,14 @@ async fn cluster_forms_and_survives_leader_crash() {
     assert_eq!(ready_nodes(&cluster).await, 5, "every node joins and reports ready");
     let leader = cluster.leader().expect("a leader");
     assert_eq!(leader, "manager-1");
+    // With every manager up, a manager's leave is refused without the quorum sentence.
+    let refusal = cluster.leave("manager-2", false).await.unwrap_err().to_string();
+    assert_eq!(
+        refusal,
+        "You are attempting to leave the swarm on a node that is participating as a manager. The only way to \
+         restore a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to \
+         suppress this message."
+    );
 
     cluster.crash(&leader);
     madsim::time::sleep(Duration::from_secs(5)).await;
@@ -35,6 +43,25 @@ async fn cluster_forms_and_survives_leader_crash() {
     };
     let old = nodes.iter().find(|n| n.node.description.hostname == leader).expect("old leader listed");
     assert_eq!(old.node.status.state, NodeState::Down, "a crashed node is marked down");
+    // The crashed manager is unreachable in the new leader's view; the two others are reachable.
+    let reach: Vec<(&str, &str)> = nodes
+        .iter()
+        .filter(|n| !n.reachability.is_empty())
+        .map(|n| (n.node.description.hostname.as_str(), n.reachability.as_str()))
+        .collect();
+    let unreachable: Vec<&str> = reach.iter().filter(|(_, r)| *r == "unreachable").map(|(h, _)| *h).collect();
+    assert_eq!(unreachable, [leader.as_str()], "{reach:?}");
+    assert_eq!(reach.iter().filter(|(_, r)| *r == "reachable").count(), 2, "{reach:?}");
+    // Leaving now would lose the quorum: Swarm's refusal says so, counting from the leader's view.
+    let follower = ["manager-2", "manager-3"].into_iter().find(|m| *m != new_leader).expect("a follower");
+    let refusal = cluster.leave(follower, false).await.unwrap_err().to_string();
+    assert_eq!(
+        refusal,
+        "You are attempting to leave the swarm on a node that is participating as a manager. Removing this node \
+         leaves 1 managers out of 3. Without a Raft quorum your swarm will be inaccessible. The only way to restore \
+         a swarm that has lost consensus is to reinitialize it with `--force-new-cluster`. Use `--force` to suppress \
+         this message."
+    );
 
     cluster.restart(&leader);
     assert!(cluster.wait_up(&leader, Duration::from_secs(30)).await, "the crashed manager resumes from disk");
@@ -57,4 +84,17 @@ async fn quorum_loss_fails_fast_then_recovers() {
     assert!(cluster.wait_up("manager-2", Duration::from_secs(30)).await);
     madsim::time::sleep(Duration::from_secs(5)).await;
     cluster.control(ControlRequest::ServiceCreate { spec }).await.expect("writes work again with a quorum");
+}
+
+#[madsim::test]
+async fn the_last_manager_is_told_that_leaving_erases_the_swarm() {
+    let cluster = SimCluster::start(ClusterShape { managers: 1, workers: 1 }).await.expect("cluster starts");
+    madsim::time::sleep(Duration::from_secs(2)).await;
+    let refusal = cluster.leave("manager-1", false).await.unwrap_err().to_string();
+    assert_eq!(
+        refusal,
+        "You are attempting to leave the swarm on a node that is participating as a manager. Removing the last \
+         manager erases all current state of the swarm. Use `--force` to ignore this message. "
+    );
+    assert_eq!(ready_nodes(&cluster).await, 2, "a refused leave changes nothing");
 }

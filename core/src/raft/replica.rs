@@ -259,6 +259,18 @@ impl Replica {
         }
     }
 
+    /// The voters this replica knows to be up: itself, and the peers that answered its last raft
+    /// call within an election timeout. Only a leader calls every peer (heartbeats), so only its
+    /// answer says anything about the others.
+    pub fn reachable_voters(&self) -> Vec<RaftId> {
+        let window = Duration::from_millis(self.inner.config.election_timeout_max_ms);
+        self.status()
+            .voters
+            .into_iter()
+            .filter(|id| *id == self.inner.raft_id || self.inner.activity.is_active(*id, window))
+            .collect()
+    }
+
     /// The current status (term, role, leader, membership).
     pub fn status(&self) -> ReplicaStatus {
         self.inner.status.borrow().clone()
@@ -606,13 +618,7 @@ impl Replica {
             }
             // swarmkit's CanRemoveMember: count the members left after the removal that are
             // reachable (this node, and peers that answered within an election timeout).
-            let window = Duration::from_millis(self.inner.config.election_timeout_max_ms);
-            let reachable = status
-                .voters
-                .iter()
-                .filter(|id| **id != raft_id)
-                .filter(|id| **id == self.inner.raft_id || self.inner.activity.is_active(**id, window))
-                .count();
+            let reachable = self.reachable_voters().into_iter().filter(|id| *id != raft_id).count();
             let quorum = (status.voters.len() - 1) / 2 + 1;
             if reachable < quorum {
                 return Err(ReplicaError::LossOfQuorum);
