@@ -86,9 +86,10 @@ fn leader_crash_with_three_managers() {
         let counts = running_by_node(survivor, service)?;
         (counts.values().sum::<usize>() == 6 && !counts.contains_key(&old_leader)).then_some(())
     });
-    wait_for(Duration::from_secs(60), "the old leader to be Down", || {
+    wait_for(Duration::from_secs(60), "the old leader to be Down and Unreachable", || {
         let nodes = nodes(survivor)?;
-        nodes.iter().any(|n| n["Hostname"] == old_leader.as_str() && n["Status"] == "Down").then_some(())
+        let old = |n: &&serde_json::Value| n["Hostname"] == old_leader.as_str();
+        nodes.iter().any(|n| old(&n) && n["Status"] == "Down" && n["ManagerStatus"] == "Unreachable").then_some(())
     });
     let ls = survivor.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   6/6")), "{ls}");
