@@ -224,7 +224,17 @@ impl NodeLauncher for RealLauncher {
                     .await
                     .map_err(|e| format!("cannot use Docker for tasks: {e}"))?,
             ),
-            ExecutorKind::Process => Arc::new(ProcessExecutor::new()),
+            ExecutorKind::Process => {
+                // Beside the node's state, outside what `swarm leave` erases (its processes are
+                // stopped by then, and a later daemon still finds the file).
+                let registry = node_dir.with_file_name("processes.json");
+                let (executor, killed) = ProcessExecutor::with_registry(registry)
+                    .map_err(|e| format!("cannot use the process executor: {e}"))?;
+                if killed > 0 {
+                    eprintln!("shoal daemon: killed {killed} process(es) a previous daemon left running");
+                }
+                Arc::new(executor)
+            }
         };
         let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
         let certs = certificates_dir(node_dir);

@@ -14,13 +14,18 @@
 //! - stdout and stderr are captured line by line, interleaved, the last [`LOG_LINES`] kept.
 //! - Exit codes follow Docker's: the process's code, or 128 + the signal that killed it.
 //!
-//! Containers live as long as the executor: they are not re-adopted after a daemon restart, and
-//! dropping the executor kills every process it still runs.
+//! Containers live as long as the executor: they are not re-adopted after a daemon restart (a
+//! process's output pipe cannot be taken over), and dropping the executor kills every process it
+//! still runs. A daemon that is SIGKILLed cannot do that, so an executor made
+//! [`with_registry`](ProcessExecutor::with_registry) keeps a file of the process groups it runs
+//! (group id and start time, to tell a reused id apart) and, when the next daemon makes it again,
+//! kills what is left of them before it starts anything: the agent then starts its tasks afresh,
+//! and no task runs twice.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +59,46 @@ struct Inner {
     id_prefix: String,
     next_id: AtomicU64,
     containers: Mutex<BTreeMap<String, Proc>>,
+    /// Where the running process groups are listed, if anywhere.
+    registry: Option<PathBuf>,
+}
+
+/// A running process group as the registry lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct GroupRecord {
+    pgid: i32,
+    /// The leader's start time (`/proc/<pid>/stat` field 22, clock ticks since boot).
+    start_ticks: u64,
+}
+
+/// `(process group, start time)` of a live process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state): pgrp is field 5, starttime field 22.
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// Kill what is left of a process group a previous daemon started: every process still in group
+/// `record.pgid` that started no earlier than its leader did (so a group id reused since, by an
+/// unrelated older process, is left alone).
+fn kill_leftover_group(record: GroupRecord) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut killed = 0;
+    for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if let Some((pgrp, start)) = proc_stat(pid) {
+            if pgrp == record.pgid && start >= record.start_ticks {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 #[derive(Debug)]
@@ -63,6 +108,8 @@ struct Proc {
     state: Arc<watch::Sender<ContainerState>>,
     /// The process (and group) id while it runs.
     pid: Option<i32>,
+    /// Its group as the registry lists it.
+    group: Option<GroupRecord>,
     logs: Arc<Mutex<VecDeque<LogLine>>>,
 }
 
@@ -110,8 +157,25 @@ impl ProcessExecutor {
                 id_prefix: format!("{:x}{:x}", std::process::id(), nanos),
                 next_id: AtomicU64::new(1),
                 containers: Mutex::new(BTreeMap::new()),
+                registry: None,
             }),
         }
+    }
+
+    /// An executor that lists its process groups in the file `registry`, after killing what is left
+    /// of the groups listed there by a daemon that died without stopping them. Returns how many
+    /// leftover processes it killed, for the daemon's log.
+    pub fn with_registry(registry: PathBuf) -> Result<(Self, usize), ExecutorError> {
+        let leftover: Vec<GroupRecord> = match std::fs::read(&registry) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(err) => return Err(ExecutorError::Unavailable(format!("{}: {err}", registry.display()))),
+        };
+        let killed = leftover.into_iter().map(kill_leftover_group).sum();
+        let mut executor = Self::new();
+        Arc::get_mut(&mut executor.inner).expect("a new executor is not shared").registry = Some(registry);
+        executor.inner.save_registry(&BTreeMap::new())?;
+        Ok((executor, killed))
     }
 
     fn check_image(image: &str) -> Result<(), ExecutorError> {
@@ -178,6 +242,22 @@ async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<LogLi
     }
 }
 
+impl Inner {
+    /// Rewrite the registry (atomically) with the groups of the running processes in `containers`.
+    fn save_registry(&self, containers: &BTreeMap<String, Proc>) -> Result<(), ExecutorError> {
+        let Some(path) = &self.registry else { return Ok(()) };
+        let records: Vec<GroupRecord> = containers
+            .values()
+            .filter(|proc| matches!(*proc.state.borrow(), ContainerState::Running))
+            .filter_map(|proc| proc.group)
+            .collect();
+        let fail = |err: std::io::Error| ExecutorError::Unavailable(format!("{}: {err}", path.display()));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&records).unwrap_or_default()).map_err(fail)?;
+        std::fs::rename(&tmp, path).map_err(fail)
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         // Nobody can stop these processes once the executor is gone.
@@ -216,7 +296,7 @@ impl Executor for ProcessExecutor {
         let (state, _) = watch::channel(ContainerState::Created);
         containers.insert(
             id.clone(),
-            Proc { spec: spec.clone(), argv, state: Arc::new(state), pid: None, logs: Arc::default() },
+            Proc { spec: spec.clone(), argv, state: Arc::new(state), pid: None, group: None, logs: Arc::default() },
         );
         Ok(id)
     }
@@ -250,6 +330,7 @@ impl Executor for ProcessExecutor {
             }
         };
         proc.pid = child.id().and_then(|pid| i32::try_from(pid).ok());
+        proc.group = proc.pid.and_then(proc_stat).map(|(pgid, start_ticks)| GroupRecord { pgid, start_ticks });
         if let Some(stdout) = child.stdout.take() {
             tokio::spawn(capture(stdout, proc.logs.clone()));
         }
@@ -258,14 +339,22 @@ impl Executor for ProcessExecutor {
         }
         proc.state.send_replace(ContainerState::Running);
         let state = proc.state.clone();
+        let registered = self.inner.save_registry(&containers);
+        drop(containers);
+        // Weak: a running process must not keep the executor alive (dropping it kills them all).
+        let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let code = match child.wait().await {
                 Ok(status) => exit_code(status),
                 Err(_) => -1,
             };
             state.send_replace(ContainerState::Exited { code });
+            if let Some(inner) = inner.upgrade() {
+                let containers = lock(&inner.containers);
+                let _ = inner.save_registry(&containers);
+            }
         });
-        Ok(())
+        registered
     }
 
     async fn wait(&self, id: &str) -> Result<i64, ExecutorError> {
@@ -357,6 +446,50 @@ mod tests {
         let after = LogsQuery { after_ns: Some(lines[0].time_ns), tail: None };
         assert_eq!(executor.logs(&id, &after).await.unwrap(), lines[1..], "a cursor skips what was seen");
         assert!(executor.create(&spec("a", "process", &["true"])).await.is_err(), "names are unique");
+    }
+
+    /// Live (not zombie) processes in group `pgid`.
+    fn live_members(pgid: i32) -> usize {
+        let pids =
+            std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok());
+        pids.filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = stat.rfind(')').is_some_and(|at| stat[at + 2..].starts_with('Z'));
+            !zombie && proc_stat(*pid).is_some_and(|(pgrp, _)| pgrp == pgid)
+        })
+        .count()
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_restarted_daemon_kills_what_a_killed_one_left_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = dir.path().join("processes.json");
+        let (executor, killed) = ProcessExecutor::with_registry(registry.clone()).unwrap();
+        assert_eq!(killed, 0);
+        // A shell with a child of its own, both in the task's process group.
+        let id = executor.create(&spec("a", "process", &["sh", "-c", "sleep 300 & wait"])).await.unwrap();
+        executor.start(&id).await.unwrap();
+        let pgid = lock(&executor.inner.containers)[&id].pid.unwrap();
+        until("the shell and its sleep", || live_members(pgid) == 2).await;
+        assert!(std::fs::read_to_string(&registry).unwrap().contains(&format!("\"pgid\":{pgid}")));
+        // The daemon dies without any cleanup; the next one kills the whole group first.
+        std::mem::forget(executor);
+        let (_executor, killed) = ProcessExecutor::with_registry(registry.clone()).unwrap();
+        assert_eq!(killed, 2, "both processes of the group");
+        until("the group to be gone", || live_members(pgid) == 0).await;
+        // A later executor finds nothing left to kill.
+        let (_again, killed) = ProcessExecutor::with_registry(registry).unwrap();
+        assert_eq!(killed, 0);
     }
 
     #[tokio::test]

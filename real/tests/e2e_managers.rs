@@ -1,10 +1,11 @@
 //! End to end, managers and agent restarts: real `shoal daemon` processes on loopback addresses
-//! (127.0.0.81–85), driven only by the `shoal` CLI. 3 managers + 1 worker survive the leader's
+//! (127.0.0.81–87), driven only by the `shoal` CLI. 3 managers + 1 worker survive the leader's
 //! SIGKILL (a new leader, writes still work, the old leader is Down), then a second manager's: the
 //! quorum is lost and `swarm init --force-new-cluster` on the last one brings the swarm back. A
 //! worker daemon stopped with SIGTERM and started again on the same data dir re-adopts its Docker
-//! containers (same ids, no replacement tasks), and removes them when it leaves the swarm. The
-//! Docker test fails, not skips, without Docker or the test image.
+//! containers (same ids, no replacement tasks), and removes them when it leaves the swarm; a
+//! SIGKILLed daemon's plain processes are killed by the next daemon before it starts the tasks
+//! again. The Docker test fails, not skips, without Docker or the test image.
 
 mod common;
 
@@ -226,4 +227,42 @@ fn agent_restart_readopts_its_containers() {
     let remaining = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(before.iter().all(|id| !remaining.contains(id.as_str())), "left behind: {before:?} in {remaining}");
     manager.must(&["service", "rm", service]);
+}
+
+/// Live processes whose command line is exactly `argv` (found through /proc).
+fn processes_running(argv: &[&str]) -> usize {
+    let wanted: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted))
+        .count()
+}
+
+#[test]
+fn process_tasks_do_not_outlive_a_killed_daemon() {
+    // Tasks that do not watch their daemon: a SIGKILLed daemon leaves them running, and the next one
+    // must kill them before it starts the tasks again, or each would run twice.
+    let manager = DaemonProc::spawn("e2e-mgr-pm", "127.0.0.86", "process");
+    let mut worker = DaemonProc::spawn("e2e-mgr-pw", "127.0.0.87", "process");
+    manager.swarm_init();
+    let token = manager.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
+    worker.swarm_join(&token, &manager.addr, "worker");
+    manager.must(&["node", "update", "--availability", "drain", &manager.hostname]);
+    let task = ["sleep", "3017"];
+    let created = manager.create_service(&["--name", "e2e-orphans", "--replicas", "2", "process", task[0], task[1]]);
+    assert!(created.ends_with("verify: Service converged\n"), "{created}");
+    assert_eq!(processes_running(&task), 2);
+
+    worker.kill();
+    assert_eq!(processes_running(&task), 2, "a SIGKILLed daemon's processes live on");
+    worker.start();
+    wait_for(Duration::from_secs(60), "2 tasks running again on the restarted worker", || {
+        (running_by_node(&manager, "e2e-orphans")?.get(&worker.hostname) == Some(&2)).then_some(())
+    });
+    assert!(worker.log().contains("killed 2 process(es) a previous daemon left running"), "{}", worker.log());
+    assert_eq!(processes_running(&task), 2, "each task runs once");
+    manager.must(&["service", "rm", "e2e-orphans"]);
+    wait_for(Duration::from_secs(30), "no task process left", || (processes_running(&task) == 0).then_some(()));
 }
