@@ -3,9 +3,10 @@
 //!
 //! - node deleted: the task can never report again — observed `orphaned` ("Task belonged to a node that
 //!   has been deleted"), desired `shutdown`; the slot is refilled elsewhere.
-//! - node down: replicated tasks are desired `shutdown` and replaced elsewhere right away (the old task
-//!   does not block its replacement: its node cannot be asked to stop it). Global tasks stay: there is
-//!   nowhere else for them to go.
+//! - node down: tasks are desired `shutdown`; replicated ones are replaced elsewhere right away (the old
+//!   task does not block its replacement: its node cannot be asked to stop it), global ones get a new
+//!   task on the node when it is ready again (swarmkit's global orchestrator `removeTasksFromNode` on
+//!   `NodeStatus_DOWN`), so a down node's task no longer counts in `service ls`.
 //!   A task its agent stopped as the node left the swarm (`swarm leave` reports observed `shutdown` while
 //!   the task is still desired `running`) is retired the same way, so its slot is refilled at once.
 //! - node down for [`NODE_DOWN_PERIOD_MS`] (24 h, swarmkit's `defaultNodeDownPeriod`): its tasks that
@@ -19,7 +20,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{Availability, NodeState, ServiceMode, Task, TaskState};
+use crate::api::{Availability, NodeState, Task, TaskState};
 use crate::scheduler::{node_matches, parse_constraints, platform_matches};
 
 use super::working::{advance, desire, is_runnable, Working};
@@ -84,15 +85,14 @@ pub fn run(w: &mut Working<'_>) {
             if !is_runnable(&task) {
                 continue;
             }
-            let global = w.service(&task.service_id).is_some_and(|s| matches!(s.spec.mode, ServiceMode::Global));
             if task.status.state >= TaskState::Complete {
                 // Stopped by its agent as the node left; the restart supervisor sees to it otherwise.
-                if down && !global && desire(&mut task, TaskState::Shutdown) {
+                if down && desire(&mut task, TaskState::Shutdown) {
                     w.put_task(task);
                 }
                 continue;
             }
-            if drained || (down && !global) {
+            if drained || down {
                 if desire(&mut task, TaskState::Shutdown) {
                     w.put_task(task);
                 }

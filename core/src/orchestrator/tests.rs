@@ -830,3 +830,21 @@ fn tasks_of_a_node_down_for_a_day_are_orphaned() {
         assert!(t.desired_state > TaskState::Running);
     }
 }
+
+#[test]
+fn a_down_nodes_global_task_is_shut_down_and_replaced_when_it_is_back() {
+    let mut state = cluster(2, vec![global("agent")]);
+    settle(&mut state, T0);
+    workers_act(&mut state, T0 + 1);
+    let old = state.tasks.values().find(|t| t.node_id == "n1").expect("a global task on n1").id.clone();
+    let desired_on_n1 = |s: &StoreState| {
+        s.tasks.values().filter(|t| t.node_id == "n1" && t.desired_state == TaskState::Running).count()
+    };
+    state.nodes.get_mut("n1").unwrap().status.state = NodeState::Down;
+    settle(&mut state, T0 + 10);
+    assert_eq!(state.tasks[&old].desired_state, TaskState::Shutdown, "swarmkit's removeTasksFromNode");
+    assert_eq!(desired_on_n1(&state), 0, "nothing is desired on a down node");
+    state.nodes.get_mut("n1").unwrap().status.state = NodeState::Ready;
+    settle(&mut state, T0 + 20);
+    assert_eq!(desired_on_n1(&state), 1, "a new task once the node is back");
+}
