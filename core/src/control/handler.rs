@@ -445,8 +445,28 @@ impl ControlHandler {
         })
     }
 
+    /// Docker's checks of `--network`: each must exist, and none may be the ingress network.
+    fn check_networks(&self, spec: &ServiceSpec) -> Result<(), ControlError> {
+        self.store.view(|s| {
+            for key in &spec.task.networks {
+                let network = find_network(s, key).map_err(|err| match err {
+                    ControlError::NotFound(_) => ControlError::NotFound(format!("network {key} not found")),
+                    other => other,
+                })?;
+                if network.ingress {
+                    return Err(ControlError::InvalidArgument(format!(
+                        "Service cannot be explicitly attached to the ingress network \"{}\"",
+                        network.name
+                    )));
+                }
+            }
+            Ok(())
+        })
+    }
+
     async fn create_service(&self, mut spec: ServiceSpec) -> ControlResult {
         validate_spec(&spec)?;
+        self.check_networks(&spec)?;
         spec.labels.retain(|k, _| !k.is_empty());
         let id = new_id();
         let service = Service {
@@ -473,6 +493,7 @@ impl ControlHandler {
 
     async fn update_service(&self, key: &str, version: u64, spec: ServiceSpec) -> ControlResult {
         validate_spec(&spec)?;
+        self.check_networks(&spec)?;
         let current = self.store.view(|s| find_service(s, key).cloned())?;
         if current.spec.name != spec.name {
             return Err(ControlError::InvalidArgument("renaming services is not supported".into()));
