@@ -64,7 +64,7 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         ExecutorArg::Docker => ExecutorKind::Docker,
         ExecutorArg::Process => ExecutorKind::Process,
     };
-    let launcher = Arc::new(RealLauncher { executor });
+    let launcher = Arc::new(RealLauncher::new(executor));
     let daemon = Arc::new(
         Daemon::new(&data_dir, hostname.clone(), launcher)
             .with_context(|| format!("cannot use the data dir {}", data_dir.display()))?,

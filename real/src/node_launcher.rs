@@ -132,10 +132,48 @@ pub enum ExecutorKind {
     Process,
 }
 
-/// Starts real nodes.
-#[derive(Debug)]
+/// Starts real nodes, all on one executor per daemon: a node started again in the same daemon
+/// (`swarm init --force-new-cluster`, a join after a leave) finds the containers of the one before.
 pub struct RealLauncher {
-    pub executor: ExecutorKind,
+    kind: ExecutorKind,
+    executor: tokio::sync::Mutex<Option<Arc<dyn Executor>>>,
+}
+
+impl std::fmt::Debug for RealLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RealLauncher").field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+impl RealLauncher {
+    pub fn new(kind: ExecutorKind) -> Self {
+        RealLauncher { kind, executor: tokio::sync::Mutex::new(None) }
+    }
+
+    /// The daemon's executor, made on first use.
+    async fn executor(&self, data_dir: &Path) -> Result<Arc<dyn Executor>, String> {
+        let mut made = self.executor.lock().await;
+        if let Some(executor) = &*made {
+            return Ok(executor.clone());
+        }
+        let executor: Arc<dyn Executor> = match self.kind {
+            ExecutorKind::Docker => Arc::new(
+                DockerExecutor::connect(DockerOptions::default())
+                    .await
+                    .map_err(|e| format!("cannot use Docker for tasks: {e}"))?,
+            ),
+            ExecutorKind::Process => {
+                let (executor, killed) = ProcessExecutor::with_registry(data_dir.join("processes.json"))
+                    .map_err(|e| format!("cannot use the process executor: {e}"))?;
+                if killed > 0 {
+                    eprintln!("shoal daemon: killed {killed} process(es) a previous daemon left running");
+                }
+                Arc::new(executor)
+            }
+        };
+        *made = Some(executor.clone());
+        Ok(executor)
+    }
 }
 
 struct RealNode {
@@ -218,24 +256,9 @@ impl NodeLauncher for RealLauncher {
         bootstrap: Bootstrap,
     ) -> Result<Arc<dyn RunningNode>, String> {
         let disk = FileDisk::open(node_dir).await.map_err(|e| format!("cannot open the data dir: {e}"))?;
-        let executor: Arc<dyn Executor> = match self.executor {
-            ExecutorKind::Docker => Arc::new(
-                DockerExecutor::connect(DockerOptions::default())
-                    .await
-                    .map_err(|e| format!("cannot use Docker for tasks: {e}"))?,
-            ),
-            ExecutorKind::Process => {
-                // Beside the node's state, outside what `swarm leave` erases (its processes are
-                // stopped by then, and a later daemon still finds the file).
-                let registry = node_dir.with_file_name("processes.json");
-                let (executor, killed) = ProcessExecutor::with_registry(registry)
-                    .map_err(|e| format!("cannot use the process executor: {e}"))?;
-                if killed > 0 {
-                    eprintln!("shoal daemon: killed {killed} process(es) a previous daemon left running");
-                }
-                Arc::new(executor)
-            }
-        };
+        // The process registry sits beside the node's state, outside what `swarm leave` erases.
+        let data_dir = node_dir.parent().unwrap_or(node_dir);
+        let executor = self.executor(data_dir).await?;
         let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
         let certs = certificates_dir(node_dir);
         let (ca_pem, node_cert) = match &bootstrap {
