@@ -1,6 +1,7 @@
 //! `service logs` in the simulator: the manager gathers each task's output from the node that runs
 //! it, bounds it with `tail`, reads one task by id, returns only new lines after `--follow`'s
-//! cursors, and names a crashed node's tasks as unreachable while still returning everyone else's.
+//! cursors, keeps a replaced task's output, and names a crashed node's tasks as unreachable while
+//! still returning everyone else's.
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
@@ -86,6 +87,27 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
     let changed: Vec<(&str, Vec<&str>)> =
         next.tasks.iter().filter(|t| !t.lines.is_empty()).map(|t| (t.task_id.as_str(), texts(&t.lines))).collect();
     assert_eq!(changed, [(victim.task_id.as_str(), vec!["stopped"])], "{next:?}");
+
+    // The stopped task is replaced; its exited container stays on its node (as Docker keeps a
+    // history task's), so its output is still there beside its replacement's.
+    let replaced = |cluster: &SimCluster| {
+        let victim_done = cluster
+            .store_of_leader()
+            .and_then(|s| s.tasks.get(&victim.task_id).map(|t| t.status.state > TaskState::Running))
+            .unwrap_or(false);
+        victim_done && running(cluster) == 3
+    };
+    for _ in 0..300 {
+        if replaced(&cluster) {
+            break;
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(replaced(&cluster), "the stopped task is replaced");
+    let history = logs(&cluster, None).await;
+    assert_eq!(history.tasks.len(), 4, "{history:?}");
+    let old = history.tasks.iter().find(|t| t.task_id == victim.task_id).expect("the stopped task's logs");
+    assert_eq!(texts(&old.lines), ["started", "stopped"]);
 
     // A node that vanishes: its task is named unreachable; the others still answer.
     let on_worker_1 = all.tasks.iter().find(|t| t.hostname == "worker-1").expect("a task on worker-1").task_id.clone();

@@ -294,9 +294,8 @@ impl Agent {
             match runners.get(&task.id) {
                 Some(handle) => handle.update(task),
                 None => {
-                    if task.status.state.is_terminal() && task.desired_state > crate::api::TaskState::Running {
-                        continue;
-                    }
+                    // A finished task gets a runner too: it keeps (or, after a restart, adopts) the
+                    // exited container for `service logs`, and removes it when the task is deleted.
                     let handle = runner::spawn(self.env.clone(), self.node_id.clone(), task, self.status_tx.clone());
                     runners.insert(handle.task_id().to_string(), handle);
                 }

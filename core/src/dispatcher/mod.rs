@@ -395,12 +395,11 @@ fn status_actions(
     actions
 }
 
-/// The tasks a node is sent: those on it that are not finished for good, from `assigned` on.
+/// The tasks a node is sent: every task placed on it (from `assigned` on) that the store still
+/// holds, finished ones included, so that a finished task's container — and its logs — stays on the
+/// node until the reaper deletes the task, as Docker keeps a history task's exited container.
 fn assigned<'a>(state: &'a crate::store::StoreState, node_id: &str) -> impl Iterator<Item = &'a Task> + 'a {
-    state
-        .tasks_on_node(node_id)
-        .filter(|t| !t.status.state.is_terminal() || t.desired_state <= TaskState::Running)
-        .filter(|t| t.status.state >= TaskState::Assigned)
+    state.tasks_on_node(node_id).filter(|t| t.status.state >= TaskState::Assigned)
 }
 
 /// A cheap fingerprint of a node's assignment set: changes whenever a task is added, removed or updated.
