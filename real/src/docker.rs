@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bollard::container::LogOutput;
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
@@ -260,7 +261,9 @@ impl Executor for DockerExecutor {
         let mut stream = self.docker.logs(id, Some(options));
         let mut lines: Vec<LogLine> = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let bytes = chunk.map_err(|e| map_error(e, id))?.into_bytes();
+            let chunk = chunk.map_err(|e| map_error(e, id))?;
+            let stderr = matches!(chunk, LogOutput::StdErr { .. });
+            let bytes = chunk.into_bytes();
             for text in String::from_utf8_lossy(&bytes).lines() {
                 // Each frame starts with its RFC 3339 stamp; a line without one keeps the last stamp.
                 let stamped = text.split_once(' ').and_then(|(stamp, rest)| Some((parse_stamp(stamp)?, rest)));
@@ -268,7 +271,7 @@ impl Executor for DockerExecutor {
                     Some(stamped) => stamped,
                     None => (lines.last().map_or(0, |l| l.time_ns), text),
                 };
-                lines.push(LogLine { time_ns, text: text.to_string() });
+                lines.push(LogLine { time_ns, text: text.to_string(), stderr });
             }
         }
         Ok(query.select(lines.iter()))

@@ -11,7 +11,8 @@
 //!   (that would take cgroups, which is what Docker is for).
 //! - Each process leads its own process group, so `stop` (SIGTERM, then SIGKILL after the grace) and
 //!   `remove` reach the children of a `sh -c` too.
-//! - stdout and stderr are captured line by line, interleaved, the last [`LOG_LINES`] kept.
+//! - stdout and stderr are captured line by line, interleaved (each line marked with its stream),
+//!   the last [`LOG_LINES`] kept.
 //! - Exit codes follow Docker's: the process's code, or 128 + the signal that killed it.
 //!
 //! Containers live as long as the executor: they are not re-adopted after a daemon restart (a
@@ -230,14 +231,14 @@ async fn exited(state: &mut watch::Receiver<ContainerState>) -> Option<i64> {
 }
 
 /// Copy a process's output into its log, one line at a time.
-async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<LogLine>>>) {
+async fn capture<R: AsyncRead + Unpin>(output: R, logs: Arc<Mutex<VecDeque<LogLine>>>, stderr: bool) {
     let mut lines = BufReader::new(output).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let mut logs = lock(&logs);
         if logs.len() == LOG_LINES {
             logs.pop_front();
         }
-        let line = LogLine::after(logs.back(), runtime::unix_nanos(), line);
+        let line = LogLine::after(logs.back(), runtime::unix_nanos(), line, stderr);
         logs.push_back(line);
     }
 }
@@ -332,10 +333,10 @@ impl Executor for ProcessExecutor {
         proc.pid = child.id().and_then(|pid| i32::try_from(pid).ok());
         proc.group = proc.pid.and_then(proc_stat).map(|(pgid, start_ticks)| GroupRecord { pgid, start_ticks });
         if let Some(stdout) = child.stdout.take() {
-            tokio::spawn(capture(stdout, proc.logs.clone()));
+            tokio::spawn(capture(stdout, proc.logs.clone(), false));
         }
         if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(capture(stderr, proc.logs.clone()));
+            tokio::spawn(capture(stderr, proc.logs.clone(), true));
         }
         proc.state.send_replace(ContainerState::Running);
         let state = proc.state.clone();
@@ -440,6 +441,8 @@ mod tests {
         let mut texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
         texts.sort();
         assert_eq!(texts, vec!["hi", "two"]);
+        let streams: Vec<(&str, bool)> = lines.iter().map(|l| (l.text.as_str(), l.stderr)).collect();
+        assert!(streams.contains(&("hi", false)) && streams.contains(&("two", true)), "{streams:?}");
         assert!(lines[0].time_ns < lines[1].time_ns, "stamps increase: {lines:?}");
         let last = executor.logs(&id, &LogsQuery { tail: Some(1), after_ns: None }).await.unwrap();
         assert_eq!(last, lines[1..], "tail bounds the lines");

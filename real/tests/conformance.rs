@@ -380,6 +380,7 @@ async fn docker_logs_env_and_host_network() {
     let mut texts: Vec<&str> = all.iter().map(|l| l.text.as_str()).collect();
     texts.sort();
     assert_eq!(texts, ["one", "three", "two"], "stdout and stderr, stamps stripped: {all:?}");
+    assert!(all.iter().all(|l| l.stderr == (l.text == "three")), "each line's stream: {all:?}");
     assert!(all.windows(2).all(|w| w[0].time_ns <= w[1].time_ns) && all[0].time_ns > 0, "{all:?}");
     assert_eq!(logs, all[1..], "tail bounds the lines");
     assert!(after_first.iter().all(|l| l.time_ns > all[0].time_ns), "a cursor skips what was seen");

@@ -138,7 +138,7 @@ impl SimExecutor {
                 if container.epoch == epoch {
                     container.summary.state = new_state;
                     container.state.send_replace(new_state);
-                    let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), line.to_string());
+                    let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), line.to_string(), false);
                     container.logs.push(line);
                 }
             }

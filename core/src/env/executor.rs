@@ -55,6 +55,9 @@ pub struct ContainerSummary {
 pub struct LogLine {
     pub time_ns: u64,
     pub text: String,
+    /// Written to stderr (else stdout); `service logs` prints it to its own stderr, as Docker does.
+    #[serde(default)]
+    pub stderr: bool,
 }
 
 /// Which of a container's lines [`Executor::logs`] returns: those recorded after `after_ns` (when
@@ -68,9 +71,9 @@ pub struct LogsQuery {
 impl LogLine {
     /// A line recorded now (`now_ns`) after `last`: stamped `now_ns`, or just after `last` when the
     /// clock has not moved past it, so a container's stamps stay strictly increasing.
-    pub fn after(last: Option<&LogLine>, now_ns: u64, text: String) -> LogLine {
+    pub fn after(last: Option<&LogLine>, now_ns: u64, text: String, stderr: bool) -> LogLine {
         let time_ns = last.map_or(now_ns, |last| now_ns.max(last.time_ns + 1));
-        LogLine { time_ns, text }
+        LogLine { time_ns, text, stderr }
     }
 }
 

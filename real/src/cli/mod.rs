@@ -555,7 +555,11 @@ async fn service_logs(client: &Client, args: LogsArgs) -> CliResult {
             Err(CliError::Daemon(message)) if !first && message.contains("no such task or service") => return Ok(()),
             Err(err) => return Err(err),
         };
-        out(&render::service_logs(&logs, &args));
+        let text = render::service_logs(&logs, &args);
+        out(&text.stdout);
+        if !text.stderr.is_empty() {
+            eprint!("{}", text.stderr);
+        }
         // A task whose query matched nothing keeps asking by `--since` (and, from now on, no tail).
         for task in &logs.tasks {
             if let Some(last) = task.last_ns {

@@ -586,11 +586,12 @@ pub fn stack_list(services: &[ServiceView]) -> Listing {
 /// `service logs`, as docker prints it: `web.1.<task id>@<node>    | line`. The task id is cut to
 /// 12 characters unless `--no-trunc`, left out with `--no-task-ids`; `--no-resolve` shows the
 /// service and node ids instead of their names; the slot numbers are padded so the bars line up;
-/// `--timestamps` puts each line's stamp before it; `--raw` prints no prefix.
-pub fn service_logs(logs: &ServiceLogs, args: &LogsArgs) -> String {
+/// `--timestamps` puts each line's stamp before it; `--raw` prints no prefix. Lines the task wrote
+/// to stderr go to stderr.
+pub fn service_logs(logs: &ServiceLogs, args: &LogsArgs) -> LogsText {
     let slot_width = |name: &str| name.rsplit('.').next().filter(|s| s.parse::<u64>().is_ok()).map_or(0, str::len);
     let widest = logs.tasks.iter().map(|t| slot_width(&t.task_name)).max().unwrap_or(0);
-    let mut text = String::new();
+    let mut text = LogsText::default();
     for task in &logs.tasks {
         let mut prefix = if args.no_resolve {
             let suffix = task.task_name.strip_prefix(logs.service_name.as_str()).unwrap_or(&task.task_name);
@@ -605,16 +606,24 @@ pub fn service_logs(logs: &ServiceLogs, args: &LogsArgs) -> String {
         let node = if args.no_resolve || task.hostname.is_empty() { &task.node_id } else { &task.hostname };
         let padding = " ".repeat(widest.saturating_sub(slot_width(&task.task_name)));
         for line in &task.lines {
+            let out = if line.stderr { &mut text.stderr } else { &mut text.stdout };
             if !args.raw {
-                let _ = write!(text, "{prefix}@{node}{padding}    | ");
+                let _ = write!(out, "{prefix}@{node}{padding}    | ");
             }
             if args.timestamps {
-                let _ = write!(text, "{} ", format::rfc3339_nano_fixed(line.time_ns));
+                let _ = write!(out, "{} ", format::rfc3339_nano_fixed(line.time_ns));
             }
-            let _ = writeln!(text, "{}", line.text);
+            let _ = writeln!(out, "{}", line.text);
         }
     }
     text
+}
+
+/// What `service logs` prints, by stream.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct LogsText {
+    pub stdout: String,
+    pub stderr: String,
 }
 
 #[cfg(test)]
@@ -644,7 +653,7 @@ mod tests {
             lines: lines
                 .iter()
                 .zip(1..)
-                .map(|(l, n)| LogLine { time_ns: n * 1_000_000_001, text: l.to_string() })
+                .map(|(l, n)| LogLine { time_ns: n * 1_000_000_001, text: l.to_string(), stderr: l.starts_with("err") })
                 .collect(),
         }
     }
@@ -656,11 +665,13 @@ mod tests {
             service_name: "web".into(),
             tasks: vec![
                 task("web.2", "abcdefghijklmnopqrstuvwxy", "node-a", &["one", "two"]),
-                task("web.10", "zyxwvutsrqponmlkjihgfedcb", "node-b", &["three"]),
+                task("web.10", "zyxwvutsrqponmlkjihgfedcb", "node-b", &["three", "err four"]),
             ],
             unreachable: vec![],
         };
-        let render = |flags: &[&str]| service_logs(&logs, &args(flags));
+        let render = |flags: &[&str]| service_logs(&logs, &args(flags)).stdout;
+        let errors = service_logs(&logs, &args(&[])).stderr;
+        assert_eq!(errors, "web.10.zyxwvutsrqpo@node-b    | err four\n", "stderr lines go to stderr");
         assert_eq!(
             render(&[]),
             "web.2.abcdefghijkl@node-a     | one\nweb.2.abcdefghijkl@node-a     | two\n\
