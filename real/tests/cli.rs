@@ -617,3 +617,46 @@ fn unnamed_service_gets_a_name_from_its_image() {
     let spec = spec::create_spec(&args).unwrap();
     assert!(spec.name.starts_with("busybox-") && spec.name.len() == "busybox-".len() + 6, "{}", spec.name);
 }
+
+// ---------------------------------------------------------------- filters
+
+#[test]
+fn list_filters_like_docker() {
+    use shoal::cli::filters::{self, Filters};
+    let parse =
+        |flags: &[&str], keys: &[&str]| Filters::parse(&flags.iter().map(|f| f.to_string()).collect::<Vec<_>>(), keys);
+    assert_eq!(parse(&["foo=bar"], filters::NODE_KEYS).unwrap_err(), "invalid filter 'foo'");
+    assert!(parse(&["role"], filters::NODE_KEYS).unwrap_err().starts_with("bad format of filter"));
+
+    let mut labelled = node("w2id", "worker-2", NodeRole::Worker, "1");
+    labelled.spec.labels.insert("zone".into(), "east".into());
+    let views: Vec<NodeView> =
+        [node("m1id", "manager-1", NodeRole::Manager, "1"), node("w1id", "worker-1", NodeRole::Worker, "1"), labelled]
+            .into_iter()
+            .map(|node| NodeView { node, leader: false, reachability: String::new() })
+            .collect();
+    let hosts = |flags: &[&str]| -> Vec<String> {
+        let filters = parse(flags, filters::NODE_KEYS).unwrap();
+        filters::nodes(views.clone(), &filters).unwrap().iter().map(|v| v.node.hostname().to_string()).collect()
+    };
+    assert_eq!(hosts(&["role=manager"]), ["manager-1"]);
+    assert_eq!(hosts(&["name=worker"]), ["worker-1", "worker-2"], "names match by prefix");
+    assert_eq!(hosts(&["name=manager", "name=worker-1"]), ["manager-1", "worker-1"], "one key's values: either");
+    assert_eq!(hosts(&["name=worker", "node.label=zone=east"]), ["worker-2"], "keys: all");
+    assert_eq!(hosts(&["node.label=zone"]), ["worker-2"]);
+    assert_eq!(hosts(&["id=w1"]), ["worker-1"]);
+    let bad_role = filters::nodes(views.clone(), &parse(&["role=boss"], filters::NODE_KEYS).unwrap()).unwrap_err();
+    assert_eq!(bad_role, "Invalid filter 'role=boss'");
+
+    let tasks = vec![task("t1", 1, 1, TaskState::Running, "", 1), task("t2", 2, 1, TaskState::Running, "", 1)];
+    let mut tasks = tasks;
+    tasks[1].desired_state = TaskState::Shutdown;
+    tasks[0].desired_state = TaskState::Running;
+    let ids = |flags: &[&str]| -> Vec<String> {
+        let filters = parse(flags, filters::TASK_KEYS).unwrap();
+        filters::tasks(tasks.clone(), &filters, &BTreeMap::new()).unwrap().into_iter().map(|t| t.id).collect()
+    };
+    assert_eq!(ids(&["desired-state=running"]), ["t1"]);
+    assert_eq!(ids(&["desired-state=running", "desired-state=shutdown"]), ["t1", "t2"]);
+    assert_eq!(ids(&["name=service-name-foo.2"]), ["t2"]);
+}

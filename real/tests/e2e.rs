@@ -35,6 +35,10 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let table = manager.must(&["node", "ls"]);
     assert!(table.starts_with("ID                            HOSTNAME"), "{table}");
     assert!(table.contains("Leader"), "{table}");
+    let workers = manager.must(&["node", "ls", "--filter", "role=worker", "--format", "{{.Hostname}}"]);
+    let mut workers: Vec<&str> = workers.lines().collect();
+    workers.sort();
+    assert_eq!(workers, [worker1.hostname.as_str(), worker2.hostname.as_str()]);
 
     // A 3-replica service converges; the CLI waits and says so.
     let service = format!("{prefix}-web");

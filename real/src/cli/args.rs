@@ -159,6 +159,9 @@ pub struct ListArgs {
     /// Format output: table, json, or a Go template such as '{{.ID}}'
     #[arg(long)]
     pub format: Option<String>,
+    /// Filter output based on conditions provided (key=value; a key given twice matches either)
+    #[arg(short, long)]
+    pub filter: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -3,6 +3,7 @@
 //! `Error response from daemon: <msg>` with exit status 1.
 
 pub mod args;
+pub mod filters;
 pub mod listing;
 pub mod render;
 pub mod spec;
@@ -262,7 +263,8 @@ where
 async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
     match cmd {
         NodeCommand::Ls(a) => {
-            let nodes = client.nodes().await?;
+            let filters = parse_filters(&a.filter, filters::NODE_KEYS)?;
+            let nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
             let me = self_id(client).await.unwrap_or_default();
             print_listing(&render::node_list(nodes, &me), a.format.as_deref(), a.quiet)
         }
@@ -355,35 +357,15 @@ async fn node_view(client: &Client, node: &str) -> CliResult<NodeView> {
     }
 }
 
-/// `-f key=value` filters of `service ps` / `node ps`.
-fn filter_tasks(tasks: Vec<Task>, filters: &[String], hostnames: &BTreeMap<String, String>) -> CliResult<Vec<Task>> {
-    let mut tasks = tasks;
-    for filter in filters {
-        let (key, value) = filter
-            .split_once('=')
-            .ok_or_else(|| CliError::Usage(format!("bad format of filter (expected name=value): {filter}")))?;
-        tasks.retain(|t| match key {
-            "desired-state" => match value {
-                "running" => t.desired_state == TaskState::Running,
-                "shutdown" => t.desired_state >= TaskState::Shutdown,
-                "accepted" => t.desired_state == TaskState::Accepted,
-                _ => t.desired_state.as_str() == value,
-            },
-            "node" => t.node_id.starts_with(value) || hostnames.get(&t.node_id).is_some_and(|h| h == value),
-            "name" => t.name().starts_with(value),
-            "id" => t.id.starts_with(value),
-            _ => true,
-        });
-        if !matches!(key, "desired-state" | "node" | "name" | "id") {
-            return Err(CliError::Usage(format!("invalid filter '{key}'")));
-        }
-    }
-    Ok(tasks)
+/// Parse `--filter` flags for a command that takes `accepted` keys.
+fn parse_filters(flags: &[String], accepted: &[&str]) -> CliResult<filters::Filters> {
+    filters::Filters::parse(flags, accepted).map_err(CliError::Usage)
 }
 
 async fn print_tasks(client: &Client, tasks: Vec<Task>, list: &TaskListArgs) -> CliResult {
     let hosts = hostnames(client).await;
-    let tasks = filter_tasks(tasks, &list.filter, &hosts)?;
+    let tasks =
+        filters::tasks(tasks, &parse_filters(&list.filter, filters::TASK_KEYS)?, &hosts).map_err(CliError::Usage)?;
     let listing = render::task_list(tasks, &hosts, now_ms(), !list.no_trunc);
     print_listing(&listing, list.format.as_deref(), list.quiet)
 }
@@ -403,10 +385,12 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             Ok(())
         }
         ServiceCommand::Ls(a) => {
+            let filters = parse_filters(&a.filter, filters::SERVICE_KEYS)?;
             let services = match client.control(ControlRequest::ServiceList).await? {
                 ControlResponse::Services(services) => services,
                 other => return Err(unexpected(&other)),
             };
+            let services = filters::services(services, &filters).map_err(CliError::Usage)?;
             print_listing(&render::service_list(services), a.format.as_deref(), a.quiet)
         }
         ServiceCommand::Ps { list, services } => {
@@ -758,12 +742,16 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
                 other => Err(unexpected(&other)),
             }
         }
-        NetworkCommand::Ls(a) => match client.control(ControlRequest::NetworkList).await? {
-            ControlResponse::Networks(networks) => {
-                print_listing(&render::network_list(networks), a.format.as_deref(), a.quiet)
+        NetworkCommand::Ls(a) => {
+            let filters = parse_filters(&a.filter, filters::NETWORK_KEYS)?;
+            match client.control(ControlRequest::NetworkList).await? {
+                ControlResponse::Networks(networks) => {
+                    let networks = filters::networks(networks, &filters).map_err(CliError::Usage)?;
+                    print_listing(&render::network_list(networks), a.format.as_deref(), a.quiet)
+                }
+                other => Err(unexpected(&other)),
             }
-            other => Err(unexpected(&other)),
-        },
+        }
         NetworkCommand::Rm { networks } => {
             for_each(&networks, |network| async move {
                 client.control(ControlRequest::NetworkRemove { network: network.clone() }).await?;
@@ -882,7 +870,9 @@ async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
             print_listing(&render::stack_list(&services), format.as_deref(), false)
         }
         StackCommand::Services { list, stack: name } => {
-            let services = stack_services(client, &name).await?;
+            let filters = parse_filters(&list.filter, filters::SERVICE_KEYS)?;
+            let services =
+                filters::services(stack_services(client, &name).await?, &filters).map_err(CliError::Usage)?;
             if services.is_empty() {
                 eprintln!("Nothing found in stack: {name}");
                 return Ok(());
