@@ -137,6 +137,8 @@ fn follow_scenario(manager: &DaemonProc) {
         follower.try_wait().expect("poll the follower")
     });
     assert!(ended.success(), "{ended:?}");
+    assert_eq!(manager.shoal(&["service", "logs", "ticker"]).unwrap_err(), "no such task or service: ticker\n");
+    assert_eq!(manager.shoal(&["service", "inspect", "ticker"]).unwrap_err(), "no such service: ticker\n");
     let output = follower.wait_with_output().expect("the follower's output");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut ticks: BTreeMap<&str, Vec<u64>> = BTreeMap::new();

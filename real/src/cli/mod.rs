@@ -357,6 +357,14 @@ async fn node_view(client: &Client, node: &str) -> CliResult<NodeView> {
     }
 }
 
+/// A service the user named, or docker/cli's own "no such service" (the CLI looks it up first).
+async fn lookup_service(client: &Client, name: &str) -> CliResult<ServiceView> {
+    client.service(name).await.map_err(|err| match err {
+        CliError::Daemon(msg) if msg.contains("not found") => CliError::Usage(format!("no such service: {name}")),
+        other => other,
+    })
+}
+
 /// Parse `--filter` flags for a command that takes `accepted` keys.
 fn parse_filters(flags: &[String], accepted: &[&str]) -> CliResult<filters::Filters> {
     filters::Filters::parse(flags, accepted).map_err(CliError::Usage)
@@ -396,12 +404,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
         ServiceCommand::Ps { list, services } => {
             let mut tasks = Vec::new();
             for name in &services {
-                let view = client.service(name).await.map_err(|err| match err {
-                    CliError::Daemon(msg) if msg.contains("not found") => {
-                        CliError::Usage(format!("no such service: {name}"))
-                    }
-                    other => other,
-                })?;
+                let view = lookup_service(client, name).await?;
                 tasks.extend(client.tasks(Some(view.service.id.clone()), None).await?);
             }
             print_tasks(client, tasks, &list).await
@@ -409,7 +412,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
         ServiceCommand::Inspect(a) => {
             let mut views = Vec::new();
             for name in &a.names {
-                views.push(client.service(name).await?);
+                views.push(lookup_service(client, name).await?);
             }
             if a.pretty {
                 let now = now_ms();
@@ -537,6 +540,10 @@ async fn service_logs(client: &Client, args: LogsArgs) -> CliResult {
             Ok(other) => return Err(unexpected(&other)),
             // Followed to the end: the service was removed.
             Err(CliError::Daemon(message)) if !first && message.contains("no such task or service") => return Ok(()),
+            // docker/cli's own words, without the daemon's prefix.
+            Err(CliError::Daemon(message)) if message.contains("no such task or service") => {
+                return Err(CliError::Usage(format!("no such task or service: {}", args.service)))
+            }
             Err(err) => return Err(err),
         };
         let text = render::service_logs(&logs, &args);
