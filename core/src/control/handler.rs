@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::api::*;
+use super::ports;
 use crate::api::{
     new_id, ManagerStatus, Meta, Network, Node, NodeRole, NodeState, Service, ServiceMode, ServiceSpec, TaskState,
 };
@@ -469,10 +470,11 @@ impl ControlHandler {
         self.check_networks(&spec)?;
         spec.labels.retain(|k, _| !k.is_empty());
         let id = new_id();
+        let endpoint_ports = self.store.view(|s| ports::allocate(s.services.values(), &id, &spec.ports, &[]))?;
         let service = Service {
             id: id.clone(),
             meta: Meta::default(),
-            endpoint_ports: spec.ports.clone(),
+            endpoint_ports,
             spec,
             previous_spec: None,
             spec_version: 1,
@@ -520,7 +522,9 @@ impl ControlHandler {
         } else {
             crate::orchestrator::update_service_spec(&current, spec)
         };
-        service.endpoint_ports = service.spec.ports.clone();
+        service.endpoint_ports = self.store.view(|s| {
+            ports::allocate(s.services.values(), &current.id, &service.spec.ports, &current.endpoint_ports)
+        })?;
         let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
         self.store.wait_for_version(version).await;
         Ok(ControlResponse::Done)
@@ -528,8 +532,11 @@ impl ControlHandler {
 
     async fn rollback_service(&self, key: &str) -> ControlResult {
         let current = self.store.view(|s| find_service(s, key).cloned())?;
-        let service = crate::orchestrator::rollback_service(&current, runtime::unix_millis())
+        let mut service = crate::orchestrator::rollback_service(&current, runtime::unix_millis())
             .map_err(|err| ControlError::FailedPrecondition(err.to_string()))?;
+        service.endpoint_ports = self.store.view(|s| {
+            ports::allocate(s.services.values(), &current.id, &service.spec.ports, &current.endpoint_ports)
+        })?;
         let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
         self.store.wait_for_version(version).await;
         Ok(ControlResponse::Done)
