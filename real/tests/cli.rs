@@ -660,3 +660,62 @@ fn list_filters_like_docker() {
     assert_eq!(ids(&["desired-state=running", "desired-state=shutdown"]), ["t1", "t2"]);
     assert_eq!(ids(&["name=service-name-foo.2"]), ["t2"]);
 }
+
+// ---------------------------------------------------------------- inspect
+
+#[test]
+fn inspect_json_has_docker_api_shapes() {
+    use shoal::cli::inspect;
+    use shoal::cli::listing::expand_value;
+    use shoal_core::api::{PortConfig, PublishMode, Service, ServiceSpec};
+    use shoal_core::control::ServiceView;
+
+    let mut spec = ServiceSpec::new("web", "nginx:1.25");
+    spec.mode = ServiceMode::Replicated { replicas: 3 };
+    spec.task.args = vec!["-g".into(), "daemon off;".into()];
+    spec.ports = vec![PortConfig {
+        protocol: "tcp".into(),
+        target_port: 80,
+        published_port: 0,
+        publish_mode: PublishMode::Ingress,
+    }];
+    let mut endpoint = spec.ports.clone();
+    endpoint[0].published_port = 30000;
+    let service = Service {
+        id: "svcid".into(),
+        meta: Meta { version: 7, created_at_ms: 1_700_000_000_000, updated_at_ms: 1_700_000_000_500 },
+        spec,
+        previous_spec: None,
+        spec_version: 1,
+        update_status: None,
+        endpoint_ports: endpoint,
+    };
+    let value = inspect::service(&ServiceView { service, running: 3, desired: 3 });
+    let field = |template: &str| expand_value(template, &value).unwrap();
+    assert_eq!(field("{{.ID}} {{.Spec.Name}} {{.Version.Index}}"), "svcid web 7");
+    assert_eq!(field("{{json .Spec.Mode}}"), r#"{"Replicated":{"Replicas":3}}"#);
+    assert_eq!(field("{{.Spec.TaskTemplate.ContainerSpec.Image}}"), "nginx:1.25");
+    assert_eq!(field("{{json .Spec.TaskTemplate.ContainerSpec.Args}}"), r#"["-g","daemon off;"]"#);
+    assert_eq!(field("{{.Spec.UpdateConfig.Monitor}}"), "5000000000", "durations in ns");
+    assert_eq!(field("{{.CreatedAt}}"), "2023-11-14T22:13:20Z");
+    assert_eq!(
+        field("{{json .Endpoint.Ports}}"),
+        r#"[{"Protocol":"tcp","PublishMode":"ingress","PublishedPort":30000,"TargetPort":80}]"#
+    );
+    assert!(value.get("PreviousSpec").is_none() && value.get("UpdateStatus").is_none(), "omitted when empty");
+
+    let manager = node("m1id", "manager-1", NodeRole::Manager, "1.0");
+    let value = inspect::node(&NodeView { node: manager, leader: true, reachability: "reachable".into() });
+    let field = |template: &str| expand_value(template, &value).unwrap();
+    assert_eq!(
+        field("{{.Description.Hostname}} {{.Spec.Role}} {{.Spec.Availability}} {{.Status.State}}"),
+        "manager-1 manager active ready"
+    );
+    assert_eq!(
+        field("{{.Status.Addr}} {{.ManagerStatus.Addr}} {{.ManagerStatus.Leader}}"),
+        "127.0.0.1 127.0.0.1:2377 true"
+    );
+    let worker = node("w1id", "worker-1", NodeRole::Worker, "1.0");
+    let value = inspect::node(&NodeView { node: worker, leader: false, reachability: String::new() });
+    assert!(value.get("ManagerStatus").is_none(), "a worker has no manager status");
+}

@@ -49,6 +49,19 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
     let ls = manager.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   3/3")), "{ls}");
+    // `inspect --format` takes Docker's field names.
+    let fields = manager.must(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.Name}} {{.Spec.Mode.Replicated.Replicas}}",
+        &service,
+    ]);
+    assert_eq!(fields, format!("{service} 3\n"));
+    assert_eq!(
+        manager.must(&["node", "inspect", "self", "--format", "{{.Spec.Role}} {{.Status.State}}"]),
+        "manager ready\n"
+    );
 
     // `service logs` gathers each task's output from the node that runs it, one per node here.
     let logs = wait_for(Duration::from_secs(30), "a started line from each task", || {

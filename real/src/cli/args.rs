@@ -185,7 +185,7 @@ pub struct InspectArgs {
     /// Print the information in a human friendly format
     #[arg(long)]
     pub pretty: bool,
-    /// Format output using a template ('{{.id}}', '{{json .spec}}')
+    /// Format output using a Go template, as Docker's ('{{.ID}}', '{{.Spec.Name}}', '{{json .Spec.Mode}}')
     #[arg(short, long)]
     pub format: Option<String>,
     #[arg(required = true)]

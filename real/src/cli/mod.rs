@@ -4,6 +4,7 @@
 
 pub mod args;
 pub mod filters;
+pub mod inspect;
 pub mod listing;
 pub mod render;
 pub mod spec;
@@ -283,7 +284,7 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
                 out(&pages.join("\n"));
                 return Ok(());
             }
-            let values = views.iter().map(|v| serde_json::to_value(&v.node).unwrap_or_default()).collect();
+            let values = views.iter().map(inspect::node).collect();
             print_inspect(values, a.format.as_deref())
         }
         NodeCommand::Rm { force, nodes } => {
@@ -420,7 +421,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
                 out(&pages.join("\n\n"));
                 return Ok(());
             }
-            let values = views.iter().map(|v| serde_json::to_value(&v.service).unwrap_or_default()).collect();
+            let values = views.iter().map(inspect::service).collect();
             print_inspect(values, a.format.as_deref())
         }
         ServiceCommand::Rm { services } => {
@@ -771,7 +772,7 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
             let mut values = Vec::new();
             for network in networks {
                 match client.control(ControlRequest::NetworkInspect { network }).await? {
-                    ControlResponse::Network(n) => values.push(serde_json::to_value(&*n).unwrap_or_default()),
+                    ControlResponse::Network(n) => values.push(inspect::network(&n)),
                     other => return Err(unexpected(&other)),
                 }
             }

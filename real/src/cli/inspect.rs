@@ -1,0 +1,265 @@
+//! `inspect` output in the Docker Engine API's shapes (`swarm.Service`, `swarm.Node`,
+//! `network.Inspect`), so `--format '{{.Spec.Name}}'`, `{{.Status.Addr}}`, `{{json .Spec.Mode}}` and
+//! scripts that read the JSON work as they do against Docker. Durations are nanoseconds and times
+//! RFC 3339, as Go encodes them.
+
+use serde_json::{json, Map, Value};
+use shoal_core::api::{
+    Availability, Network, NodeRole, NodeState, PortConfig, PublishMode, RestartCondition, Service, ServiceMode,
+    ServiceSpec, UpdateConfig, UpdateOrder, UpdateState,
+};
+use shoal_core::control::{NodeView, ServiceView};
+
+/// Go's RFC 3339 with as many fraction digits as needed; the zero time when unknown.
+fn time(ms: u64) -> Value {
+    let time = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default();
+    Value::String(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+fn nanos(ms: u64) -> Value {
+    json!(ms.saturating_mul(1_000_000))
+}
+
+/// An object without the entries whose value is empty (Go's `omitempty`).
+fn object(entries: Vec<(&str, Value)>) -> Value {
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    };
+    Value::Object(
+        entries.into_iter().filter(|(_, v)| !empty(v)).map(|(k, v)| (k.to_string(), v)).collect::<Map<_, _>>(),
+    )
+}
+
+fn ports(ports: &[PortConfig]) -> Value {
+    Value::Array(
+        ports
+            .iter()
+            .map(|p| {
+                json!({
+                    "Protocol": p.protocol,
+                    "TargetPort": p.target_port,
+                    "PublishedPort": p.published_port,
+                    "PublishMode": match p.publish_mode { PublishMode::Ingress => "ingress", PublishMode::Host => "host" },
+                })
+            })
+            .collect(),
+    )
+}
+
+fn update_config(config: &UpdateConfig) -> Value {
+    json!({
+        "Parallelism": config.parallelism,
+        "Delay": nanos(config.delay_ms),
+        "FailureAction": serde_json::to_value(config.failure_action).unwrap_or_default(),
+        "Monitor": nanos(config.monitor_ms),
+        "MaxFailureRatio": config.max_failure_ratio,
+        "Order": match config.order { UpdateOrder::StopFirst => "stop-first", UpdateOrder::StartFirst => "start-first" },
+    })
+}
+
+/// A `ServiceSpec` as Docker's API writes it.
+fn service_spec(spec: &ServiceSpec) -> Value {
+    let task = &spec.task;
+    let restart = &task.restart_policy;
+    let platforms: Vec<Value> = task
+        .placement
+        .platforms
+        .iter()
+        .map(|p| {
+            let (os, arch) = p.split_once('/').unwrap_or((p.as_str(), ""));
+            object(vec![("OS", json!(os)), ("Architecture", json!(arch))])
+        })
+        .collect();
+    let preferences: Vec<Value> = task
+        .placement
+        .preferences
+        .iter()
+        .map(|p| json!({"Spread": {"SpreadDescriptor": p.strip_prefix("spread=").unwrap_or(p)}}))
+        .collect();
+    let resources = |r: shoal_core::api::ResourceAmount| {
+        object(vec![
+            ("NanoCPUs", if r.nano_cpus == 0 { Value::Null } else { json!(r.nano_cpus) }),
+            ("MemoryBytes", if r.memory_bytes == 0 { Value::Null } else { json!(r.memory_bytes) }),
+        ])
+    };
+    json!({
+        "Name": spec.name,
+        "Labels": spec.labels,
+        "TaskTemplate": object(vec![
+            ("ContainerSpec", object(vec![
+                ("Image", json!(task.image)),
+                ("Command", json!(task.command)),
+                ("Args", json!(task.args)),
+                ("Env", json!(task.env)),
+                ("StopGracePeriod", nanos(task.stop_grace_period_ms)),
+                ("Isolation", json!("default")),
+            ])),
+            ("Resources", object(vec![
+                ("Limits", resources(task.resources.limits)),
+                ("Reservations", resources(task.resources.reservations)),
+            ])),
+            ("RestartPolicy", json!({
+                "Condition": match restart.condition {
+                    RestartCondition::None => "none",
+                    RestartCondition::OnFailure => "on-failure",
+                    RestartCondition::Any => "any",
+                },
+                "Delay": nanos(restart.delay_ms),
+                "MaxAttempts": restart.max_attempts,
+                "Window": nanos(restart.window_ms),
+            })),
+            ("Placement", object(vec![
+                ("Constraints", json!(task.placement.constraints)),
+                ("Preferences", Value::Array(preferences)),
+                ("MaxReplicas", if task.placement.max_replicas_per_node == 0 { Value::Null } else { json!(task.placement.max_replicas_per_node) }),
+                ("Platforms", Value::Array(platforms)),
+            ])),
+            ("Networks", Value::Array(task.networks.iter().map(|n| json!({"Target": n})).collect())),
+            ("ForceUpdate", json!(task.force_update)),
+            ("Runtime", json!("container")),
+        ]),
+        "Mode": match spec.mode {
+            ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
+            ServiceMode::Global => json!({"Global": {}}),
+        },
+        "UpdateConfig": update_config(&spec.update_config),
+        "RollbackConfig": update_config(&spec.rollback_config),
+        "EndpointSpec": {"Mode": "vip", "Ports": ports(&spec.ports)},
+    })
+}
+
+/// `service inspect`.
+pub fn service(view: &ServiceView) -> Value {
+    let service: &Service = &view.service;
+    let update_status = service.update_status.as_ref().map(|status| {
+        object(vec![
+            (
+                "State",
+                match status.state {
+                    UpdateState::Updating => json!("updating"),
+                    UpdateState::Paused => json!("paused"),
+                    UpdateState::Completed => json!("completed"),
+                    UpdateState::RollbackStarted => json!("rollback_started"),
+                    UpdateState::RollbackPaused => json!("rollback_paused"),
+                    UpdateState::RollbackCompleted => json!("rollback_completed"),
+                },
+            ),
+            ("StartedAt", time(status.started_at_ms)),
+            ("CompletedAt", if status.completed_at_ms == 0 { Value::Null } else { time(status.completed_at_ms) }),
+            ("Message", json!(status.message)),
+        ])
+    });
+    let endpoint_ports = if service.endpoint_ports.is_empty() { &service.spec.ports } else { &service.endpoint_ports };
+    object(vec![
+        ("ID", json!(service.id)),
+        ("Version", json!({"Index": service.meta.version})),
+        ("CreatedAt", time(service.meta.created_at_ms)),
+        ("UpdatedAt", time(service.meta.updated_at_ms)),
+        ("Spec", service_spec(&service.spec)),
+        ("PreviousSpec", service.previous_spec.as_ref().map(service_spec).unwrap_or(Value::Null)),
+        (
+            "Endpoint",
+            object(vec![
+                ("Spec", json!({"Mode": "vip", "Ports": ports(&service.spec.ports)})),
+                ("Ports", ports(endpoint_ports)),
+            ]),
+        ),
+        ("UpdateStatus", update_status.unwrap_or(Value::Null)),
+    ])
+}
+
+/// `node inspect`.
+pub fn node(view: &NodeView) -> Value {
+    let node = &view.node;
+    let manager_status = node.manager_status.as_ref().map(|m| {
+        object(vec![
+            ("Leader", if view.leader { json!(true) } else { Value::Null }),
+            ("Reachability", json!(if view.reachability.is_empty() { "unknown" } else { view.reachability.as_str() })),
+            ("Addr", json!(m.addr)),
+        ])
+    });
+    // The address peers see, without the port (Docker shows the IP).
+    let addr = node.status.addr.rsplit_once(':').map_or(node.status.addr.as_str(), |(ip, _)| ip);
+    object(vec![
+        ("ID", json!(node.id)),
+        ("Version", json!({"Index": node.meta.version})),
+        ("CreatedAt", time(node.meta.created_at_ms)),
+        ("UpdatedAt", time(node.meta.updated_at_ms)),
+        (
+            "Spec",
+            object(vec![
+                ("Labels", json!(node.spec.labels)),
+                ("Role", json!(if node.spec.desired_role == NodeRole::Manager { "manager" } else { "worker" })),
+                (
+                    "Availability",
+                    json!(match node.spec.availability {
+                        Availability::Active => "active",
+                        Availability::Pause => "pause",
+                        Availability::Drain => "drain",
+                    }),
+                ),
+            ]),
+        ),
+        (
+            "Description",
+            json!({
+                "Hostname": node.description.hostname,
+                "Platform": {"Architecture": node.description.arch, "OS": node.description.os},
+                "Resources": {
+                    "NanoCPUs": node.description.resources.nano_cpus,
+                    "MemoryBytes": node.description.resources.memory_bytes,
+                },
+                "Engine": object(vec![
+                    ("EngineVersion", json!(node.description.engine_version)),
+                    ("Labels", json!(node.description.engine_labels)),
+                ]),
+            }),
+        ),
+        (
+            "Status",
+            object(vec![
+                (
+                    "State",
+                    json!(match node.status.state {
+                        NodeState::Unknown => "unknown",
+                        NodeState::Down => "down",
+                        NodeState::Ready => "ready",
+                        NodeState::Disconnected => "disconnected",
+                    }),
+                ),
+                ("Message", json!(node.status.message)),
+                ("Addr", json!(addr)),
+            ]),
+        ),
+        ("ManagerStatus", manager_status.unwrap_or(Value::Null)),
+    ])
+}
+
+/// `network inspect`.
+pub fn network(network: &Network) -> Value {
+    json!({
+        "Name": network.name,
+        "Id": network.id,
+        "Created": time(network.meta.created_at_ms),
+        "Scope": "swarm",
+        "Driver": network.driver,
+        "EnableIPv6": false,
+        "IPAM": {
+            "Driver": "default",
+            "Options": null,
+            "Config": if network.subnet.is_empty() { json!([]) } else { json!([{"Subnet": network.subnet}]) },
+        },
+        "Internal": false,
+        "Attachable": network.attachable,
+        "Ingress": network.ingress,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": false,
+        "Containers": null,
+        "Options": {},
+        "Labels": network.labels,
+    })
+}
