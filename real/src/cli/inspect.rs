@@ -4,11 +4,10 @@
 //! RFC 3339, as Go encodes them.
 
 use serde_json::{json, Map, Value};
-use shoal_core::api::{
-    Availability, Network, NodeRole, NodeState, PortConfig, PublishMode, RestartCondition, Service, ServiceMode,
-    ServiceSpec, UpdateConfig, UpdateOrder, UpdateState,
-};
+use shoal_core::api::{Network, NodeRole, PortConfig, Service, ServiceMode, ServiceSpec, UpdateConfig};
 use shoal_core::control::{NodeView, ServiceView};
+
+use super::render::{availability_word, node_state_word};
 
 /// Go's RFC 3339 with as many fraction digits as needed; the zero time when unknown.
 fn time(ms: u64) -> Value {
@@ -43,7 +42,7 @@ fn ports(ports: &[PortConfig]) -> Value {
                     "Protocol": p.protocol,
                     "TargetPort": p.target_port,
                     "PublishedPort": p.published_port,
-                    "PublishMode": match p.publish_mode { PublishMode::Ingress => "ingress", PublishMode::Host => "host" },
+                    "PublishMode": p.publish_mode,
                 })
             })
             .collect(),
@@ -54,10 +53,10 @@ fn update_config(config: &UpdateConfig) -> Value {
     json!({
         "Parallelism": config.parallelism,
         "Delay": nanos(config.delay_ms),
-        "FailureAction": serde_json::to_value(config.failure_action).unwrap_or_default(),
+        "FailureAction": config.failure_action,
         "Monitor": nanos(config.monitor_ms),
         "MaxFailureRatio": config.max_failure_ratio,
-        "Order": match config.order { UpdateOrder::StopFirst => "stop-first", UpdateOrder::StartFirst => "start-first" },
+        "Order": config.order,
     })
 }
 
@@ -103,11 +102,7 @@ fn service_spec(spec: &ServiceSpec) -> Value {
                 ("Reservations", resources(task.resources.reservations)),
             ])),
             ("RestartPolicy", json!({
-                "Condition": match restart.condition {
-                    RestartCondition::None => "none",
-                    RestartCondition::OnFailure => "on-failure",
-                    RestartCondition::Any => "any",
-                },
+                "Condition": restart.condition,
                 "Delay": nanos(restart.delay_ms),
                 "MaxAttempts": restart.max_attempts,
                 "Window": nanos(restart.window_ms),
@@ -137,17 +132,7 @@ pub fn service(view: &ServiceView) -> Value {
     let service: &Service = &view.service;
     let update_status = service.update_status.as_ref().map(|status| {
         object(vec![
-            (
-                "State",
-                match status.state {
-                    UpdateState::Updating => json!("updating"),
-                    UpdateState::Paused => json!("paused"),
-                    UpdateState::Completed => json!("completed"),
-                    UpdateState::RollbackStarted => json!("rollback_started"),
-                    UpdateState::RollbackPaused => json!("rollback_paused"),
-                    UpdateState::RollbackCompleted => json!("rollback_completed"),
-                },
-            ),
+            ("State", json!(status.state)),
             ("StartedAt", time(status.started_at_ms)),
             ("CompletedAt", if status.completed_at_ms == 0 { Value::Null } else { time(status.completed_at_ms) }),
             ("Message", json!(status.message)),
@@ -194,14 +179,7 @@ pub fn node(view: &NodeView) -> Value {
             object(vec![
                 ("Labels", json!(node.spec.labels)),
                 ("Role", json!(if node.spec.desired_role == NodeRole::Manager { "manager" } else { "worker" })),
-                (
-                    "Availability",
-                    json!(match node.spec.availability {
-                        Availability::Active => "active",
-                        Availability::Pause => "pause",
-                        Availability::Drain => "drain",
-                    }),
-                ),
+                ("Availability", json!(availability_word(node.spec.availability))),
             ]),
         ),
         (
@@ -222,15 +200,7 @@ pub fn node(view: &NodeView) -> Value {
         (
             "Status",
             object(vec![
-                (
-                    "State",
-                    json!(match node.status.state {
-                        NodeState::Unknown => "unknown",
-                        NodeState::Down => "down",
-                        NodeState::Ready => "ready",
-                        NodeState::Disconnected => "disconnected",
-                    }),
-                ),
+                ("State", json!(node_state_word(node.status.state))),
                 ("Message", json!(node.status.message)),
                 ("Addr", json!(addr)),
             ]),
