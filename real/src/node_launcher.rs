@@ -316,6 +316,8 @@ impl NodeLauncher for RealLauncher {
                 }
                 if let Some(interval) = overrides.snapshot_interval {
                     config.cluster_spec.snapshot_interval = interval;
+                    // This manager's raft snapshots at that interval (managers that join use the default).
+                    config.raft.snapshot_interval = interval.max(1);
                 }
                 if let Some(expiry) = overrides.cert_expiry_ms {
                     config.cluster_spec.node_cert_expiry_ms = expiry;

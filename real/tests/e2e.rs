@@ -35,6 +35,10 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let table = manager.must(&["node", "ls"]);
     assert!(table.starts_with("ID                            HOSTNAME"), "{table}");
     assert!(table.contains("Leader"), "{table}");
+    assert_eq!(manager.must(&["swarm", "update", "--task-history-limit", "4"]), "Swarm updated.\n");
+    assert!(manager.must(&["info"]).contains("   Task History Retention Limit: 4\n"));
+    let err = manager.shoal(&["swarm", "update", "--cert-expiry", "30m"]).unwrap_err();
+    assert!(err.contains("minimum certificate expiry time is: 1h0m0s"), "{err}");
     let workers = manager.must(&["node", "ls", "--filter", "role=worker", "--format", "{{.Hostname}}"]);
     let mut workers: Vec<&str> = workers.lines().collect();
     workers.sort();

@@ -68,6 +68,12 @@ pub enum ControlRequest {
         role: NodeRole,
         rotate: bool,
     },
+    /// `swarm update`: change the cluster settings given (`None` keeps one).
+    ClusterUpdate {
+        task_history_limit: Option<u64>,
+        heartbeat_period_ms: Option<u64>,
+        node_cert_expiry_ms: Option<u64>,
+    },
     NetworkCreate {
         name: String,
         driver: String,

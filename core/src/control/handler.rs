@@ -360,6 +360,31 @@ impl ControlHandler {
                 Ok(ControlResponse::Tasks(tasks))
             }),
             ControlRequest::JoinToken { role, rotate } => self.join_token(role, rotate).await,
+            ControlRequest::ClusterUpdate { task_history_limit, heartbeat_period_ms, node_cert_expiry_ms } => {
+                // swarmkit's controlapi checks (`validateClusterSpec`).
+                if node_cert_expiry_ms.is_some_and(|ms| ms < 3_600_000) {
+                    return Err(ControlError::InvalidArgument("minimum certificate expiry time is: 1h0m0s".into()));
+                }
+                if heartbeat_period_ms == Some(0) {
+                    return Err(ControlError::InvalidArgument("heartbeat period must be positive".into()));
+                }
+                self.write(|s| {
+                    let Some(cluster) = &s.cluster else { return Ok(vec![]) };
+                    let mut cluster = cluster.clone();
+                    if let Some(limit) = task_history_limit {
+                        cluster.spec.task_history_retention_limit = limit;
+                    }
+                    if let Some(period) = heartbeat_period_ms {
+                        cluster.spec.heartbeat_period_ms = period;
+                    }
+                    if let Some(expiry) = node_cert_expiry_ms {
+                        cluster.spec.node_cert_expiry_ms = expiry;
+                    }
+                    Ok(vec![Action::Update(Object::Cluster(cluster))])
+                })
+                .await?;
+                Ok(ControlResponse::Done)
+            }
             ControlRequest::NetworkCreate { name, driver, attachable, labels } => {
                 if name.is_empty() {
                     return Err(ControlError::InvalidArgument("network name must be provided".into()));

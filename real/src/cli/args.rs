@@ -91,6 +91,21 @@ pub enum SwarmCommand {
         #[arg(short, long)]
         force: bool,
     },
+    /// Update the swarm
+    Update(UpdateSwarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpdateSwarmArgs {
+    /// Task history retention limit
+    #[arg(long)]
+    pub task_history_limit: Option<u64>,
+    /// Dispatcher heartbeat period (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg)]
+    pub dispatcher_heartbeat: Option<u64>,
+    /// Validity period for node certificates (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg)]
+    pub cert_expiry: Option<u64>,
 }
 
 #[derive(Debug, Args)]

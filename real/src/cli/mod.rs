@@ -206,6 +206,16 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
             }
             other => Err(unexpected(&other)),
         },
+        SwarmCommand::Update(a) => {
+            let request = ControlRequest::ClusterUpdate {
+                task_history_limit: a.task_history_limit,
+                heartbeat_period_ms: a.dispatcher_heartbeat,
+                node_cert_expiry_ms: a.cert_expiry,
+            };
+            client.control(request).await?;
+            out("Swarm updated.\n");
+            Ok(())
+        }
     }
 }
 

@@ -446,7 +446,19 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 other => Err(format!("unknown node command {other:?}: expected {SUBS}")),
             }
         }
-        "swarm" => match sub(&mut words, "join-token")?.as_str() {
+        "swarm" => match sub(&mut words, "join-token, update")?.as_str() {
+            "update" => {
+                let (mut task_history_limit, mut heartbeat_period_ms, mut node_cert_expiry_ms) = (None, None, None);
+                while let Some(flag) = words.next() {
+                    match flag.as_str() {
+                        "--task-history-limit" => task_history_limit = Some(words.number(&flag)?),
+                        "--dispatcher-heartbeat" => heartbeat_period_ms = Some(words.duration(&flag)?.as_millis() as u64),
+                        "--cert-expiry" => node_cert_expiry_ms = Some(words.duration(&flag)?.as_millis() as u64),
+                        other => return Err(format!("unknown flag {other:?} for swarm update")),
+                    }
+                }
+                request(ControlRequest::ClusterUpdate { task_history_limit, heartbeat_period_ms, node_cert_expiry_ms })
+            }
             "join-token" => {
                 let mut rotate = false;
                 let mut role = None;
@@ -462,7 +474,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 let role = role.ok_or("swarm join-token needs worker or manager")?;
                 request(ControlRequest::JoinToken { role, rotate })
             }
-            other => Err(format!("unknown swarm command {other:?}: expected join-token (init, join and leave are cluster shape and faults)")),
+            other => Err(format!("unknown swarm command {other:?}: expected join-token or update (init, join and leave are cluster shape and faults)")),
         },
         "network" => {
             const SUBS: &str = "create, ls, inspect, rm";
