@@ -298,6 +298,7 @@ fn docker_cli_full_example() {
     assert_eq!(foo.task.placement.preferences, ["spread=node.labels.az"]);
     assert_eq!(foo.task.placement.max_replicas_per_node, 5);
     assert_eq!(foo.task.stop_grace_period_ms, 20_000);
+    assert_eq!((foo.task.workdir.as_str(), foo.task.user.as_str()), ("/code", "someone"));
     assert_eq!(foo.labels.get("FOO").map(String::as_str), Some("BAR"));
     assert_eq!(foo.labels.get("com.example.number").map(String::as_str), Some("42"));
     assert_eq!(foo.labels.get("com.example.empty-label").map(String::as_str), Some(""));
@@ -351,9 +352,7 @@ fn docker_cli_full_example() {
             "tmpfs",
             "tty",
             "ulimits",
-            "user",
             "volumes",
-            "working_dir",
         ]
     );
     assert_eq!(plan.deprecated.len(), 2);

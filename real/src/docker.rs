@@ -162,6 +162,8 @@ impl Executor for DockerExecutor {
             image: Some(spec.image.clone()),
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
             env: Some(spec.env.clone()),
+            working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
+            user: (!spec.user.is_empty()).then(|| spec.user.clone()),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             host_config: Some(host_config),
             ..Default::default()

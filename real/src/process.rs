@@ -9,6 +9,9 @@
 //!   and not the daemon's); entries without `=` are ignored.
 //! - `labels` are kept in memory; `memory_limit_bytes` and `nano_cpus` are recorded but NOT enforced
 //!   (that would take cgroups, which is what Docker is for).
+//! - `workdir` is the process's working directory; `user` (`name`, `uid` or `uid:gid`, a name looked
+//!   up in the host's `/etc/passwd`) the user it runs as — switching users needs the daemon to run
+//!   as root, as Docker's does.
 //! - Each process leads its own process group, so `stop` (SIGTERM, then SIGKILL after the grace) and
 //!   `remove` reach the children of a `sh -c` too.
 //! - stdout and stderr are captured line by line, interleaved (each line marked with its stream),
@@ -72,6 +75,42 @@ struct GroupRecord {
     start_ticks: u64,
 }
 
+/// `user`, `uid` or `uid:gid` (a group name or gid after the colon) as numeric ids; names from the
+/// host's `/etc/passwd` and `/etc/group`. Docker's message when a name is unknown.
+fn resolve_user(user: &str) -> Result<(u32, Option<u32>), ExecutorError> {
+    // The numeric fields (from the third on) of `name`'s line in `file`.
+    let lookup = |file: &str, name: &str| -> Option<Vec<u32>> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|line| line.split(':').next() == Some(name))?;
+        Some(line.split(':').skip(2).map_while(|field| field.parse().ok()).collect())
+    };
+    let (who, group) = match user.split_once(':') {
+        Some((who, group)) => (who, Some(group)),
+        None => (user, None),
+    };
+    let (uid, passwd_gid) = match who.parse::<u32>() {
+        Ok(uid) => (uid, None),
+        Err(_) => match lookup("/etc/passwd", who).as_deref() {
+            Some([uid, gid, ..]) => (*uid, Some(*gid)),
+            _ => {
+                return Err(ExecutorError::Runtime(format!(
+                    "unable to find user {who}: no matching entries in passwd file"
+                )))
+            }
+        },
+    };
+    let gid = match group {
+        None => passwd_gid,
+        Some(group) => Some(match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => lookup("/etc/group", group).and_then(|ids| ids.first().copied()).ok_or_else(|| {
+                ExecutorError::Runtime(format!("unable to find group {group}: no matching entries in group file"))
+            })?,
+        }),
+    };
+    Ok((uid, gid))
+}
+
 /// `(process group, start time)` of a live process, from `/proc/<pid>/stat`.
 fn proc_stat(pid: i32) -> Option<(i32, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -106,6 +145,8 @@ fn kill_leftover_group(record: GroupRecord) -> usize {
 struct Proc {
     spec: ContainerSpec,
     argv: Vec<String>,
+    /// `(uid, gid)` to run as, from `spec.user`.
+    user: Option<(u32, Option<u32>)>,
     state: Arc<watch::Sender<ContainerState>>,
     /// The process (and group) id while it runs.
     pid: Option<i32>,
@@ -289,6 +330,7 @@ impl Executor for ProcessExecutor {
         } else {
             std::iter::once(spec.image.clone()).chain(spec.command.iter().cloned()).collect()
         };
+        let user = if spec.user.is_empty() { None } else { Some(resolve_user(&spec.user)?) };
         let mut containers = lock(&self.inner.containers);
         if !spec.name.is_empty() && containers.values().any(|proc| proc.spec.name == spec.name) {
             return Err(ExecutorError::Runtime(format!("the container name {:?} is already in use", spec.name)));
@@ -297,7 +339,15 @@ impl Executor for ProcessExecutor {
         let (state, _) = watch::channel(ContainerState::Created);
         containers.insert(
             id.clone(),
-            Proc { spec: spec.clone(), argv, state: Arc::new(state), pid: None, group: None, logs: Arc::default() },
+            Proc {
+                spec: spec.clone(),
+                argv,
+                user,
+                state: Arc::new(state),
+                pid: None,
+                group: None,
+                logs: Arc::default(),
+            },
         );
         Ok(id)
     }
@@ -322,6 +372,15 @@ impl Executor for ProcessExecutor {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
+        if !proc.spec.workdir.is_empty() {
+            command.current_dir(&proc.spec.workdir);
+        }
+        if let Some((uid, gid)) = proc.user {
+            command.uid(uid);
+            if let Some(gid) = gid {
+                command.gid(gid);
+            }
+        }
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {
@@ -493,6 +552,33 @@ mod tests {
         // A later executor finds nothing left to kill.
         let (_again, killed) = ProcessExecutor::with_registry(registry).unwrap();
         assert_eq!(killed, 0);
+    }
+
+    #[tokio::test]
+    async fn workdir_and_user() {
+        let executor = ProcessExecutor::new();
+        let mut with = spec("w", "process", &["sh", "-c", "echo $(pwd) $(id -u) $(id -g)"]);
+        with.workdir = "/tmp".into();
+        with.user = "nobody".into();
+        let id = executor.create(&with).await.unwrap();
+        // SAFETY: geteuid(2) has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !root {
+            // Switching users takes root, as for Docker's daemon.
+            assert!(executor.start(&id).await.is_err());
+            return;
+        }
+        executor.start(&id).await.unwrap();
+        assert_eq!(executor.wait(&id).await.unwrap(), 0);
+        until("the output", || lock(&executor.inner.containers)[&id].logs.lock().unwrap().len() == 1).await;
+        let lines = executor.logs(&id, &LogsQuery::default()).await.unwrap();
+        assert_eq!(lines[0].text, "/tmp 65534 65534");
+        let mut unknown = spec("u", "process", &["true"]);
+        unknown.user = "no-such-user".into();
+        let err = executor.create(&unknown).await.unwrap_err().to_string();
+        assert!(err.contains("unable to find user no-such-user: no matching entries in passwd file"), "{err}");
+        unknown.user = "0:no-such-group".into();
+        assert!(executor.create(&unknown).await.unwrap_err().to_string().contains("unable to find group"));
     }
 
     #[tokio::test]

@@ -719,3 +719,28 @@ fn inspect_json_has_docker_api_shapes() {
     let value = inspect::node(&NodeView { node: worker, leader: false, reachability: String::new() });
     assert!(value.get("ManagerStatus").is_none(), "a worker has no manager status");
 }
+
+#[test]
+fn env_files_workdir_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("app.env");
+    std::fs::write(&file, "# settings\nA=1\n\n  B=two words\nPATH\nSHOAL_SURELY_UNSET_VAR\n").unwrap();
+    let file = file.to_string_lossy().to_string();
+    let Command::Service(ServiceCommand::Create(args)) =
+        parse(&["service", "create", "--env-file", &file, "-e", "A=9", "-w", "/srv", "-u", "nobody:nogroup", "img"])
+            .unwrap()
+            .command
+    else {
+        panic!("not service create")
+    };
+    let spec = spec::create_spec(&args).unwrap();
+    let path = std::env::var("PATH").unwrap();
+    assert_eq!(spec.task.env, ["A=1".to_string(), "B=two words".into(), format!("PATH={path}"), "A=9".into()]);
+    assert_eq!((spec.task.workdir.as_str(), spec.task.user.as_str()), ("/srv", "nobody:nogroup"));
+    let missing = spec::env_file("/no/such/file").unwrap_err().to_string();
+    assert!(missing.starts_with("open /no/such/file: "), "{missing}");
+    let bad = dir.path().join("bad.env");
+    std::fs::write(&bad, "OK=1\nA B=2\n").unwrap();
+    let err = spec::env_file(&bad.to_string_lossy()).unwrap_err().to_string();
+    assert!(err.ends_with("bad.env:2: variable 'A B' contains whitespaces"), "{err}");
+}

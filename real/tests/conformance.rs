@@ -347,17 +347,23 @@ async fn docker_executor_conformance() {
 }
 
 #[tokio::test]
-async fn docker_logs_env_and_host_network() {
+async fn docker_logs_env_workdir_user_and_host_network() {
     let docker = DockerExecutor::connect(DockerOptions::default()).await.expect("a running Docker engine (.ci/run)");
     let name = unique("shoal-logs");
     let spec = shoal_core::env::ContainerSpec {
         name: name.clone(),
         image: TEST_IMAGE.into(),
-        command: vec!["sh".into(), "-c".into(), "echo one; echo $SHOAL_GREETING; echo three >&2".into()],
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo one; echo $SHOAL_GREETING-$(pwd)-$(id -u); echo three >&2".into(),
+        ],
         env: vec!["SHOAL_GREETING=two".into()],
         labels: [(LABEL_TASK_ID.to_string(), name.clone())].into_iter().collect(),
         memory_limit_bytes: Some(64 << 20),
         nano_cpus: Some(500_000_000),
+        workdir: "/tmp".into(),
+        user: "65534:65534".into(),
     };
     let id = docker.create(&spec).await.expect("create");
     let result = async {
@@ -379,7 +385,11 @@ async fn docker_logs_env_and_host_network() {
     assert_eq!(code, 0);
     let mut texts: Vec<&str> = all.iter().map(|l| l.text.as_str()).collect();
     texts.sort();
-    assert_eq!(texts, ["one", "three", "two"], "stdout and stderr, stamps stripped: {all:?}");
+    assert_eq!(
+        texts,
+        ["one", "three", "two-/tmp-65534"],
+        "stdout and stderr, stamps stripped, in the workdir as the user: {all:?}"
+    );
     assert!(all.iter().all(|l| l.stderr == (l.text == "three")), "each line's stream: {all:?}");
     assert!(all.windows(2).all(|w| w[0].time_ns <= w[1].time_ns) && all[0].time_ns > 0, "{all:?}");
     assert_eq!(logs, all[1..], "tail bounds the lines");

@@ -144,6 +144,8 @@ impl Runner {
             labels: labels.into_iter().collect(),
             memory_limit_bytes: (spec.resources.limits.memory_bytes > 0).then_some(spec.resources.limits.memory_bytes),
             nano_cpus: (spec.resources.limits.nano_cpus > 0).then_some(spec.resources.limits.nano_cpus),
+            workdir: spec.workdir.clone(),
+            user: spec.user.clone(),
         }
     }
 

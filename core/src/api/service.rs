@@ -136,6 +136,12 @@ pub struct TaskSpec {
     pub networks: Vec<String>,
     /// Bumped by `service update --force` to redeploy without a spec change.
     pub force_update: u64,
+    /// `--workdir`: the working directory of the task's process; empty = the image's.
+    #[serde(default)]
+    pub workdir: String,
+    /// `--user`: `user`, `uid` or `uid:gid` the task runs as; empty = the image's.
+    #[serde(default)]
+    pub user: String,
 }
 
 impl Default for TaskSpec {
@@ -151,6 +157,8 @@ impl Default for TaskSpec {
             stop_grace_period_ms: 10_000,
             networks: Vec::new(),
             force_update: 0,
+            workdir: String::new(),
+            user: String::new(),
         }
     }
 }

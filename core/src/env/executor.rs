@@ -28,6 +28,12 @@ pub struct ContainerSpec {
     pub labels: BTreeMap<String, String>,
     pub memory_limit_bytes: Option<u64>,
     pub nano_cpus: Option<u64>,
+    /// The working directory; empty = the image's.
+    #[serde(default)]
+    pub workdir: String,
+    /// `user`, `uid` or `uid:gid` to run as; empty = the image's.
+    #[serde(default)]
+    pub user: String,
 }
 
 /// Where a container is in its life.

@@ -91,9 +91,7 @@ const SHOAL_IGNORED: &[&str] = &[
     "tmpfs",
     "tty",
     "ulimits",
-    "user",
     "volumes",
-    "working_dir",
 ];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
@@ -636,6 +634,8 @@ impl Converter<'_> {
                     }
                 }
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
+                "working_dir" => spec.task.workdir = v.string()?,
+                "user" => spec.task.user = v.string()?,
                 "deploy" => deploy = Some(v.clone()),
                 // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
                 "depends_on" => {}

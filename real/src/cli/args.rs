@@ -292,6 +292,12 @@ pub enum OrderArg {
 /// Flags `service create` and `service update` share; `None` = keep (update) or Swarm's default (create).
 #[derive(Debug, Args, Default)]
 pub struct CommonServiceFlags {
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Username or UID (format: <name|uid>[:<group|gid>])
+    #[arg(short, long)]
+    pub user: Option<String>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
@@ -380,6 +386,9 @@ pub struct CreateArgs {
     /// Set environment variables
     #[arg(short, long)]
     pub env: Vec<String>,
+    /// Read in a file of environment variables
+    #[arg(long)]
+    pub env_file: Vec<String>,
     /// Placement constraints
     #[arg(long)]
     pub constraint: Vec<String>,

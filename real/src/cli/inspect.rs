@@ -94,6 +94,8 @@ fn service_spec(spec: &ServiceSpec) -> Value {
                 ("Command", json!(task.command)),
                 ("Args", json!(task.args)),
                 ("Env", json!(task.env)),
+                        ("Dir", json!(task.workdir)),
+                        ("User", json!(task.user)),
                 ("StopGracePeriod", nanos(task.stop_grace_period_ms)),
                 ("Isolation", json!("default")),
             ])),

@@ -93,6 +93,12 @@ pub fn parse_port(text: &str) -> Result<PortConfig, SpecError> {
 
 fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
     let task = &mut spec.task;
+    if let Some(workdir) = &flags.workdir {
+        task.workdir = workdir.clone();
+    }
+    if let Some(user) = &flags.user {
+        task.user = user.clone();
+    }
     if let Some(max) = flags.replicas_max_per_node {
         task.placement.max_replicas_per_node = max;
     }
@@ -175,6 +181,32 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
 }
 
 /// The spec `service create` sends.
+/// The entries of an `--env-file`, as Docker reads one: `KEY=value` lines, `KEY` alone taken from
+/// this environment (left out when unset), blank lines and `#` comments skipped.
+pub fn env_file(path: &str) -> Result<Vec<String>, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|err| SpecError(format!("open {path}: {err}")))?;
+    let mut entries = Vec::new();
+    for (at, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or_default();
+        if key.is_empty() {
+            return Err(SpecError(format!("{path}:{}: no variable name on line '{line}'", at + 1)));
+        }
+        if key.contains(char::is_whitespace) {
+            return Err(SpecError(format!("{path}:{}: variable '{key}' contains whitespaces", at + 1)));
+        }
+        if line.contains('=') {
+            entries.push(line.to_string());
+        } else if let Ok(value) = std::env::var(key) {
+            entries.push(format!("{key}={value}"));
+        }
+    }
+    Ok(entries)
+}
+
 /// A command line as Docker's `ShlexOpt` flags take it: split like a shell, quotes kept together.
 fn shell_words(flag: &str, line: &str) -> Result<Vec<String>, SpecError> {
     shoal_core::stack::units::shell_words(line).map_err(|err| SpecError(format!("invalid {flag} {line:?}: {err}")))
@@ -199,7 +231,12 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
         spec.task.command = shell_words("--entrypoint", entrypoint)?;
     }
     spec.task.args = args.command.clone();
-    spec.task.env = args.env.iter().map(|e| env_entry(e)).collect();
+    let mut env = Vec::new();
+    for file in &args.env_file {
+        env.extend(env_file(file)?);
+    }
+    env.extend(args.env.iter().map(|e| env_entry(e)));
+    spec.task.env = env;
     spec.task.placement.constraints = args.constraint.clone();
     spec.task.placement.preferences = args.placement_pref.clone();
     spec.labels = args.label.iter().map(|l| label(l)).collect();
