@@ -25,6 +25,11 @@ pub trait Consensus: Send + Sync + 'static {
     async fn remove_manager(&self, raft_id: u64) -> Result<(), ControlError>;
     /// Raft ids of managers the leader currently reaches (all voters if not leader).
     fn reachable_managers(&self) -> Vec<u64>;
+    /// Raft removed this manager from the voters (it was demoted): it is no longer a manager, though
+    /// its node has not stopped the manager parts yet.
+    fn demoted(&self) -> bool {
+        false
+    }
     /// Wait until the local store reflects every write committed before the call.
     async fn ensure_linearizable(&self) -> Result<(), ControlError>;
     async fn shutdown(&self);

@@ -717,7 +717,9 @@ impl Consensus for ReplicaConsensus {
     fn leader_addr(&self) -> Option<String> {
         // Raft's view, even for a leader whose quorum is stale: writes sent to it wait a moment for
         // the quorum to answer again (a restarted peer) before they fail with the lost-quorum error.
-        self.replica.leader().map(|(_, addr)| addr)
+        // A leader raft knows by id but not by address (one just removed from the membership, as a
+        // demoted leader is) cannot be reached: there is no leader to send anything to.
+        self.replica.leader().map(|(_, addr)| addr).filter(|addr| !addr.is_empty())
     }
 
     async fn add_manager(&self, raft_id: u64, addr: String) -> Result<(), ControlError> {
@@ -726,6 +728,10 @@ impl Consensus for ReplicaConsensus {
 
     async fn remove_manager(&self, raft_id: u64) -> Result<(), ControlError> {
         self.replica.remove_manager(raft_id).await.map_err(control_error)
+    }
+
+    fn demoted(&self) -> bool {
+        self.replica.removed_from_membership()
     }
 
     fn reachable_managers(&self) -> Vec<u64> {

@@ -226,6 +226,9 @@ impl SimCluster {
                     .await
             });
             match call.await {
+                // A manager that was just demoted: ask the next one, as a client that knows every
+                // manager would.
+                Ok(Ok(Err(ControlError::NotAManager))) => last = ControlError::NotAManager,
                 Ok(Ok(answer)) => return answer,
                 Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
                 Err(err) => last = ControlError::Internal(err.to_string()),

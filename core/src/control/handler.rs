@@ -36,8 +36,10 @@ pub struct ControlHandler {
     transport: Option<Arc<dyn Transport>>,
 }
 
-/// How long a read waits for a leader to be known (an election takes about one election timeout).
-const READ_LEADER_WAIT: Duration = Duration::from_secs(3);
+/// How long a read or write waits for a leader to be known: an election takes about one election
+/// timeout, after the old leader's lease (another) has run out — a demoted leader keeps its
+/// followers from voting for that long.
+const READ_LEADER_WAIT: Duration = Duration::from_secs(5);
 /// How long a forwarded read may take on the leader (a quorum round, then the read).
 const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `node promote` keeps asking the leader to add the node (an attempt itself waits up to
@@ -212,11 +214,21 @@ impl ControlHandler {
 
     /// Serve one request.
     pub async fn handle(&self, request: ControlRequest) -> ControlResult {
+        // A demoted manager answers as Docker's does, at once, rather than waiting for a leader it
+        // will never hear from again (raft no longer replicates to it).
+        if self.consensus.demoted() {
+            return Err(ControlError::NotAManager);
+        }
         if request.is_write() {
-            // Fail fast with Swarm's message instead of queueing behind a lost quorum.
-            let no_leader = self.consensus.leader_addr().is_none() && !*self.consensus.leadership().borrow();
-            if no_leader {
-                return Err(ControlError::NoLeader);
+            // An election in progress (the leader was demoted or restarted) ends within about an
+            // election timeout: wait for it, as reads do, then fail with Swarm's message instead
+            // of queueing behind a lost quorum.
+            let deadline = runtime::now() + READ_LEADER_WAIT;
+            while self.consensus.leader_addr().is_none() && !*self.consensus.leadership().borrow() {
+                if runtime::now() >= deadline {
+                    return Err(ControlError::NoLeader);
+                }
+                runtime::sleep(Duration::from_millis(50)).await;
             }
         } else if request != ControlRequest::Info {
             if let Some(answer) = self.route_read(&request).await? {

@@ -84,6 +84,10 @@ pub struct ReplicaStatus {
     pub voters: BTreeSet<RaftId>,
     /// Learners and voters with their addresses.
     pub members: BTreeMap<RaftId, String>,
+    /// This replica was a voter and no longer is: raft removed it (`node demote`). A replica that
+    /// has not been made a voter yet (a joining manager catching up) is not removed.
+    #[serde(default)]
+    pub removed: bool,
 }
 
 impl ReplicaStatus {
@@ -97,7 +101,13 @@ impl ReplicaStatus {
             ServerState::Learner => Role::Learner,
             ServerState::Shutdown => Role::Shutdown,
         };
-        let leader = m.current_leader.map(|id| (id, members.get(&id).cloned().unwrap_or_default()));
+        // A replica that names itself leader without the Leader role is a leader just removed from
+        // the voters (`node demote` of the leader): openraft keeps the old name until a newer term
+        // reaches it, but nothing can be sent there.
+        let leader = m
+            .current_leader
+            .filter(|id| *id != m.id || role == Role::Leader)
+            .map(|id| (id, members.get(&id).cloned().unwrap_or_default()));
         ReplicaStatus {
             raft_id: m.id,
             term: m.current_term,
@@ -108,6 +118,7 @@ impl ReplicaStatus {
             millis_since_quorum_ack: m.millis_since_quorum_ack,
             voters: membership.voter_ids().collect(),
             members,
+            removed: false,
         }
     }
 }
@@ -284,6 +295,11 @@ impl Replica {
     /// The leader this replica knows of, with its address.
     pub fn leader(&self) -> Option<(RaftId, String)> {
         self.inner.status.borrow().leader.clone()
+    }
+
+    /// Has raft removed this replica from the voters (a demoted manager)? See [`ReplicaStatus::removed`].
+    pub fn removed_from_membership(&self) -> bool {
+        self.inner.status.borrow().removed
     }
 
     pub fn is_leader(&self) -> bool {
@@ -701,8 +717,14 @@ async fn follow_metrics(
     tracer: Tracer,
 ) {
     loop {
-        let next = ReplicaStatus::from_metrics(&metrics.borrow_and_update());
+        let mut next = ReplicaStatus::from_metrics(&metrics.borrow_and_update());
         let before = status.borrow().clone();
+        let voter = |s: &ReplicaStatus| s.voters.contains(&s.raft_id);
+        // Sticky while it stays out; a voter again (a removal that did not commit) is not removed.
+        next.removed = !voter(&next) && (before.removed || voter(&before));
+        if next.removed && !before.removed {
+            tracer.emit("raft.removed", serde_json::json!({"raft_id": next.raft_id, "term": next.term}));
+        }
         if before.role != next.role || before.term != next.term || before.leader != next.leader {
             tracer.emit(
                 "raft.state",

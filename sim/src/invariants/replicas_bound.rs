@@ -45,6 +45,11 @@ impl ReplicasBound {
             match service.spec.mode {
                 ServiceMode::Replicated { replicas } => {
                     let seen = self.recent.entry(service.id.clone()).or_default();
+                    // The count seen last held until now as far as anyone knows (no leader's store was
+                    // there to check while the cluster had no leader): the settle time starts now.
+                    if let Some(last) = seen.last_mut().filter(|(_, count)| *count != replicas) {
+                        last.0 = now_ms;
+                    }
                     seen.retain(|(at, count)| now_ms.saturating_sub(*at) <= SETTLE_MS && *count != replicas);
                     seen.push((now_ms, replicas));
                     let base = seen.iter().map(|(_, count)| *count).max().unwrap_or(replicas);
