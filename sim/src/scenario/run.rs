@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState};
+use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState, UpdateState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
 use shoal_core::env::runtime;
 use shoal_core::scheduler::{node_matches, parse_constraints};
@@ -416,9 +416,15 @@ impl Runner<'_> {
     }
 
     /// Every service runs its current spec: replicated ones with exactly `replicas` tasks, global
-    /// ones with one task on each ready, active node its constraints allow.
+    /// ones with one task on each ready, active node its constraints allow. A service whose update
+    /// (or rollback) paused on a failure waits for its operator, as Swarm's does (`failure_action:
+    /// pause`): it must keep every slot running, on whichever spec, and nothing more is asked.
     fn converged(state: &StoreState) -> Result<(), String> {
         for svc in state.services.values() {
+            let paused = svc
+                .update_status
+                .as_ref()
+                .is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
             let current: Vec<_> = state
                 .tasks
                 .values()
@@ -430,6 +436,16 @@ impl Runner<'_> {
                 .collect();
             let stale = current.iter().filter(|t| t.spec != svc.spec.task).count();
             match svc.spec.mode {
+                ServiceMode::Replicated { replicas } if paused => {
+                    let slots: BTreeSet<u64> = current.iter().map(|t| t.slot).collect();
+                    if (slots.len() as u64) < replicas {
+                        return Err(format!(
+                            "service {} (update paused): {} of {replicas} slots running",
+                            svc.spec.name,
+                            slots.len()
+                        ));
+                    }
+                }
                 ServiceMode::Replicated { replicas } => {
                     if current.len() as u64 != replicas || stale > 0 {
                         return Err(format!(
@@ -453,7 +469,7 @@ impl Runner<'_> {
                         .map(|n| n.id.as_str())
                         .collect();
                     let on: BTreeSet<&str> = current.iter().map(|t| t.node_id.as_str()).collect();
-                    if !eligible.is_subset(&on) || stale > 0 {
+                    if !eligible.is_subset(&on) || (stale > 0 && !paused) {
                         return Err(format!(
                             "global service {}: running on {} of {} eligible nodes ({stale} with an old spec)",
                             svc.spec.name,
