@@ -5,22 +5,12 @@
 
 use std::time::Duration;
 
-use shoal_core::api::{NodeState, ServiceMode, ServiceSpec, TaskState};
+use shoal_core::api::{NodeState, ServiceMode, ServiceSpec};
 use shoal_core::control::{ControlError, ControlRequest};
 use shoal_sim::cluster::{ClusterShape, SimCluster};
 
-/// Hostnames of the running tasks of `service`, from the leader's store.
-fn running(cluster: &SimCluster, service: &str) -> Vec<String> {
-    let Some(state) = cluster.store_of_leader() else { return vec![] };
-    state
-        .tasks
-        .values()
-        .filter(|t| {
-            t.service_name == service && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
-        })
-        .map(|t| state.nodes.get(&t.node_id).map(|n| n.description.hostname.clone()).unwrap_or_default())
-        .collect()
-}
+mod common;
+use common::running;
 
 fn node_state(cluster: &SimCluster, name: &str) -> Option<NodeState> {
     let state = cluster.store_of_leader()?;
@@ -28,13 +18,7 @@ fn node_state(cluster: &SimCluster, name: &str) -> Option<NodeState> {
 }
 
 async fn wait_until(cluster: &SimCluster, what: &str, secs: u64, check: impl Fn(&SimCluster) -> bool) {
-    for _ in 0..secs * 10 {
-        if check(cluster) {
-            return;
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within {secs} s: {what}; leader {:?}, running: {:?}", cluster.leader(), running(cluster, "web"));
+    common::wait_until(cluster, "web", what, secs, check).await
 }
 
 #[madsim::test]
@@ -79,7 +63,7 @@ async fn force_new_cluster_recovers_a_swarm_that_lost_quorum() {
     cluster.control(scale(6)).await.expect("scale after force-new-cluster");
     wait_until(&cluster, "6 replicas running on live hosts", 90, |c| {
         let r = running(c, "web");
-        r.len() == 6 && r.iter().all(|h| h != "manager-2" && h != "manager-3")
+        r.len() == 6 && r.iter().all(|(h, _)| h != "manager-2" && h != "manager-3")
     })
     .await;
 }

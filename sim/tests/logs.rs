@@ -13,13 +13,12 @@ use shoal_core::env::{Executor, LogLine};
 use shoal_core::logs::{LogsSelection, ServiceLogs};
 use shoal_sim::cluster::{ClusterShape, SimCluster};
 
+mod common;
+use common::wait_until;
+
+/// Running tasks of the test's one service.
 fn running(cluster: &SimCluster) -> usize {
-    let Some(state) = cluster.store_of_leader() else { return 0 };
-    state
-        .tasks
-        .values()
-        .filter(|t| t.status.state == TaskState::Running && t.desired_state == TaskState::Running)
-        .count()
+    common::running(cluster, "web").len()
 }
 
 async fn logs_of(cluster: &SimCluster, target: &str, selection: LogsSelection) -> ServiceLogs {
@@ -47,13 +46,7 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
     let mut spec = ServiceSpec::new("web", "nginx:1.25");
     spec.mode = ServiceMode::Replicated { replicas: 3 };
     cluster.control(ControlRequest::ServiceCreate { spec }).await.expect("service create");
-    for _ in 0..300 {
-        if running(&cluster) == 3 {
-            break;
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(running(&cluster), 3, "3 replicas running");
+    wait_until(&cluster, "web", "3 replicas running", 30, |c| running(c) == 3).await;
 
     // One task per node (spread), each with the simulated container's one line.
     let all = logs(&cluster, None).await;
@@ -97,13 +90,7 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
             .unwrap_or(false);
         victim_done && running(cluster) == 3
     };
-    for _ in 0..300 {
-        if replaced(&cluster) {
-            break;
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(replaced(&cluster), "the stopped task is replaced");
+    wait_until(&cluster, "web", "the stopped task is replaced", 30, replaced).await;
     let history = logs(&cluster, None).await;
     assert_eq!(history.tasks.len(), 4, "{history:?}");
     let old = history.tasks.iter().find(|t| t.task_id == victim.task_id).expect("the stopped task's logs");

@@ -2,36 +2,15 @@
 //! container removed behind the agent's back, move off a drained node, and roll to a new image.
 #![cfg(madsim)]
 
-use std::time::Duration;
-
-use shoal_core::api::{Availability, ServiceMode, ServiceSpec, TaskState};
+use shoal_core::api::{Availability, ServiceMode, ServiceSpec};
 use shoal_core::control::{ControlRequest, ControlResponse};
 use shoal_sim::cluster::{ClusterShape, SimCluster};
 
-/// Running tasks of `service` as (node hostname, image), from the leader's store.
-fn running(cluster: &SimCluster, service: &str) -> Vec<(String, String)> {
-    let Some(state) = cluster.store_of_leader() else { return vec![] };
-    state
-        .tasks
-        .values()
-        .filter(|t| {
-            t.service_name == service && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
-        })
-        .map(|t| {
-            let host = state.nodes.get(&t.node_id).map(|n| n.description.hostname.clone()).unwrap_or_default();
-            (host, t.spec.image.clone())
-        })
-        .collect()
-}
+mod common;
+use common::running;
 
 async fn wait_until(cluster: &SimCluster, what: &str, secs: u64, check: impl Fn(&SimCluster) -> bool) {
-    for _ in 0..secs * 10 {
-        if check(cluster) {
-            return;
-        }
-        madsim::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not within {secs} s: {what}; running: {:?}", running(cluster, "web"));
+    common::wait_until(cluster, "web", what, secs, check).await
 }
 
 #[madsim::test]
