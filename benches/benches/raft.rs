@@ -8,32 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use shoal_core::env::Transport;
-use shoal_core::raft::testing::{node_env, LocalNet, MemDisk};
-use shoal_core::raft::{RaftConfig, Replica};
-use shoal_core::rpc::Router;
-use shoal_core::store::{Proposer, Store};
+use shoal_core::raft::testing::{three_managers, LocalNet, MemDisk};
+use shoal_core::raft::Replica;
+use shoal_core::store::Proposer;
 
 async fn cluster() -> Vec<Replica> {
     let net = LocalNet::new();
-    let mut replicas = Vec::new();
-    for id in 1..=3u64 {
-        let addr = format!("10.0.0.{id}:2377");
-        let transport = Arc::new(net.transport(&addr));
-        let env = node_env(&addr, transport.clone(), Arc::new(MemDisk::new()));
-        let router = Router::new();
-        let replica = Replica::start(&env, id, RaftConfig::default(), Store::new(), router.clone()).await.unwrap();
-        transport.serve(Arc::new(router)).await.unwrap();
-        replicas.push(replica);
-    }
-    replicas[0].initialize().await.unwrap();
-    while !replicas[0].is_leader() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for id in 2..=3u64 {
-        replicas[0].add_manager(id, format!("10.0.0.{id}:2377")).await.unwrap();
-    }
-    replicas
+    three_managers(|id| format!("10.0.0.{id}:2377"), |addr| Arc::new(net.transport(addr)), |_| Arc::new(MemDisk::new()))
+        .await
 }
 
 fn bench_raft(c: &mut Criterion) {

@@ -12,32 +12,14 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use shoal::disk::FileDisk;
 use shoal::net::TcpTransport;
-use shoal_core::env::{Disk, MemDisk, Transport};
-use shoal_core::raft::testing::node_env;
-use shoal_core::raft::{RaftConfig, Replica};
-use shoal_core::rpc::Router;
-use shoal_core::store::{Proposer, Store};
+use shoal_core::env::{Disk, MemDisk};
+use shoal_core::raft::testing::three_managers;
+use shoal_core::raft::Replica;
+use shoal_core::store::Proposer;
 
 /// Three replicas on TCP at 127.0.0.61–63:`port`, the first one leading; `disk(i)` gives each its disk.
 async fn cluster(port: u16, disk: impl Fn(u64) -> Arc<dyn Disk>) -> Vec<Replica> {
-    let addr = |id: u64| format!("127.0.0.{}:{port}", 60 + id);
-    let mut replicas = Vec::new();
-    for id in 1..=3u64 {
-        let transport = Arc::new(TcpTransport::new(addr(id)));
-        let env = node_env(&addr(id), transport.clone(), disk(id));
-        let router = Router::new();
-        let replica = Replica::start(&env, id, RaftConfig::default(), Store::new(), router.clone()).await.unwrap();
-        transport.serve(Arc::new(router)).await.unwrap();
-        replicas.push(replica);
-    }
-    replicas[0].initialize().await.unwrap();
-    while !replicas[0].is_leader() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    for id in 2..=3u64 {
-        replicas[0].add_manager(id, addr(id)).await.unwrap();
-    }
-    replicas
+    three_managers(|id| format!("127.0.0.{}:{port}", 60 + id), |addr| Arc::new(TcpTransport::new(addr)), disk).await
 }
 
 fn bench_cluster(c: &mut Criterion, rt: &tokio::runtime::Runtime, name: &str, replicas: &[Replica]) {

@@ -147,6 +147,42 @@ pub fn node_env(addr: &str, transport: Arc<dyn Transport>, disk: Arc<dyn Disk>) 
     }
 }
 
+/// Three managers (raft ids 1–3) at `addr(id)`, each with the transport `transport(addr)` serving its
+/// raft and the disk `disk(id)`; the first initializes the cluster and, once it leads, adds the other
+/// two. The raft benchmarks measure this cluster over the in-process and the TCP transports.
+pub async fn three_managers<T: Transport + 'static>(
+    addr: impl Fn(u64) -> String,
+    transport: impl Fn(&str) -> Arc<T>,
+    disk: impl Fn(u64) -> Arc<dyn Disk>,
+) -> Vec<crate::raft::Replica> {
+    let mut replicas = Vec::new();
+    for id in 1..=3u64 {
+        let addr = addr(id);
+        let transport = transport(&addr);
+        let env = node_env(&addr, transport.clone(), disk(id));
+        let router = crate::rpc::Router::new();
+        let replica = crate::raft::Replica::start(
+            &env,
+            id,
+            crate::raft::RaftConfig::default(),
+            crate::store::Store::new(),
+            router.clone(),
+        )
+        .await
+        .expect("a replica starts");
+        transport.serve(Arc::new(router)).await.expect("the transport serves");
+        replicas.push(replica);
+    }
+    replicas[0].initialize().await.expect("the first replica initializes the cluster");
+    while !replicas[0].is_leader() {
+        runtime::sleep(Duration::from_millis(10)).await;
+    }
+    for id in 2..=3u64 {
+        replicas[0].add_manager(id, addr(id)).await.expect("a manager joins");
+    }
+    replicas
+}
+
 /// The write raft benchmarks commit: a create and a delete of network `net-<n>` in one transaction —
 /// a real two-action proposal that leaves the store as small as it was, so throughput figures do not
 /// drift with the store's size.
