@@ -1,5 +1,7 @@
 //! Plots (SVG, by plotters) and the Markdown summary that links them.
 
+use plotters::coord::types::{RangedCoordf64, RangedCoordu64};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::analysis::Analysis;
@@ -18,6 +20,29 @@ fn draw_err(what: &str) -> impl Fn(String) -> RenderError + '_ {
 
 const COLORS: [RGBColor; 6] = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
 
+type TimeChart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordu64>>;
+
+/// A chart of a count over the run's virtual seconds (`0..end` by `0..=y_max`), captioned `title`,
+/// its axes described and drawn.
+fn time_chart<'a, 'b>(
+    root: &'a DrawingArea<SVGBackend<'b>, Shift>,
+    title: &str,
+    end: f64,
+    y_max: u64,
+    y_desc: &str,
+    err: &impl Fn(String) -> RenderError,
+) -> Result<TimeChart<'a, 'b>, RenderError> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0f64..end, 0u64..y_max + 1)
+        .map_err(|e| err(e.to_string()))?;
+    chart.configure_mesh().x_desc("virtual seconds").y_desc(y_desc).draw().map_err(|e| err(e.to_string()))?;
+    Ok(chart)
+}
+
 /// Running replicas per service over time, with a vertical line at every fault.
 pub fn replicas_svg(analysis: &Analysis, title: &str) -> Result<String, RenderError> {
     let mut svg = String::new();
@@ -27,19 +52,7 @@ pub fn replicas_svg(analysis: &Analysis, title: &str) -> Result<String, RenderEr
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let max_count = analysis.replicas.values().flat_map(|s| s.iter().map(|(_, c)| *c)).max().unwrap_or(1);
         let end = analysis.duration_s.max(1.0);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0f64..end, 0u64..max_count + 1)
-            .map_err(|e| err(e.to_string()))?;
-        chart
-            .configure_mesh()
-            .x_desc("virtual seconds")
-            .y_desc("running tasks")
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
+        let mut chart = time_chart(&root, title, end, max_count, "running tasks", &err)?;
         for (at, _) in &analysis.faults {
             chart
                 .draw_series(LineSeries::new([(*at, 0), (*at, max_count + 1)], RED.mix(0.35)))
@@ -83,14 +96,7 @@ pub fn leaders_svg(analysis: &Analysis, title: &str) -> Result<String, RenderErr
         root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
         let max_term = analysis.leaders.iter().map(|(_, term, _)| *term).max().unwrap_or(1);
         let end = analysis.duration_s.max(1.0);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(0f64..end, 0u64..max_term + 1)
-            .map_err(|e| err(e.to_string()))?;
-        chart.configure_mesh().x_desc("virtual seconds").y_desc("term").draw().map_err(|e| err(e.to_string()))?;
+        let mut chart = time_chart(&root, title, end, max_term, "term", &err)?;
         chart
             .draw_series(analysis.leaders.iter().map(|(t, term, _)| Circle::new((*t, *term), 4, BLUE.filled())))
             .map_err(|e| err(e.to_string()))?;
