@@ -367,7 +367,6 @@ impl ShoalNode {
         self.inner.agent.leave().await;
         self.shutdown().await;
         self.inner.router.unregister(Channel::Logs);
-        self.inner.router.unregister(Channel::Certificates);
         wipe(self.inner.env.disk.as_ref()).await.map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(())
     }
