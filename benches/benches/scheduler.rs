@@ -18,6 +18,7 @@ fn node(i: usize) -> Node {
         meta: Meta::default(),
         spec: NodeSpec { desired_role: NodeRole::Worker, availability: Availability::Active, labels },
         description: NodeDescription {
+            data_addr: String::new(),
             hostname: format!("host{i}"),
             resources: Resources { nano_cpus: 16_000_000_000, memory_bytes: 64 << 30 },
             os: "linux".into(),

@@ -189,6 +189,7 @@ impl ShoalNode {
             arch: std::env::consts::ARCH.into(),
             engine_version: config.engine_version.clone(),
             engine_labels: Default::default(),
+            data_addr: env.data_addr.clone(),
         };
 
         let (identity, replica) = match (&bootstrap, existing) {
@@ -512,6 +513,7 @@ impl ShoalNode {
                     attachable: false,
                     ingress: true,
                     labels: Default::default(),
+                    leases: Default::default(),
                 })));
             }
             Ok(actions)

@@ -552,6 +552,7 @@ mod steps {
             subnet: String::new(),
             attachable: false,
             ingress: false,
+            leases: Default::default(),
             labels: stack
                 .map(|s| [("com.docker.stack.namespace".to_string(), s.to_string())].into())
                 .unwrap_or_default(),

@@ -96,6 +96,19 @@ impl DockerExecutor {
     }
 
     fn summary(id: &str, response: ContainerInspectResponse) -> ContainerSummary {
+        let addresses = response
+            .network_settings
+            .as_ref()
+            .and_then(|settings| settings.networks.as_ref())
+            .map(|networks| {
+                networks
+                    .iter()
+                    .filter_map(|(name, endpoint)| {
+                        endpoint.ip_address.as_ref().filter(|ip| !ip.is_empty()).map(|ip| (name.clone(), ip.clone()))
+                    })
+                    .collect::<BTreeMap<_, _>>()
+            })
+            .unwrap_or_default();
         let config = response.config.unwrap_or_default();
         let state = response.state.unwrap_or_default();
         let exit_code = state.exit_code.unwrap_or(0);
@@ -117,6 +130,7 @@ impl DockerExecutor {
             image: config.image.unwrap_or_default(),
             labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
             state,
+            addresses,
         }
     }
 
@@ -277,6 +291,20 @@ impl Executor for DockerExecutor {
             }
         }
         Ok(query.select(lines.iter()))
+    }
+
+    // DATA-PLANE-WIP: replaced by the real bridges (issue 13).
+    async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
+        Ok(Vec::new())
+    }
+    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
+        Ok(Vec::new())
     }
 }
 

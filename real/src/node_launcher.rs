@@ -302,6 +302,8 @@ impl NodeLauncher for RealLauncher {
             transport: Arc::new(transport.clone()),
             disk: Arc::new(disk),
             executor: executor.clone(),
+            mesh: Arc::new(shoal_core::env::mesh::NoMesh),
+            data_addr: String::new(),
             tracer: Tracer::new(settings.hostname.clone(), tracer),
         };
         config.availability = settings.availability;

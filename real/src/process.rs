@@ -249,6 +249,7 @@ impl ProcessExecutor {
             image: proc.spec.image.clone(),
             labels: proc.spec.labels.clone(),
             state: *proc.state.borrow(),
+            addresses: Default::default(),
         }
     }
 
@@ -466,6 +467,21 @@ impl Executor for ProcessExecutor {
         let logs = lock(&self.inner.containers).get(id).map(|proc| proc.logs.clone()).ok_or_else(|| no_such(id))?;
         let logs = lock(&logs);
         Ok(query.select(logs.iter()))
+    }
+
+    /// Processes share the host's network: there is no bridge to make (DESIGN §8).
+    async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
+        Ok(Vec::new())
+    }
+    /// A process has no image to declare ports.
+    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
+        Ok(Vec::new())
     }
 }
 

@@ -364,6 +364,7 @@ async fn docker_logs_env_workdir_user_and_host_network() {
         nano_cpus: Some(500_000_000),
         workdir: "/tmp".into(),
         user: "65534:65534".into(),
+        ..Default::default()
     };
     let id = docker.create(&spec).await.expect("create");
     let result = async {

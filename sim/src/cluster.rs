@@ -138,6 +138,8 @@ impl SimCluster {
                     transport: Arc::new(net.transport(addr.clone())),
                     disk: Arc::new(disk.clone()),
                     executor: Arc::new(executor.clone()),
+                    mesh: Arc::new(shoal_core::env::mesh::NoMesh),
+                    data_addr: String::new(),
                     tracer: Tracer::new(name.clone(), Arc::new(trace.clone())),
                 };
                 let bootstrap = first_boot.lock().expect("boot lock").take().unwrap_or(Bootstrap::Resume);

@@ -183,6 +183,7 @@ impl Executor for SimExecutor {
             state.next_id += 1;
             let id = format!("{}-c{}", self.node, state.next_id);
             let summary = ContainerSummary {
+                addresses: Default::default(),
                 id: id.clone(),
                 name: spec.name.clone(),
                 image: spec.image.clone(),
@@ -281,5 +282,19 @@ impl Executor for SimExecutor {
             let container = state.containers.get(id).ok_or_else(|| Self::no_such(id))?;
             Ok(query.select(container.logs.iter()))
         })
+    }
+
+    // DATA-PLANE-WIP: replaced by the real bridges (issue 13).
+    async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), ExecutorError> {
+        Ok(())
+    }
+    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
+        Ok(Vec::new())
+    }
+    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
+        Ok(Vec::new())
     }
 }

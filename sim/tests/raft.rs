@@ -85,6 +85,8 @@ impl Cluster {
                             transport: transport.clone(),
                             disk: Arc::new(disk),
                             executor: Arc::new(NoExecutor),
+                            mesh: Arc::new(shoal_core::env::mesh::NoMesh),
+                            data_addr: String::new(),
                             tracer: Tracer::none(),
                         };
                         let router = Router::new();

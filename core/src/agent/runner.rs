@@ -60,6 +60,7 @@ pub fn spawn(env: NodeEnv, node_id: String, task: Task, status: mpsc::UnboundedS
         state: TaskState::Assigned,
         container_id: String::new(),
         started_at_ms,
+        endpoint: None,
         done: watch::channel(false).0,
     };
     let done = runner.done.subscribe();
@@ -77,6 +78,8 @@ struct Runner {
     container_id: String,
     /// When the container started (0 = not yet); an adopted container keeps the manager's record.
     started_at_ms: u64,
+    /// Where the task is reached and whether it is in the rotation (DESIGN §8).
+    endpoint: Option<crate::api::TaskEndpoint>,
     /// Set when the runner is finished (container stopped and removed); dropping it says the same.
     done: watch::Sender<bool>,
 }
@@ -105,6 +108,7 @@ impl Runner {
             container_id: self.container_id.clone(),
             exit_code,
             started_at_ms: self.started_at_ms,
+            endpoint: self.endpoint.clone(),
         };
         let _ = self.status.send(StatusUpdate { task_id: self.task.id.clone(), status });
     }
@@ -146,6 +150,9 @@ impl Runner {
             nano_cpus: (spec.resources.limits.nano_cpus > 0).then_some(spec.resources.limits.nano_cpus),
             workdir: spec.workdir.clone(),
             user: spec.user.clone(),
+            networks: Vec::new(),
+            dns: Vec::new(),
+            port_bindings: Vec::new(),
         }
     }
 

@@ -39,6 +39,10 @@ pub struct Network {
     pub attachable: bool,
     pub ingress: bool,
     pub labels: Labels,
+    /// Each node's part of `subnet` (node id → CIDR), leased by the leader the first time a task on
+    /// this network is placed on the node; the node's bridge for the network uses it (DESIGN §8).
+    #[serde(default)]
+    pub leases: BTreeMap<String, String>,
 }
 
 /// Cluster-wide settings, created at `swarm init` with Swarm's defaults.

@@ -55,6 +55,9 @@ pub struct NodeDescription {
     pub arch: String,
     pub engine_version: String,
     pub engine_labels: Labels,
+    /// Where the node's daemon accepts data-plane tunnels (`ip:port`), DESIGN §8; empty = none.
+    #[serde(default)]
+    pub data_addr: String,
 }
 
 /// What the user can change (`node update`, `node promote`/`demote`).

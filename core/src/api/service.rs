@@ -122,6 +122,26 @@ pub struct PortConfig {
     pub publish_mode: PublishMode,
 }
 
+/// How a service is reached by name inside its networks (`--endpoint-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// The name resolves to one virtual IP that balances over the ready tasks.
+    #[default]
+    Vip,
+    /// The name resolves to the ready tasks' addresses (DNS round robin).
+    Dnsrr,
+}
+
+impl EndpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+}
+
 /// What each task of a service runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -175,6 +195,9 @@ pub struct ServiceSpec {
     /// Shoal's addition (off by default, as Swarm has none): move tasks to even out spread when a
     /// node joins or comes back, bounded by the update parallelism.
     pub rebalance: bool,
+    /// `--endpoint-mode`: vip (the default) or dnsrr.
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 impl ServiceSpec {
@@ -189,6 +212,7 @@ impl ServiceSpec {
             rollback_config: UpdateConfig::default(),
             ports: Vec::new(),
             rebalance: false,
+            endpoint_mode: EndpointMode::Vip,
         }
     }
 }

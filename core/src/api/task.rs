@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Meta, TaskSpec};
+use std::collections::BTreeMap;
+
+use super::{Meta, PortConfig, TaskSpec};
 
 /// Swarm's task states, in lifecycle order: a task's observed state never moves backwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -74,6 +76,20 @@ pub struct TaskStatus {
     /// the restart supervisor measure a task's run from it.
     #[serde(default)]
     pub started_at_ms: u64,
+    /// Where the task can be reached and whether it accepts connections yet (the data plane's
+    /// readiness, DESIGN §8): reported by the agent once the container runs.
+    #[serde(default)]
+    pub endpoint: Option<TaskEndpoint>,
+}
+
+/// A running task as the data plane sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskEndpoint {
+    /// The task's address on each of its networks (network id → IP). A task on no network (host
+    /// networking, or the process executor) has its node's IP under the empty key.
+    pub addresses: BTreeMap<String, String>,
+    /// Every port to probe accepted a connection: the task is in the rotation.
+    pub ready: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +118,14 @@ pub struct Task {
     /// task of the slot and trimmed to what `max_attempts` within `window` needs.
     #[serde(default)]
     pub restart_history_ms: Vec<u64>,
+    /// The networks the task is attached to (ids): the service's, plus `ingress` when the service
+    /// publishes ingress ports. Resolved when the task is made.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// The service's published ports when the task was made (allocated: no 0 ports); `mode=host`
+    /// ones are bound on the task's node, and the target ports are what readiness probes.
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
 }
 
 impl Task {

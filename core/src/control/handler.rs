@@ -418,6 +418,7 @@ impl ControlHandler {
                     attachable,
                     ingress: false,
                     labels,
+                    leases: Default::default(),
                 };
                 match self.consensus.proposer().propose(vec![Action::Create(Object::Network(network))]).await {
                     Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => {

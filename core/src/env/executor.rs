@@ -34,6 +34,46 @@ pub struct ContainerSpec {
     /// `user`, `uid` or `uid:gid` to run as; empty = the image's.
     #[serde(default)]
     pub user: String,
+    /// The node-local bridges of the task's networks (DESIGN §8); empty = host networking.
+    #[serde(default)]
+    pub networks: Vec<BridgeSpec>,
+    /// DNS servers for the container: the mesh resolver on its first bridge's gateway.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `mode=host` published ports, bound on the node's own address.
+    #[serde(default)]
+    pub port_bindings: Vec<PortBinding>,
+}
+
+/// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container
+/// is attached to. Made by the agent from the network's lease for this node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct BridgeSpec {
+    /// The swarm network's id (the key of the task's addresses).
+    pub network_id: String,
+    /// The runtime's name for the bridge network (`shoal-<network>-<node>`).
+    pub name: String,
+    /// The Linux bridge device (at most 15 bytes).
+    pub device: String,
+    /// The node's lease of the network's subnet (CIDR).
+    pub subnet: String,
+    /// The node's own address on the bridge (the first of the lease).
+    pub gateway: String,
+    /// Where containers get their addresses (CIDR inside `subnet`).
+    pub ip_range: String,
+    /// Names the task answers to on this network besides the service's (compose `aliases`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A `mode=host` port: `host_ip:published` on the node forwards to the container's `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub protocol: String,
+    pub target: u16,
+    pub host_ip: String,
+    pub published: u16,
 }
 
 /// Where a container is in its life.
@@ -52,6 +92,9 @@ pub struct ContainerSummary {
     pub image: String,
     pub labels: BTreeMap<String, String>,
     pub state: ContainerState,
+    /// The container's address on each bridge it is attached to (bridge network name → IP).
+    #[serde(default)]
+    pub addresses: BTreeMap<String, String>,
 }
 
 /// One line of a container's output and when the runtime recorded it: nanoseconds since the Unix
@@ -130,4 +173,14 @@ pub trait Executor: Send + Sync + 'static {
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError>;
     /// The container's output (stdout and stderr), oldest first, as `query` selects it.
     async fn logs(&self, id: &str, query: &LogsQuery) -> Result<Vec<LogLine>, ExecutorError>;
+    /// Make sure the bridge exists as `bridge` says (create it, or check an existing one matches).
+    /// An executor without bridges (plain processes) accepts and ignores it.
+    async fn ensure_network(&self, bridge: &BridgeSpec) -> Result<(), ExecutorError>;
+    /// Remove a bridge made by `ensure_network` (by its `name`); idempotent. Fails while a
+    /// container is still attached.
+    async fn remove_network(&self, name: &str) -> Result<(), ExecutorError>;
+    /// Bridges made by `ensure_network` whose labels include every `(key, value)` in `labels`.
+    async fn list_networks(&self, labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError>;
+    /// The TCP/UDP ports the image declares (`EXPOSE`): `(protocol, port)`, sorted.
+    async fn exposed_ports(&self, image: &str) -> Result<Vec<(String, u16)>, ExecutorError>;
 }

@@ -14,14 +14,19 @@ pub mod conformance;
 pub mod disk;
 pub mod executor;
 pub mod mem_disk;
+pub mod mesh;
 pub mod runtime;
 pub mod transport;
 
 use std::sync::Arc;
 
 pub use disk::{Disk, DiskError};
-pub use executor::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery};
+pub use executor::{
+    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+    PortBinding,
+};
 pub use mem_disk::MemDisk;
+pub use mesh::{MeshError, MeshNet, MeshStream};
 pub use runtime::{now, sleep, spawn, timeout, Elapsed, Instant, Rt, Sleep};
 pub use transport::{Handler, Transport, TransportError};
 
@@ -33,6 +38,11 @@ pub struct NodeEnv {
     pub transport: Arc<dyn Transport>,
     pub disk: Arc<dyn Disk>,
     pub executor: Arc<dyn Executor>,
+    /// Service traffic: published ports, VIPs, tunnels to peers (DESIGN §8).
+    pub mesh: Arc<dyn MeshNet>,
+    /// Where this node's daemon accepts data-plane tunnels (`ip:port`); peers learn it from the
+    /// node's description.
+    pub data_addr: String,
     /// Where this node's trace events go.
     pub tracer: crate::trace::Tracer,
 }

@@ -134,6 +134,19 @@ impl crate::env::Executor for NoExecutor {
     ) -> Result<Vec<crate::env::LogLine>, crate::env::ExecutorError> {
         no_runtime()
     }
+
+    async fn ensure_network(&self, _bridge: &crate::env::BridgeSpec) -> Result<(), crate::env::ExecutorError> {
+        no_runtime()
+    }
+    async fn remove_network(&self, _name: &str) -> Result<(), crate::env::ExecutorError> {
+        no_runtime()
+    }
+    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, crate::env::ExecutorError> {
+        no_runtime()
+    }
+    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, crate::env::ExecutorError> {
+        no_runtime()
+    }
 }
 
 /// A node environment for a manager at `addr` on `net`, with `disk`, no executor and no tracing.
@@ -143,6 +156,8 @@ pub fn node_env(addr: &str, transport: Arc<dyn Transport>, disk: Arc<dyn Disk>) 
         transport,
         disk,
         executor: Arc::new(NoExecutor),
+        mesh: Arc::new(crate::env::mesh::NoMesh),
+        data_addr: String::new(),
         tracer: crate::trace::Tracer::none(),
     }
 }
@@ -200,6 +215,7 @@ pub fn churn_write(n: u64) -> Vec<crate::store::Action> {
             attachable: false,
             ingress: false,
             labels: Default::default(),
+            leases: Default::default(),
         })),
         Action::Delete { kind: Kind::Network, id },
     ]

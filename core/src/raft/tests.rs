@@ -47,6 +47,7 @@ fn network(name: &str) -> Object {
         attachable: false,
         ingress: false,
         labels: Default::default(),
+        leases: Default::default(),
     })
 }
 

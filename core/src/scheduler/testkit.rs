@@ -9,6 +9,7 @@ pub fn node(id: &str) -> Node {
         meta: Meta::default(),
         spec: NodeSpec { desired_role: NodeRole::Worker, availability: Availability::Active, labels: Labels::new() },
         description: NodeDescription {
+            data_addr: String::new(),
             hostname: format!("host-{id}"),
             resources: Resources { nano_cpus: 4_000_000_000, memory_bytes: 8 << 30 },
             os: "linux".into(),

@@ -546,6 +546,7 @@ mod tests {
             attachable: false,
             ingress: false,
             labels: Default::default(),
+            leases: Default::default(),
         })
     }
 
