@@ -43,6 +43,7 @@ fn network(name: &str) -> Action {
         subnet: String::new(),
         attachable: false,
         ingress: false,
+        leases: Default::default(),
         labels: Default::default(),
     }))
 }
