@@ -8,6 +8,8 @@
 //! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
 //!   how a manager renews one; [`renewal`] — when a node renews its own.
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
+//! - [`mesh_net`] — [`mesh_net::RealMeshNet`]: service traffic (published ports, VIPs, tunnels between
+//!   daemons under the swarm's mutual TLS).
 
 pub mod bootstrap;
 pub mod cli;
@@ -16,6 +18,7 @@ pub mod disk;
 pub mod docker;
 pub mod format;
 pub mod local_api;
+pub mod mesh_net;
 pub mod net;
 pub mod node_launcher;
 pub mod process;

@@ -123,7 +123,7 @@ pub type BoxStream = Pin<Box<dyn Stream>>;
 
 impl Security {
     /// Wrap a dialled stream.
-    async fn client(&self, tcp: TcpStream) -> Result<BoxStream, String> {
+    pub(crate) async fn client(&self, tcp: TcpStream) -> Result<BoxStream, String> {
         match self {
             Security::Plain => Ok(Box::pin(tcp)),
             Security::Tls(tls) => tls.connect(tcp).await,
@@ -132,7 +132,7 @@ impl Security {
     }
 
     /// Wrap an accepted stream; returns the identity the peer proved, if any.
-    async fn server(&self, tcp: TcpStream) -> Result<(BoxStream, Option<String>), String> {
+    pub(crate) async fn server(&self, tcp: TcpStream) -> Result<(BoxStream, Option<String>), String> {
         match self {
             Security::Plain => Ok((Box::pin(tcp), None)),
             Security::Tls(tls) => tls.accept(tcp).await,
@@ -141,7 +141,7 @@ impl Security {
     }
 
     /// Whether every peer of the cluster must prove an identity (so one without is only bootstrapping).
-    fn authenticates(&self) -> bool {
+    pub(crate) fn authenticates(&self) -> bool {
         matches!(self, Security::Tls(_))
     }
 }

@@ -12,13 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shoal::disk::FileDisk;
 use shoal::docker::{DockerExecutor, DockerOptions};
+use shoal::mesh_net::RealMeshNet;
 use shoal::net::{Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE};
 use shoal::process::{ProcessExecutor, PROCESS_IMAGE};
 use shoal::tls::{ClusterCa, NodeCert, TlsConfig};
-use shoal_core::env::conformance::{self, ExecutorFixture};
+use shoal_core::env::conformance::{self, ExecutorFixture, MeshFixture};
 use shoal_core::env::executor::LABEL_TASK_ID;
+use shoal_core::env::mesh::MeshNet;
 use shoal_core::env::transport::Peer;
-use shoal_core::env::{Executor, Handler, LogsQuery, Transport, TransportError};
+use shoal_core::env::{Executor, Handler, LogsQuery, MeshError, Transport, TransportError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -411,4 +413,175 @@ async fn process_executor_conformance() {
         name_prefix: unique("shoal-process"),
     };
     executor_suite(Arc::new(ProcessExecutor::new()), fixture).await;
+}
+
+/// The mesh fixture for a server node on `server_ip` and a client node on `client_ip` (each test
+/// its own addresses, so tests running at once never meet on a recycled port).
+fn mesh_fixture(
+    server_ip: &str,
+    client_ip: &str,
+    server_data_addr: &str,
+    client_identity: Option<&str>,
+) -> MeshFixture {
+    let udp = |ip: &str| {
+        let socket = std::net::UdpSocket::bind((ip, 0)).expect("bind a loopback UDP port");
+        socket.local_addr().expect("local addr").to_string()
+    };
+    MeshFixture {
+        listen_addr: free_addr(server_ip),
+        listen_addr_2: free_addr(server_ip),
+        dead_addr: free_addr(server_ip),
+        udp_addr: udp(server_ip),
+        client_udp_addr: udp(client_ip),
+        server_data_addr: server_data_addr.to_string(),
+        dead_data_addr: free_addr(client_ip),
+        client_identity: client_identity.map(str::to_string),
+    }
+}
+
+#[tokio::test]
+async fn mesh_conformance_plain() {
+    let server_data = free_addr("127.0.0.5");
+    let server = Arc::new(RealMeshNet::new(server_data.clone(), Security::Plain));
+    let client = Arc::new(RealMeshNet::new(free_addr("127.0.0.6"), Security::Plain));
+    conformance::mesh(server, client, mesh_fixture("127.0.0.5", "127.0.0.6", &server_data, None)).await;
+}
+
+#[tokio::test]
+async fn mesh_conformance_tls_names_the_dialling_node() {
+    let ca = ClusterCa::generate().unwrap();
+    let tls = |id: &str| Security::Tls(Arc::new(TlsConfig::new(ca.cert_pem(), &ca.issue(id).unwrap()).unwrap()));
+    let server_data = free_addr("127.0.0.8");
+    let server = Arc::new(RealMeshNet::new(server_data.clone(), tls("node-a")));
+    let client = Arc::new(RealMeshNet::new(free_addr("127.0.0.9"), tls("node-b")));
+    conformance::mesh(server, client, mesh_fixture("127.0.0.8", "127.0.0.9", &server_data, Some("node-b"))).await;
+}
+
+#[tokio::test]
+async fn tunnels_leave_from_the_data_address() {
+    let server_data = free_addr("127.0.0.10");
+    let server = RealMeshNet::new(server_data.clone(), Security::Plain);
+    let client = RealMeshNet::new("127.0.0.11:4789", Security::Plain);
+    let mut tunnels = server.listen_tunnels().await.unwrap();
+    let _stream = client.open_tunnel(&server_data, SECOND).await.unwrap();
+    let incoming = tunnels.accept().await.unwrap();
+    let from: SocketAddr = incoming.peer_addr.parse().unwrap();
+    assert_eq!(from.ip().to_string(), "127.0.0.11", "a peer sees the node's own address as the source");
+}
+
+#[tokio::test]
+async fn tunnels_without_a_certificate_of_the_swarm_are_refused() {
+    let ca = ClusterCa::generate().unwrap();
+    let other = ClusterCa::generate().unwrap();
+    let server_data = free_addr("127.0.0.12");
+    let server_tls = TlsConfig::new(ca.cert_pem(), &ca.issue("node-a").unwrap()).unwrap();
+    let server = RealMeshNet::new(server_data.clone(), Security::Tls(Arc::new(server_tls)));
+    let mut tunnels = server.listen_tunnels().await.expect("listen for tunnels");
+
+    // A node of another swarm: it does not trust our certificate, nor we its.
+    let stranger_tls = TlsConfig::new(other.cert_pem(), &other.issue("intruder").unwrap()).unwrap();
+    let stranger = RealMeshNet::new(free_addr("127.0.0.13"), Security::Tls(Arc::new(stranger_tls)));
+    let err = stranger.open_tunnel(&server_data, SECOND).await.err();
+    assert!(matches!(err, Some(MeshError::Refused { .. })), "got {err:?}");
+
+    // Plain TCP to a TLS data port, and a client that presents no certificate at all (a joining
+    // node's bootstrap security): both dropped before the core sees them.
+    let plain = RealMeshNet::new(free_addr("127.0.0.13"), Security::Plain);
+    let mut stream = plain.open_tunnel(&server_data, SECOND).await.expect("plain TCP connects");
+    stream.write_all(b"hello").await.unwrap();
+    let join = shoal::tls::JoinTls::new(&ca.digest()).unwrap();
+    let anonymous = RealMeshNet::new(free_addr("127.0.0.13"), Security::Join(Arc::new(join)));
+    if let Ok(mut stream) = anonymous.open_tunnel(&server_data, SECOND).await {
+        // TLS 1.3: the client finishes first; the listener's refusal arrives on the first read.
+        let _ = stream.write_all(b"hello").await;
+        let mut buf = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
+        assert!(!matches!(read, Ok(Ok(1))), "an anonymous tunnel must get no data");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.recent_tunnel_errors().len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let errors = server.recent_tunnel_errors();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("certificate of a node of this swarm is required")), "{errors:?}");
+
+    // A member still gets through, with its identity.
+    let member_tls = TlsConfig::new(ca.cert_pem(), &ca.issue("node-c").unwrap()).unwrap();
+    let member = RealMeshNet::new(free_addr("127.0.0.13"), Security::Tls(Arc::new(member_tls)));
+    let mut stream = member.open_tunnel(&server_data, SECOND).await.expect("a member's tunnel");
+    stream.write_all(b"x").await.unwrap();
+    let incoming = tokio::time::timeout(Duration::from_secs(5), tunnels.accept()).await.unwrap().unwrap();
+    assert_eq!(incoming.peer_identity.as_deref(), Some("node-c"));
+}
+
+#[tokio::test]
+async fn listen_errors_say_why() {
+    let mesh = RealMeshNet::new(free_addr("127.0.0.14"), Security::Plain);
+    let addr = free_addr("127.0.0.14");
+    let _held = std::net::TcpListener::bind(&addr).unwrap();
+    match mesh.listen_tcp(&addr).await.err() {
+        Some(MeshError::Listen { addr: at, reason }) => {
+            assert_eq!(at, addr);
+            assert!(
+                reason.contains("port is already allocated") && reason.contains("address already in use"),
+                "{reason}"
+            );
+        }
+        other => panic!("a taken port must be refused, got {other:?}"),
+    }
+    // TEST-NET-3, not an address of this host: listening there fails without sending anything.
+    match mesh.listen_tcp("203.0.113.9:8080").await.err() {
+        Some(MeshError::Listen { reason, .. }) => assert!(reason.contains("not an address of this host"), "{reason}"),
+        other => panic!("a foreign address must be refused, got {other:?}"),
+    }
+    match mesh.listen_tcp("web:80").await.err() {
+        Some(MeshError::Listen { reason, .. }) => assert!(reason.contains("not an ip:port"), "{reason}"),
+        other => panic!("a malformed address must be refused, got {other:?}"),
+    }
+    let eacces = std::io::Error::from_raw_os_error(libc::EACCES);
+    assert!(shoal::mesh_net::bind_error_reason(&eacces).contains("ports below 1024 need root"));
+}
+
+/// A Linux bridge made by the test, deleted when dropped.
+struct TestBridge(String);
+
+impl TestBridge {
+    fn new() -> TestBridge {
+        let name = format!("shtest{}", std::process::id() % 100_000);
+        let status = std::process::Command::new("ip").args(["link", "add", &name, "type", "bridge"]).status();
+        assert!(status.is_ok_and(|s| s.success()), "this test needs root and iproute2 to make the bridge {name}");
+        TestBridge(name)
+    }
+}
+
+impl Drop for TestBridge {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["link", "del", &self.0]).status();
+    }
+}
+
+#[tokio::test]
+async fn local_addresses_on_a_bridge_come_and_go() {
+    use shoal::mesh_net::netlink::host_addresses;
+    let bridge = TestBridge::new();
+    let mesh = RealMeshNet::new(free_addr("127.0.0.15"), Security::Plain);
+    let vip: std::net::IpAddr = "10.213.7.9".parse().unwrap();
+    assert!(host_addresses(&bridge.0).await.unwrap().is_empty());
+    mesh.add_local_address(&bridge.0, "10.213.7.9").await.expect("add a VIP");
+    mesh.add_local_address(&bridge.0, "10.213.7.9").await.expect("adding it again is not an error");
+    assert_eq!(host_addresses(&bridge.0).await.unwrap(), vec![vip]);
+    // The address is this host's now: the proxy can listen on it.
+    let listener = mesh.listen_tcp("10.213.7.9:8080").await;
+    assert!(listener.is_ok(), "listen on the VIP: {:?}", listener.err());
+    drop(listener);
+    mesh.remove_local_address(&bridge.0, "10.213.7.9").await.expect("remove the VIP");
+    mesh.remove_local_address(&bridge.0, "10.213.7.9").await.expect("removing it again is not an error");
+    assert!(host_addresses(&bridge.0).await.unwrap().is_empty());
+
+    let err = mesh.add_local_address("shnosuchbr0", "10.213.7.9").await.unwrap_err();
+    assert!(err.to_string().contains("no network device named \"shnosuchbr0\""), "{err}");
+    mesh.remove_local_address("shnosuchbr0", "10.213.7.9").await.expect("a gone bridge has no addresses");
+    let err = mesh.add_local_address(&bridge.0, "not-an-ip").await.unwrap_err();
+    assert!(err.to_string().contains("is not an IP address"), "{err}");
 }

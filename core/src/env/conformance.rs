@@ -156,3 +156,216 @@ pub async fn executor(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
     }
     assert!(executor.list(&[(LABEL_TASK_ID.to_string(), task_label)]).await.unwrap().is_empty());
 }
+
+/// Where the mesh suite listens and dials. Every address is `ip:port` in the arm's own world.
+#[derive(Debug, Clone)]
+pub struct MeshFixture {
+    /// A free TCP port on the server node's address.
+    pub listen_addr: String,
+    /// A second free TCP port there (for concurrent listeners).
+    pub listen_addr_2: String,
+    /// A TCP address where nothing listens (connections are refused).
+    pub dead_addr: String,
+    /// A free UDP port on the server node's address, and one on the client node's.
+    pub udp_addr: String,
+    pub client_udp_addr: String,
+    /// The server node's data address (where its tunnel listener binds).
+    pub server_data_addr: String,
+    /// The data address of a node that does not run (tunnels there fail).
+    pub dead_data_addr: String,
+    /// The identity the server must see on the client's tunnels (`None` where the world has none).
+    pub client_identity: Option<String>,
+}
+
+/// Write `data` on `stream` and flush it.
+async fn send_all(stream: &mut super::MeshStream, data: &[u8], what: &str) {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(data).await.unwrap_or_else(|e| panic!("{what}: write failed: {e}"));
+    stream.flush().await.unwrap_or_else(|e| panic!("{what}: flush failed: {e}"));
+}
+
+/// Read exactly `len` bytes from `stream`, within 10 s.
+async fn receive(stream: &mut super::MeshStream, len: usize, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; len];
+    match crate::env::timeout(Duration::from_secs(10), stream.read_exact(&mut buf)).await {
+        Ok(Ok(_)) => buf,
+        Ok(Err(e)) => panic!("{what}: read of {len} bytes failed: {e}"),
+        Err(_) => panic!("{what}: {len} bytes did not arrive within 10 s"),
+    }
+}
+
+/// Read until end of stream, within 10 s: what arrived.
+async fn receive_to_end(stream: &mut super::MeshStream, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    match crate::env::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await {
+        Ok(Ok(_)) => buf,
+        Ok(Err(e)) => panic!("{what}: reading to the end failed: {e}"),
+        Err(_) => panic!("{what}: no end of stream within 10 s (a shutdown must reach the other side)"),
+    }
+}
+
+/// Half-close the write side.
+async fn shutdown_write(stream: &mut super::MeshStream, what: &str) {
+    use tokio::io::AsyncWriteExt;
+    stream.shutdown().await.unwrap_or_else(|e| panic!("{what}: shutdown failed: {e}"));
+}
+
+fn payload(size: usize, seed: u8) -> Vec<u8> {
+    (0..size).map(|i| (i % 251) as u8 ^ seed).collect()
+}
+
+/// The mesh promises the proxy, the tunnel acceptor and the probe rely on: listen, accept and dial
+/// with data both ways and half-close; a taken port and a closed port refused at once; UDP both
+/// ways; tunnels carrying the dialler's identity, large payloads and half-close; a dead peer failing
+/// within the deadline. `server` and `client` are two nodes of one world.
+pub async fn mesh(server: Arc<dyn super::MeshNet>, client: Arc<dyn super::MeshNet>, fixture: MeshFixture) {
+    use super::MeshError;
+    let second = Duration::from_secs(5);
+
+    // Listen, connect, talk both ways, half-close both ways.
+    let mut listener = server.listen_tcp(&fixture.listen_addr).await.expect("listen on a free port must succeed");
+    let taken = server.listen_tcp(&fixture.listen_addr).await.err();
+    assert!(
+        matches!(taken, Some(MeshError::Listen { .. })),
+        "a second listener on {} must be refused as taken, got {taken:?}",
+        fixture.listen_addr
+    );
+    let dialled = {
+        let client = client.clone();
+        let addr = fixture.listen_addr.clone();
+        crate::env::spawn(async move { client.connect_tcp(&addr, Duration::from_secs(5)).await })
+    };
+    let (mut accepted, from) = crate::env::timeout(second, listener.accept())
+        .await
+        .expect("a connection must be accepted within 5 s")
+        .expect("accept");
+    assert!(!from.is_empty(), "accept names the client's address");
+    let mut dialled = dialled.await.expect("task").expect("connect to a listening port must succeed");
+    send_all(&mut dialled, b"ping", "client → server").await;
+    assert_eq!(receive(&mut accepted, 4, "client → server").await, b"ping");
+    send_all(&mut accepted, b"pong!", "server → client").await;
+    assert_eq!(receive(&mut dialled, 5, "server → client").await, b"pong!");
+    shutdown_write(&mut dialled, "client").await;
+    assert_eq!(receive_to_end(&mut accepted, "server after the client's shutdown").await, b"");
+    // The other direction still works after one side's half-close (HTTP/1.0 clients rely on it).
+    send_all(&mut accepted, b"late reply", "server after half-close").await;
+    shutdown_write(&mut accepted, "server").await;
+    assert_eq!(receive_to_end(&mut dialled, "client after both shutdowns").await, b"late reply");
+
+    // Eight connections at once, each with its own bytes, on a second listener.
+    let mut second_listener = server.listen_tcp(&fixture.listen_addr_2).await.expect("a second port");
+    let echo = crate::env::spawn(async move {
+        let mut served = Vec::new();
+        for _ in 0..8 {
+            let (mut stream, _) = second_listener.accept().await.expect("accept");
+            served.push(crate::env::spawn(async move {
+                let request = receive(&mut stream, 64 << 10, "echo").await;
+                send_all(&mut stream, &request, "echo").await;
+            }));
+        }
+        for task in served {
+            task.await.expect("echo task");
+        }
+        second_listener
+    });
+    let mut callers = Vec::new();
+    for i in 0..8u8 {
+        let client = client.clone();
+        let addr = fixture.listen_addr_2.clone();
+        callers.push(crate::env::spawn(async move {
+            let mut stream = client.connect_tcp(&addr, Duration::from_secs(5)).await.expect("concurrent connect");
+            let body = payload(64 << 10, i);
+            send_all(&mut stream, &body, "concurrent").await;
+            assert_eq!(receive(&mut stream, body.len(), "concurrent").await, body, "connection {i} got its own bytes");
+        }));
+    }
+    for caller in callers {
+        caller.await.expect("a concurrent connection failed");
+    }
+    let second_listener = echo.await.expect("echo server");
+
+    // A closed port: refused at once, so the proxy can try the next backend.
+    drop(second_listener);
+    let err = client.connect_tcp(&fixture.listen_addr_2, second).await.err();
+    assert!(matches!(err, Some(MeshError::Refused { .. })), "a dropped listener's port must refuse, got {err:?}");
+    let err = client.connect_tcp(&fixture.dead_addr, second).await.err();
+    assert!(matches!(err, Some(MeshError::Refused { .. })), "a port nobody listens on must refuse, got {err:?}");
+    drop(listener);
+    let err = client.connect_tcp(&fixture.listen_addr, second).await.err();
+    assert!(matches!(err, Some(MeshError::Refused { .. })), "a dropped listener frees its port, got {err:?}");
+    let again = server.listen_tcp(&fixture.listen_addr).await;
+    assert!(again.is_ok(), "a port is free again once its listener is dropped: {:?}", again.err());
+    drop(again);
+
+    // UDP, both ways.
+    let udp_server = server.bind_udp(&fixture.udp_addr).await.expect("bind a free UDP port");
+    let taken = server.bind_udp(&fixture.udp_addr).await.err();
+    assert!(matches!(taken, Some(MeshError::Listen { .. })), "a bound UDP port must be refused, got {taken:?}");
+    let udp_client = client.bind_udp(&fixture.client_udp_addr).await.expect("bind the client's UDP port");
+    udp_client.send_to(b"ping", &fixture.udp_addr).await.expect("send a datagram");
+    let mut buf = [0u8; 64];
+    let (len, from) = crate::env::timeout(second, udp_server.recv_from(&mut buf))
+        .await
+        .expect("a datagram must arrive within 5 s")
+        .expect("recv");
+    assert_eq!(&buf[..len], b"ping");
+    assert_eq!(from, fixture.client_udp_addr, "a datagram names its sender's address");
+    udp_server.send_to(b"pong", &from).await.expect("reply to the sender");
+    let (len, from) = crate::env::timeout(second, udp_client.recv_from(&mut buf))
+        .await
+        .expect("the reply must arrive within 5 s")
+        .expect("recv");
+    assert_eq!((&buf[..len], from.as_str()), (&b"pong"[..], fixture.udp_addr.as_str()));
+
+    // Tunnels: the dialler's identity, data both ways, a large payload, half-close.
+    let mut tunnels = server.listen_tunnels().await.expect("listen for tunnels on the data address");
+    let opened = {
+        let client = client.clone();
+        let addr = fixture.server_data_addr.clone();
+        crate::env::spawn(async move {
+            let mut stream = client.open_tunnel(&addr, Duration::from_secs(5)).await.expect("open a tunnel");
+            // The first frame goes out before the listener has to answer anything.
+            send_all(&mut stream, b"hello", "tunnel").await;
+            stream
+        })
+    };
+    let mut incoming = crate::env::timeout(Duration::from_secs(10), tunnels.accept())
+        .await
+        .expect("a tunnel must arrive within 10 s")
+        .expect("accept a tunnel");
+    assert_eq!(incoming.peer_identity, fixture.client_identity, "the tunnel names the dialling node");
+    assert!(!incoming.peer_addr.is_empty(), "the tunnel names the dialler's address");
+    let mut opened = opened.await.expect("task");
+    assert_eq!(receive(&mut incoming.stream, 5, "tunnel client → server").await, b"hello");
+    let big = payload(1 << 20, 7);
+    let upload = {
+        let big = big.clone();
+        crate::env::spawn(async move {
+            send_all(&mut opened, &big, "tunnel upload").await;
+            shutdown_write(&mut opened, "tunnel client").await;
+            opened
+        })
+    };
+    let received = receive_to_end(&mut incoming.stream, "tunnel server after the client's shutdown").await;
+    assert!(received == big, "1 MiB through a tunnel arrives intact ({} bytes arrived)", received.len());
+    let mut opened = upload.await.expect("upload");
+    send_all(&mut incoming.stream, b"done", "tunnel server → client").await;
+    shutdown_write(&mut incoming.stream, "tunnel server").await;
+    assert_eq!(receive_to_end(&mut opened, "tunnel client after both shutdowns").await, b"done");
+
+    // A peer that does not run: the tunnel fails within its deadline.
+    let started = crate::env::now();
+    let err = client.open_tunnel(&fixture.dead_data_addr, Duration::from_secs(2)).await.err();
+    assert!(
+        matches!(err, Some(MeshError::Refused { .. } | MeshError::Timeout { .. })),
+        "a tunnel to a node that does not run must fail, got {err:?}"
+    );
+    assert!(crate::env::now() - started < Duration::from_secs(4), "the tunnel deadline must be honoured");
+
+    // Dropping the tunnel listener closes the data port.
+    drop(tunnels);
+    let err = client.open_tunnel(&fixture.server_data_addr, Duration::from_secs(2)).await.err();
+    assert!(err.is_some(), "a tunnel to a closed data port must fail");
+}
