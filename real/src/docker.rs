@@ -7,8 +7,15 @@
 //!   the local image store and reports a missing image as [`ExecutorError::ImageUnavailable`]. A pull
 //!   is never attempted for an image that exists locally. (With no registry reachable, a pull only
 //!   makes dockerd resolve registry names, and fail slowly.)
-//! - Containers run with host networking and carry the spec's labels (shoal's node/service/task ids,
-//!   so a restarted agent finds its containers again with `list`), env, command and limits.
+//! - Containers carry the spec's labels (shoal's node/service/task ids, so a restarted agent finds
+//!   its containers again with `list`), env, command and limits. A container with no bridges runs
+//!   with host networking; one with bridges (the node-local bridges of its networks, DESIGN §8) is
+//!   attached to the first at create and to the others right after, with its aliases, the mesh
+//!   resolver as its DNS server and its `mode=host` ports bound on the node's address.
+//! - Bridges are Docker bridge networks ([`Executor::ensure_network`]): the Linux device named by
+//!   `com.docker.network.bridge.name`, IPAM subnet/gateway/range from the node's lease, labelled so
+//!   they are found again and cleaned up. An existing one must match; Docker refuses to remove one
+//!   that still has containers.
 //! - `stop` is Docker's: SIGTERM, then SIGKILL after the grace (rounded up to whole seconds). Note
 //!   that a process running as PID 1 without a handler ignores SIGTERM and is killed at the grace.
 
@@ -17,16 +24,23 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::container::LogOutput;
+use bollard::container::NetworkingConfig;
 use bollard::container::{
     Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::errors::Error as DockerError;
 use bollard::image::CreateImageOptions;
-use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HostConfig};
+use bollard::models::{
+    ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, Network,
+    PortBinding as DockerPortBinding,
+};
+use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
-use shoal_core::env::{ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery};
+use shoal_core::env::{
+    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+};
 
 /// How a [`DockerExecutor`] behaves.
 #[derive(Debug, Clone, Default)]
@@ -166,10 +180,31 @@ impl Executor for DockerExecutor {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
+        // On bridges: attached to the first at create, the others right after; else host networking.
+        let first = spec.networks.first();
+        let endpoint = |bridge: &BridgeSpec| EndpointSettings {
+            aliases: (!bridge.aliases.is_empty()).then(|| bridge.aliases.clone()),
+            ..Default::default()
+        };
+        let mut port_bindings: HashMap<String, Option<Vec<DockerPortBinding>>> = HashMap::new();
+        for binding in &spec.port_bindings {
+            port_bindings
+                .entry(format!("{}/{}", binding.target, binding.protocol))
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(DockerPortBinding {
+                    host_ip: (!binding.host_ip.is_empty()).then(|| binding.host_ip.clone()),
+                    host_port: Some(binding.published.to_string()),
+                });
+        }
+        let exposed: HashMap<String, HashMap<(), ()>> =
+            port_bindings.keys().map(|key| (key.clone(), HashMap::new())).collect();
         let host_config = HostConfig {
-            network_mode: Some("host".into()),
+            network_mode: Some(first.map_or_else(|| "host".to_string(), |bridge| bridge.name.clone())),
             memory: spec.memory_limit_bytes.and_then(|bytes| i64::try_from(bytes).ok()),
             nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
+            dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
             ..Default::default()
         };
         let config = Config {
@@ -179,19 +214,41 @@ impl Executor for DockerExecutor {
             working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),
+            networking_config: first.map(|bridge| NetworkingConfig {
+                endpoints_config: [(bridge.name.clone(), endpoint(bridge))].into_iter().collect(),
+            }),
             ..Default::default()
         };
         let options =
             (!spec.name.is_empty()).then(|| CreateContainerOptions { name: spec.name.clone(), platform: None });
-        match self.docker.create_container(options, config).await {
-            Ok(response) => Ok(response.id),
-            // On create, 404 means the image is missing, not the container.
+        let id = match self.docker.create_container(options, config).await {
+            Ok(response) => response.id,
+            // On create, 404 means the image is missing (or the network: say which).
             Err(e) if status_code(&e) == Some(404) => {
-                Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: e.to_string() })
+                let message = engine_message(&e);
+                if message.contains("network") {
+                    return Err(ExecutorError::Runtime(format!("{}: {message}", spec.name)));
+                }
+                return Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: e.to_string() });
             }
-            Err(e) => Err(map_error(e, &spec.name)),
+            Err(e) => return Err(map_error(e, &spec.name)),
+        };
+        for bridge in spec.networks.iter().skip(1) {
+            let connect = ConnectNetworkOptions { container: id.clone(), endpoint_config: endpoint(bridge) };
+            if let Err(e) = self.docker.connect_network(&bridge.name, connect).await {
+                // Half-made containers are not left behind.
+                let _ = self.remove(&id).await;
+                return Err(ExecutorError::Runtime(format!(
+                    "{}: cannot attach to network {}: {}",
+                    spec.name,
+                    bridge.name,
+                    engine_message(&e)
+                )));
+            }
         }
+        Ok(id)
     }
 
     async fn start(&self, id: &str) -> Result<(), ExecutorError> {
@@ -293,18 +350,157 @@ impl Executor for DockerExecutor {
         Ok(query.select(lines.iter()))
     }
 
-    // DATA-PLANE-WIP: replaced by the real bridges (issue 13).
-    async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
+    async fn ensure_network(&self, bridge: &BridgeSpec) -> Result<(), ExecutorError> {
+        match self.docker.inspect_network(&bridge.name, None::<InspectNetworkOptions<String>>).await {
+            Ok(existing) => return check_bridge(bridge, &existing),
+            Err(e) if status_code(&e) == Some(404) => {}
+            Err(e) => return Err(network_error(e, &bridge.name)),
+        }
+        let options = CreateNetworkOptions {
+            name: bridge.name.clone(),
+            check_duplicate: true,
+            driver: "bridge".to_string(),
+            ipam: Ipam {
+                driver: Some("default".into()),
+                config: Some(vec![IpamConfig {
+                    subnet: Some(bridge.subnet.clone()),
+                    ip_range: (!bridge.ip_range.is_empty()).then(|| bridge.ip_range.clone()),
+                    gateway: (!bridge.gateway.is_empty()).then(|| bridge.gateway.clone()),
+                    auxiliary_addresses: None,
+                }]),
+                options: None,
+            },
+            options: [(BRIDGE_NAME_OPTION.to_string(), bridge.device.clone())].into_iter().collect(),
+            labels: bridge.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ..Default::default()
+        };
+        match self.docker.create_network(options).await {
+            Ok(_) => Ok(()),
+            // Made meanwhile by someone else (another runner of this node): it must match.
+            Err(e) if status_code(&e) == Some(409) => {
+                let existing = self
+                    .docker
+                    .inspect_network(&bridge.name, None::<InspectNetworkOptions<String>>)
+                    .await
+                    .map_err(|e| network_error(e, &bridge.name))?;
+                check_bridge(bridge, &existing)
+            }
+            Err(e) => Err(ExecutorError::Runtime(format!(
+                "cannot create the bridge network {} (subnet {}, device {}): {}",
+                bridge.name,
+                bridge.subnet,
+                bridge.device,
+                engine_message(&e)
+            ))),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), ExecutorError> {
+        match self.docker.remove_network(name).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => {
+                Err(ExecutorError::Runtime(format!("error while removing network: {name}: {}", engine_message(&e))))
+            }
+        }
+    }
+
+    async fn list_networks(&self, labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
+        let mut filters = HashMap::new();
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if wanted.is_empty() {
+            // Only bridges made by `ensure_network` (they all carry shoal's node label).
+            wanted.push(shoal_core::env::executor::LABEL_NODE_ID.to_string());
+        }
+        filters.insert("label".to_string(), wanted);
+        let listed = self
+            .docker
+            .list_networks(Some(ListNetworksOptions { filters }))
+            .await
+            .map_err(|e| network_error(e, "list"))?;
+        let mut names: Vec<String> = listed.into_iter().filter_map(|n| n.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn exposed_ports(&self, image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
+        let inspected = match self.docker.inspect_image(image).await {
+            Ok(inspected) => inspected,
+            Err(e) if status_code(&e) == Some(404) => {
+                return Err(ExecutorError::ImageUnavailable {
+                    image: image.to_string(),
+                    reason: "not in the local image store".into(),
+                })
+            }
+            Err(e) => return Err(map_error(e, image)),
+        };
+        let declared = inspected.config.and_then(|config| config.exposed_ports).unwrap_or_default();
+        let mut ports: Vec<(String, u16)> = declared.keys().filter_map(|key| parse_exposed(key)).collect();
+        ports.sort();
+        ports.dedup();
+        Ok(ports)
+    }
+}
+
+/// The Docker network option naming the Linux bridge device.
+pub const BRIDGE_NAME_OPTION: &str = "com.docker.network.bridge.name";
+
+/// `80/tcp` (or `80`, which is TCP) as `("tcp", 80)`.
+fn parse_exposed(key: &str) -> Option<(String, u16)> {
+    let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+    let protocol = protocol.to_ascii_lowercase();
+    matches!(protocol.as_str(), "tcp" | "udp" | "sctp").then_some(())?;
+    Some((protocol, port.parse().ok()?))
+}
+
+/// The engine's own message in an error (without bollard's wrapping).
+fn engine_message(error: &DockerError) -> String {
+    match error {
+        DockerError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn network_error(error: DockerError, name: &str) -> ExecutorError {
+    match map_error(error, name) {
+        ExecutorError::NoSuchContainer { id } => ExecutorError::Runtime(format!("network {id} not found")),
+        other => other,
+    }
+}
+
+/// An existing bridge network must be the one `bridge` describes: a bridge, on the same device,
+/// with the same subnet, gateway and range. Otherwise say what differs (a leftover of another swarm,
+/// or someone else's network with our name).
+fn check_bridge(bridge: &BridgeSpec, existing: &Network) -> Result<(), ExecutorError> {
+    let mut differences = Vec::new();
+    let driver = existing.driver.clone().unwrap_or_default();
+    if driver != "bridge" {
+        differences.push(format!("driver {driver:?} (want \"bridge\")"));
+    }
+    let device = existing.options.as_ref().and_then(|o| o.get(BRIDGE_NAME_OPTION)).cloned().unwrap_or_default();
+    if device != bridge.device {
+        differences.push(format!("device {device:?} (want {:?})", bridge.device));
+    }
+    let ipam = existing.ipam.as_ref().and_then(|ipam| ipam.config.as_ref()).and_then(|c| c.first()).cloned();
+    let ipam = ipam.unwrap_or_default();
+    let mut same = |what: &str, have: Option<String>, want: &str| {
+        let have = have.unwrap_or_default();
+        if !want.is_empty() && have != want {
+            differences.push(format!("{what} {have:?} (want {want:?})"));
+        }
+    };
+    same("subnet", ipam.subnet, &bridge.subnet);
+    same("gateway", ipam.gateway, &bridge.gateway);
+    same("ip range", ipam.ip_range, &bridge.ip_range);
+    if differences.is_empty() {
         Ok(())
-    }
-    async fn remove_network(&self, _name: &str) -> Result<(), ExecutorError> {
-        Ok(())
-    }
-    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
-        Ok(Vec::new())
-    }
-    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
-        Ok(Vec::new())
+    } else {
+        Err(ExecutorError::Runtime(format!(
+            "network {} exists with another configuration: {}; remove it (docker network rm {}) or leave the swarm",
+            bridge.name,
+            differences.join(", "),
+            bridge.name
+        )))
     }
 }
 
