@@ -122,6 +122,8 @@ impl StoreGate {
             DispatcherRequest::Heartbeat(r) => &r.node_id,
             DispatcherRequest::Assignments(r) => &r.node_id,
             DispatcherRequest::UpdateStatus(r) => &r.node_id,
+            DispatcherRequest::Mesh(r) => &r.node_id,
+            DispatcherRequest::Drain(r) => &r.node_id,
             DispatcherRequest::Leave { node_id, .. } => node_id,
         };
         if claimed != identity {

@@ -19,6 +19,7 @@ pub mod dispatcher;
 pub mod env;
 pub mod logs;
 pub mod manager;
+pub mod mesh;
 pub mod node;
 pub mod orchestrator;
 pub mod raft;

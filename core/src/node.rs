@@ -509,7 +509,9 @@ impl ShoalNode {
                     meta: Meta::default(),
                     name: "ingress".into(),
                     driver: "overlay".into(),
-                    subnet: "10.0.0.0/24".into(),
+                    // Swarm's ingress is 10.0.0.0/24; shoal's is a /16 because each node leases
+                    // a /24 of it for its bridge (DESIGN §8).
+                    subnet: "10.0.0.0/16".into(),
                     attachable: false,
                     ingress: true,
                     labels: Default::default(),

@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, watch};
 use crate::api::{NodeDescription, NodeRole, Task, TaskStatus};
 use crate::auth::KnownManagers;
 use crate::dispatcher::{
-    AssignmentsRequest, DispatcherError, DispatcherRequest, DispatcherResponse, HeartbeatRequest, SessionRequest,
-    StatusRequest, StatusUpdate,
+    AssignmentsRequest, DispatcherError, DispatcherRequest, DispatcherResponse, DrainRequest, HeartbeatRequest,
+    MeshRequest, SessionRequest, StatusRequest, StatusUpdate,
 };
 use crate::env::executor::LABEL_NODE_ID;
 use crate::env::{runtime, NodeEnv};
+use crate::mesh::Mesh;
 use crate::rpc::{self, CallError, Channel};
 
 /// What the agent learned about its own role from the leader (promotion/demotion are carried out by
@@ -57,6 +58,8 @@ pub struct Agent {
     left: watch::Sender<bool>,
     /// The open session: (manager address, session id). `swarm leave` reports through it.
     session: Mutex<Option<(String, String)>>,
+    /// This node's data plane, fed the endpoint table by the session.
+    mesh: Arc<Mesh>,
 }
 
 fn call_deadline() -> Duration {
@@ -73,7 +76,9 @@ impl Agent {
     ) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (role, _) = watch::channel(None);
+        let mesh = Mesh::new(env.clone(), node_id.clone());
         Arc::new(Agent {
+            mesh,
             env,
             node_id,
             description,
@@ -88,6 +93,35 @@ impl Agent {
             left: watch::channel(false).0,
             session: Mutex::new(None),
         })
+    }
+
+    /// This node's data plane.
+    pub fn mesh(&self) -> Arc<Mesh> {
+        self.mesh.clone()
+    }
+
+    /// The drain barrier (DESIGN §8): wait until no live node routes to `task_id`, at most
+    /// `limit`. False when it could not be confirmed (no session, the bound passed).
+    pub async fn await_unrouted(&self, task_id: &str, limit: Duration) -> bool {
+        let Some((manager, session_id)) = self.session.lock().expect("agent lock").clone() else { return false };
+        let request = DrainRequest {
+            node_id: self.node_id.clone(),
+            session_id,
+            task_id: task_id.to_string(),
+            wait_ms: limit.as_millis() as u64,
+        };
+        match self.call(&manager, DispatcherRequest::Drain(request)).await {
+            Ok(DispatcherResponse::Drained(reply)) => {
+                if !reply.drained {
+                    self.env.tracer.emit(
+                        "mesh.drain_unconfirmed",
+                        serde_json::json!({"task_id": task_id, "waiting_for": reply.waiting_for}),
+                    );
+                }
+                reply.drained
+            }
+            _ => false,
+        }
     }
 
     /// Role hints from the leader's heartbeat replies.
@@ -129,6 +163,7 @@ impl Agent {
     }
 
     async fn run_sessions(self: Arc<Self>) -> AgentExit {
+        self.mesh.start().await;
         self.adopt_containers().await;
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(100);
@@ -142,6 +177,7 @@ impl Agent {
                 Err(SessionError::Dispatcher(DispatcherError::UnknownNode)) => {
                     self.env.tracer.emit("agent.removed", serde_json::json!({"node_id": self.node_id}));
                     self.shutdown_all_tasks().await;
+                    self.mesh.shutdown().await;
                     return AgentExit::Removed;
                 }
                 // A leader that lost its quorum names itself: back off like any failure instead.
@@ -189,6 +225,28 @@ impl Agent {
             result = self.heartbeat_loop(manager, &session_id, period) => result,
             result = self.assignments_loop(manager, &session_id, period) => result,
             result = self.status_loop(manager, &session_id) => result,
+            result = self.mesh_loop(manager, &session_id, period) => result,
+        }
+    }
+
+    /// Keep the data plane's endpoint table current (a long poll like assignments); each poll
+    /// tells the leader which table this node applied, which the drain barrier waits on.
+    async fn mesh_loop(&self, manager: &str, session_id: &str, period: Duration) -> Result<(), SessionError> {
+        let mut digest = 0u64;
+        loop {
+            let request = MeshRequest {
+                node_id: self.node_id.clone(),
+                session_id: session_id.to_string(),
+                known_digest: digest,
+                wait_ms: period.as_millis() as u64,
+            };
+            let DispatcherResponse::Mesh(reply) = self.call(manager, DispatcherRequest::Mesh(request)).await? else {
+                return Err(SessionError::Protocol("expected the endpoint table"));
+            };
+            if reply.digest != digest {
+                self.mesh.apply(reply.table).await;
+                digest = reply.digest;
+            }
         }
     }
 
@@ -296,7 +354,13 @@ impl Agent {
                 None => {
                     // A finished task gets a runner too: it keeps (or, after a restart, adopts) the
                     // exited container for `service logs`, and removes it when the task is deleted.
-                    let handle = runner::spawn(self.env.clone(), self.node_id.clone(), task, self.status_tx.clone());
+                    let handle = runner::spawn(
+                        self.env.clone(),
+                        self.node_id.clone(),
+                        task,
+                        self.status_tx.clone(),
+                        Arc::downgrade(self),
+                    );
                     runners.insert(handle.task_id().to_string(), handle);
                 }
             }
@@ -378,6 +442,7 @@ impl Agent {
             }
         }
         self.shutdown_all_tasks().await;
+        self.mesh.shutdown().await;
     }
 
     /// Every status not yet acknowledged by a manager, latest per task.

@@ -3,14 +3,25 @@
 //! labelled with its task id (left by an agent before a restart) and adopts it instead of starting
 //! a second one.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{Task, TaskState, TaskStatus};
+use super::Agent;
+use crate::api::{PublishMode, Task, TaskEndpoint, TaskState, TaskStatus};
 use crate::dispatcher::StatusUpdate;
 use crate::env::executor::{ContainerSpec, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID};
-use crate::env::{runtime, ContainerState, NodeEnv};
+use crate::env::{runtime, BridgeSpec, ContainerState, NodeEnv, PortBinding};
+use crate::mesh::Mesh;
+
+/// How long a task waits for its node's lease of one of its networks before it is rejected.
+const LEASE_WAIT: Duration = Duration::from_secs(30);
+/// How often the readiness probe knocks on a task's ports.
+const PROBE_PERIOD: Duration = Duration::from_millis(200);
+/// How long a stopping task waits for every node to stop routing to it (DESIGN §8, drain).
+const UNROUTE_WAIT: Duration = Duration::from_secs(5);
 
 /// The agent's handle on a running runner: `None` in the channel means "remove the task".
 pub struct RunnerHandle {
@@ -47,12 +58,22 @@ impl RunnerHandle {
     }
 }
 
-pub fn spawn(env: NodeEnv, node_id: String, task: Task, status: mpsc::UnboundedSender<StatusUpdate>) -> RunnerHandle {
+pub fn spawn(
+    env: NodeEnv,
+    node_id: String,
+    task: Task,
+    status: mpsc::UnboundedSender<StatusUpdate>,
+    agent: Weak<Agent>,
+) -> RunnerHandle {
     let task_id = task.id.clone();
     let (desired, rx) = watch::channel(Some(task.clone()));
     let started_at_ms = task.status.started_at_ms;
+    let mesh = agent.upgrade().map(|agent| agent.mesh());
     let runner = Runner {
         env,
+        agent,
+        mesh,
+        bridges: Vec::new(),
         node_id,
         task,
         rx,
@@ -70,6 +91,12 @@ pub fn spawn(env: NodeEnv, node_id: String, task: Task, status: mpsc::UnboundedS
 
 struct Runner {
     env: NodeEnv,
+    /// For the drain barrier (the agent's session with the leader).
+    agent: Weak<Agent>,
+    /// The node's data plane (`None` only in tests without an agent).
+    mesh: Option<Arc<Mesh>>,
+    /// The bridges of the task's networks on this node, once made.
+    bridges: Vec<BridgeSpec>,
     node_id: String,
     task: Task,
     rx: watch::Receiver<Option<Task>>,
@@ -150,10 +177,111 @@ impl Runner {
             nano_cpus: (spec.resources.limits.nano_cpus > 0).then_some(spec.resources.limits.nano_cpus),
             workdir: spec.workdir.clone(),
             user: spec.user.clone(),
-            networks: Vec::new(),
-            dns: Vec::new(),
-            port_bindings: Vec::new(),
+            networks: self.bridges.clone(),
+            dns: self.bridges.first().map(|b| vec![b.gateway.clone()]).unwrap_or_default(),
+            port_bindings: self
+                .task
+                .ports
+                .iter()
+                .filter(|p| p.publish_mode == PublishMode::Host && p.published_port != 0)
+                .map(|p| PortBinding {
+                    protocol: p.protocol.clone(),
+                    target: p.target_port,
+                    host_ip: self.node_ip(),
+                    published: p.published_port,
+                })
+                .collect(),
         }
+    }
+
+    fn node_ip(&self) -> String {
+        self.mesh.as_ref().map(|m| m.node_ip().to_string()).unwrap_or_default()
+    }
+
+    /// Make (or find) this node's bridge of each of the task's networks.
+    async fn prepare_networks(&mut self) -> Result<(), String> {
+        let Some(mesh) = self.mesh.clone() else { return Ok(()) };
+        let mut bridges = Vec::new();
+        for network in &self.task.networks {
+            bridges.push(mesh.bridge(network, LEASE_WAIT).await?);
+        }
+        self.bridges = bridges;
+        Ok(())
+    }
+
+    /// Where the running container is reached, and the ports it serves.
+    async fn endpoint(&self) -> TaskEndpoint {
+        let executor = &self.env.executor;
+        let mut addresses = BTreeMap::new();
+        if self.bridges.is_empty() {
+            addresses.insert(String::new(), self.node_ip());
+        } else if let Ok(container) = executor.inspect(&self.container_id).await {
+            for bridge in &self.bridges {
+                if let Some(ip) = container.addresses.get(&bridge.name) {
+                    addresses.insert(bridge.network_id.clone(), ip.clone());
+                }
+            }
+        }
+        let mut ports: Vec<(String, u16)> =
+            self.task.ports.iter().map(|p| (p.protocol.clone(), p.target_port)).collect();
+        ports.extend(executor.exposed_ports(&self.task.spec.image).await.unwrap_or_default());
+        ports.sort();
+        ports.dedup();
+        TaskEndpoint { addresses, ready: false, ports }
+    }
+
+    /// The ports the readiness probe knocks on: the published TCP targets, else the TCP ports the
+    /// image exposes (any one answering will do then), else none (ready at once).
+    fn probe_ports(&self, endpoint: &TaskEndpoint) -> (Vec<u16>, bool) {
+        let published: Vec<u16> =
+            self.task.ports.iter().filter(|p| p.protocol == "tcp").map(|p| p.target_port).collect();
+        if !published.is_empty() {
+            return (published, true);
+        }
+        (endpoint.ports.iter().filter(|(proto, _)| proto == "tcp").map(|(_, port)| *port).collect(), false)
+    }
+
+    /// Wait until the task accepts connections on its ports (forever: the caller races it).
+    async fn until_ready(mesh: Arc<Mesh>, addr: String, ports: Vec<u16>, all: bool) {
+        if ports.is_empty() {
+            return;
+        }
+        loop {
+            let mut open = 0;
+            for port in &ports {
+                if mesh.probe(&addr, *port).await {
+                    open += 1;
+                }
+            }
+            if (all && open == ports.len()) || (!all && open > 0) {
+                return;
+            }
+            runtime::sleep(PROBE_PERIOD).await;
+        }
+    }
+
+    /// Before the container stops: out of the rotation on every node, then its connections end
+    /// (at most the stop grace period). Returns the grace left for the stop itself.
+    async fn drain(&mut self, grace: Duration) {
+        let Some(endpoint) = self.endpoint.as_mut().filter(|e| e.ready) else { return };
+        endpoint.ready = false;
+        let Some(mesh) = self.mesh.clone() else { return };
+        let started = runtime::now();
+        // Our own report makes the leader drop it from the table even when the desired state has
+        // not changed there (a node leaving).
+        self.report(TaskState::Running, "draining", "", None);
+        if let Some(agent) = self.agent.upgrade() {
+            agent.await_unrouted(&self.task.id, UNROUTE_WAIT).await;
+        }
+        let open = mesh.wait_idle(&self.task.id, grace).await;
+        self.env.tracer.emit(
+            "mesh.drained",
+            serde_json::json!({
+                "task_id": self.task.id,
+                "open_connections": open,
+                "ms": runtime::now().duration_since(started).as_millis() as u64,
+            }),
+        );
     }
 
     async fn run(mut self) {
@@ -190,6 +318,10 @@ impl Runner {
         self.report(TaskState::Preparing, "preparing", "", None);
         if let Err(err) = executor.prepare_image(&self.task.spec.image).await {
             self.report(TaskState::Rejected, "preparing", &err.to_string(), None);
+            return false;
+        }
+        if let Err(err) = self.prepare_networks().await {
+            self.report(TaskState::Rejected, "preparing", &err, None);
             return false;
         }
         if self.container_id.is_empty() {
@@ -229,9 +361,32 @@ impl Runner {
         let container_id = self.container_id.clone();
         let wait = executor.wait(&container_id);
         tokio::pin!(wait);
+        // The data plane: a task with ports or networks enters the rotation once it accepts
+        // connections. An adopted container finds its bridges again first.
+        let routable = self.mesh.is_some() && (!self.task.networks.is_empty() || !self.task.ports.is_empty());
+        let mut probe: Option<(Arc<Mesh>, String, Vec<u16>, bool)> = None;
+        if routable {
+            if self.bridges.len() != self.task.networks.len() {
+                let _ = self.prepare_networks().await;
+            }
+            let endpoint = self.endpoint().await;
+            let (ports, all) = self.probe_ports(&endpoint);
+            let addr = endpoint.addresses.values().next().cloned().unwrap_or_default();
+            self.endpoint = Some(endpoint);
+            probe = self.mesh.clone().map(|mesh| (mesh, addr, ports, all));
+        }
+        let ready = async move {
+            match probe {
+                Some((mesh, addr, ports, all)) => Self::until_ready(mesh, addr, ports, all).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(ready);
+        let mut probing = routable;
         loop {
             if matches!(self.check_desired(), Step::Stop) {
                 let grace = Duration::from_millis(self.task.spec.stop_grace_period_ms);
+                self.drain(grace).await;
                 let _ = executor.stop(&container_id, grace).await;
                 self.report(TaskState::Shutdown, "shutdown", "", None);
                 return;
@@ -245,6 +400,13 @@ impl Runner {
                         Err(err) => self.report(TaskState::Failed, "started", &format!("container vanished: {err}"), None),
                     }
                     return;
+                }
+                _ = &mut ready, if probing => {
+                    probing = false;
+                    if let Some(endpoint) = self.endpoint.as_mut() {
+                        endpoint.ready = true;
+                    }
+                    self.report(TaskState::Running, "started", "", None);
                 }
                 changed = self.rx.changed() => {
                     if changed.is_err() {

@@ -90,6 +90,10 @@ pub struct TaskEndpoint {
     pub addresses: BTreeMap<String, String>,
     /// Every port to probe accepted a connection: the task is in the rotation.
     pub ready: bool,
+    /// The ports the task serves (`(protocol, port)`): its service's published target ports and
+    /// the ports its image exposes. A service's VIP forwards these.
+    #[serde(default)]
+    pub ports: Vec<(String, u16)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

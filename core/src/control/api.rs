@@ -79,6 +79,9 @@ pub enum ControlRequest {
         driver: String,
         attachable: bool,
         labels: Labels,
+        /// `--subnet`; empty = the next free /16 of 10.0.0.0/8.
+        #[serde(default)]
+        subnet: String,
     },
     NetworkList,
     NetworkInspect {

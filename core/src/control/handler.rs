@@ -397,7 +397,7 @@ impl ControlHandler {
                 .await?;
                 Ok(ControlResponse::Done)
             }
-            ControlRequest::NetworkCreate { name, driver, attachable, labels } => {
+            ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet } => {
                 if name.is_empty() {
                     return Err(ControlError::InvalidArgument("network name must be provided".into()));
                 }
@@ -408,7 +408,7 @@ impl ControlHandler {
                     )));
                 }
                 let id = new_id();
-                let subnet = self.store.view(|s| format!("10.0.{}.0/24", s.networks.len() + 1));
+                let subnet = self.store.view(|s| network_subnet(s, &subnet))?;
                 let network = Network {
                     id: id.clone(),
                     meta: Meta::default(),
@@ -444,17 +444,22 @@ impl ControlHandler {
                         .services
                         .values()
                         .find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name));
-                    Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, user.map(|u| u.spec.name.clone())))
+                    // A removed service's tasks may still be attached while their containers stop.
+                    let task = s.tasks.values().find(|t| t.networks.contains(&n.id) && !t.status.state.is_terminal());
+                    let user = match (user, task) {
+                        (Some(service), _) => Some(format!("service {}", service.spec.name)),
+                        (None, Some(task)) => Some(format!("task {}", task.id)),
+                        (None, None) => None,
+                    };
+                    Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, user))
                 })?;
                 if ingress {
                     return Err(ControlError::FailedPrecondition(format!(
                         "network {name} ({id}) is a swarm predefined network and cannot be removed"
                     )));
                 }
-                if let Some(service) = user {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "network {name} is in use by service {service}"
-                    )));
+                if let Some(user) = user {
+                    return Err(ControlError::FailedPrecondition(format!("network {name} is in use by {user}")));
                 }
                 self.write(|_| Ok(vec![Action::Delete { kind: Kind::Network, id: id.clone() }])).await?;
                 Ok(ControlResponse::Done)
@@ -781,4 +786,26 @@ impl RpcService for ControlHandler {
     async fn call(&self, _peer: Peer, request: ControlRequest) -> ControlResult {
         self.handle(request).await
     }
+}
+
+/// The subnet of a new network: the user's (a valid IPv4 CIDR that overlaps no other network's),
+/// or the lowest /16 of 10.0.0.0/8 no network uses. A /16 rather than Swarm's /24: each node
+/// leases its own part of it (DESIGN §8).
+fn network_subnet(state: &crate::store::StoreState, requested: &str) -> Result<String, ControlError> {
+    use crate::mesh::lease;
+    let taken: Vec<&str> = state.networks.values().map(|n| n.subnet.as_str()).filter(|s| !s.is_empty()).collect();
+    if !requested.is_empty() {
+        lease::parse_subnet(requested).map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+        if taken.iter().any(|t| lease::overlaps(t, requested)) {
+            // Docker's words (libnetwork's ipam).
+            return Err(ControlError::FailedPrecondition(format!(
+                "Pool overlaps with other one on this address space: {requested}"
+            )));
+        }
+        return Ok(requested.to_string());
+    }
+    (0..=255u32)
+        .map(|n| format!("10.{n}.0.0/16"))
+        .find(|candidate| !taken.iter().any(|t| lease::overlaps(t, candidate)))
+        .ok_or_else(|| ControlError::FailedPrecondition("no free /16 left in 10.0.0.0/8: give --subnet".into()))
 }

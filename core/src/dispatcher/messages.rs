@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Availability, NodeDescription, NodeRole, Task, TaskStatus};
+use crate::mesh::MeshTable;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JoinRequest {
@@ -73,6 +74,37 @@ pub struct AssignmentsResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshRequest {
+    pub node_id: String,
+    pub session_id: String,
+    /// The digest of the table the node has applied (0 = none); the call waits until it differs.
+    pub known_digest: u64,
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeshResponse {
+    pub digest: u64,
+    pub table: MeshTable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub node_id: String,
+    pub session_id: String,
+    pub task_id: String,
+    pub wait_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrainResponse {
+    /// Every live node applied a table without the task.
+    pub drained: bool,
+    /// Nodes that had not, when the wait ended.
+    pub waiting_for: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusUpdate {
     pub task_id: String,
     pub status: TaskStatus,
@@ -92,6 +124,10 @@ pub enum DispatcherRequest {
     Heartbeat(HeartbeatRequest),
     Assignments(AssignmentsRequest),
     UpdateStatus(StatusRequest),
+    /// The endpoint table (a long poll, like assignments); says which table the node applied.
+    Mesh(MeshRequest),
+    /// Before a task stops: wait until no live node routes to it (DESIGN §8, drain).
+    Drain(DrainRequest),
     /// `swarm leave`: the node goes down; `statuses` are its tasks' final states (it stopped them
     /// before leaving), applied in the same proposal.
     Leave {
@@ -107,6 +143,8 @@ pub enum DispatcherResponse {
     Session(SessionResponse),
     Heartbeat(HeartbeatResponse),
     Assignments(AssignmentsResponse),
+    Mesh(MeshResponse),
+    Drained(DrainResponse),
     Ack,
 }
 

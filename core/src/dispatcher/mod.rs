@@ -16,6 +16,7 @@ use crate::api::{new_id, Node, NodeRole, NodeState, NodeStatus, Task, TaskState}
 use crate::env::transport::Peer;
 use crate::env::{runtime, Instant};
 use crate::manager::Consensus;
+use crate::mesh::MeshTable;
 use crate::rpc::Service;
 use crate::store::{propose_with_retry, Action, Object, ProposeError, Store};
 use crate::trace::Tracer;
@@ -55,7 +56,24 @@ pub struct Dispatcher {
     /// The manager list as of a store version: every heartbeat reply carries it, and recomputing it
     /// scans every node.
     managers: Mutex<Option<(u64, ManagerList)>>,
+    /// The data plane's endpoint table, served to every node (DESIGN §8).
+    mesh: MeshServing,
 }
+
+/// The leader's side of the endpoint table: the table as of the latest store version (computed
+/// once per version), the tables recently served (by digest), and which one each node applied.
+#[derive(Default)]
+struct MeshServing {
+    current: Mutex<Option<(u64, u64, Arc<MeshTable>)>>,
+    served: Mutex<BTreeMap<u64, Arc<MeshTable>>>,
+    /// Which table digest each node last said it applied.
+    applied: Mutex<BTreeMap<String, u64>>,
+    applied_changed: tokio::sync::watch::Sender<u64>,
+}
+
+/// How many served tables the leader remembers to answer drain barriers; a node further behind
+/// than that counts as not drained (until the barrier's bound).
+const SERVED_TABLES_KEPT: usize = 64;
 
 /// The managers as heartbeat replies list them.
 #[derive(Debug, Clone, Default)]
@@ -73,6 +91,105 @@ impl Dispatcher {
             tracer,
             sessions: Mutex::new(BTreeMap::new()),
             managers: Mutex::new(None),
+            mesh: MeshServing::default(),
+        }
+    }
+
+    /// The endpoint table as of the store's current version, and its digest.
+    fn mesh_table(&self) -> (u64, Arc<MeshTable>) {
+        let version = self.store.version();
+        let mut current = self.mesh.current.lock().expect("mesh lock");
+        if let Some((at, digest, table)) = current.as_ref() {
+            if *at == version {
+                return (*digest, table.clone());
+            }
+        }
+        let table = Arc::new(self.store.view(MeshTable::from_state));
+        let digest = table.digest();
+        *current = Some((version, digest, table.clone()));
+        let mut served = self.mesh.served.lock().expect("mesh lock");
+        served.insert(digest, table.clone());
+        while served.len() > SERVED_TABLES_KEPT {
+            // Digests are not ordered by age; drop any but the current one.
+            let Some(old) = served.keys().find(|d| **d != digest).copied() else { break };
+            served.remove(&old);
+        }
+        (digest, table)
+    }
+
+    /// The mesh long poll: records what the node applied, then answers at once if the table
+    /// differs from it, else when it changes, when leadership is lost, or at the deadline.
+    async fn mesh_poll(&self, request: MeshRequest) -> Result<MeshResponse, DispatcherError> {
+        self.check_session(&request.node_id, &request.session_id)?;
+        self.mesh.applied.lock().expect("mesh lock").insert(request.node_id.clone(), request.known_digest);
+        self.mesh.applied_changed.send_modify(|n| *n += 1);
+        let deadline = runtime::sleep(Duration::from_millis(request.wait_ms.min(60_000)));
+        tokio::pin!(deadline);
+        let mut versions = self.store.watch_version();
+        let mut leadership = self.consensus.leadership();
+        loop {
+            let (digest, table) = self.mesh_table();
+            if digest != request.known_digest || deadline.is_elapsed() {
+                return Ok(MeshResponse { digest, table: (*table).clone() });
+            }
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = &mut deadline => {}
+                _ = versions.changed() => {}
+                changed = leadership.changed() => {
+                    if changed.is_err() {
+                        return Err(self.not_leader());
+                    }
+                }
+            }
+            if !self.is_leader() {
+                return Err(self.not_leader());
+            }
+        }
+    }
+
+    /// The nodes (with a live session, not down) whose applied table still routes to `task_id`.
+    fn still_routing(&self, task_id: &str) -> Vec<String> {
+        let live: Vec<String> = {
+            let sessions = self.sessions.lock().expect("sessions lock");
+            let down: Vec<String> = self.store.view(|s| {
+                s.nodes.values().filter(|n| n.status.state == NodeState::Down).map(|n| n.id.clone()).collect()
+            });
+            sessions.keys().filter(|id| !down.contains(id)).cloned().collect()
+        };
+        let applied = self.mesh.applied.lock().expect("mesh lock");
+        let served = self.mesh.served.lock().expect("mesh lock");
+        live.into_iter()
+            .filter(|node| match applied.get(node).and_then(|digest| served.get(digest)) {
+                Some(table) => table.routes_to(task_id),
+                None => true,
+            })
+            .collect()
+    }
+
+    /// The drain barrier: waits until no live node routes to the task any more, or `wait_ms`.
+    async fn drain_barrier(&self, request: DrainRequest) -> Result<DrainResponse, DispatcherError> {
+        self.check_session(&request.node_id, &request.session_id)?;
+        let deadline = runtime::sleep(Duration::from_millis(request.wait_ms.min(60_000)));
+        tokio::pin!(deadline);
+        let mut changes = self.mesh.applied_changed.subscribe();
+        loop {
+            // The table as of now must not route to it either (the leader has applied the stop).
+            let (_, table) = self.mesh_table();
+            let waiting_for = if table.routes_to(&request.task_id) {
+                vec!["(the leader's table)".to_string()]
+            } else {
+                self.still_routing(&request.task_id)
+            };
+            if waiting_for.is_empty() || deadline.is_elapsed() {
+                return Ok(DrainResponse { drained: waiting_for.is_empty(), waiting_for });
+            }
+            tokio::select! {
+                biased;
+                _ = &mut deadline => {}
+                _ = changes.changed() => {}
+            }
         }
     }
 
@@ -374,7 +491,10 @@ fn status_actions(
         if task.node_id != node_id || update.status.state < task.status.state {
             continue;
         }
-        if update.status.state == task.status.state && update.status.container_id == task.status.container_id {
+        if update.status.state == task.status.state
+            && update.status.container_id == task.status.container_id
+            && update.status.endpoint == task.status.endpoint
+        {
             continue;
         }
         let mut task = task.clone();
@@ -430,6 +550,8 @@ impl Service for Dispatcher {
             DispatcherRequest::Session(r) => self.open_session(r).await.map(DispatcherResponse::Session),
             DispatcherRequest::Heartbeat(r) => self.heartbeat(r).map(DispatcherResponse::Heartbeat),
             DispatcherRequest::Assignments(r) => self.assignments(r).await.map(DispatcherResponse::Assignments),
+            DispatcherRequest::Mesh(r) => self.mesh_poll(r).await.map(DispatcherResponse::Mesh),
+            DispatcherRequest::Drain(r) => self.drain_barrier(r).await.map(DispatcherResponse::Drained),
             DispatcherRequest::UpdateStatus(r) => self.update_status(r).await.map(|_| DispatcherResponse::Ack),
             DispatcherRequest::Leave { node_id, statuses } => {
                 self.leave(&node_id, &statuses).await.map(|_| DispatcherResponse::Ack)

@@ -57,7 +57,10 @@ pub fn reconcile(state: &StoreState, now_ms: u64) -> Reconciliation {
     reaper::run(&mut w);
     schedule(&mut w);
     let next_wakeup_ms = w.next_wakeup_ms();
-    Reconciliation { actions: w.into_actions(), next_wakeup_ms }
+    let leases = crate::mesh::lease::lease_actions(state, w.all_tasks());
+    let mut actions = leases;
+    actions.extend(w.into_actions());
+    Reconciliation { actions, next_wakeup_ms }
 }
 
 /// The scheduler over the pass's tasks; decisions go back into the pass.

@@ -44,6 +44,26 @@ pub fn desire(task: &mut Task, state: TaskState) -> bool {
     true
 }
 
+/// The networks a new task of `service` is attached to (ids): the service's own, and the ingress
+/// network when it publishes ports (their containers need a bridge to be reached or bound).
+pub fn task_networks(state: &StoreState, service: &Service) -> Vec<String> {
+    let mut networks: Vec<String> = service
+        .spec
+        .task
+        .networks
+        .iter()
+        .filter_map(|key| state.networks.values().find(|n| &n.id == key || &n.name == key).map(|n| n.id.clone()))
+        .collect();
+    if !service.endpoint_ports.is_empty() {
+        if let Some(ingress) = state.networks.values().find(|n| n.ingress) {
+            if !networks.contains(&ingress.id) {
+                networks.push(ingress.id.clone());
+            }
+        }
+    }
+    networks
+}
+
 pub struct Working<'a> {
     pub base: &'a StoreState,
     pub now_ms: u64,
@@ -211,6 +231,8 @@ impl<'a> Working<'a> {
             spec_version: service.spec_version,
             spec: service.spec.task.clone(),
             desired_state: TaskState::Running,
+            networks: task_networks(self.base, service),
+            ports: service.endpoint_ports.clone(),
             ..Task::default()
         };
         task.status.state = TaskState::New;

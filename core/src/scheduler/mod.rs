@@ -308,9 +308,12 @@ pub fn schedule_state(state: &StoreState, now_ms: u64) -> Vec<Action> {
 }
 
 /// [`apply_decisions`] against a stored state, wrapped as update actions.
+///
+/// A task placed on a node that has no lease yet of one of the task's networks gets one in the same
+/// proposal (DESIGN §8): the lowest free part of the network's subnet, recorded in the network.
 pub fn decisions_to_actions(state: &StoreState, decisions: &[Decision], now_ms: u64) -> Vec<Action> {
-    apply_decisions(decisions, now_ms, |id| state.tasks.get(id))
-        .into_iter()
-        .map(|t| Action::Update(Object::Task(t)))
-        .collect()
+    let tasks = apply_decisions(decisions, now_ms, |id| state.tasks.get(id));
+    let mut actions = crate::mesh::lease::lease_actions(state, tasks.iter());
+    actions.extend(tasks.into_iter().map(|t| Action::Update(Object::Task(t))));
+    actions
 }

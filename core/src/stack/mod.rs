@@ -157,6 +157,7 @@ impl StackStep {
                 driver: n.driver.clone(),
                 attachable: n.attachable,
                 labels: n.labels.clone(),
+                subnet: String::new(),
             },
             StackStep::CreateService(spec) => ControlRequest::ServiceCreate { spec: spec.clone() },
             StackStep::UpdateService { id, version, spec } => {

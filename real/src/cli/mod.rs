@@ -752,7 +752,8 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
     match cmd {
         NetworkCommand::Create { driver, attachable, label, name } => {
             let labels = label.iter().map(|l| spec::label(l)).collect();
-            match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels }).await? {
+            let subnet = String::new();
+            match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet }).await? {
                 ControlResponse::Created { id } => {
                     out(&format!("{id}\n"));
                     Ok(())

@@ -481,19 +481,31 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             match sub(&mut words, SUBS)?.as_str() {
                 "create" => {
                     let (mut driver, mut attachable, mut labels) = (String::from("overlay"), false, Labels::new());
+                    let mut subnet = String::new();
                     while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
                         words.next();
                         match flag.as_str() {
                             "-d" | "--driver" => driver = words.value(&flag)?,
                             "--attachable" => attachable = true,
+                            "--subnet" => subnet = words.value(&flag)?,
                             "--label" => {
                                 let (k, v) = key_value(&words.value(&flag)?, &flag)?;
                                 labels.insert(k, v);
                             }
-                            other => return Err(format!("unknown flag {other:?} for network create: expected -d, --attachable, --label")),
+                            other => {
+                                return Err(format!(
+                                    "unknown flag {other:?} for network create: expected -d, --attachable, --label, --subnet"
+                                ))
+                            }
                         }
                     }
-                    request(ControlRequest::NetworkCreate { name: words.last("network name")?, driver, attachable, labels })
+                    request(ControlRequest::NetworkCreate {
+                        name: words.last("network name")?,
+                        driver,
+                        attachable,
+                        labels,
+                        subnet,
+                    })
                 }
                 "ls" | "list" => {
                     words.rest();

@@ -1,0 +1,686 @@
+//! The data plane of one node (DESIGN §8): a userland L4 proxy that routes service traffic from the
+//! endpoint table, the same code in the simulator and the daemon (all I/O through the mesh seam).
+//!
+//! - [`Mesh::apply`] takes each new table from the agent and reconciles this node's listeners: the
+//!   ingress-published ports on the node's own address, the VIPs of the services on the networks
+//!   this node has a bridge for, and the resolver on each bridge's gateway.
+//! - A client connection is forwarded to a ready endpoint, round-robin: a local task straight, a
+//!   task on another node through a tunnel to that node's daemon; a refused or silent backend is
+//!   skipped for the next one before the client sees a byte.
+//! - Tunnels from peers are accepted only for tasks that are ready on this node.
+//! - Every connection to a local task — from a local listener or a tunnel — is counted, so a task
+//!   that leaves the rotation can wait for its connections before it is stopped ([`Mesh::wait_idle`]).
+
+pub mod lease;
+pub mod resolver;
+pub mod table;
+pub mod tunnel;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::env::mesh::{IncomingTunnel, StreamListener};
+use crate::env::{runtime, BridgeSpec, MeshError, MeshStream, NodeEnv};
+use lease::Lease;
+pub use table::{MeshEndpoint, MeshService, MeshTable};
+use tunnel::{TunnelHeader, Verdict};
+
+/// How long a connect to one backend may take before the next one is tried.
+const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// How long the task's node has to answer a tunnel header.
+const TUNNEL_VERDICT_TIMEOUT: Duration = Duration::from_millis(2_000);
+/// How often a listener that could not be opened is tried again.
+const LISTEN_RETRY: Duration = Duration::from_secs(2);
+/// The DNS port of the resolver on each bridge's gateway.
+const DNS_PORT: u16 = 53;
+
+/// What one listener serves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum ListenKey {
+    /// An ingress-published TCP port on the node's address: (published port).
+    Ingress(u16),
+    /// An ingress-published UDP port.
+    IngressUdp(u16),
+    /// A service VIP on a network: (network id, service id, port).
+    Vip(String, String, u16),
+    /// The resolver on a network's bridge gateway.
+    Dns(String),
+}
+
+/// One node's data plane.
+pub struct Mesh {
+    env: NodeEnv,
+    node_id: String,
+    /// The IP of the node's advertise address: where published ports listen.
+    node_ip: String,
+    table: watch::Sender<Arc<MeshTable>>,
+    /// Open connections this node splices to each of its tasks.
+    active: watch::Sender<BTreeMap<String, usize>>,
+    /// Running listeners and the switch that stops each.
+    listeners: Mutex<BTreeMap<ListenKey, watch::Sender<bool>>>,
+    /// Listeners that could not be opened, with why (retried on the next apply).
+    failed: Mutex<BTreeMap<ListenKey, String>>,
+    /// Bridges this node made (network id → spec).
+    bridges: Mutex<BTreeMap<String, BridgeSpec>>,
+    /// This node's VIPs: (network id, service id) → address.
+    vips: Mutex<BTreeMap<(String, String), Ipv4Addr>>,
+    round_robin: AtomicU64,
+    /// Resolvers for names the swarm does not know (`ip:53`), from the host's configuration.
+    upstreams: Mutex<Vec<String>>,
+}
+
+/// Counts one open connection to a local task for as long as it lives.
+struct ActiveGuard {
+    mesh: Arc<Mesh>,
+    task_id: String,
+}
+
+impl ActiveGuard {
+    fn new(mesh: &Arc<Mesh>, task_id: &str) -> Self {
+        mesh.active.send_modify(|active| *active.entry(task_id.to_string()).or_default() += 1);
+        ActiveGuard { mesh: mesh.clone(), task_id: task_id.to_string() }
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.mesh.active.send_modify(|active| {
+            if let Some(count) = active.get_mut(&self.task_id) {
+                *count -= 1;
+                if *count == 0 {
+                    active.remove(&self.task_id);
+                }
+            }
+        });
+    }
+}
+
+fn ip_of(addr: &str) -> String {
+    match addr.rsplit_once(':') {
+        Some((ip, _)) => ip.trim_start_matches('[').trim_end_matches(']').to_string(),
+        None => addr.to_string(),
+    }
+}
+
+impl Mesh {
+    pub fn new(env: NodeEnv, node_id: String) -> Arc<Mesh> {
+        let node_ip = ip_of(&env.addr);
+        Arc::new(Mesh {
+            env,
+            node_id,
+            node_ip,
+            table: watch::channel(Arc::new(MeshTable::default())).0,
+            active: watch::channel(BTreeMap::new()).0,
+            listeners: Mutex::new(BTreeMap::new()),
+            failed: Mutex::new(BTreeMap::new()),
+            bridges: Mutex::new(BTreeMap::new()),
+            vips: Mutex::new(BTreeMap::new()),
+            round_robin: AtomicU64::new(runtime::random_u64()),
+            upstreams: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The IP published ports listen on, and a task on no network is reached at.
+    pub fn node_ip(&self) -> &str {
+        &self.node_ip
+    }
+
+    /// Where names the swarm does not know are forwarded (`ip:port` each).
+    pub fn set_upstreams(&self, upstreams: Vec<String>) {
+        *self.upstreams.lock().expect("mesh lock") = upstreams;
+    }
+
+    /// The table this node routes from.
+    pub fn table(&self) -> Arc<MeshTable> {
+        self.table.borrow().clone()
+    }
+
+    /// Accept tunnels from peers (once, when the node starts). A node without a data address
+    /// serves none.
+    pub async fn start(self: &Arc<Self>) {
+        if self.env.data_addr.is_empty() {
+            return;
+        }
+        match self.env.mesh.listen_tunnels().await {
+            Ok(mut listener) => {
+                let mesh = self.clone();
+                runtime::spawn(async move {
+                    loop {
+                        match listener.accept().await {
+                            Ok(incoming) => {
+                                let mesh = mesh.clone();
+                                runtime::spawn(async move { mesh.serve_tunnel(incoming).await });
+                            }
+                            Err(err) => {
+                                mesh.trace("mesh.tunnel_accept_failed", serde_json::json!({"error": err.to_string()}));
+                                runtime::sleep(Duration::from_millis(100)).await;
+                            }
+                        }
+                    }
+                });
+            }
+            Err(err) => {
+                self.trace("mesh.listen_failed", serde_json::json!({"what": "tunnels", "error": err.to_string()}))
+            }
+        }
+        let mesh = self.clone();
+        runtime::spawn(async move {
+            // Listeners that failed (a port held by someone else) are tried again.
+            loop {
+                runtime::sleep(LISTEN_RETRY).await;
+                if !mesh.failed.lock().expect("mesh lock").is_empty() {
+                    mesh.reconcile().await;
+                }
+            }
+        });
+    }
+
+    fn trace(&self, kind: &str, fields: serde_json::Value) {
+        self.env.tracer.emit(kind, fields);
+    }
+
+    /// Route from `table` from now on, and open/close listeners to match it.
+    pub async fn apply(self: &Arc<Self>, table: MeshTable) {
+        self.table.send_replace(Arc::new(table));
+        self.reconcile().await;
+    }
+
+    /// Make sure this node has its bridge for `network_id` (waiting up to `wait` for the leader to
+    /// lease it a part of the subnet), and return it.
+    pub async fn bridge(self: &Arc<Self>, network_id: &str, wait: Duration) -> Result<BridgeSpec, String> {
+        if let Some(bridge) = self.bridges.lock().expect("mesh lock").get(network_id) {
+            return Ok(bridge.clone());
+        }
+        let mut tables = self.table.subscribe();
+        let deadline = runtime::sleep(wait);
+        tokio::pin!(deadline);
+        let spec = loop {
+            let found = {
+                let table = tables.borrow_and_update();
+                match table.networks.get(network_id) {
+                    Some(network) => lease::bridge_for(&network.network, &self.node_id).ok_or(network.name.clone()),
+                    None => Err(network_id.to_string()),
+                }
+            };
+            match found {
+                Ok(spec) => break spec,
+                Err(name) => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut deadline => {
+                            return Err(format!("network {name}: this node has no address lease of it yet"));
+                        }
+                        changed = tables.changed() => {
+                            if changed.is_err() {
+                                return Err(format!("network {name}: the node is stopping"));
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        self.env.executor.ensure_network(&spec).await.map_err(|e| format!("network {}: {e}", spec.name))?;
+        self.bridges.lock().expect("mesh lock").insert(network_id.to_string(), spec.clone());
+        self.trace("mesh.bridge", serde_json::json!({"network_id": network_id, "subnet": spec.subnet}));
+        self.reconcile().await;
+        Ok(spec)
+    }
+
+    /// The listeners the current table asks for, with the address each binds.
+    fn desired(&self, table: &MeshTable) -> BTreeMap<ListenKey, String> {
+        let mut desired = BTreeMap::new();
+        for service in table.services.values() {
+            for port in service.ingress_ports() {
+                let key = if port.protocol == "udp" {
+                    ListenKey::IngressUdp(port.published_port)
+                } else {
+                    ListenKey::Ingress(port.published_port)
+                };
+                desired.insert(key, format!("{}:{}", self.node_ip, port.published_port));
+            }
+        }
+        let bridges = self.bridges.lock().expect("mesh lock").clone();
+        let mut vips = self.vips.lock().expect("mesh lock");
+        // VIPs of services gone (or moved off the network) are freed first, so addresses recycle.
+        vips.retain(|(network, service), _| {
+            table.services.get(service).is_some_and(|s| s.networks.contains(network)) && bridges.contains_key(network)
+        });
+        for (network_id, bridge) in &bridges {
+            desired.insert(ListenKey::Dns(network_id.clone()), format!("{}:{DNS_PORT}", bridge.gateway));
+            let Some(lease) = Lease::parse(&bridge.subnet) else { continue };
+            for service in table.services.values().filter(|s| s.networks.contains(network_id)) {
+                if service.endpoint_mode != crate::api::EndpointMode::Vip {
+                    continue;
+                }
+                let key = (network_id.clone(), service.id.clone());
+                let vip = match vips.get(&key) {
+                    Some(vip) => *vip,
+                    None => {
+                        let taken: BTreeSet<Ipv4Addr> =
+                            vips.iter().filter(|((n, _), _)| n == network_id).map(|(_, ip)| *ip).collect();
+                        let Some(free) = lease.vips().find(|ip| !taken.contains(ip)) else { continue };
+                        vips.insert(key, free);
+                        free
+                    }
+                };
+                for port in service.vip_ports() {
+                    desired
+                        .insert(ListenKey::Vip(network_id.clone(), service.id.clone(), port), format!("{vip}:{port}"));
+                }
+            }
+        }
+        desired
+    }
+
+    /// This node's VIP of `service_id` on `network_id`.
+    pub fn vip(&self, network_id: &str, service_id: &str) -> Option<Ipv4Addr> {
+        self.vips.lock().expect("mesh lock").get(&(network_id.to_string(), service_id.to_string())).copied()
+    }
+
+    async fn reconcile(self: &Arc<Self>) {
+        let table = self.table();
+        let desired = self.desired(&table);
+        let stale: Vec<ListenKey> = {
+            let mut listeners = self.listeners.lock().expect("mesh lock");
+            let stale: Vec<ListenKey> = listeners.keys().filter(|k| !desired.contains_key(*k)).cloned().collect();
+            for key in &stale {
+                if let Some(stop) = listeners.remove(key) {
+                    stop.send_replace(true);
+                }
+            }
+            stale
+        };
+        for key in stale {
+            if let ListenKey::Vip(network, _, _) = &key {
+                self.release_vip_address(network, &key).await;
+            }
+            self.trace("mesh.unlisten", serde_json::json!({"listener": format!("{key:?}")}));
+        }
+        self.failed.lock().expect("mesh lock").retain(|k, _| desired.contains_key(k));
+        for (key, addr) in desired {
+            if self.listeners.lock().expect("mesh lock").contains_key(&key) {
+                continue;
+            }
+            match self.open(&key, &addr).await {
+                Ok(stop) => {
+                    self.failed.lock().expect("mesh lock").remove(&key);
+                    self.listeners.lock().expect("mesh lock").insert(key.clone(), stop);
+                    self.trace("mesh.listen", serde_json::json!({"listener": format!("{key:?}"), "addr": addr}));
+                }
+                Err(err) => {
+                    let first = self.failed.lock().expect("mesh lock").insert(key.clone(), err.to_string()).is_none();
+                    if first {
+                        self.trace(
+                            "mesh.listen_failed",
+                            serde_json::json!({"listener": format!("{key:?}"), "addr": addr, "error": err.to_string()}),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take a VIP's address off the bridge once no listener of that VIP is left.
+    async fn release_vip_address(&self, network: &str, gone: &ListenKey) {
+        let ListenKey::Vip(_, service, _) = gone else { return };
+        let still_used = self
+            .listeners
+            .lock()
+            .expect("mesh lock")
+            .keys()
+            .any(|k| matches!(k, ListenKey::Vip(n, s, _) if n == network && s == service));
+        if still_used {
+            return;
+        }
+        let bridge = self.bridges.lock().expect("mesh lock").get(network).cloned();
+        let Some(bridge) = bridge else { return };
+        let addr = {
+            let listeners_gone = self.vip(network, service);
+            listeners_gone.map(|ip| ip.to_string())
+        };
+        if let Some(ip) = addr {
+            let _ = self.env.mesh.remove_local_address(&bridge.device, &ip).await;
+        }
+    }
+
+    /// Open one listener and serve it until its switch is flipped.
+    async fn open(self: &Arc<Self>, key: &ListenKey, addr: &str) -> Result<watch::Sender<bool>, MeshError> {
+        let (stop, stopped) = watch::channel(false);
+        match key {
+            ListenKey::Ingress(port) => {
+                let listener = self.env.mesh.listen_tcp(addr).await?;
+                let route = Route::Ingress { published: *port };
+                runtime::spawn(self.clone().accept_loop(listener, route, stopped));
+            }
+            ListenKey::Vip(network, service, port) => {
+                let bridge = self.bridges.lock().expect("mesh lock").get(network).cloned();
+                if let Some(bridge) = bridge {
+                    self.env.mesh.add_local_address(&bridge.device, &ip_of(addr)).await?;
+                }
+                let listener = self.env.mesh.listen_tcp(addr).await?;
+                let route = Route::Service { service_id: service.clone(), port: *port };
+                runtime::spawn(self.clone().accept_loop(listener, route, stopped));
+            }
+            ListenKey::IngressUdp(port) => {
+                let socket = self.env.mesh.bind_udp(addr).await?;
+                runtime::spawn(self.clone().udp_loop(socket, *port, stopped));
+            }
+            ListenKey::Dns(network) => {
+                let socket = self.env.mesh.bind_udp(addr).await?;
+                runtime::spawn(self.clone().dns_loop(socket, network.clone(), stopped));
+            }
+        }
+        Ok(stop)
+    }
+
+    async fn accept_loop(
+        self: Arc<Self>,
+        mut listener: Box<dyn StreamListener>,
+        route: Route,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((client, client_addr)) => {
+                        let mesh = self.clone();
+                        let route = route.clone();
+                        runtime::spawn(async move { mesh.forward(client, client_addr, route).await });
+                    }
+                    Err(err) => {
+                        self.trace("mesh.accept_failed", serde_json::json!({"error": err.to_string()}));
+                        runtime::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which service and target port a route leads to, as of the current table.
+    fn resolve_route(&self, table: &MeshTable, route: &Route) -> Option<(String, u16)> {
+        match route {
+            Route::Service { service_id, port } => Some((service_id.clone(), *port)),
+            Route::Ingress { published } => table.services.values().find_map(|s| {
+                s.ingress_ports()
+                    .find(|p| p.published_port == *published && p.protocol != "udp")
+                    .map(|p| (s.id.clone(), p.target_port))
+            }),
+        }
+    }
+
+    /// The service's endpoints in the order to try them: round robin from a moving start.
+    fn candidates(&self, service: &MeshService) -> Vec<MeshEndpoint> {
+        let n = service.endpoints.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = (self.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as usize;
+        (0..n).map(|i| service.endpoints[(start + i) % n].clone()).collect()
+    }
+
+    /// Forward one client connection: try each ready endpoint until one takes it, then splice.
+    async fn forward(self: Arc<Self>, mut client: MeshStream, client_addr: String, route: Route) {
+        let table = self.table();
+        let Some((service_id, port)) = self.resolve_route(&table, &route) else { return };
+        let Some(service) = table.services.get(&service_id) else { return };
+        let mut failures = Vec::new();
+        for endpoint in self.candidates(service) {
+            match self.dial(&endpoint, &service_id, port, &client_addr).await {
+                Ok((mut backend, guard)) => {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+                    drop(guard);
+                    return;
+                }
+                Err(err) => failures.push(format!("{}: {err}", endpoint.task_id)),
+            }
+        }
+        self.trace(
+            "mesh.no_backend",
+            serde_json::json!({"service_id": service_id, "port": port, "client": client_addr, "tried": failures}),
+        );
+    }
+
+    /// A stream to one endpoint's port: straight to a local task, else through its node's daemon.
+    async fn dial(
+        self: &Arc<Self>,
+        endpoint: &MeshEndpoint,
+        service_id: &str,
+        port: u16,
+        client: &str,
+    ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
+        if endpoint.node_id == self.node_id {
+            let addr = endpoint.local_address().ok_or("the task has no address")?;
+            let stream = self
+                .env
+                .mesh
+                .connect_tcp(&format!("{addr}:{port}"), BACKEND_CONNECT_TIMEOUT)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok((stream, Some(ActiveGuard::new(self, &endpoint.task_id))));
+        }
+        let table = self.table();
+        let node_addr =
+            table.nodes.get(&endpoint.node_id).filter(|a| !a.is_empty()).ok_or("its node has no data address")?;
+        let mut stream =
+            self.env.mesh.open_tunnel(node_addr, BACKEND_CONNECT_TIMEOUT).await.map_err(|e| e.to_string())?;
+        let header = TunnelHeader {
+            service_id: service_id.to_string(),
+            task_id: endpoint.task_id.clone(),
+            port,
+            client: client.to_string(),
+        };
+        tunnel::write_frame(&mut stream, &header).await.map_err(|e| e.to_string())?;
+        match tunnel::read_frame::<_, Verdict>(&mut stream, TUNNEL_VERDICT_TIMEOUT).await {
+            Ok(Verdict::Ok) => Ok((stream, None)),
+            Ok(Verdict::Refused(reason)) => Err(format!("{node_addr} refused: {reason}")),
+            Err(err) => Err(format!("{node_addr}: {err}")),
+        }
+    }
+
+    /// A tunnel from a peer: splice it to the named local task if that task is ready here.
+    async fn serve_tunnel(self: Arc<Self>, incoming: IncomingTunnel) {
+        let IncomingTunnel { mut stream, peer_addr, .. } = incoming;
+        let header = match tunnel::read_frame::<_, TunnelHeader>(&mut stream, TUNNEL_VERDICT_TIMEOUT).await {
+            Ok(header) => header,
+            Err(err) => {
+                self.trace("mesh.tunnel_refused", serde_json::json!({"peer": peer_addr, "error": err.to_string()}));
+                return;
+            }
+        };
+        let table = self.table();
+        let target = table
+            .local_endpoint(&self.node_id, &header.service_id, &header.task_id)
+            .and_then(|e| e.local_address().map(|a| format!("{a}:{}", header.port)));
+        let Some(target) = target else {
+            let reason = format!("task {} is not ready on this node", header.task_id);
+            let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
+            return;
+        };
+        match self.env.mesh.connect_tcp(&target, BACKEND_CONNECT_TIMEOUT).await {
+            Ok(mut backend) => {
+                let guard = ActiveGuard::new(&self, &header.task_id);
+                if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut backend).await;
+                }
+                drop(guard);
+            }
+            Err(err) => {
+                let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(err.to_string())).await;
+            }
+        }
+    }
+
+    /// UDP on an ingress port: each datagram goes to the next ready local endpoint (UDP flows are
+    /// balanced per datagram, and only to this node's tasks: datagrams do not cross tunnels).
+    async fn udp_loop(
+        self: Arc<Self>,
+        socket: Arc<dyn crate::env::mesh::DatagramSocket>,
+        published: u16,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return,
+                received = socket.recv_from(&mut buf) => received,
+            };
+            let Ok((len, client)) = received else { continue };
+            let table = self.table();
+            let target = table.services.values().find_map(|s| {
+                s.ingress_ports()
+                    .find(|p| p.published_port == published && p.protocol == "udp")
+                    .map(|p| (s.clone(), p.target_port))
+            });
+            let Some((service, port)) = target else { continue };
+            let local: Vec<MeshEndpoint> =
+                self.candidates(&service).into_iter().filter(|e| e.node_id == self.node_id).collect();
+            let Some(endpoint) = local.first() else { continue };
+            let Some(addr) = endpoint.local_address() else { continue };
+            let datagram = buf[..len].to_vec();
+            let mesh = self.clone();
+            let (socket, backend) = (socket.clone(), format!("{addr}:{port}"));
+            runtime::spawn(async move { mesh.relay_udp(socket, client, backend, datagram).await });
+        }
+    }
+
+    /// Send one datagram to a task and relay its replies (for a few seconds) to the client.
+    async fn relay_udp(
+        self: Arc<Self>,
+        front: Arc<dyn crate::env::mesh::DatagramSocket>,
+        client: String,
+        backend: String,
+        datagram: Vec<u8>,
+    ) {
+        let Ok(socket) = self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await else { return };
+        if socket.send_to(&datagram, &backend).await.is_err() {
+            return;
+        }
+        let mut buf = vec![0u8; 65_536];
+        while let Ok(Ok((len, _))) = runtime::timeout(Duration::from_secs(5), socket.recv_from(&mut buf)).await {
+            let _ = front.send_to(&buf[..len], &client).await;
+        }
+    }
+
+    /// The resolver on one bridge's gateway.
+    async fn dns_loop(
+        self: Arc<Self>,
+        socket: Arc<dyn crate::env::mesh::DatagramSocket>,
+        network_id: String,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; 4_096];
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return,
+                received = socket.recv_from(&mut buf) => received,
+            };
+            let Ok((len, client)) = received else { continue };
+            let table = self.table();
+            let vip_of = |service: &str| self.vip(&network_id, service);
+            match resolver::resolve(&table, &network_id, &buf[..len], &vip_of) {
+                resolver::Resolution::Answer(reply) => {
+                    let _ = socket.send_to(&reply, &client).await;
+                }
+                resolver::Resolution::Forward => {
+                    let upstreams = self.upstreams.lock().expect("mesh lock").clone();
+                    let (mesh, socket, query) = (self.clone(), socket.clone(), buf[..len].to_vec());
+                    runtime::spawn(async move { mesh.forward_dns(socket, client, query, upstreams).await });
+                }
+                resolver::Resolution::Drop => {}
+            }
+        }
+    }
+
+    /// Ask the upstream resolvers in turn; the first reply goes back to the client. With none
+    /// configured (or none answering) the client's own timeout tells it.
+    async fn forward_dns(
+        self: Arc<Self>,
+        front: Arc<dyn crate::env::mesh::DatagramSocket>,
+        client: String,
+        query: Vec<u8>,
+        upstreams: Vec<String>,
+    ) {
+        for upstream in upstreams {
+            let Ok(socket) = self.env.mesh.bind_udp("0.0.0.0:0").await else { return };
+            if socket.send_to(&query, &upstream).await.is_err() {
+                continue;
+            }
+            let mut buf = vec![0u8; 4_096];
+            if let Ok(Ok((len, _))) = runtime::timeout(Duration::from_secs(2), socket.recv_from(&mut buf)).await {
+                let _ = front.send_to(&buf[..len], &client).await;
+                return;
+            }
+        }
+    }
+
+    /// Whether `addr:port` accepts a connection now (the readiness probe).
+    pub async fn probe(&self, addr: &str, port: u16) -> bool {
+        self.env.mesh.connect_tcp(&format!("{addr}:{port}"), Duration::from_millis(500)).await.is_ok()
+    }
+
+    /// Open connections this node splices to `task_id`.
+    pub fn active_connections(&self, task_id: &str) -> usize {
+        self.active.borrow().get(task_id).copied().unwrap_or(0)
+    }
+
+    /// Wait until no connection to `task_id` is open, at most `limit`. Returns how many were
+    /// still open when it stopped waiting.
+    pub async fn wait_idle(&self, task_id: &str, limit: Duration) -> usize {
+        let mut active = self.active.subscribe();
+        let idle = async move {
+            let _ = active.wait_for(|active| !active.contains_key(task_id)).await;
+        };
+        match runtime::timeout(limit, idle).await {
+            Ok(()) => 0,
+            Err(_) => self.active_connections(task_id),
+        }
+    }
+
+    /// Forget the bridges (the node left the swarm; the agent removed them with the containers).
+    pub async fn shutdown(&self) {
+        let listeners = std::mem::take(&mut *self.listeners.lock().expect("mesh lock"));
+        for stop in listeners.into_values() {
+            stop.send_replace(true);
+        }
+        let bridges = std::mem::take(&mut *self.bridges.lock().expect("mesh lock"));
+        let vips = std::mem::take(&mut *self.vips.lock().expect("mesh lock"));
+        for ((network, _), ip) in vips {
+            if let Some(bridge) = bridges.get(&network) {
+                let _ = self.env.mesh.remove_local_address(&bridge.device, &ip.to_string()).await;
+            }
+        }
+        for bridge in bridges.into_values() {
+            let _ = self.env.executor.remove_network(&bridge.name).await;
+        }
+    }
+}
+
+/// Resolves once a listener's switch is flipped (or its owner is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Where a listener's connections go.
+#[derive(Debug, Clone)]
+enum Route {
+    /// An ingress port: whichever service publishes it in the current table.
+    Ingress { published: u16 },
+    /// A VIP port of one service.
+    Service { service_id: String, port: u16 },
+}

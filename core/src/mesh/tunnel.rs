@@ -1,0 +1,90 @@
+//! The tunnel protocol between daemons (DESIGN §8): the opening node sends one header frame naming
+//! the task and port; the task's node answers one verdict frame — `ok`, or why it refuses, so the
+//! opener can try another backend before the client has seen a byte — and from then on the stream
+//! carries the client's bytes both ways. Frames are a 4-byte big-endian length and JSON.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::env::runtime;
+
+/// The largest frame either side accepts; a header is a few hundred bytes.
+const MAX_FRAME: usize = 16 * 1024;
+
+/// What a tunnel is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelHeader {
+    pub service_id: String,
+    pub task_id: String,
+    /// The task's target port.
+    pub port: u16,
+    /// The original client's address (for the task node's accounting and logs).
+    pub client: String,
+}
+
+/// The task's node's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Ok,
+    Refused(String),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("the peer closed the tunnel: {0}")]
+    Io(String),
+    #[error("garbled tunnel frame: {0}")]
+    Garbled(String),
+    #[error("no tunnel frame within {0} ms")]
+    Timeout(u64),
+}
+
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(writer: &mut W, value: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(value).map_err(|e| FrameError::Garbled(e.to_string()))?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend(body);
+    writer.write_all(&frame).await.map_err(|e| FrameError::Io(e.to_string()))?;
+    writer.flush().await.map_err(|e| FrameError::Io(e.to_string()))
+}
+
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    reader: &mut R,
+    deadline: Duration,
+) -> Result<T, FrameError> {
+    let read = async {
+        let mut len = [0u8; 4];
+        reader.read_exact(&mut len).await.map_err(|e| FrameError::Io(e.to_string()))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::Garbled(format!("a frame of {len} bytes (at most {MAX_FRAME})")));
+        }
+        let mut body = vec![0u8; len];
+        reader.read_exact(&mut body).await.map_err(|e| FrameError::Io(e.to_string()))?;
+        serde_json::from_slice(&body).map_err(|e| FrameError::Garbled(e.to_string()))
+    };
+    runtime::timeout(deadline, read).await.map_err(|_| FrameError::Timeout(deadline.as_millis() as u64))?
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_garbage_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let header = TunnelHeader { service_id: "s".into(), task_id: "t".into(), port: 80, client: "1.2.3.4:5".into() };
+        write_frame(&mut a, &header).await.unwrap();
+        let got: TunnelHeader = read_frame(&mut b, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(got, header);
+        a.write_all(&[0, 0, 0, 3, b'x', b'y', b'z']).await.unwrap();
+        let err = read_frame::<_, TunnelHeader>(&mut b, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, FrameError::Garbled(_)), "{err}");
+        a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+        let err = read_frame::<_, TunnelHeader>(&mut b, Duration::from_secs(1)).await.unwrap_err();
+        assert!(matches!(err, FrameError::Garbled(_)), "{err}");
+    }
+}
