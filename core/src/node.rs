@@ -50,6 +50,8 @@ pub struct NodeConfig {
     /// The node id `swarm init` takes, when the daemon already named it in the node's certificate;
     /// `None` makes a fresh one. (A joining node gets its id from the certificate it was issued.)
     pub node_id: Option<String>,
+    /// The data plane's settings (DESIGN §8).
+    pub mesh: crate::mesh::MeshOptions,
 }
 
 impl NodeConfig {
@@ -66,6 +68,7 @@ impl NodeConfig {
             root_ca_pem: String::new(),
             root_ca_key_pem: String::new(),
             node_id: None,
+            mesh: crate::mesh::MeshOptions::default(),
         }
     }
 }
@@ -274,6 +277,7 @@ impl ShoalNode {
             description.clone(),
             identity.managers.clone(),
             known_managers,
+            config.mesh.clone(),
         );
         let (removed, _) = watch::channel(false);
         let node = ShoalNode {

@@ -73,10 +73,11 @@ impl Agent {
         description: NodeDescription,
         managers: Vec<String>,
         known_managers: KnownManagers,
+        mesh_options: crate::mesh::MeshOptions,
     ) -> Arc<Self> {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (role, _) = watch::channel(None);
-        let mesh = Mesh::new(env.clone(), node_id.clone());
+        let mesh = Mesh::new(env.clone(), node_id.clone(), mesh_options);
         Arc::new(Agent {
             mesh,
             env,

@@ -265,7 +265,7 @@ impl Runner {
     async fn drain(&mut self, grace: Duration) {
         let Some(endpoint) = self.endpoint.as_mut().filter(|e| e.ready) else { return };
         endpoint.ready = false;
-        let Some(mesh) = self.mesh.clone() else { return };
+        let Some(mesh) = self.mesh.clone().filter(|mesh| mesh.options().drain) else { return };
         let started = runtime::now();
         // Our own report makes the leader drop it from the table even when the desired state has
         // not changed there (a node leaving).

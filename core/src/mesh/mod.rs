@@ -39,6 +39,22 @@ const LISTEN_RETRY: Duration = Duration::from_secs(2);
 /// The DNS port of the resolver on each bridge's gateway.
 const DNS_PORT: u16 = 53;
 
+/// How a node's data plane behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshOptions {
+    /// Drain a task before it stops: wait until no node routes to it, then for its connections
+    /// (DESIGN §8). Off only to measure what draining saves (`shoal daemon --no-mesh-drain`).
+    pub drain: bool,
+    /// Resolvers (`ip:port`) for names the swarm does not know; none = such names get no answer.
+    pub dns_upstreams: Vec<String>,
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions { drain: true, dns_upstreams: Vec::new() }
+    }
+}
+
 /// What one listener serves.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum ListenKey {
@@ -69,9 +85,12 @@ pub struct Mesh {
     bridges: Mutex<BTreeMap<String, BridgeSpec>>,
     /// This node's VIPs: (network id, service id) → address.
     vips: Mutex<BTreeMap<(String, String), Ipv4Addr>>,
+    /// VIPs given up whose address is still on a bridge: (device, ip).
+    released_vips: Mutex<Vec<(String, String)>>,
     round_robin: AtomicU64,
     /// Resolvers for names the swarm does not know (`ip:53`), from the host's configuration.
     upstreams: Mutex<Vec<String>>,
+    options: MeshOptions,
 }
 
 /// Counts one open connection to a local task for as long as it lives.
@@ -108,7 +127,7 @@ fn ip_of(addr: &str) -> String {
 }
 
 impl Mesh {
-    pub fn new(env: NodeEnv, node_id: String) -> Arc<Mesh> {
+    pub fn new(env: NodeEnv, node_id: String, options: MeshOptions) -> Arc<Mesh> {
         let node_ip = ip_of(&env.addr);
         Arc::new(Mesh {
             env,
@@ -120,14 +139,20 @@ impl Mesh {
             failed: Mutex::new(BTreeMap::new()),
             bridges: Mutex::new(BTreeMap::new()),
             vips: Mutex::new(BTreeMap::new()),
+            released_vips: Mutex::new(Vec::new()),
             round_robin: AtomicU64::new(runtime::random_u64()),
-            upstreams: Mutex::new(Vec::new()),
+            upstreams: Mutex::new(options.dns_upstreams.clone()),
+            options,
         })
     }
 
     /// The IP published ports listen on, and a task on no network is reached at.
     pub fn node_ip(&self) -> &str {
         &self.node_ip
+    }
+
+    pub fn options(&self) -> &MeshOptions {
+        &self.options
     }
 
     /// Where names the swarm does not know are forwarded (`ip:port` each).
@@ -246,10 +271,20 @@ impl Mesh {
         }
         let bridges = self.bridges.lock().expect("mesh lock").clone();
         let mut vips = self.vips.lock().expect("mesh lock");
-        // VIPs of services gone (or moved off the network) are freed first, so addresses recycle.
-        vips.retain(|(network, service), _| {
-            table.services.get(service).is_some_and(|s| s.networks.contains(network)) && bridges.contains_key(network)
+        // VIPs of services gone (or moved off the network) are freed first, so addresses recycle;
+        // their addresses come off the bridge once their listeners are closed.
+        let mut released = self.released_vips.lock().expect("mesh lock");
+        vips.retain(|(network, service), ip| {
+            let keep = table.services.get(service).is_some_and(|s| s.networks.contains(network))
+                && bridges.contains_key(network);
+            if !keep {
+                if let Some(bridge) = bridges.get(network) {
+                    released.push((bridge.device.clone(), ip.to_string()));
+                }
+            }
+            keep
         });
+        drop(released);
         for (network_id, bridge) in &bridges {
             desired.insert(ListenKey::Dns(network_id.clone()), format!("{}:{DNS_PORT}", bridge.gateway));
             let Some(lease) = Lease::parse(&bridge.subnet) else { continue };
@@ -296,10 +331,13 @@ impl Mesh {
             stale
         };
         for key in stale {
-            if let ListenKey::Vip(network, _, _) = &key {
-                self.release_vip_address(network, &key).await;
-            }
             self.trace("mesh.unlisten", serde_json::json!({"listener": format!("{key:?}")}));
+        }
+        let released = std::mem::take(&mut *self.released_vips.lock().expect("mesh lock"));
+        for (device, ip) in released {
+            if let Err(err) = self.env.mesh.remove_local_address(&device, &ip).await {
+                self.trace("mesh.vip_release_failed", serde_json::json!({"vip": ip, "error": err.to_string()}));
+            }
         }
         self.failed.lock().expect("mesh lock").retain(|k, _| desired.contains_key(k));
         for (key, addr) in desired {
@@ -322,29 +360,6 @@ impl Mesh {
                     }
                 }
             }
-        }
-    }
-
-    /// Take a VIP's address off the bridge once no listener of that VIP is left.
-    async fn release_vip_address(&self, network: &str, gone: &ListenKey) {
-        let ListenKey::Vip(_, service, _) = gone else { return };
-        let still_used = self
-            .listeners
-            .lock()
-            .expect("mesh lock")
-            .keys()
-            .any(|k| matches!(k, ListenKey::Vip(n, s, _) if n == network && s == service));
-        if still_used {
-            return;
-        }
-        let bridge = self.bridges.lock().expect("mesh lock").get(network).cloned();
-        let Some(bridge) = bridge else { return };
-        let addr = {
-            let listeners_gone = self.vip(network, service);
-            listeners_gone.map(|ip| ip.to_string())
-        };
-        if let Some(ip) = addr {
-            let _ = self.env.mesh.remove_local_address(&bridge.device, &ip).await;
         }
     }
 
