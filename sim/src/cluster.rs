@@ -23,6 +23,7 @@ use shoal_core::trace::{TraceEvent, Tracer};
 
 use crate::disk::SimDisk;
 use crate::executor::SimExecutor;
+use crate::mesh_net::{Owner, SimMeshNet, DATA_PORT};
 use crate::net::{LinkPolicy, SimNet, SimTransport};
 use crate::trace::SimTrace;
 
@@ -49,9 +50,13 @@ struct Host {
     next_boot: Arc<Mutex<Option<Bootstrap>>>,
 }
 
+/// The host outside the cluster that control requests and simulated clients come from.
+pub const CLIENT_HOST: &str = "client";
+
 /// A running simulated cluster.
 pub struct SimCluster {
     net: SimNet,
+    mesh: SimMeshNet,
     trace: SimTrace,
     hosts: BTreeMap<String, Host>,
     client: NodeHandle,
@@ -92,10 +97,11 @@ impl SimCluster {
     pub async fn start_with(shape: ClusterShape, config: NodeConfig) -> Result<SimCluster, ClusterError> {
         let handle = Handle::current();
         let net = SimNet::new();
+        let mesh = SimMeshNet::new(net.clone());
         let trace = SimTrace::default();
-        let client_transport = net.transport("client:1");
-        let client = handle.create_node().name("client").build();
-        let mut cluster = SimCluster { net, trace, hosts: BTreeMap::new(), client, client_transport, config };
+        let client_transport = net.transport(format!("{CLIENT_HOST}:1"));
+        let client = handle.create_node().name(CLIENT_HOST).build();
+        let mut cluster = SimCluster { net, mesh, trace, hosts: BTreeMap::new(), client, client_transport, config };
         cluster.add_host("manager-1", Bootstrap::Init { force_new_cluster: false }).await?;
         let tokens = |role| ControlRequest::JoinToken { role, rotate: false };
         let manager_token = match cluster.control(tokens(NodeRole::Manager)).await? {
@@ -122,10 +128,14 @@ impl SimCluster {
     pub async fn add_host(&mut self, name: &str, bootstrap: Bootstrap) -> Result<(), ClusterError> {
         let addr = format!("{name}:{PORT}");
         let disk = SimDisk::new();
-        let executor = SimExecutor::new(name);
+        // The host's container runtime: containers' processes run here, so they outlive a restart
+        // of the node's daemon (and die with the host in `crash`, through the executor).
+        let runtime_node = Handle::current().create_node().name(format!("{name}/containers")).build();
+        let spawner: crate::serve::Spawner = Arc::new(move |future| runtime_node.spawn(future));
+        let executor = SimExecutor::with_mesh(name, self.mesh.clone(), spawner);
         let slot: Arc<Mutex<Option<ShoalNode>>> = Arc::new(Mutex::new(None));
         let first_boot = Arc::new(Mutex::new(Some(bootstrap)));
-        let (net, trace) = (self.net.clone(), self.trace.clone());
+        let (net, trace, mesh) = (self.net.clone(), self.trace.clone(), self.mesh.clone());
         let mut config = self.config.clone();
         config.hostname = name.to_string();
         config.advertise_addr = addr.clone();
@@ -138,8 +148,8 @@ impl SimCluster {
                     transport: Arc::new(net.transport(addr.clone())),
                     disk: Arc::new(disk.clone()),
                     executor: Arc::new(executor.clone()),
-                    mesh: Arc::new(shoal_core::env::mesh::NoMesh),
-                    data_addr: String::new(),
+                    mesh: Arc::new(mesh.node(name.clone())),
+                    data_addr: format!("{name}:{DATA_PORT}"),
                     tracer: Tracer::new(name.clone(), Arc::new(trace.clone())),
                 };
                 let bootstrap = first_boot.lock().expect("boot lock").take().unwrap_or(Bootstrap::Resume);
@@ -173,6 +183,23 @@ impl SimCluster {
 
     pub fn net(&self) -> &SimNet {
         &self.net
+    }
+
+    /// The cluster's service traffic (published ports, tunnels, containers' ports).
+    pub fn mesh(&self) -> &SimMeshNet {
+        &self.mesh
+    }
+
+    /// Run `future` on host `name` (a cluster host, or [`CLIENT_HOST`]): it dies if the host crashes.
+    pub fn spawn_on<F>(&self, name: &str, future: F) -> Option<madsim::task::JoinHandle<F::Output>>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if name == CLIENT_HOST {
+            return Some(self.client.spawn(future));
+        }
+        self.host(name).map(|h| h.handle.spawn(future))
     }
 
     fn host(&self, name: &str) -> Option<&Host> {
@@ -250,6 +277,7 @@ impl SimCluster {
         Handle::current().kill(host.handle.id());
         let lost = host.disk.crash(false);
         host.executor.host_crash();
+        self.mesh.host_down(name);
         *host.node.lock().expect("slot lock") = None;
         self.note("fault.crash", serde_json::json!({"host": name, "unsynced_bytes_lost": lost}));
     }
@@ -260,6 +288,7 @@ impl SimCluster {
         Handle::current().kill(host.handle.id());
         let lost = host.disk.crash(true);
         host.executor.host_crash();
+        self.mesh.host_down(name);
         *host.node.lock().expect("slot lock") = None;
         self.note("fault.crash", serde_json::json!({"host": name, "torn": true, "unsynced_bytes_lost": lost}));
     }
@@ -268,6 +297,8 @@ impl SimCluster {
     pub fn restart(&self, name: &str) {
         let Some(host) = self.host(name) else { return };
         *host.node.lock().expect("slot lock") = None;
+        // The daemon restarts (its listeners and connections go); the host's containers run on.
+        self.mesh.owner_down(&Owner::daemon(name));
         Handle::current().restart(host.handle.id());
         self.note("fault.restart", serde_json::json!({"host": name}));
     }
@@ -278,6 +309,7 @@ impl SimCluster {
         let Some(host) = self.host(name) else { return };
         *host.next_boot.lock().expect("boot lock") = Some(Bootstrap::Init { force_new_cluster: true });
         *host.node.lock().expect("slot lock") = None;
+        self.mesh.owner_down(&Owner::daemon(name));
         Handle::current().restart(host.handle.id());
         self.note("fault.force_new_cluster", serde_json::json!({"host": name}));
     }

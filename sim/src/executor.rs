@@ -5,6 +5,26 @@
 //! seconds, `exit N` and `sh -c "exit N"` exit with N at once; anything else runs until stopped.
 //! Faults are set per image with [`SimExecutor::set_behavior`] (slow starts, crashes after a while,
 //! images that cannot be pulled). Every random choice comes from the run's seed.
+//!
+//! **Service traffic** (with [`SimExecutor::with_mesh`]). A running container serves
+//! [`crate::serve`]'s request/response protocol on the ports its image EXPOSEs
+//! ([`exposed_ports_of`]: a table of well-known images, or what a scenario's `image X exposes …`
+//! says). Where it listens:
+//! - a container on bridges ([`Executor::ensure_network`]) gets the lowest free address of each
+//!   bridge's `ip_range` (not the subnet's network, gateway or broadcast address), held while it
+//!   runs and reported in [`ContainerSummary::addresses`] under the bridge's name, and listens on
+//!   `address:port` there — reachable only from its own host, as Docker's bridges are;
+//! - a container without bridges shares its host's network: it listens on `0.0.0.0:port` (the host's
+//!   name answers) and reports the host's address under `host` (Docker's name for that network);
+//!   a port another host-networked container already holds is left to that one (the simulated
+//!   process logs it and runs on, so replicas sharing a node still start);
+//! - each `mode=host` [`PortBinding`] is bound on the host as Docker binds it: a port already taken
+//!   fails the start with Docker's words.
+//!
+//! The processes run on the host's container runtime (a spawner the cluster gives, so a daemon
+//! restart leaves them alone); a stop sends SIGTERM to them and waits until their connections are
+//! closed, then exits (143), or kills them when the grace period ends (137: open connections are
+//! reset); a crash of the host resets everything at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -12,9 +32,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shoal_core::env::{
-    runtime, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+    runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+    PortBinding,
 };
 use tokio::sync::watch;
+
+use crate::mesh_net::{Owner, SimMeshNet};
+use crate::serve::{self, Phase, Spawner, Tracker};
 
 /// How containers of one image behave, set by scenario faults.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -27,6 +51,29 @@ pub struct Behavior {
     pub exit_code: i64,
     /// `prepare_image` fails as if the registry refused the image.
     pub pull_fails: bool,
+    /// The ports the image EXPOSEs (`(protocol, port)`), replacing [`exposed_ports_of`]'s.
+    pub exposes: Option<Vec<(String, u16)>>,
+}
+
+/// The ports an image EXPOSEs unless a scenario says otherwise: by the image's repository name (no
+/// registry, no tag), for the images scenarios use. Others expose nothing.
+pub fn exposed_ports_of(image: &str) -> Vec<(String, u16)> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    let repository = last.split(':').next().unwrap_or(last);
+    let tcp = |port: u16| vec![("tcp".to_string(), port)];
+    match repository {
+        "nginx" | "httpd" | "web" | "caddy" | "whoami" | "traefik" | "app" | "api" | "frontend" | "backend" => tcp(80),
+        "redis" => tcp(6379),
+        "postgres" => tcp(5432),
+        "mysql" | "mariadb" => tcp(3306),
+        "memcached" => tcp(11211),
+        "mongo" => tcp(27017),
+        "registry" => tcp(5000),
+        "rabbitmq" => tcp(5672),
+        "coredns" | "dns" => vec![("tcp".to_string(), 53), ("udp".to_string(), 53)],
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Debug)]
@@ -37,6 +84,36 @@ struct SimContainer {
     logs: Vec<LogLine>,
     /// Bumped on every start/stop, so a stale exit timer does nothing.
     epoch: u64,
+    networks: Vec<BridgeSpec>,
+    port_bindings: Vec<PortBinding>,
+    /// Its processes while it runs and serves.
+    serving: Option<Serving>,
+}
+
+/// A running container's processes.
+#[derive(Debug)]
+struct Serving {
+    owner: Owner,
+    phase: watch::Sender<Phase>,
+    tracker: Tracker,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Kill the processes: their listeners close and open connections are reset.
+    fn kill(self, mesh: &SimMeshNet) {
+        mesh.owner_down(&self.owner);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What a node's containers need for service traffic.
+#[derive(Clone)]
+struct ContainerNet {
+    mesh: SimMeshNet,
+    spawner: Spawner,
 }
 
 #[derive(Default)]
@@ -46,6 +123,8 @@ struct ExecState {
     behaviors: BTreeMap<String, Behavior>,
     unavailable_images: BTreeSet<String>,
     next_id: u64,
+    /// Bridges made by `ensure_network`, by name.
+    bridges: BTreeMap<String, BridgeSpec>,
 }
 
 /// One node's container runtime. Clone it into the node's init closure so containers outlive an agent
@@ -54,6 +133,7 @@ struct ExecState {
 pub struct SimExecutor {
     node: String,
     state: Arc<Mutex<ExecState>>,
+    net: Option<ContainerNet>,
 }
 
 impl std::fmt::Debug for SimExecutor {
@@ -79,7 +159,17 @@ fn scripted_exit(command: &[String]) -> Option<(Duration, i64)> {
 impl SimExecutor {
     /// An executor for node `node` (used to make container ids readable and unique per node).
     pub fn new(node: impl Into<String>) -> Self {
-        SimExecutor { node: node.into(), state: Arc::new(Mutex::new(ExecState::default())) }
+        SimExecutor { node: node.into(), state: Arc::new(Mutex::new(ExecState::default())), net: None }
+    }
+
+    /// An executor whose running containers serve traffic on `mesh`, their processes run by
+    /// `spawner` (the host's container runtime).
+    pub fn with_mesh(node: impl Into<String>, mesh: SimMeshNet, spawner: Spawner) -> Self {
+        SimExecutor {
+            node: node.into(),
+            state: Arc::new(Mutex::new(ExecState::default())),
+            net: Some(ContainerNet { mesh, spawner }),
+        }
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut ExecState) -> R) -> R {
@@ -98,26 +188,41 @@ impl SimExecutor {
 
     /// The host went down: every running container is gone with exit code 137, as after a reboot.
     pub fn host_crash(&self) {
-        self.with(|state| {
+        let killed: Vec<Serving> = self.with(|state| {
+            let mut killed = Vec::new();
             for container in state.containers.values_mut() {
                 container.epoch += 1;
                 if !matches!(*container.state.borrow(), ContainerState::Exited { .. }) {
                     container.state.send_replace(ContainerState::Exited { code: 137 });
                     container.summary.state = ContainerState::Exited { code: 137 };
+                    container.summary.addresses.clear();
                 }
+                killed.extend(container.serving.take());
             }
-        })
+            killed
+        });
+        self.kill_all(killed);
+    }
+
+    fn kill_all(&self, killed: Vec<Serving>) {
+        if let Some(net) = &self.net {
+            for serving in killed {
+                serving.kill(&net.mesh);
+            }
+        }
     }
 
     /// Someone ran `docker rm -f` on a container behind the agent's back. Returns whether it existed.
     pub fn remove_behind_back(&self, id: &str) -> bool {
-        self.with(|state| match state.containers.remove(id) {
-            Some(container) => {
+        let removed = self.with(|state| state.containers.remove(id));
+        match removed {
+            Some(mut container) => {
                 container.state.send_replace(ContainerState::Exited { code: 137 });
+                self.kill_all(container.serving.take().into_iter().collect());
                 true
             }
             None => false,
-        })
+        }
     }
 
     /// Ids of running containers (sorted), for invariants and scenario expectations.
@@ -133,16 +238,134 @@ impl SimExecutor {
     }
 
     fn set_state(&self, id: &str, epoch: u64, new_state: ContainerState, line: &str) {
-        self.with(|state| {
-            if let Some(container) = state.containers.get_mut(id) {
-                if container.epoch == epoch {
-                    container.summary.state = new_state;
-                    container.state.send_replace(new_state);
-                    let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), line.to_string(), false);
-                    container.logs.push(line);
+        let killed = self.with(|state| {
+            let container = state.containers.get_mut(id)?;
+            if container.epoch != epoch {
+                return None;
+            }
+            container.summary.state = new_state;
+            container.state.send_replace(new_state);
+            let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), line.to_string(), false);
+            container.logs.push(line);
+            if matches!(new_state, ContainerState::Exited { .. }) {
+                container.summary.addresses.clear();
+                return container.serving.take();
+            }
+            None
+        });
+        self.kill_all(killed.into_iter().collect());
+    }
+
+    fn log(container: &mut SimContainer, text: String) {
+        let line = LogLine::after(container.logs.last(), runtime::unix_nanos(), text, false);
+        container.logs.push(line);
+    }
+
+    /// The ports `image` serves.
+    fn exposed(&self, image: &str) -> Vec<(String, u16)> {
+        let declared = self.with(|state| state.behaviors.get(image).and_then(|b| b.exposes.clone()));
+        declared.unwrap_or_else(|| exposed_ports_of(image))
+    }
+
+    /// Give a starting container its addresses and start its processes on its ports. Fails (and
+    /// starts nothing) when a `mode=host` port is taken, as Docker's start does.
+    fn start_serving(&self, id: &str) -> Result<(), ExecutorError> {
+        let Some(net) = self.net.clone() else { return Ok(()) };
+        let (image, name, networks, bindings) = self.with(|state| {
+            let c = state.containers.get(id).ok_or_else(|| Self::no_such(id))?;
+            Ok::<_, ExecutorError>((
+                c.summary.image.clone(),
+                c.summary.name.clone(),
+                c.networks.clone(),
+                c.port_bindings.clone(),
+            ))
+        })?;
+        let exposed = self.exposed(&image);
+        let owner = Owner::container(self.node.clone(), id);
+        let mut tcp = Vec::new();
+        let mut udp = Vec::new();
+        let mut taken = Vec::new();
+        // mode=host bindings first: a taken one fails the start.
+        for binding in &bindings {
+            let ip = if binding.host_ip.is_empty() { "0.0.0.0" } else { binding.host_ip.as_str() };
+            let addr = format!("{ip}:{}", binding.published);
+            let bound = if binding.protocol == "udp" {
+                net.mesh.bind(owner.clone(), &addr).map(|s| udp.push(s))
+            } else {
+                net.mesh.listen(owner.clone(), &addr).map(|l| tcp.push(l))
+            };
+            if bound.is_err() {
+                drop((tcp, udp));
+                return Err(ExecutorError::Runtime(format!(
+                    "driver failed programming external connectivity on endpoint {name} ({id}): Bind for {addr} failed: port is already allocated"
+                )));
+            }
+        }
+        let addresses = self.with(|state| {
+            let addresses = Self::allocate(state, id, &networks, &self.node);
+            if let Some(c) = state.containers.get_mut(id) {
+                c.summary.addresses = addresses.clone();
+            }
+            addresses
+        });
+        let ips: Vec<String> =
+            if networks.is_empty() { vec!["0.0.0.0".to_string()] } else { addresses.values().cloned().collect() };
+        for ip in &ips {
+            for (protocol, port) in &exposed {
+                let addr = format!("{ip}:{port}");
+                let bound = if protocol == "udp" {
+                    net.mesh.bind(owner.clone(), &addr).map(|s| udp.push(s))
+                } else {
+                    net.mesh.listen(owner.clone(), &addr).map(|l| tcp.push(l))
+                };
+                if let Err(err) = bound {
+                    taken.push(format!("{protocol}/{port}: {err}"));
                 }
             }
-        })
+        }
+        let (phase, _) = watch::channel(Phase::Running);
+        let tracker: Tracker = Arc::new(());
+        let mut tasks = Vec::new();
+        for listener in tcp {
+            let run =
+                serve::accept_loop(listener, name.clone(), phase.subscribe(), tracker.clone(), net.spawner.clone());
+            tasks.push((net.spawner)(Box::pin(run)));
+        }
+        for socket in udp {
+            tasks.push((net.spawner)(Box::pin(serve::udp_loop(socket, name.clone(), phase.subscribe()))));
+        }
+        let serving = Serving { owner, phase, tracker, tasks };
+        let stale = self.with(|state| {
+            let Some(c) = state.containers.get_mut(id) else { return Some(serving) };
+            for problem in taken {
+                Self::log(c, format!("listen {problem} (the host's port is held by another process)"));
+            }
+            c.serving.replace(serving)
+        });
+        self.kill_all(stale.into_iter().collect());
+        Ok(())
+    }
+
+    /// Addresses for a starting container: the lowest free one of each bridge's `ip_range` (held by
+    /// no other container: an exited one's are cleared), or the host's own under `host` when it has
+    /// no bridge.
+    fn allocate(state: &ExecState, id: &str, networks: &[BridgeSpec], host: &str) -> BTreeMap<String, String> {
+        if networks.is_empty() {
+            return [("host".to_string(), host.to_string())].into_iter().collect();
+        }
+        let mut addresses = BTreeMap::new();
+        for bridge in networks {
+            let used: BTreeSet<&str> = state
+                .containers
+                .iter()
+                .filter(|(other, _)| other.as_str() != id)
+                .filter_map(|(_, c)| c.summary.addresses.get(&bridge.name).map(String::as_str))
+                .collect();
+            if let Some(ip) = lowest_free(bridge, &used) {
+                addresses.insert(bridge.name.clone(), ip);
+            }
+        }
+        addresses
     }
 
     fn no_such(id: &str) -> ExecutorError {
@@ -180,6 +403,9 @@ impl Executor for SimExecutor {
                     reason: "No such image: prepare it first".into(),
                 });
             }
+            if let Some(missing) = spec.networks.iter().find(|b| !state.bridges.contains_key(&b.name)) {
+                return Err(ExecutorError::Runtime(format!("network {} not found", missing.name)));
+            }
             state.next_id += 1;
             let id = format!("{}-c{}", self.node, state.next_id);
             let summary = ContainerSummary {
@@ -192,7 +418,16 @@ impl Executor for SimExecutor {
             };
             let (tx, _) = watch::channel(ContainerState::Created);
             let command = spec.command.clone();
-            let container = SimContainer { summary, state: tx, command, logs: Vec::new(), epoch: 0 };
+            let container = SimContainer {
+                summary,
+                state: tx,
+                command,
+                logs: Vec::new(),
+                epoch: 0,
+                networks: spec.networks.clone(),
+                port_bindings: spec.port_bindings.clone(),
+                serving: None,
+            };
             state.containers.insert(id.clone(), container);
             Ok(id)
         })
@@ -208,6 +443,10 @@ impl Executor for SimExecutor {
         if !behavior.start_delay.is_zero() {
             runtime::sleep(behavior.start_delay).await;
         }
+        if self.with(|state| state.containers.get(id).map(|c| c.epoch)) != Some(epoch) {
+            return Ok(()); // stopped or removed while starting
+        }
+        self.start_serving(id)?;
         self.set_state(id, epoch, ContainerState::Running, "started");
         let exit = scripted_exit(&command).or(behavior.exit_after.map(|after| (after, behavior.exit_code)));
         if let Some((after, code)) = exit {
@@ -239,27 +478,47 @@ impl Executor for SimExecutor {
         }
     }
 
-    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), ExecutorError> {
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError> {
         let epoch = self.with(|state| state.containers.get(id).map(|c| c.epoch)).ok_or_else(|| Self::no_such(id))?;
         let running = self.with(|state| state.containers.get(id).map(|c| c.summary.state == ContainerState::Running));
         if running == Some(true) {
-            // SIGTERM is honoured quickly.
+            // SIGTERM is honoured quickly: the processes stop accepting and close idle connections.
             runtime::sleep(runtime::random_duration(Duration::from_millis(1), Duration::from_millis(20))).await;
-            self.set_state(id, epoch, ContainerState::Exited { code: 143 }, "stopped");
+            let tracker = self.with(|state| {
+                let serving = state.containers.get(id).filter(|c| c.epoch == epoch)?.serving.as_ref()?;
+                serving.phase.send_replace(Phase::Terminating);
+                Some(serving.tracker.clone())
+            });
+            let mut code = 143;
+            if let Some(tracker) = tracker {
+                let deadline = runtime::now() + grace;
+                // The executor's own clone is one; each open connection holds another.
+                while Arc::strong_count(&tracker) > 2 {
+                    if runtime::now() >= deadline {
+                        code = 137;
+                        break;
+                    }
+                    runtime::sleep(serve::DRAIN_POLL.min(deadline - runtime::now())).await;
+                }
+            }
+            let line = if code == 143 { "stopped" } else { "killed after the stop grace period" };
+            self.set_state(id, epoch, ContainerState::Exited { code }, line);
         }
         Ok(())
     }
 
     async fn remove(&self, id: &str) -> Result<(), ExecutorError> {
-        self.with(|state| match state.containers.remove(id) {
-            Some(container) => {
+        let removed = self.with(|state| state.containers.remove(id));
+        match removed {
+            Some(mut container) => {
                 if !matches!(*container.state.borrow(), ContainerState::Exited { .. }) {
                     container.state.send_replace(ContainerState::Exited { code: 137 });
                 }
+                self.kill_all(container.serving.take().into_iter().collect());
                 Ok(())
             }
             None => Err(Self::no_such(id)),
-        })
+        }
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
@@ -284,17 +543,117 @@ impl Executor for SimExecutor {
         })
     }
 
-    // DATA-PLANE-WIP: replaced by the real bridges (issue 13).
-    async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
-        Ok(())
+    async fn ensure_network(&self, bridge: &BridgeSpec) -> Result<(), ExecutorError> {
+        let subnet = Cidr::parse(&bridge.subnet).ok_or_else(|| {
+            ExecutorError::Runtime(format!("invalid subnet {:?} for network {}", bridge.subnet, bridge.name))
+        })?;
+        Cidr::parse(&bridge.ip_range).ok_or_else(|| {
+            ExecutorError::Runtime(format!("invalid ip range {:?} for network {}", bridge.ip_range, bridge.name))
+        })?;
+        self.with(|state| {
+            if let Some(existing) = state.bridges.get(&bridge.name) {
+                if existing.subnet != bridge.subnet
+                    || existing.gateway != bridge.gateway
+                    || existing.ip_range != bridge.ip_range
+                {
+                    return Err(ExecutorError::Runtime(format!(
+                        "network {} exists with subnet {} (gateway {}, range {}), not {} ({}, {})",
+                        bridge.name,
+                        existing.subnet,
+                        existing.gateway,
+                        existing.ip_range,
+                        bridge.subnet,
+                        bridge.gateway,
+                        bridge.ip_range
+                    )));
+                }
+                return Ok(());
+            }
+            let overlaps =
+                state.bridges.values().any(|other| Cidr::parse(&other.subnet).is_some_and(|o| o.overlaps(&subnet)));
+            if overlaps {
+                return Err(ExecutorError::Runtime(
+                    "Error response from daemon: Pool overlaps with other one on this address space".into(),
+                ));
+            }
+            state.bridges.insert(bridge.name.clone(), bridge.clone());
+            Ok(())
+        })
     }
-    async fn remove_network(&self, _name: &str) -> Result<(), ExecutorError> {
-        Ok(())
+
+    async fn remove_network(&self, name: &str) -> Result<(), ExecutorError> {
+        self.with(|state| {
+            let attached = state
+                .containers
+                .values()
+                .any(|c| c.summary.state == ContainerState::Running && c.networks.iter().any(|b| b.name == name));
+            if attached {
+                return Err(ExecutorError::Runtime(format!(
+                    "error while removing network: network {name} has active endpoints"
+                )));
+            }
+            state.bridges.remove(name);
+            Ok(())
+        })
     }
-    async fn list_networks(&self, _labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
-        Ok(Vec::new())
+
+    async fn list_networks(&self, labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError> {
+        Ok(self.with(|state| {
+            state
+                .bridges
+                .values()
+                .filter(|b| labels.iter().all(|(k, v)| b.labels.get(k) == Some(v)))
+                .map(|b| b.name.clone())
+                .collect()
+        }))
     }
-    async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
-        Ok(Vec::new())
+
+    async fn exposed_ports(&self, image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
+        let mut ports = self.exposed(image);
+        ports.sort();
+        Ok(ports)
     }
+}
+
+/// An IPv4 network in CIDR form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cidr {
+    base: u32,
+    prefix: u32,
+}
+
+impl Cidr {
+    fn parse(text: &str) -> Option<Cidr> {
+        let (ip, prefix) = text.split_once('/')?;
+        let ip: std::net::Ipv4Addr = ip.parse().ok()?;
+        let prefix: u32 = prefix.parse().ok().filter(|p| *p <= 32)?;
+        Some(Cidr { base: u32::from(ip) & Self::mask(prefix), prefix })
+    }
+
+    fn mask(prefix: u32) -> u32 {
+        if prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - prefix)
+        }
+    }
+
+    fn last(&self) -> u32 {
+        self.base | !Self::mask(self.prefix)
+    }
+
+    fn overlaps(&self, other: &Cidr) -> bool {
+        self.base <= other.last() && other.base <= self.last()
+    }
+}
+
+/// The lowest address of `bridge`'s `ip_range` that is not its subnet's network, broadcast or
+/// gateway address and not in `used`.
+fn lowest_free(bridge: &BridgeSpec, used: &BTreeSet<&str>) -> Option<String> {
+    let subnet = Cidr::parse(&bridge.subnet)?;
+    let range = Cidr::parse(&bridge.ip_range)?;
+    (range.base..=range.last())
+        .filter(|ip| *ip != subnet.base && *ip != subnet.last())
+        .map(|ip| std::net::Ipv4Addr::from(ip).to_string())
+        .find(|ip| *ip != bridge.gateway && !used.contains(ip.as_str()))
 }

@@ -131,6 +131,15 @@ impl SimNet {
 
     /// What one hop from `from` to `to` does to a message: `None` if it is lost or cut, else its delay.
     fn hop(&self, from: &str, to: &str) -> Option<Duration> {
+        match self.verdict(from, to) {
+            Verdict::Deliver(delay) => Some(delay),
+            Verdict::Cut | Verdict::Lost => None,
+        }
+    }
+
+    /// What the link from host `from` to host `to` does to one message (or segment) sent now: cut,
+    /// lost (with the link's loss probability) or delivered after a delay, drawn from the seeded rng.
+    pub fn verdict(&self, from: &str, to: &str) -> Verdict {
         let policy = self.with(|state| {
             // Most runs have no faults: skip building the lookup key (two allocations per hop).
             if state.cut.is_empty() && state.links.is_empty() {
@@ -143,18 +152,36 @@ impl SimNet {
                 Some(state.links.get(&key).copied().unwrap_or(state.default_policy))
             }
         });
-        let verdict = policy.and_then(|policy| {
-            // Draw from the seeded rng even when loss is 0, so adding loss elsewhere does not shift
-            // every later random choice of the run.
-            let roll = (runtime::random_u64() % 1_000_000) as f64 / 1_000_000.0;
-            (roll >= policy.loss).then(|| runtime::random_duration(policy.delay_min, policy.delay_max))
-        });
+        let verdict = match policy {
+            None => Verdict::Cut,
+            Some(policy) => {
+                // Draw from the seeded rng even when loss is 0, so adding loss elsewhere does not shift
+                // every later random choice of the run.
+                let roll = (runtime::random_u64() % 1_000_000) as f64 / 1_000_000.0;
+                if roll >= policy.loss {
+                    Verdict::Deliver(runtime::random_duration(policy.delay_min, policy.delay_max))
+                } else {
+                    Verdict::Lost
+                }
+            }
+        };
         self.with(|state| match verdict {
-            Some(_) => state.delivered += 1,
-            None => state.dropped += 1,
+            Verdict::Deliver(_) => state.delivered += 1,
+            Verdict::Cut | Verdict::Lost => state.dropped += 1,
         });
         verdict
     }
+}
+
+/// What a link does to one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The link is cut (partition): nothing gets through until it heals.
+    Cut,
+    /// This message is lost (the link's loss probability).
+    Lost,
+    /// Delivered after this delay.
+    Deliver(Duration),
 }
 
 /// One node's end of the simulated network.

@@ -77,3 +77,22 @@ async fn sim_partition_is_silence_and_heal_restores() {
     net.heal();
     assert_eq!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_secs(1)).await.unwrap(), b"x");
 }
+
+#[tokio::test]
+async fn sim_mesh_conforms() {
+    use shoal_core::env::conformance::MeshFixture;
+    use shoal_sim::mesh_net::SimMeshNet;
+    let mesh = SimMeshNet::new(SimNet::new());
+    let fixture = MeshFixture {
+        listen_addr: "manager-1:8080".into(),
+        listen_addr_2: "manager-1:8081".into(),
+        dead_addr: "manager-1:9".into(),
+        udp_addr: "manager-1:5353".into(),
+        client_udp_addr: "worker-1:5353".into(),
+        server_data_addr: "manager-1:4789".into(),
+        dead_data_addr: "worker-9:4789".into(),
+        // Simulated peers are not authenticated.
+        client_identity: None,
+    };
+    conformance::mesh(Arc::new(mesh.node("manager-1")), Arc::new(mesh.node("worker-1")), fixture).await;
+}
