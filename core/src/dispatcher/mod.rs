@@ -57,7 +57,7 @@ pub struct Dispatcher {
     /// scans every node.
     managers: Mutex<Option<(u64, ManagerList)>>,
     /// The data plane's endpoint table, served to every node (DESIGN §8).
-    mesh: MeshServing,
+    mesh: Arc<MeshServing>,
 }
 
 /// The leader's side of the endpoint table: the table as of the latest store version (computed
@@ -65,10 +65,39 @@ pub struct Dispatcher {
 #[derive(Default)]
 struct MeshServing {
     current: Mutex<Option<(u64, u64, Arc<MeshTable>)>>,
-    served: Mutex<BTreeMap<u64, Arc<MeshTable>>>,
+    /// The current table's digest, kept by one refresher task per dispatcher: polls wake only
+    /// when the table changed, not on every commit (a thousand polls woken per commit was most of
+    /// the leader's work for assignments).
+    digest: tokio::sync::watch::Sender<u64>,
+    refresher: std::sync::atomic::AtomicBool,
+    /// Oldest first.
+    served: Mutex<indexmap::IndexMap<u64, Arc<MeshTable>>>,
     /// Which table digest each node last said it applied.
     applied: Mutex<BTreeMap<String, u64>>,
     applied_changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl MeshServing {
+    /// The table as of `store`'s current version (computed once per version), and its digest.
+    fn table(&self, store: &Store) -> (u64, Arc<MeshTable>) {
+        let version = store.version();
+        let mut current = self.current.lock().expect("mesh lock");
+        if let Some((at, digest, table)) = current.as_ref() {
+            if *at == version {
+                return (*digest, table.clone());
+            }
+        }
+        let table = Arc::new(store.view(MeshTable::from_state));
+        let digest = table.digest();
+        *current = Some((version, digest, table.clone()));
+        let mut served = self.served.lock().expect("mesh lock");
+        served.shift_remove(&digest);
+        served.insert(digest, table.clone());
+        while served.len() > SERVED_TABLES_KEPT {
+            served.shift_remove_index(0);
+        }
+        (digest, table)
+    }
 }
 
 /// How many served tables the leader remembers to answer drain barriers; a node further behind
@@ -91,30 +120,34 @@ impl Dispatcher {
             tracer,
             sessions: Mutex::new(BTreeMap::new()),
             managers: Mutex::new(None),
-            mesh: MeshServing::default(),
+            mesh: Arc::new(MeshServing::default()),
         }
     }
 
     /// The endpoint table as of the store's current version, and its digest.
     fn mesh_table(&self) -> (u64, Arc<MeshTable>) {
-        let version = self.store.version();
-        let mut current = self.mesh.current.lock().expect("mesh lock");
-        if let Some((at, digest, table)) = current.as_ref() {
-            if *at == version {
-                return (*digest, table.clone());
+        self.mesh.table(&self.store)
+    }
+
+    /// Start the task that keeps the table's digest current (once per dispatcher).
+    fn ensure_mesh_refresher(&self) {
+        use std::sync::atomic::Ordering;
+        if self.mesh.refresher.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (mesh, store) = (Arc::downgrade(&self.mesh), self.store.clone());
+        runtime::spawn(async move {
+            let mut versions = store.watch_version();
+            loop {
+                let Some(serving) = mesh.upgrade() else { return };
+                let (digest, _) = serving.table(&store);
+                serving.digest.send_if_modified(|current| std::mem::replace(current, digest) != digest);
+                drop(serving);
+                if versions.changed().await.is_err() {
+                    return;
+                }
             }
-        }
-        let table = Arc::new(self.store.view(MeshTable::from_state));
-        let digest = table.digest();
-        *current = Some((version, digest, table.clone()));
-        let mut served = self.mesh.served.lock().expect("mesh lock");
-        served.insert(digest, table.clone());
-        while served.len() > SERVED_TABLES_KEPT {
-            // Digests are not ordered by age; drop any but the current one.
-            let Some(old) = served.keys().find(|d| **d != digest).copied() else { break };
-            served.remove(&old);
-        }
-        (digest, table)
+        });
     }
 
     /// The mesh long poll: records what the node applied, then answers at once if the table
@@ -123,9 +156,10 @@ impl Dispatcher {
         self.check_session(&request.node_id, &request.session_id)?;
         self.mesh.applied.lock().expect("mesh lock").insert(request.node_id.clone(), request.known_digest);
         self.mesh.applied_changed.send_modify(|n| *n += 1);
+        self.ensure_mesh_refresher();
         let deadline = runtime::sleep(Duration::from_millis(request.wait_ms.min(60_000)));
         tokio::pin!(deadline);
-        let mut versions = self.store.watch_version();
+        let mut digests = self.mesh.digest.subscribe();
         let mut leadership = self.consensus.leadership();
         loop {
             let (digest, table) = self.mesh_table();
@@ -136,7 +170,7 @@ impl Dispatcher {
                 // Biased: tokio's random branch order is not seeded by the simulator.
                 biased;
                 _ = &mut deadline => {}
-                _ = versions.changed() => {}
+                _ = digests.changed() => {}
                 changed = leadership.changed() => {
                     if changed.is_err() {
                         return Err(self.not_leader());
