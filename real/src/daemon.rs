@@ -33,6 +33,8 @@ use crate::local_api::{
 
 /// Swarm's default port for cluster traffic.
 pub const DEFAULT_SWARM_PORT: u16 = 2377;
+/// Swarm's default data path port (VXLAN's in Swarm; the mesh tunnels' in shoal).
+pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
 /// How long `swarm join` waits before answering that the join continues in the background (moby's
 /// `swarmConnectTimeout`).
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
@@ -64,6 +66,20 @@ pub struct NodeSettings {
     /// `ip:port` this node listens on.
     pub listen_addr: String,
     pub availability: Availability,
+    /// `ip:port` where this node accepts the mesh's tunnels from its peers (`--data-path-addr`,
+    /// `--data-path-port`); empty in files written before the data plane: the advertise IP, port 4789.
+    #[serde(default)]
+    pub data_addr: String,
+}
+
+impl NodeSettings {
+    /// Where this node accepts tunnels: [`NodeSettings::data_addr`], or its default.
+    pub fn data_addr(&self) -> String {
+        if !self.data_addr.is_empty() {
+            return self.data_addr.clone();
+        }
+        data_addr("", None, &self.advertise_addr).unwrap_or_default()
+    }
 }
 
 /// A started node, as the daemon drives it.
@@ -302,6 +318,12 @@ impl Daemon {
             .then(|| std::fs::read(self.settings_path()).ok())
             .flatten()
             .and_then(|bytes| serde_json::from_slice::<NodeSettings>(&bytes).ok());
+        let data_text = match &previous {
+            Some(previous) if request.data_path_addr.is_empty() && request.data_path_port.is_none() => {
+                previous.data_addr.clone()
+            }
+            _ => String::new(),
+        };
         let (listen_text, advertise_text) = match &previous {
             Some(previous) if request.listen_addr.is_empty() && request.advertise_addr.is_empty() => {
                 (previous.listen_addr.clone(), previous.advertise_addr.clone())
@@ -310,11 +332,17 @@ impl Daemon {
         };
         let listen_addr = listen_addr(&default_listen(&listen_text, &advertise_text)).map_err(LocalError::Refused)?;
         let advertise_addr = advertise_addr(&advertise_text, &listen_addr, None).map_err(LocalError::Refused)?;
+        let data_addr = if data_text.is_empty() {
+            data_addr(&request.data_path_addr, request.data_path_port, &advertise_addr).map_err(LocalError::Refused)?
+        } else {
+            data_text
+        };
         let settings = NodeSettings {
             hostname: self.hostname.clone(),
             advertise_addr,
             listen_addr,
             availability: request.availability,
+            data_addr,
         };
         if !request.force_new_cluster {
             self.erase_state();
@@ -369,11 +397,14 @@ impl Daemon {
             listen_addr(&default_listen(&request.listen_addr, &request.advertise_addr)).map_err(LocalError::Refused)?;
         let advertise_addr =
             advertise_addr(&request.advertise_addr, &listen_addr, Some(&remote)).map_err(LocalError::Refused)?;
+        let data_addr =
+            data_addr(&request.data_path_addr, request.data_path_port, &advertise_addr).map_err(LocalError::Refused)?;
         let settings = NodeSettings {
             hostname: self.hostname.clone(),
             advertise_addr,
             listen_addr,
             availability: request.availability,
+            data_addr,
         };
         self.erase_state();
         std::fs::create_dir_all(self.node_dir()).map_err(|err| LocalError::Refused(err.to_string()))?;
@@ -538,6 +569,31 @@ pub fn advertise_addr(text: &str, listen_addr: &str, remote: Option<&str>) -> Re
         Ok(addr) if !addr.ip().is_unspecified() => Ok(SocketAddr::new(addr.ip(), listen.port()).to_string()),
         _ => Err("could not find the system's IP address - specify one with --advertise-addr".into()),
     }
+}
+
+/// The data address (`ip:port`): the `--data-path-addr` IP (else the advertise address's IP) and the
+/// `--data-path-port` (else 4789), with Swarm's checks and words.
+pub fn data_addr(text: &str, port: Option<u32>, advertise_addr: &str) -> Result<String, String> {
+    let port = match port {
+        None | Some(0) => DEFAULT_DATA_PATH_PORT,
+        Some(port @ 1024..=49151) => port as u16,
+        Some(port) => return Err(format!("Datapath port number is not in valid range (1024-49151) : {port}")),
+    };
+    let ip = if text.is_empty() {
+        let advertise: SocketAddr = advertise_addr.parse().map_err(|_| "invalid advertise address".to_string())?;
+        advertise.ip()
+    } else {
+        match text.parse::<IpAddr>() {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => {
+                return Err(
+                    "data path address must be a non-zero IP address or network interface (without a port number)"
+                        .into(),
+                )
+            }
+        }
+    };
+    Ok(SocketAddr::new(ip, port).to_string())
 }
 
 fn host_of(addr: &str) -> String {

@@ -41,6 +41,12 @@ pub struct InitRequest {
     pub force_new_cluster: bool,
     pub availability: Availability,
     pub overrides: ClusterOverrides,
+    /// `--data-path-addr`: the IP peers open tunnels to; empty = the advertise address's IP.
+    #[serde(default)]
+    pub data_path_addr: String,
+    /// `--data-path-port`: the port of the data path (Swarm's 4789 when `None` or 0).
+    #[serde(default)]
+    pub data_path_port: Option<u32>,
 }
 
 /// `swarm join`.
@@ -51,6 +57,12 @@ pub struct JoinRequest {
     pub advertise_addr: String,
     pub listen_addr: String,
     pub availability: Availability,
+    /// As [`InitRequest::data_path_addr`].
+    #[serde(default)]
+    pub data_path_addr: String,
+    /// As [`InitRequest::data_path_port`]; Swarm takes it at `init` for the whole swarm, shoal per node.
+    #[serde(default)]
+    pub data_path_port: Option<u32>,
 }
 
 /// What the CLI asks its daemon.

@@ -35,6 +35,7 @@ use crate::bootstrap::{BootstrapService, RenewalService};
 use crate::daemon::{Bootstrap, NodeLauncher, NodeSettings, RunningNode};
 use crate::disk::FileDisk;
 use crate::docker::{DockerExecutor, DockerOptions};
+use crate::mesh_net::RealMeshNet;
 use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::process::ProcessExecutor;
 use crate::renewal::{Renewal, SaveCertificate};
@@ -137,6 +138,8 @@ pub enum ExecutorKind {
 pub struct RealLauncher {
     kind: ExecutorKind,
     executor: tokio::sync::Mutex<Option<Arc<dyn Executor>>>,
+    /// The same executor when it runs plain processes (it is told the node's address).
+    processes: std::sync::Mutex<Option<ProcessExecutor>>,
 }
 
 impl std::fmt::Debug for RealLauncher {
@@ -147,7 +150,7 @@ impl std::fmt::Debug for RealLauncher {
 
 impl RealLauncher {
     pub fn new(kind: ExecutorKind) -> Self {
-        RealLauncher { kind, executor: tokio::sync::Mutex::new(None) }
+        RealLauncher { kind, executor: tokio::sync::Mutex::new(None), processes: std::sync::Mutex::new(None) }
     }
 
     /// The daemon's executor, made on first use.
@@ -168,6 +171,7 @@ impl RealLauncher {
                 if killed > 0 {
                     eprintln!("shoal daemon: killed {killed} process(es) a previous daemon left running");
                 }
+                *self.processes.lock().unwrap_or_else(|p| p.into_inner()) = Some(executor.clone());
                 Arc::new(executor)
             }
         };
@@ -259,6 +263,12 @@ impl NodeLauncher for RealLauncher {
         // The process registry sits beside the node's state, outside what `swarm leave` erases.
         let data_dir = node_dir.parent().unwrap_or(node_dir);
         let executor = self.executor(data_dir).await?;
+        if let Some(processes) = &*self.processes.lock().unwrap_or_else(|p| p.into_inner()) {
+            // No bridges for processes: the mesh reaches a task at its node's address.
+            let ip =
+                settings.advertise_addr.parse::<std::net::SocketAddr>().map(|a| a.ip().to_string()).unwrap_or_default();
+            processes.set_base_env(vec![format!("SHOAL_NODE_IP={ip}"), format!("SHOAL_TASK_IP={ip}")]);
+        }
         let mut config = NodeConfig::new(settings.hostname.clone(), settings.advertise_addr.clone());
         let certs = certificates_dir(node_dir);
         let (ca_pem, node_cert) = match &bootstrap {
@@ -297,13 +307,16 @@ impl NodeLauncher for RealLauncher {
             security: Security::Tls(tls.clone()),
             ..TcpConfig::new(settings.listen_addr.clone())
         });
+        // Service traffic: tunnels between daemons under the same mutual TLS as the swarm transport.
+        let data_addr = settings.data_addr();
+        let mesh = RealMeshNet::new(data_addr.clone(), Security::Tls(tls.clone()));
         let env = NodeEnv {
             addr: settings.advertise_addr.clone(),
             transport: Arc::new(transport.clone()),
             disk: Arc::new(disk),
             executor: executor.clone(),
-            mesh: Arc::new(shoal_core::env::mesh::NoMesh),
-            data_addr: String::new(),
+            mesh: Arc::new(mesh),
+            data_addr,
             tracer: Tracer::new(settings.hostname.clone(), tracer),
         };
         config.availability = settings.availability;

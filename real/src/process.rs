@@ -6,7 +6,10 @@
 //!   in `PATH`; or an absolute path to an executable: run it with `command` as its arguments.
 //!   Anything else is [`ExecutorError::ImageUnavailable`] — nothing is ever downloaded.
 //! - `env` is the whole environment, on top of a default `PATH` (as a container gets its image's env
-//!   and not the daemon's); entries without `=` are ignored.
+//!   and not the daemon's) and of what the daemon sets for every task ([`ProcessExecutor::set_base_env`]:
+//!   `SHOAL_NODE_IP` and `SHOAL_TASK_IP`, the node's address, where the mesh reaches the task: there
+//!   are no bridges, so a process serving a published port must listen on it or on all addresses);
+//!   entries without `=` are ignored.
 //! - `labels` are kept in memory; `memory_limit_bytes` and `nano_cpus` are recorded but NOT enforced
 //!   (that would take cgroups, which is what Docker is for).
 //! - `workdir` is the process's working directory; `user` (`name`, `uid` or `uid:gid`, a name looked
@@ -65,6 +68,8 @@ struct Inner {
     containers: Mutex<BTreeMap<String, Proc>>,
     /// Where the running process groups are listed, if anywhere.
     registry: Option<PathBuf>,
+    /// `KEY=value` pairs every process gets before its own env (the node's address, for the mesh).
+    base_env: Mutex<Vec<String>>,
 }
 
 /// A running process group as the registry lists it.
@@ -200,6 +205,7 @@ impl ProcessExecutor {
                 next_id: AtomicU64::new(1),
                 containers: Mutex::new(BTreeMap::new()),
                 registry: None,
+                base_env: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -218,6 +224,13 @@ impl ProcessExecutor {
         Arc::get_mut(&mut executor.inner).expect("a new executor is not shared").registry = Some(registry);
         executor.inner.save_registry(&BTreeMap::new())?;
         Ok((executor, killed))
+    }
+
+    /// Give every process started from now on these `KEY=value` pairs, before its own env (which
+    /// wins). The daemon sets `SHOAL_NODE_IP`/`SHOAL_TASK_IP`: with no bridges, a task is reached at
+    /// its node's address, so it must listen there (or on all addresses).
+    pub fn set_base_env(&self, env: Vec<String>) {
+        *lock(&self.inner.base_env) = env;
     }
 
     fn check_image(image: &str) -> Result<(), ExecutorError> {
@@ -368,6 +381,7 @@ impl Executor for ProcessExecutor {
             .args(&proc.argv[1..])
             .env_clear()
             .env("PATH", DEFAULT_PATH)
+            .envs(lock(&self.inner.base_env).iter().filter_map(|pair| pair.split_once('=')))
             .envs(proc.spec.env.iter().filter_map(|pair| pair.split_once('=')))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

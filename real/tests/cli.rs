@@ -8,15 +8,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use clap::Parser;
-use shoal::cli::args::{Cli, Command, ServiceCommand};
+use shoal::cli::args::{Cli, Command, NetworkCommand, ServiceCommand};
 use shoal::cli::listing::Listing;
 use shoal::cli::{render, spec};
 use shoal::daemon::{Bootstrap, Daemon, NodeLauncher, NodeSettings, RunningNode};
 use shoal::format::{self, Table};
 use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult};
 use shoal_core::api::{
-    Availability, ManagerStatus, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, ServiceMode,
-    Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
+    Availability, ManagerStatus, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, PublishMode,
+    ServiceMode, Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
 };
 use shoal_core::control::{ControlRequest, NodeView};
 use shoal_core::trace::TraceSink;
@@ -424,6 +424,54 @@ fn service_update_flags_modify_the_spec() {
 }
 
 #[test]
+fn endpoint_mode_networks_and_ports_flags() {
+    use shoal_core::api::EndpointMode;
+    let cli = parse(&["service", "create", "--name", "db", "--endpoint-mode", "dnsrr", "--network", "app", "busybox"]);
+    let Command::Service(ServiceCommand::Create(args)) = cli.unwrap().command else { panic!("not service create") };
+    let created = spec::create_spec(&args).unwrap();
+    assert_eq!(created.endpoint_mode, EndpointMode::Dnsrr);
+    assert_eq!(created.task.networks, ["app"]);
+    let plain = parse(&["service", "create", "busybox"]).unwrap();
+    let Command::Service(ServiceCommand::Create(args)) = plain.command else { panic!("not service create") };
+    assert_eq!(spec::create_spec(&args).unwrap().endpoint_mode, EndpointMode::Vip, "Swarm's default");
+    assert!(parse(&["service", "create", "--endpoint-mode", "ipvs", "busybox"]).is_err(), "only vip and dnsrr");
+
+    let cli = parse(&[
+        "service",
+        "update",
+        "--endpoint-mode",
+        "vip",
+        "--network-add",
+        "front",
+        "--network-rm",
+        "app",
+        "--publish-add",
+        "8080:80",
+        "--publish-add",
+        "published=5353,target=53,protocol=udp,mode=host",
+        "db",
+    ]);
+    let Command::Service(ServiceCommand::Update(args)) = cli.unwrap().command else { panic!("not service update") };
+    let updated = spec::update_spec(&created, &args).unwrap();
+    assert_eq!(updated.endpoint_mode, EndpointMode::Vip);
+    assert_eq!(updated.task.networks, ["front"]);
+    let ports: Vec<_> =
+        updated.ports.iter().map(|p| (p.published_port, p.target_port, p.protocol.as_str(), p.publish_mode)).collect();
+    assert_eq!(ports, [(8080, 80, "tcp", PublishMode::Ingress), (5353, 53, "udp", PublishMode::Host)]);
+    let cli = parse(&["service", "update", "--publish-rm", "80", "db"]);
+    let Command::Service(ServiceCommand::Update(args)) = cli.unwrap().command else { panic!("not service update") };
+    let removed = spec::update_spec(&updated, &args).unwrap();
+    assert_eq!(removed.ports.len(), 1, "--publish-rm takes the TCP port 80 away: {:?}", removed.ports);
+    assert_eq!(removed.ports[0].target_port, 53);
+
+    let net = parse(&["network", "create", "-d", "overlay", "--subnet", "10.213.0.0/16", "app"]).unwrap();
+    assert!(matches!(
+        net.command,
+        Command::Network(NetworkCommand::Create { ref subnet, .. }) if subnet == &["10.213.0.0/16".to_string()]
+    ));
+}
+
+#[test]
 fn publish_syntax() {
     let port = spec::parse_port("published=8080,target=80,protocol=udp,mode=host").unwrap();
     assert_eq!((port.published_port, port.target_port, port.protocol.as_str()), (8080, 80, "udp"));
@@ -526,6 +574,8 @@ async fn inactive_daemon_refuses_like_docker() {
             advertise_addr: "127.0.0.1".into(),
             listen_addr: "127.0.0.1:0".into(),
             availability: Availability::Active,
+            data_path_addr: String::new(),
+            data_path_port: None,
         }))
         .await;
     assert!(join.unwrap_err().to_string().contains("connection refused"));
@@ -534,6 +584,35 @@ async fn inactive_daemon_refuses_like_docker() {
     assert!(matches!(status, Ok(LocalAnswer::Status(ref s)) if s.state == "inactive"), "{status:?}");
     assert!(!dir.path().join("daemon.json").exists());
     assert!(dir.path().join("events.jsonl").exists());
+}
+
+#[test]
+fn data_path_addresses_with_swarms_checks() {
+    use shoal::daemon::{data_addr, NodeSettings};
+    assert_eq!(data_addr("", None, "127.0.0.2:2377").unwrap(), "127.0.0.2:4789", "advertise IP, Swarm's port");
+    assert_eq!(data_addr("", Some(0), "127.0.0.2:2377").unwrap(), "127.0.0.2:4789", "0 is the default");
+    assert_eq!(data_addr("127.0.0.9", Some(24789), "127.0.0.2:2377").unwrap(), "127.0.0.9:24789");
+    assert_eq!(
+        data_addr("", Some(80), "127.0.0.2:2377").unwrap_err(),
+        "Datapath port number is not in valid range (1024-49151) : 80"
+    );
+    assert_eq!(
+        data_addr("", Some(49152), "127.0.0.2:2377").unwrap_err(),
+        "Datapath port number is not in valid range (1024-49151) : 49152"
+    );
+    for bad in ["0.0.0.0", "127.0.0.9:4789", "nonsense"] {
+        assert_eq!(
+            data_addr(bad, None, "127.0.0.2:2377").unwrap_err(),
+            "data path address must be a non-zero IP address or network interface (without a port number)",
+            "{bad}"
+        );
+    }
+    // A daemon.json written before the data plane resumes with the default data address.
+    let old: NodeSettings = serde_json::from_str(
+        r#"{"hostname":"h","advertise_addr":"127.0.0.4:2377","listen_addr":"127.0.0.4:2377","availability":"active"}"#,
+    )
+    .unwrap();
+    assert_eq!(old.data_addr(), "127.0.0.4:4789");
 }
 
 #[test]

@@ -585,3 +585,23 @@ async fn local_addresses_on_a_bridge_come_and_go() {
     let err = mesh.add_local_address(&bridge.0, "not-an-ip").await.unwrap_err();
     assert!(err.to_string().contains("is not an IP address"), "{err}");
 }
+
+#[tokio::test]
+async fn processes_learn_the_node_address_from_the_daemon() {
+    let executor = ProcessExecutor::new();
+    executor.set_base_env(vec!["SHOAL_NODE_IP=127.0.0.21".into(), "SHOAL_TASK_IP=127.0.0.21".into()]);
+    let spec = shoal_core::env::ContainerSpec {
+        name: unique("shoal-env"),
+        image: PROCESS_IMAGE.into(),
+        command: vec!["sh".into(), "-c".into(), "echo $SHOAL_NODE_IP $SHOAL_TASK_IP".into()],
+        // The task's own env wins over the daemon's.
+        env: vec!["SHOAL_TASK_IP=own".into()],
+        ..Default::default()
+    };
+    let id = executor.create(&spec).await.unwrap();
+    executor.start(&id).await.unwrap();
+    assert_eq!(executor.wait(&id).await.unwrap(), 0);
+    let lines = executor.logs(&id, &LogsQuery::default()).await.unwrap();
+    executor.remove(&id).await.unwrap();
+    assert_eq!(lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>(), ["127.0.0.21 own"]);
+}

@@ -134,6 +134,12 @@ pub struct InitArgs {
     /// Validity period for node certificates (ns|us|ms|s|m|h)
     #[arg(long, value_parser = duration_arg, default_value = "2160h0m0s")]
     pub cert_expiry: u64,
+    /// Address or interface to use for data path traffic (format: <ip|interface>)
+    #[arg(long, default_value = "")]
+    pub data_path_addr: String,
+    /// Port number to use for data path traffic (1024 - 49151). If no value is set or is set to 0, the default port (4789) is used.
+    #[arg(long)]
+    pub data_path_port: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +156,13 @@ pub struct JoinArgs {
     /// Availability of the node
     #[arg(long, value_enum, default_value = "active")]
     pub availability: AvailabilityArg,
+    /// Address or interface to use for data path traffic (format: <ip|interface>)
+    #[arg(long, default_value = "")]
+    pub data_path_addr: String,
+    /// Port number this node accepts data path traffic on (1024 - 49151; default 4789). Swarm sets it
+    /// for the whole swarm at init; shoal's tunnels are per node, so each node may have its own.
+    #[arg(long)]
+    pub data_path_port: Option<u32>,
     /// A manager's address (host:port)
     pub remote: String,
 }
@@ -284,6 +297,12 @@ pub enum RollbackFailureActionArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EndpointModeArg {
+    Vip,
+    Dnsrr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OrderArg {
     StopFirst,
     StartFirst,
@@ -292,6 +311,9 @@ pub enum OrderArg {
 /// Flags `service create` and `service update` share; `None` = keep (update) or Swarm's default (create).
 #[derive(Debug, Args, Default)]
 pub struct CommonServiceFlags {
+    /// Endpoint mode (vip or dnsrr) (default "vip")
+    #[arg(long, value_enum)]
+    pub endpoint_mode: Option<EndpointModeArg>,
     /// Working directory inside the container
     #[arg(short, long)]
     pub workdir: Option<String>,
@@ -533,6 +555,9 @@ pub enum NetworkCommand {
         /// Set metadata on a network
         #[arg(long)]
         label: Vec<String>,
+        /// Subnet in CIDR format that represents a network segment
+        #[arg(long)]
+        subnet: Vec<String>,
         name: String,
     },
     /// List networks

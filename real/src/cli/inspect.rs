@@ -125,7 +125,7 @@ fn service_spec(spec: &ServiceSpec) -> Value {
         },
         "UpdateConfig": update_config(&spec.update_config),
         "RollbackConfig": update_config(&spec.rollback_config),
-        "EndpointSpec": {"Mode": "vip", "Ports": ports(&spec.ports)},
+        "EndpointSpec": {"Mode": spec.endpoint_mode.as_str(), "Ports": ports(&spec.ports)},
     })
 }
 
@@ -151,7 +151,9 @@ pub fn service(view: &ServiceView) -> Value {
         (
             "Endpoint",
             object(vec![
-                ("Spec", json!({"Mode": "vip", "Ports": ports(&service.spec.ports)})),
+                // No `VirtualIPs`: shoal's VIPs are chosen by each node from its own lease, not one per
+                // network for the whole swarm (DESIGN §8).
+                ("Spec", json!({"Mode": service.spec.endpoint_mode.as_str(), "Ports": ports(&service.spec.ports)})),
                 ("Ports", ports(endpoint_ports)),
             ]),
         ),

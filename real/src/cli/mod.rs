@@ -147,6 +147,8 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                     snapshot_interval: Some(a.snapshot_interval),
                     cert_expiry_ms: Some(a.cert_expiry),
                 },
+                data_path_addr: a.data_path_addr,
+                data_path_port: a.data_path_port,
             };
             match client.local(LocalRequest::SwarmInit(request)).await {
                 Ok(LocalAnswer::Initialized { node_id, worker_token, manager_addr }) => {
@@ -167,6 +169,8 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 advertise_addr: a.advertise_addr,
                 listen_addr: a.listen_addr,
                 availability: a.availability.into(),
+                data_path_addr: a.data_path_addr,
+                data_path_port: a.data_path_port,
             };
             match client.local(LocalRequest::SwarmJoin(request)).await? {
                 LocalAnswer::Joined { manager, .. } => {
@@ -750,9 +754,16 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback
 
 async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
     match cmd {
-        NetworkCommand::Create { driver, attachable, label, name } => {
+        NetworkCommand::Create { driver, attachable, label, subnet, name } => {
             let labels = label.iter().map(|l| spec::label(l)).collect();
-            let subnet = String::new();
+            if subnet.len() > 1 {
+                return Err(CliError::Usage(format!(
+                    "shoal networks have one subnet; got {} (--subnet {})",
+                    subnet.len(),
+                    subnet.join(" --subnet ")
+                )));
+            }
+            let subnet = subnet.into_iter().next().unwrap_or_default();
             match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet }).await? {
                 ControlResponse::Created { id } => {
                     out(&format!("{id}\n"));

@@ -2,12 +2,12 @@
 //! `service update` from the current spec. Pure, so every flag's effect is unit-tested.
 
 use shoal_core::api::{
-    FailureAction, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+    EndpointMode, FailureAction, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
 };
 
 use super::args::{
-    CommonServiceFlags, CreateArgs, FailureActionArg, ModeArg, OrderArg, RestartConditionArg, RollbackFailureActionArg,
-    UpdateArgs,
+    CommonServiceFlags, CreateArgs, EndpointModeArg, FailureActionArg, ModeArg, OrderArg, RestartConditionArg,
+    RollbackFailureActionArg, UpdateArgs,
 };
 
 /// A flag value the CLI refuses, with the flag named.
@@ -92,6 +92,12 @@ pub fn parse_port(text: &str) -> Result<PortConfig, SpecError> {
 }
 
 fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
+    if let Some(mode) = flags.endpoint_mode {
+        spec.endpoint_mode = match mode {
+            EndpointModeArg::Vip => EndpointMode::Vip,
+            EndpointModeArg::Dnsrr => EndpointMode::Dnsrr,
+        };
+    }
     let task = &mut spec.task;
     if let Some(workdir) = &flags.workdir {
         task.workdir = workdir.clone();

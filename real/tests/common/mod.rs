@@ -24,6 +24,8 @@ pub struct DaemonProc {
     pub executor: String,
     /// `ip:port` for swarm traffic.
     pub addr: String,
+    /// The port of the data path (`--data-path-port`): where this node accepts the mesh's tunnels.
+    pub data_port: u16,
     /// Deadline of each `shoal` call; `None` waits for the CLI however long it takes.
     cli_deadline: Option<Duration>,
 }
@@ -31,6 +33,17 @@ pub struct DaemonProc {
 pub fn free_port(ip: &str) -> u16 {
     let listener = TcpListener::bind((ip, 0)).expect("bind a loopback port");
     listener.local_addr().expect("local addr").port()
+}
+
+/// A free port for `--data-path-port`, which Swarm wants in 1024–49151 (ports the kernel hands out
+/// for port 0 are mostly above that): tried from a spread start below the ephemeral range.
+pub fn free_data_port(ip: &str) -> u16 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let start = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) % 10_000;
+    (0..10_000u32)
+        .map(|i| 20_000 + ((start + i) % 10_000) as u16)
+        .find(|&port| TcpListener::bind((ip, port)).is_ok())
+        .expect("a free data path port in 20000-29999")
 }
 
 impl DaemonProc {
@@ -49,6 +62,7 @@ impl DaemonProc {
             hostname: hostname.into(),
             executor: executor.into(),
             addr: format!("{ip}:{}", free_port(ip)),
+            data_port: free_data_port(ip),
             cli_deadline,
         };
         daemon.start();
@@ -139,6 +153,8 @@ impl DaemonProc {
             &self.addr,
             "--dispatcher-heartbeat",
             "1s",
+            "--data-path-port",
+            &self.data_port.to_string(),
         ]);
         assert!(init.starts_with("Swarm initialized: current node ("), "{init}");
         init
@@ -155,6 +171,8 @@ impl DaemonProc {
             &self.addr,
             "--listen-addr",
             &self.addr,
+            "--data-path-port",
+            &self.data_port.to_string(),
             remote,
         ]);
         assert_eq!(joined, format!("This node joined a swarm as a {role}.\n"));
