@@ -438,29 +438,51 @@ impl ControlHandler {
                 self.store.view(|s| find_network(s, &network).map(|n| ControlResponse::Network(Box::new(n.clone()))))
             }
             ControlRequest::NetworkRemove { network } => {
-                let (id, name, ingress, user) = self.store.view(|s| {
+                // What holds the network: a service refuses at once; tasks of removed services
+                // still stopping (a `stack rm` removes the services, then the networks) are
+                // waited for, up to a bound, where Docker refuses and `stack rm` leaves the network.
+                let users = |s: &crate::store::StoreState| {
                     let n = find_network(s, &network)?;
-                    let user = s
+                    let service = s
                         .services
                         .values()
-                        .find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name));
-                    // A removed service's tasks may still be attached while their containers stop.
-                    let task = s.tasks.values().find(|t| t.networks.contains(&n.id) && !t.status.state.is_terminal());
-                    let user = match (user, task) {
-                        (Some(service), _) => Some(format!("service {}", service.spec.name)),
-                        (None, Some(task)) => Some(format!("task {}", task.id)),
-                        (None, None) => None,
-                    };
-                    Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, user))
-                })?;
-                if ingress {
-                    return Err(ControlError::FailedPrecondition(format!(
-                        "network {name} ({id}) is a swarm predefined network and cannot be removed"
-                    )));
-                }
-                if let Some(user) = user {
-                    return Err(ControlError::FailedPrecondition(format!("network {name} is in use by {user}")));
-                }
+                        .find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name))
+                        .map(|svc| svc.spec.name.clone());
+                    let task = s
+                        .tasks
+                        .values()
+                        .find(|t| t.networks.contains(&n.id) && !t.status.state.is_terminal())
+                        .map(|t| (t.id.clone(), t.desired_state > crate::api::TaskState::Running));
+                    Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, service, task))
+                };
+                let mut versions = self.store.watch_version();
+                let deadline = crate::env::runtime::now() + Duration::from_secs(30);
+                let (id, name) = loop {
+                    let (id, name, ingress, service, task) = self.store.view(users)?;
+                    if ingress {
+                        return Err(ControlError::FailedPrecondition(format!(
+                            "network {name} ({id}) is a swarm predefined network and cannot be removed"
+                        )));
+                    }
+                    if let Some(service) = service {
+                        return Err(ControlError::FailedPrecondition(format!(
+                            "network {name} is in use by service {service}"
+                        )));
+                    }
+                    match task {
+                        None => break (id, name),
+                        Some((task, stopping)) => {
+                            let left = deadline.saturating_duration_since(crate::env::runtime::now());
+                            if !stopping || left.is_zero() {
+                                return Err(ControlError::FailedPrecondition(format!(
+                                    "network {name} is in use by task {task}"
+                                )));
+                            }
+                            let _ = crate::env::runtime::timeout(left, versions.changed()).await;
+                        }
+                    }
+                };
+                let _ = name;
                 self.write(|_| Ok(vec![Action::Delete { kind: Kind::Network, id: id.clone() }])).await?;
                 Ok(ControlResponse::Done)
             }
