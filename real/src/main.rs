@@ -9,7 +9,8 @@ use clap::Parser;
 use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg};
 use shoal::daemon::{system_hostname, Daemon};
 use shoal::local_api::{self, Endpoint, LocalHandler};
-use shoal::node_launcher::{ExecutorKind, RealLauncher};
+use shoal::node_launcher::{dns_upstream, host_resolvers, ExecutorKind, RealLauncher};
+use shoal_core::mesh::MeshOptions;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,7 +65,20 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         ExecutorArg::Docker => ExecutorKind::Docker,
         ExecutorArg::Process => ExecutorKind::Process,
     };
-    let launcher = Arc::new(RealLauncher::new(executor));
+    let dns_upstreams = if args.dns_upstream.is_empty() {
+        // Docker's behaviour: containers resolve other names through the host's resolvers.
+        host_resolvers(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default())
+    } else if args.dns_upstream.iter().any(|u| u == "none") {
+        Vec::new()
+    } else {
+        args.dns_upstream
+            .iter()
+            .map(|u| dns_upstream(u))
+            .collect::<Result<_, _>>()
+            .map_err(|e| anyhow::anyhow!("invalid --dns-upstream: {e}"))?
+    };
+    let mesh = MeshOptions { drain: !args.no_mesh_drain, dns_upstreams };
+    let launcher = Arc::new(RealLauncher::new(executor).with_mesh_options(mesh));
     let daemon = Arc::new(
         Daemon::new(&data_dir, hostname.clone(), launcher)
             .with_context(|| format!("cannot use the data dir {}", data_dir.display()))?,

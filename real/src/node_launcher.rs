@@ -27,6 +27,7 @@ use async_trait::async_trait;
 use shoal_core::api::Resources;
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse};
 use shoal_core::env::{Executor, NodeEnv};
+use shoal_core::mesh::MeshOptions;
 use shoal_core::node::{Bootstrap as CoreBootstrap, NodeConfig, ShoalNode};
 use shoal_core::rpc::Channel;
 use shoal_core::trace::{TraceSink, Tracer};
@@ -137,6 +138,8 @@ pub enum ExecutorKind {
 /// (`swarm init --force-new-cluster`, a join after a leave) finds the containers of the one before.
 pub struct RealLauncher {
     kind: ExecutorKind,
+    /// The data plane's settings for every node this daemon starts.
+    mesh_options: MeshOptions,
     executor: tokio::sync::Mutex<Option<Arc<dyn Executor>>>,
     /// The same executor when it runs plain processes (it is told the node's address).
     processes: std::sync::Mutex<Option<ProcessExecutor>>,
@@ -150,7 +153,18 @@ impl std::fmt::Debug for RealLauncher {
 
 impl RealLauncher {
     pub fn new(kind: ExecutorKind) -> Self {
-        RealLauncher { kind, executor: tokio::sync::Mutex::new(None), processes: std::sync::Mutex::new(None) }
+        RealLauncher {
+            kind,
+            mesh_options: MeshOptions::default(),
+            executor: tokio::sync::Mutex::new(None),
+            processes: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Start nodes with these data-plane settings (`shoal daemon --dns-upstream`, `--no-mesh-drain`).
+    pub fn with_mesh_options(mut self, options: MeshOptions) -> Self {
+        self.mesh_options = options;
+        self
     }
 
     /// The daemon's executor, made on first use.
@@ -225,6 +239,29 @@ impl RunningNode for RealNode {
             }
         }
     }
+}
+
+/// The nameservers of a `resolv.conf` as `ip:53` (`[ip]:53` for IPv6), in order.
+pub fn host_resolvers(resolv_conf: &str) -> Vec<String> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("nameserver")).then(|| words.next()).flatten()
+        })
+        .filter_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53).to_string())
+        .collect()
+}
+
+/// `ip` or `ip:port` (port 53 by default) as `ip:port`.
+pub fn dns_upstream(text: &str) -> Result<String, String> {
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return Ok(addr.to_string());
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53).to_string())
+        .map_err(|_| format!("{text:?} is not an IP address or ip:port"))
 }
 
 /// What this host offers tasks: its CPUs and memory.
@@ -320,6 +357,7 @@ impl NodeLauncher for RealLauncher {
             tracer: Tracer::new(settings.hostname.clone(), tracer),
         };
         config.availability = settings.availability;
+        config.mesh = self.mesh_options.clone();
         config.resources = host_resources();
         let core_bootstrap = match bootstrap {
             Bootstrap::Init { force_new_cluster, overrides } => {

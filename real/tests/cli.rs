@@ -616,6 +616,17 @@ fn data_path_addresses_with_swarms_checks() {
 }
 
 #[test]
+fn dns_upstreams_from_resolv_conf_and_flags() {
+    use shoal::node_launcher::{dns_upstream, host_resolvers};
+    let conf = "# generated\nsearch example.internal\nnameserver 192.0.2.53\nnameserver ::1\nnameserver bogus\noptions ndots:1\n";
+    assert_eq!(host_resolvers(conf), ["192.0.2.53:53", "[::1]:53"]);
+    assert!(host_resolvers("").is_empty());
+    assert_eq!(dns_upstream("127.0.0.53").unwrap(), "127.0.0.53:53");
+    assert_eq!(dns_upstream("127.0.0.53:5353").unwrap(), "127.0.0.53:5353");
+    assert!(dns_upstream("resolver.example").unwrap_err().contains("not an IP address"));
+}
+
+#[test]
 fn listen_and_advertise_addresses() {
     use shoal::daemon::{advertise_addr, listen_addr};
     assert_eq!(listen_addr("").unwrap(), "0.0.0.0:2377");

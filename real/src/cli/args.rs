@@ -649,6 +649,13 @@ pub struct DaemonArgs {
     /// The node's hostname (default: this host's name)
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Resolver for names the swarm does not know, asked by the mesh's DNS on behalf of containers
+    /// (ip or ip:port; repeatable; default: the nameservers in /etc/resolv.conf; "none": no resolver)
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns_upstream: Vec<String>,
+    /// Stop tasks without draining them from the mesh first (only to measure what draining saves)
+    #[arg(long)]
+    pub no_mesh_drain: bool,
 }
 
 /// `service logs`.

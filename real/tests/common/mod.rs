@@ -28,6 +28,8 @@ pub struct DaemonProc {
     pub data_port: u16,
     /// Deadline of each `shoal` call; `None` waits for the CLI however long it takes.
     cli_deadline: Option<Duration>,
+    /// More `shoal daemon` flags, from the next start on.
+    pub daemon_args: Vec<String>,
 }
 
 pub fn free_port(ip: &str) -> u16 {
@@ -64,6 +66,7 @@ impl DaemonProc {
             addr: format!("{ip}:{}", free_port(ip)),
             data_port: free_data_port(ip),
             cli_deadline,
+            daemon_args: Vec::new(),
         };
         daemon.start();
         daemon
@@ -79,6 +82,9 @@ impl DaemonProc {
             .expect("log file");
         let child = Command::new(BIN)
             .args(["daemon", "--executor", &self.executor, "--hostname", &self.hostname])
+            // Names the swarm does not know go nowhere: tests never reach the host's resolvers.
+            .args(["--dns-upstream", "none"])
+            .args(&self.daemon_args)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--socket")
