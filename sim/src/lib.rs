@@ -10,6 +10,7 @@
 //!
 //! The same seed gives the same run, bit for bit.
 
+pub mod client;
 pub mod disk;
 pub mod executor;
 pub mod invariants;

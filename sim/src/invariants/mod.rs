@@ -74,10 +74,12 @@ impl RaftInvariants {
 
 // Orchestration properties (tasks and services), checked on the leader's store.
 
+pub mod client_requests;
 pub mod no_running_task_on_drained_node;
 pub mod replicas_bound;
 pub mod task_state_forward;
 
+pub use client_requests::ClientRequests;
 pub use no_running_task_on_drained_node::NoRunningTaskOnDrainedNode;
 pub use replicas_bound::ReplicasBound;
 pub use task_state_forward::TaskStateForward;
@@ -97,6 +99,8 @@ pub enum ServiceViolation {
         to: shoal_core::api::TaskState,
         version: u64,
     },
+    #[error("client-requests: {client} request {seq} sent at {sent_ms} ms via {via} failed at {done_ms} ms ({error}) with no fault to explain it")]
+    UnexplainedFailedRequest { client: String, seq: u64, sent_ms: u64, done_ms: u64, via: String, error: String },
 }
 
 /// All the orchestration checkers together, fed the leader's store on every poll.

@@ -8,6 +8,7 @@ use shoal_core::api::{Availability, NodeRole, NodeState, ServiceMode, TaskState,
 use shoal_core::store::StoreState;
 
 use super::parse::parse_duration;
+use crate::client::ClientLog;
 
 /// One checkable statement about the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,26 @@ pub enum Expectation {
     NoRunningTaskOn { service: String, node: String },
     /// `network backend exists`
     NetworkExists { name: String },
+    /// `client load1 ok 100`: at least N of the client's requests succeeded.
+    ClientOk { client: String, count: u64 },
+    /// `client load1 failed at most 0`
+    ClientFailedAtMost { client: String, max: u64 },
+    /// `client load1 reaches every task of web`: each running task of the service answered one of
+    /// the client's last [`SPREAD_WINDOW`] successful requests.
+    ClientReachesEvery { client: String, service: String },
+    /// `client load1 answered only by web`: every successful request was answered by a task of the
+    /// service.
+    ClientAnsweredOnlyBy { client: String, service: String },
+    /// `port worker-2:8080 closed`: a connection from the client host is refused.
+    PortClosed { addr: String },
+    /// `port worker-1:8080 answers web`: a request from the client host is answered by a task of
+    /// the service.
+    PortAnswers { addr: String, service: String },
 }
+
+/// How many of a client's latest successful requests `reaches every task of` looks at (the issue's
+/// "each replica answers within 100 requests").
+pub const SPREAD_WINDOW: usize = 100;
 
 /// An expectation with the time it is given to hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,7 +66,9 @@ pub struct Timed {
 
 const FORMS: &str = "service S running N [image I], service S absent, service S update STATE, node N status S, \
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
-                     no running task of S on N, network N exists";
+                     no running task of S on N, network N exists, client C ok N, client C failed at most N, \
+                     client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
+                     port HOST:PORT answers S";
 
 fn node_state(word: &str) -> Result<NodeState, String> {
     match word {
@@ -117,6 +139,20 @@ impl std::str::FromStr for Expectation {
                 Expectation::NoRunningTaskOn { service: s.to_string(), node: n.to_string() }
             }
             ["network", n, "exists"] => Expectation::NetworkExists { name: n.to_string() },
+            ["client", c, "ok", n] => Expectation::ClientOk { client: c.to_string(), count: number(n)? },
+            ["client", c, "failed", "at", "most", n] => {
+                Expectation::ClientFailedAtMost { client: c.to_string(), max: number(n)? }
+            }
+            ["client", c, "reaches", "every", "task", "of", s] => {
+                Expectation::ClientReachesEvery { client: c.to_string(), service: s.to_string() }
+            }
+            ["client", c, "answered", "only", "by", s] => {
+                Expectation::ClientAnsweredOnlyBy { client: c.to_string(), service: s.to_string() }
+            }
+            ["port", a, "closed"] if a.contains(':') => Expectation::PortClosed { addr: a.to_string() },
+            ["port", a, "answers", s] if a.contains(':') => {
+                Expectation::PortAnswers { addr: a.to_string(), service: s.to_string() }
+            }
             _ => return Err(format!("unknown expectation {text:?}: expected one of: {FORMS}")),
         })
     }
@@ -166,6 +202,16 @@ impl std::fmt::Display for Expectation {
             Expectation::LeaderExists => write!(f, "leader exists"),
             Expectation::NoRunningTaskOn { service, node } => write!(f, "no running task of {service} on {node}"),
             Expectation::NetworkExists { name } => write!(f, "network {name} exists"),
+            Expectation::ClientOk { client, count } => write!(f, "client {client} ok {count}"),
+            Expectation::ClientFailedAtMost { client, max } => write!(f, "client {client} failed at most {max}"),
+            Expectation::ClientReachesEvery { client, service } => {
+                write!(f, "client {client} reaches every task of {service}")
+            }
+            Expectation::ClientAnsweredOnlyBy { client, service } => {
+                write!(f, "client {client} answered only by {service}")
+            }
+            Expectation::PortClosed { addr } => write!(f, "port {addr} closed"),
+            Expectation::PortAnswers { addr, service } => write!(f, "port {addr} answers {service}"),
         }
     }
 }
@@ -285,7 +331,77 @@ impl Expectation {
                 .any(|n| &n.name == name)
                 .then_some(())
                 .ok_or_else(|| format!("network {name} does not exist")),
+            Expectation::ClientOk { .. }
+            | Expectation::ClientFailedAtMost { .. }
+            | Expectation::ClientReachesEvery { .. }
+            | Expectation::ClientAnsweredOnlyBy { .. } => Err("a client expectation needs the run's clients".into()),
+            Expectation::PortClosed { .. } | Expectation::PortAnswers { .. } => {
+                Err("a port expectation needs the simulated network".into())
+            }
         }
+    }
+
+    /// Whether a `client …` expectation holds on the requests in `log` (`None` for the others).
+    pub fn check_client(&self, state: Option<&StoreState>, log: &ClientLog) -> Option<Result<(), String>> {
+        let verdict = match self {
+            Expectation::ClientOk { client, count } => {
+                let records = log.of(client);
+                let ok = records.iter().filter(|r| r.ok()).count() as u64;
+                (ok >= *count)
+                    .then_some(())
+                    .ok_or_else(|| format!("{ok} of {} requests of {client} succeeded so far", records.len()))
+            }
+            Expectation::ClientFailedAtMost { client, max } => {
+                let failed: Vec<_> = log.of(client).into_iter().filter(|r| !r.ok()).collect();
+                (failed.len() as u64 <= *max).then_some(()).ok_or_else(|| {
+                    let first: Vec<String> = failed
+                        .iter()
+                        .take(3)
+                        .map(|r| format!("#{} at {} ms: {}", r.seq, r.sent_ms, r.error.as_deref().unwrap_or("")))
+                        .collect();
+                    format!("{} requests of {client} failed, first: {first:?}", failed.len())
+                })
+            }
+            Expectation::ClientReachesEvery { client, service } => {
+                let Some(state) = state else { return Some(Err("no leader, so no store to read".into())) };
+                let Some(svc) = state.services.values().find(|s| s.spec.name == *service || s.id == *service) else {
+                    return Some(Err(format!("service {service} does not exist")));
+                };
+                let ok: Vec<_> = log.of(client).into_iter().filter(|r| r.ok()).collect();
+                let window = &ok[ok.len().saturating_sub(SPREAD_WINDOW)..];
+                let answered: std::collections::BTreeSet<&str> = window.iter().filter_map(|r| r.task_id()).collect();
+                let missing: Vec<String> = running_tasks(state, &svc.id)
+                    .filter(|t| !answered.contains(t.id.as_str()))
+                    .map(|t| t.name())
+                    .collect();
+                if window.len() < SPREAD_WINDOW {
+                    Err(format!("only {} successful requests of {client} so far (want {SPREAD_WINDOW})", window.len()))
+                } else if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("in the last {SPREAD_WINDOW} answers of {client}, no answer from {missing:?}"))
+                }
+            }
+            Expectation::ClientAnsweredOnlyBy { client, service } => {
+                let prefix = format!("{service}.");
+                let ok: Vec<_> = log.of(client).into_iter().filter(|r| r.ok()).collect();
+                let strangers: Vec<String> = ok
+                    .iter()
+                    .filter_map(|r| r.answer.clone())
+                    .filter(|answer| !answer.starts_with(&prefix))
+                    .take(3)
+                    .collect();
+                if ok.is_empty() {
+                    Err(format!("no request of {client} succeeded yet"))
+                } else if strangers.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("{client} was answered by {strangers:?}"))
+                }
+            }
+            _ => return None,
+        };
+        Some(verdict)
     }
 }
 
@@ -315,6 +431,18 @@ mod tests {
             Ok(Expectation::NoRunningTaskOn { service: "web".into(), node: "worker-2".into() })
         );
         assert!("service web running 6".parse::<Timed>().unwrap_err().contains("within"));
+        for text in [
+            "client load1 ok 100",
+            "client load1 failed at most 0",
+            "client load1 reaches every task of web",
+            "client load1 answered only by web",
+            "port worker-2:8080 closed",
+            "port worker-1:8080 answers web",
+        ] {
+            let parsed: Expectation = text.parse().unwrap();
+            assert_eq!(parsed.to_string(), text);
+        }
+        assert!("port worker-2 closed".parse::<Expectation>().is_err());
         assert!("service web runing 6".parse::<Expectation>().unwrap_err().contains("unknown expectation"));
     }
 }

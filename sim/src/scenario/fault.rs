@@ -55,8 +55,13 @@ pub enum Side {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImageFault {
     SlowStart(Duration),
-    CrashAfter { after: Duration, exit_code: i64 },
+    CrashAfter {
+        after: Duration,
+        exit_code: i64,
+    },
     PullFails,
+    /// The image EXPOSEs these ports (`(protocol, port)`): its containers serve on them.
+    Exposes(Vec<(String, u16)>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -232,7 +237,7 @@ impl std::str::FromStr for Fault {
                 }
             }
             Some("image") => {
-                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails";
+                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp";
                 let image = word(1).ok_or_else(|| usage(form))?.to_string();
                 let fault = match &words[2..] {
                     [kind, d] if kind == "slow-start" => ImageFault::SlowStart(parse_duration(d)?),
@@ -244,6 +249,20 @@ impl std::str::FromStr for Fault {
                         ImageFault::CrashAfter { after: parse_duration(d)?, exit_code: 1 }
                     }
                     [kind] if kind == "pull-fails" => ImageFault::PullFails,
+                    [kind, ports @ ..] if kind == "exposes" && !ports.is_empty() => {
+                        let mut exposed = Vec::new();
+                        for word in ports.iter().filter(|w| *w != ",") {
+                            let (port, proto) = word.split_once('/').unwrap_or((word, "tcp"));
+                            let port: u16 = port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                                format!("{}: port {port:?} is not a number from 1 to 65535", usage(form))
+                            })?;
+                            if proto != "tcp" && proto != "udp" {
+                                return Err(format!("{}: protocol {proto:?} is neither tcp nor udp", usage(form)));
+                            }
+                            exposed.push((proto.to_string(), port));
+                        }
+                        ImageFault::Exposes(exposed)
+                    }
                     _ => return Err(usage(form)),
                 };
                 Ok(Fault::Image { image, fault })
@@ -304,6 +323,14 @@ mod tests {
             })
         );
         assert_eq!("heal".parse(), Ok(Fault::Heal));
+        assert_eq!(
+            "image echo:1 exposes 8080, 53/udp".parse(),
+            Ok(Fault::Image {
+                image: "echo:1".into(),
+                fault: ImageFault::Exposes(vec![("tcp".into(), 8080), ("udp".into(), 53)])
+            })
+        );
+        assert!("image echo:1 exposes http".parse::<Fault>().unwrap_err().contains("not a number"));
     }
 
     #[test]

@@ -74,6 +74,87 @@ pub enum Action {
     Fault(Fault),
     Wait(Duration),
     Expect(Timed),
+    /// Start or stop a simulated client (`client: start load1 to manager-1:8080 rate 20/s`).
+    Client(ClientStep),
+}
+
+/// A `client:` step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientStep {
+    /// `start NAME to HOST:PORT [rate N/s] [from NODE] [keepalive]`
+    Start(crate::client::ClientSpec),
+    /// `stop NAME`
+    Stop(String),
+}
+
+const CLIENT_FORM: &str = "start NAME to HOST:PORT [rate N/s] [from NODE] [keepalive]` or `stop NAME";
+
+impl std::str::FromStr for ClientStep {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ClientStep, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let usage = || format!("client step {text:?}: expected `{CLIENT_FORM}`");
+        match words.as_slice() {
+            ["stop", name] => Ok(ClientStep::Stop(name.to_string())),
+            ["start", name, "to", target, rest @ ..] => {
+                let (host, port) = target.rsplit_once(':').unwrap_or(("", ""));
+                if host.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(format!("client step {text:?}: target {target:?} is not HOST:PORT"));
+                }
+                let mut spec = crate::client::ClientSpec {
+                    name: name.to_string(),
+                    target: target.to_string(),
+                    from: "client".to_string(),
+                    rate: 10.0,
+                    keepalive: false,
+                };
+                let mut at = 0;
+                while at < rest.len() {
+                    match (rest[at], rest.get(at + 1)) {
+                        ("rate", Some(rate)) => {
+                            let number = rate.strip_suffix("/s").unwrap_or(rate);
+                            spec.rate = number
+                                .parse::<f64>()
+                                .ok()
+                                .filter(|r| *r > 0.0 && *r <= 10_000.0)
+                                .ok_or_else(|| format!("client step {text:?}: rate {rate:?} is not a number of requests per second between 0 and 10000, like 20/s"))?;
+                            at += 2;
+                        }
+                        ("from", Some(node)) => {
+                            spec.from = node.to_string();
+                            at += 2;
+                        }
+                        ("keepalive", _) => {
+                            spec.keepalive = true;
+                            at += 1;
+                        }
+                        _ => return Err(usage()),
+                    }
+                }
+                Ok(ClientStep::Start(spec))
+            }
+            _ => Err(usage()),
+        }
+    }
+}
+
+impl std::fmt::Display for ClientStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientStep::Stop(name) => write!(f, "stop {name}"),
+            ClientStep::Start(spec) => {
+                write!(f, "start {} to {} rate {}/s", spec.name, spec.target, spec.rate)?;
+                if spec.from != "client" {
+                    write!(f, " from {}", spec.from)?;
+                }
+                if spec.keepalive {
+                    f.write_str(" keepalive")?;
+                }
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One step: an optional wait, then an action.
@@ -100,6 +181,7 @@ struct RawStep {
     fault: Option<String>,
     wait: Option<String>,
     expect: Option<String>,
+    client: Option<String>,
     may_fail: Option<bool>,
 }
 
@@ -114,7 +196,8 @@ pub enum Final {
 }
 
 /// The invariants `always:` may name.
-pub const INVARIANTS: &[&str] = &["no-running-task-on-drained-node", "replicas-bound", "task-state-forward"];
+pub const INVARIANTS: &[&str] =
+    &["no-running-task-on-drained-node", "replicas-bound", "task-state-forward", "client-requests"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -301,6 +384,9 @@ fn parse_step(raw: RawStep, line: usize) -> Result<Step, (Option<&'static str>, 
     if let Some(timed) = field("expect", &raw.expect, str::parse::<Timed>)? {
         actions.push(Action::Expect(timed));
     }
+    if let Some(client) = field("client", &raw.client, str::parse::<ClientStep>)? {
+        actions.push(Action::Client(client));
+    }
     let may_fail = raw.may_fail.unwrap_or(false);
     if may_fail && !matches!(actions.as_slice(), [Action::Run { .. } | Action::Fault(_)]) {
         return Err((Some("may_fail"), "may_fail belongs to a `run:` or `fault:` step".into()));
@@ -308,8 +394,11 @@ fn parse_step(raw: RawStep, line: usize) -> Result<Step, (Option<&'static str>, 
     match actions.len() {
         1 => Ok(Step { after, action: actions.remove(0), line, may_fail }),
         0 if raw.after.is_some() => Ok(Step { after, action: Action::Wait(Duration::ZERO), line, may_fail }),
-        0 => Err((None, "a step needs one of run, fault, wait, expect".into())),
-        _ => Err((None, "a step does one thing: run, fault, wait or expect (split it into several steps)".into())),
+        0 => Err((None, "a step needs one of run, fault, wait, expect, client".into())),
+        _ => Err((
+            None,
+            "a step does one thing: run, fault, wait, expect or client (split it into several steps)".into(),
+        )),
     }
 }
 
@@ -360,6 +449,24 @@ expect:
         let bad = GOOD.replace("always: no-running-task-on-drained-node", "always: no-such-thing");
         let err = Scenario::parse(&bad, "z.yaml").unwrap_err().to_string();
         assert!(err.starts_with("z.yaml:15: unknown invariant"), "{err}");
+    }
+
+    #[test]
+    fn client_steps() {
+        let start: ClientStep = "start load1 to manager-1:8080 rate 20/s from worker-2 keepalive".parse().unwrap();
+        let ClientStep::Start(spec) = &start else { panic!("{start:?}") };
+        assert_eq!(
+            (spec.target.as_str(), spec.from.as_str(), spec.rate, spec.keepalive),
+            ("manager-1:8080", "worker-2", 20.0, true)
+        );
+        assert_eq!(start.to_string().parse::<ClientStep>(), Ok(start.clone()));
+        assert_eq!("stop load1".parse(), Ok(ClientStep::Stop("load1".into())));
+        let text =
+            "name: x\ncluster: { managers: 1 }\nsteps:\n  - run: info\n  - client: start a to manager-1 rate 5/s\n";
+        let err = Scenario::parse(text, "c.yaml").unwrap_err().to_string();
+        assert!(err.starts_with("c.yaml:5: client step") && err.contains("is not HOST:PORT"), "{err}");
+        let err = "start a to m:80 rate fast".parse::<ClientStep>().unwrap_err();
+        assert!(err.contains("rate \"fast\""), "{err}");
     }
 
     #[test]

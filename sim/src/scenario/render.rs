@@ -53,6 +53,10 @@ impl Display for ImageFault {
                 write!(f, "crash-after {} exit {exit_code}", duration(*after))
             }
             ImageFault::PullFails => f.write_str("pull-fails"),
+            ImageFault::Exposes(ports) => {
+                let ports: Vec<String> = ports.iter().map(|(proto, port)| format!("{port}/{proto}")).collect();
+                write!(f, "exposes {}", ports.join(","))
+            }
         }
     }
 }
@@ -143,6 +147,7 @@ pub fn render(scenario: &Scenario, header: &[String]) -> String {
             Action::Wait(d) if d.is_zero() && !step.after.is_zero() => {}
             Action::Wait(d) => keys.push(("wait", duration(*d))),
             Action::Expect(timed) => keys.push(("expect", timed.to_string())),
+            Action::Client(client) => keys.push(("client", client.to_string())),
         }
         if step.may_fail {
             keys.push(("may_fail", "true".into()));

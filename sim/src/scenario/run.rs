@@ -29,12 +29,13 @@ use shoal_core::store::StoreState;
 use super::cli::{Command, StackCommand};
 use super::expect::{Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
-use super::parse::{Action, Final, Scenario, Step};
+use super::parse::{Action, ClientStep, Final, Scenario, Step};
 use super::stack::load_compose;
 use super::Outcome;
-use crate::cluster::{ClusterShape, SimCluster};
+use crate::client::{self, ClientHandle, ClientLog};
+use crate::cluster::{ClusterShape, SimCluster, CLIENT_HOST};
 use crate::executor::Behavior;
-use crate::invariants::{Observation, RaftInvariants, ServiceInvariants};
+use crate::invariants::{ClientRequests, Observation, RaftInvariants, ServiceInvariants};
 use crate::net::LinkPolicy;
 use crate::trace::SimTrace;
 
@@ -73,6 +74,9 @@ type Stop = Outcome;
 struct Checks {
     services: ServiceInvariants,
     raft: RaftInvariants,
+    clients: ClientRequests,
+    /// Every simulated client's requests.
+    log: ClientLog,
 }
 
 struct Runner<'a> {
@@ -84,6 +88,8 @@ struct Runner<'a> {
     behaviors: BTreeMap<String, Behavior>,
     /// Hosts crashed so far, the latest last.
     crashed: Vec<String>,
+    /// Simulated clients running, by name.
+    clients: BTreeMap<String, ClientHandle>,
     start: runtime::Instant,
 }
 
@@ -104,7 +110,10 @@ fn poll(
     while timers.first().is_some_and(|(at, _)| *at <= now) {
         let (_, timer) = timers.remove(0);
         match timer {
-            Timer::Heal => cluster.heal(),
+            Timer::Heal => {
+                cluster.heal();
+                invariants.clients.heal(runtime::unix_millis());
+            }
         }
     }
     let observations: Vec<Observation> = cluster
@@ -132,6 +141,19 @@ fn poll(
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
+        let (mut down, mut ready) = (BTreeSet::new(), BTreeSet::new());
+        for host in cluster.node_names() {
+            match state.nodes.values().find(|n| n.hostname() == host).map(|n| n.status.state) {
+                None | Some(NodeState::Down) => down.insert(host),
+                Some(NodeState::Ready) => ready.insert(host),
+                Some(_) => false,
+            };
+        }
+        invariants.clients.observe(runtime::unix_millis(), &down, &ready);
+    }
+    if let Err(violation) = invariants.clients.check(&invariants.log) {
+        cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
+        return Err(Outcome::Safety(violation.to_string()));
     }
     if now > MAX_VIRTUAL.as_millis() as u64 {
         return Err(Outcome::Liveness(format!("the run exceeded {} s of virtual time", MAX_VIRTUAL.as_secs())));
@@ -200,7 +222,30 @@ impl Runner<'_> {
             self.poll()?;
             let leader = self.cluster.leader();
             let state = self.cluster.store_of_leader();
-            let verdict = expectation.check(state.as_ref(), leader.as_deref());
+            let verdict = match expectation {
+                Expectation::PortClosed { addr } | Expectation::PortAnswers { addr, .. } => {
+                    let answer = self.probe(addr).await?;
+                    match (expectation, answer) {
+                        (Expectation::PortClosed { .. }, Err(err))
+                            if err.starts_with("connection to") && err.contains("refused") =>
+                        {
+                            Ok(())
+                        }
+                        (Expectation::PortClosed { .. }, Err(err)) => Err(err),
+                        (Expectation::PortClosed { .. }, Ok(answer)) => Err(format!("{addr} answered {answer:?}")),
+                        (Expectation::PortAnswers { service, .. }, Ok(answer))
+                            if answer.starts_with(&format!("{service}.")) =>
+                        {
+                            Ok(())
+                        }
+                        (_, Ok(answer)) => Err(format!("{addr} answered {answer:?}")),
+                        (_, Err(err)) => Err(err),
+                    }
+                }
+                _ => expectation
+                    .check_client(state.as_ref(), &self.invariants.log)
+                    .unwrap_or_else(|| expectation.check(state.as_ref(), leader.as_deref())),
+            };
             match verdict {
                 Ok(()) => {
                     self.cluster
@@ -277,17 +322,20 @@ impl Runner<'_> {
         match fault {
             Fault::Crash(target) => {
                 let host = self.host(target)?;
+                self.invariants.clients.host_fault(&host, runtime::unix_millis());
                 self.cluster.crash(&host);
                 self.crashed.retain(|h| h != &host);
                 self.crashed.push(host);
             }
             Fault::Restart(target) => {
                 let host = self.host(target)?;
+                self.invariants.clients.host_fault(&host, runtime::unix_millis());
                 self.cluster.restart(&host);
                 self.crashed.retain(|h| h != &host);
             }
             Fault::Leave { target, force } => {
                 let host = self.host(target)?;
+                self.invariants.clients.host_fault(&host, runtime::unix_millis());
                 self.cluster.leave(&host, *force).await.map_err(|err| format!("{host} could not leave: {err}"))?;
             }
             Fault::Partition { side, other, one_way, duration } => {
@@ -296,6 +344,7 @@ impl Runner<'_> {
                     Side::Rest => self.cluster.node_names().into_iter().filter(|h| !side.contains(h)).collect(),
                     Side::Hosts(targets) => self.hosts(targets)?,
                 };
+                self.invariants.clients.network_fault(runtime::unix_millis());
                 if *one_way {
                     self.cluster.cut_one_way(&side, &other);
                 } else {
@@ -307,9 +356,13 @@ impl Runner<'_> {
                     self.timers.insert(at, (due, Timer::Heal));
                 }
             }
-            Fault::Heal => self.cluster.heal(),
+            Fault::Heal => {
+                self.cluster.heal();
+                self.invariants.clients.heal(runtime::unix_millis());
+            }
             Fault::Link { a, b, delay_min, delay_max, loss } => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
+                self.invariants.clients.network_fault(runtime::unix_millis());
                 self.cluster.set_link(&a, &b, LinkPolicy { delay_min: *delay_min, delay_max: *delay_max, loss: *loss });
             }
             Fault::ContainerRemove { service, slot } => {
@@ -329,6 +382,7 @@ impl Runner<'_> {
                     .cluster
                     .executor(&host)
                     .ok_or_else(|| format!("task {service}.{slot} is on unknown host {host:?}"))?;
+                self.invariants.clients.container_fault(runtime::unix_millis());
                 if !executor.remove_behind_back(&task.status.container_id) {
                     return Err(format!("container {} of {service}.{slot} is not on {host}", task.status.container_id));
                 }
@@ -346,6 +400,10 @@ impl Runner<'_> {
                         behavior.exit_code = *exit_code;
                     }
                     ImageFault::PullFails => behavior.pull_fails = true,
+                    ImageFault::Exposes(ports) => behavior.exposes = Some(ports.clone()),
+                }
+                if !matches!(fault, ImageFault::Exposes(_)) {
+                    self.invariants.clients.image_fault(runtime::unix_millis());
                 }
                 let behavior = behavior.clone();
                 for executor in self.cluster.executors().values() {
@@ -411,6 +469,10 @@ impl Runner<'_> {
                 }
             }
             Action::Wait(duration) => self.sleep(*duration).await,
+            Action::Client(client) => {
+                self.cluster.note("step.client", json!({"at": place, "client": client.to_string()}));
+                self.client(client).map_err(|err| Outcome::Liveness(format!("{place}: {err}")))
+            }
             Action::Expect(Timed { expectation, within }) => self.wait_for(expectation, *within, &place).await,
         }
     }
@@ -487,6 +549,7 @@ impl Runner<'_> {
         self.timers.clear();
         self.cluster.note("phase.liveness", json!({}));
         self.cluster.heal();
+        self.invariants.clients.heal(runtime::unix_millis());
         let finals: Vec<Timed> = self
             .scenario
             .expect
@@ -522,8 +585,57 @@ impl Runner<'_> {
                 }
             }
         }
+        for (_, client) in std::mem::take(&mut self.clients) {
+            client.stop();
+        }
         self.cluster.note("phase.done", json!({}));
         Ok(())
+    }
+
+    /// Start or stop a simulated client.
+    fn client(&mut self, step: &ClientStep) -> Result<(), String> {
+        match step {
+            ClientStep::Start(spec) => {
+                if self.clients.contains_key(&spec.name) {
+                    return Err(format!("client {} is already running", spec.name));
+                }
+                if spec.from != CLIENT_HOST && !self.cluster.node_names().contains(&spec.from) {
+                    return Err(format!(
+                        "client {} cannot run on {:?}: no such host (hosts: {CLIENT_HOST}, {})",
+                        spec.name,
+                        spec.from,
+                        self.cluster.node_names().join(", ")
+                    ));
+                }
+                let tracer =
+                    shoal_core::trace::Tracer::new(spec.from.clone(), Arc::new(self.cluster.trace_log().clone()));
+                let (handle, run) =
+                    client::start(spec.clone(), self.cluster.mesh().clone(), self.invariants.log.clone(), tracer);
+                self.cluster.spawn_on(&spec.from, run);
+                self.clients.insert(spec.name.clone(), handle);
+                Ok(())
+            }
+            ClientStep::Stop(name) => {
+                let client = self.clients.remove(name).ok_or_else(|| {
+                    format!("no client {name} is running (running: {:?})", self.clients.keys().collect::<Vec<_>>())
+                })?;
+                client.stop();
+                Ok(())
+            }
+        }
+    }
+
+    /// One request to `addr` from the client host, polling while it is in flight: the answer, or why
+    /// there was none.
+    async fn probe(&mut self, addr: &str) -> Result<Result<String, String>, Stop> {
+        let mesh = self.cluster.mesh().clone();
+        let mut call = Box::pin(client::probe(mesh, CLIENT_HOST.to_string(), addr.to_string()));
+        loop {
+            match runtime::timeout(POLL, &mut call).await {
+                Ok(answer) => return Ok(answer),
+                Err(_) => self.poll()?,
+            }
+        }
     }
 }
 
@@ -636,6 +748,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
         timers: Vec::new(),
         behaviors: BTreeMap::new(),
         crashed: Vec::new(),
+        clients: BTreeMap::new(),
         start,
     };
     let mut outcome = Outcome::Pass;
