@@ -53,6 +53,11 @@ pub struct Behavior {
     pub pull_fails: bool,
     /// The ports the image EXPOSEs (`(protocol, port)`), replacing [`exposed_ports_of`]'s.
     pub exposes: Option<Vec<(String, u16)>>,
+    /// How long its processes take to answer a request (their service time).
+    pub answer_delay: Duration,
+    /// Its processes die at once on SIGTERM (open connections are reset) instead of finishing what
+    /// they serve.
+    pub exits_on_sigterm: bool,
 }
 
 /// The ports an image EXPOSEs unless a scenario says otherwise: by the image's repository name (no
@@ -281,6 +286,7 @@ impl SimExecutor {
             ))
         })?;
         let exposed = self.exposed(&image);
+        let answer_delay = self.with(|state| state.behaviors.get(&image).map(|b| b.answer_delay).unwrap_or_default());
         let owner = Owner::container(self.node.clone(), id);
         let mut tcp = Vec::new();
         let mut udp = Vec::new();
@@ -327,8 +333,14 @@ impl SimExecutor {
         let tracker: Tracker = Arc::new(());
         let mut tasks = Vec::new();
         for listener in tcp {
-            let run =
-                serve::accept_loop(listener, name.clone(), phase.subscribe(), tracker.clone(), net.spawner.clone());
+            let run = serve::accept_loop(
+                listener,
+                name.clone(),
+                answer_delay,
+                phase.subscribe(),
+                tracker.clone(),
+                net.spawner.clone(),
+            );
             tasks.push((net.spawner)(Box::pin(run)));
         }
         for socket in udp {
@@ -485,7 +497,11 @@ impl Executor for SimExecutor {
             // SIGTERM is honoured quickly: the processes stop accepting and close idle connections.
             runtime::sleep(runtime::random_duration(Duration::from_millis(1), Duration::from_millis(20))).await;
             let tracker = self.with(|state| {
-                let serving = state.containers.get(id).filter(|c| c.epoch == epoch)?.serving.as_ref()?;
+                let container = state.containers.get(id).filter(|c| c.epoch == epoch)?;
+                if state.behaviors.get(&container.summary.image).is_some_and(|b| b.exits_on_sigterm) {
+                    return None; // dies at once: set_state below kills it
+                }
+                let serving = container.serving.as_ref()?;
                 serving.phase.send_replace(Phase::Terminating);
                 Some(serving.tracker.clone())
             });

@@ -5,10 +5,12 @@
 //! more requests until the client closes it (keep-alive). On each UDP port it answers every datagram
 //! with the same name.
 //!
-//! Stopping follows what HTTP servers do on SIGTERM (Go's `Server.Shutdown`, nginx's graceful quit):
-//! stop accepting, answer a request already begun, close every connection once it is idle, and exit
-//! when none is left; the executor kills what is still open when the stop grace ends (the
-//! connections are then reset).
+//! Each answer takes the image's service time ([`crate::executor::Behavior::answer_delay`], none by
+//! default). Stopping follows what HTTP servers do on SIGTERM (Go's `Server.Shutdown`, nginx's
+//! graceful quit): stop accepting, answer a request already begun, close every connection once it is
+//! idle, and exit when none is left; the executor kills what is still open when the stop grace ends
+//! (the connections are then reset). Images marked `exits-on-sigterm` die at once instead, as many
+//! processes do, resetting whatever was open: only draining before the stop saves those requests.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,7 @@ pub type Tracker = Arc<()>;
 pub async fn accept_loop(
     mut listener: SimListener,
     name: String,
+    answer_delay: Duration,
     mut phase: watch::Receiver<Phase>,
     tracker: Tracker,
     spawner: Spawner,
@@ -60,7 +63,7 @@ pub async fn accept_loop(
             changed = phase.changed() => if changed.is_err() { return },
             accepted = listener.accept_stream() => match accepted {
                 Ok((stream, _peer)) => {
-                    let handler = connection(stream, name.clone(), phase.clone(), tracker.clone());
+                    let handler = connection(stream, name.clone(), answer_delay, phase.clone(), tracker.clone());
                     spawner(Box::pin(handler));
                 }
                 Err(_) => return,
@@ -70,7 +73,13 @@ pub async fn accept_loop(
 }
 
 /// One keep-alive connection: answer each request line with `name`, close when idle after SIGTERM.
-async fn connection(mut stream: SimStream, name: String, mut phase: watch::Receiver<Phase>, _tracker: Tracker) {
+async fn connection(
+    mut stream: SimStream,
+    name: String,
+    answer_delay: Duration,
+    mut phase: watch::Receiver<Phase>,
+    _tracker: Tracker,
+) {
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 1024];
     loop {
@@ -95,6 +104,9 @@ async fn connection(mut stream: SimStream, name: String, mut phase: watch::Recei
         }
         while let Some(end) = pending.iter().position(|b| *b == b'\n') {
             pending.drain(..=end);
+            if !answer_delay.is_zero() {
+                shoal_core::env::sleep(answer_delay).await;
+            }
             let answer = format!("{name}\n");
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;

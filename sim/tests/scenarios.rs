@@ -195,3 +195,17 @@ fn check_determinism_agrees_on_a_scenario() {
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("deterministic"), "{stdout}");
 }
+
+/// The client-requests invariant has teeth: the rolling update of processes that die on SIGTERM
+/// drops no request with draining (t69 passes above) and fails the invariant without it.
+#[test]
+fn without_draining_a_rolling_update_drops_requests() {
+    let text = std::fs::read_to_string(scenario_dir().join("t69_mesh_drain_saves_requests.yaml")).expect("t69");
+    let path = temp_scenario("no-drain.yaml", &text.replacen("\ncluster:", "\nmesh_drain: false\ncluster:", 1));
+    let (result, detail, _, code) = run_child(&path, SEED);
+    assert_eq!((result.as_str(), code), ("SAFETY", 3), "{detail}");
+    assert!(
+        detail.contains("client-requests: load1 request") && detail.contains("with no fault to explain it"),
+        "{detail}"
+    );
+}

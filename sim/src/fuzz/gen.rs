@@ -521,6 +521,7 @@ impl Case {
             expect,
             converge: true,
             converge_within: secs(180),
+            mesh_drain: true,
             file: "generated".into(),
         }
     }

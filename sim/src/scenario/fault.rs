@@ -62,6 +62,17 @@ pub enum ImageFault {
     PullFails,
     /// The image EXPOSEs these ports (`(protocol, port)`): its containers serve on them.
     Exposes(Vec<(String, u16)>),
+    /// Its processes take this long to answer each request.
+    AnswersAfter(Duration),
+    /// Its processes die at once on SIGTERM.
+    ExitsOnSigterm,
+}
+
+impl ImageFault {
+    /// Whether it is a fault (containers fail) rather than a trait of the image's processes.
+    pub fn is_fault(&self) -> bool {
+        matches!(self, ImageFault::SlowStart(_) | ImageFault::CrashAfter { .. } | ImageFault::PullFails)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -237,7 +248,7 @@ impl std::str::FromStr for Fault {
                 }
             }
             Some("image") => {
-                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp";
+                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp | answers-after 100ms | exits-on-sigterm";
                 let image = word(1).ok_or_else(|| usage(form))?.to_string();
                 let fault = match &words[2..] {
                     [kind, d] if kind == "slow-start" => ImageFault::SlowStart(parse_duration(d)?),
@@ -249,6 +260,8 @@ impl std::str::FromStr for Fault {
                         ImageFault::CrashAfter { after: parse_duration(d)?, exit_code: 1 }
                     }
                     [kind] if kind == "pull-fails" => ImageFault::PullFails,
+                    [kind, d] if kind == "answers-after" => ImageFault::AnswersAfter(parse_duration(d)?),
+                    [kind] if kind == "exits-on-sigterm" => ImageFault::ExitsOnSigterm,
                     [kind, ports @ ..] if kind == "exposes" && !ports.is_empty() => {
                         let mut exposed = Vec::new();
                         for word in ports.iter().filter(|w| *w != ",") {

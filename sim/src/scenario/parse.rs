@@ -217,6 +217,7 @@ struct RawScenario {
     expect: Vec<RawFinal>,
     converge: Option<bool>,
     converge_within: Option<String>,
+    mesh_drain: Option<bool>,
 }
 
 /// A whole scenario file.
@@ -231,6 +232,9 @@ pub struct Scenario {
     pub converge: bool,
     /// Bound for that convergence.
     pub converge_within: Duration,
+    /// Whether tasks are drained from the data plane before they stop (`mesh_drain: false` turns
+    /// it off, to show what draining saves).
+    pub mesh_drain: bool,
     /// The file it came from.
     pub file: String,
 }
@@ -338,6 +342,7 @@ impl Scenario {
             expect,
             converge: raw.converge.unwrap_or(true),
             converge_within,
+            mesh_drain: raw.mesh_drain.unwrap_or(true),
             file: file.to_string(),
         })
     }

@@ -57,6 +57,8 @@ impl Display for ImageFault {
                 let ports: Vec<String> = ports.iter().map(|(proto, port)| format!("{port}/{proto}")).collect();
                 write!(f, "exposes {}", ports.join(","))
             }
+            ImageFault::AnswersAfter(d) => write!(f, "answers-after {}", duration(*d)),
+            ImageFault::ExitsOnSigterm => f.write_str("exits-on-sigterm"),
         }
     }
 }
@@ -120,6 +122,9 @@ pub fn render(scenario: &Scenario, header: &[String]) -> String {
         writeln!(out, "cluster: {{ managers: {}, workers: {} }}", scenario.cluster.managers, scenario.cluster.workers);
     if !scenario.converge {
         out.push_str("converge: false\n");
+    }
+    if !scenario.mesh_drain {
+        out.push_str("mesh_drain: false\n");
     }
     if scenario.converge_within != Duration::from_secs(60) {
         let _ = writeln!(out, "converge_within: {}", duration(scenario.converge_within));
@@ -202,6 +207,7 @@ mod tests {
 name: "every: kind — of 'step'"
 cluster: { managers: 3, workers: 2 }
 converge: false
+mesh_drain: false
 converge_within: 90s
 steps:
   - run: service create --name web --replicas 4 --update-order start-first nginx:1.25
@@ -224,6 +230,18 @@ steps:
   - fault: image nginx:slow slow-start 2500ms
   - fault: image nginx:bad crash-after 2s exit 137
   - fault: image nginx:none pull-fails
+  - fault: image echo:1 exposes 8080,53/udp
+  - fault: image echo:1 answers-after 250ms
+  - fault: image echo:1 exits-on-sigterm
+  - client: start load1 to manager-1:8080 rate 20/s
+  - client: start load2 to worker-1:8080 rate 2.5/s from worker-2 keepalive
+  - client: stop load1
+  - expect: client load1 ok 100 within 30s
+  - expect: client load1 failed at most 0 within 1s
+  - expect: client load1 reaches every task of web within 30s
+  - expect: client load1 answered only by web within 1s
+  - expect: port worker-2:8080 closed within 5s
+  - expect: port worker-1:8080 answers web within 5s
   - fault: heal
   - wait: 5s
   - wait: 0s

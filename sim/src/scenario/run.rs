@@ -401,8 +401,10 @@ impl Runner<'_> {
                     }
                     ImageFault::PullFails => behavior.pull_fails = true,
                     ImageFault::Exposes(ports) => behavior.exposes = Some(ports.clone()),
+                    ImageFault::AnswersAfter(d) => behavior.answer_delay = *d,
+                    ImageFault::ExitsOnSigterm => behavior.exits_on_sigterm = true,
                 }
-                if !matches!(fault, ImageFault::Exposes(_)) {
+                if fault.is_fault() {
                     self.invariants.clients.image_fault(runtime::unix_millis());
                 }
                 let behavior = behavior.clone();
@@ -733,7 +735,9 @@ impl Runner<'_> {
 pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (Outcome, u64) {
     let start = runtime::now();
     let shape = ClusterShape { managers: scenario.cluster.managers, workers: scenario.cluster.workers };
-    let cluster = match SimCluster::start(shape).await {
+    let mut config = crate::cluster::settings_for_sim();
+    config.mesh.drain = scenario.mesh_drain;
+    let cluster = match SimCluster::start_with(shape, config).await {
         Ok(cluster) => cluster,
         Err(err) => {
             return (Outcome::Crash(format!("{}: the cluster did not start: {err}", scenario.file)), since(start))
