@@ -407,6 +407,7 @@ impl Agent {
     /// down and its tasks `shutdown` together) means no replacement is ever placed on this node in
     /// between, as could happen if the reports raced the node going down.
     pub async fn leave(&self) {
+        self.unroute_all().await;
         // Ends the session loops (and with them the status loop, which frees the status channel).
         self.left.send_replace(true);
         let runners: Vec<runner::RunnerHandle> =
@@ -444,6 +445,38 @@ impl Agent {
         }
         self.shutdown_all_tasks().await;
         self.mesh.shutdown().await;
+    }
+
+    /// Before the node leaves: its tasks leave the rotation on every node and their connections
+    /// end (bounded), while the session still carries the reports (DESIGN §8, drain).
+    async fn unroute_all(&self) {
+        if !self.mesh.options().drain {
+            return;
+        }
+        let routed: Vec<String> = {
+            let table = self.mesh.table();
+            let runners = self.runners.lock().expect("agent lock");
+            runners
+                .values()
+                .filter(|handle| table.routes_to(handle.task_id()))
+                .map(|handle| {
+                    handle.unroute();
+                    handle.task_id().to_string()
+                })
+                .collect()
+        };
+        for task_id in &routed {
+            // One wait covers them all: the reports travel together.
+            if !self.await_unrouted(task_id, Duration::from_secs(5)).await {
+                break;
+            }
+        }
+        // Swarm's default stop grace period, for all of them together.
+        let deadline = runtime::now() + Duration::from_secs(10);
+        for task_id in &routed {
+            let left = deadline.saturating_duration_since(runtime::now());
+            self.mesh.wait_idle(task_id, left).await;
+        }
     }
 
     /// Every status not yet acknowledged by a manager, latest per task.

@@ -28,6 +28,8 @@ pub struct RunnerHandle {
     task_id: String,
     desired: watch::Sender<Option<Task>>,
     done: watch::Receiver<bool>,
+    /// Set when the node is about to leave: the task leaves the rotation but keeps running.
+    unroute: watch::Sender<bool>,
 }
 
 impl RunnerHandle {
@@ -42,6 +44,12 @@ impl RunnerHandle {
             *current = Some(task);
             changed
         });
+    }
+
+    /// Take the task out of the rotation (its node is leaving the swarm); it keeps running
+    /// until it is removed.
+    pub fn unroute(&self) {
+        self.unroute.send_replace(true);
     }
 
     pub fn remove(&self) {
@@ -69,7 +77,9 @@ pub fn spawn(
     let (desired, rx) = watch::channel(Some(task.clone()));
     let started_at_ms = task.status.started_at_ms;
     let mesh = agent.upgrade().map(|agent| agent.mesh());
+    let (unroute, unroute_rx) = watch::channel(false);
     let runner = Runner {
+        unroute: unroute_rx,
         env,
         agent,
         mesh,
@@ -86,7 +96,7 @@ pub fn spawn(
     };
     let done = runner.done.subscribe();
     runtime::spawn(runner.run());
-    RunnerHandle { task_id, desired, done }
+    RunnerHandle { task_id, desired, done, unroute }
 }
 
 struct Runner {
@@ -97,6 +107,8 @@ struct Runner {
     mesh: Option<Arc<Mesh>>,
     /// The bridges of the task's networks on this node, once made.
     bridges: Vec<BridgeSpec>,
+    /// Flipped when the node is about to leave (see [`RunnerHandle::unroute`]).
+    unroute: watch::Receiver<bool>,
     node_id: String,
     task: Task,
     rx: watch::Receiver<Option<Task>>,
@@ -383,6 +395,7 @@ impl Runner {
         };
         tokio::pin!(ready);
         let mut probing = routable;
+        let mut leaving = false;
         loop {
             if matches!(self.check_desired(), Step::Stop) {
                 let grace = Duration::from_millis(self.task.spec.stop_grace_period_ms);
@@ -407,6 +420,16 @@ impl Runner {
                         endpoint.ready = true;
                     }
                     self.report(TaskState::Running, "started", "", None);
+                }
+                changed = self.unroute.changed(), if !leaving => {
+                    leaving = true;
+                    if changed.is_ok() && *self.unroute.borrow() {
+                        probing = false;
+                        if let Some(endpoint) = self.endpoint.as_mut().filter(|e| e.ready) {
+                            endpoint.ready = false;
+                            self.report(TaskState::Running, "leaving the rotation", "", None);
+                        }
+                    }
                 }
                 changed = self.rx.changed() => {
                     if changed.is_err() {
