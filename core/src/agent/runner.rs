@@ -396,6 +396,14 @@ impl Runner {
         tokio::pin!(ready);
         let mut probing = routable;
         let mut leaving = false;
+        // An ingress port of this task's service that this node could not open is the task's
+        // error here (it still runs and serves through the other nodes).
+        let mut ingress_errors = self.mesh.as_ref().filter(|_| routable).map(|mesh| {
+            let mut errors = mesh.ingress_errors();
+            errors.mark_changed();
+            errors
+        });
+        let mut port_error = String::new();
         loop {
             if matches!(self.check_desired(), Step::Stop) {
                 let grace = Duration::from_millis(self.task.spec.stop_grace_period_ms);
@@ -419,7 +427,25 @@ impl Runner {
                     if let Some(endpoint) = self.endpoint.as_mut() {
                         endpoint.ready = true;
                     }
-                    self.report(TaskState::Running, "started", "", None);
+                    self.report(TaskState::Running, "started", &port_error, None);
+                }
+                changed = async { ingress_errors.as_mut().expect("guarded").changed().await }, if ingress_errors.is_some() => {
+                    if changed.is_err() {
+                        ingress_errors = None;
+                        continue;
+                    }
+                    let errors = ingress_errors.as_mut().expect("guarded").borrow_and_update().clone();
+                    let error = self
+                        .task
+                        .ports
+                        .iter()
+                        .filter(|p| p.publish_mode == PublishMode::Ingress)
+                        .find_map(|p| errors.get(&p.published_port).cloned())
+                        .unwrap_or_default();
+                    if error != port_error {
+                        port_error = error;
+                        self.report(TaskState::Running, "started", &port_error, None);
+                    }
                 }
                 changed = self.unroute.changed(), if !leaving => {
                     leaving = true;

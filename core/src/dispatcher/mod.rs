@@ -528,6 +528,7 @@ fn status_actions(
         if update.status.state == task.status.state
             && update.status.container_id == task.status.container_id
             && update.status.endpoint == task.status.endpoint
+            && update.status.err == task.status.err
         {
             continue;
         }

@@ -81,6 +81,9 @@ pub struct Mesh {
     listeners: Mutex<BTreeMap<ListenKey, watch::Sender<bool>>>,
     /// Listeners that could not be opened, with why (retried on the next apply).
     failed: Mutex<BTreeMap<ListenKey, String>>,
+    /// Why ingress ports could not be opened on this node (published port → error), for the
+    /// status of the service's tasks here.
+    ingress_errors: watch::Sender<BTreeMap<u16, String>>,
     /// Bridges this node made (network id → spec).
     bridges: Mutex<BTreeMap<String, BridgeSpec>>,
     /// This node's VIPs: (network id, service id) → address.
@@ -137,6 +140,7 @@ impl Mesh {
             active: watch::channel(BTreeMap::new()).0,
             listeners: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
+            ingress_errors: watch::channel(BTreeMap::new()).0,
             bridges: Mutex::new(BTreeMap::new()),
             vips: Mutex::new(BTreeMap::new()),
             released_vips: Mutex::new(Vec::new()),
@@ -317,6 +321,29 @@ impl Mesh {
         self.vips.lock().expect("mesh lock").get(&(network_id.to_string(), service_id.to_string())).copied()
     }
 
+    /// Why ingress ports could not be opened here (published port → error); changes are watched.
+    pub fn ingress_errors(&self) -> watch::Receiver<BTreeMap<u16, String>> {
+        self.ingress_errors.subscribe()
+    }
+
+    fn publish_ingress_errors(&self) {
+        let errors: BTreeMap<u16, String> = self
+            .failed
+            .lock()
+            .expect("mesh lock")
+            .iter()
+            .filter_map(|(key, err)| match key {
+                ListenKey::Ingress(port) | ListenKey::IngressUdp(port) => Some((*port, err.clone())),
+                _ => None,
+            })
+            .collect();
+        self.ingress_errors.send_if_modified(|current| {
+            let changed = *current != errors;
+            *current = errors;
+            changed
+        });
+    }
+
     async fn reconcile(self: &Arc<Self>) {
         let table = self.table();
         let desired = self.desired(&table);
@@ -361,6 +388,7 @@ impl Mesh {
                 }
             }
         }
+        self.publish_ingress_errors();
     }
 
     /// Open one listener and serve it until its switch is flipped.
