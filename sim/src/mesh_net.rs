@@ -147,6 +147,24 @@ impl MeshState {
         (self.is_own(host, ip) && self.udp.contains_key(&wild)).then_some(wild)
     }
 
+    /// Whether `addr` on `host` clashes with a live TCP listener (or UDP socket): the same address,
+    /// or the same port where either side is `0.0.0.0`, as the kernel refuses.
+    fn taken(&self, host: &str, addr: &str, udp: bool) -> bool {
+        let Some((ip, port)) = addr.rsplit_once(':') else { return false };
+        let clash = |(h, a): &(String, String), closed: bool| {
+            h == host
+                && !closed
+                && a.rsplit_once(':').is_some_and(|(other_ip, other_port)| {
+                    other_port == port && (other_ip == ip || other_ip == "0.0.0.0" || ip == "0.0.0.0")
+                })
+        };
+        if udp {
+            self.udp.iter().any(|(k, e)| clash(k, e.tx.is_closed()))
+        } else {
+            self.tcp.iter().any(|(k, e)| clash(k, e.tx.is_closed()))
+        }
+    }
+
     /// Which host a dial from `from` to `addr` goes to: `from` itself when it has a listener there,
     /// else the host the address names.
     fn route(&self, from: &str, addr: &str, udp: bool) -> String {
@@ -203,7 +221,7 @@ impl SimMeshNet {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = (owner.host.clone(), addr.to_string());
         let id = self.with(|state| {
-            if state.tcp.get(&key).is_some_and(|e| !e.tx.is_closed()) {
+            if state.taken(&key.0, addr, false) {
                 return Err(MeshError::Listen { addr: addr.to_string(), reason: "address already in use".into() });
             }
             let id = state.id();
@@ -222,7 +240,7 @@ impl SimMeshNet {
                 None => addr.to_string(),
             };
             let key = (owner.host.clone(), addr.clone());
-            if state.udp.get(&key).is_some_and(|e| !e.tx.is_closed()) {
+            if state.taken(&key.0, &addr, true) {
                 return Err(MeshError::Listen { addr, reason: "address already in use".into() });
             }
             let id = state.id();
@@ -264,10 +282,12 @@ impl SimMeshNet {
         }
         let (client, server, peer_addr) = self.with(|state| {
             let key = state.tcp_key(&to_host, addr).ok_or_else(|| {
-                if to_host == host_of(addr) || to_host == from.host {
-                    refused(addr, "connection refused")
-                } else {
+                // Simulated hosts are named; an IP that is not the dialler's own is another host's
+                // bridge address, which no other host can route to.
+                if to_host != from.host && to_host.parse::<std::net::Ipv4Addr>().is_ok() {
                     refused(addr, "no route to host")
+                } else {
+                    refused(addr, "connection refused")
                 }
             })?;
             let entry = state.tcp.get(&key).expect("key exists");
@@ -345,7 +365,11 @@ impl SimMeshNet {
             state.conns_of(&matches)
         });
         for conn in conns {
-            conn.reset();
+            // A connection its owner already closed ended with a FIN; the others are reset.
+            let open_end = (0..2).any(|side| matches(&conn.owners[side]) && !conn.lock().pipes[side].closed);
+            if open_end {
+                conn.reset();
+            }
         }
     }
 
