@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::env::mesh::{IncomingTunnel, StreamListener};
 use crate::env::{runtime, BridgeSpec, MeshError, MeshStream, NodeEnv};
@@ -36,6 +36,8 @@ const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
 const TUNNEL_VERDICT_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// How often a listener that could not be opened is tried again.
 const LISTEN_RETRY: Duration = Duration::from_secs(2);
+/// A UDP flow with no datagram either way for this long ends.
+const UDP_FLOW_IDLE: Duration = Duration::from_secs(30);
 /// The DNS port of the resolver on each bridge's gateway.
 const DNS_PORT: u16 = 53;
 
@@ -498,7 +500,19 @@ impl Mesh {
         port: u16,
         client: &str,
     ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
-        if endpoint.node_id == self.node_id {
+        self.dial_with(endpoint, service_id, port, client, false).await
+    }
+
+    /// [`Mesh::dial`], or for `udp` a UDP tunnel to a task on another node.
+    async fn dial_with(
+        self: &Arc<Self>,
+        endpoint: &MeshEndpoint,
+        service_id: &str,
+        port: u16,
+        client: &str,
+        udp: bool,
+    ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
+        if endpoint.node_id == self.node_id && !udp {
             let addr = endpoint.local_address().ok_or("the task has no address")?;
             let stream = self
                 .env
@@ -518,6 +532,7 @@ impl Mesh {
             task_id: endpoint.task_id.clone(),
             port,
             client: client.to_string(),
+            udp,
         };
         tunnel::write_frame(&mut stream, &header).await.map_err(|e| e.to_string())?;
         match tunnel::read_frame::<_, Verdict>(&mut stream, TUNNEL_VERDICT_TIMEOUT).await {
@@ -546,6 +561,37 @@ impl Mesh {
             let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
             return;
         };
+        if header.udp {
+            let socket = match self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await {
+                Ok(socket) => socket,
+                Err(err) => {
+                    let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(err.to_string())).await;
+                    return;
+                }
+            };
+            if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_err() {
+                return;
+            }
+            let _guard = ActiveGuard::new(&self, &header.task_id);
+            let (mut reader, writer) = tokio::io::split(stream);
+            let writer = Arc::new(tokio::sync::Mutex::new(writer));
+            let (tx, mut rx) = mpsc::channel(256);
+            runtime::spawn(async move {
+                while let Ok(datagram) = tunnel::read_datagram(&mut reader).await {
+                    if tx.send(datagram).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            relay_local_udp(socket, target, &mut rx, |reply| {
+                let writer = writer.clone();
+                async move {
+                    let _ = tunnel::write_datagram(&mut *writer.lock().await, &reply).await;
+                }
+            })
+            .await;
+            return;
+        }
         match self.env.mesh.connect_tcp(&target, BACKEND_CONNECT_TIMEOUT).await {
             Ok(mut backend) => {
                 let guard = ActiveGuard::new(&self, &header.task_id);
@@ -560,14 +606,17 @@ impl Mesh {
         }
     }
 
-    /// UDP on an ingress port: each datagram goes to the next ready local endpoint (UDP flows are
-    /// balanced per datagram, and only to this node's tasks: datagrams do not cross tunnels).
+    /// UDP on an ingress port. Each client (source address) is a *flow*, pinned to one ready
+    /// endpoint of the service on any node — straight to a local task, through a UDP tunnel to a
+    /// task elsewhere — with the task's replies relayed back; a flow idle for
+    /// [`UDP_FLOW_IDLE`] ends.
     async fn udp_loop(
         self: Arc<Self>,
         socket: Arc<dyn crate::env::mesh::DatagramSocket>,
         published: u16,
         mut stop: watch::Receiver<bool>,
     ) {
+        let mut flows: BTreeMap<String, mpsc::Sender<Vec<u8>>> = BTreeMap::new();
         let mut buf = vec![0u8; 65_536];
         loop {
             let received = tokio::select! {
@@ -576,6 +625,12 @@ impl Mesh {
                 received = socket.recv_from(&mut buf) => received,
             };
             let Ok((len, client)) = received else { continue };
+            flows.retain(|_, flow| !flow.is_closed());
+            if let Some(flow) = flows.get(&client) {
+                // A full flow drops the datagram, as a full socket buffer would.
+                let _ = flow.try_send(buf[..len].to_vec());
+                continue;
+            }
             let table = self.table();
             let target = table.services.values().find_map(|s| {
                 s.ingress_ports()
@@ -583,33 +638,63 @@ impl Mesh {
                     .map(|p| (s.clone(), p.target_port))
             });
             let Some((service, port)) = target else { continue };
-            let local: Vec<MeshEndpoint> =
-                self.candidates(&service).into_iter().filter(|e| e.node_id == self.node_id).collect();
-            let Some(endpoint) = local.first() else { continue };
-            let Some(addr) = endpoint.local_address() else { continue };
-            let datagram = buf[..len].to_vec();
-            let mesh = self.clone();
-            let (socket, backend) = (socket.clone(), format!("{addr}:{port}"));
-            runtime::spawn(async move { mesh.relay_udp(socket, client, backend, datagram).await });
+            let (tx, rx) = mpsc::channel(256);
+            let _ = tx.try_send(buf[..len].to_vec());
+            flows.insert(client.clone(), tx);
+            let (mesh, front) = (self.clone(), socket.clone());
+            runtime::spawn(async move { mesh.udp_flow(front, client, service, port, rx).await });
         }
     }
 
-    /// Send one datagram to a task and relay its replies (for a few seconds) to the client.
-    async fn relay_udp(
+    /// One UDP flow: the first endpoint that takes it carries every datagram of the client.
+    async fn udp_flow(
         self: Arc<Self>,
         front: Arc<dyn crate::env::mesh::DatagramSocket>,
         client: String,
-        backend: String,
-        datagram: Vec<u8>,
+        service: MeshService,
+        port: u16,
+        mut datagrams: mpsc::Receiver<Vec<u8>>,
     ) {
-        let Ok(socket) = self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await else { return };
-        if socket.send_to(&datagram, &backend).await.is_err() {
-            return;
+        for endpoint in self.candidates(&service) {
+            if endpoint.node_id == self.node_id {
+                let Some(addr) = endpoint.local_address() else { continue };
+                let Ok(backend) = self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await else { return };
+                let _guard = ActiveGuard::new(&self, &endpoint.task_id);
+                relay_local_udp(backend, format!("{addr}:{port}"), &mut datagrams, |reply| {
+                    let (front, client) = (front.clone(), client.clone());
+                    async move {
+                        let _ = front.send_to(&reply, &client).await;
+                    }
+                })
+                .await;
+                return;
+            }
+            let Ok((tunnel, _)) = self.dial_with(&endpoint, &service.id, port, &client, true).await else { continue };
+            let (mut reader, mut writer) = tokio::io::split(tunnel);
+            loop {
+                tokio::select! {
+                    biased;
+                    datagram = datagrams.recv() => match datagram {
+                        Some(datagram) => {
+                            if tunnel::write_datagram(&mut writer, &datagram).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    reply = runtime::timeout(UDP_FLOW_IDLE, tunnel::read_datagram(&mut reader)) => match reply {
+                        Ok(Ok(reply)) => {
+                            let _ = front.send_to(&reply, &client).await;
+                        }
+                        _ => return,
+                    },
+                }
+            }
         }
-        let mut buf = vec![0u8; 65_536];
-        while let Ok(Ok((len, _))) = runtime::timeout(Duration::from_secs(5), socket.recv_from(&mut buf)).await {
-            let _ = front.send_to(&buf[..len], &client).await;
-        }
+        self.trace(
+            "mesh.no_backend",
+            serde_json::json!({"service_id": service.id, "port": port, "client": client, "udp": true}),
+        );
     }
 
     /// The resolver on one bridge's gateway.
@@ -703,6 +788,37 @@ impl Mesh {
         }
         for bridge in bridges.into_values() {
             let _ = self.env.executor.remove_network(&bridge.name).await;
+        }
+    }
+}
+
+/// Carry one UDP flow to a task on this node: each datagram from `datagrams` to `backend`, each
+/// reply to `reply`, until the flow is idle for [`UDP_FLOW_IDLE`] or its sender is gone.
+async fn relay_local_udp<F, Fut>(
+    socket: Arc<dyn crate::env::mesh::DatagramSocket>,
+    backend: String,
+    datagrams: &mut mpsc::Receiver<Vec<u8>>,
+    reply: F,
+) where
+    F: Fn(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            biased;
+            datagram = datagrams.recv() => match datagram {
+                Some(datagram) => {
+                    if socket.send_to(&datagram, &backend).await.is_err() {
+                        return;
+                    }
+                }
+                None => return,
+            },
+            received = runtime::timeout(UDP_FLOW_IDLE, socket.recv_from(&mut buf)) => match received {
+                Ok(Ok((len, _))) => reply(buf[..len].to_vec()).await,
+                _ => return,
+            },
         }
     }
 }

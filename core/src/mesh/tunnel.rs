@@ -23,6 +23,29 @@ pub struct TunnelHeader {
     pub port: u16,
     /// The original client's address (for the task node's accounting and logs).
     pub client: String,
+    /// A UDP flow: after the verdict the stream carries datagrams, each a 2-byte big-endian
+    /// length and its bytes ([`write_datagram`], [`read_datagram`]).
+    #[serde(default)]
+    pub udp: bool,
+}
+
+/// Send one datagram over a UDP tunnel.
+pub async fn write_datagram<W: AsyncWrite + Unpin>(writer: &mut W, datagram: &[u8]) -> std::io::Result<()> {
+    let len = u16::try_from(datagram.len())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "datagram over 65535 bytes"))?;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(datagram);
+    writer.write_all(&frame).await?;
+    writer.flush().await
+}
+
+/// Receive one datagram from a UDP tunnel.
+pub async fn read_datagram<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 2];
+    reader.read_exact(&mut len).await?;
+    let mut datagram = vec![0u8; u16::from_be_bytes(len) as usize];
+    reader.read_exact(&mut datagram).await?;
+    Ok(datagram)
 }
 
 /// The task's node's answer.
@@ -76,7 +99,13 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_garbage_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        let header = TunnelHeader { service_id: "s".into(), task_id: "t".into(), port: 80, client: "1.2.3.4:5".into() };
+        let header = TunnelHeader {
+            service_id: "s".into(),
+            task_id: "t".into(),
+            port: 80,
+            client: "1.2.3.4:5".into(),
+            udp: false,
+        };
         write_frame(&mut a, &header).await.unwrap();
         let got: TunnelHeader = read_frame(&mut b, Duration::from_secs(1)).await.unwrap();
         assert_eq!(got, header);
@@ -86,5 +115,16 @@ mod tests {
         a.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
         let err = read_frame::<_, TunnelHeader>(&mut b, Duration::from_secs(1)).await.unwrap_err();
         assert!(matches!(err, FrameError::Garbled(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn datagrams_keep_their_boundaries() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        write_datagram(&mut a, b"one").await.unwrap();
+        write_datagram(&mut a, b"").await.unwrap();
+        write_datagram(&mut a, b"three").await.unwrap();
+        assert_eq!(read_datagram(&mut b).await.unwrap(), b"one");
+        assert_eq!(read_datagram(&mut b).await.unwrap(), b"");
+        assert_eq!(read_datagram(&mut b).await.unwrap(), b"three");
     }
 }
