@@ -64,6 +64,42 @@ pub struct Analysis {
     pub recoveries: Vec<Recovery>,
     /// Running tasks per node at the end.
     pub tasks_per_node: BTreeMap<String, u64>,
+    /// Simulated clients' requests (`client.request`), per client, in the order they finished.
+    pub clients: BTreeMap<String, Vec<Request>>,
+}
+
+/// One request a client sent through the mesh.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Seconds since the start of the run when it was sent.
+    pub sent_s: f64,
+    /// From sending to its outcome.
+    pub latency_ms: u64,
+    pub ok: bool,
+}
+
+impl Analysis {
+    /// Per client: for each whole second of the run, the requests sent then that succeeded and
+    /// that failed — `(second, ok, failed)`, every second from 0 to the end.
+    pub fn requests_per_second(&self) -> BTreeMap<String, Vec<(f64, u64, u64)>> {
+        let seconds = self.duration_s.ceil().max(1.0) as usize;
+        self.clients
+            .iter()
+            .map(|(client, requests)| {
+                let mut buckets = vec![(0u64, 0u64); seconds + 1];
+                for request in requests {
+                    let bucket = &mut buckets[(request.sent_s.max(0.0) as usize).min(seconds)];
+                    if request.ok {
+                        bucket.0 += 1;
+                    } else {
+                        bucket.1 += 1;
+                    }
+                }
+                let series = buckets.into_iter().enumerate().map(|(s, (ok, failed))| (s as f64, ok, failed)).collect();
+                (client.clone(), series)
+            })
+            .collect()
+    }
 }
 
 fn field<'a>(event: &'a Event, key: &str) -> Option<&'a serde_json::Value> {
@@ -138,6 +174,17 @@ pub fn analyze(events: &[Event]) -> Analysis {
                 let term = field(event, "term").and_then(|v| v.as_u64()).unwrap_or(0);
                 if analysis.leaders.last().map(|(_, last_term, _)| *last_term) != Some(term) {
                     analysis.leaders.push((t, term, event.node.clone()));
+                }
+            }
+            "client.request" => {
+                let number = |key: &str| field(event, key).and_then(|v| v.as_u64());
+                if let (Some(client), Some(sent_ms), Some(done_ms)) =
+                    (field_str(event, "client"), number("sent_ms"), number("done_ms"))
+                {
+                    let ok = field(event, "error").is_none_or(|e| e.is_null());
+                    let sent_s = sent_ms.saturating_sub(start) as f64 / 1000.0;
+                    let latency_ms = done_ms.saturating_sub(sent_ms);
+                    analysis.clients.entry(client).or_default().push(Request { sent_s, latency_ms, ok });
                 }
             }
             kind if kind.starts_with("fault.") => {

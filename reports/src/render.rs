@@ -87,6 +87,49 @@ pub fn replicas_svg(analysis: &Analysis, title: &str) -> Result<String, RenderEr
     Ok(svg)
 }
 
+/// Requests per second of virtual time, per simulated client: a line of those that succeeded and red
+/// marks where some failed, with a vertical line at every fault (drawn to sit beside the replicas).
+pub fn requests_svg(analysis: &Analysis, title: &str) -> Result<String, RenderError> {
+    let mut svg = String::new();
+    {
+        let err = draw_err("the requests plot");
+        let root = SVGBackend::with_string(&mut svg, (900, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let per_second = analysis.requests_per_second();
+        let max_count =
+            per_second.values().flat_map(|s| s.iter().map(|(_, ok, failed)| ok + failed)).max().unwrap_or(1);
+        let end = analysis.duration_s.max(1.0);
+        let mut chart = time_chart(&root, title, end, max_count, "requests sent per second", &err)?;
+        for (at, _) in &analysis.faults {
+            chart
+                .draw_series(LineSeries::new([(*at, 0), (*at, max_count + 1)], RED.mix(0.35)))
+                .map_err(|e| err(e.to_string()))?;
+        }
+        for (index, (client, series)) in per_second.iter().enumerate() {
+            let color = COLORS[index % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(series.iter().map(|(s, ok, _)| (*s, *ok)), color.stroke_width(2)))
+                .map_err(|e| err(e.to_string()))?
+                .label(format!("{client}: succeeded"))
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color));
+            let failures = series.iter().filter(|(_, _, failed)| *failed > 0);
+            chart
+                .draw_series(failures.map(|(s, _, failed)| Cross::new((*s, *failed), 5, RED.stroke_width(2))))
+                .map_err(|e| err(e.to_string()))?
+                .label(format!("{client}: failed"))
+                .legend(|(x, y)| Cross::new((x + 9, y), 4, RED.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
 /// The raft term over time, one point per new leader.
 pub fn leaders_svg(analysis: &Analysis, title: &str) -> Result<String, RenderError> {
     let mut svg = String::new();
@@ -132,7 +175,26 @@ pub fn summary_markdown(runs: &[(String, Analysis)]) -> String {
             analysis.leaders.len(),
             analysis.faults.len()
         ));
-        out.push_str(&format!("![replicas]({name}-replicas.svg)\n\n![leaders]({name}-leaders.svg)\n\n"));
+        out.push_str(&format!("![replicas]({name}-replicas.svg)\n\n"));
+        if !analysis.clients.is_empty() {
+            out.push_str(&format!("![requests]({name}-requests.svg)\n\n"));
+            out.push_str("| client | requests | failed | p50 latency (ms) | p99 latency (ms) | max latency (ms) |\n");
+            out.push_str("|---|---:|---:|---:|---:|---:|\n");
+            for (client, requests) in &analysis.clients {
+                let failed = requests.iter().filter(|r| !r.ok).count();
+                let mut latencies: Vec<f64> = requests.iter().filter(|r| r.ok).map(|r| r.latency_ms as f64).collect();
+                latencies.sort_by(f64::total_cmp);
+                out.push_str(&format!(
+                    "| {client} | {} | {failed} | {:.0} | {:.0} | {:.0} |\n",
+                    requests.len(),
+                    percentile(&latencies, 0.5),
+                    percentile(&latencies, 0.99),
+                    percentile(&latencies, 1.0),
+                ));
+            }
+            out.push('\n');
+        }
+        out.push_str(&format!("![leaders]({name}-leaders.svg)\n\n"));
         if !analysis.recoveries.is_empty() {
             out.push_str("| at (s) | fault | converged after (s) |\n|---:|---|---:|\n");
             for recovery in &analysis.recoveries {

@@ -59,3 +59,26 @@ fn a_state_report_traced_before_its_creation_still_counts() {
     let analysis = analyze(&parse_trace("t.jsonl", &text).unwrap());
     assert_eq!(analysis.replicas["web"], vec![(0.0, 1)]);
 }
+
+#[test]
+fn client_requests_are_counted_per_second_and_plotted() {
+    let lines = [
+        r#"{"time_ms":1000,"node":"supervisor","kind":"scenario.start","fields":{}}"#,
+        r#"{"time_ms":1510,"node":"client","kind":"client.request","fields":{"client":"load1","seq":1,"sent_ms":1500,"done_ms":1510,"via":"manager-1","answer":"web.1.a","error":null}}"#,
+        r#"{"time_ms":1620,"node":"client","kind":"client.request","fields":{"client":"load1","seq":2,"sent_ms":1600,"done_ms":1620,"via":"manager-1","answer":"web.2.b","error":null}}"#,
+        r#"{"time_ms":2000,"node":"supervisor","kind":"fault.crash","fields":{"host":"worker-2"}}"#,
+        r#"{"time_ms":2100,"node":"client","kind":"client.request","fields":{"client":"load1","seq":3,"sent_ms":1900,"done_ms":2100,"via":"manager-1","answer":null,"error":"connection reset"}}"#,
+        r#"{"time_ms":3000,"node":"client","kind":"client.request","fields":{"client":"load1","seq":4,"sent_ms":2990,"done_ms":3000,"via":"manager-1","answer":"web.1.a","error":null}}"#,
+    ];
+    let analysis = analyze(&parse_trace("c.jsonl", &lines.join("\n")).unwrap());
+    let requests = &analysis.clients["load1"];
+    assert_eq!(requests.len(), 4);
+    assert_eq!((requests[2].sent_s, requests[2].latency_ms, requests[2].ok), (0.9, 200, false));
+    let per_second = &analysis.requests_per_second()["load1"];
+    assert_eq!(per_second, &vec![(0.0, 2, 1), (1.0, 1, 0), (2.0, 0, 0)], "sent in second 0: two ok, one failed");
+    let svg = render::requests_svg(&analysis, "run: client requests").unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("load1: failed"), "the failures are in the legend");
+    let summary = render::summary_markdown(&[("run".to_string(), analysis)]);
+    assert!(summary.contains("![requests](run-requests.svg)"), "{summary}");
+    assert!(summary.contains("| load1 | 4 | 1 | 10 | 20 | 20 |"), "{summary}");
+}

@@ -33,6 +33,10 @@ fn main() -> anyhow::Result<()> {
         let name = run_name(path);
         let replicas = render::replicas_svg(&analysis, &format!("{name}: running tasks"))?;
         std::fs::write(args.out.join(format!("{name}-replicas.svg")), replicas)?;
+        if !analysis.clients.is_empty() {
+            let requests = render::requests_svg(&analysis, &format!("{name}: client requests"))?;
+            std::fs::write(args.out.join(format!("{name}-requests.svg")), requests)?;
+        }
         let leaders = render::leaders_svg(&analysis, &format!("{name}: raft leaders"))?;
         std::fs::write(args.out.join(format!("{name}-leaders.svg")), leaders)?;
         runs.push((name, analysis));
