@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use shoal_core::api::{
-    Availability, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
-    UpdateOrder,
+    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartCondition,
+    ServiceMode, ServiceSpec, UpdateOrder,
 };
 use shoal_core::control::ControlRequest;
 
@@ -56,6 +56,10 @@ pub struct SpecChanges {
     pub constraint_rm: Vec<String>,
     pub label_add: Vec<(String, String)>,
     pub publish_add: Vec<PortConfig>,
+    /// `--publish-rm TARGET[/PROTO]`
+    pub publish_rm: Vec<(u16, String)>,
+    pub network_add: Vec<String>,
+    pub network_rm: Vec<String>,
     pub common: CommonFlags,
 }
 
@@ -77,6 +81,7 @@ pub struct CommonFlags {
     pub restart_window: Option<Duration>,
     pub stop_grace_period: Option<Duration>,
     pub max_replicas_per_node: Option<u64>,
+    pub endpoint_mode: Option<EndpointMode>,
 }
 
 impl CommonFlags {
@@ -127,6 +132,9 @@ impl CommonFlags {
         if let Some(v) = self.max_replicas_per_node {
             spec.task.placement.max_replicas_per_node = v;
         }
+        if let Some(v) = self.endpoint_mode {
+            spec.endpoint_mode = v;
+        }
     }
 
     /// Take one shared flag (and its value) off `words`; `Ok(false)` if `flag` is not one of them.
@@ -151,6 +159,13 @@ impl CommonFlags {
             "--restart-window" => self.restart_window = Some(words.duration(flag)?),
             "--stop-grace-period" => self.stop_grace_period = Some(words.duration(flag)?),
             "--replicas-max-per-node" => self.max_replicas_per_node = Some(words.number(flag)?),
+            "--endpoint-mode" => {
+                self.endpoint_mode = Some(match words.value(flag)?.as_str() {
+                    "vip" => EndpointMode::Vip,
+                    "dnsrr" => EndpointMode::Dnsrr,
+                    other => return Err(format!("invalid endpoint mode {other:?}: expected vip, dnsrr")),
+                })
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -191,9 +206,18 @@ impl SpecChanges {
         for (k, v) in &self.label_add {
             spec.labels.insert(k.clone(), v.clone());
         }
+        for (target, protocol) in &self.publish_rm {
+            spec.ports.retain(|p| !(p.target_port == *target && p.protocol == *protocol));
+        }
         for port in &self.publish_add {
             spec.ports.retain(|p| p.published_port != port.published_port || port.published_port == 0);
             spec.ports.push(port.clone());
+        }
+        spec.task.networks.retain(|n| !self.network_rm.contains(n));
+        for network in &self.network_add {
+            if !spec.task.networks.contains(network) {
+                spec.task.networks.push(network.clone());
+            }
         }
         self.common.apply(spec);
     }
@@ -630,6 +654,16 @@ fn service_update(words: &mut Words) -> Result<Command, String> {
             "--constraint-rm" => changes.constraint_rm.push(words.value(&flag)?),
             "--label-add" => changes.label_add.push(key_value(&words.value(&flag)?, &flag)?),
             "--publish-add" => changes.publish_add.push(parse_port(&words.value(&flag)?)?),
+            "--publish-rm" => {
+                let value = words.value(&flag)?;
+                let (target, protocol) = value.split_once('/').unwrap_or((value.as_str(), "tcp"));
+                let target = target
+                    .parse()
+                    .map_err(|_| format!("invalid value {value:?} for --publish-rm: use target[/protocol]"))?;
+                changes.publish_rm.push((target, protocol.to_string()));
+            }
+            "--network-add" => changes.network_add.push(words.value(&flag)?),
+            "--network-rm" => changes.network_rm.push(words.value(&flag)?),
             "-d" | "--detach" | "-q" | "--quiet" => {}
             other => return Err(format!("unknown flag {other:?} for service update")),
         }
@@ -645,6 +679,25 @@ mod tests {
     fn shell_words_split_and_quote() {
         assert_eq!(shell_words(r#"a "b c" 'd e' f\ g"#).unwrap(), vec!["a", "b c", "d e", "f g"]);
         assert!(shell_words("a \"b").is_err());
+    }
+
+    #[test]
+    fn service_update_edits_networks_ports_and_endpoint_mode() {
+        let Command::ServiceUpdate { changes, .. } = parse_command(
+            "service update --network-add app --network-rm old --publish-rm 80 --endpoint-mode dnsrr web",
+        )
+        .unwrap() else {
+            panic!("not an update")
+        };
+        let mut spec = ServiceSpec::new("web", "nginx:1");
+        spec.task.networks = vec!["old".into(), "keep".into()];
+        spec.ports.push(parse_port("8080:80").unwrap());
+        spec.ports.push(parse_port("8443:443").unwrap());
+        changes.apply(&mut spec);
+        assert_eq!(spec.task.networks, vec!["keep", "app"]);
+        assert_eq!(spec.ports.iter().map(|p| p.target_port).collect::<Vec<_>>(), vec![443]);
+        assert_eq!(spec.endpoint_mode, EndpointMode::Dnsrr);
+        assert!(parse_command("service update --endpoint-mode rr web").unwrap_err().contains("invalid endpoint mode"));
     }
 
     #[test]

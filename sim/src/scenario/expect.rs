@@ -51,6 +51,11 @@ pub enum Expectation {
     /// `port worker-1:8080 answers web`: a request from the client host is answered by a task of
     /// the service.
     PortAnswers { addr: String, service: String },
+    /// `name web resolves on worker-1 in app`: a container on network `app` on that node gets an
+    /// address for the name from the mesh resolver.
+    NameResolves { name: String, node: String, network: String },
+    /// `name web unknown on worker-1 in app`: it gets none (NXDOMAIN, no address or no answer).
+    NameUnknown { name: String, node: String, network: String },
 }
 
 /// How many of a client's latest successful requests `reaches every task of` looks at (the issue's
@@ -68,7 +73,7 @@ const FORMS: &str = "service S running N [image I], service S absent, service S 
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
-                     port HOST:PORT answers S";
+                     port HOST:PORT answers S, name N resolves on NODE in NET, name N unknown on NODE in NET";
 
 fn node_state(word: &str) -> Result<NodeState, String> {
     match word {
@@ -153,6 +158,12 @@ impl std::str::FromStr for Expectation {
             ["port", a, "answers", s] if a.contains(':') => {
                 Expectation::PortAnswers { addr: a.to_string(), service: s.to_string() }
             }
+            ["name", n, "resolves", "on", node, "in", net] => {
+                Expectation::NameResolves { name: n.to_string(), node: node.to_string(), network: net.to_string() }
+            }
+            ["name", n, "unknown", "on", node, "in", net] => {
+                Expectation::NameUnknown { name: n.to_string(), node: node.to_string(), network: net.to_string() }
+            }
             _ => return Err(format!("unknown expectation {text:?}: expected one of: {FORMS}")),
         })
     }
@@ -212,6 +223,10 @@ impl std::fmt::Display for Expectation {
             }
             Expectation::PortClosed { addr } => write!(f, "port {addr} closed"),
             Expectation::PortAnswers { addr, service } => write!(f, "port {addr} answers {service}"),
+            Expectation::NameResolves { name, node, network } => {
+                write!(f, "name {name} resolves on {node} in {network}")
+            }
+            Expectation::NameUnknown { name, node, network } => write!(f, "name {name} unknown on {node} in {network}"),
         }
     }
 }
@@ -335,9 +350,10 @@ impl Expectation {
             | Expectation::ClientFailedAtMost { .. }
             | Expectation::ClientReachesEvery { .. }
             | Expectation::ClientAnsweredOnlyBy { .. } => Err("a client expectation needs the run's clients".into()),
-            Expectation::PortClosed { .. } | Expectation::PortAnswers { .. } => {
-                Err("a port expectation needs the simulated network".into())
-            }
+            Expectation::PortClosed { .. }
+            | Expectation::PortAnswers { .. }
+            | Expectation::NameResolves { .. }
+            | Expectation::NameUnknown { .. } => Err("this expectation needs the simulated network".into()),
         }
     }
 
@@ -438,6 +454,8 @@ mod tests {
             "client load1 answered only by web",
             "port worker-2:8080 closed",
             "port worker-1:8080 answers web",
+            "name web resolves on worker-1 in app",
+            "name tasks.web unknown on worker-2 in app",
         ] {
             let parsed: Expectation = text.parse().unwrap();
             assert_eq!(parsed.to_string(), text);

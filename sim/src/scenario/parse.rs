@@ -87,7 +87,7 @@ pub enum ClientStep {
     Stop(String),
 }
 
-const CLIENT_FORM: &str = "start NAME to HOST:PORT [rate N/s] [from NODE] [keepalive]` or `stop NAME";
+const CLIENT_FORM: &str = "start NAME to HOST:PORT [rate N/s] [from NODE [network NET]] [keepalive]` or `stop NAME";
 
 impl std::str::FromStr for ClientStep {
     type Err = String;
@@ -108,6 +108,7 @@ impl std::str::FromStr for ClientStep {
                     from: "client".to_string(),
                     rate: 10.0,
                     keepalive: false,
+                    network: None,
                 };
                 let mut at = 0;
                 while at < rest.len() {
@@ -125,12 +126,19 @@ impl std::str::FromStr for ClientStep {
                             spec.from = node.to_string();
                             at += 2;
                         }
+                        ("network", Some(network)) => {
+                            spec.network = Some(network.to_string());
+                            at += 2;
+                        }
                         ("keepalive", _) => {
                             spec.keepalive = true;
                             at += 1;
                         }
                         _ => return Err(usage()),
                     }
+                }
+                if spec.network.is_some() && spec.from == "client" {
+                    return Err(format!("client step {text:?}: a client on a network runs on a node: add `from NODE`"));
                 }
                 Ok(ClientStep::Start(spec))
             }
@@ -147,6 +155,9 @@ impl std::fmt::Display for ClientStep {
                 write!(f, "start {} to {} rate {}/s", spec.name, spec.target, spec.rate)?;
                 if spec.from != "client" {
                     write!(f, " from {}", spec.from)?;
+                }
+                if let Some(network) = &spec.network {
+                    write!(f, " network {network}")?;
                 }
                 if spec.keepalive {
                     f.write_str(" keepalive")?;

@@ -242,6 +242,22 @@ impl Runner<'_> {
                         (_, Err(err)) => Err(err),
                     }
                 }
+                Expectation::NameResolves { name, node, network }
+                | Expectation::NameUnknown { name, node, network } => {
+                    let answer = match self.resolver_of(network, node) {
+                        Ok(resolver) => self.lookup(node, &resolver, name).await?,
+                        Err(err) => Err(err),
+                    };
+                    match (expectation, answer) {
+                        (Expectation::NameResolves { .. }, Ok(addresses)) if !addresses.is_empty() => Ok(()),
+                        (Expectation::NameResolves { .. }, Ok(_)) => Err(format!("{name} resolved to no address")),
+                        (Expectation::NameResolves { .. }, Err(err)) => Err(err),
+                        (_, Ok(addresses)) if !addresses.is_empty() => Err(format!("{name} resolved to {addresses:?}")),
+                        (_, Ok(_)) => Ok(()),
+                        (_, Err(err)) if err.contains("NXDOMAIN") || err.contains("no answer") => Ok(()),
+                        (_, Err(err)) => Err(err),
+                    }
+                }
                 _ => expectation
                     .check_client(state.as_ref(), &self.invariants.log)
                     .unwrap_or_else(|| expectation.check(state.as_ref(), leader.as_deref())),
@@ -609,10 +625,19 @@ impl Runner<'_> {
                         self.cluster.node_names().join(", ")
                     ));
                 }
+                let resolver = match &spec.network {
+                    Some(network) => Some(self.resolver_of(network, &spec.from)?),
+                    None => None,
+                };
                 let tracer =
                     shoal_core::trace::Tracer::new(spec.from.clone(), Arc::new(self.cluster.trace_log().clone()));
-                let (handle, run) =
-                    client::start(spec.clone(), self.cluster.mesh().clone(), self.invariants.log.clone(), tracer);
+                let (handle, run) = client::start(
+                    spec.clone(),
+                    resolver,
+                    self.cluster.mesh().clone(),
+                    self.invariants.log.clone(),
+                    tracer,
+                );
                 self.cluster.spawn_on(&spec.from, run);
                 self.clients.insert(spec.name.clone(), handle);
                 Ok(())
@@ -623,6 +648,50 @@ impl Runner<'_> {
                 })?;
                 client.stop();
                 Ok(())
+            }
+        }
+    }
+
+    /// The mesh resolver of `network` on host `host` (`gateway:53` of the host's lease), from the
+    /// leader's store.
+    fn resolver_of(&self, network: &str, host: &str) -> Result<String, String> {
+        let state = self.cluster.store_of_leader().ok_or("no leader to ask for the network's lease")?;
+        let net = state
+            .networks
+            .values()
+            .find(|n| n.name == network || n.id == network)
+            .ok_or_else(|| format!("network {network} does not exist"))?;
+        let node = state
+            .nodes
+            .values()
+            .find(|n| n.hostname() == host)
+            .ok_or_else(|| format!("node {host} is not in the swarm"))?;
+        let lease = net
+            .leases
+            .get(&node.id)
+            .ok_or_else(|| format!("network {network} has no lease on {host} (no task on it runs there)"))?;
+        let base: std::net::Ipv4Addr = lease
+            .split('/')
+            .next()
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| format!("lease {lease:?} of {network} on {host} is not a CIDR"))?;
+        Ok(format!("{}:53", std::net::Ipv4Addr::from(u32::from(base) + 1)))
+    }
+
+    /// Resolve `name` as a container on `host` would, polling while the query is in flight.
+    async fn lookup(
+        &mut self,
+        host: &str,
+        resolver: &str,
+        name: &str,
+    ) -> Result<Result<Vec<std::net::Ipv4Addr>, String>, Stop> {
+        let (mesh, owner) = (self.cluster.mesh().clone(), crate::mesh_net::Owner::container(host, "probe"));
+        let (resolver, name) = (resolver.to_string(), name.to_string());
+        let mut call = Box::pin(async move { client::resolve(&mesh, &owner, &resolver, &name, 1).await });
+        loop {
+            match runtime::timeout(POLL, &mut call).await {
+                Ok(answer) => return Ok(answer),
+                Err(_) => self.poll()?,
             }
         }
     }
