@@ -279,6 +279,19 @@ pub async fn probe(mesh: SimMeshNet, from: String, addr: String) -> Result<Strin
     attempt(&client, 0, false).await.map_err(|failure| failure.reason)
 }
 
+/// One datagram to `addr` from a socket on `from`: the answer that comes back within
+/// [`RESOLVE_TIMEOUT`], or why there was none.
+pub async fn probe_udp(mesh: SimMeshNet, from: String, addr: String) -> Result<String, String> {
+    let socket = mesh.bind(Owner::daemon(from), "0.0.0.0:0").map_err(|err| err.to_string())?;
+    socket.send_to(b"GET probe\n", &addr).await.map_err(|err| err.to_string())?;
+    let mut buf = [0u8; 1500];
+    match runtime::timeout(RESOLVE_TIMEOUT, socket.recv_from(&mut buf)).await {
+        Ok(Ok((len, _))) => Ok(String::from_utf8_lossy(&buf[..len]).trim_end().to_string()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("no datagram came back from {addr} within {} ms", RESOLVE_TIMEOUT.as_millis())),
+    }
+}
+
 /// Ask the DNS server at `resolver` for the IPv4 addresses of `name` from a socket of `owner`'s:
 /// the addresses, or why there are none (`NXDOMAIN`, no answer in time, a malformed reply).
 pub async fn resolve(

@@ -49,7 +49,7 @@ pub enum Expectation {
     /// `port worker-2:8080 closed`: a connection from the client host is refused.
     PortClosed { addr: String },
     /// `port worker-1:8080 answers web`: a request from the client host is answered by a task of
-    /// the service.
+    /// the service (`worker-1:5353/udp`: a datagram, answered by one).
     PortAnswers { addr: String, service: String },
     /// `name web resolves on worker-1 in app`: a container on network `app` on that node gets an
     /// address for the name from the mesh resolver.
@@ -154,7 +154,9 @@ impl std::str::FromStr for Expectation {
             ["client", c, "answered", "only", "by", s] => {
                 Expectation::ClientAnsweredOnlyBy { client: c.to_string(), service: s.to_string() }
             }
-            ["port", a, "closed"] if a.contains(':') => Expectation::PortClosed { addr: a.to_string() },
+            ["port", a, "closed"] if a.contains(':') && !a.ends_with("/udp") => {
+                Expectation::PortClosed { addr: a.to_string() }
+            }
             ["port", a, "answers", s] if a.contains(':') => {
                 Expectation::PortAnswers { addr: a.to_string(), service: s.to_string() }
             }
@@ -454,6 +456,7 @@ mod tests {
             "client load1 answered only by web",
             "port worker-2:8080 closed",
             "port worker-1:8080 answers web",
+            "port worker-1:5353/udp answers dns",
             "name web resolves on worker-1 in app",
             "name tasks.web unknown on worker-2 in app",
         ] {
@@ -461,6 +464,7 @@ mod tests {
             assert_eq!(parsed.to_string(), text);
         }
         assert!("port worker-2 closed".parse::<Expectation>().is_err());
+        assert!("port worker-2:53/udp closed".parse::<Expectation>().is_err(), "UDP has no refusal to see");
         assert!("service web runing 6".parse::<Expectation>().unwrap_err().contains("unknown expectation"));
     }
 }

@@ -700,7 +700,11 @@ impl Runner<'_> {
     /// there was none.
     async fn probe(&mut self, addr: &str) -> Result<Result<String, String>, Stop> {
         let mesh = self.cluster.mesh().clone();
-        let mut call = Box::pin(client::probe(mesh, CLIENT_HOST.to_string(), addr.to_string()));
+        let mut call: std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> =
+            match addr.strip_suffix("/udp") {
+                Some(addr) => Box::pin(client::probe_udp(mesh, CLIENT_HOST.to_string(), addr.to_string())),
+                None => Box::pin(client::probe(mesh, CLIENT_HOST.to_string(), addr.to_string())),
+            };
         loop {
             match runtime::timeout(POLL, &mut call).await {
                 Ok(answer) => return Ok(answer),
