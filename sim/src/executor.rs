@@ -316,13 +316,15 @@ impl SimExecutor {
         });
         let ips: Vec<String> =
             if networks.is_empty() { vec!["0.0.0.0".to_string()] } else { addresses.values().cloned().collect() };
+        // On bridges the container has a network namespace of its own; without, it shares the host's.
+        let own_netns = !networks.is_empty();
         for ip in &ips {
             for (protocol, port) in &exposed {
                 let addr = format!("{ip}:{port}");
                 let bound = if protocol == "udp" {
-                    net.mesh.bind(owner.clone(), &addr).map(|s| udp.push(s))
+                    net.mesh.bind_in(owner.clone(), &addr, own_netns).map(|s| udp.push(s))
                 } else {
-                    net.mesh.listen(owner.clone(), &addr).map(|l| tcp.push(l))
+                    net.mesh.listen_in(owner.clone(), &addr, own_netns).map(|l| tcp.push(l))
                 };
                 if let Err(err) = bound {
                     taken.push(format!("{protocol}/{port}: {err}"));

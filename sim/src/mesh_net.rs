@@ -88,12 +88,15 @@ struct Accepted {
 struct TcpEntry {
     id: u64,
     owner: Owner,
+    /// Bound in the container's own network namespace (a bridge address), not the host's.
+    own_netns: bool,
     tx: mpsc::UnboundedSender<Accepted>,
 }
 
 struct UdpEntry {
     id: u64,
     owner: Owner,
+    own_netns: bool,
     tx: mpsc::UnboundedSender<(Vec<u8>, String)>,
 }
 
@@ -148,20 +151,24 @@ impl MeshState {
     }
 
     /// Whether `addr` on `host` clashes with a live TCP listener (or UDP socket): the same address,
-    /// or the same port where either side is `0.0.0.0`, as the kernel refuses.
-    fn taken(&self, host: &str, addr: &str, udp: bool) -> bool {
+    /// or — within the host's network namespace — the same port where either side is `0.0.0.0`, as
+    /// the kernel refuses. A container on a bridge has a namespace of its own.
+    fn taken(&self, host: &str, addr: &str, udp: bool, own_netns: bool) -> bool {
         let Some((ip, port)) = addr.rsplit_once(':') else { return false };
-        let clash = |(h, a): &(String, String), closed: bool| {
+        let clash = |(h, a): &(String, String), closed: bool, other_own: bool| {
             h == host
                 && !closed
-                && a.rsplit_once(':').is_some_and(|(other_ip, other_port)| {
-                    other_port == port && (other_ip == ip || other_ip == "0.0.0.0" || ip == "0.0.0.0")
-                })
+                && (a == addr
+                    || (!own_netns
+                        && !other_own
+                        && a.rsplit_once(':').is_some_and(|(other_ip, other_port)| {
+                            other_port == port && (other_ip == ip || other_ip == "0.0.0.0" || ip == "0.0.0.0")
+                        })))
         };
         if udp {
-            self.udp.iter().any(|(k, e)| clash(k, e.tx.is_closed()))
+            self.udp.iter().any(|(k, e)| clash(k, e.tx.is_closed(), e.own_netns))
         } else {
-            self.tcp.iter().any(|(k, e)| clash(k, e.tx.is_closed()))
+            self.tcp.iter().any(|(k, e)| clash(k, e.tx.is_closed(), e.own_netns))
         }
     }
 
@@ -215,17 +222,24 @@ impl SimMeshNet {
         f(&mut self.state.lock().expect("sim mesh lock"))
     }
 
-    /// Listen for TCP connections on `addr` of `owner`'s host. Taken addresses are refused, as by
-    /// the kernel (`address already in use`); a listener whose accept side was dropped frees it.
+    /// Listen for TCP connections on `addr` of `owner`'s host, in the host's network namespace.
+    /// Taken addresses are refused, as by the kernel (`address already in use`); a listener whose
+    /// accept side was dropped frees it.
     pub fn listen(&self, owner: Owner, addr: &str) -> Result<SimListener, MeshError> {
+        self.listen_in(owner, addr, false)
+    }
+
+    /// [`SimMeshNet::listen`], in the owner's own network namespace when `own_netns` (a container
+    /// on a bridge: its address clashes with nothing of the host's).
+    pub fn listen_in(&self, owner: Owner, addr: &str, own_netns: bool) -> Result<SimListener, MeshError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let key = (owner.host.clone(), addr.to_string());
         let id = self.with(|state| {
-            if state.taken(&key.0, addr, false) {
+            if state.taken(&key.0, addr, false, own_netns) {
                 return Err(MeshError::Listen { addr: addr.to_string(), reason: "address already in use".into() });
             }
             let id = state.id();
-            state.tcp.insert(key.clone(), TcpEntry { id, owner, tx });
+            state.tcp.insert(key.clone(), TcpEntry { id, owner, own_netns, tx });
             Ok(id)
         })?;
         Ok(SimListener { mesh: self.clone(), key, id, rx })
@@ -233,6 +247,11 @@ impl SimMeshNet {
 
     /// Bind a UDP socket on `addr` of `owner`'s host (`…:0` picks an ephemeral port).
     pub fn bind(&self, owner: Owner, addr: &str) -> Result<SimUdpSocket, MeshError> {
+        self.bind_in(owner, addr, false)
+    }
+
+    /// [`SimMeshNet::bind`], in the owner's own network namespace when `own_netns`.
+    pub fn bind_in(&self, owner: Owner, addr: &str, own_netns: bool) -> Result<SimUdpSocket, MeshError> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (key, id) = self.with(|state| {
             let addr = match addr.strip_suffix(":0") {
@@ -240,11 +259,11 @@ impl SimMeshNet {
                 None => addr.to_string(),
             };
             let key = (owner.host.clone(), addr.clone());
-            if state.taken(&key.0, &addr, true) {
+            if state.taken(&key.0, &addr, true, own_netns) {
                 return Err(MeshError::Listen { addr, reason: "address already in use".into() });
             }
             let id = state.id();
-            state.udp.insert(key.clone(), UdpEntry { id, owner: owner.clone(), tx });
+            state.udp.insert(key.clone(), UdpEntry { id, owner: owner.clone(), own_netns, tx });
             Ok((key, id))
         })?;
         Ok(SimUdpSocket { mesh: self.clone(), owner, key, id, rx: tokio::sync::Mutex::new(rx) })

@@ -236,3 +236,23 @@ async fn a_taken_host_port_fails_the_start_in_dockers_words() {
     executor.stop(&first, SECOND).await.unwrap();
     executor.start(&second).await.expect("the port is free once the first container stopped");
 }
+
+#[madsim::test]
+async fn a_bridged_container_shares_no_ports_with_its_host() {
+    let mesh = SimMeshNet::new(SimNet::new());
+    let executor = SimExecutor::with_mesh("worker-1", mesh.clone(), local_spawner());
+    let net = bridge("shoal-app-w1", "10.0.1.0/24", "10.0.1.1", "10.0.1.128/25");
+    executor.ensure_network(&net).await.unwrap();
+    // A host-networked nginx holds 0.0.0.0:80 first; a bridged one still serves its own port 80.
+    let host = started(&executor, spec("other.1.h", "nginx:1.25", Vec::new())).await;
+    let bridged = started(&executor, spec("web.1.b", "nginx:1.25", vec![net])).await;
+    let node = Owner::daemon("worker-1");
+    let mut conn = mesh.dial(&node, "10.0.1.128:80", SECOND).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap(), "web.1.b");
+    let mut conn = mesh.dial(&node, "worker-1:80", SECOND).await.unwrap();
+    assert_eq!(ask(&mut conn).await.unwrap(), "other.1.h");
+    // In the host's namespace a wildcard port clashes with the same port on a host address.
+    let err = mesh.listen(Owner::daemon("worker-1"), "worker-1:80").err();
+    assert!(matches!(err, Some(MeshError::Listen { .. })), "{err:?}");
+    let _ = (host, bridged);
+}
