@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shoal_core::api::RegistryAuth;
 use shoal_core::env::{
     runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
     PortBinding,
@@ -387,7 +388,7 @@ impl SimExecutor {
 
 #[async_trait]
 impl Executor for SimExecutor {
-    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
+    async fn prepare_image(&self, image: &str, _auth: Option<&RegistryAuth>) -> Result<(), ExecutorError> {
         let (present, fails) = self.with(|state| {
             let behavior = state.behaviors.get(image).cloned().unwrap_or_default();
             (state.images.contains(image), behavior.pull_fails || state.unavailable_images.contains(image))
@@ -398,7 +399,7 @@ impl Executor for SimExecutor {
         if fails {
             return Err(ExecutorError::ImageUnavailable {
                 image: image.to_string(),
-                reason: "No such image (simulated registry refused the pull)".into(),
+                reason: format!("No such image: {image}"),
             });
         }
         // A pull takes a while.
@@ -412,7 +413,7 @@ impl Executor for SimExecutor {
             if !state.images.contains(&spec.image) {
                 return Err(ExecutorError::ImageUnavailable {
                     image: spec.image.clone(),
-                    reason: "No such image: prepare it first".into(),
+                    reason: format!("No such image: {}", spec.image),
                 });
             }
             if let Some(missing) = spec.networks.iter().find(|b| !state.bridges.contains_key(&b.name)) {

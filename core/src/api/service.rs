@@ -162,6 +162,61 @@ pub struct TaskSpec {
     /// `--user`: `user`, `uid` or `uid:gid` the task runs as; empty = the image's.
     #[serde(default)]
     pub user: String,
+    /// `--with-registry-auth`: the client's credentials for the image's registry, which the nodes
+    /// pull with (Swarm's `ContainerSpec.PullOptions.RegistryAuth`). Kept in the store and sent to
+    /// the nodes that run the tasks; never shown: the control API strips it from every answer
+    /// ([`TaskSpec::redacted`]) and `Debug` hides the secrets. In an update request `None` keeps the
+    /// current credentials (as Docker's does when the flag is not given) and an empty value clears them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<Box<RegistryAuth>>,
+}
+
+impl TaskSpec {
+    /// Do tasks of `self` and `other` run the same thing? Everything but the registry credentials
+    /// counts: new credentials alone do not replace running tasks (as Swarm's `IsTaskDirty` ignores
+    /// `PullOptions`); tasks made from now on pull with them.
+    pub fn same_workload(&self, other: &TaskSpec) -> bool {
+        if self.registry_auth == other.registry_auth {
+            return self == other;
+        }
+        self.redacted() == other.redacted()
+    }
+
+    /// This spec without its registry credentials, for any answer that leaves the cluster.
+    pub fn redacted(&self) -> TaskSpec {
+        TaskSpec { registry_auth: None, ..self.clone() }
+    }
+}
+
+/// Credentials for one registry, as Docker's `AuthConfig` carries them (`username`/`password`, or an
+/// `identitytoken` from an OAuth login), with the registry they are for.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// The registry host the credentials were found for (`127.0.0.1:5000`, `https://index.docker.io/v1/`).
+    pub server_address: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_token: String,
+}
+
+impl RegistryAuth {
+    /// No credentials at all (an anonymous pull).
+    pub fn is_empty(&self) -> bool {
+        self.username.is_empty() && self.password.is_empty() && self.identity_token.is_empty()
+    }
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets never reach a log line, whatever prints the spec.
+        f.debug_struct("RegistryAuth")
+            .field("server_address", &self.server_address)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("identity_token", &if self.identity_token.is_empty() { "" } else { "<redacted>" })
+            .finish()
+    }
 }
 
 impl Default for TaskSpec {
@@ -179,6 +234,7 @@ impl Default for TaskSpec {
             force_update: 0,
             workdir: String::new(),
             user: String::new(),
+            registry_auth: None,
         }
     }
 }
@@ -252,4 +308,14 @@ pub struct Service {
     pub update_status: Option<UpdateStatus>,
     /// Published ports after allocation (dynamic ports filled in).
     pub endpoint_ports: Vec<PortConfig>,
+}
+
+impl Service {
+    /// This service without registry credentials in its spec or previous spec, for any answer that
+    /// leaves the cluster (`service inspect`, `service ls`, …), as Docker keeps them out of the spec
+    /// it shows.
+    pub fn redacted(&self) -> Service {
+        let strip = |spec: &ServiceSpec| ServiceSpec { task: spec.task.redacted(), ..spec.clone() };
+        Service { spec: strip(&self.spec), previous_spec: self.previous_spec.as_ref().map(strip), ..self.clone() }
+    }
 }

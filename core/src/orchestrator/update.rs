@@ -2,7 +2,7 @@
 //! `orchestrator/update/updater.go`, without the goroutines).
 //!
 //! A slot is *dirty* when its runnable tasks were made from a task spec other than the service's
-//! current one. When a service has dirty slots and its [`UpdateStatus`] is not about the current
+//! current one (registry credentials aside: [`crate::api::TaskSpec::same_workload`]). When a service has dirty slots and its [`UpdateStatus`] is not about the current
 //! `spec_version`, an update starts (`updating`, "update in progress"); a rollback requested with
 //! [`rollback_service`] arrives already `rollback_started` and runs with `rollback_config`.
 //!
@@ -117,7 +117,7 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
         .filter(|(key, _)| key.0 <= replicas)
         .map(|(key, all)| {
             let (new, old): (Vec<Task>, Vec<Task>) =
-                all.iter().filter(|t| is_runnable(t)).cloned().partition(|t| t.spec == service.spec.task);
+                all.iter().filter(|t| is_runnable(t)).cloned().partition(|t| t.spec.same_workload(&service.spec.task));
             SlotView { slot: key.0, key, old, new, all }
         })
         .filter(|s| !s.old.is_empty() || !s.new.is_empty())
@@ -147,7 +147,7 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
     let monitor = monitor_ms(&cfg);
 
     // 1. Failures of the new tasks since the update started, within the monitor period of their start.
-    let made_by_update = |t: &Task| t.spec == service.spec.task && w.created_at(t) >= status.started_at_ms;
+    let made_by_update = |t: &Task| t.spec.same_workload(&service.spec.task) && w.created_at(t) >= status.started_at_ms;
     let mut failed: Vec<&Task> = slots
         .iter()
         .flat_map(|s| s.all.iter())

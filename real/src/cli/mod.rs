@@ -6,6 +6,7 @@ pub mod args;
 pub mod filters;
 pub mod inspect;
 pub mod listing;
+pub mod registry_auth;
 pub mod render;
 pub mod spec;
 
@@ -396,7 +397,11 @@ async fn print_tasks(client: &Client, tasks: Vec<Task>, list: &TaskListArgs) -> 
 async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
     match cmd {
         ServiceCommand::Create(a) => {
-            let spec = spec::create_spec(&a).map_err(|e| CliError::Usage(e.to_string()))?;
+            let mut spec = spec::create_spec(&a).map_err(|e| CliError::Usage(e.to_string()))?;
+            if a.common.with_registry_auth {
+                spec.task.registry_auth =
+                    Some(Box::new(registry_auth::for_image(&spec.task.image).map_err(CliError::Usage)?));
+            }
             let id = match client.control(ControlRequest::ServiceCreate { spec }).await? {
                 ControlResponse::Created { id } => id,
                 other => return Err(unexpected(&other)),
@@ -501,7 +506,12 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             if a.rollback {
                 client.control(ControlRequest::ServiceRollback { service: view.service.id.clone() }).await?;
             } else {
-                let spec = spec::update_spec(&view.service.spec, &a).map_err(|e| CliError::Usage(e.to_string()))?;
+                let mut spec = spec::update_spec(&view.service.spec, &a).map_err(|e| CliError::Usage(e.to_string()))?;
+                // Without the flag the spec carries no credentials and the service keeps its own.
+                if a.common.with_registry_auth {
+                    spec.task.registry_auth =
+                        Some(Box::new(registry_auth::for_image(&spec.task.image).map_err(CliError::Usage)?));
+                }
                 let request = ControlRequest::ServiceUpdate {
                     service: view.service.id.clone(),
                     version: view.service.meta.version,
@@ -618,11 +628,13 @@ pub struct Progress {
 pub fn progress(service: &Service, desired: u64, tasks: &[Task]) -> Progress {
     // A task is current when it runs the service's task spec (the orchestrator's own test): a change
     // to, say, the update settings alone bumps the version but replaces no task.
-    let current: Vec<&Task> =
-        tasks.iter().filter(|t| t.desired_state == TaskState::Running && t.spec == service.spec.task).collect();
+    let current: Vec<&Task> = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.spec.same_workload(&service.spec.task))
+        .collect();
     let stale = tasks
         .iter()
-        .filter(|t| t.desired_state == TaskState::Running && t.spec != service.spec.task)
+        .filter(|t| t.desired_state == TaskState::Running && !t.spec.same_workload(&service.spec.task))
         .filter(|t| t.status.state <= TaskState::Running)
         .count() as u64;
     let running = current.iter().filter(|t| t.status.state == TaskState::Running).count() as u64;
