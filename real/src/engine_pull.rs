@@ -93,7 +93,10 @@ pub async fn pull(
 ) -> Result<(), PullFailure> {
     let engine = |what: &str, e: &dyn std::fmt::Display| PullFailure::Engine(format!("{what}: {e}"));
     let query = serde_urlencoded::to_string([("fromImage", reference)]).map_err(|e| engine("encode the image", &e))?;
-    let mut request = hyper::Request::post(format!("/v{version}/images/create?{query}")).header("Host", "docker");
+    // The engine passes the client's name on to the registry (`UpstreamClient(shoal/…)` in its log).
+    let mut request = hyper::Request::post(format!("/v{version}/images/create?{query}"))
+        .header("Host", "docker")
+        .header("User-Agent", concat!("shoal/", env!("CARGO_PKG_VERSION")));
     if let Some(auth) = auth.filter(|auth| !auth.is_empty()) {
         request = request.header("X-Registry-Auth", encode_auth(auth));
     }
