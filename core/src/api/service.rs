@@ -319,3 +319,57 @@ impl Service {
         Service { spec: strip(&self.spec), previous_spec: self.previous_spec.as_ref().map(strip), ..self.clone() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(password: &str) -> TaskSpec {
+        let auth = RegistryAuth {
+            server_address: "registry.example:5000".into(),
+            username: "alice".into(),
+            password: password.into(),
+            identity_token: "token-xyz".into(),
+        };
+        TaskSpec {
+            image: "registry.example:5000/app:1".into(),
+            registry_auth: Some(Box::new(auth)),
+            ..TaskSpec::default()
+        }
+    }
+
+    #[test]
+    fn credentials_alone_do_not_change_the_workload() {
+        let (a, b) = (with_auth("one"), with_auth("two"));
+        assert!(a.same_workload(&b) && a.same_workload(&a.redacted()));
+        assert_ne!(a, b, "the specs still differ, so the store keeps the new credentials");
+        let other_image = TaskSpec { image: "registry.example:5000/app:2".into(), ..a.clone() };
+        assert!(!a.same_workload(&other_image));
+    }
+
+    #[test]
+    fn credentials_are_never_printed_and_redacted_from_answers() {
+        let spec = with_auth("s3cret-pw");
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("token-xyz"), "{shown}");
+        assert!(shown.contains("alice"), "the user name is not a secret: {shown}");
+        let mut service_spec = ServiceSpec::new("app", "x");
+        service_spec.task = spec.clone();
+        let service = Service {
+            id: "s".into(),
+            meta: Meta::default(),
+            spec: service_spec.clone(),
+            previous_spec: Some(service_spec),
+            spec_version: 2,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+        };
+        let redacted = service.redacted();
+        assert_eq!(redacted.spec.task.registry_auth, None);
+        assert_eq!(redacted.previous_spec.and_then(|p| p.task.registry_auth), None);
+        let json = serde_json::to_string(&service.spec.task.redacted()).unwrap();
+        assert!(!json.contains("registry_auth"), "no field at all once redacted: {json}");
+        let stored: TaskSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(stored, spec, "the store keeps them");
+    }
+}
