@@ -103,7 +103,8 @@ impl DockerExecutor {
         Self::with_docker(docker, options).await
     }
 
-    /// Use an existing bollard client (negotiating its API version).
+    /// Use an existing bollard client (negotiating its API version). Image pulls still go to the
+    /// engine `DOCKER_HOST` (else the local socket) names: see [`crate::engine_pull`].
     pub async fn with_docker(docker: Docker, options: DockerOptions) -> Result<Self, ExecutorError> {
         let docker = docker
             .negotiate_version()
