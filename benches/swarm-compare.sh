@@ -127,7 +127,7 @@ bench_swarm() {
 start_daemon() { # name ip → sets SOCK_<name>
     local dir=$WORK/$1
     mkdir -p "$dir"
-    "$SHOAL" daemon --executor docker --hostname "$1" --data-dir "$dir/data" --socket "$dir/sock" 2>"$dir/log" &
+    "$SHOAL" daemon --executor docker --pull never --hostname "$1" --data-dir "$dir/data" --socket "$dir/sock" 2>"$dir/log" &
     DAEMON_PIDS+=($!)
     eval "PID_$1=$!"
     wait_until test -S "$dir/sock"
@@ -195,7 +195,7 @@ bench_shoal() {
         record shoal "node failure (worker killed)" "$(since "$t")"
         sh_rm_all cmpf
         # Bring the worker back for the next round (same data dir: it resumes its node).
-        "$SHOAL" daemon --executor docker --hostname "$victim" --data-dir "$WORK/$victim/data" \
+        "$SHOAL" daemon --executor docker --pull never --hostname "$victim" --data-dir "$WORK/$victim/data" \
             --socket "$WORK/$victim/sock" 2>>"$WORK/$victim/log" &
         DAEMON_PIDS+=($!)
         eval "PID_$victim=$!"

@@ -3,10 +3,13 @@
 //!
 //! - The API version is negotiated at connect time: Debian's engine may speak an older API than
 //!   bollard's default, and a request at a newer version is refused outright.
-//! - Images are never pulled unless [`DockerOptions::allow_pull`] is set: `prepare_image` inspects
-//!   the local image store and reports a missing image as [`ExecutorError::ImageUnavailable`]. A pull
-//!   is never attempted for an image that exists locally. (With no registry reachable, a pull only
-//!   makes dockerd resolve registry names, and fail slowly.)
+//! - Images are pulled when missing, as Swarm's nodes pull them, unless the daemon runs with
+//!   `--pull never` ([`PullPolicy::Never`]): `prepare_image` first inspects the local image store, so
+//!   an image that exists locally is never pulled (nor is the registry asked about it). A pull uses
+//!   the service's registry credentials (`--with-registry-auth`) when it has some; they go to the
+//!   engine in the `X-Registry-Auth` header and nowhere else. A failed pull is the task's error in
+//!   Docker's words: "No such image: IMAGE" when the registry has no such image, otherwise the
+//!   engine's own error ("unauthorized: authentication required", "pull access denied for …").
 //! - Containers carry the spec's labels (shoal's node/service/task ids, so a restarted agent finds
 //!   its containers again with `list`), env, command and limits. A container with no bridges runs
 //!   with host networking; one with bridges (the node-local bridges of its networks, DESIGN §8) is
@@ -22,6 +25,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crate::engine_pull::{self, EngineAddr, PullFailure};
 use async_trait::async_trait;
 use bollard::container::LogOutput;
 use bollard::container::NetworkingConfig;
@@ -30,7 +34,6 @@ use bollard::container::{
     RemoveContainerOptions, StartContainerOptions, StopContainerOptions, WaitContainerOptions,
 };
 use bollard::errors::Error as DockerError;
-use bollard::image::CreateImageOptions;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, Network,
     PortBinding as DockerPortBinding,
@@ -38,16 +41,25 @@ use bollard::models::{
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
+use shoal_core::api::RegistryAuth;
 use shoal_core::env::{
     BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
 };
 
+/// When a [`DockerExecutor`] pulls images.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull an image that is not in the local store (Swarm's behaviour, and the default).
+    #[default]
+    Missing,
+    /// Never pull: an image must be loaded on the node beforehand (`docker load`/`docker import`).
+    Never,
+}
+
 /// How a [`DockerExecutor`] behaves.
 #[derive(Debug, Clone, Default)]
 pub struct DockerOptions {
-    /// Pull images that are missing locally. Off by default: the clusters this runs on have no
-    /// registry, and images are loaded with `docker import`/`docker load`.
-    pub allow_pull: bool,
+    pub pull: PullPolicy,
 }
 
 /// Containers through the local Docker Engine.
@@ -91,7 +103,8 @@ impl DockerExecutor {
         Self::with_docker(docker, options).await
     }
 
-    /// Use an existing bollard client (negotiating its API version).
+    /// Use an existing bollard client (negotiating its API version). Image pulls still go to the
+    /// engine `DOCKER_HOST` (else the local socket) names: see [`crate::engine_pull`].
     pub async fn with_docker(docker: Docker, options: DockerOptions) -> Result<Self, ExecutorError> {
         let docker = docker
             .negotiate_version()
@@ -148,33 +161,51 @@ impl DockerExecutor {
         }
     }
 
-    async fn pull(&self, image: &str) -> Result<(), ExecutorError> {
-        let options = CreateImageOptions { from_image: image, ..Default::default() };
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        while let Some(step) = progress.next().await {
-            step.map_err(|e| ExecutorError::ImageUnavailable { image: image.to_string(), reason: e.to_string() })?;
-        }
-        Ok(())
+    async fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), ExecutorError> {
+        let version = self.docker.client_version();
+        let version = format!("{}.{}", version.major_version, version.minor_version);
+        let addr = EngineAddr::from_env().map_err(ExecutorError::Unavailable)?;
+        engine_pull::pull(&addr, &version, &with_default_tag(image), auth).await.map_err(|failure| {
+            let unavailable = |reason: String| ExecutorError::ImageUnavailable { image: image.to_string(), reason };
+            match failure {
+                // The registry has no such repository or tag (the engine says "manifest for … not
+                // found: manifest unknown"): Swarm's task error for it is "No such image".
+                PullFailure::Refused { status: 404, .. } => unavailable(format!("No such image: {image}")),
+                // Anything else in the engine's words: "unauthorized: authentication required",
+                // "pull access denied for …, repository does not exist or may require 'docker login'".
+                PullFailure::Refused { message, .. } | PullFailure::Failed(message) => unavailable(message),
+                PullFailure::Engine(reason) => ExecutorError::Unavailable(reason),
+            }
+        })
+    }
+}
+
+/// `image` with Docker's default tag when it names neither a tag nor a digest: the engine pulls
+/// every tag of a bare repository name.
+fn with_default_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
     }
 }
 
 #[async_trait]
 impl Executor for DockerExecutor {
-    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
+    async fn prepare_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), ExecutorError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => Ok(()),
-            Err(e) if status_code(&e) == Some(404) => {
-                if self.options.allow_pull {
-                    self.pull(image).await
-                } else {
-                    Err(ExecutorError::ImageUnavailable {
-                        image: image.to_string(),
-                        reason: "not in the local image store, and pulling is disabled (load it with \
-                                 `docker load`/`docker import`)"
-                            .into(),
-                    })
-                }
-            }
+            Err(e) if status_code(&e) == Some(404) => match self.options.pull {
+                PullPolicy::Missing => self.pull(image, auth).await,
+                PullPolicy::Never => Err(ExecutorError::ImageUnavailable {
+                    image: image.to_string(),
+                    reason: format!(
+                        "No such image: {image} (this daemon runs with --pull never: load the image on the node with \
+                         `docker load` or `docker import`)"
+                    ),
+                }),
+            },
             Err(e) => Err(map_error(e, image)),
         }
     }
@@ -231,7 +262,7 @@ impl Executor for DockerExecutor {
                 if message.contains("network") {
                     return Err(ExecutorError::Runtime(format!("{}: {message}", spec.name)));
                 }
-                return Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: e.to_string() });
+                return Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: message });
             }
             Err(e) => return Err(map_error(e, &spec.name)),
         };

@@ -3,7 +3,8 @@
 //! The real arms of the core's instance seams live here, one module each:
 //! - [`net`] — [`net::TcpTransport`]: length-delimited frames over TCP, multiplexed calls, reconnects.
 //! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
-//! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard).
+//! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard);
+//!   [`engine_pull`] — image pulls with registry credentials, sent to the engine directly.
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
 //! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
 //!   how a manager renews one; [`renewal`] — when a node renews its own.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod daemon;
 pub mod disk;
 pub mod docker;
+pub mod engine_pull;
 pub mod format;
 pub mod local_api;
 pub mod mesh_net;

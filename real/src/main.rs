@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg};
+use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg, PullArg};
 use shoal::daemon::{system_hostname, Daemon};
+use shoal::docker::PullPolicy;
 use shoal::local_api::{self, Endpoint, LocalHandler};
 use shoal::node_launcher::{dns_upstream, host_resolvers, ExecutorKind, RealLauncher};
 use shoal_core::mesh::MeshOptions;
@@ -62,7 +63,12 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
     let hostname = args.hostname.unwrap_or_else(system_hostname);
     let executor = match args.executor {
-        ExecutorArg::Docker => ExecutorKind::Docker,
+        ExecutorArg::Docker => ExecutorKind::Docker {
+            pull: match args.pull {
+                PullArg::Missing => PullPolicy::Missing,
+                PullArg::Never => PullPolicy::Never,
+            },
+        },
         ExecutorArg::Process => ExecutorKind::Process,
     };
     let dns_upstreams = if args.dns_upstream.is_empty() {

@@ -35,7 +35,7 @@ use shoal_core::trace::{TraceSink, Tracer};
 use crate::bootstrap::{BootstrapService, RenewalService};
 use crate::daemon::{Bootstrap, NodeLauncher, NodeSettings, RunningNode};
 use crate::disk::FileDisk;
-use crate::docker::{DockerExecutor, DockerOptions};
+use crate::docker::{DockerExecutor, DockerOptions, PullPolicy};
 use crate::mesh_net::RealMeshNet;
 use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::process::ProcessExecutor;
@@ -130,7 +130,10 @@ impl SaveCertificate for CertificateFiles {
 /// Which executor the daemon's node runs tasks with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutorKind {
-    Docker,
+    /// Docker containers; `pull` says whether missing images are pulled.
+    Docker {
+        pull: PullPolicy,
+    },
     Process,
 }
 
@@ -174,8 +177,8 @@ impl RealLauncher {
             return Ok(executor.clone());
         }
         let executor: Arc<dyn Executor> = match self.kind {
-            ExecutorKind::Docker => Arc::new(
-                DockerExecutor::connect(DockerOptions::default())
+            ExecutorKind::Docker { pull } => Arc::new(
+                DockerExecutor::connect(DockerOptions { pull })
                     .await
                     .map_err(|e| format!("cannot use Docker for tasks: {e}"))?,
             ),

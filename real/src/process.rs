@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shoal_core::api::RegistryAuth;
 use shoal_core::env::{
     runtime, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
 };
@@ -240,7 +241,7 @@ impl ProcessExecutor {
         let unavailable = |reason: &str| ExecutorError::ImageUnavailable {
             image: image.to_string(),
             reason: format!(
-                "{reason} (the process executor runs host programs: the image must be \
+                "No such image: {image}: {reason} (the process executor runs host programs: the image must be \
                  `{PROCESS_IMAGE}` or an absolute path to an executable)"
             ),
         };
@@ -327,7 +328,7 @@ impl Drop for Inner {
 
 #[async_trait]
 impl Executor for ProcessExecutor {
-    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
+    async fn prepare_image(&self, image: &str, _auth: Option<&RegistryAuth>) -> Result<(), ExecutorError> {
         Self::check_image(image)
     }
 
@@ -630,8 +631,11 @@ mod tests {
     #[tokio::test]
     async fn missing_programs_and_images() {
         let executor = ProcessExecutor::new();
-        assert!(matches!(executor.prepare_image("busybox:latest").await, Err(ExecutorError::ImageUnavailable { .. })));
-        assert!(executor.prepare_image("/bin/sh").await.is_ok());
+        assert!(matches!(
+            executor.prepare_image("busybox:latest", None).await,
+            Err(ExecutorError::ImageUnavailable { .. })
+        ));
+        assert!(executor.prepare_image("/bin/sh", None).await.is_ok());
         let id = executor.create(&spec("d", "process", &["/nonexistent/program"])).await.unwrap();
         assert!(executor.start(&id).await.is_err());
         assert_eq!(executor.wait(&id).await.unwrap(), 127);

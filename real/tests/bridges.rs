@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal::docker::{DockerExecutor, DockerOptions};
+use shoal::docker::{DockerExecutor, DockerOptions, PullPolicy};
 use shoal_core::env::executor::{LABEL_NODE_ID, LABEL_TASK_ID};
 use shoal_core::env::{BridgeSpec, ContainerSpec, ContainerState, Executor, ExecutorError, PortBinding};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,10 +26,11 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn docker() -> Arc<DockerExecutor> {
-    let docker = DockerExecutor::connect(DockerOptions::default())
+    // Never pull: the test image is local, and nothing is looked up on a registry.
+    let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
         .await
         .expect("this test needs a running Docker engine (.ci/run starts one)");
-    docker.prepare_image(TEST_IMAGE).await.expect("this test needs the local image built by .ci/run");
+    docker.prepare_image(TEST_IMAGE, None).await.expect("this test needs the local image built by .ci/run");
     Arc::new(docker)
 }
 

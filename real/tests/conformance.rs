@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use shoal::disk::FileDisk;
-use shoal::docker::{DockerExecutor, DockerOptions};
+use shoal::docker::{DockerExecutor, DockerOptions, PullPolicy};
 use shoal::mesh_net::RealMeshNet;
 use shoal::net::{Frame, Security, TcpConfig, TcpTransport, KIND_ERROR, KIND_REPLY, KIND_REQUEST, PREFACE};
 use shoal::process::{ProcessExecutor, PROCESS_IMAGE};
@@ -329,13 +329,14 @@ async fn executor_suite(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
 
 #[tokio::test]
 async fn docker_executor_conformance() {
-    let docker = DockerExecutor::connect(DockerOptions::default()).await.unwrap_or_else(|e| {
+    // Never pull: the suite's missing image must be refused here, not looked up on a registry.
+    let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never }).await.unwrap_or_else(|e| {
         panic!(
             "this test needs a running Docker engine (run .ci/run, which starts dockerd if none \
              answers and builds {TEST_IMAGE}): {e}"
         )
     });
-    if let Err(e) = docker.prepare_image(TEST_IMAGE).await {
+    if let Err(e) = docker.prepare_image(TEST_IMAGE, None).await {
         panic!("this test needs the local image {TEST_IMAGE}, built by .ci/run with `docker import`: {e}");
     }
     let fixture = ExecutorFixture {
@@ -350,7 +351,9 @@ async fn docker_executor_conformance() {
 
 #[tokio::test]
 async fn docker_logs_env_workdir_user_and_host_network() {
-    let docker = DockerExecutor::connect(DockerOptions::default()).await.expect("a running Docker engine (.ci/run)");
+    let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
+        .await
+        .expect("a running Docker engine (.ci/run)");
     let name = unique("shoal-logs");
     let spec = shoal_core::env::ContainerSpec {
         name: name.clone(),

@@ -4,7 +4,8 @@
 //! Commands understood (enough for the conformance suite and scenarios): `sleep N` exits 0 after N
 //! seconds, `exit N` and `sh -c "exit N"` exit with N at once; anything else runs until stopped.
 //! Faults are set per image with [`SimExecutor::set_behavior`] (slow starts, crashes after a while,
-//! images that cannot be pulled). Every random choice comes from the run's seed.
+//! images that cannot be pulled, images whose registry wants credentials). Every random choice comes
+//! from the run's seed.
 //!
 //! **Service traffic** (with [`SimExecutor::with_mesh`]). A running container serves
 //! [`crate::serve`]'s request/response protocol on the ports its image EXPOSEs
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use shoal_core::api::RegistryAuth;
 use shoal_core::env::{
     runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
     PortBinding,
@@ -127,6 +129,10 @@ struct ExecState {
     images: BTreeSet<String>,
     behaviors: BTreeMap<String, Behavior>,
     unavailable_images: BTreeSet<String>,
+    /// Images whose registry wants credentials: image → (username, password).
+    private_images: BTreeMap<String, (String, String)>,
+    /// Images pulled, in order, with the username each pull used ("" = anonymous).
+    pulls: Vec<(String, String)>,
     next_id: u64,
     /// Bridges made by `ensure_network`, by name.
     bridges: BTreeMap<String, BridgeSpec>,
@@ -189,6 +195,17 @@ impl SimExecutor {
     /// `image` can be neither found locally nor pulled.
     pub fn mark_unavailable(&self, image: &str) {
         self.with(|state| state.unavailable_images.insert(image.to_string()));
+    }
+
+    /// `image` is in a registry that wants `username`/`password`: a pull with other credentials, or
+    /// none, is refused in the engine's words (a registry with htpasswd auth, as Docker reports it).
+    pub fn require_credentials(&self, image: &str, username: &str, password: &str) {
+        self.with(|state| state.private_images.insert(image.to_string(), (username.into(), password.into())));
+    }
+
+    /// Every pull so far: (image, username it pulled with, "" when anonymous).
+    pub fn pulls(&self) -> Vec<(String, String)> {
+        self.with(|state| state.pulls.clone())
     }
 
     /// The host went down: every running container is gone with exit code 137, as after a reboot.
@@ -389,23 +406,38 @@ impl SimExecutor {
 
 #[async_trait]
 impl Executor for SimExecutor {
-    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError> {
-        let (present, fails) = self.with(|state| {
+    async fn prepare_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), ExecutorError> {
+        let (present, fails, wanted) = self.with(|state| {
             let behavior = state.behaviors.get(image).cloned().unwrap_or_default();
-            (state.images.contains(image), behavior.pull_fails || state.unavailable_images.contains(image))
+            (
+                state.images.contains(image),
+                behavior.pull_fails || state.unavailable_images.contains(image),
+                state.private_images.get(image).cloned(),
+            )
         });
         if present {
             return Ok(());
         }
+        let unavailable = |reason: String| Err(ExecutorError::ImageUnavailable { image: image.to_string(), reason });
         if fails {
-            return Err(ExecutorError::ImageUnavailable {
-                image: image.to_string(),
-                reason: "No such image (simulated registry refused the pull)".into(),
-            });
+            return unavailable(format!("No such image: {image}"));
+        }
+        let username = auth.map(|a| a.username.clone()).unwrap_or_default();
+        if let Some((user, password)) = wanted {
+            match auth.filter(|a| !a.is_empty()) {
+                None => return unavailable("no basic auth credentials".into()),
+                Some(a) if a.username != user || a.password != password => {
+                    return unavailable("unauthorized: authentication required".into())
+                }
+                Some(_) => {}
+            }
         }
         // A pull takes a while.
         runtime::sleep(runtime::random_duration(Duration::from_millis(50), Duration::from_millis(300))).await;
-        self.with(|state| state.images.insert(image.to_string()));
+        self.with(|state| {
+            state.images.insert(image.to_string());
+            state.pulls.push((image.to_string(), username));
+        });
         Ok(())
     }
 
@@ -414,7 +446,7 @@ impl Executor for SimExecutor {
             if !state.images.contains(&spec.image) {
                 return Err(ExecutorError::ImageUnavailable {
                     image: spec.image.clone(),
-                    reason: "No such image: prepare it first".into(),
+                    reason: format!("No such image: {}", spec.image),
                 });
             }
             if let Some(missing) = spec.networks.iter().find(|b| !state.bridges.contains_key(&b.name)) {

@@ -328,7 +328,7 @@ impl Runner {
         let executor = self.env.executor.clone();
         self.report(TaskState::Accepted, "accepted", "", None);
         self.report(TaskState::Preparing, "preparing", "", None);
-        if let Err(err) = executor.prepare_image(&self.task.spec.image).await {
+        if let Err(err) = executor.prepare_image(&self.task.spec.image, self.task.spec.registry_auth.as_deref()).await {
             self.report(TaskState::Rejected, "preparing", &err.to_string(), None);
             return false;
         }

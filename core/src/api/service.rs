@@ -162,6 +162,61 @@ pub struct TaskSpec {
     /// `--user`: `user`, `uid` or `uid:gid` the task runs as; empty = the image's.
     #[serde(default)]
     pub user: String,
+    /// `--with-registry-auth`: the client's credentials for the image's registry, which the nodes
+    /// pull with (Swarm's `ContainerSpec.PullOptions.RegistryAuth`). Kept in the store and sent to
+    /// the nodes that run the tasks; never shown: the control API strips it from every answer
+    /// ([`TaskSpec::redacted`]) and `Debug` hides the secrets. In an update request `None` keeps the
+    /// current credentials (as Docker's does when the flag is not given) and an empty value clears them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<Box<RegistryAuth>>,
+}
+
+impl TaskSpec {
+    /// Do tasks of `self` and `other` run the same thing? Everything but the registry credentials
+    /// counts: new credentials alone do not replace running tasks (as Swarm's `IsTaskDirty` ignores
+    /// `PullOptions`); tasks made from now on pull with them.
+    pub fn same_workload(&self, other: &TaskSpec) -> bool {
+        if self.registry_auth == other.registry_auth {
+            return self == other;
+        }
+        self.redacted() == other.redacted()
+    }
+
+    /// This spec without its registry credentials, for any answer that leaves the cluster.
+    pub fn redacted(&self) -> TaskSpec {
+        TaskSpec { registry_auth: None, ..self.clone() }
+    }
+}
+
+/// Credentials for one registry, as Docker's `AuthConfig` carries them (`username`/`password`, or an
+/// `identitytoken` from an OAuth login), with the registry they are for.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// The registry host the credentials were found for (`127.0.0.1:5000`, `https://index.docker.io/v1/`).
+    pub server_address: String,
+    pub username: String,
+    pub password: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub identity_token: String,
+}
+
+impl RegistryAuth {
+    /// No credentials at all (an anonymous pull).
+    pub fn is_empty(&self) -> bool {
+        self.username.is_empty() && self.password.is_empty() && self.identity_token.is_empty()
+    }
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secrets never reach a log line, whatever prints the spec.
+        f.debug_struct("RegistryAuth")
+            .field("server_address", &self.server_address)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("identity_token", &if self.identity_token.is_empty() { "" } else { "<redacted>" })
+            .finish()
+    }
 }
 
 impl Default for TaskSpec {
@@ -179,6 +234,7 @@ impl Default for TaskSpec {
             force_update: 0,
             workdir: String::new(),
             user: String::new(),
+            registry_auth: None,
         }
     }
 }
@@ -252,4 +308,68 @@ pub struct Service {
     pub update_status: Option<UpdateStatus>,
     /// Published ports after allocation (dynamic ports filled in).
     pub endpoint_ports: Vec<PortConfig>,
+}
+
+impl Service {
+    /// This service without registry credentials in its spec or previous spec, for any answer that
+    /// leaves the cluster (`service inspect`, `service ls`, …), as Docker keeps them out of the spec
+    /// it shows.
+    pub fn redacted(&self) -> Service {
+        let strip = |spec: &ServiceSpec| ServiceSpec { task: spec.task.redacted(), ..spec.clone() };
+        Service { spec: strip(&self.spec), previous_spec: self.previous_spec.as_ref().map(strip), ..self.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(password: &str) -> TaskSpec {
+        let auth = RegistryAuth {
+            server_address: "registry.example:5000".into(),
+            username: "alice".into(),
+            password: password.into(),
+            identity_token: "token-xyz".into(),
+        };
+        TaskSpec {
+            image: "registry.example:5000/app:1".into(),
+            registry_auth: Some(Box::new(auth)),
+            ..TaskSpec::default()
+        }
+    }
+
+    #[test]
+    fn credentials_alone_do_not_change_the_workload() {
+        let (a, b) = (with_auth("one"), with_auth("two"));
+        assert!(a.same_workload(&b) && a.same_workload(&a.redacted()));
+        assert_ne!(a, b, "the specs still differ, so the store keeps the new credentials");
+        let other_image = TaskSpec { image: "registry.example:5000/app:2".into(), ..a.clone() };
+        assert!(!a.same_workload(&other_image));
+    }
+
+    #[test]
+    fn credentials_are_never_printed_and_redacted_from_answers() {
+        let spec = with_auth("s3cret-pw");
+        let shown = format!("{spec:?}");
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("token-xyz"), "{shown}");
+        assert!(shown.contains("alice"), "the user name is not a secret: {shown}");
+        let mut service_spec = ServiceSpec::new("app", "x");
+        service_spec.task = spec.clone();
+        let service = Service {
+            id: "s".into(),
+            meta: Meta::default(),
+            spec: service_spec.clone(),
+            previous_spec: Some(service_spec),
+            spec_version: 2,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+        };
+        let redacted = service.redacted();
+        assert_eq!(redacted.spec.task.registry_auth, None);
+        assert_eq!(redacted.previous_spec.and_then(|p| p.task.registry_auth), None);
+        let json = serde_json::to_string(&service.spec.task.redacted()).unwrap();
+        assert!(!json.contains("registry_auth"), "no field at all once redacted: {json}");
+        let stored: TaskSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(stored, spec, "the store keeps them");
+    }
 }

@@ -141,4 +141,9 @@ impl Task {
             format!("{}.{}", self.service_name, self.node_id)
         }
     }
+
+    /// This task without its spec's registry credentials, for any answer that leaves the cluster.
+    pub fn redacted(&self) -> Task {
+        Task { spec: self.spec.redacted(), ..self.clone() }
+    }
 }

@@ -159,6 +159,20 @@ pub enum ControlResponse {
     Logs(crate::logs::ServiceLogs),
 }
 
+impl ControlResponse {
+    /// This answer without registry credentials: what the control API sends to any client (and to
+    /// a manager that forwarded a read). Nothing a client reads carries them.
+    pub fn redacted(self) -> ControlResponse {
+        let view = |v: ServiceView| ServiceView { service: v.service.redacted(), ..v };
+        match self {
+            ControlResponse::Services(views) => ControlResponse::Services(views.into_iter().map(view).collect()),
+            ControlResponse::Service(v) => ControlResponse::Service(Box::new(view(*v))),
+            ControlResponse::Tasks(tasks) => ControlResponse::Tasks(tasks.iter().map(Task::redacted).collect()),
+            other => other,
+        }
+    }
+}
+
 /// Why a control request was refused. Messages say what was wrong and what to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "code", content = "message", rename_all = "snake_case")]

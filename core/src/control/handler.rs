@@ -212,8 +212,12 @@ impl ControlHandler {
         Ok(())
     }
 
-    /// Serve one request.
+    /// Serve one request. No answer carries registry credentials ([`ControlResponse::redacted`]).
     pub async fn handle(&self, request: ControlRequest) -> ControlResult {
+        self.serve(request).await.map(ControlResponse::redacted)
+    }
+
+    async fn serve(&self, request: ControlRequest) -> ControlResult {
         // A demoted manager answers as Docker's does, at once, rather than waiting for a leader it
         // will never hear from again (raft no longer replicates to it).
         if self.consensus.demoted() {
@@ -534,6 +538,7 @@ impl ControlHandler {
         validate_spec(&spec)?;
         self.check_networks(&spec)?;
         spec.labels.retain(|k, _| !k.is_empty());
+        spec.task.registry_auth = spec.task.registry_auth.filter(|auth| !auth.is_empty());
         let id = new_id();
         let endpoint_ports = self.store.view(|s| ports::allocate(s.services.values(), &id, &spec.ports, &[]))?;
         let service = Service {
@@ -558,10 +563,16 @@ impl ControlHandler {
         }
     }
 
-    async fn update_service(&self, key: &str, version: u64, spec: ServiceSpec) -> ControlResult {
+    async fn update_service(&self, key: &str, version: u64, mut spec: ServiceSpec) -> ControlResult {
         validate_spec(&spec)?;
         self.check_networks(&spec)?;
         let current = self.store.view(|s| find_service(s, key).cloned())?;
+        // Clients never see the credentials, so a spec without them keeps the current ones (as
+        // Docker's update without `--with-registry-auth` does); empty ones clear them.
+        spec.task.registry_auth = match spec.task.registry_auth {
+            None => current.spec.task.registry_auth.clone(),
+            Some(auth) => Some(auth).filter(|auth| !auth.is_empty()),
+        };
         if current.spec.name != spec.name {
             return Err(ControlError::InvalidArgument("renaming services is not supported".into()));
         }

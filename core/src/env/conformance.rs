@@ -104,7 +104,8 @@ pub struct ExecutorFixture {
     pub run_forever: Vec<String>,
     /// Exits by itself with code 3.
     pub exit_3: Vec<String>,
-    /// An image that is neither local nor pullable.
+    /// An image that is neither local nor pullable (the arm under test must not try to pull it
+    /// from anywhere but loopback).
     pub missing_image: String,
     /// A prefix for container names, unique per test run.
     pub name_prefix: String,
@@ -112,8 +113,8 @@ pub struct ExecutorFixture {
 
 /// The container lifecycle the agent relies on.
 pub async fn executor(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
-    executor.prepare_image(&fixture.image).await.expect("a local image is ready without a pull");
-    let err = executor.prepare_image(&fixture.missing_image).await.unwrap_err();
+    executor.prepare_image(&fixture.image, None).await.expect("a local image is ready without a pull");
+    let err = executor.prepare_image(&fixture.missing_image, None).await.unwrap_err();
     assert!(matches!(err, ExecutorError::ImageUnavailable { .. }), "a missing image must be refused, got {err:?}");
 
     let task_label = format!("{}-task", fixture.name_prefix);

@@ -10,6 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::api::RegistryAuth;
+
 /// Labels every container started by shoal carries, so an agent re-adopts its containers after a restart.
 pub const LABEL_NODE_ID: &str = "com.shoal.node.id";
 pub const LABEL_SERVICE_ID: &str = "com.shoal.service.id";
@@ -144,7 +146,10 @@ impl LogsQuery {
 /// Why the executor could not do what was asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ExecutorError {
-    #[error("image {image} is not present on this node and cannot be pulled: {reason}")]
+    /// The image is not local and could not be pulled. `reason` is the task's error as Docker
+    /// words it: "No such image: IMAGE" when the registry does not have it, else the engine's own
+    /// pull error ("unauthorized: authentication required", "pull access denied for …").
+    #[error("{reason}")]
     ImageUnavailable { image: String, reason: String },
     #[error("no such container: {id}")]
     NoSuchContainer { id: String },
@@ -157,8 +162,10 @@ pub enum ExecutorError {
 /// A node's container runtime.
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
-    /// Make sure `image` is present locally. Never pulls an image that already exists locally.
-    async fn prepare_image(&self, image: &str) -> Result<(), ExecutorError>;
+    /// Make sure `image` is present locally: pull it when missing (with `auth`, the service's
+    /// registry credentials, when it has some) if this executor pulls at all. Never pulls an image
+    /// that already exists locally.
+    async fn prepare_image(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<(), ExecutorError>;
     /// Create a container and return its id.
     async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError>;
     async fn start(&self, id: &str) -> Result<(), ExecutorError>;

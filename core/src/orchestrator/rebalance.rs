@@ -34,7 +34,9 @@ fn rebalance(w: &mut Working<'_>, service: &Service) {
     }
     let tasks: Vec<_> = w.tasks_of(&service.id).into_iter().filter(is_runnable).collect();
     // Everything must be settled: running, from the current spec.
-    if tasks.is_empty() || tasks.iter().any(|t| t.status.state != TaskState::Running || t.spec != service.spec.task) {
+    if tasks.is_empty()
+        || tasks.iter().any(|t| t.status.state != TaskState::Running || !t.spec.same_workload(&service.spec.task))
+    {
         return;
     }
     let all: Vec<_> = w.all_tasks().cloned().collect();

@@ -2,7 +2,7 @@
 //! `orchestrator/update/updater.go`, without the goroutines).
 //!
 //! A slot is *dirty* when its runnable tasks were made from a task spec other than the service's
-//! current one. When a service has dirty slots and its [`UpdateStatus`] is not about the current
+//! current one (new registry credentials alone only make tasks that have yet to pull dirty). When a service has dirty slots and its [`UpdateStatus`] is not about the current
 //! `spec_version`, an update starts (`updating`, "update in progress"); a rollback requested with
 //! [`rollback_service`] arrives already `rollback_started` and runs with `rollback_config`.
 //!
@@ -25,7 +25,8 @@
 //! A paused update stays paused until the spec changes again (`service update` or `service rollback`).
 
 use crate::api::{
-    FailureAction, Service, ServiceSpec, Task, TaskState, UpdateConfig, UpdateOrder, UpdateState, UpdateStatus,
+    FailureAction, Service, ServiceSpec, Task, TaskSpec, TaskState, UpdateConfig, UpdateOrder, UpdateState,
+    UpdateStatus,
 };
 
 use super::release;
@@ -62,6 +63,14 @@ pub fn rollback_service(service: &Service, now_ms: u64) -> Result<Service, Rollb
         spec_version: next.spec_version,
     });
     Ok(next)
+}
+
+/// Is `task` made from `spec`, as far as an update is concerned? New registry credentials alone
+/// leave a task that has pulled its image (`ready` on) alone and replace one that has yet to pull, as
+/// swarmkit's `IsTaskDirty` treats `PullOptions`.
+fn is_current(task: &Task, spec: &TaskSpec) -> bool {
+    task.spec.same_workload(spec)
+        && (task.spec.registry_auth == spec.registry_auth || task.status.state >= TaskState::Ready)
 }
 
 fn is_rollback(state: UpdateState) -> bool {
@@ -117,7 +126,7 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
         .filter(|(key, _)| key.0 <= replicas)
         .map(|(key, all)| {
             let (new, old): (Vec<Task>, Vec<Task>) =
-                all.iter().filter(|t| is_runnable(t)).cloned().partition(|t| t.spec == service.spec.task);
+                all.iter().filter(|t| is_runnable(t)).cloned().partition(|t| is_current(t, &service.spec.task));
             SlotView { slot: key.0, key, old, new, all }
         })
         .filter(|s| !s.old.is_empty() || !s.new.is_empty())
@@ -147,7 +156,7 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
     let monitor = monitor_ms(&cfg);
 
     // 1. Failures of the new tasks since the update started, within the monitor period of their start.
-    let made_by_update = |t: &Task| t.spec == service.spec.task && w.created_at(t) >= status.started_at_ms;
+    let made_by_update = |t: &Task| is_current(t, &service.spec.task) && w.created_at(t) >= status.started_at_ms;
     let mut failed: Vec<&Task> = slots
         .iter()
         .flat_map(|s| s.all.iter())

@@ -100,7 +100,11 @@ fn no_runtime<T>() -> Result<T, crate::env::ExecutorError> {
 
 #[async_trait]
 impl crate::env::Executor for NoExecutor {
-    async fn prepare_image(&self, _image: &str) -> Result<(), crate::env::ExecutorError> {
+    async fn prepare_image(
+        &self,
+        _image: &str,
+        _auth: Option<&crate::api::RegistryAuth>,
+    ) -> Result<(), crate::env::ExecutorError> {
         no_runtime()
     }
     async fn create(&self, _spec: &crate::env::ContainerSpec) -> Result<String, crate::env::ExecutorError> {

@@ -392,6 +392,14 @@ pub struct CommonServiceFlags {
     /// Suppress progress output
     #[arg(short, long)]
     pub quiet: bool,
+    /// Send registry authentication details to swarm agents (this client's credentials for the
+    /// image's registry, from $DOCKER_CONFIG/config.json or ~/.docker/config.json)
+    #[arg(long)]
+    pub with_registry_auth: bool,
+    /// Do not query the registry to resolve image digest and supported platforms (accepted for
+    /// Docker's sake: shoal never resolves digests; nodes pull the image by its name)
+    #[arg(long)]
+    pub no_resolve_image: bool,
 }
 
 #[derive(Debug, Args)]
@@ -632,6 +640,15 @@ pub enum ExecutorArg {
     Process,
 }
 
+/// `shoal daemon --pull`: Docker's `--pull` words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PullArg {
+    /// Pull an image that is not on this node (as Swarm's nodes do)
+    Missing,
+    /// Never pull: every image must be loaded on the node beforehand
+    Never,
+}
+
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// Where the node keeps its raft log, snapshots, identity and event log
@@ -656,6 +673,11 @@ pub struct DaemonArgs {
     /// Stop tasks without draining them from the mesh first (only to measure what draining saves)
     #[arg(long)]
     pub no_mesh_drain: bool,
+    /// When the Docker executor pulls a task's image: when it is not on this node (with the
+    /// service's registry credentials, if it was created with --with-registry-auth), or never. An
+    /// image that exists locally is never pulled.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullArg,
 }
 
 /// `service logs`.

@@ -22,14 +22,16 @@ pub struct DaemonProc {
     pub socket: PathBuf,
     pub hostname: String,
     pub executor: String,
+    /// More `shoal daemon` flags, from the next start on.
+    pub daemon_args: Vec<String>,
+    /// Environment of every `shoal` CLI call (e.g. `DOCKER_CONFIG` for `--with-registry-auth`).
+    pub cli_env: Vec<(String, String)>,
     /// `ip:port` for swarm traffic.
     pub addr: String,
     /// The port of the data path (`--data-path-port`): where this node accepts the mesh's tunnels.
     pub data_port: u16,
     /// Deadline of each `shoal` call; `None` waits for the CLI however long it takes.
     cli_deadline: Option<Duration>,
-    /// More `shoal daemon` flags, from the next start on.
-    pub daemon_args: Vec<String>,
 }
 
 pub fn free_port(ip: &str) -> u16 {
@@ -49,12 +51,26 @@ pub fn free_data_port(ip: &str) -> u16 {
 }
 
 impl DaemonProc {
+    /// A daemon with `executor`; a Docker one runs with `--pull never` (the tests' images are local,
+    /// and nothing may be looked up on a registry outside loopback).
     pub fn spawn(hostname: &str, ip: &str, executor: &str) -> DaemonProc {
         DaemonProc::spawn_with(hostname, ip, executor, Some(CLI_DEADLINE))
     }
 
     /// As `spawn`, with `cli_deadline` for every `shoal` / `must` call.
     pub fn spawn_with(hostname: &str, ip: &str, executor: &str, cli_deadline: Option<Duration>) -> DaemonProc {
+        let never_pull: &[&str] = if executor == "docker" { &["--pull", "never"] } else { &[] };
+        DaemonProc::spawn_args(hostname, ip, executor, never_pull, cli_deadline)
+    }
+
+    /// A daemon with exactly these extra `shoal daemon` flags (none: the daemon's defaults).
+    pub fn spawn_args(
+        hostname: &str,
+        ip: &str,
+        executor: &str,
+        daemon_args: &[&str],
+        cli_deadline: Option<Duration>,
+    ) -> DaemonProc {
         let dir = tempfile::tempdir().expect("temp dir");
         let socket = dir.path().join("shoal.sock");
         let mut daemon = DaemonProc {
@@ -63,10 +79,11 @@ impl DaemonProc {
             socket,
             hostname: hostname.into(),
             executor: executor.into(),
+            daemon_args: daemon_args.iter().map(|a| a.to_string()).collect(),
+            cli_env: Vec::new(),
             addr: format!("{ip}:{}", free_port(ip)),
             data_port: free_data_port(ip),
             cli_deadline,
-            daemon_args: Vec::new(),
         };
         daemon.start();
         daemon
@@ -84,11 +101,11 @@ impl DaemonProc {
             .args(["daemon", "--executor", &self.executor, "--hostname", &self.hostname])
             // Names the swarm does not know go nowhere: tests never reach the host's resolvers.
             .args(["--dns-upstream", "none"])
-            .args(&self.daemon_args)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--socket")
             .arg(&self.socket)
+            .args(&self.daemon_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -106,7 +123,13 @@ impl DaemonProc {
         match self.cli_deadline {
             Some(deadline) => self.shoal_within(args, deadline),
             None => {
-                let output = Command::new(BIN).arg("-H").arg(self.host()).args(args).output().expect("run shoal");
+                let output = Command::new(BIN)
+                    .arg("-H")
+                    .arg(self.host())
+                    .args(args)
+                    .envs(self.cli_env.iter().map(|(k, v)| (k, v)))
+                    .output()
+                    .expect("run shoal");
                 outcome(output)
             }
         }
@@ -117,6 +140,7 @@ impl DaemonProc {
             .arg("-H")
             .arg(self.host())
             .args(args)
+            .envs(self.cli_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
