@@ -702,6 +702,67 @@ fn progress_lines_like_docker() {
     assert!(slot_line(2, 3, TaskState::Preparing, "").starts_with("2/3: preparing ["));
 }
 
+/// Issue 14, item 6: a slot whose task failed shows the failure while its replacement waits (restart
+/// delay) or starts, as Docker's line does, not `new` or `assigned` forever.
+#[test]
+fn progress_shows_why_a_slots_last_task_failed() {
+    use shoal::cli::progress;
+    use shoal_core::api::{Service, ServiceSpec};
+
+    let mut spec = ServiceSpec::new("service-name-foo", "myimage:mytag");
+    spec.mode = ServiceMode::Replicated { replicas: 3 };
+    let service = Service {
+        id: "service-id".into(),
+        meta: Meta::default(),
+        spec,
+        previous_spec: None,
+        spec_version: 1,
+        update_status: None,
+        endpoint_ports: vec![],
+    };
+    let desired = |mut t: Task, d: TaskState| {
+        t.desired_state = d;
+        t
+    };
+    let tasks = vec![
+        // Slot 1 crash-loops: the failed task is retired, its replacement waits for the restart delay.
+        desired(task("crashed", 1, 1, TaskState::Failed, "task: non-zero exit (1)", 10), TaskState::Shutdown),
+        desired(task("waiting", 1, 11, TaskState::New, "", 11), TaskState::Running),
+        // Slot 2's image is refused; the replacement is already assigned.
+        desired(task("refused-1", 2, 1, TaskState::Rejected, "No such image: old:error", 5), TaskState::Shutdown),
+        desired(task("refused-2", 2, 6, TaskState::Rejected, "No such image: myimage:mytag", 9), TaskState::Shutdown),
+        desired(task("retry", 2, 10, TaskState::Assigned, "", 10), TaskState::Running),
+        // Slot 3 runs; a failure before that does not hide it.
+        desired(task("failed-before", 3, 1, TaskState::Failed, "task: non-zero exit (2)", 3), TaskState::Shutdown),
+        desired(task("fine", 3, 4, TaskState::Running, "", 4), TaskState::Running),
+    ];
+    let p = progress(&service, 3, &tasks);
+    assert_eq!(
+        p.slots,
+        [
+            "1/3: task: non-zero exit (1)",
+            "2/3: No such image: myimage:mytag",
+            "3/3: running   [==================================================>]",
+        ]
+    );
+    assert_eq!(p.running, 1);
+
+    // A failure of an older task spec (the one an update replaces) is not this spec's story.
+    let mut updated = service.clone();
+    updated.spec.task.image = "myimage:v2".into();
+    let mut fresh = desired(task("v2", 1, 20, TaskState::Assigned, "", 20), TaskState::Running);
+    fresh.spec = updated.spec.task.clone();
+    let p = progress(&updated, 1, &[tasks[0].clone(), fresh]);
+    assert!(p.slots[0].starts_with("1/1: assigned  [="), "{:?}", p.slots);
+
+    // Docker's truncation: one line, at most 75 characters.
+    let long = format!("first line\n{}", "x".repeat(100));
+    let line = shoal::cli::slot_line(1, 1, TaskState::Rejected, &long);
+    let shown = line.strip_prefix("1/1: ").unwrap();
+    assert_eq!(shown.chars().count(), 75);
+    assert!(shown.starts_with("first line xxx") && shown.ends_with("x…"), "{shown}");
+}
+
 #[test]
 fn listen_defaults_to_the_advertised_port() {
     use shoal::daemon::default_listen;

@@ -343,3 +343,68 @@ fn second_daemon_on_a_data_dir_in_use_refuses_and_touches_nothing() {
     assert_eq!(running().as_deref(), Some(task.as_str()), "{}", first.must(&["service", "ps", "held"]));
     assert!(alive(pgid));
 }
+
+/// `shoal service create` without `-d` until its output has a line for which `seen` holds (then the
+/// CLI is stopped: a service that never converges keeps it waiting, as Docker's does); the output so far.
+fn progress_until(daemon: &DaemonProc, args: &[&str], seen: impl Fn(&str) -> bool) -> String {
+    use std::io::BufRead as _;
+    let mut child = Command::new(BIN)
+        .arg("-H")
+        .arg(daemon.host())
+        .args(["service", "create"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run shoal service create");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                output.push_str(&line);
+                output.push('\n');
+                if seen(&line) {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "`service create {}` never showed the line; it printed:\n{output}", args.join(" "));
+    output
+}
+
+/// Issue 14, item 6: the progress display of `service create` shows why a slot's task failed — a
+/// crash loop's exit code, an image the node refuses — instead of `new`/`assigned` forever.
+#[test]
+fn progress_display_shows_task_failures() {
+    let manager = DaemonProc::spawn("e2e-progress", "127.0.0.96", "process");
+    manager.swarm_init();
+    let crash = progress_until(
+        &manager,
+        &["--name", "crashing", "--restart-delay", "1s", "process", "sh", "-c", "exit 3"],
+        |line| line == "1/1: task: non-zero exit (3)",
+    );
+    // The service's id first, as Docker's CLI prints it, then the progress.
+    assert_eq!(crash.lines().nth(1), Some("overall progress: 0 out of 1 tasks"), "{crash}");
+    let refused = progress_until(&manager, &["--name", "refused", "nosuch:1"], |line| {
+        line.starts_with("1/1: ") && line.contains("nosuch:1")
+    });
+    assert_eq!(refused.lines().nth(1), Some("overall progress: 0 out of 1 tasks"), "{refused}");
+    // What the display said is what `service ps` says.
+    let ps = manager.must(&["service", "ps", "--no-trunc", "--format", "{{.Error}}", "crashing"]);
+    assert!(ps.lines().any(|l| l == "\"task: non-zero exit (3)\"" || l == "task: non-zero exit (3)"), "{ps}");
+}

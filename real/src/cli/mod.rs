@@ -631,16 +631,51 @@ pub fn progress(service: &Service, desired: u64, tasks: &[Task]) -> Progress {
     let slots = sorted
         .iter()
         .enumerate()
-        .map(|(i, t)| slot_line(i as u64 + 1, desired, t.status.state, &t.status.err))
+        .map(|(i, t)| {
+            let err = if t.status.err.is_empty() && t.status.state < TaskState::Running {
+                predecessor_error(service, tasks, t).unwrap_or("")
+            } else {
+                t.status.err.as_str()
+            };
+            slot_line(i as u64 + 1, desired, t.status.state, err)
+        })
         .collect();
     Progress { running: running.min(desired), desired, slots, stale }
+}
+
+/// Why the task that `task` replaces stopped: the error of the latest task of the same slot (node, for
+/// a global service) and task spec that failed or was rejected. A restarted task waits for its restart
+/// delay, then starts afresh; until it runs, its slot's line says why the last one did not — Docker's
+/// line shows the failed task's error (`1/1: No such image: …`, `task: non-zero exit (1)`) rather than a
+/// `new` or `assigned` that would hide a crash loop.
+fn predecessor_error<'a>(service: &Service, tasks: &'a [Task], task: &Task) -> Option<&'a str> {
+    tasks
+        .iter()
+        .filter(|o| o.id != task.id && o.slot == task.slot && o.spec == service.spec.task)
+        .filter(|o| task.slot != 0 || o.node_id == task.node_id)
+        .filter(|o| o.status.state > TaskState::Running && !o.status.err.is_empty())
+        .max_by_key(|o| (o.status.timestamp_ms, o.meta.created_at_ms))
+        .map(|o| o.status.err.as_str())
+}
+
+/// Docker's `truncError`: newlines become spaces, and at most 75 characters (the last one `…`), so an
+/// error never wraps a narrow terminal's line.
+fn trunc_error(err: &str) -> String {
+    const MAX_WIDTH: usize = 75;
+    let err = err.replace('\n', " ");
+    if err.chars().count() <= MAX_WIDTH {
+        return err;
+    }
+    let mut cut: String = err.chars().take(MAX_WIDTH - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// One slot's line, as Docker's progress writer prints it: the scheduler's or agent's error, or the
 /// state with a 50-character bar over Swarm's nine states up to running.
 pub fn slot_line(slot: u64, desired: u64, state: TaskState, err: &str) -> String {
     if !err.is_empty() {
-        return format!("{slot}/{desired}: {err}");
+        return format!("{slot}/{desired}: {}", trunc_error(err));
     }
     // Docker's `numberedStates`: new = 1 … running = 9 (shoal has no `allocated`, which is 2).
     let step = match state {
