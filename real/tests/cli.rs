@@ -910,3 +910,40 @@ fn env_files_workdir_and_user() {
     let err = spec::env_file(&bad.to_string_lossy()).unwrap_err().to_string();
     assert!(err.ends_with("bad.env:2: variable 'A B' contains whitespaces"), "{err}");
 }
+
+/// Issue 14, item 8: the compose file the README's real-hosts example deploys is on the page, is the
+/// one in `tests/data`, and converts as `stack deploy` converts it: two `process` services, one of
+/// them on workers only. (The example itself was run as written on two daemons; see the README.)
+#[test]
+fn readme_compose_example_is_shown_and_deploys() {
+    let readme = include_str!("../../README.md");
+    let file = include_str!("data/readme-compose.yml");
+    let start = readme.find("cat > /tmp/shoal/compose.yml <<'EOF'\n").expect("the README writes the compose file");
+    let shown = &readme[start..].split_once('\n').expect("heredoc body").1;
+    let shown = &shown[..shown.find("\nEOF\n").expect("heredoc end") + 1];
+    assert_eq!(shown, file, "README's compose file and tests/data/readme-compose.yml differ");
+    assert!(readme.contains("stack deploy -c /tmp/shoal/compose.yml app"), "the example deploys that file");
+
+    let env = BTreeMap::new();
+    let no_env_file = |_: &str| None;
+    let input = shoal_core::stack::ComposeInput {
+        stack: "app",
+        path: "compose.yml",
+        text: file,
+        env: &env,
+        env_file: &no_env_file,
+    };
+    let plan = shoal_core::stack::convert(&input).expect("the README's compose file converts");
+    let services: Vec<(&str, &str, &ServiceMode)> =
+        plan.services.iter().map(|s| (s.name.as_str(), s.task.image.as_str(), &s.mode)).collect();
+    assert_eq!(
+        services,
+        [
+            ("app_api", "process", &ServiceMode::Replicated { replicas: 2 }),
+            ("app_batch", "process", &ServiceMode::Replicated { replicas: 1 }),
+        ]
+    );
+    assert_eq!(plan.services[0].task.args, ["sh", "-c", "echo api up; exec sleep 3600"]);
+    assert_eq!(plan.services[1].task.placement.constraints, ["node.role == worker"]);
+    assert!(plan.ignored.is_empty() && plan.warnings.is_empty(), "{plan:?}");
+}
