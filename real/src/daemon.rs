@@ -9,7 +9,8 @@
 //! real launcher (TCP transport, file disk, Docker or process executor, `ShoalNode`) is in
 //! [`crate::node_launcher`].
 //!
-//! Files under the data dir (mode 0700): `daemon.json` (this node's hostname and addresses, for
+//! Files under the data dir (mode 0700): `daemon.lock` (held by the running daemon, with its pid; see
+//! [`crate::data_dir_lock`]), `daemon.json` (this node's hostname and addresses, for
 //! resuming), `events.jsonl` (the node's trace events), `node/` (the core's disk: raft log, snapshots,
 //! identity) and `certificates/` (the cluster CA and this node's certificate and key; see
 //! [`crate::node_launcher`]).

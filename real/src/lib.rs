@@ -8,6 +8,7 @@
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
 //! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
 //!   how a manager renews one; [`renewal`] — when a node renews its own.
+//! - [`data_dir_lock`] — one daemon per data dir (an advisory lock naming the holder's pid).
 //! - [`process`] — [`process::ProcessExecutor`]: plain host processes, for hosts without Docker.
 //! - [`mesh_net`] — [`mesh_net::RealMeshNet`]: service traffic (published ports, VIPs, tunnels between
 //!   daemons under the swarm's mutual TLS).
@@ -15,6 +16,7 @@
 pub mod bootstrap;
 pub mod cli;
 pub mod daemon;
+pub mod data_dir_lock;
 pub mod disk;
 pub mod docker;
 pub mod engine_pull;

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg, PullArg};
 use shoal::daemon::{system_hostname, Daemon};
+use shoal::data_dir_lock::DataDirLock;
 use shoal::docker::PullPolicy;
 use shoal::local_api::{self, Endpoint, LocalHandler};
 use shoal::node_launcher::{dns_upstream, host_resolvers, ExecutorKind, RealLauncher};
@@ -60,6 +61,9 @@ fn default_data_dir() -> PathBuf {
 
 async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    // Before anything else — binding, the raft log, the process executor's clean-up of what a previous
+    // daemon left running: a data dir another daemon uses is not ours to touch. Held until we exit.
+    let _lock = DataDirLock::acquire(&data_dir)?;
     let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
     let hostname = args.hostname.unwrap_or_else(system_hostname);
     let executor = match args.executor {

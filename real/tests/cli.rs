@@ -16,7 +16,7 @@ use shoal::format::{self, Table};
 use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult};
 use shoal_core::api::{
     Availability, ManagerStatus, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, PublishMode,
-    ServiceMode, Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
+    RestartBackoff, ServiceMode, Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
 };
 use shoal_core::control::{ControlRequest, NodeView};
 use shoal_core::trace::TraceSink;
@@ -347,6 +347,7 @@ fn service_create_flags_build_the_spec() {
     assert_eq!(spec.task.resources.limits.memory_bytes, 512 << 20);
     assert_eq!(spec.task.resources.limits.nano_cpus, 500_000_000);
     assert_eq!(spec.task.restart_policy.delay_ms, 90_000);
+    assert_eq!(spec.task.restart_policy.backoff, RestartBackoff::Fixed, "Swarm's fixed delay unless asked");
     assert_eq!(spec.update_config.order, UpdateOrder::StartFirst);
     assert_eq!(spec.update_config.parallelism, 2);
     assert_eq!(spec.ports[0].published_port, 8080);
@@ -365,6 +366,7 @@ fn bad_flag_values_name_the_flag() {
         ("--limit-cpu", "half"),
         ("--update-max-failure-ratio", "2"),
         ("--restart-condition", "sometimes"),
+        ("--restart-backoff", "linear"),
     ] {
         let err = parse(&["service", "create", flag, value, "busybox"]).unwrap_err().to_string();
         assert!(err.contains(flag), "{flag}: {err}");
@@ -413,6 +415,15 @@ fn service_update_flags_modify_the_spec() {
     assert_eq!(spec.task.placement.constraints, ["node.labels.zone==east"]);
     assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 4 });
     assert_eq!(spec.task.force_update, current.task.force_update + 1);
+
+    // The exponential back-off is a choice made per service, and can be undone.
+    let cli = parse(&["service", "update", "--restart-backoff", "exponential", "web"]).unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    let backing_off = spec::update_spec(&current, &args).unwrap();
+    assert_eq!(backing_off.task.restart_policy.backoff, RestartBackoff::Exponential);
+    let cli = parse(&["service", "update", "--restart-backoff", "fixed", "web"]).unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    assert_eq!(spec::update_spec(&backing_off, &args).unwrap().task.restart_policy.backoff, RestartBackoff::Fixed);
 
     // `--args` and `--entrypoint` split like a shell, as Docker's ShlexOpt does.
     let cli = Cli::try_parse_from(["shoal", "service", "update", "--args", r#"sh -c "exit 1""#, "web"]).unwrap();
@@ -848,6 +859,10 @@ fn inspect_json_has_docker_api_shapes() {
     assert_eq!(field("{{.Spec.TaskTemplate.ContainerSpec.Image}}"), "nginx:1.25");
     assert_eq!(field("{{json .Spec.TaskTemplate.ContainerSpec.Args}}"), r#"["-g","daemon off;"]"#);
     assert_eq!(field("{{.Spec.UpdateConfig.Monitor}}"), "5000000000", "durations in ns");
+    assert_eq!(
+        field("{{json .Spec.TaskTemplate.RestartPolicy}}"),
+        r#"{"Backoff":"fixed","Condition":"any","Delay":5000000000,"MaxAttempts":0,"Window":0}"#
+    );
     assert_eq!(field("{{.CreatedAt}}"), "2023-11-14T22:13:20Z");
     assert_eq!(
         field("{{json .Endpoint.Ports}}"),
@@ -894,4 +909,41 @@ fn env_files_workdir_and_user() {
     std::fs::write(&bad, "OK=1\nA B=2\n").unwrap();
     let err = spec::env_file(&bad.to_string_lossy()).unwrap_err().to_string();
     assert!(err.ends_with("bad.env:2: variable 'A B' contains whitespaces"), "{err}");
+}
+
+/// Issue 14, item 8: the compose file the README's real-hosts example deploys is on the page, is the
+/// one in `tests/data`, and converts as `stack deploy` converts it: two `process` services, one of
+/// them on workers only. (The example itself was run as written on two daemons; see the README.)
+#[test]
+fn readme_compose_example_is_shown_and_deploys() {
+    let readme = include_str!("../../README.md");
+    let file = include_str!("data/readme-compose.yml");
+    let start = readme.find("cat > /tmp/shoal/compose.yml <<'EOF'\n").expect("the README writes the compose file");
+    let shown = &readme[start..].split_once('\n').expect("heredoc body").1;
+    let shown = &shown[..shown.find("\nEOF\n").expect("heredoc end") + 1];
+    assert_eq!(shown, file, "README's compose file and tests/data/readme-compose.yml differ");
+    assert!(readme.contains("stack deploy -c /tmp/shoal/compose.yml app"), "the example deploys that file");
+
+    let env = BTreeMap::new();
+    let no_env_file = |_: &str| None;
+    let input = shoal_core::stack::ComposeInput {
+        stack: "app",
+        path: "compose.yml",
+        text: file,
+        env: &env,
+        env_file: &no_env_file,
+    };
+    let plan = shoal_core::stack::convert(&input).expect("the README's compose file converts");
+    let services: Vec<(&str, &str, &ServiceMode)> =
+        plan.services.iter().map(|s| (s.name.as_str(), s.task.image.as_str(), &s.mode)).collect();
+    assert_eq!(
+        services,
+        [
+            ("app_api", "process", &ServiceMode::Replicated { replicas: 2 }),
+            ("app_batch", "process", &ServiceMode::Replicated { replicas: 1 }),
+        ]
+    );
+    assert_eq!(plan.services[0].task.args, ["sh", "-c", "echo api up; exec sleep 3600"]);
+    assert_eq!(plan.services[1].task.placement.constraints, ["node.role == worker"]);
+    assert!(plan.ignored.is_empty() && plan.warnings.is_empty(), "{plan:?}");
 }

@@ -281,3 +281,130 @@ fn cluster_with_docker_executor() {
         &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sh", "-c", "echo started; exec sleep 600"],
     );
 }
+
+/// Issue 14, item 4 — a real-only fault (the simulator has one node per disk and no second process
+/// that could open it): a second `shoal daemon` on a data dir in use refuses at once, names the pid
+/// that holds it, exits non-zero, and touches nothing — the first daemon's task keeps running (the
+/// process executor's clean-up of a previous daemon's processes did not run), it binds no socket,
+/// and the first daemon keeps serving.
+#[test]
+fn second_daemon_on_a_data_dir_in_use_refuses_and_touches_nothing() {
+    let first = DaemonProc::spawn("e2e-lock", "127.0.0.95", "process");
+    first.swarm_init();
+    let created = first.create_service(&["--name", "held", "process", "sleep", "3600"]);
+    assert!(created.ends_with("verify: Service converged\n"), "{created}");
+    let running = || {
+        let tasks = json_lines(&first.shoal(&["service", "ps", "held", "--format", "json"]).ok()?);
+        let task = tasks.iter().find(|t| t["CurrentState"].as_str().is_some_and(|s| s.starts_with("Running")))?;
+        Some(task["ID"].as_str()?.to_string())
+    };
+    let task = wait_for(Duration::from_secs(30), "the task running", running);
+    let data = first.dir.path().join("data");
+    let registry = std::fs::read_to_string(data.join("processes.json")).expect("the process executor's registry");
+    let groups: Vec<serde_json::Value> = serde_json::from_str(&registry).expect("a list of process groups");
+    let pgid = groups.iter().find_map(|g| g["pgid"].as_i64()).unwrap_or_else(|| panic!("a group in {registry}"));
+    let alive = |pid: i64| std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(alive(pgid), "the task's process {pgid} runs");
+    let lock = std::fs::read_to_string(data.join("daemon.lock")).expect("the lock file");
+    let holder = lock.trim().to_string();
+    assert!(alive(holder.parse().expect("a pid in the lock file")), "the lock names a live pid: {lock:?}");
+
+    let other_socket = first.dir.path().join("second.sock");
+    let mut second = Command::new(BIN)
+        .args(["daemon", "--executor", "process", "--hostname", "e2e-lock-2", "--data-dir"])
+        .arg(&data)
+        .arg("--socket")
+        .arg(&other_socket)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the second daemon");
+    let exited = wait_for(Duration::from_secs(20), "the second daemon to exit", || second.try_wait().unwrap());
+    let output = second.wait_with_output().expect("its output");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!exited.success(), "exits non-zero: {exited:?} {stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "shoal daemon: the data dir {} is in use by another shoal daemon, pid {holder} (it holds the lock on \
+             {}); stop that daemon or choose another --data-dir",
+            data.display(),
+            data.join("daemon.lock").display()
+        )
+    );
+    assert!(!other_socket.exists(), "the second daemon bound nothing");
+    assert_eq!(std::fs::read_to_string(data.join("daemon.lock")).unwrap(), lock, "the holder's pid stays");
+    assert_eq!(std::fs::read_to_string(data.join("processes.json")).unwrap(), registry, "registry untouched");
+    assert!(alive(pgid), "the first daemon's task was not killed");
+
+    // The first daemon still serves, with the same task running (no restart after a kill).
+    assert!(first.must(&["node", "ls"]).contains("Leader"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(running().as_deref(), Some(task.as_str()), "{}", first.must(&["service", "ps", "held"]));
+    assert!(alive(pgid));
+}
+
+/// `shoal service create` without `-d` until its output has a line for which `seen` holds (then the
+/// CLI is stopped: a service that never converges keeps it waiting, as Docker's does); the output so far.
+fn progress_until(daemon: &DaemonProc, args: &[&str], seen: impl Fn(&str) -> bool) -> String {
+    use std::io::BufRead as _;
+    let mut child = Command::new(BIN)
+        .arg("-H")
+        .arg(daemon.host())
+        .args(["service", "create"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run shoal service create");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut output = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let found = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                output.push_str(&line);
+                output.push('\n');
+                if seen(&line) {
+                    break true;
+                }
+            }
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "`service create {}` never showed the line; it printed:\n{output}", args.join(" "));
+    output
+}
+
+/// Issue 14, item 6: the progress display of `service create` shows why a slot's task failed — a
+/// crash loop's exit code, an image the node refuses — instead of `new`/`assigned` forever.
+#[test]
+fn progress_display_shows_task_failures() {
+    let manager = DaemonProc::spawn("e2e-progress", "127.0.0.96", "process");
+    manager.swarm_init();
+    let crash = progress_until(
+        &manager,
+        &["--name", "crashing", "--restart-delay", "1s", "process", "sh", "-c", "exit 3"],
+        |line| line == "1/1: task: non-zero exit (3)",
+    );
+    // The service's id first, as Docker's CLI prints it, then the progress.
+    assert_eq!(crash.lines().nth(1), Some("overall progress: 0 out of 1 tasks"), "{crash}");
+    let refused = progress_until(&manager, &["--name", "refused", "nosuch:1"], |line| {
+        line.starts_with("1/1: ") && line.contains("nosuch:1")
+    });
+    assert_eq!(refused.lines().nth(1), Some("overall progress: 0 out of 1 tasks"), "{refused}");
+    // What the display said is what `service ps` says.
+    let ps = manager.must(&["service", "ps", "--no-trunc", "--format", "{{.Error}}", "crashing"]);
+    assert!(ps.lines().any(|l| l == "\"task: non-zero exit (3)\"" || l == "task: non-zero exit (3)"), "{ps}");
+}

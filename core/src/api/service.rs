@@ -20,6 +20,19 @@ pub enum RestartCondition {
     Any,
 }
 
+/// How the restart delay grows (`--restart-backoff`; a shoal addition, Swarm has only `fixed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartBackoff {
+    /// Swarm's: every restart waits exactly the delay.
+    #[default]
+    Fixed,
+    /// A task that ran healthily (at least 10 s) restarts at once; a crash loop waits the delay, then
+    /// twice that, four times…, capped at 5 minutes (or the delay, if longer). See
+    /// `orchestrator::restart`.
+    Exponential,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestartPolicy {
     pub condition: RestartCondition,
@@ -28,11 +41,20 @@ pub struct RestartPolicy {
     pub max_attempts: u64,
     /// 0 = attempts counted over all time.
     pub window_ms: u64,
+    /// Fixed (Swarm's) unless asked for; specs stored before it existed read as fixed.
+    #[serde(default)]
+    pub backoff: RestartBackoff,
 }
 
 impl Default for RestartPolicy {
     fn default() -> Self {
-        RestartPolicy { condition: RestartCondition::Any, delay_ms: 5_000, max_attempts: 0, window_ms: 0 }
+        RestartPolicy {
+            condition: RestartCondition::Any,
+            delay_ms: 5_000,
+            max_attempts: 0,
+            window_ms: 0,
+            backoff: RestartBackoff::Fixed,
+        }
     }
 }
 

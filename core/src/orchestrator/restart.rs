@@ -1,29 +1,35 @@
 //! The restart supervisor: a task that stopped on its own (observed past `running` while still desired
 //! to run) is replaced in its slot according to the service's restart policy — Swarm's condition
-//! (`none` | `on-failure` | `any`), delay, max attempts and window — with one addition:
+//! (`none` | `on-failure` | `any`), delay, max attempts and window — and shoal's `backoff`:
 //!
-//! **Back-off that heals fast.** A task that *ran healthily* — its container ran for at least
-//! [`HEALTHY_RUN_MS`] (10 s) before it stopped — is restarted
-//! immediately: a one-off crash heals in one scheduling round, well under a second. A task that died
-//! sooner starts a crash loop: its replacement waits the configured delay, then twice that, four times…,
-//! capped at `max(delay, MAX_BACKOFF_MS)`, so a crash-looping service costs little. The streak lives in
-//! [`Task::restart_streak`] and resets once a task runs healthily. Lifetime runs from the moment the
-//! container started (`status.started_at_ms`, reported by the agent) to the status timestamp of the
-//! stop, so an image pull does not count as running; a task that never started did not live at all.
+//! - **`fixed`** (the default, Swarm's meaning of `--restart-delay`): the replacement is held for exactly
+//!   the delay, counted from when the leader sees the task stop, however long the task ran.
+//! - **`exponential`** (opt-in, `--restart-backoff exponential`): back-off that heals fast. A task that
+//!   *ran healthily* — its container ran for at least [`HEALTHY_RUN_MS`] (10 s) before it stopped — is
+//!   restarted immediately: a one-off crash heals in one scheduling round, well under a second. A task
+//!   that died sooner starts a crash loop: its replacement waits the configured delay, then twice that,
+//!   four times…, capped at `max(delay, MAX_BACKOFF_MS)`, so a crash-looping service costs little. The
+//!   streak lives in [`Task::restart_streak`] and resets once a task runs healthily. Lifetime runs from
+//!   the moment the container started (`status.started_at_ms`, reported by the agent) to the status
+//!   timestamp of the stop, so an image pull does not count as running; a task that never started did
+//!   not live at all.
 //!
 //! Restarts are counted against `max_attempts` within `window` in [`Task::restart_history_ms`], carried
 //! from task to task of the slot (Swarm keeps this in the leader's memory and forgets it on failover).
 //! A task that will not be restarted keeps its slot: desired `running`, observed `failed`/`complete`,
 //! as `docker service ps` shows it.
 
-use crate::api::{Availability, NodeState, RestartCondition, ServiceMode, Task, TaskState};
+use crate::api::{
+    Availability, NodeState, RestartBackoff, RestartCondition, RestartPolicy, ServiceMode, Task, TaskState,
+};
 
 use super::release;
 use super::working::{desire, is_runnable, Working};
 
-/// A task that lived this long before stopping ran healthily: its restart is immediate.
+/// With exponential back-off, a task that lived this long before stopping ran healthily: its restart is
+/// immediate and its streak starts over.
 pub const HEALTHY_RUN_MS: u64 = 10_000;
-/// The back-off never exceeds this (or the configured delay, if longer).
+/// The exponential back-off never exceeds this (or the configured delay, if longer).
 pub const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
 
 /// Did the task stop on its own?
@@ -31,7 +37,15 @@ pub fn stopped_on_its_own(task: &Task) -> bool {
     task.desired_state == TaskState::Running && task.status.state > TaskState::Running
 }
 
-/// How long the replacement of `task` must wait, and the streak it carries.
+/// How long the replacement of `task` must wait under `policy`, and the streak it carries.
+pub fn restart_delay(task: &Task, policy: &RestartPolicy) -> (u64, u64) {
+    match policy.backoff {
+        RestartBackoff::Fixed => (policy.delay_ms, 0),
+        RestartBackoff::Exponential => backoff(task, policy.delay_ms),
+    }
+}
+
+/// The exponential back-off: how long the replacement of `task` must wait, and the streak it carries.
 pub fn backoff(task: &Task, delay_ms: u64) -> (u64, u64) {
     let lived = match task.status.started_at_ms {
         0 => 0,
@@ -90,7 +104,7 @@ pub fn run(w: &mut Working<'_>) {
                         continue; // the global reconciler brings it back when the node does
                     }
                 }
-                let (delay, streak) = backoff(old, policy.delay_ms);
+                let (delay, streak) = restart_delay(old, &policy);
                 history.push(now);
                 if policy.max_attempts > 0 {
                     let keep = policy.max_attempts as usize;

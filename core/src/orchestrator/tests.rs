@@ -257,9 +257,58 @@ fn fail(state: &mut StoreState, task_id: &str, now: u64) {
     report(state, task_id, TaskState::Failed, now);
 }
 
+/// A service whose restart policy backs off exponentially (`--restart-backoff exponential`).
+fn backing_off(name: &str, replicas: u64) -> Service {
+    let mut svc = service(name, replicas);
+    svc.spec.task.restart_policy.backoff = RestartBackoff::Exponential;
+    svc
+}
+
 #[test]
-fn restart_is_immediate_after_a_healthy_run_and_backs_off_in_a_crash_loop() {
-    let mut state = cluster(1, vec![service("web", 1)]);
+fn restart_waits_exactly_the_delay_by_default_after_a_healthy_run_and_in_a_crash_loop() {
+    let mut svc = service("web", 1);
+    svc.spec.task.restart_policy.delay_ms = 2_000;
+    assert_eq!(svc.spec.task.restart_policy.backoff, RestartBackoff::Fixed, "Swarm's meaning by default");
+    let mut state = cluster(1, vec![svc]);
+    settle(&mut state, T0);
+    workers_act(&mut state, T0 + 100);
+    let mut current = task_in_slot(&state, "web", 1);
+    let mut now = T0 + 100;
+    // Ran 60 s, then crashed; then four crashes within a second of starting: 2 s before every restart.
+    for lived in [60_000, 500, 500, 500, 500] {
+        fail(&mut state, &current.id, now + lived);
+        now += lived + 1;
+        let wake = settle(&mut state, now);
+        assert_eq!(state.tasks[&current.id].desired_state, TaskState::Shutdown);
+        let next = task_in_slot(&state, "web", 1);
+        assert_eq!(next.status.state, TaskState::New, "held for its delay after a {lived} ms run");
+        assert_eq!((next.not_before_ms, next.restart_streak), (now + 2_000, 0));
+        assert_eq!(wake, Some(now + 2_000), "the orchestrator wakes when the delay is over");
+        // Not a millisecond early.
+        settle(&mut state, now + 1_999);
+        assert_eq!(task_in_slot(&state, "web", 1).status.state, TaskState::New);
+        now += 2_000;
+        settle(&mut state, now);
+        current = task_in_slot(&state, "web", 1);
+        assert_eq!(current.status.state, TaskState::Assigned);
+        workers_act(&mut state, now);
+    }
+    // A delay of 0 restarts at once.
+    let mut svc = service("now", 1);
+    svc.spec.task.restart_policy.delay_ms = 0;
+    let mut state = cluster(1, vec![svc]);
+    settle(&mut state, T0);
+    workers_act(&mut state, T0 + 1);
+    let first = task_in_slot(&state, "now", 1);
+    fail(&mut state, &first.id, T0 + 2);
+    settle(&mut state, T0 + 3);
+    let second = task_in_slot(&state, "now", 1);
+    assert_eq!((second.status.state, second.not_before_ms), (TaskState::Assigned, 0));
+}
+
+#[test]
+fn exponential_backoff_restarts_at_once_after_a_healthy_run_and_doubles_in_a_crash_loop() {
+    let mut state = cluster(1, vec![backing_off("web", 1)]);
     settle(&mut state, T0);
     workers_act(&mut state, T0 + 100);
     // Ran 60 s, then crashed: restarted at once, no streak.
@@ -290,6 +339,13 @@ fn restart_is_immediate_after_a_healthy_run_and_backs_off_in_a_crash_loop() {
     // The back-off is capped.
     let (delay, _) = restart::backoff(&Task { restart_streak: 30, ..current.clone() }, 5_000);
     assert_eq!(delay, restart::MAX_BACKOFF_MS);
+    // A healthy run (10 s) resets the streak and restarts at once.
+    workers_act(&mut state, now);
+    fail(&mut state, &current.id, now + restart::HEALTHY_RUN_MS);
+    now += restart::HEALTHY_RUN_MS + 1;
+    settle(&mut state, now);
+    let next = task_in_slot(&state, "web", 1);
+    assert_eq!((next.status.state, next.not_before_ms, next.restart_streak), (TaskState::Assigned, 0, 0));
 }
 
 #[test]
@@ -652,7 +708,8 @@ mod leader_loop {
         store.view(|s| {
             assert_eq!(s.tasks[&ids[0]].desired_state, TaskState::Shutdown);
             let new = s.tasks.values().find(|t| t.slot == slot && t.id != ids[0]).unwrap();
-            assert_eq!(new.restart_streak, 1);
+            // Swarm's fixed delay (5 s by default): held, no streak.
+            assert_eq!(new.restart_streak, 0);
             assert!(new.not_before_ms > 0);
         });
 
@@ -781,7 +838,7 @@ fn global_rolling_update_goes_node_by_node() {
 
 #[test]
 fn restart_measures_the_run_from_the_container_start_not_the_task_creation() {
-    let mut state = cluster(1, vec![service("web", 1)]);
+    let mut state = cluster(1, vec![backing_off("web", 1)]);
     settle(&mut state, T0);
     let first = task_in_slot(&state, "web", 1);
     // A 30 s image pull, then the container dies a second after it started.

@@ -284,6 +284,12 @@ pub enum RestartConditionArg {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartBackoffArg {
+    Fixed,
+    Exponential,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailureActionArg {
     Pause,
     Continue,
@@ -347,6 +353,12 @@ pub struct CommonServiceFlags {
     /// Window used to evaluate the restart policy (ns|us|ms|s|m|h)
     #[arg(long, value_parser = duration_arg, value_name = "DURATION")]
     pub restart_window: Option<u64>,
+    /// How the restart delay grows ("fixed", "exponential") (default "fixed"). fixed: every restart
+    /// waits --restart-delay, as Swarm's does. exponential: a task that ran at least 10s (a healthy
+    /// run) restarts at once; one that died sooner waits --restart-delay, doubled per consecutive
+    /// short run, at most 5m (or --restart-delay if longer)
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub restart_backoff: Option<RestartBackoffArg>,
     /// Maximum number of tasks updated simultaneously (0 to update all at once) (default 1)
     #[arg(long)]
     pub update_parallelism: Option<u64>,

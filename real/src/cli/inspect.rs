@@ -108,6 +108,8 @@ fn service_spec(spec: &ServiceSpec) -> Value {
                 "Delay": nanos(restart.delay_ms),
                 "MaxAttempts": restart.max_attempts,
                 "Window": nanos(restart.window_ms),
+                // shoal's addition (Swarm's is always "fixed"): see `--restart-backoff`.
+                "Backoff": restart.backoff,
             })),
             ("Placement", object(vec![
                 ("Constraints", json!(task.placement.constraints)),

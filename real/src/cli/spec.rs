@@ -2,12 +2,13 @@
 //! `service update` from the current spec. Pure, so every flag's effect is unit-tested.
 
 use shoal_core::api::{
-    EndpointMode, FailureAction, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+    EndpointMode, FailureAction, PortConfig, PublishMode, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec,
+    UpdateOrder,
 };
 
 use super::args::{
-    CommonServiceFlags, CreateArgs, EndpointModeArg, FailureActionArg, ModeArg, OrderArg, RestartConditionArg,
-    RollbackFailureActionArg, UpdateArgs,
+    CommonServiceFlags, CreateArgs, EndpointModeArg, FailureActionArg, ModeArg, OrderArg, RestartBackoffArg,
+    RestartConditionArg, RollbackFailureActionArg, UpdateArgs,
 };
 
 /// A flag value the CLI refuses, with the flag named.
@@ -135,6 +136,12 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
     }
     if let Some(v) = flags.restart_window {
         task.restart_policy.window_ms = v;
+    }
+    if let Some(backoff) = flags.restart_backoff {
+        task.restart_policy.backoff = match backoff {
+            RestartBackoffArg::Fixed => RestartBackoff::Fixed,
+            RestartBackoffArg::Exponential => RestartBackoff::Exponential,
+        };
     }
     if let Some(v) = flags.stop_grace_period {
         task.stop_grace_period_ms = v;

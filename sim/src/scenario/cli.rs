@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 use shoal_core::api::{
-    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartCondition,
-    ServiceMode, ServiceSpec, UpdateOrder,
+    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartBackoff,
+    RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
 };
 use shoal_core::control::ControlRequest;
 
@@ -79,6 +79,7 @@ pub struct CommonFlags {
     pub restart_delay: Option<Duration>,
     pub restart_max_attempts: Option<u64>,
     pub restart_window: Option<Duration>,
+    pub restart_backoff: Option<RestartBackoff>,
     pub stop_grace_period: Option<Duration>,
     pub max_replicas_per_node: Option<u64>,
     pub endpoint_mode: Option<EndpointMode>,
@@ -126,6 +127,9 @@ impl CommonFlags {
         if let Some(v) = self.restart_window {
             spec.task.restart_policy.window_ms = ms(v);
         }
+        if let Some(v) = self.restart_backoff {
+            spec.task.restart_policy.backoff = v;
+        }
         if let Some(v) = self.stop_grace_period {
             spec.task.stop_grace_period_ms = ms(v);
         }
@@ -157,6 +161,7 @@ impl CommonFlags {
             "--restart-delay" => self.restart_delay = Some(words.duration(flag)?),
             "--restart-max-attempts" => self.restart_max_attempts = Some(words.number(flag)?),
             "--restart-window" => self.restart_window = Some(words.duration(flag)?),
+            "--restart-backoff" => self.restart_backoff = Some(restart_backoff(&words.value(flag)?)?),
             "--stop-grace-period" => self.stop_grace_period = Some(words.duration(flag)?),
             "--replicas-max-per-node" => self.max_replicas_per_node = Some(words.number(flag)?),
             "--endpoint-mode" => {
@@ -307,6 +312,14 @@ fn update_order(v: &str) -> Result<UpdateOrder, String> {
         "stop-first" => Ok(UpdateOrder::StopFirst),
         "start-first" => Ok(UpdateOrder::StartFirst),
         other => Err(format!("invalid update order {other:?}: expected stop-first, start-first")),
+    }
+}
+
+fn restart_backoff(v: &str) -> Result<RestartBackoff, String> {
+    match v {
+        "fixed" => Ok(RestartBackoff::Fixed),
+        "exponential" => Ok(RestartBackoff::Exponential),
+        other => Err(format!("invalid restart backoff {other:?}: expected fixed, exponential")),
     }
 }
 
