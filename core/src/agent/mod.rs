@@ -244,8 +244,8 @@ impl Agent {
             let DispatcherResponse::Mesh(reply) = self.call(manager, DispatcherRequest::Mesh(request)).await? else {
                 return Err(SessionError::Protocol("expected the endpoint table"));
             };
-            if reply.digest != digest {
-                self.mesh.apply(reply.table).await;
+            if let Some(table) = reply.table.filter(|_| reply.digest != digest) {
+                self.mesh.apply(table).await;
                 digest = reply.digest;
             }
         }

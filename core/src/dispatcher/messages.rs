@@ -85,7 +85,8 @@ pub struct MeshRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MeshResponse {
     pub digest: u64,
-    pub table: MeshTable,
+    /// `None` when the node already has this digest (the poll ended at its deadline).
+    pub table: Option<MeshTable>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

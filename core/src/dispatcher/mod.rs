@@ -163,8 +163,11 @@ impl Dispatcher {
         let mut leadership = self.consensus.leadership();
         loop {
             let (digest, table) = self.mesh_table();
-            if digest != request.known_digest || deadline.is_elapsed() {
-                return Ok(MeshResponse { digest, table: (*table).clone() });
+            if digest != request.known_digest {
+                return Ok(MeshResponse { digest, table: Some((*table).clone()) });
+            }
+            if deadline.is_elapsed() {
+                return Ok(MeshResponse { digest, table: None });
             }
             tokio::select! {
                 // Biased: tokio's random branch order is not seeded by the simulator.

@@ -85,19 +85,17 @@ pub struct MeshTable {
     pub services: BTreeMap<String, MeshService>,
     /// By network id.
     pub networks: BTreeMap<String, MeshNetwork>,
-    /// Each node's data address (nodes that are not down).
+    /// The data address of each node that hosts an endpoint. Only those: a node joining or
+    /// leaving must not change every node's table (a thousand joins would make every node fetch
+    /// the table a thousand times).
     pub nodes: BTreeMap<String, String>,
 }
 
 impl MeshTable {
     /// The table as of `state`.
     pub fn from_state(state: &StoreState) -> MeshTable {
-        let nodes: BTreeMap<String, String> = state
-            .nodes
-            .values()
-            .filter(|n| n.status.state != NodeState::Down)
-            .map(|n| (n.id.clone(), n.description.data_addr.clone()))
-            .collect();
+        let up = |node_id: &str| state.nodes.get(node_id).filter(|n| n.status.state != NodeState::Down);
+        let mut nodes: BTreeMap<String, String> = BTreeMap::new();
         let mut services: BTreeMap<String, MeshService> = BTreeMap::new();
         for service in state.services.values() {
             let networks: Vec<String> = service
@@ -133,9 +131,8 @@ impl MeshTable {
                 continue;
             }
             let Some(endpoint) = task.status.endpoint.as_ref().filter(|e| e.ready) else { continue };
-            if !nodes.contains_key(&task.node_id) {
-                continue;
-            }
+            let Some(node) = up(&task.node_id) else { continue };
+            nodes.insert(node.id.clone(), node.description.data_addr.clone());
             if let Some(service) = services.get_mut(&task.service_id) {
                 service.endpoints.push(MeshEndpoint {
                     task_id: task.id.clone(),
