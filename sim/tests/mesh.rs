@@ -146,7 +146,7 @@ fn spec(name: &str, image: &str, networks: Vec<BridgeSpec>) -> ContainerSpec {
 }
 
 async fn started(executor: &SimExecutor, spec: ContainerSpec) -> String {
-    executor.prepare_image(&spec.image).await.unwrap();
+    executor.prepare_image(&spec.image, None).await.unwrap();
     let id = executor.create(&spec).await.unwrap();
     executor.start(&id).await.unwrap();
     id
