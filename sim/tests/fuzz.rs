@@ -69,6 +69,7 @@ fn a_fixed_budget_of_small_cases_passes() {
 fn a_failing_property_shrinks_to_a_regression_file_that_reproduces_it() {
     let mut gen = GenConfig::small();
     gen.sabotage = Some(Sabotage::DrainIsFatal);
+    gen.traffic = false;
     let options = options("sabotage", 64, 5, gen.clone());
     let mut shrinks = 0;
     let report = fuzz(&options, &mut |event| {

@@ -443,6 +443,8 @@ mod sim {
             Some("drain-is-fatal") => Some(Sabotage::DrainIsFatal),
             Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal"),
         };
+        // A sabotaged run tests the fuzzer itself: only the sabotaged property should fail.
+        gen.traffic = gen.sabotage.is_none();
         let work_dir = std::env::temp_dir().join(format!("shoal-fuzz-{}", std::process::id()));
         let options = FuzzOptions {
             cases,

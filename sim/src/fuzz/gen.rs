@@ -18,6 +18,11 @@
 //!   reactivate every drained node, move services off the crashing image, then strict writes
 //!   (a `probe` service) and the liveness phase: `probe` runs, and every service converges to its
 //!   spec. The safety invariants are checked on every poll of the whole run.
+//! - **Traffic** ([`GenConfig::traffic`]). Before the operations, a service `front` publishes port
+//!   8080 and a simulated client sends it 10 requests/s through `manager-1` for the whole run; no
+//!   operation touches `front` itself, but drains, promotions, crashes and cuts reach its tasks and
+//!   the mesh, and the `client-requests` invariant allows a failed request only where a fault
+//!   explains it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -26,7 +31,10 @@ use proptest::prelude::*;
 
 use crate::scenario::expect::{Expectation, Timed};
 use crate::scenario::fault::{Fault, ImageFault, Side, Target};
-use crate::scenario::parse::{Action, Final, Run, Scenario, Shape, Step};
+use crate::scenario::parse::{Action, ClientStep, Final, Run, Scenario, Shape, Step};
+
+/// The service that carries a case's client traffic (never touched by an operation).
+pub const TRAFFIC_SERVICE: &str = "front";
 
 /// The images services use; `nginx:slow` and `nginx:crashy` are slow or crashing once an
 /// operation says so.
@@ -53,18 +61,20 @@ pub struct GenConfig {
     pub max_workers: usize,
     pub max_ops: usize,
     pub sabotage: Option<Sabotage>,
+    /// Run a service under a simulated client's load through the whole case.
+    pub traffic: bool,
 }
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { managers: vec![1, 3, 5], max_workers: 6, max_ops: 16, sabotage: None }
+        GenConfig { managers: vec![1, 3, 5], max_workers: 6, max_ops: 16, sabotage: None, traffic: true }
     }
 }
 
 impl GenConfig {
     /// Small shapes and short sequences (the CI budget).
     pub fn small() -> Self {
-        GenConfig { managers: vec![1, 3], max_workers: 3, max_ops: 10, sabotage: None }
+        GenConfig { managers: vec![1, 3], max_workers: 3, max_ops: 10, sabotage: None, traffic: true }
     }
 }
 
@@ -500,9 +510,27 @@ impl Case {
             steps: Vec::new(),
             sabotage: config.sabotage,
         };
+        if config.traffic {
+            model.run(
+                Duration::ZERO,
+                format!("service create --name {TRAFFIC_SERVICE} --replicas 2 -p 8080:80 nginx:1.25"),
+                false,
+            );
+            let running = Expectation::ServiceRunning { service: TRAFFIC_SERVICE.into(), count: 2, image: None };
+            model.expect(Duration::ZERO, running, secs(60));
+            let client = crate::client::ClientSpec {
+                name: "load".into(),
+                target: "manager-1:8080".into(),
+                from: crate::scenario::parse::CLIENT_HOST.into(),
+                rate: 10.0,
+                keepalive: false,
+                network: None,
+            };
+            model.step(Duration::ZERO, Action::Client(ClientStep::Start(client)), false);
+        }
         let applied = self.ops.iter().filter(|op| model.apply(op)).count();
         model.finish();
-        let expect = vec![
+        let mut expect = vec![
             Final::Eventually(Timed {
                 expectation: Expectation::ServiceRunning { service: "probe".into(), count: 2, image: None },
                 within: secs(120),
@@ -511,6 +539,9 @@ impl Case {
             Final::Always("task-state-forward".into()),
             Final::Always("no-running-task-on-drained-node".into()),
         ];
+        if config.traffic {
+            expect.push(Final::Always("client-requests".into()));
+        }
         Scenario {
             name: format!(
                 "fuzz: M={} W={}, {applied} operations and faults (case seed {})",

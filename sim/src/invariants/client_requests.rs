@@ -31,8 +31,8 @@ use crate::client::{ClientLog, RequestRecord};
 /// node's table.
 pub const SLACK_MS: u64 = 2_000;
 
-/// How long after a host fault the host counts as out even if the store never saw it down (a
-/// daemon restart faster than node-down detection).
+/// How long after a restart the host counts as out if the store never saw it down (a daemon
+/// restart faster than node-down detection).
 const MIN_OUTAGE_MS: u64 = 5_000;
 
 /// A host that crashed, restarted or left.
@@ -40,9 +40,11 @@ const MIN_OUTAGE_MS: u64 = 5_000;
 struct Outage {
     host: String,
     at_ms: u64,
+    /// When it was restarted (a host that crashed or left and was not restarted is not back).
+    restarted_ms: Option<u64>,
     /// When the leader's store first showed it down (or gone).
     detected_ms: Option<u64>,
-    /// When it was seen ready again afterwards.
+    /// When it was seen ready again after its restart.
     back_ms: Option<u64>,
 }
 
@@ -58,9 +60,26 @@ pub struct ClientRequests {
 }
 
 impl ClientRequests {
-    /// `host` crashed, restarted or left at `at_ms`.
+    /// `host` crashed or left at `at_ms`.
     pub fn host_fault(&mut self, host: &str, at_ms: u64) {
-        self.outages.push(Outage { host: host.to_string(), at_ms, detected_ms: None, back_ms: None });
+        let outage = Outage { host: host.to_string(), at_ms, restarted_ms: None, detected_ms: None, back_ms: None };
+        self.outages.push(outage);
+    }
+
+    /// `host` was restarted at `at_ms`: the end of its outage, or (a running daemon restarted) an
+    /// outage of its own.
+    pub fn host_restart(&mut self, host: &str, at_ms: u64) {
+        let open = self.outages.iter_mut().rev().find(|o| o.host == host && o.restarted_ms.is_none());
+        match open {
+            Some(outage) => outage.restarted_ms = Some(at_ms),
+            None => self.outages.push(Outage {
+                host: host.to_string(),
+                at_ms,
+                restarted_ms: Some(at_ms),
+                detected_ms: None,
+                back_ms: None,
+            }),
+        }
     }
 
     /// A partition or link fault began.
@@ -89,8 +108,11 @@ impl ClientRequests {
             if outage.detected_ms.is_none() && down.contains(&outage.host) {
                 outage.detected_ms = Some(now_ms);
             }
-            let long_enough = outage.detected_ms.is_some() || now_ms >= outage.at_ms + MIN_OUTAGE_MS;
-            if outage.back_ms.is_none() && long_enough && ready.contains(&outage.host) {
+            // Back: ready after its restart, once the store saw it down (or, if it never did, a
+            // while after the restart).
+            let Some(restarted) = outage.restarted_ms else { continue };
+            let settled = outage.detected_ms.is_some() || now_ms >= restarted + MIN_OUTAGE_MS;
+            if outage.back_ms.is_none() && settled && ready.contains(&outage.host) {
                 outage.back_ms = Some(now_ms);
             }
         }
@@ -185,11 +207,30 @@ mod tests {
         let log = ClientLog::default();
         let mut check = ClientRequests::default();
         check.host_fault("worker-1", 1_000);
-        check.observe(4_000, &hosts(&["worker-1"]), &hosts(&[]));
+        // The store still says ready before it notices: that is not "back".
+        check.observe(3_000, &hosts(&[]), &hosts(&["worker-1"]));
+        check.observe(7_000, &hosts(&[]), &hosts(&["worker-1"]));
+        check.observe(8_000, &hosts(&["worker-1"]), &hosts(&[]));
         log.push(record(1, 20_000, 20_001, "worker-1", false));
         assert!(check.check(&log).is_ok());
+        check.host_restart("worker-1", 25_000);
         check.observe(30_000, &hosts(&[]), &hosts(&["worker-1"]));
-        log.push(record(2, 40_000, 40_001, "worker-1", false));
+        log.push(record(2, 31_000, 31_001, "worker-1", false));
+        assert!(check.check(&log).is_ok(), "within the slack after it is back");
+        log.push(record(3, 40_000, 40_001, "worker-1", false));
+        assert!(check.check(&log).is_err());
+    }
+
+    #[test]
+    fn a_daemon_restart_never_seen_down_ends_a_while_after_the_restart() {
+        let log = ClientLog::default();
+        let mut check = ClientRequests::default();
+        check.host_restart("worker-1", 1_000);
+        check.observe(2_000, &hosts(&[]), &hosts(&["worker-1"]));
+        log.push(record(1, 3_000, 3_001, "manager-1", false));
+        assert!(check.check(&log).is_ok());
+        check.observe(6_000, &hosts(&[]), &hosts(&["worker-1"]));
+        log.push(record(2, 9_000, 9_001, "manager-1", false));
         assert!(check.check(&log).is_err());
     }
 

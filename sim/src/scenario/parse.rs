@@ -87,6 +87,9 @@ pub enum ClientStep {
     Stop(String),
 }
 
+/// The host outside the cluster that clients run on unless a step names a node.
+pub const CLIENT_HOST: &str = "client";
+
 const CLIENT_FORM: &str = "start NAME to HOST:PORT [rate N/s] [from NODE [network NET]] [keepalive]` or `stop NAME";
 
 impl std::str::FromStr for ClientStep {
@@ -105,7 +108,7 @@ impl std::str::FromStr for ClientStep {
                 let mut spec = crate::client::ClientSpec {
                     name: name.to_string(),
                     target: target.to_string(),
-                    from: "client".to_string(),
+                    from: CLIENT_HOST.to_string(),
                     rate: 10.0,
                     keepalive: false,
                     network: None,
@@ -137,7 +140,7 @@ impl std::str::FromStr for ClientStep {
                         _ => return Err(usage()),
                     }
                 }
-                if spec.network.is_some() && spec.from == "client" {
+                if spec.network.is_some() && spec.from == CLIENT_HOST {
                     return Err(format!("client step {text:?}: a client on a network runs on a node: add `from NODE`"));
                 }
                 Ok(ClientStep::Start(spec))
@@ -153,7 +156,7 @@ impl std::fmt::Display for ClientStep {
             ClientStep::Stop(name) => write!(f, "stop {name}"),
             ClientStep::Start(spec) => {
                 write!(f, "start {} to {} rate {}/s", spec.name, spec.target, spec.rate)?;
-                if spec.from != "client" {
+                if spec.from != CLIENT_HOST {
                     write!(f, " from {}", spec.from)?;
                 }
                 if let Some(network) = &spec.network {

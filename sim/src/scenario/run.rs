@@ -345,7 +345,7 @@ impl Runner<'_> {
             }
             Fault::Restart(target) => {
                 let host = self.host(target)?;
-                self.invariants.clients.host_fault(&host, runtime::unix_millis());
+                self.invariants.clients.host_restart(&host, runtime::unix_millis());
                 self.cluster.restart(&host);
                 self.crashed.retain(|h| h != &host);
             }
