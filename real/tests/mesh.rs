@@ -386,11 +386,30 @@ fn ingress_publishing_readiness_and_drain() {
     assert!(sent > 100, "the loop kept sending during the drain ({sent} requests)");
     assert!(failures.is_empty(), "{} of {sent} requests failed during the drain: {failures:?}", failures.len());
 
+    // Moving the published port (`--publish-rm` by target, `--publish-add`): the new one answers on
+    // every node, the old one closes on every node.
+    let moved = free_port_on(&ips);
+    cluster
+        .manager()
+        .shoal_within(
+            &["service", "update", "--publish-rm", "80", "--publish-add", &format!("{moved}:80"), "front"],
+            Duration::from_secs(240),
+        )
+        .unwrap_or_else(|e| panic!("service update --publish-rm/--publish-add: {e}"));
+    for ip in &ips {
+        let host =
+            wait_for(Duration::from_secs(30), "the new published port", || http_get(&format!("{ip}:{moved}")).ok());
+        assert!(replica_hostnames("front").contains(&host), "{host}");
+        wait_for(Duration::from_secs(30), "the old published port to close", || {
+            http_get(&format!("{ip}:{port}")).err().filter(|e| e.contains("refused"))
+        });
+    }
+
     // Removing the service frees the port on every node.
     cluster.must(&["service", "rm", "front"]);
     for ip in &ips {
         wait_for(Duration::from_secs(30), "the published port to close", || {
-            http_get(&format!("{ip}:{port}")).err().filter(|e| e.contains("refused"))
+            http_get(&format!("{ip}:{moved}")).err().filter(|e| e.contains("refused"))
         });
     }
 }
