@@ -111,8 +111,12 @@ impl Agent {
             task_id: task_id.to_string(),
             wait_ms: limit.as_millis() as u64,
         };
-        match self.call(&manager, DispatcherRequest::Drain(request)).await {
-            Ok(DispatcherResponse::Drained(reply)) => {
+        // Bounded here too: a session to a manager that is gone must not hold a stop for the
+        // call's own (longer) deadline.
+        match runtime::timeout(limit + Duration::from_secs(1), self.call(&manager, DispatcherRequest::Drain(request)))
+            .await
+        {
+            Ok(Ok(DispatcherResponse::Drained(reply))) => {
                 if !reply.drained {
                     self.env.tracer.emit(
                         "mesh.drain_unconfirmed",

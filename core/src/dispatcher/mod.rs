@@ -154,8 +154,12 @@ impl Dispatcher {
     /// differs from it, else when it changes, when leadership is lost, or at the deadline.
     async fn mesh_poll(&self, request: MeshRequest) -> Result<MeshResponse, DispatcherError> {
         self.check_session(&request.node_id, &request.session_id)?;
-        self.mesh.applied.lock().expect("mesh lock").insert(request.node_id.clone(), request.known_digest);
-        self.mesh.applied_changed.send_modify(|n| *n += 1);
+        let previous =
+            self.mesh.applied.lock().expect("mesh lock").insert(request.node_id.clone(), request.known_digest);
+        // Drain barriers only care when what a node applied changed.
+        if previous != Some(request.known_digest) {
+            self.mesh.applied_changed.send_modify(|n| *n += 1);
+        }
         self.ensure_mesh_refresher();
         let deadline = runtime::sleep(Duration::from_millis(request.wait_ms.min(60_000)));
         tokio::pin!(deadline);
@@ -343,6 +347,9 @@ impl Dispatcher {
         })
         .await?;
         let session_id = new_id();
+        // What the node applied under an older session (or leader) says nothing of its table
+        // now: it counts as routing until its first poll of this session.
+        self.mesh.applied.lock().expect("mesh lock").remove(&node_id);
         self.sessions
             .lock()
             .expect("sessions lock")

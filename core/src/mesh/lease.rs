@@ -34,11 +34,14 @@ pub fn parse_subnet(subnet: &str) -> Result<Ipv4Net, LeaseError> {
     Ok(net)
 }
 
-/// The prefix length of one node's lease in a subnet of `prefix`: a /24 when the subnet is a /20
-/// or larger (16+ nodes of 126 containers), else a quarter of it.
+/// The prefix length of one node's lease in a subnet of `prefix`: at least 512 leases where the
+/// subnet allows it while a lease keeps at least 64 container addresses (a /16 gives 512 /25s; a
+/// /14 gives 1,024 /24s), else a quarter of the subnet.
 pub fn lease_prefix(prefix: u8) -> u8 {
-    if prefix <= 20 {
-        24
+    if prefix + 9 <= 25 {
+        (prefix + 9).max(24)
+    } else if prefix <= 23 {
+        25
     } else {
         prefix + 2
     }
@@ -106,7 +109,20 @@ impl Lease {
 /// leaves the task without a lease: its runner rejects it with the reason.
 pub fn lease_actions<'a>(state: &StoreState, tasks: impl Iterator<Item = &'a Task>) -> Vec<Action> {
     let mut networks: BTreeMap<String, Network> = BTreeMap::new();
-    for task in tasks.filter(|t| t.status.state == TaskState::Assigned && !t.node_id.is_empty()) {
+    // Leases of nodes no longer in the swarm go back to the pool first.
+    let reclaim = |network: &Network, networks: &mut BTreeMap<String, Network>| {
+        if network.leases.keys().any(|node| !state.nodes.contains_key(node)) {
+            let network = networks.entry(network.id.clone()).or_insert_with(|| network.clone());
+            network.leases.retain(|node, _| state.nodes.contains_key(node));
+        }
+    };
+    let mut tasks = tasks.filter(|t| t.status.state == TaskState::Assigned && !t.node_id.is_empty()).peekable();
+    if tasks.peek().is_some() {
+        for network in state.networks.values() {
+            reclaim(network, &mut networks);
+        }
+    }
+    for task in tasks {
         for network_id in &task.networks {
             let Some(stored) = state.networks.get(network_id) else { continue };
             let network = networks.entry(network_id.clone()).or_insert_with(|| stored.clone());
@@ -159,9 +175,13 @@ mod tests {
     fn leases_split_the_subnet_and_never_repeat() {
         let mut taken = BTreeMap::new();
         let first = next_lease("10.20.0.0/16", &taken).unwrap();
-        assert_eq!(first, "10.20.0.0/24");
+        assert_eq!(first, "10.20.0.0/25");
         taken.insert("a".into(), first);
-        assert_eq!(next_lease("10.20.0.0/16", &taken).unwrap(), "10.20.1.0/24");
+        assert_eq!(next_lease("10.20.0.0/16", &taken).unwrap(), "10.20.0.128/25");
+        // 512 nodes fit a /16; a /14 gives /24s.
+        assert_eq!(lease_prefix(16), 25);
+        assert_eq!(lease_prefix(14), 24);
+        assert_eq!(lease_prefix(8), 24);
         // A /24 is cut in quarters.
         let mut small = BTreeMap::new();
         for i in 0..4 {

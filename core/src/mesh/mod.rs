@@ -18,7 +18,6 @@ pub mod tunnel;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,10 +91,17 @@ pub struct Mesh {
     vips: Mutex<BTreeMap<(String, String), Ipv4Addr>>,
     /// VIPs given up whose address is still on a bridge: (device, ip).
     released_vips: Mutex<Vec<(String, String)>>,
-    round_robin: AtomicU64,
     /// Resolvers for names the swarm does not know (`ip:53`), from the host's configuration.
     upstreams: Mutex<Vec<String>>,
     options: MeshOptions,
+    /// Flipped by [`Mesh::shutdown`]: the tunnel listener and the retry loop end (a node that
+    /// leaves and joins again in the same daemon makes a new `Mesh`).
+    stop: watch::Sender<bool>,
+    /// One reconcile at a time: two would both open a missing listener, and an older table could
+    /// reopen what a newer one closed.
+    reconciling: tokio::sync::Mutex<()>,
+    /// Round-robin position per service, from a seeded random start.
+    round_robin: Mutex<BTreeMap<String, u64>>,
 }
 
 /// Counts one open connection to a local task for as long as it lives.
@@ -146,7 +152,9 @@ impl Mesh {
             bridges: Mutex::new(BTreeMap::new()),
             vips: Mutex::new(BTreeMap::new()),
             released_vips: Mutex::new(Vec::new()),
-            round_robin: AtomicU64::new(runtime::random_u64()),
+            stop: watch::channel(false).0,
+            reconciling: tokio::sync::Mutex::new(()),
+            round_robin: Mutex::new(BTreeMap::new()),
             upstreams: Mutex::new(options.dns_upstreams.clone()),
             options,
         })
@@ -180,9 +188,15 @@ impl Mesh {
         match self.env.mesh.listen_tunnels().await {
             Ok(mut listener) => {
                 let mesh = self.clone();
+                let mut stop = self.stop.subscribe();
                 runtime::spawn(async move {
                     loop {
-                        match listener.accept().await {
+                        let accepted = tokio::select! {
+                            biased;
+                            _ = stopped(&mut stop) => return,
+                            accepted = listener.accept() => accepted,
+                        };
+                        match accepted {
                             Ok(incoming) => {
                                 let mesh = mesh.clone();
                                 runtime::spawn(async move { mesh.serve_tunnel(incoming).await });
@@ -199,11 +213,17 @@ impl Mesh {
                 self.trace("mesh.listen_failed", serde_json::json!({"what": "tunnels", "error": err.to_string()}))
             }
         }
-        let mesh = self.clone();
+        let mesh = Arc::downgrade(self);
+        let mut stop = self.stop.subscribe();
         runtime::spawn(async move {
             // Listeners that failed (a port held by someone else) are tried again.
             loop {
-                runtime::sleep(LISTEN_RETRY).await;
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return,
+                    _ = runtime::sleep(LISTEN_RETRY) => {}
+                }
+                let Some(mesh) = mesh.upgrade() else { return };
                 if !mesh.failed.lock().expect("mesh lock").is_empty() {
                     mesh.reconcile().await;
                 }
@@ -234,7 +254,12 @@ impl Mesh {
             let found = {
                 let table = tables.borrow_and_update();
                 match table.networks.get(network_id) {
-                    Some(network) => lease::bridge_for(&network.network, &self.node_id).ok_or(network.name.clone()),
+                    Some(network) => lease::bridge_for(&network.network, &self.node_id).ok_or_else(|| {
+                        match lease::next_lease(&network.network.subnet, &network.network.leases) {
+                            Err(err @ lease::LeaseError::Exhausted { .. }) => format!("{}: {err}", network.name),
+                            _ => network.name.clone(),
+                        }
+                    }),
                     None => Err(network_id.to_string()),
                 }
             };
@@ -347,7 +372,14 @@ impl Mesh {
     }
 
     async fn reconcile(self: &Arc<Self>) {
+        let _one_at_a_time = self.reconciling.lock().await;
         let table = self.table();
+        // Bridges of networks that were removed go (their tasks are gone: `network rm` waits).
+        let gone: Vec<BridgeSpec> = {
+            let mut bridges = self.bridges.lock().expect("mesh lock");
+            let ids: Vec<String> = bridges.keys().filter(|id| !table.networks.contains_key(*id)).cloned().collect();
+            ids.iter().filter_map(|id| bridges.remove(id)).collect()
+        };
         let desired = self.desired(&table);
         let stale: Vec<ListenKey> = {
             let mut listeners = self.listeners.lock().expect("mesh lock");
@@ -362,6 +394,15 @@ impl Mesh {
         for key in stale {
             self.trace("mesh.unlisten", serde_json::json!({"listener": format!("{key:?}")}));
         }
+        for bridge in gone {
+            match self.env.executor.remove_network(&bridge.name).await {
+                Ok(()) => self.trace("mesh.bridge_removed", serde_json::json!({"network_id": bridge.network_id})),
+                Err(err) => self.trace(
+                    "mesh.bridge_remove_failed",
+                    serde_json::json!({"network_id": bridge.network_id, "error": err.to_string()}),
+                ),
+            }
+        }
         let released = std::mem::take(&mut *self.released_vips.lock().expect("mesh lock"));
         for (device, ip) in released {
             if let Err(err) = self.env.mesh.remove_local_address(&device, &ip).await {
@@ -371,6 +412,7 @@ impl Mesh {
         self.failed.lock().expect("mesh lock").retain(|k, _| desired.contains_key(k));
         for (key, addr) in desired {
             if self.listeners.lock().expect("mesh lock").contains_key(&key) {
+                self.failed.lock().expect("mesh lock").remove(&key);
                 continue;
             }
             match self.open(&key, &addr).await {
@@ -466,7 +508,13 @@ impl Mesh {
         if n == 0 {
             return Vec::new();
         }
-        let start = (self.round_robin.fetch_add(1, Ordering::Relaxed) % n as u64) as usize;
+        let position = {
+            let mut positions = self.round_robin.lock().expect("mesh lock");
+            let position = positions.entry(service.id.clone()).or_insert_with(runtime::random_u64);
+            *position = position.wrapping_add(1);
+            *position
+        };
+        let start = (position % n as u64) as usize;
         (0..n).map(|i| service.endpoints[(start + i) % n].clone()).collect()
     }
 
@@ -514,13 +562,19 @@ impl Mesh {
     ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
         if endpoint.node_id == self.node_id && !udp {
             let addr = endpoint.local_address().ok_or("the task has no address")?;
+            // Counted before the table is looked at again, so a drain that sees no connection
+            // never misses this one; a task that left the rotation meanwhile is skipped.
+            let guard = ActiveGuard::new(self, &endpoint.task_id);
+            if !self.table().routes_to(&endpoint.task_id) {
+                return Err("the task left the rotation".into());
+            }
             let stream = self
                 .env
                 .mesh
                 .connect_tcp(&format!("{addr}:{port}"), BACKEND_CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| e.to_string())?;
-            return Ok((stream, Some(ActiveGuard::new(self, &endpoint.task_id))));
+            return Ok((stream, Some(guard)));
         }
         let table = self.table();
         let node_addr =
@@ -552,14 +606,31 @@ impl Mesh {
                 return;
             }
         };
+        // Counted before the table is looked at, so a drain that sees no connection never misses
+        // this one.
+        let guard = ActiveGuard::new(&self, &header.task_id);
         let table = self.table();
-        let target = table
-            .local_endpoint(&self.node_id, &header.service_id, &header.task_id)
-            .and_then(|e| e.local_address().map(|a| format!("{a}:{}", header.port)));
-        let Some(target) = target else {
-            let reason = format!("task {} is not ready on this node", header.task_id);
-            let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
-            return;
+        let protocol = if header.udp { "udp" } else { "tcp" };
+        let target = match table.local_endpoint(&self.node_id, &header.service_id, &header.task_id) {
+            None => Err(format!("task {} is not ready on this node", header.task_id)),
+            Some(endpoint) => {
+                let served = endpoint.ports.iter().any(|(p, port)| p == protocol && *port == header.port)
+                    || table.services.get(&header.service_id).is_some_and(|s| {
+                        s.ports.iter().any(|p| p.protocol == protocol && p.target_port == header.port)
+                    });
+                match endpoint.local_address() {
+                    Some(addr) if served => Ok(format!("{addr}:{}", header.port)),
+                    Some(_) => Err(format!("task {} serves no {protocol} port {}", header.task_id, header.port)),
+                    None => Err(format!("task {} has no address", header.task_id)),
+                }
+            }
+        };
+        let target = match target {
+            Ok(target) => target,
+            Err(reason) => {
+                let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
+                return;
+            }
         };
         if header.udp {
             let socket = match self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await {
@@ -572,18 +643,15 @@ impl Mesh {
             if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_err() {
                 return;
             }
-            let _guard = ActiveGuard::new(&self, &header.task_id);
-            let (mut reader, writer) = tokio::io::split(stream);
+            let _guard = guard;
+            let (reader, writer) = tokio::io::split(stream);
             let writer = Arc::new(tokio::sync::Mutex::new(writer));
-            let (tx, mut rx) = mpsc::channel(256);
-            runtime::spawn(async move {
-                while let Ok(datagram) = tunnel::read_datagram(&mut reader).await {
-                    if tx.send(datagram).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            relay_local_udp(socket, target, &mut rx, |reply| {
+            let mut rx = spawn_datagram_reader(reader);
+            let routed = {
+                let (mesh, task_id) = (self.clone(), header.task_id.clone());
+                move || mesh.table().routes_to(&task_id)
+            };
+            relay_local_udp(socket, target, &mut rx, routed, |reply| {
                 let writer = writer.clone();
                 async move {
                     let _ = tunnel::write_datagram(&mut *writer.lock().await, &reply).await;
@@ -594,7 +662,6 @@ impl Mesh {
         }
         match self.env.mesh.connect_tcp(&target, BACKEND_CONNECT_TIMEOUT).await {
             Ok(mut backend) => {
-                let guard = ActiveGuard::new(&self, &header.task_id);
                 if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_ok() {
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut backend).await;
                 }
@@ -624,7 +691,10 @@ impl Mesh {
                 _ = stopped(&mut stop) => return,
                 received = socket.recv_from(&mut buf) => received,
             };
-            let Ok((len, client)) = received else { continue };
+            let Ok((len, client)) = received else {
+                runtime::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             flows.retain(|_, flow| !flow.is_closed());
             if let Some(flow) = flows.get(&client) {
                 // A full flow drops the datagram, as a full socket buffer would.
@@ -660,7 +730,11 @@ impl Mesh {
                 let Some(addr) = endpoint.local_address() else { continue };
                 let Ok(backend) = self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await else { return };
                 let _guard = ActiveGuard::new(&self, &endpoint.task_id);
-                relay_local_udp(backend, format!("{addr}:{port}"), &mut datagrams, |reply| {
+                let routed = {
+                    let (mesh, task_id) = (self.clone(), endpoint.task_id.clone());
+                    move || mesh.table().routes_to(&task_id)
+                };
+                relay_local_udp(backend, format!("{addr}:{port}"), &mut datagrams, routed, |reply| {
                     let (front, client) = (front.clone(), client.clone());
                     async move {
                         let _ = front.send_to(&reply, &client).await;
@@ -670,11 +744,15 @@ impl Mesh {
                 return;
             }
             let Ok((tunnel, _)) = self.dial_with(&endpoint, &service.id, port, &client, true).await else { continue };
-            let (mut reader, mut writer) = tokio::io::split(tunnel);
+            let (reader, mut writer) = tokio::io::split(tunnel);
+            let mut replies = spawn_datagram_reader(reader);
             loop {
                 tokio::select! {
                     biased;
                     datagram = datagrams.recv() => match datagram {
+                        // A task that left the rotation ends the flow; the client's next datagram
+                        // starts a new one on a task that is in it.
+                        Some(_) if !self.table().routes_to(&endpoint.task_id) => return,
                         Some(datagram) => {
                             if tunnel::write_datagram(&mut writer, &datagram).await.is_err() {
                                 return;
@@ -682,8 +760,8 @@ impl Mesh {
                         }
                         None => return,
                     },
-                    reply = runtime::timeout(UDP_FLOW_IDLE, tunnel::read_datagram(&mut reader)) => match reply {
-                        Ok(Ok(reply)) => {
+                    reply = runtime::timeout(UDP_FLOW_IDLE, replies.recv()) => match reply {
+                        Ok(Some(reply)) => {
                             let _ = front.send_to(&reply, &client).await;
                         }
                         _ => return,
@@ -711,7 +789,10 @@ impl Mesh {
                 _ = stopped(&mut stop) => return,
                 received = socket.recv_from(&mut buf) => received,
             };
-            let Ok((len, client)) = received else { continue };
+            let Ok((len, client)) = received else {
+                runtime::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
             let table = self.table();
             let vip_of = |service: &str| self.vip(&network_id, service);
             match resolver::resolve(&table, &network_id, &buf[..len], &vip_of) {
@@ -775,6 +856,7 @@ impl Mesh {
 
     /// Forget the bridges (the node left the swarm; the agent removed them with the containers).
     pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
         let listeners = std::mem::take(&mut *self.listeners.lock().expect("mesh lock"));
         for stop in listeners.into_values() {
             stop.send_replace(true);
@@ -798,6 +880,7 @@ async fn relay_local_udp<F, Fut>(
     socket: Arc<dyn crate::env::mesh::DatagramSocket>,
     backend: String,
     datagrams: &mut mpsc::Receiver<Vec<u8>>,
+    routed: impl Fn() -> bool,
     reply: F,
 ) where
     F: Fn(Vec<u8>) -> Fut,
@@ -808,6 +891,8 @@ async fn relay_local_udp<F, Fut>(
         tokio::select! {
             biased;
             datagram = datagrams.recv() => match datagram {
+                // The task left the rotation: the flow ends (and with it the drain's wait on it).
+                Some(_) if !routed() => return,
                 Some(datagram) => {
                     if socket.send_to(&datagram, &backend).await.is_err() {
                         return;
@@ -821,6 +906,20 @@ async fn relay_local_udp<F, Fut>(
             },
         }
     }
+}
+
+/// Read a UDP tunnel's datagrams in a task of their own (a read is not safe to cancel midway,
+/// so it must not race other branches of a `select!`).
+fn spawn_datagram_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut reader: R) -> mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = mpsc::channel(256);
+    runtime::spawn(async move {
+        while let Ok(datagram) = tunnel::read_datagram(&mut reader).await {
+            if tx.send(datagram).await.is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// Resolves once a listener's switch is flipped (or its owner is gone).

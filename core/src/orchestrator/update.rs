@@ -215,7 +215,13 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
     let mut last_running_at = 0u64;
     let mut all_running = true;
     for s in &slots {
-        let new_running = s.new.iter().find(|t| t.status.state == TaskState::Running);
+        // A new task is up once it runs and, when the data plane routes to it, is in the
+        // rotation (DESIGN §8): an old task is not stopped, nor the next slot begun, while the
+        // new one cannot take requests yet.
+        let new_running = s.new.iter().find(|t| in_service(t, now));
+        if let Some(waiting) = s.new.iter().find(|t| t.status.state == TaskState::Running && !in_service(t, now)) {
+            w.wake_at(running_since(waiting) + READY_WAIT_MS);
+        }
         if s.new.is_empty() {
             idle_dirty.push(s);
             continue;
@@ -273,4 +279,27 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
             w.wake_at(last_running_at + monitor);
         }
     }
+}
+
+/// How long a rolling update waits for a running task of a routed service to become ready before
+/// it counts the task as up anyway: a task that never listens on its published port must not
+/// stall the update forever (Swarm, which has no readiness, would not wait at all).
+pub const READY_WAIT_MS: u64 = 30_000;
+
+fn running_since(task: &Task) -> u64 {
+    if task.status.started_at_ms > 0 {
+        task.status.started_at_ms
+    } else {
+        task.status.timestamp_ms
+    }
+}
+
+/// Whether a new task is up for a rolling update: running, and in the data plane's rotation when
+/// it has ports or networks (or running for [`READY_WAIT_MS`] without getting there).
+pub fn in_service(task: &Task, now_ms: u64) -> bool {
+    if task.status.state != TaskState::Running {
+        return false;
+    }
+    let routed = !task.networks.is_empty() || !task.ports.is_empty();
+    !routed || task.status.endpoint.as_ref().is_some_and(|e| e.ready) || now_ms >= running_since(task) + READY_WAIT_MS
 }
