@@ -57,9 +57,16 @@ pub struct ClientRequests {
     image_fault_ms: Option<u64>,
     /// Records of the log already checked.
     checked: usize,
+    /// When the run began (ms since the Unix epoch), so violations say when in the run they were.
+    run_start_ms: u64,
 }
 
 impl ClientRequests {
+    /// The run began at `unix_ms` (violations are reported relative to it).
+    pub fn run_started(&mut self, unix_ms: u64) {
+        self.run_start_ms = unix_ms;
+    }
+
     /// `host` crashed or left at `at_ms`.
     pub fn host_fault(&mut self, host: &str, at_ms: u64) {
         let outage = Outage { host: host.to_string(), at_ms, restarted_ms: None, detected_ms: None, back_ms: None };
@@ -141,8 +148,8 @@ impl ClientRequests {
                 return Err(ServiceViolation::UnexplainedFailedRequest {
                     client: record.client.clone(),
                     seq: record.seq,
-                    sent_ms: record.sent_ms,
-                    done_ms: record.done_ms,
+                    sent_ms: record.sent_ms.saturating_sub(self.run_start_ms),
+                    done_ms: record.done_ms.saturating_sub(self.run_start_ms),
                     via: record.via.clone(),
                     error: record.error.clone().unwrap_or_default(),
                 });

@@ -99,7 +99,7 @@ pub enum ServiceViolation {
         to: shoal_core::api::TaskState,
         version: u64,
     },
-    #[error("client-requests: {client} request {seq} sent at {sent_ms} ms via {via} failed at {done_ms} ms ({error}) with no fault to explain it")]
+    #[error("client-requests: {client} request {seq} sent {sent_ms} ms into the run via {via} failed at {done_ms} ms ({error}) with no fault to explain it")]
     UnexplainedFailedRequest { client: String, seq: u64, sent_ms: u64, done_ms: u64, via: String, error: String },
 }
 

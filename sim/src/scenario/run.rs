@@ -807,6 +807,7 @@ impl Runner<'_> {
 /// the cluster exists, so a panicking run still leaves its trace behind.
 pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (Outcome, u64) {
     let start = runtime::now();
+    let start_unix_ms = runtime::unix_millis();
     let shape = ClusterShape { managers: scenario.cluster.managers, workers: scenario.cluster.workers };
     let mut config = crate::cluster::settings_for_sim();
     config.mesh.drain = scenario.mesh_drain;
@@ -828,6 +829,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
         clients: BTreeMap::new(),
         start,
     };
+    runner.invariants.clients.run_started(start_unix_ms);
     let mut outcome = Outcome::Pass;
     for step in &scenario.steps {
         if let Err(stop) = runner.step(step).await {
