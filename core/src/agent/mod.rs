@@ -230,22 +230,35 @@ impl Agent {
             result = self.heartbeat_loop(manager, &session_id, period) => result,
             result = self.assignments_loop(manager, &session_id, period) => result,
             result = self.status_loop(manager, &session_id) => result,
-            result = self.mesh_loop(manager, &session_id, period) => result,
+            result = self.mesh_loop(manager, &session_id) => result,
         }
     }
 
     /// Keep the data plane's endpoint table current (a long poll like assignments); each poll
     /// tells the leader which table this node applied, which the drain barrier waits on.
-    async fn mesh_loop(&self, manager: &str, session_id: &str, period: Duration) -> Result<(), SessionError> {
+    ///
+    /// The poll waits up to 30 s for a change (the heartbeats, not this poll, notice a manager that
+    /// is gone): a thousand idle nodes re-polling every heartbeat period added half again to the
+    /// simulator's steady-state messages.
+    async fn mesh_loop(&self, manager: &str, session_id: &str) -> Result<(), SessionError> {
+        const MESH_POLL_WAIT: Duration = Duration::from_secs(30);
         let mut digest = 0u64;
         loop {
             let request = MeshRequest {
                 node_id: self.node_id.clone(),
                 session_id: session_id.to_string(),
                 known_digest: digest,
-                wait_ms: period.as_millis() as u64,
+                wait_ms: MESH_POLL_WAIT.as_millis() as u64,
             };
-            let DispatcherResponse::Mesh(reply) = self.call(manager, DispatcherRequest::Mesh(request)).await? else {
+            let reply: Result<DispatcherResponse, DispatcherError> = rpc::call(
+                self.env.transport.as_ref(),
+                manager,
+                Channel::Dispatcher,
+                &DispatcherRequest::Mesh(request),
+                MESH_POLL_WAIT + call_deadline(),
+            )
+            .await?;
+            let DispatcherResponse::Mesh(reply) = reply.map_err(SessionError::Dispatcher)? else {
                 return Err(SessionError::Protocol("expected the endpoint table"));
             };
             if let Some(table) = reply.table.filter(|_| reply.digest != digest) {
