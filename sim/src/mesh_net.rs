@@ -11,7 +11,11 @@
 //!   container on one of its bridges, its own published port, a VIP); otherwise it goes to the host
 //!   named by the address (`worker-1:8080`). A container's bridge address is reachable only from its
 //!   own host (Docker drops traffic between bridges, and other hosts have no route): dialing it from
-//!   elsewhere is refused. A listener on `0.0.0.0:port` answers for the host's own name.
+//!   elsewhere is refused ("no route to host"). A listener on `0.0.0.0:port` answers for the host's
+//!   own name and its local addresses.
+//! - **Namespaces.** A port is taken as the kernel says within the host's network namespace (the
+//!   same address, or the same port where either side is `0.0.0.0`); a container on a bridge has a
+//!   namespace of its own ([`SimMeshNet::listen_in`]), so its ports clash with nothing of the host's.
 //! - **Refused.** Nothing listens there, the host is down (crashed: its listeners are gone), or the
 //!   listener's accept loop has died (its receiver dropped): [`MeshError::Refused`] at once.
 //! - **Cut or lossy links.** A connection attempt across a cut link, or one whose SYN is lost (with
