@@ -395,16 +395,6 @@ impl SimMeshNet {
             }
         }
     }
-
-    /// Open connections right now with an end held by `owner` (for tests and drain checks).
-    pub fn open_connections(&self, owner: &Owner) -> usize {
-        self.with(|state| state.conns_of(|o| o == owner).into_iter().filter(|c| !c.finished()).count())
-    }
-
-    /// Whether something listens for TCP on `addr` of `host`.
-    pub fn is_listening(&self, host: &str, addr: &str) -> bool {
-        self.with(|state| state.tcp_key(host, addr).is_some_and(|k| !state.tcp[&k].tx.is_closed()))
-    }
 }
 
 /// One node's service traffic: the [`MeshNet`] the simulator hands its node.
@@ -515,13 +505,6 @@ pub struct SimUdpSocket {
     key: (String, String),
     id: u64,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Vec<u8>, String)>>,
-}
-
-impl SimUdpSocket {
-    /// The address it is bound to.
-    pub fn local_addr(&self) -> &str {
-        &self.key.1
-    }
 }
 
 impl Drop for SimUdpSocket {
@@ -644,12 +627,6 @@ impl Conn {
             pipe.wake();
         }
     }
-
-    /// Both directions closed, or reset.
-    fn finished(&self) -> bool {
-        let wire = self.lock();
-        wire.reset || wire.pipes.iter().all(|p| p.reader_gone || (p.closed && p.chunks.is_empty()))
-    }
 }
 
 /// One end of a simulated TCP connection.
@@ -663,11 +640,6 @@ pub struct SimStream {
 impl SimStream {
     fn new(conn: Arc<Conn>, side: usize) -> Self {
         SimStream { conn, side, timer: None }
-    }
-
-    /// The host at the other end.
-    pub fn peer_host(&self) -> &str {
-        &self.conn.hosts[1 - self.side]
     }
 
     fn reset_error() -> io::Error {
