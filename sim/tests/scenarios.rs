@@ -16,9 +16,6 @@ const SEED: u64 = 1;
 /// Scenarios that fail because of a known bug in the core, with the text their failure must
 /// contain. The scenario is kept as it is; when the bug is fixed the test says to remove the entry.
 const KNOWN_CORE_BUGS: &[(&str, &str)] = &[
-    // dnsrr resolves a service to its tasks' bridge addresses, which only their own node can reach:
-    // a container on another node is refused (issue 13; /work/notes/sim-needs.md).
-    ("t73_mesh_dnsrr_across_nodes", "refused: no route to host"),
 ];
 
 fn scenario_dir() -> PathBuf {

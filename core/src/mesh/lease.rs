@@ -98,6 +98,12 @@ impl Lease {
         (quarter..2 * quarter).map(|n| self.nth(n))
     }
 
+    /// The addresses the node gives its aliases of tasks on other nodes: the first quarter of the
+    /// lease after the network address and the gateway.
+    pub fn aliases(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        (2..self.size() / 4).map(|n| self.nth(n))
+    }
+
     /// The containers' range: the upper half.
     pub fn ip_range(&self) -> String {
         Ipv4Net::new(self.nth(self.size() / 2), self.net.prefix_len() + 1).map(|n| n.to_string()).unwrap_or_default()

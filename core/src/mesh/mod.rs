@@ -305,9 +305,16 @@ impl Mesh {
         // VIPs of services gone (or moved off the network) are freed first, so addresses recycle;
         // their addresses come off the bridge once their listeners are closed.
         let mut released = self.released_vips.lock().expect("mesh lock");
-        vips.retain(|(network, service), ip| {
-            let keep = table.services.get(service).is_some_and(|s| s.networks.contains(network))
-                && bridges.contains_key(network);
+        vips.retain(|(network, target), ip| {
+            let keep = bridges.contains_key(network)
+                && match target.strip_prefix(TASK_ALIAS) {
+                    // An alias lives while its task is a ready endpoint on another node.
+                    Some(task) => table.services.values().any(|s| {
+                        s.networks.contains(network)
+                            && s.endpoints.iter().any(|e| e.task_id == task && e.node_id != self.node_id)
+                    }),
+                    None => table.services.get(target).is_some_and(|s| s.networks.contains(network)),
+                };
             if !keep {
                 if let Some(bridge) = bridges.get(network) {
                     released.push((bridge.device.clone(), ip.to_string()));
@@ -339,8 +346,38 @@ impl Mesh {
                         .insert(ListenKey::Vip(network_id.clone(), service.id.clone(), port), format!("{vip}:{port}"));
                 }
             }
+            // Aliases of the tasks on other nodes, for `tasks.<service>` and dnsrr names: no
+            // container reaches another node's bridge, so the name gives an address this node's
+            // proxy listens on, tunnelling to exactly that task.
+            for service in table.services.values().filter(|s| s.networks.contains(network_id)) {
+                let ports = service.vip_ports();
+                for endpoint in service.endpoints.iter().filter(|e| e.node_id != self.node_id) {
+                    let key = (network_id.clone(), format!("{TASK_ALIAS}{}", endpoint.task_id));
+                    let alias = match vips.get(&key) {
+                        Some(alias) => *alias,
+                        None => {
+                            let taken: BTreeSet<Ipv4Addr> =
+                                vips.iter().filter(|((n, _), _)| n == network_id).map(|(_, ip)| *ip).collect();
+                            let Some(free) = lease.aliases().find(|ip| !taken.contains(ip)) else { continue };
+                            vips.insert(key.clone(), free);
+                            free
+                        }
+                    };
+                    for port in &ports {
+                        desired.insert(
+                            ListenKey::Vip(network_id.clone(), key.1.clone(), *port),
+                            format!("{alias}:{port}"),
+                        );
+                    }
+                }
+            }
         }
         desired
+    }
+
+    /// This node's alias of a task on another node, on `network_id`.
+    pub fn task_alias(&self, network_id: &str, task_id: &str) -> Option<Ipv4Addr> {
+        self.vip(network_id, &format!("{TASK_ALIAS}{task_id}"))
     }
 
     /// This node's VIP of `service_id` on `network_id`.
@@ -444,13 +481,16 @@ impl Mesh {
                 let route = Route::Ingress { published: *port };
                 runtime::spawn(self.clone().accept_loop(listener, route, stopped));
             }
-            ListenKey::Vip(network, service, port) => {
+            ListenKey::Vip(network, target, port) => {
                 let bridge = self.bridges.lock().expect("mesh lock").get(network).cloned();
                 if let Some(bridge) = bridge {
                     self.env.mesh.add_local_address(&bridge.device, &ip_of(addr)).await?;
                 }
                 let listener = self.env.mesh.listen_tcp(addr).await?;
-                let route = Route::Service { service_id: service.clone(), port: *port };
+                let route = match target.strip_prefix(TASK_ALIAS) {
+                    Some(task_id) => Route::Task { task_id: task_id.to_string(), port: *port },
+                    None => Route::Service { service_id: target.clone(), port: *port },
+                };
                 runtime::spawn(self.clone().accept_loop(listener, route, stopped));
             }
             ListenKey::IngressUdp(port) => {
@@ -494,6 +534,11 @@ impl Mesh {
     fn resolve_route(&self, table: &MeshTable, route: &Route) -> Option<(String, u16)> {
         match route {
             Route::Service { service_id, port } => Some((service_id.clone(), *port)),
+            Route::Task { task_id, port } => table
+                .services
+                .values()
+                .find(|s| s.endpoints.iter().any(|e| &e.task_id == task_id))
+                .map(|s| (s.id.clone(), *port)),
             Route::Ingress { published } => table.services.values().find_map(|s| {
                 s.ingress_ports()
                     .find(|p| p.published_port == *published && p.protocol != "udp")
@@ -524,7 +569,14 @@ impl Mesh {
         let Some((service_id, port)) = self.resolve_route(&table, &route) else { return };
         let Some(service) = table.services.get(&service_id) else { return };
         let mut failures = Vec::new();
-        for endpoint in self.candidates(service) {
+        let candidates = match &route {
+            // A task's alias leads to that task alone.
+            Route::Task { task_id, .. } => {
+                service.endpoints.iter().filter(|e| &e.task_id == task_id).cloned().collect()
+            }
+            _ => self.candidates(service),
+        };
+        for endpoint in candidates {
             match self.dial(&endpoint, &service_id, port, &client_addr).await {
                 Ok((mut backend, guard)) => {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
@@ -794,8 +846,8 @@ impl Mesh {
                 continue;
             };
             let table = self.table();
-            let vip_of = |service: &str| self.vip(&network_id, service);
-            match resolver::resolve(&table, &network_id, &buf[..len], &vip_of) {
+            let addresses = NodeAddresses { mesh: &self, network_id: &network_id };
+            match resolver::resolve(&table, &network_id, &buf[..len], &addresses) {
                 resolver::Resolution::Answer(reply) => {
                     let _ = socket.send_to(&reply, &client).await;
                 }
@@ -941,4 +993,29 @@ enum Route {
     Ingress { published: u16 },
     /// A VIP port of one service.
     Service { service_id: String, port: u16 },
+    /// This node's alias of one task on another node.
+    Task { task_id: String, port: u16 },
+}
+
+/// The key prefix of a task alias in the VIP map (service ids never contain a slash).
+const TASK_ALIAS: &str = "task/";
+
+/// How one node answers names on one network (the resolver's view of this node).
+struct NodeAddresses<'a> {
+    mesh: &'a Mesh,
+    network_id: &'a str,
+}
+
+impl resolver::Addresses for NodeAddresses<'_> {
+    fn vip(&self, service_id: &str) -> Option<Ipv4Addr> {
+        self.mesh.vip(self.network_id, service_id)
+    }
+
+    fn task(&self, endpoint: &MeshEndpoint) -> Option<Ipv4Addr> {
+        if endpoint.node_id == self.mesh.node_id {
+            endpoint.addresses.get(self.network_id)?.parse().ok()
+        } else {
+            self.mesh.task_alias(self.network_id, &endpoint.task_id)
+        }
+    }
 }

@@ -1,8 +1,10 @@
 //! The mesh resolver (DESIGN §8): answers DNS queries that containers send to their bridge's
 //! gateway, from the endpoint table and for the network the query arrived on, with TTL 0 so no
 //! answer outlives the table. `<service>` (or its stack alias) → this node's VIP for it
-//! (`dnsrr`: the ready tasks' addresses); `tasks.<service>` → the ready tasks' addresses. A
-//! service that shares no network with the asker is unknown. Other names are forwarded.
+//! (`dnsrr`: the ready tasks' addresses); `tasks.<service>` → the ready tasks' addresses. A task
+//! on another node is answered with this node's *alias* of it (an address its proxy listens on and
+//! tunnels to exactly that task), since no container reaches another node's bridge. A service that
+//! shares no network with the asker is unknown. Other names are forwarded.
 
 use std::net::Ipv4Addr;
 
@@ -11,7 +13,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{RData, Record, RecordType};
 use hickory_proto::serialize::binary::BinEncodable;
 
-use super::table::{MeshService, MeshTable};
+use super::table::{MeshEndpoint, MeshService, MeshTable};
 use crate::api::EndpointMode;
 
 /// What to do with one query.
@@ -26,13 +28,17 @@ pub enum Resolution {
 }
 
 /// The addresses `name` resolves to on network `network_id`, or `None` when it is no swarm name
-/// there. `vip_of` gives this node's VIP of a service on this network.
-pub fn lookup(
-    table: &MeshTable,
-    network_id: &str,
-    name: &str,
-    vip_of: &dyn Fn(&str) -> Option<Ipv4Addr>,
-) -> Option<Vec<Ipv4Addr>> {
+/// there, as `addresses` says this node reaches services and tasks on this network.
+/// How this node answers for services and tasks on one network.
+pub trait Addresses {
+    /// This node's VIP of a service.
+    fn vip(&self, service_id: &str) -> Option<Ipv4Addr>;
+    /// The address a container on this node reaches a task at (its own address on the network
+    /// when the task is on this node, this node's alias of it otherwise).
+    fn task(&self, endpoint: &MeshEndpoint) -> Option<Ipv4Addr>;
+}
+
+pub fn lookup(table: &MeshTable, network_id: &str, name: &str, addresses: &dyn Addresses) -> Option<Vec<Ipv4Addr>> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     let (tasks_only, service_name) = match name.strip_prefix("tasks.") {
         Some(rest) => (true, rest.to_string()),
@@ -44,22 +50,22 @@ pub fn lookup(
                 || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(&service_name)))
     })?;
     if !tasks_only && service.endpoint_mode == EndpointMode::Vip {
-        return Some(vip_of(&service.id).into_iter().collect());
+        return Some(addresses.vip(&service.id).into_iter().collect());
     }
-    Some(task_addresses(service, network_id))
+    Some(task_addresses(service, network_id, addresses))
 }
 
-fn task_addresses(service: &MeshService, network_id: &str) -> Vec<Ipv4Addr> {
-    service.endpoints.iter().filter_map(|e| e.addresses.get(network_id)).filter_map(|ip| ip.parse().ok()).collect()
+fn task_addresses(service: &MeshService, network_id: &str, addresses: &dyn Addresses) -> Vec<Ipv4Addr> {
+    service
+        .endpoints
+        .iter()
+        .filter(|e| e.addresses.contains_key(network_id))
+        .filter_map(|e| addresses.task(e))
+        .collect()
 }
 
 /// Answer one query (the bytes of a DNS message) for network `network_id`.
-pub fn resolve(
-    table: &MeshTable,
-    network_id: &str,
-    query: &[u8],
-    vip_of: &dyn Fn(&str) -> Option<Ipv4Addr>,
-) -> Resolution {
+pub fn resolve(table: &MeshTable, network_id: &str, query: &[u8], addresses: &dyn Addresses) -> Resolution {
     let Ok(request) = Message::from_vec(query) else {
         // A reply needs at least the id; without one there is nobody to answer.
         if query.len() < 2 {
@@ -84,7 +90,7 @@ pub fn resolve(
     reply.set_recursion_desired(request.recursion_desired());
     reply.set_recursion_available(true);
     reply.add_query(query.clone());
-    match lookup(table, network_id, &name, vip_of) {
+    match lookup(table, network_id, &name, addresses) {
         Some(addresses) => {
             reply.set_authoritative(true);
             if query.query_type() == RecordType::A {
@@ -131,11 +137,25 @@ mod tests {
         services.insert("s-db".into(), service("s-db", "db", EndpointMode::Dnsrr, "net-a"));
         services.insert("s-other".into(), service("s-other", "other", EndpointMode::Vip, "net-b"));
         services.get_mut("s-web").unwrap().aliases.push("front".into());
+        // One task of db runs on another node.
+        services.get_mut("s-db").unwrap().endpoints[1].node_id = "n2".into();
         MeshTable { services, ..MeshTable::default() }
     }
 
-    fn vip(service: &str) -> Option<Ipv4Addr> {
-        (service == "s-web").then(|| "10.9.0.64".parse().unwrap())
+    /// Node n1's view: a VIP for web; tasks on n1 at their own address, others by an alias.
+    struct Node1;
+
+    impl Addresses for Node1 {
+        fn vip(&self, service: &str) -> Option<Ipv4Addr> {
+            (service == "s-web").then(|| "10.9.0.64".parse().unwrap())
+        }
+        fn task(&self, endpoint: &MeshEndpoint) -> Option<Ipv4Addr> {
+            if endpoint.node_id == "n1" {
+                endpoint.addresses.get("net-a")?.parse().ok()
+            } else {
+                Some("10.9.0.2".parse().unwrap())
+            }
+        }
     }
 
     fn ask(name: &str) -> Message {
@@ -143,7 +163,7 @@ mod tests {
         q.set_id(7);
         q.set_recursion_desired(true);
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-        match resolve(&table(), "net-a", &q.to_bytes().unwrap(), &vip) {
+        match resolve(&table(), "net-a", &q.to_bytes().unwrap(), &Node1) {
             Resolution::Answer(bytes) => Message::from_vec(&bytes).unwrap(),
             other => panic!("{name}: {other:?}"),
         }
@@ -158,7 +178,8 @@ mod tests {
         assert_eq!(addresses(&ask("web.")), ["10.9.0.64"]);
         assert_eq!(addresses(&ask("front")), ["10.9.0.64"]);
         assert_eq!(addresses(&ask("tasks.web")), ["10.9.0.130", "10.9.0.131"]);
-        assert_eq!(addresses(&ask("db")), ["10.9.0.130", "10.9.0.131"]);
+        // A task on another node is answered with this node's alias of it.
+        assert_eq!(addresses(&ask("db")), ["10.9.0.130", "10.9.0.2"]);
         let reply = ask("web");
         assert_eq!(reply.id(), 7);
         assert!(reply.answers().iter().all(|r| r.ttl() == 0));
@@ -170,9 +191,9 @@ mod tests {
     fn other_names_are_forwarded_and_garbage_is_not_answered() {
         let mut q = Message::new();
         q.add_query(Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::A));
-        assert_eq!(resolve(&table(), "net-a", &q.to_bytes().unwrap(), &vip), Resolution::Forward);
-        assert_eq!(resolve(&table(), "net-a", &[1], &vip), Resolution::Drop);
-        match resolve(&table(), "net-a", &[0, 9, 0xff, 0xff, 0xff], &vip) {
+        assert_eq!(resolve(&table(), "net-a", &q.to_bytes().unwrap(), &Node1), Resolution::Forward);
+        assert_eq!(resolve(&table(), "net-a", &[1], &Node1), Resolution::Drop);
+        match resolve(&table(), "net-a", &[0, 9, 0xff, 0xff, 0xff], &Node1) {
             Resolution::Answer(bytes) => {
                 let reply = Message::from_vec(&bytes).unwrap();
                 assert_eq!((reply.id(), reply.response_code()), (9, ResponseCode::FormErr));
