@@ -15,8 +15,7 @@ const SEED: u64 = 1;
 
 /// Scenarios that fail because of a known bug in the core, with the text their failure must
 /// contain. The scenario is kept as it is; when the bug is fixed the test says to remove the entry.
-const KNOWN_CORE_BUGS: &[(&str, &str)] = &[
-];
+const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
 fn scenario_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("scenarios")
