@@ -484,6 +484,10 @@ impl Executor for ProcessExecutor {
         Ok(query.select(logs.iter()))
     }
 
+    fn has_bridges(&self) -> bool {
+        false
+    }
+
     /// Processes share the host's network: there is no bridge to make (DESIGN §8).
     async fn ensure_network(&self, _bridge: &shoal_core::env::BridgeSpec) -> Result<(), ExecutorError> {
         Ok(())

@@ -13,8 +13,10 @@
 //!   drops traffic between bridges: only the mesh carries it); `--network-add` makes the name
 //!   resolve from the added network and `--network-rm` stops it.
 //!
-//! Needs Docker, root and the image `shoal-test/busybox:latest` (built by `.ci/run`); fails, not
-//! skips, without them. Traffic goes only to 127.0.0.8x and to the bridges the daemons make (the
+//! - Processes: with the process executor a task is reached at its node's address.
+//!
+//! Needs Docker, root and the image `shoal-test/busybox:latest` (built by `.ci/run`), and Debian's
+//! busybox on the host for the process test; fails, not skips, without them. Traffic goes only to 127.0.0.8x and to the bridges the daemons make (the
 //! ingress network 10.0.0.0/16, and 10.213.0.0/16 and 10.214.0.0/16 made by this test, which no
 //! interface of the test machines uses).
 
@@ -61,10 +63,14 @@ struct Cluster {
 impl Cluster {
     fn start(prefix: &str, ips: [&str; 3]) -> Cluster {
         require_docker();
+        Cluster::start_with(prefix, ips, "docker")
+    }
+
+    fn start_with(prefix: &str, ips: [&str; 3], executor: &str) -> Cluster {
         let nodes: Vec<DaemonProc> = ips
             .iter()
             .enumerate()
-            .map(|(i, ip)| DaemonProc::spawn(&format!("{prefix}-{}", i + 1), ip, "docker"))
+            .map(|(i, ip)| DaemonProc::spawn(&format!("{prefix}-{}", i + 1), ip, executor))
             .collect();
         nodes[0].swarm_init();
         let token = nodes[0].must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
@@ -542,4 +548,65 @@ fn overlay_names_go_through_the_mesh() {
     wait_for(Duration::from_secs(60), "api to be unknown again from app", || fetch_from(&client, "api").err());
     let lookup = docker_exec(&client, &["nslookup", "api"]);
     assert!(lookup.is_err() || !lookup.as_ref().unwrap().contains("Address 1"), "api no longer resolves: {lookup:?}");
+}
+
+/// The process executor has no bridges: a task is reached at its node's address, which it learns
+/// from `SHOAL_TASK_IP`. A global service of host `busybox httpd` processes, each on its node's
+/// address, answers on every node's published port, and the requests reach all three.
+#[test]
+fn process_tasks_are_reached_at_their_node_address() {
+    let cluster = Cluster::start_with("mesh-proc", ["127.0.0.87", "127.0.0.88", "127.0.0.89"], "process");
+    let ips: Vec<String> = (0..3).map(|n| cluster.ip(n)).collect();
+    let published = free_port_on(&ips);
+    let target = free_port_on(&ips);
+    let serve = format!(
+        "d=$(mktemp -d) && echo $SHOAL_TASK_IP > $d/index.html && exec busybox httpd -f -p $SHOAL_TASK_IP:{target} -h $d"
+    );
+    cluster.create(&[
+        "--name",
+        "hostweb",
+        "--mode",
+        "global",
+        "-p",
+        &format!("{published}:{target}"),
+        "process",
+        "sh",
+        "-c",
+        &serve,
+    ]);
+    let on_node_1 = format!("{}:{published}", ips[0]);
+    if (0..60).all(|_| {
+        let failed = http_get(&on_node_1).is_err();
+        if failed {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        failed
+    }) {
+        let events = |n: usize| {
+            std::fs::read_to_string(cluster.nodes[n].dir.path().join("data/events.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("mesh") || l.contains("task.state") || l.contains("reject"))
+                .map(|l| l.chars().take(500).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        panic!(
+            "node 1's published port never answered: {:?}\n{}\n---\n{}\n---\n{}",
+            http_get(&on_node_1),
+            cluster.must(&["service", "ps", "--no-trunc", "hostweb"]),
+            events(0),
+            events(1)
+        );
+    }
+    let mut served = BTreeSet::new();
+    for _ in 0..60 {
+        served.insert(http_get(&on_node_1).unwrap_or_else(|e| panic!("through node 1: {e}")));
+    }
+    assert_eq!(served, ips.iter().cloned().collect::<BTreeSet<_>>(), "each node's process answers at its address");
+    for ip in &ips[1..] {
+        let answer = http_get(&format!("{ip}:{published}")).unwrap_or_else(|e| panic!("through {ip}: {e}"));
+        assert!(ips.contains(&answer), "{answer}");
+    }
+    cluster.must(&["service", "rm", "hostweb"]);
 }

@@ -213,6 +213,10 @@ impl Runner {
     /// Make (or find) this node's bridge of each of the task's networks.
     async fn prepare_networks(&mut self) -> Result<(), String> {
         let Some(mesh) = self.mesh.clone() else { return Ok(()) };
+        // Plain processes share the host's network: they are reached at the node's address.
+        if !self.env.executor.has_bridges() {
+            return Ok(());
+        }
         let mut bridges = Vec::new();
         for network in &self.task.networks {
             bridges.push(mesh.bridge(network, LEASE_WAIT).await?);
@@ -378,7 +382,7 @@ impl Runner {
         let routable = self.mesh.is_some() && (!self.task.networks.is_empty() || !self.task.ports.is_empty());
         let mut probe: Option<(Arc<Mesh>, String, Vec<u16>, bool)> = None;
         if routable {
-            if self.bridges.len() != self.task.networks.len() {
+            if self.bridges.len() != self.task.networks.len() && self.env.executor.has_bridges() {
                 let _ = self.prepare_networks().await;
             }
             let endpoint = self.endpoint().await;

@@ -136,6 +136,12 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
             spec.task.image
         )));
     }
+    if spec.endpoint_mode == crate::api::EndpointMode::Dnsrr
+        && spec.ports.iter().any(|p| p.publish_mode == crate::api::PublishMode::Ingress)
+    {
+        // swarmkit's words (controlapi/service.go).
+        return invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode");
+    }
     for config in [&spec.update_config, &spec.rollback_config] {
         if !(0.0..=1.0).contains(&config.max_failure_ratio) {
             return invalid("TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1");

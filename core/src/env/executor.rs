@@ -190,4 +190,9 @@ pub trait Executor: Send + Sync + 'static {
     async fn list_networks(&self, labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError>;
     /// The TCP/UDP ports the image declares (`EXPOSE`): `(protocol, port)`, sorted.
     async fn exposed_ports(&self, image: &str) -> Result<Vec<(String, u16)>, ExecutorError>;
+    /// Whether containers get bridges of their own (false for plain processes, which share the
+    /// host's network: the data plane reaches them at their node's address).
+    fn has_bridges(&self) -> bool {
+        true
+    }
 }

@@ -29,9 +29,12 @@ use lease::Lease;
 pub use table::{MeshEndpoint, MeshService, MeshTable};
 use tunnel::{TunnelHeader, Verdict};
 
-/// How long a connect to one backend may take before the next one is tried.
-const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
-/// How long the task's node has to answer a tunnel header.
+/// How long a connect to one backend may take before the next one is tried: past Linux's first
+/// SYN retransmit (1 s), so a backend whose accept queue overflowed once is not given up on.
+const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// The last backend left gets the patience a client straight to it would have.
+const LAST_BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the task's node has to read a tunnel header.
 const TUNNEL_VERDICT_TIMEOUT: Duration = Duration::from_millis(2_000);
 /// How often a listener that could not be opened is tried again.
 const LISTEN_RETRY: Duration = Duration::from_secs(2);
@@ -576,8 +579,10 @@ impl Mesh {
             }
             _ => self.candidates(service),
         };
-        for endpoint in candidates {
-            match self.dial(&endpoint, &service_id, port, &client_addr).await {
+        let last = candidates.len().saturating_sub(1);
+        for (i, endpoint) in candidates.into_iter().enumerate() {
+            let patience = if i == last { LAST_BACKEND_CONNECT_TIMEOUT } else { BACKEND_CONNECT_TIMEOUT };
+            match self.dial(&endpoint, &service_id, port, &client_addr, patience).await {
                 Ok((mut backend, guard)) => {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
                     drop(guard);
@@ -599,8 +604,9 @@ impl Mesh {
         service_id: &str,
         port: u16,
         client: &str,
+        patience: Duration,
     ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
-        self.dial_with(endpoint, service_id, port, client, false).await
+        self.dial_with(endpoint, service_id, port, client, false, patience).await
     }
 
     /// [`Mesh::dial`], or for `udp` a UDP tunnel to a task on another node.
@@ -611,6 +617,7 @@ impl Mesh {
         port: u16,
         client: &str,
         udp: bool,
+        patience: Duration,
     ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
         if endpoint.node_id == self.node_id && !udp {
             let addr = endpoint.local_address().ok_or("the task has no address")?;
@@ -620,12 +627,8 @@ impl Mesh {
             if !self.table().routes_to(&endpoint.task_id) {
                 return Err("the task left the rotation".into());
             }
-            let stream = self
-                .env
-                .mesh
-                .connect_tcp(&format!("{addr}:{port}"), BACKEND_CONNECT_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream =
+                self.env.mesh.connect_tcp(&format!("{addr}:{port}"), patience).await.map_err(|e| e.to_string())?;
             return Ok((stream, Some(guard)));
         }
         let table = self.table();
@@ -639,9 +642,11 @@ impl Mesh {
             port,
             client: client.to_string(),
             udp,
+            connect_ms: patience.as_millis() as u64,
         };
         tunnel::write_frame(&mut stream, &header).await.map_err(|e| e.to_string())?;
-        match tunnel::read_frame::<_, Verdict>(&mut stream, TUNNEL_VERDICT_TIMEOUT).await {
+        // The task's node connects within `patience`; its verdict comes after that.
+        match tunnel::read_frame::<_, Verdict>(&mut stream, patience + TUNNEL_VERDICT_TIMEOUT).await {
             Ok(Verdict::Ok) => Ok((stream, None)),
             Ok(Verdict::Refused(reason)) => Err(format!("{node_addr} refused: {reason}")),
             Err(err) => Err(format!("{node_addr}: {err}")),
@@ -712,7 +717,11 @@ impl Mesh {
             .await;
             return;
         }
-        match self.env.mesh.connect_tcp(&target, BACKEND_CONNECT_TIMEOUT).await {
+        let patience = match header.connect_ms {
+            0 => BACKEND_CONNECT_TIMEOUT,
+            ms => Duration::from_millis(ms).min(LAST_BACKEND_CONNECT_TIMEOUT),
+        };
+        match self.env.mesh.connect_tcp(&target, patience).await {
             Ok(mut backend) => {
                 if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_ok() {
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut backend).await;
@@ -795,7 +804,11 @@ impl Mesh {
                 .await;
                 return;
             }
-            let Ok((tunnel, _)) = self.dial_with(&endpoint, &service.id, port, &client, true).await else { continue };
+            let Ok((tunnel, _)) =
+                self.dial_with(&endpoint, &service.id, port, &client, true, BACKEND_CONNECT_TIMEOUT).await
+            else {
+                continue;
+            };
             let (reader, mut writer) = tokio::io::split(tunnel);
             let mut replies = spawn_datagram_reader(reader);
             loop {

@@ -27,6 +27,10 @@ pub struct TunnelHeader {
     /// length and its bytes ([`write_datagram`], [`read_datagram`]).
     #[serde(default)]
     pub udp: bool,
+    /// How long the task's node may take to connect to the task (ms; 0 = its default): the last
+    /// backend a proxy tries gets a client's patience.
+    #[serde(default)]
+    pub connect_ms: u64,
 }
 
 /// Send one datagram over a UDP tunnel.
@@ -105,6 +109,7 @@ mod tests {
             port: 80,
             client: "1.2.3.4:5".into(),
             udp: false,
+            connect_ms: 0,
         };
         write_frame(&mut a, &header).await.unwrap();
         let got: TunnelHeader = read_frame(&mut b, Duration::from_secs(1)).await.unwrap();
