@@ -1,0 +1,64 @@
+//! One scenario in both worlds: the simulator's run (the `shoal-sim` binary of the `cargo sim`
+//! build, with a seed) and a real run, each trace reduced by `shoal-reports` to the time the cluster
+//! took to be whole again after each fault, printed side by side.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use shoal_reports::analysis::{analyze, parse_trace, Recovery};
+
+/// The faults of a trace and the seconds to converge after each.
+pub fn recoveries(name: &str, jsonl: &str) -> Result<Vec<Recovery>, String> {
+    let events = parse_trace(name, jsonl).map_err(|e| e.to_string())?;
+    Ok(analyze(&events).recoveries)
+}
+
+/// Run the simulator on `file` with `seed`; its exit code and trace.
+pub fn simulate(sim_bin: &Path, file: &str, seed: u64, dir: &Path) -> Result<(i32, String), String> {
+    if !sim_bin.exists() {
+        return Err(format!(
+            "no simulator binary at {}: build it with `cargo sim-run --help` (or pass --sim-bin)",
+            sim_bin.display()
+        ));
+    }
+    let status = Command::new(sim_bin)
+        .args(["run", file, "--seed", &seed.to_string(), "--trace-dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {}: {e}", sim_bin.display()))?;
+    let trace = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().extension().is_some_and(|x| x == "jsonl"))
+        .ok_or("the simulator wrote no trace")?;
+    let text = std::fs::read_to_string(trace.path()).map_err(|e| format!("cannot read the simulator's trace: {e}"))?;
+    Ok((status.code().unwrap_or(2), text))
+}
+
+fn seconds(r: Option<&Recovery>) -> String {
+    match r {
+        None => "-".into(),
+        Some(r) => match r.converged_after_s {
+            Some(s) => format!("{s:.1}s"),
+            None => "never".into(),
+        },
+    }
+}
+
+/// The side-by-side table: one line per fault, in the order they happened.
+pub fn table(sim: &[Recovery], real: &[Recovery]) -> String {
+    let mut out = format!("{:<4} {:<28} {:>10} {:>10} {:>10}\n", "#", "FAULT", "AT (SIM)", "SIM", "REAL");
+    for i in 0..sim.len().max(real.len()) {
+        let (s, r) = (sim.get(i), real.get(i));
+        let fault = s.or(r).map(|x| x.fault.clone()).unwrap_or_default();
+        let fault = match (s, r) {
+            (Some(s), Some(r)) if s.fault != r.fault => format!("{} / {}", s.fault, r.fault),
+            _ => fault,
+        };
+        let at = s.map(|s| format!("{:.1}s", s.at_s)).unwrap_or_else(|| "-".into());
+        out.push_str(&format!("{:<4} {:<28} {:>10} {:>10} {:>10}\n", i + 1, fault, at, seconds(s), seconds(r)));
+    }
+    out
+}

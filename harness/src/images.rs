@@ -1,0 +1,126 @@
+//! Images for a real run. Scenarios name images the simulator makes up (`nginx:1.25`, the voting
+//! app's); daemons run with `--pull never` and nothing is ever pulled, so for every image a
+//! scenario names that the engine lacks, the run tags a local stand-in: `shoal-harness/sleeper`,
+//! built once from the local test image `shoal-test/busybox:latest` with `CMD ["sleep", "1000000"]`
+//! (a container that runs until it is stopped, as the simulator's containers do). The run removes
+//! the tags it made, and only those (see [`crate::cleanup`]).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use shoal_sim::scenario::cli::{Command as StepCommand, StackCommand};
+use shoal_sim::scenario::fault::Fault;
+use shoal_sim::scenario::parse::Action;
+use shoal_sim::scenario::stack::load_compose;
+use shoal_sim::scenario::Scenario;
+
+use shoal_core::control::ControlRequest;
+
+pub const BASE_IMAGE: &str = "shoal-test/busybox:latest";
+pub const SLEEPER: &str = "shoal-harness/sleeper:latest";
+
+/// The image id of `name` on the engine, if it has it.
+pub fn image_id(name: &str) -> Option<String> {
+    let output = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", name])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// The sleeper image's id, built from the local test image if missing.
+pub fn sleeper() -> Result<String, String> {
+    if let Some(id) = image_id(SLEEPER) {
+        return Ok(id);
+    }
+    if image_id(BASE_IMAGE).is_none() {
+        return Err(format!(
+            "the local test image {BASE_IMAGE} is missing: build it as .ci/run does (build_test_image)"
+        ));
+    }
+    let mut child = Command::new("docker")
+        .args(["build", "--pull=false", "-q", "-t", SLEEPER, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run docker build: {e}"))?;
+    let dockerfile = format!("FROM {BASE_IMAGE}\nCMD [\"sleep\", \"1000000\"]\nLABEL com.shoal.harness=sleeper\n");
+    child
+        .stdin
+        .take()
+        .ok_or("docker build has no stdin")?
+        .write_all(dockerfile.as_bytes())
+        .map_err(|e| format!("cannot write the Dockerfile to docker build: {e}"))?;
+    let output = child.wait_with_output().map_err(|e| format!("docker build: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("docker build of {SLEEPER} failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+    }
+    image_id(SLEEPER).ok_or_else(|| format!("docker build made no {SLEEPER}"))
+}
+
+/// Every image the scenario's steps name (services, updates, compose files, image faults).
+pub fn scenario_images(scenario: &Scenario) -> Vec<String> {
+    let mut images = Vec::new();
+    let mut add = |image: &str| {
+        if !image.is_empty() && !images.iter().any(|i| i == image) {
+            images.push(image.to_string());
+        }
+    };
+    for step in &scenario.steps {
+        match &step.action {
+            Action::Run { command, expect_error: None, .. } => match command.as_ref() {
+                StepCommand::Request(ControlRequest::ServiceCreate { spec }) => add(&spec.task.image),
+                StepCommand::ServiceUpdate { changes, .. } => {
+                    if let Some(image) = &changes.image {
+                        add(image);
+                    }
+                }
+                StepCommand::Stack(StackCommand::Deploy { stack, file, .. }) => {
+                    if let Ok(plan) = load_compose(&scenario.file, file, stack) {
+                        for spec in &plan.services {
+                            add(&spec.task.image);
+                        }
+                    }
+                }
+                _ => {}
+            },
+            Action::Fault(Fault::Image { image, .. }) => add(image),
+            _ => {}
+        }
+    }
+    images
+}
+
+/// Tag the sleeper as `name`; returns the id tagged.
+pub fn tag(sleeper_id: &str, name: &str) -> Result<(), String> {
+    let output = Command::new("docker")
+        .args(["tag", sleeper_id, name])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run docker tag: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker tag {name} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// Remove the tag `name` if it points to `id` (an image fault "pull fails": the engine lacks it).
+pub fn untag(name: &str, id: &str) -> Result<(), String> {
+    if image_id(name).as_deref() != Some(id) {
+        return Err(format!("{name} is not an image this run tagged"));
+    }
+    let output = Command::new("docker")
+        .args(["rmi", "--no-prune", name])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run docker rmi: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("docker rmi {name} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
