@@ -124,3 +124,32 @@ pub fn untag(name: &str, id: &str) -> Result<(), String> {
         Err(format!("docker rmi {name} failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
     }
 }
+
+/// Whether the scenario's tasks need bridges (published ports, networks, stacks).
+pub fn uses_bridges(scenario: &Scenario) -> bool {
+    scenario.steps.iter().any(|step| match &step.action {
+        Action::Run { command, .. } => match command.as_ref() {
+            StepCommand::Request(ControlRequest::ServiceCreate { spec }) => {
+                !spec.ports.is_empty() || !spec.task.networks.is_empty()
+            }
+            StepCommand::Request(ControlRequest::NetworkCreate { .. }) => true,
+            StepCommand::ServiceUpdate { changes, .. } => !changes.publish_add.is_empty(),
+            StepCommand::Stack(StackCommand::Deploy { .. }) => true,
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+/// Docker networks that shoal daemons made (they carry shoal's node label) — of another cluster,
+/// when called before this run's cluster exists.
+pub fn shoal_bridges() -> Vec<String> {
+    let filter = format!("label={}", shoal_core::env::executor::LABEL_NODE_ID);
+    Command::new("docker")
+        .args(["network", "ls", "--filter", &filter, "--format", "{{.Name}}"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}

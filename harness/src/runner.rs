@@ -704,6 +704,14 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
     }
     if executor == Executor::Docker {
         images::sleeper()?;
+        let others = images::shoal_bridges();
+        if images::uses_bridges(scenario) && !others.is_empty() {
+            return Err(format!(
+                "{}: another shoal cluster's bridges are on this Docker engine ({}); shoal's ingress network is always 10.0.0.0/16, so this run's bridges would overlap theirs and its tasks be rejected — run it when that cluster is gone",
+                scenario.file,
+                others.join(", ")
+            ));
+        }
     }
     Ok(())
 }
