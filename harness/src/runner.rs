@@ -702,6 +702,19 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
             scenario.file
         ));
     }
+    if executor == Executor::Process {
+        let unusable: Vec<String> = images::scenario_images(scenario)
+            .into_iter()
+            .filter(|i| i != "process" && !i.starts_with('/'))
+            .collect();
+        if !unusable.is_empty() {
+            return Err(format!(
+                "{}: with --executor process an image is `process` (the command is the program) or a host program's path; this scenario names {} — run it with the Docker executor",
+                scenario.file,
+                unusable.join(", ")
+            ));
+        }
+    }
     if executor == Executor::Docker {
         images::sleeper()?;
         let others = images::shoal_bridges();
