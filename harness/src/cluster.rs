@@ -129,14 +129,21 @@ impl RealCluster {
         ledger.lock().expect("ledger").dir = Some(dir.clone());
         let mut nodes = Vec::new();
         for i in 0..managers + workers {
-            let (name, manager) =
-                if i < managers { (format!("manager-{}", i + 1), true) } else { (format!("worker-{}", i - managers + 1), false) };
+            let (name, manager) = if i < managers {
+                (format!("manager-{}", i + 1), true)
+            } else {
+                (format!("worker-{}", i - managers + 1), false)
+            };
             let node_dir = dir.join(&name);
-            std::fs::create_dir_all(&node_dir).map_err(|e| setup(format!("cannot make {}: {e}", node_dir.display())))?;
+            std::fs::create_dir_all(&node_dir)
+                .map_err(|e| setup(format!("cannot make {}: {e}", node_dir.display())))?;
             let ip = format!("{}.{}", options.net, i + 1);
             for port in [2377u16, 4789] {
                 std::net::TcpListener::bind((ip.as_str(), port)).map_err(|e| {
-                    setup(format!("{ip}:{port} is taken ({e}): another cluster runs on {}.x? pick another --net", options.net))
+                    setup(format!(
+                        "{ip}:{port} is taken ({e}): another cluster runs on {}.x? pick another --net",
+                        options.net
+                    ))
                 })?;
             }
             nodes.push(RealNode {

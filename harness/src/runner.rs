@@ -119,7 +119,9 @@ struct Runner<'a> {
 
 fn short(result: &ControlResult) -> serde_json::Value {
     match result {
-        Ok(response) => json!({"ok": format!("{response:?}").split(['(', ' ', '{']).next().unwrap_or("").to_lowercase()}),
+        Ok(response) => {
+            json!({"ok": format!("{response:?}").split(['(', ' ', '{']).next().unwrap_or("").to_lowercase()})
+        }
         Err(err) => json!({"error": err.to_string()}),
     }
 }
@@ -188,7 +190,8 @@ impl Runner<'_> {
                 | Expectation::PortAnswers { .. }
                 | Expectation::NameResolves { .. }
                 | Expectation::NameUnknown { .. } => {
-                    let why = format!("`{expectation}`: simulated clients and probes are not run against real clusters yet");
+                    let why =
+                        format!("`{expectation}`: simulated clients and probes are not run against real clusters yet");
                     self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
                     self.skipped.push(format!("{place}: {why}"));
                     return Ok(());
@@ -270,15 +273,20 @@ impl Runner<'_> {
                 last
             }
             Command::ServiceUpdate { service, changes } => {
-                let current = match self.cluster.control(ControlRequest::ServiceInspect { service: service.clone() }).await {
-                    Ok(ControlResponse::Service(view)) => view.service,
-                    Ok(other) => return Err(ControlError::Internal(format!("service inspect answered {other:?}"))),
-                    Err(err) => return Err(err),
-                };
+                let current =
+                    match self.cluster.control(ControlRequest::ServiceInspect { service: service.clone() }).await {
+                        Ok(ControlResponse::Service(view)) => view.service,
+                        Ok(other) => return Err(ControlError::Internal(format!("service inspect answered {other:?}"))),
+                        Err(err) => return Err(err),
+                    };
                 let mut spec = current.spec.clone();
                 changes.apply(&mut spec);
                 self.cluster
-                    .control(ControlRequest::ServiceUpdate { service: current.id.clone(), version: current.meta.version, spec })
+                    .control(ControlRequest::ServiceUpdate {
+                        service: current.id.clone(),
+                        version: current.meta.version,
+                        spec,
+                    })
                     .await
             }
             Command::Stack(stack) => self.stack(stack).await,
@@ -469,7 +477,11 @@ impl Runner<'_> {
                     .clone();
                 let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
                 if self.cluster.options.executor != Executor::Docker {
-                    self.skip(place, "container remove", "only the Docker executor's containers can be removed behind the agent's back here");
+                    self.skip(
+                        place,
+                        "container remove",
+                        "only the Docker executor's containers can be removed behind the agent's back here",
+                    );
                     return Ok(());
                 }
                 let output = Process::new("docker")
@@ -496,11 +508,17 @@ impl Runner<'_> {
                         self.cluster.ledger.lock().expect("ledger").image_tags.retain(|(n, _)| n != image);
                         self.note("fault.image", json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}));
                     }
-                    None => self.skip(place, &format!("image {image} pull fails"), "the image is the engine's own, not one this run tagged"),
+                    None => self.skip(
+                        place,
+                        &format!("image {image} pull fails"),
+                        "the image is the engine's own, not one this run tagged",
+                    ),
                 },
-                ImageFault::SlowStart(_) => {
-                    self.skip(place, &format!("image {image} slow start"), "the Docker engine cannot delay a container's start")
-                }
+                ImageFault::SlowStart(_) => self.skip(
+                    place,
+                    &format!("image {image} slow start"),
+                    "the Docker engine cannot delay a container's start",
+                ),
                 ImageFault::CrashAfter { .. } => self.skip(
                     place,
                     &format!("image {image} crash after"),
@@ -531,7 +549,9 @@ impl Runner<'_> {
                 match (&result, expect_error) {
                     (Err(_), None) if step.may_fail => return Ok(()),
                     (Ok(_), Some(want)) => {
-                        return Err(Outcome::Liveness(format!("{place}: `{text}` should fail with {want:?}, but it succeeded")))
+                        return Err(Outcome::Liveness(format!(
+                            "{place}: `{text}` should fail with {want:?}, but it succeeded"
+                        )))
                     }
                     (Err(err), Some(want)) if !err.to_string().contains(want.as_str()) => {
                         return Err(Outcome::Liveness(format!(
@@ -622,19 +642,27 @@ impl Runner<'_> {
 /// constraints allow; a paused update keeps every slot running.
 pub fn converged(state: &StoreState) -> Result<(), String> {
     for svc in state.services.values() {
-        let paused =
-            svc.update_status.as_ref().is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
+        let paused = svc
+            .update_status
+            .as_ref()
+            .is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
         let current: Vec<_> = state
             .tasks
             .values()
-            .filter(|t| t.service_id == svc.id && t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
+            .filter(|t| {
+                t.service_id == svc.id && t.desired_state == TaskState::Running && t.status.state == TaskState::Running
+            })
             .collect();
         let stale = current.iter().filter(|t| t.spec != svc.spec.task).count();
         match svc.spec.mode {
             ServiceMode::Replicated { replicas } if paused => {
                 let slots: BTreeSet<u64> = current.iter().map(|t| t.slot).collect();
                 if (slots.len() as u64) < replicas {
-                    return Err(format!("service {} (update paused): {} of {replicas} slots running", svc.spec.name, slots.len()));
+                    return Err(format!(
+                        "service {} (update paused): {} of {replicas} slots running",
+                        svc.spec.name,
+                        slots.len()
+                    ));
                 }
             }
             ServiceMode::Replicated { replicas } => {
@@ -703,10 +731,8 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
         ));
     }
     if executor == Executor::Process {
-        let unusable: Vec<String> = images::scenario_images(scenario)
-            .into_iter()
-            .filter(|i| i != "process" && !i.starts_with('/'))
-            .collect();
+        let unusable: Vec<String> =
+            images::scenario_images(scenario).into_iter().filter(|i| i != "process" && !i.starts_with('/')).collect();
         if !unusable.is_empty() {
             return Err(format!(
                 "{}: with --executor process an image is `process` (the command is the program) or a host program's path; this scenario names {} — run it with the Docker executor",
@@ -731,12 +757,7 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
 
 /// Play `scenario` once on a fresh cluster; everything the run made is cleaned up before it
 /// returns (also when it fails). `ledger` is registered with the signal handler by the caller.
-pub async fn play(
-    scenario: &Scenario,
-    options: &ClusterOptions,
-    run: u32,
-    ledger: Arc<Mutex<Ledger>>,
-) -> RealReport {
+pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledger: Arc<Mutex<Ledger>>) -> RealReport {
     let started = Instant::now();
     let id = run_id();
     let comment = format!("shoal-run-{id}");
@@ -774,21 +795,26 @@ pub async fn play(
             tags.insert(image, sleeper.clone());
         }
     }
-    let cluster =
-        match RealCluster::start(options.clone(), scenario.cluster.managers, scenario.cluster.workers, &id, ledger.clone())
-            .await
-        {
-            Ok(cluster) => cluster,
-            Err(err) => {
-                let problems = ledger.lock().expect("ledger").clean();
-                skipped.extend(problems);
-                return report(
-                    Outcome::Crash(format!("{}: the cluster did not start: {err}", scenario.file)),
-                    Vec::new(),
-                    skipped,
-                );
-            }
-        };
+    let cluster = match RealCluster::start(
+        options.clone(),
+        scenario.cluster.managers,
+        scenario.cluster.workers,
+        &id,
+        ledger.clone(),
+    )
+    .await
+    {
+        Ok(cluster) => cluster,
+        Err(err) => {
+            let problems = ledger.lock().expect("ledger").clean();
+            skipped.extend(problems);
+            return report(
+                Outcome::Crash(format!("{}: the cluster did not start: {err}", scenario.file)),
+                Vec::new(),
+                skipped,
+            );
+        }
+    };
     let mut runner = Runner {
         scenario,
         cluster,
@@ -828,6 +854,7 @@ pub async fn play(
 
 /// Where a run's trace goes: `DIR/<file stem>-run<N>.jsonl`.
 pub fn trace_path(dir: &Path, file: &str, run: u32) -> PathBuf {
-    let stem = Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into());
+    let stem =
+        Path::new(file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into());
     dir.join(format!("{stem}-run{run}.jsonl"))
 }

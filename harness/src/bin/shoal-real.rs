@@ -256,7 +256,8 @@ async fn compare_worlds(
         println!("  real: {s}");
     }
     if !report.outcome.is_pass() {
-        let detail = serde_json::to_value(&report.outcome).ok().and_then(|v| v.get("detail").cloned()).unwrap_or_default();
+        let detail =
+            serde_json::to_value(&report.outcome).ok().and_then(|v| v.get("detail").cloned()).unwrap_or_default();
         println!("  real: {}", detail.as_str().unwrap_or_default());
         println!("  rerun: {}", repro(&report, real));
     }
@@ -283,8 +284,8 @@ fn main() {
         let signals = {
             let ledgers = ledgers.clone();
             async move {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
                 tokio::select! {
                     biased;
                     _ = tokio::signal::ctrl_c() => {}
