@@ -62,3 +62,45 @@ pub fn table(sim: &[Recovery], real: &[Recovery]) -> String {
     }
     out
 }
+
+/// How long each `expect:` step took to hold, from the supervisor's notes: `(place, expectation,
+/// seconds)` — the time from the step before it to the expectation holding.
+pub fn expect_times(name: &str, jsonl: &str) -> Result<Vec<(String, String, Option<f64>)>, String> {
+    let events = parse_trace(name, jsonl).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut previous = None;
+    for event in events.iter().filter(|e| e.node == "supervisor") {
+        let text = |key: &str| event.fields.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        if event.kind == "step.expect" {
+            let held = event.fields.get("ok").and_then(|v| v.as_bool()).unwrap_or(false);
+            let took = previous.map(|p: u64| event.time_ms.saturating_sub(p) as f64 / 1000.0);
+            out.push((text("at"), text("expect"), if held { took } else { None }));
+        }
+        if event.kind.starts_with("step.") || event.kind.starts_with("phase.") || event.kind == "scenario.start" {
+            previous = Some(event.time_ms);
+        }
+    }
+    Ok(out)
+}
+
+/// The side-by-side table of `expect:` steps.
+pub fn expect_table(sim: &[(String, String, Option<f64>)], real: &[(String, String, Option<f64>)]) -> String {
+    let width = sim.iter().chain(real).map(|(_, e, _)| e.len()).max().unwrap_or(10).clamp(10, 60);
+    let mut out = format!("{:<6} {:<width$} {:>8} {:>8}\n", "LINE", "EXPECT", "SIM", "REAL");
+    let shown = |x: Option<&(String, String, Option<f64>)>| match x {
+        None => "-".to_string(),
+        Some((_, _, Some(s))) => format!("{s:.1}s"),
+        Some((_, _, None)) => "missed".to_string(),
+    };
+    for i in 0..sim.len().max(real.len()) {
+        let (s, r) = (sim.get(i), real.get(i));
+        let (at, expect) = s.or(r).map(|(a, e, _)| (a.clone(), e.clone())).unwrap_or_default();
+        let line = match at.rsplit_once(':') {
+            Some((_, l)) if l.chars().all(|c| c.is_ascii_digit()) => l.to_string(),
+            _ => "final".to_string(),
+        };
+        let expect: String = expect.chars().take(width).collect();
+        out.push_str(&format!("{:<6} {:<width$} {:>8} {:>8}\n", line, expect, shown(s), shown(r)));
+    }
+    out
+}

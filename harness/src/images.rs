@@ -1,8 +1,9 @@
 //! Images for a real run. Scenarios name images the simulator makes up (`nginx:1.25`, the voting
 //! app's); daemons run with `--pull never` and nothing is ever pulled, so for every image a
 //! scenario names that the engine lacks, the run tags a local stand-in: `shoal-harness/sleeper`,
-//! built once from the local test image `shoal-test/busybox:latest` with `CMD ["sleep", "1000000"]`
-//! (a container that runs until it is stopped, as the simulator's containers do). The run removes
+//! built once from the local test image `shoal-test/busybox:latest`, whose command sleeps until it
+//! is stopped and exits at once (143) on SIGTERM, as the simulator's containers do (a bare `sleep` as
+//! PID 1 ignores SIGTERM, and every stop would wait out the stop grace period). The run removes
 //! the tags it made, and only those (see [`crate::cleanup`]).
 
 use std::io::Write;
@@ -17,7 +18,7 @@ use shoal_sim::scenario::Scenario;
 use shoal_core::control::ControlRequest;
 
 pub const BASE_IMAGE: &str = "shoal-test/busybox:latest";
-pub const SLEEPER: &str = "shoal-harness/sleeper:latest";
+pub const SLEEPER: &str = "shoal-harness/sleeper:2";
 
 /// The image id of `name` on the engine, if it has it.
 pub fn image_id(name: &str) -> Option<String> {
@@ -47,7 +48,9 @@ pub fn sleeper() -> Result<String, String> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run docker build: {e}"))?;
-    let dockerfile = format!("FROM {BASE_IMAGE}\nCMD [\"sleep\", \"1000000\"]\nLABEL com.shoal.harness=sleeper\n");
+    let dockerfile = format!(
+        "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"trap 'exit 143' TERM; sleep 1000000 & wait\"]\nLABEL com.shoal.harness=sleeper\n"
+    );
     child
         .stdin
         .take()

@@ -247,6 +247,10 @@ async fn compare_worlds(
     let real_recoveries = compare::recoveries("real", &report.trace_jsonl).map_err(anyhow::Error::msg)?;
     println!("{} — time to converge after each fault", scenario.name);
     print!("{}", compare::table(&sim, &real_recoveries));
+    let sim_expects = compare::expect_times("simulated", &sim_trace).map_err(anyhow::Error::msg)?;
+    let real_expects = compare::expect_times("real", &report.trace_jsonl).map_err(anyhow::Error::msg)?;
+    println!("\ntime for each `expect:` to hold after the step before it");
+    print!("{}", compare::expect_table(&sim_expects, &real_expects));
     println!(
         "\nsimulated: exit {sim_code} (cargo sim-run run {file_text} --seed {seed}); real: {} in {:.1} s wall",
         report.outcome.label(),
