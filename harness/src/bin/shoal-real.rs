@@ -240,7 +240,8 @@ async fn compare_worlds(
     let report = play_registered(&scenario, &options, 1, ledgers).await;
     if let Some(dir) = trace_dir {
         std::fs::create_dir_all(dir)?;
-        std::fs::write(runner::trace_path(dir, &format!("{file_text}.sim"), 1), &sim_trace)?;
+        let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        std::fs::write(dir.join(format!("{stem}-sim-seed{seed}.jsonl")), &sim_trace)?;
         write_trace(dir, &report)?;
     }
     let sim = compare::recoveries("simulated", &sim_trace).map_err(anyhow::Error::msg)?;
