@@ -89,6 +89,8 @@ pub struct RealCluster {
     pub nodes: Vec<RealNode>,
     pub ledger: Arc<Mutex<Ledger>>,
     pub dir: PathBuf,
+    /// The leader as last seen (`node ls`): control requests go there first.
+    leader_hint: Mutex<Option<String>>,
 }
 
 fn cli_output(bin: &Path, socket: &Path, args: &[&str]) -> Result<String, String> {
@@ -156,7 +158,7 @@ impl RealCluster {
                 node_id: String::new(),
             });
         }
-        let mut cluster = RealCluster { options, nodes, ledger, dir };
+        let mut cluster = RealCluster { options, nodes, ledger, dir, leader_hint: Mutex::new(None) };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i).await?;
         }
@@ -286,21 +288,24 @@ impl RealCluster {
         }
     }
 
-    /// A control request, sent to the live managers in turn as a client that knows every manager
-    /// would (the simulator's client does the same).
+    /// A control request, sent as the simulator's client sends it: to the leader as last seen
+    /// first, then to the other live managers in turn while one answers that it has no leader, is
+    /// not a manager or cannot be reached (a client that knows every manager).
     pub async fn control(&self, request: ControlRequest) -> ControlResult {
+        let hint = self.leader_hint.lock().expect("leader hint").clone();
+        let mut order: Vec<&RealNode> = self.nodes.iter().filter(|n| n.manager && n.is_up()).collect();
+        order.sort_by_key(|n| Some(&n.name) != hint.as_ref());
         let mut last = ControlError::Unavailable("no manager is running".into());
-        for (i, node) in self.nodes.iter().enumerate() {
-            if !node.manager || !node.is_up() {
-                continue;
-            }
+        for node in order {
             let (endpoint, local) = (node.endpoint(), LocalRequest::Control { request: Box::new(request.clone()) });
             match tokio::time::timeout(Duration::from_secs(30), local_api::call(&endpoint, &local)).await {
                 Ok(Ok(Ok(LocalAnswer::Control(response)))) => return Ok(response),
                 Ok(Ok(Ok(other))) => return Err(ControlError::Internal(format!("unexpected answer {other:?}"))),
-                Ok(Ok(Err(LocalError::Control(ControlError::NotAManager)))) => last = ControlError::NotAManager,
+                Ok(Ok(Err(LocalError::Control(err @ (ControlError::NotAManager | ControlError::NoLeader))))) => {
+                    last = err
+                }
                 Ok(Ok(Err(LocalError::Control(err)))) => return Err(err),
-                Ok(Ok(Err(err))) => last = ControlError::Unavailable(format!("{}: {err}", self.nodes[i].name)),
+                Ok(Ok(Err(err))) => last = ControlError::Unavailable(format!("{}: {err}", node.name)),
                 Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
                 Err(_) => last = ControlError::Unavailable(format!("{} did not answer within 30 s", node.name)),
             }
@@ -320,6 +325,7 @@ impl RealCluster {
             .find(|v| v.leader)
             .map(|v| v.node.hostname().to_string())
             .ok_or_else(|| "no manager is leader".to_string())?;
+        *self.leader_hint.lock().expect("leader hint") = Some(leader.clone());
         let services = match self.control(ControlRequest::ServiceList).await {
             Ok(ControlResponse::Services(s)) => s,
             other => return Err(format!("service ls: {other:?}")),
