@@ -33,7 +33,20 @@ pub fn image_id(name: &str) -> Option<String> {
 
 /// The sleeper image's id, built from the local test image if missing.
 pub fn sleeper() -> Result<String, String> {
-    if let Some(id) = image_id(SLEEPER) {
+    build(SLEEPER, "sleep 1000000 & wait")
+}
+
+/// A stand-in whose containers exit with `code` after `after` (the image fault `crash after`),
+/// built once per (seconds, code) and kept as `shoal-harness/crash-after:<ms>-<code>`.
+pub fn crashing(after: std::time::Duration, code: i64) -> Result<String, String> {
+    let tag = format!("shoal-harness/crash-after:{}-{code}", after.as_millis());
+    build(&tag, &format!("sleep {:.3}; exit {code}", after.as_secs_f64()))
+}
+
+/// `tag` built from the local test image with `sh -c "trap 'exit 143' TERM; SCRIPT"` as its
+/// command, if the engine lacks it; its id.
+fn build(tag: &str, script: &str) -> Result<String, String> {
+    if let Some(id) = image_id(tag) {
         return Ok(id);
     }
     if image_id(BASE_IMAGE).is_none() {
@@ -42,14 +55,14 @@ pub fn sleeper() -> Result<String, String> {
         ));
     }
     let mut child = Command::new("docker")
-        .args(["build", "--pull=false", "-q", "-t", SLEEPER, "-"])
+        .args(["build", "--pull=false", "-q", "-t", tag, "-"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("cannot run docker build: {e}"))?;
     let dockerfile = format!(
-        "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"trap 'exit 143' TERM; sleep 1000000 & wait\"]\nLABEL com.shoal.harness=sleeper\n"
+        "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"trap 'exit 143' TERM; {script}\"]\nLABEL com.shoal.harness=stand-in\n"
     );
     child
         .stdin
@@ -59,9 +72,9 @@ pub fn sleeper() -> Result<String, String> {
         .map_err(|e| format!("cannot write the Dockerfile to docker build: {e}"))?;
     let output = child.wait_with_output().map_err(|e| format!("docker build: {e}"))?;
     if !output.status.success() {
-        return Err(format!("docker build of {SLEEPER} failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!("docker build of {tag} failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }
-    image_id(SLEEPER).ok_or_else(|| format!("docker build made no {SLEEPER}"))
+    image_id(tag).ok_or_else(|| format!("docker build made no {tag}"))
 }
 
 /// Every image the scenario's steps name (services, updates, compose files, image faults).

@@ -519,11 +519,27 @@ impl Runner<'_> {
                     &format!("image {image} slow start"),
                     "the Docker engine cannot delay a container's start",
                 ),
-                ImageFault::CrashAfter { .. } => self.skip(
-                    place,
-                    &format!("image {image} crash after"),
-                    "changing what an image's containers do needs an image built for it; not done yet",
-                ),
+                ImageFault::CrashAfter { after, exit_code } => match self.tags.get(image).cloned() {
+                    // The name now points to a stand-in that exits with the code after the delay.
+                    Some(_) => {
+                        let id = images::crashing(*after, *exit_code)?;
+                        images::tag(&id, image)?;
+                        self.tags.insert(image.clone(), id.clone());
+                        let mut ledger = self.cluster.ledger.lock().expect("ledger");
+                        ledger.image_tags.retain(|(n, _)| n != image);
+                        ledger.image_tags.push((image.clone(), id));
+                        drop(ledger);
+                        self.note(
+                            "fault.image",
+                            json!({"at": place, "image": image, "behavior": format!("exits {exit_code} after {after:?}")}),
+                        );
+                    }
+                    None => self.skip(
+                        place,
+                        &format!("image {image} crash after"),
+                        "the image is the engine's own, not one this run tagged",
+                    ),
+                },
                 other => self.skip(
                     place,
                     &format!("image {image} {other:?}"),
