@@ -3,7 +3,7 @@
 //! node label (the node ids of this run's nodes), packet filter rules by their comment
 //! (`shoal-run-<id>`), image tags the run made, and its temp dir. Only what the run made is touched.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -33,6 +33,43 @@ fn quiet(program: &str, args: &[&str]) -> Option<String> {
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// `(process group, start time in clock ticks since boot)` of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// SIGKILL every process of the process groups a process-executor daemon lists in its registry
+/// (`<data-dir>/processes.json`: `[{pgid, start_ticks}]`), as the daemon itself does to what a
+/// killed predecessor left: only processes of that group that started no earlier than it did.
+/// Returns how many were killed.
+pub fn kill_process_groups(registry: &Path) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        pgid: i32,
+        start_ticks: u64,
+    }
+    let Ok(bytes) = std::fs::read(registry) else { return 0 };
+    let groups: Vec<Group> = serde_json::from_slice(&bytes).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let pids: Vec<i32> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut killed = 0;
+    for pid in pids {
+        let Some((pgrp, start)) = proc_stat(pid) else { continue };
+        if groups.iter().any(|g| g.pgid == pgrp && g.pgid > 1 && start >= g.start_ticks) {
+            // SAFETY: kill(2) on a process of a group this run's daemon started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+    }
+    killed
+}
+
 impl Ledger {
     /// Take away everything listed; what could not be removed is returned as messages.
     pub fn clean(&mut self) -> Vec<String> {
@@ -41,6 +78,12 @@ impl Ledger {
             // SAFETY: kill(2) with a pid this run spawned; a pid already gone gives ESRCH, ignored.
             unsafe {
                 libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            // Tasks of process-executor daemons (their own process groups) outlive a SIGKILLed daemon.
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                kill_process_groups(&entry.path().join("data").join("processes.json"));
             }
         }
         for node in &self.node_ids {

@@ -369,11 +369,13 @@ impl Runner<'_> {
     }
 
     /// `docker kill` of every container of node `host` (a host crash kills its containers, as the
-    /// simulator's crash does); returns how many.
+    /// simulator's crash does), or with the process executor SIGKILL of its tasks' process groups;
+    /// returns how many.
     fn kill_containers(&self, host: &str) -> usize {
         let Some(i) = self.cluster.index(host) else { return 0 };
-        if self.cluster.options.executor != Executor::Docker {
-            return 0;
+        if self.cluster.options.executor == Executor::Process {
+            let registry = self.cluster.nodes[i].dir.join("data").join("processes.json");
+            return crate::cleanup::kill_process_groups(&registry);
         }
         let filter = format!("label={}={}", shoal_core::env::executor::LABEL_NODE_ID, self.cluster.nodes[i].node_id);
         let ids = Process::new("docker")

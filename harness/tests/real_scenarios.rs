@@ -136,3 +136,37 @@ fn a_failing_scenario_exits_4_with_the_command_that_reruns_it() {
     assert!(stderr.contains("never.yaml:4: unknown fault \"crsh\""), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Processes whose environment says they are tasks of a node on `net` (the process executor gives
+/// every task `SHOAL_NODE_IP`).
+fn tasks_on(net: &str) -> Vec<String> {
+    let wanted = format!("SHOAL_NODE_IP={net}.");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(wanted.as_bytes())))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn the_process_executor_runs_a_worker_crash_and_leaves_no_task_behind() {
+    let bin = shoal_bin();
+    let output = Command::new(REAL)
+        .args(["run", "harness/tests/data/process_worker_crash.yaml", "--executor", "process", "--net", "127.0.90"])
+        .arg("--shoal-bin")
+        .arg(&bin)
+        .current_dir(workspace())
+        .output()
+        .expect("run shoal-real");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    // The crashed worker's tasks died with it, and the rest went with the cluster.
+    assert_eq!(tasks_on("127.0.90"), Vec::<String>::new(), "task processes left behind");
+}
