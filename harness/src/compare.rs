@@ -104,3 +104,35 @@ pub fn expect_table(sim: &[(String, String, Option<f64>)], real: &[(String, Stri
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = r#"{"time_ms":1000,"node":"supervisor","kind":"scenario.start","fields":{}}
+{"time_ms":1000,"node":"m","kind":"task.created","fields":{"task":"t1","service":"web"}}
+{"time_ms":1200,"node":"m","kind":"task.state","fields":{"task_id":"t1","state":"running"}}
+{"time_ms":1300,"node":"supervisor","kind":"step.expect","fields":{"at":"x.yaml:5","expect":"service web running 1","ok":true}}
+{"time_ms":2000,"node":"supervisor","kind":"fault.crash","fields":{"host":"worker-1"}}
+{"time_ms":2000,"node":"m","kind":"task.state","fields":{"task_id":"t1","state":"failed"}}
+{"time_ms":2000,"node":"m","kind":"task.created","fields":{"task":"t2","service":"web"}}
+{"time_ms":5500,"node":"m","kind":"task.state","fields":{"task_id":"t2","state":"running"}}
+{"time_ms":9000,"node":"supervisor","kind":"step.expect","fields":{"at":"x.yaml (eventually)","expect":"service web running 2","seen":"1 running"}}
+"#;
+
+    #[test]
+    fn recoveries_and_expect_times_from_a_trace() {
+        let recoveries = recoveries("t", TRACE).unwrap();
+        assert_eq!(recoveries.len(), 1);
+        assert_eq!(recoveries[0].fault, "crash worker-1");
+        assert_eq!(recoveries[0].converged_after_s, Some(3.5));
+        let expects = expect_times("t", TRACE).unwrap();
+        assert_eq!(expects[0], ("x.yaml:5".to_string(), "service web running 1".to_string(), Some(0.3)));
+        assert_eq!(expects[1].2, None, "a missed expectation has no time");
+        let table = expect_table(&expects, &expects[..1]);
+        assert!(table.contains("5      service web running 1"), "{table}");
+        assert!(table.lines().any(|l| l.starts_with("final") && l.contains("missed") && l.ends_with('-')), "{table}");
+        let faults = super::table(&recoveries, &[]);
+        assert!(faults.contains("crash worker-1") && faults.contains("3.5s"), "{faults}");
+    }
+}
