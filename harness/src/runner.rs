@@ -190,10 +190,9 @@ impl Runner<'_> {
                 | Expectation::PortAnswers { .. }
                 | Expectation::NameResolves { .. }
                 | Expectation::NameUnknown { .. } => {
-                    let why =
-                        format!("`{expectation}`: simulated clients and probes are not run against real clusters yet");
+                    let why = "the simulator's clients and probes (its containers' request protocol) are not run against real clusters yet";
                     self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
-                    self.skipped.push(format!("{place}: {why}"));
+                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
                     return Ok(());
                 }
                 _ => {
