@@ -1,0 +1,145 @@
+//! What a run made, so it can be taken away again — at the end of the run, when it fails, and when
+//! the harness is interrupted (Ctrl-C, SIGTERM): daemons by pid, containers and bridges by shoal's
+//! node label (the node ids of this run's nodes), packet filter rules by their comment
+//! (`shoal-run-<id>`), image tags the run made, and its temp dir. Only what the run made is touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use shoal_core::env::executor::LABEL_NODE_ID;
+
+/// Everything one run made, filled in as it makes things.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// Daemon processes alive now.
+    pub pids: Vec<u32>,
+    /// Node ids of the run's nodes (their containers and bridges carry `com.shoal.node.id=<id>`).
+    pub node_ids: Vec<String>,
+    /// The run's iptables comment, once a rule was added.
+    pub rule_comment: Option<String>,
+    /// Image tags the run put on the engine (`name`, image id it points to).
+    pub image_tags: Vec<(String, String)>,
+    /// The run's temp dir (removed unless kept).
+    pub dir: Option<PathBuf>,
+    pub keep_dir: bool,
+}
+
+/// The ledgers of the runs going on, for the signal handler.
+pub type Ledgers = Arc<Mutex<Vec<Arc<Mutex<Ledger>>>>>;
+
+fn quiet(program: &str, args: &[&str]) -> Option<String> {
+    let output = Command::new(program).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `(process group, start time in clock ticks since boot)` of a process, from `/proc/<pid>/stat`.
+fn proc_stat(pid: i32) -> Option<(i32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some((fields.get(2)?.parse().ok()?, fields.get(19)?.parse().ok()?))
+}
+
+/// SIGKILL every process of the process groups a process-executor daemon lists in its registry
+/// (`<data-dir>/processes.json`: `[{pgid, start_ticks}]`), as the daemon itself does to what a
+/// killed predecessor left: only processes of that group that started no earlier than it did.
+/// Returns how many were killed.
+pub fn kill_process_groups(registry: &Path) -> usize {
+    #[derive(serde::Deserialize)]
+    struct Group {
+        pgid: i32,
+        start_ticks: u64,
+    }
+    let Ok(bytes) = std::fs::read(registry) else { return 0 };
+    let groups: Vec<Group> = serde_json::from_slice(&bytes).unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let pids: Vec<i32> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let mut killed = 0;
+    for pid in pids {
+        let Some((pgrp, start)) = proc_stat(pid) else { continue };
+        if groups.iter().any(|g| g.pgid == pgrp && g.pgid > 1 && start >= g.start_ticks) {
+            // SAFETY: kill(2) on a process of a group this run's daemon started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+            killed += 1;
+        }
+    }
+    killed
+}
+
+impl Ledger {
+    /// Take away everything listed; what could not be removed is returned as messages.
+    pub fn clean(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for pid in self.pids.drain(..) {
+            // SAFETY: kill(2) with a pid this run spawned; a pid already gone gives ESRCH, ignored.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+        if let Some(dir) = &self.dir {
+            // Tasks of process-executor daemons (their own process groups) outlive a SIGKILLed daemon.
+            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                kill_process_groups(&entry.path().join("data").join("processes.json"));
+            }
+        }
+        for node in &self.node_ids {
+            let filter = format!("label={LABEL_NODE_ID}={node}");
+            if let Some(ids) = quiet("docker", &["ps", "-aq", "--filter", &filter]) {
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids.iter().copied());
+                    if quiet("docker", &args).is_none() {
+                        problems.push(format!("could not remove containers {ids:?} of node {node}"));
+                    }
+                }
+            }
+            if let Some(ids) = quiet("docker", &["network", "ls", "-q", "--filter", &filter]) {
+                for id in ids.split_whitespace() {
+                    if quiet("docker", &["network", "rm", id]).is_none() {
+                        problems.push(format!("could not remove network {id} of node {node}"));
+                    }
+                }
+            }
+        }
+        if let Some(comment) = self.rule_comment.take() {
+            if let Err(err) = crate::netfault::remove_rules(&comment) {
+                problems.push(err);
+            }
+        }
+        for (name, id) in self.image_tags.drain(..) {
+            // Only if the tag still points to the image this run tagged.
+            if quiet("docker", &["image", "inspect", "--format", "{{.Id}}", &name]).is_some_and(|got| got.trim() == id)
+                && quiet("docker", &["rmi", "--no-prune", &name]).is_none()
+            {
+                problems.push(format!("could not remove image tag {name}"));
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            if !self.keep_dir {
+                if let Err(err) = std::fs::remove_dir_all(&dir) {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        problems.push(format!("could not remove {}: {err}", dir.display()));
+                    }
+                }
+            }
+        }
+        problems
+    }
+}
+
+/// Clean every run listed (the signal handler's job).
+pub fn clean_all(ledgers: &Ledgers) {
+    let list = ledgers.lock().map(|l| l.clone()).unwrap_or_default();
+    for ledger in list {
+        if let Ok(mut ledger) = ledger.lock() {
+            for problem in ledger.clean() {
+                eprintln!("cleanup: {problem}");
+            }
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! A real cluster on this machine: one `shoal daemon` process per scenario node, each on its own
+//! loopback address (`<net>.<n>`, e.g. 127.0.88.1 for `manager-1`), data dir and unix socket under
+//! the run's temp dir. `manager-1` runs `swarm init`, the others `swarm join` with the tokens, all
+//! through the `shoal` CLI; afterwards the harness talks to the daemons with the CLI's client
+//! library (`shoal::local_api`) on their sockets. A crash is SIGKILL of the daemon process; a
+//! restart starts it again on the same data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalRequest};
+use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
+use shoal_core::store::StoreState;
+
+use crate::cleanup::Ledger;
+
+/// How the daemons run their tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Executor {
+    Docker,
+    Process,
+}
+
+impl Executor {
+    pub fn word(self) -> &'static str {
+        match self {
+            Executor::Docker => "docker",
+            Executor::Process => "process",
+        }
+    }
+}
+
+/// Where and how a cluster is made.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The `shoal` binary.
+    pub shoal_bin: PathBuf,
+    pub executor: Executor,
+    /// First three octets of the nodes' loopback addresses (`127.0.88`).
+    pub net: String,
+    /// Where the run's temp dir goes.
+    pub tmp: PathBuf,
+    /// The heartbeat period (`swarm init --dispatcher-heartbeat`); the simulator's clusters use 1 s.
+    pub heartbeat: String,
+}
+
+/// One daemon of the cluster.
+#[derive(Debug)]
+pub struct RealNode {
+    pub name: String,
+    pub ip: String,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub manager: bool,
+    child: Option<Child>,
+    pub node_id: String,
+}
+
+impl RealNode {
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::Unix(self.socket.clone())
+    }
+
+    pub fn addr(&self) -> String {
+        format!("{}:2377", self.ip)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn events_file(&self) -> PathBuf {
+        self.dir.join("data").join("events.jsonl")
+    }
+}
+
+/// Why a cluster could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The daemons of one run.
+pub struct RealCluster {
+    pub options: ClusterOptions,
+    pub nodes: Vec<RealNode>,
+    pub ledger: Arc<Mutex<Ledger>>,
+    pub dir: PathBuf,
+    /// The leader as last seen (`node ls`): control requests go there first.
+    leader_hint: Mutex<Option<String>>,
+}
+
+fn cli_output(bin: &Path, socket: &Path, args: &[&str]) -> Result<String, String> {
+    let output = Command::new(bin)
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|err| format!("cannot run {}: {err}", bin.display()))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "`shoal {}` failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        ))
+    }
+}
+
+impl RealCluster {
+    /// Start `managers` + `workers` daemons and form the swarm.
+    pub async fn start(
+        options: ClusterOptions,
+        managers: usize,
+        workers: usize,
+        run_id: &str,
+        ledger: Arc<Mutex<Ledger>>,
+    ) -> Result<RealCluster, ClusterError> {
+        let setup = |m: String| ClusterError::Setup(m);
+        if managers + workers > 250 {
+            return Err(setup(format!("{} nodes do not fit one /24 of loopback addresses", managers + workers)));
+        }
+        let dir = options.tmp.join(format!("shoal-real-{run_id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| setup(format!("cannot make {}: {e}", dir.display())))?;
+        ledger.lock().expect("ledger").dir = Some(dir.clone());
+        let mut nodes = Vec::new();
+        for i in 0..managers + workers {
+            let (name, manager) = if i < managers {
+                (format!("manager-{}", i + 1), true)
+            } else {
+                (format!("worker-{}", i - managers + 1), false)
+            };
+            let node_dir = dir.join(&name);
+            std::fs::create_dir_all(&node_dir)
+                .map_err(|e| setup(format!("cannot make {}: {e}", node_dir.display())))?;
+            let ip = format!("{}.{}", options.net, i + 1);
+            for port in [2377u16, 4789] {
+                std::net::TcpListener::bind((ip.as_str(), port)).map_err(|e| {
+                    setup(format!(
+                        "{ip}:{port} is taken ({e}): another cluster runs on {}.x? pick another --net",
+                        options.net
+                    ))
+                })?;
+            }
+            nodes.push(RealNode {
+                socket: node_dir.join("shoal.sock"),
+                dir: node_dir,
+                name,
+                ip,
+                manager,
+                child: None,
+                node_id: String::new(),
+            });
+        }
+        let mut cluster = RealCluster { options, nodes, ledger, dir, leader_hint: Mutex::new(None) };
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i).await?;
+        }
+        // manager-1 inits; everyone else joins it.
+        let bin = cluster.options.shoal_bin.clone();
+        let first = &cluster.nodes[0];
+        let addr = first.addr();
+        let init = [
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &addr,
+            "--listen-addr",
+            &addr,
+            "--dispatcher-heartbeat",
+            &cluster.options.heartbeat,
+            "--data-path-port",
+            "4789",
+        ];
+        cli_output(&bin, &first.socket, &init).map_err(setup)?;
+        let worker_token = cli_output(&bin, &first.socket, &["swarm", "join-token", "-q", "worker"]).map_err(setup)?;
+        let manager_token =
+            cli_output(&bin, &first.socket, &["swarm", "join-token", "-q", "manager"]).map_err(setup)?;
+        for node in &cluster.nodes[1..] {
+            let token = if node.manager { &manager_token } else { &worker_token };
+            let own = node.addr();
+            let join = [
+                "swarm",
+                "join",
+                "--token",
+                token,
+                "--advertise-addr",
+                &own,
+                "--listen-addr",
+                &own,
+                "--data-path-port",
+                "4789",
+                &addr,
+            ];
+            cli_output(&bin, &node.socket, &join).map_err(setup)?;
+        }
+        for i in 0..cluster.nodes.len() {
+            let status = cluster.local(i, LocalRequest::SwarmStatus).await;
+            match status {
+                Ok(LocalAnswer::Status(status)) if !status.node_id.is_empty() => {
+                    cluster.nodes[i].node_id = status.node_id.clone();
+                    cluster.ledger.lock().expect("ledger").node_ids.push(status.node_id);
+                }
+                other => {
+                    return Err(setup(format!("{} has no node id after joining: {other:?}", cluster.nodes[i].name)))
+                }
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// Start daemon `i` (again) on its data dir and wait until its socket answers.
+    pub async fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
+        let node = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("daemon.log"))
+            .map_err(|e| ClusterError::Setup(format!("cannot open the daemon log of {}: {e}", node.name)))?;
+        let mut command = Command::new(&self.options.shoal_bin);
+        command
+            .args(["daemon", "--executor", self.options.executor.word(), "--hostname", &node.name])
+            .args(["--dns-upstream", "none"])
+            .arg("--data-dir")
+            .arg(node.dir.join("data"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if self.options.executor == Executor::Docker {
+            command.args(["--pull", "never"]);
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| ClusterError::Setup(format!("cannot start {}: {e}", self.options.shoal_bin.display())))?;
+        self.ledger.lock().expect("ledger").pids.push(child.id());
+        self.nodes[i].child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.local(i, LocalRequest::SwarmStatus).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Setup(format!(
+                    "the daemon of {} did not answer on {} within 20 s (log: {})",
+                    self.nodes[i].name,
+                    self.nodes[i].socket.display(),
+                    self.nodes[i].dir.join("daemon.log").display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL daemon `i`; returns its pid.
+    pub fn kill(&mut self, i: usize) -> Option<u32> {
+        let mut child = self.nodes[i].child.take()?;
+        let pid = child.id();
+        let _ = child.kill();
+        let _ = child.wait();
+        self.ledger.lock().expect("ledger").pids.retain(|p| *p != pid);
+        Some(pid)
+    }
+
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// One local-API request to daemon `i`.
+    pub async fn local(&self, i: usize, request: LocalRequest) -> Result<LocalAnswer, String> {
+        let endpoint = self.nodes[i].endpoint();
+        match tokio::time::timeout(Duration::from_secs(30), local_api::call(&endpoint, &request)).await {
+            Err(_) => Err(format!("{} did not answer within 30 s", self.nodes[i].name)),
+            Ok(Err(err)) => Err(err.to_string()),
+            Ok(Ok(Ok(answer))) => Ok(answer),
+            Ok(Ok(Err(err))) => Err(err.to_string()),
+        }
+    }
+
+    /// A control request, sent as the simulator's client sends it: to the leader as last seen
+    /// first, then to the other live managers in turn while one answers that it has no leader, is
+    /// not a manager or cannot be reached (a client that knows every manager).
+    pub async fn control(&self, request: ControlRequest) -> ControlResult {
+        let hint = self.leader_hint.lock().expect("leader hint").clone();
+        let mut order: Vec<&RealNode> = self.nodes.iter().filter(|n| n.manager && n.is_up()).collect();
+        order.sort_by_key(|n| Some(&n.name) != hint.as_ref());
+        let mut last = ControlError::Unavailable("no manager is running".into());
+        for node in order {
+            let (endpoint, local) = (node.endpoint(), LocalRequest::Control { request: Box::new(request.clone()) });
+            match tokio::time::timeout(Duration::from_secs(30), local_api::call(&endpoint, &local)).await {
+                Ok(Ok(Ok(LocalAnswer::Control(response)))) => return Ok(response),
+                Ok(Ok(Ok(other))) => return Err(ControlError::Internal(format!("unexpected answer {other:?}"))),
+                Ok(Ok(Err(LocalError::Control(err @ (ControlError::NotAManager | ControlError::NoLeader))))) => {
+                    last = err
+                }
+                Ok(Ok(Err(LocalError::Control(err)))) => return Err(err),
+                Ok(Ok(Err(err))) => last = ControlError::Unavailable(format!("{}: {err}", node.name)),
+                Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
+                Err(_) => last = ControlError::Unavailable(format!("{} did not answer within 30 s", node.name)),
+            }
+        }
+        Err(last)
+    }
+
+    /// The leader's host name and its store (nodes, services, tasks, networks), read through the
+    /// control API (reads are linearizable: a follower forwards them to the leader).
+    pub async fn leader_state(&self) -> Result<(String, StoreState), String> {
+        let nodes = match self.control(ControlRequest::NodeList).await {
+            Ok(ControlResponse::Nodes(nodes)) => nodes,
+            other => return Err(format!("node ls: {other:?}")),
+        };
+        let leader = nodes
+            .iter()
+            .find(|v| v.leader)
+            .map(|v| v.node.hostname().to_string())
+            .ok_or_else(|| "no manager is leader".to_string())?;
+        *self.leader_hint.lock().expect("leader hint") = Some(leader.clone());
+        let services = match self.control(ControlRequest::ServiceList).await {
+            Ok(ControlResponse::Services(s)) => s,
+            other => return Err(format!("service ls: {other:?}")),
+        };
+        let tasks = match self.control(ControlRequest::TaskList { service: None, node: None }).await {
+            Ok(ControlResponse::Tasks(t)) => t,
+            other => return Err(format!("task ls: {other:?}")),
+        };
+        let networks = match self.control(ControlRequest::NetworkList).await {
+            Ok(ControlResponse::Networks(n)) => n,
+            other => return Err(format!("network ls: {other:?}")),
+        };
+        fn table<'a, T: serde::Serialize + 'a>(
+            items: impl Iterator<Item = (&'a str, &'a T)>,
+        ) -> serde_json::Map<String, serde_json::Value> {
+            items.map(|(id, item)| (id.to_string(), serde_json::to_value(item).unwrap_or_default())).collect()
+        }
+        let tables = serde_json::json!({
+            "version": 0,
+            "nodes": table(nodes.iter().map(|v| (v.node.id.as_str(), &v.node))),
+            "services": table(services.iter().map(|v| (v.service.id.as_str(), &v.service))),
+            "tasks": table(tasks.iter().map(|t| (t.id.as_str(), t))),
+            "networks": table(networks.iter().map(|n| (n.id.as_str(), n))),
+            "cluster": null,
+        });
+        let state: StoreState =
+            serde_json::from_value(tables).map_err(|e| format!("cannot rebuild the leader's store: {e}"))?;
+        Ok((leader, state))
+    }
+}
+
+impl Drop for RealCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The scenario files CI runs against real clusters (issue 16): a worker crash, a leader crash
+//! during a rolling update, a partition during scale-up, a drain, a stack deploy, the leader
+//! isolated — each played by
+//! the `shoal-real` binary on fresh daemons (Docker executor, loopback addresses 127.0.88.x, the
+//! partition as iptables rules, so CI runs these as root as it runs the other Docker tests), and
+//! required to pass with nothing left behind. One test plays them in turn: they share the
+//! addresses and the image tags, and the machine has two cores.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REAL: &str = env!("CARGO_BIN_EXE_shoal-real");
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The `shoal` binary the daemons run: `cargo test --workspace` builds it (the `shoal` package's
+/// tests need it); `cargo test -p shoal-harness` alone builds it here if it is missing.
+fn shoal_bin() -> PathBuf {
+    let bin = Path::new(REAL).with_file_name("shoal");
+    if bin.exists() {
+        return bin;
+    }
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "-p", "shoal", "--bin", "shoal"])
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build -p shoal failed");
+    let bin = Path::new(REAL).with_file_name("shoal");
+    assert!(bin.exists(), "no shoal binary at {}", bin.display());
+    bin
+}
+
+fn shoal_labelled(what: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([what, "ls", "-q", "--filter", "label=com.shoal.node.id"])
+        .args(if what == "ps" { vec!["-a"] } else { vec![] })
+        .output()
+        .expect("docker ls");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+fn our_rules() -> String {
+    let out = Command::new("iptables").args(["-w", "-S", "INPUT"]).output().expect("iptables -S");
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("shoal-run-")).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn ci_scenarios_pass_on_real_clusters() {
+    let bin = shoal_bin();
+    // Scenarios with published ports or networks need the engine free of other shoal clusters'
+    // bridges (shoal's ingress is always 10.0.0.0/16); another test binary's cluster may still be
+    // winding down.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !shoal_labelled("network").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let containers_before = shoal_labelled("ps");
+    let traces = std::env::temp_dir().join(format!("shoal-real-ci-{}", std::process::id()));
+    let files = [
+        "scenarios/t43_worker_crash_reschedule.yaml",
+        "scenarios/t40_leader_crash_during_update.yaml",
+        "scenarios/t41_partition_during_scale.yaml",
+        "scenarios/t22_drain_active.yaml",
+        "scenarios/t30_stack_deploy.yaml",
+        // Failed for real only, until the harness asked the last-seen leader first as the
+        // simulator's client does (it asked the isolated old leader, which has no leader).
+        "scenarios/t48_leader_isolated.yaml",
+    ];
+    let output = Command::new(REAL)
+        .arg("run")
+        .args(files)
+        .arg("--shoal-bin")
+        .arg(&bin)
+        .arg("--trace-dir")
+        .arg(&traces)
+        .current_dir(workspace())
+        .output()
+        .expect("run shoal-real");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    // Each run's merged trace has the daemons' events and the harness's faults.
+    for (file, fault) in [
+        ("t43_worker_crash_reschedule", "fault.crash"),
+        ("t40_leader_crash_during_update", "fault.crash"),
+        ("t41_partition_during_scale", "fault.partition"),
+        ("t22_drain_active", "node.start"),
+        ("t30_stack_deploy", "stack.step"),
+        ("t48_leader_isolated", "fault.partition"),
+    ] {
+        let trace = std::fs::read_to_string(traces.join(format!("{file}-run1.jsonl"))).expect("trace written");
+        assert!(trace.contains(&format!("\"kind\":\"{fault}\"")), "{file}: no {fault} in the trace");
+        assert!(trace.contains("\"kind\":\"raft.state\""), "{file}: no daemon events in the trace");
+    }
+    // Nothing left behind: no daemon, container, bridge or rule of these runs.
+    let containers_after: Vec<String> =
+        shoal_labelled("ps").into_iter().filter(|c| !containers_before.contains(c)).collect();
+    assert!(containers_after.is_empty(), "containers left: {containers_after:?}");
+    assert_eq!(our_rules(), "", "iptables rules left");
+    let _ = std::fs::remove_dir_all(&traces);
+}
+
+#[test]
+fn a_failing_scenario_exits_4_with_the_command_that_reruns_it() {
+    let bin = shoal_bin();
+    let dir = std::env::temp_dir().join(format!("shoal-real-fail-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("never.yaml");
+    std::fs::write(
+        &file,
+        "name: never converges\ncluster: { managers: 1 }\nsteps:\n  - run: service create --name web --replicas 1 shoal-harness-test/never:1\n  - expect: service web running 2 within 3s\n",
+    )
+    .unwrap();
+    let output = Command::new(REAL)
+        .args(["run", "--net", "127.0.89"])
+        .arg(&file)
+        .arg("--shoal-bin")
+        .arg(&bin)
+        .current_dir(workspace())
+        .output()
+        .expect("run shoal-real");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(4), "{stdout}");
+    assert!(stdout.contains("LIVENESS") && stdout.contains("expected `service web running 2` within 3 s"), "{stdout}");
+    assert!(stdout.contains(&format!("rerun: cargo real-run run {} --net 127.0.89", file.display())), "{stdout}");
+    // A scenario-file error is exit 1 with file:line, before anything starts.
+    std::fs::write(&file, "name: bad\ncluster: { managers: 1 }\nsteps:\n  - fault: crsh leader\n").unwrap();
+    let output = Command::new(REAL).arg("run").arg(&file).arg("--shoal-bin").arg(&bin).output().expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("never.yaml:4: unknown fault \"crsh\""), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Processes whose environment says they are tasks of a node on `net` (the process executor gives
+/// every task `SHOAL_NODE_IP`).
+fn tasks_on(net: &str) -> Vec<String> {
+    let wanted = format!("SHOAL_NODE_IP={net}.");
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(wanted.as_bytes())))
+                .unwrap_or(false)
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn the_process_executor_runs_a_worker_crash_and_leaves_no_task_behind() {
+    let bin = shoal_bin();
+    let output = Command::new(REAL)
+        .args(["run", "harness/tests/data/process_worker_crash.yaml", "--executor", "process", "--net", "127.0.90"])
+        .arg("--shoal-bin")
+        .arg(&bin)
+        .current_dir(workspace())
+        .output()
+        .expect("run shoal-real");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    // The crashed worker's tasks died with it, and the rest went with the cluster.
+    assert_eq!(tasks_on("127.0.90"), Vec::<String>::new(), "task processes left behind");
+}
