@@ -523,8 +523,12 @@ fn overlay_names_go_through_the_mesh() {
     let web_ip = bridge_address(&web, "shoal-app-");
     let lookup = docker_exec(&client, &["nslookup", "web"]).expect("nslookup web");
     assert!(!lookup.contains(&web_ip), "web resolves to a VIP, not the task: {lookup}");
+    // tasks.web names the one replica by node 1's alias of it (a task on another node is not
+    // reachable at its own address), and the alias serves that replica.
     let tasks = docker_exec(&client, &["nslookup", "tasks.web"]).expect("nslookup tasks.web");
-    assert!(tasks.contains(&web_ip), "tasks.web resolves to the task: {tasks}");
+    assert!(!tasks.contains(&web_ip), "tasks.web resolves to node 1's alias of the task, not its address: {tasks}");
+    let by_alias = fetch_from(&client, "tasks.web").expect("http://tasks.web/ through node 1's alias");
+    assert_eq!(by_alias, web, "the alias leads to the replica on node 2");
     let direct = fetch_from(&client, &web_ip);
     assert!(direct.is_err(), "the replica's bridge address must be unreachable from node 1's bridge: {direct:?}");
 
