@@ -311,6 +311,11 @@ fn docker_cli_full_example() {
     assert_eq!(ports, want);
     // Declared and used networks only; external ones keep their own names and are never created.
     assert_eq!(network_names(&plan), ["s_other-other-network", "s_some-network", "s_other-network"]);
+    // Compose aliases are kept per network: the mesh resolver answers them there.
+    assert_eq!(
+        foo.network_aliases.get("s_some-network").map(Vec::as_slice),
+        Some(["alias1".to_string(), "alias3".to_string()].as_slice())
+    );
     assert_eq!(
         plan.ignored,
         [
@@ -335,7 +340,6 @@ fn docker_cli_full_example() {
             "logging",
             "mac_address",
             "network_mode",
-            "networks.aliases",
             "networks.driver_opts",
             "networks.ipam",
             "networks.ipv4_address",

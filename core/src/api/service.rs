@@ -276,6 +276,10 @@ pub struct ServiceSpec {
     /// `--endpoint-mode`: vip (the default) or dnsrr.
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// More names the service answers to on one of its networks (network name → names): compose's
+    /// `networks.<net>.aliases`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub network_aliases: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl ServiceSpec {
@@ -291,6 +295,7 @@ impl ServiceSpec {
             ports: Vec::new(),
             rebalance: false,
             endpoint_mode: EndpointMode::Vip,
+            network_aliases: Default::default(),
         }
     }
 }

@@ -45,9 +45,11 @@ pub fn lookup(table: &MeshTable, network_id: &str, name: &str, addresses: &dyn A
         None => (false, name),
     };
     let service = table.services.values().find(|s| {
+        let named = |a: &String| a.eq_ignore_ascii_case(&service_name);
         s.networks.iter().any(|n| n == network_id)
             && (s.name.eq_ignore_ascii_case(&service_name)
-                || s.aliases.iter().any(|a| a.eq_ignore_ascii_case(&service_name)))
+                || s.aliases.iter().any(named)
+                || s.network_aliases.get(network_id).is_some_and(|names| names.iter().any(named)))
     })?;
     if !tasks_only && service.endpoint_mode == EndpointMode::Vip {
         return Some(addresses.vip(&service.id).into_iter().collect());
@@ -127,6 +129,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             aliases: vec![],
+            network_aliases: BTreeMap::new(),
             ports: vec![],
             endpoint_mode: mode,
             networks: vec![network.into()],
@@ -137,6 +140,9 @@ mod tests {
         services.insert("s-db".into(), service("s-db", "db", EndpointMode::Dnsrr, "net-a"));
         services.insert("s-other".into(), service("s-other", "other", EndpointMode::Vip, "net-b"));
         services.get_mut("s-web").unwrap().aliases.push("front".into());
+        // A compose alias on net-a only; on net-b it is nobody.
+        services.get_mut("s-web").unwrap().network_aliases.insert("net-a".into(), vec!["www".into()]);
+        services.get_mut("s-other").unwrap().network_aliases.insert("net-a".into(), vec!["elsewhere".into()]);
         // One task of db runs on another node.
         services.get_mut("s-db").unwrap().endpoints[1].node_id = "n2".into();
         MeshTable { services, ..MeshTable::default() }
@@ -177,6 +183,9 @@ mod tests {
     fn names_resolve_per_network_and_mode() {
         assert_eq!(addresses(&ask("web.")), ["10.9.0.64"]);
         assert_eq!(addresses(&ask("front")), ["10.9.0.64"]);
+        assert_eq!(addresses(&ask("www")), ["10.9.0.64"]);
+        // An alias on a network the service is not on names nothing.
+        assert_eq!(ask("elsewhere").response_code(), ResponseCode::NXDomain);
         assert_eq!(addresses(&ask("tasks.web")), ["10.9.0.130", "10.9.0.131"]);
         // A task on another node is answered with this node's alias of it.
         assert_eq!(addresses(&ask("db")), ["10.9.0.130", "10.9.0.2"]);

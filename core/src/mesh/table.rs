@@ -39,6 +39,9 @@ pub struct MeshService {
     pub name: String,
     /// The names the service answers to besides `name` (in a stack: its name without the prefix).
     pub aliases: Vec<String>,
+    /// Names it answers to on one network only (network id → names; compose `aliases`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub network_aliases: BTreeMap<String, Vec<String>>,
     /// Published ports after allocation.
     pub ports: Vec<PortConfig>,
     pub endpoint_mode: EndpointMode,
@@ -113,12 +116,25 @@ impl MeshTable {
                     aliases.push(short.to_string());
                 }
             }
+            let network_aliases = service
+                .spec
+                .network_aliases
+                .iter()
+                .filter_map(|(key, names)| {
+                    state
+                        .networks
+                        .values()
+                        .find(|n| &n.id == key || &n.name == key)
+                        .map(|n| (n.id.clone(), names.clone()))
+                })
+                .collect();
             services.insert(
                 service.id.clone(),
                 MeshService {
                     id: service.id.clone(),
                     name: service.spec.name.clone(),
                     aliases,
+                    network_aliases,
                     ports: service.endpoint_ports.clone(),
                     endpoint_mode: service.spec.endpoint_mode,
                     networks,

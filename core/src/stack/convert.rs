@@ -579,6 +579,8 @@ impl Converter<'_> {
         let mut env: IndexMap<String, Option<String>> = IndexMap::new();
         let mut environment = Vec::new();
         let mut networks = Vec::new();
+        // Compose's `networks.<net>.aliases`, by the compose name of the network.
+        let mut aliases: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
         let mut deploy = None;
         for (key, v) in &entries {
             match key.as_str() {
@@ -616,11 +618,12 @@ impl Converter<'_> {
                         _ => {
                             let mut names = Vec::new();
                             for (net, settings) in v.entries()? {
-                                for (sk, _) in settings.entries()? {
+                                for (sk, sv) in settings.entries()? {
                                     match sk.as_str() {
-                                        "aliases" | "ipv4_address" | "ipv6_address" => {
-                                            self.ignore(format!("networks.{sk}"))
+                                        "aliases" => {
+                                            aliases.insert(net.clone(), sv.strings()?);
                                         }
+                                        "ipv4_address" | "ipv6_address" => self.ignore(format!("networks.{sk}")),
                                         k if k.starts_with("x-") => {}
                                         other => {
                                             return Err(settings.unknown(other, "aliases, ipv4_address, ipv6_address"))
@@ -681,6 +684,9 @@ impl Converter<'_> {
                 )))
                 }
             };
+            if let Some(names) = aliases.remove(&net).filter(|names| !names.is_empty()) {
+                spec.network_aliases.insert(full.clone(), names);
+            }
             if !spec.task.networks.contains(&full) {
                 spec.task.networks.push(full);
             }

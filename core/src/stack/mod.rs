@@ -19,7 +19,7 @@
 //! | `environment`, `env_file` | `KEY=value`; a bare `KEY` takes its value from the environment; `environment` overrides `env_file` |
 //! | `labels` (service) | service labels (shoal has one label set per service) |
 //! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
-//! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases`, `ipv4_address`, `ipv6_address` ignored |
+//! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
 //! | `deploy.mode` | `replicated`, `global` (jobs refused); `replicas` with `global` is refused |
 //! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
