@@ -27,6 +27,9 @@ use crate::mesh_net::{Owner, SimMeshNet, DATA_PORT};
 use crate::net::{LinkPolicy, SimNet, SimTransport};
 use crate::trace::SimTrace;
 
+/// What a failing simulated disk answers: Linux's words for ENOSPC.
+pub const DISK_FULL: &str = "No space left on device (os error 28)";
+
 /// The port every simulated node serves (Swarm's 2377).
 pub const PORT: u16 = 2377;
 
@@ -77,6 +80,22 @@ pub enum ClusterError {
     StartTimeout { host: String, secs: u64 },
     #[error("control request failed while building the cluster: {0}")]
     Control(#[from] ControlError),
+}
+
+/// One control request as the CLI sends it: to each of `addrs` in turn until one answers.
+async fn control_any(transport: SimTransport, addrs: Vec<String>, request: ControlRequest) -> ControlResult {
+    let mut last = ControlError::Unavailable("no manager is running".into());
+    for addr in addrs {
+        match rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
+        {
+            // A manager that was just demoted: ask the next one, as a client that knows every
+            // manager would.
+            Ok(Err(ControlError::NotAManager)) => last = ControlError::NotAManager,
+            Ok(answer) => return answer,
+            Err(err) => last = ControlError::Unavailable(err.to_string()),
+        }
+    }
+    Err(last)
 }
 
 /// The node settings simulated clusters use: Swarm's defaults, except a 1 s heartbeat so node-down
@@ -246,24 +265,40 @@ impl SimCluster {
     /// Send a control request as the CLI would: to the leader if known, else to any manager that
     /// answers. Unreachable managers are skipped; the first real answer (success or refusal) wins.
     pub async fn control(&self, request: ControlRequest) -> ControlResult {
-        let mut last = ControlError::Unavailable("no manager is running".into());
-        for addr in self.manager_addrs() {
-            let transport = self.client_transport.clone();
-            let request = request.clone();
-            let call = self.client.spawn(async move {
-                rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30))
-                    .await
-            });
-            match call.await {
-                // A manager that was just demoted: ask the next one, as a client that knows every
-                // manager would.
-                Ok(Ok(Err(ControlError::NotAManager))) => last = ControlError::NotAManager,
-                Ok(Ok(answer)) => return answer,
-                Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
-                Err(err) => last = ControlError::Internal(err.to_string()),
-            }
+        let call = self.client.spawn(control_any(self.client_transport.clone(), self.manager_addrs(), request));
+        call.await.unwrap_or_else(|err| Err(ControlError::Internal(err.to_string())))
+    }
+
+    /// Several control requests sent at once (each as [`SimCluster::control`] sends one); the
+    /// answers in the order of the requests.
+    pub async fn control_concurrently(&self, requests: Vec<ControlRequest>) -> Vec<ControlResult> {
+        let addrs = self.manager_addrs();
+        let calls: Vec<_> = requests
+            .into_iter()
+            .map(|request| self.client.spawn(control_any(self.client_transport.clone(), addrs.clone(), request)))
+            .collect();
+        let mut answers = Vec::with_capacity(calls.len());
+        for call in calls {
+            answers.push(call.await.unwrap_or_else(|err| Err(ControlError::Internal(err.to_string()))));
         }
-        Err(last)
+        answers
+    }
+
+    /// Send a control request to the node on host `name` only, as `shoal -H` does: its own answer,
+    /// whatever it is (a worker's "not a swarm manager", a manager's refusal).
+    pub async fn control_on(&self, name: &str, request: ControlRequest) -> ControlResult {
+        let Some(host) = self.host(name) else {
+            return Err(ControlError::Unavailable(format!("no host {name:?}")));
+        };
+        let (transport, addr) = (self.client_transport.clone(), host.addr.clone());
+        let call = self.client.spawn(async move {
+            rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
+        });
+        match call.await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(err)) => Err(ControlError::Unavailable(err.to_string())),
+            Err(err) => Err(ControlError::Internal(err.to_string())),
+        }
     }
 
     /// Record a supervisor event (a fault, a step) in the run's trace.
@@ -355,6 +390,29 @@ impl SimCluster {
     pub fn heal(&self) {
         self.net.heal();
         self.note("fault.heal", serde_json::json!({}));
+    }
+
+    /// The host's disk refuses every write from now on (reads still work), as a full disk does.
+    pub fn disk_fail_writes(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        host.disk.fail_writes(Some(DISK_FULL.to_string()));
+        self.note("fault.disk_fail_writes", serde_json::json!({"host": name, "reason": DISK_FULL}));
+    }
+
+    /// The host's disk takes writes again.
+    pub fn disk_heal(&self, name: &str) {
+        let Some(host) = self.host(name) else { return };
+        if host.disk.write_failure().is_some() {
+            host.disk.fail_writes(None);
+            self.note("fault.disk_heal", serde_json::json!({"host": name}));
+        }
+    }
+
+    /// Every disk takes writes again.
+    pub fn heal_disks(&self) {
+        for name in self.node_names() {
+            self.disk_heal(&name);
+        }
     }
 
     pub fn set_link(&self, a: &str, b: &str, policy: LinkPolicy) {

@@ -3,7 +3,9 @@
 //!
 //! Each file remembers how many of its bytes are durable. [`MemDisk::crash`] cuts every file back to
 //! its durable length — optionally keeping a random part of the unsynced tail, as a torn write would —
-//! which is what a power cut does to a real log file. Memory only: no I/O.
+//! which is what a power cut does to a real log file. [`MemDisk::fail_writes`] makes every write fail
+//! until it is healed, as a full or failing disk does (an append may leave a torn prefix of its bytes,
+//! as a short write on a full file system does); reads keep working. Memory only: no I/O.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,8 @@ struct MemFile {
 #[derive(Clone, Default)]
 pub struct MemDisk {
     files: Arc<Mutex<BTreeMap<String, MemFile>>>,
+    /// While set, every write fails with this reason.
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for MemDisk {
@@ -76,6 +80,24 @@ impl MemDisk {
         self.with(|files| files.get(name).map(|f| f.data.clone()))
     }
 
+    /// From now on every write (append, sync, atomic replace, remove) fails with `reason`, until
+    /// called again with `None`. Reads still work.
+    pub fn fail_writes(&self, reason: Option<String>) {
+        *self.failing.lock().expect("mem disk lock") = reason;
+    }
+
+    /// The reason writes fail, while they do.
+    pub fn write_failure(&self) -> Option<String> {
+        self.failing.lock().expect("mem disk lock").clone()
+    }
+
+    fn check_writable(&self, op: &'static str, name: &str) -> Result<(), DiskError> {
+        match self.write_failure() {
+            Some(reason) => Err(DiskError::Io { op, name: name.to_string(), reason }),
+            None => Ok(()),
+        }
+    }
+
     /// Total bytes stored.
     pub fn total_bytes(&self) -> usize {
         self.with(|files| files.values().map(|f| f.data.len()).sum())
@@ -91,6 +113,7 @@ impl Disk for MemDisk {
 
     async fn write_atomic(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name(name)?;
+        self.check_writable("write", name)?;
         self.with(|files| {
             files.insert(name.to_string(), MemFile { data: data.to_vec(), durable_len: data.len(), durable: true })
         });
@@ -99,12 +122,19 @@ impl Disk for MemDisk {
 
     async fn append(&self, name: &str, data: &[u8]) -> Result<(), DiskError> {
         check_name(name)?;
+        if let Err(err) = self.check_writable("append", name) {
+            // A short write: part of the bytes may land (unsynced) before the disk refuses the rest.
+            let keep = (runtime::random_u64() % (data.len() as u64 + 1)) as usize;
+            self.with(|files| files.entry(name.to_string()).or_default().data.extend_from_slice(&data[..keep]));
+            return Err(err);
+        }
         self.with(|files| files.entry(name.to_string()).or_default().data.extend_from_slice(data));
         Ok(())
     }
 
     async fn sync(&self, name: &str) -> Result<(), DiskError> {
         check_name(name)?;
+        self.check_writable("sync", name)?;
         self.with(|files| {
             if let Some(file) = files.get_mut(name) {
                 file.durable_len = file.data.len();
@@ -116,6 +146,7 @@ impl Disk for MemDisk {
 
     async fn remove(&self, name: &str) -> Result<(), DiskError> {
         check_name(name)?;
+        self.check_writable("remove", name)?;
         self.with(|files| files.remove(name));
         Ok(())
     }

@@ -215,7 +215,8 @@ impl Model {
 
     fn run(&mut self, after: Duration, text: String, may_fail: bool) {
         let Run(command) = text.parse().unwrap_or_else(|err| panic!("generated command {text:?} parses: {err}"));
-        let action = Action::Run { command: Box::new(command), text, expect_error: None, expect_output: None };
+        let action =
+            Action::Run { command: Box::new(command), text, expect_error: None, expect_output: None, on: None };
         self.step(after, action, may_fail);
     }
 

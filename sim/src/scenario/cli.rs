@@ -26,6 +26,9 @@ pub enum Command {
     ServiceUpdate { service: String, changes: SpecChanges },
     /// `stack …`: like docker/cli, several requests decided from what the cluster holds.
     Stack(StackCommand),
+    /// `A & B`: single requests sent at once, as commands started in the background of a shell
+    /// (`node demote m2 & node promote m2`); the step fails if one of them does.
+    Concurrent(Vec<ControlRequest>),
 }
 
 /// The `stack` subcommands (the requests come from [`shoal_core::stack`] at run time).
@@ -383,6 +386,16 @@ const TOP_WORDS: &str = "service, node, swarm, network, stack, info";
 
 /// Parse the words after `docker` into a [`Command`].
 pub fn parse_command(line: &str) -> Result<Command, String> {
+    if line.contains(" & ") {
+        let mut requests = Vec::new();
+        for part in line.split(" & ") {
+            match parse_command(part.trim())? {
+                Command::Request(request) => requests.push(request),
+                _ => return Err(format!("{:?}: only single requests run concurrently (`A & B`)", part.trim())),
+            }
+        }
+        return Ok(Command::Concurrent(requests));
+    }
     let words = split_flags(shell_words(line)?);
     let mut words = Words { words, at: 0 };
     let top = words.next().ok_or_else(|| format!("empty command: expected one of {TOP_WORDS}"))?;

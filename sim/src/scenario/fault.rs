@@ -1,6 +1,7 @@
 //! `fault:` steps: what the supervisor does to the cluster — crash and restart hosts, make nodes
 //! leave, cut links (both ways or one way, for a while or until `heal`), slow or lossy links, and
-//! container faults (removed behind the agent's back, slow starts, crashes).
+//! container faults (removed behind the agent's back, slow starts, crashes), and disks that refuse
+//! every write (`disk NODE fail-writes [for 10s]`, `disk NODE heal`), as a full disk does.
 //!
 //! Nodes are named as hosts (`manager-2`, `worker-3`) or by role: `leader` (the current raft leader)
 //! `follower` (the first manager by name that is up and not the leader) and `crashed` (the host
@@ -21,7 +22,7 @@ pub enum Target {
 }
 
 impl Target {
-    fn parse(word: &str) -> Result<Target, String> {
+    pub(crate) fn parse(word: &str) -> Result<Target, String> {
         match word {
             "leader" => Ok(Target::Leader),
             "follower" => Ok(Target::Follower),
@@ -106,9 +107,15 @@ pub enum Fault {
         image: String,
         fault: ImageFault,
     },
+    /// Every write to the host's disk fails (ENOSPC) until `disk NODE heal`, or for `duration`.
+    DiskFailWrites {
+        target: Target,
+        duration: Option<Duration>,
+    },
+    DiskHeal(Target),
 }
 
-const FAULT_WORDS: &str = "crash, restart, leave, partition, heal, link, container, image";
+const FAULT_WORDS: &str = "crash, restart, leave, partition, heal, link, container, image, disk";
 
 /// Split on whitespace, with `[`, `]` and `,` as words of their own.
 fn tokens(text: &str) -> Vec<String> {
@@ -280,6 +287,19 @@ impl std::str::FromStr for Fault {
                 };
                 Ok(Fault::Image { image, fault })
             }
+            Some("disk") => {
+                let form = "disk NODE fail-writes [for 10s] | disk NODE heal";
+                match &words[1..] {
+                    [target, verb] if verb == "fail-writes" => {
+                        Ok(Fault::DiskFailWrites { target: Target::parse(target)?, duration: None })
+                    }
+                    [target, verb, for_, d] if verb == "fail-writes" && for_ == "for" => {
+                        Ok(Fault::DiskFailWrites { target: Target::parse(target)?, duration: Some(parse_duration(d)?) })
+                    }
+                    [target, verb] if verb == "heal" => Ok(Fault::DiskHeal(Target::parse(target)?)),
+                    _ => Err(usage(form)),
+                }
+            }
             Some(other) => Err(format!("unknown fault {other:?}: expected {FAULT_WORDS}")),
             None => Err(format!("empty fault: expected {FAULT_WORDS}")),
         }
@@ -344,6 +364,16 @@ mod tests {
             })
         );
         assert!("image echo:1 exposes http".parse::<Fault>().unwrap_err().contains("not a number"));
+        assert_eq!(
+            "disk leader fail-writes for 8s".parse(),
+            Ok(Fault::DiskFailWrites { target: Target::Leader, duration: Some(Duration::from_secs(8)) })
+        );
+        assert_eq!(
+            "disk manager-2 fail-writes".parse(),
+            Ok(Fault::DiskFailWrites { target: host("manager-2"), duration: None })
+        );
+        assert_eq!("disk manager-2 heal".parse(), Ok(Fault::DiskHeal(host("manager-2"))));
+        assert!("disk manager-2 explode".parse::<Fault>().unwrap_err().contains("disk NODE fail-writes"));
     }
 
     #[test]

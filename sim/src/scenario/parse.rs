@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::cli::{parse_command, Command};
 use super::expect::Timed;
-use super::fault::Fault;
+use super::fault::{Fault, Target};
 
 /// Why a scenario file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +64,14 @@ pub struct Shape {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// A CLI command; `expect_error` = it must fail with a message containing that text,
-    /// `expect_output` = its (JSON) answer must contain that text.
+    /// `expect_output` = its (JSON) answer must contain that text; `on` = sent to that node's
+    /// control API only (`shoal -H`), instead of to the leader or any manager that answers.
     Run {
         command: Box<Command>,
         text: String,
         expect_error: Option<String>,
         expect_output: Option<String>,
+        on: Option<Target>,
     },
     Fault(Fault),
     Wait(Duration),
@@ -190,6 +192,7 @@ pub struct Step {
 struct RawStep {
     after: Option<String>,
     run: Option<String>,
+    on: Option<String>,
     expect_error: Option<String>,
     expect_output: Option<String>,
     fault: Option<String>,
@@ -385,14 +388,16 @@ fn parse_step(raw: RawStep, line: usize) -> Result<Step, (Option<&'static str>, 
     let mut actions = Vec::new();
     if let Some(Run(command)) = field("run", &raw.run, str::parse::<Run>)? {
         let text = raw.run.clone().unwrap_or_default();
+        let on = field("on", &raw.on, Target::parse)?;
         actions.push(Action::Run {
             command: Box::new(command),
             text,
             expect_error: raw.expect_error,
             expect_output: raw.expect_output,
+            on,
         });
-    } else if raw.expect_error.is_some() || raw.expect_output.is_some() {
-        return Err((None, "expect_error/expect_output belong to a `run:` step".into()));
+    } else if raw.expect_error.is_some() || raw.expect_output.is_some() || raw.on.is_some() {
+        return Err((None, "expect_error/expect_output/on belong to a `run:` step".into()));
     }
     if let Some(fault) = field("fault", &raw.fault, str::parse::<Fault>)? {
         actions.push(Action::Fault(fault));

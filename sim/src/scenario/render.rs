@@ -92,6 +92,14 @@ impl Display for Fault {
             }
             Fault::ContainerRemove { service, slot } => write!(f, "container remove {service} {slot}"),
             Fault::Image { image, fault } => write!(f, "image {image} {fault}"),
+            Fault::DiskFailWrites { target, duration: d } => {
+                write!(f, "disk {target} fail-writes")?;
+                if let Some(d) = d {
+                    write!(f, " for {}", duration(*d))?;
+                }
+                Ok(())
+            }
+            Fault::DiskHeal(target) => write!(f, "disk {target} heal"),
         }
     }
 }
@@ -138,8 +146,11 @@ pub fn render(scenario: &Scenario, header: &[String]) -> String {
             keys.push(("after", duration(step.after)));
         }
         match &step.action {
-            Action::Run { text, expect_error, expect_output, .. } => {
+            Action::Run { text, expect_error, expect_output, on, .. } => {
                 keys.push(("run", text.clone()));
+                if let Some(on) = on {
+                    keys.push(("on", on.to_string()));
+                }
                 if let Some(e) = expect_error {
                     keys.push(("expect_error", e.clone()));
                 }

@@ -61,9 +61,11 @@ pub struct RunReport {
 }
 
 /// A supervisor action due at a virtual instant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Timer {
     Heal,
+    /// The host's disk takes writes again.
+    DiskHeal(String),
 }
 
 /// Why the steps stopped early.
@@ -91,6 +93,8 @@ struct Runner<'a> {
     /// Simulated clients running, by name.
     clients: BTreeMap<String, ClientHandle>,
     start: runtime::Instant,
+    /// The host the current `run:` step is sent to (`on:`), if any.
+    on: Option<String>,
 }
 
 /// Virtual milliseconds since `start`.
@@ -114,6 +118,7 @@ fn poll(
                 cluster.heal();
                 invariants.clients.heal(runtime::unix_millis());
             }
+            Timer::DiskHeal(host) => cluster.disk_heal(&host),
         }
     }
     let observations: Vec<Observation> = cluster
@@ -203,16 +208,34 @@ impl Runner<'_> {
         }
     }
 
-    /// Send a control request, polling while it is in flight.
+    /// Send a control request (to the node on host `on` only, if given), polling while it is in flight.
     async fn control(&mut self, request: ControlRequest) -> Result<ControlResult, Stop> {
+        let on = self.on.clone();
         let Runner { cluster, invariants, timers, start, .. } = self;
-        let mut call = Box::pin(cluster.control(request));
+        let mut call: std::pin::Pin<Box<dyn std::future::Future<Output = ControlResult> + '_>> = match &on {
+            Some(host) => Box::pin(cluster.control_on(host, request)),
+            None => Box::pin(cluster.control(request)),
+        };
         loop {
             match runtime::timeout(POLL, &mut call).await {
                 Ok(result) => return Ok(result),
                 Err(_) => poll(cluster, invariants, timers, *start)?,
             }
         }
+    }
+
+    /// Send requests at once, polling while they are in flight; the first failure, if any.
+    async fn control_concurrently(&mut self, requests: Vec<ControlRequest>) -> Result<ControlResult, Stop> {
+        let Runner { cluster, invariants, timers, start, .. } = self;
+        let mut call = Box::pin(cluster.control_concurrently(requests));
+        let answers = loop {
+            match runtime::timeout(POLL, &mut call).await {
+                Ok(answers) => break answers,
+                Err(_) => poll(cluster, invariants, timers, *start)?,
+            }
+        };
+        let failed = answers.iter().find(|a| a.is_err()).cloned();
+        Ok(failed.unwrap_or_else(|| answers.into_iter().last().unwrap_or(Ok(ControlResponse::Done))))
     }
 
     /// Poll until `expectation` holds, or fail after `within`.
@@ -331,6 +354,7 @@ impl Runner<'_> {
                 self.control(request).await
             }
             Command::Stack(stack) => self.stack(stack).await,
+            Command::Concurrent(requests) => self.control_concurrently(requests.clone()).await,
         }
     }
 
@@ -375,6 +399,19 @@ impl Runner<'_> {
             Fault::Heal => {
                 self.cluster.heal();
                 self.invariants.clients.heal(runtime::unix_millis());
+            }
+            Fault::DiskFailWrites { target, duration } => {
+                let host = self.host(target)?;
+                self.cluster.disk_fail_writes(&host);
+                if let Some(duration) = duration {
+                    let due = since(self.start) + duration.as_millis() as u64;
+                    let at = self.timers.partition_point(|(t, _)| *t <= due);
+                    self.timers.insert(at, (due, Timer::DiskHeal(host)));
+                }
+            }
+            Fault::DiskHeal(target) => {
+                let host = self.host(target)?;
+                self.cluster.disk_heal(&host);
             }
             Fault::Link { a, b, delay_min, delay_max, loss } => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
@@ -440,8 +477,16 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { command, text, expect_error, expect_output } => {
-                let result = self.run_command(command).await?;
+            Action::Run { command, text, expect_error, expect_output, on } => {
+                self.on = match on {
+                    Some(target) => {
+                        Some(self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?)
+                    }
+                    None => None,
+                };
+                let result = self.run_command(command).await;
+                self.on = None;
+                let result = result?;
                 let mut note = short(&result);
                 note["at"] = json!(place);
                 note["run"] = json!(text);
@@ -568,6 +613,7 @@ impl Runner<'_> {
         self.cluster.note("phase.liveness", json!({}));
         self.cluster.heal();
         self.invariants.clients.heal(runtime::unix_millis());
+        self.cluster.heal_disks();
         let finals: Vec<Timed> = self
             .scenario
             .expect
@@ -828,6 +874,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
         crashed: Vec::new(),
         clients: BTreeMap::new(),
         start,
+        on: None,
     };
     runner.invariants.clients.run_started(start_unix_ms);
     let mut outcome = Outcome::Pass;
