@@ -3,7 +3,22 @@
 //! leader) the orchestrator and scheduler. Everything comes in through one [`NodeEnv`].
 //!
 //! The node keeps its identity (`node.json`: id, role, raft id, known managers) on the disk seam so a
-//! restart resumes where it stopped; raft keeps its own files beside it.
+//! restart resumes where it stopped; raft keeps its own files beside it (`raft/…`).
+//!
+//! Role changes come from the leader, in heartbeat replies ([`RoleHint`]), and are applied one at a
+//! time, in the order of the node object's versions, whatever their timing: a node runs at most one
+//! raft replica, under the raft id its node object names; a new raft id starts on a clean raft
+//! directory, and a demoted node clears its raft files (as swarmkit does). While it is a manager the
+//! node also tells its agent the managers its store knows, and it keeps the known managers in
+//! `node.json`, so a demoted manager — `swarm init`'s node included — finds the others, also after
+//! a restart.
+//!
+//! When raft stops on its own (a write to the raft log or vote failed: the disk is full or broken),
+//! the manager steps down: it stops serving raft, the dispatcher and the control API, says so loudly
+//! (`manager.stepped_down`, a trace alarm the daemon prints on stderr), answers control requests with
+//! that reason, and tries its disk again with a back-off; once a write works it rewrites its raft
+//! log from what the disk holds and rejoins under the same raft id (`manager.rejoined`), without a
+//! restart. Nothing acknowledged is lost: an entry is acknowledged only once it is synced on a quorum.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,11 +38,19 @@ use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinR
 use crate::env::{runtime, Disk, NodeEnv};
 use crate::logs::LogsService;
 use crate::manager::Consensus;
+use crate::raft::LogStore;
 use crate::raft::{RaftConfig, Replica, ReplicaError};
 use crate::rpc::{self, Channel, Router};
 use crate::store::{Action, Object, ProposeError, Proposer, Store};
 
 const IDENTITY_FILE: &str = "node.json";
+/// Every raft file (log, vote, snapshot) is under this prefix.
+const RAFT_FILES: &str = "raft/";
+/// A file written (and removed) to find out whether the disk takes writes again.
+const DISK_PROBE_FILE: &str = "raft/disk-probe";
+/// How long a manager whose disk failed waits between its tries of the disk: first, and at most.
+const DISK_RETRY_FIRST: Duration = Duration::from_secs(1);
+const DISK_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// How a node is set up.
 #[derive(Debug, Clone)]
@@ -111,6 +134,10 @@ pub struct Identity {
     pub role: NodeRole,
     pub raft_id: Option<u64>,
     pub managers: Vec<String>,
+    /// The version of the node object whose role this node took last (role hints older than it
+    /// are stale and ignored).
+    #[serde(default)]
+    pub role_version: u64,
 }
 
 struct ManagerParts {
@@ -129,6 +156,12 @@ struct NodeInner {
     manager: Mutex<Option<Arc<ManagerParts>>>,
     agent: Arc<Agent>,
     removed: watch::Sender<bool>,
+    /// Role changes and raft recovery, one at a time.
+    roles: tokio::sync::Mutex<()>,
+    /// Set while this manager's raft is stopped by a failure: why, in the words control requests get.
+    raft_failure: Mutex<Option<String>>,
+    /// Set by `swarm leave` and [`ShoalNode::shutdown`]: no role change or recovery starts raft again.
+    stopped: watch::Sender<bool>,
 }
 
 /// A running node. Cheap to clone.
@@ -156,6 +189,16 @@ async fn read_identity(disk: &dyn Disk) -> Result<Option<Identity>, NodeError> {
 async fn write_identity(disk: &dyn Disk, identity: &Identity) -> Result<(), NodeError> {
     let bytes = serde_json::to_vec_pretty(identity).map_err(|e| NodeError::Storage(e.to_string()))?;
     disk.write_atomic(IDENTITY_FILE, &bytes).await.map_err(|e| NodeError::Storage(e.to_string()))
+}
+
+/// Remove raft's files (a demoted manager's, or before a new raft id starts).
+async fn wipe_raft(disk: &dyn Disk) -> Result<(), NodeError> {
+    for name in disk.list().await.map_err(|e| NodeError::Storage(e.to_string()))? {
+        if name.starts_with(RAFT_FILES) {
+            disk.remove(&name).await.map_err(|e| NodeError::Storage(e.to_string()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Remove every file of the node's swarm state (after `swarm leave`).
@@ -195,12 +238,22 @@ impl ShoalNode {
             data_addr: env.data_addr.clone(),
         };
 
+        let mut resume_failure = None;
         let (identity, replica) = match (&bootstrap, existing) {
             (Bootstrap::Resume, None) => return Err(NodeError::NotInSwarm),
             (Bootstrap::Resume, Some(identity)) => {
                 let replica = match identity.raft_id {
                     Some(raft_id) if identity.role == NodeRole::Manager => {
-                        Some(Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await?)
+                        match Replica::start(&env, raft_id, config.raft.clone(), store.clone(), router.clone()).await {
+                            Ok(replica) => Some(replica),
+                            // The disk refuses writes (a torn log tail cannot be cut): the node comes
+                            // up stepped down, and rejoins once the disk takes writes.
+                            Err(ReplicaError::Storage(err)) => {
+                                resume_failure = Some((raft_id, err));
+                                None
+                            }
+                            Err(err) => return Err(err.into()),
+                        }
                     }
                     _ => None,
                 };
@@ -227,6 +280,7 @@ impl ShoalNode {
                     role: NodeRole::Manager,
                     raft_id: Some(raft_id),
                     managers: vec![env.addr.clone()],
+                    role_version: 0,
                 };
                 (identity, Some(replica))
             }
@@ -265,11 +319,16 @@ impl ShoalNode {
                     role: joined.role,
                     raft_id: (joined.role == NodeRole::Manager).then_some(raft_id),
                     managers: if joined.managers.is_empty() { vec![remote_addr.clone()] } else { joined.managers },
+                    role_version: 0,
                 };
                 (identity, replica)
             }
         };
-        write_identity(env.disk.as_ref(), &identity).await?;
+        if bootstrap != Bootstrap::Resume {
+            // Resumed as it was read: nothing to write (and a disk that refuses writes must not keep
+            // the node from coming up).
+            write_identity(env.disk.as_ref(), &identity).await?;
+        }
 
         let agent = Agent::new(
             env.clone(),
@@ -290,10 +349,17 @@ impl ShoalNode {
                 manager: Mutex::new(None),
                 agent: agent.clone(),
                 removed,
+                roles: tokio::sync::Mutex::new(()),
+                raft_failure: Mutex::new(None),
+                stopped: watch::channel(false).0,
             }),
         };
         if let Some(replica) = replica {
             node.become_manager(replica);
+        }
+        if let Some((raft_id, failure)) = resume_failure {
+            node.mark_stepped_down(raft_id, &failure);
+            runtime::spawn(node.clone().rejoin_when_disk_works(raft_id));
         }
         if matches!(bootstrap, Bootstrap::Init { .. }) {
             node.seed_cluster(&description, matches!(bootstrap, Bootstrap::Init { force_new_cluster: true })).await?;
@@ -306,6 +372,7 @@ impl ShoalNode {
             }
         });
         runtime::spawn(node.clone().follow_role_hints());
+        runtime::spawn(node.clone().keep_managers());
         env.tracer.emit(
             "node.start",
             serde_json::json!({"node_id": identity.node_id, "role": identity.role, "bootstrap": format!("{bootstrap:?}")}),
@@ -356,8 +423,16 @@ impl ShoalNode {
         self.inner.manager.lock().expect("manager lock").clone()
     }
 
+    /// Why this manager's raft is stopped, while it is (its disk failed; it rejoins on its own).
+    pub fn raft_failure(&self) -> Option<String> {
+        self.inner.raft_failure.lock().expect("failure lock").clone()
+    }
+
     /// Serve a control request (managers only, like Docker).
     pub async fn control(&self, request: ControlRequest) -> ControlResult {
+        if let Some(failure) = self.raft_failure() {
+            return Err(ControlError::Unavailable(failure));
+        }
         match self.manager() {
             Some(manager) => manager.control.handle(request).await,
             None => Err(ControlError::NotAManager),
@@ -369,6 +444,7 @@ impl ShoalNode {
         if self.manager().is_some() && !force {
             return Err(ControlError::FailedPrecondition(self.manager_leave_refusal().await));
         }
+        self.inner.stopped.send_replace(true);
         self.inner.agent.leave().await;
         self.shutdown().await;
         self.inner.router.unregister(Channel::Logs);
@@ -410,6 +486,18 @@ impl ShoalNode {
 
     /// Stop serving raft and leader duties (tasks keep running, as in Docker when dockerd stops).
     pub async fn shutdown(&self) {
+        self.inner.stopped.send_replace(true);
+        let _turn = self.inner.roles.lock().await;
+        self.stop_manager().await;
+        *self.inner.raft_failure.lock().expect("failure lock") = None;
+    }
+
+    fn stopped(&self) -> bool {
+        *self.inner.stopped.borrow()
+    }
+
+    /// Stop this node's manager parts: raft, dispatcher, control API, leader duties.
+    async fn stop_manager(&self) {
         let manager = self.inner.manager.lock().expect("manager lock").take();
         if let Some(manager) = manager {
             manager.stop_leader.send_replace(true);
@@ -436,8 +524,10 @@ impl ShoalNode {
         self.inner.router.register(Channel::Control, control.clone());
         self.inner.router.register(Channel::Dispatcher, dispatcher.clone());
         let (stop_leader, stop_rx) = watch::channel(false);
-        let parts = Arc::new(ManagerParts { replica, consensus: consensus.clone(), control, stop_leader });
+        let parts =
+            Arc::new(ManagerParts { replica: replica.clone(), consensus: consensus.clone(), control, stop_leader });
         *self.inner.manager.lock().expect("manager lock") = Some(parts);
+        runtime::spawn(self.clone().step_down_on_failure(replica));
         runtime::spawn(lead_when_elected(
             self.inner.store.clone(),
             consensus,
@@ -529,64 +619,289 @@ impl ShoalNode {
         Ok(())
     }
 
-    /// Promotion and demotion: the leader says what this node should be in heartbeat replies.
+    /// Promotion and demotion: the leader says what this node should be in heartbeat replies. A
+    /// change that could not be carried out (a disk error) is tried again until it is.
     async fn follow_role_hints(self) {
         let mut hints = self.inner.agent.role_hints();
+        let mut retry = false;
         loop {
-            if hints.changed().await.is_err() {
+            if retry {
+                tokio::select! {
+                    // Biased: tokio's random branch order is not seeded by the simulator.
+                    biased;
+                    changed = hints.changed() => if changed.is_err() { return },
+                    _ = runtime::sleep(DISK_RETRY_FIRST) => {}
+                }
+            } else if hints.changed().await.is_err() {
                 return;
             }
             let hint: Option<RoleHint> = *hints.borrow_and_update();
             let Some(hint) = hint else { continue };
-            let is_manager = self.is_manager();
-            match (hint.desired_role, hint.raft_id, is_manager) {
-                (NodeRole::Manager, Some(raft_id), false) => {
-                    let env = &self.inner.env;
-                    match Replica::start(
-                        env,
-                        raft_id,
-                        self.inner.config.raft.clone(),
-                        self.inner.store.clone(),
-                        self.inner.router.clone(),
-                    )
-                    .await
-                    {
-                        Ok(replica) => {
-                            self.become_manager(replica);
-                            self.update_identity(|id| {
-                                id.role = NodeRole::Manager;
-                                id.raft_id = Some(raft_id);
-                            })
-                            .await;
-                            env.tracer.emit("node.promoted", serde_json::json!({"raft_id": raft_id}));
-                        }
-                        Err(err) => {
-                            env.tracer.emit("node.promote_failed", serde_json::json!({"error": err.to_string()}))
-                        }
-                    }
+            retry = match self.apply_role(hint).await {
+                Ok(()) => false,
+                Err(err) => {
+                    self.inner.env.tracer.emit(
+                        "node.role_change_failed",
+                        serde_json::json!({"desired_role": hint.desired_role, "raft_id": hint.raft_id, "error": err.to_string()}),
+                    );
+                    true
                 }
-                (NodeRole::Worker, _, true) => {
-                    self.shutdown().await;
-                    self.update_identity(|id| {
+            };
+        }
+    }
+
+    /// Make this node what `hint` says, if the hint is not older than the last one applied: at most
+    /// one replica runs, under the hint's raft id. Idempotent.
+    async fn apply_role(&self, hint: RoleHint) -> Result<(), NodeError> {
+        let _turn = self.inner.roles.lock().await;
+        let identity = self.inner.identity.lock().expect("identity lock").clone();
+        if self.stopped() || hint.version < identity.role_version {
+            return Ok(());
+        }
+        let running = self.manager().map(|m| m.replica.raft_id());
+        let failed = self.raft_failure().is_some();
+        let tracer = &self.inner.env.tracer;
+        match (hint.desired_role, hint.raft_id) {
+            (NodeRole::Manager, Some(raft_id)) => {
+                // Already this member; or this member with a failed disk, which rejoins on its own.
+                if running == Some(raft_id) || (failed && identity.raft_id == Some(raft_id)) {
+                    return self.note_role_version(hint.version).await;
+                }
+                // Another raft identity runs here (a demotion this node never saw, then a new
+                // promotion): it is not a member any more; stop it before the new one starts.
+                if running.is_some() || failed {
+                    self.stop_manager().await;
+                    *self.inner.raft_failure.lock().expect("failure lock") = None;
+                    tracer.emit("node.demoted", serde_json::json!({"raft_id": running.or(identity.raft_id)}));
+                }
+                if identity.raft_id != Some(raft_id) {
+                    // A new member starts from an empty log: the old files are another member's
+                    // vote and log. Recorded as a worker first, so a crash in between never
+                    // starts the new id on the old files.
+                    self.save_identity(|id| {
                         id.role = NodeRole::Worker;
                         id.raft_id = None;
                     })
-                    .await;
-                    self.inner.env.tracer.emit("node.demoted", serde_json::json!({}));
+                    .await?;
+                    wipe_raft(self.inner.env.disk.as_ref()).await?;
                 }
-                _ => {}
+                // Recorded before raft starts: once it runs it may acknowledge entries, and after a
+                // crash it must come back as that member, on those files.
+                self.save_identity(|id| {
+                    id.role = NodeRole::Manager;
+                    id.raft_id = Some(raft_id);
+                    id.role_version = hint.version;
+                })
+                .await?;
+                let env = &self.inner.env;
+                let config = self.inner.config.raft.clone();
+                let replica = Replica::start(env, raft_id, config, self.inner.store.clone(), self.inner.router.clone())
+                    .await
+                    .inspect_err(|err| {
+                        tracer.emit("node.promote_failed", serde_json::json!({"error": err.to_string()}))
+                    })?;
+                self.become_manager(replica);
+                tracer.emit("node.promoted", serde_json::json!({"raft_id": raft_id}));
+                Ok(())
+            }
+            // A promotion is recorded with its raft id; without one there is nothing to start yet.
+            (NodeRole::Manager, None) => Ok(()),
+            (NodeRole::Worker, _) => {
+                if running.is_none() && !failed && identity.role == NodeRole::Worker && identity.raft_id.is_none() {
+                    return self.note_role_version(hint.version).await;
+                }
+                self.stop_manager().await;
+                *self.inner.raft_failure.lock().expect("failure lock") = None;
+                self.save_identity(|id| {
+                    id.role = NodeRole::Worker;
+                    id.raft_id = None;
+                    id.role_version = hint.version;
+                })
+                .await?;
+                // Not a member any more: its raft files are of no use (a later promotion starts a new
+                // member on an empty log anyway).
+                if let Err(err) = wipe_raft(self.inner.env.disk.as_ref()).await {
+                    tracer.emit("node.raft_files_left", serde_json::json!({"error": err.to_string()}));
+                }
+                tracer.emit("node.demoted", serde_json::json!({"raft_id": running.or(identity.raft_id)}));
+                Ok(())
             }
         }
     }
 
-    async fn update_identity(&self, change: impl FnOnce(&mut Identity)) {
+    /// Remember that the node is as the hint of `version` says (nothing else changed).
+    async fn note_role_version(&self, version: u64) -> Result<(), NodeError> {
+        let current = self.inner.identity.lock().expect("identity lock").role_version;
+        if version <= current {
+            return Ok(());
+        }
+        self.save_identity(|id| id.role_version = version).await
+    }
+
+    /// Change the identity and write it to disk (in memory only if the write fails, with the error).
+    async fn save_identity(&self, change: impl FnOnce(&mut Identity)) -> Result<(), NodeError> {
         let identity = {
             let mut identity = self.inner.identity.lock().expect("identity lock");
             change(&mut identity);
             identity.managers = self.inner.agent.managers();
             identity.clone()
         };
-        let _ = write_identity(self.inner.env.disk.as_ref(), &identity).await;
+        write_identity(self.inner.env.disk.as_ref(), &identity).await
+    }
+
+    /// Keep the agent's and `node.json`'s managers current: on a manager from its own store (its agent
+    /// talks to the leader — often itself — and must know the others the moment it is demoted), and
+    /// on every node what the agent learned from session and heartbeat replies. At most once a
+    /// second: the list changes rarely, and reading it scans every node.
+    async fn keep_managers(self) {
+        let mut versions = self.inner.store.watch_version();
+        let mut known = self.inner.agent.watch_managers();
+        let mut stopped = self.inner.stopped.subscribe();
+        loop {
+            if self.stopped() {
+                return;
+            }
+            if self.is_manager() {
+                let managers: Vec<String> = self.inner.store.view(|s| {
+                    s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect()
+                });
+                self.inner.agent.set_managers(managers);
+            }
+            let managers = self.inner.agent.managers();
+            let saved = self.inner.identity.lock().expect("identity lock").managers.clone();
+            if managers != saved && !managers.is_empty() {
+                let _turn = self.inner.roles.lock().await;
+                if let Err(err) = self.save_identity(|_| {}).await {
+                    self.inner
+                        .env
+                        .tracer
+                        .emit("node.identity_write_failed", serde_json::json!({"error": err.to_string()}));
+                }
+            }
+            runtime::sleep(Duration::from_secs(1)).await;
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = stopped.wait_for(|s| *s) => return,
+                changed = versions.changed() => if changed.is_err() { return },
+                changed = known.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Watches `replica`; if raft stops on its own (a storage error is fatal to it), the manager
+    /// steps down, says why, and tries to rejoin once its disk works.
+    async fn step_down_on_failure(self, replica: Replica) {
+        let mut status = replica.watch();
+        let failure = loop {
+            if let Some(failure) = status.borrow_and_update().failure.clone() {
+                break failure;
+            }
+            if status.changed().await.is_err() {
+                match status.borrow().failure.clone() {
+                    Some(failure) => break failure,
+                    None => return,
+                }
+            }
+        };
+        let raft_id = replica.raft_id();
+        {
+            let _turn = self.inner.roles.lock().await;
+            // Only if this replica is still the one the node runs (not stopped by a role change).
+            if self.stopped() || !self.manager().is_some_and(|m| m.replica.same(&replica)) {
+                return;
+            }
+            self.stop_manager().await;
+            self.mark_stepped_down(raft_id, &failure);
+        }
+        self.rejoin_when_disk_works(raft_id).await;
+    }
+
+    /// Say loudly that raft stopped and why, and answer control requests with it until it rejoins.
+    fn mark_stepped_down(&self, raft_id: u64, failure: &str) {
+        // openraft wraps the disk's error ("when Write Logs: std::io::error::Error: append raft/log:
+        // No space left on device"); the disk's own words are what an operator acts on.
+        let cause = failure.split_once("std::io::error::Error: ").map_or(failure, |(_, cause)| cause);
+        let message = format!(
+            "this manager stepped down: raft cannot write to its disk ({cause}); it serves again once its disk \
+             takes writes"
+        );
+        self.inner.env.tracer.emit(
+            crate::trace::MANAGER_STEPPED_DOWN,
+            serde_json::json!({"raft_id": raft_id, "error": failure, "message": message}),
+        );
+        *self.inner.raft_failure.lock().expect("failure lock") = Some(message.clone());
+        self.inner.router.register(Channel::Control, Arc::new(SteppedDown { message }));
+    }
+
+    /// Try the disk with a back-off; once it takes writes, restart raft as the same member.
+    async fn rejoin_when_disk_works(self, raft_id: u64) {
+        let mut wait = DISK_RETRY_FIRST;
+        let mut stopped = self.inner.stopped.subscribe();
+        loop {
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = stopped.wait_for(|s| *s) => return,
+                _ = runtime::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(DISK_RETRY_MAX);
+            let _turn = self.inner.roles.lock().await;
+            let member = self.inner.identity.lock().expect("identity lock").raft_id;
+            // A role change meanwhile (demoted, or promoted under a new raft id) decided otherwise.
+            if self.stopped() || self.raft_failure().is_none() || member != Some(raft_id) {
+                return;
+            }
+            match self.restart_raft(raft_id).await {
+                Ok(replica) => {
+                    *self.inner.raft_failure.lock().expect("failure lock") = None;
+                    self.become_manager(replica);
+                    let message = "this manager's disk takes writes again; it rejoined the raft".to_string();
+                    self.inner.env.tracer.emit(
+                        crate::trace::MANAGER_REJOINED,
+                        serde_json::json!({"raft_id": raft_id, "message": message}),
+                    );
+                    return;
+                }
+                Err(err) => self.inner.env.tracer.emit(
+                    "manager.disk_still_failing",
+                    serde_json::json!({"raft_id": raft_id, "error": err.to_string()}),
+                ),
+            }
+        }
+    }
+
+    /// Check that the disk takes writes, make the raft log on it whole and durable, start raft.
+    async fn restart_raft(&self, raft_id: u64) -> Result<Replica, NodeError> {
+        let disk = self.inner.env.disk.as_ref();
+        let storage = |e: &dyn std::fmt::Display| NodeError::Storage(e.to_string());
+        disk.write_atomic(DISK_PROBE_FILE, b"probe").await.map_err(|e| storage(&e))?;
+        disk.remove(DISK_PROBE_FILE).await.map_err(|e| storage(&e))?;
+        LogStore::repair(disk).await.map_err(|e| storage(&e))?;
+        let env = &self.inner.env;
+        Ok(Replica::start(
+            env,
+            raft_id,
+            self.inner.config.raft.clone(),
+            self.inner.store.clone(),
+            self.inner.router.clone(),
+        )
+        .await?)
+    }
+}
+
+/// The control API of a manager that stepped down after a disk error: every request gets the reason.
+struct SteppedDown {
+    message: String,
+}
+
+#[async_trait]
+impl rpc::Service for SteppedDown {
+    type Request = ControlRequest;
+    type Response = ControlResult;
+
+    async fn call(&self, _peer: crate::env::transport::Peer, _request: ControlRequest) -> ControlResult {
+        Err(ControlError::Unavailable(self.message.clone()))
     }
 }
 

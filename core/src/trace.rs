@@ -17,6 +17,28 @@ pub struct TraceEvent {
     pub fields: serde_json::Value,
 }
 
+/// A manager stepped down because raft could not write to its disk (fields: `error`, `message`).
+pub const MANAGER_STEPPED_DOWN: &str = "manager.stepped_down";
+/// A manager that stepped down rejoined once its disk took writes again (fields: `message`).
+pub const MANAGER_REJOINED: &str = "manager.rejoined";
+/// Events an operator must see at once: the daemon also prints their `message` on stderr.
+pub const ALARMS: &[&str] = &[MANAGER_STEPPED_DOWN, MANAGER_REJOINED];
+
+impl TraceEvent {
+    /// Is this one of the [`ALARMS`]?
+    pub fn is_alarm(&self) -> bool {
+        ALARMS.contains(&self.kind.as_str())
+    }
+
+    /// The alarm's sentence for a log line (its `message` field, else the fields as JSON).
+    pub fn alarm_text(&self) -> String {
+        match self.fields.get("message").and_then(|m| m.as_str()) {
+            Some(message) => message.to_string(),
+            None => format!("{} {}", self.kind, self.fields),
+        }
+    }
+}
+
 /// Where a node's events go.
 pub trait TraceSink: Send + Sync + 'static {
     fn record(&self, event: TraceEvent);

@@ -125,6 +125,9 @@ impl JsonlTraceSink {
 
 impl TraceSink for JsonlTraceSink {
     fn record(&self, event: TraceEvent) {
+        if event.is_alarm() {
+            log(&format!("{}: {}", event.node, event.alarm_text()));
+        }
         let Ok(mut line) = serde_json::to_vec(&event) else {
             return;
         };

@@ -86,7 +86,8 @@ pub enum ClusterError {
 async fn control_any(transport: SimTransport, addrs: Vec<String>, request: ControlRequest) -> ControlResult {
     let mut last = ControlError::Unavailable("no manager is running".into());
     for addr in addrs {
-        match rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
+        match rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30))
+            .await
         {
             // A manager that was just demoted: ask the next one, as a client that knows every
             // manager would.

@@ -28,6 +28,8 @@ use crate::rpc::{self, CallError, Channel};
 pub struct RoleHint {
     pub desired_role: NodeRole,
     pub raft_id: Option<u64>,
+    /// The version of the node object the hint comes from (newer hints win).
+    pub version: u64,
 }
 
 /// Why the agent stopped for good.
@@ -44,7 +46,9 @@ pub struct Agent {
     env: NodeEnv,
     node_id: String,
     description: NodeDescription,
-    managers: Mutex<Vec<String>>,
+    /// The managers' addresses, from session and heartbeat replies (and, on a manager, from its own
+    /// store: see [`Agent::set_managers`]).
+    managers: watch::Sender<Vec<String>>,
     /// The managers' node ids, for the gate in front of this node's logs.
     known_managers: KnownManagers,
     preferred: Mutex<Option<String>>,
@@ -83,7 +87,7 @@ impl Agent {
             env,
             node_id,
             description,
-            managers: Mutex::new(managers),
+            managers: watch::channel(managers).0,
             known_managers,
             preferred: Mutex::new(None),
             role,
@@ -136,7 +140,26 @@ impl Agent {
 
     /// The managers this agent knows of (for `swarm leave` and the node's identity file).
     pub fn managers(&self) -> Vec<String> {
-        self.managers.lock().expect("agent lock").clone()
+        self.managers.borrow().clone()
+    }
+
+    /// Watch the managers this agent knows of (the node keeps its identity file up to date with it).
+    pub fn watch_managers(&self) -> watch::Receiver<Vec<String>> {
+        self.managers.subscribe()
+    }
+
+    /// Replace the managers this agent knows of. Heartbeat replies do it; so does a manager node
+    /// from its own store, so that once it is demoted its agent knows where the other managers are
+    /// even if no heartbeat told it yet (a manager's agent talks to the leader, often itself).
+    pub fn set_managers(&self, managers: Vec<String>) {
+        if managers.is_empty() {
+            return;
+        }
+        self.managers.send_if_modified(|current| {
+            let changed = *current != managers;
+            *current = managers;
+            changed
+        });
     }
 
     async fn call(&self, addr: &str, request: DispatcherRequest) -> Result<DispatcherResponse, SessionError> {
@@ -149,7 +172,7 @@ impl Agent {
         if let Some(addr) = self.preferred.lock().expect("agent lock").take() {
             return Some(addr);
         }
-        let managers = self.managers.lock().expect("agent lock");
+        let managers = self.managers.borrow();
         if managers.is_empty() {
             return None;
         }
@@ -215,9 +238,7 @@ impl Agent {
         else {
             return Err(SessionError::Protocol("expected a session"));
         };
-        if !session.managers.is_empty() {
-            *self.managers.lock().expect("agent lock") = session.managers.clone();
-        }
+        self.set_managers(session.managers.clone());
         self.known_managers.replace(&session.manager_ids);
         self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
         let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
@@ -279,11 +300,13 @@ impl Agent {
                 return Err(SessionError::Protocol("expected a heartbeat reply"));
             };
             period = Duration::from_millis(reply.heartbeat_period_ms.max(1));
-            if !reply.managers.is_empty() {
-                *self.managers.lock().expect("agent lock") = reply.managers;
-            }
+            self.set_managers(reply.managers);
             self.known_managers.replace(&reply.manager_ids);
-            let hint = Some(RoleHint { desired_role: reply.desired_role, raft_id: reply.raft_id });
+            let hint = Some(RoleHint {
+                desired_role: reply.desired_role,
+                raft_id: reply.raft_id,
+                version: reply.node_version,
+            });
             self.role.send_if_modified(|current| {
                 let changed = *current != hint;
                 *current = hint;

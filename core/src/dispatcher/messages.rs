@@ -55,6 +55,10 @@ pub struct HeartbeatResponse {
     /// What the node should be (promotion/demotion are carried out by the node).
     pub desired_role: NodeRole,
     pub raft_id: Option<u64>,
+    /// The version of the node object the role comes from: role changes reach the node through
+    /// whichever manager leads, so the node applies a hint only if it is newer than the last one.
+    #[serde(default)]
+    pub node_version: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

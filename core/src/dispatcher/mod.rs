@@ -365,12 +365,12 @@ impl Dispatcher {
     }
 
     fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, DispatcherError> {
-        let (desired_role, raft_id) = self
+        let (desired_role, raft_id, node_version) = self
             .store
             .view(|s| {
                 s.nodes
                     .get(&request.node_id)
-                    .map(|n| (n.spec.desired_role, n.manager_status.as_ref().map(|m| m.raft_id)))
+                    .map(|n| (n.spec.desired_role, n.manager_status.as_ref().map(|m| m.raft_id), n.meta.version))
             })
             .ok_or(DispatcherError::UnknownNode)?;
         self.check_session(&request.node_id, &request.session_id)?;
@@ -381,6 +381,7 @@ impl Dispatcher {
             manager_ids: managers.ids,
             desired_role,
             raft_id,
+            node_version,
         })
     }
 

@@ -265,6 +265,16 @@ impl LogStore {
         self.disk.write_atomic(LOG_FILE, &bytes).await.map_err(|e| log_err(ErrorVerb::Write, e))
     }
 
+    /// Rewrites the log file with its good records, durably (a write-and-rename, synced): after a
+    /// failed write the file may end in a torn record, and bytes the page cache holds may never
+    /// have reached the disk; after this, what the log holds is what is on the disk. Fails, with
+    /// the disk's reason, while the disk refuses writes.
+    pub async fn repair(disk: &dyn Disk) -> Result<(), StorageError<RaftId>> {
+        let bytes = disk.read(LOG_FILE).await.map_err(|e| log_err(ErrorVerb::Read, e))?.unwrap_or_default();
+        let good = replay(&bytes).good_len;
+        disk.write_atomic(LOG_FILE, &bytes[..good]).await.map_err(|e| log_err(ErrorVerb::Write, e))
+    }
+
     /// Replaces the whole raft state on the disk: a log holding only `purged` (and `committed`),
     /// and `vote`. Used by force-new-cluster, before the replica is started.
     pub async fn reset(

@@ -4,6 +4,10 @@
 //! A peer that refuses the connection is reported to openraft as `Unreachable`, so it backs off
 //! instead of hammering a dead node; silence (a cut link, a lost message) is a plain network error
 //! after the RPC's deadline and is retried on the next heartbeat.
+//!
+//! openraft's RPCs carry the raft id they are meant for, and a replica answers only those meant for
+//! itself: an address can change hands (a manager demoted and promoted again gets a new raft id), and
+//! a replica that answered for another id would let the leader count one node as two members.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,9 +33,10 @@ use crate::store::{Action, ProposeError};
 /// Everything a node sends on [`Channel::Raft`].
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RaftRequest {
-    Append(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<RaftId>),
-    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    /// openraft's RPCs, with the raft id of the member they are for.
+    Append(RaftId, AppendEntriesRequest<TypeConfig>),
+    Vote(RaftId, VoteRequest<RaftId>),
+    InstallSnapshot(RaftId, InstallSnapshotRequest<TypeConfig>),
     /// A follower forwards a write to the leader, which stamps and commits it.
     Propose {
         actions: Vec<Action>,
@@ -53,6 +58,10 @@ pub enum RaftResponse {
     InstallSnapshot(Result<InstallSnapshotResponse<RaftId>, RaftError<RaftId, InstallSnapshotError>>),
     Propose(Result<u64, ProposeError>),
     Membership(Result<(), ReplicaError>),
+    /// The replica at that address is another member (`serves`) than the one the RPC was for.
+    WrongMember {
+        serves: RaftId,
+    },
 }
 
 /// When each peer last answered a raft RPC: Swarm's notion of an "active" (reachable) member, used
@@ -115,9 +124,16 @@ fn to_rpc_error<E: std::error::Error>(err: CallError) -> RPCError<RaftId, BasicN
     }
 }
 
-fn unexpected<E: std::error::Error>(addr: &str) -> RPCError<RaftId, BasicNode, E> {
-    let err = CallError::BadReply { addr: addr.to_string(), reason: "reply of another kind".into() };
-    RPCError::Network(NetworkError::new(&err))
+fn unexpected<E: std::error::Error>(addr: &str, reply: &RaftResponse) -> RPCError<RaftId, BasicNode, E> {
+    let reason = match reply {
+        // Not the member raft is looking for: as good as unreachable, so the leader backs off.
+        RaftResponse::WrongMember { serves } => {
+            let err = CallError::BadReply { addr: addr.to_string(), reason: format!("it serves raft member {serves}") };
+            return RPCError::Unreachable(Unreachable::new(&err));
+        }
+        _ => "reply of another kind".to_string(),
+    };
+    RPCError::Network(NetworkError::new(&CallError::BadReply { addr: addr.to_string(), reason }))
 }
 
 impl NetworkClient {
@@ -136,10 +152,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
-        match self.call(RaftRequest::Append(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
+        match self.call(RaftRequest::Append(self.target, rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::Append(Ok(reply)) => Ok(reply),
             RaftResponse::Append(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
-            _ => Err(unexpected(&self.addr)),
+            other => Err(unexpected(&self.addr, &other)),
         }
     }
 
@@ -149,10 +165,11 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId, InstallSnapshotError>>>
     {
-        match self.call(RaftRequest::InstallSnapshot(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
+        let request = RaftRequest::InstallSnapshot(self.target, rpc);
+        match self.call(request, option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::InstallSnapshot(Ok(reply)) => Ok(reply),
             RaftResponse::InstallSnapshot(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
-            _ => Err(unexpected(&self.addr)),
+            other => Err(unexpected(&self.addr, &other)),
         }
     }
 
@@ -161,10 +178,10 @@ impl RaftNetwork<TypeConfig> for NetworkClient {
         rpc: VoteRequest<RaftId>,
         option: RPCOption,
     ) -> Result<VoteResponse<RaftId>, RPCError<RaftId, BasicNode, RaftError<RaftId>>> {
-        match self.call(RaftRequest::Vote(rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
+        match self.call(RaftRequest::Vote(self.target, rpc), option.hard_ttl()).await.map_err(to_rpc_error)? {
             RaftResponse::Vote(Ok(reply)) => Ok(reply),
             RaftResponse::Vote(Err(err)) => Err(RPCError::RemoteError(RemoteError::new(self.target, err))),
-            _ => Err(unexpected(&self.addr)),
+            other => Err(unexpected(&self.addr, &other)),
         }
     }
 }
@@ -182,10 +199,14 @@ impl rpc::Service for RaftService {
 
     async fn call(&self, _peer: Peer, request: RaftRequest) -> RaftResponse {
         let raft = self.replica.raft();
+        let me = self.replica.raft_id();
         match request {
-            RaftRequest::Append(req) => RaftResponse::Append(raft.append_entries(req).await),
-            RaftRequest::Vote(req) => RaftResponse::Vote(raft.vote(req).await),
-            RaftRequest::InstallSnapshot(req) => RaftResponse::InstallSnapshot(raft.install_snapshot(req).await),
+            RaftRequest::Append(to, _) | RaftRequest::Vote(to, _) | RaftRequest::InstallSnapshot(to, _) if to != me => {
+                RaftResponse::WrongMember { serves: me }
+            }
+            RaftRequest::Append(_, req) => RaftResponse::Append(raft.append_entries(req).await),
+            RaftRequest::Vote(_, req) => RaftResponse::Vote(raft.vote(req).await),
+            RaftRequest::InstallSnapshot(_, req) => RaftResponse::InstallSnapshot(raft.install_snapshot(req).await),
             RaftRequest::Propose { actions } => RaftResponse::Propose(self.replica.propose_as_leader(actions).await),
             RaftRequest::AddManager { raft_id, addr } => {
                 RaftResponse::Membership(self.replica.add_manager_as_leader(raft_id, addr).await)

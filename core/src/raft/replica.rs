@@ -88,6 +88,10 @@ pub struct ReplicaStatus {
     /// has not been made a voter yet (a joining manager catching up) is not removed.
     #[serde(default)]
     pub removed: bool,
+    /// Why raft stopped on its own: a storage error (the log or vote could not be written) is fatal
+    /// to openraft, which then stops this replica. `None` while it runs or after a requested stop.
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 impl ReplicaStatus {
@@ -119,6 +123,10 @@ impl ReplicaStatus {
             voters: membership.voter_ids().collect(),
             members,
             removed: false,
+            failure: match &m.running_state {
+                Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+                Err(fatal) => Some(fatal.to_string()),
+            },
         }
     }
 }
@@ -168,11 +176,11 @@ impl rpc::Service for WeakService {
                 let gone = ReplicaError::Shutdown("raft stopped".into());
                 match request {
                     RaftRequest::Propose { .. } => RaftResponse::Propose(Err(ProposeError::Shutdown(gone.to_string()))),
-                    RaftRequest::Append(_) | RaftRequest::Vote(_) | RaftRequest::InstallSnapshot(_) => {
+                    RaftRequest::Append(..) | RaftRequest::Vote(..) | RaftRequest::InstallSnapshot(..) => {
                         let fatal = openraft::error::Fatal::Stopped;
                         match request {
-                            RaftRequest::Append(_) => RaftResponse::Append(Err(RaftError::Fatal(fatal))),
-                            RaftRequest::Vote(_) => RaftResponse::Vote(Err(RaftError::Fatal(fatal))),
+                            RaftRequest::Append(..) => RaftResponse::Append(Err(RaftError::Fatal(fatal))),
+                            RaftRequest::Vote(..) => RaftResponse::Vote(Err(RaftError::Fatal(fatal))),
                             _ => RaftResponse::InstallSnapshot(Err(RaftError::Fatal(fatal))),
                         }
                     }
@@ -238,6 +246,11 @@ impl Replica {
 
     pub fn raft_id(&self) -> RaftId {
         self.inner.raft_id
+    }
+
+    /// Are both handles on the same running replica (not merely the same raft id)?
+    pub fn same(&self, other: &Replica) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     pub fn addr(&self) -> &str {
@@ -724,6 +737,12 @@ async fn follow_metrics(
         next.removed = !voter(&next) && (before.removed || voter(&before));
         if next.removed && !before.removed {
             tracer.emit("raft.removed", serde_json::json!({"raft_id": next.raft_id, "term": next.term}));
+        }
+        if let (Some(failure), None) = (&next.failure, &before.failure) {
+            tracer.emit(
+                "raft.failed",
+                serde_json::json!({"raft_id": next.raft_id, "term": next.term, "role": before.role, "error": failure}),
+            );
         }
         if before.role != next.role || before.term != next.term || before.leader != next.leader {
             tracer.emit(

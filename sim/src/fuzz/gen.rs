@@ -14,7 +14,11 @@
 //! - **Roles.** `leader` is used as a target only when nothing is crashed and nothing is
 //!   partitioned (so a leader is sure to be elected), right after `expect: leader exists`; while
 //!   such a crashed leader is down no other host crashes, so `restart crashed` names it.
-//! - **The end.** Heal, restart every crashed host, wait for a leader and let the cluster settle,
+//! - **Role flips and disks.** A demote/promote pair of one manager runs back to back or at once
+//!   (`node demote m & node promote m`: a promotion of a node being demoted); after one at once the
+//!   model no longer knows the node's role, so writes from then on may fail. A disk refuses writes
+//!   for a while (`disk NODE fail-writes for N s`, a named host or the leader) and heals itself.
+//! - **The end.** Heal (network and disks), restart every crashed host, wait for a leader and let the cluster settle,
 //!   reactivate every drained node, move services off the crashing image, then strict writes
 //!   (a `probe` service) and the liveness phase: `probe` runs, and every service converges to its
 //!   spec. The safety invariants are checked on every poll of the whole run.
@@ -81,26 +85,89 @@ impl GenConfig {
 /// One abstract operation; numbers are indices or raw values the realisation maps into range.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpKind {
-    Create { global: bool, replicas: u8, image: u8 },
-    Scale { service: u8, replicas: u8 },
-    Update { service: u8, image: u8, parallelism: u8, start_first: bool },
-    Remove { service: u8 },
-    Drain { node: u8 },
-    Activate { node: u8 },
-    Promote { node: u8 },
-    Demote { node: u8 },
+    Create {
+        global: bool,
+        replicas: u8,
+        image: u8,
+    },
+    Scale {
+        service: u8,
+        replicas: u8,
+    },
+    Update {
+        service: u8,
+        image: u8,
+        parallelism: u8,
+        start_first: bool,
+    },
+    Remove {
+        service: u8,
+    },
+    Drain {
+        node: u8,
+    },
+    Activate {
+        node: u8,
+    },
+    Promote {
+        node: u8,
+    },
+    Demote {
+        node: u8,
+    },
+    /// Demote a manager and promote it again: back to back, or both at once.
+    RoleFlip {
+        node: u8,
+        concurrent: bool,
+    },
+    /// A host's disk refuses writes for `secs`.
+    DiskFail {
+        node: u8,
+        secs: u8,
+    },
+    /// The leader's disk refuses writes for `secs`.
+    DiskFailLeader {
+        secs: u8,
+    },
     NetworkCreate,
-    Crash { node: u8 },
+    Crash {
+        node: u8,
+    },
     CrashLeader,
-    Restart { pick: u8 },
-    Partition { side: u16, other: Option<u16>, one_way: bool, secs: Option<u8> },
-    IsolateLeader { one_way: bool, secs: Option<u8> },
+    Restart {
+        pick: u8,
+    },
+    Partition {
+        side: u16,
+        other: Option<u16>,
+        one_way: bool,
+        secs: Option<u8>,
+    },
+    IsolateLeader {
+        one_way: bool,
+        secs: Option<u8>,
+    },
     Heal,
-    Link { a: u8, b: u8, delay_ms: u8, spread_ms: u8, loss: u8 },
-    ContainerRemove { service: u8, slot: u8 },
-    SlowImage { secs: u8 },
-    CrashingImage { secs: u8 },
-    Wait { secs: u8 },
+    Link {
+        a: u8,
+        b: u8,
+        delay_ms: u8,
+        spread_ms: u8,
+        loss: u8,
+    },
+    ContainerRemove {
+        service: u8,
+        slot: u8,
+    },
+    SlowImage {
+        secs: u8,
+    },
+    CrashingImage {
+        secs: u8,
+    },
+    Wait {
+        secs: u8,
+    },
 }
 
 /// An operation and the virtual time before it (`after:`).
@@ -134,6 +201,9 @@ fn op_kind() -> impl Strategy<Value = OpKind> {
         1 => any::<u8>().prop_map(|node| OpKind::Activate { node }),
         1 => any::<u8>().prop_map(|node| OpKind::Promote { node }),
         1 => any::<u8>().prop_map(|node| OpKind::Demote { node }),
+        2 => (any::<u8>(), any::<bool>()).prop_map(|(node, concurrent)| OpKind::RoleFlip { node, concurrent }),
+        2 => (any::<u8>(), 1u8..=20).prop_map(|(node, secs)| OpKind::DiskFail { node, secs }),
+        1 => (1u8..=20).prop_map(|secs| OpKind::DiskFailLeader { secs }),
         1 => Just(OpKind::NetworkCreate),
         3 => any::<u8>().prop_map(|node| OpKind::Crash { node }),
         2 => Just(OpKind::CrashLeader),
@@ -196,6 +266,8 @@ struct Model {
     links: bool,
     faulted: bool,
     crashy_image: bool,
+    /// A disk refused writes at some point (every disk is healed at the end).
+    disk_faults: bool,
     steps: Vec<Step>,
     sabotage: Option<Sabotage>,
 }
@@ -340,6 +412,39 @@ impl Model {
                 self.managers.remove(&name);
                 self.write(after, format!("node demote {name}"));
             }
+            OpKind::RoleFlip { node, concurrent } => {
+                let managers: Vec<String> = self.managers.iter().cloned().collect();
+                if managers.len() <= 1 {
+                    return false;
+                }
+                let name = managers[*node as usize % managers.len()].clone();
+                if *concurrent {
+                    // Either may come first: the node ends a manager or a worker, and the demotion
+                    // may be refused (promoted meanwhile); from here on the model cannot tell.
+                    self.run(after, format!("node demote {name} & node promote {name}"), true);
+                    self.faulted = true;
+                } else {
+                    self.write(after, format!("node demote {name}"));
+                    self.write(Duration::ZERO, format!("node promote {name}"));
+                }
+            }
+            OpKind::DiskFail { node, secs: s } => {
+                let name = pick(*node);
+                let fault = Fault::DiskFailWrites { target: host(&name), duration: Some(secs(*s as u64)) };
+                self.fault(after, fault);
+                self.disk_faults = true;
+                self.faulted = true;
+            }
+            OpKind::DiskFailLeader { secs: s } => {
+                if !self.whole() {
+                    return false;
+                }
+                self.expect(after, Expectation::LeaderExists, secs(60));
+                let fault = Fault::DiskFailWrites { target: Target::Leader, duration: Some(secs(*s as u64)) };
+                self.fault(Duration::ZERO, fault);
+                self.disk_faults = true;
+                self.faulted = true;
+            }
             OpKind::NetworkCreate => {
                 self.networks += 1;
                 let text = format!("network create --driver overlay net{}", self.networks);
@@ -458,6 +563,11 @@ impl Model {
         if self.partitioned || self.links {
             self.fault(Duration::ZERO, Fault::Heal);
         }
+        if self.disk_faults {
+            for name in self.hosts.clone() {
+                self.fault(Duration::ZERO, Fault::DiskHeal(host(&name)));
+            }
+        }
         while let Some(down) = self.down.pop() {
             let target = match down {
                 Down::Host(name) => host(&name),
@@ -508,6 +618,7 @@ impl Case {
             links: false,
             faulted: false,
             crashy_image: false,
+            disk_faults: false,
             steps: Vec::new(),
             sabotage: config.sabotage,
         };

@@ -479,9 +479,7 @@ impl Runner<'_> {
         match &step.action {
             Action::Run { command, text, expect_error, expect_output, on } => {
                 self.on = match on {
-                    Some(target) => {
-                        Some(self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?)
-                    }
+                    Some(target) => Some(self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?),
                     None => None,
                 };
                 let result = self.run_command(command).await;
