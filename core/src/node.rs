@@ -738,15 +738,15 @@ impl ShoalNode {
         self.save_identity(|id| id.role_version = version).await
     }
 
-    /// Change the identity and write it to disk (in memory only if the write fails, with the error).
+    /// Change the identity and write it to disk; if the write fails the identity stays as it was, so
+    /// a retry starts from what the disk says.
     async fn save_identity(&self, change: impl FnOnce(&mut Identity)) -> Result<(), NodeError> {
-        let identity = {
-            let mut identity = self.inner.identity.lock().expect("identity lock");
-            change(&mut identity);
-            identity.managers = self.inner.agent.managers();
-            identity.clone()
-        };
-        write_identity(self.inner.env.disk.as_ref(), &identity).await
+        let mut identity = self.inner.identity.lock().expect("identity lock").clone();
+        change(&mut identity);
+        identity.managers = self.inner.agent.managers();
+        write_identity(self.inner.env.disk.as_ref(), &identity).await?;
+        *self.inner.identity.lock().expect("identity lock") = identity;
+        Ok(())
     }
 
     /// Keep the agent's and `node.json`'s managers current: on a manager from its own store (its agent

@@ -745,22 +745,54 @@ impl ControlHandler {
         }
         match self.consensus.remove_manager(status.raft_id).await {
             Ok(()) => {}
-            // A promotion that never completed (its manager crashed mid-way): nothing to take out of
-            // raft, only the node object to set back, as swarmkit's role manager does.
-            Err(err) if node.role == NodeRole::Worker && is_not_member(&err) => {}
+            // Already out of the raft membership — a promotion that never completed (its manager
+            // crashed mid-way), or a demotion that stopped after the raft part: only the node
+            // object is left to set back, as swarmkit's role manager does.
+            Err(err) if is_not_member(&err) => {}
             Err(err) => return Err(err),
         }
         let id = node.id.clone();
-        self.write(|s| {
-            let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
-            let mut n = n.clone();
-            n.spec.desired_role = NodeRole::Worker;
-            n.role = NodeRole::Worker;
-            n.manager_status = None;
-            Ok(vec![Action::Update(Object::Node(n))])
-        })
-        .await?;
-        Ok(ControlResponse::Done)
+        let written = self
+            .write(|s| {
+                let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+                let mut n = n.clone();
+                n.spec.desired_role = NodeRole::Worker;
+                n.role = NodeRole::Worker;
+                n.manager_status = None;
+                Ok(vec![Action::Update(Object::Node(n))])
+            })
+            .await;
+        match written {
+            // This manager demoted itself: out of the raft, it hears of no leader any more. Another
+            // manager finishes the demotion (for it only the node object is left to write).
+            Err(ControlError::NoLeader) if self.consensus.demoted() => self.demote_elsewhere(&id).await,
+            Err(err) => Err(err),
+            Ok(()) => Ok(ControlResponse::Done),
+        }
+    }
+
+    /// Ask the other managers, in turn, to finish demoting `node_id` (see [`Self::demote`]).
+    async fn demote_elsewhere(&self, node_id: &str) -> ControlResult {
+        let Some(transport) = self.transport.clone() else { return Err(ControlError::NoLeader) };
+        let others: Vec<String> = self.store.view(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.id != node_id && n.id != self.node_id)
+                .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                .collect()
+        });
+        let request = ControlRequest::NodeDemote { node: node_id.to_string() };
+        let mut last = ControlError::NoLeader;
+        for addr in others {
+            let reply: Result<ControlResult, _> =
+                rpc::call(transport.as_ref(), &addr, Channel::Control, &request, READ_FORWARD_TIMEOUT).await;
+            match reply {
+                Ok(Err(ControlError::NotAManager)) => last = ControlError::NotAManager,
+                Ok(answer) => return answer,
+                Err(err) => last = ControlError::Unavailable(format!("cannot reach the manager at {addr}: {err}")),
+            }
+        }
+        Err(last)
     }
 
     async fn remove_node(&self, key: &str, force: bool) -> ControlResult {

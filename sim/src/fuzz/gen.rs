@@ -718,6 +718,43 @@ mod tests {
         assert!(faults > 300, "faults are generated ({faults})");
     }
 
+    /// The operation mix covers quick role flips (a demote/promote pair back to back, and a promote
+    /// of a node being demoted) and disk write failures that heal, on named hosts and the leader.
+    #[test]
+    fn the_mix_covers_role_flips_and_disk_failures() {
+        let config = GenConfig::default();
+        let strategy = case_strategy(&config);
+        let mut runner = runner(3);
+        let (mut pairs, mut at_once, mut disk_hosts, mut disk_leader) = (0, 0, 0, 0);
+        for _ in 0..300 {
+            let scenario = strategy.new_tree(&mut runner).expect("a case").current().scenario(&config);
+            for (i, step) in scenario.steps.iter().enumerate() {
+                match &step.action {
+                    Action::Run { text, .. } if text.contains(" & node promote ") => at_once += 1,
+                    Action::Run { text, .. } if text.starts_with("node demote ") => {
+                        let name = text.trim_start_matches("node demote ");
+                        let next = scenario.steps.get(i + 1).map(|s| &s.action);
+                        if matches!(next, Some(Action::Run { text, .. }) if *text == format!("node promote {name}")) {
+                            pairs += 1;
+                        }
+                    }
+                    Action::Fault(Fault::DiskFailWrites { target, duration: Some(_) }) => match target {
+                        Target::Leader => disk_leader += 1,
+                        _ => disk_hosts += 1,
+                    },
+                    Action::Fault(Fault::DiskFailWrites { duration: None, .. }) => {
+                        panic!("a disk fault that never heals")
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            pairs > 10 && at_once > 10 && disk_hosts > 10 && disk_leader > 5,
+            "{pairs} {at_once} {disk_hosts} {disk_leader}"
+        );
+    }
+
     #[test]
     fn leader_targets_only_when_a_leader_is_sure() {
         let case = Case {
