@@ -38,8 +38,7 @@ use crate::dispatcher::{Dispatcher, DispatcherRequest, DispatcherResponse, JoinR
 use crate::env::{runtime, Disk, NodeEnv};
 use crate::logs::LogsService;
 use crate::manager::Consensus;
-use crate::raft::LogStore;
-use crate::raft::{RaftConfig, Replica, ReplicaError};
+use crate::raft::{LogStore, RaftConfig, Replica, ReplicaError};
 use crate::rpc::{self, Channel, Router};
 use crate::store::{Action, Object, ProposeError, Proposer, Store};
 
@@ -950,6 +949,12 @@ async fn lead_when_elected(
                 controllers_rx,
             ));
             runtime::spawn(dispatcher.clone().run_leader_loop());
+            runtime::spawn(reconcile_managers(
+                store.clone(),
+                consensus.clone(),
+                tracer.clone(),
+                stop_controllers.subscribe(),
+            ));
             loop {
                 tokio::select! {
                     // Biased: tokio's random branch order is not seeded by the simulator.
@@ -970,6 +975,67 @@ async fn lead_when_elected(
                 biased;
                 changed = leadership.changed() => if changed.is_err() { return; },
                 _ = stop.changed() => {},
+            }
+        }
+    }
+}
+
+/// How often the leader compares the managers in the store with the raft membership.
+const RECONCILE_MANAGERS_PERIOD: Duration = Duration::from_secs(2);
+
+/// The leader's role manager (swarmkit's `roleManager`, in part): a membership change left half-way
+/// is settled, and a manager that raft no longer has — a demotion whose raft part completed after
+/// its caller gave up (its quorum came back later) — is set back to a worker in the store, so its
+/// node follows (its next heartbeat tells it). Only on a committed membership: an appended removal
+/// may still be undone by the next leader.
+async fn reconcile_managers(
+    store: Store,
+    consensus: Arc<ReplicaConsensus>,
+    tracer: crate::trace::Tracer,
+    mut stop: watch::Receiver<bool>,
+) {
+    let replica = consensus.replica.clone();
+    loop {
+        tokio::select! {
+            // Biased: tokio's random branch order is not seeded by the simulator.
+            biased;
+            _ = stop.wait_for(|s| *s) => return,
+            _ = runtime::sleep(RECONCILE_MANAGERS_PERIOD) => {}
+        }
+        if !*consensus.leadership.borrow() {
+            continue;
+        }
+        if replica.settle_membership().await.is_err() {
+            continue;
+        }
+        let status = replica.status();
+        let committed = status.membership_index <= status.last_applied.map(|(_, index)| index);
+        if !committed || status.role != crate::raft::Role::Leader {
+            continue;
+        }
+        let gone: Vec<(String, u64)> = store.view(|s| {
+            s.nodes
+                .values()
+                .filter(|n| n.role == NodeRole::Manager)
+                .filter_map(|n| Some((n.id.clone(), n.manager_status.as_ref()?.raft_id)))
+                .filter(|(_, raft_id)| !status.members.contains_key(raft_id))
+                .collect()
+        });
+        for (node_id, raft_id) in gone {
+            let result = crate::store::propose_with_retry(&store, consensus.proposer().as_ref(), 3, |state| {
+                let Some(n) = state.nodes.get(&node_id) else { return Ok(vec![]) };
+                if n.manager_status.as_ref().map(|m| m.raft_id) != Some(raft_id) || n.role != NodeRole::Manager {
+                    return Ok(vec![]);
+                }
+                let mut n = n.clone();
+                n.spec.desired_role = NodeRole::Worker;
+                n.role = NodeRole::Worker;
+                n.manager_status = None;
+                Ok(vec![Action::Update(Object::Node(n))])
+            })
+            .await;
+            if result.is_ok() {
+                tracer.emit("node.demotion_completed", serde_json::json!({"node_id": node_id, "raft_id": raft_id}));
             }
         }
     }

@@ -92,6 +92,10 @@ pub struct ReplicaStatus {
     /// to openraft, which then stops this replica. `None` while it runs or after a requested stop.
     #[serde(default)]
     pub failure: Option<String>,
+    /// Index of the log entry that set the membership above; it is committed once
+    /// `last_applied` reaches it.
+    #[serde(default)]
+    pub membership_index: Option<u64>,
 }
 
 impl ReplicaStatus {
@@ -123,6 +127,7 @@ impl ReplicaStatus {
             voters: membership.voter_ids().collect(),
             members,
             removed: false,
+            membership_index: m.membership_config.log_id().map(|l| l.index),
             failure: match &m.running_state {
                 Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
                 Err(fatal) => Some(fatal.to_string()),
@@ -553,6 +558,10 @@ impl Replica {
         if !self.wait_quorum().await {
             return Err(ReplicaError::NoLeader);
         }
+        self.settle_membership().await?;
+        if !self.leads_as_voter() {
+            return Err(ReplicaError::NoLeader);
+        }
         if self.status().voters.contains(&raft_id) {
             return Ok(());
         }
@@ -585,11 +594,55 @@ impl Replica {
                 return Err(ReplicaError::Membership(format!("manager {raft_id} at {addr} did not catch up in time")));
             }
         }
+        if !self.leads_as_voter() {
+            return Err(ReplicaError::NoLeader);
+        }
         let voters = BTreeSet::from([raft_id]);
         match runtime::timeout(wait, raft.change_membership(ChangeMembers::AddVoterIds(voters), false)).await {
             Ok(Ok(_)) => {
                 self.inner.tracer.emit("raft.add_manager", serde_json::json!({ "raft_id": raft_id, "addr": addr }));
                 Ok(())
+            }
+            Ok(Err(err)) => Err(self.membership_error(err)),
+            Err(_) => Err(ReplicaError::NoLeader),
+        }
+    }
+
+    /// Is this leader a voter of the configuration its membership is heading to? A leader that
+    /// removed itself (`node demote` of the leader) keeps leading until it steps down, and must not
+    /// change the membership any more: openraft allows membership changes only to a voting leader.
+    fn leads_as_voter(&self) -> bool {
+        let metrics = self.inner.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        m.state == ServerState::Leader
+            && membership.get_joint_config().last().is_some_and(|last| last.contains(&self.inner.raft_id))
+    }
+
+    /// Finish a membership change left half-way: a change whose caller stopped waiting (its quorum
+    /// was away) can leave raft in a joint configuration, which openraft completes only within the
+    /// same call. A later change from a joint configuration takes two steps, the first of which may
+    /// already drop this leader; so the leader first settles on the configuration the change was
+    /// heading to. `Ok(true)` if it did.
+    pub async fn settle_membership(&self) -> Result<bool, ReplicaError> {
+        let (joint, committed) = {
+            let metrics = self.inner.raft.metrics();
+            let m = metrics.borrow();
+            if m.state != ServerState::Leader {
+                return Err(self.not_leader_error());
+            }
+            let index = m.membership_config.log_id().map(|l| l.index);
+            let applied = m.last_applied.map(|l| l.index);
+            (m.membership_config.membership().get_joint_config().len() > 1, index <= applied)
+        };
+        if !joint || !committed {
+            return Ok(false);
+        }
+        let settle = ChangeMembers::AddVoterIds(BTreeSet::new());
+        match runtime::timeout(self.membership_wait(), self.inner.raft.change_membership(settle, false)).await {
+            Ok(Ok(_)) => {
+                self.inner.tracer.emit("raft.membership_settled", serde_json::json!({"raft_id": self.inner.raft_id}));
+                Ok(true)
             }
             Ok(Err(err)) => Err(self.membership_error(err)),
             Err(_) => Err(ReplicaError::NoLeader),
@@ -634,6 +687,10 @@ impl Replica {
     pub async fn remove_manager_as_leader(&self, raft_id: RaftId) -> Result<(), ReplicaError> {
         if !self.is_leader() {
             return Err(self.not_leader_error());
+        }
+        self.settle_membership().await?;
+        if !self.leads_as_voter() {
+            return Err(ReplicaError::NoLeader);
         }
         let status = self.status();
         if !status.members.contains_key(&raft_id) {
