@@ -46,6 +46,9 @@ const READ_FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 /// three proposal timeouts for the node to catch up, so a promotion ends within ~25 s, under the
 /// client's 30 s).
 const PROMOTE_WAIT: Duration = Duration::from_secs(12);
+/// How long `node demote` waits, once raft let the manager go, to record it in the node object (a
+/// demoted leader's successor is elected within a few seconds).
+const DEMOTE_FINISH_WAIT: Duration = Duration::from_secs(12);
 
 /// Is `err` raft's "not a member" refusal of a removal (the manager is not in the membership)?
 fn is_not_member(err: &ControlError) -> bool {
@@ -751,23 +754,32 @@ impl ControlHandler {
             Err(err) if is_not_member(&err) => {}
             Err(err) => return Err(err),
         }
+        // Raft has let the manager go; the node object follows. Removing the leader starts an
+        // election (after the old leader's lease, up to a few seconds): wait for it rather than
+        // report a demotion that happened as failed.
         let id = node.id.clone();
-        let written = self
-            .write(|s| {
-                let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
-                let mut n = n.clone();
-                n.spec.desired_role = NodeRole::Worker;
-                n.role = NodeRole::Worker;
-                n.manager_status = None;
-                Ok(vec![Action::Update(Object::Node(n))])
-            })
-            .await;
-        match written {
-            // This manager demoted itself: out of the raft, it hears of no leader any more. Another
-            // manager finishes the demotion (for it only the node object is left to write).
-            Err(ControlError::NoLeader) if self.consensus.demoted() => self.demote_elsewhere(&id).await,
-            Err(err) => Err(err),
-            Ok(()) => Ok(ControlResponse::Done),
+        let deadline = runtime::now() + DEMOTE_FINISH_WAIT;
+        loop {
+            let written = self
+                .write(|s| {
+                    let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
+                    let mut n = n.clone();
+                    n.spec.desired_role = NodeRole::Worker;
+                    n.role = NodeRole::Worker;
+                    n.manager_status = None;
+                    Ok(vec![Action::Update(Object::Node(n))])
+                })
+                .await;
+            match written {
+                Ok(()) => return Ok(ControlResponse::Done),
+                // This manager demoted itself: out of the raft, it hears of no leader any more.
+                // Another manager finishes the demotion (for it only the node object is left).
+                Err(ControlError::NoLeader) if self.consensus.demoted() => return self.demote_elsewhere(&id).await,
+                Err(ControlError::NoLeader) if runtime::now() < deadline => {
+                    runtime::sleep(Duration::from_millis(200)).await
+                }
+                Err(err) => return Err(err),
+            }
         }
     }
 
