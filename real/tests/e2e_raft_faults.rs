@@ -1,5 +1,5 @@
 //! End to end, role changes and disk faults of managers: real `shoal daemon` processes on loopback
-//! addresses (127.0.0.91–98), plain processes as tasks, driven only by the `shoal` CLI (issue 14).
+//! addresses (127.0.0.91–101), plain processes as tasks, driven only by the `shoal` CLI (issue 14).
 //!
 //! - The manager that ran `swarm init`, demoted while it leads, finds the other managers and stays
 //!   `Ready` as a worker, also after its daemon restarts (it knew only itself as a manager).
