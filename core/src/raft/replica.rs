@@ -514,7 +514,11 @@ impl Replica {
                 Err(Forward::Unknown(err)) => Err(ReplicaError::Membership(err)),
             };
             match reply {
-                Err(ReplicaError::NotLeader { .. }) if runtime::now() < deadline => continue,
+                // Let time pass before asking again: this replica's status (which says whether it
+                // leads) is published by another task, and may lag openraft's own state.
+                Err(ReplicaError::NotLeader { .. }) if runtime::now() < deadline => {
+                    runtime::sleep(Duration::from_millis(20)).await
+                }
                 other => return other,
             }
         }
