@@ -289,6 +289,30 @@ impl Runner<'_> {
                     .await
             }
             Command::Stack(stack) => self.stack(stack).await,
+            Command::Concurrent(requests) => {
+                // All at once (`node demote m2 & node promote m2`); the first failure, if any.
+                let mut calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ControlResult> + '_>>> =
+                    requests.iter().map(|r| Box::pin(self.cluster.control(r.clone())) as _).collect();
+                let mut answers: Vec<Option<ControlResult>> = vec![None; calls.len()];
+                std::future::poll_fn(|cx| {
+                    for (call, answer) in calls.iter_mut().zip(answers.iter_mut()) {
+                        if answer.is_none() {
+                            if let std::task::Poll::Ready(result) = call.as_mut().poll(cx) {
+                                *answer = Some(result);
+                            }
+                        }
+                    }
+                    if answers.iter().all(Option::is_some) {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+                let answers: Vec<ControlResult> = answers.into_iter().flatten().collect();
+                let failed = answers.iter().find(|a| a.is_err()).cloned();
+                failed.unwrap_or_else(|| answers.into_iter().last().unwrap_or(Ok(ControlResponse::Done)))
+            }
         }
     }
 
@@ -562,7 +586,13 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { command, text, expect_error, expect_output } => {
+            Action::Run { on: Some(target), text, .. } => {
+                let why = "steps sent to one node (`on:`) are not played on real clusters yet";
+                self.note("step.skipped", json!({"at": place, "run": text, "on": target.to_string(), "why": why}));
+                self.skipped.push(format!("{place}: run `{text}` on {target}: skipped ({why})"));
+                Ok(())
+            }
+            Action::Run { command, text, expect_error, expect_output, on: None } => {
                 let result = self.run_command(command).await;
                 let mut note = short(&result);
                 note["at"] = json!(place);
