@@ -760,9 +760,16 @@ impl ShoalNode {
             if self.stopped() {
                 return;
             }
-            if self.is_manager() {
+            if let Some(replica) = self.replica() {
+                // A replica raft removed (demoted, the node not told yet) has a store that stops
+                // where it was removed, still naming this node: the others are where to go.
+                let me = (replica.removed_from_membership()).then(|| self.inner.env.addr.clone());
                 let managers: Vec<String> = self.inner.store.view(|s| {
-                    s.nodes.values().filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone())).collect()
+                    s.nodes
+                        .values()
+                        .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                        .filter(|addr| Some(addr) != me.as_ref())
+                        .collect()
                 });
                 self.inner.agent.set_managers(managers);
             }
