@@ -301,7 +301,11 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         .expect("an expired certificate");
     std::fs::write(worker.certs().join("node.pem"), expired).unwrap();
     worker.start();
-    let info = worker.must(&["info"]);
+    // The daemon answers while it is still resuming ("Swarm: pending"); wait until it has settled.
+    let info = wait_for(Duration::from_secs(30), "the worker's resume to settle", || {
+        let info = worker.must(&["info"]);
+        (!info.contains(" Swarm: pending\n")).then_some(info)
+    });
     assert!(info.contains(" Swarm: error\n"), "{info}");
     assert!(
         info.contains("  Error: Swarm certificates have expired. To replace them, leave the swarm and join again."),
