@@ -580,9 +580,12 @@ impl Mesh {
             _ => self.candidates(service),
         };
         let last = candidates.len().saturating_sub(1);
+        // A service route may be redirected by a task's node whose table is newer than ours.
+        let any_task = !matches!(route, Route::Task { .. });
         for (i, endpoint) in candidates.into_iter().enumerate() {
             let patience = if i == last { LAST_BACKEND_CONNECT_TIMEOUT } else { BACKEND_CONNECT_TIMEOUT };
-            match self.dial(&endpoint, &service_id, port, &client_addr, patience).await {
+            let how = Dial { udp: false, patience, any_task, redirected: false };
+            match self.dial_with(&endpoint, &service_id, port, &client_addr, how).await {
                 Ok((mut backend, guard)) => {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
                     drop(guard);
@@ -597,28 +600,17 @@ impl Mesh {
         );
     }
 
-    /// A stream to one endpoint's port: straight to a local task, else through its node's daemon.
-    async fn dial(
-        self: &Arc<Self>,
-        endpoint: &MeshEndpoint,
-        service_id: &str,
-        port: u16,
-        client: &str,
-        patience: Duration,
-    ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
-        self.dial_with(endpoint, service_id, port, client, false, patience).await
-    }
-
-    /// [`Mesh::dial`], or for `udp` a UDP tunnel to a task on another node.
+    /// A stream to one endpoint's port: straight to a local task, else through its node's daemon
+    /// (for `how.udp`, a UDP tunnel).
     async fn dial_with(
         self: &Arc<Self>,
         endpoint: &MeshEndpoint,
         service_id: &str,
         port: u16,
         client: &str,
-        udp: bool,
-        patience: Duration,
+        how: Dial,
     ) -> Result<(MeshStream, Option<ActiveGuard>), String> {
+        let Dial { udp, patience, any_task, redirected } = how;
         if endpoint.node_id == self.node_id && !udp {
             let addr = endpoint.local_address().ok_or("the task has no address")?;
             // Counted before the table is looked at again, so a drain that sees no connection
@@ -643,6 +635,8 @@ impl Mesh {
             client: client.to_string(),
             udp,
             connect_ms: patience.as_millis() as u64,
+            any_task,
+            redirected,
         };
         tunnel::write_frame(&mut stream, &header).await.map_err(|e| e.to_string())?;
         // The task's node connects within `patience`; its verdict comes after that.
@@ -685,6 +679,15 @@ impl Mesh {
         let target = match target {
             Ok(target) => target,
             Err(reason) => {
+                // The opener's table names a task this node no longer runs ready (its table is
+                // older than ours: a node whose session has not caught up after a partition).
+                // For a service route, serve the connection from this node's newer table instead,
+                // once: a redirected tunnel is never redirected again.
+                if header.any_task && !header.redirected && !header.udp {
+                    drop(guard);
+                    self.redirect(stream, header, reason).await;
+                    return;
+                }
                 let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
                 return;
             }
@@ -732,6 +735,33 @@ impl Mesh {
                 let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(err.to_string())).await;
             }
         }
+    }
+
+    /// Serve a tunnel whose task is not ready here from this node's own table: the service's
+    /// endpoints in turn (local, or through one more tunnel that may not be redirected again).
+    async fn redirect(self: &Arc<Self>, mut stream: MeshStream, header: TunnelHeader, reason: String) {
+        let table = self.table();
+        let Some(service) = table.services.get(&header.service_id) else {
+            let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
+            return;
+        };
+        for endpoint in self.candidates(service).into_iter().filter(|e| e.task_id != header.task_id) {
+            let how = Dial { udp: false, patience: BACKEND_CONNECT_TIMEOUT, any_task: true, redirected: true };
+            if let Ok((mut backend, guard)) =
+                self.dial_with(&endpoint, &header.service_id, header.port, &header.client, how).await
+            {
+                self.trace(
+                    "mesh.redirect",
+                    serde_json::json!({"asked_for": header.task_id, "served_by": endpoint.task_id}),
+                );
+                if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut backend).await;
+                }
+                drop(guard);
+                return;
+            }
+        }
+        let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(reason)).await;
     }
 
     /// UDP on an ingress port. Each client (source address) is a *flow*, pinned to one ready
@@ -804,9 +834,8 @@ impl Mesh {
                 .await;
                 return;
             }
-            let Ok((tunnel, _)) =
-                self.dial_with(&endpoint, &service.id, port, &client, true, BACKEND_CONNECT_TIMEOUT).await
-            else {
+            let how = Dial { udp: true, patience: BACKEND_CONNECT_TIMEOUT, any_task: false, redirected: false };
+            let Ok((tunnel, _)) = self.dial_with(&endpoint, &service.id, port, &client, how).await else {
                 continue;
             };
             let (reader, mut writer) = tokio::io::split(tunnel);
@@ -997,6 +1026,18 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
             return;
         }
     }
+}
+
+/// How [`Mesh::dial_with`] reaches an endpoint.
+#[derive(Debug, Clone, Copy)]
+struct Dial {
+    udp: bool,
+    /// How long the connect to the task may take.
+    patience: Duration,
+    /// Any ready task of the service will do (a service route, not a task's alias).
+    any_task: bool,
+    /// This tunnel was already redirected once.
+    redirected: bool,
 }
 
 /// Where a listener's connections go.

@@ -31,6 +31,13 @@ pub struct TunnelHeader {
     /// backend a proxy tries gets a client's patience.
     #[serde(default)]
     pub connect_ms: u64,
+    /// Any ready task of the service will do: a node that no longer runs `task_id` ready may
+    /// serve the connection from its own table instead (see `Mesh::redirect`).
+    #[serde(default)]
+    pub any_task: bool,
+    /// Already redirected once; never again (no loops between stale tables).
+    #[serde(default)]
+    pub redirected: bool,
 }
 
 /// Send one datagram over a UDP tunnel.
@@ -110,6 +117,8 @@ mod tests {
             client: "1.2.3.4:5".into(),
             udp: false,
             connect_ms: 0,
+            any_task: false,
+            redirected: false,
         };
         write_frame(&mut a, &header).await.unwrap();
         let got: TunnelHeader = read_frame(&mut b, Duration::from_secs(1)).await.unwrap();
