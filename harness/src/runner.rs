@@ -9,16 +9,15 @@
 //! here (torn disk writes, link delays without netem, slow-starting images) is reported as skipped,
 //! never faked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use shoal_core::api::{Availability, NodeState, ServiceMode, TaskState, UpdateState};
+use shoal_core::api::TaskState;
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
-use shoal_core::scheduler::{node_matches, parse_constraints};
 use shoal_core::stack::NAMESPACE_LABEL;
 use shoal_core::store::StoreState;
 use shoal_core::trace::TraceEvent;
@@ -696,70 +695,7 @@ impl Runner<'_> {
     }
 }
 
-/// Every service runs its current spec (the simulator's liveness check, `run.rs`'s `converged`):
-/// replicated ones with exactly `replicas` tasks, global ones on every ready, active node their
-/// constraints allow; a paused update keeps every slot running.
-pub fn converged(state: &StoreState) -> Result<(), String> {
-    for svc in state.services.values() {
-        let paused = svc
-            .update_status
-            .as_ref()
-            .is_some_and(|u| matches!(u.state, UpdateState::Paused | UpdateState::RollbackPaused));
-        let current: Vec<_> = state
-            .tasks
-            .values()
-            .filter(|t| {
-                t.service_id == svc.id && t.desired_state == TaskState::Running && t.status.state == TaskState::Running
-            })
-            .collect();
-        let stale = current.iter().filter(|t| t.spec != svc.spec.task).count();
-        match svc.spec.mode {
-            ServiceMode::Replicated { replicas } if paused => {
-                let slots: BTreeSet<u64> = current.iter().map(|t| t.slot).collect();
-                if (slots.len() as u64) < replicas {
-                    return Err(format!(
-                        "service {} (update paused): {} of {replicas} slots running",
-                        svc.spec.name,
-                        slots.len()
-                    ));
-                }
-            }
-            ServiceMode::Replicated { replicas } => {
-                if current.len() as u64 != replicas || stale > 0 {
-                    return Err(format!(
-                        "service {}: {} running ({stale} with an old spec), want {replicas} of image {}",
-                        svc.spec.name,
-                        current.len(),
-                        svc.spec.task.image
-                    ));
-                }
-            }
-            ServiceMode::Global => {
-                let constraints = parse_constraints(&svc.spec.task.placement.constraints).unwrap_or_default();
-                let eligible: BTreeSet<&str> = state
-                    .nodes
-                    .values()
-                    .filter(|n| {
-                        n.status.state == NodeState::Ready
-                            && n.spec.availability == Availability::Active
-                            && node_matches(&constraints, n)
-                    })
-                    .map(|n| n.id.as_str())
-                    .collect();
-                let on: BTreeSet<&str> = current.iter().map(|t| t.node_id.as_str()).collect();
-                if !eligible.is_subset(&on) || (stale > 0 && !paused) {
-                    return Err(format!(
-                        "global service {}: running on {} of {} eligible nodes ({stale} with an old spec)",
-                        svc.spec.name,
-                        on.intersection(&eligible).count(),
-                        eligible.len()
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
+pub use shoal_sim::scenario::converge::converged;
 
 /// Every daemon's events.jsonl and the harness's notes, in time order.
 fn merged_trace(cluster: &RealCluster, notes: &[TraceEvent]) -> Vec<TraceEvent> {

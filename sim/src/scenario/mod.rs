@@ -12,6 +12,7 @@
 //! - `run` (madsim only) — playing a scenario with one seed, and the outcome with its exit code.
 
 pub mod cli;
+pub mod converge;
 pub mod expect;
 pub mod fault;
 pub mod parse;
