@@ -22,6 +22,7 @@ pub mod docker;
 pub mod engine_pull;
 pub mod format;
 pub mod local_api;
+pub mod mesh_mux;
 pub mod mesh_net;
 pub mod net;
 pub mod node_launcher;

@@ -6,12 +6,13 @@
 //!   allocated").
 //! - Connections to tasks are plain TCP with a deadline; a refusal is [`MeshError::Refused`] so the
 //!   proxy can try the next backend at once.
-//! - Tunnels to peer daemons are TCP to the peer's data address (`--data-path-addr`/`--data-path-port`),
-//!   wrapped in the same [`Security`] as the swarm transport: under mutual TLS both ends present
-//!   their swarm certificates, so [`IncomingTunnel::peer_identity`] is the dialling node's id from
-//!   its certificate, and a connection without a certificate of the swarm is dropped before the core
-//!   sees it. Outgoing tunnels leave from the data address's IP, so that daemons sharing one host on
-//!   different loopback addresses see each other's own address.
+//! - Tunnels to peer daemons are streams multiplexed ([`crate::mesh_mux`]) on one connection per
+//!   peer: TCP to the peer's data address (`--data-path-addr`/`--data-path-port`), wrapped in the
+//!   same [`Security`] as the swarm transport. Under mutual TLS both ends present their swarm
+//!   certificates, so [`IncomingTunnel::peer_identity`] is the dialling node's id from its
+//!   certificate, and a connection without a certificate of the swarm is dropped before the core
+//!   sees any tunnel. Connections leave from the data address's IP, so that daemons sharing one host
+//!   on different loopback addresses see each other's own address.
 //! - Service VIPs are added to (and removed from) a bridge device as `ip/32` over rtnetlink; that
 //!   needs `CAP_NET_ADMIN` (root), and says so when it is missing.
 //!
@@ -31,7 +32,8 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::net::Security;
+use crate::mesh_mux::{self, PeerSessions};
+use crate::net::{BoxStream, Security};
 
 /// How long an accepted tunnel may take over its TLS handshake.
 pub const TUNNEL_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +52,8 @@ struct Inner {
     security: Security,
     /// Why incoming tunnels were dropped before the core saw them (handshake failures, no identity).
     errors: Mutex<VecDeque<String>>,
+    /// One multiplexed connection per peer for outgoing tunnels.
+    sessions: PeerSessions,
 }
 
 impl std::fmt::Debug for RealMeshNet {
@@ -70,7 +74,12 @@ impl RealMeshNet {
     /// (the swarm transport's: [`Security::Tls`] in the daemon, [`Security::Plain`] in tests).
     pub fn new(data_addr: impl Into<String>, security: Security) -> Self {
         RealMeshNet {
-            inner: Arc::new(Inner { data_addr: data_addr.into(), security, errors: Mutex::new(VecDeque::new()) }),
+            inner: Arc::new(Inner {
+                data_addr: data_addr.into(),
+                security,
+                errors: Mutex::new(VecDeque::new()),
+                sessions: PeerSessions::default(),
+            }),
         }
     }
 
@@ -180,9 +189,10 @@ impl DatagramSocket for RealDatagramSocket {
     }
 }
 
-/// Tunnels that passed their handshake, handed over by the accept loop; dropping this stops it.
+/// Tunnels that passed their connection's handshake, handed over by the accept loop; dropping this
+/// stops it and closes every connection it serves.
 struct RealTunnelListener {
-    incoming: mpsc::Receiver<io::Result<IncomingTunnel>>,
+    incoming: mpsc::UnboundedReceiver<io::Result<IncomingTunnel>>,
     accept_loop: JoinHandle<()>,
 }
 
@@ -202,10 +212,16 @@ impl TunnelListener for RealTunnelListener {
     }
 }
 
-/// Accepts TCP connections on the data port and runs each handshake in its own task, so a slow or
-/// hostile peer never holds up the others.
-async fn tunnel_accept_loop(listener: TcpListener, inner: Arc<Inner>, out: mpsc::Sender<io::Result<IncomingTunnel>>) {
+/// Accepts TCP connections on the data port, runs each handshake in its own task (a slow or
+/// hostile peer never holds up the others), then serves the tunnels each connection carries.
+async fn tunnel_accept_loop(
+    listener: TcpListener,
+    inner: Arc<Inner>,
+    out: mpsc::UnboundedSender<io::Result<IncomingTunnel>>,
+) {
     let mut handshakes = JoinSet::new();
+    // Dropped with this task when the listener goes: every served connection closes with it.
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             biased;
@@ -224,20 +240,22 @@ async fn tunnel_accept_loop(listener: TcpListener, inner: Arc<Inner>, out: mpsc:
             Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
                 let Ok((remote, result)) = done else { continue };
                 match result {
-                    Ok(tunnel) => {
-                        if out.send(Ok(tunnel)).await.is_err() {
+                    Ok((stream, identity, peer_addr)) => {
+                        if out.is_closed() {
                             return;
                         }
+                        connections.spawn(mesh_mux::serve_connection(stream, identity, peer_addr, out.clone()));
                     }
                     Err(reason) => record_error(&inner, format!("tunnel from {remote} refused: {reason}")),
                 }
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }
 
-/// The server side of a tunnel's security; under mutual TLS a peer must prove a node identity.
-async fn handshake(tcp: TcpStream, inner: &Inner) -> Result<IncomingTunnel, String> {
+/// The server side of a connection's security; under mutual TLS a peer must prove a node identity.
+async fn handshake(tcp: TcpStream, inner: &Inner) -> Result<(BoxStream, Option<String>, String), String> {
     let peer_addr = tcp.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let secured = tokio::time::timeout(TUNNEL_HANDSHAKE_TIMEOUT, inner.security.server(tcp))
         .await
@@ -247,7 +265,7 @@ async fn handshake(tcp: TcpStream, inner: &Inner) -> Result<IncomingTunnel, Stri
     if inner.security.authenticates() && identity.is_none() {
         return Err("a certificate of a node of this swarm is required".into());
     }
-    Ok(IncomingTunnel { peer_identity: identity, peer_addr, stream: Box::new(stream) })
+    Ok((stream, identity, peer_addr))
 }
 
 #[async_trait]
@@ -269,16 +287,15 @@ impl MeshNet for RealMeshNet {
     }
 
     async fn open_tunnel(&self, node_addr: &str, timeout: Duration) -> Result<MeshStream, MeshError> {
-        let secured = async {
+        let dial = || async {
             let tcp = dial(node_addr, self.source_ip(), timeout).await?;
             self.inner.security.client(tcp).await.map_err(|reason| MeshError::Refused {
                 addr: node_addr.to_string(),
                 reason: format!("TLS handshake failed: {reason}"),
             })
         };
-        match tokio::time::timeout(timeout, secured).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
-            Ok(Err(error)) => Err(error),
+        match tokio::time::timeout(timeout, self.inner.sessions.open(node_addr, dial)).await {
+            Ok(result) => result,
             Err(_) => Err(MeshError::Timeout { addr: node_addr.to_string(), timeout_ms: timeout.as_millis() as u64 }),
         }
     }
@@ -296,7 +313,7 @@ impl MeshNet for RealMeshNet {
             reason: format!("the data path address: {reason}"),
         })?;
         let listener = TcpListener::bind(bind).await.map_err(|e| listen_error(addr, &e))?;
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::unbounded_channel();
         let accept_loop = tokio::spawn(tunnel_accept_loop(listener, self.inner.clone(), tx));
         Ok(Box::new(RealTunnelListener { incoming: rx, accept_loop }))
     }

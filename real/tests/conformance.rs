@@ -466,8 +466,10 @@ async fn tunnels_leave_from_the_data_address() {
     let server = RealMeshNet::new(server_data.clone(), Security::Plain);
     let client = RealMeshNet::new("127.0.0.11:4789", Security::Plain);
     let mut tunnels = server.listen_tunnels().await.unwrap();
-    let _stream = client.open_tunnel(&server_data, SECOND).await.unwrap();
-    let incoming = tunnels.accept().await.unwrap();
+    let mut stream = client.open_tunnel(&server_data, SECOND).await.unwrap();
+    // The peer learns of a tunnel with its first frame.
+    stream.write_all(b"x").await.unwrap();
+    let incoming = tokio::time::timeout(Duration::from_secs(5), tunnels.accept()).await.unwrap().unwrap();
     let from: SocketAddr = incoming.peer_addr.parse().unwrap();
     assert_eq!(from.ip().to_string(), "127.0.0.11", "a peer sees the node's own address as the source");
 }
@@ -516,6 +518,173 @@ async fn tunnels_without_a_certificate_of_the_swarm_are_refused() {
     stream.write_all(b"x").await.unwrap();
     let incoming = tokio::time::timeout(Duration::from_secs(5), tunnels.accept()).await.unwrap().unwrap();
     assert_eq!(incoming.peer_identity.as_deref(), Some("node-c"));
+}
+
+/// Reads the verdict-sized answer a test server writes on every tunnel it accepts.
+async fn echo_one_byte(stream: &mut shoal_core::env::mesh::MeshStream, byte: u8) -> u8 {
+    stream.write_all(&[byte]).await.unwrap();
+    let mut buf = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf)).await.expect("an answer").unwrap();
+    buf[0]
+}
+
+/// Peer addresses of the tunnels an echo server accepted; aborting the task closes its listener.
+type EchoServer = (Arc<std::sync::Mutex<Vec<String>>>, tokio::task::JoinHandle<()>);
+
+/// Accepts tunnels and echoes every byte back, recording each tunnel's peer address.
+fn spawn_echo(mut tunnels: Box<dyn shoal_core::env::mesh::TunnelListener>) -> EchoServer {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let server = tokio::spawn(async move {
+        while let Ok(tunnel) = tunnels.accept().await {
+            record.lock().unwrap().push(tunnel.peer_addr.clone());
+            tokio::spawn(async move {
+                let mut stream = tunnel.stream;
+                let mut buf = [0u8; 64];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (seen, server)
+}
+
+#[tokio::test]
+async fn tunnels_to_one_peer_share_one_connection() {
+    let ca = ClusterCa::generate().unwrap();
+    let tls = |id: &str| Security::Tls(Arc::new(TlsConfig::new(ca.cert_pem(), &ca.issue(id).unwrap()).unwrap()));
+    let server_data = free_addr("127.0.0.17");
+    let server = RealMeshNet::new(server_data.clone(), tls("node-a"));
+    let (seen, _server) = spawn_echo(server.listen_tunnels().await.unwrap());
+    let client = Arc::new(RealMeshNet::new(free_addr("127.0.0.18"), tls("node-b")));
+
+    // Concurrent first tunnels share one dial; later ones reuse the connection.
+    let mut opening = tokio::task::JoinSet::new();
+    for byte in 0..16u8 {
+        let (client, server_data) = (client.clone(), server_data.clone());
+        opening.spawn(async move {
+            let mut stream = client.open_tunnel(&server_data, SECOND).await.expect("a tunnel");
+            assert_eq!(echo_one_byte(&mut stream, byte).await, byte, "each tunnel carries its own bytes");
+        });
+    }
+    while let Some(done) = opening.join_next().await {
+        done.unwrap();
+    }
+    for byte in 16..32u8 {
+        let mut stream = client.open_tunnel(&server_data, SECOND).await.expect("a tunnel");
+        assert_eq!(echo_one_byte(&mut stream, byte).await, byte);
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 32, "every tunnel reached the peer");
+    assert!(seen.iter().all(|addr| *addr == seen[0]), "all tunnels rode one connection: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_peer_gets_a_fresh_connection() {
+    let server_data = free_addr("127.0.0.17");
+    let server = RealMeshNet::new(server_data.clone(), Security::Plain);
+    let client = RealMeshNet::new(free_addr("127.0.0.18"), Security::Plain);
+    let (_, first_life) = spawn_echo(server.listen_tunnels().await.unwrap());
+    let mut stream = client.open_tunnel(&server_data, SECOND).await.unwrap();
+    assert_eq!(echo_one_byte(&mut stream, 1).await, 1);
+    drop(stream);
+
+    // The peer's daemon restarts: its listener and every connection it served go away.
+    first_life.abort();
+    let _ = first_life.await;
+    let restarted = RealMeshNet::new(server_data.clone(), Security::Plain);
+    let mut relisten = None;
+    for _ in 0..100 {
+        // The old listener closes once its aborted task is dropped by the runtime.
+        if let Ok(listener) = restarted.listen_tunnels().await {
+            relisten = Some(listener);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, _second_life) = spawn_echo(relisten.expect("the data port is free again"));
+    // A tunnel opened on the dead connection fails (the proxy tries the next backend); within a few
+    // tries tunnels flow on a fresh one.
+    let mut answered = None;
+    for attempt in 0..20 {
+        if let Ok(mut stream) = client.open_tunnel(&server_data, SECOND).await {
+            let mut buf = [0u8; 1];
+            if stream.write_all(&[7]).await.is_ok()
+                && matches!(tokio::time::timeout(SECOND, stream.read_exact(&mut buf)).await, Ok(Ok(_)))
+            {
+                answered = Some(attempt);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered.is_some(), "no tunnel reached the restarted peer");
+}
+
+/// Forwards bytes one way until either side closes; drops them while `dark` is set.
+async fn relay_pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    dark: Option<Arc<std::sync::atomic::AtomicBool>>,
+) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let swallowed = dark.as_ref().is_some_and(|dark| dark.load(std::sync::atomic::Ordering::SeqCst));
+        if !swallowed && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_dropped_for_a_fresh_one() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let server_data = free_addr("127.0.0.17");
+    let server = RealMeshNet::new(server_data.clone(), Security::Plain);
+    let _server = spawn_echo(server.listen_tunnels().await.unwrap());
+
+    // A relay between the nodes that can swallow every byte of the connections it already has,
+    // like a link that went dark; new connections it forwards normally.
+    let relay = tokio::net::TcpListener::bind("127.0.0.19:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap().to_string();
+    let dark = Arc::new(AtomicBool::new(false));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (relay_dark, relay_connections, upstream) = (dark.clone(), connections.clone(), server_data.clone());
+    tokio::spawn(async move {
+        while let Ok((downstream, _)) = relay.accept().await {
+            relay_connections.fetch_add(1, Ordering::SeqCst);
+            let upstream = TcpStream::connect(&upstream).await.unwrap();
+            // A connection made while the link is up can go dark later; one made after stays lit.
+            let can_go_dark = (!relay_dark.load(Ordering::SeqCst)).then(|| relay_dark.clone());
+            let (down_read, down_write) = downstream.into_split();
+            let (up_read, up_write) = upstream.into_split();
+            tokio::spawn(relay_pump(down_read, up_write, can_go_dark.clone()));
+            tokio::spawn(relay_pump(up_read, down_write, can_go_dark));
+        }
+    });
+
+    let client = RealMeshNet::new(free_addr("127.0.0.18"), Security::Plain);
+    let mut stream = client.open_tunnel(&relay_addr, SECOND).await.unwrap();
+    assert_eq!(echo_one_byte(&mut stream, 1).await, 1);
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+
+    dark.store(true, Ordering::SeqCst);
+    // The next tunnel opens on the dark connection and hears nothing.
+    let mut lost = client.open_tunnel(&relay_addr, SECOND).await.unwrap();
+    lost.write_all(&[2]).await.unwrap();
+    let mut buf = [0u8; 1];
+    assert!(tokio::time::timeout(Duration::from_millis(500), lost.read_exact(&mut buf)).await.is_err());
+    // Once it has kept a tunnel waiting past the limit, new tunnels dial afresh and are answered.
+    tokio::time::sleep(shoal::mesh_mux::SILENT_PEER + Duration::from_millis(200)).await;
+    let mut fresh = client.open_tunnel(&relay_addr, SECOND).await.unwrap();
+    assert_eq!(echo_one_byte(&mut fresh, 3).await, 3);
+    assert_eq!(connections.load(Ordering::SeqCst), 2, "a second connection replaced the silent one");
 }
 
 #[tokio::test]

@@ -13,10 +13,11 @@
 //!   drops traffic between bridges: only the mesh carries it); `--network-add` makes the name
 //!   resolve from the added network and `--network-rm` stops it.
 //!
-//! - Processes: with the process executor a task is reached at its node's address.
+//! - Processes: with the process executor a task is reached at its node's address, over TCP and
+//!   UDP (a published UDP port on every node reaches every node's task; `service rm` frees it).
 //!
 //! Needs Docker, root and the image `shoal-test/busybox:latest` (built by `.ci/run`), and Debian's
-//! busybox on the host for the process test; fails, not skips, without them. Traffic goes only to 127.0.0.8x and to the bridges the daemons make (the
+//! busybox and python3 on the host for the process test; fails, not skips, without them. Traffic goes only to 127.0.0.8x and to the bridges the daemons make (the
 //! ingress network 10.0.0.0/16, and 10.213.0.0/16 and 10.214.0.0/16 made by this test, which no
 //! interface of the test machines uses).
 
@@ -613,4 +614,64 @@ fn process_tasks_are_reached_at_their_node_address() {
         assert!(ips.contains(&answer), "{answer}");
     }
     cluster.must(&["service", "rm", "hostweb"]);
+
+    // UDP through the same mesh: every node's published UDP port reaches the tasks of all three
+    // (each client socket is a flow, pinned to one task; flows are spread).
+    let udp_published = free_port_on(&ips);
+    let udp_target = free_port_on(&ips);
+    let echo = format!(
+        "exec python3 -c \"import os,socket; ip=os.environ['SHOAL_TASK_IP']; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); \
+         s.bind((ip,{udp_target})); [s.sendto(ip.encode(),a) for d,a in iter(lambda: s.recvfrom(2048), None)]\""
+    );
+    cluster.create(&[
+        "--name",
+        "hostecho",
+        "--mode",
+        "global",
+        "--publish",
+        &format!("published={udp_published},target={udp_target},protocol=udp"),
+        "process",
+        "sh",
+        "-c",
+        &echo,
+    ]);
+    let udp_ask = |to: &str| -> Option<String> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+        socket.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+        socket.send_to(b"who", to).ok()?;
+        let mut buf = [0u8; 64];
+        let (len, from) = socket.recv_from(&mut buf).ok()?;
+        assert_eq!(from.to_string(), to, "the answer comes back from the published address");
+        Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+    };
+    let udp_on_node_1 = format!("{}:{udp_published}", ips[0]);
+    let mut udp_served = BTreeSet::new();
+    for _ in 0..120 {
+        if let Some(answer) = udp_ask(&udp_on_node_1) {
+            udp_served.insert(answer);
+        }
+        if udp_served.len() == ips.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        udp_served,
+        ips.iter().cloned().collect::<BTreeSet<_>>(),
+        "node 1's published UDP port reaches every node's task\n{}",
+        cluster.must(&["service", "ps", "--no-trunc", "hostecho"])
+    );
+    for ip in &ips[1..] {
+        let answer = (0..20).find_map(|_| udp_ask(&format!("{ip}:{udp_published}")));
+        assert!(answer.is_some_and(|a| ips.contains(&a)), "through {ip}'s published UDP port");
+    }
+    cluster.must(&["service", "rm", "hostecho"]);
+    // Removing the service frees the port on every node: it can be bound again.
+    let stayed_bound = (0..40).all(|_| {
+        let free = ips.iter().all(|ip| std::net::UdpSocket::bind(format!("{ip}:{udp_published}")).is_ok());
+        if !free {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        !free
+    });
+    assert!(!stayed_bound, "the published UDP port stayed bound after service rm");
 }

@@ -98,3 +98,43 @@ async fn the_last_manager_is_told_that_leaving_erases_the_swarm() {
     );
     assert_eq!(ready_nodes(&cluster).await, 2, "a refused leave changes nothing");
 }
+
+/// Eight `network create` without `--subnet`, at once: each gets its own default /16 (the store
+/// refuses an overlapping subnet, and the loser picks again), none fails.
+#[madsim::test]
+async fn concurrent_network_creates_get_distinct_subnets() {
+    let cluster = SimCluster::start(ClusterShape { managers: 3, workers: 0 }).await.expect("cluster starts");
+    madsim::time::sleep(Duration::from_secs(2)).await;
+    let requests = (0..8)
+        .map(|n| ControlRequest::NetworkCreate {
+            name: format!("net{n}"),
+            driver: String::new(),
+            attachable: false,
+            labels: Default::default(),
+            subnet: String::new(),
+        })
+        .collect();
+    for answer in cluster.control_concurrently(requests).await {
+        assert!(matches!(answer, Ok(ControlResponse::Created { .. })), "{answer:?}");
+    }
+    let networks = match cluster.control(ControlRequest::NetworkList).await {
+        Ok(ControlResponse::Networks(networks)) => networks,
+        other => panic!("network ls: {other:?}"),
+    };
+    let subnets: std::collections::BTreeSet<&str> = networks.iter().map(|n| n.subnet.as_str()).collect();
+    assert_eq!(subnets.len(), networks.len(), "every network has its own subnet: {networks:?}");
+    assert_eq!(networks.len(), 9, "the eight and ingress");
+    // An explicit subnet that overlaps is refused in Docker's words.
+    let taken = networks.iter().find(|n| n.name == "net3").map(|n| n.subnet.clone()).expect("net3");
+    let err = cluster
+        .control(ControlRequest::NetworkCreate {
+            name: "late".into(),
+            driver: String::new(),
+            attachable: false,
+            labels: Default::default(),
+            subnet: taken.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), format!("Pool overlaps with other one on this address space: {taken}"));
+}

@@ -421,26 +421,43 @@ impl ControlHandler {
                     )));
                 }
                 let id = new_id();
-                let subnet = self.store.view(|s| network_subnet(s, &subnet))?;
-                let network = Network {
-                    id: id.clone(),
-                    meta: Meta::default(),
-                    name: name.clone(),
-                    driver,
-                    subnet,
-                    attachable,
-                    ingress: false,
-                    labels,
-                    leases: Default::default(),
-                };
-                match self.consensus.proposer().propose(vec![Action::Create(Object::Network(network))]).await {
-                    Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => {
-                        Err(ControlError::Conflict(format!("network with name {name} already exists")))
-                    }
-                    Err(err) => Err(err.into()),
-                    Ok(version) => {
-                        self.store.wait_for_version(version).await;
-                        Ok(ControlResponse::Created { id })
+                // A default subnet is picked from the state we see; a concurrent create may take it
+                // first (the store refuses overlaps), and then we pick again, past every subnet
+                // already lost (our store may not have applied the winner's create yet).
+                let mut lost: Vec<String> = Vec::new();
+                loop {
+                    let network = Network {
+                        id: id.clone(),
+                        meta: Meta::default(),
+                        name: name.clone(),
+                        driver: driver.clone(),
+                        subnet: self.store.view(|s| network_subnet(s, &subnet, &lost))?,
+                        attachable,
+                        ingress: false,
+                        labels: labels.clone(),
+                        leases: Default::default(),
+                    };
+                    let picked = network.subnet.clone();
+                    match self.consensus.proposer().propose(vec![Action::Create(Object::Network(network))]).await {
+                        Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => {
+                            return Err(ControlError::Conflict(format!("network with name {name} already exists")));
+                        }
+                        Err(ProposeError::Rejected(StoreError::SubnetOverlap { .. }))
+                            if subnet.is_empty() && lost.len() < MAX_SUBNET_PICKS =>
+                        {
+                            lost.push(picked)
+                        }
+                        Err(ProposeError::Rejected(StoreError::SubnetOverlap { .. })) => {
+                            // Docker's words (libnetwork's ipam).
+                            return Err(ControlError::FailedPrecondition(format!(
+                                "Pool overlaps with other one on this address space: {picked}"
+                            )));
+                        }
+                        Err(err) => return Err(err.into()),
+                        Ok(version) => {
+                            self.store.wait_for_version(version).await;
+                            return Ok(ControlResponse::Created { id });
+                        }
                     }
                 }
             }
@@ -874,9 +891,24 @@ impl RpcService for ControlHandler {
 /// The subnet of a new network: the user's (a valid IPv4 CIDR that overlaps no other network's),
 /// or the lowest /16 of 10.0.0.0/8 no network uses. A /16 rather than Swarm's /24: each node
 /// leases its own part of it (DESIGN §8).
-fn network_subnet(state: &crate::store::StoreState, requested: &str) -> Result<String, ControlError> {
+/// How many default subnets one `network create` tries before it gives up (each loss means another
+/// create took that subnet at the same moment).
+const MAX_SUBNET_PICKS: usize = 32;
+
+/// `also_taken`: subnets this create already lost to concurrent ones.
+fn network_subnet(
+    state: &crate::store::StoreState,
+    requested: &str,
+    also_taken: &[String],
+) -> Result<String, ControlError> {
     use crate::mesh::lease;
-    let taken: Vec<&str> = state.networks.values().map(|n| n.subnet.as_str()).filter(|s| !s.is_empty()).collect();
+    let taken: Vec<&str> = state
+        .networks
+        .values()
+        .map(|n| n.subnet.as_str())
+        .chain(also_taken.iter().map(String::as_str))
+        .filter(|s| !s.is_empty())
+        .collect();
     if !requested.is_empty() {
         lease::parse_subnet(requested).map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
         if taken.iter().any(|t| lease::overlaps(t, requested)) {

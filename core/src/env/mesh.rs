@@ -77,7 +77,9 @@ pub trait MeshNet: Send + Sync + 'static {
     /// Connect to `addr` on this node (a task's container), within `timeout`.
     async fn connect_tcp(&self, addr: &str, timeout: Duration) -> Result<MeshStream, MeshError>;
     /// Open an authenticated stream to the peer daemon whose data address is `node_addr`
-    /// (`crate::mesh::tunnel` speaks the tunnel protocol over it).
+    /// (`crate::mesh::tunnel` speaks the tunnel protocol over it). Where tunnels share one
+    /// connection per peer, the open is local: the peer sees the tunnel with its first frame, and a
+    /// peer that is gone shows as an error or end of stream on the first read, not here.
     async fn open_tunnel(&self, node_addr: &str, timeout: Duration) -> Result<MeshStream, MeshError>;
     /// Accept tunnels on this node's data address.
     async fn listen_tunnels(&self) -> Result<Box<dyn TunnelListener>, MeshError>;

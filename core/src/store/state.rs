@@ -126,6 +126,10 @@ pub enum StoreError {
     NotFound { kind: Kind, id: String },
     #[error("update out of sequence: {kind} {id} is at version {found}, the update was based on {expected}")]
     Conflict { kind: Kind, id: String, expected: u64, found: u64 },
+    /// Two networks' subnets may not overlap (their leases and VIPs would collide). Checked here,
+    /// not only by the control API, so two concurrent creates cannot both take the same subnet.
+    #[error("subnet {subnet} of network {name:?} overlaps network {other:?} ({other_subnet})")]
+    SubnetOverlap { name: String, subnet: String, other: String, other_subnet: String },
 }
 
 /// Every table. Maps are ordered so that iteration, serialisation and hashing are deterministic.
@@ -435,6 +439,25 @@ impl StoreState {
         self.names.taken(kind, name, object.id())
     }
 
+    /// A new network's subnet overlaps no other network's (those in the state and those created
+    /// earlier in the same proposal).
+    fn check_subnet_free(&self, network: &Network, scratch: &Overlay) -> Result<(), StoreError> {
+        if network.subnet.is_empty() {
+            return Ok(());
+        }
+        let existing = self.networks.values().filter(|n| scratch.exists(Kind::Network, &n.id) != Some(false));
+        let created = scratch.created_networks.iter();
+        match existing.chain(created).find(|n| crate::mesh::lease::overlaps(&n.subnet, &network.subnet)) {
+            Some(other) => Err(StoreError::SubnetOverlap {
+                name: network.name.clone(),
+                subnet: network.subnet.clone(),
+                other: other.name.clone(),
+                other_subnet: other.subnet.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Check one action against the state plus the earlier actions of the same proposal.
     fn check(&self, action: &Action, scratch: &Overlay) -> Result<Option<Object>, StoreError> {
         match action {
@@ -451,6 +474,9 @@ impl StoreState {
                         _ => String::new(),
                     };
                     return Err(StoreError::NameConflict { kind, name });
+                }
+                if let Object::Network(network) = object {
+                    self.check_subnet_free(network, scratch)?;
                 }
                 Ok(None)
             }
@@ -486,6 +512,8 @@ struct Overlay {
     presence: BTreeMap<(Kind, String), bool>,
     touched: std::collections::BTreeSet<(Kind, String)>,
     names: std::collections::BTreeSet<(Kind, String)>,
+    /// Networks created earlier in the proposal, for the subnet check.
+    created_networks: Vec<Network>,
 }
 
 impl Overlay {
@@ -504,6 +532,7 @@ impl Overlay {
                     }
                     Object::Network(n) => {
                         self.names.insert((Kind::Network, n.name.clone()));
+                        self.created_networks.push(n.clone());
                     }
                     _ => {}
                 }
@@ -552,6 +581,34 @@ mod tests {
 
     fn apply(state: &mut StoreState, actions: Vec<Action>) -> Result<Vec<Change>, StoreError> {
         state.apply(&Proposal { actions, stamp_ms: 1 })
+    }
+
+    #[test]
+    fn network_subnets_never_overlap_even_within_one_proposal() {
+        let with_subnet = |id: &str, name: &str, subnet: &str| match network(id, name) {
+            Object::Network(mut n) => {
+                n.subnet = subnet.into();
+                Object::Network(n)
+            }
+            _ => unreachable!(),
+        };
+        let mut state = StoreState::default();
+        apply(&mut state, vec![Action::Create(with_subnet("n1", "a", "10.1.0.0/16"))]).unwrap();
+        let err = apply(&mut state, vec![Action::Create(with_subnet("n2", "b", "10.1.128.0/17"))]).unwrap_err();
+        assert!(matches!(&err, StoreError::SubnetOverlap { other, .. } if other == "a"), "{err}");
+        let both = vec![
+            Action::Create(with_subnet("n3", "c", "10.2.0.0/16")),
+            Action::Create(with_subnet("n4", "d", "10.2.0.0/24")),
+        ];
+        assert!(matches!(apply(&mut state, both), Err(StoreError::SubnetOverlap { .. })));
+        assert_eq!(state.networks.len(), 1, "a refused proposal changes nothing");
+        // Once the holder is gone, its subnet is free again (also within the proposal that removes it).
+        let swap = vec![
+            Action::Delete { kind: Kind::Network, id: "n1".into() },
+            Action::Create(with_subnet("n5", "e", "10.1.0.0/16")),
+        ];
+        apply(&mut state, swap).unwrap();
+        apply(&mut state, vec![Action::Create(network("n6", "no-subnet"))]).expect("networks without a subnet");
     }
 
     fn conflict(kind: Kind, name: &str) -> Result<Vec<Change>, StoreError> {
