@@ -2,8 +2,10 @@
 //! (`RealMeshNet`) on loopback: a TCP connection to a local echo server (the proxy's leg to a task on
 //! its own node), a plain tunnel to a peer daemon, and a mutual-TLS tunnel (the daemon's: both sides
 //! present swarm certificates). Each iteration opens one, sends 64 bytes, reads them back, and closes
-//! it, as a proxied request without keep-alive does. Tunnel listeners are at 127.0.0.71, diallers at
-//! 127.0.0.72.
+//! it, as a proxied request without keep-alive does. Tunnels are streams on one connection per peer
+//! (`shoal::mesh_mux`), dialled (and, under TLS, handshaken) by the first iteration only: this is the
+//! steady cost of a new client connection crossing nodes. Tunnel listeners are at 127.0.0.71,
+//! diallers at 127.0.0.72.
 //!
 //! `cargo bench -p shoal --bench mesh_tunnel`
 

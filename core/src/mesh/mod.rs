@@ -776,16 +776,7 @@ impl Mesh {
     ) {
         let mut flows: BTreeMap<String, mpsc::Sender<Vec<u8>>> = BTreeMap::new();
         let mut buf = vec![0u8; 65_536];
-        loop {
-            let received = tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => return,
-                received = socket.recv_from(&mut buf) => received,
-            };
-            let Ok((len, client)) = received else {
-                runtime::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
+        while let Some((len, client)) = next_datagram(socket.as_ref(), &mut buf, &mut stop).await {
             flows.retain(|_, flow| !flow.is_closed());
             if let Some(flow) = flows.get(&client) {
                 // A full flow drops the datagram, as a full socket buffer would.
@@ -877,16 +868,7 @@ impl Mesh {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; 4_096];
-        loop {
-            let received = tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => return,
-                received = socket.recv_from(&mut buf) => received,
-            };
-            let Ok((len, client)) = received else {
-                runtime::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
+        while let Some((len, client)) = next_datagram(socket.as_ref(), &mut buf, &mut stop).await {
             let table = self.table();
             let addresses = NodeAddresses { mesh: &self, network_id: &network_id };
             match resolver::resolve(&table, &network_id, &buf[..len], &addresses) {
@@ -1014,6 +996,27 @@ fn spawn_datagram_reader<R: tokio::io::AsyncRead + Unpin + Send + 'static>(mut r
         }
     });
     rx
+}
+
+/// The next datagram on `socket` (its length in `buf` and its sender), or `None` once `stop` says
+/// so. A failed receive (an ICMP error reported on the socket, a transient shortage) is skipped
+/// after a short pause rather than spinning.
+async fn next_datagram(
+    socket: &dyn crate::env::mesh::DatagramSocket,
+    buf: &mut [u8],
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(usize, String)> {
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = stopped(stop) => return None,
+            received = socket.recv_from(buf) => received,
+        };
+        match received {
+            Ok(datagram) => return Some(datagram),
+            Err(_) => runtime::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 /// Resolves once a listener's switch is flipped (or its owner is gone).
