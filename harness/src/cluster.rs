@@ -479,19 +479,20 @@ impl RealCluster {
         Err(last)
     }
 
-    /// The leader's host name and its store (nodes, services, tasks, networks), read through the
-    /// control API (reads are linearizable: a follower forwards them to the leader).
-    pub async fn leader_state(&self) -> Result<(String, StoreState), String> {
+    /// Send control requests to `leader` first from now on.
+    pub fn set_leader_hint(&self, leader: Option<String>) {
+        *self.leader_hint.lock().expect("leader hint") = leader;
+    }
+
+    /// The leader's host name as the answering manager's `node ls` shows it (if any) and the store
+    /// (nodes, services, tasks, networks), read through the control API (reads are linearizable: a
+    /// follower forwards them to the leader).
+    pub async fn leader_state(&self) -> Result<(Option<String>, StoreState), String> {
         let nodes = match self.control(ControlRequest::NodeList).await {
             Ok(ControlResponse::Nodes(nodes)) => nodes,
             other => return Err(format!("node ls: {other:?}")),
         };
-        let leader = nodes
-            .iter()
-            .find(|v| v.leader)
-            .map(|v| v.node.hostname().to_string())
-            .ok_or_else(|| "no manager is leader".to_string())?;
-        *self.leader_hint.lock().expect("leader hint") = Some(leader.clone());
+        let leader = nodes.iter().find(|v| v.leader).map(|v| v.node.hostname().to_string());
         let services = match self.control(ControlRequest::ServiceList).await {
             Ok(ControlResponse::Services(s)) => s,
             other => return Err(format!("service ls: {other:?}")),

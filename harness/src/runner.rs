@@ -63,15 +63,36 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Election safety from the daemons' traces: at most one leader per term.
+/// Election safety from the daemons' traces: at most one leader per term. The same events say who
+/// leads now, as the simulator knows it from the replicas themselves (not from a manager's `node
+/// ls`, which a leader that just lost its disk or its quorum still answers as leader).
 #[derive(Debug, Default)]
 struct Elections {
     /// Bytes of each node's events.jsonl read so far.
     read: BTreeMap<String, u64>,
     leaders: BTreeMap<u64, String>,
+    /// Each node's last raft role and term.
+    roles: BTreeMap<String, (u64, String)>,
 }
 
 impl Elections {
+    /// Whether the daemons' events say anything of raft (they do once read).
+    fn knows(&self) -> bool {
+        !self.roles.is_empty()
+    }
+
+    /// The node of the highest term whose last raft state is `Leader`, among the running daemons;
+    /// `None` when no daemon's events are read (an attached cluster) or none leads.
+    fn leader(&self, cluster: &RealCluster) -> Option<String> {
+        self.roles
+            .iter()
+            .filter(|(node, (_, role))| {
+                role == "Leader" && cluster.index(node).is_some_and(|i| cluster.nodes[i].is_up())
+            })
+            .max_by_key(|(_, (term, _))| *term)
+            .map(|(node, _)| node.clone())
+    }
+
     fn check(&mut self, cluster: &RealCluster) -> Result<(), String> {
         use std::io::{Read, Seek, SeekFrom};
         for node in &cluster.nodes {
@@ -90,6 +111,11 @@ impl Elections {
             *offset += whole as u64;
             for line in text[..whole].lines() {
                 let Ok(event) = serde_json::from_str::<TraceEvent>(line) else { continue };
+                if event.kind == "raft.state" {
+                    let role = event.fields.get("role").and_then(|r| r.as_str()).unwrap_or_default();
+                    let term = event.fields.get("term").and_then(|t| t.as_u64()).unwrap_or(0);
+                    self.roles.insert(event.node.clone(), (term, role.to_string()));
+                }
                 if event.kind == "raft.state" && event.fields.get("role").and_then(|r| r.as_str()) == Some("Leader") {
                     let term = event.fields.get("term").and_then(|t| t.as_u64()).unwrap_or(0);
                     let leader = self.leaders.entry(term).or_insert_with(|| event.node.clone());
@@ -176,8 +202,22 @@ impl Runner<'_> {
             self.note("invariant.violation", json!({"violation": violation}));
             return Err(Outcome::Safety(violation));
         }
-        match self.cluster.leader_state().await {
+        // The daemons' own events say who leads (as the simulator's replicas do); without them (an
+        // attached cluster), `node ls` does.
+        let events_leader = self.elections.leader(&self.cluster);
+        if events_leader.is_some() {
+            self.cluster.set_leader_hint(events_leader.clone());
+        }
+        let read = self.cluster.leader_state().await.and_then(|(listed, state)| {
+            let leader = if self.elections.knows() { events_leader } else { listed };
+            let leader = leader.ok_or_else(|| "no manager is leader".to_string())?;
+            Ok((leader, state))
+        });
+        match read {
             Ok((leader, state)) => {
+                if !self.elections.knows() {
+                    self.cluster.set_leader_hint(Some(leader.clone()));
+                }
                 if let Err(violation) = self.services.check(unix_ms(), &state) {
                     self.note("invariant.violation", json!({"violation": violation.to_string()}));
                     return Err(Outcome::Safety(violation.to_string()));
