@@ -329,7 +329,8 @@ impl RealCluster {
                 dir,
                 socket: daemon.socket.clone(),
                 events,
-                manager: false,
+                // Until `node ls` says: a worker answers that it is not a manager and is skipped.
+                manager: true,
                 child: None,
                 attached: true,
                 node_id: status.node_id,
