@@ -13,16 +13,15 @@
 //! across runs use one process per run (see the `shoal-sim` binary), since tokio's `select!`
 //! fairness rng is seeded per process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_core::api::{NodeState, TaskState};
-use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
+use shoal_core::api::TaskState;
+use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::env::runtime;
-use shoal_core::stack::NAMESPACE_LABEL;
 
 use super::drive::{self, Driver, RunStep};
 use super::expect::{Expectation, Timed};
