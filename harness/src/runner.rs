@@ -142,6 +142,8 @@ struct Runner<'a> {
     /// Every client's requests.
     log: ClientLog,
     clients: BTreeMap<String, RealClient>,
+    /// Clients not run here (on a container's network), whose expectations are skipped too.
+    skipped_clients: std::collections::BTreeSet<String>,
     names: Names,
     /// The relays of a run with link delays (set up before the daemons started).
     relays: Option<Relays>,
@@ -251,6 +253,17 @@ impl Runner<'_> {
         loop {
             self.poll().await?;
             let verdict = match expectation {
+                Expectation::ClientOk { client, .. }
+                | Expectation::ClientFailedAtMost { client, .. }
+                | Expectation::ClientReachesEvery { client, .. }
+                | Expectation::ClientAnsweredOnlyBy { client, .. }
+                    if self.skipped_clients.contains(client) =>
+                {
+                    let why = format!("client {client} was skipped");
+                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
+                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
+                    return Ok(());
+                }
                 Expectation::NameResolves { .. } | Expectation::NameUnknown { .. } => {
                     let why = "names resolve inside a container on the network's bridge, off the loopback addresses this harness sends traffic to";
                     self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
@@ -368,6 +381,7 @@ impl Runner<'_> {
                     let why = format!("a client on network {network} runs inside a container on its bridge, off the loopback addresses this harness sends traffic to");
                     self.note("step.skipped", json!({"at": place, "client": step.to_string(), "why": why}));
                     self.skipped.push(format!("{place}: client {step}: skipped ({why})"));
+                    self.skipped_clients.insert(spec.name.clone());
                     return Ok(());
                 }
                 if spec.keepalive {
@@ -382,9 +396,16 @@ impl Runner<'_> {
                 Ok(())
             }
             ClientStep::Stop(name) => {
-                // A client that was skipped (on a network) is not running: nothing to stop.
-                if let Some(client) = self.clients.remove(name) {
-                    client.stop();
+                match self.clients.remove(name) {
+                    Some(client) => client.stop(),
+                    // A client that was skipped (on a network) is not running: nothing to stop.
+                    None if self.skipped_clients.contains(name) => {}
+                    None => {
+                        return Err(format!(
+                            "no client {name} is running (running: {:?})",
+                            self.clients.keys().collect::<Vec<_>>()
+                        ))
+                    }
                 }
                 Ok(())
             }
@@ -962,6 +983,7 @@ pub async fn play(
         client_checks: ClientRequests::default(),
         log: ClientLog::default(),
         clients: BTreeMap::new(),
+        skipped_clients: Default::default(),
         names: Names::default(),
         relays,
         heal_at: Vec::new(),
