@@ -27,7 +27,7 @@ use shoal_core::store::StoreState;
 use shoal_core::trace::TraceEvent;
 use shoal_sim::client::ClientLog;
 use shoal_sim::invariants::{ClientRequests, ServiceInvariants};
-use shoal_sim::scenario::drive::{self, Driver, RunStep};
+use shoal_sim::scenario::drive::{self, Driver};
 use shoal_sim::scenario::expect::{Expectation, Timed};
 use shoal_sim::scenario::fault::{Fault, ImageFault, Side, Target};
 use shoal_sim::scenario::parse::{Action, ClientStep, Final, Step, CLIENT_HOST};
@@ -667,7 +667,7 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { command, text, expect_error, expect_output, on } => {
+            Action::Run { command, on, .. } => {
                 self.on = match on {
                     Some(target) => {
                         let host = self.host(target).await.map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?;
@@ -679,21 +679,7 @@ impl Runner<'_> {
                 let result = drive::run_command(self, &scenario.file, command).await;
                 self.on = None;
                 let Ok(result) = result;
-                let mut note = drive::result_note(&result);
-                note["at"] = json!(place);
-                note["run"] = json!(text);
-                if step.may_fail {
-                    note["may_fail"] = json!(true);
-                }
-                self.note("step.run", note);
-                let run = RunStep {
-                    place: &place,
-                    text,
-                    expect_error: expect_error.as_deref(),
-                    expect_output: expect_output.as_deref(),
-                    may_fail: step.may_fail,
-                };
-                drive::verdict(run, &result)
+                drive::conclude(self, &place, step, &result)
             }
             Action::Fault(fault) => {
                 self.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));

@@ -221,15 +221,18 @@ fn a_scenario_runs_on_a_cluster_it_did_not_start_and_removes_only_what_it_made()
     // A service that was there before the run: the run must leave it alone.
     cli(&bin, &sockets[0], &["service", "create", "--name", "theirs", "--detach", "process", "sleep", "1000"]);
     let list = format!("{},{}", sockets[0].display(), sockets[1].display());
-    let output = Command::new(REAL)
-        .args(["run", "harness/tests/data/attached_cluster.yaml", "--executor", "process", "--cluster", &list])
-        .arg("--shoal-bin")
-        .arg(&bin)
-        .current_dir(workspace())
-        .output()
-        .expect("run shoal-real");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let attached = |file: &str| {
+        let output = Command::new(REAL)
+            .args(["run", file, "--executor", "process", "--cluster", &list])
+            .arg("--shoal-bin")
+            .arg(&bin)
+            .current_dir(workspace())
+            .output()
+            .expect("run shoal-real");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), output.stderr)
+    };
+    let (code, stdout, stderr) = attached("harness/tests/data/attached_cluster.yaml");
+    assert_eq!(code, Some(0), "{stdout}\n{}", String::from_utf8_lossy(&stderr));
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
     assert!(stdout.contains("Crash(Host(\"worker-1\")): skipped (the cluster was not started by this run"), "{stdout}");
     // Both daemons still run, the run's service is gone, the one that was there stays.
@@ -239,15 +242,8 @@ fn a_scenario_runs_on_a_cluster_it_did_not_start_and_removes_only_what_it_made()
         assert!(daemon.0.try_wait().unwrap().is_none(), "the run stopped a daemon it did not start");
     }
     // A cluster without the scenario's hosts is refused, naming what is missing.
-    let output = Command::new(REAL)
-        .args(["run", "harness/tests/data/process_worker_crash.yaml", "--executor", "process", "--cluster", &list])
-        .arg("--shoal-bin")
-        .arg(&bin)
-        .current_dir(workspace())
-        .output()
-        .expect("run shoal-real");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    let (code, stdout, _) = attached("harness/tests/data/process_worker_crash.yaml");
+    assert_eq!(code, Some(2), "{stdout}");
     assert!(stdout.contains("no daemon socket for worker-2 (worker)"), "{stdout}");
     drop(daemons);
     // The tasks of a process-executor daemon outlive it (their own process groups).

@@ -9,6 +9,7 @@ use shoal_core::control::{ControlError, ControlRequest, ControlResponse, Control
 use shoal_core::stack::NAMESPACE_LABEL;
 
 use super::cli::{Command, StackCommand};
+use super::parse::{Action, Step};
 use super::stack::load_compose;
 use super::Outcome;
 
@@ -178,6 +179,27 @@ pub struct RunStep<'a> {
     pub expect_error: Option<&'a str>,
     pub expect_output: Option<&'a str>,
     pub may_fail: bool,
+}
+
+/// Note a `run:` step's answer in the trace (`step.run`) and judge it ([`verdict`]); `place` is
+/// the step's `file:line`.
+pub fn conclude<D: Driver>(driver: &mut D, place: &str, step: &Step, result: &ControlResult) -> Result<(), Outcome> {
+    let Action::Run { text, expect_error, expect_output, .. } = &step.action else { return Ok(()) };
+    let step = RunStep {
+        place,
+        text,
+        expect_error: expect_error.as_deref(),
+        expect_output: expect_output.as_deref(),
+        may_fail: step.may_fail,
+    };
+    let mut note = result_note(result);
+    note["at"] = json!(step.place);
+    note["run"] = json!(step.text);
+    if step.may_fail {
+        note["may_fail"] = json!(true);
+    }
+    driver.note("step.run", note);
+    verdict(step, result)
 }
 
 /// Whether the answer is what the step asked for: success, or the error it expects, and the

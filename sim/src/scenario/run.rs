@@ -23,7 +23,7 @@ use shoal_core::api::TaskState;
 use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::env::runtime;
 
-use super::drive::{self, Driver, RunStep};
+use super::drive::{self, Driver};
 use super::expect::{Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
 use super::parse::{Action, ClientStep, Final, Scenario, Step};
@@ -398,7 +398,7 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { command, text, expect_error, expect_output, on } => {
+            Action::Run { command, on, .. } => {
                 self.on = match on {
                     Some(target) => Some(self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?),
                     None => None,
@@ -407,21 +407,7 @@ impl Runner<'_> {
                 let result = drive::run_command(self, &scenario.file, command).await;
                 self.on = None;
                 let result = result?;
-                let mut note = drive::result_note(&result);
-                note["at"] = json!(place);
-                note["run"] = json!(text);
-                if step.may_fail {
-                    note["may_fail"] = json!(true);
-                }
-                self.cluster.note("step.run", note);
-                let run = RunStep {
-                    place: &place,
-                    text,
-                    expect_error: expect_error.as_deref(),
-                    expect_output: expect_output.as_deref(),
-                    may_fail: step.may_fail,
-                };
-                drive::verdict(run, &result)
+                drive::conclude(self, &place, step, &result)
             }
             Action::Fault(fault) => {
                 self.cluster.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
