@@ -1,7 +1,9 @@
 //! What a run made, so it can be taken away again — at the end of the run, when it fails, and when
 //! the harness is interrupted (Ctrl-C, SIGTERM): daemons by pid, containers and bridges by shoal's
 //! node label (the node ids of this run's nodes), packet filter rules by their comment
-//! (`shoal-run-<id>`), image tags the run made, and its temp dir. Only what the run made is touched.
+//! (`shoal-run-<id>`, filter and nat tables), tmpfs mounts, image tags the run made, and its temp
+//! dir; on a cluster the run attached to (`--cluster`), the services and networks its steps
+//! created, through the `shoal` CLI. Only what the run made is touched.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,6 +25,41 @@ pub struct Ledger {
     /// The run's temp dir (removed unless kept).
     pub dir: Option<PathBuf>,
     pub keep_dir: bool,
+    /// tmpfs mounts the run made (raft dirs, for disk faults).
+    pub mounts: Vec<PathBuf>,
+    /// On an attached cluster: what the steps created there, and how to remove it.
+    pub attached: Option<AttachedLedger>,
+}
+
+/// What a run created on a cluster it did not start.
+#[derive(Debug, Default)]
+pub struct AttachedLedger {
+    pub shoal_bin: PathBuf,
+    /// The managers' sockets (a removal goes to the first that takes it).
+    pub managers: Vec<PathBuf>,
+    pub services: Vec<String>,
+    pub networks: Vec<String>,
+}
+
+impl AttachedLedger {
+    /// `shoal service rm` / `network rm` of everything listed, on the first manager that takes it.
+    fn clean(&mut self, problems: &mut Vec<String>) {
+        let removals = self
+            .services
+            .drain(..)
+            .map(|s| ("service", s))
+            .chain(self.networks.drain(..).map(|n| ("network", n)))
+            .collect::<Vec<_>>();
+        for (what, name) in removals {
+            let removed = self.managers.iter().any(|socket| {
+                let host = format!("unix://{}", socket.display());
+                quiet(&self.shoal_bin.to_string_lossy(), &["-H", &host, what, "rm", &name]).is_some()
+            });
+            if !removed {
+                problems.push(format!("could not remove {what} {name} from the cluster"));
+            }
+        }
+    }
 }
 
 /// The ledgers of the runs going on, for the signal handler.
@@ -104,6 +141,14 @@ impl Ledger {
                         problems.push(format!("could not remove network {id} of node {node}"));
                     }
                 }
+            }
+        }
+        if let Some(attached) = &mut self.attached {
+            attached.clean(&mut problems);
+        }
+        for mount in self.mounts.drain(..) {
+            if let Err(err) = crate::disk::unmount(&mount) {
+                problems.push(err);
             }
         }
         if let Some(comment) = self.rule_comment.take() {

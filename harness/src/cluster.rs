@@ -4,6 +4,11 @@
 //! through the `shoal` CLI; afterwards the harness talks to the daemons with the CLI's client
 //! library (`shoal::local_api`) on their sockets. A crash is SIGKILL of the daemon process; a
 //! restart starts it again on the same data dir.
+//!
+//! [`RealCluster::attach`] instead takes a cluster that is already running (`shoal-real run
+//! --cluster`): its daemons' sockets, and optionally their data dirs (for their `events.jsonl`).
+//! Such a cluster's daemons are not the harness's: it never stops them, and faults that need to
+//! (crash, restart) or that need root on their addresses are not done on it ([`RealCluster::owned`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +49,57 @@ pub struct ClusterOptions {
     pub tmp: PathBuf,
     /// The heartbeat period (`swarm init --dispatcher-heartbeat`); the simulator's clusters use 1 s.
     pub heartbeat: String,
+    /// Put each node's raft log on a small tmpfs of its own, so a disk fault can fill it
+    /// ([`crate::disk`]; needs root).
+    pub raft_tmpfs: bool,
+}
+
+/// The loopback address of the cluster's node `i` (0-based): `<net>.<i + 1>`.
+pub fn node_ip(net: &str, i: usize) -> String {
+    format!("{net}.{}", i + 1)
+}
+
+/// The raft log dir under a node's data dir.
+pub fn raft_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("node").join("raft")
+}
+
+/// One daemon of a cluster that is already running: its socket, and its data dir if known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    pub socket: PathBuf,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `--cluster`: a comma-separated list of sockets, or a file with one `SOCKET [DATA_DIR]` per line
+/// (`#` starts a comment).
+pub fn parse_cluster_arg(arg: &str) -> Result<Vec<Attached>, String> {
+    let path = Path::new(arg);
+    let entries: Vec<Attached> = if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {arg}: {e}"))?;
+        let mut entries = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or_default().trim();
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [] => {}
+                [socket] => entries.push(Attached { socket: socket.into(), data_dir: None }),
+                [socket, dir] => entries.push(Attached { socket: socket.into(), data_dir: Some(dir.into()) }),
+                _ => return Err(format!("{arg}:{}: expected `SOCKET [DATA_DIR]`, got {line:?}", n + 1)),
+            }
+        }
+        entries
+    } else {
+        arg.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| Attached { socket: s.trim_start_matches("unix://").into(), data_dir: None })
+            .collect()
+    };
+    if entries.is_empty() {
+        return Err(format!("--cluster {arg:?} names no daemon socket"));
+    }
+    Ok(entries)
 }
 
 /// One daemon of the cluster.
@@ -53,8 +109,12 @@ pub struct RealNode {
     pub ip: String,
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// Its `events.jsonl`, where known.
+    pub events: Option<PathBuf>,
     pub manager: bool,
     child: Option<Child>,
+    /// A daemon of a cluster the harness attached to (not its own).
+    attached: bool,
     pub node_id: String,
 }
 
@@ -67,12 +127,13 @@ impl RealNode {
         format!("{}:2377", self.ip)
     }
 
+    /// Whether its daemon runs: one the harness started and has not killed, or one it attached to.
     pub fn is_up(&self) -> bool {
-        self.child.is_some()
+        self.child.is_some() || self.attached
     }
 
-    pub fn events_file(&self) -> PathBuf {
-        self.dir.join("data").join("events.jsonl")
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
 }
 
@@ -91,6 +152,8 @@ pub struct RealCluster {
     pub dir: PathBuf,
     /// The leader as last seen (`node ls`): control requests go there first.
     leader_hint: Mutex<Option<String>>,
+    /// Whether the harness started these daemons (and may stop them).
+    pub owned: bool,
 }
 
 fn cli_output(bin: &Path, socket: &Path, args: &[&str]) -> Result<String, String> {
@@ -139,7 +202,7 @@ impl RealCluster {
             let node_dir = dir.join(&name);
             std::fs::create_dir_all(&node_dir)
                 .map_err(|e| setup(format!("cannot make {}: {e}", node_dir.display())))?;
-            let ip = format!("{}.{}", options.net, i + 1);
+            let ip = node_ip(&options.net, i);
             for port in [2377u16, 4789] {
                 std::net::TcpListener::bind((ip.as_str(), port)).map_err(|e| {
                     setup(format!(
@@ -148,17 +211,24 @@ impl RealCluster {
                     ))
                 })?;
             }
+            if options.raft_tmpfs {
+                let raft = raft_dir(&node_dir.join("data"));
+                crate::disk::mount(&raft).map_err(setup)?;
+                ledger.lock().expect("ledger").mounts.push(raft);
+            }
             nodes.push(RealNode {
                 socket: node_dir.join("shoal.sock"),
+                events: Some(node_dir.join("data").join("events.jsonl")),
                 dir: node_dir,
                 name,
                 ip,
                 manager,
                 child: None,
+                attached: false,
                 node_id: String::new(),
             });
         }
-        let mut cluster = RealCluster { options, nodes, ledger, dir, leader_hint: Mutex::new(None) };
+        let mut cluster = RealCluster { options, nodes, ledger, dir, leader_hint: Mutex::new(None), owned: true };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i).await?;
         }
@@ -213,6 +283,103 @@ impl RealCluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// A cluster that is already running: each daemon's node is named by its host name, which must
+    /// be the scenario's (`manager-1`, `worker-2`, … — the names its steps use), with the roles the
+    /// scenario gives them.
+    pub async fn attach(
+        options: ClusterOptions,
+        daemons: &[Attached],
+        managers: usize,
+        workers: usize,
+        ledger: Arc<Mutex<Ledger>>,
+    ) -> Result<RealCluster, ClusterError> {
+        let setup = |m: String| ClusterError::Setup(m);
+        let mut nodes = Vec::new();
+        for daemon in daemons {
+            let endpoint = Endpoint::Unix(daemon.socket.clone());
+            let status = match tokio::time::timeout(
+                Duration::from_secs(10),
+                local_api::call(&endpoint, &LocalRequest::SwarmStatus),
+            )
+            .await
+            {
+                Ok(Ok(Ok(LocalAnswer::Status(status)))) if status.state == "active" => status,
+                Ok(Ok(Ok(LocalAnswer::Status(status)))) => {
+                    return Err(setup(format!(
+                        "{} is not in a swarm (Swarm: {})",
+                        daemon.socket.display(),
+                        status.state
+                    )))
+                }
+                other => {
+                    return Err(setup(format!(
+                        "{} does not answer as a shoal daemon: {other:?}",
+                        daemon.socket.display()
+                    )))
+                }
+            };
+            let ip = status.node_addr.rsplit_once(':').map(|(ip, _)| ip).unwrap_or(&status.node_addr).to_string();
+            let events = daemon.data_dir.as_ref().map(|d| d.join("events.jsonl"));
+            let dir = daemon.data_dir.as_ref().and_then(|d| d.parent()).map(Path::to_path_buf).unwrap_or_default();
+            nodes.push(RealNode {
+                name: String::new(),
+                ip,
+                dir,
+                socket: daemon.socket.clone(),
+                events,
+                // Until `node ls` says: a worker answers that it is not a manager and is skipped.
+                manager: true,
+                child: None,
+                attached: true,
+                node_id: status.node_id,
+            });
+        }
+        let mut cluster =
+            RealCluster { options, nodes, ledger, dir: PathBuf::new(), leader_hint: Mutex::new(None), owned: false };
+        let listed = match cluster.control(ControlRequest::NodeList).await {
+            Ok(ControlResponse::Nodes(listed)) => listed,
+            other => return Err(setup(format!("node ls on the cluster: {other:?}"))),
+        };
+        for node in &mut cluster.nodes {
+            let view = listed.iter().find(|v| v.node.id == node.node_id).ok_or_else(|| {
+                setup(format!("{}'s node {} is not in the swarm's node list", node.socket.display(), node.node_id))
+            })?;
+            node.name = view.node.hostname().to_string();
+            node.manager = view.node.role == shoal_core::api::NodeRole::Manager;
+        }
+        let wanted: Vec<(String, bool)> = (0..managers)
+            .map(|i| (format!("manager-{}", i + 1), true))
+            .chain((0..workers).map(|i| (format!("worker-{}", i + 1), false)))
+            .collect();
+        let missing: Vec<String> = wanted
+            .iter()
+            .filter(|(name, manager)| !cluster.nodes.iter().any(|n| &n.name == name && n.manager == *manager))
+            .map(|(name, manager)| format!("{name} ({})", if *manager { "manager" } else { "worker" }))
+            .collect();
+        if !missing.is_empty() {
+            let have: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+            return Err(setup(format!(
+                "the scenario's steps name its nodes by host name; the cluster has no daemon socket for {} (the sockets given are of {})",
+                missing.join(", "),
+                have.join(", ")
+            )));
+        }
+        Ok(cluster)
+    }
+
+    /// A control request to daemon `i` alone (`on:` steps, as `shoal -H` sends it).
+    pub async fn control_on(&self, i: usize, request: ControlRequest) -> ControlResult {
+        let (node, local) = (&self.nodes[i], LocalRequest::Control { request: Box::new(request) });
+        match tokio::time::timeout(Duration::from_secs(30), local_api::call(&node.endpoint(), &local)).await {
+            Ok(Ok(Ok(LocalAnswer::Control(response)))) => Ok(response),
+            Ok(Ok(Ok(other))) => Err(ControlError::Internal(format!("unexpected answer {other:?}"))),
+            Ok(Ok(Err(LocalError::Control(err)))) => Err(err),
+            Ok(Ok(Err(err))) => Err(ControlError::Unavailable(format!("{}: {err}", node.name))),
+            Ok(Err(err)) => Err(ControlError::Unavailable(err.to_string())),
+            Err(_) => Err(ControlError::Unavailable(format!("{} did not answer within 30 s", node.name))),
+        }
     }
 
     /// Start daemon `i` (again) on its data dir and wait until its socket answers.
@@ -313,19 +480,20 @@ impl RealCluster {
         Err(last)
     }
 
-    /// The leader's host name and its store (nodes, services, tasks, networks), read through the
-    /// control API (reads are linearizable: a follower forwards them to the leader).
-    pub async fn leader_state(&self) -> Result<(String, StoreState), String> {
+    /// Send control requests to `leader` first from now on.
+    pub fn set_leader_hint(&self, leader: Option<String>) {
+        *self.leader_hint.lock().expect("leader hint") = leader;
+    }
+
+    /// The leader's host name as the answering manager's `node ls` shows it (if any) and the store
+    /// (nodes, services, tasks, networks), read through the control API (reads are linearizable: a
+    /// follower forwards them to the leader).
+    pub async fn leader_state(&self) -> Result<(Option<String>, StoreState), String> {
         let nodes = match self.control(ControlRequest::NodeList).await {
             Ok(ControlResponse::Nodes(nodes)) => nodes,
             other => return Err(format!("node ls: {other:?}")),
         };
-        let leader = nodes
-            .iter()
-            .find(|v| v.leader)
-            .map(|v| v.node.hostname().to_string())
-            .ok_or_else(|| "no manager is leader".to_string())?;
-        *self.leader_hint.lock().expect("leader hint") = Some(leader.clone());
+        let leader = nodes.iter().find(|v| v.leader).map(|v| v.node.hostname().to_string());
         let services = match self.control(ControlRequest::ServiceList).await {
             Ok(ControlResponse::Services(s)) => s,
             other => return Err(format!("service ls: {other:?}")),

@@ -19,6 +19,7 @@ use shoal_core::control::ControlRequest;
 
 pub const BASE_IMAGE: &str = "shoal-test/busybox:latest";
 pub const SLEEPER: &str = "shoal-harness/sleeper:2";
+pub const SERVER: &str = "shoal-harness/httpd:1";
 
 /// The image id of `name` on the engine, if it has it.
 pub fn image_id(name: &str) -> Option<String> {
@@ -34,6 +35,14 @@ pub fn image_id(name: &str) -> Option<String> {
 /// The sleeper image's id, built from the local test image if missing.
 pub fn sleeper() -> Result<String, String> {
     build(SLEEPER, "sleep 1000000 & wait")
+}
+
+/// The serving stand-in's id, built from the local test image if missing: busybox `httpd` on port 80
+/// serving a page that holds the container's hostname (its short id), exiting on SIGTERM. It is
+/// what the mesh scenarios' images become, so their clients and probes get answers that say which
+/// container served them ([`crate::client`]).
+pub fn server() -> Result<String, String> {
+    build(SERVER, "mkdir -p /www && hostname > /www/index.html && httpd -f -p 80 -h /www & wait")
 }
 
 /// A stand-in whose containers exit with `code` after `after` (the image fault `crash after`),
@@ -108,6 +117,41 @@ pub fn scenario_images(scenario: &Scenario) -> Vec<String> {
         }
     }
     images
+}
+
+/// Whether the scenario sends traffic to its services (clients, `port …` expectations): its images
+/// must then answer requests.
+pub fn sends_traffic(scenario: &Scenario) -> bool {
+    use shoal_sim::scenario::expect::Expectation;
+    let probes = |e: &Expectation| matches!(e, Expectation::PortAnswers { .. } | Expectation::PortClosed { .. });
+    scenario.steps.iter().any(|step| match &step.action {
+        Action::Client(_) => true,
+        Action::Expect(timed) => probes(&timed.expectation),
+        _ => false,
+    })
+}
+
+/// The images the serving stand-in stands for: in a scenario that sends traffic, every image but
+/// those only of services on the host's network (no published port, no network), where a server
+/// on port 80 would take the host's port.
+pub fn served_images(scenario: &Scenario) -> Vec<String> {
+    if !sends_traffic(scenario) {
+        return Vec::new();
+    }
+    let mut bridged = Vec::new();
+    let mut host_only = Vec::new();
+    for step in &scenario.steps {
+        if let Action::Run { command, .. } = &step.action {
+            if let StepCommand::Request(ControlRequest::ServiceCreate { spec }) = command.as_ref() {
+                if spec.ports.is_empty() && spec.task.networks.is_empty() {
+                    host_only.push(spec.task.image.clone());
+                } else {
+                    bridged.push(spec.task.image.clone());
+                }
+            }
+        }
+    }
+    scenario_images(scenario).into_iter().filter(|i| bridged.contains(i) || !host_only.contains(i)).collect()
 }
 
 /// Tag the sleeper as `name`; returns the id tagged.

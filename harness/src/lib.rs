@@ -5,6 +5,9 @@
 //!
 //! - [`cluster`] — the daemons: start, swarm init/join, SIGKILL and restart, control requests;
 //! - [`netfault`] — partitions and lossy links as iptables rules tagged with the run's comment;
+//! - [`relay`] — slow links: userland relays between the daemons, reached through nat rules;
+//! - [`disk`] — disks that refuse writes: the raft log's tmpfs, filled;
+//! - [`client`] — real HTTP clients for the mesh scenarios, judged by the simulator's invariant;
 //! - [`images`] — local stand-ins for the images scenarios name (nothing is ever pulled);
 //! - [`runner`] — playing a scenario: steps, faults, invariants, liveness, the merged trace;
 //! - [`cleanup`] — what a run made, taken away at the end and on Ctrl-C/SIGTERM;
@@ -14,8 +17,11 @@
 //! build, and `shoal-sim` never depends on it.
 
 pub mod cleanup;
+pub mod client;
 pub mod cluster;
 pub mod compare;
+pub mod disk;
 pub mod images;
 pub mod netfault;
+pub mod relay;
 pub mod runner;

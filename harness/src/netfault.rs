@@ -5,8 +5,8 @@
 //! rule carries the run's comment (`-m comment --comment shoal-run-<id>`), so a heal or the
 //! cleanup removes exactly the run's rules. Needs root (CAP_NET_ADMIN).
 //!
-//! Link *delays* need `tc netem` (the `sch_netem` module), which this kernel does not have: those
-//! faults are reported as skipped, never faked.
+//! Link *delays* would need `tc netem` (the `sch_netem` module), which this kernel does not have:
+//! they are done by userland relays ([`crate::relay`]), whose nat rules carry the same comment.
 
 use std::process::{Command, Stdio};
 
@@ -14,17 +14,6 @@ use std::process::{Command, Stdio};
 pub fn have_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
-}
-
-/// Whether `tc qdisc … netem` can work here (the module is loaded or loadable).
-pub fn have_netem() -> bool {
-    std::path::Path::new("/sys/module/sch_netem").exists()
-        || Command::new("modprobe")
-            .args(["-n", "sch_netem"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
 }
 
 fn iptables(args: &[String]) -> Result<(), String> {
@@ -55,23 +44,38 @@ pub fn drop_rule(comment: &str, from: &str, to: &str, probability: Option<f64>) 
     iptables(&args)
 }
 
-/// Remove every INPUT rule carrying `comment` (and nothing else).
+/// Remove every rule carrying `comment` (and nothing else): the filter table's INPUT rules (cuts,
+/// loss) and the nat table's OUTPUT rules (to the relays).
 pub fn remove_rules(comment: &str) -> Result<(), String> {
+    remove_in(comment, &[("filter", "INPUT"), ("nat", "OUTPUT")])
+}
+
+/// Remove the cuts and losses carrying `comment` (a heal), leaving the relays' nat rules.
+pub fn remove_filter_rules(comment: &str) -> Result<(), String> {
+    remove_in(comment, &[("filter", "INPUT")])
+}
+
+fn remove_in(comment: &str, chains: &[(&str, &str)]) -> Result<(), String> {
     if !have_root() {
         return Ok(());
     }
-    let output = Command::new("iptables")
-        .args(["-w", "-S", "INPUT"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|err| format!("cannot run iptables: {err}"))?;
-    let listing = String::from_utf8_lossy(&output.stdout);
-    let wanted = format!("--comment {comment} ");
-    for line in listing.lines().filter(|l| l.starts_with("-A INPUT ") && format!("{l} ").contains(&wanted)) {
-        // `-A INPUT …` → `-D INPUT …`; the rule's words have no spaces inside (our comment has none).
-        let mut args: Vec<String> = line.split_whitespace().map(str::to_string).collect();
-        args[0] = "-D".into();
-        iptables(&args)?;
+    for (table, chain) in chains {
+        let output = Command::new("iptables")
+            .args(["-w", "-t", table, "-S", chain])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("cannot run iptables: {err}"))?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let wanted = format!("--comment {comment} ");
+        let prefix = format!("-A {chain} ");
+        for line in listing.lines().filter(|l| l.starts_with(&prefix) && format!("{l} ").contains(&wanted)) {
+            // `-A CHAIN …` → `-t TABLE -D CHAIN …`; the rule's words have no spaces inside (our
+            // comment has none).
+            let mut args: Vec<String> = vec!["-t".into(), table.to_string()];
+            args.extend(line.split_whitespace().map(str::to_string));
+            args[2] = "-D".into();
+            iptables(&args)?;
+        }
     }
     Ok(())
 }

@@ -5,9 +5,14 @@
 //! liveness phase (heal, `eventually:`, every service converged) and the same outcomes and exit
 //! codes. Time is real: `after:`, `wait:` and `within` budgets hold as written.
 //!
-//! Faults happen for real ([`crate::cluster`], [`crate::netfault`]); what the real world cannot do
-//! here (torn disk writes, link delays without netem, slow-starting images) is reported as skipped,
-//! never faked.
+//! What a `run:` step does with its command is the simulator's own code
+//! ([`shoal_sim::scenario::drive`]); this runner supplies how requests reach the daemons. Clients
+//! send real HTTP requests ([`crate::client`]) and the simulator's `client-requests` invariant and
+//! `client …` expectations judge them.
+//!
+//! Faults happen for real ([`crate::cluster`], [`crate::netfault`], [`crate::relay`],
+//! [`crate::disk`]); what the real world cannot do here (slow-starting images, the simulated
+//! containers' request protocol traits) is reported as skipped, never faked.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,21 +22,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use shoal_core::api::TaskState;
-use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
-use shoal_core::stack::NAMESPACE_LABEL;
+use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::store::StoreState;
 use shoal_core::trace::TraceEvent;
-use shoal_sim::invariants::ServiceInvariants;
-use shoal_sim::scenario::cli::{Command, StackCommand};
+use shoal_sim::client::ClientLog;
+use shoal_sim::invariants::{ClientRequests, ServiceInvariants};
+use shoal_sim::scenario::drive::{self, Driver};
 use shoal_sim::scenario::expect::{Expectation, Timed};
 use shoal_sim::scenario::fault::{Fault, ImageFault, Side, Target};
-use shoal_sim::scenario::parse::{Action, Final, Step};
-use shoal_sim::scenario::stack::load_compose;
+use shoal_sim::scenario::parse::{Action, ClientStep, Final, Step, CLIENT_HOST};
 use shoal_sim::scenario::{Outcome, Scenario};
 
-use crate::cleanup::Ledger;
-use crate::cluster::{ClusterOptions, Executor, RealCluster};
-use crate::{images, netfault};
+use crate::cleanup::{AttachedLedger, Ledger};
+use crate::client::{Names, RealClient, Route};
+use crate::cluster::{Attached, ClusterOptions, Executor, RealCluster};
+use crate::relay::Relays;
+use crate::{disk, images, netfault};
 
 /// How often invariants are checked and timers fire while the runner waits.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -57,19 +63,41 @@ fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// Election safety from the daemons' traces: at most one leader per term.
+/// Election safety from the daemons' traces: at most one leader per term. The same events say who
+/// leads now, as the simulator knows it from the replicas themselves (not from a manager's `node
+/// ls`, which a leader that just lost its disk or its quorum still answers as leader).
 #[derive(Debug, Default)]
 struct Elections {
     /// Bytes of each node's events.jsonl read so far.
     read: BTreeMap<String, u64>,
     leaders: BTreeMap<u64, String>,
+    /// Each node's last raft role and term.
+    roles: BTreeMap<String, (u64, String)>,
 }
 
 impl Elections {
+    /// Whether the daemons' events say anything of raft (they do once read).
+    fn knows(&self) -> bool {
+        !self.roles.is_empty()
+    }
+
+    /// The node of the highest term whose last raft state is `Leader`, among the running daemons;
+    /// `None` when no daemon's events are read (an attached cluster) or none leads.
+    fn leader(&self, cluster: &RealCluster) -> Option<String> {
+        self.roles
+            .iter()
+            .filter(|(node, (_, role))| {
+                role == "Leader" && cluster.index(node).is_some_and(|i| cluster.nodes[i].is_up())
+            })
+            .max_by_key(|(_, (term, _))| *term)
+            .map(|(node, _)| node.clone())
+    }
+
     fn check(&mut self, cluster: &RealCluster) -> Result<(), String> {
         use std::io::{Read, Seek, SeekFrom};
         for node in &cluster.nodes {
-            let Ok(mut file) = std::fs::File::open(node.events_file()) else { continue };
+            let Some(events) = &node.events else { continue };
+            let Ok(mut file) = std::fs::File::open(events) else { continue };
             let offset = self.read.entry(node.name.clone()).or_default();
             if file.seek(SeekFrom::Start(*offset)).is_err() {
                 continue;
@@ -83,6 +111,11 @@ impl Elections {
             *offset += whole as u64;
             for line in text[..whole].lines() {
                 let Ok(event) = serde_json::from_str::<TraceEvent>(line) else { continue };
+                if event.kind == "raft.state" {
+                    let role = event.fields.get("role").and_then(|r| r.as_str()).unwrap_or_default();
+                    let term = event.fields.get("term").and_then(|t| t.as_u64()).unwrap_or(0);
+                    self.roles.insert(event.node.clone(), (term, role.to_string()));
+                }
                 if event.kind == "raft.state" && event.fields.get("role").and_then(|r| r.as_str()) == Some("Leader") {
                     let term = event.fields.get("term").and_then(|t| t.as_u64()).unwrap_or(0);
                     let leader = self.leaders.entry(term).or_insert_with(|| event.node.clone());
@@ -104,8 +137,22 @@ struct Runner<'a> {
     cluster: RealCluster,
     services: ServiceInvariants,
     elections: Elections,
+    /// The `client-requests` invariant, told of every fault as the simulator's runner tells it.
+    client_checks: ClientRequests,
+    /// Every client's requests.
+    log: ClientLog,
+    clients: BTreeMap<String, RealClient>,
+    /// Clients not run here (on a container's network), whose expectations are skipped too.
+    skipped_clients: std::collections::BTreeSet<String>,
+    names: Names,
+    /// The relays of a run with link delays (set up before the daemons started).
+    relays: Option<Relays>,
     /// Due heals (`partition … for T`).
     heal_at: Vec<Instant>,
+    /// Due disk heals (`disk NODE fail-writes for T`).
+    disk_heal_at: Vec<(Instant, String)>,
+    /// The node the current `run:` step goes to (`on:`).
+    on: Option<usize>,
     crashed: Vec<String>,
     notes: Vec<TraceEvent>,
     skipped: Vec<String>,
@@ -116,24 +163,30 @@ struct Runner<'a> {
     last_state: Option<(String, StoreState)>,
 }
 
-fn short(result: &ControlResult) -> serde_json::Value {
-    match result {
-        Ok(response) => {
-            json!({"ok": format!("{response:?}").split(['(', ' ', '{']).next().unwrap_or("").to_lowercase()})
-        }
-        Err(err) => json!({"error": err.to_string()}),
-    }
-}
-
 impl Runner<'_> {
     fn note(&mut self, kind: &str, fields: serde_json::Value) {
         self.notes.push(TraceEvent { time_ms: unix_ms(), node: "supervisor".into(), kind: kind.into(), fields });
     }
 
+    /// Every network fault ends: the run's cut and loss rules go, the relays' delays drop to zero
+    /// (their nat rules stay: connections keep going through the relays).
     fn heal(&mut self) -> Result<(), String> {
         self.heal_at.clear();
-        netfault::remove_rules(&self.comment)?;
+        netfault::remove_filter_rules(&self.comment)?;
+        if let Some(relays) = &self.relays {
+            relays.clear();
+        }
+        self.client_checks.heal(unix_ms());
         self.note("fault.heal", json!({}));
+        Ok(())
+    }
+
+    /// The raft log's file system of `host` has room again.
+    fn disk_heal(&mut self, host: &str) -> Result<(), String> {
+        self.disk_heal_at.retain(|(_, h)| h != host);
+        let i = self.cluster.index(host).ok_or("unknown host")?;
+        disk::free(&crate::cluster::raft_dir(&self.cluster.nodes[i].data_dir()))?;
+        self.note("fault.disk_heal", json!({"host": host}));
         Ok(())
     }
 
@@ -141,25 +194,44 @@ impl Runner<'_> {
     async fn poll(&mut self) -> Result<(), Outcome> {
         let now = Instant::now();
         if self.heal_at.iter().any(|at| *at <= now) {
-            self.heal_at.retain(|at| *at > now);
-            if let Err(err) = netfault::remove_rules(&self.comment) {
-                return Err(Outcome::Crash(format!("could not heal: {err}")));
-            }
-            self.note("fault.heal", json!({}));
+            self.heal().map_err(|err| Outcome::Crash(format!("could not heal: {err}")))?;
+        }
+        let due: Vec<String> = self.disk_heal_at.iter().filter(|(at, _)| *at <= now).map(|(_, h)| h.clone()).collect();
+        for host in due {
+            self.disk_heal(&host).map_err(|err| Outcome::Crash(format!("could not heal the disk of {host}: {err}")))?;
         }
         if let Err(violation) = self.elections.check(&self.cluster) {
             self.note("invariant.violation", json!({"violation": violation}));
             return Err(Outcome::Safety(violation));
         }
-        match self.cluster.leader_state().await {
+        // The daemons' own events say who leads (as the simulator's replicas do); without them (an
+        // attached cluster), `node ls` does.
+        let events_leader = self.elections.leader(&self.cluster);
+        if events_leader.is_some() {
+            self.cluster.set_leader_hint(events_leader.clone());
+        }
+        let read = self.cluster.leader_state().await.and_then(|(listed, state)| {
+            let leader = if self.elections.knows() { events_leader } else { listed };
+            let leader = leader.ok_or_else(|| "no manager is leader".to_string())?;
+            Ok((leader, state))
+        });
+        match read {
             Ok((leader, state)) => {
+                if !self.elections.knows() {
+                    self.cluster.set_leader_hint(Some(leader.clone()));
+                }
                 if let Err(violation) = self.services.check(unix_ms(), &state) {
                     self.note("invariant.violation", json!({"violation": violation.to_string()}));
                     return Err(Outcome::Safety(violation.to_string()));
                 }
+                self.client_checks.observe_store(unix_ms(), &self.cluster.names(), &state);
                 self.last_state = Some((leader, state));
             }
             Err(_) => self.last_state = None,
+        }
+        if let Err(violation) = self.client_checks.check(&self.log) {
+            self.note("invariant.violation", json!({"violation": violation.to_string()}));
+            return Err(Outcome::Safety(violation.to_string()));
         }
         Ok(())
     }
@@ -181,25 +253,42 @@ impl Runner<'_> {
         loop {
             self.poll().await?;
             let verdict = match expectation {
-                Expectation::ClientOk { .. }
-                | Expectation::ClientFailedAtMost { .. }
-                | Expectation::ClientReachesEvery { .. }
-                | Expectation::ClientAnsweredOnlyBy { .. }
-                | Expectation::PortClosed { .. }
-                | Expectation::PortAnswers { .. }
-                | Expectation::NameResolves { .. }
-                | Expectation::NameUnknown { .. } => {
-                    let why = "the simulator's clients and probes (its containers' request protocol) are not run against real clusters yet";
+                Expectation::ClientOk { client, .. }
+                | Expectation::ClientFailedAtMost { client, .. }
+                | Expectation::ClientReachesEvery { client, .. }
+                | Expectation::ClientAnsweredOnlyBy { client, .. }
+                    if self.skipped_clients.contains(client) =>
+                {
+                    let why = format!("client {client} was skipped");
                     self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
                     self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
                     return Ok(());
+                }
+                Expectation::NameResolves { .. } | Expectation::NameUnknown { .. } => {
+                    let why = "names resolve inside a container on the network's bridge, off the loopback addresses this harness sends traffic to";
+                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
+                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
+                    return Ok(());
+                }
+                Expectation::PortAnswers { addr, .. } | Expectation::PortClosed { addr } if addr.ends_with("/udp") => {
+                    let why = "the stand-in image serves HTTP over TCP only";
+                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
+                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
+                    return Ok(());
+                }
+                Expectation::PortAnswers { addr, .. } | Expectation::PortClosed { addr } => {
+                    let answer = match self.route(addr, CLIENT_HOST) {
+                        Ok(route) => crate::client::probe(&route, &self.names).await,
+                        Err(err) => Err(err),
+                    };
+                    expectation.check_probe(answer)
                 }
                 _ => {
                     let (leader, state) = match &self.last_state {
                         Some((leader, state)) => (Some(leader.as_str()), Some(state)),
                         None => (None, None),
                     };
-                    expectation.check(state, leader)
+                    expectation.check_client(state, &self.log).unwrap_or_else(|| expectation.check(state, leader))
                 }
             };
             match verdict {
@@ -257,130 +346,68 @@ impl Runner<'_> {
         self.cluster.index(host).map(|i| self.cluster.nodes[i].ip.clone()).unwrap_or_default()
     }
 
-    async fn run_command(&mut self, command: &Command) -> ControlResult {
-        match command {
-            Command::Request(request) => self.cluster.control(request.clone()).await,
-            Command::Sequence(requests) => {
-                let mut last = Ok(ControlResponse::Done);
-                for request in requests {
-                    last = self.cluster.control(request.clone()).await;
-                    if last.is_err() {
-                        break;
-                    }
-                }
-                last
-            }
-            Command::ServiceUpdate { service, changes } => {
-                let current =
-                    match self.cluster.control(ControlRequest::ServiceInspect { service: service.clone() }).await {
-                        Ok(ControlResponse::Service(view)) => view.service,
-                        Ok(other) => return Err(ControlError::Internal(format!("service inspect answered {other:?}"))),
-                        Err(err) => return Err(err),
-                    };
-                let mut spec = current.spec.clone();
-                changes.apply(&mut spec);
-                self.cluster
-                    .control(ControlRequest::ServiceUpdate {
-                        service: current.id.clone(),
-                        version: current.meta.version,
-                        spec,
-                    })
-                    .await
-            }
-            Command::Stack(stack) => self.stack(stack).await,
-            Command::Concurrent(requests) => {
-                // All at once (`node demote m2 & node promote m2`); the first failure, if any.
-                let mut calls: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = ControlResult> + '_>>> =
-                    requests.iter().map(|r| Box::pin(self.cluster.control(r.clone())) as _).collect();
-                let mut answers: Vec<Option<ControlResult>> = vec![None; calls.len()];
-                std::future::poll_fn(|cx| {
-                    for (call, answer) in calls.iter_mut().zip(answers.iter_mut()) {
-                        if answer.is_none() {
-                            if let std::task::Poll::Ready(result) = call.as_mut().poll(cx) {
-                                *answer = Some(result);
-                            }
-                        }
-                    }
-                    if answers.iter().all(Option::is_some) {
-                        std::task::Poll::Ready(())
-                    } else {
-                        std::task::Poll::Pending
-                    }
-                })
-                .await;
-                let answers: Vec<ControlResult> = answers.into_iter().flatten().collect();
-                let failed = answers.iter().find(|a| a.is_err()).cloned();
-                failed.unwrap_or_else(|| answers.into_iter().last().unwrap_or(Ok(ControlResponse::Done)))
-            }
+    /// The address a client or probe dials for `target` (`NODE:PORT`), sent from `from` (a node's
+    /// address, or none for the client host).
+    fn route(&self, target: &str, from: &str) -> Result<Route, String> {
+        let (host, port) = target.rsplit_once(':').ok_or_else(|| format!("{target:?} is not HOST:PORT"))?;
+        let port: u16 = port.parse().map_err(|_| format!("{target:?} has no port number"))?;
+        let ip = match self.cluster.index(host) {
+            Some(i) => self.cluster.nodes[i].ip.clone(),
+            None => host.to_string(),
+        };
+        let ip: std::net::Ipv4Addr =
+            ip.parse().map_err(|_| format!("no host {host:?} (hosts: {})", self.cluster.names().join(", ")))?;
+        if !ip.is_loopback() {
+            return Err(format!("{target}: this harness sends traffic to loopback addresses only"));
         }
+        let source = match from {
+            CLIENT_HOST => None,
+            node => {
+                let i = self.cluster.index(node).ok_or_else(|| format!("no host {node:?} to send from"))?;
+                Some(self.cluster.nodes[i].ip.parse().map_err(|_| format!("{node} has no IPv4 address"))?)
+            }
+        };
+        Ok(Route { addr: std::net::SocketAddr::new(ip.into(), port), source })
     }
 
-    /// `stack …`: what docker/cli does client-side, decided by [`shoal_core::stack`] (as the
-    /// simulator's runner and the `shoal` CLI do).
-    async fn stack(&mut self, command: &StackCommand) -> ControlResult {
-        let services = match self.cluster.control(ControlRequest::ServiceList).await? {
-            ControlResponse::Services(views) => views,
-            other => return Err(ControlError::Internal(format!("service ls answered {other:?}"))),
-        };
-        let in_stack = |name: &str| -> Vec<ServiceView> {
-            services.iter().filter(|v| shoal_core::stack::in_stack(&v.service.spec.labels, name)).cloned().collect()
-        };
-        let networks = || async {
-            match self.cluster.control(ControlRequest::NetworkList).await? {
-                ControlResponse::Networks(networks) => Ok(networks),
-                other => Err(ControlError::Internal(format!("network ls answered {other:?}"))),
-            }
-        };
-        match command {
-            StackCommand::Ls => Ok(ControlResponse::Services(
-                services.iter().filter(|v| v.service.spec.labels.contains_key(NAMESPACE_LABEL)).cloned().collect(),
-            )),
-            StackCommand::Services(name) => Ok(ControlResponse::Services(in_stack(name))),
-            StackCommand::Ps(name) => {
-                let members = in_stack(name);
-                if members.is_empty() {
-                    return Err(ControlError::NotFound(format!("nothing found in stack: {name}")));
+    /// Start or stop a client.
+    fn client(&mut self, step: &ClientStep, place: &str) -> Result<(), String> {
+        match step {
+            ClientStep::Start(spec) => {
+                if self.clients.contains_key(&spec.name) {
+                    return Err(format!("client {} is already running", spec.name));
                 }
-                let mut tasks = Vec::new();
-                for view in members {
-                    match self
-                        .cluster
-                        .control(ControlRequest::TaskList { service: Some(view.service.id), node: None })
-                        .await?
-                    {
-                        ControlResponse::Tasks(more) => tasks.extend(more),
-                        other => return Err(ControlError::Internal(format!("task ls answered {other:?}"))),
+                if let Some(network) = &spec.network {
+                    let why = format!("a client on network {network} runs inside a container on its bridge, off the loopback addresses this harness sends traffic to");
+                    self.note("step.skipped", json!({"at": place, "client": step.to_string(), "why": why}));
+                    self.skipped.push(format!("{place}: client {step}: skipped ({why})"));
+                    self.skipped_clients.insert(spec.name.clone());
+                    return Ok(());
+                }
+                if spec.keepalive {
+                    self.note(
+                        "client.note",
+                        json!({"client": spec.name, "note": "keepalive: the stand-in server (busybox httpd) closes each connection after its answer, so every request opens a new one"}),
+                    );
+                }
+                let route = self.route(&spec.target, &spec.from)?;
+                let client = crate::client::start(spec.clone(), route, self.names.clone(), self.log.clone());
+                self.clients.insert(spec.name.clone(), client);
+                Ok(())
+            }
+            ClientStep::Stop(name) => {
+                match self.clients.remove(name) {
+                    Some(client) => client.stop(),
+                    // A client that was skipped (on a network) is not running: nothing to stop.
+                    None if self.skipped_clients.contains(name) => {}
+                    None => {
+                        return Err(format!(
+                            "no client {name} is running (running: {:?})",
+                            self.clients.keys().collect::<Vec<_>>()
+                        ))
                     }
                 }
-                Ok(ControlResponse::Tasks(tasks))
-            }
-            StackCommand::Deploy { stack, file, prune } => {
-                let plan = load_compose(&self.scenario.file, file, stack).map_err(ControlError::InvalidArgument)?;
-                let networks = networks().await?;
-                let current: Vec<_> = services.iter().map(|v| v.service.clone()).collect();
-                let steps = shoal_core::stack::deploy_steps(&plan, &networks, &current, *prune)
-                    .map_err(|err| ControlError::FailedPrecondition(err.to_string()))?;
-                for step in steps {
-                    let result = self.cluster.control(step.request()).await;
-                    self.note("stack.step", json!({"step": step.message(), "ok": result.is_ok()}));
-                    result?;
-                }
-                Ok(ControlResponse::Done)
-            }
-            StackCommand::Rm(stacks) => {
-                let networks = networks().await?;
-                let current: Vec<_> = services.iter().map(|v| v.service.clone()).collect();
-                let mut first_error = None;
-                for name in stacks {
-                    for step in shoal_core::stack::remove_steps(name, &networks, &current) {
-                        let result = self.cluster.control(step.request()).await;
-                        self.note("stack.step", json!({"step": step.message(), "ok": result.is_ok()}));
-                        if let Err(err) = result {
-                            first_error.get_or_insert(err);
-                        }
-                    }
-                }
-                first_error.map_or(Ok(ControlResponse::Done), Err)
+                Ok(())
             }
         }
     }
@@ -412,11 +439,36 @@ impl Runner<'_> {
         ids.len()
     }
 
+    /// Why a fault cannot be done on this cluster, if it cannot: an attached cluster's daemons are
+    /// not the harness's to kill, and its addresses and disks not its to cut or fill.
+    fn unsupported(&self, fault: &Fault) -> Option<&'static str> {
+        if self.cluster.owned {
+            return None;
+        }
+        match fault {
+            Fault::Crash(_) | Fault::Restart(_) => {
+                Some("the cluster was not started by this run (--cluster): its daemons are not the harness's to kill or start")
+            }
+            Fault::Partition { .. } | Fault::Link { .. } | Fault::Heal => {
+                Some("the cluster was not started by this run (--cluster): its addresses are not the harness's to cut (iptables, as root)")
+            }
+            Fault::DiskFailWrites { .. } | Fault::DiskHeal(_) => {
+                Some("the cluster was not started by this run (--cluster): its raft logs are not on a file system the harness mounted")
+            }
+            Fault::ContainerRemove { .. } | Fault::Leave { .. } | Fault::Image { .. } => None,
+        }
+    }
+
     async fn fault(&mut self, fault: &Fault, place: &str) -> Result<(), String> {
+        if let Some(why) = self.unsupported(fault) {
+            self.skip(place, &format!("{fault:?}"), why);
+            return Ok(());
+        }
         match fault {
             Fault::Crash(target) => {
                 let host = self.host(target).await?;
                 let i = self.cluster.index(&host).ok_or("unknown host")?;
+                self.client_checks.host_fault(&host, unix_ms());
                 let pid = self.cluster.kill(i).ok_or_else(|| format!("{host} is not running"))?;
                 let containers = self.kill_containers(&host);
                 self.note("fault.crash", json!({"host": host, "pid": pid, "containers_killed": containers}));
@@ -426,6 +478,7 @@ impl Runner<'_> {
             Fault::Restart(target) => {
                 let host = self.host(target).await?;
                 let i = self.cluster.index(&host).ok_or("unknown host")?;
+                self.client_checks.host_restart(&host, unix_ms());
                 if self.cluster.nodes[i].is_up() {
                     // A restart of a running host: it goes down first, as in the simulator.
                     self.cluster.kill(i);
@@ -438,6 +491,7 @@ impl Runner<'_> {
             Fault::Leave { target, force } => {
                 let host = self.host(target).await?;
                 let i = self.cluster.index(&host).ok_or("unknown host")?;
+                self.client_checks.host_fault(&host, unix_ms());
                 let result = self.cluster.local(i, shoal::local_api::LocalRequest::SwarmLeave { force: *force }).await;
                 self.note("fault.leave", json!({"host": host, "force": force, "ok": result.is_ok()}));
                 result.map_err(|err| format!("{host} could not leave: {err}"))?;
@@ -449,6 +503,7 @@ impl Runner<'_> {
                     Side::Hosts(targets) => self.hosts(targets).await?,
                 };
                 self.cluster.ledger.lock().expect("ledger").rule_comment = Some(self.comment.clone());
+                self.client_checks.network_fault(unix_ms());
                 for a in &side {
                     for b in &other {
                         netfault::drop_rule(&self.comment, &self.ip(a), &self.ip(b), None)?;
@@ -469,21 +524,41 @@ impl Runner<'_> {
             Fault::Heal => self.heal()?,
             Fault::Link { a, b, delay_min, delay_max, loss } => {
                 let (a, b) = (self.host(a).await?, self.host(b).await?);
+                self.client_checks.network_fault(unix_ms());
                 if !delay_max.is_zero() {
-                    let why = if netfault::have_netem() {
-                        "link delays need a tc netem qdisc per address pair, which this harness does not set up yet"
-                    } else {
-                        "no netem on this kernel"
-                    };
-                    self.skip(place, &format!("delay {delay_min:?}..{delay_max:?} on {a}<->{b}"), why);
+                    let relays = self.relays.as_ref().ok_or(
+                        "no relays in this run (they are set up before the daemons start, for scenarios with link delays)",
+                    )?;
+                    let ip = |h: &str| self.ip(h).parse::<std::net::Ipv4Addr>().map_err(|e| format!("{h}: {e}"));
+                    relays.set_delay(ip(&a)?, ip(&b)?, (*delay_min, *delay_max));
                 }
                 if *loss > 0.0 {
                     self.cluster.ledger.lock().expect("ledger").rule_comment = Some(self.comment.clone());
                     let (ip_a, ip_b) = (self.ip(&a), self.ip(&b));
                     netfault::drop_rule(&self.comment, &ip_a, &ip_b, Some(*loss))?;
                     netfault::drop_rule(&self.comment, &ip_b, &ip_a, Some(*loss))?;
-                    self.note("fault.link", json!({"a": a, "b": b, "loss": loss}));
                 }
+                self.note(
+                    "fault.link",
+                    json!({"a": a, "b": b, "loss": loss, "delay_min_ms": delay_min.as_millis() as u64, "delay_max_ms": delay_max.as_millis() as u64}),
+                );
+            }
+            Fault::DiskFailWrites { target, duration } => {
+                let host = self.host(target).await?;
+                let i = self.cluster.index(&host).ok_or("unknown host")?;
+                let raft = crate::cluster::raft_dir(&self.cluster.nodes[i].data_dir());
+                disk::fill(&raft)?;
+                self.note(
+                    "fault.disk_fail_writes",
+                    json!({"host": host, "how": "the raft log's tmpfs filled (ENOSPC)"}),
+                );
+                if let Some(duration) = duration {
+                    self.disk_heal_at.push((Instant::now() + *duration, host));
+                }
+            }
+            Fault::DiskHeal(target) => {
+                let host = self.host(target).await?;
+                self.disk_heal(&host)?;
             }
             Fault::ContainerRemove { service, slot } => {
                 let _ = self.poll().await;
@@ -508,6 +583,7 @@ impl Runner<'_> {
                     );
                     return Ok(());
                 }
+                self.client_checks.container_fault(unix_ms());
                 let output = Process::new("docker")
                     .args(["rm", "-f", &task.status.container_id])
                     .output()
@@ -524,10 +600,16 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
                 );
             }
+            Fault::Image { image, fault } if fault.is_fault() && !self.tags.contains_key(image) => self.skip(
+                place,
+                &format!("image {image} {fault:?}"),
+                "the image is the engine's own, not one this run tagged",
+            ),
             Fault::Image { image, fault } => match fault {
                 ImageFault::PullFails => match self.tags.get(image).cloned() {
                     // With `--pull never`, an image the engine lacks is a failed pull.
                     Some(id) => {
+                        self.client_checks.image_fault(unix_ms());
                         images::untag(image, &id)?;
                         self.cluster.ledger.lock().expect("ledger").image_tags.retain(|(n, _)| n != image);
                         self.note("fault.image", json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}));
@@ -546,6 +628,7 @@ impl Runner<'_> {
                 ImageFault::CrashAfter { after, exit_code } => match self.tags.get(image).cloned() {
                     // The name now points to a stand-in that exits with the code after the delay.
                     Some(_) => {
+                        self.client_checks.image_fault(unix_ms());
                         let id = images::crashing(*after, *exit_code)?;
                         images::tag(&id, image)?;
                         self.tags.insert(image.clone(), id.clone());
@@ -564,17 +647,16 @@ impl Runner<'_> {
                         "the image is the engine's own, not one this run tagged",
                     ),
                 },
+                ImageFault::ExitsOnSigterm => self.note(
+                    "fault.image",
+                    json!({"at": place, "image": image, "behavior": "exits on SIGTERM (every stand-in image does)"}),
+                ),
                 other => self.skip(
                     place,
                     &format!("image {image} {other:?}"),
                     "a trait of the simulator's containers (its request protocol), not of the stand-in image",
                 ),
             },
-            // Faults the scenario language gains later (disk faults: torn writes, lost unsynced
-            // bytes) are skipped until done for real here — a SIGKILLed daemon's writes survive in
-            // the page cache, so they cannot happen by themselves.
-            #[allow(unreachable_patterns)]
-            other => self.skip(place, &format!("{other:?}"), "not done on real clusters (yet)"),
         }
         Ok(())
     }
@@ -585,43 +667,19 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { on: Some(target), text, .. } => {
-                let why = "steps sent to one node (`on:`) are not played on real clusters yet";
-                self.note("step.skipped", json!({"at": place, "run": text, "on": target.to_string(), "why": why}));
-                self.skipped.push(format!("{place}: run `{text}` on {target}: skipped ({why})"));
-                Ok(())
-            }
-            Action::Run { command, text, expect_error, expect_output, on: None } => {
-                let result = self.run_command(command).await;
-                let mut note = short(&result);
-                note["at"] = json!(place);
-                note["run"] = json!(text);
-                self.note("step.run", note);
-                match (&result, expect_error) {
-                    (Err(_), None) if step.may_fail => return Ok(()),
-                    (Ok(_), Some(want)) => {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: `{text}` should fail with {want:?}, but it succeeded"
-                        )))
+            Action::Run { command, on, .. } => {
+                self.on = match on {
+                    Some(target) => {
+                        let host = self.host(target).await.map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?;
+                        self.cluster.index(&host)
                     }
-                    (Err(err), Some(want)) if !err.to_string().contains(want.as_str()) => {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: `{text}` should fail with {want:?}, but failed with: {err}"
-                        )))
-                    }
-                    (Err(err), None) => return Err(Outcome::Liveness(format!("{place}: `{text}` failed: {err}"))),
-                    _ => {}
-                }
-                if let (Ok(response), Some(want)) = (&result, expect_output) {
-                    let output = serde_json::to_string(response).unwrap_or_default();
-                    if !output.contains(want.as_str()) {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: output of `{text}` should contain {want:?}; it was {}",
-                            output.chars().take(400).collect::<String>()
-                        )));
-                    }
-                }
-                Ok(())
+                    None => None,
+                };
+                let scenario = self.scenario;
+                let result = drive::run_command(self, &scenario.file, command).await;
+                self.on = None;
+                let Ok(result) = result;
+                drive::conclude(self, &place, step, &result)
             }
             Action::Fault(fault) => {
                 self.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
@@ -636,19 +694,10 @@ impl Runner<'_> {
             }
             Action::Wait(duration) => self.sleep(*duration).await,
             Action::Client(client) => {
-                let why = "simulated clients are not run against real clusters yet";
-                self.note("step.skipped", json!({"at": place, "client": client.to_string(), "why": why}));
-                self.skipped.push(format!("{place}: client {client}: skipped ({why})"));
-                Ok(())
+                self.note("step.client", json!({"at": place, "client": client.to_string()}));
+                self.client(client, &place).map_err(|err| Outcome::Liveness(format!("{place}: {err}")))
             }
             Action::Expect(Timed { expectation, within }) => self.wait_for(expectation, *within, &place).await,
-            #[allow(unreachable_patterns)]
-            other => {
-                let why = "a kind of step the real harness does not play yet";
-                self.note("step.skipped", json!({"at": place, "step": format!("{other:?}"), "why": why}));
-                self.skipped.push(format!("{place}: {other:?}: skipped ({why})"));
-                Ok(())
-            }
         }
     }
 
@@ -690,21 +739,70 @@ impl Runner<'_> {
                 }
             }
         }
+        for (_, client) in std::mem::take(&mut self.clients) {
+            client.stop();
+        }
         self.note("phase.done", json!({}));
         Ok(())
     }
 }
 
+/// The daemons under the runners' shared `run:` logic ([`drive`]): requests go to the leader as
+/// last seen, or to one node alone for an `on:` step; what a run creates on a cluster it attached
+/// to is listed for removal at the end.
+impl Driver for Runner<'_> {
+    type Stop = std::convert::Infallible;
+
+    async fn control(&mut self, request: ControlRequest) -> Result<ControlResult, Self::Stop> {
+        let created = match &request {
+            ControlRequest::ServiceCreate { spec } => Some(("service", spec.name.clone())),
+            ControlRequest::NetworkCreate { name, .. } => Some(("network", name.clone())),
+            _ => None,
+        };
+        let result = match self.on {
+            Some(i) => self.cluster.control_on(i, request).await,
+            None => self.cluster.control(request).await,
+        };
+        if let (Some((what, name)), Ok(_)) = (created, &result) {
+            if let Some(attached) = &mut self.cluster.ledger.lock().expect("ledger").attached {
+                match what {
+                    "service" => attached.services.push(name),
+                    _ => attached.networks.push(name),
+                }
+            }
+        }
+        Ok(result)
+    }
+
+    async fn control_concurrently(&mut self, requests: Vec<ControlRequest>) -> Result<Vec<ControlResult>, Self::Stop> {
+        // All at once (`node demote m2 & node promote m2`).
+        let calls = requests.into_iter().map(|r| self.cluster.control(r));
+        Ok(futures_util::future::join_all(calls).await)
+    }
+
+    fn note(&mut self, kind: &str, fields: serde_json::Value) {
+        Runner::note(self, kind, fields);
+    }
+}
+
 pub use shoal_sim::scenario::converge::converged;
 
-/// Every daemon's events.jsonl and the harness's notes, in time order.
-fn merged_trace(cluster: &RealCluster, notes: &[TraceEvent]) -> Vec<TraceEvent> {
+/// Every daemon's events.jsonl, the harness's notes and every client request (`client.request`,
+/// as the simulator traces them, at the time each finished), in time order.
+fn merged_trace(cluster: &RealCluster, notes: &[TraceEvent], log: &ClientLog) -> Vec<TraceEvent> {
     let mut events: Vec<TraceEvent> = notes.to_vec();
     for node in &cluster.nodes {
-        if let Ok(text) = std::fs::read_to_string(node.events_file()) {
+        let Some(path) = &node.events else { continue };
+        if let Ok(text) = std::fs::read_to_string(path) {
             events.extend(text.lines().filter_map(|line| serde_json::from_str::<TraceEvent>(line).ok()));
         }
     }
+    events.extend(log.since(0).into_iter().map(|record| TraceEvent {
+        time_ms: record.done_ms,
+        node: CLIENT_HOST.into(),
+        kind: "client.request".into(),
+        fields: serde_json::to_value(&record).unwrap_or_default(),
+    }));
     events.sort_by_key(|e| e.time_ms);
     events
 }
@@ -714,14 +812,28 @@ pub fn run_id() -> String {
     format!("{:x}{:04x}", std::process::id(), (unix_ms() & 0xffff) as u16)
 }
 
-/// Refuse what this machine cannot do, before anything starts: network faults without root.
-pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> {
-    let needs_root = scenario.steps.iter().any(|s| {
-        matches!(&s.action, Action::Fault(Fault::Partition { .. }) | Action::Fault(Fault::Link { loss: _, .. }))
-    });
-    if needs_root && !netfault::have_root() {
+/// Whether a step of the scenario is a link fault with a delay (the run then needs relays).
+pub fn has_link_delays(scenario: &Scenario) -> bool {
+    scenario
+        .steps
+        .iter()
+        .any(|s| matches!(&s.action, Action::Fault(Fault::Link { delay_max, .. }) if !delay_max.is_zero()))
+}
+
+/// Whether the scenario has disk faults (each node's raft log then goes on a tmpfs).
+pub fn has_disk_faults(scenario: &Scenario) -> bool {
+    scenario.steps.iter().any(|s| matches!(&s.action, Action::Fault(Fault::DiskFailWrites { .. } | Fault::DiskHeal(_))))
+}
+
+/// Refuse what this machine cannot do, before anything starts: network and disk faults without
+/// root (on a cluster the run starts; on an attached one they are skipped).
+pub fn preflight(scenario: &Scenario, executor: Executor, attached: bool) -> Result<(), String> {
+    let needs_root =
+        scenario.steps.iter().any(|s| matches!(&s.action, Action::Fault(Fault::Partition { .. } | Fault::Link { .. })))
+            || has_disk_faults(scenario);
+    if needs_root && !attached && !netfault::have_root() {
         return Err(format!(
-            "{}: partitions and lossy links are iptables rules on the loopback addresses, which need root; run as root (the rules carry the comment shoal-run-<id> and are removed afterwards)",
+            "{}: partitions and link faults are iptables rules on the loopback addresses (and relays reached through nat rules), disk faults a tmpfs the run mounts: they need root; run as root (the rules carry the comment shoal-run-<id> and are removed afterwards)",
             scenario.file
         ));
     }
@@ -738,8 +850,11 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
     }
     if executor == Executor::Docker {
         images::sleeper()?;
+        if !images::served_images(scenario).is_empty() {
+            images::server()?;
+        }
         let others = images::shoal_bridges();
-        if images::uses_bridges(scenario) && !others.is_empty() {
+        if !attached && images::uses_bridges(scenario) && !others.is_empty() {
             return Err(format!(
                 "{}: another shoal cluster's bridges are on this Docker engine ({}); shoal's ingress network is always 10.0.0.0/16, so this run's bridges would overlap theirs and its tasks be rejected — run it when that cluster is gone",
                 scenario.file,
@@ -750,9 +865,16 @@ pub fn preflight(scenario: &Scenario, executor: Executor) -> Result<(), String> 
     Ok(())
 }
 
-/// Play `scenario` once on a fresh cluster; everything the run made is cleaned up before it
-/// returns (also when it fails). `ledger` is registered with the signal handler by the caller.
-pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledger: Arc<Mutex<Ledger>>) -> RealReport {
+/// Play `scenario` once, on a fresh cluster or (`target`) on one already running; everything the
+/// run made is cleaned up before it returns (also when it fails). `ledger` is registered with the
+/// signal handler by the caller.
+pub async fn play(
+    scenario: &Scenario,
+    options: &ClusterOptions,
+    target: Option<&[Attached]>,
+    run: u32,
+    ledger: Arc<Mutex<Ledger>>,
+) -> RealReport {
     let started = Instant::now();
     let id = run_id();
     let comment = format!("shoal-run-{id}");
@@ -774,31 +896,60 @@ pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledge
         }
     };
     if options.executor == Executor::Docker {
-        let sleeper = match images::sleeper() {
-            Ok(id) => id,
+        let served = images::served_images(scenario);
+        let stand_ins = images::sleeper()
+            .and_then(|sleeper| Ok((sleeper, if served.is_empty() { String::new() } else { images::server()? })));
+        let (sleeper, server) = match stand_ins {
+            Ok(ids) => ids,
             Err(err) => return report(Outcome::Crash(err), Vec::new(), skipped),
         };
         for image in images::scenario_images(scenario) {
             if images::image_id(&image).is_some() {
                 continue;
             }
-            if let Err(err) = images::tag(&sleeper, &image) {
+            let stand_in = if served.contains(&image) { server.clone() } else { sleeper.clone() };
+            if let Err(err) = images::tag(&stand_in, &image) {
                 ledger.lock().expect("ledger").clean();
                 return report(Outcome::Crash(err), Vec::new(), skipped);
             }
-            ledger.lock().expect("ledger").image_tags.push((image.clone(), sleeper.clone()));
-            tags.insert(image, sleeper.clone());
+            ledger.lock().expect("ledger").image_tags.push((image.clone(), stand_in.clone()));
+            tags.insert(image, stand_in);
         }
     }
-    let cluster = match RealCluster::start(
-        options.clone(),
-        scenario.cluster.managers,
-        scenario.cluster.workers,
-        &id,
-        ledger.clone(),
-    )
-    .await
-    {
+    let (managers, workers) = (scenario.cluster.managers, scenario.cluster.workers);
+    let mut relays = None;
+    if target.is_none() && has_link_delays(scenario) {
+        // Before the daemons start, so that every connection between them goes through a relay.
+        let ips: Vec<std::net::Ipv4Addr> =
+            (0..managers + workers).filter_map(|i| crate::cluster::node_ip(&options.net, i).parse().ok()).collect();
+        ledger.lock().expect("ledger").rule_comment = Some(comment.clone());
+        match Relays::start(&ips, &comment).await {
+            Ok(started) => relays = Some(started),
+            Err(err) => {
+                skipped.extend(ledger.lock().expect("ledger").clean());
+                return report(
+                    Outcome::Crash(format!("{}: the relays did not start: {err}", scenario.file)),
+                    Vec::new(),
+                    skipped,
+                );
+            }
+        }
+    }
+    let mut options = options.clone();
+    options.raft_tmpfs = target.is_none() && has_disk_faults(scenario);
+    let made = match target {
+        Some(daemons) => {
+            let managers_sockets = daemons.iter().map(|d| d.socket.clone()).collect();
+            ledger.lock().expect("ledger").attached = Some(AttachedLedger {
+                shoal_bin: options.shoal_bin.clone(),
+                managers: managers_sockets,
+                ..AttachedLedger::default()
+            });
+            RealCluster::attach(options, daemons, managers, workers, ledger.clone()).await
+        }
+        None => RealCluster::start(options, managers, workers, &id, ledger.clone()).await,
+    };
+    let cluster = match made {
         Ok(cluster) => cluster,
         Err(err) => {
             let problems = ledger.lock().expect("ledger").clean();
@@ -815,7 +966,15 @@ pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledge
         cluster,
         services: ServiceInvariants::default(),
         elections: Elections::default(),
+        client_checks: ClientRequests::default(),
+        log: ClientLog::default(),
+        clients: BTreeMap::new(),
+        skipped_clients: Default::default(),
+        names: Names::default(),
+        relays,
         heal_at: Vec::new(),
+        disk_heal_at: Vec::new(),
+        on: None,
         crashed: Vec::new(),
         notes: Vec::new(),
         skipped: Vec::new(),
@@ -823,7 +982,9 @@ pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledge
         tags,
         last_state: None,
     };
-    runner.note("scenario.start", json!({"name": scenario.name, "file": scenario.file, "run_id": id, "world": "real"}));
+    runner.client_checks.run_started(unix_ms());
+    let world = if runner.cluster.owned { "real" } else { "real (attached cluster)" };
+    runner.note("scenario.start", json!({"name": scenario.name, "file": scenario.file, "run_id": id, "world": world}));
     let mut outcome = Outcome::Pass;
     for step in &scenario.steps {
         if let Err(stop) = runner.step(step).await {
@@ -836,8 +997,15 @@ pub async fn play(scenario: &Scenario, options: &ClusterOptions, run: u32, ledge
             outcome = stop;
         }
     }
+    for (_, client) in std::mem::take(&mut runner.clients) {
+        client.stop();
+    }
     runner.note("scenario.end", json!({"result": outcome.label()}));
-    let trace = merged_trace(&runner.cluster, &runner.notes);
+    // Requests in flight finish within their timeouts; their records belong in the trace.
+    if !runner.log.since(0).is_empty() {
+        tokio::time::sleep(shoal_sim::client::CONNECT_TIMEOUT.min(Duration::from_secs(1))).await;
+    }
+    let trace = merged_trace(&runner.cluster, &runner.notes, &runner.log);
     let skipped = std::mem::take(&mut runner.skipped);
     drop(runner);
     let problems = ledger.lock().expect("ledger").clean();

@@ -1,6 +1,7 @@
 //! The scenario files CI runs against real clusters (issue 16): a worker crash, a leader crash
 //! during a rolling update, a partition during scale-up, a drain, a stack deploy, the leader
-//! isolated — each played by
+//! isolated, a rolling update under a real HTTP client's load (the client-requests invariant),
+//! slow and lossy links (through the harness's relays), a leader whose disk fills up — each played by
 //! the `shoal-real` binary on fresh daemons (Docker executor, loopback addresses 127.0.88.x, the
 //! partition as iptables rules, so CI runs these as root as it runs the other Docker tests), and
 //! required to pass with nothing left behind. One test plays them in turn: they share the
@@ -43,9 +44,16 @@ fn shoal_labelled(what: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
 }
 
+/// The harness's iptables rules still in place: cuts and losses (filter INPUT), relays (nat OUTPUT).
 fn our_rules() -> String {
-    let out = Command::new("iptables").args(["-w", "-S", "INPUT"]).output().expect("iptables -S");
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("shoal-run-")).collect::<Vec<_>>().join("\n")
+    let mut rules = Vec::new();
+    for (table, chain) in [("filter", "INPUT"), ("nat", "OUTPUT")] {
+        let out = Command::new("iptables").args(["-w", "-t", table, "-S", chain]).output().expect("iptables -S");
+        rules.extend(
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("shoal-run-")).map(str::to_string),
+        );
+    }
+    rules.join("\n")
 }
 
 #[test]
@@ -69,6 +77,9 @@ fn ci_scenarios_pass_on_real_clusters() {
         // Failed for real only, until the harness asked the last-seen leader first as the
         // simulator's client does (it asked the isolated old leader, which has no leader).
         "scenarios/t48_leader_isolated.yaml",
+        "scenarios/t62_mesh_rolling_update_under_load.yaml",
+        "scenarios/t45_lossy_links.yaml",
+        "scenarios/t53_disk_write_failure.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
@@ -83,7 +94,9 @@ fn ci_scenarios_pass_on_real_clusters() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("6 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    // Nothing of these was skipped: every fault, client and check was done for real.
+    assert!(!stdout.contains("skipped in"), "{stdout}");
     // Each run's merged trace has the daemons' events and the harness's faults.
     for (file, fault) in [
         ("t43_worker_crash_reschedule", "fault.crash"),
@@ -92,6 +105,9 @@ fn ci_scenarios_pass_on_real_clusters() {
         ("t22_drain_active", "node.start"),
         ("t30_stack_deploy", "stack.step"),
         ("t48_leader_isolated", "fault.partition"),
+        ("t62_mesh_rolling_update_under_load", "client.request"),
+        ("t45_lossy_links", "fault.link"),
+        ("t53_disk_write_failure", "manager.stepped_down"),
     ] {
         let trace = std::fs::read_to_string(traces.join(format!("{file}-run1.jsonl"))).expect("trace written");
         assert!(trace.contains(&format!("\"kind\":\"{fault}\"")), "{file}: no {fault} in the trace");
@@ -102,7 +118,139 @@ fn ci_scenarios_pass_on_real_clusters() {
         shoal_labelled("ps").into_iter().filter(|c| !containers_before.contains(c)).collect();
     assert!(containers_after.is_empty(), "containers left: {containers_after:?}");
     assert_eq!(our_rules(), "", "iptables rules left");
+    // The rolling update's client: real requests, answered by the old tasks and the new ones.
+    let trace = std::fs::read_to_string(traces.join("t62_mesh_rolling_update_under_load-run1.jsonl")).unwrap();
+    let answers: std::collections::BTreeSet<&str> = trace
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"client.request\""))
+        .filter_map(|l| l.split("\"answer\":\"").nth(1).and_then(|rest| rest.split('"').next()))
+        .collect();
+    assert!(answers.len() >= 8, "4 old and 4 new tasks answered: {answers:?}");
+    assert!(answers.iter().all(|a| a.starts_with("web.")), "{answers:?}");
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    assert!(!mounts.contains("shoal-real-"), "tmpfs mounts left:\n{mounts}");
     let _ = std::fs::remove_dir_all(&traces);
+}
+
+/// A daemon of the attached cluster the test starts itself (the process executor).
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli(bin: &Path, socket: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin).arg("-H").arg(format!("unix://{}", socket.display())).args(args).output().unwrap();
+    assert!(out.status.success(), "shoal {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_scenario_runs_on_a_cluster_it_did_not_start_and_removes_only_what_it_made() {
+    let bin = shoal_bin();
+    let dir = std::env::temp_dir().join(format!("shoal-real-attached-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut daemons = Vec::new();
+    let mut sockets = Vec::new();
+    for (i, name) in ["manager-1", "worker-1"].iter().enumerate() {
+        let data = dir.join(name);
+        std::fs::create_dir_all(&data).unwrap();
+        let socket = dir.join(format!("{name}.sock"));
+        let child = Command::new(&bin)
+            .args(["daemon", "--executor", "process", "--hostname", name, "--dns-upstream", "none", "--data-dir"])
+            .arg(&data)
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        daemons.push(Daemon(child));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Command::new(&bin)
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("info")
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "daemon {i} did not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sockets.push(socket);
+    }
+    let addr = |n: usize| format!("127.0.85.{n}:2377");
+    cli(
+        &bin,
+        &sockets[0],
+        &[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            &addr(1),
+            "--listen-addr",
+            &addr(1),
+            "--dispatcher-heartbeat",
+            "1s",
+            "--data-path-port",
+            "4789",
+        ],
+    );
+    let token = cli(&bin, &sockets[0], &["swarm", "join-token", "-q", "worker"]);
+    cli(
+        &bin,
+        &sockets[1],
+        &[
+            "swarm",
+            "join",
+            "--token",
+            &token,
+            "--advertise-addr",
+            &addr(2),
+            "--listen-addr",
+            &addr(2),
+            "--data-path-port",
+            "4789",
+            &addr(1),
+        ],
+    );
+    // A service that was there before the run: the run must leave it alone.
+    cli(&bin, &sockets[0], &["service", "create", "--name", "theirs", "--detach", "process", "sleep", "1000"]);
+    let list = format!("{},{}", sockets[0].display(), sockets[1].display());
+    let attached = |file: &str| {
+        let output = Command::new(REAL)
+            .args(["run", file, "--executor", "process", "--cluster", &list])
+            .arg("--shoal-bin")
+            .arg(&bin)
+            .current_dir(workspace())
+            .output()
+            .expect("run shoal-real");
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned(), output.stderr)
+    };
+    let (code, stdout, stderr) = attached("harness/tests/data/attached_cluster.yaml");
+    assert_eq!(code, Some(0), "{stdout}\n{}", String::from_utf8_lossy(&stderr));
+    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("Crash(Host(\"worker-1\")): skipped (the cluster was not started by this run"), "{stdout}");
+    // Both daemons still run, the run's service is gone, the one that was there stays.
+    let services = cli(&bin, &sockets[0], &["service", "ls", "--format", "{{.Name}}"]);
+    assert_eq!(services, "theirs", "services after the run");
+    for daemon in &mut daemons {
+        assert!(daemon.0.try_wait().unwrap().is_none(), "the run stopped a daemon it did not start");
+    }
+    // A cluster without the scenario's hosts is refused, naming what is missing.
+    let (code, stdout, _) = attached("harness/tests/data/process_worker_crash.yaml");
+    assert_eq!(code, Some(2), "{stdout}");
+    assert!(stdout.contains("no daemon socket for worker-2 (worker)"), "{stdout}");
+    drop(daemons);
+    // The tasks of a process-executor daemon outlive it (their own process groups).
+    for name in ["manager-1", "worker-1"] {
+        shoal_harness::cleanup::kill_process_groups(&dir.join(name).join("processes.json"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -3,6 +3,9 @@
 //! - `shoal-real run FILE… [--runs N] [--executor docker|process] [--trace-dir D] [--net 127.0.88]`
 //!   plays each file N times, each on a fresh cluster, prints the simulator's summary table and
 //!   exits as `shoal-sim run` does: 0 ok, 1 usage/scenario-file error, 2 crash, 3 safety, 4 liveness.
+//!   `--cluster SOCKETS|FILE` plays them on a cluster that is already running instead (no daemon is
+//!   started or stopped; faults that need to stop its daemons or root on its addresses are skipped;
+//!   only what the steps created is removed afterwards).
 //! - `shoal-real compare FILE [--seed N]` runs the file in the simulator and for real and prints the
 //!   time to converge after each fault in both worlds.
 //!
@@ -15,10 +18,10 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use shoal_harness::cleanup::{clean_all, Ledger, Ledgers};
-use shoal_harness::cluster::{ClusterOptions, Executor};
+use shoal_harness::cluster::{parse_cluster_arg, Attached, ClusterOptions, Executor};
 use shoal_harness::compare;
 use shoal_harness::runner::{self, RealReport};
-use shoal_sim::scenario::Scenario;
+use shoal_sim::scenario::{summary, Scenario};
 
 #[derive(Parser)]
 #[command(name = "shoal-real", about = "Run shoal scenario files against real clusters on this machine")]
@@ -50,6 +53,11 @@ struct RealArgs {
     /// `swarm init --dispatcher-heartbeat` (the simulator's clusters use 1s).
     #[arg(long, default_value = "1s")]
     heartbeat: String,
+    /// Play on a cluster that is already running (`run` only): its daemons' sockets,
+    /// comma-separated, or a file with one `SOCKET [DATA_DIR]` per line. Its nodes' host names
+    /// must be the scenario's (manager-1, worker-1, …).
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -106,17 +114,8 @@ fn options(real: &RealArgs) -> anyhow::Result<ClusterOptions> {
         net: real.net.clone(),
         tmp: std::env::temp_dir(),
         heartbeat: real.heartbeat.clone(),
+        raft_tmpfs: false,
     })
-}
-
-fn severity(code: i32) -> u8 {
-    match code {
-        3 => 4,
-        2 => 3,
-        4 => 2,
-        0 => 0,
-        _ => 1,
-    }
 }
 
 fn repro(report: &RealReport, real: &RealArgs) -> String {
@@ -124,46 +123,60 @@ fn repro(report: &RealReport, real: &RealArgs) -> String {
         ExecutorArg::Docker => "",
         ExecutorArg::Process => " --executor process",
     };
-    format!("cargo real-run run {}{executor} --net {}", report.file, real.net)
+    match &real.cluster {
+        Some(cluster) => format!("cargo real-run run {}{executor} --cluster {cluster}", report.file),
+        None => format!("cargo real-run run {}{executor} --net {}", report.file, real.net),
+    }
 }
 
 fn print_table(reports: &[RealReport], real: &RealArgs, traces: &[Option<PathBuf>]) {
-    let width = reports.iter().map(|r| r.scenario.len()).max().unwrap_or(8).clamp(8, 60);
-    println!("{:<width$}  {:>4}  {:<8}  {:>9}  {:>7}  {:>7}", "SCENARIO", "RUN", "RESULT", "WALL", "EVENTS", "SKIPPED");
-    for r in reports {
-        let name: String = r.scenario.chars().take(width).collect();
-        println!(
-            "{:<width$}  {:>4}  {:<8}  {:>8.1}s  {:>7}  {:>7}",
-            name,
-            r.run,
-            r.outcome.label(),
-            r.wall_ms as f64 / 1000.0,
-            r.trace_events,
-            r.skipped.len()
-        );
-    }
-    let failed: Vec<(usize, &RealReport)> = reports.iter().enumerate().filter(|(_, r)| !r.outcome.is_pass()).collect();
-    println!("\n{} passed, {} failed", reports.len() - failed.len(), failed.len());
+    let lines: Vec<summary::Line> = reports
+        .iter()
+        .zip(traces)
+        .map(|(r, trace)| summary::Line {
+            scenario: r.scenario.clone(),
+            file: r.file.clone(),
+            key: r.run.to_string(),
+            result: r.outcome.label().to_string(),
+            passed: r.outcome.is_pass(),
+            cells: vec![
+                format!("{:.1}s", r.wall_ms as f64 / 1000.0),
+                r.trace_events.to_string(),
+                r.skipped.len().to_string(),
+            ],
+            detail: serde_json::to_value(&r.outcome)
+                .ok()
+                .and_then(|v| v.get("detail").and_then(|d| d.as_str().map(str::to_string)))
+                .unwrap_or_default(),
+            trace: trace.as_ref().map(|t| t.display().to_string()),
+            rerun: repro(r, real),
+        })
+        .collect();
+    let columns = summary::Columns {
+        key_header: "RUN",
+        headers: &["WALL", "EVENTS", "SKIPPED"],
+        key_word: "run",
+        rerun_word: "rerun",
+    };
+    print!("{}", summary::render(columns, &lines));
     for r in reports.iter().filter(|r| !r.skipped.is_empty()) {
         println!("\nskipped in {} (run {}):", r.file, r.run);
         for s in &r.skipped {
             println!("  {s}");
         }
     }
-    for (i, r) in failed {
-        let detail = serde_json::to_value(&r.outcome).ok().and_then(|v| v.get("detail").cloned()).unwrap_or_default();
-        println!("\n{} {} (run {}): {}", r.outcome.label(), r.file, r.run, detail.as_str().unwrap_or_default());
-        if let Some(Some(trace)) = traces.get(i) {
-            println!("  trace: {}", trace.display());
-        }
-        println!("  rerun: {}", repro(r, real));
-    }
 }
 
-async fn play_registered(scenario: &Scenario, options: &ClusterOptions, run: u32, ledgers: &Ledgers) -> RealReport {
+async fn play_registered(
+    scenario: &Scenario,
+    options: &ClusterOptions,
+    target: Option<&[Attached]>,
+    run: u32,
+    ledgers: &Ledgers,
+) -> RealReport {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     ledgers.lock().expect("ledgers").push(ledger.clone());
-    let report = runner::play(scenario, options, run, ledger.clone()).await;
+    let report = runner::play(scenario, options, target, run, ledger.clone()).await;
     ledgers.lock().expect("ledgers").retain(|l| !Arc::ptr_eq(l, &ledger));
     report
 }
@@ -184,10 +197,11 @@ async fn run(
     ledgers: &Ledgers,
 ) -> anyhow::Result<i32> {
     let options = options(real)?;
+    let target = real.cluster.as_deref().map(parse_cluster_arg).transpose().map_err(anyhow::Error::msg)?;
     let mut scenarios = Vec::new();
     for file in files {
         let scenario = Scenario::load(file)?;
-        runner::preflight(&scenario, options.executor).map_err(anyhow::Error::msg)?;
+        runner::preflight(&scenario, options.executor, target.is_some()).map_err(anyhow::Error::msg)?;
         scenarios.push(scenario);
     }
     let mut reports = Vec::new();
@@ -197,7 +211,7 @@ async fn run(
             if !json {
                 eprintln!("running {} (run {run}) …", scenario.file);
             }
-            let report = play_registered(scenario, &options, run, ledgers).await;
+            let report = play_registered(scenario, &options, target.as_deref(), run, ledgers).await;
             let trace = match trace_dir {
                 Some(dir) => Some(write_trace(dir, &report)?),
                 None => None,
@@ -216,7 +230,7 @@ async fn run(
     if !json {
         print_table(&reports, real, &traces);
     }
-    Ok(reports.iter().map(|r| r.outcome.exit_code()).max_by_key(|c| severity(*c)).unwrap_or(0))
+    Ok(summary::worst(reports.iter().map(|r| r.outcome.exit_code())))
 }
 
 async fn compare_worlds(
@@ -228,8 +242,11 @@ async fn compare_worlds(
     ledgers: &Ledgers,
 ) -> anyhow::Result<i32> {
     let options = options(real)?;
+    if real.cluster.is_some() {
+        anyhow::bail!("compare starts its own cluster: --cluster is for `run`");
+    }
     let scenario = Scenario::load(file)?;
-    runner::preflight(&scenario, options.executor).map_err(anyhow::Error::msg)?;
+    runner::preflight(&scenario, options.executor, false).map_err(anyhow::Error::msg)?;
     let sim_dir = std::env::temp_dir().join(format!("shoal-compare-{}", runner::run_id()));
     std::fs::create_dir_all(&sim_dir)?;
     let file_text = file.display().to_string();
@@ -237,7 +254,7 @@ async fn compare_worlds(
     let _ = std::fs::remove_dir_all(&sim_dir);
     let (sim_code, sim_trace) = simulated.map_err(anyhow::Error::msg)?;
     eprintln!("simulated (seed {seed}): exit {sim_code}; now for real …");
-    let report = play_registered(&scenario, &options, 1, ledgers).await;
+    let report = play_registered(&scenario, &options, None, 1, ledgers).await;
     if let Some(dir) = trace_dir {
         std::fs::create_dir_all(dir)?;
         let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

@@ -52,7 +52,7 @@ mod sim {
     use indicatif::{ProgressBar, ProgressStyle};
     use serde::{Deserialize, Serialize};
     use shoal_sim::scenario::run::run_seed;
-    use shoal_sim::scenario::{Outcome, Scenario};
+    use shoal_sim::scenario::{summary, Outcome, Scenario};
 
     use shoal_sim::fuzz::{FuzzOptions, GenConfig, Progress, Sabotage, RESULT_MARK};
 
@@ -288,43 +288,32 @@ mod sim {
         }
     }
 
-    fn severity(code: i32) -> u8 {
-        match code {
-            3 => 4,
-            2 => 3,
-            4 => 2,
-            0 => 0,
-            _ => 1,
-        }
-    }
-
     fn print_table(results: &[RunResult]) {
-        let width = results.iter().map(|r| r.scenario.len()).max().unwrap_or(8).clamp(8, 60);
-        println!(
-            "{:<width$}  {:>6}  {:<8}  {:>10}  {:>9}  {:>16}",
-            "SCENARIO", "SEED", "RESULT", "VIRTUAL", "WALL", "TRACE HASH"
-        );
-        for r in results {
-            let name: String = r.scenario.chars().take(width).collect();
-            println!(
-                "{:<width$}  {:>6}  {:<8}  {:>9.1}s  {:>8.2}s  {:>16}",
-                name,
-                r.seed,
-                r.result,
-                r.virtual_ms as f64 / 1000.0,
-                r.wall_ms as f64 / 1000.0,
-                r.trace_hash
-            );
-        }
-        let failed: Vec<&RunResult> = results.iter().filter(|r| r.exit_code != 0).collect();
-        println!("\n{} passed, {} failed", results.len() - failed.len(), failed.len());
-        for r in failed {
-            println!("\n{} {} (seed {}): {}", r.result, r.file, r.seed, r.detail);
-            if let Some(trace) = &r.trace_file {
-                println!("  trace: {trace}");
-            }
-            println!("  reproduce: {}", r.repro());
-        }
+        let lines: Vec<summary::Line> = results
+            .iter()
+            .map(|r| summary::Line {
+                scenario: r.scenario.clone(),
+                file: r.file.clone(),
+                key: r.seed.to_string(),
+                result: r.result.clone(),
+                passed: r.exit_code == 0,
+                cells: vec![
+                    format!("{:.1}s", r.virtual_ms as f64 / 1000.0),
+                    format!("{:.2}s", r.wall_ms as f64 / 1000.0),
+                    r.trace_hash.clone(),
+                ],
+                detail: r.detail.clone(),
+                trace: r.trace_file.clone(),
+                rerun: r.repro(),
+            })
+            .collect();
+        let columns = summary::Columns {
+            key_header: "SEED",
+            headers: &["VIRTUAL", "WALL", "TRACE HASH"],
+            key_word: "seed",
+            rerun_word: "reproduce",
+        };
+        print!("{}", summary::render(columns, &lines));
     }
 
     fn run(
@@ -401,7 +390,7 @@ mod sim {
         } else {
             print_table(&results);
         }
-        let worst = results.iter().map(|r| r.exit_code).max_by_key(|code| severity(*code)).unwrap_or(0);
+        let worst = summary::worst(results.iter().map(|r| r.exit_code));
         Ok(worst)
     }
 

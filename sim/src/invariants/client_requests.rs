@@ -125,6 +125,21 @@ impl ClientRequests {
         }
     }
 
+    /// [`ClientRequests::observe`] the nodes of the leader's `state` among `hosts`: a host with
+    /// no node, or one marked down, is down.
+    pub fn observe_store(&mut self, now_ms: u64, hosts: &[String], state: &shoal_core::store::StoreState) {
+        use shoal_core::api::NodeState;
+        let (mut down, mut ready) = (BTreeSet::new(), BTreeSet::new());
+        for host in hosts {
+            match state.nodes.values().find(|n| n.hostname() == host).map(|n| n.status.state) {
+                None | Some(NodeState::Down) => down.insert(host.clone()),
+                Some(NodeState::Ready) => ready.insert(host.clone()),
+                Some(_) => false,
+            };
+        }
+        self.observe(now_ms, &down, &ready);
+    }
+
     fn explained(&self, r: &RequestRecord) -> bool {
         let (s, d) = (r.sent_ms, r.done_ms);
         let via_out =

@@ -359,6 +359,27 @@ impl Expectation {
         }
     }
 
+    /// Whether a `port …` expectation holds on the answer of one request to its address (the
+    /// serving container's name, or why there was none): `answers S` wants a container of S,
+    /// `closed` a refused connection.
+    pub fn check_probe(&self, answer: Result<String, String>) -> Result<(), String> {
+        match (self, answer) {
+            (Expectation::PortClosed { .. }, Err(err))
+                if err.starts_with("connection to") && err.contains("refused") =>
+            {
+                Ok(())
+            }
+            (Expectation::PortAnswers { service, .. }, Ok(answer)) if answer.starts_with(&format!("{service}.")) => {
+                Ok(())
+            }
+            (Expectation::PortClosed { addr } | Expectation::PortAnswers { addr, .. }, Ok(answer)) => {
+                Err(format!("{addr} answered {answer:?}"))
+            }
+            (_, Err(err)) => Err(err),
+            (_, Ok(_)) => Err("not a port expectation".into()),
+        }
+    }
+
     /// Whether a `client …` expectation holds on the requests in `log` (`None` for the others).
     pub fn check_client(&self, state: Option<&StoreState>, log: &ClientLog) -> Option<Result<(), String>> {
         let verdict = match self {

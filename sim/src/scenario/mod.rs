@@ -9,10 +9,13 @@
 //! - [`expect`] — `expect:` statements and how they are checked on the leader's store;
 //! - [`render`] — a scenario back to YAML (for generated scenarios, e.g. shrunk fuzz failures);
 //! - [`stack`] — `stack deploy` steps' compose files (read relative to the scenario file);
+//! - [`summary`] — the table both runners print after their runs, and their exit code;
+//! - [`drive`] — what both runners (this one and the real-cluster harness) do with a `run:` step;
 //! - `run` (madsim only) — playing a scenario with one seed, and the outcome with its exit code.
 
 pub mod cli;
 pub mod converge;
+pub mod drive;
 pub mod expect;
 pub mod fault;
 pub mod parse;
@@ -20,6 +23,7 @@ pub mod render;
 #[cfg(madsim)]
 pub mod run;
 pub mod stack;
+pub mod summary;
 
 pub use parse::{Scenario, ScenarioError};
 

@@ -13,22 +13,20 @@
 //! across runs use one process per run (see the `shoal-sim` binary), since tokio's `select!`
 //! fairness rng is seeded per process.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_core::api::{NodeState, TaskState};
-use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
+use shoal_core::api::TaskState;
+use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::env::runtime;
-use shoal_core::stack::NAMESPACE_LABEL;
 
-use super::cli::{Command, StackCommand};
+use super::drive::{self, Driver};
 use super::expect::{Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
 use super::parse::{Action, ClientStep, Final, Scenario, Step};
-use super::stack::load_compose;
 use super::Outcome;
 use crate::client::{self, ClientHandle, ClientLog};
 use crate::cluster::{ClusterShape, SimCluster, CLIENT_HOST};
@@ -144,15 +142,7 @@ fn poll(
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
-        let (mut down, mut ready) = (BTreeSet::new(), BTreeSet::new());
-        for host in cluster.node_names() {
-            match state.nodes.values().find(|n| n.hostname() == host).map(|n| n.status.state) {
-                None | Some(NodeState::Down) => down.insert(host),
-                Some(NodeState::Ready) => ready.insert(host),
-                Some(_) => false,
-            };
-        }
-        invariants.clients.observe(runtime::unix_millis(), &down, &ready);
+        invariants.clients.observe_store(runtime::unix_millis(), &cluster.node_names(), &state);
     }
     if let Err(violation) = invariants.clients.check(&invariants.log) {
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
@@ -162,26 +152,6 @@ fn poll(
         return Err(Outcome::Liveness(format!("the run exceeded {} s of virtual time", MAX_VIRTUAL.as_secs())));
     }
     Ok(())
-}
-
-fn short(result: &ControlResult) -> serde_json::Value {
-    match result {
-        Ok(ControlResponse::Done) => json!({"ok": "done"}),
-        Ok(ControlResponse::Created { id }) => json!({"ok": "created", "id": id}),
-        Ok(ControlResponse::Nodes(nodes)) => json!({"ok": "nodes", "count": nodes.len()}),
-        Ok(ControlResponse::Services(s)) => json!({"ok": "services", "count": s.len()}),
-        Ok(ControlResponse::Tasks(t)) => json!({"ok": "tasks", "count": t.len()}),
-        Ok(ControlResponse::Networks(n)) => json!({"ok": "networks", "count": n.len()}),
-        Ok(ControlResponse::JoinToken { .. }) => json!({"ok": "join_token"}),
-        Ok(ControlResponse::Info(_)) => json!({"ok": "info"}),
-        Ok(ControlResponse::Node(_)) => json!({"ok": "node"}),
-        Ok(ControlResponse::Service(_)) => json!({"ok": "service"}),
-        Ok(ControlResponse::Network(_)) => json!({"ok": "network"}),
-        Ok(ControlResponse::Logs(logs)) => {
-            json!({"ok": "logs", "tasks": logs.tasks.len(), "unreachable": logs.unreachable.len()})
-        }
-        Err(err) => json!({"error": err.to_string()}),
-    }
 }
 
 impl Runner<'_> {
@@ -207,7 +177,7 @@ impl Runner<'_> {
     }
 
     /// Send a control request (to the node on host `on` only, if given), polling while it is in flight.
-    async fn control(&mut self, request: ControlRequest) -> Result<ControlResult, Stop> {
+    async fn send(&mut self, request: ControlRequest) -> Result<ControlResult, Stop> {
         let on = self.on.clone();
         let Runner { cluster, invariants, timers, start, .. } = self;
         let mut call: std::pin::Pin<Box<dyn std::future::Future<Output = ControlResult> + '_>> = match &on {
@@ -222,18 +192,16 @@ impl Runner<'_> {
         }
     }
 
-    /// Send requests at once, polling while they are in flight; the first failure, if any.
-    async fn control_concurrently(&mut self, requests: Vec<ControlRequest>) -> Result<ControlResult, Stop> {
+    /// Send requests at once, polling while they are in flight; their answers in order.
+    async fn send_concurrently(&mut self, requests: Vec<ControlRequest>) -> Result<Vec<ControlResult>, Stop> {
         let Runner { cluster, invariants, timers, start, .. } = self;
         let mut call = Box::pin(cluster.control_concurrently(requests));
-        let answers = loop {
+        loop {
             match runtime::timeout(POLL, &mut call).await {
-                Ok(answers) => break answers,
+                Ok(answers) => return Ok(answers),
                 Err(_) => poll(cluster, invariants, timers, *start)?,
             }
-        };
-        let failed = answers.iter().find(|a| a.is_err()).cloned();
-        Ok(failed.unwrap_or_else(|| answers.into_iter().last().unwrap_or(Ok(ControlResponse::Done))))
+        }
     }
 
     /// Poll until `expectation` holds, or fail after `within`.
@@ -246,22 +214,7 @@ impl Runner<'_> {
             let verdict = match expectation {
                 Expectation::PortClosed { addr } | Expectation::PortAnswers { addr, .. } => {
                     let answer = self.probe(addr).await?;
-                    match (expectation, answer) {
-                        (Expectation::PortClosed { .. }, Err(err))
-                            if err.starts_with("connection to") && err.contains("refused") =>
-                        {
-                            Ok(())
-                        }
-                        (Expectation::PortClosed { .. }, Err(err)) => Err(err),
-                        (Expectation::PortClosed { .. }, Ok(answer)) => Err(format!("{addr} answered {answer:?}")),
-                        (Expectation::PortAnswers { service, .. }, Ok(answer))
-                            if answer.starts_with(&format!("{service}.")) =>
-                        {
-                            Ok(())
-                        }
-                        (_, Ok(answer)) => Err(format!("{addr} answered {answer:?}")),
-                        (_, Err(err)) => Err(err),
-                    }
+                    expectation.check_probe(answer)
                 }
                 Expectation::NameResolves { name, node, network }
                 | Expectation::NameUnknown { name, node, network } => {
@@ -324,36 +277,6 @@ impl Runner<'_> {
 
     fn hosts(&self, targets: &[Target]) -> Result<Vec<String>, String> {
         targets.iter().map(|t| self.host(t)).collect()
-    }
-
-    async fn run_command(&mut self, command: &Command) -> Result<ControlResult, Stop> {
-        match command {
-            Command::Request(request) => self.control(request.clone()).await,
-            Command::Sequence(requests) => {
-                let mut last = Ok(ControlResponse::Done);
-                for request in requests {
-                    last = self.control(request.clone()).await?;
-                    if last.is_err() {
-                        break;
-                    }
-                }
-                Ok(last)
-            }
-            Command::ServiceUpdate { service, changes } => {
-                let current = match self.control(ControlRequest::ServiceInspect { service: service.clone() }).await? {
-                    Ok(ControlResponse::Service(view)) => view.service,
-                    Ok(other) => return Ok(Err(ControlError::Internal(format!("service inspect answered {other:?}")))),
-                    Err(err) => return Ok(Err(err)),
-                };
-                let mut spec = current.spec.clone();
-                changes.apply(&mut spec);
-                let request =
-                    ControlRequest::ServiceUpdate { service: current.id.clone(), version: current.meta.version, spec };
-                self.control(request).await
-            }
-            Command::Stack(stack) => self.stack(stack).await,
-            Command::Concurrent(requests) => self.control_concurrently(requests.clone()).await,
-        }
     }
 
     async fn fault(&mut self, fault: &Fault, place: &str) -> Result<(), String> {
@@ -475,46 +398,16 @@ impl Runner<'_> {
             self.sleep(step.after).await?;
         }
         match &step.action {
-            Action::Run { command, text, expect_error, expect_output, on } => {
+            Action::Run { command, on, .. } => {
                 self.on = match on {
                     Some(target) => Some(self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?),
                     None => None,
                 };
-                let result = self.run_command(command).await;
+                let scenario = self.scenario;
+                let result = drive::run_command(self, &scenario.file, command).await;
                 self.on = None;
                 let result = result?;
-                let mut note = short(&result);
-                note["at"] = json!(place);
-                note["run"] = json!(text);
-                if step.may_fail {
-                    note["may_fail"] = json!(true);
-                }
-                self.cluster.note("step.run", note);
-                match (&result, expect_error) {
-                    (Err(_), None) if step.may_fail => return Ok(()),
-                    (Ok(_), Some(want)) => {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: `{text}` should fail with {want:?}, but it succeeded"
-                        )))
-                    }
-                    (Err(err), Some(want)) if !err.to_string().contains(want.as_str()) => {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: `{text}` should fail with {want:?}, but failed with: {err}"
-                        )))
-                    }
-                    (Err(err), None) => return Err(Outcome::Liveness(format!("{place}: `{text}` failed: {err}"))),
-                    _ => {}
-                }
-                if let (Ok(response), Some(want)) = (&result, expect_output) {
-                    let output = serde_json::to_string(response).unwrap_or_default();
-                    if !output.contains(want.as_str()) {
-                        return Err(Outcome::Liveness(format!(
-                            "{place}: output of `{text}` should contain {want:?}; it was {}",
-                            output.chars().take(400).collect::<String>()
-                        )));
-                    }
-                }
-                Ok(())
+                drive::conclude(self, &place, step, &result)
             }
             Action::Fault(fault) => {
                 self.cluster.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
@@ -688,92 +581,21 @@ impl Runner<'_> {
     }
 }
 
-/// `stack …` steps: what docker/cli does client-side, decided by [`shoal_core::stack`].
-impl Runner<'_> {
-    async fn stack(&mut self, command: &StackCommand) -> Result<ControlResult, Stop> {
-        let services = match self.control(ControlRequest::ServiceList).await? {
-            Ok(ControlResponse::Services(views)) => views,
-            Ok(other) => return Ok(Err(ControlError::Internal(format!("service ls answered {other:?}")))),
-            Err(err) => return Ok(Err(err)),
-        };
-        let in_stack = |name: &str| {
-            services.iter().filter(|v| shoal_core::stack::in_stack(&v.service.spec.labels, name)).cloned().collect()
-        };
-        match command {
-            StackCommand::Ls => Ok(Ok(ControlResponse::Services(
-                services.iter().filter(|v| v.service.spec.labels.contains_key(NAMESPACE_LABEL)).cloned().collect(),
-            ))),
-            StackCommand::Services(name) => Ok(Ok(ControlResponse::Services(in_stack(name)))),
-            StackCommand::Ps(name) => {
-                let members: Vec<ServiceView> = in_stack(name);
-                if members.is_empty() {
-                    return Ok(Err(ControlError::NotFound(format!("nothing found in stack: {name}"))));
-                }
-                let mut tasks = Vec::new();
-                for view in members {
-                    match self.control(ControlRequest::TaskList { service: Some(view.service.id), node: None }).await? {
-                        Ok(ControlResponse::Tasks(more)) => tasks.extend(more),
-                        Ok(other) => return Ok(Err(ControlError::Internal(format!("task ls answered {other:?}")))),
-                        Err(err) => return Ok(Err(err)),
-                    }
-                }
-                Ok(Ok(ControlResponse::Tasks(tasks)))
-            }
-            StackCommand::Deploy { stack, file, prune } => {
-                let plan = match load_compose(&self.scenario.file, file, stack) {
-                    Ok(plan) => plan,
-                    Err(message) => return Ok(Err(ControlError::InvalidArgument(message))),
-                };
-                if !plan.ignored.is_empty() {
-                    self.cluster.note("stack.ignored", json!({"stack": stack, "options": plan.ignored}));
-                }
-                let networks = match self.control(ControlRequest::NetworkList).await? {
-                    Ok(ControlResponse::Networks(networks)) => networks,
-                    Ok(other) => return Ok(Err(ControlError::Internal(format!("network ls answered {other:?}")))),
-                    Err(err) => return Ok(Err(err)),
-                };
-                let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
-                let steps = match shoal_core::stack::deploy_steps(&plan, &networks, &current, *prune) {
-                    Ok(steps) => steps,
-                    Err(err) => return Ok(Err(ControlError::FailedPrecondition(err.to_string()))),
-                };
-                self.stack_steps(steps, true).await
-            }
-            StackCommand::Rm(stacks) => {
-                let networks = match self.control(ControlRequest::NetworkList).await? {
-                    Ok(ControlResponse::Networks(networks)) => networks,
-                    Ok(other) => return Ok(Err(ControlError::Internal(format!("network ls answered {other:?}")))),
-                    Err(err) => return Ok(Err(err)),
-                };
-                let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
-                let mut steps = Vec::new();
-                for name in stacks {
-                    steps.extend(shoal_core::stack::remove_steps(name, &networks, &current));
-                }
-                self.stack_steps(steps, false).await
-            }
-        }
+/// The simulator's cluster under the runner's shared `run:` logic ([`super::drive`]): requests go
+/// to the cluster (to one node's for `on:` steps), polling the invariants while they are in flight.
+impl Driver for Runner<'_> {
+    type Stop = Stop;
+
+    async fn control(&mut self, request: ControlRequest) -> Result<ControlResult, Stop> {
+        self.send(request).await
     }
 
-    /// Send each step's request, noting Docker's line for it. A deploy stops at the first
-    /// refusal; a removal goes on and reports the first one at the end, as `docker stack rm`.
-    async fn stack_steps(
-        &mut self,
-        steps: Vec<shoal_core::stack::StackStep>,
-        stop_early: bool,
-    ) -> Result<ControlResult, Stop> {
-        let mut first_error = None;
-        for step in steps {
-            let result = self.control(step.request()).await?;
-            self.cluster.note("stack.step", json!({"step": step.message(), "ok": result.is_ok()}));
-            if let Err(err) = result {
-                if stop_early {
-                    return Ok(Err(err));
-                }
-                first_error.get_or_insert(err);
-            }
-        }
-        Ok(first_error.map_or(Ok(ControlResponse::Done), Err))
+    async fn control_concurrently(&mut self, requests: Vec<ControlRequest>) -> Result<Vec<ControlResult>, Stop> {
+        self.send_concurrently(requests).await
+    }
+
+    fn note(&mut self, kind: &str, fields: serde_json::Value) {
+        self.cluster.note(kind, fields);
     }
 }
 
