@@ -270,6 +270,22 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     assert_eq!(removed.lines().collect::<Vec<_>>(), ["web", "web2", "pyweb"]);
     let listed = docker.must(&["service", "ls"], &daemon);
     assert_eq!(listed.lines().count(), 1, "only the header is left: {listed}");
+    // Nodes: `node update` sends the whole spec with its version; promote of a manager is the CLI's no-op.
+    docker.must(&["node", "update", "--availability", "drain", "--label-add", "zone=a", "m1"], &daemon);
+    let inspected: Value = serde_json::from_str(&docker.must(&["node", "inspect", "self"], &daemon)).unwrap();
+    assert_eq!(inspected[0]["Spec"]["Availability"], json!("drain"));
+    assert_eq!(inspected[0]["Spec"]["Labels"], json!({"zone": "a"}));
+    docker.must(&["node", "update", "--availability", "active", "--label-rm", "zone", "m1"], &daemon);
+    let nodes = docker.must(&["node", "ls"], &daemon);
+    assert!(nodes.lines().nth(1).unwrap_or_default().contains(" Active "), "{nodes}");
+    let inspected: Value = serde_json::from_str(&docker.must(&["node", "inspect", "m1"], &daemon)).unwrap();
+    let labels = &inspected[0]["Spec"]["Labels"];
+    assert!(labels.is_null() || *labels == json!({}), "the label is gone: {labels}");
+    let promoted = docker.must(&["node", "promote", "m1"], &daemon);
+    assert_eq!(promoted.trim(), format!("Node {node_id} is already a manager."));
+    let last = docker.run(&["node", "demote", "m1"]).unwrap_err();
+    assert!(last.contains("Error response from daemon: attempting to demote the last manager of the swarm"), "{last}");
+
     wait_for(Duration::from_secs(60), "the services' tasks gone", || {
         let (_, _, body) =
             http(&api, "GET", "/tasks?filters=%7B%22desired-state%22%3A%7B%22running%22%3Atrue%7D%7D", None);

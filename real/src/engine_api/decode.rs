@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use shoal_core::api::{
-    EndpointMode, FailureAction, Labels, PortConfig, PublishMode, ResourceAmount, RestartBackoff, RestartCondition,
-    ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, ResourceAmount,
+    RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 
 /// A request body or query that does not say what Docker's API says it should.
@@ -386,6 +386,38 @@ pub fn network_create(body: &[u8]) -> Result<NetworkCreate> {
         labels: labels(object, "Labels")?,
         subnet,
     })
+}
+
+/// The body of `POST /nodes/{id}/update`: Docker's whole `NodeSpec` (an absent part keeps its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpecUpdate {
+    pub labels: Option<Labels>,
+    pub role: Option<NodeRole>,
+    pub availability: Option<Availability>,
+}
+
+pub fn node_spec(body: &[u8]) -> Result<NodeSpecUpdate> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+    let object = as_object(&value, "NodeSpec")?;
+    let role = match string(object, "Role")?.as_str() {
+        "" => None,
+        "manager" => Some(NodeRole::Manager),
+        "worker" => Some(NodeRole::Worker),
+        other => return Err(DecodeError(format!("invalid role {other:?}, only worker and manager are supported"))),
+    };
+    let availability = match string(object, "Availability")?.as_str() {
+        "" => None,
+        "active" => Some(Availability::Active),
+        "pause" => Some(Availability::Pause),
+        "drain" => Some(Availability::Drain),
+        other => {
+            return Err(DecodeError(format!(
+                "invalid availability {other:?}, only active, pause and drain are supported"
+            )))
+        }
+    };
+    let labels = field(object, "Labels").map(|_| labels(object, "Labels")).transpose()?;
+    Ok(NodeSpecUpdate { labels, role, availability })
 }
 
 /// Group `key=value` pairs by key (values in the order given).

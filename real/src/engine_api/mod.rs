@@ -24,7 +24,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use shoal_core::api::{NodeRole, Task};
+use shoal_core::api::{Labels, NodeRole, Task};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
 use tokio::net::UnixListener;
 
@@ -179,6 +179,12 @@ impl EngineApi {
                     other => Err(unexpected_control(&other)),
                 }
             }
+            (&Method::POST, ["nodes", id, "update"]) => self.node_update(id, query, body).await,
+            (&Method::DELETE, ["nodes", id]) => {
+                let force = decode::query_bool(q("force"));
+                self.call(ControlRequest::NodeRemove { node: id.to_string(), force }).await?;
+                Ok(Reply::empty(StatusCode::OK))
+            }
             (&Method::GET, ["services"]) => self.services(q("filters"), decode::query_bool(q("status"))).await,
             (&Method::POST, ["services", "create"]) => {
                 let spec = decode::service_spec(body)?;
@@ -237,6 +243,10 @@ impl EngineApi {
             // Terraform and friends tolerate exactly this when a container is gone.
             (_, ["containers", id, ..]) if *id != "json" && *id != "create" && *id != "prune" => {
                 Err(Failure(Reply::error(StatusCode::NOT_FOUND, format!("No such container: {id}"))))
+            }
+            // A route of the swarm API with a method or sub-path it does not have: Docker's 404.
+            (_, ["_ping" | "version" | "info" | "swarm" | "nodes" | "services" | "tasks" | "networks", ..]) => {
+                Err(Failure(Reply::error(StatusCode::NOT_FOUND, "page not found")))
             }
             (_, [first, ..]) => Err(Failure(not_served(first))),
             (_, []) => Err(Failure(Reply::error(StatusCode::NOT_FOUND, "page not found"))),
@@ -313,6 +323,48 @@ impl EngineApi {
         }
     }
 
+    /// `docker node update|promote|demote`: the whole spec, based on `version`.
+    async fn node_update(&self, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+        let version = required_version(query, "node")?;
+        let update = decode::node_spec(body)?;
+        let current = match self.call(ControlRequest::NodeInspect { node: id.to_string() }).await? {
+            ControlResponse::Node(view) => view.node,
+            other => return Err(unexpected_control(&other)),
+        };
+        if current.meta.version != version {
+            return Err(out_of_sequence("node", current.hostname(), version));
+        }
+        let (label_add, label_rm): (Labels, Vec<String>) = match &update.labels {
+            Some(labels) => (
+                labels
+                    .iter()
+                    .filter(|(k, v)| current.spec.labels.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                current.spec.labels.keys().filter(|k| !labels.contains_key(*k)).cloned().collect(),
+            ),
+            None => (Default::default(), Vec::new()),
+        };
+        let availability = update.availability.filter(|a| *a != current.spec.availability);
+        let changes_spec = availability.is_some() || !label_add.is_empty() || !label_rm.is_empty();
+        if changes_spec {
+            let request = ControlRequest::NodeUpdate { node: current.id.clone(), availability, label_add, label_rm };
+            self.call(request).await?;
+        }
+        match update.role {
+            Some(role) if role != current.spec.desired_role => {
+                let node = current.id.clone();
+                let request = match role {
+                    NodeRole::Manager => ControlRequest::NodePromote { node },
+                    NodeRole::Worker => ControlRequest::NodeDemote { node },
+                };
+                self.call(request).await?;
+            }
+            _ => {}
+        }
+        Ok(Reply::empty(StatusCode::OK))
+    }
+
     async fn service(&self, id: &str) -> Result<ServiceView, Failure> {
         match self.call(ControlRequest::ServiceInspect { service: id.to_string() }).await? {
             ControlResponse::Service(view) => Ok(*view),
@@ -345,16 +397,11 @@ impl EngineApi {
     }
 
     async fn service_update(&self, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
-        let version = query.get("version").ok_or_else(|| bad_request("version is required to update a service"))?;
-        let version: u64 =
-            version.parse().map_err(|_| bad_request(format!("invalid service version {version:?}: not a number")))?;
+        let version = required_version(query, "service")?;
         let current = self.service(id).await?;
         if query.get("rollback").map(String::as_str) == Some("previous") {
             if current.service.meta.version != version {
-                return Err(Failure(control_error(ControlError::Conflict(format!(
-                    "update out of sequence: service {} changed since version {version}; inspect it and try again",
-                    current.service.spec.name
-                )))));
+                return Err(out_of_sequence("service", &current.service.spec.name, version));
             }
             self.call(ControlRequest::ServiceRollback { service: current.service.id.clone() }).await?;
             return Ok(Reply::ok(&json!({ "Warnings": null })));
@@ -466,6 +513,19 @@ impl EngineApi {
 
 /// Task filters the engine accepts (swarmkit's, and the CLI's `_up-to-date`).
 const TASK_FILTER_KEYS: &[&str] = &["id", "name", "node", "desired-state", "service", "label", "_up-to-date"];
+
+/// `?version=N` of an update: required, as Docker's engine requires it.
+fn required_version(query: &BTreeMap<String, String>, kind: &str) -> Result<u64, Failure> {
+    let version = query.get("version").ok_or_else(|| bad_request(format!("version is required to update a {kind}")))?;
+    version.parse().map_err(|_| bad_request(format!("invalid {kind} version {version:?}: not a number")))
+}
+
+/// Swarm's refusal of an update based on an older version (the control API's words).
+fn out_of_sequence(kind: &str, name: &str, version: u64) -> Failure {
+    Failure(control_error(ControlError::Conflict(format!(
+        "update out of sequence: {kind} {name} changed since version {version}; inspect it and try again"
+    ))))
+}
 
 fn bad_request(message: impl Into<String>) -> Failure {
     Failure(Reply::error(StatusCode::BAD_REQUEST, message))

@@ -148,6 +148,20 @@ fn filters_decode_in_both_forms() {
 }
 
 #[test]
+fn node_updates_decode_the_cli_requests() {
+    // `docker node update --availability drain node1`, `docker node demote node1`, as captured.
+    let drain = decode::node_spec(br#"{"Labels": {}, "Role": "manager", "Availability": "drain"}"#).unwrap();
+    assert_eq!(drain.availability, Some(shoal_core::api::Availability::Drain));
+    assert_eq!(drain.role, Some(NodeRole::Manager));
+    assert_eq!(drain.labels, Some(Default::default()));
+    let demote = decode::node_spec(br#"{"Labels": {}, "Role": "worker", "Availability": "active"}"#).unwrap();
+    assert_eq!(demote.role, Some(NodeRole::Worker));
+    let err = decode::node_spec(br#"{"Availability": "gone"}"#).unwrap_err();
+    assert_eq!(err.0, "invalid availability \"gone\", only active, pause and drain are supported");
+    assert_eq!(decode::node_spec(b"{}").unwrap().labels, None, "absent labels are kept, not cleared");
+}
+
+#[test]
 fn query_booleans_are_dockers() {
     for no in ["", "0", "no", "false", "FALSE", "none"] {
         assert!(!decode::query_bool(Some(no)), "{no}");
