@@ -53,6 +53,12 @@ impl Docker {
     }
 }
 
+/// The progress display ended in convergence: `verify: Service web converged` (CLI 28 names the
+/// service, 20.10 says `verify: Service converged`).
+fn converged(progress: &str) -> bool {
+    progress.lines().any(|l| l.starts_with("verify: Service") && l.trim_end().ends_with("converged"))
+}
+
 /// The words of a table's header line.
 fn header(table: &str) -> Vec<&str> {
     table.lines().next().unwrap_or_default().split_whitespace().collect()
@@ -196,7 +202,7 @@ fn the_docker_cli_drives_a_shoal_swarm() {
 
     // Scale, watching progress as the CLI does (tasks, nodes, the service) until it says converged.
     let scaled = docker.must(&["service", "scale", "web=3"], &daemon);
-    assert!(scaled.contains("verify: Service web converged"), "{scaled}");
+    assert!(converged(&scaled), "{scaled}");
     let ps = docker.must(&["service", "ps", "web", "--filter", "desired-state=running"], &daemon);
     assert_eq!(ps.lines().skip(1).filter(|l| l.contains(" Running ")).count(), 3, "{ps}");
 
@@ -209,7 +215,7 @@ fn the_docker_cli_drives_a_shoal_swarm() {
 
     // A rolling update to another reference of the same local image.
     let updated = docker.must(&["service", "update", "--image", IMAGE, "web"], &daemon);
-    assert!(updated.contains("verify: Service web converged"), "{updated}");
+    assert!(converged(&updated), "{updated}");
     let inspected: Value = serde_json::from_str(&docker.must(&["service", "inspect", "web"], &daemon)).unwrap();
     assert_eq!(inspected[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], json!(IMAGE));
     assert_eq!(inspected[0]["Spec"]["Mode"]["Replicated"]["Replicas"], json!(3), "the update kept the scale");
@@ -221,7 +227,7 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     let followed = docker
         .must(&["service", "create", "--name", "web2", "--stop-grace-period", "1s", &image, "sleep", "3600"], &daemon);
     assert!(followed.contains("overall progress: 1 out of 1 tasks"), "{followed}");
-    assert!(followed.lines().any(|l| l.starts_with("verify: Service ") && l.ends_with(" converged")), "{followed}");
+    assert!(converged(&followed), "{followed}");
 
     // Networks.
     let net = docker.must(&["network", "create", "-d", "overlay", "x"], &daemon);
