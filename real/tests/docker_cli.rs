@@ -19,6 +19,20 @@ use serde_json::{json, Value};
 
 const IMAGE: &str = "shoal-test/busybox:latest";
 
+/// A stack of one service with two replicas on a network of its own (`version:` for the 20.10 CLI).
+const STACK: &str = "version: \"3.8\"
+services:
+  api:
+    image: shoal-test/busybox:latest
+    command: [sleep, \"3600\"]
+    stop_grace_period: 1s
+    networks: [back]
+    deploy:
+      replicas: 2
+networks:
+  back: {}
+";
+
 struct Docker {
     socket: PathBuf,
     /// An empty Docker config dir: no context or credentials of this host's user apply.
@@ -109,10 +123,38 @@ fn image_id() -> String {
     })
 }
 
+/// Removes the bridges the daemon of this node id made (a failed test leaves them behind, and a
+/// stale one would hold its subnet for the next run).
+struct CleanupBridges(std::cell::RefCell<String>);
+
+impl Drop for CleanupBridges {
+    fn drop(&mut self) {
+        let node_id = self.0.borrow().clone();
+        if node_id.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
+        runtime.block_on(async {
+            let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
+            let label = format!("{}={node_id}", shoal_core::env::executor::LABEL_NODE_ID);
+            let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+            let options = bollard::network::ListNetworksOptions { filters };
+            for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
+                if let Some(name) = network.name {
+                    let _ = docker.remove_network(&name).await;
+                }
+            }
+        });
+    }
+}
+
 #[test]
 fn the_docker_cli_drives_a_shoal_swarm() {
     require_docker();
-    let _cleanup = [CleanupContainers("web"), CleanupContainers("web2"), CleanupContainers("pyweb")];
+    // Declared first, so dropped last: after the daemon is stopped and its containers removed.
+    let bridges = CleanupBridges(std::cell::RefCell::new(String::new()));
+    let _cleanup =
+        [CleanupContainers("web"), CleanupContainers("web2"), CleanupContainers("pyweb"), CleanupContainers("app_api")];
     let api_dir = tempfile::tempdir().unwrap();
     let api = api_dir.path().join("docker.sock");
     let api_flag = api.to_str().unwrap().to_string();
@@ -136,6 +178,7 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     let init = daemon.swarm_init();
     let node_id = init.split(['(', ')']).nth(1).unwrap_or_default().to_string();
     assert_eq!(docker.must(&["info", "--format", "{{.Swarm.NodeID}}"], &daemon).trim(), node_id);
+    bridges.0.replace(node_id.clone());
     let node_id = node_id.as_str();
 
     let version = docker.must(&["version"], &daemon);
@@ -223,6 +266,13 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     let ps = docker.must(&["service", "ps", "web", "--filter", "desired-state=running"], &daemon);
     assert_eq!(ps.lines().skip(1).filter(|l| l.contains(IMAGE) && l.contains(" Running ")).count(), 3, "{ps}");
 
+    // Rollback: the server applies the previous spec it keeps.
+    let rolled = docker.must(&["service", "rollback", "web"], &daemon);
+    assert!(rolled.contains("rollback: manually requested rollback") && converged(&rolled), "{rolled}");
+    let inspected: Value = serde_json::from_str(&docker.must(&["service", "inspect", "web"], &daemon)).unwrap();
+    assert_eq!(inspected[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], json!(image));
+    assert_eq!(inspected[0]["UpdateStatus"]["State"], json!("rollback_completed"));
+
     // `service create` without -d follows the tasks until they run and stay up.
     let followed = docker
         .must(&["service", "create", "--name", "web2", "--stop-grace-period", "1s", &image, "sleep", "3600"], &daemon);
@@ -239,6 +289,31 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     assert!(rows(&docker.must(&["network", "ls"], &daemon), "x").is_empty());
     let bridge = docker.run(&["network", "create", "y"]).unwrap_err();
     assert!(bridge.contains("shoal serves swarm-scoped overlay networks only"), "{bridge}");
+
+    // A stack: all client-side in the CLI (networks and services by label, created by name); its
+    // two tasks bring up their network's bridge at once on this node, and neither may be rejected.
+    let compose = api_dir.path().join("compose.yml");
+    std::fs::write(&compose, STACK).unwrap();
+    let deployed = docker.must(&["stack", "deploy", "-c", compose.to_str().unwrap(), "app"], &daemon);
+    assert!(
+        deployed.contains("Creating network app_back") && deployed.contains("Creating service app_api"),
+        "{deployed}"
+    );
+    let stack = wait_for(Duration::from_secs(60), "app_api running 2/2 in `docker stack services app`", || {
+        let table = docker.run(&["stack", "services", "app"]).ok()?;
+        (rows(&table, "app_api").pop()?.get(3) == Some(&"2/2")).then_some(table)
+    });
+    assert_eq!(header(&stack), ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"]);
+    let stacks = docker.must(&["stack", "ls"], &daemon);
+    // The 20.10 CLI adds an ORCHESTRATOR column (Swarm).
+    assert_eq!(header(&stacks)[..2], ["NAME", "SERVICES"]);
+    let row: Vec<&str> = stacks.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row[..2], ["app", "1"], "{stacks}");
+    let ps = docker.must(&["stack", "ps", "app", "--no-trunc"], &daemon);
+    assert_eq!(ps.lines().skip(1).filter(|l| l.contains(" Running ")).count(), 2, "{ps}");
+    assert!(!ps.contains("Rejected"), "no task of the stack was rejected:\n{ps}");
+    let removed = docker.must(&["stack", "rm", "app"], &daemon);
+    assert!(removed.contains("Removing service app_api") && removed.contains("Removing network app_back"), "{removed}");
 
     // Raw requests: headers, version checks, docker-py's lowercase keys and list filters.
     let (status, headers, body) = http(&api, "HEAD", "/_ping", None);

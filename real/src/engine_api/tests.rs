@@ -279,6 +279,12 @@ async fn routes_answer_with_dockers_statuses_and_bodies() {
         assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(message(&reply).contains("is not served by shoal: "), "{path}: {}", message(&reply));
     }
+    let secrets = api.answer(&Method::GET, "/v1.41/secrets", "", b"").await;
+    assert_eq!((secrets.status, &secrets.body[..]), (StatusCode::OK, &b"[]"[..]));
+    let secret = api.answer(&Method::GET, "/v1.41/configs/app_cf", "", b"").await;
+    assert_eq!((secret.status, message(&secret)), (StatusCode::NOT_FOUND, "config app_cf not found".into()));
+    let create = api.answer(&Method::POST, "/v1.41/secrets/create", "", br#"{"Name":"pw","Data":"czNjcjN0"}"#).await;
+    assert_eq!(create.status, StatusCode::NOT_IMPLEMENTED);
     let too_new = api.answer(&Method::GET, "/v1.99/version", "", b"").await;
     assert_eq!(too_new.status, StatusCode::BAD_REQUEST);
 
