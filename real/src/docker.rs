@@ -405,6 +405,15 @@ impl Executor for DockerExecutor {
             labels: bridge.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             ..Default::default()
         };
+        let create_failed = |e: &DockerError| {
+            ExecutorError::Runtime(format!(
+                "cannot create the bridge network {} (subnet {}, device {}): {}",
+                bridge.name,
+                bridge.subnet,
+                bridge.device,
+                engine_message(e)
+            ))
+        };
         match self.docker.create_network(options).await {
             Ok(_) => Ok(()),
             // Made meanwhile by someone else (another runner of this node): it must match.
@@ -416,13 +425,22 @@ impl Executor for DockerExecutor {
                     .map_err(|e| network_error(e, &bridge.name))?;
                 check_bridge(bridge, &existing)
             }
-            Err(e) => Err(ExecutorError::Runtime(format!(
-                "cannot create the bridge network {} (subnet {}, device {}): {}",
-                bridge.name,
-                bridge.subnet,
-                bridge.device,
-                engine_message(&e)
-            ))),
+            // Two runners of this node creating it at once: Docker 20.10 answers the second with
+            // "Pool overlaps with other one on this address space" (the first holds the subnet), not
+            // 409, before the first's network can be inspected. Once it shows up (within 2 s), it is
+            // that one, and it must match.
+            Err(e) if engine_message(&e).contains("Pool overlaps") => {
+                for _ in 0..20 {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    if let Ok(existing) =
+                        self.docker.inspect_network(&bridge.name, None::<InspectNetworkOptions<String>>).await
+                    {
+                        return check_bridge(bridge, &existing);
+                    }
+                }
+                Err(create_failed(&e))
+            }
+            Err(e) => Err(create_failed(&e)),
         }
     }
 

@@ -10,6 +10,7 @@ use shoal::cli::args::{Cli, Command, DaemonArgs, ExecutorArg, PullArg};
 use shoal::daemon::{system_hostname, Daemon};
 use shoal::data_dir_lock::DataDirLock;
 use shoal::docker::PullPolicy;
+use shoal::engine_api;
 use shoal::local_api::{self, Endpoint, LocalHandler};
 use shoal::node_launcher::{dns_upstream, host_resolvers, ExecutorKind, RealLauncher};
 use shoal_core::mesh::MeshOptions;
@@ -106,6 +107,14 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         eprintln!("shoal daemon: local API on tcp://{addr}");
         servers.push(tokio::spawn(local_api::serve_tcp(listener, handler.clone())));
     }
+    let mut sockets = vec![socket.clone()];
+    if let Some(path) = args.api_socket {
+        let listener = engine_api::bind(&path).await.with_context(|| format!("cannot listen on {}", path.display()))?;
+        eprintln!("shoal daemon: Docker Engine API on unix://{}", path.display());
+        let api = Arc::new(engine_api::EngineApi::new(handler.clone(), hostname.clone()));
+        servers.push(tokio::spawn(engine_api::serve_unix(listener, api)));
+        sockets.push(path);
+    }
     daemon.resume().await;
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -118,6 +127,8 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         server.abort();
     }
     daemon.shutdown().await;
-    let _ = std::fs::remove_file(&socket);
+    for socket in sockets {
+        let _ = std::fs::remove_file(socket);
+    }
     Ok(())
 }

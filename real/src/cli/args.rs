@@ -672,6 +672,10 @@ pub struct DaemonArgs {
     /// Also serve the local API on TCP (loopback only), e.g. 127.0.0.1:2375
     #[arg(long)]
     pub tcp: Option<String>,
+    /// Serve the Docker Engine API's swarm routes on this unix socket (mode 0660), for Docker's own
+    /// clients: DOCKER_HOST=unix://PATH docker service ls. Off unless given.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// How tasks run: Docker containers, or plain host processes
     #[arg(long, value_enum, default_value = "docker")]
     pub executor: ExecutorArg,

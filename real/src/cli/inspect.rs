@@ -3,24 +3,26 @@
 //! scripts that read the JSON work as they do against Docker. Durations are nanoseconds and times
 //! RFC 3339, as Go encodes them.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Map, Value};
-use shoal_core::api::{Network, NodeRole, PortConfig, Service, ServiceMode, ServiceSpec, UpdateConfig};
+use shoal_core::api::{Network, NodeRole, PortConfig, Service, ServiceMode, ServiceSpec, TaskSpec, UpdateConfig};
 use shoal_core::control::{NodeView, ServiceView};
 
 use super::render::{availability_word, node_state_word};
 
 /// Go's RFC 3339 with as many fraction digits as needed; the zero time when unknown.
-fn time(ms: u64) -> Value {
+pub fn time(ms: u64) -> Value {
     let time = chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or_default();
     Value::String(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
 
-fn nanos(ms: u64) -> Value {
+pub fn nanos(ms: u64) -> Value {
     json!(ms.saturating_mul(1_000_000))
 }
 
 /// An object without the entries whose value is empty (Go's `omitempty`).
-fn object(entries: Vec<(&str, Value)>) -> Value {
+pub fn object(entries: Vec<(&str, Value)>) -> Value {
     let empty = |v: &Value| match v {
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
@@ -60,9 +62,9 @@ fn update_config(config: &UpdateConfig) -> Value {
     })
 }
 
-/// A `ServiceSpec` as Docker's API writes it.
-fn service_spec(spec: &ServiceSpec) -> Value {
-    let task = &spec.task;
+/// A `TaskSpec` as Docker's API writes a `TaskTemplate` (a service's, or a task's `Spec`);
+/// `aliases` are the service's names on each of its networks (compose's `aliases`).
+pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -> Value {
     let restart = &task.restart_policy;
     let platforms: Vec<Value> = task
         .placement
@@ -85,42 +87,71 @@ fn service_spec(spec: &ServiceSpec) -> Value {
             ("MemoryBytes", if r.memory_bytes == 0 { Value::Null } else { json!(r.memory_bytes) }),
         ])
     };
-    json!({
-        "Name": spec.name,
-        "Labels": spec.labels,
-        "TaskTemplate": object(vec![
-            ("ContainerSpec", object(vec![
+    let networks = task
+        .networks
+        .iter()
+        .map(|n| object(vec![("Target", json!(n)), ("Aliases", json!(aliases.get(n).cloned().unwrap_or_default()))]))
+        .collect();
+    object(vec![
+        (
+            "ContainerSpec",
+            object(vec![
                 ("Image", json!(task.image)),
                 ("Command", json!(task.command)),
                 ("Args", json!(task.args)),
                 ("Env", json!(task.env)),
-                        ("Dir", json!(task.workdir)),
-                        ("User", json!(task.user)),
+                ("Dir", json!(task.workdir)),
+                ("User", json!(task.user)),
                 ("StopGracePeriod", nanos(task.stop_grace_period_ms)),
                 ("Isolation", json!("default")),
-            ])),
-            ("Resources", object(vec![
+            ]),
+        ),
+        (
+            "Resources",
+            object(vec![
                 ("Limits", resources(task.resources.limits)),
                 ("Reservations", resources(task.resources.reservations)),
-            ])),
-            ("RestartPolicy", json!({
+            ]),
+        ),
+        (
+            "RestartPolicy",
+            json!({
                 "Condition": restart.condition,
                 "Delay": nanos(restart.delay_ms),
                 "MaxAttempts": restart.max_attempts,
                 "Window": nanos(restart.window_ms),
                 // shoal's addition (Swarm's is always "fixed"): see `--restart-backoff`.
                 "Backoff": restart.backoff,
-            })),
-            ("Placement", object(vec![
+            }),
+        ),
+        (
+            "Placement",
+            object(vec![
                 ("Constraints", json!(task.placement.constraints)),
                 ("Preferences", Value::Array(preferences)),
-                ("MaxReplicas", if task.placement.max_replicas_per_node == 0 { Value::Null } else { json!(task.placement.max_replicas_per_node) }),
+                (
+                    "MaxReplicas",
+                    if task.placement.max_replicas_per_node == 0 {
+                        Value::Null
+                    } else {
+                        json!(task.placement.max_replicas_per_node)
+                    },
+                ),
                 ("Platforms", Value::Array(platforms)),
-            ])),
-            ("Networks", Value::Array(task.networks.iter().map(|n| json!({"Target": n})).collect())),
-            ("ForceUpdate", json!(task.force_update)),
-            ("Runtime", json!("container")),
-        ]),
+            ]),
+        ),
+        ("Networks", Value::Array(networks)),
+        ("ForceUpdate", json!(task.force_update)),
+        ("Runtime", json!("container")),
+    ])
+}
+
+/// A `ServiceSpec` as Docker's API writes it.
+fn service_spec(spec: &ServiceSpec) -> Value {
+    json!({
+        "Name": spec.name,
+        "Labels": spec.labels,
+        "TaskTemplate": task_template(&spec.task, &spec.network_aliases),
         "Mode": match spec.mode {
             ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
             ServiceMode::Global => json!({"Global": {}}),

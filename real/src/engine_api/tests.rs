@@ -1,0 +1,307 @@
+//! Request decoding replayed from what Docker's clients really sent (the docker CLI 28.2.2's
+//! captured requests, /work/shared/research/docker-cli-requests.txt; docker-py's lowercase keys and
+//! list filters), and the routing layer against a fake daemon.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use shoal_core::api::{EndpointMode, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder};
+use shoal_core::control::ServiceView;
+
+use super::*;
+use crate::local_api::LocalResult;
+
+/// `docker service create --name web -p 8080:80 --replicas 2 --network mynet busybox sleep 1d`, as
+/// the CLI sent it (its secret taken out: shoal refuses secrets, tested below).
+const CLI_CREATE: &str = r#"{"Name": "web", "Labels": {}, "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest@sha256:abababababababababababababababababababababababababababababababab", "Args": ["sleep", "1d"], "Init": false, "DNSConfig": {}}, "Resources": {"Limits": {}, "Reservations": {}}, "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"}]}, "Networks": [{"Target": "fef09ca26efb49f8a312b311c"}], "ForceUpdate": 0}, "Mode": {"Replicated": {"Replicas": 2}}, "EndpointSpec": {"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}}"#;
+
+/// The same with the secret, exactly as captured.
+const CLI_CREATE_WITH_SECRET: &str = r#"{"Name": "web", "Labels": {}, "TaskTemplate": {"ContainerSpec": {"Image": "busybox:latest", "Args": ["sleep", "1d"], "Init": false, "DNSConfig": {}, "Secrets": [{"File": {"Name": "pw", "UID": "0", "GID": "0", "Mode": 292}, "SecretID": "d4358dcf8bd345158612bae0e", "SecretName": "pw"}]}, "ForceUpdate": 0}, "Mode": {"Replicated": {"Replicas": 2}}}"#;
+
+/// `docker stack deploy`'s second service (global, no endpoint spec).
+const CLI_STACK_GLOBAL: &str = r#"{"Name": "app_db", "Labels": {"com.docker.stack.image": "redis:7", "com.docker.stack.namespace": "app"}, "TaskTemplate": {"ContainerSpec": {"Image": "redis:7@sha256:abababababababababababababababababababababababababababababababab", "Labels": {"com.docker.stack.namespace": "app"}, "Privileges": {"CredentialSpec": null, "SELinuxContext": null, "NoNewPrivileges": false}}, "Resources": {}, "Placement": {"Platforms": [{"Architecture": "amd64", "OS": "linux"}]}, "Networks": [{"Target": "app_back", "Aliases": ["db"]}], "ForceUpdate": 0}, "Mode": {"Global": {}}, "EndpointSpec": {}}"#;
+
+/// `docker stack deploy`'s update config: start-first, no failure action or monitor given.
+const CLI_STACK_UPDATE_CONFIG: &str = r#"{"Name": "app_web", "TaskTemplate": {"ContainerSpec": {"Image": "nginx:1.27", "Env": ["FOO=bar"]}, "Resources": {"Limits": {"NanoCPUs": 500000000, "MemoryBytes": 134217728}}, "Placement": {"Constraints": ["node.role == manager"]}}, "Mode": {"Replicated": {"Replicas": 2}}, "UpdateConfig": {"Parallelism": 1, "Delay": 10000000000, "MaxFailureRatio": 0, "Order": "start-first"}, "EndpointSpec": {"Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]}}"#;
+
+/// docker-py 7's `client.services.create("busybox", ["sleep", "60"], name="py", mode=ServiceMode("replicated", 3))`:
+/// lowercase mode keys, as docker-py writes them.
+const DOCKER_PY_CREATE: &str = r#"{"Name": "py", "TaskTemplate": {"ContainerSpec": {"Image": "busybox", "Command": ["sleep", "60"]}}, "Mode": {"replicated": {"Replicas": 3}}, "Labels": {"Owner.Case": "kept"}}"#;
+
+#[test]
+fn the_cli_create_request_decodes_to_its_spec() {
+    let spec = decode::service_spec(CLI_CREATE.as_bytes()).unwrap();
+    assert_eq!(spec.name, "web");
+    assert_eq!(
+        spec.task.image,
+        "busybox:latest@sha256:abababababababababababababababababababababababababababababababab"
+    );
+    assert_eq!(spec.task.args, ["sleep", "1d"]);
+    assert!(spec.task.command.is_empty());
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 2 });
+    assert_eq!(spec.task.networks, ["fef09ca26efb49f8a312b311c"]);
+    assert_eq!(spec.task.placement.platforms, ["linux/amd64"]);
+    assert_eq!(spec.ports.len(), 1);
+    let port = &spec.ports[0];
+    assert_eq!((port.protocol.as_str(), port.target_port, port.published_port), ("tcp", 80, 8080));
+    assert_eq!(port.publish_mode, PublishMode::Ingress);
+    assert_eq!(spec.endpoint_mode, EndpointMode::Vip);
+    // What the CLI left out keeps Swarm's defaults.
+    let defaults = ServiceSpec::new("web", "x");
+    assert_eq!(spec.update_config, defaults.update_config);
+    assert_eq!(spec.task.restart_policy, defaults.task.restart_policy);
+    assert_eq!(spec.task.stop_grace_period_ms, defaults.task.stop_grace_period_ms);
+}
+
+#[test]
+fn unsupported_parts_of_a_spec_are_refused_by_name() {
+    let err = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap_err();
+    assert_eq!(err.0, "ContainerSpec.Secrets is not supported by shoal yet");
+    let err = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap_err();
+    assert_eq!(err.0, "Mode.ReplicatedJob is not supported by shoal yet");
+    let err = decode::service_spec(b"{not json").unwrap_err();
+    assert!(err.0.starts_with("invalid JSON: "), "{err}");
+    let err = decode::service_spec(br#"{"Name":"x","Mode":{"Replicated":{"Replicas":-1}}}"#).unwrap_err();
+    assert_eq!(err.0, "Replicas: expected a non-negative integer, got -1");
+    let err = decode::service_spec(br#"{"Name":"x","UpdateConfig":{"Delay":-5}}"#).unwrap_err();
+    assert_eq!(err.0, "Delay cannot be negative");
+}
+
+#[test]
+fn stack_deploy_requests_decode() {
+    let global = decode::service_spec(CLI_STACK_GLOBAL.as_bytes()).unwrap();
+    assert_eq!(global.mode, ServiceMode::Global);
+    assert_eq!(global.labels.get("com.docker.stack.namespace").map(String::as_str), Some("app"));
+    assert_eq!(global.task.networks, ["app_back"]);
+    assert_eq!(global.network_aliases.get("app_back"), Some(&vec!["db".to_string()]));
+
+    let web = decode::service_spec(CLI_STACK_UPDATE_CONFIG.as_bytes()).unwrap();
+    assert_eq!(web.update_config.parallelism, 1);
+    assert_eq!(web.update_config.delay_ms, 10_000);
+    assert_eq!(web.update_config.order, UpdateOrder::StartFirst);
+    assert_eq!(web.update_config.monitor_ms, 5_000, "an absent monitor is swarmkit's default");
+    assert_eq!(web.task.resources.limits.nano_cpus, 500_000_000);
+    assert_eq!(web.task.resources.limits.memory_bytes, 134_217_728);
+    assert_eq!(web.task.placement.constraints, ["node.role == manager"]);
+    assert_eq!(web.task.env, ["FOO=bar"]);
+}
+
+#[test]
+fn docker_py_lowercase_keys_decode_and_user_maps_stay_verbatim() {
+    let spec = decode::service_spec(DOCKER_PY_CREATE.as_bytes()).unwrap();
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 3 });
+    assert_eq!(spec.task.command, ["sleep", "60"]);
+    assert_eq!(spec.labels.get("Owner.Case").map(String::as_str), Some("kept"));
+    // Replicas left out: Swarm's one.
+    let one = decode::service_spec(
+        br#"{"Name":"o","TaskTemplate":{"ContainerSpec":{"Image":"i"}},"Mode":{"Replicated":{}}}"#,
+    )
+    .unwrap();
+    assert_eq!(one.mode, ServiceMode::Replicated { replicas: 1 });
+}
+
+#[test]
+fn what_inspect_shows_decodes_back_to_the_same_spec() {
+    // `docker service scale|update` send back the spec they read from inspect: the round trip must
+    // not change anything (a scale would otherwise be a rolling update).
+    let mut spec = decode::service_spec(CLI_STACK_UPDATE_CONFIG.as_bytes()).unwrap();
+    spec.task.restart_policy.condition = RestartCondition::OnFailure;
+    spec.task.placement.preferences = vec!["spread=node.labels.zone".into()];
+    spec.task.networks = vec!["back".into()];
+    spec.network_aliases.insert("back".into(), vec!["web".into()]);
+    spec.endpoint_mode = EndpointMode::Dnsrr;
+    spec.ports[0].publish_mode = PublishMode::Host;
+    let service = shoal_core::api::Service {
+        id: "s1".into(),
+        meta: Default::default(),
+        spec: spec.clone(),
+        previous_spec: None,
+        spec_version: 1,
+        update_status: None,
+        endpoint_ports: Vec::new(),
+    };
+    let shown = inspect::service(&ServiceView { service, running: 0, desired: 2 });
+    let body = serde_json::to_vec(&shown["Spec"]).unwrap();
+    assert_eq!(decode::service_spec(&body).unwrap(), spec);
+}
+
+#[test]
+fn filters_decode_in_both_forms() {
+    let map =
+        decode::filters(Some(r#"{"_up-to-date":{"true":true},"service":{"5645702846cd4e5da9f8b7989":true}}"#)).unwrap();
+    assert_eq!(
+        map,
+        [("_up-to-date".to_string(), "true".to_string()), ("service".into(), "5645702846cd4e5da9f8b7989".into())]
+    );
+    let list = decode::filters(Some(r#"{"service":["web"],"desired-state":["running","shutdown"]}"#)).unwrap();
+    assert_eq!(
+        list,
+        [
+            ("desired-state".to_string(), "running".to_string()),
+            ("desired-state".into(), "shutdown".into()),
+            ("service".into(), "web".into())
+        ]
+    );
+    assert_eq!(decode::filters(Some(r#"{"name":{"x":false}}"#)).unwrap(), []);
+    assert!(decode::filters(Some("[1]")).unwrap_err().0.starts_with("invalid filter: "));
+    assert_eq!(decode::filters(None).unwrap(), []);
+}
+
+#[test]
+fn node_updates_decode_the_cli_requests() {
+    // `docker node update --availability drain node1`, `docker node demote node1`, as captured.
+    let drain = decode::node_spec(br#"{"Labels": {}, "Role": "manager", "Availability": "drain"}"#).unwrap();
+    assert_eq!(drain.availability, Some(shoal_core::api::Availability::Drain));
+    assert_eq!(drain.role, Some(NodeRole::Manager));
+    assert_eq!(drain.labels, Some(Default::default()));
+    let demote = decode::node_spec(br#"{"Labels": {}, "Role": "worker", "Availability": "active"}"#).unwrap();
+    assert_eq!(demote.role, Some(NodeRole::Worker));
+    let err = decode::node_spec(br#"{"Availability": "gone"}"#).unwrap_err();
+    assert_eq!(err.0, "invalid availability \"gone\", only active, pause and drain are supported");
+    assert_eq!(decode::node_spec(b"{}").unwrap().labels, None, "absent labels are kept, not cleared");
+}
+
+#[test]
+fn query_booleans_are_dockers() {
+    for no in ["", "0", "no", "false", "FALSE", "none"] {
+        assert!(!decode::query_bool(Some(no)), "{no}");
+    }
+    for yes in ["1", "true", "True", "yes"] {
+        assert!(decode::query_bool(Some(yes)), "{yes}");
+    }
+    assert!(!decode::query_bool(None));
+}
+
+#[test]
+fn network_create_decodes_the_cli_request() {
+    let body = br#"{"Driver": "overlay", "Scope": "", "IPAM": {"Driver": "default", "Options": {}, "Config": [{"Subnet": "10.213.0.0/16"}]}, "Internal": false, "Attachable": true, "Ingress": false, "ConfigOnly": false, "ConfigFrom": null, "Options": {}, "Labels": {"a": "b"}, "Name": "mynet", "CheckDuplicate": true}"#;
+    let request = decode::network_create(body).unwrap();
+    assert_eq!(request.name, "mynet");
+    assert_eq!(request.driver, "overlay");
+    assert!(request.attachable);
+    assert_eq!(request.subnet, "10.213.0.0/16");
+    assert_eq!(request.labels.get("a").map(String::as_str), Some("b"));
+    let stack = br#"{"Driver": "overlay", "IPAM": null, "Attachable": false, "Options": null, "Labels": {"com.docker.stack.namespace": "app"}, "Name": "app_front"}"#;
+    assert_eq!(decode::network_create(stack).unwrap().subnet, "");
+}
+
+#[test]
+fn versions_outside_the_range_are_refused_in_dockers_words() {
+    assert_eq!(split_version("/v1.41/services/x"), (Some("1.41"), "/services/x"));
+    assert_eq!(split_version("/_ping"), (None, "/_ping"));
+    assert_eq!(split_version("/volumes"), (None, "/volumes"));
+    let too_new = check_version("1.99").unwrap();
+    assert_eq!(too_new.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&too_new.body).unwrap(),
+        json!({"message": "client version 1.99 is too new. Maximum supported API version is 1.41"})
+    );
+    assert!(check_version("1.41").is_none() && check_version("1.24").is_none());
+    assert_eq!(check_version("1.12").unwrap().status, StatusCode::BAD_REQUEST);
+}
+
+/// A daemon that records what it was asked and answers from a script.
+struct Fake {
+    asked: Mutex<Vec<LocalRequest>>,
+}
+
+#[async_trait]
+impl LocalHandler for Fake {
+    async fn handle(&self, request: LocalRequest) -> LocalResult {
+        self.asked.lock().unwrap().push(request.clone());
+        match request {
+            LocalRequest::SwarmStatus => Ok(LocalAnswer::Status(SwarmStatus {
+                state: "inactive".into(),
+                node_id: String::new(),
+                node_addr: String::new(),
+                error: String::new(),
+            })),
+            LocalRequest::Control { request } => match *request {
+                ControlRequest::ServiceInspect { service } => {
+                    Err(LocalError::Control(ControlError::NotFound(format!("service {service} not found"))))
+                }
+                ControlRequest::ServiceCreate { spec } => {
+                    Ok(LocalAnswer::Control(ControlResponse::Created { id: format!("id-of-{}", spec.name) }))
+                }
+                _ => Err(LocalError::Refused(
+                    "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect \
+                     this node to swarm and try again."
+                        .into(),
+                )),
+            },
+            _ => Err(LocalError::BadRequest("not scripted".into())),
+        }
+    }
+}
+
+fn api() -> (EngineApi, Arc<Fake>) {
+    let fake = Arc::new(Fake { asked: Mutex::new(Vec::new()) });
+    (EngineApi::new(fake.clone(), "host-1".into()), fake)
+}
+
+fn message(reply: &Reply) -> String {
+    serde_json::from_slice::<Value>(&reply.body).unwrap()["message"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn routes_answer_with_dockers_statuses_and_bodies() {
+    let (api, fake) = api();
+    let ping = api.answer(&Method::GET, "/_ping", "", b"").await;
+    assert_eq!((ping.status, &ping.body[..]), (StatusCode::OK, &b"OK"[..]));
+    assert!(ping.extra.contains(&("Swarm", "inactive".to_string())));
+
+    let created = api.answer(&Method::POST, "/v1.41/services/create", "", CLI_CREATE.as_bytes()).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(serde_json::from_slice::<Value>(&created.body).unwrap(), json!({"ID": "id-of-web"}));
+    let asked = fake.asked.lock().unwrap().clone();
+    let Some(LocalRequest::Control { request }) = asked.last() else { panic!("{asked:?}") };
+    let ControlRequest::ServiceCreate { spec } = request.as_ref() else { panic!("{request:?}") };
+    assert_eq!(spec.mode, ServiceMode::Replicated { replicas: 2 });
+
+    let missing = api.answer(&Method::GET, "/v1.41/services/nope", "insertDefaults=true", b"").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(message(&missing), "service nope not found");
+    assert_eq!(missing.content_type, "application/json");
+
+    let no_swarm = api.answer(&Method::GET, "/v1.41/nodes", "", b"").await;
+    assert_eq!(no_swarm.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(message(&no_swarm).starts_with("This node is not a swarm manager."));
+
+    let bad = api.answer(&Method::POST, "/v1.41/services/create", "", br#"{"Name":"x","Mode":"global"}"#).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&bad), "Mode: expected an object, got \"global\"");
+
+    let container = api.answer(&Method::GET, "/v1.41/containers/abc123/json", "", b"").await;
+    assert_eq!(container.status, StatusCode::NOT_FOUND);
+    assert_eq!(message(&container), "No such container: abc123");
+    for path in ["/v1.41/containers/json", "/images/json", "/v1.41/volumes", "/v1.41/events", "/v1.41/build"] {
+        let reply = api.answer(&Method::GET, path, "", b"").await;
+        assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{path}");
+        assert!(message(&reply).contains("is not served by shoal: "), "{path}: {}", message(&reply));
+    }
+    let secrets = api.answer(&Method::GET, "/v1.41/secrets", "", b"").await;
+    assert_eq!((secrets.status, &secrets.body[..]), (StatusCode::OK, &b"[]"[..]));
+    let secret = api.answer(&Method::GET, "/v1.41/configs/app_cf", "", b"").await;
+    assert_eq!((secret.status, message(&secret)), (StatusCode::NOT_FOUND, "config app_cf not found".into()));
+    let create = api.answer(&Method::POST, "/v1.41/secrets/create", "", br#"{"Name":"pw","Data":"czNjcjN0"}"#).await;
+    assert_eq!(create.status, StatusCode::NOT_IMPLEMENTED);
+    let too_new = api.answer(&Method::GET, "/v1.99/version", "", b"").await;
+    assert_eq!(too_new.status, StatusCode::BAD_REQUEST);
+
+    let bad_filter = api.answer(&Method::GET, "/v1.41/tasks", "filters=%7B%22bogus%22%3A%5B%22x%22%5D%7D", b"").await;
+    assert_eq!((bad_filter.status, message(&bad_filter)), (StatusCode::BAD_REQUEST, "invalid filter 'bogus'".into()));
+
+    let version = api.answer(&Method::GET, "/version", "", b"").await;
+    let version: Value = serde_json::from_slice(&version.body).unwrap();
+    assert_eq!((version["ApiVersion"].as_str(), version["MinAPIVersion"].as_str()), (Some("1.41"), Some("1.24")));
+}
+
+#[tokio::test]
+async fn an_update_needs_a_version() {
+    let (api, _) = api();
+    let reply = api.answer(&Method::POST, "/v1.41/services/web/update", "", CLI_CREATE.as_bytes()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&reply), "version is required to update a service");
+    let reply = api.answer(&Method::POST, "/v1.41/services/web/update", "version=x", CLI_CREATE.as_bytes()).await;
+    assert_eq!(message(&reply), "invalid service version \"x\": not a number");
+}
