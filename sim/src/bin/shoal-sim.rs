@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! shoal-sim run FILE... [--seed N | --seeds A..B] [--trace-dir DIR] [--json] [--jobs J]
+//!     (--seeds includes both ends: 1..20 and 1..=20 both run seeds 1 to 20)
 //! shoal-sim check-determinism FILE [--seed N]
 //! shoal-sim fuzz [--cases N] [--seed S] [--max-shrink-iters M] [--out scenarios/regressions] [--small]
 //!                [--case-timeout SECS]
@@ -52,6 +53,7 @@ mod sim {
     use indicatif::{ProgressBar, ProgressStyle};
     use serde::{Deserialize, Serialize};
     use shoal_sim::scenario::run::run_seed;
+    use shoal_sim::scenario::seeds::SeedRange;
     use shoal_sim::scenario::{Outcome, Scenario};
 
     use shoal_sim::fuzz::{FuzzOptions, GenConfig, Progress, Sabotage, RESULT_MARK};
@@ -72,8 +74,8 @@ mod sim {
             /// One seed (default 1).
             #[arg(long, conflicts_with = "seeds")]
             seed: Option<u64>,
-            /// A range of seeds: `A..B` (B excluded) or `A..=B`.
-            #[arg(long)]
+            /// A range of seeds, both ends included: `1..20` (or `1..=20`) runs the 20 seeds 1 to 20.
+            #[arg(long, value_name = "A..B")]
             seeds: Option<String>,
             /// Write each run's trace as DIR/<scenario>-seed<N>.jsonl.
             #[arg(long)]
@@ -155,22 +157,11 @@ mod sim {
         }
     }
 
-    fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> anyhow::Result<Vec<u64>> {
-        let Some(range) = seeds else { return Ok(vec![seed.unwrap_or(1)]) };
-        let (low, high, inclusive) = if let Some((a, b)) = range.split_once("..=") {
-            (a, b, true)
-        } else if let Some((a, b)) = range.split_once("..") {
-            (a, b, false)
-        } else {
-            bail!("--seeds {range:?}: expected A..B or A..=B");
-        };
-        let low: u64 = low.trim().parse().with_context(|| format!("--seeds {range:?}: {low:?} is not a number"))?;
-        let high: u64 = high.trim().parse().with_context(|| format!("--seeds {range:?}: {high:?} is not a number"))?;
-        let seeds: Vec<u64> = if inclusive { (low..=high).collect() } else { (low..high).collect() };
-        if seeds.is_empty() {
-            bail!("--seeds {range:?} is empty");
-        }
-        Ok(seeds)
+    fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> anyhow::Result<SeedRange> {
+        Ok(match seeds {
+            Some(range) => SeedRange::parse(range)?,
+            None => SeedRange::single(seed.unwrap_or(1)),
+        })
     }
 
     fn stem(file: &str) -> String {
@@ -298,7 +289,7 @@ mod sim {
         }
     }
 
-    fn print_table(results: &[RunResult]) {
+    fn print_table(results: &[RunResult], files: usize, seeds: SeedRange) {
         let width = results.iter().map(|r| r.scenario.len()).max().unwrap_or(8).clamp(8, 60);
         println!(
             "{:<width$}  {:>6}  {:<8}  {:>10}  {:>9}  {:>16}",
@@ -317,7 +308,13 @@ mod sim {
             );
         }
         let failed: Vec<&RunResult> = results.iter().filter(|r| r.exit_code != 0).collect();
-        println!("\n{} passed, {} failed", results.len() - failed.len(), failed.len());
+        let scenarios = if files == 1 { "1 scenario".to_string() } else { format!("{files} scenarios") };
+        println!(
+            "\n{} runs ({scenarios} × {seeds}): {} passed, {} failed",
+            results.len(),
+            results.len() - failed.len(),
+            failed.len()
+        );
         for r in failed {
             println!("\n{} {} (seed {}): {}", r.result, r.file, r.seed, r.detail);
             if let Some(trace) = &r.trace_file {
@@ -342,8 +339,8 @@ mod sim {
         }
         let mut work: Vec<(usize, PathBuf, String, u64)> = Vec::new();
         for (file, scenario) in &scenarios {
-            for seed in &seeds {
-                work.push((work.len(), file.clone(), scenario.name.clone(), *seed));
+            for seed in seeds.iter() {
+                work.push((work.len(), file.clone(), scenario.name.clone(), seed));
             }
         }
         let total = work.len();
@@ -399,7 +396,7 @@ mod sim {
                 println!("{value}");
             }
         } else {
-            print_table(&results);
+            print_table(&results, scenarios.len(), seeds);
         }
         let worst = results.iter().map(|r| r.exit_code).max_by_key(|code| severity(*code)).unwrap_or(0);
         Ok(worst)

@@ -8,6 +8,7 @@
 //! - [`fault`] — `fault:` words;
 //! - [`expect`] — `expect:` statements and how they are checked on the leader's store;
 //! - [`render`] — a scenario back to YAML (for generated scenarios, e.g. shrunk fuzz failures);
+//! - [`seeds`] — `--seeds A..B`, both ends included;
 //! - [`stack`] — `stack deploy` steps' compose files (read relative to the scenario file);
 //! - `run` (madsim only) — playing a scenario with one seed, and the outcome with its exit code.
 
@@ -19,6 +20,7 @@ pub mod parse;
 pub mod render;
 #[cfg(madsim)]
 pub mod run;
+pub mod seeds;
 pub mod stack;
 
 pub use parse::{Scenario, ScenarioError};
