@@ -114,7 +114,8 @@ mod sim {
             /// Wall-clock seconds a case may take before it counts as a hang (a crash).
             #[arg(long, default_value_t = 60)]
             case_timeout: u64,
-            /// Test the fuzzer itself: `drain-is-fatal` makes every drain fail its case.
+            /// Test the fuzzer itself: `drain-is-fatal` makes every drain fail its case;
+            /// `stale-leader-reads` plants a bug the linearizability check must find.
             #[arg(long, hide = true)]
             sabotage: Option<String>,
         },
@@ -438,7 +439,8 @@ mod sim {
         gen.sabotage = match sabotage {
             None => None,
             Some("drain-is-fatal") => Some(Sabotage::DrainIsFatal),
-            Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal"),
+            Some("stale-leader-reads") => Some(Sabotage::StaleLeaderReads),
+            Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal or stale-leader-reads"),
         };
         // A sabotaged run tests the fuzzer itself: only the sabotaged property should fail.
         gen.traffic = gen.sabotage.is_none();
