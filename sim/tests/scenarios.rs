@@ -230,7 +230,7 @@ fn a_seed_range_includes_both_ends_and_the_summary_says_so() {
             stdout.lines().filter(|l| l.starts_with("seeds ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
         assert_eq!(seeds, ["2", "3", "4"], "{range}: {stdout}");
         assert!(
-            stdout.contains("3 runs (1 scenario × seeds 2..=4 (3 seeds, both ends included)): 3 passed, 0 failed"),
+            stdout.contains("\n3 runs: 1 scenario × seeds 2..=4 (3 seeds, both ends included)\n3 passed, 0 failed\n"),
             "{range}: {stdout}"
         );
     }

@@ -310,12 +310,9 @@ mod sim {
         }
         let failed: Vec<&RunResult> = results.iter().filter(|r| r.exit_code != 0).collect();
         let scenarios = if files == 1 { "1 scenario".to_string() } else { format!("{files} scenarios") };
-        println!(
-            "\n{} runs ({scenarios} × {seeds}): {} passed, {} failed",
-            results.len(),
-            results.len() - failed.len(),
-            failed.len()
-        );
+        // The count of runs and which, then the plain `N passed, N failed` line on its own.
+        println!("\n{} runs: {scenarios} × {seeds}", results.len());
+        println!("{} passed, {} failed", results.len() - failed.len(), failed.len());
         for r in failed {
             println!("\n{} {} (seed {}): {}", r.result, r.file, r.seed, r.detail);
             if let Some(trace) = &r.trace_file {
