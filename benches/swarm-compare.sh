@@ -6,21 +6,39 @@
 #   SHOAL_BIN=target/release/shoal ROUNDS=5 bash benches/swarm-compare.sh
 #   ROUNDS=0 FAILURE_ROUNDS=3 bash benches/swarm-compare.sh   # only shoal's node-failure case
 #
-# Cases: service create with 1/10/50 replicas → all running; scale 10→50; self-heal (a task's
-# container killed → a new task running); rolling update of 10 replicas (parallelism 2, delay 0,
-# monitor 1 s); node failure (shoal only: SIGKILL a worker daemon of 1 manager + 2 workers → its
-# tasks running elsewhere; single-node Swarm has no other node to move tasks to).
+# Cases: service create with 1/10/50 replicas → all running; scale 10→50; self-heal, two ways (a
+# task's container killed → a new task running): "killed at start" kills one as soon as all 10 run
+# (the container ran well under 10 s), "killed after a healthy run" kills one that has run 12 s —
+# for shoal once with Swarm's fixed 5 s restart delay (the default) and once with
+# `--restart-backoff exponential`, which restarts a task that ran healthily (≥ 10 s) at once (Swarm
+# has no such option: n/a); rolling update of 10 replicas (parallelism 2, delay 0, monitor 1 s);
+# node failure (shoal only: SIGKILL a worker daemon of 1 manager + 2 workers → its tasks running
+# elsewhere; single-node Swarm has no other node to move tasks to).
 #
-# Both systems run on one node for the first four cases (shoal: one manager daemon with the Docker
+# Both systems run on one node for all but the last case (shoal: one manager daemon with the Docker
 # executor on 127.0.0.71); both use Swarm's defaults otherwise (restart delay 5 s, heartbeat 5 s).
-# Swarm: `docker swarm init --advertise-addr 127.0.0.1` on the local engine; the image is passed by
-# ID with --no-resolve-image so nothing contacts a registry; the engine always leaves swarm mode at
-# the end (trap). Nothing is pulled. Not part of CI.
+# Swarm: `docker swarm init` on the local engine, listening and advertised on its own address,
+# $SWARM_ADDR (127.0.0.70:2377 by default; refused up front if something holds it), never on
+# 0.0.0.0, with its overlay subnets from $SWARM_POOL (10.251.0.0/16) and VXLAN on $SWARM_DATA_PORT
+# (47890) rather than Swarm's 10.0.0.0/8 and 4789; the image is passed by ID with --no-resolve-image so nothing contacts a registry. Nothing
+# is pulled. Not part of CI. `CASES="create heal"` runs only some groups of cases (create, scale,
+# heal, update, failure), `ROUNDS=1 CASES=heal` is a short run.
+#
+# It cleans up what it made, and only that, also on failure or Ctrl-C: the engine leaves the swarm
+# it joined (and drops docker_gwbridge if swarm mode made it), the shoal daemons it started are
+# stopped by pid, and the containers of those daemons' nodes (by node id label) are removed —
+# never another shoal's containers on the same engine.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 IMAGE_REF=shoal-test/busybox:latest
+# Builds the local test image from busybox-static if the engine lacks it (testimage/).
+cargo run -q -p shoal-testimage --bin shoal-test-image >&2
 IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE_REF")
+SWARM_ADDR=${SWARM_ADDR:-127.0.0.70:2377}
+SWARM_POOL=${SWARM_POOL:-10.251.0.0/16}
+SWARM_DATA_PORT=${SWARM_DATA_PORT:-47890}
+CASES=${CASES:-create scale heal update failure}
 ROUNDS=${ROUNDS:-3}
 SHOAL=${SHOAL_BIN:-target/release/shoal}
 if [[ ! -x $SHOAL ]]; then
@@ -32,6 +50,8 @@ WORK=$(mktemp -d /tmp/swarm-compare.XXXXXX)
 RESULTS=$WORK/results.tsv
 DAEMON_PIDS=()
 CMD=(sleep 100000)
+SWARM_JOINED=""
+GWBRIDGE_MADE=""
 
 log() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
@@ -51,10 +71,31 @@ wait_until() {
 
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RESULTS"; }
 
+wants() { [[ " $CASES " == *" $1 "* ]]; }
+
+# The node ids of the shoal daemons this script started (from their data dirs, so also for a
+# daemon that is no longer running).
+our_node_ids() { find "$WORK" -name node.json -exec jq -r '.node_id // empty' {} + 2>/dev/null | sort -u; }
+# Running containers of our shoal nodes (`-a` first: stopped ones too), with more `docker ps`
+# filters ("label=K=V", ANDed with the node's).
+our_containers() {
+    local all=() id filters=() f
+    if [[ ${1:-} == -a ]]; then all=(-a); shift; fi
+    for f in "$@"; do filters+=(--filter "$f"); done
+    for id in $(our_node_ids); do
+        docker ps "${all[@]}" -q --no-trunc --filter "label=com.shoal.node.id=$id" "${filters[@]}"
+    done
+}
+
 cleanup() {
     local status=$?
     set +e
-    docker swarm leave --force >/dev/null 2>&1
+    trap - EXIT INT TERM
+    if [[ -n $SWARM_JOINED ]]; then
+        docker swarm leave --force >/dev/null 2>&1
+        # Swarm mode makes docker_gwbridge and leaves it behind; drop it if it was not there before.
+        [[ -n $GWBRIDGE_MADE ]] && docker network rm docker_gwbridge >/dev/null 2>&1
+    fi
     for pid in "${DAEMON_PIDS[@]}"; do
         kill "$pid" 2>/dev/null
     done
@@ -62,8 +103,9 @@ cleanup() {
         wait "$pid" 2>/dev/null
     done
     local leftovers
-    leftovers=$(docker ps -aq --filter label=com.shoal.service.name 2>/dev/null)
+    leftovers=$(our_containers -a)
     [[ -n $leftovers ]] && docker rm -f $leftovers >/dev/null 2>&1
+    log "cleaned up: swarm mode $(docker info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null), $(wc -w <<<"$leftovers") container(s) of this run's shoal nodes removed"
     [[ -s $RESULTS ]] && cp "$RESULTS" "${RESULTS_OUT:-/tmp/swarm-compare-results.tsv}"
     if ((status == 0)); then
         rm -rf "$WORK"
@@ -71,7 +113,9 @@ cleanup() {
         log "failed; daemon logs kept in $WORK"
     fi
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # ---------------------------------------------------------------- Docker Swarm
 sw_running() { # service, n: exactly n tasks desired and actually running
@@ -98,29 +142,57 @@ replaced() {
 }
 sw_replaced() { replaced "$1" "$2" "$3" com.docker.swarm.service.name && sw_running "$1" "$2"; }
 
+# The container of service $1 that started first (so, after a wait, one that ran healthily).
+sw_oldest_container() {
+    docker ps -q --no-trunc --filter "label=com.docker.swarm.service.name=$1" |
+        xargs docker inspect -f '{{.State.StartedAt}} {{.Id}}' | sort | head -n1 | cut -d' ' -f2
+}
+
 bench_swarm() {
-    log "== Docker Swarm"
-    docker swarm init --advertise-addr 127.0.0.1 >/dev/null
+    ((ROUNDS > 0)) && { wants create || wants scale || wants heal || wants update; } || return 0
+    log "== Docker Swarm (listening on $SWARM_ADDR)"
+    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_MADE=1
+    SWARM_JOINED=1
+    # Its own address, and its overlay subnets and VXLAN port away from Swarm's defaults
+    # (10.0.0.0/8, 4789): shoal's ingress bridges are 10.0.0.0/16, and other tests may share the engine.
+    docker swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$SWARM_ADDR" \
+        --default-addr-pool "$SWARM_POOL" --data-path-port "$SWARM_DATA_PORT" >/dev/null
     local round n t c
     for round in $(seq "$ROUNDS"); do
-        for n in 1 10 50; do
-            t=$(now); sw_create "cmp$n" "$n"; wait_until sw_running "cmp$n" "$n"
-            record swarm "create $n" "$(since "$t")"; sw_rm "cmp$n"
-        done
-        sw_create cmps 10; wait_until sw_running cmps 10
-        t=$(now); docker service scale --detach cmps=50 >/dev/null 2>&1; wait_until sw_running cmps 50
-        record swarm "scale 10→50" "$(since "$t")"; sw_rm cmps
-
-        sw_create cmph 10; wait_until sw_running cmph 10
-        c=$(docker inspect -f '{{.Id}}' "$(sw_one_container cmph)")
-        t=$(now); docker kill "$c" >/dev/null; wait_until sw_replaced cmph 10 "$c"
-        record swarm "self-heal" "$(since "$t")"; sw_rm cmph
-
-        sw_create cmpu 10 --update-parallelism 2 --update-delay 0s --update-monitor 1s; wait_until sw_running cmpu 10
-        t=$(now); docker service update --detach --quiet --env-add V=2 cmpu >/dev/null; wait_until sw_updated cmpu 10
-        record swarm "rolling update 10 (par 2)" "$(since "$t")"; sw_rm cmpu
+        if wants create; then
+            for n in 1 10 50; do
+                t=$(now); sw_create "cmp$n" "$n"; wait_until sw_running "cmp$n" "$n"
+                record swarm "create $n" "$(since "$t")"; sw_rm "cmp$n"
+            done
+        fi
+        if wants scale; then
+            sw_create cmps 10; wait_until sw_running cmps 10
+            t=$(now); docker service scale --detach cmps=50 >/dev/null 2>&1; wait_until sw_running cmps 50
+            record swarm "scale 10→50" "$(since "$t")"; sw_rm cmps
+        fi
+        if wants heal; then
+            sw_create cmph 10; wait_until sw_running cmph 10
+            c=$(docker inspect -f '{{.Id}}' "$(sw_one_container cmph)")
+            t=$(now); docker kill "$c" >/dev/null; wait_until sw_replaced cmph 10 "$c"
+            record swarm "self-heal: killed at start" "$(since "$t")"
+            sleep 12
+            c=$(sw_oldest_container cmph)
+            t=$(now); docker kill "$c" >/dev/null; wait_until sw_replaced cmph 10 "$c"
+            record swarm "self-heal: killed after a 12 s healthy run" "$(since "$t")"
+            sw_rm cmph
+        fi
+        if wants update; then
+            sw_create cmpu 10 --update-parallelism 2 --update-delay 0s --update-monitor 1s; wait_until sw_running cmpu 10
+            t=$(now); docker service update --detach --quiet --env-add V=2 cmpu >/dev/null; wait_until sw_updated cmpu 10
+            record swarm "rolling update 10 (par 2)" "$(since "$t")"; sw_rm cmpu
+        fi
     done
     docker swarm leave --force >/dev/null
+    SWARM_JOINED=""
+    if [[ -n $GWBRIDGE_MADE ]]; then
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
+        GWBRIDGE_MADE=""
+    fi
 }
 
 # ---------------------------------------------------------------- shoal
@@ -138,7 +210,7 @@ sh_running() { # service n [excluded node]: n tasks desired and running (none on
     count=$(jq -r --arg x "${3:-}" 'select(.DesiredState == "Running" and (.CurrentState | startswith("Running")) and .Node != $x) | .ID' <<<"$rows" | wc -l)
     [[ $count -eq $2 ]]
 }
-sh_gone() { [[ -z $(docker ps -aq --filter "label=com.shoal.service.name=$1") ]]; }
+sh_gone() { [[ -z $(our_containers -a "label=com.shoal.service.name=$1") ]]; }
 sh_create() { sctl m service create --detach --name "$1" --replicas "$2" --stop-grace-period 1s "${@:3}" \
     "$IMAGE_ID" "${CMD[@]}" >/dev/null; }
 sh_rm() { sctl m service rm "$1" >/dev/null && wait_until sh_gone "$1"; }
@@ -148,7 +220,14 @@ sh_updated() {
     [[ $(jq -r 'select(.DesiredState == "Running" and (.CurrentState | startswith("Running"))) | .ID' <<<"$rows" | wc -l) -eq $2 &&
         $(jq -r 'select(.DesiredState == "Shutdown") | .ID' <<<"$rows" | wc -l) -ge $2 ]]
 }
-sh_replaced() { replaced "$1" "$2" "$3" com.shoal.service.name && sh_running "$1" "$2"; }
+sh_replaced() { # as `replaced`, counting only this run's nodes' containers
+    [[ $(docker inspect -f '{{.State.Running}}' "$3" 2>/dev/null || echo removed) != true ]] &&
+        [[ $(our_containers "label=com.shoal.service.name=$1" | wc -l) -eq $2 ]] && sh_running "$1" "$2"
+}
+sh_oldest_container() {
+    our_containers "label=com.shoal.service.name=$1" |
+        xargs docker inspect -f '{{.State.StartedAt}} {{.Id}}' | sort | head -n1 | cut -d' ' -f2
+}
 
 bench_shoal() {
     log "== shoal ($SHOAL)"
@@ -156,23 +235,44 @@ bench_shoal() {
     sctl m swarm init --advertise-addr 127.0.0.71:23771 --listen-addr 127.0.0.71:23771 >/dev/null
     local round n t c
     for round in $(seq "$ROUNDS"); do
-        for n in 1 10 50; do
-            t=$(now); sh_create "cmp$n" "$n"; wait_until sh_running "cmp$n" "$n"
-            record shoal "create $n" "$(since "$t")"; sh_rm "cmp$n"
-        done
-        sh_create cmps 10; wait_until sh_running cmps 10
-        t=$(now); sctl m service scale --detach cmps=50 >/dev/null; wait_until sh_running cmps 50
-        record shoal "scale 10→50" "$(since "$t")"; sh_rm cmps
+        if wants create; then
+            for n in 1 10 50; do
+                t=$(now); sh_create "cmp$n" "$n"; wait_until sh_running "cmp$n" "$n"
+                record shoal "create $n" "$(since "$t")"; sh_rm "cmp$n"
+            done
+        fi
+        if wants scale; then
+            sh_create cmps 10; wait_until sh_running cmps 10
+            t=$(now); sctl m service scale --detach cmps=50 >/dev/null; wait_until sh_running cmps 50
+            record shoal "scale 10→50" "$(since "$t")"; sh_rm cmps
+        fi
 
-        sh_create cmph 10; wait_until sh_running cmph 10
-        c=$(docker inspect -f '{{.Id}}' "$(docker ps -q --filter label=com.shoal.service.name=cmph | head -n1)")
-        t=$(now); docker kill "$c" >/dev/null; wait_until sh_replaced cmph 10 "$c"
-        record shoal "self-heal" "$(since "$t")"; sh_rm cmph
+        if wants heal; then
+            sh_create cmph 10; wait_until sh_running cmph 10
+            c=$(our_containers "label=com.shoal.service.name=cmph" | head -n1)
+            t=$(now); docker kill "$c" >/dev/null; wait_until sh_replaced cmph 10 "$c"
+            record shoal "self-heal: killed at start" "$(since "$t")"
+            sleep 12
+            c=$(sh_oldest_container cmph)
+            t=$(now); docker kill "$c" >/dev/null; wait_until sh_replaced cmph 10 "$c"
+            record shoal "self-heal: killed after a 12 s healthy run" "$(since "$t")"
+            sh_rm cmph
+            # shoal's back-off: a task that ran healthily (≥ 10 s) is restarted at once.
+            sh_create cmpb 10 --restart-backoff exponential; wait_until sh_running cmpb 10
+            sleep 12
+            c=$(sh_oldest_container cmpb)
+            t=$(now); docker kill "$c" >/dev/null; wait_until sh_replaced cmpb 10 "$c"
+            record shoal "self-heal: killed after a 12 s healthy run, --restart-backoff exponential" "$(since "$t")"
+            sh_rm cmpb
+        fi
 
-        sh_create cmpu 10 --update-parallelism 2 --update-delay 0s --update-monitor 1s; wait_until sh_running cmpu 10
-        t=$(now); sctl m service update --detach --env-add V=2 cmpu >/dev/null; wait_until sh_updated cmpu 10
-        record shoal "rolling update 10 (par 2)" "$(since "$t")"; sh_rm cmpu
+        if wants update; then
+            sh_create cmpu 10 --update-parallelism 2 --update-delay 0s --update-monitor 1s; wait_until sh_running cmpu 10
+            t=$(now); sctl m service update --detach --env-add V=2 cmpu >/dev/null; wait_until sh_updated cmpu 10
+            record shoal "rolling update 10 (par 2)" "$(since "$t")"; sh_rm cmpu
+        fi
     done
+    wants failure || return 0
 
     # Node failure: two workers join; 10 replicas spread; one worker daemon is SIGKILLed.
     local token
@@ -208,7 +308,7 @@ sh_node_ready() { sctl m node ls --format json | jq -se --arg n "$1" 'any(.[]; .
 sh_rm_all() { # the killed daemon's containers stay (a crashed host's would too); remove them as well
     sctl m service rm "$1" >/dev/null
     local ids
-    ids=$(docker ps -aq --filter "label=com.shoal.service.name=$1")
+    ids=$(our_containers -a "label=com.shoal.service.name=$1")
     [[ -n $ids ]] && docker rm -f $ids >/dev/null
     return 0
 }
@@ -225,6 +325,11 @@ sctl() {
 
 command -v jq >/dev/null || { log "jq is required"; exit 1; }
 [[ $(docker info -f '{{.Swarm.LocalNodeState}}') == inactive ]] || { log "the engine is already in swarm mode; refusing"; exit 1; }
+# Swarm gets its own address: refuse if anything listens there already.
+if (exec 3<>"/dev/tcp/${SWARM_ADDR%:*}/${SWARM_ADDR##*:}") 2>/dev/null; then
+    log "something already listens on $SWARM_ADDR; choose another with SWARM_ADDR=IP:PORT"
+    exit 1
+fi
 
 : >"$RESULTS"
 bench_swarm

@@ -74,6 +74,11 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// The data plane's settings (DESIGN §8).
     pub mesh: crate::mesh::MeshOptions,
+    /// Simulator only, to test the simulator's linearizability check: a bug planted on purpose —
+    /// a manager that believes it leads answers reads from its own store without confirming with a
+    /// quorum that it still does ([`crate::control::ControlHandler::with_planted_stale_leader_reads`]).
+    #[cfg(madsim)]
+    pub plant_stale_leader_reads: bool,
 }
 
 impl NodeConfig {
@@ -91,6 +96,8 @@ impl NodeConfig {
             root_ca_key_pem: String::new(),
             node_id: None,
             mesh: crate::mesh::MeshOptions::default(),
+            #[cfg(madsim)]
+            plant_stale_leader_reads: false,
         }
     }
 }
@@ -510,10 +517,16 @@ impl ShoalNode {
     fn become_manager(&self, replica: Replica) {
         let consensus = Arc::new(ReplicaConsensus::new(replica.clone()));
         let node_id = self.node_id();
-        let control = Arc::new(
+        let control =
             ControlHandler::new(self.inner.store.clone(), consensus.clone(), node_id, self.inner.env.addr.clone())
-                .with_read_forwarding(self.inner.env.transport.clone()),
-        );
+                .with_read_forwarding(self.inner.env.transport.clone());
+        #[cfg(madsim)]
+        let control = if self.inner.config.plant_stale_leader_reads {
+            control.with_planted_stale_leader_reads()
+        } else {
+            control
+        };
+        let control = Arc::new(control);
         let dispatcher = Arc::new(Dispatcher::new(
             self.inner.store.clone(),
             consensus.clone(),

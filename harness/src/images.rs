@@ -1,7 +1,8 @@
 //! Images for a real run. Scenarios name images the simulator makes up (`nginx:1.25`, the voting
 //! app's); daemons run with `--pull never` and nothing is ever pulled, so for every image a
 //! scenario names that the engine lacks, the run tags a local stand-in: `shoal-harness/sleeper`,
-//! built once from the local test image `shoal-test/busybox:latest`, whose command sleeps until it
+//! built once from the local test image `shoal-test/busybox:latest` (itself built from busybox-static
+//! when missing, by `shoal_testimage`), whose command sleeps until it
 //! is stopped and exits at once (143) on SIGTERM, as the simulator's containers do (a bare `sleep` as
 //! PID 1 ignores SIGTERM, and every stop would wait out the stop grace period). The run removes
 //! the tags it made, and only those (see [`crate::cleanup`]).
@@ -17,7 +18,7 @@ use shoal_sim::scenario::Scenario;
 
 use shoal_core::control::ControlRequest;
 
-pub const BASE_IMAGE: &str = "shoal-test/busybox:latest";
+pub const BASE_IMAGE: &str = shoal_testimage::TEST_IMAGE;
 pub const SLEEPER: &str = "shoal-harness/sleeper:2";
 pub const SERVER: &str = "shoal-harness/httpd:1";
 
@@ -58,11 +59,7 @@ fn build(tag: &str, script: &str) -> Result<String, String> {
     if let Some(id) = image_id(tag) {
         return Ok(id);
     }
-    if image_id(BASE_IMAGE).is_none() {
-        return Err(format!(
-            "the local test image {BASE_IMAGE} is missing: build it as .ci/run does (build_test_image)"
-        ));
-    }
+    shoal_testimage::ensure().map_err(|e| e.to_string())?;
     let mut child = Command::new("docker")
         .args(["build", "--pull=false", "-q", "-t", tag, "-"])
         .stdin(Stdio::piped())

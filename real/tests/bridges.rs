@@ -3,7 +3,7 @@
 //! with an address from the lease's range, the mesh resolver as DNS, `mode=host` ports bound on a
 //! node address; an attached bridge cannot be removed; a taken host port fails the start clearly.
 //!
-//! Needs a running engine with `shoal-test/busybox:latest` (built by `.ci/run`), and root. The
+//! Needs a running engine (`shoal-test/busybox:latest` is built from busybox-static when missing), and root. The
 //! subnets are 10.213.64.0/24 and 10.213.65.0/24, which no interface of the test machines uses;
 //! the only traffic is from this host to the bridges the test made and to 127.0.0.16.
 
@@ -16,7 +16,7 @@ use shoal_core::env::executor::{LABEL_NODE_ID, LABEL_TASK_ID};
 use shoal_core::env::{BridgeSpec, ContainerSpec, ContainerState, Executor, ExecutorError, PortBinding};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TEST_IMAGE: &str = "shoal-test/busybox:latest";
+use shoal_testimage::TEST_IMAGE;
 /// Serves its own hostname over HTTP on port 80.
 const SERVE_HOSTNAME: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
@@ -30,7 +30,8 @@ async fn docker() -> Arc<DockerExecutor> {
     let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
         .await
         .expect("this test needs a running Docker engine (.ci/run starts one)");
-    docker.prepare_image(TEST_IMAGE, None).await.expect("this test needs the local image built by .ci/run");
+    shoal_testimage::require();
+    docker.prepare_image(TEST_IMAGE, None).await.expect("the engine finds the test image shoal_testimage ensured");
     Arc::new(docker)
 }
 

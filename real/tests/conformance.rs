@@ -2,8 +2,9 @@
 //! transport can get wrong: garbage, oversized frames and peers that vanish mid-call.
 //!
 //! Needs loopback addresses beyond 127.0.0.1 (Linux routes all of 127/8 to `lo`) and, for the Docker
-//! arm, a running engine with the image `shoal-test/busybox:latest` (built by `.ci/run`). Without
-//! them the Docker test fails, on purpose, saying what is missing.
+//! arm, a running engine; the image `shoal-test/busybox:latest` is built from busybox-static when
+//! the engine lacks it (`shoal_testimage`). Without them the Docker test fails, on purpose, saying
+//! what is missing.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use shoal_core::env::{Executor, Handler, LogsQuery, MeshError, Transport, Transp
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const TEST_IMAGE: &str = "shoal-test/busybox:latest";
+use shoal_testimage::TEST_IMAGE;
 
 /// A port on `ip` that was free a moment ago (bound, then released).
 fn free_addr(ip: &str) -> String {
@@ -336,8 +337,9 @@ async fn docker_executor_conformance() {
              answers and builds {TEST_IMAGE}): {e}"
         )
     });
+    shoal_testimage::require();
     if let Err(e) = docker.prepare_image(TEST_IMAGE, None).await {
-        panic!("this test needs the local image {TEST_IMAGE}, built by .ci/run with `docker import`: {e}");
+        panic!("the engine does not find {TEST_IMAGE}, which shoal_testimage just ensured: {e}");
     }
     let fixture = ExecutorFixture {
         image: TEST_IMAGE.into(),
@@ -354,6 +356,7 @@ async fn docker_logs_env_workdir_user_and_host_network() {
     let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
         .await
         .expect("a running Docker engine (.ci/run)");
+    shoal_testimage::require();
     let name = unique("shoal-logs");
     let spec = shoal_core::env::ContainerSpec {
         name: name.clone(),

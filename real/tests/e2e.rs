@@ -2,7 +2,8 @@
 //! `shoal` CLI exactly as a user would: 1 manager + 2 workers, a 3-replica service converges and its
 //! logs are read from all three nodes, a worker daemon is killed (by pid) and its tasks run elsewhere, a worker is drained, and a rolling
 //! update converges. Once with the process executor, once with Docker (image
-//! `shoal-test/busybox:latest`, built by `.ci/run`) — the Docker test fails, not skips, without Docker.
+//! `shoal-test/busybox:latest`, built from busybox-static when missing) — the Docker test fails, not
+//! skips, without Docker.
 
 mod common;
 

@@ -16,7 +16,7 @@
 //! - Processes: with the process executor a task is reached at its node's address, over TCP and
 //!   UDP (a published UDP port on every node reaches every node's task; `service rm` frees it).
 //!
-//! Needs Docker, root and the image `shoal-test/busybox:latest` (built by `.ci/run`), and Debian's
+//! Needs Docker, root (the image `shoal-test/busybox:latest` is built from busybox-static when missing), and Debian's
 //! busybox and python3 on the host for the process test; fails, not skips, without them. Traffic goes only to 127.0.0.8x and to the bridges the daemons make (the
 //! ingress network 10.0.0.0/16, and 10.213.0.0/16 and 10.214.0.0/16 made by this test, which no
 //! interface of the test machines uses).
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use common::{json_lines, require_docker, running_by_node, wait_for, DaemonProc};
 
-const IMAGE: &str = "shoal-test/busybox:latest";
+use shoal_testimage::TEST_IMAGE as IMAGE;
 /// Serves `/index.html` holding the container's hostname on port 80.
 const SERVE_HOSTNAME: &str = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
@@ -42,6 +42,7 @@ const SERVE_HOSTNAME: &str = "mkdir -p /www && hostname > /www/index.html && exe
 const WEB_IMAGE: &str = "shoal-test/busybox-web:latest";
 
 fn ensure_web_image() {
+    shoal_testimage::require();
     let inspect = Command::new("docker").args(["image", "inspect", WEB_IMAGE]).output().expect("docker");
     if inspect.status.success() {
         return;

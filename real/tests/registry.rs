@@ -29,7 +29,7 @@ use common::{
     free_port, json_lines, require_docker, running_by_node, wait_for, CleanupContainers, DaemonProc, CLI_DEADLINE,
 };
 
-const TEST_IMAGE: &str = "shoal-test/busybox:latest";
+use shoal_testimage::TEST_IMAGE;
 const USER: &str = "shoal-puller";
 
 /// A `docker-registry serve` child on 127.0.0.1, stopped by pid when dropped.

@@ -23,12 +23,16 @@ use shoal_core::trace::{TraceEvent, Tracer};
 
 use crate::disk::SimDisk;
 use crate::executor::SimExecutor;
+use crate::linearizability::history::{Answer, ControlHistory};
 use crate::mesh_net::{Owner, SimMeshNet, DATA_PORT};
 use crate::net::{LinkPolicy, SimNet, SimTransport};
 use crate::trace::SimTrace;
 
 /// What a failing simulated disk answers: Linux's words for ENOSPC.
 pub const DISK_FULL: &str = "No space left on device (os error 28)";
+
+/// The node label the control workload writes ([`SimCluster::start_workload`]).
+pub const REGISTER_LABEL: &str = "shoal.sim.register";
 
 /// The port every simulated node serves (Swarm's 2377).
 pub const PORT: u16 = 2377;
@@ -53,6 +57,24 @@ struct Host {
     next_boot: Arc<Mutex<Option<Bootstrap>>>,
 }
 
+/// Stops the workload started by [`SimCluster::start_workload`] (also when dropped).
+#[derive(Debug)]
+pub struct WorkloadHandle {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl WorkloadHandle {
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for WorkloadHandle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The host outside the cluster that control requests and simulated clients come from.
 pub const CLIENT_HOST: &str = "client";
 
@@ -65,6 +87,8 @@ pub struct SimCluster {
     client: NodeHandle,
     client_transport: SimTransport,
     config: NodeConfig,
+    /// Every control call sent from the client host, for the linearizability check.
+    history: ControlHistory,
 }
 
 impl std::fmt::Debug for SimCluster {
@@ -82,13 +106,37 @@ pub enum ClusterError {
     Control(#[from] ControlError),
 }
 
+/// One control request to the manager at `addr`, recorded in `history` as sent by `client`: the
+/// manager's answer, or why none came.
+async fn control_one(
+    transport: &SimTransport,
+    history: &ControlHistory,
+    client: &str,
+    addr: &str,
+    request: &ControlRequest,
+) -> Result<ControlResult, rpc::CallError> {
+    let call = history.invoke(client, addr, request, shoal_core::env::runtime::unix_millis());
+    let reply =
+        rpc::call::<_, ControlResult>(transport, addr, Channel::Control, request, Duration::from_secs(30)).await;
+    let answer = match &reply {
+        Ok(result) => Answer::of(result),
+        Err(err) => Answer::Lost(err.to_string()),
+    };
+    history.answer(call, answer, shoal_core::env::runtime::unix_millis());
+    reply
+}
+
 /// One control request as the CLI sends it: to each of `addrs` in turn until one answers.
-async fn control_any(transport: SimTransport, addrs: Vec<String>, request: ControlRequest) -> ControlResult {
+async fn control_any(
+    transport: SimTransport,
+    history: ControlHistory,
+    client: String,
+    addrs: Vec<String>,
+    request: ControlRequest,
+) -> ControlResult {
     let mut last = ControlError::Unavailable("no manager is running".into());
     for addr in addrs {
-        match rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30))
-            .await
-        {
+        match control_one(&transport, &history, &client, &addr, &request).await {
             // A manager that was just demoted: ask the next one, as a client that knows every
             // manager would.
             Ok(Err(ControlError::NotAManager)) => last = ControlError::NotAManager,
@@ -121,7 +169,16 @@ impl SimCluster {
         let trace = SimTrace::default();
         let client_transport = net.transport(format!("{CLIENT_HOST}:1"));
         let client = handle.create_node().name(CLIENT_HOST).build();
-        let mut cluster = SimCluster { net, mesh, trace, hosts: BTreeMap::new(), client, client_transport, config };
+        let mut cluster = SimCluster {
+            net,
+            mesh,
+            trace,
+            hosts: BTreeMap::new(),
+            client,
+            client_transport,
+            config,
+            history: ControlHistory::default(),
+        };
         cluster.add_host("manager-1", Bootstrap::Init { force_new_cluster: false }).await?;
         let tokens = |role| ControlRequest::JoinToken { role, rotate: false };
         let manager_token = match cluster.control(tokens(NodeRole::Manager)).await? {
@@ -266,7 +323,13 @@ impl SimCluster {
     /// Send a control request as the CLI would: to the leader if known, else to any manager that
     /// answers. Unreachable managers are skipped; the first real answer (success or refusal) wins.
     pub async fn control(&self, request: ControlRequest) -> ControlResult {
-        let call = self.client.spawn(control_any(self.client_transport.clone(), self.manager_addrs(), request));
+        let call = self.client.spawn(control_any(
+            self.client_transport.clone(),
+            self.history.clone(),
+            "cli".into(),
+            self.manager_addrs(),
+            request,
+        ));
         call.await.unwrap_or_else(|err| Err(ControlError::Internal(err.to_string())))
     }
 
@@ -276,7 +339,12 @@ impl SimCluster {
         let addrs = self.manager_addrs();
         let calls: Vec<_> = requests
             .into_iter()
-            .map(|request| self.client.spawn(control_any(self.client_transport.clone(), addrs.clone(), request)))
+            .enumerate()
+            .map(|(i, request)| {
+                let client = if i == 0 { "cli".to_string() } else { format!("cli-{}", i + 1) };
+                let history = self.history.clone();
+                self.client.spawn(control_any(self.client_transport.clone(), history, client, addrs.clone(), request))
+            })
             .collect();
         let mut answers = Vec::with_capacity(calls.len());
         for call in calls {
@@ -291,15 +359,77 @@ impl SimCluster {
         let Some(host) = self.host(name) else {
             return Err(ControlError::Unavailable(format!("no host {name:?}")));
         };
-        let (transport, addr) = (self.client_transport.clone(), host.addr.clone());
-        let call = self.client.spawn(async move {
-            rpc::call::<_, ControlResult>(&transport, &addr, Channel::Control, &request, Duration::from_secs(30)).await
-        });
+        let (transport, addr, history) = (self.client_transport.clone(), host.addr.clone(), self.history.clone());
+        let call = self.client.spawn(async move { control_one(&transport, &history, "cli", &addr, &request).await });
         match call.await {
             Ok(Ok(answer)) => answer,
             Ok(Err(err)) => Err(ControlError::Unavailable(err.to_string())),
             Err(err) => Err(ControlError::Internal(err.to_string())),
         }
+    }
+
+    /// Every control call sent from the client host so far (the CLI's and the workload's).
+    pub fn control_history(&self) -> &ControlHistory {
+        &self.history
+    }
+
+    /// Start the control workload, Jepsen's register test on the control API: every `period` one
+    /// call goes to the next host, in name order, that runs a manager now (the leader, a follower, a
+    /// deposed leader cut off from the rest: as a CLI on that host would), each its own call, so a
+    /// host that does not answer holds up nothing. Every other call to a host is a read, in turn
+    /// `service ls`, `network ls`, `node ls`; the others write a fresh value into one node's
+    /// label (`node update --label-add shoal.sim.register=N NODE`, the nodes in turn), which only
+    /// such writes change, so every read of it has one right answer. Stops when the handle drops or
+    /// [`WorkloadHandle::stop`] is called. Every call joins [`SimCluster::control_history`].
+    pub fn start_workload(&self, period: Duration) -> WorkloadHandle {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hosts: Vec<(String, Arc<Mutex<Option<ShoalNode>>>)> =
+            self.hosts.values().map(|h| (h.addr.clone(), h.node.clone())).collect();
+        let names: Vec<String> = self.hosts.keys().cloned().collect();
+        let (transport, history, client, flag) =
+            (self.client_transport.clone(), self.history.clone(), self.client.clone(), stop.clone());
+        self.client.spawn(async move {
+            let reads = [ControlRequest::ServiceList, ControlRequest::NetworkList, ControlRequest::NodeList];
+            // Per host, calls alternate between a read (each kind in turn) and a write, so every
+            // host sees every kind of call whatever the number of managers.
+            let mut per_host: BTreeMap<String, usize> = BTreeMap::new();
+            let (mut writes, mut next_host) = (0usize, 0usize);
+            loop {
+                if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let managers: Vec<&String> = hosts
+                    .iter()
+                    .filter(|(_, node)| node.lock().expect("slot lock").as_ref().is_some_and(|n| n.is_manager()))
+                    .map(|(addr, _)| addr)
+                    .collect();
+                if managers.is_empty() {
+                    madsim::time::sleep(period).await;
+                    continue;
+                }
+                next_host += 1;
+                let addr = managers[(next_host - 1) % managers.len()].clone();
+                let count = per_host.entry(addr.clone()).or_default();
+                *count += 1;
+                let request = if *count % 2 == 1 {
+                    reads[(*count / 2) % reads.len()].clone()
+                } else {
+                    writes += 1;
+                    ControlRequest::NodeUpdate {
+                        node: names[(writes - 1) % names.len()].clone(),
+                        availability: None,
+                        label_add: [(REGISTER_LABEL.to_string(), writes.to_string())].into(),
+                        label_rm: Vec::new(),
+                    }
+                };
+                let (transport, history) = (transport.clone(), history.clone());
+                client.spawn(async move {
+                    let _ = control_one(&transport, &history, "workload", &addr, &request).await;
+                });
+                madsim::time::sleep(period).await;
+            }
+        });
+        WorkloadHandle { stop }
     }
 
     /// Record a supervisor event (a fault, a step) in the run's trace.

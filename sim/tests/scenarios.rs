@@ -209,3 +209,29 @@ fn without_draining_a_rolling_update_drops_requests() {
         "{detail}"
     );
 }
+
+/// `--seeds A..B` includes B (so does `A..=B`), and the summary line says which seeds ran.
+#[test]
+fn a_seed_range_includes_both_ends_and_the_summary_says_so() {
+    let path = temp_scenario(
+        "seeds.yaml",
+        "name: seeds\ncluster: { managers: 1 }\nsteps:\n  - run: service create --name web --replicas 1 nginx:1\n",
+    );
+    for range in ["2..4", "2..=4"] {
+        let output = Command::new(env!("CARGO_BIN_EXE_shoal-sim"))
+            .arg("run")
+            .arg(&path)
+            .args(["--seeds", range, "--jobs", "1"])
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        let seeds: Vec<&str> =
+            stdout.lines().filter(|l| l.starts_with("seeds ")).filter_map(|l| l.split_whitespace().nth(1)).collect();
+        assert_eq!(seeds, ["2", "3", "4"], "{range}: {stdout}");
+        assert!(
+            stdout.contains("\n3 runs: 1 scenario × seeds 2..=4 (3 seeds, both ends included)\n3 passed, 0 failed\n"),
+            "{range}: {stdout}"
+        );
+    }
+}

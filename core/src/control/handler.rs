@@ -34,6 +34,9 @@ pub struct ControlHandler {
     node_addr: String,
     /// How a follower reaches the leader with a read; without it (unit tests) reads are local.
     transport: Option<Arc<dyn Transport>>,
+    /// The planted bug (simulator only): see [`ControlHandler::with_planted_stale_leader_reads`].
+    #[cfg(madsim)]
+    stale_leader_reads: bool,
 }
 
 /// How long a read or write waits for a leader to be known: an election takes about one election
@@ -169,7 +172,25 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
 
 impl ControlHandler {
     pub fn new(store: Store, consensus: Arc<dyn Consensus>, node_id: String, node_addr: String) -> Self {
-        ControlHandler { store, consensus, node_id, node_addr, transport: None }
+        ControlHandler {
+            store,
+            consensus,
+            node_id,
+            node_addr,
+            transport: None,
+            #[cfg(madsim)]
+            stale_leader_reads: false,
+        }
+    }
+
+    /// Simulator only: plant a bug for the linearizability check to find. A manager that believes it
+    /// leads (raft's own view, which openraft keeps on a leader cut off from its quorum until it
+    /// hears of a newer term) answers reads from its store without the quorum round of
+    /// `ensure_linearizable`: a deposed leader then serves stale reads.
+    #[cfg(madsim)]
+    pub fn with_planted_stale_leader_reads(mut self) -> Self {
+        self.stale_leader_reads = true;
+        self
     }
 
     /// Let a follower forward reads to the leader over `transport` (see the module docs).
@@ -182,6 +203,10 @@ impl ControlHandler {
     /// or the leader's answer to the forwarded request.
     async fn route_read(&self, request: &ControlRequest) -> Result<Option<ControlResult>, ControlError> {
         let Some(transport) = self.transport.clone() else { return Ok(None) };
+        #[cfg(madsim)]
+        if self.stale_leader_reads && self.consensus.leader_addr().as_deref() == Some(self.node_addr.as_str()) {
+            return Ok(None);
+        }
         let deadline = runtime::now() + READ_LEADER_WAIT;
         let leadership = self.consensus.leadership();
         loop {

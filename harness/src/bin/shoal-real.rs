@@ -158,7 +158,7 @@ fn print_table(reports: &[RealReport], real: &RealArgs, traces: &[Option<PathBuf
         key_word: "run",
         rerun_word: "rerun",
     };
-    print!("{}", summary::render(columns, &lines));
+    print!("{}", summary::render(columns, &lines, None));
     for r in reports.iter().filter(|r| !r.skipped.is_empty()) {
         println!("\nskipped in {} (run {}):", r.file, r.run);
         for s in &r.skipped {

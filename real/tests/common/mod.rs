@@ -299,17 +299,15 @@ pub fn running_by_node(manager: &DaemonProc, service: &str) -> Option<std::colle
     Some(counts)
 }
 
-/// Panic unless a Docker engine answers and has the test image: the Docker tests fail, not skip.
+/// Panic unless a Docker engine answers; build the test image if it lacks it (panicking with what
+/// to install if that cannot be done): the Docker tests fail, not skip.
 pub fn require_docker() {
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(async {
         let docker = bollard::Docker::connect_with_local_defaults().expect("Docker is required for this test");
         docker.ping().await.expect("the Docker engine must answer (run .ci/run to start one)");
-        docker
-            .inspect_image("shoal-test/busybox:latest")
-            .await
-            .expect("image shoal-test/busybox:latest is required (built by .ci/run)");
     });
+    shoal_testimage::require();
 }
 
 /// Remove every container a test's service left (a killed daemon cannot).

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! shoal-sim run FILE... [--seed N | --seeds A..B] [--trace-dir DIR] [--json] [--jobs J]
+//!     (--seeds includes both ends: 1..20 and 1..=20 both run seeds 1 to 20)
 //! shoal-sim check-determinism FILE [--seed N]
 //! shoal-sim fuzz [--cases N] [--seed S] [--max-shrink-iters M] [--out scenarios/regressions] [--small]
 //!                [--case-timeout SECS]
@@ -52,6 +53,7 @@ mod sim {
     use indicatif::{ProgressBar, ProgressStyle};
     use serde::{Deserialize, Serialize};
     use shoal_sim::scenario::run::run_seed;
+    use shoal_sim::scenario::seeds::SeedRange;
     use shoal_sim::scenario::{summary, Outcome, Scenario};
 
     use shoal_sim::fuzz::{FuzzOptions, GenConfig, Progress, Sabotage, RESULT_MARK};
@@ -72,8 +74,8 @@ mod sim {
             /// One seed (default 1).
             #[arg(long, conflicts_with = "seeds")]
             seed: Option<u64>,
-            /// A range of seeds: `A..B` (B excluded) or `A..=B`.
-            #[arg(long)]
+            /// A range of seeds, both ends included: `1..20` (or `1..=20`) runs the 20 seeds 1 to 20.
+            #[arg(long, value_name = "A..B")]
             seeds: Option<String>,
             /// Write each run's trace as DIR/<scenario>-seed<N>.jsonl.
             #[arg(long)]
@@ -112,7 +114,8 @@ mod sim {
             /// Wall-clock seconds a case may take before it counts as a hang (a crash).
             #[arg(long, default_value_t = 60)]
             case_timeout: u64,
-            /// Test the fuzzer itself: `drain-is-fatal` makes every drain fail its case.
+            /// Test the fuzzer itself: `drain-is-fatal` makes every drain fail its case;
+            /// `stale-leader-reads` plants a bug the linearizability check must find.
             #[arg(long, hide = true)]
             sabotage: Option<String>,
         },
@@ -155,22 +158,11 @@ mod sim {
         }
     }
 
-    fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> anyhow::Result<Vec<u64>> {
-        let Some(range) = seeds else { return Ok(vec![seed.unwrap_or(1)]) };
-        let (low, high, inclusive) = if let Some((a, b)) = range.split_once("..=") {
-            (a, b, true)
-        } else if let Some((a, b)) = range.split_once("..") {
-            (a, b, false)
-        } else {
-            bail!("--seeds {range:?}: expected A..B or A..=B");
-        };
-        let low: u64 = low.trim().parse().with_context(|| format!("--seeds {range:?}: {low:?} is not a number"))?;
-        let high: u64 = high.trim().parse().with_context(|| format!("--seeds {range:?}: {high:?} is not a number"))?;
-        let seeds: Vec<u64> = if inclusive { (low..=high).collect() } else { (low..high).collect() };
-        if seeds.is_empty() {
-            bail!("--seeds {range:?} is empty");
-        }
-        Ok(seeds)
+    fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> anyhow::Result<SeedRange> {
+        Ok(match seeds {
+            Some(range) => SeedRange::parse(range)?,
+            None => SeedRange::single(seed.unwrap_or(1)),
+        })
     }
 
     fn stem(file: &str) -> String {
@@ -288,7 +280,7 @@ mod sim {
         }
     }
 
-    fn print_table(results: &[RunResult]) {
+    fn print_table(results: &[RunResult], files: usize, seeds: SeedRange) {
         let lines: Vec<summary::Line> = results
             .iter()
             .map(|r| summary::Line {
@@ -313,7 +305,8 @@ mod sim {
             key_word: "seed",
             rerun_word: "reproduce",
         };
-        print!("{}", summary::render(columns, &lines));
+        let scenarios = if files == 1 { "1 scenario".to_string() } else { format!("{files} scenarios") };
+        print!("{}", summary::render(columns, &lines, Some(&format!("{scenarios} × {seeds}"))));
     }
 
     fn run(
@@ -331,8 +324,8 @@ mod sim {
         }
         let mut work: Vec<(usize, PathBuf, String, u64)> = Vec::new();
         for (file, scenario) in &scenarios {
-            for seed in &seeds {
-                work.push((work.len(), file.clone(), scenario.name.clone(), *seed));
+            for seed in seeds.iter() {
+                work.push((work.len(), file.clone(), scenario.name.clone(), seed));
             }
         }
         let total = work.len();
@@ -388,7 +381,7 @@ mod sim {
                 println!("{value}");
             }
         } else {
-            print_table(&results);
+            print_table(&results, scenarios.len(), seeds);
         }
         let worst = summary::worst(results.iter().map(|r| r.exit_code));
         Ok(worst)
@@ -430,7 +423,8 @@ mod sim {
         gen.sabotage = match sabotage {
             None => None,
             Some("drain-is-fatal") => Some(Sabotage::DrainIsFatal),
-            Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal"),
+            Some("stale-leader-reads") => Some(Sabotage::StaleLeaderReads),
+            Some(other) => bail!("--sabotage {other:?}: expected drain-is-fatal or stale-leader-reads"),
         };
         // A sabotaged run tests the fuzzer itself: only the sabotaged property should fail.
         gen.traffic = gen.sabotage.is_none();

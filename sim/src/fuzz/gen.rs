@@ -18,7 +18,9 @@
 //!   (`node demote m & node promote m`: a promotion of a node being demoted); after one at once the
 //!   model no longer knows the node's role, so writes from then on may fail. A disk refuses writes
 //!   for a while (`disk NODE fail-writes for N s`, a named host or the leader) and heals itself.
-//! - **The end.** Heal (network and disks), restart every crashed host, wait for a leader and let the cluster settle,
+//! - **The end.** Let the faults still in force act for [`FAULT_TAIL`] (a partition as the last
+//!   operation would otherwise be healed at once), heal (network and disks), restart every crashed
+//!   host, wait for a leader and let the cluster settle,
 //!   reactivate every drained node, move services off the crashing image, then strict writes
 //!   (a `probe` service) and the liveness phase: `probe` runs, and every service converges to its
 //!   spec. The safety invariants are checked on every poll of the whole run.
@@ -43,6 +45,9 @@ pub const TRAFFIC_SERVICE: &str = "front";
 /// The images services use; `nginx:slow` and `nginx:crashy` are slow or crashing once an
 /// operation says so.
 pub const IMAGES: [&str; 4] = ["nginx:1.25", "nginx:1.26", "nginx:slow", "nginx:crashy"];
+/// How long the faults still in force after the last operation act before the end heals them.
+pub const FAULT_TAIL: Duration = Duration::from_secs(10);
+
 /// What services are moved to at the end when the crashing image was used.
 pub const FINAL_IMAGE: &str = "nginx:1.27";
 const SLOW: &str = "nginx:slow";
@@ -55,6 +60,9 @@ pub enum Sabotage {
     /// Every drain is followed by an expectation that the node is active within 1 s — which
     /// cannot hold, so any case with a drain fails; the minimal case is one drain.
     DrainIsFatal,
+    /// Every case runs with a bug planted in the control API (`planted_bug: stale-leader-reads`):
+    /// a deposed leader serves stale reads, which the linearizability check must find.
+    StaleLeaderReads,
 }
 
 /// What to generate.
@@ -67,18 +75,35 @@ pub struct GenConfig {
     pub sabotage: Option<Sabotage>,
     /// Run a service under a simulated client's load through the whole case.
     pub traffic: bool,
+    /// Run the control workload (reads, and writes of a node label) through the whole case
+    /// (`control_workload: true`), so the linearizability check has reads and writes to check.
+    pub control_workload: bool,
 }
 
 impl Default for GenConfig {
     fn default() -> Self {
-        GenConfig { managers: vec![1, 3, 5], max_workers: 6, max_ops: 16, sabotage: None, traffic: true }
+        GenConfig {
+            managers: vec![1, 3, 5],
+            max_workers: 6,
+            max_ops: 16,
+            sabotage: None,
+            traffic: true,
+            control_workload: true,
+        }
     }
 }
 
 impl GenConfig {
     /// Small shapes and short sequences (the CI budget).
     pub fn small() -> Self {
-        GenConfig { managers: vec![1, 3], max_workers: 3, max_ops: 10, sabotage: None, traffic: true }
+        GenConfig {
+            managers: vec![1, 3],
+            max_workers: 3,
+            max_ops: 10,
+            sabotage: None,
+            traffic: true,
+            control_workload: true,
+        }
     }
 }
 
@@ -210,7 +235,7 @@ fn op_kind() -> impl Strategy<Value = OpKind> {
         3 => any::<u8>().prop_map(|pick| OpKind::Restart { pick }),
         3 => (any::<u16>(), proptest::option::of(any::<u16>()), any::<bool>(), secs())
             .prop_map(|(side, other, one_way, secs)| OpKind::Partition { side, other, one_way, secs }),
-        1 => (any::<bool>(), secs()).prop_map(|(one_way, secs)| OpKind::IsolateLeader { one_way, secs }),
+        3 => (proptest::bool::weighted(0.25), secs()).prop_map(|(one_way, secs)| OpKind::IsolateLeader { one_way, secs }),
         2 => Just(OpKind::Heal),
         2 => (any::<u8>(), any::<u8>(), any::<u8>(), any::<u8>(), 0u8..4)
             .prop_map(|(a, b, delay_ms, spread_ms, loss)| OpKind::Link { a, b, delay_ms, spread_ms, loss }),
@@ -558,8 +583,15 @@ impl Model {
         true
     }
 
-    /// Heal, restart, settle, undo what would keep services from converging, then strict writes.
+    /// Let the last faults act, heal, restart, settle, undo what would keep services from
+    /// converging, then strict writes.
     fn finish(&mut self) {
+        if self.partitioned || self.links || !self.down.is_empty() {
+            // A partition, a cut or a crash as the last operation would otherwise be healed at once
+            // and test nothing: the cluster lives with it for a while first (an election, writes on
+            // the majority side, reads of a deposed leader).
+            self.step(Duration::ZERO, Action::Wait(FAULT_TAIL), false);
+        }
         if self.partitioned || self.links {
             self.fault(Duration::ZERO, Fault::Heal);
         }
@@ -650,6 +682,7 @@ impl Case {
             Final::Always("replicas-bound".into()),
             Final::Always("task-state-forward".into()),
             Final::Always("no-running-task-on-drained-node".into()),
+            Final::Always("linearizable".into()),
         ];
         if config.traffic {
             expect.push(Final::Always("client-requests".into()));
@@ -665,6 +698,11 @@ impl Case {
             converge: true,
             converge_within: secs(180),
             mesh_drain: true,
+            control_workload: config.control_workload,
+            planted_bug: match config.sabotage {
+                Some(Sabotage::StaleLeaderReads) => Some(crate::scenario::parse::PlantedBug::StaleLeaderReads),
+                _ => None,
+            },
             file: "generated".into(),
         }
     }

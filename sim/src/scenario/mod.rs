@@ -8,6 +8,7 @@
 //! - [`fault`] — `fault:` words;
 //! - [`expect`] — `expect:` statements and how they are checked on the leader's store;
 //! - [`render`] — a scenario back to YAML (for generated scenarios, e.g. shrunk fuzz failures);
+//! - [`seeds`] — `--seeds A..B`, both ends included;
 //! - [`stack`] — `stack deploy` steps' compose files (read relative to the scenario file);
 //! - [`summary`] — the table both runners print after their runs, and their exit code;
 //! - [`drive`] — what both runners (this one and the real-cluster harness) do with a `run:` step;
@@ -22,6 +23,7 @@ pub mod parse;
 pub mod render;
 #[cfg(madsim)]
 pub mod run;
+pub mod seeds;
 pub mod stack;
 pub mod summary;
 

@@ -214,7 +214,33 @@ pub enum Final {
 
 /// The invariants `always:` may name.
 pub const INVARIANTS: &[&str] =
-    &["no-running-task-on-drained-node", "replicas-bound", "task-state-forward", "client-requests"];
+    &["no-running-task-on-drained-node", "replicas-bound", "task-state-forward", "client-requests", "linearizable"];
+
+/// A bug planted on purpose (`planted_bug:`), to show a checker finds it. Simulator only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// `stale-leader-reads`: a manager that believes it leads answers reads from its own store
+    /// without confirming with a quorum that it still does — a deposed leader serves stale reads.
+    StaleLeaderReads,
+}
+
+impl PlantedBug {
+    pub const ALL: &[(&str, PlantedBug)] = &[("stale-leader-reads", PlantedBug::StaleLeaderReads)];
+
+    pub fn name(self) -> &'static str {
+        PlantedBug::ALL.iter().find(|(_, bug)| *bug == self).map(|(name, _)| *name).unwrap_or_default()
+    }
+}
+
+impl std::str::FromStr for PlantedBug {
+    type Err = String;
+    fn from_str(text: &str) -> Result<PlantedBug, String> {
+        PlantedBug::ALL.iter().find(|(name, _)| *name == text.trim()).map(|(_, bug)| *bug).ok_or_else(|| {
+            let names: Vec<&str> = PlantedBug::ALL.iter().map(|(name, _)| *name).collect();
+            format!("unknown planted bug {text:?}: expected {}", names.join(", "))
+        })
+    }
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -235,6 +261,8 @@ struct RawScenario {
     converge: Option<bool>,
     converge_within: Option<String>,
     mesh_drain: Option<bool>,
+    control_workload: Option<bool>,
+    planted_bug: Option<String>,
 }
 
 /// A whole scenario file.
@@ -252,6 +280,13 @@ pub struct Scenario {
     /// Whether tasks are drained from the data plane before they stop (`mesh_drain: false` turns
     /// it off, to show what draining saves).
     pub mesh_drain: bool,
+    /// `control_workload: true`: all through the run, a client on the client host sends reads
+    /// (`service ls`, `network ls`, `node ls`) and writes of a node label to each host in turn, 4
+    /// calls per second, so the linearizability check has concurrent reads and writes to check
+    /// (generated fuzz cases have it; [`crate::cluster::SimCluster::start_workload`]).
+    pub control_workload: bool,
+    /// `planted_bug: NAME`: run with a bug planted on purpose (see [`PlantedBug`]).
+    pub planted_bug: Option<PlantedBug>,
     /// The file it came from.
     pub file: String,
 }
@@ -352,6 +387,10 @@ impl Scenario {
             Some(t) => parse_duration(&t).map_err(|m| error(key_line(text, 1, "converge_within"), m))?,
             None => Duration::from_secs(60),
         };
+        let planted_bug = match raw.planted_bug {
+            Some(name) => Some(name.parse().map_err(|m| error(key_line(text, 1, "planted_bug"), m))?),
+            None => None,
+        };
         Ok(Scenario {
             name: raw.name,
             cluster: raw.cluster,
@@ -360,6 +399,8 @@ impl Scenario {
             converge: raw.converge.unwrap_or(true),
             converge_within,
             mesh_drain: raw.mesh_drain.unwrap_or(true),
+            control_workload: raw.control_workload.unwrap_or(false),
+            planted_bug,
             file: file.to_string(),
         })
     }

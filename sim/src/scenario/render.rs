@@ -137,6 +137,12 @@ pub fn render(scenario: &Scenario, header: &[String]) -> String {
     if scenario.converge_within != Duration::from_secs(60) {
         let _ = writeln!(out, "converge_within: {}", duration(scenario.converge_within));
     }
+    if scenario.control_workload {
+        out.push_str("control_workload: true\n");
+    }
+    if let Some(bug) = scenario.planted_bug {
+        let _ = writeln!(out, "planted_bug: {}", bug.name());
+    }
     if !scenario.steps.is_empty() {
         out.push_str("steps:\n");
     }
@@ -220,6 +226,8 @@ cluster: { managers: 3, workers: 2 }
 converge: false
 mesh_drain: false
 converge_within: 90s
+control_workload: true
+planted_bug: stale-leader-reads
 steps:
   - run: service create --name web --replicas 4 --update-order start-first nginx:1.25
   - run: service update --env-add "A=b c" web

@@ -26,12 +26,13 @@ use shoal_core::env::runtime;
 use super::drive::{self, Driver};
 use super::expect::{Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
-use super::parse::{Action, ClientStep, Final, Scenario, Step};
+use super::parse::{Action, ClientStep, Final, PlantedBug, Scenario, Step};
 use super::Outcome;
 use crate::client::{self, ClientHandle, ClientLog};
 use crate::cluster::{ClusterShape, SimCluster, CLIENT_HOST};
 use crate::executor::Behavior;
 use crate::invariants::{ClientRequests, Observation, RaftInvariants, ServiceInvariants};
+use crate::linearizability;
 use crate::net::LinkPolicy;
 use crate::trace::SimTrace;
 
@@ -40,6 +41,9 @@ pub const POLL: Duration = Duration::from_millis(100);
 
 /// Virtual time a run may take before it is cut off as a liveness failure.
 pub const MAX_VIRTUAL: Duration = Duration::from_secs(3600);
+
+/// How often the workload of `control_workload: true` sends a call.
+pub const WORKLOAD_PERIOD: Duration = Duration::from_millis(250);
 
 /// What one run produced.
 #[derive(Debug, Clone)]
@@ -607,6 +611,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
     let shape = ClusterShape { managers: scenario.cluster.managers, workers: scenario.cluster.workers };
     let mut config = crate::cluster::settings_for_sim();
     config.mesh.drain = scenario.mesh_drain;
+    config.plant_stale_leader_reads = scenario.planted_bug == Some(PlantedBug::StaleLeaderReads);
     let cluster = match SimCluster::start_with(shape, config).await {
         Ok(cluster) => cluster,
         Err(err) => {
@@ -627,6 +632,7 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
         on: None,
     };
     runner.invariants.clients.run_started(start_unix_ms);
+    let workload = scenario.control_workload.then(|| runner.cluster.start_workload(WORKLOAD_PERIOD));
     let mut outcome = Outcome::Pass;
     for step in &scenario.steps {
         if let Err(stop) = runner.step(step).await {
@@ -639,8 +645,35 @@ pub async fn play(scenario: &Scenario, trace: Arc<Mutex<Option<SimTrace>>>) -> (
             outcome = stop;
         }
     }
+    drop(workload);
+    if !matches!(outcome, Outcome::Crash(_) | Outcome::Safety(_)) {
+        if let Err(violation) = check_linearizable(&runner.cluster, start_unix_ms) {
+            outcome = violation;
+        }
+    }
     runner.cluster.note("scenario.end", json!({"result": outcome.label()}));
     (outcome, since(start))
+}
+
+/// The `linearizable` invariant, on the whole run's control calls (a search over the history, so
+/// once, at the end, rather than on every poll).
+fn check_linearizable(cluster: &SimCluster, start_unix_ms: u64) -> Result<(), Stop> {
+    let calls = cluster.control_history().calls();
+    let answered = calls.iter().filter(|c| c.returned.is_some()).count();
+    match linearizability::check(&calls, start_unix_ms, linearizability::BUDGET_PER_OBJECT) {
+        Ok(summary) => {
+            cluster.note(
+                "linearizability.checked",
+                json!({"calls": calls.len(), "answered": answered, "objects": summary.objects,
+                    "operations": summary.operations, "inconclusive": summary.inconclusive}),
+            );
+            Ok(())
+        }
+        Err(violation) => {
+            cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
+            Err(Outcome::Safety(violation.to_string()))
+        }
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -49,8 +49,9 @@ pub struct Columns<'a> {
     pub rerun_word: &'a str,
 }
 
-/// The summary of `lines`.
-pub fn render(columns: Columns<'_>, lines: &[Line]) -> String {
+/// The summary of `lines`; `ran` says what ran (`1 scenario × seeds 1..=20 (20 seeds, …)`), printed
+/// as `N runs: …` on a line of its own before the plain `N passed, N failed` line.
+pub fn render(columns: Columns<'_>, lines: &[Line], ran: Option<&str>) -> String {
     let Columns { key_header, headers, key_word, rerun_word } = columns;
     let width = lines.iter().map(|l| l.scenario.chars().count()).max().unwrap_or(8).clamp(8, 60);
     let mut out = format!("{:<width$}  {key_header:>6}  {:<8}", "SCENARIO", "RESULT");
@@ -67,7 +68,11 @@ pub fn render(columns: Columns<'_>, lines: &[Line]) -> String {
         out.push('\n');
     }
     let failed: Vec<&Line> = lines.iter().filter(|l| !l.passed).collect();
-    out.push_str(&format!("\n{} passed, {} failed\n", lines.len() - failed.len(), failed.len()));
+    out.push('\n');
+    if let Some(ran) = ran {
+        out.push_str(&format!("{} runs: {ran}\n", lines.len()));
+    }
+    out.push_str(&format!("{} passed, {} failed\n", lines.len() - failed.len(), failed.len()));
     for line in failed {
         out.push_str(&format!("\n{} {} ({key_word} {}): {}\n", line.result, line.file, line.key, line.detail));
         if let Some(trace) = &line.trace {
@@ -104,8 +109,12 @@ mod tests {
             rerun: "cargo sim-run run t43.yaml --seed 3".into(),
         };
         let columns = Columns { key_header: "SEED", headers: &["VIRTUAL"], key_word: "seed", rerun_word: "reproduce" };
-        let text = render(columns, &[line(true), line(false)]);
-        assert!(text.contains("1 passed, 1 failed"), "{text}");
+        let text =
+            render(columns, &[line(true), line(false)], Some("1 scenario × seeds 1..=2 (2 seeds, both ends included)"));
+        assert!(
+            text.contains("\n2 runs: 1 scenario × seeds 1..=2 (2 seeds, both ends included)\n1 passed, 1 failed\n"),
+            "{text}"
+        );
         assert!(text.contains("LIVENESS t43.yaml (seed 3): expected x\n  reproduce: cargo sim-run"), "{text}");
     }
 }
