@@ -159,7 +159,12 @@ impl Runner<'_> {
                 }
                 self.last_state = Some((leader, state));
             }
-            Err(_) => self.last_state = None,
+            Err(_) => {
+                // No leader answered a linearizable read: none can commit, so the time-bounded
+                // properties wait (see `ServiceInvariants`).
+                self.services.pause(unix_ms());
+                self.last_state = None;
+            }
         }
         Ok(())
     }

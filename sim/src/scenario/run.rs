@@ -139,8 +139,14 @@ fn poll(
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
         return Err(Outcome::Safety(violation.to_string()));
     }
-    if let Some(state) = cluster.store_of_leader() {
-        if let Err(violation) = invariants.services.check(runtime::unix_millis(), &state) {
+    let now_ms = runtime::unix_millis();
+    let leader_state = cluster.store_of_leader();
+    if leader_state.is_none() || !cluster.leader_can_commit() {
+        // The time-bounded properties wait for a leader that can act (see `ServiceInvariants`).
+        invariants.services.pause(now_ms);
+    }
+    if let Some(state) = leader_state {
+        if let Err(violation) = invariants.services.check(now_ms, &state) {
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
@@ -152,7 +158,7 @@ fn poll(
                 Some(_) => false,
             };
         }
-        invariants.clients.observe(runtime::unix_millis(), &down, &ready);
+        invariants.clients.observe(now_ms, &down, &ready);
     }
     if let Err(violation) = invariants.clients.check(&invariants.log) {
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
