@@ -78,6 +78,50 @@ async fn sim_partition_is_silence_and_heal_restores() {
     assert_eq!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_secs(1)).await.unwrap(), b"x");
 }
 
+/// The real transport's calls ride one TCP connection per peer: a request sent into a short cut
+/// is retransmitted (200 ms, then 400 ms, …) and arrives once the link heals, within the caller's
+/// deadline; a lost message costs a retransmission, not the whole deadline.
+#[tokio::test]
+async fn sim_call_across_a_short_cut_arrives_after_the_heal() {
+    use shoal_core::env::{runtime, Transport};
+    use shoal_sim::net::LinkPolicy;
+    use std::time::Duration;
+    let net = SimNet::new();
+    let server = net.transport("manager-1:2377");
+    struct Echo;
+    #[async_trait::async_trait]
+    impl shoal_core::env::Handler for Echo {
+        async fn handle(&self, _: shoal_core::env::transport::Peer, r: Vec<u8>) -> Vec<u8> {
+            r
+        }
+    }
+    server.serve(Arc::new(Echo)).await.unwrap();
+    let client = net.transport("worker-1:2377");
+    let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    net.partition(&hosts(&["manager-1"]), &hosts(&["worker-1"]));
+    let healer = net.clone();
+    runtime::spawn(async move {
+        runtime::sleep(Duration::from_millis(500)).await;
+        healer.heal();
+    });
+    let start = runtime::now();
+    assert_eq!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_secs(15)).await.unwrap(), b"x");
+    let took = runtime::now().saturating_duration_since(start);
+    // Tries at 0, 200 and 600 ms: the third is the first after the heal.
+    assert!(took >= Duration::from_millis(600), "arrived before the heal: {took:?}");
+    if cfg!(madsim) {
+        assert!(
+            took < Duration::from_millis(700),
+            "virtual time: the first retransmission after the heal, not {took:?}"
+        );
+    }
+    // A quarter of all messages lost: each is retransmitted until it gets through.
+    net.set_default_link(LinkPolicy { loss: 0.25, ..LinkPolicy::default() });
+    for _ in 0..5 {
+        assert_eq!(client.call("manager-1:2377", b"y".to_vec(), Duration::from_secs(60)).await.unwrap(), b"y");
+    }
+}
+
 #[tokio::test]
 async fn sim_mesh_conforms() {
     use shoal_core::env::conformance::MeshFixture;
