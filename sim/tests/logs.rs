@@ -63,7 +63,7 @@ async fn service_logs_gather_from_every_node_and_name_the_unreachable() {
     // One task by id; an unknown name is Docker's error.
     let one = &all.tasks[1];
     let only = logs_of(&cluster, &one.task_id, LogsSelection::default()).await;
-    assert_eq!(only.tasks, [one.clone()]);
+    assert_eq!(only.tasks, std::slice::from_ref(one));
     let err = cluster.control(ControlRequest::ServiceLogs { service: "nope".into(), selection: Default::default() });
     assert_eq!(err.await.unwrap_err().to_string(), "no such task or service: nope");
 
