@@ -6,6 +6,7 @@
 mod runner;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,10 @@ pub struct Agent {
     left: watch::Sender<bool>,
     /// The open session: (manager address, session id). `swarm leave` reports through it.
     session: Mutex<Option<(String, String)>>,
+    /// Sessions opened so far (a failed attempt opens none).
+    sessions_opened: AtomicU64,
+    /// The heartbeat period the managers last gave, in ms (Swarm's 5 s until a session says).
+    heartbeat_period_ms: AtomicU64,
     /// This node's data plane, fed the endpoint table by the session.
     mesh: Arc<Mesh>,
 }
@@ -69,6 +74,15 @@ pub struct Agent {
 fn call_deadline() -> Duration {
     Duration::from_secs(5)
 }
+
+/// The first wait before opening a session again after one failed or ended (Swarm's 100 ms).
+const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The longest wait between attempts to open a session, and never more than one heartbeat period:
+/// a new leader gives every node `period × grace multiplier` (3 periods) to open a session before
+/// it marks the node down, so an agent that backed off for longer while the swarm had no leader
+/// would be marked down — and its tasks replaced — though it was healthy all along.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Agent {
     pub fn new(
@@ -97,6 +111,8 @@ impl Agent {
             unsent: Mutex::new(BTreeMap::new()),
             left: watch::channel(false).0,
             session: Mutex::new(None),
+            sessions_opened: AtomicU64::new(0),
+            heartbeat_period_ms: AtomicU64::new(crate::api::ClusterSpec::default().heartbeat_period_ms),
         })
     }
 
@@ -194,14 +210,21 @@ impl Agent {
         self.mesh.start().await;
         self.adopt_containers().await;
         let mut attempt = 0usize;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_RECONNECT_BACKOFF;
         loop {
             let Some(manager) = self.next_manager(attempt) else {
                 runtime::sleep(backoff).await;
                 continue;
             };
             attempt += 1;
-            match self.clone().session(&manager).await {
+            let opened = self.sessions_opened.load(Ordering::Relaxed);
+            let result = self.clone().session(&manager).await;
+            if self.sessions_opened.load(Ordering::Relaxed) != opened {
+                // A session was open: the failures before it say nothing about the next attempt
+                // (Swarm resets its back-off once registered).
+                backoff = FIRST_RECONNECT_BACKOFF;
+            }
+            match result {
                 Err(SessionError::Dispatcher(DispatcherError::UnknownNode)) => {
                     self.env.tracer.emit("agent.removed", serde_json::json!({"node_id": self.node_id}));
                     self.shutdown_all_tasks().await;
@@ -211,7 +234,7 @@ impl Agent {
                 // A leader that lost its quorum names itself: back off like any failure instead.
                 Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) if leader_addr != manager => {
                     *self.preferred.lock().expect("agent lock") = Some(leader_addr);
-                    backoff = Duration::from_millis(100);
+                    backoff = FIRST_RECONNECT_BACKOFF;
                     continue;
                 }
                 Err(err) => {
@@ -221,10 +244,11 @@ impl Agent {
                 }
                 Ok(()) => {}
             }
-            // Swarm reconnects after 100 ms, doubling up to 30 s; jitter keeps 1,000 agents from
-            // stampeding a new leader.
+            // Swarm reconnects after 100 ms, doubling up to 8 s (its heartbeat period is 5 s); jitter
+            // keeps 1,000 agents from stampeding a new leader.
             runtime::sleep(runtime::random_duration(backoff / 2, backoff)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let period = Duration::from_millis(self.heartbeat_period_ms.load(Ordering::Relaxed));
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF.min(period));
         }
     }
 
@@ -242,8 +266,10 @@ impl Agent {
         self.known_managers.replace(&session.manager_ids);
         self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
         let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
+        self.heartbeat_period_ms.store(period.as_millis() as u64, Ordering::Relaxed);
         let session_id = session.session_id;
         *self.session.lock().expect("agent lock") = Some((manager.to_string(), session_id.clone()));
+        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
         // Three loops share the session; the first to fail ends it.
         tokio::select! {
             // Biased: tokio's random branch order is not seeded by the simulator.
@@ -300,6 +326,7 @@ impl Agent {
                 return Err(SessionError::Protocol("expected a heartbeat reply"));
             };
             period = Duration::from_millis(reply.heartbeat_period_ms.max(1));
+            self.heartbeat_period_ms.store(period.as_millis() as u64, Ordering::Relaxed);
             self.set_managers(reply.managers);
             self.known_managers.replace(&reply.manager_ids);
             let hint = Some(RoleHint {
