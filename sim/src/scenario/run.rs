@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_core::api::{NodeState, TaskState};
+use shoal_core::api::{NodeState, Task, TaskState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
 use shoal_core::env::runtime;
+use shoal_core::orchestrator::restart::restart_delay;
 use shoal_core::stack::NAMESPACE_LABEL;
 
 use super::cli::{Command, StackCommand};
@@ -158,7 +159,8 @@ fn poll(
                 Some(_) => false,
             };
         }
-        invariants.clients.observe(now_ms, &down, &ready);
+        let running: BTreeSet<String> = state.tasks.values().filter(|t| is_running(t)).map(|t| t.id.clone()).collect();
+        invariants.clients.observe(now_ms, &down, &ready, &running);
     }
     if let Err(violation) = invariants.clients.check(&invariants.log) {
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
@@ -168,6 +170,11 @@ fn poll(
         return Err(Outcome::Liveness(format!("the run exceeded {} s of virtual time", MAX_VIRTUAL.as_secs())));
     }
     Ok(())
+}
+
+/// Desired and observed running: a task the data plane may route to.
+fn is_running(task: &Task) -> bool {
+    task.desired_state == TaskState::Running && task.status.state == TaskState::Running
 }
 
 fn short(result: &ControlResult) -> serde_json::Value {
@@ -328,6 +335,23 @@ impl Runner<'_> {
         }
     }
 
+    /// The tasks the leader's store shows running on `host` (their containers die if it crashes),
+    /// each with the delay its restart policy would hold its replacement for.
+    fn killed_by_crash(&self, host: &str) -> Vec<(String, u64)> {
+        let Some(state) = self.cluster.store_of_leader() else { return Vec::new() };
+        let Some(node) = state.nodes.values().find(|n| n.hostname() == host) else { return Vec::new() };
+        state
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node.id && is_running(t))
+            .map(|t| {
+                let policy =
+                    state.services.get(&t.service_id).map(|s| s.spec.task.restart_policy.clone()).unwrap_or_default();
+                (t.id.clone(), restart_delay(t, &policy).0)
+            })
+            .collect()
+    }
+
     fn hosts(&self, targets: &[Target]) -> Result<Vec<String>, String> {
         targets.iter().map(|t| self.host(t)).collect()
     }
@@ -366,7 +390,7 @@ impl Runner<'_> {
         match fault {
             Fault::Crash(target) => {
                 let host = self.host(target)?;
-                self.invariants.clients.host_fault(&host, runtime::unix_millis());
+                self.invariants.clients.host_crash(&host, runtime::unix_millis(), self.killed_by_crash(&host));
                 self.cluster.crash(&host);
                 self.crashed.retain(|h| h != &host);
                 self.crashed.push(host);
