@@ -67,6 +67,8 @@ pub struct Agent {
     sessions_opened: AtomicU64,
     /// The heartbeat period the managers last gave, in ms (Swarm's 5 s until a session says).
     heartbeat_period_ms: AtomicU64,
+    /// Managers that could not be reached (or served no agents), with when: tried last.
+    unreachable: Mutex<BTreeMap<String, runtime::Instant>>,
     /// This node's data plane, fed the endpoint table by the session.
     mesh: Arc<Mesh>,
 }
@@ -77,6 +79,10 @@ fn call_deadline() -> Duration {
 
 /// The first wait before opening a session again after one failed or ended (Swarm's 100 ms).
 const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a manager that could not be reached (or does not serve agents) is tried only when
+/// every other one failed too.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 /// The longest wait between attempts to open a session, and never more than one heartbeat period:
 /// a new leader gives every node `period × grace multiplier` (3 periods) to open a session before
@@ -113,6 +119,7 @@ impl Agent {
             session: Mutex::new(None),
             sessions_opened: AtomicU64::new(0),
             heartbeat_period_ms: AtomicU64::new(crate::api::ClusterSpec::default().heartbeat_period_ms),
+            unreachable: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -179,11 +186,31 @@ impl Agent {
     }
 
     async fn call(&self, addr: &str, request: DispatcherRequest) -> Result<DispatcherResponse, SessionError> {
+        self.call_within(addr, request, call_deadline() * 3).await
+    }
+
+    async fn call_within(
+        &self,
+        addr: &str,
+        request: DispatcherRequest,
+        deadline: Duration,
+    ) -> Result<DispatcherResponse, SessionError> {
         let reply: Result<DispatcherResponse, DispatcherError> =
-            rpc::call(self.env.transport.as_ref(), addr, Channel::Dispatcher, &request, call_deadline() * 3).await?;
+            rpc::call(self.env.transport.as_ref(), addr, Channel::Dispatcher, &request, deadline).await?;
         reply.map_err(SessionError::Dispatcher)
     }
 
+    /// The deadline of a session's opening and of each heartbeat: one heartbeat period, between 1 s
+    /// and 5 s (swarmkit's `dispatcherRPCTimeout`, its period by default). A new leader gives a node
+    /// three periods to open a session; a call to a manager across a cut must not use them all up.
+    fn session_deadline(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_period_ms.load(Ordering::Relaxed))
+            .clamp(Duration::from_secs(1), call_deadline())
+    }
+
+    /// The manager to open the next session with: the one a manager named as leader, else the next
+    /// in turn, passing over those that could not be reached lately while others remain (swarmkit
+    /// weighs its remotes down on failure likewise).
     fn next_manager(&self, attempt: usize) -> Option<String> {
         if let Some(addr) = self.preferred.lock().expect("agent lock").take() {
             return Some(addr);
@@ -192,7 +219,18 @@ impl Agent {
         if managers.is_empty() {
             return None;
         }
-        Some(managers[attempt % managers.len()].clone())
+        let unreachable = self.unreachable.lock().expect("agent lock");
+        let now = runtime::now();
+        let failed_at = |addr: &String| {
+            unreachable.get(addr).copied().filter(|at| now.saturating_duration_since(*at) < UNREACHABLE_FOR)
+        };
+        let in_turn = (0..managers.len()).map(|i| &managers[(attempt + i) % managers.len()]);
+        let pick = match in_turn.clone().find(|addr| failed_at(addr).is_none()) {
+            Some(addr) => addr,
+            // All failed lately: the one that failed longest ago.
+            None => in_turn.min_by_key(|addr| failed_at(addr)).expect("managers is not empty"),
+        };
+        Some(pick.clone())
     }
 
     /// Run until the node is removed from the swarm. Reconnects forever otherwise.
@@ -223,6 +261,15 @@ impl Agent {
                 // A session was open: the failures before it say nothing about the next attempt
                 // (Swarm resets its back-off once registered).
                 backoff = FIRST_RECONNECT_BACKOFF;
+            }
+            match &result {
+                // No answer, or no dispatcher there: try the others first for a while.
+                Err(SessionError::Call(_)) => {
+                    self.unreachable.lock().expect("agent lock").insert(manager.clone(), runtime::now());
+                }
+                _ => {
+                    self.unreachable.lock().expect("agent lock").remove(&manager);
+                }
             }
             match result {
                 Err(SessionError::Dispatcher(DispatcherError::UnknownNode)) => {
@@ -258,7 +305,9 @@ impl Agent {
             addr: self.env.addr.clone(),
             description: self.description.clone(),
         };
-        let DispatcherResponse::Session(session) = self.call(manager, DispatcherRequest::Session(request)).await?
+        let deadline = self.session_deadline();
+        let DispatcherResponse::Session(session) =
+            self.call_within(manager, DispatcherRequest::Session(request), deadline).await?
         else {
             return Err(SessionError::Protocol("expected a session"));
         };
@@ -321,7 +370,7 @@ impl Agent {
             runtime::sleep(runtime::random_duration(period.mul_f64(0.9), period)).await;
             let request = HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.to_string() };
             let DispatcherResponse::Heartbeat(reply) =
-                self.call(manager, DispatcherRequest::Heartbeat(request)).await?
+                self.call_within(manager, DispatcherRequest::Heartbeat(request), self.session_deadline()).await?
             else {
                 return Err(SessionError::Protocol("expected a heartbeat reply"));
             };
