@@ -24,11 +24,22 @@
 //! - **a network fault**: a partition or link fault active at some time in `[s, d]`, or healed less
 //!   than [`SLACK_MS`] before `s`;
 //! - **a container fault**: a container removed behind the agent's back at `t` with `s ≤ t + SLACK_MS`
-//!   and `t ≤ d`; after an image fault (slow starts, crashes, pulls failing), every later failure.
+//!   and `t ≤ d`; after an image fault (slow starts, crashes, pulls failing), every later failure;
+//! - **a drain that left the client's service nothing to serve with**: the leader's store shows no
+//!   ready task of the service (desired and observed running, on a node not down) while one of its
+//!   tasks is being drained off its node. A task's replacement waits until the old task of its slot
+//!   has stopped, as Swarm's does (swarmkit's restart supervisor, `defaultOldTaskTimeout`), so
+//!   draining every node that runs a service, at once or one after the other, leaves it without a
+//!   task until the replacements are up — the operator's choice, not a fault of the mesh. Excused
+//!   from then until [`SLACK_MS`] after the service has a ready task again. (A drain that leaves the
+//!   service a task elsewhere must lose no request.)
 //!
 //! With no fault at all, every failed request is a violation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_core::api::{Availability, NodeState, TaskState};
+use shoal_core::store::StoreState;
 
 use super::ServiceViolation;
 use crate::client::{ClientLog, RequestRecord};
@@ -61,6 +72,26 @@ struct Outage {
     learned: Option<(u64, u64)>,
 }
 
+/// A service left with no ready task by a drain.
+#[derive(Debug, Clone)]
+struct DrainGap {
+    service: String,
+    published: Vec<u16>,
+    start_ms: u64,
+    end_ms: Option<u64>,
+}
+
+impl DrainGap {
+    /// Does a client aimed at `target` reach this service?
+    fn serves(&self, target: &str) -> bool {
+        let Some((host, port)) = target.rsplit_once(':') else { return false };
+        host == self.service || port.parse::<u16>().is_ok_and(|port| self.published.contains(&port))
+    }
+}
+
+/// How late a poll may notice a change of the store (it polls every 100 ms).
+const POLL_LAG_MS: u64 = 200;
+
 impl Outage {
     fn new(host: &str, at_ms: u64, restarted_ms: Option<u64>, killed: Vec<(String, u64)>) -> Self {
         Outage { host: host.to_string(), at_ms, restarted_ms, detected_ms: None, back_ms: None, killed, learned: None }
@@ -74,6 +105,10 @@ pub struct ClientRequests {
     network: Vec<(u64, Option<u64>)>,
     container_faults: Vec<u64>,
     image_fault_ms: Option<u64>,
+    /// Services a drain left with no ready task, with when (see the module doc).
+    drain_gaps: Vec<DrainGap>,
+    /// Each client's target (`host:port`, or `name:port` for a client on a network).
+    targets: BTreeMap<String, String>,
     /// Records of the log already checked.
     checked: usize,
     /// When the run began (ms since the Unix epoch), so violations say when in the run they were.
@@ -103,6 +138,52 @@ impl ClientRequests {
         match open {
             Some(outage) => outage.restarted_ms = Some(at_ms),
             None => self.outages.push(Outage::new(host, at_ms, Some(at_ms), Vec::new())),
+        }
+    }
+
+    /// Client `name` sends its requests to `target`.
+    pub fn client_target(&mut self, name: &str, target: &str) {
+        self.targets.insert(name.to_string(), target.to_string());
+    }
+
+    /// What the leader's store shows of the services at `now_ms`: which a drain left with no
+    /// ready task, and which have one again.
+    pub fn observe_services(&mut self, now_ms: u64, state: &StoreState) {
+        let node_up = |id: &str| state.nodes.get(id).is_some_and(|n| n.status.state != NodeState::Down);
+        let drained = |id: &str| state.nodes.get(id).is_some_and(|n| n.spec.availability == Availability::Drain);
+        let mut live: BTreeSet<&str> = BTreeSet::new();
+        let mut draining: BTreeSet<&str> = BTreeSet::new();
+        for task in state.tasks.values() {
+            let ready = task.status.endpoint.as_ref().is_some_and(|e| e.ready);
+            if task.desired_state == TaskState::Running
+                && task.status.state == TaskState::Running
+                && ready
+                && node_up(&task.node_id)
+            {
+                live.insert(task.service_id.as_str());
+            }
+            if task.desired_state > TaskState::Running
+                && task.status.state <= TaskState::Running
+                && drained(&task.node_id)
+            {
+                draining.insert(task.service_id.as_str());
+            }
+        }
+        for service in state.services.values() {
+            let open = self.drain_gaps.iter_mut().find(|g| g.service == service.spec.name && g.end_ms.is_none());
+            match open {
+                Some(gap) if live.contains(service.id.as_str()) => gap.end_ms = Some(now_ms),
+                Some(_) => {}
+                None if !live.contains(service.id.as_str()) && draining.contains(service.id.as_str()) => {
+                    self.drain_gaps.push(DrainGap {
+                        service: service.spec.name.clone(),
+                        published: service.endpoint_ports.iter().map(|p| p.published_port).collect(),
+                        start_ms: now_ms,
+                        end_ms: None,
+                    })
+                }
+                None => {}
+            }
         }
     }
 
@@ -170,7 +251,12 @@ impl ClientRequests {
         let network = self.network.iter().any(|(start, end)| *start <= d && end.is_none_or(|e| s <= e + SLACK_MS));
         let container = self.container_faults.iter().any(|t| *t <= d && s <= t + SLACK_MS);
         let image = self.image_fault_ms.is_some_and(|t| t <= d);
-        via_out || host_down || network || container || image
+        let drained = self.targets.get(&r.client).is_some_and(|target| {
+            self.drain_gaps.iter().any(|g| {
+                g.serves(target) && g.start_ms <= d + POLL_LAG_MS && g.end_ms.is_none_or(|e| s <= e + SLACK_MS)
+            })
+        });
+        via_out || host_down || network || container || image || drained
     }
 
     /// Check the requests finished since the last call.
@@ -267,6 +353,45 @@ mod tests {
         check.host_crash("worker-1", 1_000, vec![("t1".into(), 5_000)]);
         check.observe(4_000, &hosts(&["worker-1"]), &hosts(&[]), &tasks(&[]));
         log.push(record(1, 7_000, 7_001, "manager-1", false));
+        assert!(check.check(&log).is_err());
+    }
+
+    #[test]
+    fn a_drain_that_leaves_a_service_no_task_excuses_its_clients_until_one_is_ready() {
+        use crate::invariants::replicas_bound::tests::{service, store, task};
+        use shoal_core::api::{Availability, PortConfig, PublishMode, ServiceMode, TaskEndpoint};
+        let mut front = service("front", ServiceMode::Replicated { replicas: 1 });
+        front.endpoint_ports = vec![PortConfig {
+            protocol: "tcp".into(),
+            target_port: 80,
+            published_port: 8080,
+            publish_mode: PublishMode::Ingress,
+        }];
+        let ready = |mut t: shoal_core::api::Task| {
+            t.status.endpoint = Some(TaskEndpoint { ready: true, ..Default::default() });
+            t
+        };
+        let log = ClientLog::default();
+        let mut check = ClientRequests::default();
+        check.client_target("load", "manager-1:8080");
+        check.client_target("other", "manager-1:9090");
+        let mut state = store(vec![front], vec![ready(task("t1", "front", "w1", TaskState::Running))]);
+        check.observe_services(1_000, &state);
+        // w1 drained: its task is to stop, and front has no other.
+        state.nodes.get_mut("w1").unwrap().spec.availability = Availability::Drain;
+        state.tasks.get_mut("t1").unwrap().desired_state = TaskState::Shutdown;
+        check.observe_services(2_000, &state);
+        log.push(record(1, 2_050, 2_060, "manager-1", false));
+        assert!(check.check(&log).is_ok());
+        log.push(RequestRecord { client: "other".into(), ..record(2, 2_050, 2_060, "manager-1", false) });
+        assert!(check.check(&log).is_err(), "another service's client is not excused");
+        // The replacement is ready on w2 at 3 s: excused until 2 s after.
+        state.tasks.get_mut("t1").unwrap().status.state = TaskState::Shutdown;
+        state.tasks.insert("t2".into(), ready(task("t2", "front", "w2", TaskState::Running)));
+        check.observe_services(3_000, &state);
+        log.push(record(3, 4_900, 4_901, "manager-1", false));
+        assert!(check.check(&log).is_ok());
+        log.push(record(4, 5_100, 5_101, "manager-1", false));
         assert!(check.check(&log).is_err());
     }
 

@@ -161,6 +161,7 @@ fn poll(
         }
         let running: BTreeSet<String> = state.tasks.values().filter(|t| is_running(t)).map(|t| t.id.clone()).collect();
         invariants.clients.observe(now_ms, &down, &ready, &running);
+        invariants.clients.observe_services(now_ms, &state);
     }
     if let Err(violation) = invariants.clients.check(&invariants.log) {
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
@@ -643,6 +644,7 @@ impl Runner<'_> {
                     tracer,
                 );
                 self.cluster.spawn_on(&spec.from, run);
+                self.invariants.clients.client_target(&spec.name, &spec.target);
                 self.clients.insert(spec.name.clone(), handle);
                 Ok(())
             }
