@@ -968,7 +968,7 @@ async fn lead_when_elected(
                 tracer.clone(),
                 controllers_rx,
             ));
-            runtime::spawn(dispatcher.clone().run_leader_loop());
+            runtime::spawn(dispatcher.clone().run_leader_loop(stop_controllers.subscribe()));
             runtime::spawn(reconcile_managers(
                 store.clone(),
                 consensus.clone(),

@@ -227,7 +227,12 @@ impl Runner<'_> {
                 self.client_checks.observe_store(unix_ms(), &self.cluster.names(), &state);
                 self.last_state = Some((leader, state));
             }
-            Err(_) => self.last_state = None,
+            Err(_) => {
+                // No leader answered a linearizable read: none can commit, so the time-bounded
+                // properties wait (see `ServiceInvariants`).
+                self.services.pause(unix_ms());
+                self.last_state = None;
+            }
         }
         if let Err(violation) = self.client_checks.check(&self.log) {
             self.note("invariant.violation", json!({"violation": violation.to_string()}));

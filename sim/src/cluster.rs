@@ -37,6 +37,11 @@ pub const REGISTER_LABEL: &str = "shoal.sim.register";
 /// The port every simulated node serves (Swarm's 2377).
 pub const PORT: u16 = 2377;
 
+/// How recently a quorum must have acknowledged the leader for [`SimCluster::leader_can_commit`]:
+/// four of raft's 250 ms heartbeats. (The leader itself waits an election timeout, up to 2 s, before
+/// it stops its controllers: it cannot tell a cut from a slow link sooner.)
+pub const LEADER_ACK_FRESH_MS: u64 = 1_000;
+
 /// How big a cluster to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClusterShape {
@@ -299,6 +304,17 @@ impl SimCluster {
             })
             .max()
             .map(|(_, name)| name)
+    }
+
+    /// Can the leader commit now: it leads and a quorum acknowledged it within
+    /// [`LEADER_ACK_FRESH_MS`]? A leader cut off in a minority keeps the Leader role (openraft 0.9 has
+    /// no CheckQuorum) and its store, but nothing it proposes can commit.
+    pub fn leader_can_commit(&self) -> bool {
+        let Some(leader) = self.leader() else { return false };
+        self.node(&leader).and_then(|n| n.replica()).is_some_and(|replica| {
+            let status = replica.status();
+            status.role == Role::Leader && status.millis_since_quorum_ack.is_none_or(|ms| ms <= LEADER_ACK_FRESH_MS)
+        })
     }
 
     /// The leader's copy of the state.

@@ -6,7 +6,8 @@
 //! (its `MeshNet`); a simulated container's process listens through [`SimMeshNet::listen`] with its
 //! own [`Owner`], so its ports live and die with the container, not with the daemon.
 //!
-//! How the network behaves (the same rules as [`SimNet`]'s request/reply traffic):
+//! How the network behaves (the rules of [`SimNet`]'s request/reply traffic, which models the
+//! real transport's calls on an open connection; here connections are opened and closed too):
 //! - **Reachability.** A dial is local when the dialing host has a listener on that address (a
 //!   container on one of its bridges, its own published port, a VIP); otherwise it goes to the host
 //!   named by the address (`worker-1:8080`). A container's bridge address is reachable only from its
@@ -57,7 +58,7 @@ use crate::net::{host_of, SimNet, Verdict};
 pub const DATA_PORT: u16 = 4789;
 
 /// How long a lost or cut segment waits before it is tried again (TCP's minimum RTO).
-const RETRANSMIT: Duration = Duration::from_millis(200);
+const RETRANSMIT: Duration = crate::net::RTO_MIN;
 
 /// The first SYN retransmission; it doubles after each.
 const SYN_RETRY: Duration = Duration::from_secs(1);

@@ -3,9 +3,12 @@
 //!
 //! One [`SimNet`] per simulated cluster holds the fault table and the listeners; each node gets a
 //! [`SimTransport`] bound to its own address. A request to a node that is not listening (crashed,
-//! not started) is refused at once; a request across a cut link, or one that is lost, is silence
-//! until the caller's deadline — as a real network behaves. Addresses are `host:port`, and faults
-//! act on hosts.
+//! not started) is refused at once. The real transport multiplexes calls on one TCP connection per
+//! peer, so a request or reply that is lost, or sent across a cut link, is retransmitted as TCP
+//! retransmits a segment: after 200 ms (Linux's minimum RTO), then 400 ms, 800 ms, … (at most
+//! 120 s apart), each try facing the link as it is then. Across a cut that heals, the message
+//! arrives at the first retransmission after the heal; across one that lasts, the caller's
+//! deadline passes first. Addresses are `host:port`, and faults act on hosts.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,12 @@ use async_trait::async_trait;
 use shoal_core::env::transport::Peer;
 use shoal_core::env::{runtime, Handler, Transport, TransportError};
 use tokio::sync::{mpsc, oneshot};
+
+/// TCP's first retransmission timeout (Linux's `TCP_RTO_MIN`); it doubles after each try.
+pub const RTO_MIN: Duration = Duration::from_millis(200);
+
+/// The longest retransmission timeout (Linux's `TCP_RTO_MAX`).
+const RTO_MAX: Duration = Duration::from_secs(120);
 
 /// Delay and loss on one direction of a link.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,11 +138,19 @@ impl SimNet {
         self.with(|state| (state.delivered, state.dropped))
     }
 
-    /// What one hop from `from` to `to` does to a message: `None` if it is lost or cut, else its delay.
-    fn hop(&self, from: &str, to: &str) -> Option<Duration> {
-        match self.verdict(from, to) {
-            Verdict::Deliver(delay) => Some(delay),
-            Verdict::Cut | Verdict::Lost => None,
+    /// Carry one message from host `from` to host `to` over an open TCP connection: returns once it
+    /// has arrived, retransmitting it (with TCP's doubling timeout) while it is lost or the link is
+    /// cut.
+    async fn carry(&self, from: &str, to: &str) {
+        let mut rto = RTO_MIN;
+        loop {
+            match self.verdict(from, to) {
+                Verdict::Deliver(delay) => return runtime::sleep(delay).await,
+                Verdict::Cut | Verdict::Lost => {
+                    runtime::sleep(rto).await;
+                    rto = (rto * 2).min(RTO_MAX);
+                }
+            }
         }
     }
 
@@ -198,10 +215,7 @@ impl SimTransport {
 
     async fn exchange(&self, to: &str, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         let (from_host, to_host) = (host_of(&self.addr), host_of(to));
-        let Some(delay) = self.net.hop(from_host, to_host) else {
-            return std::future::pending().await;
-        };
-        runtime::sleep(delay).await;
+        self.net.carry(from_host, to_host).await;
         let listener = self.net.with(|state| state.listeners.get(to).cloned());
         let unreachable = |reason: &str| TransportError::Unreachable { addr: to.to_string(), reason: reason.into() };
         let Some(listener) = listener else {
@@ -211,10 +225,7 @@ impl SimTransport {
         let peer = Peer { addr: self.addr.clone(), identity: None };
         listener.send(Incoming { peer, request, reply: reply_tx }).map_err(|_| unreachable("connection refused"))?;
         let reply = reply_rx.await.map_err(|_| TransportError::Closed { addr: to.to_string() })?;
-        let Some(delay) = self.net.hop(to_host, from_host) else {
-            return std::future::pending().await;
-        };
-        runtime::sleep(delay).await;
+        self.net.carry(to_host, from_host).await;
         Ok(reply)
     }
 }

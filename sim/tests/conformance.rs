@@ -51,12 +51,9 @@ async fn sim_disk_crash_keeps_only_synced_bytes() {
     assert_eq!(disk.read("vote").await.unwrap().as_deref(), Some(&b"v"[..]));
 }
 
-#[tokio::test]
-async fn sim_partition_is_silence_and_heal_restores() {
-    use shoal_core::env::{Transport, TransportError};
-    use std::time::Duration;
-    let net = SimNet::new();
-    let server = net.transport("manager-1:2377");
+/// An echo server on `manager-1:2377` and the transport of a client on `worker-1`.
+async fn echo_server_and_client(net: &SimNet) -> shoal_sim::net::SimTransport {
+    use shoal_core::env::Transport;
     struct Echo;
     #[async_trait::async_trait]
     impl shoal_core::env::Handler for Echo {
@@ -64,9 +61,20 @@ async fn sim_partition_is_silence_and_heal_restores() {
             r
         }
     }
-    server.serve(Arc::new(Echo)).await.unwrap();
-    let client = net.transport("worker-1:2377");
-    let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    net.transport("manager-1:2377").serve(Arc::new(Echo)).await.unwrap();
+    net.transport("worker-1:2377")
+}
+
+fn hosts(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn sim_partition_is_silence_and_heal_restores() {
+    use shoal_core::env::{Transport, TransportError};
+    use std::time::Duration;
+    let net = SimNet::new();
+    let client = echo_server_and_client(&net).await;
     // One way: requests get through, replies do not.
     net.cut_one_way(&hosts(&["manager-1"]), &hosts(&["worker-1"]));
     let err = client.call("manager-1:2377", b"x".to_vec(), Duration::from_millis(200)).await.unwrap_err();
@@ -76,6 +84,40 @@ async fn sim_partition_is_silence_and_heal_restores() {
     assert!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_millis(200)).await.is_err());
     net.heal();
     assert_eq!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_secs(1)).await.unwrap(), b"x");
+}
+
+/// The real transport's calls ride one TCP connection per peer: a request sent into a short cut
+/// is retransmitted (200 ms, then 400 ms, …) and arrives once the link heals, within the caller's
+/// deadline; a lost message costs a retransmission, not the whole deadline.
+#[tokio::test]
+async fn sim_call_across_a_short_cut_arrives_after_the_heal() {
+    use shoal_core::env::{runtime, Transport};
+    use shoal_sim::net::LinkPolicy;
+    use std::time::Duration;
+    let net = SimNet::new();
+    let client = echo_server_and_client(&net).await;
+    net.partition(&hosts(&["manager-1"]), &hosts(&["worker-1"]));
+    let healer = net.clone();
+    runtime::spawn(async move {
+        runtime::sleep(Duration::from_millis(500)).await;
+        healer.heal();
+    });
+    let start = runtime::now();
+    assert_eq!(client.call("manager-1:2377", b"x".to_vec(), Duration::from_secs(15)).await.unwrap(), b"x");
+    let took = runtime::now().saturating_duration_since(start);
+    // Tries at 0, 200 and 600 ms: the third is the first after the heal.
+    assert!(took >= Duration::from_millis(600), "arrived before the heal: {took:?}");
+    if cfg!(madsim) {
+        assert!(
+            took < Duration::from_millis(700),
+            "virtual time: the first retransmission after the heal, not {took:?}"
+        );
+    }
+    // A quarter of all messages lost: each is retransmitted until it gets through.
+    net.set_default_link(LinkPolicy { loss: 0.25, ..LinkPolicy::default() });
+    for _ in 0..5 {
+        assert_eq!(client.call("manager-1:2377", b"y".to_vec(), Duration::from_secs(60)).await.unwrap(), b"y");
+    }
 }
 
 #[tokio::test]

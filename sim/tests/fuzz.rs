@@ -21,11 +21,7 @@ const WALL_LIMIT: u64 = 60;
 
 /// Regression files that fail because of a known core bug not fixed yet, with the text their
 /// failure must contain (when fixed, the test says to remove the entry).
-const KNOWN_CORE_BUGS: &[(&str, &str)] = &[(
-    // Found by the issue-14 soak; the same on main before it (see the file's header).
-    "t90_c8ac0ba6",
-    "replicas-bound: service s1 has 5 running tasks, more than the 0 its spec allows",
-)];
+const KNOWN_CORE_BUGS: &[(&str, &str)] = &[];
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_shoal-sim"))

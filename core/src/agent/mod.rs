@@ -6,6 +6,7 @@
 mod runner;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,6 +63,12 @@ pub struct Agent {
     left: watch::Sender<bool>,
     /// The open session: (manager address, session id). `swarm leave` reports through it.
     session: Mutex<Option<(String, String)>>,
+    /// Sessions opened so far (a failed attempt opens none).
+    sessions_opened: AtomicU64,
+    /// The heartbeat period the managers last gave, in ms (Swarm's 5 s until a session says).
+    heartbeat_period_ms: AtomicU64,
+    /// Managers that could not be reached (or served no agents), with when: tried last.
+    unreachable: Mutex<BTreeMap<String, runtime::Instant>>,
     /// This node's data plane, fed the endpoint table by the session.
     mesh: Arc<Mesh>,
 }
@@ -69,6 +76,19 @@ pub struct Agent {
 fn call_deadline() -> Duration {
     Duration::from_secs(5)
 }
+
+/// The first wait before opening a session again after one failed or ended (Swarm's 100 ms).
+const FIRST_RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long a manager that could not be reached (or does not serve agents) is tried only when
+/// every other one failed too.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+
+/// The longest wait between attempts to open a session, and never more than one heartbeat period:
+/// a new leader gives every node `period × grace multiplier` (3 periods) to open a session before
+/// it marks the node down, so an agent that backed off for longer while the swarm had no leader
+/// would be marked down — and its tasks replaced — though it was healthy all along.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Agent {
     pub fn new(
@@ -97,6 +117,9 @@ impl Agent {
             unsent: Mutex::new(BTreeMap::new()),
             left: watch::channel(false).0,
             session: Mutex::new(None),
+            sessions_opened: AtomicU64::new(0),
+            heartbeat_period_ms: AtomicU64::new(crate::api::ClusterSpec::default().heartbeat_period_ms),
+            unreachable: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -163,11 +186,31 @@ impl Agent {
     }
 
     async fn call(&self, addr: &str, request: DispatcherRequest) -> Result<DispatcherResponse, SessionError> {
+        self.call_within(addr, request, call_deadline() * 3).await
+    }
+
+    async fn call_within(
+        &self,
+        addr: &str,
+        request: DispatcherRequest,
+        deadline: Duration,
+    ) -> Result<DispatcherResponse, SessionError> {
         let reply: Result<DispatcherResponse, DispatcherError> =
-            rpc::call(self.env.transport.as_ref(), addr, Channel::Dispatcher, &request, call_deadline() * 3).await?;
+            rpc::call(self.env.transport.as_ref(), addr, Channel::Dispatcher, &request, deadline).await?;
         reply.map_err(SessionError::Dispatcher)
     }
 
+    /// The deadline of a session's opening and of each heartbeat: one heartbeat period, between 1 s
+    /// and 5 s (swarmkit's `dispatcherRPCTimeout`, its period by default). A new leader gives a node
+    /// three periods to open a session; a call to a manager across a cut must not use them all up.
+    fn session_deadline(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_period_ms.load(Ordering::Relaxed))
+            .clamp(Duration::from_secs(1), call_deadline())
+    }
+
+    /// The manager to open the next session with: the one a manager named as leader, else the next
+    /// in turn, passing over those that could not be reached lately while others remain (swarmkit
+    /// weighs its remotes down on failure likewise).
     fn next_manager(&self, attempt: usize) -> Option<String> {
         if let Some(addr) = self.preferred.lock().expect("agent lock").take() {
             return Some(addr);
@@ -176,7 +219,18 @@ impl Agent {
         if managers.is_empty() {
             return None;
         }
-        Some(managers[attempt % managers.len()].clone())
+        let unreachable = self.unreachable.lock().expect("agent lock");
+        let now = runtime::now();
+        let failed_at = |addr: &String| {
+            unreachable.get(addr).copied().filter(|at| now.saturating_duration_since(*at) < UNREACHABLE_FOR)
+        };
+        let in_turn = (0..managers.len()).map(|i| &managers[(attempt + i) % managers.len()]);
+        let pick = match in_turn.clone().find(|addr| failed_at(addr).is_none()) {
+            Some(addr) => addr,
+            // All failed lately: the one that failed longest ago.
+            None => in_turn.min_by_key(|addr| failed_at(addr)).expect("managers is not empty"),
+        };
+        Some(pick.clone())
     }
 
     /// Run until the node is removed from the swarm. Reconnects forever otherwise.
@@ -194,14 +248,30 @@ impl Agent {
         self.mesh.start().await;
         self.adopt_containers().await;
         let mut attempt = 0usize;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = FIRST_RECONNECT_BACKOFF;
         loop {
             let Some(manager) = self.next_manager(attempt) else {
                 runtime::sleep(backoff).await;
                 continue;
             };
             attempt += 1;
-            match self.clone().session(&manager).await {
+            let opened = self.sessions_opened.load(Ordering::Relaxed);
+            let result = self.clone().session(&manager).await;
+            if self.sessions_opened.load(Ordering::Relaxed) != opened {
+                // A session was open: the failures before it say nothing about the next attempt
+                // (Swarm resets its back-off once registered).
+                backoff = FIRST_RECONNECT_BACKOFF;
+            }
+            match &result {
+                // No answer, or no dispatcher there: try the others first for a while.
+                Err(SessionError::Call(_)) => {
+                    self.unreachable.lock().expect("agent lock").insert(manager.clone(), runtime::now());
+                }
+                _ => {
+                    self.unreachable.lock().expect("agent lock").remove(&manager);
+                }
+            }
+            match result {
                 Err(SessionError::Dispatcher(DispatcherError::UnknownNode)) => {
                     self.env.tracer.emit("agent.removed", serde_json::json!({"node_id": self.node_id}));
                     self.shutdown_all_tasks().await;
@@ -211,7 +281,7 @@ impl Agent {
                 // A leader that lost its quorum names itself: back off like any failure instead.
                 Err(SessionError::Dispatcher(DispatcherError::NotLeader { leader_addr })) if leader_addr != manager => {
                     *self.preferred.lock().expect("agent lock") = Some(leader_addr);
-                    backoff = Duration::from_millis(100);
+                    backoff = FIRST_RECONNECT_BACKOFF;
                     continue;
                 }
                 Err(err) => {
@@ -221,10 +291,11 @@ impl Agent {
                 }
                 Ok(()) => {}
             }
-            // Swarm reconnects after 100 ms, doubling up to 30 s; jitter keeps 1,000 agents from
-            // stampeding a new leader.
+            // Swarm reconnects after 100 ms, doubling up to 8 s (its heartbeat period is 5 s); jitter
+            // keeps 1,000 agents from stampeding a new leader.
             runtime::sleep(runtime::random_duration(backoff / 2, backoff)).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let period = Duration::from_millis(self.heartbeat_period_ms.load(Ordering::Relaxed));
+            backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF.min(period));
         }
     }
 
@@ -234,7 +305,9 @@ impl Agent {
             addr: self.env.addr.clone(),
             description: self.description.clone(),
         };
-        let DispatcherResponse::Session(session) = self.call(manager, DispatcherRequest::Session(request)).await?
+        let deadline = self.session_deadline();
+        let DispatcherResponse::Session(session) =
+            self.call_within(manager, DispatcherRequest::Session(request), deadline).await?
         else {
             return Err(SessionError::Protocol("expected a session"));
         };
@@ -242,8 +315,10 @@ impl Agent {
         self.known_managers.replace(&session.manager_ids);
         self.env.tracer.emit("agent.session", serde_json::json!({"manager": manager}));
         let period = Duration::from_millis(session.heartbeat_period_ms.max(1));
+        self.heartbeat_period_ms.store(period.as_millis() as u64, Ordering::Relaxed);
         let session_id = session.session_id;
         *self.session.lock().expect("agent lock") = Some((manager.to_string(), session_id.clone()));
+        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
         // Three loops share the session; the first to fail ends it.
         tokio::select! {
             // Biased: tokio's random branch order is not seeded by the simulator.
@@ -295,11 +370,12 @@ impl Agent {
             runtime::sleep(runtime::random_duration(period.mul_f64(0.9), period)).await;
             let request = HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.to_string() };
             let DispatcherResponse::Heartbeat(reply) =
-                self.call(manager, DispatcherRequest::Heartbeat(request)).await?
+                self.call_within(manager, DispatcherRequest::Heartbeat(request), self.session_deadline()).await?
             else {
                 return Err(SessionError::Protocol("expected a heartbeat reply"));
             };
             period = Duration::from_millis(reply.heartbeat_period_ms.max(1));
+            self.heartbeat_period_ms.store(period.as_millis() as u64, Ordering::Relaxed);
             self.set_managers(reply.managers);
             self.known_managers.replace(&reply.manager_ids);
             let hint = Some(RoleHint {

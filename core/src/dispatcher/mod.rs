@@ -7,10 +7,12 @@
 pub mod messages;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::watch;
 
 use crate::api::{new_id, Node, NodeRole, NodeState, NodeStatus, Task, TaskState};
 use crate::env::transport::Peer;
@@ -53,6 +55,9 @@ pub struct Dispatcher {
     authority: Arc<dyn JoinAuthority>,
     tracer: Tracer,
     sessions: Mutex<BTreeMap<String, SessionInfo>>,
+    /// Liveness loops started so far (one per period of leadership): only the latest clears the
+    /// session table when it ends.
+    leader_loops: AtomicU64,
     /// The manager list as of a store version: every heartbeat reply carries it, and recomputing it
     /// scans every node.
     managers: Mutex<Option<(u64, ManagerList)>>,
@@ -119,6 +124,7 @@ impl Dispatcher {
             authority,
             tracer,
             sessions: Mutex::new(BTreeMap::new()),
+            leader_loops: AtomicU64::new(0),
             managers: Mutex::new(None),
             mesh: Arc::new(MeshServing::default()),
         }
@@ -473,18 +479,41 @@ impl Dispatcher {
     }
 
     /// The leader's liveness loop: marks nodes down after `period × grace` without a heartbeat.
-    /// Runs until leadership is lost. Nodes get a fresh grace when a manager becomes leader (it
-    /// has no session table yet), as swarmkit does.
-    pub async fn run_leader_loop(self: Arc<Self>) {
+    /// Runs until leadership is lost or `stop` flips (the end of this period of leadership). Nodes
+    /// get a fresh grace when a manager becomes leader (it has no session table yet), as swarmkit
+    /// does.
+    ///
+    /// One loop per period of leadership, and none outliving it: a loop that decided nodes were
+    /// down from a session table another loop had cleared, and proposed it as a follower, once
+    /// marked three healthy managers down when its proposal committed seconds later
+    /// (`t90_0849e767`). So leadership is checked again after every wait, and a proposal still in
+    /// flight when leadership ends is abandoned.
+    pub async fn run_leader_loop(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let started = runtime::now();
+        let generation = self.leader_loops.fetch_add(1, Ordering::Relaxed) + 1;
         let mut leadership = self.consensus.leadership();
+        let leading = |leadership: &mut watch::Receiver<bool>, stop: &watch::Receiver<bool>| {
+            *leadership.borrow_and_update() && !*stop.borrow()
+        };
         loop {
-            if !*leadership.borrow_and_update() {
-                self.sessions.lock().expect("sessions lock").clear();
+            if !leading(&mut leadership, &stop) {
+                // Sessions were opened with this leader; the next one (maybe this manager again,
+                // with a newer loop that already took sessions) starts its own table.
+                if self.leader_loops.load(Ordering::Relaxed) == generation {
+                    self.sessions.lock().expect("sessions lock").clear();
+                }
                 return;
             }
             let period = self.heartbeat_period();
-            let _ = runtime::timeout(period / 2, leadership.changed()).await;
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = stop.changed() => continue,
+                _ = runtime::timeout(period / 2, leadership.changed()) => {}
+            }
+            if !leading(&mut leadership, &stop) {
+                continue;
+            }
             let now = runtime::now();
             let grace = self.grace();
             let expired: Vec<String> = self.store.view(|s| {
@@ -501,7 +530,8 @@ impl Dispatcher {
             });
             for node_id in expired {
                 self.sessions.lock().expect("sessions lock").remove(&node_id);
-                let result = propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+                let proposer = self.consensus.proposer();
+                let mark_down = propose_with_retry(&self.store, proposer.as_ref(), 5, |state| {
                     let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
                     if node.status.state != NodeState::Ready {
                         return Ok(vec![]);
@@ -510,8 +540,12 @@ impl Dispatcher {
                     node.status.state = NodeState::Down;
                     node.status.message = "heartbeat failure".into();
                     Ok(vec![Action::Update(Object::Node(node))])
-                })
-                .await;
+                });
+                let result = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    result = mark_down => result,
+                };
                 if result.is_ok() {
                     self.tracer
                         .emit("node.down", serde_json::json!({"node_id": node_id, "reason": "heartbeat failure"}));

@@ -10,6 +10,8 @@
 //! - Tunnels from peers are accepted only for tasks that are ready on this node.
 //! - Every connection to a local task — from a local listener or a tunnel — is counted, so a task
 //!   that leaves the rotation can wait for its connections before it is stopped ([`Mesh::wait_idle`]).
+//! - The last table applied is kept on the node's disk ([`TABLE_FILE`]) and routed from when the
+//!   daemon starts again, so its published ports answer before its agent has a session.
 
 pub mod lease;
 pub mod resolver;
@@ -42,6 +44,9 @@ const LISTEN_RETRY: Duration = Duration::from_secs(2);
 const UDP_FLOW_IDLE: Duration = Duration::from_secs(30);
 /// The DNS port of the resolver on each bridge's gateway.
 const DNS_PORT: u16 = 53;
+/// The last table this node applied, kept on its disk so that a restarted daemon serves its
+/// published ports from the moment it starts, before its agent has a session (DESIGN §8).
+pub const TABLE_FILE: &str = "mesh/table.json";
 
 /// How a node's data plane behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +108,9 @@ pub struct Mesh {
     /// One reconcile at a time: two would both open a missing listener, and an older table could
     /// reopen what a newer one closed.
     reconciling: tokio::sync::Mutex<()>,
+    /// Held while the table is written to disk, so that [`Mesh::shutdown`] can remove the file
+    /// knowing no write is in flight.
+    persisting: tokio::sync::Mutex<()>,
     /// Round-robin position per service, from a seeded random start.
     round_robin: Mutex<BTreeMap<String, u64>>,
 }
@@ -157,6 +165,7 @@ impl Mesh {
             released_vips: Mutex::new(Vec::new()),
             stop: watch::channel(false).0,
             reconciling: tokio::sync::Mutex::new(()),
+            persisting: tokio::sync::Mutex::new(()),
             round_robin: Mutex::new(BTreeMap::new()),
             upstreams: Mutex::new(options.dns_upstreams.clone()),
             options,
@@ -182,9 +191,14 @@ impl Mesh {
         self.table.borrow().clone()
     }
 
-    /// Accept tunnels from peers (once, when the node starts). A node without a data address
-    /// serves none.
+    /// Start the data plane (once, when the node starts): route from the table the node last
+    /// applied, if its disk has one — a restarted daemon's published ports answer at once rather
+    /// than only once its agent has a session and a fresh table, which takes as long as the swarm
+    /// has no leader — keep later tables on disk, and accept tunnels from peers (a node without a
+    /// data address serves none).
     pub async fn start(self: &Arc<Self>) {
+        self.restore().await;
+        self.keep_tables();
         if self.env.data_addr.is_empty() {
             return;
         }
@@ -236,6 +250,64 @@ impl Mesh {
 
     fn trace(&self, kind: &str, fields: serde_json::Value) {
         self.env.tracer.emit(kind, fields);
+    }
+
+    /// Apply the table kept on disk, if there is one. A stale table is safe to route from: a peer
+    /// takes a tunnel only for a task ready in its own table, and a refused or silent backend is
+    /// skipped for the next one, as with any table a partition left behind.
+    async fn restore(self: &Arc<Self>) {
+        let bytes = match self.env.disk.read(TABLE_FILE).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return,
+            Err(err) => {
+                return self.trace("mesh.restore_failed", serde_json::json!({"error": err.to_string()}));
+            }
+        };
+        match serde_json::from_slice::<MeshTable>(&bytes) {
+            Ok(table) => {
+                self.trace("mesh.restored", serde_json::json!({"services": table.services.len()}));
+                self.apply(table).await;
+            }
+            Err(err) => self.trace(
+                "mesh.restore_failed",
+                serde_json::json!({"error": format!("{TABLE_FILE}: {err}; starting without a table")}),
+            ),
+        }
+    }
+
+    /// Write each new table to disk until the mesh stops, off the path that applies it: tables that
+    /// arrive while one is being written are skipped for the latest.
+    fn keep_tables(self: &Arc<Self>) {
+        let mesh = Arc::downgrade(self);
+        let mut tables = self.table.subscribe();
+        tables.borrow_and_update();
+        let mut stop = self.stop.subscribe();
+        runtime::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return,
+                    changed = tables.changed() => if changed.is_err() { return },
+                }
+                let table = tables.borrow_and_update().clone();
+                let Some(mesh) = mesh.upgrade() else { return };
+                mesh.persist(&table).await;
+            }
+        });
+    }
+
+    async fn persist(&self, table: &MeshTable) {
+        let _one_write = self.persisting.lock().await;
+        if *self.stop.borrow() {
+            return;
+        }
+        let written = match serde_json::to_vec(table) {
+            Ok(bytes) => self.env.disk.write_atomic(TABLE_FILE, &bytes).await.map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = written {
+            self.trace("mesh.persist_failed", serde_json::json!({"error": err}));
+        }
     }
 
     /// Route from `table` from now on, and open/close listeners to match it.
@@ -930,9 +1002,16 @@ impl Mesh {
         }
     }
 
-    /// Forget the bridges (the node left the swarm; the agent removed them with the containers).
+    /// Forget the bridges (the node left the swarm; the agent removed them with the containers)
+    /// and the table kept on disk: a daemon that starts again is in no swarm and serves no port.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
+        {
+            let _no_write_in_flight = self.persisting.lock().await;
+            if let Err(err) = self.env.disk.remove(TABLE_FILE).await {
+                self.trace("mesh.persist_failed", serde_json::json!({"error": err.to_string()}));
+            }
+        }
         let listeners = std::mem::take(&mut *self.listeners.lock().expect("mesh lock"));
         for stop in listeners.into_values() {
             stop.send_replace(true);

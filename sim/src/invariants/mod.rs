@@ -104,18 +104,38 @@ pub enum ServiceViolation {
 }
 
 /// All the orchestration checkers together, fed the leader's store on every poll.
+///
+/// The time-bounded ones (a scale-down settles, a drained node's tasks stop) measure their windows
+/// on an *acting clock*: time during which a leader that can commit was observed. A leader cut off
+/// from its quorum still shows its store, but neither its orchestrator's follow-up writes nor the
+/// agents' reports can commit, so nothing it shows can change — in Swarm as here (a worker without a
+/// manager keeps its tasks). Without a working quorum a service that was scaled down keeps its
+/// surplus tasks until a leader can act again: a liveness matter, not a broken safety bound.
 #[derive(Debug, Default)]
 pub struct ServiceInvariants {
     pub drained: NoRunningTaskOnDrainedNode,
     pub replicas: ReplicasBound,
     pub forward: TaskStateForward,
+    /// Milliseconds of the acting clock so far.
+    acting_ms: u64,
+    /// When the acting clock was last advanced or paused (ms, the caller's clock).
+    last_ms: Option<u64>,
 }
 
 impl ServiceInvariants {
-    /// Check one observation of the leader's store at virtual time `now_ms`.
+    /// Check one observation of the leader's store at time `now_ms`. The acting clock runs from the
+    /// last call, unless [`ServiceInvariants::pause`] was called since (the leader cannot commit).
     pub fn check(&mut self, now_ms: u64, state: &shoal_core::store::StoreState) -> Result<(), ServiceViolation> {
+        self.acting_ms += self.last_ms.map_or(0, |last| now_ms.saturating_sub(last));
+        self.last_ms = Some(now_ms);
         self.forward.check(state)?;
-        self.replicas.check(now_ms, state)?;
-        self.drained.check(now_ms, state)
+        self.replicas.check(self.acting_ms, state)?;
+        self.drained.check(self.acting_ms, state)
+    }
+
+    /// No leader that can commit at `now_ms` (none at all, or one cut off from its quorum): the
+    /// acting clock stands still until the next [`ServiceInvariants::check`].
+    pub fn pause(&mut self, now_ms: u64) {
+        self.last_ms = Some(now_ms);
     }
 }

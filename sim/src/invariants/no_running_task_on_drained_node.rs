@@ -9,7 +9,8 @@
 //! reachable, i.e. `ready`) for longer than the task's stop grace period plus
 //! [`REPORT_SLACK_MS`] is a violation. The clock for a node restarts when it becomes ready again:
 //! a node cut off while drained cannot have learned of the drain, and the store cannot know what
-//! it runs.
+//! it runs. Time is the acting clock of [`super::ServiceInvariants`], which stands still while no
+//! leader can commit (no shutdown and no report of a stop can reach the store then).
 
 use std::collections::BTreeMap;
 

@@ -8,8 +8,10 @@
 //! Counted on the leader's store: tasks desired and observed `running`, on nodes that are `ready`
 //! (a node cut off keeps its containers, as in Swarm, and the store cannot see them). The bound is
 //! the largest replica count the spec had within [`SETTLE_MS`], so a scale-down is given the time
-//! for the orchestrator's follow-up commit. Global services: at most one such task per node (two
-//! with start-first).
+//! for the orchestrator's follow-up commit; `now_ms` is the acting clock of
+//! [`super::ServiceInvariants`], which stands still while no leader can commit (a leader cut off
+//! from its quorum cannot shut the surplus down, and the workers keep their tasks, as in Swarm).
+//! Global services: at most one such task per node (two with start-first).
 
 use std::collections::BTreeMap;
 
@@ -180,6 +182,30 @@ pub(crate) mod tests {
         assert!(check.check(1_000, &scaled()).is_ok());
         let err = check.check(1_000 + SETTLE_MS + 100, &scaled()).unwrap_err();
         assert_eq!(err, ServiceViolation::TooManyRunning { service: "web".into(), running: 4, bound: 2 });
+    }
+
+    #[test]
+    fn a_scale_down_settles_only_while_a_leader_can_commit() {
+        use crate::invariants::ServiceInvariants;
+        let running =
+            |n: usize| (0..n).map(|i| task(&format!("t{i}"), "web", "w1", TaskState::Running)).collect::<Vec<_>>();
+        let at = |replicas: u64| store(vec![service("web", ServiceMode::Replicated { replicas })], running(4));
+        let mut check = ServiceInvariants::default();
+        assert!(check.check(0, &at(4)).is_ok());
+        // Scaled to 0, and 1 s later the leader is cut off from its quorum for a minute: its store
+        // still shows the four tasks running, and no write can change that.
+        assert!(check.check(1_000, &at(0)).is_ok());
+        assert!(check.check(2_000, &at(0)).is_ok());
+        for now in (2_100..62_000).step_by(100) {
+            check.pause(now);
+            assert!(check.check(now, &at(0)).is_ok(), "at {now} ms");
+        }
+        // The leader could act for 1 s of the settle time before the cut; once one can commit again
+        // (after the last pause, at 61.9 s) it has the rest, not more.
+        let back = 61_900;
+        assert!(check.check(back + SETTLE_MS - 1_000, &at(0)).is_ok());
+        let err = check.check(back + SETTLE_MS - 1_000 + 100, &at(0)).unwrap_err();
+        assert_eq!(err, ServiceViolation::TooManyRunning { service: "web".into(), running: 4, bound: 0 });
     }
 
     #[test]

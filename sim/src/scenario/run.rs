@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use shoal_core::api::TaskState;
+use shoal_core::api::{Task, TaskState};
 use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::env::runtime;
+use shoal_core::orchestrator::restart::restart_delay;
 
 use super::drive::{self, Driver};
 use super::expect::{Expectation, Timed};
@@ -141,12 +142,18 @@ fn poll(
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
         return Err(Outcome::Safety(violation.to_string()));
     }
-    if let Some(state) = cluster.store_of_leader() {
-        if let Err(violation) = invariants.services.check(runtime::unix_millis(), &state) {
+    let now_ms = runtime::unix_millis();
+    let leader_state = cluster.store_of_leader();
+    if leader_state.is_none() || !cluster.leader_can_commit() {
+        // The time-bounded properties wait for a leader that can act (see `ServiceInvariants`).
+        invariants.services.pause(now_ms);
+    }
+    if let Some(state) = leader_state {
+        if let Err(violation) = invariants.services.check(now_ms, &state) {
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
-        invariants.clients.observe_store(runtime::unix_millis(), &cluster.node_names(), &state);
+        invariants.clients.observe_store(now_ms, &cluster.node_names(), &state);
     }
     if let Err(violation) = invariants.clients.check(&invariants.log) {
         cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
@@ -156,6 +163,11 @@ fn poll(
         return Err(Outcome::Liveness(format!("the run exceeded {} s of virtual time", MAX_VIRTUAL.as_secs())));
     }
     Ok(())
+}
+
+/// Desired and observed running: a task the data plane may route to.
+fn is_running(task: &Task) -> bool {
+    task.desired_state == TaskState::Running && task.status.state == TaskState::Running
 }
 
 impl Runner<'_> {
@@ -279,6 +291,23 @@ impl Runner<'_> {
         }
     }
 
+    /// The tasks the leader's store shows running on `host` (their containers die if it crashes),
+    /// each with the delay its restart policy would hold its replacement for.
+    fn killed_by_crash(&self, host: &str) -> Vec<(String, u64)> {
+        let Some(state) = self.cluster.store_of_leader() else { return Vec::new() };
+        let Some(node) = state.nodes.values().find(|n| n.hostname() == host) else { return Vec::new() };
+        state
+            .tasks
+            .values()
+            .filter(|t| t.node_id == node.id && is_running(t))
+            .map(|t| {
+                let policy =
+                    state.services.get(&t.service_id).map(|s| s.spec.task.restart_policy.clone()).unwrap_or_default();
+                (t.id.clone(), restart_delay(t, &policy).0)
+            })
+            .collect()
+    }
+
     fn hosts(&self, targets: &[Target]) -> Result<Vec<String>, String> {
         targets.iter().map(|t| self.host(t)).collect()
     }
@@ -287,7 +316,7 @@ impl Runner<'_> {
         match fault {
             Fault::Crash(target) => {
                 let host = self.host(target)?;
-                self.invariants.clients.host_fault(&host, runtime::unix_millis());
+                self.invariants.clients.host_crash(&host, runtime::unix_millis(), self.killed_by_crash(&host));
                 self.cluster.crash(&host);
                 self.crashed.retain(|h| h != &host);
                 self.crashed.push(host);
@@ -510,6 +539,7 @@ impl Runner<'_> {
                     tracer,
                 );
                 self.cluster.spawn_on(&spec.from, run);
+                self.invariants.clients.client_target(&spec.name, &spec.target);
                 self.clients.insert(spec.name.clone(), handle);
                 Ok(())
             }
