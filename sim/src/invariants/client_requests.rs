@@ -27,7 +27,7 @@
 //!   and `t ≤ d`; after an image fault (slow starts, crashes, pulls failing), every later failure;
 //! - **a drain that left the client's service nothing to serve with**: the leader's store shows no
 //!   ready task of the service (desired and observed running, on a node not down) while one of its
-//!   tasks is being drained off its node. A task's replacement waits until the old task of its slot
+//!   tasks is being drained off its node (or stopped by a drain within [`SLACK_MS`]). A task's replacement waits until the old task of its slot
 //!   has stopped, as Swarm's does (swarmkit's restart supervisor, `defaultOldTaskTimeout`), so
 //!   draining every node that runs a service, at once or one after the other, leaves it without a
 //!   task until the replacements are up — the operator's choice, not a fault of the mesh. Excused
@@ -162,10 +162,9 @@ impl ClientRequests {
             {
                 live.insert(task.service_id.as_str());
             }
-            if task.desired_state > TaskState::Running
-                && task.status.state <= TaskState::Running
-                && drained(&task.node_id)
-            {
+            // Being drained, or stopped by the drain since the last poll or two (tasks stop fast).
+            let stopping = task.status.state <= TaskState::Running || task.status.timestamp_ms + SLACK_MS >= now_ms;
+            if task.desired_state > TaskState::Running && stopping && drained(&task.node_id) {
                 draining.insert(task.service_id.as_str());
             }
         }
