@@ -63,7 +63,7 @@ fn mesh_stream(stream: yamux::Stream) -> MeshStream {
 struct Liveness {
     /// Set when a tunnel is opened while none is waiting; cleared by any byte from the peer.
     waiting_since: Option<Instant>,
-    /// The connection's driver ended (peer closed, error, keep-alive timeout).
+    /// The connection's driver ended (the peer closed it, or it failed).
     closed: bool,
 }
 
@@ -192,7 +192,10 @@ impl PeerSessions {
         Fut: std::future::Future<Output = Result<BoxStream, MeshError>>,
     {
         let slot = lock(&self.slots).entry(node_addr.to_string()).or_default().clone();
-        let opened = {
+        // A request the driver never receives (its connection gone) is dropped, which the answer
+        // reports as a closed connection.
+        let (request, answer) = oneshot::channel();
+        {
             let mut session = slot.lock().await;
             let usable = session.as_ref().is_some_and(|s| s.take_for_new_tunnel(Instant::now()));
             if !usable {
@@ -200,17 +203,16 @@ impl PeerSessions {
                 fresh.take_for_new_tunnel(Instant::now());
                 *session = Some(fresh);
             }
-            let (request, answer) = oneshot::channel();
-            let sent = session.as_ref().is_some_and(|s| s.opens.send(request).is_ok());
-            async move {
-                match (sent, answer.await) {
-                    (true, Ok(Ok(stream))) => Ok(stream),
-                    (_, Ok(Err(error))) => Err(error.to_string()),
-                    _ => Err("the connection closed".to_string()),
-                }
+            if let Some(session) = session.as_ref() {
+                let _ = session.opens.send(request);
             }
+        }
+        let opened = match answer.await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err("the connection closed".to_string()),
         };
-        match opened.await {
+        match opened {
             Ok(stream) => Ok(mesh_stream(stream)),
             Err(reason) => {
                 // The connection ended between the check and the open: forget it, so the next
@@ -225,18 +227,6 @@ impl PeerSessions {
                 })
             }
         }
-    }
-
-    /// How many peers have a connection that new tunnels may still use (for tests).
-    pub async fn open_connections(&self) -> usize {
-        let slots: Vec<_> = lock(&self.slots).values().cloned().collect();
-        let mut count = 0;
-        for slot in slots {
-            if slot.lock().await.as_ref().is_some_and(|s| !lock(&s.liveness).closed) {
-                count += 1;
-            }
-        }
-        count
     }
 }
 
