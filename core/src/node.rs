@@ -600,10 +600,7 @@ impl ShoalNode {
             if recovered {
                 // Managers that were not recovered are no longer raft members.
                 for node in state.nodes.values().filter(|n| n.id != identity.node_id && n.manager_status.is_some()) {
-                    let mut node = node.clone();
-                    node.manager_status = None;
-                    node.role = NodeRole::Worker;
-                    node.spec.desired_role = NodeRole::Worker;
+                    let mut node = node.as_worker();
                     node.status.state = NodeState::Down;
                     node.status.message = "removed from the raft by --force-new-cluster".into();
                     actions.push(Action::Update(Object::Node(node)));
@@ -1047,11 +1044,7 @@ async fn reconcile_managers(
                 if n.manager_status.as_ref().map(|m| m.raft_id) != Some(raft_id) || n.role != NodeRole::Manager {
                     return Ok(vec![]);
                 }
-                let mut n = n.clone();
-                n.spec.desired_role = NodeRole::Worker;
-                n.role = NodeRole::Worker;
-                n.manager_status = None;
-                Ok(vec![Action::Update(Object::Node(n))])
+                Ok(vec![Action::Update(Object::Node(n.as_worker()))])
             })
             .await;
             if result.is_ok() {

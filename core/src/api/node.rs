@@ -100,4 +100,14 @@ impl Node {
     pub fn hostname(&self) -> &str {
         &self.description.hostname
     }
+
+    /// This node as a worker: its role and desired role, with no manager status (a demotion that
+    /// raft has completed, or a promotion undone).
+    pub fn as_worker(&self) -> Node {
+        let mut node = self.clone();
+        node.spec.desired_role = NodeRole::Worker;
+        node.role = NodeRole::Worker;
+        node.manager_status = None;
+        node
+    }
 }

@@ -763,10 +763,7 @@ impl ControlHandler {
                 if n.role == NodeRole::Manager || n.manager_status.as_ref().map(|m| m.raft_id) != Some(raft_id) {
                     return Ok(vec![]);
                 }
-                let mut n = n.clone();
-                n.spec.desired_role = NodeRole::Worker;
-                n.manager_status = None;
-                Ok(vec![Action::Update(Object::Node(n))])
+                Ok(vec![Action::Update(Object::Node(n.as_worker()))])
             })
             .await;
         match undone {
@@ -805,11 +802,7 @@ impl ControlHandler {
             let written = self
                 .write(|s| {
                     let Some(n) = s.nodes.get(&id) else { return Ok(vec![]) };
-                    let mut n = n.clone();
-                    n.spec.desired_role = NodeRole::Worker;
-                    n.role = NodeRole::Worker;
-                    n.manager_status = None;
-                    Ok(vec![Action::Update(Object::Node(n))])
+                    Ok(vec![Action::Update(Object::Node(n.as_worker()))])
                 })
                 .await;
             match written {
