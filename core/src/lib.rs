@@ -27,5 +27,6 @@ pub mod rpc;
 pub mod scheduler;
 pub mod stack;
 pub mod store;
+pub mod template;
 pub mod tokens;
 pub mod trace;

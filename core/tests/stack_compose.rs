@@ -299,9 +299,14 @@ fn docker_cli_full_example() {
     assert_eq!(foo.task.placement.max_replicas_per_node, 5);
     assert_eq!(foo.task.stop_grace_period_ms, 20_000);
     assert_eq!((foo.task.workdir.as_str(), foo.task.user.as_str()), ("/code", "someone"));
+    // `deploy.labels` label the service; the service's own `labels` its containers (with the stack's).
     assert_eq!(foo.labels.get("FOO").map(String::as_str), Some("BAR"));
-    assert_eq!(foo.labels.get("com.example.number").map(String::as_str), Some("42"));
-    assert_eq!(foo.labels.get("com.example.empty-label").map(String::as_str), Some(""));
+    let container_labels = &foo.task.container_labels;
+    assert_eq!(container_labels.get("com.example.number").map(String::as_str), Some("42"));
+    assert_eq!(container_labels.get("com.example.empty-label").map(String::as_str), Some(""));
+    assert_eq!(container_labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
+    assert!(!foo.labels.contains_key("com.example.number"));
+    assert_eq!(foo.task.hostname, "foo");
     // Ports: ranges expand, host IPs are dropped.
     let ports: Vec<(u16, u16)> = foo.ports.iter().map(|p| (p.published_port, p.target_port)).collect();
     let mut want = vec![(0, 3000)];
@@ -334,7 +339,6 @@ fn docker_cli_full_example() {
             "external_links",
             "extra_hosts",
             "healthcheck",
-            "hostname",
             "ipc",
             "links",
             "logging",

@@ -244,6 +244,7 @@ impl Executor for DockerExecutor {
             env: Some(spec.env.clone()),
             working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),

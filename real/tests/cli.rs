@@ -297,6 +297,48 @@ fn natural_order() {
 
 // ---------------------------------------------------------------- flags
 
+/// `--format` is Go's text/template with docker/cli's functions, over Docker's field names.
+#[test]
+fn format_templates_are_go_templates_with_docker_functions() {
+    let listing = render::node_list(
+        vec![
+            NodeView {
+                node: node("id1", "alpha", NodeRole::Manager, "27.0"),
+                leader: true,
+                reachability: "reachable".into(),
+            },
+            NodeView {
+                node: node("id2", "beta-node", NodeRole::Worker, "27.0"),
+                leader: false,
+                reachability: "".into(),
+            },
+        ],
+        "id2",
+    );
+    let render = |format: &str| listing.render(Some(format), false).unwrap();
+    assert_eq!(render("{{if .Self}}me{{else}}{{.Hostname | upper}}{{end}}"), "ALPHA\nme\n");
+    assert_eq!(render("{{json .Hostname}} {{len .ID}}"), "\"alpha\" 3\n\"beta-node\" 3\n");
+    assert_eq!(
+        render("{{join (split .Hostname \"-\") \"+\"}}|{{truncate .Hostname 3}}|{{pad .ID 1 2}}|{{title .Status}}"),
+        "alpha|alp| id1  |Ready\nbeta+node|bet| id2  |Ready\n"
+    );
+    assert_eq!(render("{{printf \"%-6s|\" .Hostname}}{{lower .Availability}}"), "alpha |active\nbeta-node|active\n");
+    // A parse error and an unknown function are refused, not printed.
+    assert!(listing.render(Some("{{.Hostname"), false).unwrap_err().to_string().contains("template"));
+    assert!(listing.render(Some("{{nosuch .ID}}"), false).is_err());
+}
+
+/// `inspect --format` walks nested objects, ranges maps in key order and indexes them.
+#[test]
+fn inspect_format_ranges_and_indexes() {
+    let value = serde_json::json!({"Spec": {"Labels": {"b": "2", "a": "1"}, "Name": "web"}, "Ports": [80, 443]});
+    let expand = |t: &str| shoal::cli::listing::expand_value(t, &value).unwrap();
+    assert_eq!(expand("{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}};{{end}}"), "a=1;b=2;");
+    assert_eq!(expand("{{index .Spec.Labels \"b\"}} {{index .Ports 1}} {{.Spec.Labels}}"), "2 443 map[a:1 b:2]");
+    assert_eq!(expand("{{json .Spec}}"), r#"{"Labels":{"a":"1","b":"2"},"Name":"web"}"#);
+    assert_eq!(expand("{{range .Ports}}{{.}},{{end}}"), "80,443,");
+}
+
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
 }
@@ -328,6 +370,10 @@ fn service_create_flags_build_the_spec() {
         "8080:80",
         "--label",
         "tier=front",
+        "--container-label",
+        "slot={{.Task.Slot}}",
+        "--hostname",
+        "{{.Node.Hostname}}-{{.Task.Slot}}",
         "-d",
         "busybox:latest",
         "sleep",
@@ -353,6 +399,9 @@ fn service_create_flags_build_the_spec() {
     assert_eq!(spec.ports[0].published_port, 8080);
     assert_eq!(spec.ports[0].target_port, 80);
     assert_eq!(spec.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(spec.task.container_labels.get("slot").map(String::as_str), Some("{{.Task.Slot}}"));
+    assert!(!spec.labels.contains_key("slot"), "container labels are not service labels");
+    assert_eq!(spec.task.hostname, "{{.Node.Hostname}}-{{.Task.Slot}}");
     // Untouched settings keep Swarm's defaults.
     assert_eq!(spec.task.stop_grace_period_ms, 10_000);
     assert_eq!(spec.rollback_config.monitor_ms, 5_000);

@@ -54,6 +54,9 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
     let ls = manager.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   3/3")), "{ls}");
+    if executor == "docker" {
+        templates_expanded_per_task(&service, &[&manager, &worker1, &worker2]);
+    }
     // `inspect --format` takes Docker's field names.
     let fields = manager.must(&[
         "service",
@@ -134,6 +137,38 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     }
     let events = std::fs::read_to_string(manager.dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+/// Swarm's templates reached each container expanded for its own task and node: the env, the
+/// hostname and a container label (`--env`, `--hostname`, `--container-label` of the Docker run).
+fn templates_expanded_per_task(service: &str, nodes: &[&DaemonProc]) {
+    let ids = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=com.shoal.service.name={service}")])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_string).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let mut seen = Vec::new();
+    for id in &ids {
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                r#"{{.Config.Hostname}}|{{range .Config.Env}}{{if eq (index (split . "=") 0) "SLOT"}}{{.}}{{end}}{{end}}|{{index .Config.Labels "placed.on"}}|{{index .Config.Labels "com.shoal.node.id"}}"#,
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let fields: Vec<&str> = line.split('|').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        let slot = fields[0].strip_prefix(&format!("{service}-")).unwrap_or_else(|| panic!("hostname {line}"));
+        assert_eq!(fields[1], format!("SLOT={slot}"), "{line}");
+        assert!(nodes.iter().any(|n| n.hostname == fields[2]), "label names a node: {line}");
+        seen.push(slot.to_string());
+    }
+    seen.sort();
+    assert_eq!(seen, ["1", "2", "3"], "one container per slot");
 }
 
 /// `service logs --follow` shows each task's new lines exactly once and in order, across polls, and
@@ -279,7 +314,20 @@ fn cluster_with_docker_executor() {
         "e2e-dock",
         30,
         "docker",
-        &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sh", "-c", "echo started; exec sleep 600"],
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--env",
+            "SLOT={{.Task.Slot}}",
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "--container-label",
+            "placed.on={{.Node.Hostname}}",
+            "shoal-test/busybox:latest",
+            "sh",
+            "-c",
+            "echo started; exec sleep 600",
+        ],
     );
 }
 

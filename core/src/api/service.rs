@@ -191,6 +191,13 @@ pub struct TaskSpec {
     /// current credentials (as Docker's does when the flag is not given) and an empty value clears them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<Box<RegistryAuth>>,
+    /// `--hostname`: the container's hostname; empty = the runtime's default. A template
+    /// (`{{.Node.Hostname}}-{{.Task.Slot}}`) expanded on the node, as env and labels are.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `--container-label`: labels on the task's containers (the service's own labels are not).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub container_labels: Labels,
 }
 
 impl TaskSpec {
@@ -257,6 +264,8 @@ impl Default for TaskSpec {
             workdir: String::new(),
             user: String::new(),
             registry_auth: None,
+            hostname: String::new(),
+            container_labels: Labels::new(),
         }
     }
 }

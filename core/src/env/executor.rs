@@ -45,6 +45,9 @@ pub struct ContainerSpec {
     /// `mode=host` published ports, bound on the node's own address.
     #[serde(default)]
     pub port_bindings: Vec<PortBinding>,
+    /// The container's hostname; empty = the runtime's default (the container id's prefix).
+    #[serde(default)]
+    pub hostname: String,
 }
 
 /// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container

@@ -79,7 +79,6 @@ const SHOAL_IGNORED: &[&str] = &[
     "dns_search",
     "extra_hosts",
     "healthcheck",
-    "hostname",
     "init",
     "isolation",
     "logging",
@@ -576,6 +575,7 @@ impl Converter<'_> {
         let mut spec = ServiceSpec::new(format!("{}_{name}", self.stack), image.clone());
         spec.labels = self.namespace();
         spec.labels.insert(IMAGE_LABEL.into(), image);
+        spec.task.container_labels = self.namespace();
         let mut env: IndexMap<String, Option<String>> = IndexMap::new();
         let mut environment = Vec::new();
         let mut networks = Vec::new();
@@ -601,9 +601,9 @@ impl Converter<'_> {
                         }
                     }
                 }
-                // Compose's service labels are container labels; shoal's model has one label set
-                // per service, so they join the service's labels.
-                "labels" => spec.labels.extend(v.labels()?),
+                // Compose's service labels are container labels (`deploy.labels` label the service).
+                "labels" => spec.task.container_labels.extend(v.labels()?),
+                "hostname" => spec.task.hostname = v.string()?,
                 "ports" => {
                     spec.ports = Vec::new();
                     for item in v.items()? {

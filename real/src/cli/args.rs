@@ -326,6 +326,9 @@ pub struct CommonServiceFlags {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short, long)]
     pub user: Option<String>,
+    /// Container hostname (a template: {{.Node.Hostname}}-{{.Task.Slot}})
+    #[arg(long)]
+    pub hostname: Option<String>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
@@ -440,6 +443,9 @@ pub struct CreateArgs {
     /// Service labels
     #[arg(short, long)]
     pub label: Vec<String>,
+    /// Container labels
+    #[arg(long)]
+    pub container_label: Vec<String>,
     /// Publish a port as a node port ([published:]target[/proto], or published=,target=,protocol=,mode=)
     #[arg(short, long)]
     pub publish: Vec<String>,
@@ -493,6 +499,12 @@ pub struct UpdateArgs {
     /// Remove a label by its key
     #[arg(long)]
     pub label_rm: Vec<String>,
+    /// Add or update a container label
+    #[arg(long)]
+    pub container_label_add: Vec<String>,
+    /// Remove a container label by its key
+    #[arg(long)]
+    pub container_label_rm: Vec<String>,
     /// Add or update a published port
     #[arg(long)]
     pub publish_add: Vec<String>,

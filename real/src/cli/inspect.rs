@@ -97,8 +97,10 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
             "ContainerSpec",
             object(vec![
                 ("Image", json!(task.image)),
+                ("Labels", json!(task.container_labels)),
                 ("Command", json!(task.command)),
                 ("Args", json!(task.args)),
+                ("Hostname", json!(task.hostname)),
                 ("Env", json!(task.env)),
                 ("Dir", json!(task.workdir)),
                 ("User", json!(task.user)),

@@ -106,6 +106,9 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
     if let Some(user) = &flags.user {
         task.user = user.clone();
     }
+    if let Some(hostname) = &flags.hostname {
+        task.hostname = hostname.clone();
+    }
     if let Some(max) = flags.replicas_max_per_node {
         task.placement.max_replicas_per_node = max;
     }
@@ -253,6 +256,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     spec.task.placement.constraints = args.constraint.clone();
     spec.task.placement.preferences = args.placement_pref.clone();
     spec.labels = args.label.iter().map(|l| label(l)).collect();
+    spec.task.container_labels = args.container_label.iter().map(|l| label(l)).collect();
     spec.ports = args.publish.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?;
     spec.task.networks = args.network.clone();
     apply_common(&mut spec, &args.common);
@@ -308,6 +312,13 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
     for entry in &args.label_add {
         let (k, v) = label(entry);
         spec.labels.insert(k, v);
+    }
+    for key in &args.container_label_rm {
+        spec.task.container_labels.remove(key);
+    }
+    for entry in &args.container_label_add {
+        let (k, v) = label(entry);
+        spec.task.container_labels.insert(k, v);
     }
     for rm in &args.publish_rm {
         let (target, protocol) = rm.split_once('/').unwrap_or((rm, "tcp"));

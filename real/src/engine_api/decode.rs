@@ -210,7 +210,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
     refuse_unsupported(
         &container,
-        &["Mounts", "Secrets", "Configs", "Healthcheck", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
+        &["Mounts", "Secrets", "Configs", "Healthcheck", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
         "ContainerSpec",
     )?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
@@ -224,6 +224,8 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.env = strings(&container, "Env")?;
     task.workdir = string(&container, "Dir")?;
     task.user = string(&container, "User")?;
+    task.hostname = string(&container, "Hostname")?;
+    task.container_labels = labels(&container, "Labels")?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
     }

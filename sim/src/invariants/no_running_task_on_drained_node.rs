@@ -37,7 +37,12 @@ pub struct NoRunningTaskOnDrainedNode {
 impl NoRunningTaskOnDrainedNode {
     /// Check one observation; `cut_off` holds the ids of nodes the leader cannot reach or hear
     /// from now (either direction).
-    pub fn check(&mut self, now_ms: u64, state: &StoreState, cut_off: &BTreeSet<String>) -> Result<(), ServiceViolation> {
+    pub fn check(
+        &mut self,
+        now_ms: u64,
+        state: &StoreState,
+        cut_off: &BTreeSet<String>,
+    ) -> Result<(), ServiceViolation> {
         let drained_in_touch = |node: &Node| {
             node.spec.availability == Availability::Drain
                 && node.status.state == NodeState::Ready
