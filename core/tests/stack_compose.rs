@@ -345,7 +345,8 @@ fn docker_cli_full_example() {
             "mac_address",
             "network_mode",
             "networks.driver_opts",
-            "networks.ipam",
+            "networks.ipam.config (all but the first)",
+            "networks.ipam.driver",
             "networks.ipv4_address",
             "networks.ipv6_address",
             "pid",
@@ -366,6 +367,44 @@ fn docker_cli_full_example() {
     assert_eq!(plan.deprecated.len(), 2);
     assert!(plan.deprecated[0].starts_with("container_name: "));
     assert!(plan.deprecated[1].starts_with("expose: "));
+}
+
+/// Unknown keys are warned about at their own line and skipped; the rest of the file deploys.
+#[test]
+fn unknown_keys_warn_at_their_line() {
+    let text = "services:\n  a:\n    image: x\n    colour: blue\n    deploy:\n      replicas: 2\n      flavour: 1\n\
+                frobs: 1\n";
+    let plan = convert_with("compose.yml", text, &[]).unwrap();
+    assert_eq!(
+        plan.warnings,
+        [
+            "compose.yml:8: unknown key \"frobs\" in the top level ignored (expected version, services, networks, \
+             volumes, secrets, configs or an x- extension)",
+            "compose.yml:4: unknown key \"colour\" in services.a ignored (expected a version 3 service key)",
+            "compose.yml:7: unknown key \"flavour\" in services.a.deploy ignored (expected mode, replicas, labels, \
+             placement, resources, restart_policy, update_config, rollback_config, endpoint_mode)",
+        ]
+    );
+    assert_eq!(plan.services[0].mode, shoal_core::api::ServiceMode::Replicated { replicas: 2 });
+}
+
+/// `networks.<n>.ipam.config[0].subnet` becomes the network's subnet; a bad one is refused at its line.
+#[test]
+fn ipam_subnets_are_applied() {
+    let text = concat!(
+        "services:\n  a:\n    image: x\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n",
+        "      driver: default\n      config:\n        - subnet: 10.77.0.0/16\n",
+    );
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    assert_eq!(plan.networks[0].subnet, "10.77.0.0/16");
+    let create = shoal_core::stack::StackStep::CreateNetwork(plan.networks[0].clone()).request();
+    assert!(
+        matches!(&create, shoal_core::control::ControlRequest::NetworkCreate { subnet, .. } if subnet == "10.77.0.0/16"),
+        "{create:?}"
+    );
+    let bad = text.replace("10.77.0.0/16", "10.77.0.0/99");
+    let err = convert_with("c.yml", &bad, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("c.yml:10: networks.back.ipam.config[0].subnet: invalid subnet \"10.77.0.0/99\""), "{err}");
 }
 
 #[test]
@@ -406,10 +445,6 @@ fn refusals_name_file_line_and_what_was_expected() {
         err("version: '2.1'\nservices: {}\n"),
         "compose.yml:1: unsupported Compose file version: 2.1 (stack deploy reads version 3 files)"
     );
-    assert!(err("services:\n  a:\n    image: x\nfrobs: 1\n")
-        .starts_with("compose.yml:4: additional property \"frobs\" is not allowed at the top level"));
-    assert!(err("services:\n  a:\n    image: x\n    colour: blue\n")
-        .starts_with("compose.yml:3: services.a: additional property \"colour\" is not allowed"));
     assert_eq!(
         err("services:\n  a:\n    image: x\n    mem_limit: 1g\n    extends: b\n"),
         "compose.yml:4: compose file contains unsupported options:\n\n\

@@ -365,6 +365,59 @@ impl Converter<'_> {
         Labels::from([(NAMESPACE_LABEL.to_string(), self.stack.to_string())])
     }
 
+    /// An unknown key under `parent`: warned about at its own line and skipped. Docker's schema
+    /// refuses the whole file; a warning that names the line loses nothing the file says elsewhere.
+    fn warn_unknown(&mut self, parent: &Node, key: &str, expected: &str) {
+        let at = parent.key(key, parent.value);
+        let line = line_of(self.input.text, &at.path).map(|l| format!(":{l}")).unwrap_or_default();
+        let within = if parent.path.is_empty() { "the top level".to_string() } else { parent.name() };
+        self.notes
+            .warnings
+            .push(format!("{}{line}: unknown key {key:?} in {within} ignored (expected {expected})", self.input.path));
+    }
+
+    /// `networks.<n>.ipam`: the subnet of its one `config` entry (shoal's networks have one subnet;
+    /// more entries, `ip_range`, `gateway`, `aux_addresses` and a non-default driver are ignored, listed).
+    fn ipam_subnet(&mut self, ipam: &Node) -> Result<String, Fail> {
+        let mut subnet = String::new();
+        for (key, v) in ipam.entries()? {
+            match key.as_str() {
+                "driver" => {
+                    if !matches!(v.string()?.as_str(), "" | "default") {
+                        self.ignore("networks.ipam.driver");
+                    }
+                }
+                "options" => self.ignore("networks.ipam.options"),
+                "config" => {
+                    for (i, entry) in v.items()?.into_iter().enumerate() {
+                        for (ck, cv) in entry.entries()? {
+                            match ck.as_str() {
+                                "subnet" if i == 0 => {
+                                    let text = cv.string()?;
+                                    text.parse::<ipnet::Ipv4Net>().map_err(|_| {
+                                        cv.fail(format!(
+                                            "invalid subnet {text:?}: expected an IPv4 CIDR like 10.20.0.0/16"
+                                        ))
+                                    })?;
+                                    subnet = text;
+                                }
+                                "subnet" => self.ignore("networks.ipam.config (all but the first)"),
+                                "ip_range" | "gateway" | "aux_addresses" => {
+                                    self.ignore(format!("networks.ipam.config.{ck}"))
+                                }
+                                k if k.starts_with("x-") => {}
+                                other => self.warn_unknown(&entry, other, "subnet, ip_range, gateway, aux_addresses"),
+                            }
+                        }
+                    }
+                }
+                k if k.starts_with("x-") => {}
+                other => self.warn_unknown(ipam, other, "driver, config, options"),
+            }
+        }
+        Ok(subnet)
+    }
+
     fn ignore(&mut self, key: impl Into<String>) {
         self.notes.ignored.push(key.into());
     }
@@ -403,15 +456,11 @@ impl Converter<'_> {
                     }
                 }
                 k if k.starts_with("x-") => {}
-                other => {
-                    return Err(Fail {
-                        path: node.path.clone(),
-                        message: format!(
-                            "additional property {other:?} is not allowed at the top level (expected version, \
-                             services, networks, volumes, secrets, configs or an x- extension)"
-                        ),
-                    })
-                }
+                other => self.warn_unknown(
+                    &root,
+                    other,
+                    "version, services, networks, volumes, secrets, configs or an x- extension",
+                ),
             }
         }
         let services = match services {
@@ -444,6 +493,7 @@ impl Converter<'_> {
                 attachable: false,
                 labels: self.namespace(),
                 external: false,
+                subnet: String::new(),
             });
         }
         let Notes { mut ignored, mut deprecated, warnings } = self.notes;
@@ -497,6 +547,7 @@ impl Converter<'_> {
                 attachable: false,
                 labels: self.namespace(),
                 external: false,
+                subnet: String::new(),
             };
             let mut explicit_name = None;
             for (key, v) in net.entries()? {
@@ -512,7 +563,7 @@ impl Converter<'_> {
                                 match ek.as_str() {
                                     "name" => explicit_name = Some(ev.string()?),
                                     k if k.starts_with("x-") => {}
-                                    other => return Err(v.unknown(other, "name")),
+                                    other => self.warn_unknown(&v, other, "name"),
                                 }
                             }
                         }
@@ -528,16 +579,18 @@ impl Converter<'_> {
                             self.ignore("networks.enable_ipv6");
                         }
                     }
-                    "driver_opts" | "ipam" => {
+                    "ipam" => network.subnet = self.ipam_subnet(&v)?,
+                    "driver_opts" => {
                         if !v.value.is_null() {
                             self.ignore(format!("networks.{key}"));
                         }
                     }
                     k if k.starts_with("x-") => {}
-                    other => {
-                        return Err(net
-                            .unknown(other, "driver, driver_opts, attachable, external, internal, ipam, labels, name"))
-                    }
+                    other => self.warn_unknown(
+                        &net,
+                        other,
+                        "driver, driver_opts, attachable, external, internal, ipam, labels, name",
+                    ),
                 }
             }
             if let Some(explicit) = explicit_name {
@@ -626,7 +679,7 @@ impl Converter<'_> {
                                         "ipv4_address" | "ipv6_address" => self.ignore(format!("networks.{sk}")),
                                         k if k.starts_with("x-") => {}
                                         other => {
-                                            return Err(settings.unknown(other, "aliases, ipv4_address, ipv6_address"))
+                                            self.warn_unknown(&settings, other, "aliases, ipv4_address, ipv6_address")
                                         }
                                     }
                                 }
@@ -649,10 +702,7 @@ impl Converter<'_> {
                         self.notes.deprecated.push(format!("{d}: {why}"));
                     }
                 }
-                other => {
-                    return Err(node
-                        .fail(format!("additional property {other:?} is not allowed (not a version 3 service key)")))
-                }
+                other => self.warn_unknown(&node, other, "a version 3 service key"),
             }
         }
         for (k, v) in environment {
@@ -735,7 +785,7 @@ impl Converter<'_> {
                             "max_attempts" => policy.max_attempts = rv.uint()?,
                             "window" => policy.window_ms = rv.duration_ms()?,
                             k if k.starts_with("x-") => {}
-                            other => return Err(v.unknown(other, "condition, delay, max_attempts, window")),
+                            other => self.warn_unknown(&v, other, "condition, delay, max_attempts, window"),
                         }
                     }
                 }
@@ -756,7 +806,7 @@ impl Converter<'_> {
                             }
                             "max_replicas_per_node" => spec.task.placement.max_replicas_per_node = pv.uint()?,
                             k if k.starts_with("x-") => {}
-                            other => return Err(v.unknown(other, "constraints, preferences, max_replicas_per_node")),
+                            other => self.warn_unknown(&v, other, "constraints, preferences, max_replicas_per_node"),
                         }
                     }
                 }
@@ -766,13 +816,12 @@ impl Converter<'_> {
                     other => return Err(v.fail(format!("unknown endpoint mode {other:?} (expected vip or dnsrr)"))),
                 },
                 k if k.starts_with("x-") => {}
-                other => {
-                    return Err(node.unknown(
-                        other,
-                        "mode, replicas, labels, placement, resources, restart_policy, update_config, \
-                         rollback_config, endpoint_mode",
-                    ))
-                }
+                other => self.warn_unknown(
+                    &node,
+                    other,
+                    "mode, replicas, labels, placement, resources, restart_policy, update_config, \
+                     rollback_config, endpoint_mode",
+                ),
             }
         }
         spec.mode = match (global, replicas) {
@@ -791,7 +840,10 @@ impl Converter<'_> {
                 "limits" => &mut spec.task.resources.limits,
                 "reservations" => &mut spec.task.resources.reservations,
                 k if k.starts_with("x-") => continue,
-                other => return Err(node.unknown(other, "limits, reservations")),
+                other => {
+                    self.warn_unknown(&node, other, "limits, reservations");
+                    continue;
+                }
             };
             for (key, v) in amounts.entries()? {
                 match key.as_str() {
@@ -801,7 +853,7 @@ impl Converter<'_> {
                         self.notes.ignored.push(format!("deploy.resources.{kind}.{key}"));
                     }
                     k if k.starts_with("x-") => {}
-                    other => return Err(amounts.unknown(other, "cpus, memory, pids, generic_resources, devices")),
+                    other => self.warn_unknown(&amounts, other, "cpus, memory, pids, generic_resources, devices"),
                 }
             }
         }

@@ -34,10 +34,10 @@
 //! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
-//! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`); `driver_opts`, `ipam`, `internal`, `enable_ipv6` ignored, listed |
+//! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |
 //! | top-level `volumes`, `secrets`, `configs` | ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
-//! | any other key | refused (`additional property "k" is not allowed`), as Docker's schema does |
+//! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `ports` entries and placement preferences are still refused |
 
 mod convert;
 mod interpolate;
@@ -87,6 +87,8 @@ pub struct StackNetwork {
     pub labels: Labels,
     /// Declared `external`: must already exist, is never created or removed.
     pub external: bool,
+    /// `ipam.config[0].subnet`; empty = the cluster picks one.
+    pub subnet: String,
 }
 
 /// What `stack deploy` creates or updates, and what it tells the user.
@@ -158,7 +160,7 @@ impl StackStep {
                 driver: n.driver.clone(),
                 attachable: n.attachable,
                 labels: n.labels.clone(),
-                subnet: String::new(),
+                subnet: n.subnet.clone(),
             },
             StackStep::CreateService(spec) => ControlRequest::ServiceCreate { spec: spec.clone() },
             StackStep::UpdateService { id, version, spec } => {
