@@ -306,3 +306,13 @@ mod tests {
         assert_eq!(rfc3339_nano_fixed(now + 5), "2025-11-25T16:00:00.000000005Z");
     }
 }
+
+/// Go's name for this machine's architecture (`amd64`, `arm64`), as Docker prints it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}

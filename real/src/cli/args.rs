@@ -37,6 +37,11 @@ pub enum Command {
     Stack(StackCommand),
     /// Display system-wide information
     Info(InfoArgs),
+    /// Manage shoal (`system info`)
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Show the shoal version information
+    Version,
     /// Run the shoal daemon
     Daemon(DaemonArgs),
 }
@@ -267,7 +272,16 @@ pub struct NodeUpdateArgs {
     /// Remove a node label if exists
     #[arg(long)]
     pub label_rm: Vec<String>,
+    /// Role of the node ("worker", "manager")
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
     pub node: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Worker,
+    Manager,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -649,6 +663,12 @@ pub enum StackCommand {
         list: ListArgs,
         stack: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Display system-wide information
+    Info(InfoArgs),
 }
 
 #[derive(Debug, Args)]

@@ -19,7 +19,8 @@ use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeVie
 use shoal_core::logs::LogsSelection;
 
 use self::args::{
-    Command, LogsArgs, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand, TaskListArgs,
+    Command, LogsArgs, NetworkCommand, NodeCommand, RoleArg, ServiceCommand, StackCommand, SwarmCommand, SystemCommand,
+    TaskListArgs,
 };
 use crate::local_api::{
     self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
@@ -129,9 +130,20 @@ pub async fn run(host: Option<&str>, command: Command) -> CliResult {
         Command::Service(cmd) => service(&client, cmd).await,
         Command::Network(cmd) => network(&client, cmd).await,
         Command::Stack(cmd) => stack_command(&client, cmd).await,
-        Command::Info(args) => info(&client, args.format.as_deref()).await,
+        Command::Info(args) | Command::System(SystemCommand::Info(args)) => info(&client, args.format.as_deref()).await,
+        Command::Version => version(&client).await,
         Command::Daemon(_) => Err(CliError::Usage("`shoal daemon` runs the daemon; it is not a client command".into())),
     }
+}
+
+/// `version`: this client, then the daemon it talks to (Docker's layout, shoal's fields).
+async fn version(client: &Client) -> CliResult {
+    let (os, arch) = (std::env::consts::OS, crate::format::go_arch());
+    out(&format!("Client:\n Version:           {}\n OS/Arch:           {os}/{arch}\n\n", env!("CARGO_PKG_VERSION")));
+    let status = client.status().await?;
+    let server = if status.version.is_empty() { "unknown" } else { status.version.as_str() };
+    out(&format!("Server: shoal\n Engine:\n  Version:          {server}\n  OS/Arch:          {os}/{arch}\n"));
+    Ok(())
 }
 
 async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
@@ -316,13 +328,29 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
                     return Err(CliError::Usage(format!("invalid label {label:?} for --label-add: use key=value")));
                 }
             }
-            let request = ControlRequest::NodeUpdate {
-                node: a.node.clone(),
-                availability: a.availability.map(Into::into),
-                label_add: a.label_add.iter().map(|l| spec::label(l)).collect(),
-                label_rm: a.label_rm.clone(),
-            };
-            client.control(request).await?;
+            // `--role` is `node promote|demote` (the same request Docker's update makes), done first.
+            if let Some(role) = a.role {
+                let current = node_view(client, &a.node).await?.node.spec.desired_role;
+                let node = a.node.clone();
+                match role {
+                    RoleArg::Manager if current != NodeRole::Manager => {
+                        client.control(ControlRequest::NodePromote { node }).await?;
+                    }
+                    RoleArg::Worker if current != NodeRole::Worker => {
+                        client.control(ControlRequest::NodeDemote { node }).await?;
+                    }
+                    _ => {}
+                }
+            }
+            if a.availability.is_some() || !a.label_add.is_empty() || !a.label_rm.is_empty() || a.role.is_none() {
+                let request = ControlRequest::NodeUpdate {
+                    node: a.node.clone(),
+                    availability: a.availability.map(Into::into),
+                    label_add: a.label_add.iter().map(|l| spec::label(l)).collect(),
+                    label_rm: a.label_rm.clone(),
+                };
+                client.control(request).await?;
+            }
             out(&format!("{}\n", a.node));
             Ok(())
         }

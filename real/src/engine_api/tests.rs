@@ -215,6 +215,7 @@ impl LocalHandler for Fake {
                 node_id: String::new(),
                 node_addr: String::new(),
                 error: String::new(),
+                version: String::new(),
             })),
             LocalRequest::Control { request } => match *request {
                 ControlRequest::ServiceInspect { service } => {
