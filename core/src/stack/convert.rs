@@ -702,7 +702,7 @@ impl Converter<'_> {
                         self.notes.deprecated.push(format!("{d}: {why}"));
                     }
                 }
-                other => self.warn_unknown(&node, other, "a version 3 service key"),
+                other => self.warn_unknown(node, other, "a version 3 service key"),
             }
         }
         for (k, v) in environment {
@@ -817,7 +817,7 @@ impl Converter<'_> {
                 },
                 k if k.starts_with("x-") => {}
                 other => self.warn_unknown(
-                    &node,
+                    node,
                     other,
                     "mode, replicas, labels, placement, resources, restart_policy, update_config, \
                      rollback_config, endpoint_mode",
@@ -841,7 +841,7 @@ impl Converter<'_> {
                 "reservations" => &mut spec.task.resources.reservations,
                 k if k.starts_with("x-") => continue,
                 other => {
-                    self.warn_unknown(&node, other, "limits, reservations");
+                    self.warn_unknown(node, other, "limits, reservations");
                     continue;
                 }
             };
