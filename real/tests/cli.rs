@@ -208,6 +208,7 @@ fn info_inactive() {
         node_id: String::new(),
         node_addr: String::new(),
         error: String::new(),
+        version: String::new(),
     };
     assert_eq!(render::info(&status, None), " Swarm: inactive\n");
 }
