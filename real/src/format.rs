@@ -287,6 +287,16 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     out
 }
 
+/// Go's name for this machine's architecture (`amd64`, `arm64`), as Docker prints it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,15 +314,5 @@ mod tests {
         assert!(err.0.contains("invalid value \"yesterday\" for --since"), "{err}");
         assert!(parse_since("1.1234567890", now).is_err(), "at most nine digits of nanoseconds");
         assert_eq!(rfc3339_nano_fixed(now + 5), "2025-11-25T16:00:00.000000005Z");
-    }
-}
-
-/// Go's name for this machine's architecture (`amd64`, `arm64`), as Docker prints it.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
     }
 }
