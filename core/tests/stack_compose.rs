@@ -307,6 +307,21 @@ fn docker_cli_full_example() {
     assert_eq!(container_labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
     assert!(!foo.labels.contains_key("com.example.number"));
     assert_eq!(foo.task.hostname, "foo");
+    // Container options: capabilities, DNS, hosts, read-only root, stop signal, sysctls, ulimits.
+    let options = &foo.task.options;
+    assert_eq!(options.cap_add, ["ALL"]);
+    assert_eq!(options.cap_drop, ["NET_ADMIN", "SYS_ADMIN"]);
+    assert_eq!(options.dns, ["8.8.8.8", "9.9.9.9"]);
+    assert_eq!(options.dns_search, ["dc1.example.com", "dc2.example.com"]);
+    assert_eq!(
+        options.hosts,
+        ["somehost:162.242.195.82", "otherhost:50.31.209.229", "host.docker.internal:host-gateway"]
+    );
+    assert!(options.read_only);
+    assert_eq!(options.stop_signal, "SIGUSR1");
+    assert_eq!(options.sysctls.get("net.core.somaxconn").map(String::as_str), Some("1024"));
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nproc", 65535, 65535), ("nofile", 20000, 40000)]);
     // Ports: ranges expand, host IPs are dropped.
     let ports: Vec<(u16, u16)> = foo.ports.iter().map(|p| (p.published_port, p.target_port)).collect();
     let mut want = vec![(0, 3000)];
@@ -325,19 +340,14 @@ fn docker_cli_full_example() {
         plan.ignored,
         [
             "build",
-            "cap_add",
-            "cap_drop",
             "cgroup_parent",
             "configs",
             "deploy.endpoint_mode",
             "deploy.resources.limits.pids",
             "deploy.resources.reservations.generic_resources",
             "devices",
-            "dns",
-            "dns_search",
             "domainname",
             "external_links",
-            "extra_hosts",
             "healthcheck",
             "ipc",
             "links",
@@ -351,16 +361,12 @@ fn docker_cli_full_example() {
             "networks.ipv6_address",
             "pid",
             "privileged",
-            "read_only",
             "restart",
             "secrets",
             "security_opt",
             "stdin_open",
-            "stop_signal",
-            "sysctls",
             "tmpfs",
             "tty",
-            "ulimits",
             "volumes",
         ]
     );

@@ -36,7 +36,7 @@ use bollard::container::{
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, Network,
-    PortBinding as DockerPortBinding,
+    PortBinding as DockerPortBinding, ResourcesUlimits,
 };
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
@@ -230,12 +230,30 @@ impl Executor for DockerExecutor {
         }
         let exposed: HashMap<String, HashMap<(), ()>> =
             port_bindings.keys().map(|key| (key.clone(), HashMap::new())).collect();
+        let options = &spec.options;
+        let nonempty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
         let host_config = HostConfig {
             network_mode: Some(first.map_or_else(|| "host".to_string(), |bridge| bridge.name.clone())),
             memory: spec.memory_limit_bytes.and_then(|bytes| i64::try_from(bytes).ok()),
             nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            cap_add: nonempty(&options.cap_add),
+            cap_drop: nonempty(&options.cap_drop),
+            sysctls: (!options.sysctls.is_empty())
+                .then(|| options.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            ulimits: (!options.ulimits.is_empty()).then(|| {
+                options
+                    .ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits { name: Some(u.name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                    .collect()
+            }),
+            init: options.init,
+            readonly_rootfs: options.read_only.then_some(true),
+            dns_search: nonempty(&options.dns_search),
+            dns_options: nonempty(&options.dns_options),
+            extra_hosts: nonempty(&options.hosts),
             ..Default::default()
         };
         let config = Config {
@@ -245,6 +263,7 @@ impl Executor for DockerExecutor {
             working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
             hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+            stop_signal: (!options.stop_signal.is_empty()).then(|| options.stop_signal.clone()),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),

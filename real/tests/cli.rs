@@ -426,6 +426,100 @@ fn bad_flag_values_name_the_flag() {
     assert!(parse(&["swarm", "join", "127.0.0.1:2377"]).is_err(), "join without --token");
 }
 
+/// Container options: create sets them, update adds and removes them as Docker's flags do, and a
+/// malformed value names its flag.
+#[test]
+fn container_option_flags() {
+    let create = |args: &[&str]| {
+        let mut all = vec!["service", "create", "--name", "o"];
+        all.extend_from_slice(args);
+        all.push("busybox");
+        let cli = parse(&all).unwrap();
+        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+        spec::create_spec(&args)
+    };
+    let spec = create(&[
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--init",
+        "--read-only",
+        "--stop-signal",
+        "SIGINT",
+        "--sysctl",
+        "kernel.msgmax=65536",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "nproc=512",
+        "--dns",
+        "10.9.9.9",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db:10.0.0.5",
+    ])
+    .unwrap();
+    let options = &spec.task.options;
+    assert_eq!(
+        (options.cap_add.as_slice(), options.cap_drop.as_slice()),
+        (&["NET_ADMIN".to_string()][..], &["MKNOD".to_string()][..])
+    );
+    assert_eq!((options.init, options.read_only, options.stop_signal.as_str()), (Some(true), true, "SIGINT"));
+    assert_eq!(options.sysctls.get("kernel.msgmax").map(String::as_str), Some("65536"));
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nofile", 1024, 2048), ("nproc", 512, 512)]);
+    assert_eq!(
+        (options.dns.as_slice(), options.dns_search.as_slice()),
+        (&["10.9.9.9".to_string()][..], &["corp.example".to_string()][..])
+    );
+    assert_eq!(
+        (options.dns_options.as_slice(), options.hosts.as_slice()),
+        (&["ndots:2".to_string()][..], &["db:10.0.0.5".to_string()][..])
+    );
+
+    let cli = parse(&[
+        "service",
+        "update",
+        "--cap-add",
+        "MKNOD",
+        "--read-only=false",
+        "--sysctl-rm",
+        "kernel.msgmax",
+        "--ulimit-add",
+        "nofile=4096",
+        "--ulimit-rm",
+        "nproc",
+        "--dns-rm",
+        "10.9.9.9",
+        "--host-add",
+        "cache:10.0.0.6",
+        "--host-rm",
+        "db:10.0.0.5",
+        "o",
+    ])
+    .unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    let updated = spec::update_spec(&spec, &args).unwrap();
+    let options = &updated.task.options;
+    assert_eq!(options.cap_add, ["NET_ADMIN", "MKNOD"]);
+    assert!(options.cap_drop.is_empty(), "adding a capability takes it off the drop list");
+    assert!(!options.read_only && options.sysctls.is_empty() && options.dns.is_empty());
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nofile", 4096, 4096)]);
+    assert_eq!(options.hosts, ["cache:10.0.0.6"]);
+
+    for (flag, value) in
+        [("--ulimit", "nofile=lots"), ("--ulimit", "nofile=9:1"), ("--sysctl", "novalue"), ("--host", "db")]
+    {
+        let err = create(&[flag, value]).unwrap_err().to_string();
+        assert!(err.contains(flag.trim_start_matches('-')), "{flag} {value}: {err}");
+    }
+}
+
 #[test]
 fn global_mode_refuses_replicas() {
     let cli = parse(&["service", "create", "--mode", "global", "--replicas", "2", "busybox"]).unwrap();

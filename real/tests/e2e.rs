@@ -144,7 +144,8 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
 }
 
 /// Swarm's templates reached each container expanded for its own task and node: the env, the
-/// hostname and a container label (`--env`, `--hostname`, `--container-label` of the Docker run).
+/// hostname and a container label (`--env`, `--hostname`, `--container-label` of the Docker run);
+/// and the container options (`--cap-add`, `--read-only`, `--init`, `--sysctl`, …) reached the engine.
 fn templates_expanded_per_task(service: &str, nodes: &[&DaemonProc]) {
     let ids = std::process::Command::new("docker")
         .args(["ps", "-q", "--filter", &format!("label=com.shoal.service.name={service}")])
@@ -170,6 +171,22 @@ fn templates_expanded_per_task(service: &str, nodes: &[&DaemonProc]) {
         assert_eq!(fields[1], format!("SLOT={slot}"), "{line}");
         assert!(nodes.iter().any(|n| n.hostname == fields[2]), "label names a node: {line}");
         seen.push(slot.to_string());
+        // The container options reached the engine as given.
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{.HostConfig.CapAdd}} {{.HostConfig.CapDrop}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Init}} \
+                 {{.Config.StopSignal}} {{index .HostConfig.Sysctls \"kernel.msgmax\"}} {{.HostConfig.ExtraHosts}} \
+                 {{range .HostConfig.Ulimits}}{{.Name}}={{.Soft}}:{{.Hard}}{{end}}",
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "[SYS_TIME] [NET_RAW] true true SIGINT 65536 [db.internal:10.99.0.5] nofile=1024:2048"
+        );
     }
     seen.sort();
     assert_eq!(seen, ["1", "2", "3"], "one container per slot");
@@ -325,6 +342,20 @@ fn cluster_with_docker_executor() {
             "{{.Service.Name}}-{{.Task.Slot}}",
             "--container-label",
             "placed.on={{.Node.Hostname}}",
+            "--cap-add",
+            "SYS_TIME",
+            "--cap-drop",
+            "NET_RAW",
+            "--read-only",
+            "--init",
+            "--stop-signal",
+            "SIGINT",
+            "--sysctl",
+            "kernel.msgmax=65536",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--host",
+            "db.internal:10.99.0.5",
             "shoal-test/busybox:latest",
             "sh",
             "-c",

@@ -195,13 +195,21 @@ impl Runner {
             command,
             env: templates.expand_all("env", &spec.env)?,
             hostname: templates.expand("hostname", &spec.hostname)?,
+            options: spec.options.clone(),
             labels,
             memory_limit_bytes: (spec.resources.limits.memory_bytes > 0).then_some(spec.resources.limits.memory_bytes),
             nano_cpus: (spec.resources.limits.nano_cpus > 0).then_some(spec.resources.limits.nano_cpus),
             workdir: spec.workdir.clone(),
             user: spec.user.clone(),
             networks: self.bridges.clone(),
-            dns: self.bridges.first().map(|b| vec![b.gateway.clone()]).unwrap_or_default(),
+            // The mesh resolver first (service names), then the user's `--dns` servers.
+            dns: self
+                .bridges
+                .first()
+                .map(|b| b.gateway.clone())
+                .into_iter()
+                .chain(spec.options.dns.iter().cloned())
+                .collect(),
             port_bindings: self
                 .task
                 .ports

@@ -48,6 +48,10 @@ pub struct ContainerSpec {
     /// The container's hostname; empty = the runtime's default (the container id's prefix).
     #[serde(default)]
     pub hostname: String,
+    /// Capabilities, sysctls, ulimits, init, stop signal, read-only root, DNS, extra hosts, as the
+    /// task's spec gives them (its `dns` come after the mesh resolver's in [`ContainerSpec::dns`]).
+    #[serde(default)]
+    pub options: crate::api::ContainerOptions,
 }
 
 /// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container

@@ -15,7 +15,7 @@ use super::locate::{display, line_of, Seg};
 use super::units::{duration_ms, memory_bytes, nano_cpus, shell_words};
 use super::{ComposeError, ComposeInput, StackNetwork, StackPlan, IMAGE_LABEL, NAMESPACE_LABEL};
 use crate::api::{
-    FailureAction, Labels, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig,
+    FailureAction, Labels, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
     UpdateOrder,
 };
 
@@ -71,25 +71,15 @@ const DEPRECATED: &[(&str, &str)] = &[
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
 const SHOAL_IGNORED: &[&str] = &[
-    "cap_add",
-    "cap_drop",
     "configs",
     "credential_spec",
-    "dns",
-    "dns_search",
-    "extra_hosts",
     "healthcheck",
-    "init",
     "isolation",
     "logging",
-    "read_only",
     "secrets",
     "stdin_open",
-    "stop_signal",
-    "sysctls",
     "tmpfs",
     "tty",
-    "ulimits",
     "volumes",
 ];
 
@@ -258,6 +248,14 @@ impl<'v> Node<'v> {
                 .map(|(k, v)| Ok((k, if v.value.is_null() { None } else { Some(v.string()?) })))
                 .collect(),
             _ => Err(self.expected("a list of KEY=value or a mapping")),
+        }
+    }
+
+    /// A string or a list of strings (`dns: 8.8.8.8` or `dns: [8.8.8.8, 9.9.9.9]`).
+    fn string_or_list(&self) -> Result<Vec<String>, Fail> {
+        match self.value {
+            Value::Sequence(_) => self.strings(),
+            _ => Ok(vec![self.string()?]),
         }
     }
 
@@ -691,6 +689,16 @@ impl Converter<'_> {
                 }
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
                 "working_dir" => spec.task.workdir = v.string()?,
+                "cap_add" => spec.task.options.cap_add = v.strings()?,
+                "cap_drop" => spec.task.options.cap_drop = v.strings()?,
+                "init" => spec.task.options.init = Some(v.boolean()?),
+                "read_only" => spec.task.options.read_only = v.boolean()?,
+                "stop_signal" => spec.task.options.stop_signal = v.string()?,
+                "dns" => spec.task.options.dns = v.string_or_list()?,
+                "dns_search" => spec.task.options.dns_search = v.string_or_list()?,
+                "sysctls" => spec.task.options.sysctls = v.labels()?.into_iter().collect(),
+                "extra_hosts" => spec.task.options.hosts = extra_hosts(v)?,
+                "ulimits" => spec.task.options.ulimits = ulimits(v)?,
                 "user" => spec.task.user = v.string()?,
                 "deploy" => deploy = Some(v.clone()),
                 // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
@@ -859,6 +867,56 @@ impl Converter<'_> {
         }
         Ok(())
     }
+}
+
+/// Compose's `extra_hosts`: `host:ip` entries (a list, or a mapping of host to ip).
+fn extra_hosts(node: &Node) -> Result<Vec<String>, Fail> {
+    let entries: Vec<(String, Node)> = match node.value {
+        Value::Mapping(_) => node
+            .entries()?
+            .into_iter()
+            .map(|(host, ip)| Ok((format!("{host}:{}", ip.string()?), ip)))
+            .collect::<Result<_, Fail>>()?,
+        _ => node.items()?.into_iter().map(|item| Ok((item.string()?, item))).collect::<Result<_, Fail>>()?,
+    };
+    entries
+        .into_iter()
+        .map(|(entry, at)| match entry.split_once(':') {
+            Some((host, ip))
+                if !host.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok()) =>
+            {
+                Ok(entry)
+            }
+            _ => Err(at.fail(format!("invalid extra host {entry:?}: expected host:ip (or host:host-gateway)"))),
+        })
+        .collect()
+}
+
+/// Compose's `ulimits`: `name: N` (soft = hard) or `name: {soft: S, hard: H}`.
+fn ulimits(node: &Node) -> Result<Vec<Ulimit>, Fail> {
+    let mut out = Vec::new();
+    for (name, v) in node.entries()? {
+        let (soft, hard) = match v.value {
+            Value::Mapping(_) => {
+                let (mut soft, mut hard) = (None, None);
+                for (key, limit) in v.entries()? {
+                    match key.as_str() {
+                        "soft" => soft = Some(limit.uint()?),
+                        "hard" => hard = Some(limit.uint()?),
+                        other => return Err(v.unknown(other, "soft, hard")),
+                    }
+                }
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) => (soft, hard),
+                    _ => return Err(v.fail("a ulimit needs both soft and hard")),
+                }
+            }
+            _ => (v.uint()?, v.uint()?),
+        };
+        let text = format!("{name}={soft}:{hard}");
+        out.push(Ulimit::parse(&text).map_err(|why| v.fail(why))?);
+    }
+    Ok(out)
 }
 
 fn update_config(node: &Node, config: &mut UpdateConfig, is_update: bool) -> Result<(), Fail> {

@@ -12,7 +12,8 @@ use crate::format;
 #[command(name = "shoal", version, about = "A container orchestrator with Docker Swarm's commands")]
 pub struct Cli {
     /// Daemon socket to connect to: unix:///path/shoal.sock or tcp://127.0.0.1:PORT (env SHOAL_HOST).
-    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    /// Before the command, as Docker's `-H` (`service create --host` is an extra host entry).
+    #[arg(short = 'H', long, value_name = "HOST")]
     pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -343,6 +344,21 @@ pub struct CommonServiceFlags {
     /// Container hostname (a template: {{.Node.Hostname}}-{{.Task.Slot}})
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Use an init inside each service container to forward signals and reap processes
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub init: Option<bool>,
+    /// Signal to stop the container
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub read_only: Option<bool>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
@@ -460,6 +476,24 @@ pub struct CreateArgs {
     /// Container labels
     #[arg(long)]
     pub container_label: Vec<String>,
+    /// Sysctl options
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Ulimit options (name=soft[:hard])
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long)]
+    pub dns_option: Vec<String>,
+    /// Set one or more custom host-to-IP mappings (host:ip)
+    #[arg(long)]
+    pub host: Vec<String>,
     /// Publish a port as a node port ([published:]target[/proto], or published=,target=,protocol=,mode=)
     #[arg(short, long)]
     pub publish: Vec<String>,
@@ -516,6 +550,42 @@ pub struct UpdateArgs {
     /// Add or update a container label
     #[arg(long)]
     pub container_label_add: Vec<String>,
+    /// Add or update a Sysctl option
+    #[arg(long)]
+    pub sysctl_add: Vec<String>,
+    /// Remove a Sysctl option
+    #[arg(long)]
+    pub sysctl_rm: Vec<String>,
+    /// Add or update a ulimit option (name=soft[:hard])
+    #[arg(long)]
+    pub ulimit_add: Vec<String>,
+    /// Remove a ulimit option
+    #[arg(long)]
+    pub ulimit_rm: Vec<String>,
+    /// Add or update a custom DNS server
+    #[arg(long)]
+    pub dns_add: Vec<String>,
+    /// Remove a custom DNS server
+    #[arg(long)]
+    pub dns_rm: Vec<String>,
+    /// Add or update a custom DNS search domain
+    #[arg(long)]
+    pub dns_search_add: Vec<String>,
+    /// Remove a DNS search domain
+    #[arg(long)]
+    pub dns_search_rm: Vec<String>,
+    /// Add or update a DNS option
+    #[arg(long)]
+    pub dns_option_add: Vec<String>,
+    /// Remove a DNS option
+    #[arg(long)]
+    pub dns_option_rm: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long)]
+    pub host_add: Vec<String>,
+    /// Remove a custom host-to-IP mapping (host:ip)
+    #[arg(long)]
+    pub host_rm: Vec<String>,
     /// Remove a container label by its key
     #[arg(long)]
     pub container_label_rm: Vec<String>,
