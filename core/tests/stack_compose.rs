@@ -80,14 +80,16 @@ fn voting_app_2017() {
     assert_eq!(
         rows(&plan),
         [
+            // Services without dependencies first (file order), then those that depend on them.
             "s_redis replicated 1 redis:alpine *:0->6379/tcp",
             "s_db replicated 1 postgres:9.4",
-            "s_vote replicated 2 dockersamples/examplevotingapp_vote:before *:5000->80/tcp",
-            "s_result replicated 1 dockersamples/examplevotingapp_result:before *:5001->80/tcp",
             "s_worker replicated 1 dockersamples/examplevotingapp_worker",
             "s_visualizer replicated 1 dockersamples/visualizer:stable *:8080->8080/tcp",
+            "s_vote replicated 2 dockersamples/examplevotingapp_vote:before *:5000->80/tcp",
+            "s_result replicated 1 dockersamples/examplevotingapp_result:before *:5001->80/tcp",
         ]
     );
+    assert_eq!(service(&plan, "s_vote").depends_on, ["s_redis"]);
     // The visualizer names no network, so it joins the stack's default one.
     assert_eq!(network_names(&plan), ["s_frontend", "s_backend", "s_default"]);
     assert_eq!(service(&plan, "s_visualizer").task.networks, ["s_default"]);
@@ -392,6 +394,32 @@ fn unknown_keys_warn_at_their_line() {
         ]
     );
     assert_eq!(plan.services[0].mode, shoal_core::api::ServiceMode::Replicated { replicas: 2 });
+}
+
+/// `depends_on` (list or mapping) names the stack's services; undefined names and cycles are refused
+/// at the line of the `depends_on`, and the plan says Swarm would have ignored it.
+#[test]
+fn depends_on_orders_and_is_checked() {
+    let text = concat!(
+        "services:\n  web:\n    image: x\n    depends_on: [api]\n",
+        "  api:\n    image: x\n    depends_on:\n      db:\n        condition: service_started\n",
+        "  db:\n    image: x\n",
+    );
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    assert_eq!(service(&plan, "s_web").depends_on, ["s_api"]);
+    assert_eq!(service(&plan, "s_api").depends_on, ["s_db"]);
+    assert!(service(&plan, "s_db").depends_on.is_empty());
+    let order: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["s_db", "s_api", "s_web"], "dependencies are created first");
+    assert!(plan.warnings.iter().any(|w| w.contains("Docker Swarm ignores depends_on")), "{:?}", plan.warnings);
+    let lenient = convert_with("c.yml", "services:\n  web:\n    image: x\n    depends_on: [nope]\n", &[]).unwrap();
+    assert!(lenient.services[0].depends_on.is_empty());
+    assert_eq!(lenient.warnings[0], "c.yml:4: service \"web\" depends on undefined service \"nope\": ignored");
+    let err = |text: &str| convert_with("c.yml", text, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n"),
+        "c.yml:4: services.a.depends_on: dependency cycle: a -> b -> a"
+    );
 }
 
 /// `networks.<n>.ipam.config[0].subnet` becomes the network's subnet; a bad one is refused at its line.

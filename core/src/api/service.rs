@@ -371,6 +371,10 @@ pub struct ServiceSpec {
     /// `networks.<net>.aliases`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub network_aliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// Shoal's addition (compose `depends_on`, which Swarm ignores): services (by name) that must
+    /// have a running task before this one's tasks are scheduled. A name no service has is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -387,6 +391,7 @@ impl ServiceSpec {
             rebalance: false,
             endpoint_mode: EndpointMode::Vip,
             network_aliases: Default::default(),
+            depends_on: Vec::new(),
         }
     }
 }

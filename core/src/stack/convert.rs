@@ -348,7 +348,8 @@ pub(super) fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
     let mut notes = Notes::default();
     let located = |fail: Fail| error(line_of(input.text, &fail.path), fail.message);
     interpolate_tree(&mut root, &mut Vec::new(), input.env, &mut notes).map_err(located)?;
-    let plan = Converter { stack: input.stack, input, notes }.file(&root).map_err(located)?;
+    let plan =
+        Converter { stack: input.stack, input, notes, depends_at: BTreeMap::new() }.file(&root).map_err(located)?;
     Ok(plan)
 }
 
@@ -356,11 +357,111 @@ struct Converter<'a> {
     stack: &'a str,
     input: &'a ComposeInput<'a>,
     notes: Notes,
+    /// Where each service's `depends_on` is (service name → path), for its errors.
+    depends_at: BTreeMap<String, Vec<Seg>>,
 }
 
 impl Converter<'_> {
     fn namespace(&self) -> Labels {
         Labels::from([(NAMESPACE_LABEL.to_string(), self.stack.to_string())])
+    }
+
+    /// `depends_on`: a name that is no service of the file is warned about and dropped, a cycle is
+    /// refused (its tasks could never start); the names become the stack's (`<stack>_<name>`). Says
+    /// once that Swarm would ignore it.
+    fn dependencies(&mut self, specs: &mut [ServiceSpec], services: &[(String, Node)]) -> Result<(), Fail> {
+        if specs.iter().all(|s| s.depends_on.is_empty()) {
+            return Ok(());
+        }
+        let names: Vec<&str> = services.iter().map(|(name, _)| name.as_str()).collect();
+        let depends_at = self.depends_at.clone();
+        let at =
+            |service: &str| Fail { path: depends_at.get(service).cloned().unwrap_or_default(), message: String::new() };
+        // An undefined name is warned about and dropped (Swarm would deploy the file, ignoring it).
+        for (name, spec) in names.iter().zip(specs.iter_mut()) {
+            let undefined: Vec<String> =
+                spec.depends_on.iter().filter(|d| !names.contains(&d.as_str())).cloned().collect();
+            for missing in &undefined {
+                let line = line_of(self.input.text, &at(name).path).map(|l| format!(":{l}")).unwrap_or_default();
+                self.notes.warnings.push(format!(
+                    "{}{line}: service {name:?} depends on undefined service {missing:?}: ignored",
+                    self.input.path
+                ));
+            }
+            spec.depends_on.retain(|d| !undefined.contains(d));
+        }
+        let graph: BTreeMap<&str, &[String]> =
+            names.iter().zip(specs.iter()).map(|(name, spec)| (*name, spec.depends_on.as_slice())).collect();
+        // A cycle: walk from each service; meeting a service on the current path closes one.
+        fn visit<'g>(
+            node: &'g str,
+            graph: &BTreeMap<&'g str, &'g [String]>,
+            path: &mut Vec<&'g str>,
+            done: &mut std::collections::BTreeSet<&'g str>,
+        ) -> Option<Vec<&'g str>> {
+            if let Some(start) = path.iter().position(|n| *n == node) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(node);
+                return Some(cycle);
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            path.push(node);
+            for dep in graph.get(node).copied().unwrap_or_default() {
+                if let Some(cycle) = visit(dep.as_str(), graph, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for service in graph.keys() {
+            if let Some(cycle) = visit(service, &graph, &mut Vec::new(), &mut done) {
+                let fail = at(cycle[0]);
+                return Err(Fail {
+                    message: format!("{}: dependency cycle: {}", display(&fail.path), cycle.join(" -> ")),
+                    ..fail
+                });
+            }
+        }
+        // Dependencies are created first (stable: file order otherwise), so a dependency exists by
+        // the time its dependents' tasks are scheduled.
+        fn depth<'g>(
+            node: &'g str,
+            graph: &BTreeMap<&'g str, &'g [String]>,
+            memo: &mut BTreeMap<&'g str, usize>,
+        ) -> usize {
+            if let Some(&d) = memo.get(node) {
+                return d;
+            }
+            let d = graph
+                .get(node)
+                .copied()
+                .unwrap_or_default()
+                .iter()
+                .map(|dep| 1 + depth(dep, graph, memo))
+                .max()
+                .unwrap_or(0);
+            memo.insert(node, d);
+            d
+        }
+        let mut memo = BTreeMap::new();
+        let depths: BTreeMap<String, usize> =
+            names.iter().map(|name| (format!("{}_{name}", self.stack), depth(name, &graph, &mut memo))).collect();
+        specs.sort_by_key(|spec| depths.get(&spec.name).copied().unwrap_or(0));
+        for spec in specs.iter_mut() {
+            for dep in &mut spec.depends_on {
+                *dep = format!("{}_{dep}", self.stack);
+            }
+        }
+        self.notes.warnings.push(
+            "depends_on: shoal schedules a service's tasks once every service it depends on has a running task \
+             (Docker Swarm ignores depends_on)"
+                .to_string(),
+        );
+        Ok(())
     }
 
     /// An unknown key under `parent`: warned about at its own line and skipped. Docker's schema
@@ -481,6 +582,7 @@ impl Converter<'_> {
             }
             specs.push(spec);
         }
+        self.dependencies(&mut specs, &services)?;
         // Like Docker, only the networks some service uses are created; the implicit default last.
         let mut plan_networks: Vec<StackNetwork> =
             declared.iter().filter(|(name, _)| used.contains(name)).map(|(_, n)| n.clone()).collect();
@@ -701,8 +803,15 @@ impl Converter<'_> {
                 "ulimits" => spec.task.options.ulimits = ulimits(v)?,
                 "user" => spec.task.user = v.string()?,
                 "deploy" => deploy = Some(v.clone()),
-                // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
-                "depends_on" => {}
+                // Swarm ignores it; shoal holds the tasks until the dependencies run (checked and
+                // named with the stack after every service is read).
+                "depends_on" => {
+                    spec.depends_on = match v.value {
+                        Value::Mapping(_) => v.entries()?.into_iter().map(|(name, _)| name).collect(),
+                        _ => v.strings()?,
+                    };
+                    self.depends_at.insert(name.to_string(), v.path.clone());
+                }
                 k if k.starts_with("x-") => {}
                 k if DOCKER_UNSUPPORTED.contains(&k) || SHOAL_IGNORED.contains(&k) => self.ignore(k),
                 k if DEPRECATED.iter().any(|(d, _)| *d == k) => {

@@ -29,7 +29,7 @@
 //! | `deploy.restart_policy` | `condition`, `delay`, `max_attempts`, `window` |
 //! | `deploy.update_config`, `rollback_config` | `parallelism`, `delay`, `failure_action`, `monitor`, `max_failure_ratio`, `order` |
 //! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
-//! | `depends_on` | silently ignored, as by docker/cli |
+//! | `depends_on` | list or mapping (conditions ignored): a service's tasks are scheduled once each service it depends on has a running task (shoal's addition: Swarm ignores it, and the plan warns so); an undefined service is warned about and dropped, a cycle refused |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
 //! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
 //! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
