@@ -162,6 +162,7 @@ impl StackStep {
                 attachable: n.attachable,
                 labels: n.labels.clone(),
                 subnet: n.subnet.clone(),
+                ingress: false,
             },
             StackStep::CreateService(spec) => ControlRequest::ServiceCreate { spec: spec.clone() },
             StackStep::UpdateService { id, version, spec } => {

@@ -668,6 +668,9 @@ pub enum NetworkCommand {
         /// Enable manual container attachment
         #[arg(long)]
         attachable: bool,
+        /// Create swarm routing-mesh network
+        #[arg(long)]
+        ingress: bool,
         /// Set metadata on a network
         #[arg(long)]
         label: Vec<String>,
@@ -682,6 +685,9 @@ pub enum NetworkCommand {
     /// Remove one or more networks
     #[command(alias = "remove")]
     Rm {
+        /// Do not error if the network does not exist
+        #[arg(short, long)]
+        force: bool,
         #[arg(required = true)]
         networks: Vec<String>,
     },

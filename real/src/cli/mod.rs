@@ -136,6 +136,24 @@ pub async fn run(host: Option<&str>, command: Command) -> CliResult {
     }
 }
 
+/// docker/cli's `ingressWarning` before `network rm` of the ingress network.
+const INGRESS_WARNING: &str = "WARNING! Before removing the routing-mesh network, make sure all the nodes in your swarm run \
+                               the same docker engine version. Otherwise, removal may not be effective and functionality \
+                               of newly create ingress networks will be impaired.\nAre you sure you want to continue?";
+
+/// docker/cli's `PromptForConfirmation`: the message and ` [y/N] `, then a line from stdin; only
+/// `y` or `Y` confirms (end of input does not).
+fn confirm(message: &str) -> bool {
+    use std::io::{BufRead, Write};
+    out(&format!("{message} [y/N] "));
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y")
+}
+
 /// `version`: this client, then the daemon it talks to (Docker's layout, shoal's fields).
 async fn version(client: &Client) -> CliResult {
     let (os, arch) = (std::env::consts::OS, crate::format::go_arch());
@@ -829,7 +847,7 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback
 
 async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
     match cmd {
-        NetworkCommand::Create { driver, attachable, label, subnet, name } => {
+        NetworkCommand::Create { driver, attachable, ingress, label, subnet, name } => {
             let labels = label.iter().map(|l| spec::label(l)).collect();
             if subnet.len() > 1 {
                 return Err(CliError::Usage(format!(
@@ -839,7 +857,10 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
                 )));
             }
             let subnet = subnet.into_iter().next().unwrap_or_default();
-            match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet }).await? {
+            match client
+                .control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet, ingress })
+                .await?
+            {
                 ControlResponse::Created { id } => {
                     out(&format!("{id}\n"));
                     Ok(())
@@ -857,8 +878,15 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
                 other => Err(unexpected(&other)),
             }
         }
-        NetworkCommand::Rm { networks } => {
+        NetworkCommand::Rm { force, networks } => {
             for_each(&networks, |network| async move {
+                // The routing mesh's network asks first, in docker/cli's words.
+                match client.control(ControlRequest::NetworkInspect { network: network.clone() }).await {
+                    Ok(ControlResponse::Network(n)) if n.ingress && !confirm(INGRESS_WARNING) => return Ok(()),
+                    // `-f`: a network that does not exist is not an error.
+                    Err(CliError::Daemon(why)) if force && why.contains("not found") => return Ok(()),
+                    _ => {}
+                }
                 client.control(ControlRequest::NetworkRemove { network: network.clone() }).await?;
                 out(&format!("{network}\n"));
                 Ok(())

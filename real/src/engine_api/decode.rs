@@ -409,6 +409,7 @@ pub struct NetworkCreate {
     pub attachable: bool,
     pub labels: Labels,
     pub subnet: String,
+    pub ingress: bool,
 }
 
 /// The body of `POST /networks/create`.
@@ -429,9 +430,6 @@ pub fn network_create(body: &[u8]) -> Result<NetworkCreate> {
             }
         }
     }
-    if field(object, "Ingress").and_then(Value::as_bool) == Some(true) {
-        return Err(DecodeError("shoal makes its own ingress network; another cannot be created".into()));
-    }
     let bool_field = |key: &str| field(object, key).and_then(Value::as_bool).unwrap_or(false);
     Ok(NetworkCreate {
         name,
@@ -439,6 +437,7 @@ pub fn network_create(body: &[u8]) -> Result<NetworkCreate> {
         attachable: bool_field("Attachable"),
         labels: labels(object, "Labels")?,
         subnet,
+        ingress: bool_field("Ingress"),
     })
 }
 

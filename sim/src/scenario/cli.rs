@@ -533,12 +533,13 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             match sub(&mut words, SUBS)?.as_str() {
                 "create" => {
                     let (mut driver, mut attachable, mut labels) = (String::from("overlay"), false, Labels::new());
-                    let mut subnet = String::new();
+                    let (mut subnet, mut ingress) = (String::new(), false);
                     while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
                         words.next();
                         match flag.as_str() {
                             "-d" | "--driver" => driver = words.value(&flag)?,
                             "--attachable" => attachable = true,
+                            "--ingress" => ingress = true,
                             "--subnet" => subnet = words.value(&flag)?,
                             "--label" => {
                                 let (k, v) = key_value(&words.value(&flag)?, &flag)?;
@@ -546,7 +547,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                             }
                             other => {
                                 return Err(format!(
-                                    "unknown flag {other:?} for network create: expected -d, --attachable, --label, --subnet"
+                                    "unknown flag {other:?} for network create: expected -d, --attachable, --ingress, --label, --subnet"
                                 ))
                             }
                         }
@@ -557,6 +558,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                         attachable,
                         labels,
                         subnet,
+                        ingress,
                     })
                 }
                 "ls" | "list" => {
