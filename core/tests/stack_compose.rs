@@ -572,6 +572,7 @@ mod steps {
             spec_version: 1,
             update_status: None,
             endpoint_ports: Vec::new(),
+            job_status: None,
         }
     }
 

@@ -680,7 +680,7 @@ fn stack_ls_golden() {
             "update_status": null, "endpoint_ports": [],
         }))
         .unwrap();
-        views.push(shoal_core::control::ServiceView { service, running: 0, desired: 1 });
+        views.push(shoal_core::control::ServiceView { service, running: 0, desired: 1, completed: 0 });
     }
     assert_eq!(
         render::stack_list(&views).render(None, false).unwrap(),
@@ -719,6 +719,7 @@ fn progress_shows_why_a_slots_last_task_failed() {
         spec_version: 1,
         update_status: None,
         endpoint_ports: vec![],
+        job_status: None,
     };
     let desired = |mut t: Task, d: TaskState| {
         t.desired_state = d;
@@ -850,9 +851,10 @@ fn inspect_json_has_docker_api_shapes() {
         previous_spec: None,
         spec_version: 1,
         update_status: None,
+        job_status: None,
         endpoint_ports: endpoint,
     };
-    let value = inspect::service(&ServiceView { service, running: 3, desired: 3 });
+    let value = inspect::service(&ServiceView { service, running: 3, desired: 3, completed: 0 });
     let field = |template: &str| expand_value(template, &value).unwrap();
     assert_eq!(field("{{.ID}} {{.Spec.Name}} {{.Version.Index}}"), "svcid web 7");
     assert_eq!(field("{{json .Spec.Mode}}"), r#"{"Replicated":{"Replicas":3}}"#);

@@ -9,6 +9,36 @@ use super::{Labels, Meta};
 pub enum ServiceMode {
     Replicated { replicas: u64 },
     Global,
+    /// `--mode replicated-job`: `total_completions` tasks must exit 0, at most `max_concurrent` at a
+    /// time (Swarm's `ReplicatedJob`; `--replicas` is the total, `--max-concurrent` the concurrency).
+    #[serde(rename = "replicated_job")]
+    ReplicatedJob { max_concurrent: u64, total_completions: u64 },
+    /// `--mode global-job`: one task to completion on every eligible node (Swarm's `GlobalJob`).
+    #[serde(rename = "global_job")]
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// A job: tasks run to completion, are desired `complete` and are not restarted on success.
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+
+    /// One task per node (global service or global job).
+    pub fn is_global(&self) -> bool {
+        matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
+    }
+}
+
+/// Where a job stands (Swarm's `JobStatus`): every `service update` of a job starts a new
+/// iteration, whose tasks run again from scratch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The service's `spec_version` the current iteration runs (tasks of other versions are old).
+    pub iteration: u64,
+    /// When the current iteration started (the leader's clock): a global job runs on the nodes
+    /// that existed then.
+    pub last_execution_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -335,6 +365,9 @@ pub struct Service {
     pub update_status: Option<UpdateStatus>,
     /// Published ports after allocation (dynamic ports filled in).
     pub endpoint_ports: Vec<PortConfig>,
+    /// Jobs only: the current iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<JobStatus>,
 }
 
 impl Service {
@@ -390,6 +423,7 @@ mod tests {
             spec_version: 2,
             update_status: None,
             endpoint_ports: Vec::new(),
+            job_status: None,
         };
         let redacted = service.redacted();
         assert_eq!(redacted.spec.task.registry_auth, None);

@@ -119,8 +119,9 @@ fn what_inspect_shows_decodes_back_to_the_same_spec() {
         spec_version: 1,
         update_status: None,
         endpoint_ports: Vec::new(),
+        job_status: None,
     };
-    let shown = inspect::service(&ServiceView { service, running: 0, desired: 2 });
+    let shown = inspect::service(&ServiceView { service, running: 0, desired: 2, completed: 0 });
     let body = serde_json::to_vec(&shown["Spec"]).unwrap();
     assert_eq!(decode::service_spec(&body).unwrap(), spec);
 }

@@ -129,6 +129,7 @@ pub(crate) mod tests {
             spec_version: 1,
             update_status: None,
             endpoint_ports: vec![],
+            job_status: None,
         }
     }
 
