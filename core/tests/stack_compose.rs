@@ -28,6 +28,10 @@ fn row(spec: &ServiceSpec) -> String {
     let (mode, replicas) = match spec.mode {
         ServiceMode::Replicated { replicas } => ("replicated", replicas.to_string()),
         ServiceMode::Global => ("global", "-".to_string()),
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            ("replicated-job", format!("{max_concurrent}/{total_completions}"))
+        }
+        ServiceMode::GlobalJob => ("global-job", "-".to_string()),
     };
     let ports: Vec<String> = spec
         .ports
@@ -643,4 +647,31 @@ mod steps {
         );
         assert!(remove_steps("nope", &networks, &current).is_empty());
     }
+}
+
+/// `deploy.mode: replicated-job|global-job`: replicas is both the concurrency and the completions (as
+/// docker/cli converts it), the restart condition defaults to on-failure, `replicas` with a global job
+/// is refused at its line.
+#[test]
+fn job_modes_convert_as_docker_does() {
+    let text = "services:\n  once:\n    image: x\n    deploy: {mode: replicated-job, replicas: 3}\n  \
+                each:\n    image: x\n    deploy: {mode: global-job}\n  plain:\n    image: x\n    \
+                deploy:\n      mode: replicated-job\n      restart_policy: {condition: any}\n";
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    let by_name = |n: &str| plan.services.iter().find(|s| s.name == format!("s_{n}")).unwrap().clone();
+    let once = by_name("once");
+    assert_eq!(once.mode, ServiceMode::ReplicatedJob { max_concurrent: 3, total_completions: 3 });
+    assert_eq!(once.task.restart_policy.condition, RestartCondition::OnFailure);
+    assert_eq!(by_name("each").mode, ServiceMode::GlobalJob);
+    let plain = by_name("plain");
+    assert_eq!(plain.mode, ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
+    assert_eq!(plain.task.restart_policy.condition, RestartCondition::Any, "a condition the file gives stays");
+    let err = convert_with("c.yml", "services:\n  a:\n    image: x\n    deploy: {mode: global-job, replicas: 2}\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "c.yml:4: services.a.deploy.replicas: replicas can only be used with replicated or replicated-job mode");
+    let err = convert_with("c.yml", "services:\n  a:\n    image: x\n    deploy: {mode: batch}\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("c.yml:4: ") && err.contains("unknown mode: batch"), "{err}");
 }

@@ -696,20 +696,24 @@ impl Converter<'_> {
     }
 
     fn deploy(&mut self, node: &Node, spec: &mut ServiceSpec) -> Result<(), Fail> {
-        let mut global = false;
+        let (mut global, mut job) = (false, false);
+        let mut condition_given = false;
         let mut replicas: Option<(u64, Node)> = None;
         for (key, v) in node.entries()? {
             match key.as_str() {
-                "mode" => match v.string()?.as_str() {
-                    "replicated" => global = false,
-                    "global" => global = true,
-                    job @ ("replicated-job" | "global-job") => {
-                        return Err(
-                            v.fail(format!("{job} services are not supported by shoal: expected replicated or global"))
-                        )
+                "mode" => {
+                    (global, job) = match v.string()?.as_str() {
+                        "replicated" => (false, false),
+                        "global" => (true, false),
+                        "replicated-job" => (false, true),
+                        "global-job" => (true, true),
+                        other => {
+                            return Err(v.fail(format!(
+                                "unknown mode: {other} (expected replicated, global, replicated-job or global-job)"
+                            )))
+                        }
                     }
-                    other => return Err(v.fail(format!("unknown mode: {other} (expected replicated or global)"))),
-                },
+                }
                 "replicas" => replicas = Some((v.uint()?, v)),
                 "labels" => spec.labels.extend(v.labels()?),
                 "update_config" => update_config(&v, &mut spec.update_config, true)?,
@@ -720,6 +724,7 @@ impl Converter<'_> {
                     for (rk, rv) in v.entries()? {
                         match rk.as_str() {
                             "condition" => {
+                                condition_given = true;
                                 policy.condition = match rv.string()?.as_str() {
                                     "none" => RestartCondition::None,
                                     "on-failure" => RestartCondition::OnFailure,
@@ -775,13 +780,23 @@ impl Converter<'_> {
                 }
             }
         }
-        spec.mode = match (global, replicas) {
-            (true, Some((_, at))) => {
+        spec.mode = match (global, job, replicas) {
+            (true, _, Some((_, at))) => {
                 return Err(at.fail("replicas can only be used with replicated or replicated-job mode"));
             }
-            (true, None) => ServiceMode::Global,
-            (false, replicas) => ServiceMode::Replicated { replicas: replicas.map(|(n, _)| n).unwrap_or(1) },
+            (true, false, None) => ServiceMode::Global,
+            (true, true, None) => ServiceMode::GlobalJob,
+            (false, false, replicas) => ServiceMode::Replicated { replicas: replicas.map(|(n, _)| n).unwrap_or(1) },
+            // docker/cli: replicas is both the concurrency and the completions (1 when absent).
+            (false, true, replicas) => {
+                let n = replicas.map(|(n, _)| n).unwrap_or(1);
+                ServiceMode::ReplicatedJob { max_concurrent: n, total_completions: n }
+            }
         };
+        // A job restarts only what failed unless the file says otherwise (Docker's default for jobs).
+        if job && !condition_given {
+            spec.task.restart_policy.condition = RestartCondition::OnFailure;
+        }
         Ok(())
     }
 

@@ -21,7 +21,7 @@
 //! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
 //! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
-//! | `deploy.mode` | `replicated`, `global` (jobs refused); `replicas` with `global` is refused |
+//! | `deploy.mode` | `replicated`, `global`, `replicated-job` (`replicas` is both the concurrency and the completions), `global-job`; `replicas` with a global mode is refused; jobs' restart condition defaults to `on-failure` |
 //! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
 //! | `deploy.placement` | `constraints`, `preferences` (`spread`), `max_replicas_per_node` |
 //! | `deploy.resources` | `limits`/`reservations` `cpus`, `memory`; `pids`, `generic_resources`, `devices` ignored |

@@ -274,6 +274,8 @@ pub struct NodeUpdateArgs {
 pub enum ModeArg {
     Replicated,
     Global,
+    ReplicatedJob,
+    GlobalJob,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -422,9 +424,12 @@ pub struct CreateArgs {
     /// Number of tasks
     #[arg(long)]
     pub replicas: Option<u64>,
-    /// Service mode ("replicated", "global")
+    /// Service mode ("replicated", "global", "replicated-job", "global-job")
     #[arg(long, value_enum, default_value = "replicated")]
     pub mode: ModeArg,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
     /// Set environment variables
     #[arg(short, long)]
     pub env: Vec<String>,
@@ -466,6 +471,9 @@ pub struct UpdateArgs {
     /// Number of tasks
     #[arg(long)]
     pub replicas: Option<u64>,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
     /// Service command args (space separated)
     #[arg(long)]
     pub args: Option<String>,

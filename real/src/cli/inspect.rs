@@ -155,6 +155,10 @@ fn service_spec(spec: &ServiceSpec) -> Value {
         "Mode": match spec.mode {
             ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
             ServiceMode::Global => json!({"Global": {}}),
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions } => json!({
+                "ReplicatedJob": {"MaxConcurrent": max_concurrent, "TotalCompletions": total_completions}
+            }),
+            ServiceMode::GlobalJob => json!({"GlobalJob": {}}),
         },
         "UpdateConfig": update_config(&spec.update_config),
         "RollbackConfig": update_config(&spec.rollback_config),
@@ -191,6 +195,12 @@ pub fn service(view: &ServiceView) -> Value {
             ]),
         ),
         ("UpdateStatus", update_status.unwrap_or(Value::Null)),
+        (
+            "JobStatus",
+            service.job_status.as_ref().map_or(Value::Null, |job| {
+                json!({"JobIteration": {"Index": job.iteration}, "LastExecution": time(job.last_execution_ms)})
+            }),
+        ),
     ])
 }
 

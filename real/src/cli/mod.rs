@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::Duration;
 
-use shoal_core::api::{NodeRole, Service, ServiceMode, Task, TaskState, UpdateState};
+use shoal_core::api::{NodeRole, Service, Task, TaskState, UpdateState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
 use shoal_core::logs::LogsSelection;
 
@@ -470,7 +470,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             for (name, replicas) in parsed {
                 let result = async {
                     let view = client.service(&name).await?;
-                    if matches!(view.service.spec.mode, ServiceMode::Global) {
+                    if view.service.spec.mode.is_global() {
                         return Err(CliError::Usage(format!(
                             "{name}: scale can only be used with replicated or replicated-job mode"
                         )));

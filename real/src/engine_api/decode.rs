@@ -289,13 +289,15 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.force_update = unsigned(&template, "ForceUpdate")?.unwrap_or(0);
 
     if let Some(mode) = object_field(spec, "Mode")? {
-        // A job mode is given by its (possibly empty) object alone.
-        for job in ["ReplicatedJob", "GlobalJob"] {
-            if field(mode, job).is_some() {
-                return Err(DecodeError(format!("Mode.{job} is not supported by shoal yet")));
-            }
-        }
-        if let Some(replicated) = object_field(mode, "Replicated")? {
+        // A job mode is given by its (possibly empty) object alone; the daemon's defaults fill it
+        // (moby `convert/service.go`: concurrency 1, completions = concurrency).
+        if let Some(job) = object_field(mode, "ReplicatedJob")? {
+            let max_concurrent = unsigned(job, "MaxConcurrent")?.unwrap_or(1);
+            let total_completions = unsigned(job, "TotalCompletions")?.unwrap_or(max_concurrent);
+            out.mode = ServiceMode::ReplicatedJob { max_concurrent, total_completions };
+        } else if field(mode, "GlobalJob").is_some() {
+            out.mode = ServiceMode::GlobalJob;
+        } else if let Some(replicated) = object_field(mode, "Replicated")? {
             // Swarm's default is one replica when none is given.
             out.mode = ServiceMode::Replicated { replicas: unsigned(replicated, "Replicas")?.unwrap_or(1) };
         } else if field(mode, "Global").is_some() {
