@@ -204,6 +204,7 @@ impl Runner {
                     published: p.published_port,
                 })
                 .collect(),
+            mounts: spec.mounts.clone(),
         }
     }
 

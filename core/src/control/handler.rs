@@ -148,6 +148,13 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
         // swarmkit's words (controlapi/service.go).
         return invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode");
     }
+    // swarmkit's `validateMounts`.
+    let mut targets = std::collections::BTreeSet::new();
+    for mount in &spec.task.mounts {
+        if !targets.insert(mount.target.as_str()) {
+            return Err(ControlError::InvalidArgument(format!("invalid duplicate mount point: {}", mount.target)));
+        }
+    }
     for config in [&spec.update_config, &spec.rollback_config] {
         if !(0.0..=1.0).contains(&config.max_failure_ratio) {
             return invalid("TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1");

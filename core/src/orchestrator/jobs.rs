@@ -277,7 +277,8 @@ mod tests {
         settle(&mut state, T0 + 2);
         assert_eq!(state.tasks[&first.id].desired_state, TaskState::Shutdown);
         assert_eq!(state.tasks[&second.id].desired_state, TaskState::Shutdown);
-        let live: Vec<&Task> = tasks(&state, "batch").into_iter().filter(|t| t.desired_state == TaskState::Complete).collect();
+        let live: Vec<&Task> =
+            tasks(&state, "batch").into_iter().filter(|t| t.desired_state == TaskState::Complete).collect();
         assert_eq!(live.iter().map(|t| t.slot).collect::<BTreeSet<_>>(), BTreeSet::from([1, 2]), "{live:?}");
         let up = if second.node_id == "n1" { "n2" } else { "n1" };
         assert!(live.iter().all(|t| t.node_id == up), "both run on the node that is up: {live:?}");
@@ -348,6 +349,9 @@ mod tests {
         settle(&mut state, T0 + 10);
         let new: Vec<&Task> = tasks(&state, "g").into_iter().filter(|t| t.spec_version == 2).collect();
         assert_eq!(new.iter().map(|t| t.node_id.as_str()).collect::<BTreeSet<_>>(), BTreeSet::from(["n1", "n2", "n3"]));
-        assert!(tasks(&state, "g").iter().filter(|t| t.spec_version == 1).all(|t| t.desired_state == TaskState::Shutdown));
+        assert!(tasks(&state, "g")
+            .iter()
+            .filter(|t| t.spec_version == 1)
+            .all(|t| t.desired_state == TaskState::Shutdown));
     }
 }

@@ -29,12 +29,14 @@
 //! | `deploy.update_config`, `rollback_config` | `parallelism`, `delay`, `failure_action`, `monitor`, `max_failure_ratio`, `order` |
 //! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
 //! | `depends_on` | silently ignored, as by docker/cli |
+//! | `volumes` | short (`[source:]target[:ro\|rw\|nocopy\|propagation]`: a source starting with `/`, `.` or `~` is a bind mount, relative ones from the compose file's directory; no source = an anonymous volume) and long syntax (`type` volume\|bind\|tmpfs, `source`, `target`, `read_only`, `bind.propagation`, `volume.nocopy`, `tmpfs.size`/`mode`); a named source must be a top-level volume (`undefined volume "x"`), docker's option/type conflicts refused |
+//! | top-level `volumes` | `driver`, `driver_opts`, `labels`, `name`, `external` (`true` or `{name}`): a named volume is `<stack>_<name>` (or its `name:`) with `com.docker.stack.namespace=<stack>` and the file's labels, created by each node that runs a task mounting it; an external one keeps its own name and is never labelled |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
-//! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `hostname`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
+//! | keys shoal does not model yet: `secrets`, `configs`, `healthcheck`, `logging`, `hostname`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`); `driver_opts`, `ipam`, `internal`, `enable_ipv6` ignored, listed |
-//! | top-level `volumes`, `secrets`, `configs` | ignored, listed |
+//! | top-level `secrets`, `configs` | ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
 //! | any other key | refused (`additional property "k" is not allowed`), as Docker's schema does |
 

@@ -430,6 +430,9 @@ pub struct CreateArgs {
     /// Number of job tasks to run concurrently (default equal to --replicas)
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Attach a filesystem mount to the service (type=volume|bind|tmpfs,source=,target=,readonly,…)
+    #[arg(long)]
+    pub mount: Vec<String>,
     /// Set environment variables
     #[arg(short, long)]
     pub env: Vec<String>,
@@ -474,6 +477,12 @@ pub struct UpdateArgs {
     /// Number of job tasks to run concurrently (default equal to --replicas)
     #[arg(long)]
     pub max_concurrent: Option<u64>,
+    /// Add or update a mount on a service
+    #[arg(long)]
+    pub mount_add: Vec<String>,
+    /// Remove a mount by its target path
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
     /// Service command args (space separated)
     #[arg(long)]
     pub args: Option<String>,

@@ -64,6 +64,35 @@ fn update_config(config: &UpdateConfig) -> Value {
 
 /// A `TaskSpec` as Docker's API writes a `TaskTemplate` (a service's, or a task's `Spec`);
 /// `aliases` are the service's names on each of its networks (compose's `aliases`).
+/// One mount as Docker's `mount.Mount` JSON shows it.
+pub fn mount(m: &shoal_core::api::Mount) -> Value {
+    let volume = m.volume.as_ref().map(|v| {
+        let driver = (!v.driver.is_empty() || !v.driver_options.is_empty()).then(|| {
+            object(vec![("Name", json!(v.driver)), ("Options", json!(v.driver_options))])
+        });
+        object(vec![
+            ("NoCopy", if v.no_copy { json!(true) } else { Value::Null }),
+            ("Labels", json!(v.labels)),
+            ("DriverConfig", driver.unwrap_or(Value::Null)),
+        ])
+    });
+    let tmpfs = m.tmpfs.as_ref().map(|t| {
+        object(vec![
+            ("SizeBytes", if t.size_bytes == 0 { Value::Null } else { json!(t.size_bytes) }),
+            ("Mode", t.mode.map_or(Value::Null, |mode| json!(mode))),
+        ])
+    });
+    object(vec![
+        ("Type", json!(m.kind.as_str())),
+        ("Source", json!(m.source)),
+        ("Target", json!(m.target)),
+        ("ReadOnly", if m.read_only { json!(true) } else { Value::Null }),
+        ("BindOptions", if m.bind_propagation.is_empty() { Value::Null } else { json!({"Propagation": m.bind_propagation}) }),
+        ("VolumeOptions", volume.unwrap_or(Value::Null)),
+        ("TmpfsOptions", tmpfs.unwrap_or(Value::Null)),
+    ])
+}
+
 pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -> Value {
     let restart = &task.restart_policy;
     let platforms: Vec<Value> = task
@@ -103,6 +132,7 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
                 ("Dir", json!(task.workdir)),
                 ("User", json!(task.user)),
                 ("StopGracePeriod", nanos(task.stop_grace_period_ms)),
+                ("Mounts", Value::Array(task.mounts.iter().map(mount).collect())),
                 ("Isolation", json!("default")),
             ]),
         ),

@@ -440,6 +440,20 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
             let _ = write!(out, "{env} ");
         }
     }
+    // docker's template: `Mounts:` then, per mount, Target/Source/ReadOnly/Type.
+    if !spec.task.mounts.is_empty() {
+        out.push_str("\nMounts:");
+        for m in &spec.task.mounts {
+            let _ = write!(
+                out,
+                "\n Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target,
+                m.source,
+                m.read_only,
+                m.kind.as_str()
+            );
+        }
+    }
     let resources = &spec.task.resources;
     let has_reservations = resources.reservations.nano_cpus > 0 || resources.reservations.memory_bytes > 0;
     let has_limits = resources.limits.nano_cpus > 0 || resources.limits.memory_bytes > 0;

@@ -234,6 +234,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     };
     let mut spec = ServiceSpec::new(name, args.image.clone());
     spec.mode = create_mode(args.mode, args.replicas, args.max_concurrent)?;
+    spec.task.mounts = args.mount.iter().map(|m| parse_mount_flag("--mount", m)).collect::<Result<_, _>>()?;
     if let Some(entrypoint) = &args.entrypoint {
         spec.task.command = shell_words("--entrypoint", entrypoint)?;
     }
@@ -255,6 +256,12 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
         spec.task.restart_policy.condition = RestartCondition::OnFailure;
     }
     Ok(spec)
+}
+
+/// One `--mount`/`--mount-add` value, refused as Docker's flag parsing words it.
+fn parse_mount_flag(flag: &str, value: &str) -> Result<shoal_core::api::Mount, SpecError> {
+    shoal_core::api::mounts::parse_mount(value)
+        .map_err(|err| SpecError(format!("invalid argument \"{value}\" for \"{flag}\" flag: {err}")))
 }
 
 const REPLICAS_ONLY: &str = "replicas can only be used with replicated or replicated-job mode";
@@ -298,6 +305,11 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
             ServiceMode::ReplicatedJob { total_completions, .. } => *total_completions = replicas,
             ServiceMode::Global | ServiceMode::GlobalJob => return Err(SpecError(REPLICAS_ONLY.into())),
         }
+    }
+    if !args.mount_add.is_empty() || !args.mount_rm.is_empty() {
+        let add: Vec<_> =
+            args.mount_add.iter().map(|m| parse_mount_flag("--mount-add", m)).collect::<Result<_, _>>()?;
+        shoal_core::api::mounts::update_mounts(&mut spec.task.mounts, &add, &args.mount_rm);
     }
     if let Some(concurrent) = args.max_concurrent {
         match &mut spec.mode {

@@ -201,6 +201,64 @@ fn update_config(object: Option<&Map<String, Value>>) -> Result<UpdateConfig> {
     })
 }
 
+/// `ContainerSpec.Mounts` (Docker's `mount.Mount`): type, source, target, read-only and the
+/// type's options; the checks of `--mount`'s own (mixed options, target required) apply.
+fn mounts(container: &Map<String, Value>) -> Result<Vec<shoal_core::api::Mount>> {
+    use shoal_core::api::{Mount, MountType, TmpfsOptions, VolumeOptions};
+    let Some(items) = field(container, "Mounts") else { return Ok(Vec::new()) };
+    let Some(items) = items.as_array() else {
+        return Err(DecodeError("Mounts: expected an array".into()));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let m = as_object(item, "Mounts")?;
+        let kind = match string(m, "Type")?.to_ascii_lowercase().as_str() {
+            "" | "volume" => MountType::Volume,
+            "bind" => MountType::Bind,
+            "tmpfs" => MountType::Tmpfs,
+            other => return Err(DecodeError(format!("invalid MountType: {other:?}"))),
+        };
+        let read_only = field(m, "ReadOnly").and_then(Value::as_bool).unwrap_or(false);
+        let volume = match object_field(m, "VolumeOptions")? {
+            None => None,
+            Some(v) => {
+                let driver = object_field(v, "DriverConfig")?;
+                Some(VolumeOptions {
+                    no_copy: field(v, "NoCopy").and_then(Value::as_bool).unwrap_or(false),
+                    labels: labels(v, "Labels")?,
+                    driver: driver.map(|d| string(d, "Name")).transpose()?.unwrap_or_default(),
+                    driver_options: driver.map(|d| labels(d, "Options")).transpose()?.unwrap_or_default(),
+                })
+            }
+        };
+        let tmpfs = match object_field(m, "TmpfsOptions")? {
+            None => None,
+            Some(t) => Some(TmpfsOptions {
+                size_bytes: unsigned(t, "SizeBytes")?.unwrap_or(0),
+                mode: unsigned(t, "Mode")?.map(|mode| mode as u32),
+            }),
+        };
+        let bind_propagation = match object_field(m, "BindOptions")? {
+            Some(b) => string(b, "Propagation")?,
+            None => String::new(),
+        };
+        let mount = Mount {
+            kind,
+            source: string(m, "Source")?,
+            target: string(m, "Target")?,
+            read_only,
+            volume,
+            tmpfs,
+            bind_propagation,
+        };
+        if mount.target.is_empty() {
+            return Err(DecodeError("Mounts: target is required".into()));
+        }
+        out.push(mount);
+    }
+    Ok(out)
+}
+
 /// A `ServiceSpec` from the body of `POST /services/create` or `/services/{id}/update`.
 pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
@@ -210,7 +268,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
     refuse_unsupported(
         &container,
-        &["Mounts", "Secrets", "Configs", "Healthcheck", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
+        &["Secrets", "Configs", "Healthcheck", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
         "ContainerSpec",
     )?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
@@ -224,6 +282,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.env = strings(&container, "Env")?;
     task.workdir = string(&container, "Dir")?;
     task.user = string(&container, "User")?;
+    task.mounts = mounts(&container)?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
     }
