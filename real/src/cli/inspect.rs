@@ -67,9 +67,8 @@ fn update_config(config: &UpdateConfig) -> Value {
 /// One mount as Docker's `mount.Mount` JSON shows it.
 pub fn mount(m: &shoal_core::api::Mount) -> Value {
     let volume = m.volume.as_ref().map(|v| {
-        let driver = (!v.driver.is_empty() || !v.driver_options.is_empty()).then(|| {
-            object(vec![("Name", json!(v.driver)), ("Options", json!(v.driver_options))])
-        });
+        let driver = (!v.driver.is_empty() || !v.driver_options.is_empty())
+            .then(|| object(vec![("Name", json!(v.driver)), ("Options", json!(v.driver_options))]));
         object(vec![
             ("NoCopy", if v.no_copy { json!(true) } else { Value::Null }),
             ("Labels", json!(v.labels)),
@@ -87,7 +86,10 @@ pub fn mount(m: &shoal_core::api::Mount) -> Value {
         ("Source", json!(m.source)),
         ("Target", json!(m.target)),
         ("ReadOnly", if m.read_only { json!(true) } else { Value::Null }),
-        ("BindOptions", if m.bind_propagation.is_empty() { Value::Null } else { json!({"Propagation": m.bind_propagation}) }),
+        (
+            "BindOptions",
+            if m.bind_propagation.is_empty() { Value::Null } else { json!({"Propagation": m.bind_propagation}) },
+        ),
         ("VolumeOptions", volume.unwrap_or(Value::Null)),
         ("TmpfsOptions", tmpfs.unwrap_or(Value::Null)),
     ])
@@ -227,9 +229,10 @@ pub fn service(view: &ServiceView) -> Value {
         ("UpdateStatus", update_status.unwrap_or(Value::Null)),
         (
             "JobStatus",
-            service.job_status.as_ref().map_or(Value::Null, |job| {
-                json!({"JobIteration": {"Index": job.iteration}, "LastExecution": time(job.last_execution_ms)})
-            }),
+            service.job_status.as_ref().map_or(
+                Value::Null,
+                |job| json!({"JobIteration": {"Index": job.iteration}, "LastExecution": time(job.last_execution_ms)}),
+            ),
         ),
     ])
 }

@@ -715,7 +715,8 @@ fn job_progress(service: &Service, tasks: &[Task], quiet: bool, last: &mut Strin
         }
         _ => (desired + completed, desired == 0 && completed > 0),
     };
-    let line = format!("job progress: {completed} out of {total} complete\nactive tasks: {running} out of {desired} tasks\n");
+    let line =
+        format!("job progress: {completed} out of {total} complete\nactive tasks: {running} out of {desired} tasks\n");
     if !quiet && line != *last {
         out(&line);
         *last = line;

@@ -60,8 +60,9 @@ fn unsupported_parts_of_a_spec_are_refused_by_name() {
     // Jobs take the daemon's defaults: concurrency 1, completions = concurrency.
     let job = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap();
     assert_eq!(job.mode, ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
-    let job = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{"MaxConcurrent":2,"TotalCompletions":5}}}"#)
-        .unwrap();
+    let job =
+        decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{"MaxConcurrent":2,"TotalCompletions":5}}}"#)
+            .unwrap();
     assert_eq!(job.mode, ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 5 });
     let job = decode::service_spec(br#"{"Name":"j","Mode":{"GlobalJob":{}}}"#).unwrap();
     assert_eq!(job.mode, ServiceMode::GlobalJob);

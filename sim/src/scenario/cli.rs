@@ -671,7 +671,8 @@ fn service_create(words: &mut Words) -> Result<Command, String> {
     } else if job {
         // As Docker's CLI and daemon: concurrency defaults to replicas, replicas to concurrency, both to 1.
         let max_concurrent = max_concurrent.or(replicas).unwrap_or(1);
-        spec.mode = ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas.unwrap_or(max_concurrent) };
+        spec.mode =
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas.unwrap_or(max_concurrent) };
     } else {
         spec.mode = ServiceMode::Replicated { replicas: replicas.unwrap_or(1) };
     }

@@ -72,7 +72,8 @@ pub struct Timed {
     pub within: Duration,
 }
 
-const FORMS: &str = "service S running N [image I], service S absent, service S completed N, service S update STATE, node N status S, \
+const FORMS: &str =
+    "service S running N [image I], service S absent, service S completed N, service S update STATE, node N status S, \
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
@@ -118,7 +119,9 @@ impl std::str::FromStr for Expectation {
                 Expectation::ServiceRunning { service: s.to_string(), count: number(n)?, image: Some(i.to_string()) }
             }
             ["service", s, "absent"] => Expectation::ServiceAbsent { service: s.to_string() },
-            ["service", s, "completed", n] => Expectation::ServiceCompleted { service: s.to_string(), count: number(n)? },
+            ["service", s, "completed", n] => {
+                Expectation::ServiceCompleted { service: s.to_string(), count: number(n)? }
+            }
             ["service", s, "update", state] => {
                 Expectation::ServiceUpdateState { service: s.to_string(), state: update_state(state)? }
             }
