@@ -14,7 +14,8 @@
 //!   one of the M. New tasks go to the lowest free slots, `min(M − in progress, N − done − in
 //!   progress)` of them per pass, so at most M run at once and exactly N slots complete. A task whose
 //!   node went down or was drained is retired by the enforcer (desired `shutdown`), which frees its
-//!   slot: the job runs it again elsewhere. Old-iteration tasks that still run are desired `remove`.
+//!   slot: the job runs it again elsewhere. Old-iteration tasks that still run are desired `remove`,
+//!   finished ones `shutdown` (history, trimmed by the reaper).
 //! - **Global job**: one task per eligible node (ready, active, constraints and platforms) that
 //!   existed when the iteration started (`JobStatus::last_execution_ms`): as in Swarm, a node that
 //!   joins later gets no task until the next `service update`. Old-iteration tasks are desired
@@ -78,12 +79,13 @@ pub fn run(w: &mut Working<'_>) {
 }
 
 /// Retire the tasks of older iterations: `remove` (replicated) or `shutdown` (global) those that may
-/// still run; finished ones stay as history until the reaper trims them.
+/// still run; finished ones are desired `shutdown` and stay as history until the reaper trims them
+/// to the history limit.
 fn retire_old(w: &mut Working<'_>, service: &Service, tasks: &[Task], state: TaskState) {
     for task in tasks.iter().filter(|t| t.spec_version != iteration(service)) {
-        let finished_history = state == TaskState::Remove && task.status.state > TaskState::Running;
+        let finished = task.status.state > TaskState::Running;
         let mut task = task.clone();
-        if !finished_history && desire(&mut task, state) {
+        if desire(&mut task, if finished { TaskState::Shutdown } else { state }) {
             w.put_task(task);
         }
     }
@@ -206,8 +208,8 @@ mod tests {
         state.tasks.values().filter(|t| t.service_id == service).collect()
     }
 
-    /// Assigned tasks desired `complete` start; running ones of `service` exit with `exit` (at most
-    /// `limit` of them); tasks desired to stop stop.
+    /// The agents: assigned tasks start; up to `finish` running ones end in state `to`; tasks desired
+    /// to stop stop (on ready nodes only).
     fn workers(state: &mut StoreState, now: u64, finish: usize, to: TaskState) {
         let mut finished = 0;
         let ids: Vec<String> = state.tasks.keys().cloned().collect();
@@ -322,6 +324,19 @@ mod tests {
         settle(&mut state, T0 + 7);
         assert_eq!(counts(&state, "batch"), (0, 1, 1));
         assert_eq!(tasks(&state, "batch").len(), 2, "the first run stays as history");
+        // Runs beyond the history limit (5 per slot) are trimmed, oldest first.
+        for run in 3..=8 {
+            let now = T0 + run * 100;
+            let svc = state.services.get_mut("batch").unwrap();
+            svc.spec_version = run;
+            svc.job_status = Some(JobStatus { iteration: run, last_execution_ms: now });
+            settle(&mut state, now);
+            workers(&mut state, now + 1, 0, TaskState::Complete);
+            workers(&mut state, now + 2, 1, TaskState::Complete);
+            settle(&mut state, now + 3);
+            assert_eq!(counts(&state, "batch"), (0, 1, 1), "run {run}");
+        }
+        assert_eq!(tasks(&state, "batch").len(), 5, "the history limit holds for jobs too");
     }
 
     #[test]
