@@ -51,6 +51,7 @@ fn service(i: usize, replicas: u64) -> Service {
         spec_version: 1,
         update_status: None,
         endpoint_ports: Vec::new(),
+        job_status: None,
     }
 }
 

@@ -19,6 +19,7 @@ fn service(n: u64) -> Service {
         spec_version: 1,
         update_status: None,
         endpoint_ports: Vec::new(),
+        job_status: None,
     }
 }
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use shoal_core::api::{FailureAction, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder};
+use shoal_core::api::{FailureAction, MountType, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder};
 use shoal_core::stack::{convert, ComposeError, ComposeInput, StackPlan};
 
 fn no_env_file(_: &str) -> Option<String> {
@@ -28,6 +28,10 @@ fn row(spec: &ServiceSpec) -> String {
     let (mode, replicas) = match spec.mode {
         ServiceMode::Replicated { replicas } => ("replicated", replicas.to_string()),
         ServiceMode::Global => ("global", "-".to_string()),
+        ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+            ("replicated-job", format!("{max_concurrent}/{total_completions}"))
+        }
+        ServiceMode::GlobalJob => ("global-job", "-".to_string()),
     };
     let ports: Vec<String> = spec
         .ports
@@ -70,8 +74,15 @@ fn voting_app() {
     assert_eq!(service(&plan, "s_db").task.env, ["POSTGRES_USER=postgres", "POSTGRES_PASSWORD=postgres"]);
     assert_eq!(service(&plan, "s_worker").task.networks, ["s_frontend", "s_backend"]);
     assert!(plan.services.iter().all(|s| s.labels.get("com.docker.stack.namespace").map(String::as_str) == Some("s")));
-    assert_eq!(plan.ignored, ["volumes"]);
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
     assert!(plan.deprecated.is_empty() && plan.warnings.is_empty());
+    // `db-data:/var/lib/postgresql/data`: the stack's own volume, labelled with its namespace.
+    let db = &service(&plan, "s_db").task.mounts[0];
+    assert_eq!((db.source.as_str(), db.target.as_str()), ("s_db-data", "/var/lib/postgresql/data"));
+    assert_eq!(
+        db.volume.as_ref().and_then(|v| v.labels.get("com.docker.stack.namespace")).map(String::as_str),
+        Some("s")
+    );
 }
 
 #[test]
@@ -103,7 +114,7 @@ fn voting_app_2017() {
     assert_eq!((policy.delay_ms, policy.max_attempts, policy.window_ms), (10_000, 3, 120_000));
     assert_eq!(service(&plan, "s_visualizer").task.stop_grace_period_ms, 90_000);
     // depends_on is dropped silently, as docker/cli does.
-    assert_eq!(plan.ignored, ["volumes"]);
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
 }
 
 #[test]
@@ -142,7 +153,7 @@ fn swarmprom() {
     assert_eq!(exporter.task.env, ["NODE_ID={{.Node.ID}}"]);
     assert_eq!(service(&plan, "s_prometheus").task.args[2], "--storage.tsdb.retention=24h");
     assert_eq!(service(&plan, "s_cadvisor").task.args, ["-logtostderr", "-docker_only"]);
-    assert_eq!(plan.ignored, ["configs", "healthcheck", "volumes"]);
+    assert_eq!(plan.ignored, ["configs", "healthcheck"]);
 
     // With the variables set, they win over the defaults.
     let text = std::fs::read_to_string(format!("{}/tests/compose/swarmprom.yml", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -179,7 +190,7 @@ fn atsea_shop() {
         ["node.role == worker", "node.labels.pcidss == yes"]
     );
     // Secrets and the encrypted overlay's driver_opts are not modelled: warned, never silently lost.
-    assert_eq!(plan.ignored, ["networks.driver_opts", "secrets", "volumes"]);
+    assert_eq!(plan.ignored, ["networks.driver_opts", "secrets"]);
 }
 
 #[test]
@@ -210,7 +221,17 @@ fn dogvscat_proxy_global() {
     assert_eq!(service(&plan, "s_dockersocket").task.env, ["NETWORKS=1", "SERVICES=1", "TASKS=1"]);
     assert_eq!(service(&plan, "s_dockersocket").task.placement.constraints, ["node.role == manager"]);
     // `logging` arrives through the `<<: *default-opts` merge.
-    assert_eq!(plan.ignored, ["logging", "networks.driver_opts", "volumes"]);
+    assert_eq!(plan.ignored, ["logging", "networks.driver_opts"]);
+    // A top-level volume with a driver and options: scoped to the stack, labelled, its driver kept.
+    let consul = &service(&plan, "s_consul").task.mounts;
+    assert_eq!(consul.len(), 1);
+    assert_eq!(
+        (consul[0].kind, consul[0].source.as_str(), consul[0].target.as_str()),
+        (MountType::Volume, "s_consul", "/consul/data")
+    );
+    let options = consul[0].volume.as_ref().expect("volume options");
+    assert_eq!(options.driver, "local");
+    assert_eq!(options.labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
 }
 
 #[test]
@@ -232,7 +253,18 @@ fn swarmpit() {
     assert_eq!(app.task.env, ["SWARMPIT_DB=http://db:5984", "SWARMPIT_INFLUXDB=http://influxdb:8086"]);
     assert_eq!(service(&plan, "s_agent").labels.get("swarmpit.agent").map(String::as_str), Some("true"));
     assert_eq!(network_names(&plan), ["s_net"]);
-    assert_eq!(plan.ignored, ["volumes"]);
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+    // The short syntax: a host path is a read-only bind mount, a declared name a stack volume.
+    let socket = &app.task.mounts[0];
+    assert_eq!(
+        (socket.kind, socket.source.as_str(), socket.target.as_str(), socket.read_only),
+        (MountType::Bind, "/var/run/docker.sock", "/var/run/docker.sock", true)
+    );
+    let db = &service(&plan, "s_db").task.mounts[0];
+    assert_eq!(
+        (db.kind, db.source.as_str(), db.target.as_str(), db.read_only),
+        (MountType::Volume, "s_db-data", "/opt/couchdb/data", false)
+    );
 }
 
 /// The env files the docker/cli fixture names (its loader tests write them the same way).
@@ -264,7 +296,12 @@ fn docker_cli_full_example_is_refused_like_docker() {
 #[test]
 fn docker_cli_full_example() {
     let path = format!("{}/tests/compose/docker-cli-full-example.yml", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(path).unwrap().replace("\nnetworks:\n", "\nnetworks:\n  other-other-network:\n");
+    // It also mounts a volume it never declares and a CSI (`cluster`) volume shoal has not.
+    let text = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("\nnetworks:\n", "\nnetworks:\n  other-other-network:\n")
+        .replace("\nvolumes:\n", "\nvolumes:\n  datavolume:\n")
+        .replace("      - type: cluster\n        source: group:mygroup\n        target: /srv\n", "");
     let env: BTreeMap<String, String> = [("QUX".to_string(), "qux_from_env".to_string())].into();
     let plan =
         convert(&ComposeInput { stack: "s", path: "full.yml", text: &text, env: &env, env_file: &full_env_file })
@@ -333,6 +370,24 @@ fn docker_cli_full_example() {
     assert_eq!(ports, want);
     // Declared and used networks only; external ones keep their own names and are never created.
     assert_eq!(network_names(&plan), ["s_other-other-network", "s_some-network", "s_other-network"]);
+    // Every volume syntax of the fixture: anonymous, absolute and relative binds (from the file's
+    // directory when the file is named by an absolute path, as given otherwise; `~` stays for the
+    // engine to refuse), a named volume, long-syntax bind and tmpfs.
+    let mounts: Vec<(MountType, &str, &str)> =
+        foo.task.mounts.iter().map(|m| (m.kind, m.source.as_str(), m.target.as_str())).collect();
+    assert_eq!(
+        mounts,
+        [
+            (MountType::Volume, "", "/var/lib/mysql"),
+            (MountType::Bind, "/opt/data", "/var/lib/mysql"),
+            (MountType::Bind, ".", "/code"),
+            (MountType::Bind, "./static", "/var/www/html"),
+            (MountType::Bind, "~/configs", "/etc/configs/"),
+            (MountType::Volume, "s_datavolume", "/var/lib/mysql"),
+            (MountType::Bind, "./opt", "/opt"),
+            (MountType::Tmpfs, "", "/opt"),
+        ]
+    );
     // Compose aliases are kept per network: the mesh resolver answers them there.
     assert_eq!(
         foo.network_aliases.get("s_some-network").map(Vec::as_slice),
@@ -369,7 +424,6 @@ fn docker_cli_full_example() {
             "stdin_open",
             "tmpfs",
             "tty",
-            "volumes",
         ]
     );
     assert_eq!(plan.deprecated.len(), 2);
@@ -468,7 +522,7 @@ fn refusals_name_file_line_and_what_was_expected() {
     );
     assert_eq!(
         err("services:\n  a:\n    image: x\n    deploy: {mode: sometimes}\n"),
-        "compose.yml:4: services.a.deploy.mode: unknown mode: sometimes (expected replicated or global)"
+        "compose.yml:4: services.a.deploy.mode: unknown mode: sometimes (expected replicated, global, replicated-job or global-job)"
     );
     assert_eq!(
         err("services:\n  a:\n    image: x\n    networks:\n      - front\n      - nope\nnetworks:\n  front:\n"),
@@ -645,6 +699,7 @@ mod steps {
             spec_version: 1,
             update_status: None,
             endpoint_ports: Vec::new(),
+            job_status: None,
         }
     }
 
@@ -715,4 +770,88 @@ mod steps {
         );
         assert!(remove_steps("nope", &networks, &current).is_empty());
     }
+}
+
+/// `deploy.mode: replicated-job|global-job`: replicas is both the concurrency and the completions (as
+/// docker/cli converts it), the restart condition defaults to on-failure, `replicas` with a global job
+/// is refused at its line.
+#[test]
+fn job_modes_convert_as_docker_does() {
+    let text = "services:\n  once:\n    image: x\n    deploy: {mode: replicated-job, replicas: 3}\n  \
+                each:\n    image: x\n    deploy: {mode: global-job}\n  plain:\n    image: x\n    \
+                deploy:\n      mode: replicated-job\n      restart_policy: {condition: any}\n";
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    let by_name = |n: &str| plan.services.iter().find(|s| s.name == format!("s_{n}")).unwrap().clone();
+    let once = by_name("once");
+    assert_eq!(once.mode, ServiceMode::ReplicatedJob { max_concurrent: 3, total_completions: 3 });
+    assert_eq!(once.task.restart_policy.condition, RestartCondition::OnFailure);
+    assert_eq!(by_name("each").mode, ServiceMode::GlobalJob);
+    let plain = by_name("plain");
+    assert_eq!(plain.mode, ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
+    assert_eq!(plain.task.restart_policy.condition, RestartCondition::Any, "a condition the file gives stays");
+    let err =
+        convert_with("c.yml", "services:\n  a:\n    image: x\n    deploy: {mode: global-job, replicas: 2}\n", &[])
+            .unwrap_err()
+            .to_string();
+    assert_eq!(
+        err,
+        "c.yml:4: services.a.deploy.replicas: replicas can only be used with replicated or replicated-job mode"
+    );
+    let err = convert_with("c.yml", "services:\n  a:\n    image: x\n    deploy: {mode: batch}\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("c.yml:4: ") && err.contains("unknown mode: batch"), "{err}");
+}
+
+/// Service `volumes:` in both syntaxes and top-level volumes (named, `name:`, `external`), as docker/cli
+/// converts them; its refusals name the line.
+#[test]
+fn volumes_short_and_long_syntax_scoped_to_the_stack() {
+    let text = "services:\n  a:\n    image: x\n    volumes:\n      - data:/data:ro,nocopy\n      - /srv/www:/www\n      \
+                - /anon\n      - ./conf:/conf\n      - type: tmpfs\n        target: /run/cache\n        tmpfs: {size: 64m}\n      \
+                - type: volume\n        source: shared\n        target: /shared\n      - {type: volume, source: ext, target: /ext}\n\
+                volumes:\n  data:\n    labels: {tier: db}\n  shared:\n    name: everyone\n  ext:\n    external: true\n";
+    let env = BTreeMap::new();
+    let input = ComposeInput { stack: "s", path: "/home/u/app/stack.yml", text, env: &env, env_file: &no_env_file };
+    let plan = convert(&input).unwrap();
+    let mounts = &plan.services[0].task.mounts;
+    let shape: Vec<(MountType, &str, &str, bool)> =
+        mounts.iter().map(|m| (m.kind, m.source.as_str(), m.target.as_str(), m.read_only)).collect();
+    assert_eq!(
+        shape,
+        [
+            (MountType::Volume, "s_data", "/data", true),
+            (MountType::Bind, "/srv/www", "/www", false),
+            (MountType::Volume, "", "/anon", false),
+            (MountType::Bind, "/home/u/app/conf", "/conf", false),
+            (MountType::Tmpfs, "", "/run/cache", false),
+            (MountType::Volume, "everyone", "/shared", false),
+            (MountType::Volume, "ext", "/ext", false),
+        ]
+    );
+    let data = mounts[0].volume.as_ref().unwrap();
+    assert!(data.no_copy);
+    assert_eq!(data.labels.get("tier").map(String::as_str), Some("db"));
+    assert_eq!(data.labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
+    assert_eq!(mounts[4].tmpfs.as_ref().unwrap().size_bytes, 64 << 20);
+    assert!(mounts[6].volume.as_ref().unwrap().labels.is_empty(), "an external volume is not labelled");
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
+
+    let err = |text: &str| convert_with("c.yml", text, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    volumes:\n      - nowhere:/data\n"),
+        "c.yml:5: services.a.volumes[0]: undefined volume \"nowhere\""
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    volumes:\n      - {type: tmpfs, source: x, target: /t}\n"),
+        "c.yml:5: services.a.volumes[0]: invalid tmpfs source, source must be empty"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    volumes:\n      - {type: bind, target: /t}\n"),
+        "c.yml:5: services.a.volumes[0]: invalid bind source, source cannot be empty"
+    );
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    volumes:\n      - a:b:c:d\n"),
+        "c.yml:5: services.a.volumes[0]: invalid spec: a:b:c:d: too many colons"
+    );
 }

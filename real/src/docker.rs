@@ -87,6 +87,50 @@ fn map_error(error: DockerError, id: &str) -> ExecutorError {
     }
 }
 
+/// A task's mount as the engine's `HostConfig.Mounts` takes it: the engine creates a named volume the
+/// node lacks, with the mount's driver, options and labels (as Swarm's executor relies on it to).
+fn docker_mount(mount: &shoal_core::api::Mount) -> bollard::models::Mount {
+    use bollard::models::{
+        MountBindOptions, MountBindOptionsPropagationEnum, MountTmpfsOptions, MountTypeEnum, MountVolumeOptions,
+        MountVolumeOptionsDriverConfig,
+    };
+    use shoal_core::api::MountType;
+    let typ = match mount.kind {
+        MountType::Bind => MountTypeEnum::BIND,
+        MountType::Volume => MountTypeEnum::VOLUME,
+        MountType::Tmpfs => MountTypeEnum::TMPFS,
+    };
+    let volume_options = mount.volume.as_ref().map(|v| MountVolumeOptions {
+        no_copy: v.no_copy.then_some(true),
+        labels: (!v.labels.is_empty()).then(|| v.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        driver_config: (!v.driver.is_empty() || !v.driver_options.is_empty()).then(|| MountVolumeOptionsDriverConfig {
+            name: (!v.driver.is_empty()).then(|| v.driver.clone()),
+            options: (!v.driver_options.is_empty())
+                .then(|| v.driver_options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+        }),
+        ..Default::default()
+    });
+    let tmpfs_options = mount.tmpfs.as_ref().map(|t| MountTmpfsOptions {
+        size_bytes: (t.size_bytes > 0).then(|| i64::try_from(t.size_bytes).unwrap_or(i64::MAX)),
+        mode: t.mode.map(i64::from),
+        ..Default::default()
+    });
+    let bind_options = (!mount.bind_propagation.is_empty()).then(|| MountBindOptions {
+        propagation: mount.bind_propagation.parse::<MountBindOptionsPropagationEnum>().ok(),
+        ..Default::default()
+    });
+    bollard::models::Mount {
+        target: Some(mount.target.clone()),
+        source: (!mount.source.is_empty()).then(|| mount.source.clone()),
+        typ: Some(typ),
+        read_only: mount.read_only.then_some(true),
+        volume_options,
+        tmpfs_options,
+        bind_options,
+        ..Default::default()
+    }
+}
+
 fn status_code(error: &DockerError) -> Option<u16> {
     match error {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
@@ -254,6 +298,7 @@ impl Executor for DockerExecutor {
             dns_search: nonempty(&options.dns_search),
             dns_options: nonempty(&options.dns_options),
             extra_hosts: nonempty(&options.hosts),
+            mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(docker_mount).collect()),
             ..Default::default()
         };
         let config = Config {
@@ -283,6 +328,11 @@ impl Executor for DockerExecutor {
                     return Err(ExecutorError::Runtime(format!("{}: {message}", spec.name)));
                 }
                 return Err(ExecutorError::ImageUnavailable { image: spec.image.clone(), reason: message });
+            }
+            // The engine's own words for a mount it refuses ("invalid mount config for type \"bind\":
+            // bind source path does not exist: /x") are the task's error, as in Swarm.
+            Err(e) if status_code(&e) == Some(400) && engine_message(&e).starts_with("invalid mount config") => {
+                return Err(ExecutorError::InvalidMount(engine_message(&e)));
             }
             Err(e) => return Err(map_error(e, &spec.name)),
         };

@@ -337,6 +337,13 @@ impl Executor for ProcessExecutor {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
         Self::check_image(&spec.image)?;
         refuse_container_options(spec)?;
+        if !spec.mounts.is_empty() {
+            // A plain process has no mount namespace of its own to mount into.
+            return Err(ExecutorError::Runtime(format!(
+                "container {}: the process executor cannot mount volumes (--mount needs the docker executor)",
+                spec.name
+            )));
+        }
         let argv = if spec.image == PROCESS_IMAGE {
             if spec.command.is_empty() {
                 return Err(ExecutorError::Runtime(format!(

@@ -528,6 +528,107 @@ fn global_mode_refuses_replicas() {
     assert_eq!(err.to_string(), "replicas can only be used with replicated or replicated-job mode");
 }
 
+/// `--mode replicated-job|global-job` with `--replicas`/`--max-concurrent`, as Docker's CLI and
+/// daemon combine them, and the jobs' on-failure restart default.
+#[test]
+fn job_modes_take_dockers_defaults_and_errors() {
+    let create = |args: &[&str]| {
+        let mut argv = vec!["service", "create"];
+        argv.extend_from_slice(args);
+        argv.push("busybox");
+        let cli = parse(&argv).unwrap();
+        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+        spec::create_spec(&args)
+    };
+    use shoal_core::api::{RestartCondition, ServiceMode as M};
+    let mode = |args: &[&str]| create(args).unwrap().mode;
+    assert_eq!(mode(&["--mode", "replicated-job"]), M::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
+    assert_eq!(
+        mode(&["--mode", "replicated-job", "--replicas", "4"]),
+        M::ReplicatedJob { max_concurrent: 4, total_completions: 4 }
+    );
+    assert_eq!(
+        mode(&["--mode", "replicated-job", "--replicas", "4", "--max-concurrent", "2"]),
+        M::ReplicatedJob { max_concurrent: 2, total_completions: 4 }
+    );
+    assert_eq!(
+        mode(&["--mode", "replicated-job", "--max-concurrent", "3"]),
+        M::ReplicatedJob { max_concurrent: 3, total_completions: 3 }
+    );
+    assert_eq!(mode(&["--mode", "global-job"]), M::GlobalJob);
+    let job = create(&["--mode", "global-job"]).unwrap();
+    assert_eq!(job.task.restart_policy.condition, RestartCondition::OnFailure);
+    let asked = create(&["--mode", "replicated-job", "--restart-condition", "any"]).unwrap();
+    assert_eq!(asked.task.restart_policy.condition, RestartCondition::Any);
+    assert_eq!(create(&[]).unwrap().task.restart_policy.condition, RestartCondition::Any, "services keep any");
+    let err = |args: &[&str]| create(args).unwrap_err().to_string();
+    assert_eq!(err(&["--max-concurrent", "2"]), "max-concurrent can only be used with replicated-job mode");
+    assert_eq!(
+        err(&["--mode", "global-job", "--replicas", "2"]),
+        "replicas can only be used with replicated or replicated-job mode"
+    );
+    // `--mount`: Docker's flag error, then the mount in the spec.
+    assert_eq!(
+        err(&["--mount", "type=volume,source=x"]),
+        "invalid argument \"type=volume,source=x\" for \"--mount\" flag: target is required"
+    );
+    let mounted = create(&["--mount", "source=data,target=/data", "--mount", "type=tmpfs,target=/tmp/x"]).unwrap();
+    assert_eq!(mounted.task.mounts.len(), 2);
+    // `service update --replicas/--max-concurrent/--mount-add/--mount-rm` on a job.
+    let cli = parse(&[
+        "service",
+        "update",
+        "--replicas",
+        "6",
+        "--max-concurrent",
+        "3",
+        "--mount-add",
+        "source=new,target=/data",
+        "--mount-rm",
+        "/tmp/x",
+        "web",
+    ])
+    .unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    let mut job = mounted.clone();
+    job.mode = M::ReplicatedJob { max_concurrent: 1, total_completions: 1 };
+    let updated = spec::update_spec(&job, &args).unwrap();
+    assert_eq!(updated.mode, M::ReplicatedJob { max_concurrent: 3, total_completions: 6 });
+    assert_eq!(
+        updated.task.mounts.iter().map(|m| (m.source.as_str(), m.target.as_str())).collect::<Vec<_>>(),
+        [("new", "/data")]
+    );
+    let err = spec::update_spec(&mounted, &args).unwrap_err().to_string();
+    assert_eq!(err, "max-concurrent can only be used with replicated-job mode");
+}
+
+/// `service ls` shows jobs as docker/cli does: mode with a space, `running/desired (K/N completed)`.
+#[test]
+fn service_ls_shows_jobs_as_docker() {
+    use shoal_core::api::ServiceMode as M;
+    let view = |name: &str, mode: M, running: u64, desired: u64, completed: u64| {
+        let mut spec = shoal_core::api::ServiceSpec::new(name, "busybox");
+        spec.mode = mode;
+        let service = shoal_core::api::Service {
+            id: format!("id-{name}"),
+            meta: Default::default(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: vec![],
+            job_status: None,
+        };
+        shoal_core::control::ServiceView { service, running, desired, completed }
+    };
+    let listing = render::service_list(vec![
+        view("job1", M::ReplicatedJob { max_concurrent: 3, total_completions: 10 }, 2, 3, 5),
+        view("job2", M::GlobalJob, 1, 1, 3),
+    ]);
+    let out = listing.render(Some("{{.Mode}}|{{.Replicas}}"), false).unwrap();
+    assert_eq!(out, "replicated job|2/3 (5/10 completed)\nglobal job|1/1 (3/4 completed)\n");
+}
+
 #[test]
 fn service_update_flags_modify_the_spec() {
     let mut current = shoal_core::api::ServiceSpec::new("web", "busybox:1");
@@ -824,7 +925,7 @@ fn stack_ls_golden() {
             "update_status": null, "endpoint_ports": [],
         }))
         .unwrap();
-        views.push(shoal_core::control::ServiceView { service, running: 0, desired: 1 });
+        views.push(shoal_core::control::ServiceView { service, running: 0, desired: 1, completed: 0 });
     }
     assert_eq!(
         render::stack_list(&views).render(None, false).unwrap(),
@@ -863,6 +964,7 @@ fn progress_shows_why_a_slots_last_task_failed() {
         spec_version: 1,
         update_status: None,
         endpoint_ports: vec![],
+        job_status: None,
     };
     let desired = |mut t: Task, d: TaskState| {
         t.desired_state = d;
@@ -994,9 +1096,10 @@ fn inspect_json_has_docker_api_shapes() {
         previous_spec: None,
         spec_version: 1,
         update_status: None,
+        job_status: None,
         endpoint_ports: endpoint,
     };
-    let value = inspect::service(&ServiceView { service, running: 3, desired: 3 });
+    let value = inspect::service(&ServiceView { service, running: 3, desired: 3, completed: 0 });
     let field = |template: &str| expand_value(template, &value).unwrap();
     assert_eq!(field("{{.ID}} {{.Spec.Name}} {{.Version.Index}}"), "svcid web 7");
     assert_eq!(field("{{json .Spec.Mode}}"), r#"{"Replicated":{"Replicas":3}}"#);

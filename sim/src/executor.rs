@@ -1,6 +1,14 @@
 //! Simulated containers: they start after a delay, run, exit or crash as their command or an
 //! injected fault says, and die with their host.
 //!
+//! **Mounts.** A container's mounts are checked as Docker's daemon checks them at create
+//! ([`Mount::config_error`], and a bind source must be a path the host has: [`DEFAULT_HOST_PATHS`]
+//! or one added with [`SimExecutor::add_host_path`], else "invalid mount config for type \"bind\":
+//! bind source path does not exist: …"); a named volume the host lacks is created then, with the
+//! mount's labels and driver, and outlives its containers (it dies with nothing but the host's
+//! disk, which the simulator keeps). Each container keeps the mounts it was made with
+//! ([`SimExecutor::mounts_of`]).
+//!
 //! Commands understood (enough for the conformance suite and scenarios): `sleep N` exits 0 after N
 //! seconds, `exit N` and `sh -c "exit N"` exit with N at once; anything else runs until stopped.
 //! Faults are set per image with [`SimExecutor::set_behavior`] (slow starts, crashes after a while,
@@ -32,7 +40,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_core::api::RegistryAuth;
+use shoal_core::api::{Labels, Mount, MountType, RegistryAuth};
 use shoal_core::env::{
     runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
     PortBinding,
@@ -95,6 +103,19 @@ struct SimContainer {
     port_bindings: Vec<PortBinding>,
     /// Its processes while it runs and serves.
     serving: Option<Serving>,
+    /// The mounts it was created with.
+    mounts: Vec<Mount>,
+}
+
+/// Paths every simulated host has, for bind mounts.
+pub const DEFAULT_HOST_PATHS: &[&str] =
+    &["/", "/etc", "/tmp", "/var", "/var/lib", "/var/log", "/var/run", "/var/run/docker.sock", "/srv", "/opt"];
+
+/// A named volume on a simulated host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SimVolume {
+    pub driver: String,
+    pub labels: Labels,
 }
 
 /// A running container's processes.
@@ -136,6 +157,10 @@ struct ExecState {
     next_id: u64,
     /// Bridges made by `ensure_network`, by name.
     bridges: BTreeMap<String, BridgeSpec>,
+    /// Host paths added to [`DEFAULT_HOST_PATHS`].
+    host_paths: BTreeSet<String>,
+    /// Named volumes, made by the first container that mounts them.
+    volumes: BTreeMap<String, SimVolume>,
 }
 
 /// One node's container runtime. Clone it into the node's init closure so containers outlive an agent
@@ -204,6 +229,21 @@ impl SimExecutor {
     }
 
     /// Every pull so far: (image, username it pulled with, "" when anonymous).
+    /// Give the host a path (a bind mount's source exists from now on).
+    pub fn add_host_path(&self, path: &str) {
+        self.with(|state| state.host_paths.insert(path.trim_end_matches('/').to_string()));
+    }
+
+    /// The host's named volumes.
+    pub fn volumes(&self) -> BTreeMap<String, SimVolume> {
+        self.with(|state| state.volumes.clone())
+    }
+
+    /// The mounts of each container (by container name) the host has now.
+    pub fn mounts_of(&self) -> BTreeMap<String, Vec<Mount>> {
+        self.with(|state| state.containers.values().map(|c| (c.summary.name.clone(), c.mounts.clone())).collect())
+    }
+
     pub fn pulls(&self) -> Vec<(String, String)> {
         self.with(|state| state.pulls.clone())
     }
@@ -452,6 +492,29 @@ impl Executor for SimExecutor {
             if let Some(missing) = spec.networks.iter().find(|b| !state.bridges.contains_key(&b.name)) {
                 return Err(ExecutorError::Runtime(format!("network {} not found", missing.name)));
             }
+            for mount in &spec.mounts {
+                if let Some(err) = mount.config_error() {
+                    return Err(ExecutorError::InvalidMount(err));
+                }
+                let source = mount.source.trim_end_matches('/');
+                let source = if source.is_empty() { "/" } else { source };
+                if mount.kind == MountType::Bind
+                    && !DEFAULT_HOST_PATHS.contains(&source)
+                    && !state.host_paths.contains(source)
+                {
+                    return Err(ExecutorError::InvalidMount(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        mount.source
+                    )));
+                }
+            }
+            for mount in spec.mounts.iter().filter(|m| m.kind == MountType::Volume && !m.source.is_empty()) {
+                state.volumes.entry(mount.source.clone()).or_insert_with(|| {
+                    let options = mount.volume.clone().unwrap_or_default();
+                    let driver = if options.driver.is_empty() { "local".to_string() } else { options.driver };
+                    SimVolume { driver, labels: options.labels }
+                });
+            }
             state.next_id += 1;
             let id = format!("{}-c{}", self.node, state.next_id);
             let summary = ContainerSummary {
@@ -473,6 +536,7 @@ impl Executor for SimExecutor {
                 networks: spec.networks.clone(),
                 port_bindings: spec.port_bindings.clone(),
                 serving: None,
+                mounts: spec.mounts.clone(),
             };
             state.containers.insert(id.clone(), container);
             Ok(id)

@@ -158,7 +158,8 @@ impl Runner {
         let latest = self.rx.borrow_and_update().clone();
         match latest {
             Some(task) => {
-                let stop = task.desired_state > TaskState::Running;
+                // A job's task is desired `complete`: it runs until it exits.
+                let stop = task.desired_state > TaskState::Complete;
                 self.task = task;
                 if stop {
                     Step::Stop
@@ -222,6 +223,7 @@ impl Runner {
                     published: p.published_port,
                 })
                 .collect(),
+            mounts: spec.mounts.clone(),
         })
     }
 

@@ -4,6 +4,7 @@
 //! expectations about task states, restart and update policies carry over unchanged.
 
 mod ids;
+pub mod mounts;
 mod node;
 mod service;
 mod task;

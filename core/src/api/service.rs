@@ -9,8 +9,43 @@ use super::{Labels, Meta};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceMode {
-    Replicated { replicas: u64 },
+    Replicated {
+        replicas: u64,
+    },
     Global,
+    /// `--mode replicated-job`: `total_completions` tasks must exit 0, at most `max_concurrent` at a
+    /// time (Swarm's `ReplicatedJob`; `--replicas` is the total, `--max-concurrent` the concurrency).
+    #[serde(rename = "replicated_job")]
+    ReplicatedJob {
+        max_concurrent: u64,
+        total_completions: u64,
+    },
+    /// `--mode global-job`: one task to completion on every eligible node (Swarm's `GlobalJob`).
+    #[serde(rename = "global_job")]
+    GlobalJob,
+}
+
+impl ServiceMode {
+    /// A job: tasks run to completion, are desired `complete` and are not restarted on success.
+    pub fn is_job(&self) -> bool {
+        matches!(self, ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob)
+    }
+
+    /// One task per node (global service or global job).
+    pub fn is_global(&self) -> bool {
+        matches!(self, ServiceMode::Global | ServiceMode::GlobalJob)
+    }
+}
+
+/// Where a job stands (Swarm's `JobStatus`): every `service update` of a job starts a new
+/// iteration, whose tasks run again from scratch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// The service's `spec_version` the current iteration runs (tasks of other versions are old).
+    pub iteration: u64,
+    /// When the current iteration started (the leader's clock): a global job runs on the nodes
+    /// that existed then.
+    pub last_execution_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -279,6 +314,106 @@ pub struct TaskSpec {
     /// Capabilities, sysctls, ulimits, init, stop signal, read-only root, DNS, extra hosts.
     #[serde(default, skip_serializing_if = "ContainerOptions::is_default")]
     pub options: ContainerOptions,
+    /// `--mount`: volumes, bind mounts and tmpfs in the task's container (Swarm's
+    /// `ContainerSpec.Mounts`), in the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// `--mount type=…`: what is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    /// A host path (`source`) as it is.
+    Bind,
+    /// A named volume (`source`; empty = an anonymous one), created on the node that runs the task.
+    #[default]
+    Volume,
+    /// A tmpfs (no source).
+    Tmpfs,
+}
+
+impl MountType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MountType::Bind => "bind",
+            MountType::Volume => "volume",
+            MountType::Tmpfs => "tmpfs",
+        }
+    }
+}
+
+/// One mount of a task's container (Docker's `mount.Mount`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    #[serde(rename = "type")]
+    pub kind: MountType,
+    /// The host path (bind), the volume's name (volume; empty = anonymous), nothing (tmpfs).
+    #[serde(default)]
+    pub source: String,
+    /// Where it appears in the container (absolute).
+    pub target: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// `volume-*` options (volume mounts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeOptions>,
+    /// `tmpfs-*` options (tmpfs mounts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<TmpfsOptions>,
+    /// `bind-propagation` (bind mounts only; empty = Docker's default, rprivate).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub bind_propagation: String,
+}
+
+/// How a named volume is made when the node creating the container does not have it yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeOptions {
+    /// `volume-nocopy`: do not fill a new volume from the image's content at the target.
+    #[serde(default)]
+    pub no_copy: bool,
+    /// `volume-label` (and the stack's `com.docker.stack.namespace`).
+    #[serde(default)]
+    pub labels: Labels,
+    /// `volume-driver`; empty = `local`.
+    #[serde(default)]
+    pub driver: String,
+    /// `volume-opt`: the driver's options.
+    #[serde(default)]
+    pub driver_options: std::collections::BTreeMap<String, String>,
+}
+
+/// `tmpfs-size` / `tmpfs-mode`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TmpfsOptions {
+    /// Bytes; 0 = unlimited.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// File mode of the tmpfs root (octal when written); `None` = Docker's 1777.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+impl Mount {
+    /// What Docker's daemon refuses in a mount, in its words (`invalid mount config for type "…": …`),
+    /// apart from the host's state (a bind source that does not exist is the node's to find).
+    pub fn config_error(&self) -> Option<String> {
+        let why = |reason: String| Some(format!("invalid mount config for type \"{}\": {reason}", self.kind.as_str()));
+        if self.target.is_empty() {
+            return why("field Target must not be empty".into());
+        }
+        if !self.target.starts_with('/') {
+            return why(format!("invalid mount path: '{}' mount path must be absolute", self.target));
+        }
+        match self.kind {
+            MountType::Bind if self.source.is_empty() => why("field Source must not be empty".into()),
+            MountType::Bind if !self.source.starts_with('/') => {
+                why(format!("invalid mount path: '{}' mount path must be absolute", self.source))
+            }
+            MountType::Tmpfs if !self.source.is_empty() => why("field Source must not be specified".into()),
+            _ => None,
+        }
+    }
 }
 
 impl TaskSpec {
@@ -348,6 +483,7 @@ impl Default for TaskSpec {
             hostname: String::new(),
             container_labels: Labels::new(),
             options: ContainerOptions::default(),
+            mounts: Vec::new(),
         }
     }
 }
@@ -431,6 +567,9 @@ pub struct Service {
     pub update_status: Option<UpdateStatus>,
     /// Published ports after allocation (dynamic ports filled in).
     pub endpoint_ports: Vec<PortConfig>,
+    /// Jobs only: the current iteration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_status: Option<JobStatus>,
 }
 
 impl Service {
@@ -486,6 +625,7 @@ mod tests {
             spec_version: 2,
             update_status: None,
             endpoint_ports: Vec::new(),
+            job_status: None,
         };
         let redacted = service.redacted();
         assert_eq!(redacted.spec.task.registry_auth, None);

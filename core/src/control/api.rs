@@ -128,6 +128,9 @@ pub struct ServiceView {
     pub service: Service,
     pub running: u64,
     pub desired: u64,
+    /// Jobs: tasks of the current iteration that completed (`service ls`'s `(K/N completed)`).
+    #[serde(default)]
+    pub completed: u64,
 }
 
 /// What `docker info` shows about the swarm.

@@ -148,6 +148,13 @@ pub fn validate_spec(spec: &ServiceSpec) -> Result<(), ControlError> {
         // swarmkit's words (controlapi/service.go).
         return invalid("EndpointSpec: port published with ingress mode can't be used with dnsrr mode");
     }
+    // swarmkit's `validateMounts`.
+    let mut targets = std::collections::BTreeSet::new();
+    for mount in &spec.task.mounts {
+        if !targets.insert(mount.target.as_str()) {
+            return Err(ControlError::InvalidArgument(format!("invalid duplicate mount point: {}", mount.target)));
+        }
+    }
     for config in [&spec.update_config, &spec.rollback_config] {
         if !(0.0..=1.0).contains(&config.max_failure_ratio) {
             return invalid("TaskSpec: update-maxfailureratio cannot be less than 0 or bigger than 1");
@@ -344,7 +351,7 @@ impl ControlHandler {
             ControlRequest::ServiceRollback { service } => self.rollback_service(&service).await,
             ControlRequest::ServiceScale { service, replicas } => {
                 let current = self.store.view(|s| find_service(s, &service).cloned())?;
-                if !matches!(current.spec.mode, ServiceMode::Replicated { .. }) {
+                if !matches!(current.spec.mode, ServiceMode::Replicated { .. } | ServiceMode::ReplicatedJob { .. }) {
                     return Err(ControlError::InvalidArgument(format!(
                         "{service}: scale can only be used with replicated or replicated-job mode"
                     )));
@@ -356,7 +363,13 @@ impl ControlHandler {
                 let mut attempts = 0;
                 loop {
                     let mut spec = current.spec.clone();
-                    spec.mode = ServiceMode::Replicated { replicas };
+                    spec.mode = match spec.mode {
+                        // A job's scale is its total completions (the concurrency stays).
+                        ServiceMode::ReplicatedJob { max_concurrent, .. } => {
+                            ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas }
+                        }
+                        _ => ServiceMode::Replicated { replicas },
+                    };
                     match self.update_service(&current.id, current.meta.version, spec).await {
                         Err(ControlError::Conflict(_)) if attempts < 5 => {
                             attempts += 1;
@@ -619,7 +632,7 @@ impl ControlHandler {
         spec.task.registry_auth = spec.task.registry_auth.filter(|auth| !auth.is_empty());
         let id = new_id();
         let endpoint_ports = self.store.view(|s| ports::allocate(s.services.values(), &id, &spec.ports, &[]))?;
-        let service = Service {
+        let mut service = Service {
             id: id.clone(),
             meta: Meta::default(),
             endpoint_ports,
@@ -627,7 +640,9 @@ impl ControlHandler {
             previous_spec: None,
             spec_version: 1,
             update_status: None,
+            job_status: None,
         };
+        stamp_job_iteration(&mut service);
         let name = service.spec.name.clone();
         match self.consensus.proposer().propose(vec![Action::Create(Object::Service(service))]).await {
             Err(ProposeError::Rejected(StoreError::NameConflict { .. })) => Err(ControlError::Conflict(format!(
@@ -663,8 +678,9 @@ impl ControlHandler {
                 current.spec.name
             )));
         }
-        // A replica-count change is not a rolling update (Swarm does not bump the spec for it).
-        let only_scale = {
+        // A replica-count change is not a rolling update (Swarm does not bump the spec for it); a
+        // job's is a new iteration like any other change.
+        let only_scale = !spec.mode.is_job() && {
             let mut scaled = current.spec.clone();
             scaled.mode = spec.mode.clone();
             scaled == spec
@@ -676,6 +692,7 @@ impl ControlHandler {
         } else {
             crate::orchestrator::update_service_spec(&current, spec)
         };
+        stamp_job_iteration(&mut service);
         service.endpoint_ports = self.store.view(|s| {
             ports::allocate(s.services.values(), &current.id, &service.spec.ports, &current.endpoint_ports)
         })?;
@@ -688,6 +705,7 @@ impl ControlHandler {
         let current = self.store.view(|s| find_service(s, key).cloned())?;
         let mut service = crate::orchestrator::rollback_service(&current, runtime::unix_millis())
             .map_err(|err| ControlError::FailedPrecondition(err.to_string()))?;
+        stamp_job_iteration(&mut service);
         service.endpoint_ports = self.store.view(|s| {
             ports::allocate(s.services.values(), &current.id, &service.spec.ports, &current.endpoint_ports)
         })?;
@@ -905,8 +923,27 @@ fn node_view(node: &Node, leader_addr: Option<&str>, reachable: &[u64]) -> NodeV
     NodeView { node: node.clone(), leader, reachability }
 }
 
+/// A job's spec changed (or it was created): its iteration is the new `spec_version`, started now
+/// (the leader's clock, as Swarm's `JobStatus.LastExecution`).
+fn stamp_job_iteration(service: &mut Service) {
+    if !service.spec.mode.is_job() {
+        service.job_status = None;
+        return;
+    }
+    if service.job_status.as_ref().is_some_and(|j| j.iteration == service.spec_version) {
+        return;
+    }
+    service.job_status =
+        Some(crate::api::JobStatus { iteration: service.spec_version, last_execution_ms: runtime::unix_millis() });
+}
+
 /// Running/desired counts as `service ls` shows them.
 pub fn service_view(state: &StoreState, service: &Service) -> ServiceView {
+    if service.spec.mode.is_job() {
+        let tasks: Vec<&crate::api::Task> = state.tasks.values().filter(|t| t.service_id == service.id).collect();
+        let (running, desired, completed) = crate::orchestrator::jobs::job_counts(service, &tasks);
+        return ServiceView { service: service.clone(), running, desired, completed };
+    }
     let running = state
         .tasks
         .values()
@@ -916,12 +953,12 @@ pub fn service_view(state: &StoreState, service: &Service) -> ServiceView {
         .count() as u64;
     let desired = match service.spec.mode {
         ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::Global => {
+        ServiceMode::Global | ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {
             state.tasks.values().filter(|t| t.service_id == service.id && t.desired_state == TaskState::Running).count()
                 as u64
         }
     };
-    ServiceView { service: service.clone(), running, desired }
+    ServiceView { service: service.clone(), running, desired, completed: 0 }
 }
 
 #[async_trait]

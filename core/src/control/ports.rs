@@ -109,6 +109,7 @@ mod tests {
             previous_spec: None,
             spec_version: 1,
             update_status: None,
+            job_status: None,
             endpoint_ports: ports,
         }
     }

@@ -52,6 +52,10 @@ pub struct ContainerSpec {
     /// task's spec gives them (its `dns` come after the mesh resolver's in [`ContainerSpec::dns`]).
     #[serde(default)]
     pub options: crate::api::ContainerOptions,
+    /// The task's mounts (`--mount`): a named volume the node lacks is created with the mount's
+    /// volume options; a bind source that does not exist fails the create with Docker's words.
+    #[serde(default)]
+    pub mounts: Vec<crate::api::Mount>,
 }
 
 /// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container
@@ -162,6 +166,10 @@ pub enum ExecutorError {
     NoSuchContainer { id: String },
     #[error("container runtime error: {0}")]
     Runtime(String),
+    /// A mount the runtime refuses, in Docker's words (`invalid mount config for type "bind": bind
+    /// source path does not exist: /x`): the task's error as `docker service ps` shows it.
+    #[error("{0}")]
+    InvalidMount(String),
     #[error("container runtime unavailable: {0}")]
     Unavailable(String),
 }

@@ -7,6 +7,7 @@
 //! 2. [`restart`] — tasks that stopped on their own, by restart policy (with fast-healing back-off);
 //! 3. [`update`] — rolling updates and rollbacks;
 //! 4. [`replicated`] — slots 1..N / one task per eligible node for global services;
+//!    and [`jobs`] — replicated and global jobs (tasks run to completion, one iteration per update);
 //! 5. [`rebalance`] — optional moves towards an even spread;
 //! 6. [`release`] — held (`new`) tasks whose wait is over go `pending`;
 //! 7. [`reaper`] — task history and removed services;
@@ -19,6 +20,7 @@
 
 pub mod controller;
 pub mod enforcer;
+pub mod jobs;
 pub mod reaper;
 pub mod rebalance;
 pub mod release;
@@ -52,6 +54,7 @@ pub fn reconcile(state: &StoreState, now_ms: u64) -> Reconciliation {
     restart::run(&mut w);
     update::run(&mut w);
     replicated::run(&mut w);
+    jobs::run(&mut w);
     rebalance::run(&mut w);
     release::run(&mut w);
     reaper::run(&mut w);

@@ -28,7 +28,7 @@ fn releasable(w: &Working<'_>, task: &Task, slot: &[Task]) -> Result<(), Option<
     let blocking = slot.iter().any(|other| {
         other.id != task.id
             && slot_key(other) == key
-            && other.desired_state > TaskState::Running
+            && other.desired_state > TaskState::Complete
             && other.status.state >= TaskState::Assigned
             && other.status.state < TaskState::Complete
             && w.node_ready(&other.node_id)
@@ -62,7 +62,7 @@ pub fn create(w: &mut Working<'_>, mut task: Task, slot: &[Task]) {
 /// Release the held tasks whose wait is over.
 pub fn run(w: &mut Working<'_>) {
     let mut held: BTreeMap<String, Vec<Task>> = BTreeMap::new();
-    for t in w.all_tasks().filter(|t| t.status.state == TaskState::New && t.desired_state <= TaskState::Running) {
+    for t in w.all_tasks().filter(|t| t.status.state == TaskState::New && t.desired_state <= TaskState::Complete) {
         held.entry(t.service_id.clone()).or_default().push(t.clone());
     }
     for (service_id, tasks) in held {

@@ -21,6 +21,7 @@ pub fn run(w: &mut Working<'_>) {
         match service.spec.mode {
             ServiceMode::Replicated { replicas } => replicated(w, &service, replicas),
             ServiceMode::Global => global(w, &service),
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {} // `jobs`
         }
     }
 }

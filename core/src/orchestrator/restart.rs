@@ -59,6 +59,43 @@ pub fn backoff(task: &Task, delay_ms: u64) -> (u64, u64) {
     (delay_ms.saturating_mul(factor).min(cap), task.restart_streak + 1)
 }
 
+/// The replacement of a task that stopped on its own, as the restart policy decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartPlan {
+    /// Hold the replacement until then (0 = no delay).
+    pub not_before_ms: u64,
+    pub streak: u64,
+    pub history_ms: Vec<u64>,
+}
+
+/// Should `old` (stopped on its own at `now`) be replaced under `policy`, and how? `None` when the
+/// condition or the attempts in the window say no. A job's task that completed is never restarted.
+pub fn plan(old: &Task, policy: &RestartPolicy, job: bool, now: u64) -> Option<RestartPlan> {
+    let restart = match policy.condition {
+        RestartCondition::None => false,
+        RestartCondition::OnFailure => old.status.state != TaskState::Complete,
+        RestartCondition::Any => !(job && old.status.state == TaskState::Complete),
+    };
+    let mut history = old.restart_history_ms.clone();
+    if policy.window_ms > 0 {
+        history.retain(|&t| t + policy.window_ms > now);
+    }
+    if !restart || (policy.max_attempts > 0 && history.len() as u64 >= policy.max_attempts) {
+        return None;
+    }
+    let (delay, streak) = restart_delay(old, policy);
+    history.push(now);
+    if policy.max_attempts > 0 {
+        let keep = policy.max_attempts as usize;
+        if history.len() > keep {
+            history.drain(..history.len() - keep);
+        }
+    } else if policy.window_ms == 0 {
+        history.clear(); // unlimited attempts: nothing to count
+    }
+    Some(RestartPlan { not_before_ms: if delay > 0 { now + delay } else { 0 }, streak, history_ms: history })
+}
+
 pub fn run(w: &mut Working<'_>) {
     let now = w.now_ms;
     for service_id in w.service_ids() {
@@ -68,6 +105,8 @@ pub fn run(w: &mut Working<'_>) {
         let replicas = match service.spec.mode {
             ServiceMode::Replicated { replicas } => replicas,
             ServiceMode::Global => u64::MAX,
+            // Jobs restart their failed tasks in `jobs`.
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => continue,
         };
         for (key, slot) in w.slots_of(&service_id) {
             for old in slot.iter().filter(|t| stopped_on_its_own(t)) {
@@ -75,18 +114,7 @@ pub fn run(w: &mut Working<'_>) {
                 if old.slot > replicas {
                     continue;
                 }
-                let restart = match policy.condition {
-                    RestartCondition::None => false,
-                    RestartCondition::OnFailure => old.status.state != TaskState::Complete,
-                    RestartCondition::Any => true,
-                };
-                let mut history = old.restart_history_ms.clone();
-                if policy.window_ms > 0 {
-                    history.retain(|&t| t + policy.window_ms > now);
-                }
-                if !restart || (policy.max_attempts > 0 && history.len() as u64 >= policy.max_attempts) {
-                    continue;
-                }
+                let Some(plan) = plan(old, &policy, false, now) else { continue };
                 let mut retired = old.clone();
                 desire(&mut retired, TaskState::Shutdown);
                 w.put_task(retired);
@@ -104,20 +132,10 @@ pub fn run(w: &mut Working<'_>) {
                         continue; // the global reconciler brings it back when the node does
                     }
                 }
-                let (delay, streak) = restart_delay(old, &policy);
-                history.push(now);
-                if policy.max_attempts > 0 {
-                    let keep = policy.max_attempts as usize;
-                    if history.len() > keep {
-                        history.drain(..history.len() - keep);
-                    }
-                } else if policy.window_ms == 0 {
-                    history.clear(); // unlimited attempts: nothing to count
-                }
                 let mut task = w.new_task(&service, old.slot, if global { &key.1 } else { "" });
-                task.not_before_ms = if delay > 0 { now + delay } else { 0 };
-                task.restart_streak = streak;
-                task.restart_history_ms = history;
+                task.not_before_ms = plan.not_before_ms;
+                task.restart_streak = plan.streak;
+                task.restart_history_ms = plan.history_ms;
                 release::create(w, task, &slot);
             }
         }

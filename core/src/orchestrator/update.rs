@@ -119,6 +119,8 @@ fn update_service(w: &mut Working<'_>, mut service: Service) {
     let replicas = match service.spec.mode {
         crate::api::ServiceMode::Replicated { replicas } => replicas,
         crate::api::ServiceMode::Global => u64::MAX,
+        // A job has no rolling update: each update is a new iteration (`jobs`).
+        crate::api::ServiceMode::ReplicatedJob { .. } | crate::api::ServiceMode::GlobalJob => return,
     };
     let slots: Vec<SlotView> = w
         .slots_of(&service.id)

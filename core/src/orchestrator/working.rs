@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{Node, NodeState, Service, ServiceMode, Task, TaskState};
+use crate::api::{Node, NodeState, Service, Task, TaskState};
 use crate::store::{Action, Kind, Object, StoreState};
 
 /// Where a task sits in its service: `(slot, "")` for replicated services, `(0, node id)` for global ones.
@@ -19,9 +19,10 @@ pub fn slot_key(task: &Task) -> SlotKey {
     }
 }
 
-/// A task the orchestrator still wants (desired to run, or to be ready to).
+/// A task the orchestrator still wants (desired to run, or to be ready to; a job's task is desired
+/// `complete`: to run until it exits 0).
 pub fn is_runnable(task: &Task) -> bool {
-    task.desired_state <= TaskState::Running
+    task.desired_state <= TaskState::Complete
 }
 
 /// The manager-side observed states only move forward.
@@ -226,11 +227,11 @@ impl<'a> Working<'a> {
             id,
             service_id: service.id.clone(),
             service_name: service.spec.name.clone(),
-            slot: if matches!(service.spec.mode, ServiceMode::Global) { 0 } else { slot },
+            slot: if service.spec.mode.is_global() { 0 } else { slot },
             node_id: node_id.to_string(),
             spec_version: service.spec_version,
             spec: service.spec.task.clone(),
-            desired_state: TaskState::Running,
+            desired_state: if service.spec.mode.is_job() { TaskState::Complete } else { TaskState::Running },
             networks: task_networks(self.base, service),
             ports: service.endpoint_ports.clone(),
             service_labels: service.spec.labels.clone(),

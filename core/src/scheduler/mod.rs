@@ -60,7 +60,7 @@ pub enum Decision {
 
 /// Is this task waiting for the scheduler?
 pub fn is_pending(task: &Task) -> bool {
-    task.status.state == TaskState::Pending && task.desired_state <= TaskState::Running
+    task.status.state == TaskState::Pending && task.desired_state <= TaskState::Complete
 }
 
 /// Does this task hold its node's resources and ports? (Placed and not yet stopped.)
@@ -92,7 +92,7 @@ pub fn node_infos<'a>(
             if let Some(p) = ports.get(task.service_id.as_str()) {
                 info.host_ports.extend(p.iter().cloned());
             }
-            if task.desired_state <= TaskState::Running {
+            if task.desired_state <= TaskState::Complete {
                 info.total_tasks += 1;
                 *info.tasks_by_service.entry(task.service_id.as_str()).or_default() += 1;
             }

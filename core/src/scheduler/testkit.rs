@@ -42,6 +42,7 @@ pub fn service(id: &str, replicas: u64) -> Service {
         spec_version: 1,
         update_status: None,
         endpoint_ports: Vec::new(),
+        job_status: None,
     }
 }
 

@@ -15,8 +15,8 @@ use super::locate::{display, line_of, Seg};
 use super::units::{duration_ms, memory_bytes, nano_cpus, shell_words};
 use super::{ComposeError, ComposeInput, StackNetwork, StackPlan, IMAGE_LABEL, NAMESPACE_LABEL};
 use crate::api::{
-    FailureAction, Labels, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
-    UpdateOrder,
+    FailureAction, Labels, Mount, MountType, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec,
+    Ulimit, UpdateConfig, UpdateOrder, VolumeOptions,
 };
 
 /// Keys docker/cli refuses outright (`ForbiddenProperties`, `cli/compose/types/types.go`), with its reasons.
@@ -70,18 +70,8 @@ const DEPRECATED: &[(&str, &str)] = &[
 
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
-const SHOAL_IGNORED: &[&str] = &[
-    "configs",
-    "credential_spec",
-    "healthcheck",
-    "isolation",
-    "logging",
-    "secrets",
-    "stdin_open",
-    "tmpfs",
-    "tty",
-    "volumes",
-];
+const SHOAL_IGNORED: &[&str] =
+    &["configs", "credential_spec", "healthcheck", "isolation", "logging", "secrets", "stdin_open", "tmpfs", "tty"];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
 #[derive(Debug)]
@@ -348,8 +338,9 @@ pub(super) fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
     let mut notes = Notes::default();
     let located = |fail: Fail| error(line_of(input.text, &fail.path), fail.message);
     interpolate_tree(&mut root, &mut Vec::new(), input.env, &mut notes).map_err(located)?;
-    let plan =
-        Converter { stack: input.stack, input, notes, depends_at: BTreeMap::new() }.file(&root).map_err(located)?;
+    let plan = Converter { stack: input.stack, input, notes, depends_at: BTreeMap::new(), volumes: IndexMap::new() }
+        .file(&root)
+        .map_err(located)?;
     Ok(plan)
 }
 
@@ -359,6 +350,19 @@ struct Converter<'a> {
     notes: Notes,
     /// Where each service's `depends_on` is (service name → path), for its errors.
     depends_at: BTreeMap<String, Vec<Seg>>,
+    /// The top-level `volumes`, by their compose names.
+    volumes: IndexMap<String, StackVolume>,
+}
+
+/// A top-level named volume (docker/cli `VolumeConfig`).
+#[derive(Debug, Clone, Default)]
+struct StackVolume {
+    /// The volume's name on the nodes: `<stack>_<name>`, the given `name:`, or an external one's own.
+    name: String,
+    external: bool,
+    driver: String,
+    driver_opts: BTreeMap<String, String>,
+    labels: Labels,
 }
 
 impl Converter<'_> {
@@ -549,7 +553,8 @@ impl Converter<'_> {
                 }
                 "services" => services = Some(node),
                 "networks" => networks = Some(node),
-                "volumes" | "secrets" | "configs" => {
+                "volumes" => self.volumes = self.top_level_volumes(&node)?,
+                "secrets" | "configs" => {
                     if !node.entries()?.is_empty() {
                         self.ignore(key);
                     }
@@ -636,6 +641,258 @@ impl Converter<'_> {
                 })
             }
         }
+    }
+
+    /// Top-level `volumes:`: driver, driver_opts, labels, name, external (`true` or `{name: …}`).
+    fn top_level_volumes(&mut self, node: &Node) -> Result<IndexMap<String, StackVolume>, Fail> {
+        let mut declared = IndexMap::new();
+        for (name, vol) in node.entries()? {
+            let mut volume = StackVolume { name: format!("{}_{name}", self.stack), ..StackVolume::default() };
+            let mut explicit_name = None;
+            // `volumes: {data: }` declares a volume with every default.
+            let settings = if vol.value.is_null() { Vec::new() } else { vol.entries()? };
+            for (key, v) in settings {
+                match key.as_str() {
+                    "driver" => volume.driver = v.string()?,
+                    "driver_opts" => {
+                        for (k, val) in v.entries()? {
+                            volume.driver_opts.insert(k, val.string()?);
+                        }
+                    }
+                    "labels" => volume.labels.extend(v.labels()?),
+                    "name" => explicit_name = Some(v.string()?),
+                    "external" => match v.value {
+                        Value::Mapping(_) => {
+                            volume.external = true;
+                            for (ek, ev) in v.entries()? {
+                                match ek.as_str() {
+                                    "name" => explicit_name = Some(ev.string()?),
+                                    k if k.starts_with("x-") => {}
+                                    other => return Err(v.unknown(other, "name")),
+                                }
+                            }
+                        }
+                        _ => volume.external = v.boolean()?,
+                    },
+                    k if k.starts_with("x-") => {}
+                    other => return Err(vol.unknown(other, "driver, driver_opts, external, labels, name")),
+                }
+            }
+            if volume.external && (!volume.driver.is_empty() || !volume.driver_opts.is_empty()) {
+                return Err(vol.fail(format!(
+                    "conflicting parameters \"external\" and \"driver\" specified for volume \"{name}\""
+                )));
+            }
+            if let Some(explicit) = explicit_name {
+                volume.name = explicit;
+            } else if volume.external {
+                volume.name = name.clone(); // found by its own name, never prefixed
+            }
+            declared.insert(name, volume);
+        }
+        Ok(declared)
+    }
+
+    /// A service's `volumes:` (short `[source:]target[:mode]` and long syntax) as mounts, as
+    /// docker/cli's `convertVolumeToMount` makes them.
+    fn service_volumes(&self, node: &Node) -> Result<Vec<Mount>, Fail> {
+        let mut mounts = Vec::new();
+        for item in node.items()? {
+            let mount = match item.value {
+                Value::String(_) => self.short_volume(&item)?,
+                Value::Mapping(_) => self.long_volume(&item)?,
+                _ => return Err(item.expected("a volume (a string or a mapping)")),
+            };
+            // Duplicate targets are the control API's to refuse (swarmkit's "invalid duplicate mount
+            // point"), as Docker's converter lets them through.
+            mounts.push(mount);
+        }
+        Ok(mounts)
+    }
+
+    fn short_volume(&self, item: &Node) -> Result<Mount, Fail> {
+        let spec = item.string()?;
+        let mut mount = Mount::default();
+        let mut options = "";
+        let parts: Vec<&str> = spec.split(':').collect();
+        if spec.is_empty() {
+            return Err(item.fail("invalid empty volume spec"));
+        }
+        if parts.iter().any(|p| p.is_empty()) && parts.len() > 1 {
+            return Err(item.fail(format!("invalid spec: {spec}: empty section between colons")));
+        }
+        match parts.as_slice() {
+            [target] => mount.target = target.to_string(),
+            [source, target] => (mount.source, mount.target) = (source.to_string(), target.to_string()),
+            [source, target, mode] => {
+                (mount.source, mount.target) = (source.to_string(), target.to_string());
+                options = mode;
+            }
+            _ => return Err(item.fail(format!("invalid spec: {spec}: too many colons"))),
+        }
+        mount.kind = if mount.source.starts_with(['.', '/', '~']) { MountType::Bind } else { MountType::Volume };
+        let mut no_copy = false;
+        for option in options.split(',') {
+            match option {
+                "ro" => mount.read_only = true,
+                "rw" => mount.read_only = false,
+                "nocopy" => no_copy = true,
+                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                    mount.bind_propagation = option.to_string()
+                }
+                _ => {} // compose ignores the rest (z, Z, …)
+            }
+        }
+        match mount.kind {
+            MountType::Bind if no_copy => Err(item.fail("volume options are incompatible with type bind")),
+            MountType::Bind => self.bind_source(item, mount),
+            _ if !mount.bind_propagation.is_empty() => Err(item.fail("bind options are incompatible with type volume")),
+            _ => self.named_volume(item, mount, no_copy),
+        }
+    }
+
+    fn long_volume(&self, item: &Node) -> Result<Mount, Fail> {
+        let mut mount = Mount::default();
+        let mut kind = String::from("volume");
+        let (mut bind, mut volume, mut tmpfs) = (None, None, None);
+        for (key, v) in item.entries()? {
+            match key.as_str() {
+                "type" => kind = v.string()?,
+                "source" => mount.source = v.string()?,
+                "target" => mount.target = v.string()?,
+                "read_only" => mount.read_only = v.boolean()?,
+                "consistency" => {}
+                "bind" => bind = Some(v),
+                "volume" => volume = Some(v),
+                "tmpfs" => tmpfs = Some(v),
+                k if k.starts_with("x-") => {}
+                other => return Err(item.unknown(other, "type, source, target, read_only, bind, volume, tmpfs")),
+            }
+        }
+        if mount.target.is_empty() {
+            return Err(item.fail("target is required"));
+        }
+        let mut no_copy = false;
+        if let Some(v) = &volume {
+            for (key, val) in v.entries()? {
+                match key.as_str() {
+                    "nocopy" => no_copy = val.boolean()?,
+                    k if k.starts_with("x-") => {}
+                    other => return Err(v.unknown(other, "nocopy")),
+                }
+            }
+        }
+        if let Some(b) = &bind {
+            for (key, val) in b.entries()? {
+                match key.as_str() {
+                    "propagation" => mount.bind_propagation = val.string()?,
+                    "create_host_path" | "selinux" => {}
+                    k if k.starts_with("x-") => {}
+                    other => return Err(b.unknown(other, "propagation")),
+                }
+            }
+        }
+        let mut tmpfs_options = None;
+        if let Some(t) = &tmpfs {
+            let mut options = crate::api::TmpfsOptions::default();
+            for (key, val) in t.entries()? {
+                match key.as_str() {
+                    "size" => options.size_bytes = memory_bytes(&val.string()?).map_err(|why| val.fail(why))?,
+                    "mode" => options.mode = Some(val.uint()? as u32),
+                    k if k.starts_with("x-") => {}
+                    other => return Err(t.unknown(other, "size, mode")),
+                }
+            }
+            tmpfs_options = Some(options);
+        }
+        match kind.as_str() {
+            "volume" => {
+                if tmpfs.is_some() {
+                    return Err(item.fail("tmpfs options are incompatible with type volume"));
+                }
+                if bind.is_some() {
+                    return Err(item.fail("bind options are incompatible with type volume"));
+                }
+                mount.kind = MountType::Volume;
+                self.named_volume(item, mount, no_copy)
+            }
+            "bind" => {
+                if volume.is_some() {
+                    return Err(item.fail("volume options are incompatible with type bind"));
+                }
+                if tmpfs.is_some() {
+                    return Err(item.fail("tmpfs options are incompatible with type bind"));
+                }
+                mount.kind = MountType::Bind;
+                self.bind_source(item, mount)
+            }
+            "tmpfs" => {
+                if !mount.source.is_empty() {
+                    return Err(item.fail("invalid tmpfs source, source must be empty"));
+                }
+                if bind.is_some() {
+                    return Err(item.fail("bind options are incompatible with type tmpfs"));
+                }
+                if volume.is_some() {
+                    return Err(item.fail("volume options are incompatible with type tmpfs"));
+                }
+                mount.kind = MountType::Tmpfs;
+                mount.tmpfs = tmpfs_options;
+                Ok(mount)
+            }
+            "npipe" | "cluster" => {
+                Err(item.fail(format!("volume type {kind} is not supported by shoal (volume, bind or tmpfs)")))
+            }
+            _ => Err(item.fail("volume type must be volume, bind, tmpfs, npipe, or cluster")),
+        }
+    }
+
+    /// A bind source: relative paths are taken from the compose file's directory, as Docker's loader
+    /// does (when the file was named by an absolute path; otherwise they stay relative and the
+    /// engine refuses them).
+    fn bind_source(&self, item: &Node, mut mount: Mount) -> Result<Mount, Fail> {
+        if mount.source.is_empty() {
+            return Err(item.fail("invalid bind source, source cannot be empty"));
+        }
+        let dir = std::path::Path::new(self.input.path).parent().filter(|d| d.is_absolute());
+        let relative = mount.source == "." || mount.source.starts_with("./") || mount.source.starts_with("../");
+        if let (true, Some(dir)) = (relative, dir) {
+            let mut path = dir.to_path_buf();
+            for part in mount.source.split('/') {
+                match part {
+                    "" | "." => {}
+                    ".." => {
+                        path.pop();
+                    }
+                    other => path.push(other),
+                }
+            }
+            mount.source = path.to_string_lossy().into_owned();
+        }
+        Ok(mount)
+    }
+
+    /// A volume mount: anonymous when it has no source, else a top-level volume, scoped to the stack
+    /// (`<stack>_<name>`) with the stack's label unless external.
+    fn named_volume(&self, item: &Node, mut mount: Mount, no_copy: bool) -> Result<Mount, Fail> {
+        if mount.source.is_empty() {
+            mount.volume = no_copy.then(|| VolumeOptions { no_copy, ..VolumeOptions::default() });
+            return Ok(mount);
+        }
+        let Some(declared) = self.volumes.get(&mount.source) else {
+            return Err(item.fail(format!("undefined volume {:?}", mount.source)));
+        };
+        mount.source = declared.name.clone();
+        let mut options = VolumeOptions { no_copy, ..VolumeOptions::default() };
+        if !declared.external {
+            options.labels = self.namespace();
+            options.labels.extend(declared.labels.clone());
+            options.labels.insert(NAMESPACE_LABEL.to_string(), self.stack.to_string());
+            options.driver = declared.driver.clone();
+            options.driver_options = declared.driver_opts.clone();
+        }
+        mount.volume = Some(options);
+        Ok(mount)
     }
 
     fn networks(&mut self, node: &Node) -> Result<IndexMap<String, StackNetwork>, Fail> {
@@ -735,6 +992,7 @@ impl Converter<'_> {
         // Compose's `networks.<net>.aliases`, by the compose name of the network.
         let mut aliases: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
         let mut deploy = None;
+        let mut volumes = None;
         for (key, v) in &entries {
             match key.as_str() {
                 "image" => {}
@@ -757,6 +1015,8 @@ impl Converter<'_> {
                 // Compose's service labels are container labels (`deploy.labels` label the service).
                 "labels" => spec.task.container_labels.extend(v.labels()?),
                 "hostname" => spec.task.hostname = v.string()?,
+                // Converted once the networks are (an undefined network is reported first).
+                "volumes" => volumes = Some(v),
                 "ports" => {
                     spec.ports = Vec::new();
                     for item in v.items()? {
@@ -859,24 +1119,31 @@ impl Converter<'_> {
             }
             joined.push(net);
         }
+        if let Some(v) = volumes {
+            spec.task.mounts = self.service_volumes(v)?;
+        }
         Ok((spec, joined))
     }
 
     fn deploy(&mut self, node: &Node, spec: &mut ServiceSpec) -> Result<(), Fail> {
-        let mut global = false;
+        let (mut global, mut job) = (false, false);
+        let mut condition_given = false;
         let mut replicas: Option<(u64, Node)> = None;
         for (key, v) in node.entries()? {
             match key.as_str() {
-                "mode" => match v.string()?.as_str() {
-                    "replicated" => global = false,
-                    "global" => global = true,
-                    job @ ("replicated-job" | "global-job") => {
-                        return Err(
-                            v.fail(format!("{job} services are not supported by shoal: expected replicated or global"))
-                        )
+                "mode" => {
+                    (global, job) = match v.string()?.as_str() {
+                        "replicated" => (false, false),
+                        "global" => (true, false),
+                        "replicated-job" => (false, true),
+                        "global-job" => (true, true),
+                        other => {
+                            return Err(v.fail(format!(
+                                "unknown mode: {other} (expected replicated, global, replicated-job or global-job)"
+                            )))
+                        }
                     }
-                    other => return Err(v.fail(format!("unknown mode: {other} (expected replicated or global)"))),
-                },
+                }
                 "replicas" => replicas = Some((v.uint()?, v)),
                 "labels" => spec.labels.extend(v.labels()?),
                 "update_config" => update_config(&v, &mut spec.update_config, true)?,
@@ -887,6 +1154,7 @@ impl Converter<'_> {
                     for (rk, rv) in v.entries()? {
                         match rk.as_str() {
                             "condition" => {
+                                condition_given = true;
                                 policy.condition = match rv.string()?.as_str() {
                                     "none" => RestartCondition::None,
                                     "on-failure" => RestartCondition::OnFailure,
@@ -941,13 +1209,23 @@ impl Converter<'_> {
                 ),
             }
         }
-        spec.mode = match (global, replicas) {
-            (true, Some((_, at))) => {
+        spec.mode = match (global, job, replicas) {
+            (true, _, Some((_, at))) => {
                 return Err(at.fail("replicas can only be used with replicated or replicated-job mode"));
             }
-            (true, None) => ServiceMode::Global,
-            (false, replicas) => ServiceMode::Replicated { replicas: replicas.map(|(n, _)| n).unwrap_or(1) },
+            (true, false, None) => ServiceMode::Global,
+            (true, true, None) => ServiceMode::GlobalJob,
+            (false, false, replicas) => ServiceMode::Replicated { replicas: replicas.map(|(n, _)| n).unwrap_or(1) },
+            // docker/cli: replicas is both the concurrency and the completions (1 when absent).
+            (false, true, replicas) => {
+                let n = replicas.map(|(n, _)| n).unwrap_or(1);
+                ServiceMode::ReplicatedJob { max_concurrent: n, total_completions: n }
+            }
         };
+        // A job restarts only what failed unless the file says otherwise (Docker's default for jobs).
+        if job && !condition_given {
+            spec.task.restart_policy.condition = RestartCondition::OnFailure;
+        }
         Ok(())
     }
 

@@ -22,7 +22,7 @@
 //! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
 //! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
-//! | `deploy.mode` | `replicated`, `global` (jobs refused); `replicas` with `global` is refused |
+//! | `deploy.mode` | `replicated`, `global`, `replicated-job` (`replicas` is both the concurrency and the completions), `global-job`; `replicas` with a global mode is refused; jobs' restart condition defaults to `on-failure` |
 //! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
 //! | `deploy.placement` | `constraints`, `preferences` (`spread`), `max_replicas_per_node` |
 //! | `deploy.resources` | `limits`/`reservations` `cpus`, `memory`; `pids`, `generic_resources`, `devices` ignored |
@@ -30,13 +30,15 @@
 //! | `deploy.update_config`, `rollback_config` | `parallelism`, `delay`, `failure_action`, `monitor`, `max_failure_ratio`, `order` |
 //! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
 //! | `depends_on` | list or mapping (conditions ignored): a service's tasks are scheduled once each service it depends on has a running task (shoal's addition: Swarm ignores it, and the plan warns so); an undefined service is warned about and dropped, a cycle refused |
+//! | `volumes` | short (`[source:]target[:ro\|rw\|nocopy\|propagation]`: a source starting with `/`, `.` or `~` is a bind mount, relative ones from the compose file's directory; no source = an anonymous volume) and long syntax (`type` volume\|bind\|tmpfs, `source`, `target`, `read_only`, `bind.propagation`, `volume.nocopy`, `tmpfs.size`/`mode`); a named source must be a top-level volume (`undefined volume "x"`), docker's option/type conflicts refused |
+//! | top-level `volumes` | `driver`, `driver_opts`, `labels`, `name`, `external` (`true` or `{name}`): a named volume is `<stack>_<name>` (or its `name:`) with `com.docker.stack.namespace=<stack>` and the file's labels, created by each node that runs a task mounting it; an external one keeps its own name and is never labelled |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
 //! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
-//! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
+//! | keys shoal does not model yet: `secrets`, `configs`, `healthcheck`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |
-//! | top-level `volumes`, `secrets`, `configs` | ignored, listed |
+//! | top-level `secrets`, `configs` | ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
 //! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `ports` entries and placement preferences are still refused |
 

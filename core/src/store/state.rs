@@ -562,6 +562,7 @@ mod tests {
             spec_version: 1,
             update_status: None,
             endpoint_ports: Vec::new(),
+            job_status: None,
         })
     }
 

@@ -289,6 +289,8 @@ pub enum RoleArg {
 pub enum ModeArg {
     Replicated,
     Global,
+    ReplicatedJob,
+    GlobalJob,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -455,9 +457,15 @@ pub struct CreateArgs {
     /// Number of tasks
     #[arg(long)]
     pub replicas: Option<u64>,
-    /// Service mode ("replicated", "global")
+    /// Service mode ("replicated", "global", "replicated-job", "global-job")
     #[arg(long, value_enum, default_value = "replicated")]
     pub mode: ModeArg,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+    /// Attach a filesystem mount to the service (type=volume|bind|tmpfs,source=,target=,readonly,…)
+    #[arg(long)]
+    pub mount: Vec<String>,
     /// Set environment variables
     #[arg(short, long)]
     pub env: Vec<String>,
@@ -520,6 +528,15 @@ pub struct UpdateArgs {
     /// Number of tasks
     #[arg(long)]
     pub replicas: Option<u64>,
+    /// Number of job tasks to run concurrently (default equal to --replicas)
+    #[arg(long)]
+    pub max_concurrent: Option<u64>,
+    /// Add or update a mount on a service
+    #[arg(long)]
+    pub mount_add: Vec<String>,
+    /// Remove a mount by its target path
+    #[arg(long)]
+    pub mount_rm: Vec<String>,
     /// Service command args (space separated)
     #[arg(long)]
     pub args: Option<String>,

@@ -87,6 +87,8 @@ pub fn services(views: Vec<ServiceView>, filters: &Filters) -> Result<Vec<Servic
             let mode = match service.spec.mode {
                 ServiceMode::Replicated { .. } => "replicated",
                 ServiceMode::Global => "global",
+                ServiceMode::ReplicatedJob { .. } => "replicated-job",
+                ServiceMode::GlobalJob => "global-job",
             };
             filters.allows("id", |f| service.id.starts_with(f))
                 && filters.allows("name", |f| service.spec.name.starts_with(f))

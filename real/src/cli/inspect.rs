@@ -64,6 +64,37 @@ fn update_config(config: &UpdateConfig) -> Value {
 
 /// A `TaskSpec` as Docker's API writes a `TaskTemplate` (a service's, or a task's `Spec`);
 /// `aliases` are the service's names on each of its networks (compose's `aliases`).
+/// One mount as Docker's `mount.Mount` JSON shows it.
+pub fn mount(m: &shoal_core::api::Mount) -> Value {
+    let volume = m.volume.as_ref().map(|v| {
+        let driver = (!v.driver.is_empty() || !v.driver_options.is_empty())
+            .then(|| object(vec![("Name", json!(v.driver)), ("Options", json!(v.driver_options))]));
+        object(vec![
+            ("NoCopy", if v.no_copy { json!(true) } else { Value::Null }),
+            ("Labels", json!(v.labels)),
+            ("DriverConfig", driver.unwrap_or(Value::Null)),
+        ])
+    });
+    let tmpfs = m.tmpfs.as_ref().map(|t| {
+        object(vec![
+            ("SizeBytes", if t.size_bytes == 0 { Value::Null } else { json!(t.size_bytes) }),
+            ("Mode", t.mode.map_or(Value::Null, |mode| json!(mode))),
+        ])
+    });
+    object(vec![
+        ("Type", json!(m.kind.as_str())),
+        ("Source", json!(m.source)),
+        ("Target", json!(m.target)),
+        ("ReadOnly", if m.read_only { json!(true) } else { Value::Null }),
+        (
+            "BindOptions",
+            if m.bind_propagation.is_empty() { Value::Null } else { json!({"Propagation": m.bind_propagation}) },
+        ),
+        ("VolumeOptions", volume.unwrap_or(Value::Null)),
+        ("TmpfsOptions", tmpfs.unwrap_or(Value::Null)),
+    ])
+}
+
 pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -> Value {
     let restart = &task.restart_policy;
     let platforms: Vec<Value> = task
@@ -138,6 +169,7 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
                         .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
                         .collect::<Vec<_>>()),
                 ),
+                ("Mounts", Value::Array(task.mounts.iter().map(mount).collect())),
                 ("Isolation", json!("default")),
             ]),
         ),
@@ -190,6 +222,10 @@ fn service_spec(spec: &ServiceSpec) -> Value {
         "Mode": match spec.mode {
             ServiceMode::Replicated { replicas } => json!({"Replicated": {"Replicas": replicas}}),
             ServiceMode::Global => json!({"Global": {}}),
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions } => json!({
+                "ReplicatedJob": {"MaxConcurrent": max_concurrent, "TotalCompletions": total_completions}
+            }),
+            ServiceMode::GlobalJob => json!({"GlobalJob": {}}),
         },
         "UpdateConfig": update_config(&spec.update_config),
         "RollbackConfig": update_config(&spec.rollback_config),
@@ -226,6 +262,13 @@ pub fn service(view: &ServiceView) -> Value {
             ]),
         ),
         ("UpdateStatus", update_status.unwrap_or(Value::Null)),
+        (
+            "JobStatus",
+            service.job_status.as_ref().map_or(
+                Value::Null,
+                |job| json!({"JobIteration": {"Index": job.iteration}, "LastExecution": time(job.last_execution_ms)}),
+            ),
+        ),
     ])
 }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::time::Duration;
 
-use shoal_core::api::{NodeRole, Service, ServiceMode, Task, TaskState, UpdateState};
+use shoal_core::api::{NodeRole, Service, Task, TaskState, UpdateState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
 use shoal_core::logs::LogsSelection;
 
@@ -516,7 +516,7 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
             for (name, replicas) in parsed {
                 let result = async {
                     let view = client.service(&name).await?;
-                    if matches!(view.service.spec.mode, ServiceMode::Global) {
+                    if view.service.spec.mode.is_global() {
                         return Err(CliError::Usage(format!(
                             "{name}: scale can only be used with replicated or replicated-job mode"
                         )));
@@ -750,6 +750,29 @@ pub fn slot_line(slot: u64, desired: u64, state: TaskState, err: &str) -> String
     format!("{slot}/{desired}: {:<9} [{}>{}]", state.as_str(), "=".repeat(bars), " ".repeat(50 - bars))
 }
 
+/// A job's progress (Docker's job progress writer): how many of its tasks completed and how many run;
+/// true once the current iteration is complete (`job complete`). Prints a line when it changes.
+fn job_progress(service: &Service, tasks: &[Task], quiet: bool, last: &mut String) -> bool {
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let (running, desired, completed) = shoal_core::orchestrator::jobs::job_counts(service, &refs);
+    let (total, done) = match service.spec.mode {
+        shoal_core::api::ServiceMode::ReplicatedJob { total_completions, .. } => {
+            (total_completions, completed >= total_completions)
+        }
+        _ => (desired + completed, desired == 0 && completed > 0),
+    };
+    let line =
+        format!("job progress: {completed} out of {total} complete\nactive tasks: {running} out of {desired} tasks\n");
+    if !quiet && line != *last {
+        out(&line);
+        *last = line;
+    }
+    if done && !quiet {
+        out("job complete\n");
+    }
+    done
+}
+
 /// Poll until the service converges (Docker's `progress.ServiceProgress`, line by line), or its
 /// update pauses or rolls back.
 async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback_requested: bool) -> CliResult {
@@ -789,6 +812,13 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback
             }
         }
         announced_rollback |= rolling_back;
+        if view.service.spec.mode.is_job() {
+            if job_progress(&view.service, &tasks, quiet, &mut last_overall) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         let p = progress(&view.service, view.desired, &tasks);
         let overall = if rolling_back {
             format!("overall progress: rolling back update: {} out of {} tasks", p.running, p.desired)
@@ -973,7 +1003,28 @@ fn compose_plan(path: &str, stack: &str) -> CliResult<shoal_core::stack::StackPl
     let env: BTreeMap<String, String> = std::env::vars().collect();
     let env_file = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
     let input = shoal_core::stack::ComposeInput { stack, path, text: &text, env: &env, env_file: &env_file };
-    shoal_core::stack::convert(&input).map_err(|e| CliError::Usage(e.to_string()))
+    let mut plan = shoal_core::stack::convert(&input).map_err(|e| CliError::Usage(e.to_string()))?;
+    // Bind sources relative to the compose file's directory (Docker's loader resolves them so);
+    // the core resolves them itself only from an absolute file path.
+    if let Ok(dir) = std::path::absolute(&dir) {
+        for mount in plan.services.iter_mut().flat_map(|s| s.task.mounts.iter_mut()) {
+            let relative = mount.source == "." || mount.source.starts_with("./") || mount.source.starts_with("../");
+            if mount.kind == shoal_core::api::MountType::Bind && relative {
+                let mut path = dir.clone();
+                for part in mount.source.split('/') {
+                    match part {
+                        "" | "." => {}
+                        ".." => {
+                            path.pop();
+                        }
+                        other => path.push(other),
+                    }
+                }
+                mount.source = path.to_string_lossy().into_owned();
+            }
+        }
+    }
+    Ok(plan)
 }
 
 async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {

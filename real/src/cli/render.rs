@@ -126,6 +126,9 @@ fn mode_word(mode: &ServiceMode) -> &'static str {
     match mode {
         ServiceMode::Replicated { .. } => "replicated",
         ServiceMode::Global => "global",
+        // docker/cli prints these with a space (its docs show a hyphen).
+        ServiceMode::ReplicatedJob { .. } => "replicated job",
+        ServiceMode::GlobalJob => "global job",
     }
 }
 
@@ -141,6 +144,17 @@ pub fn service_list(mut services: Vec<ServiceView>) -> Listing {
                 (ServiceMode::Replicated { .. }, max) if max > 0 => {
                     format!("{}/{} (max {} per node)", view.running, view.desired, max)
                 }
+                (ServiceMode::ReplicatedJob { total_completions, .. }, _) => {
+                    format!("{}/{} ({}/{} completed)", view.running, view.desired, view.completed, total_completions)
+                }
+                // A global job's total is what is left to complete plus what completed (docker/cli).
+                (ServiceMode::GlobalJob, _) => format!(
+                    "{}/{} ({}/{} completed)",
+                    view.running,
+                    view.desired,
+                    view.completed,
+                    view.desired + view.completed
+                ),
                 _ => format!("{}/{}", view.running, view.desired),
             };
             let ports = if view.service.endpoint_ports.is_empty() { &spec.ports } else { &view.service.endpoint_ports };
@@ -380,6 +394,8 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
             out.push_str("\tReplicated");
             let _ = write!(out, "\n Replicas:\t{replicas}");
         }
+        // docker's template names neither job mode: the line stays bare.
+        ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {}
     }
     if let Some(status) = &service.update_status {
         let state =
@@ -420,6 +436,20 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
         out.push_str("\n Env:\t\t");
         for env in &spec.task.env {
             let _ = write!(out, "{env} ");
+        }
+    }
+    // docker's template: `Mounts:` then, per mount, Target/Source/ReadOnly/Type.
+    if !spec.task.mounts.is_empty() {
+        out.push_str("\nMounts:");
+        for m in &spec.task.mounts {
+            let _ = write!(
+                out,
+                "\n Target:\t{}\n  Source:\t{}\n  ReadOnly:\t{}\n  Type:\t\t{}",
+                m.target,
+                m.source,
+                m.read_only,
+                m.kind.as_str()
+            );
         }
     }
     let resources = &spec.task.resources;

@@ -289,13 +289,8 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
         None => default_name(&args.image),
     };
     let mut spec = ServiceSpec::new(name, args.image.clone());
-    spec.mode = match (args.mode, args.replicas) {
-        (ModeArg::Global, Some(_)) => {
-            return Err(SpecError("replicas can only be used with replicated or replicated-job mode".into()))
-        }
-        (ModeArg::Global, None) => ServiceMode::Global,
-        (ModeArg::Replicated, replicas) => ServiceMode::Replicated { replicas: replicas.unwrap_or(1) },
-    };
+    spec.mode = create_mode(args.mode, args.replicas, args.max_concurrent)?;
+    spec.task.mounts = args.mount.iter().map(|m| parse_mount_flag("--mount", m)).collect::<Result<_, _>>()?;
     if let Some(entrypoint) = &args.entrypoint {
         spec.task.command = shell_words("--entrypoint", entrypoint)?;
     }
@@ -320,7 +315,38 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     spec.ports = args.publish.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?;
     spec.task.networks = args.network.clone();
     apply_common(&mut spec, &args.common);
+    // Docker's CLI gives jobs a restart condition of on-failure unless one is asked for.
+    if spec.mode.is_job() && args.common.restart_condition.is_none() {
+        spec.task.restart_policy.condition = RestartCondition::OnFailure;
+    }
     Ok(spec)
+}
+
+/// One `--mount`/`--mount-add` value, refused as Docker's flag parsing words it.
+fn parse_mount_flag(flag: &str, value: &str) -> Result<shoal_core::api::Mount, SpecError> {
+    shoal_core::api::mounts::parse_mount(value)
+        .map_err(|err| SpecError(format!("invalid argument \"{value}\" for \"{flag}\" flag: {err}")))
+}
+
+const REPLICAS_ONLY: &str = "replicas can only be used with replicated or replicated-job mode";
+const MAX_CONCURRENT_ONLY: &str = "max-concurrent can only be used with replicated-job mode";
+
+/// `--mode` with `--replicas` and `--max-concurrent`, as Docker's CLI and daemon combine them: a
+/// replicated job's concurrency defaults to its replicas, its replicas to its concurrency, both to 1.
+fn create_mode(mode: ModeArg, replicas: Option<u64>, max_concurrent: Option<u64>) -> Result<ServiceMode, SpecError> {
+    if max_concurrent.is_some() && mode != ModeArg::ReplicatedJob {
+        return Err(SpecError(MAX_CONCURRENT_ONLY.into()));
+    }
+    Ok(match mode {
+        ModeArg::Global | ModeArg::GlobalJob if replicas.is_some() => return Err(SpecError(REPLICAS_ONLY.into())),
+        ModeArg::Global => ServiceMode::Global,
+        ModeArg::GlobalJob => ServiceMode::GlobalJob,
+        ModeArg::Replicated => ServiceMode::Replicated { replicas: replicas.unwrap_or(1) },
+        ModeArg::ReplicatedJob => {
+            let max_concurrent = max_concurrent.or(replicas).unwrap_or(1);
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas.unwrap_or(max_concurrent) }
+        }
+    })
 }
 
 fn default_name(image: &str) -> String {
@@ -340,9 +366,19 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
     if let Some(replicas) = args.replicas {
         match &mut spec.mode {
             ServiceMode::Replicated { replicas: r } => *r = replicas,
-            ServiceMode::Global => {
-                return Err(SpecError("replicas can only be used with replicated or replicated-job mode".into()))
-            }
+            ServiceMode::ReplicatedJob { total_completions, .. } => *total_completions = replicas,
+            ServiceMode::Global | ServiceMode::GlobalJob => return Err(SpecError(REPLICAS_ONLY.into())),
+        }
+    }
+    if !args.mount_add.is_empty() || !args.mount_rm.is_empty() {
+        let add: Vec<_> =
+            args.mount_add.iter().map(|m| parse_mount_flag("--mount-add", m)).collect::<Result<_, _>>()?;
+        shoal_core::api::mounts::update_mounts(&mut spec.task.mounts, &add, &args.mount_rm);
+    }
+    if let Some(concurrent) = args.max_concurrent {
+        match &mut spec.mode {
+            ServiceMode::ReplicatedJob { max_concurrent, .. } => *max_concurrent = concurrent,
+            _ => return Err(SpecError(MAX_CONCURRENT_ONLY.into())),
         }
     }
     if let Some(line) = &args.args {

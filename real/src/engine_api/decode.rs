@@ -252,6 +252,64 @@ fn container_options(container: &Map<String, Value>) -> Result<ContainerOptions>
     Ok(options)
 }
 
+/// `ContainerSpec.Mounts` (Docker's `mount.Mount`): type, source, target, read-only and the
+/// type's options; the checks of `--mount`'s own (mixed options, target required) apply.
+fn mounts(container: &Map<String, Value>) -> Result<Vec<shoal_core::api::Mount>> {
+    use shoal_core::api::{Mount, MountType, TmpfsOptions, VolumeOptions};
+    let Some(items) = field(container, "Mounts") else { return Ok(Vec::new()) };
+    let Some(items) = items.as_array() else {
+        return Err(DecodeError("Mounts: expected an array".into()));
+    };
+    let mut out = Vec::new();
+    for item in items {
+        let m = as_object(item, "Mounts")?;
+        let kind = match string(m, "Type")?.to_ascii_lowercase().as_str() {
+            "" | "volume" => MountType::Volume,
+            "bind" => MountType::Bind,
+            "tmpfs" => MountType::Tmpfs,
+            other => return Err(DecodeError(format!("invalid MountType: {other:?}"))),
+        };
+        let read_only = field(m, "ReadOnly").and_then(Value::as_bool).unwrap_or(false);
+        let volume = match object_field(m, "VolumeOptions")? {
+            None => None,
+            Some(v) => {
+                let driver = object_field(v, "DriverConfig")?;
+                Some(VolumeOptions {
+                    no_copy: field(v, "NoCopy").and_then(Value::as_bool).unwrap_or(false),
+                    labels: labels(v, "Labels")?,
+                    driver: driver.map(|d| string(d, "Name")).transpose()?.unwrap_or_default(),
+                    driver_options: driver.map(|d| labels(d, "Options")).transpose()?.unwrap_or_default(),
+                })
+            }
+        };
+        let tmpfs = match object_field(m, "TmpfsOptions")? {
+            None => None,
+            Some(t) => Some(TmpfsOptions {
+                size_bytes: unsigned(t, "SizeBytes")?.unwrap_or(0),
+                mode: unsigned(t, "Mode")?.map(|mode| mode as u32),
+            }),
+        };
+        let bind_propagation = match object_field(m, "BindOptions")? {
+            Some(b) => string(b, "Propagation")?,
+            None => String::new(),
+        };
+        let mount = Mount {
+            kind,
+            source: string(m, "Source")?,
+            target: string(m, "Target")?,
+            read_only,
+            volume,
+            tmpfs,
+            bind_propagation,
+        };
+        if mount.target.is_empty() {
+            return Err(DecodeError("Mounts: target is required".into()));
+        }
+        out.push(mount);
+    }
+    Ok(out)
+}
+
 /// A `ServiceSpec` from the body of `POST /services/create` or `/services/{id}/update`.
 pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
@@ -259,11 +317,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let name = string(spec, "Name")?;
     let template = object_field(spec, "TaskTemplate")?.cloned().unwrap_or_default();
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
-    refuse_unsupported(
-        &container,
-        &["Mounts", "Secrets", "Configs", "Healthcheck", "TTY", "OpenStdin"],
-        "ContainerSpec",
-    )?;
+    refuse_unsupported(&container, &["Secrets", "Configs", "Healthcheck", "TTY", "OpenStdin"], "ContainerSpec")?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
     let image = string(&container, "Image")?;
 
@@ -278,6 +332,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.hostname = string(&container, "Hostname")?;
     task.container_labels = labels(&container, "Labels")?;
     task.options = container_options(&container)?;
+    task.mounts = mounts(&container)?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
     }
@@ -343,13 +398,15 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.force_update = unsigned(&template, "ForceUpdate")?.unwrap_or(0);
 
     if let Some(mode) = object_field(spec, "Mode")? {
-        // A job mode is given by its (possibly empty) object alone.
-        for job in ["ReplicatedJob", "GlobalJob"] {
-            if field(mode, job).is_some() {
-                return Err(DecodeError(format!("Mode.{job} is not supported by shoal yet")));
-            }
-        }
-        if let Some(replicated) = object_field(mode, "Replicated")? {
+        // A job mode is given by its (possibly empty) object alone; the daemon's defaults fill it
+        // (moby `convert/service.go`: concurrency 1, completions = concurrency).
+        if let Some(job) = object_field(mode, "ReplicatedJob")? {
+            let max_concurrent = unsigned(job, "MaxConcurrent")?.unwrap_or(1);
+            let total_completions = unsigned(job, "TotalCompletions")?.unwrap_or(max_concurrent);
+            out.mode = ServiceMode::ReplicatedJob { max_concurrent, total_completions };
+        } else if field(mode, "GlobalJob").is_some() {
+            out.mode = ServiceMode::GlobalJob;
+        } else if let Some(replicated) = object_field(mode, "Replicated")? {
             // Swarm's default is one replica when none is given.
             out.mode = ServiceMode::Replicated { replicas: unsigned(replicated, "Replicas")?.unwrap_or(1) };
         } else if field(mode, "Global").is_some() {

@@ -398,7 +398,7 @@ impl EngineApi {
                 let mut value = inspect::service(view);
                 if status {
                     value["ServiceStatus"] =
-                        json!({"RunningTasks": view.running, "DesiredTasks": view.desired, "CompletedTasks": 0});
+                        json!({"RunningTasks": view.running, "DesiredTasks": view.desired, "CompletedTasks": view.completed});
                 }
                 value
             })

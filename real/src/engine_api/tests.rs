@@ -57,8 +57,15 @@ fn the_cli_create_request_decodes_to_its_spec() {
 fn unsupported_parts_of_a_spec_are_refused_by_name() {
     let err = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap_err();
     assert_eq!(err.0, "ContainerSpec.Secrets is not supported by shoal yet");
-    let err = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap_err();
-    assert_eq!(err.0, "Mode.ReplicatedJob is not supported by shoal yet");
+    // Jobs take the daemon's defaults: concurrency 1, completions = concurrency.
+    let job = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap();
+    assert_eq!(job.mode, ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
+    let job =
+        decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{"MaxConcurrent":2,"TotalCompletions":5}}}"#)
+            .unwrap();
+    assert_eq!(job.mode, ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 5 });
+    let job = decode::service_spec(br#"{"Name":"j","Mode":{"GlobalJob":{}}}"#).unwrap();
+    assert_eq!(job.mode, ServiceMode::GlobalJob);
     let err = decode::service_spec(b"{not json").unwrap_err();
     assert!(err.0.starts_with("invalid JSON: "), "{err}");
     let err = decode::service_spec(br#"{"Name":"x","Mode":{"Replicated":{"Replicas":-1}}}"#).unwrap_err();
@@ -133,8 +140,9 @@ fn what_inspect_shows_decodes_back_to_the_same_spec() {
         spec_version: 1,
         update_status: None,
         endpoint_ports: Vec::new(),
+        job_status: None,
     };
-    let shown = inspect::service(&ServiceView { service, running: 0, desired: 2 });
+    let shown = inspect::service(&ServiceView { service, running: 0, desired: 2, completed: 0 });
     let body = serde_json::to_vec(&shown["Spec"]).unwrap();
     assert_eq!(decode::service_spec(&body).unwrap(), spec);
 }

@@ -12,6 +12,8 @@
 //! [`super::ServiceInvariants`], which stands still while no leader can commit (a leader cut off
 //! from its quorum cannot shut the surplus down, and the workers keep their tasks, as in Swarm).
 //! Global services: at most one such task per node (two with start-first).
+//! Jobs (swarmkit `orchestrator/jobs`): a replicated job never has more than `max_concurrent` tasks
+//! desired `complete` and observed `running` on ready nodes, a global job never more than one per node.
 
 use std::collections::BTreeMap;
 
@@ -38,9 +40,10 @@ impl ReplicasBound {
                 UpdateOrder::StartFirst => parallelism,
                 UpdateOrder::StopFirst => 0,
             };
+            let wanted = if service.spec.mode.is_job() { TaskState::Complete } else { TaskState::Running };
             let running = state.tasks.values().filter(|t| {
                 t.service_id == service.id
-                    && t.desired_state == TaskState::Running
+                    && t.desired_state == wanted
                     && t.status.state == TaskState::Running
                     && state.nodes.get(&t.node_id).is_some_and(|n| n.status.state == NodeState::Ready)
             });
@@ -72,7 +75,17 @@ impl ReplicasBound {
                         });
                     }
                 }
-                ServiceMode::Global => {
+                ServiceMode::ReplicatedJob { max_concurrent, .. } => {
+                    let count = running.count() as u64;
+                    if count > max_concurrent {
+                        return Err(ServiceViolation::TooManyRunning {
+                            service: service.spec.name.clone(),
+                            running: count,
+                            bound: max_concurrent,
+                        });
+                    }
+                }
+                ServiceMode::Global | ServiceMode::GlobalJob => {
                     let start_first = service.spec.update_config.order == UpdateOrder::StartFirst
                         || service.spec.rollback_config.order == UpdateOrder::StartFirst;
                     let bound = if start_first { 2 } else { 1 };
@@ -129,6 +142,7 @@ pub(crate) mod tests {
             spec_version: 1,
             update_status: None,
             endpoint_ports: vec![],
+            job_status: None,
         }
     }
 

@@ -41,12 +41,13 @@ mod tests {
             id: id.into(),
             meta: Default::default(),
             endpoint_ports: vec![],
+            job_status: None,
             spec,
             previous_spec: None,
             spec_version: 1,
             update_status: None,
         };
-        ServiceView { service, running: 0, desired: replicas }
+        ServiceView { service, running: 0, desired: replicas, completed: 0 }
     }
 
     fn create(name: &str, replicas: u64) -> ControlRequest {

@@ -58,6 +58,8 @@ impl fmt::Display for Key {
 pub enum Mode {
     Replicated(u64),
     Global,
+    ReplicatedJob(u64, u64),
+    GlobalJob,
 }
 
 impl Mode {
@@ -65,6 +67,10 @@ impl Mode {
         match mode {
             ServiceMode::Replicated { replicas } => Mode::Replicated(*replicas),
             ServiceMode::Global => Mode::Global,
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+                Mode::ReplicatedJob(*max_concurrent, *total_completions)
+            }
+            ServiceMode::GlobalJob => Mode::GlobalJob,
         }
     }
 }
@@ -74,6 +80,8 @@ impl fmt::Display for Mode {
         match self {
             Mode::Replicated(n) => write!(f, "{n} replicas"),
             Mode::Global => f.write_str("global"),
+            Mode::ReplicatedJob(m, n) => write!(f, "replicated job of {n}, {m} at once"),
+            Mode::GlobalJob => f.write_str("global job"),
         }
     }
 }

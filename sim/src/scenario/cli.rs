@@ -192,8 +192,10 @@ impl SpecChanges {
             spec.task.force_update += 1;
         }
         if let Some(replicas) = self.replicas {
-            if let ServiceMode::Replicated { .. } = spec.mode {
-                spec.mode = ServiceMode::Replicated { replicas };
+            match &mut spec.mode {
+                ServiceMode::Replicated { replicas: r } => *r = replicas,
+                ServiceMode::ReplicatedJob { total_completions, .. } => *total_completions = replicas,
+                ServiceMode::Global | ServiceMode::GlobalJob => {}
             }
         }
         if let Some(args) = &self.args {
@@ -621,8 +623,9 @@ fn stack_name(words: &mut Words, what: &str) -> Result<String, String> {
 fn service_create(words: &mut Words) -> Result<Command, String> {
     let mut spec = ServiceSpec::new("", "");
     let mut common = CommonFlags::default();
-    let mut global = false;
+    let (mut global, mut job) = (false, false);
     let mut replicas = None;
+    let mut max_concurrent = None;
     while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
         words.next();
         if common.take(&flag, words)? {
@@ -631,11 +634,18 @@ fn service_create(words: &mut Words) -> Result<Command, String> {
         match flag.as_str() {
             "--name" => spec.name = words.value(&flag)?,
             "--replicas" => replicas = Some(words.number(&flag)?),
+            "--max-concurrent" => max_concurrent = Some(words.number(&flag)?),
             "--mode" => {
-                global = match words.value(&flag)?.as_str() {
-                    "global" => true,
-                    "replicated" => false,
-                    other => return Err(format!("invalid mode {other:?}: expected replicated, global")),
+                (global, job) = match words.value(&flag)?.as_str() {
+                    "global" => (true, false),
+                    "replicated" => (false, false),
+                    "global-job" => (true, true),
+                    "replicated-job" => (false, true),
+                    other => {
+                        return Err(format!(
+                            "invalid mode {other:?}: expected replicated, global, replicated-job, global-job"
+                        ))
+                    }
                 }
             }
             "-e" | "--env" => spec.task.env.push(words.value(&flag)?),
@@ -654,13 +664,24 @@ fn service_create(words: &mut Words) -> Result<Command, String> {
     let image = words.next().ok_or("service create needs an IMAGE")?;
     spec.task.image = image;
     spec.task.command = words.rest();
+    if max_concurrent.is_some() && (global || !job) {
+        return Err("max-concurrent can only be used with replicated-job mode".into());
+    }
     if global {
         if replicas.is_some() {
-            return Err("--replicas can only be used with replicated mode".into());
+            return Err("replicas can only be used with replicated or replicated-job mode".into());
         }
-        spec.mode = ServiceMode::Global;
+        spec.mode = if job { ServiceMode::GlobalJob } else { ServiceMode::Global };
+    } else if job {
+        // As Docker's CLI and daemon: concurrency defaults to replicas, replicas to concurrency, both to 1.
+        let max_concurrent = max_concurrent.or(replicas).unwrap_or(1);
+        spec.mode =
+            ServiceMode::ReplicatedJob { max_concurrent, total_completions: replicas.unwrap_or(max_concurrent) };
     } else {
         spec.mode = ServiceMode::Replicated { replicas: replicas.unwrap_or(1) };
+    }
+    if job && common.restart_condition.is_none() {
+        spec.task.restart_policy.condition = RestartCondition::OnFailure;
     }
     common.apply(&mut spec);
     Ok(Command::Request(ControlRequest::ServiceCreate { spec }))

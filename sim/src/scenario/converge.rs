@@ -10,9 +10,23 @@ use shoal_core::store::StoreState;
 /// Every service runs its current spec: replicated ones with exactly `replicas` tasks, global
 /// ones with one task on each ready, active node its constraints allow. A service whose update
 /// (or rollback) paused on a failure waits for its operator, as Swarm's does (`failure_action:
-/// pause`): it must keep every slot running, on whichever spec, and nothing more is asked.
+/// pause`): it must keep every slot running, on whichever spec, and nothing more is asked. A
+/// replicated job has completed its `total_completions` in its current iteration; a global job has
+/// no task left to finish on a node that is ready.
 pub fn converged(state: &StoreState) -> Result<(), String> {
     for svc in state.services.values() {
+        if svc.spec.mode.is_job() {
+            let tasks: Vec<&shoal_core::api::Task> = state.tasks.values().filter(|t| t.service_id == svc.id).collect();
+            let (_, desired, completed) = shoal_core::orchestrator::jobs::job_counts(svc, &tasks);
+            let done = match svc.spec.mode {
+                ServiceMode::ReplicatedJob { total_completions, .. } => completed == total_completions,
+                _ => desired == 0,
+            };
+            if !done {
+                return Err(format!("job {}: {completed} completed, {desired} still to run", svc.spec.name));
+            }
+            continue;
+        }
         let paused = svc
             .update_status
             .as_ref()
@@ -46,6 +60,7 @@ pub fn converged(state: &StoreState) -> Result<(), String> {
                     ));
                 }
             }
+            ServiceMode::ReplicatedJob { .. } | ServiceMode::GlobalJob => {}
             ServiceMode::Global => {
                 let constraints = parse_constraints(&svc.spec.task.placement.constraints).unwrap_or_default();
                 let eligible: BTreeSet<&str> = state

@@ -18,6 +18,9 @@ pub enum Expectation {
     ServiceRunning { service: String, count: u64, image: Option<String> },
     /// `service web absent`
     ServiceAbsent { service: String },
+    /// `service batch completed 6`: the job's current iteration has exactly N completed tasks, in N
+    /// distinct slots (or nodes): every completion counted once, none run twice.
+    ServiceCompleted { service: String, count: u64 },
     /// `service web update completed|paused|updating|rollback_completed|…`
     ServiceUpdateState { service: String, state: UpdateState },
     /// `node worker-2 status down|ready|…`
@@ -69,7 +72,8 @@ pub struct Timed {
     pub within: Duration,
 }
 
-const FORMS: &str = "service S running N [image I], service S absent, service S update STATE, node N status S, \
+const FORMS: &str =
+    "service S running N [image I], service S absent, service S completed N, service S update STATE, node N status S, \
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
@@ -115,6 +119,9 @@ impl std::str::FromStr for Expectation {
                 Expectation::ServiceRunning { service: s.to_string(), count: number(n)?, image: Some(i.to_string()) }
             }
             ["service", s, "absent"] => Expectation::ServiceAbsent { service: s.to_string() },
+            ["service", s, "completed", n] => {
+                Expectation::ServiceCompleted { service: s.to_string(), count: number(n)? }
+            }
             ["service", s, "update", state] => {
                 Expectation::ServiceUpdateState { service: s.to_string(), state: update_state(state)? }
             }
@@ -201,6 +208,7 @@ impl std::fmt::Display for Expectation {
                 write!(f, "service {service} running {count} image {i}")
             }
             Expectation::ServiceAbsent { service } => write!(f, "service {service} absent"),
+            Expectation::ServiceCompleted { service, count } => write!(f, "service {service} completed {count}"),
             Expectation::ServiceUpdateState { service, state } => {
                 write!(f, "service {service} update {}", lower(state))
             }
@@ -239,7 +247,10 @@ fn running_tasks<'a>(
     service_id: &'a str,
 ) -> impl Iterator<Item = &'a shoal_core::api::Task> + 'a {
     state.tasks.values().filter(move |t| {
-        t.service_id == service_id && t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+        t.service_id == service_id
+            && t.status.state == TaskState::Running
+            // A job's tasks are desired `complete`.
+            && matches!(t.desired_state, TaskState::Running | TaskState::Complete)
     })
 }
 
@@ -268,6 +279,10 @@ impl Expectation {
                 let desired = match svc.spec.mode {
                     ServiceMode::Replicated { replicas } => format!("{replicas} replicas"),
                     ServiceMode::Global => "global".to_string(),
+                    ServiceMode::ReplicatedJob { max_concurrent, total_completions } => {
+                        format!("replicated job of {total_completions}, {max_concurrent} at once")
+                    }
+                    ServiceMode::GlobalJob => "global job".to_string(),
                 };
                 let mut pending: Vec<String> = state
                     .tasks
@@ -294,6 +309,30 @@ impl Expectation {
                     svc.spec.task.image,
                     svc.update_status.as_ref().map(|u| u.state),
                 ))
+            }
+            Expectation::ServiceCompleted { service: name, count } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let complete: Vec<_> = state
+                    .tasks
+                    .values()
+                    .filter(|t| {
+                        t.service_id == svc.id
+                            && t.spec_version == svc.spec_version
+                            && t.status.state == TaskState::Complete
+                    })
+                    .collect();
+                let places: std::collections::BTreeSet<String> =
+                    complete.iter().map(|t| if t.slot > 0 { t.slot.to_string() } else { t.node_id.clone() }).collect();
+                if complete.len() as u64 == *count && places.len() as u64 == *count {
+                    return Ok(());
+                }
+                let states: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.spec_version == svc.spec_version)
+                    .map(|t| format!("{}:{}/{}", t.name(), t.status.state, t.desired_state))
+                    .collect();
+                Err(format!("{} completed in {} places; tasks: {states:?}", complete.len(), places.len()))
             }
             Expectation::ServiceAbsent { service: name } => match service(name) {
                 None => Ok(()),
