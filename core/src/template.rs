@@ -1,6 +1,7 @@
 //! Swarm's service templates: `{{.Service.Name}}`, `{{.Task.Slot}}`, `{{.Node.Hostname}}`, … in a
-//! task's environment, hostname and container labels, expanded on the node that runs the task just
-//! before its container is made (swarmkit `template/`, `ExpandContainerSpec`). The language is Go's
+//! task's environment, hostname, container labels and mounts (source, target, volume labels),
+//! expanded on the node that runs the task just before its container is made (swarmkit
+//! `template/`, `ExpandContainerSpec`). The language is Go's
 //! text/template through the `gotmpl` crate — `index`, `range`, `if`, `printf`, pipelines — over
 //! the data Swarm gives a template:
 //!

@@ -4,7 +4,7 @@
 //! real engine's check is `real/tests/e2e.rs` (`cluster_with_docker_executor`).
 #![cfg(madsim)]
 
-use shoal_core::api::{ServiceMode, ServiceSpec, TaskState};
+use shoal_core::api::{Mount, MountType, ServiceMode, ServiceSpec, TaskState, VolumeOptions};
 use shoal_core::control::ControlRequest;
 use shoal_core::env::executor::LABEL_SERVICE_NAME;
 use shoal_sim::cluster::{ClusterShape, SimCluster};
@@ -39,8 +39,30 @@ async fn templates_expand_per_task_and_a_bad_one_rejects_the_task() {
     ] {
         spec.task.container_labels.insert(key.into(), template.into());
     }
+    // A volume per slot, its label naming the node (swarmkit expands mount sources, targets, labels).
+    spec.task.mounts = vec![Mount {
+        kind: MountType::Volume,
+        source: "data-{{.Task.Slot}}".into(),
+        target: "/data/{{.Service.Name}}".into(),
+        volume: Some(VolumeOptions {
+            labels: [("made.on".to_string(), "{{.Node.Hostname}}".to_string())].into(),
+            ..VolumeOptions::default()
+        }),
+        ..Mount::default()
+    }];
     cluster.control(ControlRequest::ServiceCreate { spec }).await.expect("service create");
     common::wait_until(&cluster, "web", "3 running containers", 60, |c| containers(c, "web").len() == 3).await;
+    for (host, executor) in cluster.executors() {
+        for (name, volume) in executor.volumes() {
+            assert!(name.starts_with("data-"), "{host}: {name}");
+            assert_eq!(volume.labels.get("made.on"), Some(&host), "{host}: {name}");
+        }
+        for mounts in executor.mounts_of().values() {
+            assert!(mounts.iter().all(|m| m.target == "/data/web"), "{host}: {mounts:?}");
+        }
+    }
+    let volumes: Vec<String> = cluster.executors().values().flat_map(|e| e.volumes().into_keys()).collect();
+    assert_eq!(volumes.len(), 3, "{volumes:?}");
 
     let mut slots = Vec::new();
     for (host, labels) in containers(&cluster, "web") {

@@ -223,7 +223,22 @@ impl Runner {
                     published: p.published_port,
                 })
                 .collect(),
-            mounts: spec.mounts.clone(),
+            mounts: spec
+                .mounts
+                .iter()
+                .map(|mount| {
+                    let mut mount = mount.clone();
+                    // swarmkit's expandMounts: source, target and the volume's labels.
+                    mount.source = templates.expand("mounts", &mount.source)?;
+                    mount.target = templates.expand("mounts", &mount.target)?;
+                    if let Some(volume) = &mut mount.volume {
+                        for value in volume.labels.values_mut() {
+                            *value = templates.expand("mounts", value)?;
+                        }
+                    }
+                    Ok(mount)
+                })
+                .collect::<Result<_, TemplateError>>()?,
         })
     }
 
