@@ -81,7 +81,7 @@ fn ci_scenarios_pass_on_real_clusters() {
         "scenarios/t45_lossy_links.yaml",
         "scenarios/t53_disk_write_failure.yaml",
         // The ingress network removed and recreated with its own subnet carries published ports.
-        "scenarios/t78_mesh_ingress_recreated.yaml",
+        "scenarios/t81_mesh_ingress_recreated.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
