@@ -460,7 +460,9 @@ impl Runner<'_> {
             Fault::DiskFailWrites { .. } | Fault::DiskHeal(_) => {
                 Some("the cluster was not started by this run (--cluster): its raft logs are not on a file system the harness mounted")
             }
-            Fault::ContainerRemove { .. } | Fault::Leave { .. } | Fault::Image { .. } => None,
+            Fault::ContainerRemove { .. } | Fault::ContainerUnhealthy { .. } | Fault::Leave { .. } | Fault::Image { .. } => {
+                None
+            }
         }
     }
 
@@ -605,6 +607,11 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
                 );
             }
+            Fault::ContainerUnhealthy { service, slot } => self.skip(
+                place,
+                &format!("container unhealthy {service} {slot}"),
+                "a real container's health is what its health command says: the harness cannot make its checks fail from outside (a health command that fails, e.g. `--health-cmd false`, fails in both worlds)",
+            ),
             Fault::Image { image, fault } if fault.is_fault() && !self.tags.contains_key(image) => self.skip(
                 place,
                 &format!("image {image} {fault:?}"),
@@ -652,6 +659,11 @@ impl Runner<'_> {
                         "the image is the engine's own, not one this run tagged",
                     ),
                 },
+                ImageFault::Unhealthy => self.skip(
+                    place,
+                    &format!("image {image} unhealthy"),
+                    "a real container's health is what its health command says: the stand-in image cannot make every check fail (use a health command that fails, e.g. `--health-cmd false`, which fails in both worlds)",
+                ),
                 ImageFault::ExitsOnSigterm => self.note(
                     "fault.image",
                     json!({"at": place, "image": image, "behavior": "exits on SIGTERM (every stand-in image does)"}),

@@ -78,7 +78,6 @@ const SHOAL_IGNORED: &[&str] = &[
     "dns",
     "dns_search",
     "extra_hosts",
-    "healthcheck",
     "hostname",
     "init",
     "isolation",
@@ -639,6 +638,7 @@ impl Converter<'_> {
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
                 "working_dir" => spec.task.workdir = v.string()?,
                 "user" => spec.task.user = v.string()?,
+                "healthcheck" => spec.task.healthcheck = Some(healthcheck(v)?),
                 "deploy" => deploy = Some(v.clone()),
                 // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
                 "depends_on" => {}
@@ -981,4 +981,45 @@ fn port(node: &Node) -> Result<Vec<PortConfig>, Fail> {
         Value::String(_) | Value::Number(_) => short_port(&node.string()?).map_err(|why| node.fail(why)),
         _ => Err(node.expected("a port like \"8080:80\" or a mapping with target and published")),
     }
+}
+
+/// A service's `healthcheck:` as docker/cli converts it: `test` as a string is run by the shell
+/// (`CMD-SHELL`), as a list taken as written (`[CMD, …]`, `[CMD-SHELL, …]`, `[NONE]`); `disable: true`
+/// is `[NONE]` and refused together with `test`.
+fn healthcheck(node: &Node) -> Result<crate::api::HealthConfig, Fail> {
+    let mut check = crate::api::HealthConfig::default();
+    let mut disable = false;
+    for (key, v) in node.entries()? {
+        match key.as_str() {
+            "test" => {
+                check.test = match v.value {
+                    Value::String(line) => vec!["CMD-SHELL".to_string(), line.clone()],
+                    _ => v.strings()?,
+                };
+                if let Some(first) = check.test.first().filter(|f| !matches!(f.as_str(), "CMD" | "CMD-SHELL" | "NONE")) {
+                    return Err(v.fail(format!(
+                        "healthcheck.test: {first:?} is not CMD, CMD-SHELL or NONE (write the command as a string to run it with the shell)"
+                    )));
+                }
+            }
+            "interval" => check.interval_ms = v.duration_ms()?,
+            "timeout" => check.timeout_ms = v.duration_ms()?,
+            "start_period" => check.start_period_ms = v.duration_ms()?,
+            "retries" => check.retries = v.uint()?,
+            "disable" => disable = v.boolean()?,
+            k if k.starts_with("x-") => {}
+            other => {
+                return Err(v.fail(format!(
+                    "additional property \"healthcheck.{other}\" is not allowed (expected test, interval, timeout, retries, start_period, disable)"
+                )))
+            }
+        }
+    }
+    if disable {
+        if !check.test.is_empty() {
+            return Err(node.fail("healthcheck: test and disable can't be set at the same time"));
+        }
+        return Ok(crate::api::HealthConfig::none());
+    }
+    Ok(check)
 }

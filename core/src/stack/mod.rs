@@ -21,6 +21,7 @@
 //! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
 //! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
+//! | `healthcheck` | `test` (a string runs with the shell: `CMD-SHELL`; a list as written: `CMD`, `CMD-SHELL`, `NONE`), `interval`, `timeout`, `retries`, `start_period`, `disable` (`[NONE]`; with `test` refused); `start_interval` refused as unknown |
 //! | `deploy.mode` | `replicated`, `global` (jobs refused); `replicas` with `global` is refused |
 //! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
 //! | `deploy.placement` | `constraints`, `preferences` (`spread`), `max_replicas_per_node` |
@@ -30,7 +31,7 @@
 //! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
 //! | `depends_on` | silently ignored, as by docker/cli |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
-//! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `healthcheck`, `logging`, `hostname`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
+//! | keys shoal does not model yet: `volumes`, `secrets`, `configs`, `logging`, `hostname`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`); `driver_opts`, `ipam`, `internal`, `enable_ipv6` ignored, listed |

@@ -468,6 +468,23 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
         }
         out.push(' ');
     }
+    if let Some(check) = &spec.task.healthcheck {
+        let _ = write!(
+            out,
+            "\n Healthcheck:\n  Interval = {}\n  Retries = {}\n  StartPeriod =\t{}\n  Timeout =\t{}",
+            go_duration(check.interval_ms),
+            check.retries,
+            go_duration(check.start_period_ms),
+            go_duration(check.timeout_ms)
+        );
+        if !check.test.is_empty() {
+            out.push_str("\n  Tests:");
+            for test in &check.test {
+                let _ = write!(out, "\n\t Test = {test}");
+            }
+            out.push(' ');
+        }
+    }
     out.push('\n');
     out
 }

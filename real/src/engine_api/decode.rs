@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use shoal_core::api::{
-    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, ResourceAmount,
+    Availability, EndpointMode, FailureAction, HealthConfig, Labels, NodeRole, PortConfig, PublishMode, ResourceAmount,
     RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
 };
 
@@ -152,6 +152,21 @@ fn refuse_unsupported(object: &Map<String, Value>, keys: &[&str], within: &str) 
     Ok(())
 }
 
+/// `ContainerSpec.Healthcheck` (Docker's `HealthConfig`: nanoseconds; zeros and `[]` inherit).
+fn healthcheck(check: &Map<String, Value>) -> Result<HealthConfig> {
+    let test = strings(check, "Test")?;
+    if let Some(first) = test.first().filter(|f| !matches!(f.as_str(), "CMD" | "CMD-SHELL" | "NONE")) {
+        return Err(DecodeError(format!("Healthcheck.Test: {first:?} is not CMD, CMD-SHELL or NONE")));
+    }
+    Ok(HealthConfig {
+        test,
+        interval_ms: duration_ms(check, "Interval")?.unwrap_or(0),
+        timeout_ms: duration_ms(check, "Timeout")?.unwrap_or(0),
+        retries: unsigned(check, "Retries")?.unwrap_or(0),
+        start_period_ms: duration_ms(check, "StartPeriod")?.unwrap_or(0),
+    })
+}
+
 fn resources(object: Option<&Map<String, Value>>) -> Result<ResourceAmount> {
     let Some(object) = object else {
         return Ok(ResourceAmount::default());
@@ -210,7 +225,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
     refuse_unsupported(
         &container,
-        &["Mounts", "Secrets", "Configs", "Healthcheck", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
+        &["Mounts", "Secrets", "Configs", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
         "ContainerSpec",
     )?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
@@ -226,6 +241,9 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.user = string(&container, "User")?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
+    }
+    if let Some(check) = object_field(&container, "Healthcheck")? {
+        task.healthcheck = Some(healthcheck(check)?);
     }
     if let Some(res) = object_field(&template, "Resources")? {
         task.resources.limits = resources(object_field(res, "Limits")?)?;
