@@ -18,6 +18,12 @@ pub enum Expectation {
     ServiceRunning { service: String, count: u64, image: Option<String> },
     /// `service web absent`
     ServiceAbsent { service: String },
+    /// `service web starting 2`: exactly N tasks meant to run are `starting` (a health-checked
+    /// container not yet healthy).
+    ServiceStarting { service: String, count: u64 },
+    /// `service web failed with dockerexec: unhealthy container`: some task of the service failed
+    /// with an error containing the text.
+    ServiceFailedWith { service: String, text: String },
     /// `service web update completed|paused|updating|rollback_completed|…`
     ServiceUpdateState { service: String, state: UpdateState },
     /// `node worker-2 status down|ready|…`
@@ -69,7 +75,7 @@ pub struct Timed {
     pub within: Duration,
 }
 
-const FORMS: &str = "service S running N [image I], service S absent, service S update STATE, node N status S, \
+const FORMS: &str = "service S running N [image I], service S absent, service S starting N, service S failed with TEXT, service S update STATE, node N status S, \
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
@@ -115,6 +121,10 @@ impl std::str::FromStr for Expectation {
                 Expectation::ServiceRunning { service: s.to_string(), count: number(n)?, image: Some(i.to_string()) }
             }
             ["service", s, "absent"] => Expectation::ServiceAbsent { service: s.to_string() },
+            ["service", s, "starting", n] => Expectation::ServiceStarting { service: s.to_string(), count: number(n)? },
+            ["service", s, "failed", "with", text @ ..] if !text.is_empty() => {
+                Expectation::ServiceFailedWith { service: s.to_string(), text: text.join(" ") }
+            }
             ["service", s, "update", state] => {
                 Expectation::ServiceUpdateState { service: s.to_string(), state: update_state(state)? }
             }
@@ -201,6 +211,8 @@ impl std::fmt::Display for Expectation {
                 write!(f, "service {service} running {count} image {i}")
             }
             Expectation::ServiceAbsent { service } => write!(f, "service {service} absent"),
+            Expectation::ServiceStarting { service, count } => write!(f, "service {service} starting {count}"),
+            Expectation::ServiceFailedWith { service, text } => write!(f, "service {service} failed with {text}"),
             Expectation::ServiceUpdateState { service, state } => {
                 write!(f, "service {service} update {}", lower(state))
             }
@@ -294,6 +306,33 @@ impl Expectation {
                     svc.spec.task.image,
                     svc.update_status.as_ref().map(|u| u.state),
                 ))
+            }
+            Expectation::ServiceStarting { service: name, count } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let states: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.desired_state == TaskState::Running)
+                    .map(|t| format!("{}:{}", t.name(), t.status.state))
+                    .collect();
+                let starting = states.iter().filter(|s| s.ends_with(":starting")).count() as u64;
+                if starting == *count {
+                    return Ok(());
+                }
+                Err(format!("{starting} starting; tasks meant to run: {states:?}"))
+            }
+            Expectation::ServiceFailedWith { service: name, text } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let failed: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.status.state == TaskState::Failed)
+                    .map(|t| format!("{}: {}", t.name(), t.status.err))
+                    .collect();
+                if failed.iter().any(|f| f.contains(text.as_str())) {
+                    return Ok(());
+                }
+                Err(format!("no failed task with {text:?}; failed tasks: {failed:?}"))
             }
             Expectation::ServiceAbsent { service: name } => match service(name) {
                 None => Ok(()),
