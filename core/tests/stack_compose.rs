@@ -677,9 +677,12 @@ fn healthcheck_disable_and_refusals() {
     let plan = convert_with("s.yml", &file("      test: [\"NONE\"]\n"), &[]).unwrap();
     assert!(plan.services[0].task.healthcheck.as_ref().unwrap().is_disabled());
     let err = convert_with("s.yml", &file("      disable: true\n      test: [\"CMD\", \"true\"]\n"), &[]).unwrap_err();
-    assert_eq!(err.to_string(), "s.yml:5: healthcheck: test and disable can't be set at the same time");
+    assert_eq!(err.to_string(), "s.yml:6: services.web.healthcheck: test and disable can't be set at the same time");
     let err = convert_with("s.yml", &file("      test: [\"curl\", \"-f\"]\n"), &[]).unwrap_err();
-    assert!(err.to_string().starts_with("s.yml:6: healthcheck.test: \"curl\" is not CMD"), "{err}");
+    assert!(err.to_string().starts_with("s.yml:6: services.web.healthcheck.test: \"curl\" is not CMD"), "{err}");
     let err = convert_with("s.yml", &file("      intervall: 5s\n"), &[]).unwrap_err();
-    assert!(err.to_string().starts_with("s.yml:6: additional property \"healthcheck.intervall\""), "{err}");
+    assert!(
+        err.to_string().starts_with("s.yml:6: services.web.healthcheck.intervall: additional property \"intervall\""),
+        "{err}"
+    );
 }

@@ -998,7 +998,7 @@ fn healthcheck(node: &Node) -> Result<crate::api::HealthConfig, Fail> {
                 };
                 if let Some(first) = check.test.first().filter(|f| !matches!(f.as_str(), "CMD" | "CMD-SHELL" | "NONE")) {
                     return Err(v.fail(format!(
-                        "healthcheck.test: {first:?} is not CMD, CMD-SHELL or NONE (write the command as a string to run it with the shell)"
+                        "{first:?} is not CMD, CMD-SHELL or NONE (write the command as a string to run it with the shell)"
                     )));
                 }
             }
@@ -1010,14 +1010,14 @@ fn healthcheck(node: &Node) -> Result<crate::api::HealthConfig, Fail> {
             k if k.starts_with("x-") => {}
             other => {
                 return Err(v.fail(format!(
-                    "additional property \"healthcheck.{other}\" is not allowed (expected test, interval, timeout, retries, start_period, disable)"
+                    "additional property {other:?} is not allowed (expected test, interval, timeout, retries, start_period, disable)"
                 )))
             }
         }
     }
     if disable {
         if !check.test.is_empty() {
-            return Err(node.fail("healthcheck: test and disable can't be set at the same time"));
+            return Err(node.fail("test and disable can't be set at the same time"));
         }
         return Ok(crate::api::HealthConfig::none());
     }

@@ -709,3 +709,41 @@ mod tests {
             .starts_with("web.2.abcdefghijkl@node-a     | 1970-01-01T00:00:01.000000001Z one\n"));
     }
 }
+
+#[cfg(test)]
+mod health_tests {
+    use shoal_core::api::{HealthConfig, Meta, PortConfig, PublishMode, Service, ServiceSpec};
+    use shoal_core::control::ServiceView;
+
+    /// The `Healthcheck:` block of `service inspect --pretty`, as docker/cli's golden shows it
+    /// (after the ports, TAB before StartPeriod/Timeout values and each test word).
+    #[test]
+    fn pretty_healthcheck_block_matches_docker() {
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.ports = vec![PortConfig {
+            protocol: "tcp".into(),
+            target_port: 5000,
+            published_port: 30000,
+            publish_mode: PublishMode::Ingress,
+        }];
+        spec.task.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "curl".into()],
+            interval_ms: 4_000,
+            timeout_ms: 1_000,
+            retries: 3,
+            start_period_ms: 2_000,
+        });
+        let service = Service {
+            id: "s1".into(),
+            meta: Meta::default(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+        };
+        let text = super::service_pretty(&ServiceView { service, running: 0, desired: 1 }, 0);
+        let want = "  PublishMode = ingress \n Healthcheck:\n  Interval = 4s\n  Retries = 3\n  StartPeriod =\t2s\n  Timeout =\t1s\n  Tests:\n\t Test = CMD-SHELL\n\t Test = curl \n";
+        assert!(text.ends_with(want), "{text:?}");
+    }
+}
