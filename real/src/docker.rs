@@ -144,7 +144,7 @@ impl DockerExecutor {
             .health
             .as_ref()
             .and_then(|health| health.status)
-            .and_then(|status| Health::from_docker(&status.to_string()));
+            .and_then(|status| Health::from_docker(status.as_ref()));
         let state = match state.status {
             Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None => {
                 ContainerState::Created
