@@ -159,8 +159,9 @@ pub async fn executor(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
 }
 
 /// Health checks, for arms that run them (not plain processes): a container without a check has no
-/// health; one whose check passes goes `starting` → `healthy`; one whose check fails turns
-/// `unhealthy` after `retries` failures; `NONE` switches the check off. Uses the fixture's image and
+/// health; one is `starting` until its first check (an interval after the start); one whose check
+/// passes is then `healthy`; one whose check fails turns `unhealthy` after `retries` failures; `NONE`
+/// switches the check off. Uses the fixture's image and
 /// `run_forever`; the checks are `CMD-SHELL exit 0` / `exit 1`.
 pub async fn executor_health(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
     use super::executor::Health;
@@ -178,6 +179,8 @@ pub async fn executor_health(executor: Arc<dyn Executor>, fixture: ExecutorFixtu
         ("hc-off", Some(HealthConfig::none()), None),
         ("hc-pass", Some(check("exit 0")), Some(Health::Healthy)),
         ("hc-fail", Some(check("exit 1")), Some(Health::Unhealthy)),
+        // The first check runs one interval after the start: a minute away, so starting throughout.
+        ("hc-slow", Some(HealthConfig { interval_ms: 60_000, ..check("exit 0") }), Some(Health::Starting)),
     ];
     let mut made = Vec::new();
     for (suffix, healthcheck, _) in &cases {
@@ -194,13 +197,6 @@ pub async fn executor_health(executor: Arc<dyn Executor>, fixture: ExecutorFixtu
         made.push(id);
     }
     for ((suffix, _, want), id) in cases.iter().zip(&made) {
-        let first = executor.inspect(id).await.expect("inspect").health;
-        match want {
-            None => assert_eq!(first, None, "{suffix}: no health check, no health"),
-            Some(_) => assert_eq!(first, Some(Health::Starting), "{suffix}: starting before the first check"),
-        }
-    }
-    for ((suffix, _, want), id) in cases.iter().zip(&made) {
         let Some(want) = want else { continue };
         let mut seen = None;
         for _ in 0..100 {
@@ -211,6 +207,10 @@ pub async fn executor_health(executor: Arc<dyn Executor>, fixture: ExecutorFixtu
             crate::env::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(seen, Some(*want), "{suffix}: health within 10 s");
+    }
+    for ((suffix, _, want), id) in cases.iter().zip(&made) {
+        let now = executor.inspect(id).await.expect("inspect").health;
+        assert_eq!(now, *want, "{suffix}: still");
     }
     for id in &made {
         executor.remove(id).await.expect("remove");
