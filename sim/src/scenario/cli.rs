@@ -785,6 +785,34 @@ mod tests {
     }
 
     #[test]
+    fn health_flags_as_docker_applies_them() {
+        use shoal_core::api::HealthConfig;
+        let cmd = parse_command(
+            "service create --name web --health-cmd \"wget -q localhost\" --health-interval 2s --health-retries 4 nginx",
+        )
+        .unwrap();
+        let Command::Request(ControlRequest::ServiceCreate { spec }) = cmd else { panic!("{cmd:?}") };
+        let check = spec.task.healthcheck.clone().unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "wget -q localhost"]);
+        assert_eq!((check.interval_ms, check.retries, check.timeout_ms), (2_000, 4, 0));
+        let err = parse_command("service create --no-healthcheck --health-retries 2 nginx").unwrap_err();
+        assert!(err.contains("--no-healthcheck conflicts with --health-* options"), "{err}");
+        let Command::ServiceUpdate { changes, .. } = parse_command("service update --health-timeout 1s web").unwrap()
+        else {
+            panic!("not an update")
+        };
+        let mut updated = spec.clone();
+        changes.apply(&mut updated);
+        assert_eq!(updated.task.healthcheck, Some(HealthConfig { timeout_ms: 1_000, ..check }));
+        let Command::ServiceUpdate { changes, .. } = parse_command("service update --no-healthcheck web").unwrap()
+        else {
+            panic!("not an update")
+        };
+        changes.apply(&mut updated);
+        assert_eq!(updated.task.healthcheck, Some(HealthConfig::none()));
+    }
+
+    #[test]
     fn service_create_maps_flags() {
         let cmd = parse_command(
             "service create --name web --replicas 6 -e A=1 --constraint node.role==worker --update-parallelism 2 \
