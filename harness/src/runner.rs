@@ -36,6 +36,11 @@ use shoal_sim::scenario::{Outcome, Scenario};
 use crate::cleanup::{AttachedLedger, Ledger};
 use crate::client::{Names, RealClient, Route};
 use crate::cluster::{Attached, ClusterOptions, Executor, RealCluster};
+
+/// The file `container unhealthy` creates in a real container (`docker exec … touch`): a scenario's
+/// health command checks it (`--health-cmd "test ! -e /tmp/unhealthy"`, which passes in the simulator
+/// until the same fault).
+pub const UNHEALTHY_MARK: &str = "/tmp/unhealthy";
 use crate::relay::Relays;
 use crate::{disk, images, netfault};
 
@@ -607,11 +612,44 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
                 );
             }
-            Fault::ContainerUnhealthy { service, slot } => self.skip(
-                place,
-                &format!("container unhealthy {service} {slot}"),
-                "a real container's health is what its health command says: the harness cannot make its checks fail from outside (a health command that fails, e.g. `--health-cmd false`, fails in both worlds)",
-            ),
+            Fault::ContainerUnhealthy { service, slot } => {
+                // A real container's health is what its command says: the harness creates the file
+                // UNHEALTHY_MARK in the container, which a scenario's `--health-cmd "test ! -e
+                // /tmp/unhealthy"` checks (the simulator's checks of that command pass until the fault).
+                let _ = self.poll().await;
+                let (_, state) = self.last_state.as_ref().ok_or("no leader to ask where the task runs")?;
+                let task = state
+                    .tasks
+                    .values()
+                    .find(|t| {
+                        t.service_name == *service
+                            && t.slot == *slot
+                            && t.desired_state == TaskState::Running
+                            && matches!(t.status.state, TaskState::Starting | TaskState::Running)
+                    })
+                    .ok_or_else(|| format!("no running task {service}.{slot}"))?
+                    .clone();
+                if self.cluster.options.executor != Executor::Docker {
+                    self.skip(place, "container unhealthy", "only the Docker executor runs health checks");
+                    return Ok(());
+                }
+                self.client_checks.container_fault(unix_ms());
+                let output = Process::new("docker")
+                    .args(["exec", &task.status.container_id, "touch", UNHEALTHY_MARK])
+                    .output()
+                    .map_err(|e| format!("cannot run docker exec: {e}"))?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "docker exec {} touch {UNHEALTHY_MARK} ({service}.{slot}): {}",
+                        task.status.container_id,
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ));
+                }
+                self.note(
+                    "fault.container_unhealthy",
+                    json!({"at": place, "task": task.name(), "container": task.status.container_id, "mark": UNHEALTHY_MARK}),
+                );
+            }
             Fault::Image { image, fault } if fault.is_fault() && !self.tags.contains_key(image) => self.skip(
                 place,
                 &format!("image {image} {fault:?}"),
