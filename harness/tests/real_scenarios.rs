@@ -80,6 +80,9 @@ fn ci_scenarios_pass_on_real_clusters() {
         "scenarios/t62_mesh_rolling_update_under_load.yaml",
         "scenarios/t45_lossy_links.yaml",
         "scenarios/t53_disk_write_failure.yaml",
+        // Health checks for real: a replica made unhealthy (`docker exec … touch /tmp/unhealthy`)
+        // under load is drained, fails as Swarm's and is replaced, and no request fails.
+        "scenarios/t80_mesh_unhealthy_replica_under_load.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
@@ -94,7 +97,7 @@ fn ci_scenarios_pass_on_real_clusters() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("9 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
     // Nothing of these was skipped: every fault, client and check was done for real.
     assert!(!stdout.contains("skipped in"), "{stdout}");
     // Each run's merged trace has the daemons' events and the harness's faults.
