@@ -58,6 +58,9 @@ impl Drop for ImageWithHealthcheck {
 #[test]
 fn health_checks_on_the_docker_engine() {
     require_docker();
+    // Made first so that it is dropped last, once the containers that use it are gone.
+    let image =
+        ImageWithHealthcheck::new("HEALTHCHECK --interval=1s --retries=2 --start-period=10s CMD test -f /tmp/ready");
     let _cleanup = [CleanupContainers("hc-flaky"), CleanupContainers("hc-sick"), CleanupContainers("hc-image")];
     let node = DaemonProc::spawn("hc-m", "127.0.0.231", "docker");
     node.swarm_init();
@@ -162,8 +165,6 @@ fn health_checks_on_the_docker_engine() {
     assert!(history.iter().all(|t| !state(t).starts_with("Running")), "a never-healthy task never runs: {history:?}");
 
     // 3. The image's own HEALTHCHECK, no --health-* flag: starting until it passes, read from Docker.
-    let image =
-        ImageWithHealthcheck::new("HEALTHCHECK --interval=1s --retries=2 --start-period=10s CMD test -f /tmp/ready");
     let created = node.must(&[
         "service",
         "create",
