@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use shoal_core::api::{FailureAction, MountType, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder};
+use shoal_core::api::{
+    FailureAction, HealthConfig, MountType, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+};
 use shoal_core::stack::{convert, ComposeError, ComposeInput, StackPlan};
 
 fn no_env_file(_: &str) -> Option<String> {
@@ -153,7 +155,19 @@ fn swarmprom() {
     assert_eq!(exporter.task.env, ["NODE_ID={{.Node.ID}}"]);
     assert_eq!(service(&plan, "s_prometheus").task.args[2], "--storage.tsdb.retention=24h");
     assert_eq!(service(&plan, "s_cadvisor").task.args, ["-logtostderr", "-docker_only"]);
-    assert_eq!(plan.ignored, ["configs", "healthcheck"]);
+    assert_eq!(plan.ignored, ["configs"]);
+    // caddy's healthcheck, `test` as a list taken as written.
+    assert_eq!(
+        service(&plan, "s_caddy").task.healthcheck,
+        Some(HealthConfig {
+            test: vec!["CMD".into(), "curl".into(), "-f".into(), "http://localhost:3000".into()],
+            interval_ms: 5_000,
+            timeout_ms: 1_000,
+            retries: 5,
+            start_period_ms: 0,
+        })
+    );
+    assert_eq!(service(&plan, "s_grafana").task.healthcheck, None, "no healthcheck: the image's");
 
     // With the variables set, they win over the defaults.
     let text = std::fs::read_to_string(format!("{}/tests/compose/swarmprom.yml", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -338,6 +352,17 @@ fn docker_cli_full_example() {
     assert_eq!(foo.task.placement.max_replicas_per_node, 5);
     assert_eq!(foo.task.stop_grace_period_ms, 20_000);
     assert_eq!((foo.task.workdir.as_str(), foo.task.user.as_str()), ("/code", "someone"));
+    // `test` as a string runs with the shell.
+    assert_eq!(
+        foo.task.healthcheck,
+        Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "echo \"hello world\"".into()],
+            interval_ms: 10_000,
+            timeout_ms: 1_000,
+            retries: 5,
+            start_period_ms: 15_000,
+        })
+    );
     // `deploy.labels` label the service; the service's own `labels` its containers (with the stack's).
     assert_eq!(foo.labels.get("FOO").map(String::as_str), Some("BAR"));
     let container_labels = &foo.task.container_labels;
@@ -405,7 +430,6 @@ fn docker_cli_full_example() {
             "devices",
             "domainname",
             "external_links",
-            "healthcheck",
             "ipc",
             "links",
             "logging",
@@ -853,5 +877,24 @@ fn volumes_short_and_long_syntax_scoped_to_the_stack() {
     assert_eq!(
         err("services:\n  a:\n    image: x\n    volumes:\n      - a:b:c:d\n"),
         "c.yml:5: services.a.volumes[0]: invalid spec: a:b:c:d: too many colons"
+    );
+}
+
+#[test]
+fn healthcheck_disable_and_refusals() {
+    let file =
+        |check: &str| format!("version: \"3.8\"\nservices:\n  web:\n    image: nginx\n    healthcheck:\n{check}");
+    let plan = convert_with("s.yml", &file("      disable: true\n"), &[]).unwrap();
+    assert_eq!(plan.services[0].task.healthcheck, Some(HealthConfig::none()));
+    let plan = convert_with("s.yml", &file("      test: [\"NONE\"]\n"), &[]).unwrap();
+    assert!(plan.services[0].task.healthcheck.as_ref().unwrap().is_disabled());
+    let err = convert_with("s.yml", &file("      disable: true\n      test: [\"CMD\", \"true\"]\n"), &[]).unwrap_err();
+    assert_eq!(err.to_string(), "s.yml:6: services.web.healthcheck: test and disable can't be set at the same time");
+    let err = convert_with("s.yml", &file("      test: [\"curl\", \"-f\"]\n"), &[]).unwrap_err();
+    assert!(err.to_string().starts_with("s.yml:6: services.web.healthcheck.test: \"curl\" is not CMD"), "{err}");
+    let err = convert_with("s.yml", &file("      intervall: 5s\n"), &[]).unwrap_err();
+    assert!(
+        err.to_string().starts_with("s.yml:6: services.web.healthcheck.intervall: additional property \"intervall\""),
+        "{err}"
     );
 }

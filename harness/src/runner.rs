@@ -36,6 +36,11 @@ use shoal_sim::scenario::{Outcome, Scenario};
 use crate::cleanup::{AttachedLedger, Ledger};
 use crate::client::{Names, RealClient, Route};
 use crate::cluster::{Attached, ClusterOptions, Executor, RealCluster};
+
+/// The file `container unhealthy` creates in a real container (`docker exec … touch`): a scenario's
+/// health command checks it (`--health-cmd "test ! -e /tmp/unhealthy"`, which passes in the simulator
+/// until the same fault).
+pub const UNHEALTHY_MARK: &str = "/tmp/unhealthy";
 use crate::relay::Relays;
 use crate::{disk, images, netfault};
 
@@ -477,7 +482,9 @@ impl Runner<'_> {
             Fault::DiskFailWrites { .. } | Fault::DiskHeal(_) => {
                 Some("the cluster was not started by this run (--cluster): its raft logs are not on a file system the harness mounted")
             }
-            Fault::ContainerRemove { .. } | Fault::Leave { .. } | Fault::Image { .. } => None,
+            Fault::ContainerRemove { .. } | Fault::ContainerUnhealthy { .. } | Fault::Leave { .. } | Fault::Image { .. } => {
+                None
+            }
         }
     }
 
@@ -624,6 +631,44 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
                 );
             }
+            Fault::ContainerUnhealthy { service, slot } => {
+                // A real container's health is what its command says: the harness creates the file
+                // UNHEALTHY_MARK in the container, which a scenario's `--health-cmd "test ! -e
+                // /tmp/unhealthy"` checks (the simulator's checks of that command pass until the fault).
+                let _ = self.poll().await;
+                let (_, state) = self.last_state.as_ref().ok_or("no leader to ask where the task runs")?;
+                let task = state
+                    .tasks
+                    .values()
+                    .find(|t| {
+                        t.service_name == *service
+                            && t.slot == *slot
+                            && t.desired_state == TaskState::Running
+                            && matches!(t.status.state, TaskState::Starting | TaskState::Running)
+                    })
+                    .ok_or_else(|| format!("no running task {service}.{slot}"))?
+                    .clone();
+                if self.cluster.options.executor != Executor::Docker {
+                    self.skip(place, "container unhealthy", "only the Docker executor runs health checks");
+                    return Ok(());
+                }
+                self.client_checks.container_fault(unix_ms());
+                let output = Process::new("docker")
+                    .args(["exec", &task.status.container_id, "touch", UNHEALTHY_MARK])
+                    .output()
+                    .map_err(|e| format!("cannot run docker exec: {e}"))?;
+                if !output.status.success() {
+                    return Err(format!(
+                        "docker exec {} touch {UNHEALTHY_MARK} ({service}.{slot}): {}",
+                        task.status.container_id,
+                        String::from_utf8_lossy(&output.stderr).trim()
+                    ));
+                }
+                self.note(
+                    "fault.container_unhealthy",
+                    json!({"at": place, "task": task.name(), "container": task.status.container_id, "mark": UNHEALTHY_MARK}),
+                );
+            }
             Fault::Image { image, fault } if fault.is_fault() && !self.tags.contains_key(image) => self.skip(
                 place,
                 &format!("image {image} {fault:?}"),
@@ -671,6 +716,11 @@ impl Runner<'_> {
                         "the image is the engine's own, not one this run tagged",
                     ),
                 },
+                ImageFault::Unhealthy => self.skip(
+                    place,
+                    &format!("image {image} unhealthy"),
+                    "a real container's health is what its health command says: the stand-in image cannot make every check fail (use a health command that fails, e.g. `--health-cmd false`, which fails in both worlds)",
+                ),
                 ImageFault::ExitsOnSigterm => self.note(
                     "fault.image",
                     json!({"at": place, "image": image, "behavior": "exits on SIGTERM (every stand-in image does)"}),

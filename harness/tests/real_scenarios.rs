@@ -82,6 +82,9 @@ fn ci_scenarios_pass_on_real_clusters() {
         "scenarios/t53_disk_write_failure.yaml",
         // The ingress network removed and recreated with its own subnet carries published ports.
         "scenarios/t81_mesh_ingress_recreated.yaml",
+        // Health checks for real: a replica made unhealthy (`docker exec … touch /tmp/unhealthy`)
+        // under load is drained, fails as Swarm's and is replaced, and no request fails.
+        "scenarios/t80_mesh_unhealthy_replica_under_load.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
@@ -96,7 +99,7 @@ fn ci_scenarios_pass_on_real_clusters() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("10 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
     // Nothing of these was skipped: every fault, client and check was done for real.
     assert!(!stdout.contains("skipped in"), "{stdout}");
     // Each run's merged trace has the daemons' events and the harness's faults.

@@ -35,15 +35,15 @@ use bollard::container::{
 };
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, Network,
-    PortBinding as DockerPortBinding, ResourcesUlimits,
+    ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig as DockerHealthConfig,
+    HostConfig, Ipam, IpamConfig, Network, PortBinding as DockerPortBinding, ResourcesUlimits,
 };
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
 use futures_util::StreamExt;
-use shoal_core::api::RegistryAuth;
+use shoal_core::api::{HealthConfig, RegistryAuth};
 use shoal_core::env::{
-    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, Health, LogLine, LogsQuery,
 };
 
 /// When a [`DockerExecutor`] pulls images.
@@ -183,6 +183,12 @@ impl DockerExecutor {
         let config = response.config.unwrap_or_default();
         let state = response.state.unwrap_or_default();
         let exit_code = state.exit_code.unwrap_or(0);
+        // Present only when the container has a health check (its own or the image's).
+        let health = state
+            .health
+            .as_ref()
+            .and_then(|health| health.status)
+            .and_then(|status| Health::from_docker(status.as_ref()));
         let state = match state.status {
             Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None => {
                 ContainerState::Created
@@ -202,6 +208,7 @@ impl DockerExecutor {
             labels: config.labels.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
             state,
             addresses,
+            health,
         }
     }
 
@@ -221,6 +228,19 @@ impl DockerExecutor {
                 PullFailure::Engine(reason) => ExecutorError::Unavailable(reason),
             }
         })
+    }
+}
+
+/// The Engine API's `HealthConfig` (durations in nanoseconds; 0 and `[]` inherit the image's).
+fn docker_health_config(config: &HealthConfig) -> DockerHealthConfig {
+    let nanos = |ms: u64| i64::try_from(ms.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    DockerHealthConfig {
+        test: Some(config.test.clone()),
+        interval: Some(nanos(config.interval_ms)),
+        timeout: Some(nanos(config.timeout_ms)),
+        retries: Some(i64::try_from(config.retries).unwrap_or(i64::MAX)),
+        start_period: Some(nanos(config.start_period_ms)),
+        start_interval: None,
     }
 }
 
@@ -312,6 +332,7 @@ impl Executor for DockerExecutor {
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),
+            healthcheck: spec.healthcheck.as_ref().map(docker_health_config),
             networking_config: first.map(|bridge| NetworkingConfig {
                 endpoints_config: [(bridge.name.clone(), endpoint(bridge))].into_iter().collect(),
             }),

@@ -266,6 +266,7 @@ impl ProcessExecutor {
             labels: proc.spec.labels.clone(),
             state: *proc.state.borrow(),
             addresses: Default::default(),
+            health: None,
         }
     }
 
@@ -341,6 +342,14 @@ impl Executor for ProcessExecutor {
             // A plain process has no mount namespace of its own to mount into.
             return Err(ExecutorError::Runtime(format!(
                 "container {}: the process executor cannot mount volumes (--mount needs the docker executor)",
+                spec.name
+            )));
+        }
+        // Plain processes have no health checks: refused rather than silently never checked.
+        if spec.healthcheck.as_ref().is_some_and(|check| !check.is_disabled()) {
+            return Err(ExecutorError::Runtime(format!(
+                "container {}: the process executor does not run health checks (--health-cmd, compose \
+                 healthcheck): run the daemon with the Docker executor, or create the service with --no-healthcheck",
                 spec.name
             )));
         }
@@ -586,6 +595,20 @@ mod tests {
             env: vec!["GREETING=hi".into()],
             ..ContainerSpec::default()
         }
+    }
+
+    #[tokio::test]
+    async fn health_checks_are_refused_clearly() {
+        let executor = ProcessExecutor::new();
+        let mut checked = spec("hc", PROCESS_IMAGE, &["sleep", "1"]);
+        checked.healthcheck =
+            Some(shoal_core::api::HealthConfig { test: vec!["CMD-SHELL".into(), "true".into()], ..Default::default() });
+        let err = executor.create(&checked).await.unwrap_err().to_string();
+        assert!(err.contains("does not run health checks") && err.contains("--no-healthcheck"), "{err}");
+        checked.healthcheck = Some(shoal_core::api::HealthConfig::none());
+        let id = executor.create(&checked).await.expect("--no-healthcheck needs no check");
+        assert_eq!(executor.inspect(&id).await.unwrap().health, None);
+        executor.remove(&id).await.unwrap();
     }
 
     #[tokio::test]

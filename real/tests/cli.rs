@@ -1194,3 +1194,63 @@ fn readme_compose_example_is_shown_and_deploys() {
     assert_eq!(plan.services[1].task.placement.constraints, ["node.role == worker"]);
     assert!(plan.ignored.is_empty() && plan.warnings.is_empty(), "{plan:?}");
 }
+
+#[test]
+fn health_flags_as_docker_applies_them() {
+    use shoal_core::api::HealthConfig;
+    let create = |flags: &[&str]| {
+        let mut argv = vec!["service", "create"];
+        argv.extend_from_slice(flags);
+        argv.push("busybox");
+        let cli = parse(&argv).unwrap();
+        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+        spec::create_spec(&args)
+    };
+    let spec = create(&[
+        "--health-cmd",
+        "wget -q localhost",
+        "--health-interval",
+        "2s",
+        "--health-timeout",
+        "1s",
+        "--health-retries",
+        "4",
+        "--health-start-period",
+        "500ms",
+    ])
+    .unwrap();
+    let check = spec.task.healthcheck.clone().unwrap();
+    assert_eq!(
+        check,
+        HealthConfig {
+            test: vec!["CMD-SHELL".into(), "wget -q localhost".into()],
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            retries: 4,
+            start_period_ms: 500
+        }
+    );
+    assert_eq!(create(&[]).unwrap().task.healthcheck, None, "no flag: the image's own HEALTHCHECK");
+    assert_eq!(create(&["--no-healthcheck"]).unwrap().task.healthcheck, Some(HealthConfig::none()));
+    let err = create(&["--no-healthcheck", "--health-retries", "2"]).unwrap_err().to_string();
+    assert_eq!(err, "--no-healthcheck conflicts with --health-* options");
+
+    // Update changes only the fields given; an empty command goes back to the image's.
+    let update = |current: &shoal_core::api::ServiceSpec, flags: &[&str]| {
+        let mut argv = vec!["service", "update"];
+        argv.extend_from_slice(flags);
+        argv.push("web");
+        let cli = parse(&argv).unwrap();
+        let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+        spec::update_spec(current, &args)
+    };
+    let updated = update(&spec, &["--health-retries", "9"]).unwrap();
+    assert_eq!(updated.task.healthcheck, Some(HealthConfig { retries: 9, ..check.clone() }));
+    let inherit = update(&spec, &["--health-cmd", ""]).unwrap();
+    assert_eq!(inherit.task.healthcheck.unwrap().test, Vec::<String>::new());
+    let off = update(&spec, &["--no-healthcheck"]).unwrap();
+    assert_eq!(off.task.healthcheck, Some(HealthConfig::none()));
+    let back_on = update(&off, &["--health-interval", "3s"]).unwrap();
+    assert_eq!(back_on.task.healthcheck, Some(HealthConfig { interval_ms: 3_000, ..HealthConfig::default() }));
+    assert_eq!(update(&spec, &["--replicas", "2"]).unwrap().task.healthcheck, Some(check), "untouched");
+}

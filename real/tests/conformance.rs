@@ -352,6 +352,30 @@ async fn docker_executor_conformance() {
 }
 
 #[tokio::test]
+async fn docker_executor_health_conformance() {
+    let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
+        .await
+        .expect("a running Docker engine (.ci/run)");
+    shoal_testimage::require();
+    let fixture = ExecutorFixture {
+        image: TEST_IMAGE.into(),
+        run_forever: vec!["sleep".into(), "3600".into()],
+        exit_3: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        missing_image: "shoal-test/never-built:none".into(),
+        name_prefix: unique("shoal-health"),
+    };
+    let executor: Arc<dyn Executor> = Arc::new(docker);
+    let label = (LABEL_TASK_ID.to_string(), format!("{}-task", fixture.name_prefix));
+    let result = tokio::spawn(conformance::executor_health(executor.clone(), fixture)).await;
+    for leftover in executor.list(&[label]).await.unwrap_or_default() {
+        let _ = executor.remove(&leftover.id).await;
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+#[tokio::test]
 async fn docker_logs_env_workdir_user_and_host_network() {
     let docker = DockerExecutor::connect(DockerOptions { pull: PullPolicy::Never })
         .await

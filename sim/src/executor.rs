@@ -30,6 +30,13 @@
 //! - each `mode=host` [`PortBinding`] is bound on the host as Docker binds it: a port already taken
 //!   fails the start with Docker's words.
 //!
+//! **Health checks.** A container whose service (or image: [`Behavior::healthcheck`]) has a health
+//! check is `starting` until its first check, one interval after the start, then `healthy`; its
+//! checks fail from the start when the command is `false` or `exit N` (N ≠ 0) or the image is marked
+//! [`Behavior::health_fails`], and from the moment of [`SimExecutor::fail_health`] otherwise. After
+//! `retries` failures in a row (those within the start period do not count) it is `unhealthy`.
+//! Checks take no time here, so the timeout never fires.
+//!
 //! The processes run on the host's container runtime (a spawner the cluster gives, so a daemon
 //! restart leaves them alone); a stop sends SIGTERM to them and waits until their connections are
 //! closed, then exits (143), or kills them when the grace period ends (137: open connections are
@@ -40,10 +47,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use shoal_core::api::{Labels, Mount, MountType, RegistryAuth};
+use shoal_core::api::{HealthConfig, Labels, Mount, MountType, RegistryAuth};
 use shoal_core::env::{
-    runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
-    PortBinding,
+    runtime, BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, Health, LogLine,
+    LogsQuery, PortBinding,
 };
 use tokio::sync::watch;
 
@@ -68,6 +75,92 @@ pub struct Behavior {
     /// Its processes die at once on SIGTERM (open connections are reset) instead of finishing what
     /// they serve.
     pub exits_on_sigterm: bool,
+    /// The image's own HEALTHCHECK (used when the service sets none).
+    pub healthcheck: Option<HealthConfig>,
+    /// Health checks of its containers fail from the start (whatever the check runs).
+    pub health_fails: bool,
+}
+
+/// Whether a health check's command fails here: `false`, `/bin/false` or `exit N` (N ≠ 0), run
+/// directly (`CMD`) or by the shell (`CMD-SHELL`). Any other command passes.
+pub fn health_test_fails(test: &[String]) -> bool {
+    let words: Vec<&str> = match test.first().map(String::as_str) {
+        Some("CMD-SHELL") => test.get(1).map(|line| line.split_whitespace().collect()).unwrap_or_default(),
+        Some("CMD") => test[1..].iter().map(String::as_str).collect(),
+        _ => return false,
+    };
+    let words = match words.as_slice() {
+        ["sh" | "/bin/sh", "-c", rest @ ..] => rest.iter().flat_map(|w| w.split_whitespace()).collect(),
+        _ => words,
+    };
+    match words.as_slice() {
+        ["false" | "/bin/false", ..] => true,
+        ["exit", code] => code.trim_matches(['"', '\'']).parse::<i64>().is_ok_and(|c| c != 0),
+        _ => false,
+    }
+}
+
+/// A running container's health check.
+#[derive(Debug, Clone)]
+struct SimHealth {
+    config: HealthConfig,
+    /// When the container started (virtual Unix ms).
+    started_ms: u64,
+    /// From when its checks fail (virtual Unix ms); `None` = they pass.
+    fails_from_ms: Option<u64>,
+}
+
+impl SimHealth {
+    /// Docker's status at `now_ms`: checks run every interval from the start; a pass is healthy,
+    /// `retries` counted failures in a row unhealthy.
+    fn status(&self, now_ms: u64) -> Health {
+        let interval = self.config.interval_or_default().max(1);
+        let done = now_ms.saturating_sub(self.started_ms) / interval;
+        if done == 0 {
+            return Health::Starting;
+        }
+        let Some(fails_from) = self.fails_from_ms else { return Health::Healthy };
+        // The first check at or after `fails_from`, and the first outside the start period.
+        let first_failed = fails_from.saturating_sub(self.started_ms).div_ceil(interval).max(1);
+        if first_failed > done {
+            return Health::Healthy;
+        }
+        let first_counted = first_failed.max(self.config.start_period_ms.div_ceil(interval).max(1));
+        let counted = (done + 1).saturating_sub(first_counted);
+        if counted >= self.config.retries_or_default() {
+            Health::Unhealthy
+        } else if first_failed > 1 {
+            Health::Healthy
+        } else {
+            Health::Starting
+        }
+    }
+}
+
+/// The health check a container runs: the service's, its unset parts from the image's; none when
+/// switched off (`NONE`) or when neither gives a command.
+fn effective_healthcheck(service: Option<&HealthConfig>, image: Option<&HealthConfig>) -> Option<HealthConfig> {
+    let image = image.filter(|c| !c.is_disabled());
+    let mut config = match service {
+        Some(c) if c.is_disabled() => return None,
+        Some(c) => c.clone(),
+        None => image?.clone(),
+    };
+    if let Some(image) = image {
+        if config.test.is_empty() {
+            config.test = image.test.clone();
+        }
+        let inherit = |own: &mut u64, theirs: u64| {
+            if *own == 0 {
+                *own = theirs;
+            }
+        };
+        inherit(&mut config.interval_ms, image.interval_ms);
+        inherit(&mut config.timeout_ms, image.timeout_ms);
+        inherit(&mut config.retries, image.retries);
+        inherit(&mut config.start_period_ms, image.start_period_ms);
+    }
+    (!config.test.is_empty()).then_some(config)
 }
 
 /// The ports an image EXPOSEs unless a scenario says otherwise: by the image's repository name (no
@@ -105,6 +198,10 @@ struct SimContainer {
     serving: Option<Serving>,
     /// The mounts it was created with.
     mounts: Vec<Mount>,
+    /// The service's health check (the image's is added at start).
+    healthcheck: Option<HealthConfig>,
+    /// Its health check while it runs.
+    health: Option<SimHealth>,
 }
 
 /// Paths every simulated host has, for bind mounts.
@@ -285,6 +382,17 @@ impl SimExecutor {
             }
             None => false,
         }
+    }
+
+    /// The container's health checks fail from now on (a scenario's `container unhealthy`).
+    /// Returns whether it runs with a health check.
+    pub fn fail_health(&self, id: &str) -> bool {
+        let now = runtime::unix_millis();
+        self.with(|state| {
+            let Some(health) = state.containers.get_mut(id).and_then(|c| c.health.as_mut()) else { return false };
+            health.fails_from_ms.get_or_insert(now);
+            true
+        })
     }
 
     /// Ids of running containers (sorted), for invariants and scenario expectations.
@@ -519,6 +627,7 @@ impl Executor for SimExecutor {
             let id = format!("{}-c{}", self.node, state.next_id);
             let summary = ContainerSummary {
                 addresses: Default::default(),
+                health: None,
                 id: id.clone(),
                 name: spec.name.clone(),
                 image: spec.image.clone(),
@@ -537,6 +646,8 @@ impl Executor for SimExecutor {
                 port_bindings: spec.port_bindings.clone(),
                 serving: None,
                 mounts: spec.mounts.clone(),
+                healthcheck: spec.healthcheck.clone(),
+                health: None,
             };
             state.containers.insert(id.clone(), container);
             Ok(id)
@@ -558,6 +669,14 @@ impl Executor for SimExecutor {
         }
         self.start_serving(id)?;
         self.set_state(id, epoch, ContainerState::Running, "started");
+        let now = runtime::unix_millis();
+        self.with(|state| {
+            let Some(c) = state.containers.get_mut(id).filter(|c| c.epoch == epoch) else { return };
+            c.health = effective_healthcheck(c.healthcheck.as_ref(), behavior.healthcheck.as_ref()).map(|config| {
+                let fails = behavior.health_fails || health_test_fails(&config.test);
+                SimHealth { config, started_ms: now, fails_from_ms: fails.then_some(now) }
+            });
+        });
         let exit = scripted_exit(&command).or(behavior.exit_after.map(|after| (after, behavior.exit_code)));
         if let Some((after, code)) = exit {
             if after.is_zero() {
@@ -636,7 +755,16 @@ impl Executor for SimExecutor {
     }
 
     async fn inspect(&self, id: &str) -> Result<ContainerSummary, ExecutorError> {
-        self.with(|state| state.containers.get(id).map(|c| c.summary.clone())).ok_or_else(|| Self::no_such(id))
+        let now = runtime::unix_millis();
+        self.with(|state| {
+            let c = state.containers.get_mut(id)?;
+            // Docker keeps the last status once the container stops.
+            if c.summary.state == ContainerState::Running {
+                c.summary.health = c.health.as_ref().map(|h| h.status(now));
+            }
+            Some(c.summary.clone())
+        })
+        .ok_or_else(|| Self::no_such(id))
     }
 
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerSummary>, ExecutorError> {
@@ -770,4 +898,58 @@ fn lowest_free(bridge: &BridgeSpec, used: &BTreeSet<&str>) -> Option<String> {
         .filter(|ip| *ip != subnet.base && *ip != subnet.last())
         .map(|ip| std::net::Ipv4Addr::from(ip).to_string())
         .find(|ip| *ip != bridge.gateway && !used.contains(ip.as_str()))
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    fn check(interval_ms: u64, retries: u64, start_period_ms: u64) -> HealthConfig {
+        HealthConfig {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            interval_ms,
+            timeout_ms: 0,
+            retries,
+            start_period_ms,
+        }
+    }
+
+    #[test]
+    fn commands_that_fail_here() {
+        let shell = |line: &str| vec!["CMD-SHELL".to_string(), line.to_string()];
+        assert!(health_test_fails(&shell("false")));
+        assert!(health_test_fails(&shell("exit 1")));
+        assert!(!health_test_fails(&shell("exit 0")));
+        assert!(!health_test_fails(&shell("wget -q localhost")));
+        assert!(health_test_fails(&["CMD".into(), "sh".into(), "-c".into(), "exit 2".into()]));
+        assert!(!health_test_fails(&["NONE".into()]));
+    }
+
+    #[test]
+    fn starting_then_healthy_then_unhealthy_after_retries() {
+        let passing = SimHealth { config: check(1_000, 3, 0), started_ms: 10_000, fails_from_ms: None };
+        assert_eq!(passing.status(10_999), Health::Starting);
+        assert_eq!(passing.status(11_000), Health::Healthy);
+        // Failing from 5.5 s on: checks at 6, 7, 8 s fail; the third makes it unhealthy.
+        let failing = SimHealth { fails_from_ms: Some(15_500), ..passing.clone() };
+        assert_eq!(failing.status(15_000), Health::Healthy);
+        assert_eq!(failing.status(17_999), Health::Healthy);
+        assert_eq!(failing.status(18_000), Health::Unhealthy);
+        // Failing from the start with a 2.5 s start period: checks 1 and 2 do not count.
+        let early = SimHealth { config: check(1_000, 2, 2_500), started_ms: 0, fails_from_ms: Some(0) };
+        assert_eq!(early.status(3_500), Health::Starting);
+        assert_eq!(early.status(4_000), Health::Unhealthy);
+    }
+
+    #[test]
+    fn the_services_check_overrides_the_images() {
+        let image =
+            HealthConfig { test: vec!["CMD".into(), "probe".into()], interval_ms: 5_000, ..HealthConfig::default() };
+        let service = HealthConfig { retries: 7, ..HealthConfig::default() };
+        let merged = effective_healthcheck(Some(&service), Some(&image)).unwrap();
+        assert_eq!((merged.test.clone(), merged.interval_ms, merged.retries), (image.test.clone(), 5_000, 7));
+        assert_eq!(effective_healthcheck(Some(&HealthConfig::none()), Some(&image)), None);
+        assert_eq!(effective_healthcheck(None, Some(&image)), Some(image.clone()));
+        assert_eq!(effective_healthcheck(Some(&service), None), None, "no command anywhere: no check");
+    }
 }

@@ -37,6 +37,18 @@ async fn sim_executor_conforms() {
 }
 
 #[tokio::test]
+async fn sim_executor_health_conforms() {
+    let fixture = ExecutorFixture {
+        image: "busybox:sim".into(),
+        run_forever: vec!["sleep".into(), "3600".into()],
+        exit_3: vec!["sh".into(), "-c".into(), "exit 3".into()],
+        missing_image: "no-such-image:0".into(),
+        name_prefix: "health".into(),
+    };
+    conformance::executor_health(Arc::new(SimExecutor::new("worker-1")), fixture).await;
+}
+
+#[tokio::test]
 async fn sim_disk_crash_keeps_only_synced_bytes() {
     use shoal_core::env::Disk;
     let disk = SimDisk::new();

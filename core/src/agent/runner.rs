@@ -13,7 +13,7 @@ use super::Agent;
 use crate::api::{PublishMode, Task, TaskEndpoint, TaskState, TaskStatus};
 use crate::dispatcher::StatusUpdate;
 use crate::env::executor::{ContainerSpec, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID};
-use crate::env::{runtime, BridgeSpec, ContainerState, NodeEnv, PortBinding};
+use crate::env::{runtime, BridgeSpec, ContainerState, Health, NodeEnv, PortBinding};
 use crate::mesh::Mesh;
 use crate::template::{TaskContext, TemplateError};
 
@@ -23,6 +23,10 @@ const LEASE_WAIT: Duration = Duration::from_secs(30);
 const PROBE_PERIOD: Duration = Duration::from_millis(200);
 /// How long a stopping task waits for every node to stop routing to it (DESIGN §8, drain).
 const UNROUTE_WAIT: Duration = Duration::from_secs(5);
+/// How often a health-checked container's health is read from the executor.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+/// Swarm's reason for a task whose container turned unhealthy (swarmkit's dockerexec adapter).
+pub const UNHEALTHY: &str = "dockerexec: unhealthy container";
 
 /// The agent's handle on a running runner: `None` in the channel means "remove the task".
 pub struct RunnerHandle {
@@ -239,6 +243,7 @@ impl Runner {
                     Ok(mount)
                 })
                 .collect::<Result<_, TemplateError>>()?,
+            healthcheck: spec.healthcheck.clone(),
         })
     }
 
@@ -402,7 +407,11 @@ impl Runner {
             self.report(TaskState::Failed, "starting", &err.to_string(), None);
             return false;
         }
-        self.report(TaskState::Running, "started", "", None);
+        // A container with a health check stays `starting` until it is healthy (`supervise`).
+        let checked = executor.inspect(&self.container_id).await.is_ok_and(|c| c.health.is_some());
+        if !checked {
+            self.report(TaskState::Running, "started", "", None);
+        }
         true
     }
 
@@ -441,7 +450,12 @@ impl Runner {
             }
         };
         tokio::pin!(ready);
-        let mut probing = routable;
+        // Health: a health-checked container is polled; until it is healthy the task stays
+        // `starting` and out of the rotation, and once unhealthy it is stopped and fails.
+        let health_checked = executor.inspect(&container_id).await.is_ok_and(|c| c.health.is_some());
+        let mut healthy = self.state >= TaskState::Running;
+        let mut health_poll = runtime::sleep(HEALTH_POLL);
+        let mut probing = routable && healthy;
         let mut leaving = false;
         // An ingress port of this task's service that this node could not open is the task's
         // error here (it still runs and serves through the other nodes).
@@ -469,6 +483,30 @@ impl Runner {
                     }
                     return;
                 }
+                _ = &mut health_poll, if health_checked => {
+                    health_poll = runtime::sleep(HEALTH_POLL);
+                    match executor.inspect(&container_id).await.ok().and_then(|c| c.health) {
+                        Some(Health::Healthy) if !healthy => {
+                            healthy = true;
+                            probing = routable;
+                            self.report(TaskState::Running, "started", &port_error, None);
+                        }
+                        Some(Health::Unhealthy) => {
+                            // As swarmkit: stop the container, then fail with its exit code.
+                            let grace = Duration::from_millis(self.task.spec.stop_grace_period_ms);
+                            self.drain(grace).await;
+                            let _ = executor.stop(&container_id, grace).await;
+                            let code = (&mut wait).await.ok();
+                            let err = match code {
+                                Some(code) if code != 0 => format!("task: non-zero exit ({code}): {UNHEALTHY}"),
+                                _ => UNHEALTHY.to_string(),
+                            };
+                            self.report(TaskState::Failed, "started", &err, code);
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
                 _ = &mut ready, if probing => {
                     probing = false;
                     if let Some(endpoint) = self.endpoint.as_mut() {
@@ -491,7 +529,9 @@ impl Runner {
                         .unwrap_or_default();
                     if error != port_error {
                         port_error = error;
-                        self.report(TaskState::Running, "started", &port_error, None);
+                        if healthy {
+                            self.report(TaskState::Running, "started", &port_error, None);
+                        }
                     }
                 }
                 changed = self.unroute.changed(), if !leaving => {

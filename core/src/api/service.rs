@@ -318,6 +318,10 @@ pub struct TaskSpec {
     /// `ContainerSpec.Mounts`), in the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// `--health-*`, `--no-healthcheck`, compose `healthcheck`: the container's health check.
+    /// `None` = the image's own HEALTHCHECK, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthcheck: Option<HealthConfig>,
 }
 
 /// `--mount type=…`: what is mounted.
@@ -416,6 +420,61 @@ impl Mount {
     }
 }
 
+/// A container's health check, as Docker's `HealthConfig` holds it. A field left 0 (or `test`
+/// left empty) is inherited from the image's HEALTHCHECK, else Docker's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthConfig {
+    /// `[]` = the image's command; `["NONE"]` = no health check at all; `["CMD", arg…]` = run
+    /// the command directly; `["CMD-SHELL", line]` = run the line with the image's shell.
+    #[serde(default)]
+    pub test: Vec<String>,
+    /// Time between checks (the first runs one interval after the start); 0 = 30s.
+    #[serde(default)]
+    pub interval_ms: u64,
+    /// A check that runs longer fails; 0 = 30s.
+    #[serde(default)]
+    pub timeout_ms: u64,
+    /// Failures in a row that make the container unhealthy; 0 = 3.
+    #[serde(default)]
+    pub retries: u64,
+    /// Failures during this time after the start do not count (a success counts); 0 = none.
+    #[serde(default)]
+    pub start_period_ms: u64,
+}
+
+impl HealthConfig {
+    /// Docker's defaults for fields left 0.
+    pub const DEFAULT_INTERVAL_MS: u64 = 30_000;
+    pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+    pub const DEFAULT_RETRIES: u64 = 3;
+
+    /// `--no-healthcheck`: the image's HEALTHCHECK is switched off too.
+    pub fn none() -> HealthConfig {
+        HealthConfig { test: vec!["NONE".into()], ..HealthConfig::default() }
+    }
+
+    /// The check is switched off (`NONE`).
+    pub fn is_disabled(&self) -> bool {
+        self.test.first().map(String::as_str) == Some("NONE")
+    }
+
+    pub fn interval_or_default(&self) -> u64 {
+        if self.interval_ms == 0 {
+            Self::DEFAULT_INTERVAL_MS
+        } else {
+            self.interval_ms
+        }
+    }
+
+    pub fn retries_or_default(&self) -> u64 {
+        if self.retries == 0 {
+            Self::DEFAULT_RETRIES
+        } else {
+            self.retries
+        }
+    }
+}
+
 impl TaskSpec {
     /// Do tasks of `self` and `other` run the same thing? Everything but the registry credentials
     /// counts: new credentials alone do not replace running tasks (as Swarm's `IsTaskDirty` ignores
@@ -484,6 +543,7 @@ impl Default for TaskSpec {
             container_labels: Labels::new(),
             options: ContainerOptions::default(),
             mounts: Vec::new(),
+            healthcheck: None,
         }
     }
 }

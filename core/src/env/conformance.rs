@@ -158,6 +158,65 @@ pub async fn executor(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
     assert!(executor.list(&[(LABEL_TASK_ID.to_string(), task_label)]).await.unwrap().is_empty());
 }
 
+/// Health checks, for arms that run them (not plain processes): a container without a check has no
+/// health; one is `starting` until its first check (an interval after the start); one whose check
+/// passes is then `healthy`; one whose check fails turns `unhealthy` after `retries` failures; `NONE`
+/// switches the check off. Uses the fixture's image and
+/// `run_forever`; the checks are `CMD-SHELL exit 0` / `exit 1`.
+pub async fn executor_health(executor: Arc<dyn Executor>, fixture: ExecutorFixture) {
+    use super::executor::Health;
+    use crate::api::HealthConfig;
+    executor.prepare_image(&fixture.image, None).await.expect("a local image is ready without a pull");
+    let check = |line: &str| HealthConfig {
+        test: vec!["CMD-SHELL".into(), line.into()],
+        interval_ms: 200,
+        timeout_ms: 2_000,
+        retries: 2,
+        start_period_ms: 0,
+    };
+    let cases = [
+        ("hc-none", None, None),
+        ("hc-off", Some(HealthConfig::none()), None),
+        ("hc-pass", Some(check("exit 0")), Some(Health::Healthy)),
+        ("hc-fail", Some(check("exit 1")), Some(Health::Unhealthy)),
+        // The first check runs one interval after the start: a minute away, so starting throughout.
+        ("hc-slow", Some(HealthConfig { interval_ms: 60_000, ..check("exit 0") }), Some(Health::Starting)),
+    ];
+    let mut made = Vec::new();
+    for (suffix, healthcheck, _) in &cases {
+        let spec = ContainerSpec {
+            name: format!("{}-{suffix}", fixture.name_prefix),
+            image: fixture.image.clone(),
+            command: fixture.run_forever.clone(),
+            labels: [(LABEL_TASK_ID.to_string(), format!("{}-task", fixture.name_prefix))].into_iter().collect(),
+            healthcheck: healthcheck.clone(),
+            ..ContainerSpec::default()
+        };
+        let id = executor.create(&spec).await.expect("create");
+        executor.start(&id).await.expect("start");
+        made.push(id);
+    }
+    for ((suffix, _, want), id) in cases.iter().zip(&made) {
+        let Some(want) = want else { continue };
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = executor.inspect(id).await.expect("inspect").health;
+            if seen == Some(*want) {
+                break;
+            }
+            crate::env::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen, Some(*want), "{suffix}: health within 10 s");
+    }
+    for ((suffix, _, want), id) in cases.iter().zip(&made) {
+        let now = executor.inspect(id).await.expect("inspect").health;
+        assert_eq!(now, *want, "{suffix}: still");
+    }
+    for id in &made {
+        executor.remove(id).await.expect("remove");
+    }
+}
+
 /// Where the mesh suite listens and dials. Every address is `ip:port` in the arm's own world.
 #[derive(Debug, Clone)]
 pub struct MeshFixture {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::api::RegistryAuth;
+use crate::api::{HealthConfig, RegistryAuth};
 
 /// Labels every container started by shoal carries, so an agent re-adopts its containers after a restart.
 pub const LABEL_NODE_ID: &str = "com.shoal.node.id";
@@ -56,6 +56,9 @@ pub struct ContainerSpec {
     /// volume options; a bind source that does not exist fails the create with Docker's words.
     #[serde(default)]
     pub mounts: Vec<crate::api::Mount>,
+    /// The service's health check; `None` = the image's HEALTHCHECK (if any) applies.
+    #[serde(default)]
+    pub healthcheck: Option<HealthConfig>,
 }
 
 /// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container
@@ -108,6 +111,34 @@ pub struct ContainerSummary {
     /// The container's address on each bridge it is attached to (bridge network name → IP).
     #[serde(default)]
     pub addresses: BTreeMap<String, String>,
+    /// What the container's health check says (Docker's `State.Health.Status`); `None` = it has
+    /// no health check (none configured, or `NONE`).
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// A health-checked container's status, as Docker reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// No check has passed yet (and too few have failed).
+    Starting,
+    Healthy,
+    /// `retries` checks in a row failed.
+    Unhealthy,
+}
+
+impl Health {
+    /// Docker's word (`State.Health.Status`): `starting`, `healthy`, `unhealthy`; anything else
+    /// (`none`, empty) is no health check.
+    pub fn from_docker(status: &str) -> Option<Health> {
+        match status {
+            "starting" => Some(Health::Starting),
+            "healthy" => Some(Health::Healthy),
+            "unhealthy" => Some(Health::Unhealthy),
+            _ => None,
+        }
+    }
 }
 
 /// One line of a container's output and when the runtime recorded it: nanoseconds since the Unix

@@ -71,7 +71,7 @@ const DEPRECATED: &[(&str, &str)] = &[
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
 const SHOAL_IGNORED: &[&str] =
-    &["configs", "credential_spec", "healthcheck", "isolation", "logging", "secrets", "stdin_open", "tmpfs", "tty"];
+    &["configs", "credential_spec", "isolation", "logging", "secrets", "stdin_open", "tmpfs", "tty"];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
 #[derive(Debug)]
@@ -1062,6 +1062,7 @@ impl Converter<'_> {
                 "extra_hosts" => spec.task.options.hosts = extra_hosts(v)?,
                 "ulimits" => spec.task.options.ulimits = ulimits(v)?,
                 "user" => spec.task.user = v.string()?,
+                "healthcheck" => spec.task.healthcheck = Some(healthcheck(v)?),
                 "deploy" => deploy = Some(v.clone()),
                 // Swarm ignores it; shoal holds the tasks until the dependencies run (checked and
                 // named with the stack after every service is read).
@@ -1478,4 +1479,45 @@ fn port(node: &Node) -> Result<Vec<PortConfig>, Fail> {
         Value::String(_) | Value::Number(_) => short_port(&node.string()?).map_err(|why| node.fail(why)),
         _ => Err(node.expected("a port like \"8080:80\" or a mapping with target and published")),
     }
+}
+
+/// A service's `healthcheck:` as docker/cli converts it: `test` as a string is run by the shell
+/// (`CMD-SHELL`), as a list taken as written (`[CMD, …]`, `[CMD-SHELL, …]`, `[NONE]`); `disable: true`
+/// is `[NONE]` and refused together with `test`.
+fn healthcheck(node: &Node) -> Result<crate::api::HealthConfig, Fail> {
+    let mut check = crate::api::HealthConfig::default();
+    let mut disable = false;
+    for (key, v) in node.entries()? {
+        match key.as_str() {
+            "test" => {
+                check.test = match v.value {
+                    Value::String(line) => vec!["CMD-SHELL".to_string(), line.clone()],
+                    _ => v.strings()?,
+                };
+                if let Some(first) = check.test.first().filter(|f| !matches!(f.as_str(), "CMD" | "CMD-SHELL" | "NONE")) {
+                    return Err(v.fail(format!(
+                        "{first:?} is not CMD, CMD-SHELL or NONE (write the command as a string to run it with the shell)"
+                    )));
+                }
+            }
+            "interval" => check.interval_ms = v.duration_ms()?,
+            "timeout" => check.timeout_ms = v.duration_ms()?,
+            "start_period" => check.start_period_ms = v.duration_ms()?,
+            "retries" => check.retries = v.uint()?,
+            "disable" => disable = v.boolean()?,
+            k if k.starts_with("x-") => {}
+            other => {
+                return Err(v.fail(format!(
+                    "additional property {other:?} is not allowed (expected test, interval, timeout, retries, start_period, disable)"
+                )))
+            }
+        }
+    }
+    if disable {
+        if !check.test.is_empty() {
+            return Err(node.fail("test and disable can't be set at the same time"));
+        }
+        return Ok(crate::api::HealthConfig::none());
+    }
+    Ok(check)
 }

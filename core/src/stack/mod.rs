@@ -23,6 +23,7 @@
 //! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
 //! | `deploy.mode` | `replicated`, `global`, `replicated-job` (`replicas` is both the concurrency and the completions), `global-job`; `replicas` with a global mode is refused; jobs' restart condition defaults to `on-failure` |
+//! | `healthcheck` | `test` (a string runs with the shell: `CMD-SHELL`; a list as written: `CMD`, `CMD-SHELL`, `NONE`), `interval`, `timeout`, `retries`, `start_period`, `disable` (`[NONE]`; with `test` refused); `start_interval` refused as unknown |
 //! | `deploy.replicas`, `labels` | yes (deploy labels are service labels) |
 //! | `deploy.placement` | `constraints`, `preferences` (`spread`), `max_replicas_per_node` |
 //! | `deploy.resources` | `limits`/`reservations` `cpus`, `memory`; `pids`, `generic_resources`, `devices` ignored |
@@ -34,13 +35,13 @@
 //! | top-level `volumes` | `driver`, `driver_opts`, `labels`, `name`, `external` (`true` or `{name}`): a named volume is `<stack>_<name>` (or its `name:`) with `com.docker.stack.namespace=<stack>` and the file's labels, created by each node that runs a task mounting it; an external one keeps its own name and is never labelled |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
 //! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
-//! | keys shoal does not model yet: `secrets`, `configs`, `healthcheck`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
+//! | keys shoal does not model yet: `secrets`, `configs`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |
 //! | top-level `secrets`, `configs` | ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
-//! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `ports` entries and placement preferences are still refused |
+//! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `healthcheck`, `ports` entries and placement preferences are still refused |
 
 mod convert;
 mod interpolate;

@@ -447,6 +447,25 @@ pub struct CommonServiceFlags {
     /// Docker's sake: shoal never resolves digests; nodes pull the image by its name)
     #[arg(long)]
     pub no_resolve_image: bool,
+    // Health checks (issue 17): applied by `spec::apply_health`.
+    /// Command to run to check health
+    #[arg(long, value_name = "string")]
+    pub health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h) (default 0s)
+    #[arg(long, value_parser = duration_arg, value_name = "duration")]
+    pub health_interval: Option<u64>,
+    /// Consecutive failures needed to report unhealthy
+    #[arg(long, value_name = "int")]
+    pub health_retries: Option<u64>,
+    /// Start period for the container to initialize before counting retries towards unstable (ms|s|m|h) (default 0s)
+    #[arg(long, value_parser = duration_arg, value_name = "duration")]
+    pub health_start_period: Option<u64>,
+    /// Maximum time to allow one check to run (ms|s|m|h) (default 0s)
+    #[arg(long, value_parser = duration_arg, value_name = "duration")]
+    pub health_timeout: Option<u64>,
+    /// Disable any container-specified HEALTHCHECK
+    #[arg(long)]
+    pub no_healthcheck: bool,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,18 @@ pub fn nanos(ms: u64) -> Value {
     json!(ms.saturating_mul(1_000_000))
 }
 
+/// `ContainerSpec.Healthcheck` (Docker's `HealthConfig`: durations in nanoseconds, zeros left out).
+pub fn healthcheck(check: &shoal_core::api::HealthConfig) -> Value {
+    let nonzero = |ms: u64| if ms == 0 { Value::Null } else { nanos(ms) };
+    object(vec![
+        ("Test", json!(check.test)),
+        ("Interval", nonzero(check.interval_ms)),
+        ("Timeout", nonzero(check.timeout_ms)),
+        ("StartPeriod", nonzero(check.start_period_ms)),
+        ("Retries", if check.retries == 0 { Value::Null } else { json!(check.retries) }),
+    ])
+}
+
 /// An object without the entries whose value is empty (Go's `omitempty`).
 pub fn object(entries: Vec<(&str, Value)>) -> Value {
     let empty = |v: &Value| match v {
@@ -170,6 +182,7 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
                         .collect::<Vec<_>>()),
                 ),
                 ("Mounts", Value::Array(task.mounts.iter().map(mount).collect())),
+                ("Healthcheck", task.healthcheck.as_ref().map(healthcheck).unwrap_or(Value::Null)),
                 ("Isolation", json!("default")),
             ]),
         ),

@@ -496,6 +496,23 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
         }
         out.push(' ');
     }
+    if let Some(check) = &spec.task.healthcheck {
+        let _ = write!(
+            out,
+            "\n Healthcheck:\n  Interval = {}\n  Retries = {}\n  StartPeriod =\t{}\n  Timeout =\t{}",
+            go_duration(check.interval_ms),
+            check.retries,
+            go_duration(check.start_period_ms),
+            go_duration(check.timeout_ms)
+        );
+        if !check.test.is_empty() {
+            out.push_str("\n  Tests:");
+            for test in &check.test {
+                let _ = write!(out, "\n\t Test = {test}");
+            }
+            out.push(' ');
+        }
+    }
     out.push('\n');
     out
 }
@@ -718,5 +735,44 @@ mod tests {
         );
         assert!(render(&["--timestamps"])
             .starts_with("web.2.abcdefghijkl@node-a     | 1970-01-01T00:00:01.000000001Z one\n"));
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use shoal_core::api::{HealthConfig, Meta, PortConfig, PublishMode, Service, ServiceSpec};
+    use shoal_core::control::ServiceView;
+
+    /// The `Healthcheck:` block of `service inspect --pretty`, as docker/cli's golden shows it
+    /// (after the ports, TAB before StartPeriod/Timeout values and each test word).
+    #[test]
+    fn pretty_healthcheck_block_matches_docker() {
+        let mut spec = ServiceSpec::new("web", "busybox");
+        spec.ports = vec![PortConfig {
+            protocol: "tcp".into(),
+            target_port: 5000,
+            published_port: 30000,
+            publish_mode: PublishMode::Ingress,
+        }];
+        spec.task.healthcheck = Some(HealthConfig {
+            test: vec!["CMD-SHELL".into(), "curl".into()],
+            interval_ms: 4_000,
+            timeout_ms: 1_000,
+            retries: 3,
+            start_period_ms: 2_000,
+        });
+        let service = Service {
+            id: "s1".into(),
+            meta: Meta::default(),
+            spec,
+            previous_spec: None,
+            spec_version: 1,
+            update_status: None,
+            endpoint_ports: Vec::new(),
+            job_status: None,
+        };
+        let text = super::service_pretty(&ServiceView { service, running: 0, desired: 1, completed: 0 }, 0);
+        let want = "  PublishMode = ingress \n Healthcheck:\n  Interval = 4s\n  Retries = 3\n  StartPeriod =\t2s\n  Timeout =\t1s\n  Tests:\n\t Test = CMD-SHELL\n\t Test = curl \n";
+        assert!(text.ends_with(want), "{text:?}");
     }
 }

@@ -2,8 +2,8 @@
 //! `service update` from the current spec. Pure, so every flag's effect is unit-tested.
 
 use shoal_core::api::{
-    EndpointMode, FailureAction, PortConfig, PublishMode, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec,
-    Ulimit, UpdateOrder,
+    EndpointMode, FailureAction, HealthConfig, PortConfig, PublishMode, RestartBackoff, RestartCondition, ServiceMode,
+    ServiceSpec, Ulimit, UpdateOrder,
 };
 
 use super::args::{
@@ -319,6 +319,7 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     if spec.mode.is_job() && args.common.restart_condition.is_none() {
         spec.task.restart_policy.condition = RestartCondition::OnFailure;
     }
+    apply_health(&mut spec, &args.common, true)?;
     Ok(spec)
 }
 
@@ -460,8 +461,51 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
         }
     }
     apply_common(&mut spec, &args.common);
+    apply_health(&mut spec, &args.common, false)?;
     if args.force {
         spec.task.force_update += 1;
     }
     Ok(spec)
+}
+
+/// `--health-*` and `--no-healthcheck`, as docker/cli applies them: `service create` makes a new
+/// health check when any is given; `service update` changes only the fields given (an empty
+/// `--health-cmd` goes back to the image's command). `--no-healthcheck` with any `--health-*` is refused.
+pub fn apply_health(spec: &mut ServiceSpec, flags: &CommonServiceFlags, create: bool) -> Result<(), SpecError> {
+    let any_health = flags.health_cmd.is_some()
+        || flags.health_interval.is_some()
+        || flags.health_retries.is_some()
+        || flags.health_start_period.is_some()
+        || flags.health_timeout.is_some();
+    if flags.no_healthcheck {
+        if any_health {
+            return Err(SpecError("--no-healthcheck conflicts with --health-* options".into()));
+        }
+        spec.task.healthcheck = Some(HealthConfig::none());
+        return Ok(());
+    }
+    if !any_health {
+        return Ok(());
+    }
+    let mut check = if create { HealthConfig::default() } else { spec.task.healthcheck.clone().unwrap_or_default() };
+    if check.is_disabled() {
+        check.test.clear();
+    }
+    if let Some(v) = flags.health_interval {
+        check.interval_ms = v;
+    }
+    if let Some(v) = flags.health_timeout {
+        check.timeout_ms = v;
+    }
+    if let Some(v) = flags.health_start_period {
+        check.start_period_ms = v;
+    }
+    if let Some(v) = flags.health_retries {
+        check.retries = v;
+    }
+    if let Some(cmd) = &flags.health_cmd {
+        check.test = if cmd.is_empty() { Vec::new() } else { vec!["CMD-SHELL".into(), cmd.clone()] };
+    }
+    spec.task.healthcheck = Some(check);
+    Ok(())
 }

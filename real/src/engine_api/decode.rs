@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use shoal_core::api::{
-    Availability, ContainerOptions, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode,
-    ResourceAmount, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig, UpdateOrder,
+    Availability, ContainerOptions, EndpointMode, FailureAction, HealthConfig, Labels, NodeRole, PortConfig,
+    PublishMode, ResourceAmount, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
+    UpdateOrder,
 };
 
 /// A request body or query that does not say what Docker's API says it should.
@@ -150,6 +151,21 @@ fn refuse_unsupported(object: &Map<String, Value>, keys: &[&str], within: &str) 
         }
     }
     Ok(())
+}
+
+/// `ContainerSpec.Healthcheck` (Docker's `HealthConfig`: nanoseconds; zeros and `[]` inherit).
+fn healthcheck(check: &Map<String, Value>) -> Result<HealthConfig> {
+    let test = strings(check, "Test")?;
+    if let Some(first) = test.first().filter(|f| !matches!(f.as_str(), "CMD" | "CMD-SHELL" | "NONE")) {
+        return Err(DecodeError(format!("Healthcheck.Test: {first:?} is not CMD, CMD-SHELL or NONE")));
+    }
+    Ok(HealthConfig {
+        test,
+        interval_ms: duration_ms(check, "Interval")?.unwrap_or(0),
+        timeout_ms: duration_ms(check, "Timeout")?.unwrap_or(0),
+        retries: unsigned(check, "Retries")?.unwrap_or(0),
+        start_period_ms: duration_ms(check, "StartPeriod")?.unwrap_or(0),
+    })
 }
 
 fn resources(object: Option<&Map<String, Value>>) -> Result<ResourceAmount> {
@@ -317,7 +333,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let name = string(spec, "Name")?;
     let template = object_field(spec, "TaskTemplate")?.cloned().unwrap_or_default();
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
-    refuse_unsupported(&container, &["Secrets", "Configs", "Healthcheck", "TTY", "OpenStdin"], "ContainerSpec")?;
+    refuse_unsupported(&container, &["Secrets", "Configs", "TTY", "OpenStdin"], "ContainerSpec")?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
     let image = string(&container, "Image")?;
 
@@ -335,6 +351,9 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.mounts = mounts(&container)?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
+    }
+    if let Some(check) = object_field(&container, "Healthcheck")? {
+        task.healthcheck = Some(healthcheck(check)?);
     }
     if let Some(res) = object_field(&template, "Resources")? {
         task.resources.limits = resources(object_field(res, "Limits")?)?;

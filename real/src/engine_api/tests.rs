@@ -54,6 +54,25 @@ fn the_cli_create_request_decodes_to_its_spec() {
 }
 
 #[test]
+fn a_healthcheck_is_decoded_and_shown_as_docker_shows_it() {
+    // What `docker service create --health-cmd "wget -q localhost" --health-interval 2s --health-retries 4` sends.
+    let body = br#"{"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Healthcheck":{"Test":["CMD-SHELL","wget -q localhost"],"Interval":2000000000,"Retries":4}}},"Mode":{"Replicated":{"Replicas":1}}}"#;
+    let spec = decode::service_spec(body).unwrap();
+    let check = spec.task.healthcheck.clone().unwrap();
+    assert_eq!(check.test, ["CMD-SHELL", "wget -q localhost"]);
+    assert_eq!((check.interval_ms, check.retries, check.timeout_ms, check.start_period_ms), (2_000, 4, 0, 0));
+    let shown = crate::cli::inspect::task_template(&spec.task, &Default::default());
+    assert_eq!(
+        shown["ContainerSpec"]["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "wget -q localhost"], "Interval": 2_000_000_000u64, "Retries": 4})
+    );
+    let none = br#"{"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Healthcheck":{"Test":["NONE"]}}}}"#;
+    assert!(decode::service_spec(none).unwrap().task.healthcheck.unwrap().is_disabled());
+    let bad = br#"{"Name":"h","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Healthcheck":{"Test":["curl"]}}}}"#;
+    assert!(decode::service_spec(bad).unwrap_err().0.contains("is not CMD, CMD-SHELL or NONE"));
+}
+
+#[test]
 fn unsupported_parts_of_a_spec_are_refused_by_name() {
     let err = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap_err();
     assert_eq!(err.0, "ContainerSpec.Secrets is not supported by shoal yet");

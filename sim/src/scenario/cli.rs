@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use shoal_core::api::{
-    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartBackoff,
+    Availability, EndpointMode, FailureAction, HealthConfig, Labels, NodeRole, PortConfig, PublishMode, RestartBackoff,
     RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
 };
 use shoal_core::control::ControlRequest;
@@ -88,6 +88,13 @@ pub struct CommonFlags {
     pub stop_grace_period: Option<Duration>,
     pub max_replicas_per_node: Option<u64>,
     pub endpoint_mode: Option<EndpointMode>,
+    // Health checks: `--health-cmd|-interval|-timeout|-retries|-start-period`, `--no-healthcheck`.
+    pub health_cmd: Option<String>,
+    pub health_interval: Option<Duration>,
+    pub health_timeout: Option<Duration>,
+    pub health_retries: Option<u64>,
+    pub health_start_period: Option<Duration>,
+    pub no_healthcheck: bool,
 }
 
 impl CommonFlags {
@@ -144,6 +151,48 @@ impl CommonFlags {
         if let Some(v) = self.endpoint_mode {
             spec.endpoint_mode = v;
         }
+        self.apply_health(spec);
+    }
+
+    fn any_health(&self) -> bool {
+        self.health_cmd.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.health_retries.is_some()
+            || self.health_start_period.is_some()
+    }
+
+    /// As docker/cli: the given fields change the current check (none yet on create); an empty
+    /// command goes back to the image's; `--no-healthcheck` switches every check off.
+    fn apply_health(&self, spec: &mut ServiceSpec) {
+        let ms = |d: Duration| d.as_millis() as u64;
+        if self.no_healthcheck {
+            spec.task.healthcheck = Some(HealthConfig::none());
+            return;
+        }
+        if !self.any_health() {
+            return;
+        }
+        let mut check = spec.task.healthcheck.clone().unwrap_or_default();
+        if check.is_disabled() {
+            check.test.clear();
+        }
+        if let Some(v) = self.health_interval {
+            check.interval_ms = ms(v);
+        }
+        if let Some(v) = self.health_timeout {
+            check.timeout_ms = ms(v);
+        }
+        if let Some(v) = self.health_start_period {
+            check.start_period_ms = ms(v);
+        }
+        if let Some(v) = self.health_retries {
+            check.retries = v;
+        }
+        if let Some(cmd) = &self.health_cmd {
+            check.test = if cmd.is_empty() { Vec::new() } else { vec!["CMD-SHELL".into(), cmd.clone()] };
+        }
+        spec.task.healthcheck = Some(check);
     }
 
     /// Take one shared flag (and its value) off `words`; `Ok(false)` if `flag` is not one of them.
@@ -169,6 +218,12 @@ impl CommonFlags {
             "--restart-backoff" => self.restart_backoff = Some(restart_backoff(&words.value(flag)?)?),
             "--stop-grace-period" => self.stop_grace_period = Some(words.duration(flag)?),
             "--replicas-max-per-node" => self.max_replicas_per_node = Some(words.number(flag)?),
+            "--health-cmd" => self.health_cmd = Some(words.value(flag)?),
+            "--health-interval" => self.health_interval = Some(words.duration(flag)?),
+            "--health-timeout" => self.health_timeout = Some(words.duration(flag)?),
+            "--health-retries" => self.health_retries = Some(words.number(flag)?),
+            "--health-start-period" => self.health_start_period = Some(words.duration(flag)?),
+            "--no-healthcheck" => self.no_healthcheck = true,
             "--endpoint-mode" => {
                 self.endpoint_mode = Some(match words.value(flag)?.as_str() {
                     "vip" => EndpointMode::Vip,
@@ -177,6 +232,9 @@ impl CommonFlags {
                 })
             }
             _ => return Ok(false),
+        }
+        if self.no_healthcheck && self.any_health() {
+            return Err("--no-healthcheck conflicts with --health-* options".into());
         }
         Ok(true)
     }
@@ -749,6 +807,34 @@ mod tests {
         assert_eq!(spec.ports.iter().map(|p| p.target_port).collect::<Vec<_>>(), vec![443]);
         assert_eq!(spec.endpoint_mode, EndpointMode::Dnsrr);
         assert!(parse_command("service update --endpoint-mode rr web").unwrap_err().contains("invalid endpoint mode"));
+    }
+
+    #[test]
+    fn health_flags_as_docker_applies_them() {
+        use shoal_core::api::HealthConfig;
+        let cmd = parse_command(
+            "service create --name web --health-cmd \"wget -q localhost\" --health-interval 2s --health-retries 4 nginx",
+        )
+        .unwrap();
+        let Command::Request(ControlRequest::ServiceCreate { spec }) = cmd else { panic!("{cmd:?}") };
+        let check = spec.task.healthcheck.clone().unwrap();
+        assert_eq!(check.test, ["CMD-SHELL", "wget -q localhost"]);
+        assert_eq!((check.interval_ms, check.retries, check.timeout_ms), (2_000, 4, 0));
+        let err = parse_command("service create --no-healthcheck --health-retries 2 nginx").unwrap_err();
+        assert!(err.contains("--no-healthcheck conflicts with --health-* options"), "{err}");
+        let Command::ServiceUpdate { changes, .. } = parse_command("service update --health-timeout 1s web").unwrap()
+        else {
+            panic!("not an update")
+        };
+        let mut updated = spec.clone();
+        changes.apply(&mut updated);
+        assert_eq!(updated.task.healthcheck, Some(HealthConfig { timeout_ms: 1_000, ..check }));
+        let Command::ServiceUpdate { changes, .. } = parse_command("service update --no-healthcheck web").unwrap()
+        else {
+            panic!("not an update")
+        };
+        changes.apply(&mut updated);
+        assert_eq!(updated.task.healthcheck, Some(HealthConfig::none()));
     }
 
     #[test]

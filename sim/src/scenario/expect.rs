@@ -21,6 +21,12 @@ pub enum Expectation {
     /// `service batch completed 6`: the job's current iteration has exactly N completed tasks, in N
     /// distinct slots (or nodes): every completion counted once, none run twice.
     ServiceCompleted { service: String, count: u64 },
+    /// `service web starting 2`: exactly N tasks meant to run are `starting` (a health-checked
+    /// container not yet healthy).
+    ServiceStarting { service: String, count: u64 },
+    /// `service web failed with dockerexec: unhealthy container`: some task of the service failed
+    /// with an error containing the text.
+    ServiceFailedWith { service: String, text: String },
     /// `service web update completed|paused|updating|rollback_completed|…`
     ServiceUpdateState { service: String, state: UpdateState },
     /// `node worker-2 status down|ready|…`
@@ -72,8 +78,8 @@ pub struct Timed {
     pub within: Duration,
 }
 
-const FORMS: &str =
-    "service S running N [image I], service S absent, service S completed N, service S update STATE, node N status S, \
+const FORMS: &str = "service S running N [image I], service S absent, service S completed N, service S starting N, \
+                     service S failed with TEXT, service S update STATE, node N status S, \
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
@@ -121,6 +127,10 @@ impl std::str::FromStr for Expectation {
             ["service", s, "absent"] => Expectation::ServiceAbsent { service: s.to_string() },
             ["service", s, "completed", n] => {
                 Expectation::ServiceCompleted { service: s.to_string(), count: number(n)? }
+            }
+            ["service", s, "starting", n] => Expectation::ServiceStarting { service: s.to_string(), count: number(n)? },
+            ["service", s, "failed", "with", text @ ..] if !text.is_empty() => {
+                Expectation::ServiceFailedWith { service: s.to_string(), text: text.join(" ") }
             }
             ["service", s, "update", state] => {
                 Expectation::ServiceUpdateState { service: s.to_string(), state: update_state(state)? }
@@ -209,6 +219,8 @@ impl std::fmt::Display for Expectation {
             }
             Expectation::ServiceAbsent { service } => write!(f, "service {service} absent"),
             Expectation::ServiceCompleted { service, count } => write!(f, "service {service} completed {count}"),
+            Expectation::ServiceStarting { service, count } => write!(f, "service {service} starting {count}"),
+            Expectation::ServiceFailedWith { service, text } => write!(f, "service {service} failed with {text}"),
             Expectation::ServiceUpdateState { service, state } => {
                 write!(f, "service {service} update {}", lower(state))
             }
@@ -333,6 +345,33 @@ impl Expectation {
                     .map(|t| format!("{}:{}/{}", t.name(), t.status.state, t.desired_state))
                     .collect();
                 Err(format!("{} completed in {} places; tasks: {states:?}", complete.len(), places.len()))
+            }
+            Expectation::ServiceStarting { service: name, count } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let states: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.desired_state == TaskState::Running)
+                    .map(|t| format!("{}:{}", t.name(), t.status.state))
+                    .collect();
+                let starting = states.iter().filter(|s| s.ends_with(":starting")).count() as u64;
+                if starting == *count {
+                    return Ok(());
+                }
+                Err(format!("{starting} starting; tasks meant to run: {states:?}"))
+            }
+            Expectation::ServiceFailedWith { service: name, text } => {
+                let svc = service(name).ok_or_else(|| format!("service {name} does not exist"))?;
+                let failed: Vec<String> = state
+                    .tasks
+                    .values()
+                    .filter(|t| t.service_id == svc.id && t.status.state == TaskState::Failed)
+                    .map(|t| format!("{}: {}", t.name(), t.status.err))
+                    .collect();
+                if failed.iter().any(|f| f.contains(text.as_str())) {
+                    return Ok(());
+                }
+                Err(format!("no failed task with {text:?}; failed tasks: {failed:?}"))
             }
             Expectation::ServiceAbsent { service: name } => match service(name) {
                 None => Ok(()),

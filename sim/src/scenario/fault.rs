@@ -1,6 +1,7 @@
 //! `fault:` steps: what the supervisor does to the cluster — crash and restart hosts, make nodes
 //! leave, cut links (both ways or one way, for a while or until `heal`), slow or lossy links, and
-//! container faults (removed behind the agent's back, slow starts, crashes), and disks that refuse
+//! container faults (removed behind the agent's back, health checks that start failing, slow
+//! starts, crashes, images whose health checks fail), and disks that refuse
 //! every write (`disk NODE fail-writes [for 10s]`, `disk NODE heal`), as a full disk does.
 //!
 //! Nodes are named as hosts (`manager-2`, `worker-3`) or by role: `leader` (the current raft leader)
@@ -67,12 +68,17 @@ pub enum ImageFault {
     AnswersAfter(Duration),
     /// Its processes die at once on SIGTERM.
     ExitsOnSigterm,
+    /// Health checks of its containers fail from their start (`image X unhealthy`).
+    Unhealthy,
 }
 
 impl ImageFault {
     /// Whether it is a fault (containers fail) rather than a trait of the image's processes.
     pub fn is_fault(&self) -> bool {
-        matches!(self, ImageFault::SlowStart(_) | ImageFault::CrashAfter { .. } | ImageFault::PullFails)
+        matches!(
+            self,
+            ImageFault::SlowStart(_) | ImageFault::CrashAfter { .. } | ImageFault::PullFails | ImageFault::Unhealthy
+        )
     }
 }
 
@@ -100,6 +106,11 @@ pub enum Fault {
     },
     /// `docker rm -f` of the running container of `service`'s task in `slot`.
     ContainerRemove {
+        service: String,
+        slot: u64,
+    },
+    /// The health checks of the running container of `service`'s task in `slot` fail from now on.
+    ContainerUnhealthy {
         service: String,
         slot: u64,
     },
@@ -245,17 +256,21 @@ impl std::str::FromStr for Fault {
                 Ok(Fault::Link { a, b, delay_min, delay_max, loss })
             }
             Some("container") => {
-                let form = "container remove SERVICE SLOT";
+                let form = "container remove|unhealthy SERVICE SLOT";
+                let slot_of =
+                    |slot: &String| slot.parse().map_err(|_| format!("{}: slot {slot:?} is not a number", usage(form)));
                 match &words[1..] {
-                    [verb, service, slot] if verb == "remove" || verb == "rm" => Ok(Fault::ContainerRemove {
-                        service: service.clone(),
-                        slot: slot.parse().map_err(|_| format!("{}: slot {slot:?} is not a number", usage(form)))?,
-                    }),
+                    [verb, service, slot] if verb == "remove" || verb == "rm" => {
+                        Ok(Fault::ContainerRemove { service: service.clone(), slot: slot_of(slot)? })
+                    }
+                    [verb, service, slot] if verb == "unhealthy" => {
+                        Ok(Fault::ContainerUnhealthy { service: service.clone(), slot: slot_of(slot)? })
+                    }
                     _ => Err(usage(form)),
                 }
             }
             Some("image") => {
-                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp | answers-after 100ms | exits-on-sigterm";
+                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp | answers-after 100ms | exits-on-sigterm | unhealthy";
                 let image = word(1).ok_or_else(|| usage(form))?.to_string();
                 let fault = match &words[2..] {
                     [kind, d] if kind == "slow-start" => ImageFault::SlowStart(parse_duration(d)?),
@@ -269,6 +284,7 @@ impl std::str::FromStr for Fault {
                     [kind] if kind == "pull-fails" => ImageFault::PullFails,
                     [kind, d] if kind == "answers-after" => ImageFault::AnswersAfter(parse_duration(d)?),
                     [kind] if kind == "exits-on-sigterm" => ImageFault::ExitsOnSigterm,
+                    [kind] if kind == "unhealthy" => ImageFault::Unhealthy,
                     [kind, ports @ ..] if kind == "exposes" && !ports.is_empty() => {
                         let mut exposed = Vec::new();
                         for word in ports.iter().filter(|w| *w != ",") {
@@ -356,6 +372,14 @@ mod tests {
             })
         );
         assert_eq!("heal".parse(), Ok(Fault::Heal));
+        assert_eq!(
+            "container unhealthy web 1".parse(),
+            Ok(Fault::ContainerUnhealthy { service: "web".into(), slot: 1 })
+        );
+        assert_eq!(
+            "image web:2 unhealthy".parse(),
+            Ok(Fault::Image { image: "web:2".into(), fault: ImageFault::Unhealthy })
+        );
         assert_eq!(
             "image echo:1 exposes 8080, 53/udp".parse(),
             Ok(Fault::Image {

@@ -59,6 +59,7 @@ impl Display for ImageFault {
             }
             ImageFault::AnswersAfter(d) => write!(f, "answers-after {}", duration(*d)),
             ImageFault::ExitsOnSigterm => f.write_str("exits-on-sigterm"),
+            ImageFault::Unhealthy => f.write_str("unhealthy"),
         }
     }
 }
@@ -91,6 +92,7 @@ impl Display for Fault {
                 write!(f, " loss {loss}")
             }
             Fault::ContainerRemove { service, slot } => write!(f, "container remove {service} {slot}"),
+            Fault::ContainerUnhealthy { service, slot } => write!(f, "container unhealthy {service} {slot}"),
             Fault::Image { image, fault } => write!(f, "image {image} {fault}"),
             Fault::DiskFailWrites { target, duration: d } => {
                 write!(f, "disk {target} fail-writes")?;

@@ -399,6 +399,35 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
                 );
             }
+            Fault::ContainerUnhealthy { service, slot } => {
+                let state = self.cluster.store_of_leader().ok_or("no leader to ask where the task runs")?;
+                let task = state
+                    .tasks
+                    .values()
+                    .find(|t| {
+                        t.service_name == *service
+                            && t.slot == *slot
+                            && t.desired_state == TaskState::Running
+                            && matches!(t.status.state, TaskState::Starting | TaskState::Running)
+                    })
+                    .ok_or_else(|| format!("no running task {service}.{slot}"))?;
+                let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                let executor = self
+                    .cluster
+                    .executor(&host)
+                    .ok_or_else(|| format!("task {service}.{slot} is on unknown host {host:?}"))?;
+                self.invariants.clients.container_fault(runtime::unix_millis());
+                if !executor.fail_health(&task.status.container_id) {
+                    return Err(format!(
+                        "container {} of {service}.{slot} on {host} does not run with a health check",
+                        task.status.container_id
+                    ));
+                }
+                self.cluster.note(
+                    "fault.container_unhealthy",
+                    json!({"at": place, "task": task.name(), "host": host, "container": task.status.container_id}),
+                );
+            }
             Fault::Image { image, fault } => {
                 let behavior = self.behaviors.entry(image.clone()).or_default();
                 match fault {
@@ -411,6 +440,7 @@ impl Runner<'_> {
                     ImageFault::Exposes(ports) => behavior.exposes = Some(ports.clone()),
                     ImageFault::AnswersAfter(d) => behavior.answer_delay = *d,
                     ImageFault::ExitsOnSigterm => behavior.exits_on_sigterm = true,
+                    ImageFault::Unhealthy => behavior.health_fails = true,
                 }
                 if fault.is_fault() {
                     self.invariants.clients.image_fault(runtime::unix_millis());
