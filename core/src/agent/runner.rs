@@ -169,6 +169,42 @@ impl Runner {
         }
     }
 
+    /// The task's secrets and configs as files, from the values the managers sent this node.
+    fn container_files(&self) -> Result<Vec<crate::env::ContainerFile>, String> {
+        use crate::api::FileKind;
+        let spec = &self.task.spec;
+        if spec.secrets.is_empty() && spec.configs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let agent = self.agent.upgrade().ok_or("the node's agent has stopped")?;
+        let mut files = Vec::new();
+        for (kind, refs) in [(FileKind::Secret, &spec.secrets), (FileKind::Config, &spec.configs)] {
+            for r in refs {
+                let data = agent.file(kind, &r.id).ok_or_else(|| {
+                    format!(
+                        "{} {} ({}) was not sent to this node: the managers could not open it (see their \
+                         secrets.no_key events) or it was removed",
+                        kind.as_str(),
+                        r.name,
+                        r.id
+                    )
+                })?;
+                let number = |what: &str, v: &str| {
+                    v.parse::<u32>().map_err(|_| format!("{} {}: {what} {v:?} is not a number", kind.as_str(), r.name))
+                };
+                files.push(crate::env::ContainerFile {
+                    path: r.container_path(kind),
+                    uid: number("uid", &r.uid)?,
+                    gid: number("gid", &r.gid)?,
+                    mode: r.mode,
+                    data,
+                    secret: kind == FileKind::Secret,
+                });
+            }
+        }
+        Ok(files)
+    }
+
     fn container_spec(&self) -> ContainerSpec {
         let spec = &self.task.spec;
         let mut command = spec.command.clone();
@@ -203,6 +239,7 @@ impl Runner {
                     published: p.published_port,
                 })
                 .collect(),
+            files: Vec::new(),
         }
     }
 
@@ -341,7 +378,15 @@ impl Runner {
             return false;
         }
         if self.container_id.is_empty() {
-            match executor.create(&self.container_spec()).await {
+            let mut spec = self.container_spec();
+            match self.container_files() {
+                Ok(files) => spec.files = files,
+                Err(err) => {
+                    self.report(TaskState::Rejected, "preparing", &err, None);
+                    return false;
+                }
+            }
+            match executor.create(&spec).await {
                 Ok(id) => self.container_id = id,
                 Err(err) => {
                     self.report(TaskState::Rejected, "preparing", &err.to_string(), None);

@@ -5,11 +5,13 @@
 
 mod ids;
 mod node;
+mod secret;
 mod service;
 mod task;
 
 pub use ids::{new_id, short_id};
 pub use node::*;
+pub use secret::*;
 pub use service::*;
 pub use task::*;
 

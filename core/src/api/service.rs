@@ -191,6 +191,13 @@ pub struct TaskSpec {
     /// current credentials (as Docker's does when the flag is not given) and an empty value clears them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<Box<RegistryAuth>>,
+    /// `--secret`: secrets given to each task as files under `/run/secrets/` (names only; the
+    /// values travel to the nodes that run the tasks, see `crate::secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::FileReference>,
+    /// `--config`: configs given to each task as files at their targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::FileReference>,
 }
 
 impl TaskSpec {
@@ -257,6 +264,8 @@ impl Default for TaskSpec {
             workdir: String::new(),
             user: String::new(),
             registry_auth: None,
+            secrets: Vec::new(),
+            configs: Vec::new(),
         }
     }
 }

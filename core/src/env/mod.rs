@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use disk::{Disk, DiskError};
 pub use executor::{
-    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
+    BridgeSpec, ContainerFile, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, LogLine, LogsQuery,
     PortBinding,
 };
 pub use mem_disk::MemDisk;
