@@ -95,6 +95,8 @@ struct SimContainer {
     port_bindings: Vec<PortBinding>,
     /// Its processes while it runs and serves.
     serving: Option<Serving>,
+    /// The secret and config files it was given (held in memory, as a tmpfs would).
+    files: Vec<shoal_core::env::ContainerFile>,
 }
 
 /// A running container's processes.
@@ -204,6 +206,18 @@ impl SimExecutor {
     }
 
     /// Every pull so far: (image, username it pulled with, "" when anonymous).
+    /// The secret and config files of every container on this node (by container name), removed
+    /// ones excluded.
+    pub fn files(&self) -> Vec<(String, shoal_core::env::ContainerFile)> {
+        self.with(|state| {
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.files.iter().map(|f| (c.summary.name.clone(), f.clone())))
+                .collect()
+        })
+    }
+
     pub fn pulls(&self) -> Vec<(String, String)> {
         self.with(|state| state.pulls.clone())
     }
@@ -473,6 +487,7 @@ impl Executor for SimExecutor {
                 networks: spec.networks.clone(),
                 port_bindings: spec.port_bindings.clone(),
                 serving: None,
+                files: spec.files.clone(),
             };
             state.containers.insert(id.clone(), container);
             Ok(id)

@@ -380,7 +380,14 @@ impl Runner {
         if self.container_id.is_empty() {
             let mut spec = self.container_spec();
             match self.container_files() {
-                Ok(files) => spec.files = files,
+                Ok(files) => {
+                    if !files.is_empty() {
+                        // Where the files go, never what they hold.
+                        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                        self.env.tracer.emit("task.files", serde_json::json!({"task_id": self.task.id, "paths": paths}));
+                    }
+                    spec.files = files
+                }
                 Err(err) => {
                     self.report(TaskState::Rejected, "preparing", &err, None);
                     return false;

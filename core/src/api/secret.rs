@@ -137,6 +137,56 @@ impl std::fmt::Debug for FilePayload {
     }
 }
 
+/// `--secret` / `--config` as docker/cli reads them (`opts.SecretOpt`, `opts.ConfigOpt`): a bare
+/// name, or CSV `source=,target=,uid=,gid=,mode=` (`src` for `source`; `mode` in Go's base-0
+/// notation, so `0400` is octal). The target defaults to the source.
+pub fn parse_file_reference(kind: FileKind, value: &str) -> Result<FileReference, String> {
+    if !value.contains('=') && !value.contains(',') {
+        if value.is_empty() {
+            return Err("source is required".into());
+        }
+        return Ok(FileReference::new(kind, value));
+    }
+    let mut reference = FileReference::new(kind, "");
+    let mut target = None;
+    for field in value.split(',') {
+        let Some((key, v)) = field.split_once('=') else {
+            return Err(format!("invalid field '{field}' must be a key=value pair"));
+        };
+        match key.to_ascii_lowercase().as_str() {
+            "source" | "src" => reference.name = v.to_string(),
+            "target" => target = Some(v.to_string()),
+            "uid" => reference.uid = v.to_string(),
+            "gid" => reference.gid = v.to_string(),
+            "mode" => reference.mode = parse_mode(v).ok_or_else(|| format!("invalid mode specified: {v}"))?,
+            _ => return Err(format!("invalid field in {} request: {key}", kind.as_str())),
+        }
+    }
+    if reference.name.is_empty() {
+        return Err("source is required".into());
+    }
+    reference.target = match target.filter(|t| !t.is_empty()) {
+        Some(t) => t,
+        None => FileReference::new(kind, &reference.name).target,
+    };
+    Ok(reference)
+}
+
+/// Go's `strconv.ParseUint(v, 0, 32)`: `0x…` hex, `0o…`/leading `0` octal, else decimal.
+fn parse_mode(v: &str) -> Option<u32> {
+    let v = v.trim();
+    if let Some(hex) = v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        return u32::from_str_radix(hex, 16).ok();
+    }
+    if let Some(oct) = v.strip_prefix("0o").or_else(|| v.strip_prefix("0O")) {
+        return u32::from_str_radix(oct, 8).ok();
+    }
+    if v.len() > 1 && v.starts_with('0') {
+        return u32::from_str_radix(&v[1..], 8).ok();
+    }
+    v.parse().ok()
+}
+
 /// swarmkit's name rule for secrets and configs (`validateConfigOrSecretAnnotations`).
 pub fn check_file_object_name(name: &str) -> Result<(), String> {
     let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
@@ -169,6 +219,16 @@ mod tests {
         assert_eq!((secret.container_path(FileKind::Secret), secret.mode), ("/run/secrets/pw".into(), 0o444));
         let config = FileReference::new(FileKind::Config, "app.conf");
         assert_eq!(config.container_path(FileKind::Config), "/app.conf");
+        let parsed = parse_file_reference(FileKind::Secret, "source=pw,target=db/pw,uid=70,gid=80,mode=0400").unwrap();
+        assert_eq!((parsed.name.as_str(), parsed.target.as_str(), parsed.uid.as_str()), ("pw", "db/pw", "70"));
+        assert_eq!((parsed.gid.as_str(), parsed.mode), ("80", 0o400));
+        assert_eq!(parse_file_reference(FileKind::Config, "src=app,mode=292").unwrap().mode, 0o444);
+        assert_eq!(parse_file_reference(FileKind::Config, "src=app").unwrap().target, "/app");
+        assert_eq!(parse_file_reference(FileKind::Secret, "target=x").unwrap_err(), "source is required");
+        assert_eq!(
+            parse_file_reference(FileKind::Secret, "source=a,size=1").unwrap_err(),
+            "invalid field in secret request: size"
+        );
         let payload = FilePayload { kind: FileKind::Secret, id: "s1".into(), data: "aHVudGVyMg==".into() };
         assert!(!format!("{payload:?}").contains("aHVudGVyMg"));
     }

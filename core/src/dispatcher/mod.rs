@@ -144,6 +144,13 @@ impl Dispatcher {
         self
     }
 
+    /// Which secrets and configs went to a node (ids and names, never values).
+    fn trace_files_sent(&self, node_id: &str, files: &[crate::api::FilePayload]) {
+        let hostname = self.store.view(|s| s.nodes.get(node_id).map(|n| n.hostname().to_string())).unwrap_or_default();
+        let ids: Vec<String> = files.iter().map(|f| format!("{}:{}", f.kind.as_str(), f.id)).collect();
+        self.tracer.emit("secrets.sent", serde_json::json!({"node_id": node_id, "hostname": hostname, "files": ids}));
+    }
+
     /// The opened values of the secrets and configs `tasks` use, for tasks that may still run
     /// (desired state running or before): a node gets only what its own tasks need. One that cannot
     /// be opened is left out; the task then fails with the reason (`agent::runner`).
@@ -471,6 +478,9 @@ impl Dispatcher {
             if self.digest_for(&request.node_id) != request.known_digest || deadline.is_elapsed() {
                 let (digest, tasks) = self.tasks_for(&request.node_id);
                 let files = self.files_for(&tasks).await;
+                if !files.is_empty() && digest != request.known_digest {
+                    self.trace_files_sent(&request.node_id, &files);
+                }
                 return Ok(AssignmentsResponse { digest, tasks, files });
             }
             tokio::select! {

@@ -73,7 +73,6 @@ const DEPRECATED: &[(&str, &str)] = &[
 const SHOAL_IGNORED: &[&str] = &[
     "cap_add",
     "cap_drop",
-    "configs",
     "credential_spec",
     "dns",
     "dns_search",
@@ -84,7 +83,6 @@ const SHOAL_IGNORED: &[&str] = &[
     "isolation",
     "logging",
     "read_only",
-    "secrets",
     "stdin_open",
     "stop_signal",
     "sysctls",
@@ -351,7 +349,9 @@ pub(super) fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
     let mut notes = Notes::default();
     let located = |fail: Fail| error(line_of(input.text, &fail.path), fail.message);
     interpolate_tree(&mut root, &mut Vec::new(), input.env, &mut notes).map_err(located)?;
-    let plan = Converter { stack: input.stack, input, notes }.file(&root).map_err(located)?;
+    let plan = Converter { stack: input.stack, input, notes, secrets: IndexMap::new(), configs: IndexMap::new() }
+        .file(&root)
+        .map_err(located)?;
     Ok(plan)
 }
 
@@ -359,7 +359,12 @@ struct Converter<'a> {
     stack: &'a str,
     input: &'a ComposeInput<'a>,
     notes: Notes,
+    /// The top-level `secrets:` and `configs:`, by compose key (read before the services).
+    secrets: IndexMap<String, crate::stack::StackFileObject>,
+    configs: IndexMap<String, crate::stack::StackFileObject>,
 }
+
+mod files;
 
 impl Converter<'_> {
     fn namespace(&self) -> Labels {
@@ -398,7 +403,9 @@ impl Converter<'_> {
                 }
                 "services" => services = Some(node),
                 "networks" => networks = Some(node),
-                "volumes" | "secrets" | "configs" => {
+                "secrets" => self.secrets = self.file_objects(crate::api::FileKind::Secret, &node)?,
+                "configs" => self.configs = self.file_objects(crate::api::FileKind::Config, &node)?,
+                "volumes" => {
                     if !node.entries()?.is_empty() {
                         self.ignore(key);
                     }
@@ -453,6 +460,8 @@ impl Converter<'_> {
         deprecated.sort();
         deprecated.dedup();
         Ok(StackPlan {
+            secrets: self.secrets.values().cloned().collect(),
+            configs: self.configs.values().cloned().collect(),
             stack: self.stack.to_string(),
             networks: plan_networks,
             services: specs,
@@ -639,6 +648,8 @@ impl Converter<'_> {
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
                 "working_dir" => spec.task.workdir = v.string()?,
                 "user" => spec.task.user = v.string()?,
+                "secrets" => spec.task.secrets = self.file_references(crate::api::FileKind::Secret, v, &self.secrets)?,
+                "configs" => spec.task.configs = self.file_references(crate::api::FileKind::Config, v, &self.configs)?,
                 "deploy" => deploy = Some(v.clone()),
                 // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
                 "depends_on" => {}
