@@ -56,7 +56,7 @@ fn scenario_secrets_reach_only_their_nodes_and_never_the_trace() {
         }
     }
     let events: Vec<serde_json::Value> = trace.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
-    let of_kind = |kind: &str| events.iter().filter(move |e| e["kind"] == kind);
+    let of_kind = |kind: &'static str| events.iter().filter(move |e| e["kind"] == kind);
     // Who got which file: worker-1 the service's, worker-2 the stack's, nobody else anything.
     let mut mounted: Vec<(String, String)> = of_kind("task.files")
         .flat_map(|e| {
