@@ -116,7 +116,21 @@ impl DockerExecutor {
             .ping()
             .await
             .map_err(|e| ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}")))?;
-        Ok(DockerExecutor { docker, options, files_root: crate::task_files::default_root() })
+        let executor = DockerExecutor { docker, options, files_root: crate::task_files::default_root() };
+        executor.sweep_task_files().await;
+        Ok(executor)
+    }
+
+    /// Remove the files of tasks whose containers are gone (left by a daemon that was killed).
+    /// Only directories older than a minute: one being written for a container about to be
+    /// created (by another daemon on this engine) is never touched.
+    async fn sweep_task_files(&self) {
+        for task in crate::task_files::stale_tasks(&self.files_root, Duration::from_secs(60)) {
+            match self.list(&[(shoal_core::env::executor::LABEL_TASK_ID.to_string(), task.clone())]).await {
+                Ok(containers) if containers.is_empty() => crate::task_files::forget(&self.files_root, &task),
+                _ => {}
+            }
+        }
     }
 
     /// The task a container runs (its label), for its files' directory.

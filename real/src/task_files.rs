@@ -53,6 +53,23 @@ pub fn materialize(root: &Path, task: &str, files: &[ContainerFile]) -> Result<V
     Ok(binds)
 }
 
+/// Task directories under `root` older than `min_age` (candidates for [`forget`] once no container
+/// of theirs is left: a daemon that was killed could not remove them).
+pub fn stale_tasks(root: &Path, min_age: std::time::Duration) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(root) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age)
+        })
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .collect()
+}
+
 /// Remove `task`'s files (nothing if it had none).
 pub fn forget(root: &Path, task: &str) {
     let _ = std::fs::remove_dir_all(root.join(dir_name(task)));

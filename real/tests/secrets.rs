@@ -20,8 +20,16 @@ use std::time::Duration;
 
 use common::{json_lines, require_docker, wait_for, CleanupContainers, DaemonProc};
 
-const SECRET: &str = "e2e-secret-value-5b8d";
-const STACK_SECRET: &str = "e2e-stack-secret-c41e";
+/// Values unique to this run (a run killed half-way may leave its tmpfs files for a minute).
+fn secret() -> String {
+    format!("e2e-secret-value-5b8d-{}", std::process::id())
+}
+fn stack_secret() -> String {
+    format!("e2e-stack-secret-c41e-{}", std::process::id())
+}
+fn docker_secret() -> String {
+    format!("e2e-docker-cli-secret-77aa-{}", std::process::id())
+}
 const CONFIG: &str = "listen 8080 # e2e config";
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -63,6 +71,8 @@ fn find_file(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
 #[test]
 fn secret_and_config_files_in_a_docker_container() {
     require_docker();
+    let (value, stack_value) = (secret(), stack_secret());
+    let (value, stack_value) = (value.as_str(), stack_value.as_str());
     let _cleanup = CleanupContainers("sec-web");
     let _cleanup_stack = CleanupContainers("sst_web");
     let manager = DaemonProc::spawn("sec-m1", "127.0.0.130", "docker");
@@ -80,7 +90,7 @@ fn secret_and_config_files_in_a_docker_container() {
 
     let files = tempfile::tempdir().unwrap();
     let secret_file = files.path().join("db_pw.txt");
-    std::fs::write(&secret_file, SECRET).unwrap();
+    std::fs::write(&secret_file, value).unwrap();
     let config_file = files.path().join("app.conf");
     std::fs::write(&config_file, CONFIG).unwrap();
     let (secret_path, config_path) = (secret_file.to_str().unwrap(), config_file.to_str().unwrap());
@@ -109,7 +119,7 @@ fn secret_and_config_files_in_a_docker_container() {
     ]);
     let inspected = manager.must(&["secret", "inspect", "db_pw"]);
     assert!(inspected.contains("\"Name\": \"db_pw\"") && inspected.contains("\"team\": \"db\""), "{inspected}");
-    assert!(!inspected.contains("Data") && !inspected.contains(SECRET), "{inspected}");
+    assert!(!inspected.contains("Data") && !inspected.contains(value), "{inspected}");
     let config_data = manager.must(&["config", "inspect", "--format", "{{.Spec.Data}}", "app_conf"]);
     assert_eq!(config_data.trim(), shoal_core::secrets::encode(CONFIG.as_bytes()));
     let pretty = manager.must(&["config", "inspect", "--pretty", "app_conf"]);
@@ -145,7 +155,7 @@ fn secret_and_config_files_in_a_docker_container() {
         logs.contains("done").then_some(logs)
     });
     let lines: Vec<&str> = logs.lines().map(str::trim).collect();
-    for want in ["secret 400 33 44", &format!("value {SECRET}"), "config 440 0 0", &format!("config {CONFIG}"), "read-only"] {
+    for want in ["secret 400 33 44", &format!("value {value}"), "config 440 0 0", &format!("config {CONFIG}"), "read-only"] {
         assert!(lines.contains(&want), "missing {want:?} in the task's output:\n{logs}");
     }
     let pretty = manager.must(&["service", "inspect", "--pretty", "sec-web"]);
@@ -154,9 +164,9 @@ fn secret_and_config_files_in_a_docker_container() {
 
     // On the host: only the tmpfs holds the value, on the worker's side.
     let tmpfs = shoal::task_files::default_root();
-    assert_eq!(files_holding(&tmpfs, SECRET.as_bytes()).len(), 1, "one file on the tmpfs under {}", tmpfs.display());
+    assert_eq!(files_holding(&tmpfs, value.as_bytes()).len(), 1, "one file on the tmpfs under {}", tmpfs.display());
     for daemon in [&manager, &manager2, &worker] {
-        for form in forms(SECRET) {
+        for form in forms(value) {
             let leaked = files_holding(daemon.dir.path(), &form);
             assert!(leaked.is_empty(), "{}'s data dir holds the secret: {leaked:?}", daemon.hostname);
         }
@@ -172,7 +182,7 @@ fn secret_and_config_files_in_a_docker_container() {
     assert!(err.contains("secret not found: missing"), "{err}");
 
     // A stack: a file secret relative to the compose file, and a missing external one refused.
-    std::fs::write(files.path().join("site_key.txt"), STACK_SECRET).unwrap();
+    std::fs::write(files.path().join("site_key.txt"), stack_value).unwrap();
     let compose = files.path().join("stack.yml");
     std::fs::write(
         &compose,
@@ -198,15 +208,106 @@ fn secret_and_config_files_in_a_docker_container() {
     // Once the service is gone, so are its files; then the secret may go too.
     manager.must(&["service", "rm", "sec-web"]);
     wait_for(Duration::from_secs(60), "the task's files removed from the tmpfs", || {
-        files_holding(&tmpfs, SECRET.as_bytes()).is_empty().then_some(())
+        files_holding(&tmpfs, value.as_bytes()).is_empty().then_some(())
     });
     wait_for(Duration::from_secs(30), "secret rm once unused", || manager.shoal(&["secret", "rm", "db_pw"]).ok());
     for daemon in [&manager, &manager2, &worker] {
-        for value in [SECRET, STACK_SECRET] {
+        for value in [value, stack_value] {
             for form in forms(value) {
                 let leaked = files_holding(daemon.dir.path(), &form);
                 assert!(leaked.is_empty(), "{}'s data dir holds a secret: {leaked:?}", daemon.hostname);
             }
         }
     }
+}
+
+/// Docker's own CLI against shoal's Engine API socket (127.0.0.133): `docker secret create|ls|
+/// inspect|rm`, `docker config inspect`, and `docker service create --secret --config` whose task
+/// reads both files.
+#[test]
+fn the_docker_cli_manages_secrets_and_configs() {
+    require_docker();
+    let value = docker_secret();
+    let value = value.as_str();
+    let _cleanup = CleanupContainers("dsec");
+    let api_dir = tempfile::tempdir().unwrap();
+    let api = api_dir.path().join("docker.sock");
+    let daemon = DaemonProc::spawn_args(
+        "dsec-m",
+        "127.0.0.133",
+        "docker",
+        &["--pull", "never", "--api-socket", api.to_str().unwrap()],
+        Some(common::CLI_DEADLINE),
+    );
+    daemon.swarm_init();
+    let config_dir = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str]| -> Result<String, String> {
+        let output = std::process::Command::new("timeout")
+            .arg("120")
+            .arg("docker")
+            .args(args)
+            .env("DOCKER_HOST", format!("unix://{}", api.display()))
+            .env("DOCKER_CONFIG", config_dir.path())
+            .env_remove("DOCKER_CONTEXT")
+            .env_remove("DOCKER_API_VERSION")
+            .output()
+            .expect("run the docker CLI");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        if output.status.success() {
+            Ok(text(&output.stdout))
+        } else {
+            Err(format!("stderr: {} stdout: {}", text(&output.stderr), text(&output.stdout)))
+        }
+    };
+    let files = tempfile::tempdir().unwrap();
+    std::fs::write(files.path().join("pw"), value).unwrap();
+    std::fs::write(files.path().join("conf"), CONFIG).unwrap();
+    let id = docker(&["secret", "create", "--label", "k=v", "pw", files.path().join("pw").to_str().unwrap()]).unwrap();
+    assert_eq!(id.trim().len(), 25, "{id}");
+    docker(&["config", "create", "conf", files.path().join("conf").to_str().unwrap()]).unwrap();
+    let ls = docker(&["secret", "ls", "--format", "{{.Name}} {{.Labels}}"]).unwrap();
+    assert_eq!(ls.trim(), "pw k=v");
+    let inspected = docker(&["secret", "inspect", "pw"]).unwrap();
+    assert!(inspected.contains("\"Name\": \"pw\"") && !inspected.contains(value), "{inspected}");
+    let data = docker(&["config", "inspect", "--format", "{{json .Spec.Data}}", "conf"]).unwrap();
+    assert_eq!(data.trim(), format!("\"{}\"", shoal_core::secrets::encode(CONFIG.as_bytes())));
+    let err = docker(&["secret", "inspect", "nosuch"]).unwrap_err();
+    assert!(err.contains("nosuch"), "{err}");
+
+    let created = docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "dsec",
+        "--stop-grace-period",
+        "1s",
+        "--secret",
+        "source=pw,mode=0400",
+        "--config",
+        "source=conf,target=/etc/conf",
+        "shoal-test/busybox:latest",
+        "sh",
+        "-c",
+        "stat -c 'secret %a' /run/secrets/pw; echo \"value $(cat /run/secrets/pw)\"; echo \"conf $(cat /etc/conf)\"; exec sleep 600",
+    ])
+    .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+    assert_eq!(created.trim().len(), 25, "{created}");
+    let logs = wait_for(Duration::from_secs(60), "the task's report", || {
+        let logs = daemon.shoal(&["service", "logs", "--raw", "dsec"]).ok()?;
+        logs.contains("conf ").then_some(logs)
+    });
+    let lines: Vec<&str> = logs.lines().map(str::trim).collect();
+    for want in ["secret 400", &format!("value {value}"), &format!("conf {CONFIG}")] {
+        assert!(lines.contains(&want), "missing {want:?}:\n{logs}");
+    }
+    let err = docker(&["secret", "rm", "pw"]).unwrap_err();
+    assert!(err.contains("secret 'pw' is in use by the following service: dsec"), "{err}");
+    docker(&["service", "rm", "dsec"]).unwrap();
+    let tmpfs = shoal::task_files::default_root();
+    wait_for(Duration::from_secs(60), "the task's files removed from the tmpfs", || {
+        files_holding(&tmpfs, value.as_bytes()).is_empty().then_some(())
+    });
+    wait_for(Duration::from_secs(30), "secret rm once unused", || docker(&["secret", "rm", "pw"]).ok());
+    assert_eq!(docker(&["secret", "ls", "-q"]).unwrap().trim(), "");
 }

@@ -53,10 +53,30 @@ fn the_cli_create_request_decodes_to_its_spec() {
     assert_eq!(spec.task.stop_grace_period_ms, defaults.task.stop_grace_period_ms);
 }
 
+/// What `docker service create --secret pw` sends: the reference with its runtime file target.
+#[test]
+fn container_spec_secrets_and_configs_are_decoded() {
+    let spec = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap();
+    assert_eq!(spec.task.secrets.len(), 1);
+    let secret = &spec.task.secrets[0];
+    assert_eq!((secret.id.as_str(), secret.name.as_str(), secret.target.as_str()), ("d4358dcf8bd345158612bae0e", "pw", "pw"));
+    assert_eq!((secret.uid.as_str(), secret.gid.as_str(), secret.mode), ("0", "0", 0o444));
+    let config = br#"{"Name":"c","TaskTemplate":{"ContainerSpec":{"Image":"i","Configs":[{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":288},"ConfigID":"x","ConfigName":"app"}]}}}"#;
+    let spec = decode::service_spec(config).unwrap();
+    let config = &spec.task.configs[0];
+    assert_eq!((config.name.as_str(), config.target.as_str(), config.mode), ("app", "/etc/app.conf", 0o440));
+    let (spec, data) =
+        decode::file_object_spec(br#"{"Name":"pw","Labels":{"a":"b"},"Data":"aHVudGVyMg==","Templating":{"Name":"golang"}}"#)
+            .unwrap();
+    assert_eq!((spec.name.as_str(), spec.templating.as_str(), data.as_str()), ("pw", "golang", "aHVudGVyMg=="));
+    assert_eq!(spec.labels.get("a").map(String::as_str), Some("b"));
+}
+
 #[test]
 fn unsupported_parts_of_a_spec_are_refused_by_name() {
-    let err = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap_err();
-    assert_eq!(err.0, "ContainerSpec.Secrets is not supported by shoal yet");
+    let mounts = br#"{"Name":"m","TaskTemplate":{"ContainerSpec":{"Image":"i","Mounts":[{"Type":"bind"}]}}}"#;
+    let err = decode::service_spec(mounts).unwrap_err();
+    assert_eq!(err.0, "ContainerSpec.Mounts is not supported by shoal yet");
     let err = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap_err();
     assert_eq!(err.0, "Mode.ReplicatedJob is not supported by shoal yet");
     let err = decode::service_spec(b"{not json").unwrap_err();
