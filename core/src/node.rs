@@ -535,13 +535,15 @@ impl ShoalNode {
             control
         };
         let control = Arc::new(control);
-        let dispatcher = Arc::new(Dispatcher::new(
-            self.inner.store.clone(),
-            consensus.clone(),
-            Arc::new(TokenAuthority),
-            self.inner.env.tracer.clone(),
-        )
-        .with_keyring(self.inner.keyring.clone(), self.inner.env.transport.clone()));
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                self.inner.store.clone(),
+                consensus.clone(),
+                Arc::new(TokenAuthority),
+                self.inner.env.tracer.clone(),
+            )
+            .with_keyring(self.inner.keyring.clone(), self.inner.env.transport.clone()),
+        );
         // A new manager asks the others for the secrets key at once, so it holds it even if they go
         // away later (it asks again whenever it needs the key and lacks it).
         let (keyring, store, transport) =

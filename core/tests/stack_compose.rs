@@ -143,7 +143,8 @@ fn swarmprom() {
     assert_eq!(plan.ignored, ["healthcheck", "volumes"]);
     // Configs: every one defined is created under the stack's name from its file; the long syntax's
     // target is kept.
-    let configs: Vec<(&str, Option<&str>)> = plan.configs.iter().map(|c| (c.name.as_str(), c.file.as_deref())).collect();
+    let configs: Vec<(&str, Option<&str>)> =
+        plan.configs.iter().map(|c| (c.name.as_str(), c.file.as_deref())).collect();
     assert_eq!(
         configs,
         [
@@ -424,8 +425,8 @@ fn docker_cli_full_example() {
         spec: shoal_core::api::SecretSpec { name: name.into(), ..Default::default() },
         sealed: Default::default(),
     };
-    let err = shoal_core::stack::file_object_steps(&plan, &[mine("my_secret")], &[config("my_config")], &read)
-        .unwrap_err();
+    let err =
+        shoal_core::stack::file_object_steps(&plan, &[mine("my_secret")], &[config("my_config")], &read).unwrap_err();
     assert_eq!(err.to_string(), "secret bar: file is required (or declare it external)");
     let steps = shoal_core::stack::file_object_steps(
         &plan,

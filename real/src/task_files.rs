@@ -95,7 +95,7 @@ mod tests {
             data: b"hunter2".to_vec(),
             secret: true,
         };
-        let binds = materialize(&root, "task/1", &[file.clone()]).unwrap();
+        let binds = materialize(&root, "task/1", std::slice::from_ref(&file)).unwrap();
         let host = root.join("task_1").join("0");
         assert_eq!(binds, [format!("{}:/run/secrets/pw:ro", host.display())]);
         assert_eq!(std::fs::read(&host).unwrap(), b"hunter2");

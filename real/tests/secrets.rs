@@ -114,9 +114,10 @@ fn secret_and_config_files_in_a_docker_container() {
     assert_eq!(columns, ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"], "{ls}");
     assert!(ls.lines().any(|l| l.starts_with(id.trim()) && l.contains(" db_pw ")), "{ls}");
     let config_ls = manager.must(&["config", "ls"]);
-    assert_eq!(config_ls.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(), [
-        "ID", "NAME", "CREATED", "UPDATED"
-    ]);
+    assert_eq!(
+        config_ls.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(),
+        ["ID", "NAME", "CREATED", "UPDATED"]
+    );
     let inspected = manager.must(&["secret", "inspect", "db_pw"]);
     assert!(inspected.contains("\"Name\": \"db_pw\"") && inspected.contains("\"team\": \"db\""), "{inspected}");
     assert!(!inspected.contains("Data") && !inspected.contains(value), "{inspected}");
@@ -155,7 +156,9 @@ fn secret_and_config_files_in_a_docker_container() {
         logs.contains("done").then_some(logs)
     });
     let lines: Vec<&str> = logs.lines().map(str::trim).collect();
-    for want in ["secret 400 33 44", &format!("value {value}"), "config 440 0 0", &format!("config {CONFIG}"), "read-only"] {
+    for want in
+        ["secret 400 33 44", &format!("value {value}"), "config 440 0 0", &format!("config {CONFIG}"), "read-only"]
+    {
         assert!(lines.contains(&want), "missing {want:?} in the task's output:\n{logs}");
     }
     let pretty = manager.must(&["service", "inspect", "--pretty", "sec-web"]);
@@ -177,7 +180,10 @@ fn secret_and_config_files_in_a_docker_container() {
     let err = manager.shoal(&["config", "rm", "app_conf"]).unwrap_err();
     assert!(err.contains("config 'app_conf' is in use by the following service: sec-web"), "{err}");
     let err = manager
-        .shoal_within(&["service", "create", "--name", "nope", "--secret", "missing", "shoal-test/busybox:latest"], Duration::from_secs(30))
+        .shoal_within(
+            &["service", "create", "--name", "nope", "--secret", "missing", "shoal-test/busybox:latest"],
+            Duration::from_secs(30),
+        )
         .unwrap_err();
     assert!(err.contains("secret not found: missing"), "{err}");
 

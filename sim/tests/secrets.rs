@@ -61,9 +61,12 @@ fn scenario_secrets_reach_only_their_nodes_and_never_the_trace() {
     let mut mounted: Vec<(String, String)> = of_kind("task.files")
         .flat_map(|e| {
             let node = e["node"].as_str().unwrap_or_default().to_string();
-            e["fields"]["paths"].as_array().cloned().unwrap_or_default().into_iter().map(move |p| {
-                (node.clone(), p.as_str().unwrap_or_default().to_string())
-            })
+            e["fields"]["paths"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |p| (node.clone(), p.as_str().unwrap_or_default().to_string()))
         })
         .collect();
     mounted.sort();

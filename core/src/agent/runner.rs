@@ -384,7 +384,9 @@ impl Runner {
                     if !files.is_empty() {
                         // Where the files go, never what they hold.
                         let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-                        self.env.tracer.emit("task.files", serde_json::json!({"task_id": self.task.id, "paths": paths}));
+                        self.env
+                            .tracer
+                            .emit("task.files", serde_json::json!({"task_id": self.task.id, "paths": paths}));
                     }
                     spec.files = files
                 }

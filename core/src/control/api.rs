@@ -203,9 +203,14 @@ pub enum ControlResponse {
     Node(Box<NodeView>),
     Services(Vec<ServiceView>),
     Service(Box<ServiceView>),
-    Created { id: String },
+    Created {
+        id: String,
+    },
     Tasks(Vec<Task>),
-    JoinToken { token: String, manager_addr: String },
+    JoinToken {
+        token: String,
+        manager_addr: String,
+    },
     Networks(Vec<Network>),
     Network(Box<Network>),
     Logs(crate::logs::ServiceLogs),

@@ -166,7 +166,8 @@ impl Dispatcher {
         }
         let Some((keyring, transport)) = &self.keyring else { return Vec::new() };
         let Ok(key) = keyring.ensure(&self.store, transport.as_ref()).await else {
-            self.tracer.emit("secrets.no_key", serde_json::json!({"reason": crate::secrets::SecretsError::NoKey.to_string()}));
+            self.tracer
+                .emit("secrets.no_key", serde_json::json!({"reason": crate::secrets::SecretsError::NoKey.to_string()}));
             return Vec::new();
         };
         let sealed: Vec<(FileKind, String, Option<crate::api::Sealed>)> = self.store.view(|s| {

@@ -648,8 +648,12 @@ impl Converter<'_> {
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
                 "working_dir" => spec.task.workdir = v.string()?,
                 "user" => spec.task.user = v.string()?,
-                "secrets" => spec.task.secrets = self.file_references(crate::api::FileKind::Secret, v, &self.secrets)?,
-                "configs" => spec.task.configs = self.file_references(crate::api::FileKind::Config, v, &self.configs)?,
+                "secrets" => {
+                    spec.task.secrets = self.file_references(crate::api::FileKind::Secret, v, &self.secrets)?
+                }
+                "configs" => {
+                    spec.task.configs = self.file_references(crate::api::FileKind::Config, v, &self.configs)?
+                }
                 "deploy" => deploy = Some(v.clone()),
                 // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
                 "depends_on" => {}

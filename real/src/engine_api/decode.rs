@@ -169,7 +169,8 @@ fn file_references(
                     }
                 }
                 if let Some(mode) = unsigned(file, "Mode")? {
-                    reference.mode = u32::try_from(mode).map_err(|_| DecodeError(format!("Mode: {mode} is too large")))?;
+                    reference.mode =
+                        u32::try_from(mode).map_err(|_| DecodeError(format!("Mode: {mode} is too large")))?;
                 }
             } else if kind == shoal_core::api::FileKind::Secret {
                 return Err(DecodeError(format!("{key}: a secret reference needs File (Docker's runtime target)")));
@@ -192,7 +193,12 @@ pub fn file_object_spec(body: &[u8]) -> Result<(shoal_core::api::SecretSpec, Str
         Some(t) => string(t, "Name")?,
         None => String::new(),
     };
-    let spec = shoal_core::api::SecretSpec { name: string(object, "Name")?, labels: labels(object, "Labels")?, driver, templating };
+    let spec = shoal_core::api::SecretSpec {
+        name: string(object, "Name")?,
+        labels: labels(object, "Labels")?,
+        driver,
+        templating,
+    };
     Ok((spec, string(object, "Data")?))
 }
 

@@ -53,7 +53,8 @@ impl EngineApi {
     pub(super) async fn file_objects(&self, kind: &str, filters: Option<&str>) -> Answer {
         let filters = decode::filters(filters)?;
         let mut listed = Vec::new();
-        match self.call(if kind == "secrets" { ControlRequest::SecretList } else { ControlRequest::ConfigList }).await? {
+        match self.call(if kind == "secrets" { ControlRequest::SecretList } else { ControlRequest::ConfigList }).await?
+        {
             ControlResponse::Secrets(secrets) => {
                 for s in secrets {
                     if matches(&filters, &s.id, &s.spec)? {

@@ -59,15 +59,19 @@ fn container_spec_secrets_and_configs_are_decoded() {
     let spec = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap();
     assert_eq!(spec.task.secrets.len(), 1);
     let secret = &spec.task.secrets[0];
-    assert_eq!((secret.id.as_str(), secret.name.as_str(), secret.target.as_str()), ("d4358dcf8bd345158612bae0e", "pw", "pw"));
+    assert_eq!(
+        (secret.id.as_str(), secret.name.as_str(), secret.target.as_str()),
+        ("d4358dcf8bd345158612bae0e", "pw", "pw")
+    );
     assert_eq!((secret.uid.as_str(), secret.gid.as_str(), secret.mode), ("0", "0", 0o444));
     let config = br#"{"Name":"c","TaskTemplate":{"ContainerSpec":{"Image":"i","Configs":[{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":288},"ConfigID":"x","ConfigName":"app"}]}}}"#;
     let spec = decode::service_spec(config).unwrap();
     let config = &spec.task.configs[0];
     assert_eq!((config.name.as_str(), config.target.as_str(), config.mode), ("app", "/etc/app.conf", 0o440));
-    let (spec, data) =
-        decode::file_object_spec(br#"{"Name":"pw","Labels":{"a":"b"},"Data":"aHVudGVyMg==","Templating":{"Name":"golang"}}"#)
-            .unwrap();
+    let (spec, data) = decode::file_object_spec(
+        br#"{"Name":"pw","Labels":{"a":"b"},"Data":"aHVudGVyMg==","Templating":{"Name":"golang"}}"#,
+    )
+    .unwrap();
     assert_eq!((spec.name.as_str(), spec.templating.as_str(), data.as_str()), ("pw", "golang", "aHVudGVyMg=="));
     assert_eq!(spec.labels.get("a").map(String::as_str), Some("b"));
 }

@@ -8,9 +8,8 @@
 use std::time::Duration;
 
 use shoal_core::api::{
-    parse_file_reference, FileKind, FileReference, SecretSpec,
-    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, RestartBackoff,
-    RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+    parse_file_reference, Availability, EndpointMode, FailureAction, FileKind, FileReference, Labels, NodeRole,
+    PortConfig, PublishMode, RestartBackoff, RestartCondition, SecretSpec, ServiceMode, ServiceSpec, UpdateOrder,
 };
 use shoal_core::control::ControlRequest;
 

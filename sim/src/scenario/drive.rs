@@ -122,11 +122,14 @@ async fn stack<D: Driver>(driver: &mut D, file: &str, command: &StackCommand) ->
             }
             let networks = listed!(driver, ControlRequest::NetworkList, Networks, "network ls");
             let secrets = listed!(driver, ControlRequest::SecretList, Secrets, "secret ls");
-            let configs: Vec<_> =
-                listed!(driver, ControlRequest::ConfigList, Configs, "config ls").into_iter().map(|v| v.config).collect();
+            let configs: Vec<_> = listed!(driver, ControlRequest::ConfigList, Configs, "config ls")
+                .into_iter()
+                .map(|v| v.config)
+                .collect();
             let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
             // Secret and config files are read relative to the compose file, as docker/cli does.
-            let compose_dir = super::stack::resolve(file, compose).parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let compose_dir =
+                super::stack::resolve(file, compose).parent().map(|p| p.to_path_buf()).unwrap_or_default();
             let read = |path: &str| std::fs::read(compose_dir.join(path)).map_err(|e| format!("open {path}: {e}"));
             let mut steps = match shoal_core::stack::file_object_steps(&plan, &secrets, &configs, &read) {
                 Ok(steps) => steps,
@@ -141,8 +144,10 @@ async fn stack<D: Driver>(driver: &mut D, file: &str, command: &StackCommand) ->
         StackCommand::Rm(stacks) => {
             let networks = listed!(driver, ControlRequest::NetworkList, Networks, "network ls");
             let secrets = listed!(driver, ControlRequest::SecretList, Secrets, "secret ls");
-            let configs: Vec<_> =
-                listed!(driver, ControlRequest::ConfigList, Configs, "config ls").into_iter().map(|v| v.config).collect();
+            let configs: Vec<_> = listed!(driver, ControlRequest::ConfigList, Configs, "config ls")
+                .into_iter()
+                .map(|v| v.config)
+                .collect();
             let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
             let mut steps = Vec::new();
             for name in stacks {

@@ -4,7 +4,7 @@
 //! a service spec's references pass (`secret not found: X`, as docker/cli says it).
 
 use super::*;
-use crate::api::{Config, FileKind, FileReference, Secret, SecretSpec, Sealed};
+use crate::api::{Config, FileKind, FileReference, Sealed, Secret, SecretSpec};
 use crate::secrets::{self, SecretsError};
 
 /// swarmkit's limits (`MaxSecretSize`, `MaxConfigSize`).
@@ -121,7 +121,10 @@ impl ControlHandler {
         Ok(ControlResponse::Configs(self.store.view(|s| {
             s.configs
                 .values()
-                .map(|c| ConfigView { config: Config { sealed: Sealed::default(), ..c.clone() }, data: FileData(String::new()) })
+                .map(|c| ConfigView {
+                    config: Config { sealed: Sealed::default(), ..c.clone() },
+                    data: FileData(String::new()),
+                })
                 .collect()
         })))
     }
@@ -159,11 +162,8 @@ impl ControlHandler {
                 .collect();
             if !users.is_empty() {
                 let noun = if users.len() == 1 { "service" } else { "services" };
-                refused = Some(format!(
-                    "{} '{name}' is in use by the following {noun}: {}",
-                    kind.as_str(),
-                    users.join(", ")
-                ));
+                refused =
+                    Some(format!("{} '{name}' is in use by the following {noun}: {}", kind.as_str(), users.join(", ")));
                 return Ok(vec![]);
             }
             let table = match kind {
@@ -191,12 +191,10 @@ impl ControlHandler {
                 let mut targets = std::collections::BTreeSet::new();
                 for r in refs.iter_mut() {
                     let found = match kind {
-                        FileKind::Secret => {
-                            find_secret(s, if r.name.is_empty() { &r.id } else { &r.name }).map(|o| (o.id.clone(), o.spec.name.clone()))
-                        }
-                        FileKind::Config => {
-                            find_config(s, if r.name.is_empty() { &r.id } else { &r.name }).map(|o| (o.id.clone(), o.spec.name.clone()))
-                        }
+                        FileKind::Secret => find_secret(s, if r.name.is_empty() { &r.id } else { &r.name })
+                            .map(|o| (o.id.clone(), o.spec.name.clone())),
+                        FileKind::Config => find_config(s, if r.name.is_empty() { &r.id } else { &r.name })
+                            .map(|o| (o.id.clone(), o.spec.name.clone())),
                     };
                     let (id, name) = found.map_err(|_| {
                         ControlError::InvalidArgument(format!("{} not found: {}", kind.as_str(), r.name))

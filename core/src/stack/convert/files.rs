@@ -114,9 +114,8 @@ impl Converter<'_> {
                     (source.clone(), FileReference::new(kind, &source))
                 }
             };
-            let object = declared
-                .get(&source)
-                .ok_or_else(|| item.fail(format!("undefined {} {source:?}", kind.as_str())))?;
+            let object =
+                declared.get(&source).ok_or_else(|| item.fail(format!("undefined {} {source:?}", kind.as_str())))?;
             reference.name = object.name.clone();
             refs.push(reference);
         }
