@@ -247,6 +247,26 @@ impl LocalHandler for Fake {
                 ControlRequest::ServiceCreate { spec } => {
                     Ok(LocalAnswer::Control(ControlResponse::Created { id: format!("id-of-{}", spec.name) }))
                 }
+                ControlRequest::SecretCreate { spec, .. } => {
+                    Ok(LocalAnswer::Control(ControlResponse::Created { id: format!("id-of-{}", spec.name) }))
+                }
+                ControlRequest::SecretList => Ok(LocalAnswer::Control(ControlResponse::Secrets(vec![
+                    shoal_core::api::Secret {
+                        id: "s1".into(),
+                        meta: Default::default(),
+                        spec: shoal_core::api::SecretSpec { name: "pw".into(), ..Default::default() },
+                        sealed: Default::default(),
+                    },
+                    shoal_core::api::Secret {
+                        id: "s2".into(),
+                        meta: Default::default(),
+                        spec: shoal_core::api::SecretSpec { name: "other".into(), ..Default::default() },
+                        sealed: Default::default(),
+                    },
+                ]))),
+                ControlRequest::ConfigInspect { config } => {
+                    Err(LocalError::Control(ControlError::NotFound(format!("config {config} not found"))))
+                }
                 _ => Err(LocalError::Refused(
                     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect \
                      this node to swarm and try again."
@@ -303,12 +323,25 @@ async fn routes_answer_with_dockers_statuses_and_bodies() {
         assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(message(&reply).contains("is not served by shoal: "), "{path}: {}", message(&reply));
     }
-    let secrets = api.answer(&Method::GET, "/v1.41/secrets", "", b"").await;
-    assert_eq!((secrets.status, &secrets.body[..]), (StatusCode::OK, &b"[]"[..]));
+    // `docker service create --secret pw` looks the secret up by exact name first.
+    let secrets =
+        api.answer(&Method::GET, "/v1.41/secrets", "filters=%7B%22names%22%3A%7B%22pw%22%3Atrue%7D%7D", b"").await;
+    let listed: Value = serde_json::from_slice(&secrets.body).unwrap();
+    assert_eq!(secrets.status, StatusCode::OK);
+    assert_eq!(
+        listed,
+        serde_json::json!([{"ID": "s1", "Version": {"Index": 0}, "CreatedAt": "1970-01-01T00:00:00Z",
+        "UpdatedAt": "1970-01-01T00:00:00Z", "Spec": {"Name": "pw", "Labels": {}}}])
+    );
     let secret = api.answer(&Method::GET, "/v1.41/configs/app_cf", "", b"").await;
     assert_eq!((secret.status, message(&secret)), (StatusCode::NOT_FOUND, "config app_cf not found".into()));
     let create = api.answer(&Method::POST, "/v1.41/secrets/create", "", br#"{"Name":"pw","Data":"czNjcjN0"}"#).await;
-    assert_eq!(create.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(create.status, StatusCode::CREATED);
+    assert_eq!(serde_json::from_slice::<Value>(&create.body).unwrap(), serde_json::json!({"ID": "id-of-pw"}));
+    let asked = fake.asked.lock().unwrap().clone();
+    let Some(LocalRequest::Control { request }) = asked.last() else { panic!("{asked:?}") };
+    let ControlRequest::SecretCreate { spec, data } = request.as_ref() else { panic!("{request:?}") };
+    assert_eq!((spec.name.as_str(), data.0.as_str()), ("pw", "czNjcjN0"));
     let too_new = api.answer(&Method::GET, "/v1.99/version", "", b"").await;
     assert_eq!(too_new.status, StatusCode::BAD_REQUEST);
 
