@@ -128,9 +128,14 @@ impl Converter<'_> {
     /// the number is read again as written in the file.
     fn mode(&self, node: &Node) -> Result<u32, Fail> {
         if let Value::Number(_) = node.value {
-            let written = line_of(self.input.text, &node.path)
-                .and_then(|line| self.input.text.lines().nth(line - 1))
-                .and_then(|line| line.split_once("mode:").map(|(_, v)| v.trim().to_string()));
+            // The parser may place the value at its line or the next one: look back two lines.
+            let lines: Vec<&str> = self.input.text.lines().collect();
+            let written = line_of(self.input.text, &node.path).and_then(|at| {
+                (at.saturating_sub(2)..at.min(lines.len()))
+                    .rev()
+                    .find_map(|i| lines[i].split_once("mode:").and_then(|(_, v)| v.split_whitespace().next()))
+                    .map(str::to_string)
+            });
             if let Some(written) = written.filter(|w| w.starts_with('0') && w.len() > 1) {
                 let digits = written.trim_start_matches("0o").trim_start_matches('0');
                 return u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
