@@ -127,20 +127,25 @@ impl Converter<'_> {
     /// `mode: 0440`: YAML 1.1 (Docker's parser) reads a leading 0 as octal, serde_yaml does not, so
     /// the number is read again as written in the file.
     fn mode(&self, node: &Node) -> Result<u32, Fail> {
-        if let Value::Number(_) = node.value {
-            // The parser may place the value at its line or the next one: look back two lines.
-            let lines: Vec<&str> = self.input.text.lines().collect();
-            let written = line_of(self.input.text, &node.path).and_then(|at| {
-                (at.saturating_sub(2)..at.min(lines.len()))
-                    .rev()
-                    .find_map(|i| lines[i].split_once("mode:").and_then(|(_, v)| v.split_whitespace().next()))
-                    .map(str::to_string)
-            });
-            if let Some(written) = written.filter(|w| w.starts_with('0') && w.len() > 1) {
-                let digits = written.trim_start_matches("0o").trim_start_matches('0');
-                return u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
-                    .map_err(|_| node.expected("a file mode such as 0440"));
+        let written = match node.value {
+            // serde_yaml keeps `0440` a string (a leading zero is not a YAML 1.2 integer).
+            Value::String(s) => Some(s.trim().to_string()),
+            // A number as the file wrote it (the parser may place it at its line or the next).
+            Value::Number(_) => {
+                let lines: Vec<&str> = self.input.text.lines().collect();
+                line_of(self.input.text, &node.path).and_then(|at| {
+                    (at.saturating_sub(2)..at.min(lines.len()))
+                        .rev()
+                        .find_map(|i| lines[i].split_once("mode:").and_then(|(_, v)| v.split_whitespace().next()))
+                        .map(str::to_string)
+                })
             }
+            _ => None,
+        };
+        if let Some(written) = written.filter(|w| w.starts_with('0') && w.len() > 1) {
+            let digits = written.trim_start_matches("0o").trim_start_matches('0');
+            return u32::from_str_radix(if digits.is_empty() { "0" } else { digits }, 8)
+                .map_err(|_| node.expected("a file mode such as 0440"));
         }
         let mode = node.uint()?;
         u32::try_from(mode).map_err(|_| node.expected("a file mode such as 0440"))
