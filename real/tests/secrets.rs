@@ -113,6 +113,9 @@ fn secret_and_config_files_in_a_docker_container() {
     let columns: Vec<&str> = header.split_whitespace().collect();
     assert_eq!(columns, ["ID", "NAME", "DRIVER", "CREATED", "UPDATED"], "{ls}");
     assert!(ls.lines().any(|l| l.starts_with(id.trim()) && l.contains(" db_pw ")), "{ls}");
+    let labelled = manager.must(&["secret", "ls", "--filter", "label=team=db", "--format", "{{.Name}}"]);
+    assert_eq!(labelled, "db_pw\n");
+    assert_eq!(manager.must(&["secret", "ls", "-f", "name=made", "--format", "{{.Name}}"]), "made_on_m2\n");
     let config_ls = manager.must(&["config", "ls"]);
     assert_eq!(
         config_ls.lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>(),

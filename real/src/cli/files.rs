@@ -144,11 +144,38 @@ fn rows(kind: FileKind, objects: Vec<(String, SecretSpec, u64, u64)>, now_ms: u6
     }
 }
 
-async fn list(client: &Client, kind: FileKind, args: &ListArgs) -> CliResult {
-    if !args.filter.is_empty() {
-        return Err(CliError::Usage(format!("{} ls: --filter is not supported by shoal yet", kind.as_str())));
+/// moby's `newListSecretsFilters`: `names` exact, `name` and `id` prefixes, `label` key or key=value;
+/// a key's values are alternatives, keys all apply. Shared with the Engine API.
+pub(crate) fn filter_matches(filters: &[(String, String)], id: &str, spec: &SecretSpec) -> Result<bool, String> {
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for (key, value) in filters {
+        match key.as_str() {
+            "names" | "name" | "id" | "label" => by_key.entry(key.as_str()).or_default().push(value),
+            other => return Err(format!("invalid filter '{other}'")),
+        }
     }
-    let objects = match kind {
+    Ok(by_key.iter().all(|(key, values)| {
+        values.iter().any(|v| match *key {
+            "names" => spec.name == *v,
+            "name" => spec.name.starts_with(v),
+            "id" => id.starts_with(v),
+            _ => match v.split_once('=') {
+                Some((k, want)) => spec.labels.get(k).is_some_and(|have| have == want),
+                None => spec.labels.contains_key(*v),
+            },
+        })
+    }))
+}
+
+async fn list(client: &Client, kind: FileKind, args: &ListArgs) -> CliResult {
+    let mut filters = Vec::new();
+    for flag in &args.filter {
+        let (k, v) = flag
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("bad format of filter (expected name=value): {flag}")))?;
+        filters.push((k.to_string(), v.to_string()));
+    }
+    let objects: Vec<(String, SecretSpec, u64, u64)> = match kind {
         FileKind::Secret => secrets(client)
             .await?
             .into_iter()
@@ -160,7 +187,13 @@ async fn list(client: &Client, kind: FileKind, args: &ListArgs) -> CliResult {
             .map(|c| (c.id, c.spec, c.meta.created_at_ms, c.meta.updated_at_ms))
             .collect(),
     };
-    print_listing(&rows(kind, objects, super::now_ms()), args.format.as_deref(), args.quiet)
+    let mut kept = Vec::with_capacity(objects.len());
+    for object in objects {
+        if filter_matches(&filters, &object.0, &object.1).map_err(CliError::Usage)? {
+            kept.push(object);
+        }
+    }
+    print_listing(&rows(kind, kept, super::now_ms()), args.format.as_deref(), args.quiet)
 }
 
 /// Docker's `Spec` of a secret or config: `Data` only for configs.

@@ -3,7 +3,7 @@
 //! `Error response from daemon: <msg>` with exit status 1.
 
 pub mod args;
-mod files;
+pub(crate) mod files;
 pub mod filters;
 pub mod inspect;
 pub mod listing;

@@ -27,26 +27,9 @@ fn object_json(id: &str, meta: &Meta, spec: &SecretSpec, data: Option<&str>) -> 
     })
 }
 
-/// moby's `newListSecretsFilters`: `names` exact, `name` and `id` prefixes, `label` key or key=value.
+/// The list filters, as the CLI applies them ([`crate::cli::files::filter_matches`]).
 fn matches(filters: &[(String, String)], id: &str, spec: &SecretSpec) -> Result<bool, Failure> {
-    let mut by_key: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for (key, value) in filters {
-        match key.as_str() {
-            "names" | "name" | "id" | "label" => by_key.entry(key.as_str()).or_default().push(value),
-            other => return Err(bad_request(format!("invalid filter '{other}'"))),
-        }
-    }
-    Ok(by_key.iter().all(|(key, values)| {
-        values.iter().any(|v| match *key {
-            "names" => spec.name == *v,
-            "name" => spec.name.starts_with(v),
-            "id" => id.starts_with(v),
-            _ => match v.split_once('=') {
-                Some((k, want)) => spec.labels.get(k).is_some_and(|have| have == want),
-                None => spec.labels.contains_key(*v),
-            },
-        })
-    }))
+    crate::cli::files::filter_matches(filters, id, spec).map_err(bad_request)
 }
 
 impl EngineApi {
