@@ -29,5 +29,6 @@ pub mod scheduler;
 pub mod secrets;
 pub mod stack;
 pub mod store;
+pub mod template;
 pub mod tokens;
 pub mod trace;

@@ -80,14 +80,16 @@ fn voting_app_2017() {
     assert_eq!(
         rows(&plan),
         [
+            // Services without dependencies first (file order), then those that depend on them.
             "s_redis replicated 1 redis:alpine *:0->6379/tcp",
             "s_db replicated 1 postgres:9.4",
-            "s_vote replicated 2 dockersamples/examplevotingapp_vote:before *:5000->80/tcp",
-            "s_result replicated 1 dockersamples/examplevotingapp_result:before *:5001->80/tcp",
             "s_worker replicated 1 dockersamples/examplevotingapp_worker",
             "s_visualizer replicated 1 dockersamples/visualizer:stable *:8080->8080/tcp",
+            "s_vote replicated 2 dockersamples/examplevotingapp_vote:before *:5000->80/tcp",
+            "s_result replicated 1 dockersamples/examplevotingapp_result:before *:5001->80/tcp",
         ]
     );
+    assert_eq!(service(&plan, "s_vote").depends_on, ["s_redis"]);
     // The visualizer names no network, so it joins the stack's default one.
     assert_eq!(network_names(&plan), ["s_frontend", "s_backend", "s_default"]);
     assert_eq!(service(&plan, "s_visualizer").task.networks, ["s_default"]);
@@ -340,9 +342,29 @@ fn docker_cli_full_example() {
     assert_eq!(foo.task.placement.max_replicas_per_node, 5);
     assert_eq!(foo.task.stop_grace_period_ms, 20_000);
     assert_eq!((foo.task.workdir.as_str(), foo.task.user.as_str()), ("/code", "someone"));
+    // `deploy.labels` label the service; the service's own `labels` its containers (with the stack's).
     assert_eq!(foo.labels.get("FOO").map(String::as_str), Some("BAR"));
-    assert_eq!(foo.labels.get("com.example.number").map(String::as_str), Some("42"));
-    assert_eq!(foo.labels.get("com.example.empty-label").map(String::as_str), Some(""));
+    let container_labels = &foo.task.container_labels;
+    assert_eq!(container_labels.get("com.example.number").map(String::as_str), Some("42"));
+    assert_eq!(container_labels.get("com.example.empty-label").map(String::as_str), Some(""));
+    assert_eq!(container_labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
+    assert!(!foo.labels.contains_key("com.example.number"));
+    assert_eq!(foo.task.hostname, "foo");
+    // Container options: capabilities, DNS, hosts, read-only root, stop signal, sysctls, ulimits.
+    let options = &foo.task.options;
+    assert_eq!(options.cap_add, ["ALL"]);
+    assert_eq!(options.cap_drop, ["NET_ADMIN", "SYS_ADMIN"]);
+    assert_eq!(options.dns, ["8.8.8.8", "9.9.9.9"]);
+    assert_eq!(options.dns_search, ["dc1.example.com", "dc2.example.com"]);
+    assert_eq!(
+        options.hosts,
+        ["somehost:162.242.195.82", "otherhost:50.31.209.229", "host.docker.internal:host-gateway"]
+    );
+    assert!(options.read_only);
+    assert_eq!(options.stop_signal, "SIGUSR1");
+    assert_eq!(options.sysctls.get("net.core.somaxconn").map(String::as_str), Some("1024"));
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nproc", 65535, 65535), ("nofile", 20000, 40000)]);
     // Ports: ranges expand, host IPs are dropped.
     let ports: Vec<(u16, u16)> = foo.ports.iter().map(|p| (p.published_port, p.target_port)).collect();
     let mut want = vec![(0, 3000)];
@@ -361,40 +383,31 @@ fn docker_cli_full_example() {
         plan.ignored,
         [
             "build",
-            "cap_add",
-            "cap_drop",
             "cgroup_parent",
             "deploy.endpoint_mode",
             "deploy.resources.limits.pids",
             "deploy.resources.reservations.generic_resources",
             "devices",
-            "dns",
-            "dns_search",
             "domainname",
             "external_links",
-            "extra_hosts",
             "healthcheck",
-            "hostname",
             "ipc",
             "links",
             "logging",
             "mac_address",
             "network_mode",
             "networks.driver_opts",
-            "networks.ipam",
+            "networks.ipam.config (all but the first)",
+            "networks.ipam.driver",
             "networks.ipv4_address",
             "networks.ipv6_address",
             "pid",
             "privileged",
-            "read_only",
             "restart",
             "security_opt",
             "stdin_open",
-            "stop_signal",
-            "sysctls",
             "tmpfs",
             "tty",
-            "ulimits",
             "volumes",
         ]
     );
@@ -444,6 +457,70 @@ fn docker_cli_full_example() {
     assert!(plan.deprecated[1].starts_with("expose: "));
 }
 
+/// Unknown keys are warned about at their own line and skipped; the rest of the file deploys.
+#[test]
+fn unknown_keys_warn_at_their_line() {
+    let text = "services:\n  a:\n    image: x\n    colour: blue\n    deploy:\n      replicas: 2\n      flavour: 1\n\
+                frobs: 1\n";
+    let plan = convert_with("compose.yml", text, &[]).unwrap();
+    assert_eq!(
+        plan.warnings,
+        [
+            "compose.yml:8: unknown key \"frobs\" in the top level ignored (expected version, services, networks, \
+             volumes, secrets, configs or an x- extension)",
+            "compose.yml:4: unknown key \"colour\" in services.a ignored (expected a version 3 service key)",
+            "compose.yml:7: unknown key \"flavour\" in services.a.deploy ignored (expected mode, replicas, labels, \
+             placement, resources, restart_policy, update_config, rollback_config, endpoint_mode)",
+        ]
+    );
+    assert_eq!(plan.services[0].mode, shoal_core::api::ServiceMode::Replicated { replicas: 2 });
+}
+
+/// `depends_on` (list or mapping) names the stack's services; undefined names and cycles are refused
+/// at the line of the `depends_on`, and the plan says Swarm would have ignored it.
+#[test]
+fn depends_on_orders_and_is_checked() {
+    let text = concat!(
+        "services:\n  web:\n    image: x\n    depends_on: [api]\n",
+        "  api:\n    image: x\n    depends_on:\n      db:\n        condition: service_started\n",
+        "  db:\n    image: x\n",
+    );
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    assert_eq!(service(&plan, "s_web").depends_on, ["s_api"]);
+    assert_eq!(service(&plan, "s_api").depends_on, ["s_db"]);
+    assert!(service(&plan, "s_db").depends_on.is_empty());
+    let order: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["s_db", "s_api", "s_web"], "dependencies are created first");
+    assert!(plan.warnings.iter().any(|w| w.contains("Docker Swarm ignores depends_on")), "{:?}", plan.warnings);
+    let lenient = convert_with("c.yml", "services:\n  web:\n    image: x\n    depends_on: [nope]\n", &[]).unwrap();
+    assert!(lenient.services[0].depends_on.is_empty());
+    assert_eq!(lenient.warnings[0], "c.yml:4: service \"web\" depends on undefined service \"nope\": ignored");
+    let err = |text: &str| convert_with("c.yml", text, &[]).unwrap_err().to_string();
+    assert_eq!(
+        err("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n"),
+        "c.yml:4: services.a.depends_on: dependency cycle: a -> b -> a"
+    );
+}
+
+/// `networks.<n>.ipam.config[0].subnet` becomes the network's subnet; a bad one is refused at its line.
+#[test]
+fn ipam_subnets_are_applied() {
+    let text = concat!(
+        "services:\n  a:\n    image: x\n    networks: [back]\nnetworks:\n  back:\n    ipam:\n",
+        "      driver: default\n      config:\n        - subnet: 10.77.0.0/16\n",
+    );
+    let plan = convert_with("c.yml", text, &[]).unwrap();
+    assert_eq!(plan.networks[0].subnet, "10.77.0.0/16");
+    let create = shoal_core::stack::StackStep::CreateNetwork(plan.networks[0].clone()).request();
+    assert!(
+        matches!(&create, shoal_core::control::ControlRequest::NetworkCreate { subnet, .. } if subnet == "10.77.0.0/16"),
+        "{create:?}"
+    );
+    let bad = text.replace("10.77.0.0/16", "10.77.0.0/99");
+    let err = convert_with("c.yml", &bad, &[]).unwrap_err().to_string();
+    assert!(err.starts_with("c.yml:10: networks.back.ipam.config[0].subnet: invalid subnet \"10.77.0.0/99\""), "{err}");
+}
+
 #[test]
 fn external_networks_keep_their_names() {
     let text = "services:\n  a:\n    image: x\n    networks: [ext, named]\nnetworks:\n  ext:\n    external: true\n  named:\n    external:\n      name: my-net\n";
@@ -482,10 +559,6 @@ fn refusals_name_file_line_and_what_was_expected() {
         err("version: '2.1'\nservices: {}\n"),
         "compose.yml:1: unsupported Compose file version: 2.1 (stack deploy reads version 3 files)"
     );
-    assert!(err("services:\n  a:\n    image: x\nfrobs: 1\n")
-        .starts_with("compose.yml:4: additional property \"frobs\" is not allowed at the top level"));
-    assert!(err("services:\n  a:\n    image: x\n    colour: blue\n")
-        .starts_with("compose.yml:3: services.a: additional property \"colour\" is not allowed"));
     assert_eq!(
         err("services:\n  a:\n    image: x\n    mem_limit: 1g\n    extends: b\n"),
         "compose.yml:4: compose file contains unsupported options:\n\n\

@@ -149,6 +149,8 @@ struct Runner<'a> {
     relays: Option<Relays>,
     /// Due heals (`partition … for T`).
     heal_at: Vec<Instant>,
+    /// The cut links now, as (from host, to host), until the next heal.
+    cut: std::collections::BTreeSet<(String, String)>,
     /// Due disk heals (`disk NODE fail-writes for T`).
     disk_heal_at: Vec<(Instant, String)>,
     /// The node the current `run:` step goes to (`on:`).
@@ -172,6 +174,7 @@ impl Runner<'_> {
     /// (their nat rules stay: connections keep going through the relays).
     fn heal(&mut self) -> Result<(), String> {
         self.heal_at.clear();
+        self.cut.clear();
         netfault::remove_filter_rules(&self.comment)?;
         if let Some(relays) = &self.relays {
             relays.clear();
@@ -179,6 +182,19 @@ impl Runner<'_> {
         self.client_checks.heal(unix_ms());
         self.note("fault.heal", json!({}));
         Ok(())
+    }
+
+    /// The node ids of the hosts cut off from `leader` (a host name) in either direction now.
+    fn cut_off_from(&self, leader: &str) -> std::collections::BTreeSet<String> {
+        self.cluster
+            .nodes
+            .iter()
+            .filter(|node| {
+                self.cut.contains(&(leader.to_string(), node.name.clone()))
+                    || self.cut.contains(&(node.name.clone(), leader.to_string()))
+            })
+            .map(|node| node.node_id.clone())
+            .collect()
     }
 
     /// The raft log's file system of `host` has room again.
@@ -220,7 +236,8 @@ impl Runner<'_> {
                 if !self.elections.knows() {
                     self.cluster.set_leader_hint(Some(leader.clone()));
                 }
-                if let Err(violation) = self.services.check(unix_ms(), &state) {
+                let cut_off = self.cut_off_from(&leader);
+                if let Err(violation) = self.services.check(unix_ms(), &state, &cut_off) {
                     self.note("invariant.violation", json!({"violation": violation.to_string()}));
                     return Err(Outcome::Safety(violation.to_string()));
                 }
@@ -512,8 +529,10 @@ impl Runner<'_> {
                 for a in &side {
                     for b in &other {
                         netfault::drop_rule(&self.comment, &self.ip(a), &self.ip(b), None)?;
+                        self.cut.insert((a.clone(), b.clone()));
                         if !one_way {
                             netfault::drop_rule(&self.comment, &self.ip(b), &self.ip(a), None)?;
+                            self.cut.insert((b.clone(), a.clone()));
                         }
                     }
                 }
@@ -978,6 +997,7 @@ pub async fn play(
         names: Names::default(),
         relays,
         heal_at: Vec::new(),
+        cut: Default::default(),
         disk_heal_at: Vec::new(),
         on: None,
         crashed: Vec::new(),

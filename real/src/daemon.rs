@@ -481,6 +481,7 @@ impl Daemon {
             node_id: String::new(),
             node_addr: String::new(),
             error: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
         };
         match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Inactive => blank("inactive"),

@@ -36,7 +36,7 @@ use bollard::container::{
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HostConfig, Ipam, IpamConfig, Network,
-    PortBinding as DockerPortBinding,
+    PortBinding as DockerPortBinding, ResourcesUlimits,
 };
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
@@ -262,6 +262,8 @@ impl Executor for DockerExecutor {
         let task = Self::task_of(&spec.labels, &spec.name);
         let binds = crate::task_files::materialize(&self.files_root, &task, &spec.files)
             .map_err(|why| ExecutorError::Runtime(format!("{}: {why}", spec.name)))?;
+        let options = &spec.options;
+        let nonempty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
         let host_config = HostConfig {
             binds: (!binds.is_empty()).then_some(binds),
             network_mode: Some(first.map_or_else(|| "host".to_string(), |bridge| bridge.name.clone())),
@@ -269,6 +271,22 @@ impl Executor for DockerExecutor {
             nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
             dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
             port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            cap_add: nonempty(&options.cap_add),
+            cap_drop: nonempty(&options.cap_drop),
+            sysctls: (!options.sysctls.is_empty())
+                .then(|| options.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
+            ulimits: (!options.ulimits.is_empty()).then(|| {
+                options
+                    .ulimits
+                    .iter()
+                    .map(|u| ResourcesUlimits { name: Some(u.name.clone()), soft: Some(u.soft), hard: Some(u.hard) })
+                    .collect()
+            }),
+            init: options.init,
+            readonly_rootfs: options.read_only.then_some(true),
+            dns_search: nonempty(&options.dns_search),
+            dns_options: nonempty(&options.dns_options),
+            extra_hosts: nonempty(&options.hosts),
             ..Default::default()
         };
         let config = Config {
@@ -277,6 +295,8 @@ impl Executor for DockerExecutor {
             env: Some(spec.env.clone()),
             working_dir: (!spec.workdir.is_empty()).then(|| spec.workdir.clone()),
             user: (!spec.user.is_empty()).then(|| spec.user.clone()),
+            hostname: (!spec.hostname.is_empty()).then(|| spec.hostname.clone()),
+            stop_signal: (!options.stop_signal.is_empty()).then(|| options.stop_signal.clone()),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<HashMap<_, _>>()),
             exposed_ports: (!exposed.is_empty()).then_some(exposed),
             host_config: Some(host_config),

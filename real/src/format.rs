@@ -287,6 +287,16 @@ pub fn ellipsis(text: &str, max: usize) -> String {
     out
 }
 
+/// Go's name for this machine's architecture (`amd64`, `arm64`), as Docker prints it.
+pub fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

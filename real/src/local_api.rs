@@ -89,6 +89,9 @@ pub struct SwarmStatus {
     pub node_id: String,
     pub node_addr: String,
     pub error: String,
+    /// The daemon's version (`shoal version`'s Server section); empty from an older daemon.
+    #[serde(default)]
+    pub version: String,
 }
 
 /// What the daemon answers when a request succeeded.

@@ -15,8 +15,10 @@
 //! - `workdir` is the process's working directory; `user` (`name`, `uid` or `uid:gid`, a name looked
 //!   up in the host's `/etc/passwd`) the user it runs as — switching users needs the daemon to run
 //!   as root, as Docker's does.
-//! - Each process leads its own process group, so `stop` (SIGTERM, then SIGKILL after the grace) and
-//!   `remove` reach the children of a `sh -c` too.
+//! - Each process leads its own process group, so `stop` (SIGTERM — or the task's `--stop-signal` —
+//!   then SIGKILL after the grace) and `remove` reach the children of a `sh -c` too.
+//! - The other container options (capabilities, sysctls, ulimits, init, read-only root, DNS, extra
+//!   hosts) need a container: a task that asks for one is rejected, naming it.
 //! - stdout and stderr are captured line by line, interleaved (each line marked with its stream),
 //!   the last [`LOG_LINES`] kept.
 //! - Exit codes follow Docker's: the process's code, or 128 + the signal that killed it.
@@ -345,6 +347,7 @@ impl Executor for ProcessExecutor {
                 spec.files.len() - 1
             )));
         }
+        refuse_container_options(spec)?;
         let argv = if spec.image == PROCESS_IMAGE {
             if spec.command.is_empty() {
                 return Err(ExecutorError::Runtime(format!(
@@ -452,7 +455,12 @@ impl Executor for ProcessExecutor {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), ExecutorError> {
         let (mut state, pid) = self.handle(id)?;
         let Some(pid) = pid else { return Ok(()) };
-        signal_group(pid, libc::SIGTERM);
+        let signal = {
+            let containers = lock(&self.inner.containers);
+            let name = containers.get(id).map(|proc| proc.spec.options.stop_signal.clone()).unwrap_or_default();
+            signal_number(&name).unwrap_or(libc::SIGTERM)
+        };
+        signal_group(pid, signal);
         if tokio::time::timeout(grace, exited(&mut state)).await.is_ok() {
             return Ok(());
         }
@@ -513,6 +521,61 @@ impl Executor for ProcessExecutor {
     async fn exposed_ports(&self, _image: &str) -> Result<Vec<(String, u16)>, ExecutorError> {
         Ok(Vec::new())
     }
+}
+
+/// The process executor runs plain processes: options only a container has reject the task.
+fn refuse_container_options(spec: &ContainerSpec) -> Result<(), ExecutorError> {
+    let options = &spec.options;
+    let asked: Vec<&str> = [
+        ("--cap-add", !options.cap_add.is_empty()),
+        ("--cap-drop", !options.cap_drop.is_empty()),
+        ("--sysctl", !options.sysctls.is_empty()),
+        ("--ulimit", !options.ulimits.is_empty()),
+        ("--init", options.init.is_some()),
+        ("--read-only", options.read_only),
+        ("--dns", !options.dns.is_empty()),
+        ("--dns-search", !options.dns_search.is_empty()),
+        ("--dns-option", !options.dns_options.is_empty()),
+        ("--host", !options.hosts.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if !options.stop_signal.is_empty() && signal_number(&options.stop_signal).is_none() {
+        return Err(ExecutorError::Runtime(format!("invalid stop signal {:?}", options.stop_signal)));
+    }
+    if asked.is_empty() {
+        return Ok(());
+    }
+    Err(ExecutorError::Runtime(format!(
+        "container {}: the process executor cannot apply {} (a plain process has no container): run the service on \
+         a Docker node",
+        spec.name,
+        asked.join(", ")
+    )))
+}
+
+/// A signal by Docker's names: `SIGTERM`, `TERM` or its number.
+fn signal_number(name: &str) -> Option<i32> {
+    if name.is_empty() {
+        return None;
+    }
+    if let Ok(number) = name.parse::<i32>() {
+        return (1..=64).contains(&number).then_some(number);
+    }
+    let bare = name.strip_prefix("SIG").unwrap_or(name);
+    Some(match bare.to_ascii_uppercase().as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "WINCH" => libc::SIGWINCH,
+        "PWR" => libc::SIGPWR,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
@@ -641,6 +704,31 @@ mod tests {
         executor.start(&id).await.unwrap();
         executor.stop(&id, Duration::from_secs(5)).await.unwrap();
         assert_eq!(executor.wait(&id).await.unwrap(), 143, "SIGTERM ends a plain sleep");
+    }
+
+    /// `--stop-signal` is the signal `stop` sends first; options a plain process cannot have are
+    /// refused by name.
+    #[tokio::test]
+    async fn stop_signal_and_container_only_options() {
+        let executor = ProcessExecutor::new();
+        // Ignores SIGTERM, leaves on SIGINT with its own code.
+        let mut interruptible =
+            spec("i", "process", &["sh", "-c", "trap '' TERM; trap 'exit 7' INT; while :; do sleep 0.1; done"]);
+        interruptible.options.stop_signal = "SIGINT".into();
+        let id = executor.create(&interruptible).await.unwrap();
+        executor.start(&id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        executor.stop(&id, Duration::from_secs(10)).await.unwrap();
+        assert_eq!(executor.wait(&id).await.unwrap(), 7, "SIGINT, not SIGTERM then SIGKILL");
+
+        let mut capable = spec("cap", "process", &["true"]);
+        capable.options.cap_add = vec!["NET_ADMIN".into()];
+        capable.options.read_only = true;
+        let err = executor.create(&capable).await.unwrap_err().to_string();
+        assert!(err.contains("cannot apply --cap-add, --read-only"), "{err}");
+        let mut odd = spec("odd", "process", &["true"]);
+        odd.options.stop_signal = "SIGNOPE".into();
+        assert!(executor.create(&odd).await.unwrap_err().to_string().contains("invalid stop signal \"SIGNOPE\""));
     }
 
     #[tokio::test]

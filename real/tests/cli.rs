@@ -208,6 +208,7 @@ fn info_inactive() {
         node_id: String::new(),
         node_addr: String::new(),
         error: String::new(),
+        version: String::new(),
     };
     assert_eq!(render::info(&status, None), " Swarm: inactive\n");
 }
@@ -297,6 +298,48 @@ fn natural_order() {
 
 // ---------------------------------------------------------------- flags
 
+/// `--format` is Go's text/template with docker/cli's functions, over Docker's field names.
+#[test]
+fn format_templates_are_go_templates_with_docker_functions() {
+    let listing = render::node_list(
+        vec![
+            NodeView {
+                node: node("id1", "alpha", NodeRole::Manager, "27.0"),
+                leader: true,
+                reachability: "reachable".into(),
+            },
+            NodeView {
+                node: node("id2", "beta-node", NodeRole::Worker, "27.0"),
+                leader: false,
+                reachability: "".into(),
+            },
+        ],
+        "id2",
+    );
+    let render = |format: &str| listing.render(Some(format), false).unwrap();
+    assert_eq!(render("{{if .Self}}me{{else}}{{.Hostname | upper}}{{end}}"), "ALPHA\nme\n");
+    assert_eq!(render("{{json .Hostname}} {{len .ID}}"), "\"alpha\" 3\n\"beta-node\" 3\n");
+    assert_eq!(
+        render("{{join (split .Hostname \"-\") \"+\"}}|{{truncate .Hostname 3}}|{{pad .ID 1 2}}|{{title .Status}}"),
+        "alpha|alp| id1  |Ready\nbeta+node|bet| id2  |Ready\n"
+    );
+    assert_eq!(render("{{printf \"%-6s|\" .Hostname}}{{lower .Availability}}"), "alpha |active\nbeta-node|active\n");
+    // A parse error and an unknown function are refused, not printed.
+    assert!(listing.render(Some("{{.Hostname"), false).unwrap_err().to_string().contains("template"));
+    assert!(listing.render(Some("{{nosuch .ID}}"), false).is_err());
+}
+
+/// `inspect --format` walks nested objects, ranges maps in key order and indexes them.
+#[test]
+fn inspect_format_ranges_and_indexes() {
+    let value = serde_json::json!({"Spec": {"Labels": {"b": "2", "a": "1"}, "Name": "web"}, "Ports": [80, 443]});
+    let expand = |t: &str| shoal::cli::listing::expand_value(t, &value).unwrap();
+    assert_eq!(expand("{{range $k, $v := .Spec.Labels}}{{$k}}={{$v}};{{end}}"), "a=1;b=2;");
+    assert_eq!(expand("{{index .Spec.Labels \"b\"}} {{index .Ports 1}} {{.Spec.Labels}}"), "2 443 map[a:1 b:2]");
+    assert_eq!(expand("{{json .Spec}}"), r#"{"Labels":{"a":"1","b":"2"},"Name":"web"}"#);
+    assert_eq!(expand("{{range .Ports}}{{.}},{{end}}"), "80,443,");
+}
+
 fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
 }
@@ -328,6 +371,10 @@ fn service_create_flags_build_the_spec() {
         "8080:80",
         "--label",
         "tier=front",
+        "--container-label",
+        "slot={{.Task.Slot}}",
+        "--hostname",
+        "{{.Node.Hostname}}-{{.Task.Slot}}",
         "-d",
         "busybox:latest",
         "sleep",
@@ -353,6 +400,9 @@ fn service_create_flags_build_the_spec() {
     assert_eq!(spec.ports[0].published_port, 8080);
     assert_eq!(spec.ports[0].target_port, 80);
     assert_eq!(spec.labels.get("tier").map(String::as_str), Some("front"));
+    assert_eq!(spec.task.container_labels.get("slot").map(String::as_str), Some("{{.Task.Slot}}"));
+    assert!(!spec.labels.contains_key("slot"), "container labels are not service labels");
+    assert_eq!(spec.task.hostname, "{{.Node.Hostname}}-{{.Task.Slot}}");
     // Untouched settings keep Swarm's defaults.
     assert_eq!(spec.task.stop_grace_period_ms, 10_000);
     assert_eq!(spec.rollback_config.monitor_ms, 5_000);
@@ -374,6 +424,100 @@ fn bad_flag_values_name_the_flag() {
     let err = parse(&["swarm", "init", "--availability", "gone"]).unwrap_err().to_string();
     assert!(err.contains("--availability"), "{err}");
     assert!(parse(&["swarm", "join", "127.0.0.1:2377"]).is_err(), "join without --token");
+}
+
+/// Container options: create sets them, update adds and removes them as Docker's flags do, and a
+/// malformed value names its flag.
+#[test]
+fn container_option_flags() {
+    let create = |args: &[&str]| {
+        let mut all = vec!["service", "create", "--name", "o"];
+        all.extend_from_slice(args);
+        all.push("busybox");
+        let cli = parse(&all).unwrap();
+        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+        spec::create_spec(&args)
+    };
+    let spec = create(&[
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--init",
+        "--read-only",
+        "--stop-signal",
+        "SIGINT",
+        "--sysctl",
+        "kernel.msgmax=65536",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "nproc=512",
+        "--dns",
+        "10.9.9.9",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db:10.0.0.5",
+    ])
+    .unwrap();
+    let options = &spec.task.options;
+    assert_eq!(
+        (options.cap_add.as_slice(), options.cap_drop.as_slice()),
+        (&["NET_ADMIN".to_string()][..], &["MKNOD".to_string()][..])
+    );
+    assert_eq!((options.init, options.read_only, options.stop_signal.as_str()), (Some(true), true, "SIGINT"));
+    assert_eq!(options.sysctls.get("kernel.msgmax").map(String::as_str), Some("65536"));
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nofile", 1024, 2048), ("nproc", 512, 512)]);
+    assert_eq!(
+        (options.dns.as_slice(), options.dns_search.as_slice()),
+        (&["10.9.9.9".to_string()][..], &["corp.example".to_string()][..])
+    );
+    assert_eq!(
+        (options.dns_options.as_slice(), options.hosts.as_slice()),
+        (&["ndots:2".to_string()][..], &["db:10.0.0.5".to_string()][..])
+    );
+
+    let cli = parse(&[
+        "service",
+        "update",
+        "--cap-add",
+        "MKNOD",
+        "--read-only=false",
+        "--sysctl-rm",
+        "kernel.msgmax",
+        "--ulimit-add",
+        "nofile=4096",
+        "--ulimit-rm",
+        "nproc",
+        "--dns-rm",
+        "10.9.9.9",
+        "--host-add",
+        "cache:10.0.0.6",
+        "--host-rm",
+        "db:10.0.0.5",
+        "o",
+    ])
+    .unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    let updated = spec::update_spec(&spec, &args).unwrap();
+    let options = &updated.task.options;
+    assert_eq!(options.cap_add, ["NET_ADMIN", "MKNOD"]);
+    assert!(options.cap_drop.is_empty(), "adding a capability takes it off the drop list");
+    assert!(!options.read_only && options.sysctls.is_empty() && options.dns.is_empty());
+    let limits: Vec<(&str, i64, i64)> = options.ulimits.iter().map(|u| (u.name.as_str(), u.soft, u.hard)).collect();
+    assert_eq!(limits, [("nofile", 4096, 4096)]);
+    assert_eq!(options.hosts, ["cache:10.0.0.6"]);
+
+    for (flag, value) in
+        [("--ulimit", "nofile=lots"), ("--ulimit", "nofile=9:1"), ("--sysctl", "novalue"), ("--host", "db")]
+    {
+        let err = create(&[flag, value]).unwrap_err().to_string();
+        assert!(err.contains(flag.trim_start_matches('-')), "{flag} {value}: {err}");
+    }
 }
 
 #[test]

@@ -23,6 +23,10 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     let worker2 = DaemonProc::spawn(&format!("{prefix}-w2"), &ip(3), executor);
 
     assert_eq!(manager.must(&["info"]), " Swarm: inactive\n");
+    assert_eq!(manager.must(&["system", "info"]), " Swarm: inactive\n");
+    let version = manager.must(&["version"]);
+    let want = format!("Server: shoal\n Engine:\n  Version:          {}\n", env!("CARGO_PKG_VERSION"));
+    assert!(version.starts_with("Client:\n Version:  ") && version.contains(&want), "{version}");
     let init = manager.swarm_init();
     assert!(init.contains("    shoal swarm join --token SWMTKN-1-"), "{init}");
     let token = manager.must(&["swarm", "join-token", "-q", "worker"]).trim().to_string();
@@ -54,6 +58,9 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
     let ls = manager.must(&["service", "ls"]);
     assert!(ls.contains(&format!("{service}   replicated   3/3")), "{ls}");
+    if executor == "docker" {
+        templates_expanded_per_task(&service, &[&manager, &worker1, &worker2]);
+    }
     // `inspect --format` takes Docker's field names.
     let fields = manager.must(&[
         "service",
@@ -134,6 +141,55 @@ fn scenario(prefix: &str, ip_base: u8, executor: &str, service_args: &[&str]) {
     }
     let events = std::fs::read_to_string(manager.dir.path().join("data/events.jsonl")).expect("event log");
     assert!(events.lines().count() > 0 && events.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+/// Swarm's templates reached each container expanded for its own task and node: the env, the
+/// hostname and a container label (`--env`, `--hostname`, `--container-label` of the Docker run);
+/// and the container options (`--cap-add`, `--read-only`, `--init`, `--sysctl`, …) reached the engine.
+fn templates_expanded_per_task(service: &str, nodes: &[&DaemonProc]) {
+    let ids = std::process::Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=com.shoal.service.name={service}")])
+        .output()
+        .expect("docker ps");
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout).split_whitespace().map(str::to_string).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let mut seen = Vec::new();
+    for id in &ids {
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                r#"{{.Config.Hostname}}|{{range .Config.Env}}{{if eq (index (split . "=") 0) "SLOT"}}{{.}}{{end}}{{end}}|{{index .Config.Labels "placed.on"}}|{{index .Config.Labels "com.shoal.node.id"}}"#,
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let fields: Vec<&str> = line.split('|').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        let slot = fields[0].strip_prefix(&format!("{service}-")).unwrap_or_else(|| panic!("hostname {line}"));
+        assert_eq!(fields[1], format!("SLOT={slot}"), "{line}");
+        assert!(nodes.iter().any(|n| n.hostname == fields[2]), "label names a node: {line}");
+        seen.push(slot.to_string());
+        // The container options reached the engine as given.
+        let out = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{.HostConfig.CapAdd}} {{.HostConfig.CapDrop}} {{.HostConfig.ReadonlyRootfs}} {{.HostConfig.Init}} \
+                 {{.Config.StopSignal}} {{index .HostConfig.Sysctls \"kernel.msgmax\"}} {{.HostConfig.ExtraHosts}} \
+                 {{range .HostConfig.Ulimits}}{{.Name}}={{.Soft}}:{{.Hard}}{{end}}",
+                id,
+            ])
+            .output()
+            .expect("docker inspect");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "[SYS_TIME] [NET_RAW] true true SIGINT 65536 [db.internal:10.99.0.5] nofile=1024:2048"
+        );
+    }
+    seen.sort();
+    assert_eq!(seen, ["1", "2", "3"], "one container per slot");
 }
 
 /// `service logs --follow` shows each task's new lines exactly once and in order, across polls, and
@@ -233,10 +289,8 @@ fn membership_scenario(manager: &DaemonProc, dead: &DaemonProc, live: &DaemonPro
         manager.must(&["node", "promote", &live.hostname]),
         format!("Node {} is already a manager.\n", live.hostname)
     );
-    assert_eq!(
-        manager.must(&["node", "demote", &live.hostname]),
-        format!("Manager {} demoted in the swarm.\n", live.hostname)
-    );
+    // `node update --role worker` is Docker's other way to demote.
+    assert_eq!(manager.must(&["node", "update", "--role", "worker", &live.hostname]), format!("{}\n", live.hostname));
     wait_for(Duration::from_secs(60), "the demoted node to be a worker", || {
         let nodes = json_lines(&manager.shoal(&["node", "ls", "--format", "json"]).ok()?);
         nodes.iter().any(|n| n["Hostname"] == live.hostname.as_str() && n["ManagerStatus"] == "").then_some(())
@@ -279,7 +333,34 @@ fn cluster_with_docker_executor() {
         "e2e-dock",
         30,
         "docker",
-        &["--stop-grace-period", "1s", "shoal-test/busybox:latest", "sh", "-c", "echo started; exec sleep 600"],
+        &[
+            "--stop-grace-period",
+            "1s",
+            "--env",
+            "SLOT={{.Task.Slot}}",
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "--container-label",
+            "placed.on={{.Node.Hostname}}",
+            "--cap-add",
+            "SYS_TIME",
+            "--cap-drop",
+            "NET_RAW",
+            "--read-only",
+            "--init",
+            "--stop-signal",
+            "SIGINT",
+            "--sysctl",
+            "kernel.msgmax=65536",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--host",
+            "db.internal:10.99.0.5",
+            "shoal-test/busybox:latest",
+            "sh",
+            "-c",
+            "echo started; exec sleep 600",
+        ],
     );
 }
 

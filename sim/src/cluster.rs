@@ -317,6 +317,17 @@ impl SimCluster {
         })
     }
 
+    /// The node ids of the hosts the leader cannot reach, or cannot hear from, now (partitions and
+    /// one-way cuts; a crashed host is not counted: the store says `down` for it soon enough).
+    pub fn cut_off_from_leader(&self) -> std::collections::BTreeSet<String> {
+        let Some(leader) = self.leader() else { return Default::default() };
+        self.hosts
+            .values()
+            .filter(|h| self.net.is_cut(&leader, &h.name) || self.net.is_cut(&h.name, &leader))
+            .filter_map(|h| h.node.lock().expect("slot lock").as_ref().map(|n| n.node_id()))
+            .collect()
+    }
+
     /// The leader's copy of the state.
     pub fn store_of_leader(&self) -> Option<StoreState> {
         let leader = self.leader()?;

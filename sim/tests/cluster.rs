@@ -112,6 +112,7 @@ async fn concurrent_network_creates_get_distinct_subnets() {
             attachable: false,
             labels: Default::default(),
             subnet: String::new(),
+            ingress: false,
         })
         .collect();
     for answer in cluster.control_concurrently(requests).await {
@@ -133,6 +134,7 @@ async fn concurrent_network_creates_get_distinct_subnets() {
             attachable: false,
             labels: Default::default(),
             subnet: taken.clone(),
+            ingress: false,
         })
         .await
         .unwrap_err();

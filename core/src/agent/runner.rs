@@ -15,6 +15,7 @@ use crate::dispatcher::StatusUpdate;
 use crate::env::executor::{ContainerSpec, LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK_ID};
 use crate::env::{runtime, BridgeSpec, ContainerState, NodeEnv, PortBinding};
 use crate::mesh::Mesh;
+use crate::template::{TaskContext, TemplateError};
 
 /// How long a task waits for its node's lease of one of its networks before it is rejected.
 const LEASE_WAIT: Duration = Duration::from_secs(30);
@@ -205,28 +206,46 @@ impl Runner {
         Ok(files)
     }
 
-    fn container_spec(&self) -> ContainerSpec {
+    /// The container to make for the task, its templates (`{{.Task.Slot}}`, …) expanded for this
+    /// node; a template that cannot be expanded rejects the task, as Swarm's executor does.
+    fn container_spec(&self) -> Result<ContainerSpec, TemplateError> {
         let spec = &self.task.spec;
         let mut command = spec.command.clone();
         command.extend(spec.args.iter().cloned());
-        let labels = [
+        let description = self.agent.upgrade().map(|agent| agent.description.clone()).unwrap_or_default();
+        let templates = TaskContext::new(&self.task, &self.node_id, &description);
+        let mut labels = BTreeMap::new();
+        for (key, value) in &spec.container_labels {
+            labels.insert(key.clone(), templates.expand("labels", value)?);
+        }
+        // Shoal's own labels last: a container label cannot disguise whose task a container is.
+        labels.extend([
             (LABEL_NODE_ID.to_string(), self.node_id.clone()),
             (LABEL_SERVICE_ID.to_string(), self.task.service_id.clone()),
             (LABEL_SERVICE_NAME.to_string(), self.task.service_name.clone()),
             (LABEL_TASK_ID.to_string(), self.task.id.clone()),
-        ];
-        ContainerSpec {
+        ]);
+        Ok(ContainerSpec {
             name: format!("{}.{}", self.task.name(), self.task.id),
             image: spec.image.clone(),
             command,
-            env: spec.env.clone(),
-            labels: labels.into_iter().collect(),
+            env: templates.expand_all("env", &spec.env)?,
+            hostname: templates.expand("hostname", &spec.hostname)?,
+            options: spec.options.clone(),
+            labels,
             memory_limit_bytes: (spec.resources.limits.memory_bytes > 0).then_some(spec.resources.limits.memory_bytes),
             nano_cpus: (spec.resources.limits.nano_cpus > 0).then_some(spec.resources.limits.nano_cpus),
             workdir: spec.workdir.clone(),
             user: spec.user.clone(),
             networks: self.bridges.clone(),
-            dns: self.bridges.first().map(|b| vec![b.gateway.clone()]).unwrap_or_default(),
+            // The mesh resolver first (service names), then the user's `--dns` servers.
+            dns: self
+                .bridges
+                .first()
+                .map(|b| b.gateway.clone())
+                .into_iter()
+                .chain(spec.options.dns.iter().cloned())
+                .collect(),
             port_bindings: self
                 .task
                 .ports
@@ -240,7 +259,7 @@ impl Runner {
                 })
                 .collect(),
             files: Vec::new(),
-        }
+        })
     }
 
     fn node_ip(&self) -> String {
@@ -378,7 +397,14 @@ impl Runner {
             return false;
         }
         if self.container_id.is_empty() {
-            let mut spec = self.container_spec();
+            let spec = match self.container_spec() {
+                Ok(spec) => spec,
+                Err(err) => {
+                    self.report(TaskState::Rejected, "preparing", &err.to_string(), None);
+                    return false;
+                }
+            };
+            let mut spec = spec;
             match self.container_files() {
                 Ok(files) => {
                     if !files.is_empty() {

@@ -1,5 +1,7 @@
 //! Services: the user's desired state, with Swarm's defaults (swarmkit `api/defaults/service.go`).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{Labels, Meta};
@@ -31,6 +33,82 @@ pub enum RestartBackoff {
     /// twice that, four times…, capped at 5 minutes (or the delay, if longer). See
     /// `orchestrator::restart`.
     Exponential,
+}
+
+/// How a task's container runs beyond its command: Docker's capabilities, sysctls, ulimits, init,
+/// stop signal, read-only root, DNS settings and extra hosts (`service create --cap-add …`, compose
+/// `cap_add`, …, the Engine API's `ContainerSpec` fields of the same names). Passed to the runtime as
+/// given: the Docker executor sets them on the container; the process executor uses the stop signal
+/// and refuses the rest (see `real/src/process.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerOptions {
+    /// Kernel capabilities to add / drop (`NET_ADMIN`, `CAP_SYS_TIME`, `ALL`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Namespaced kernel parameters (`net.core.somaxconn` → `1024`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// Resource limits (`nofile` soft 1024, hard 2048).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// Run an init inside the container that forwards signals and reaps processes; `None` = the
+    /// daemon's default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// The signal that stops the container (`SIGTERM` when empty).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stop_signal: String,
+    /// Mount the container's root file system read-only.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Name servers, search domains and resolver options for the container.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// Extra `/etc/hosts` lines as Docker's `--host` takes them: `host:ip`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+impl ContainerOptions {
+    pub fn is_default(&self) -> bool {
+        *self == ContainerOptions::default()
+    }
+}
+
+/// One resource limit (`ulimit`): its name (`nofile`, `nproc`, …) and soft and hard values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: i64,
+    pub hard: i64,
+}
+
+impl Ulimit {
+    /// Docker's `--ulimit` syntax: `name=soft[:hard]` (hard = soft when omitted).
+    pub fn parse(text: &str) -> Result<Ulimit, String> {
+        let bad =
+            |why: &str| format!("invalid ulimit {text:?}: {why} (expected name=soft[:hard], e.g. nofile=1024:2048)");
+        let (name, values) = text.split_once('=').ok_or_else(|| bad("no ="))?;
+        if name.trim().is_empty() {
+            return Err(bad("no name"));
+        }
+        let number = |v: &str| v.trim().parse::<i64>().map_err(|_| bad(&format!("{v:?} is not a number")));
+        let (soft, hard) = match values.split_once(':') {
+            Some((soft, hard)) => (number(soft)?, number(hard)?),
+            None => (number(values)?, number(values)?),
+        };
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one"));
+        }
+        Ok(Ulimit { name: name.trim().to_string(), soft, hard })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +276,16 @@ pub struct TaskSpec {
     /// `--config`: configs given to each task as files at their targets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<super::FileReference>,
+    /// `--hostname`: the container's hostname; empty = the runtime's default. A template
+    /// (`{{.Node.Hostname}}-{{.Task.Slot}}`) expanded on the node, as env and labels are.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hostname: String,
+    /// `--container-label`: labels on the task's containers (the service's own labels are not).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub container_labels: Labels,
+    /// Capabilities, sysctls, ulimits, init, stop signal, read-only root, DNS, extra hosts.
+    #[serde(default, skip_serializing_if = "ContainerOptions::is_default")]
+    pub options: ContainerOptions,
 }
 
 impl TaskSpec {
@@ -266,6 +354,9 @@ impl Default for TaskSpec {
             registry_auth: None,
             secrets: Vec::new(),
             configs: Vec::new(),
+            hostname: String::new(),
+            container_labels: Labels::new(),
+            options: ContainerOptions::default(),
         }
     }
 }
@@ -289,6 +380,10 @@ pub struct ServiceSpec {
     /// `networks.<net>.aliases`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub network_aliases: std::collections::BTreeMap<String, Vec<String>>,
+    /// Shoal's addition (compose `depends_on`, which Swarm ignores): services (by name) that must
+    /// have a running task before this one's tasks are scheduled. A name no service has is ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl ServiceSpec {
@@ -305,6 +400,7 @@ impl ServiceSpec {
             rebalance: false,
             endpoint_mode: EndpointMode::Vip,
             network_aliases: Default::default(),
+            depends_on: Vec::new(),
         }
     }
 }

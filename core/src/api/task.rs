@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::{Meta, PortConfig, TaskSpec};
+use super::{Labels, Meta, PortConfig, TaskSpec};
 
 /// Swarm's task states, in lifecycle order: a task's observed state never moves backwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
@@ -130,6 +130,10 @@ pub struct Task {
     /// ones are bound on the task's node, and the target ports are what readiness probes.
     #[serde(default)]
     pub ports: Vec<PortConfig>,
+    /// The service's labels when the task was made, for `{{.Service.Labels}}` templates
+    /// (Swarm's `Task.ServiceAnnotations`).
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub service_labels: Labels,
 }
 
 impl Task {

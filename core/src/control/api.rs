@@ -84,6 +84,9 @@ pub enum ControlRequest {
         /// `--subnet`; empty = the next free /16 of 10.0.0.0/8.
         #[serde(default)]
         subnet: String,
+        /// `--ingress`: the routing-mesh network (one per swarm, after `network rm ingress`).
+        #[serde(default)]
+        ingress: bool,
     },
     NetworkList,
     NetworkInspect {

@@ -466,9 +466,20 @@ impl ControlHandler {
                 .await?;
                 Ok(ControlResponse::Done)
             }
-            ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet } => {
+            ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet, ingress } => {
                 if name.is_empty() {
                     return Err(ControlError::InvalidArgument("network name must be provided".into()));
+                }
+                if ingress {
+                    if attachable {
+                        return Err(ControlError::InvalidArgument("ingress network cannot be attachable".into()));
+                    }
+                    if let Some(present) = self.store.view(|s| s.networks.values().find(|n| n.ingress).cloned()) {
+                        return Err(ControlError::Conflict(format!(
+                            "ingress network ({}) is already present",
+                            present.name
+                        )));
+                    }
                 }
                 let driver = if driver.is_empty() { "overlay".to_string() } else { driver };
                 if driver != "overlay" {
@@ -489,7 +500,7 @@ impl ControlHandler {
                         driver: driver.clone(),
                         subnet: self.store.view(|s| network_subnet(s, &subnet, &lost))?,
                         attachable,
-                        ingress: false,
+                        ingress,
                         labels: labels.clone(),
                         leases: Default::default(),
                     };
@@ -529,10 +540,19 @@ impl ControlHandler {
                 // waited for, up to a bound, where Docker refuses and `stack rm` leaves the network.
                 let users = |s: &crate::store::StoreState| {
                     let n = find_network(s, &network)?;
+                    // The ingress network is used by every service that publishes ingress ports.
                     let service = s
                         .services
                         .values()
-                        .find(|svc| svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name))
+                        .find(|svc| {
+                            svc.spec.task.networks.iter().any(|x| x == &n.id || x == &n.name)
+                                || (n.ingress
+                                    && svc
+                                        .spec
+                                        .ports
+                                        .iter()
+                                        .any(|p| p.publish_mode == crate::api::PublishMode::Ingress))
+                        })
                         .map(|svc| svc.spec.name.clone());
                     let task = s
                         .tasks
@@ -545,9 +565,9 @@ impl ControlHandler {
                 let deadline = crate::env::runtime::now() + Duration::from_secs(30);
                 let (id, name) = loop {
                     let (id, name, ingress, service, task) = self.store.view(users)?;
-                    if ingress {
+                    if let Some(service) = service.as_ref().filter(|_| ingress) {
                         return Err(ControlError::FailedPrecondition(format!(
-                            "network {name} ({id}) is a swarm predefined network and cannot be removed"
+                            "ingress network cannot be removed because service {service} depends on it"
                         )));
                     }
                     if let Some(service) = service {
@@ -611,6 +631,13 @@ impl ControlHandler {
                         network.name
                     )));
                 }
+            }
+            // Ingress-published ports need the routing mesh's network (removable when unused).
+            let ingress_ports = spec.ports.iter().any(|p| p.publish_mode == crate::api::PublishMode::Ingress);
+            if ingress_ports && !s.networks.values().any(|n| n.ingress) {
+                return Err(ControlError::FailedPrecondition(
+                    "service needs ingress network, but no ingress network is present".into(),
+                ));
             }
             Ok(())
         })

@@ -45,6 +45,13 @@ pub struct ContainerSpec {
     /// `mode=host` published ports, bound on the node's own address.
     #[serde(default)]
     pub port_bindings: Vec<PortBinding>,
+    /// The container's hostname; empty = the runtime's default (the container id's prefix).
+    #[serde(default)]
+    pub hostname: String,
+    /// Capabilities, sysctls, ulimits, init, stop signal, read-only root, DNS, extra hosts, as the
+    /// task's spec gives them (its `dns` come after the mesh resolver's in [`ContainerSpec::dns`]).
+    #[serde(default)]
+    pub options: crate::api::ContainerOptions,
     /// Secrets and configs, mounted read-only at their paths. Never serialised, and `Debug` hides
     /// their contents.
     #[serde(skip)]

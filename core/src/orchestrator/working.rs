@@ -233,6 +233,7 @@ impl<'a> Working<'a> {
             desired_state: TaskState::Running,
             networks: task_networks(self.base, service),
             ports: service.endpoint_ports.clone(),
+            service_labels: service.spec.labels.clone(),
             ..Task::default()
         };
         task.status.state = TaskState::New;

@@ -200,6 +200,7 @@ pub fn schedule<'a>(
     let tasks: Vec<&'a Task> = tasks.into_iter().collect();
     let (mut infos, index) = node_infos(nodes, services, tasks.iter().copied(), now_ms);
     let mut decisions = Vec::new();
+    let waiting = waiting_for_dependencies(services, &tasks);
 
     let mut preassigned: Vec<&Task> = Vec::new();
     let mut groups: BTreeMap<(&str, u64), Vec<&Task>> = BTreeMap::new();
@@ -217,6 +218,10 @@ pub fn schedule<'a>(
     // Tasks bound to a node (global services) first, as swarmkit does: they have no other choice.
     preassigned.sort_by(|a, b| a.id.cmp(&b.id));
     for task in preassigned {
+        if let Some(err) = waiting.get(task.service_id.as_str()) {
+            decisions.push(Decision::Unschedulable { task_id: task.id.clone(), err: err.clone() });
+            continue;
+        }
         let req = TaskRequirements::new(task, services.get(&task.service_id));
         let mut pipeline = Pipeline::new(&req);
         let decision = match index.get(task.node_id.as_str()) {
@@ -230,7 +235,11 @@ pub fn schedule<'a>(
         decisions.push(decision);
     }
 
-    for (_, mut group) in groups {
+    for ((service_id, _), mut group) in groups {
+        if let Some(err) = waiting.get(service_id) {
+            decisions.extend(group.iter().map(|t| Decision::Unschedulable { task_id: t.id.clone(), err: err.clone() }));
+            continue;
+        }
         // Lowest slots first, so `web.1` lands before `web.10`.
         group.sort_by(|a, b| a.slot.cmp(&b.slot).then_with(|| a.id.cmp(&b.id)));
         let req = TaskRequirements::new(group[0], services.get(&group[0].service_id));
@@ -261,6 +270,34 @@ pub fn schedule<'a>(
         }
     }
     decisions
+}
+
+/// Services whose `depends_on` names a service without a running task (desired and observed
+/// running), with the reason their tasks wait: `waiting for db, cache to start (depends_on)`.
+fn waiting_for_dependencies<'a>(services: &'a BTreeMap<String, Service>, tasks: &[&Task]) -> BTreeMap<&'a str, String> {
+    let mut waiting = BTreeMap::new();
+    if services.values().all(|s| s.spec.depends_on.is_empty()) {
+        return waiting;
+    }
+    let by_name: BTreeMap<&str, &str> = services.values().map(|s| (s.spec.name.as_str(), s.id.as_str())).collect();
+    let running: BTreeSet<&str> = tasks
+        .iter()
+        .filter(|t| t.desired_state == TaskState::Running && t.status.state == TaskState::Running)
+        .map(|t| t.service_id.as_str())
+        .collect();
+    for service in services.values() {
+        let missing: Vec<&str> = service
+            .spec
+            .depends_on
+            .iter()
+            .filter(|name| by_name.get(name.as_str()).is_some_and(|id| !running.contains(id)))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            waiting.insert(service.id.as_str(), format!("waiting for {} to start (depends_on)", missing.join(", ")));
+        }
+    }
+    waiting
 }
 
 /// Apply decisions to tasks: assigned tasks get their node, state `assigned` and Swarm's message;

@@ -104,6 +104,43 @@ fn spreads_by_service_then_total() {
     assert_eq!(per_node(&d).values().copied().max(), Some(2));
 }
 
+/// compose `depends_on`: a service's tasks wait until every service it depends on (that exists) has
+/// a running task, saying so; then they are placed as usual.
+#[test]
+fn tasks_wait_for_the_services_they_depend_on() {
+    let db = service("db", 1);
+    let cache = service("cache", 1);
+    let mut web = service("web", 2);
+    web.spec.depends_on = vec!["db".into(), "cache".into(), "gone".into()];
+    let nodes = vec![node("n1"), node("n2")];
+    let waiting = state_with(
+        nodes.clone(),
+        vec![db.clone(), cache.clone(), web.clone()],
+        vec![
+            pending("d1", &db, 1),
+            task("c1", &cache, 1, "n1", TaskState::Running),
+            pending("w1", &web, 1),
+            pending("w2", &web, 2),
+        ],
+    );
+    let d = run(&waiting);
+    assert!(placements(&d).contains_key("d1"), "the dependency itself is placed");
+    assert!(!placements(&d).contains_key("w1") && !placements(&d).contains_key("w2"));
+    assert_eq!(errors(&d), ["waiting for db to start (depends_on)", "waiting for db to start (depends_on)"]);
+    // db runs (a dependency that no service has, `gone`, is not waited for): web is placed.
+    let ready = state_with(
+        nodes,
+        vec![db.clone(), cache.clone(), web.clone()],
+        vec![
+            task("d1", &db, 1, "n2", TaskState::Running),
+            task("c1", &cache, 1, "n1", TaskState::Running),
+            pending("w1", &web, 1),
+            pending("w2", &web, 2),
+        ],
+    );
+    assert_eq!(placements(&run(&ready)).len(), 2);
+}
+
 #[test]
 fn explains_why_nothing_fits() {
     let mut web = service("web", 1);

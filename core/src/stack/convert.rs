@@ -15,7 +15,7 @@ use super::locate::{display, line_of, Seg};
 use super::units::{duration_ms, memory_bytes, nano_cpus, shell_words};
 use super::{ComposeError, ComposeInput, StackNetwork, StackPlan, IMAGE_LABEL, NAMESPACE_LABEL};
 use crate::api::{
-    FailureAction, Labels, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig,
+    FailureAction, Labels, PortConfig, PublishMode, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig,
     UpdateOrder,
 };
 
@@ -70,27 +70,8 @@ const DEPRECATED: &[(&str, &str)] = &[
 
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
-const SHOAL_IGNORED: &[&str] = &[
-    "cap_add",
-    "cap_drop",
-    "credential_spec",
-    "dns",
-    "dns_search",
-    "extra_hosts",
-    "healthcheck",
-    "hostname",
-    "init",
-    "isolation",
-    "logging",
-    "read_only",
-    "stdin_open",
-    "stop_signal",
-    "sysctls",
-    "tmpfs",
-    "tty",
-    "ulimits",
-    "volumes",
-];
+const SHOAL_IGNORED: &[&str] =
+    &["credential_spec", "healthcheck", "isolation", "logging", "stdin_open", "tmpfs", "tty", "volumes"];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
 #[derive(Debug)]
@@ -260,6 +241,14 @@ impl<'v> Node<'v> {
         }
     }
 
+    /// A string or a list of strings (`dns: 8.8.8.8` or `dns: [8.8.8.8, 9.9.9.9]`).
+    fn string_or_list(&self) -> Result<Vec<String>, Fail> {
+        match self.value {
+            Value::Sequence(_) => self.strings(),
+            _ => Ok(vec![self.string()?]),
+        }
+    }
+
     fn labels(&self) -> Result<Vec<(String, String)>, Fail> {
         Ok(self.key_values()?.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect())
     }
@@ -349,9 +338,16 @@ pub(super) fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
     let mut notes = Notes::default();
     let located = |fail: Fail| error(line_of(input.text, &fail.path), fail.message);
     interpolate_tree(&mut root, &mut Vec::new(), input.env, &mut notes).map_err(located)?;
-    let plan = Converter { stack: input.stack, input, notes, secrets: IndexMap::new(), configs: IndexMap::new() }
-        .file(&root)
-        .map_err(located)?;
+    let plan = Converter {
+        stack: input.stack,
+        input,
+        notes,
+        depends_at: BTreeMap::new(),
+        secrets: IndexMap::new(),
+        configs: IndexMap::new(),
+    }
+    .file(&root)
+    .map_err(located)?;
     Ok(plan)
 }
 
@@ -359,6 +355,8 @@ struct Converter<'a> {
     stack: &'a str,
     input: &'a ComposeInput<'a>,
     notes: Notes,
+    /// Where each service's `depends_on` is (service name → path), for its errors.
+    depends_at: BTreeMap<String, Vec<Seg>>,
     /// The top-level `secrets:` and `configs:`, by compose key (read before the services).
     secrets: IndexMap<String, crate::stack::StackFileObject>,
     configs: IndexMap<String, crate::stack::StackFileObject>,
@@ -369,6 +367,157 @@ mod files;
 impl Converter<'_> {
     fn namespace(&self) -> Labels {
         Labels::from([(NAMESPACE_LABEL.to_string(), self.stack.to_string())])
+    }
+
+    /// `depends_on`: a name that is no service of the file is warned about and dropped, a cycle is
+    /// refused (its tasks could never start); the names become the stack's (`<stack>_<name>`). Says
+    /// once that Swarm would ignore it.
+    fn dependencies(&mut self, specs: &mut [ServiceSpec], services: &[(String, Node)]) -> Result<(), Fail> {
+        if specs.iter().all(|s| s.depends_on.is_empty()) {
+            return Ok(());
+        }
+        let names: Vec<&str> = services.iter().map(|(name, _)| name.as_str()).collect();
+        let depends_at = self.depends_at.clone();
+        let at =
+            |service: &str| Fail { path: depends_at.get(service).cloned().unwrap_or_default(), message: String::new() };
+        // An undefined name is warned about and dropped (Swarm would deploy the file, ignoring it).
+        for (name, spec) in names.iter().zip(specs.iter_mut()) {
+            let undefined: Vec<String> =
+                spec.depends_on.iter().filter(|d| !names.contains(&d.as_str())).cloned().collect();
+            for missing in &undefined {
+                let line = line_of(self.input.text, &at(name).path).map(|l| format!(":{l}")).unwrap_or_default();
+                self.notes.warnings.push(format!(
+                    "{}{line}: service {name:?} depends on undefined service {missing:?}: ignored",
+                    self.input.path
+                ));
+            }
+            spec.depends_on.retain(|d| !undefined.contains(d));
+        }
+        let graph: BTreeMap<&str, &[String]> =
+            names.iter().zip(specs.iter()).map(|(name, spec)| (*name, spec.depends_on.as_slice())).collect();
+        // A cycle: walk from each service; meeting a service on the current path closes one.
+        fn visit<'g>(
+            node: &'g str,
+            graph: &BTreeMap<&'g str, &'g [String]>,
+            path: &mut Vec<&'g str>,
+            done: &mut std::collections::BTreeSet<&'g str>,
+        ) -> Option<Vec<&'g str>> {
+            if let Some(start) = path.iter().position(|n| *n == node) {
+                let mut cycle = path[start..].to_vec();
+                cycle.push(node);
+                return Some(cycle);
+            }
+            if !done.insert(node) {
+                return None;
+            }
+            path.push(node);
+            for dep in graph.get(node).copied().unwrap_or_default() {
+                if let Some(cycle) = visit(dep.as_str(), graph, path, done) {
+                    return Some(cycle);
+                }
+            }
+            path.pop();
+            None
+        }
+        let mut done = std::collections::BTreeSet::new();
+        for service in graph.keys() {
+            if let Some(cycle) = visit(service, &graph, &mut Vec::new(), &mut done) {
+                let fail = at(cycle[0]);
+                return Err(Fail {
+                    message: format!("{}: dependency cycle: {}", display(&fail.path), cycle.join(" -> ")),
+                    ..fail
+                });
+            }
+        }
+        // Dependencies are created first (stable: file order otherwise), so a dependency exists by
+        // the time its dependents' tasks are scheduled.
+        fn depth<'g>(
+            node: &'g str,
+            graph: &BTreeMap<&'g str, &'g [String]>,
+            memo: &mut BTreeMap<&'g str, usize>,
+        ) -> usize {
+            if let Some(&d) = memo.get(node) {
+                return d;
+            }
+            let d = graph
+                .get(node)
+                .copied()
+                .unwrap_or_default()
+                .iter()
+                .map(|dep| 1 + depth(dep, graph, memo))
+                .max()
+                .unwrap_or(0);
+            memo.insert(node, d);
+            d
+        }
+        let mut memo = BTreeMap::new();
+        let depths: BTreeMap<String, usize> =
+            names.iter().map(|name| (format!("{}_{name}", self.stack), depth(name, &graph, &mut memo))).collect();
+        specs.sort_by_key(|spec| depths.get(&spec.name).copied().unwrap_or(0));
+        for spec in specs.iter_mut() {
+            for dep in &mut spec.depends_on {
+                *dep = format!("{}_{dep}", self.stack);
+            }
+        }
+        self.notes.warnings.push(
+            "depends_on: shoal schedules a service's tasks once every service it depends on has a running task \
+             (Docker Swarm ignores depends_on)"
+                .to_string(),
+        );
+        Ok(())
+    }
+
+    /// An unknown key under `parent`: warned about at its own line and skipped. Docker's schema
+    /// refuses the whole file; a warning that names the line loses nothing the file says elsewhere.
+    fn warn_unknown(&mut self, parent: &Node, key: &str, expected: &str) {
+        let at = parent.key(key, parent.value);
+        let line = line_of(self.input.text, &at.path).map(|l| format!(":{l}")).unwrap_or_default();
+        let within = if parent.path.is_empty() { "the top level".to_string() } else { parent.name() };
+        self.notes
+            .warnings
+            .push(format!("{}{line}: unknown key {key:?} in {within} ignored (expected {expected})", self.input.path));
+    }
+
+    /// `networks.<n>.ipam`: the subnet of its one `config` entry (shoal's networks have one subnet;
+    /// more entries, `ip_range`, `gateway`, `aux_addresses` and a non-default driver are ignored, listed).
+    fn ipam_subnet(&mut self, ipam: &Node) -> Result<String, Fail> {
+        let mut subnet = String::new();
+        for (key, v) in ipam.entries()? {
+            match key.as_str() {
+                "driver" => {
+                    if !matches!(v.string()?.as_str(), "" | "default") {
+                        self.ignore("networks.ipam.driver");
+                    }
+                }
+                "options" => self.ignore("networks.ipam.options"),
+                "config" => {
+                    for (i, entry) in v.items()?.into_iter().enumerate() {
+                        for (ck, cv) in entry.entries()? {
+                            match ck.as_str() {
+                                "subnet" if i == 0 => {
+                                    let text = cv.string()?;
+                                    text.parse::<ipnet::Ipv4Net>().map_err(|_| {
+                                        cv.fail(format!(
+                                            "invalid subnet {text:?}: expected an IPv4 CIDR like 10.20.0.0/16"
+                                        ))
+                                    })?;
+                                    subnet = text;
+                                }
+                                "subnet" => self.ignore("networks.ipam.config (all but the first)"),
+                                "ip_range" | "gateway" | "aux_addresses" => {
+                                    self.ignore(format!("networks.ipam.config.{ck}"))
+                                }
+                                k if k.starts_with("x-") => {}
+                                other => self.warn_unknown(&entry, other, "subnet, ip_range, gateway, aux_addresses"),
+                            }
+                        }
+                    }
+                }
+                k if k.starts_with("x-") => {}
+                other => self.warn_unknown(ipam, other, "driver, config, options"),
+            }
+        }
+        Ok(subnet)
     }
 
     fn ignore(&mut self, key: impl Into<String>) {
@@ -411,15 +560,11 @@ impl Converter<'_> {
                     }
                 }
                 k if k.starts_with("x-") => {}
-                other => {
-                    return Err(Fail {
-                        path: node.path.clone(),
-                        message: format!(
-                            "additional property {other:?} is not allowed at the top level (expected version, \
-                             services, networks, volumes, secrets, configs or an x- extension)"
-                        ),
-                    })
-                }
+                other => self.warn_unknown(
+                    &root,
+                    other,
+                    "version, services, networks, volumes, secrets, configs or an x- extension",
+                ),
             }
         }
         let services = match services {
@@ -442,6 +587,7 @@ impl Converter<'_> {
             }
             specs.push(spec);
         }
+        self.dependencies(&mut specs, &services)?;
         // Like Docker, only the networks some service uses are created; the implicit default last.
         let mut plan_networks: Vec<StackNetwork> =
             declared.iter().filter(|(name, _)| used.contains(name)).map(|(_, n)| n.clone()).collect();
@@ -452,6 +598,7 @@ impl Converter<'_> {
                 attachable: false,
                 labels: self.namespace(),
                 external: false,
+                subnet: String::new(),
             });
         }
         let Notes { mut ignored, mut deprecated, warnings } = self.notes;
@@ -507,6 +654,7 @@ impl Converter<'_> {
                 attachable: false,
                 labels: self.namespace(),
                 external: false,
+                subnet: String::new(),
             };
             let mut explicit_name = None;
             for (key, v) in net.entries()? {
@@ -522,7 +670,7 @@ impl Converter<'_> {
                                 match ek.as_str() {
                                     "name" => explicit_name = Some(ev.string()?),
                                     k if k.starts_with("x-") => {}
-                                    other => return Err(v.unknown(other, "name")),
+                                    other => self.warn_unknown(&v, other, "name"),
                                 }
                             }
                         }
@@ -538,16 +686,18 @@ impl Converter<'_> {
                             self.ignore("networks.enable_ipv6");
                         }
                     }
-                    "driver_opts" | "ipam" => {
+                    "ipam" => network.subnet = self.ipam_subnet(&v)?,
+                    "driver_opts" => {
                         if !v.value.is_null() {
                             self.ignore(format!("networks.{key}"));
                         }
                     }
                     k if k.starts_with("x-") => {}
-                    other => {
-                        return Err(net
-                            .unknown(other, "driver, driver_opts, attachable, external, internal, ipam, labels, name"))
-                    }
+                    other => self.warn_unknown(
+                        &net,
+                        other,
+                        "driver, driver_opts, attachable, external, internal, ipam, labels, name",
+                    ),
                 }
             }
             if let Some(explicit) = explicit_name {
@@ -585,6 +735,7 @@ impl Converter<'_> {
         let mut spec = ServiceSpec::new(format!("{}_{name}", self.stack), image.clone());
         spec.labels = self.namespace();
         spec.labels.insert(IMAGE_LABEL.into(), image);
+        spec.task.container_labels = self.namespace();
         let mut env: IndexMap<String, Option<String>> = IndexMap::new();
         let mut environment = Vec::new();
         let mut networks = Vec::new();
@@ -610,9 +761,9 @@ impl Converter<'_> {
                         }
                     }
                 }
-                // Compose's service labels are container labels; shoal's model has one label set
-                // per service, so they join the service's labels.
-                "labels" => spec.labels.extend(v.labels()?),
+                // Compose's service labels are container labels (`deploy.labels` label the service).
+                "labels" => spec.task.container_labels.extend(v.labels()?),
+                "hostname" => spec.task.hostname = v.string()?,
                 "ports" => {
                     spec.ports = Vec::new();
                     for item in v.items()? {
@@ -635,7 +786,7 @@ impl Converter<'_> {
                                         "ipv4_address" | "ipv6_address" => self.ignore(format!("networks.{sk}")),
                                         k if k.starts_with("x-") => {}
                                         other => {
-                                            return Err(settings.unknown(other, "aliases, ipv4_address, ipv6_address"))
+                                            self.warn_unknown(&settings, other, "aliases, ipv4_address, ipv6_address")
                                         }
                                     }
                                 }
@@ -647,6 +798,16 @@ impl Converter<'_> {
                 }
                 "stop_grace_period" => spec.task.stop_grace_period_ms = v.duration_ms()?,
                 "working_dir" => spec.task.workdir = v.string()?,
+                "cap_add" => spec.task.options.cap_add = v.strings()?,
+                "cap_drop" => spec.task.options.cap_drop = v.strings()?,
+                "init" => spec.task.options.init = Some(v.boolean()?),
+                "read_only" => spec.task.options.read_only = v.boolean()?,
+                "stop_signal" => spec.task.options.stop_signal = v.string()?,
+                "dns" => spec.task.options.dns = v.string_or_list()?,
+                "dns_search" => spec.task.options.dns_search = v.string_or_list()?,
+                "sysctls" => spec.task.options.sysctls = v.labels()?.into_iter().collect(),
+                "extra_hosts" => spec.task.options.hosts = extra_hosts(v)?,
+                "ulimits" => spec.task.options.ulimits = ulimits(v)?,
                 "user" => spec.task.user = v.string()?,
                 "secrets" => {
                     spec.task.secrets = self.file_references(crate::api::FileKind::Secret, v, &self.secrets)?
@@ -655,8 +816,15 @@ impl Converter<'_> {
                     spec.task.configs = self.file_references(crate::api::FileKind::Config, v, &self.configs)?
                 }
                 "deploy" => deploy = Some(v.clone()),
-                // Parsed and never used by `stack deploy` (docker/cli's convert ignores it too).
-                "depends_on" => {}
+                // Swarm ignores it; shoal holds the tasks until the dependencies run (checked and
+                // named with the stack after every service is read).
+                "depends_on" => {
+                    spec.depends_on = match v.value {
+                        Value::Mapping(_) => v.entries()?.into_iter().map(|(name, _)| name).collect(),
+                        _ => v.strings()?,
+                    };
+                    self.depends_at.insert(name.to_string(), v.path.clone());
+                }
                 k if k.starts_with("x-") => {}
                 k if DOCKER_UNSUPPORTED.contains(&k) || SHOAL_IGNORED.contains(&k) => self.ignore(k),
                 k if DEPRECATED.iter().any(|(d, _)| *d == k) => {
@@ -664,10 +832,7 @@ impl Converter<'_> {
                         self.notes.deprecated.push(format!("{d}: {why}"));
                     }
                 }
-                other => {
-                    return Err(node
-                        .fail(format!("additional property {other:?} is not allowed (not a version 3 service key)")))
-                }
+                other => self.warn_unknown(node, other, "a version 3 service key"),
             }
         }
         for (k, v) in environment {
@@ -750,7 +915,7 @@ impl Converter<'_> {
                             "max_attempts" => policy.max_attempts = rv.uint()?,
                             "window" => policy.window_ms = rv.duration_ms()?,
                             k if k.starts_with("x-") => {}
-                            other => return Err(v.unknown(other, "condition, delay, max_attempts, window")),
+                            other => self.warn_unknown(&v, other, "condition, delay, max_attempts, window"),
                         }
                     }
                 }
@@ -771,7 +936,7 @@ impl Converter<'_> {
                             }
                             "max_replicas_per_node" => spec.task.placement.max_replicas_per_node = pv.uint()?,
                             k if k.starts_with("x-") => {}
-                            other => return Err(v.unknown(other, "constraints, preferences, max_replicas_per_node")),
+                            other => self.warn_unknown(&v, other, "constraints, preferences, max_replicas_per_node"),
                         }
                     }
                 }
@@ -781,13 +946,12 @@ impl Converter<'_> {
                     other => return Err(v.fail(format!("unknown endpoint mode {other:?} (expected vip or dnsrr)"))),
                 },
                 k if k.starts_with("x-") => {}
-                other => {
-                    return Err(node.unknown(
-                        other,
-                        "mode, replicas, labels, placement, resources, restart_policy, update_config, \
-                         rollback_config, endpoint_mode",
-                    ))
-                }
+                other => self.warn_unknown(
+                    node,
+                    other,
+                    "mode, replicas, labels, placement, resources, restart_policy, update_config, \
+                     rollback_config, endpoint_mode",
+                ),
             }
         }
         spec.mode = match (global, replicas) {
@@ -806,7 +970,10 @@ impl Converter<'_> {
                 "limits" => &mut spec.task.resources.limits,
                 "reservations" => &mut spec.task.resources.reservations,
                 k if k.starts_with("x-") => continue,
-                other => return Err(node.unknown(other, "limits, reservations")),
+                other => {
+                    self.warn_unknown(node, other, "limits, reservations");
+                    continue;
+                }
             };
             for (key, v) in amounts.entries()? {
                 match key.as_str() {
@@ -816,12 +983,62 @@ impl Converter<'_> {
                         self.notes.ignored.push(format!("deploy.resources.{kind}.{key}"));
                     }
                     k if k.starts_with("x-") => {}
-                    other => return Err(amounts.unknown(other, "cpus, memory, pids, generic_resources, devices")),
+                    other => self.warn_unknown(&amounts, other, "cpus, memory, pids, generic_resources, devices"),
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Compose's `extra_hosts`: `host:ip` entries (a list, or a mapping of host to ip).
+fn extra_hosts(node: &Node) -> Result<Vec<String>, Fail> {
+    let entries: Vec<(String, Node)> = match node.value {
+        Value::Mapping(_) => node
+            .entries()?
+            .into_iter()
+            .map(|(host, ip)| Ok((format!("{host}:{}", ip.string()?), ip)))
+            .collect::<Result<_, Fail>>()?,
+        _ => node.items()?.into_iter().map(|item| Ok((item.string()?, item))).collect::<Result<_, Fail>>()?,
+    };
+    entries
+        .into_iter()
+        .map(|(entry, at)| match entry.split_once(':') {
+            Some((host, ip))
+                if !host.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok()) =>
+            {
+                Ok(entry)
+            }
+            _ => Err(at.fail(format!("invalid extra host {entry:?}: expected host:ip (or host:host-gateway)"))),
+        })
+        .collect()
+}
+
+/// Compose's `ulimits`: `name: N` (soft = hard) or `name: {soft: S, hard: H}`.
+fn ulimits(node: &Node) -> Result<Vec<Ulimit>, Fail> {
+    let mut out = Vec::new();
+    for (name, v) in node.entries()? {
+        let (soft, hard) = match v.value {
+            Value::Mapping(_) => {
+                let (mut soft, mut hard) = (None, None);
+                for (key, limit) in v.entries()? {
+                    match key.as_str() {
+                        "soft" => soft = Some(limit.uint()?),
+                        "hard" => hard = Some(limit.uint()?),
+                        other => return Err(v.unknown(other, "soft, hard")),
+                    }
+                }
+                match (soft, hard) {
+                    (Some(soft), Some(hard)) => (soft, hard),
+                    _ => return Err(v.fail("a ulimit needs both soft and hard")),
+                }
+            }
+            _ => (v.uint()?, v.uint()?),
+        };
+        let text = format!("{name}={soft}:{hard}");
+        out.push(Ulimit::parse(&text).map_err(|why| v.fail(why))?);
+    }
+    Ok(out)
 }
 
 fn update_config(node: &Node, config: &mut UpdateConfig, is_update: bool) -> Result<(), Fail> {

@@ -17,7 +17,8 @@
 //! | `services.*.image` | required (`invalid image reference for service X: no image specified`) |
 //! | `command`, `entrypoint` | args / command; a string is split as a shell would |
 //! | `environment`, `env_file` | `KEY=value`; a bare `KEY` takes its value from the environment; `environment` overrides `env_file` |
-//! | `labels` (service) | service labels (shoal has one label set per service) |
+//! | `labels` (service) | container labels (with `com.docker.stack.namespace`, as docker/cli adds) |
+//! | `hostname` | the container's hostname; a template (`{{.Task.Slot}}`) as in Swarm |
 //! | `ports` | short (`[IP:][P[-P]:]T[-T][/proto]`, host IP dropped) and long (`target`, `published`, `protocol`, `mode`) |
 //! | `networks` | list or mapping; undeclared names are refused (`undefined network`); `aliases` kept (the resolver answers them on that network); `ipv4_address`, `ipv6_address` ignored |
 //! | `stop_grace_period` | yes |
@@ -28,17 +29,18 @@
 //! | `deploy.restart_policy` | `condition`, `delay`, `max_attempts`, `window` |
 //! | `deploy.update_config`, `rollback_config` | `parallelism`, `delay`, `failure_action`, `monitor`, `max_failure_ratio`, `order` |
 //! | `deploy.endpoint_mode` | `vip`; `dnsrr` ignored |
-//! | `depends_on` | silently ignored, as by docker/cli |
+//! | `depends_on` | list or mapping (conditions ignored): a service's tasks are scheduled once each service it depends on has a running task (shoal's addition: Swarm ignores it, and the plan warns so); an undefined service is warned about and dropped, a cycle refused |
 //! | `secrets`, `configs` (service) | short (`- name`) and long (`source`, `target`, `uid`, `gid`, `mode`; `mode: 0440` read as octal, as Docker's YAML 1.1 does); undeclared names are refused (`undefined secret "x"`); a config's default target is `/<source>`, a secret's `/run/secrets/<source>` |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
-//! | keys shoal does not model yet: `volumes`, `healthcheck`, `logging`, `hostname`, `cap_add`, `cap_drop`, `dns`, `dns_search`, `extra_hosts`, `init`, `isolation`, `read_only`, `stdin_open`, `stop_signal`, `sysctls`, `tmpfs`, `tty`, `ulimits`, `credential_spec` | ignored, listed |
+//! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
+//! | keys shoal does not model yet: `volumes`, `healthcheck`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
-//! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`); `driver_opts`, `ipam`, `internal`, `enable_ipv6` ignored, listed |
+//! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |
 //! | top-level `secrets`, `configs` | `file` (read relative to the compose file), `external` (`true` or `{name}`; must exist, else `service web: secret not found: x`), `name`, `labels`, `template_driver`; created as `<stack>_<key>` before networks and services, labelled with the stack, removed by `stack rm`; one that exists already is kept as it is; secrets' `driver`, `driver_opts` ignored, listed |
 //! | top-level `volumes` | ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
-//! | any other key | refused (`additional property "k" is not allowed`), as Docker's schema does |
+//! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `ports` entries and placement preferences are still refused |
 
 mod convert;
 mod interpolate;
@@ -88,6 +90,8 @@ pub struct StackNetwork {
     pub labels: Labels,
     /// Declared `external`: must already exist, is never created or removed.
     pub external: bool,
+    /// `ipam.config[0].subnet`; empty = the cluster picks one.
+    pub subnet: String,
 }
 
 /// A secret or config the stack defines (top-level `secrets:` / `configs:`).
@@ -194,7 +198,8 @@ impl StackStep {
                 driver: n.driver.clone(),
                 attachable: n.attachable,
                 labels: n.labels.clone(),
-                subnet: String::new(),
+                subnet: n.subnet.clone(),
+                ingress: false,
             },
             StackStep::CreateService(spec) => ControlRequest::ServiceCreate { spec: spec.clone() },
             StackStep::UpdateService { id, version, spec } => {

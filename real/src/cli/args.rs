@@ -12,7 +12,8 @@ use crate::format;
 #[command(name = "shoal", version, about = "A container orchestrator with Docker Swarm's commands")]
 pub struct Cli {
     /// Daemon socket to connect to: unix:///path/shoal.sock or tcp://127.0.0.1:PORT (env SHOAL_HOST).
-    #[arg(short = 'H', long, global = true, value_name = "HOST")]
+    /// Before the command, as Docker's `-H` (`service create --host` is an extra host entry).
+    #[arg(short = 'H', long, value_name = "HOST")]
     pub host: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -43,6 +44,11 @@ pub enum Command {
     Config(ConfigCommand),
     /// Display system-wide information
     Info(InfoArgs),
+    /// Manage shoal (`system info`)
+    #[command(subcommand)]
+    System(SystemCommand),
+    /// Show the shoal version information
+    Version,
     /// Run the shoal daemon
     Daemon(DaemonArgs),
 }
@@ -341,7 +347,16 @@ pub struct NodeUpdateArgs {
     /// Remove a node label if exists
     #[arg(long)]
     pub label_rm: Vec<String>,
+    /// Role of the node ("worker", "manager")
+    #[arg(long, value_enum)]
+    pub role: Option<RoleArg>,
     pub node: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Worker,
+    Manager,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -400,6 +415,24 @@ pub struct CommonServiceFlags {
     /// Username or UID (format: <name|uid>[:<group|gid>])
     #[arg(short, long)]
     pub user: Option<String>,
+    /// Container hostname (a template: {{.Node.Hostname}}-{{.Task.Slot}})
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Add Linux capabilities
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Use an init inside each service container to forward signals and reap processes
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub init: Option<bool>,
+    /// Signal to stop the container
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Mount the container's root filesystem as read only
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub read_only: Option<bool>,
     /// Maximum number of tasks per node (default 0 = unlimited)
     #[arg(long)]
     pub replicas_max_per_node: Option<u64>,
@@ -514,6 +547,27 @@ pub struct CreateArgs {
     /// Service labels
     #[arg(short, long)]
     pub label: Vec<String>,
+    /// Container labels
+    #[arg(long)]
+    pub container_label: Vec<String>,
+    /// Sysctl options
+    #[arg(long)]
+    pub sysctl: Vec<String>,
+    /// Ulimit options (name=soft[:hard])
+    #[arg(long)]
+    pub ulimit: Vec<String>,
+    /// Set custom DNS servers
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Set custom DNS search domains
+    #[arg(long)]
+    pub dns_search: Vec<String>,
+    /// Set DNS options
+    #[arg(long)]
+    pub dns_option: Vec<String>,
+    /// Set one or more custom host-to-IP mappings (host:ip)
+    #[arg(long)]
+    pub host: Vec<String>,
     /// Publish a port as a node port ([published:]target[/proto], or published=,target=,protocol=,mode=)
     #[arg(short, long)]
     pub publish: Vec<String>,
@@ -573,6 +627,48 @@ pub struct UpdateArgs {
     /// Remove a label by its key
     #[arg(long)]
     pub label_rm: Vec<String>,
+    /// Add or update a container label
+    #[arg(long)]
+    pub container_label_add: Vec<String>,
+    /// Add or update a Sysctl option
+    #[arg(long)]
+    pub sysctl_add: Vec<String>,
+    /// Remove a Sysctl option
+    #[arg(long)]
+    pub sysctl_rm: Vec<String>,
+    /// Add or update a ulimit option (name=soft[:hard])
+    #[arg(long)]
+    pub ulimit_add: Vec<String>,
+    /// Remove a ulimit option
+    #[arg(long)]
+    pub ulimit_rm: Vec<String>,
+    /// Add or update a custom DNS server
+    #[arg(long)]
+    pub dns_add: Vec<String>,
+    /// Remove a custom DNS server
+    #[arg(long)]
+    pub dns_rm: Vec<String>,
+    /// Add or update a custom DNS search domain
+    #[arg(long)]
+    pub dns_search_add: Vec<String>,
+    /// Remove a DNS search domain
+    #[arg(long)]
+    pub dns_search_rm: Vec<String>,
+    /// Add or update a DNS option
+    #[arg(long)]
+    pub dns_option_add: Vec<String>,
+    /// Remove a DNS option
+    #[arg(long)]
+    pub dns_option_rm: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip)
+    #[arg(long)]
+    pub host_add: Vec<String>,
+    /// Remove a custom host-to-IP mapping (host:ip)
+    #[arg(long)]
+    pub host_rm: Vec<String>,
+    /// Remove a container label by its key
+    #[arg(long)]
+    pub container_label_rm: Vec<String>,
     /// Add or update a published port
     #[arg(long)]
     pub publish_add: Vec<String>,
@@ -664,6 +760,9 @@ pub enum NetworkCommand {
         /// Enable manual container attachment
         #[arg(long)]
         attachable: bool,
+        /// Create swarm routing-mesh network
+        #[arg(long)]
+        ingress: bool,
         /// Set metadata on a network
         #[arg(long)]
         label: Vec<String>,
@@ -678,6 +777,9 @@ pub enum NetworkCommand {
     /// Remove one or more networks
     #[command(alias = "remove")]
     Rm {
+        /// Do not error if the network does not exist
+        #[arg(short, long)]
+        force: bool,
         #[arg(required = true)]
         networks: Vec<String>,
     },
@@ -729,6 +831,12 @@ pub enum StackCommand {
         list: ListArgs,
         stack: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Display system-wide information
+    Info(InfoArgs),
 }
 
 #[derive(Debug, Args)]

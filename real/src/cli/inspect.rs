@@ -112,12 +112,47 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
             "ContainerSpec",
             object(vec![
                 ("Image", json!(task.image)),
+                ("Labels", json!(task.container_labels)),
                 ("Command", json!(task.command)),
                 ("Args", json!(task.args)),
+                ("Hostname", json!(task.hostname)),
                 ("Env", json!(task.env)),
                 ("Dir", json!(task.workdir)),
                 ("User", json!(task.user)),
+                ("Init", task.options.init.map(Value::Bool).unwrap_or(Value::Null)),
+                ("ReadOnly", if task.options.read_only { json!(true) } else { Value::Null }),
+                ("StopSignal", json!(task.options.stop_signal)),
                 ("StopGracePeriod", nanos(task.stop_grace_period_ms)),
+                // Swarm's `Hosts` are `IP host` lines; `--host` takes `host:ip`.
+                (
+                    "Hosts",
+                    json!(task
+                        .options
+                        .hosts
+                        .iter()
+                        .filter_map(|h| h.split_once(':').map(|(host, ip)| format!("{ip} {host}")))
+                        .collect::<Vec<_>>()),
+                ),
+                (
+                    "DNSConfig",
+                    object(vec![
+                        ("Nameservers", json!(task.options.dns)),
+                        ("Search", json!(task.options.dns_search)),
+                        ("Options", json!(task.options.dns_options)),
+                    ]),
+                ),
+                ("Sysctls", json!(task.options.sysctls)),
+                ("CapabilityAdd", json!(task.options.cap_add)),
+                ("CapabilityDrop", json!(task.options.cap_drop)),
+                (
+                    "Ulimits",
+                    json!(task
+                        .options
+                        .ulimits
+                        .iter()
+                        .map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard}))
+                        .collect::<Vec<_>>()),
+                ),
                 ("Isolation", json!("default")),
                 ("Secrets", file_refs(&task.secrets, "SecretID", "SecretName")),
                 ("Configs", file_refs(&task.configs, "ConfigID", "ConfigName")),

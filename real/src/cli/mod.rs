@@ -20,7 +20,8 @@ use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeVie
 use shoal_core::logs::LogsSelection;
 
 use self::args::{
-    Command, LogsArgs, NetworkCommand, NodeCommand, ServiceCommand, StackCommand, SwarmCommand, TaskListArgs,
+    Command, LogsArgs, NetworkCommand, NodeCommand, RoleArg, ServiceCommand, StackCommand, SwarmCommand, SystemCommand,
+    TaskListArgs,
 };
 use crate::local_api::{
     self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
@@ -132,9 +133,38 @@ pub async fn run(host: Option<&str>, command: Command) -> CliResult {
         Command::Stack(cmd) => stack_command(&client, cmd).await,
         Command::Secret(cmd) => files::secret(&client, cmd).await,
         Command::Config(cmd) => files::config(&client, cmd).await,
-        Command::Info(args) => info(&client, args.format.as_deref()).await,
+        Command::Info(args) | Command::System(SystemCommand::Info(args)) => info(&client, args.format.as_deref()).await,
+        Command::Version => version(&client).await,
         Command::Daemon(_) => Err(CliError::Usage("`shoal daemon` runs the daemon; it is not a client command".into())),
     }
+}
+
+/// docker/cli's `ingressWarning` before `network rm` of the ingress network.
+const INGRESS_WARNING: &str = "WARNING! Before removing the routing-mesh network, make sure all the nodes in your swarm run \
+                               the same docker engine version. Otherwise, removal may not be effective and functionality \
+                               of newly create ingress networks will be impaired.\nAre you sure you want to continue?";
+
+/// docker/cli's `PromptForConfirmation`: the message and ` [y/N] `, then a line from stdin; only
+/// `y` or `Y` confirms (end of input does not).
+fn confirm(message: &str) -> bool {
+    use std::io::{BufRead, Write};
+    out(&format!("{message} [y/N] "));
+    let _ = std::io::stdout().flush();
+    let mut answer = String::new();
+    if std::io::stdin().lock().read_line(&mut answer).is_err() {
+        return false;
+    }
+    matches!(answer.trim(), "y" | "Y")
+}
+
+/// `version`: this client, then the daemon it talks to (Docker's layout, shoal's fields).
+async fn version(client: &Client) -> CliResult {
+    let (os, arch) = (std::env::consts::OS, crate::format::go_arch());
+    out(&format!("Client:\n Version:           {}\n OS/Arch:           {os}/{arch}\n\n", env!("CARGO_PKG_VERSION")));
+    let status = client.status().await?;
+    let server = if status.version.is_empty() { "unknown" } else { status.version.as_str() };
+    out(&format!("Server: shoal\n Engine:\n  Version:          {server}\n  OS/Arch:          {os}/{arch}\n"));
+    Ok(())
 }
 
 async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
@@ -319,13 +349,29 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
                     return Err(CliError::Usage(format!("invalid label {label:?} for --label-add: use key=value")));
                 }
             }
-            let request = ControlRequest::NodeUpdate {
-                node: a.node.clone(),
-                availability: a.availability.map(Into::into),
-                label_add: a.label_add.iter().map(|l| spec::label(l)).collect(),
-                label_rm: a.label_rm.clone(),
-            };
-            client.control(request).await?;
+            // `--role` is `node promote|demote` (the same request Docker's update makes), done first.
+            if let Some(role) = a.role {
+                let current = node_view(client, &a.node).await?.node.spec.desired_role;
+                let node = a.node.clone();
+                match role {
+                    RoleArg::Manager if current != NodeRole::Manager => {
+                        client.control(ControlRequest::NodePromote { node }).await?;
+                    }
+                    RoleArg::Worker if current != NodeRole::Worker => {
+                        client.control(ControlRequest::NodeDemote { node }).await?;
+                    }
+                    _ => {}
+                }
+            }
+            if a.availability.is_some() || !a.label_add.is_empty() || !a.label_rm.is_empty() || a.role.is_none() {
+                let request = ControlRequest::NodeUpdate {
+                    node: a.node.clone(),
+                    availability: a.availability.map(Into::into),
+                    label_add: a.label_add.iter().map(|l| spec::label(l)).collect(),
+                    label_rm: a.label_rm.clone(),
+                };
+                client.control(request).await?;
+            }
             out(&format!("{}\n", a.node));
             Ok(())
         }
@@ -804,7 +850,7 @@ async fn wait_converged(client: &Client, service_id: &str, quiet: bool, rollback
 
 async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
     match cmd {
-        NetworkCommand::Create { driver, attachable, label, subnet, name } => {
+        NetworkCommand::Create { driver, attachable, ingress, label, subnet, name } => {
             let labels = label.iter().map(|l| spec::label(l)).collect();
             if subnet.len() > 1 {
                 return Err(CliError::Usage(format!(
@@ -814,7 +860,10 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
                 )));
             }
             let subnet = subnet.into_iter().next().unwrap_or_default();
-            match client.control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet }).await? {
+            match client
+                .control(ControlRequest::NetworkCreate { name, driver, attachable, labels, subnet, ingress })
+                .await?
+            {
                 ControlResponse::Created { id } => {
                     out(&format!("{id}\n"));
                     Ok(())
@@ -832,8 +881,15 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
                 other => Err(unexpected(&other)),
             }
         }
-        NetworkCommand::Rm { networks } => {
+        NetworkCommand::Rm { force, networks } => {
             for_each(&networks, |network| async move {
+                // The routing mesh's network asks first, in docker/cli's words.
+                match client.control(ControlRequest::NetworkInspect { network: network.clone() }).await {
+                    Ok(ControlResponse::Network(n)) if n.ingress && !confirm(INGRESS_WARNING) => return Ok(()),
+                    // `-f`: a network that does not exist is not an error.
+                    Err(CliError::Daemon(why)) if force && why.contains("not found") => return Ok(()),
+                    _ => {}
+                }
                 client.control(ControlRequest::NetworkRemove { network: network.clone() }).await?;
                 out(&format!("{network}\n"));
                 Ok(())

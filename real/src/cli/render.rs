@@ -54,7 +54,6 @@ pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
             row([
                 ("ID", json!(view.node.id)),
                 ("Self", json!(me)),
-                ("SelfMark", json!(if me { "*" } else { " " })),
                 ("Hostname", json!(view.node.hostname())),
                 ("Status", json!(pretty(node_state_word(view.node.status.state)))),
                 ("Availability", json!(pretty(availability_word(view.node.spec.availability)))),
@@ -65,11 +64,10 @@ pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
         })
         .collect();
     Listing {
-        default_format: "table {{.ID}} {{.SelfMark}}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
+        default_format: "table {{.ID}} {{if .Self}}*{{else}} {{ end }}\t{{.Hostname}}\t{{.Status}}\t{{.Availability}}\t{{.ManagerStatus}}\t{{.EngineVersion}}",
         headers: &[
             ("ID", "ID"),
             ("Self", ""),
-            ("SelfMark", " "),
             ("Hostname", "HOSTNAME"),
             ("Status", "STATUS"),
             ("Availability", "AVAILABILITY"),

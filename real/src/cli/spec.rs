@@ -3,7 +3,7 @@
 
 use shoal_core::api::{
     EndpointMode, FailureAction, PortConfig, PublishMode, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec,
-    UpdateOrder,
+    Ulimit, UpdateOrder,
 };
 
 use super::args::{
@@ -43,6 +43,36 @@ pub fn label(entry: &str) -> (String, String) {
     match entry.split_once('=') {
         Some((k, v)) => (k.to_string(), v.to_string()),
         None => (entry.to_string(), String::new()),
+    }
+}
+
+/// `--sysctl key=value`.
+fn sysctl(entry: &str) -> Result<(String, String), SpecError> {
+    match entry.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => {
+            Err(SpecError(format!("invalid argument {entry:?} for --sysctl: use key=value (net.core.somaxconn=1024)")))
+        }
+    }
+}
+
+/// `--host host:ip` (the address may be IPv6: the host is what comes before the first `:`).
+fn host(entry: &str) -> Result<String, SpecError> {
+    match entry.split_once(':') {
+        Some((name, ip)) if !name.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok()) => {
+            Ok(entry.to_string())
+        }
+        _ => Err(SpecError(format!("invalid argument {entry:?} for --host: use host:ip (db:10.0.0.5)"))),
+    }
+}
+
+/// Remove `rm`, then append what `add` has that the list lacks (Docker's `--x-add`/`--x-rm`).
+fn edit_list(list: &mut Vec<String>, add: &[String], rm: &[String]) {
+    list.retain(|item| !rm.contains(item));
+    for item in add {
+        if !list.contains(item) {
+            list.push(item.clone());
+        }
     }
 }
 
@@ -105,6 +135,32 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
     }
     if let Some(user) = &flags.user {
         task.user = user.clone();
+    }
+    if let Some(hostname) = &flags.hostname {
+        task.hostname = hostname.clone();
+    }
+    let options = &mut task.options;
+    // As Docker's update does: adding a capability takes it off the drop list, and the reverse.
+    for cap in &flags.cap_add {
+        options.cap_drop.retain(|c| c != cap);
+        if !options.cap_add.contains(cap) {
+            options.cap_add.push(cap.clone());
+        }
+    }
+    for cap in &flags.cap_drop {
+        options.cap_add.retain(|c| c != cap);
+        if !options.cap_drop.contains(cap) {
+            options.cap_drop.push(cap.clone());
+        }
+    }
+    if let Some(init) = flags.init {
+        options.init = Some(init);
+    }
+    if let Some(signal) = &flags.stop_signal {
+        options.stop_signal = signal.clone();
+    }
+    if let Some(read_only) = flags.read_only {
+        options.read_only = read_only;
     }
     if let Some(max) = flags.replicas_max_per_node {
         task.placement.max_replicas_per_node = max;
@@ -253,6 +309,14 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     spec.task.placement.constraints = args.constraint.clone();
     spec.task.placement.preferences = args.placement_pref.clone();
     spec.labels = args.label.iter().map(|l| label(l)).collect();
+    spec.task.container_labels = args.container_label.iter().map(|l| label(l)).collect();
+    let options = &mut spec.task.options;
+    options.sysctls = args.sysctl.iter().map(|s| sysctl(s)).collect::<Result<_, _>>()?;
+    options.ulimits = args.ulimit.iter().map(|u| Ulimit::parse(u).map_err(SpecError)).collect::<Result<_, _>>()?;
+    options.dns = args.dns.clone();
+    options.dns_search = args.dns_search.clone();
+    options.dns_options = args.dns_option.clone();
+    options.hosts = args.host.iter().map(|h| host(h)).collect::<Result<_, _>>()?;
     spec.ports = args.publish.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?;
     spec.task.networks = args.network.clone();
     // Names only; the manager fills in the ids (and refuses `secret not found: X`).
@@ -311,6 +375,36 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
     for entry in &args.label_add {
         let (k, v) = label(entry);
         spec.labels.insert(k, v);
+    }
+    let options = &mut spec.task.options;
+    for key in &args.sysctl_rm {
+        options.sysctls.remove(key);
+    }
+    for entry in &args.sysctl_add {
+        let (key, value) = sysctl(entry)?;
+        options.sysctls.insert(key, value);
+    }
+    for name in &args.ulimit_rm {
+        let name = name.split('=').next().unwrap_or(name);
+        options.ulimits.retain(|u| u.name != name);
+    }
+    for entry in &args.ulimit_add {
+        let ulimit = Ulimit::parse(entry).map_err(SpecError)?;
+        options.ulimits.retain(|u| u.name != ulimit.name);
+        options.ulimits.push(ulimit);
+    }
+    edit_list(&mut options.dns, &args.dns_add, &args.dns_rm);
+    edit_list(&mut options.dns_search, &args.dns_search_add, &args.dns_search_rm);
+    edit_list(&mut options.dns_options, &args.dns_option_add, &args.dns_option_rm);
+    let hosts_add: Vec<String> = args.host_add.iter().map(|h| host(h)).collect::<Result<_, _>>()?;
+    let hosts_rm: Vec<String> = args.host_rm.iter().map(|h| host(h)).collect::<Result<_, _>>()?;
+    edit_list(&mut options.hosts, &hosts_add, &hosts_rm);
+    for key in &args.container_label_rm {
+        spec.task.container_labels.remove(key);
+    }
+    for entry in &args.container_label_add {
+        let (k, v) = label(entry);
+        spec.task.container_labels.insert(k, v);
     }
     for rm in &args.publish_rm {
         let (target, protocol) = rm.split_once('/').unwrap_or((rm, "tcp"));

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 use shoal_core::api::{
-    Availability, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode, ResourceAmount,
-    RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, UpdateConfig, UpdateOrder,
+    Availability, ContainerOptions, EndpointMode, FailureAction, Labels, NodeRole, PortConfig, PublishMode,
+    ResourceAmount, RestartBackoff, RestartCondition, ServiceMode, ServiceSpec, Ulimit, UpdateConfig, UpdateOrder,
 };
 
 /// A request body or query that does not say what Docker's API says it should.
@@ -269,6 +269,57 @@ fn update_config(object: Option<&Map<String, Value>>) -> Result<UpdateConfig> {
     })
 }
 
+/// Capabilities, sysctls, ulimits, init, stop signal, read-only root, DNS and hosts of a `ContainerSpec`.
+fn container_options(container: &Map<String, Value>) -> Result<ContainerOptions> {
+    let mut options = ContainerOptions {
+        cap_add: strings(container, "CapabilityAdd")?,
+        cap_drop: strings(container, "CapabilityDrop")?,
+        sysctls: labels(container, "Sysctls")?,
+        stop_signal: string(container, "StopSignal")?,
+        ..ContainerOptions::default()
+    };
+    options.init = match field(container, "Init") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(DecodeError(format!("ContainerSpec.Init: expected a boolean, got {other}"))),
+    };
+    options.read_only = match field(container, "ReadOnly") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => return Err(DecodeError(format!("ContainerSpec.ReadOnly: expected a boolean, got {other}"))),
+    };
+    if let Some(dns) = object_field(container, "DNSConfig")? {
+        options.dns = strings(dns, "Nameservers")?;
+        options.dns_search = strings(dns, "Search")?;
+        options.dns_options = strings(dns, "Options")?;
+    }
+    // Swarm's `Hosts` lines are `IP host [alias…]`; shoal keeps Docker's `host:ip`, one per name.
+    for line in strings(container, "Hosts")? {
+        let mut words = line.split_whitespace();
+        let (Some(ip), Some(_)) = (words.next(), words.clone().next()) else {
+            return Err(DecodeError(format!("ContainerSpec.Hosts: {line:?} is not \"IP host\"")));
+        };
+        options.hosts.extend(words.map(|host| format!("{host}:{ip}")));
+    }
+    if let Some(Value::Array(ulimits)) = field(container, "Ulimits") {
+        for ulimit in ulimits {
+            let ulimit = as_object(ulimit, "Ulimits")?;
+            let number = |key: &str| match field(ulimit, key) {
+                Some(Value::Number(n)) => {
+                    n.as_i64().ok_or_else(|| DecodeError(format!("Ulimits.{key}: not an integer")))
+                }
+                _ => Err(DecodeError(format!("Ulimits.{key}: expected an integer"))),
+            };
+            options.ulimits.push(Ulimit {
+                name: string(ulimit, "Name")?,
+                soft: number("Soft")?,
+                hard: number("Hard")?,
+            });
+        }
+    }
+    Ok(options)
+}
+
 /// A `ServiceSpec` from the body of `POST /services/create` or `/services/{id}/update`.
 pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
@@ -276,11 +327,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let name = string(spec, "Name")?;
     let template = object_field(spec, "TaskTemplate")?.cloned().unwrap_or_default();
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
-    refuse_unsupported(
-        &container,
-        &["Mounts", "Healthcheck", "Hostname", "Hosts", "TTY", "OpenStdin", "ReadOnly"],
-        "ContainerSpec",
-    )?;
+    refuse_unsupported(&container, &["Mounts", "Healthcheck", "TTY", "OpenStdin"], "ContainerSpec")?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
     let image = string(&container, "Image")?;
 
@@ -294,6 +341,9 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.user = string(&container, "User")?;
     task.secrets = file_references(&container, "Secrets", "SecretID", "SecretName")?;
     task.configs = file_references(&container, "Configs", "ConfigID", "ConfigName")?;
+    task.hostname = string(&container, "Hostname")?;
+    task.container_labels = labels(&container, "Labels")?;
+    task.options = container_options(&container)?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;
     }
@@ -425,6 +475,7 @@ pub struct NetworkCreate {
     pub attachable: bool,
     pub labels: Labels,
     pub subnet: String,
+    pub ingress: bool,
 }
 
 /// The body of `POST /networks/create`.
@@ -445,9 +496,6 @@ pub fn network_create(body: &[u8]) -> Result<NetworkCreate> {
             }
         }
     }
-    if field(object, "Ingress").and_then(Value::as_bool) == Some(true) {
-        return Err(DecodeError("shoal makes its own ingress network; another cannot be created".into()));
-    }
     let bool_field = |key: &str| field(object, key).and_then(Value::as_bool).unwrap_or(false);
     Ok(NetworkCreate {
         name,
@@ -455,6 +503,7 @@ pub fn network_create(body: &[u8]) -> Result<NetworkCreate> {
         attachable: bool_field("Attachable"),
         labels: labels(object, "Labels")?,
         subnet,
+        ingress: bool_field("Ingress"),
     })
 }
 

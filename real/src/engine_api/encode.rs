@@ -13,15 +13,7 @@ use crate::local_api::SwarmStatus;
 /// shoal's version, as the engine's `Version` (the platform name says it is shoal).
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// Go's names for this machine's architecture.
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        other => other,
-    }
-}
+use crate::format::go_arch as arch;
 
 fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()

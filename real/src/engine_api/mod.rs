@@ -508,6 +508,7 @@ impl EngineApi {
                 attachable: request.attachable,
                 labels: request.labels,
                 subnet: request.subnet,
+                ingress: request.ingress,
             })
             .await?;
         match created {

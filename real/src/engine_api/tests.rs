@@ -135,6 +135,20 @@ fn what_inspect_shows_decodes_back_to_the_same_spec() {
     spec.network_aliases.insert("back".into(), vec!["web".into()]);
     spec.endpoint_mode = EndpointMode::Dnsrr;
     spec.ports[0].publish_mode = PublishMode::Host;
+    spec.task.hostname = "{{.Node.Hostname}}-{{.Task.Slot}}".into();
+    spec.task.container_labels.insert("slot".into(), "{{.Task.Slot}}".into());
+    let options = &mut spec.task.options;
+    options.cap_add = vec!["NET_ADMIN".into()];
+    options.cap_drop = vec!["MKNOD".into()];
+    options.sysctls.insert("kernel.msgmax".into(), "65536".into());
+    options.ulimits = vec![shoal_core::api::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 }];
+    options.init = Some(false);
+    options.stop_signal = "SIGINT".into();
+    options.read_only = true;
+    options.dns = vec!["10.9.9.9".into()];
+    options.dns_search = vec!["corp.example".into()];
+    options.dns_options = vec!["ndots:2".into()];
+    options.hosts = vec!["db:10.0.0.5".into(), "gw:host-gateway".into()];
     let service = shoal_core::api::Service {
         id: "s1".into(),
         meta: Default::default(),
@@ -239,6 +253,7 @@ impl LocalHandler for Fake {
                 node_id: String::new(),
                 node_addr: String::new(),
                 error: String::new(),
+                version: String::new(),
             })),
             LocalRequest::Control { request } => match *request {
                 ControlRequest::ServiceInspect { service } => {

@@ -123,14 +123,20 @@ pub struct ServiceInvariants {
 }
 
 impl ServiceInvariants {
-    /// Check one observation of the leader's store at time `now_ms`. The acting clock runs from the
-    /// last call, unless [`ServiceInvariants::pause`] was called since (the leader cannot commit).
-    pub fn check(&mut self, now_ms: u64, state: &shoal_core::store::StoreState) -> Result<(), ServiceViolation> {
+    /// Check one observation of the leader's store at time `now_ms`; `cut_off` holds the ids of the
+    /// nodes the leader cannot reach or hear from now. The acting clock runs from the last call,
+    /// unless [`ServiceInvariants::pause`] was called since (the leader cannot commit).
+    pub fn check(
+        &mut self,
+        now_ms: u64,
+        state: &shoal_core::store::StoreState,
+        cut_off: &std::collections::BTreeSet<String>,
+    ) -> Result<(), ServiceViolation> {
         self.acting_ms += self.last_ms.map_or(0, |last| now_ms.saturating_sub(last));
         self.last_ms = Some(now_ms);
         self.forward.check(state)?;
         self.replicas.check(self.acting_ms, state)?;
-        self.drained.check(self.acting_ms, state)
+        self.drained.check(self.acting_ms, state, cut_off)
     }
 
     /// No leader that can commit at `now_ms` (none at all, or one cut off from its quorum): the

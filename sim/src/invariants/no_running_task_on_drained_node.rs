@@ -9,12 +9,16 @@
 //! reachable, i.e. `ready`) for longer than the task's stop grace period plus
 //! [`REPORT_SLACK_MS`] is a violation. The clock for a node restarts when it becomes ready again:
 //! a node cut off while drained cannot have learned of the drain, and the store cannot know what
-//! it runs. Time is the acting clock of [`super::ServiceInvariants`], which stands still while no
+//! it runs. A node cut off from the leader in one direction only counts as cut off too, though the
+//! store may still show it `ready`: if its heartbeats reach the leader but nothing comes back, it
+//! never hears of the drain (a Swarm worker without its manager keeps its tasks alike); if only
+//! the leader's messages reach it, its reports of the stop cannot arrive. Time is the acting
+//! clock of [`super::ServiceInvariants`], which stands still while no
 //! leader can commit (no shutdown and no report of a stop can reach the store then).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_core::api::{Availability, NodeState, TaskState};
+use shoal_core::api::{Availability, Node, NodeState, TaskState};
 use shoal_core::store::StoreState;
 
 use super::ServiceViolation;
@@ -25,22 +29,28 @@ pub const REPORT_SLACK_MS: u64 = 5_000;
 
 #[derive(Debug, Default)]
 pub struct NoRunningTaskOnDrainedNode {
-    /// Node id → when it was first seen drained and ready (both, without a gap).
+    /// Node id → when it was first seen drained, ready and in touch with the leader (all three,
+    /// without a gap).
     drained_since_ms: BTreeMap<String, u64>,
 }
 
 impl NoRunningTaskOnDrainedNode {
-    pub fn check(&mut self, now_ms: u64, state: &StoreState) -> Result<(), ServiceViolation> {
-        self.drained_since_ms.retain(|id, _| {
-            state
-                .nodes
-                .get(id)
-                .is_some_and(|n| n.spec.availability == Availability::Drain && n.status.state == NodeState::Ready)
-        });
-        for node in state.nodes.values() {
-            if node.spec.availability == Availability::Drain && node.status.state == NodeState::Ready {
-                self.drained_since_ms.entry(node.id.clone()).or_insert(now_ms);
-            }
+    /// Check one observation; `cut_off` holds the ids of nodes the leader cannot reach or hear
+    /// from now (either direction).
+    pub fn check(
+        &mut self,
+        now_ms: u64,
+        state: &StoreState,
+        cut_off: &BTreeSet<String>,
+    ) -> Result<(), ServiceViolation> {
+        let drained_in_touch = |node: &Node| {
+            node.spec.availability == Availability::Drain
+                && node.status.state == NodeState::Ready
+                && !cut_off.contains(&node.id)
+        };
+        self.drained_since_ms.retain(|id, _| state.nodes.get(id).is_some_and(drained_in_touch));
+        for node in state.nodes.values().filter(|n| drained_in_touch(n)) {
+            self.drained_since_ms.entry(node.id.clone()).or_insert(now_ms);
         }
         for task in state.tasks.values().filter(|t| t.status.state == TaskState::Running) {
             let Some(&since_ms) = self.drained_since_ms.get(&task.node_id) else { continue };
@@ -76,15 +86,40 @@ mod tests {
         );
         let grace = state.tasks["t1"].spec.stop_grace_period_ms;
         let mut check = NoRunningTaskOnDrainedNode::default();
-        assert!(check.check(0, &state).is_ok());
+        let in_touch = BTreeSet::new();
+        assert!(check.check(0, &state, &in_touch).is_ok());
         state.nodes.get_mut("w1").unwrap().spec.availability = Availability::Drain;
-        assert!(check.check(1_000, &state).is_ok());
-        assert!(check.check(1_000 + grace + REPORT_SLACK_MS, &state).is_ok());
-        assert!(check.check(1_000 + grace + REPORT_SLACK_MS + 1, &state).is_err());
+        assert!(check.check(1_000, &state, &in_touch).is_ok());
+        assert!(check.check(1_000 + grace + REPORT_SLACK_MS, &state, &in_touch).is_ok());
+        assert!(check.check(1_000 + grace + REPORT_SLACK_MS + 1, &state, &in_touch).is_err());
         // Cut off (down) then back: the clock starts again.
         state.nodes.get_mut("w1").unwrap().status.state = NodeState::Down;
-        assert!(check.check(100_000, &state).is_ok());
+        assert!(check.check(100_000, &state, &in_touch).is_ok());
         state.nodes.get_mut("w1").unwrap().status.state = NodeState::Ready;
-        assert!(check.check(100_100, &state).is_ok());
+        assert!(check.check(100_100, &state, &in_touch).is_ok());
+    }
+
+    /// Regression (fuzz seed 7, case t90): a worker whose heartbeats reached the leader while the
+    /// leader's answers did not stayed `ready` in the store, drained, with its task running, and
+    /// the checker counted the drain from before the cut.
+    #[test]
+    fn a_node_cut_off_one_way_stays_ready_but_its_clock_restarts() {
+        let mut state = store(
+            vec![service("web", ServiceMode::Replicated { replicas: 1 })],
+            vec![task("t1", "web", "w1", TaskState::Running)],
+        );
+        let grace = state.tasks["t1"].spec.stop_grace_period_ms;
+        let allowed = grace + REPORT_SLACK_MS;
+        let mut check = NoRunningTaskOnDrainedNode::default();
+        let none = BTreeSet::new();
+        let w1_cut: BTreeSet<String> = ["w1".to_string()].into();
+        state.nodes.get_mut("w1").unwrap().spec.availability = Availability::Drain;
+        assert!(check.check(0, &state, &w1_cut).is_ok());
+        // Cut off for far longer than the grace: no violation, the node cannot know.
+        assert!(check.check(10 * allowed, &state, &w1_cut).is_ok());
+        // In touch again: the node has the grace from now on, and no longer.
+        assert!(check.check(10 * allowed + 1, &state, &none).is_ok());
+        assert!(check.check(11 * allowed + 1, &state, &none).is_ok());
+        assert!(check.check(11 * allowed + 2, &state, &none).is_err());
     }
 }

@@ -191,20 +191,20 @@ pub(crate) mod tests {
             |n: usize| (0..n).map(|i| task(&format!("t{i}"), "web", "w1", TaskState::Running)).collect::<Vec<_>>();
         let at = |replicas: u64| store(vec![service("web", ServiceMode::Replicated { replicas })], running(4));
         let mut check = ServiceInvariants::default();
-        assert!(check.check(0, &at(4)).is_ok());
+        assert!(check.check(0, &at(4), &Default::default()).is_ok());
         // Scaled to 0, and 1 s later the leader is cut off from its quorum for a minute: its store
         // still shows the four tasks running, and no write can change that.
-        assert!(check.check(1_000, &at(0)).is_ok());
-        assert!(check.check(2_000, &at(0)).is_ok());
+        assert!(check.check(1_000, &at(0), &Default::default()).is_ok());
+        assert!(check.check(2_000, &at(0), &Default::default()).is_ok());
         for now in (2_100..62_000).step_by(100) {
             check.pause(now);
-            assert!(check.check(now, &at(0)).is_ok(), "at {now} ms");
+            assert!(check.check(now, &at(0), &Default::default()).is_ok(), "at {now} ms");
         }
         // The leader could act for 1 s of the settle time before the cut; once one can commit again
         // (after the last pause, at 61.9 s) it has the rest, not more.
         let back = 61_900;
-        assert!(check.check(back + SETTLE_MS - 1_000, &at(0)).is_ok());
-        let err = check.check(back + SETTLE_MS - 1_000 + 100, &at(0)).unwrap_err();
+        assert!(check.check(back + SETTLE_MS - 1_000, &at(0), &Default::default()).is_ok());
+        let err = check.check(back + SETTLE_MS - 1_000 + 100, &at(0), &Default::default()).unwrap_err();
         assert_eq!(err, ServiceViolation::TooManyRunning { service: "web".into(), running: 4, bound: 0 });
     }
 

@@ -158,6 +158,7 @@ mod tests {
                 attachable: false,
                 labels: Default::default(),
                 subnet: String::new(),
+                ingress: false,
             },
             Ok(ControlResponse::Created { id: "n1".into() }),
         );

@@ -15,8 +15,10 @@ use shoal_core::control::ControlRequest;
 
 use super::parse::parse_duration;
 
-/// What one `run:` step does.
+/// What one `run:` step does. Parsed once per step and moved little: a request's size (a whole
+/// service spec) costs nothing worth a box.
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// One request, sent as is.
     Request(ControlRequest),
@@ -593,12 +595,13 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             match sub(&mut words, SUBS)?.as_str() {
                 "create" => {
                     let (mut driver, mut attachable, mut labels) = (String::from("overlay"), false, Labels::new());
-                    let mut subnet = String::new();
+                    let (mut subnet, mut ingress) = (String::new(), false);
                     while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
                         words.next();
                         match flag.as_str() {
                             "-d" | "--driver" => driver = words.value(&flag)?,
                             "--attachable" => attachable = true,
+                            "--ingress" => ingress = true,
                             "--subnet" => subnet = words.value(&flag)?,
                             "--label" => {
                                 let (k, v) = key_value(&words.value(&flag)?, &flag)?;
@@ -606,7 +609,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                             }
                             other => {
                                 return Err(format!(
-                                    "unknown flag {other:?} for network create: expected -d, --attachable, --label, --subnet"
+                                    "unknown flag {other:?} for network create: expected -d, --attachable, --ingress, --label, --subnet"
                                 ))
                             }
                         }
@@ -617,6 +620,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                         attachable,
                         labels,
                         subnet,
+                        ingress,
                     })
                 }
                 "ls" | "list" => {

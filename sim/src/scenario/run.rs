@@ -149,7 +149,8 @@ fn poll(
         invariants.services.pause(now_ms);
     }
     if let Some(state) = leader_state {
-        if let Err(violation) = invariants.services.check(now_ms, &state) {
+        let cut_off = cluster.cut_off_from_leader();
+        if let Err(violation) = invariants.services.check(now_ms, &state, &cut_off) {
             cluster.note("invariant.violation", json!({ "violation": violation.to_string() }));
             return Err(Outcome::Safety(violation.to_string()));
         }
