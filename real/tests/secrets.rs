@@ -102,6 +102,10 @@ fn secret_and_config_files_in_a_docker_container() {
     let err = manager.shoal(&["secret", "create", "--template-driver", "jinja", "other", secret_path]).unwrap_err();
     assert!(err.contains("unsupported template driver \"jinja\""), "{err}");
     manager.must(&["config", "create", "app_conf", config_path]);
+    // A golang template, expanded on the node for each task.
+    let template_file = files.path().join("tmpl.conf");
+    std::fs::write(&template_file, "{{.Service.Name}} on {{.Node.Hostname}}").unwrap();
+    manager.must(&["config", "create", "--template-driver", "golang", "tconf", template_file.to_str().unwrap()]);
     // The second manager was handed the key when it joined: it seals a value itself.
     manager2.must(&["secret", "create", "made_on_m2", secret_path]);
     let key = |d: &DaemonProc| std::fs::read(find_file(d.dir.path(), "secrets.key").expect("a key file")).unwrap();
@@ -134,6 +138,7 @@ fn secret_and_config_files_in_a_docker_container() {
     // The task prints what it sees, then sleeps.
     let script = "stat -c 'secret %a %u %g' /run/secrets/db_pw; echo \"value $(cat /run/secrets/db_pw)\"; \
                   stat -c 'config %a %u %g' /etc/app.conf; echo \"config $(cat /etc/app.conf)\"; \
+                  echo \"tmpl $(cat /tmpl.conf)\"; \
                   (echo x > /run/secrets/db_pw) 2>/dev/null && echo writable || echo read-only; \
                   echo done; exec sleep 600";
     let constraint = format!("node.hostname=={}", worker.hostname);
@@ -148,6 +153,8 @@ fn secret_and_config_files_in_a_docker_container() {
         "source=db_pw,target=db_pw,uid=33,gid=44,mode=0400",
         "--config",
         "source=app_conf,target=/etc/app.conf,mode=0440",
+        "--config",
+        "source=tconf,target=/tmpl.conf",
         "shoal-test/busybox:latest",
         "sh",
         "-c",
@@ -159,9 +166,15 @@ fn secret_and_config_files_in_a_docker_container() {
         logs.contains("done").then_some(logs)
     });
     let lines: Vec<&str> = logs.lines().map(str::trim).collect();
-    for want in
-        ["secret 400 33 44", &format!("value {value}"), "config 440 0 0", &format!("config {CONFIG}"), "read-only"]
-    {
+    let expanded = format!("tmpl sec-web on {}", worker.hostname);
+    for want in [
+        "secret 400 33 44",
+        &format!("value {value}"),
+        "config 440 0 0",
+        &format!("config {CONFIG}"),
+        &expanded,
+        "read-only",
+    ] {
         assert!(lines.contains(&want), "missing {want:?} in the task's output:\n{logs}");
     }
     let pretty = manager.must(&["service", "inspect", "--pretty", "sec-web"]);

@@ -95,15 +95,24 @@ async fn a_task_gets_the_value_with_its_mode_and_the_store_only_a_sealed_one() {
         data: FileData(shoal_core::secrets::encode(value.as_bytes())),
     };
     cluster.control(create).await.expect("secret create");
+    // A config made with `--template-driver golang` is expanded for each task on its node.
+    let template = ControlRequest::ConfigCreate {
+        spec: SecretSpec { name: "tmpl".into(), templating: "golang".into(), ..Default::default() },
+        data: FileData(shoal_core::secrets::encode(b"svc={{.Service.Name}} node={{.Node.Hostname}}")),
+    };
+    cluster.control(template).await.expect("config create");
     let mut spec = ServiceSpec::new("app", "nginx:1.25");
+    spec.task.configs.push(parse_file_reference(FileKind::Config, "tmpl").unwrap());
     spec.task.placement.constraints.push("node.hostname==worker-2".into());
     spec.task.secrets.push(parse_file_reference(FileKind::Secret, "source=pw,uid=33,gid=44,mode=0400").unwrap());
     cluster.control(ControlRequest::ServiceCreate { spec }).await.expect("service create");
     common::wait_until(&cluster, "app", "the task runs", 30, |c| common::running(c, "app").len() == 1).await;
 
     let executors = cluster.executors();
-    let files = executors["worker-2"].files();
-    assert_eq!(files.len(), 1, "{files:?}");
+    let mut files = executors["worker-2"].files();
+    assert_eq!(files.len(), 2, "{files:?}");
+    files.sort_by(|a, b| a.1.path.cmp(&b.1.path));
+    assert_eq!((files[1].1.path.as_str(), files[1].1.data.as_slice()), ("/tmpl", &b"svc=app node=worker-2"[..]));
     let file = &files[0].1;
     assert_eq!((file.path.as_str(), file.uid, file.gid, file.mode), ("/run/secrets/pw", 33, 44, 0o400));
     assert_eq!(file.data, value.as_bytes());

@@ -42,6 +42,9 @@ pub enum AgentExit {
     Left,
 }
 
+/// A secret's or config's value on this node, and whether it is a `golang` template.
+type NodeFile = (Vec<u8>, bool);
+
 /// Shared state of one node's agent.
 pub struct Agent {
     env: NodeEnv,
@@ -73,7 +76,7 @@ pub struct Agent {
     mesh: Arc<Mesh>,
     /// The values of the secrets and configs this node's tasks use, as the last assignments sent
     /// them (memory only; replaced by each set, so a value no task needs any more is dropped).
-    files: Mutex<BTreeMap<(crate::api::FileKind, String), Vec<u8>>>,
+    files: Mutex<BTreeMap<(crate::api::FileKind, String), NodeFile>>,
 }
 
 fn call_deadline() -> Duration {
@@ -128,7 +131,8 @@ impl Agent {
     }
 
     /// The value of a secret or config one of this node's tasks uses, if the managers sent it.
-    pub(crate) fn file(&self, kind: crate::api::FileKind, id: &str) -> Option<Vec<u8>> {
+    /// With whether it is a `golang` template the node expands.
+    pub(crate) fn file(&self, kind: crate::api::FileKind, id: &str) -> Option<(Vec<u8>, bool)> {
         self.files.lock().expect("agent lock").get(&(kind, id.to_string())).cloned()
     }
 
@@ -426,7 +430,7 @@ impl Agent {
                 let files = reply
                     .files
                     .iter()
-                    .filter_map(|p| Some(((p.kind, p.id.clone()), crate::secrets::decode(&p.data)?)))
+                    .filter_map(|p| Some(((p.kind, p.id.clone()), (crate::secrets::decode(&p.data)?, p.templated))))
                     .collect();
                 *self.files.lock().expect("agent lock") = files;
                 self.reconcile(reply.tasks).await;

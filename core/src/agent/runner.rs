@@ -178,10 +178,11 @@ impl Runner {
             return Ok(Vec::new());
         }
         let agent = self.agent.upgrade().ok_or("the node's agent has stopped")?;
+        let templates = TaskContext::new(&self.task, &self.node_id, &agent.description);
         let mut files = Vec::new();
         for (kind, refs) in [(FileKind::Secret, &spec.secrets), (FileKind::Config, &spec.configs)] {
             for r in refs {
-                let data = agent.file(kind, &r.id).ok_or_else(|| {
+                let (data, templated) = agent.file(kind, &r.id).ok_or_else(|| {
                     format!(
                         "{} {} ({}) was not sent to this node: the managers could not open it (see their \
                          secrets.no_key events) or it was removed",
@@ -190,6 +191,15 @@ impl Runner {
                         r.id
                     )
                 })?;
+                // `--template-driver golang`: expanded for this task, as Swarm's node does.
+                let data = if templated {
+                    let what = if kind == FileKind::Secret { "secrets" } else { "configs" };
+                    let text = String::from_utf8(data)
+                        .map_err(|_| format!("{} {}: a template must be UTF-8", kind.as_str(), r.name))?;
+                    templates.expand(what, &text).map_err(|e| e.to_string())?.into_bytes()
+                } else {
+                    data
+                };
                 let number = |what: &str, v: &str| {
                     v.parse::<u32>().map_err(|_| format!("{} {}: {what} {v:?} is not a number", kind.as_str(), r.name))
                 };

@@ -129,6 +129,9 @@ pub struct FilePayload {
     pub id: String,
     /// Base64 of the value.
     pub data: String,
+    /// Made with `--template-driver golang`: the node expands it for the task (`crate::template`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub templated: bool,
 }
 
 impl std::fmt::Debug for FilePayload {
@@ -229,7 +232,8 @@ mod tests {
             parse_file_reference(FileKind::Secret, "source=a,size=1").unwrap_err(),
             "invalid field in secret request: size"
         );
-        let payload = FilePayload { kind: FileKind::Secret, id: "s1".into(), data: "aHVudGVyMg==".into() };
+        let payload =
+            FilePayload { kind: FileKind::Secret, id: "s1".into(), data: "aHVudGVyMg==".into(), templated: false };
         assert!(!format!("{payload:?}").contains("aHVudGVyMg"));
     }
 }

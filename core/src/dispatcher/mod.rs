@@ -170,13 +170,18 @@ impl Dispatcher {
                 .emit("secrets.no_key", serde_json::json!({"reason": crate::secrets::SecretsError::NoKey.to_string()}));
             return Vec::new();
         };
-        let sealed: Vec<(FileKind, String, Option<crate::api::Sealed>)> = self.store.view(|s| {
+        type Stored = Option<(crate::api::Sealed, bool)>;
+        let sealed: Vec<(FileKind, String, Stored)> = self.store.view(|s| {
             wanted
                 .into_iter()
                 .map(|(kind, id)| {
                     let sealed = match kind {
-                        FileKind::Secret => s.secrets.get(&id).map(|o| o.sealed.clone()),
-                        FileKind::Config => s.configs.get(&id).map(|o| o.sealed.clone()),
+                        FileKind::Secret => {
+                            s.secrets.get(&id).map(|o| (o.sealed.clone(), o.spec.templating == "golang"))
+                        }
+                        FileKind::Config => {
+                            s.configs.get(&id).map(|o| (o.sealed.clone(), o.spec.templating == "golang"))
+                        }
                     };
                     (kind, id, sealed)
                 })
@@ -184,9 +189,10 @@ impl Dispatcher {
         });
         sealed
             .into_iter()
-            .filter_map(|(kind, id, sealed)| {
-                let data = crate::secrets::open(&key, &id, &sealed?).ok()?;
-                Some(FilePayload { kind, id, data: crate::secrets::encode(&data) })
+            .filter_map(|(kind, id, stored)| {
+                let (sealed, templated) = stored?;
+                let data = crate::secrets::open(&key, &id, &sealed).ok()?;
+                Some(FilePayload { kind, id, data: crate::secrets::encode(&data), templated })
             })
             .collect()
     }
