@@ -9,6 +9,7 @@
 //! - [`control`] — the control API used by the CLI and by scenario steps.
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
 //! - [`auth`] — which authenticated peer may use which channel (managers only for raft and control).
+//! - [`secrets`] — the managers' key for secrets and configs, sealing values at rest.
 //! - [`logs`] — `service logs`: every node serves its containers' output; a manager gathers it.
 
 pub mod agent;
@@ -25,6 +26,7 @@ pub mod orchestrator;
 pub mod raft;
 pub mod rpc;
 pub mod scheduler;
+pub mod secrets;
 pub mod stack;
 pub mod store;
 pub mod template;

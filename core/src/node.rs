@@ -168,6 +168,8 @@ struct NodeInner {
     raft_failure: Mutex<Option<String>>,
     /// Set by `swarm leave` and [`ShoalNode::shutdown`]: no role change or recovery starts raft again.
     stopped: watch::Sender<bool>,
+    /// The secrets key, on managers (`crate::secrets`).
+    keyring: Arc<crate::secrets::Keyring>,
 }
 
 /// A running node. Cheap to clone.
@@ -344,6 +346,10 @@ impl ShoalNode {
             known_managers,
             config.mesh.clone(),
         );
+        let keyring = Arc::new(crate::secrets::Keyring::load(env.disk.clone(), env.addr.clone()).await);
+        if matches!(bootstrap, Bootstrap::Init { .. }) {
+            keyring.create_if_missing().await.map_err(|e| NodeError::Storage(e.to_string()))?;
+        }
         let (removed, _) = watch::channel(false);
         let node = ShoalNode {
             inner: Arc::new(NodeInner {
@@ -358,6 +364,7 @@ impl ShoalNode {
                 roles: tokio::sync::Mutex::new(()),
                 raft_failure: Mutex::new(None),
                 stopped: watch::channel(false).0,
+                keyring,
             }),
         };
         if let Some(replica) = replica {
@@ -519,7 +526,8 @@ impl ShoalNode {
         let node_id = self.node_id();
         let control =
             ControlHandler::new(self.inner.store.clone(), consensus.clone(), node_id, self.inner.env.addr.clone())
-                .with_read_forwarding(self.inner.env.transport.clone());
+                .with_read_forwarding(self.inner.env.transport.clone())
+                .with_keyring(self.inner.keyring.clone());
         #[cfg(madsim)]
         let control = if self.inner.config.plant_stale_leader_reads {
             control.with_planted_stale_leader_reads()
@@ -527,12 +535,27 @@ impl ShoalNode {
             control
         };
         let control = Arc::new(control);
-        let dispatcher = Arc::new(Dispatcher::new(
-            self.inner.store.clone(),
-            consensus.clone(),
-            Arc::new(TokenAuthority),
-            self.inner.env.tracer.clone(),
-        ));
+        let dispatcher = Arc::new(
+            Dispatcher::new(
+                self.inner.store.clone(),
+                consensus.clone(),
+                Arc::new(TokenAuthority),
+                self.inner.env.tracer.clone(),
+            )
+            .with_keyring(self.inner.keyring.clone(), self.inner.env.transport.clone()),
+        );
+        // A new manager asks the others for the secrets key at once, so it holds it even if they go
+        // away later (it asks again whenever it needs the key and lacks it).
+        let (keyring, store, transport) =
+            (self.inner.keyring.clone(), self.inner.store.clone(), self.inner.env.transport.clone());
+        runtime::spawn(async move {
+            for _ in 0..30 {
+                if keyring.ensure(&store, transport.as_ref()).await.is_ok() {
+                    break;
+                }
+                runtime::sleep(Duration::from_secs(2)).await;
+            }
+        });
         self.inner.router.register(Channel::Control, control.clone());
         self.inner.router.register(Channel::Dispatcher, dispatcher.clone());
         let (stop_leader, stop_rx) = watch::channel(false);

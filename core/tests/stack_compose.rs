@@ -155,7 +155,7 @@ fn swarmprom() {
     assert_eq!(exporter.task.env, ["NODE_ID={{.Node.ID}}"]);
     assert_eq!(service(&plan, "s_prometheus").task.args[2], "--storage.tsdb.retention=24h");
     assert_eq!(service(&plan, "s_cadvisor").task.args, ["-logtostderr", "-docker_only"]);
-    assert_eq!(plan.ignored, ["configs"]);
+    assert!(plan.ignored.is_empty(), "{:?}", plan.ignored);
     // caddy's healthcheck, `test` as a list taken as written.
     assert_eq!(
         service(&plan, "s_caddy").task.healthcheck,
@@ -168,6 +168,25 @@ fn swarmprom() {
         })
     );
     assert_eq!(service(&plan, "s_grafana").task.healthcheck, None, "no healthcheck: the image's");
+    // Configs: every one defined is created under the stack's name from its file; the long syntax's
+    // target is kept.
+    let configs: Vec<(&str, Option<&str>)> =
+        plan.configs.iter().map(|c| (c.name.as_str(), c.file.as_deref())).collect();
+    assert_eq!(
+        configs,
+        [
+            ("s_caddy_config", Some("./caddy/Caddyfile")),
+            ("s_dockerd_config", Some("./dockerd-exporter/Caddyfile")),
+            ("s_node_rules", Some("./prometheus/rules/swarm_node.rules.yml")),
+            ("s_task_rules", Some("./prometheus/rules/swarm_task.rules.yml")),
+        ]
+    );
+    let exporter_configs = &service(&plan, "s_dockerd-exporter").task.configs;
+    assert_eq!(exporter_configs.len(), 1);
+    assert_eq!(
+        (exporter_configs[0].name.as_str(), exporter_configs[0].target.as_str(), exporter_configs[0].mode),
+        ("s_dockerd_config", "/etc/caddy/Caddyfile", 0o444)
+    );
 
     // With the variables set, they win over the defaults.
     let text = std::fs::read_to_string(format!("{}/tests/compose/swarmprom.yml", env!("CARGO_MANIFEST_DIR"))).unwrap();
@@ -203,8 +222,30 @@ fn atsea_shop() {
         service(&plan, "s_payment_gateway").task.placement.constraints,
         ["node.role == worker", "node.labels.pcidss == yes"]
     );
-    // Secrets and the encrypted overlay's driver_opts are not modelled: warned, never silently lost.
-    assert_eq!(plan.ignored, ["networks.driver_opts", "secrets"]);
+    // The encrypted overlay's driver_opts are not modelled: warned, never silently lost.
+    assert_eq!(plan.ignored, ["networks.driver_opts"]);
+    // Secrets are all external: kept by their own names, and the deploy refuses while they are
+    // missing, as Docker does (services in name order: appserver first).
+    assert!(plan.secrets.iter().all(|s| s.external && s.labels.is_empty()));
+    let proxy = &service(&plan, "s_reverse_proxy").task.secrets;
+    let targets: Vec<(&str, &str)> = proxy.iter().map(|r| (r.name.as_str(), r.target.as_str())).collect();
+    assert_eq!(targets, [("revprox_cert", "revprox_cert"), ("revprox_key", "revprox_key")]);
+    let gateway = &service(&plan, "s_payment_gateway").task.secrets[0];
+    assert_eq!((gateway.name.as_str(), gateway.target.as_str()), ("staging_token", "payment_token"));
+    let no_file = |_: &str| -> Result<Vec<u8>, String> { panic!("external secrets are never read") };
+    let err = shoal_core::stack::file_object_steps(&plan, &[], &[], &no_file).unwrap_err();
+    assert_eq!(err.to_string(), "service appserver: secret not found: postgres_password");
+    let existing: Vec<shoal_core::api::Secret> = ["postgres_password", "staging_token", "revprox_key", "revprox_cert"]
+        .iter()
+        .map(|name| shoal_core::api::Secret {
+            id: format!("id-{name}"),
+            meta: Default::default(),
+            spec: shoal_core::api::SecretSpec { name: name.to_string(), ..Default::default() },
+            sealed: Default::default(),
+        })
+        .collect();
+    let steps = shoal_core::stack::file_object_steps(&plan, &existing, &[], &no_file).unwrap();
+    assert!(steps.is_empty(), "external secrets are never created: {steps:?}");
 }
 
 #[test]
@@ -423,7 +464,6 @@ fn docker_cli_full_example() {
         [
             "build",
             "cgroup_parent",
-            "configs",
             "deploy.endpoint_mode",
             "deploy.resources.limits.pids",
             "deploy.resources.reservations.generic_resources",
@@ -443,13 +483,53 @@ fn docker_cli_full_example() {
             "pid",
             "privileged",
             "restart",
-            "secrets",
             "security_opt",
             "stdin_open",
             "tmpfs",
             "tty",
         ]
     );
+    // Secrets and configs, both syntaxes: short takes the key as target, long keeps uid/gid and reads
+    // `mode: 0440` as octal, as Docker's YAML 1.1 parser does.
+    let secrets: Vec<(&str, &str, &str, u32)> =
+        foo.task.secrets.iter().map(|r| (r.name.as_str(), r.target.as_str(), r.uid.as_str(), r.mode)).collect();
+    assert_eq!(secrets, [("my_secret", "my_secret", "103", 0o440), ("s_secret1", "secret1", "0", 0o444)]);
+    let configs: Vec<(&str, &str, &str, u32)> =
+        foo.task.configs.iter().map(|r| (r.name.as_str(), r.target.as_str(), r.gid.as_str(), r.mode)).collect();
+    assert_eq!(configs, [("my_config", "/my_config", "103", 0o440), ("s_config1", "/config1", "0", 0o444)]);
+    let defined: Vec<(&str, bool)> = plan.secrets.iter().map(|s| (s.name.as_str(), s.external)).collect();
+    assert_eq!(defined, [("s_secret1", false), ("my_secret", true), ("secret3", true), ("bar", false)]);
+    assert_eq!(plan.secrets[0].labels.get("foo").map(String::as_str), Some("bar"));
+    assert_eq!(plan.secrets[0].labels.get("com.docker.stack.namespace").map(String::as_str), Some("s"));
+    // Deploying: the defined ones are read and created (in file order, secrets then configs); `bar`
+    // has no file, which the deploy refuses by name.
+    let read = |file: &str| -> Result<Vec<u8>, String> { Ok(format!("contents of {file}").into_bytes()) };
+    let mine = |name: &str| shoal_core::api::Secret {
+        id: name.into(),
+        meta: Default::default(),
+        spec: shoal_core::api::SecretSpec { name: name.into(), ..Default::default() },
+        sealed: Default::default(),
+    };
+    let config = |name: &str| shoal_core::api::Config {
+        id: name.into(),
+        meta: Default::default(),
+        spec: shoal_core::api::SecretSpec { name: name.into(), ..Default::default() },
+        sealed: Default::default(),
+    };
+    let err =
+        shoal_core::stack::file_object_steps(&plan, &[mine("my_secret")], &[config("my_config")], &read).unwrap_err();
+    assert_eq!(err.to_string(), "secret bar: file is required (or declare it external)");
+    let steps = shoal_core::stack::file_object_steps(
+        &plan,
+        &[mine("my_secret"), mine("bar")],
+        &[config("my_config"), config("foo")],
+        &read,
+    )
+    .unwrap();
+    let lines: Vec<String> = steps.iter().map(shoal_core::stack::StackStep::message).collect();
+    assert_eq!(lines, ["Creating secret s_secret1", "Creating config s_config1"]);
+    let err = shoal_core::stack::file_object_steps(&plan, &[mine("bar")], &[config("my_config")], &read).unwrap_err();
+    assert_eq!(err.to_string(), "service foo: secret not found: my_secret");
     assert_eq!(plan.deprecated.len(), 2);
     assert!(plan.deprecated[0].starts_with("container_name: "));
     assert!(plan.deprecated[1].starts_with("expose: "));

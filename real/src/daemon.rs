@@ -504,6 +504,12 @@ impl LocalHandler for Arc<Daemon> {
             LocalRequest::SwarmJoin(join) => self.join(join).await,
             LocalRequest::SwarmLeave { force } => self.leave(force).await,
             LocalRequest::SwarmStatus => Ok(LocalAnswer::Status(self.status())),
+            // The secrets key goes from manager to manager over mutual TLS only, never to a client.
+            LocalRequest::Control { request }
+                if matches!(*request, shoal_core::control::ControlRequest::SecretsKey) =>
+            {
+                Err(LocalError::Refused("the secrets key is handed only from one manager to another".into()))
+            }
             LocalRequest::Control { request } => match self.active_node() {
                 Some(node) => node.control(*request).await.map(LocalAnswer::Control).map_err(LocalError::Control),
                 None => Err(LocalError::Refused(NO_MANAGER.into())),

@@ -67,6 +67,8 @@ pub struct DockerOptions {
 pub struct DockerExecutor {
     docker: Docker,
     options: DockerOptions,
+    /// Where tasks' secret and config files are written (a tmpfs): see [`crate::task_files`].
+    files_root: std::path::PathBuf,
 }
 
 /// Map a bollard error: 404 is "no such thing", transport failures mean the engine is unavailable.
@@ -158,7 +160,33 @@ impl DockerExecutor {
             .ping()
             .await
             .map_err(|e| ExecutorError::Unavailable(format!("the Docker engine does not answer: {e}")))?;
-        Ok(DockerExecutor { docker, options })
+        let executor = DockerExecutor { docker, options, files_root: crate::task_files::default_root() };
+        executor.sweep_task_files().await;
+        Ok(executor)
+    }
+
+    /// Remove the files of tasks whose containers are gone (left by a daemon that was killed).
+    /// Only directories older than a minute: one being written for a container about to be
+    /// created (by another daemon on this engine) is never touched.
+    async fn sweep_task_files(&self) {
+        for task in crate::task_files::stale_tasks(&self.files_root, Duration::from_secs(60)) {
+            match self.list(&[(shoal_core::env::executor::LABEL_TASK_ID.to_string(), task.clone())]).await {
+                Ok(containers) if containers.is_empty() => crate::task_files::forget(&self.files_root, &task),
+                _ => {}
+            }
+        }
+    }
+
+    /// The task a container runs (its label), for its files' directory.
+    fn task_of(labels: &std::collections::BTreeMap<String, String>, fallback: &str) -> String {
+        labels.get(shoal_core::env::executor::LABEL_TASK_ID).cloned().unwrap_or_else(|| fallback.to_string())
+    }
+
+    /// Remove the secret and config files of container `id`'s task.
+    async fn forget_files(&self, id: &str) {
+        if let Ok(summary) = self.inspect(id).await {
+            crate::task_files::forget(&self.files_root, &Self::task_of(&summary.labels, &summary.name));
+        }
     }
 
     /// The bollard client, for callers that need more of the Engine API.
@@ -294,9 +322,14 @@ impl Executor for DockerExecutor {
         }
         let exposed: HashMap<String, HashMap<(), ()>> =
             port_bindings.keys().map(|key| (key.clone(), HashMap::new())).collect();
+        // Secrets and configs: files on a tmpfs, bind-mounted read-only.
+        let task = Self::task_of(&spec.labels, &spec.name);
+        let binds = crate::task_files::materialize(&self.files_root, &task, &spec.files)
+            .map_err(|why| ExecutorError::Runtime(format!("{}: {why}", spec.name)))?;
         let options = &spec.options;
         let nonempty = |list: &Vec<String>| (!list.is_empty()).then(|| list.clone());
         let host_config = HostConfig {
+            binds: (!binds.is_empty()).then_some(binds),
             network_mode: Some(first.map_or_else(|| "host".to_string(), |bridge| bridge.name.clone())),
             memory: spec.memory_limit_bytes.and_then(|bytes| i64::try_from(bytes).ok()),
             nano_cpus: spec.nano_cpus.and_then(|nanos| i64::try_from(nanos).ok()),
@@ -391,7 +424,10 @@ impl Executor for DockerExecutor {
             ContainerState::Running => "not-running",
         };
         let mut waiting = self.docker.wait_container(id, Some(WaitContainerOptions { condition }));
-        match waiting.next().await {
+        let waited = waiting.next().await;
+        // The task ended: its secret and config files go (the container is never started again).
+        crate::task_files::forget(&self.files_root, &Self::task_of(&current.labels, &current.name));
+        match waited {
             Some(Ok(response)) => Ok(response.status_code),
             // bollard reports a non-zero exit as an error carrying the code.
             Some(Err(DockerError::DockerContainerWaitError { code, .. })) => Ok(code),
@@ -411,6 +447,7 @@ impl Executor for DockerExecutor {
     }
 
     async fn remove(&self, id: &str) -> Result<(), ExecutorError> {
+        self.forget_files(id).await;
         let options = RemoveContainerOptions { force: true, v: true, ..Default::default() };
         self.docker.remove_container(id, Some(options)).await.map_err(|e| map_error(e, id))
     }

@@ -4,7 +4,8 @@
 //! - [`net`] — [`net::TcpTransport`]: length-delimited frames over TCP, multiplexed calls, reconnects.
 //! - [`disk`] — [`disk::FileDisk`]: files under the data dir, fsync, atomic replace.
 //! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard);
-//!   [`engine_pull`] — image pulls with registry credentials, sent to the engine directly.
+//!   [`engine_pull`] — image pulls with registry credentials, sent to the engine directly;
+//!   [`task_files`] — tasks' secret and config files on a tmpfs, bind-mounted read-only.
 //! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
 //! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
 //!   how a manager renews one; [`renewal`] — when a node renews its own.
@@ -30,4 +31,5 @@ pub mod net;
 pub mod node_launcher;
 pub mod process;
 pub mod renewal;
+pub mod task_files;
 pub mod tls;

@@ -337,6 +337,17 @@ impl Executor for ProcessExecutor {
 
     async fn create(&self, spec: &ContainerSpec) -> Result<String, ExecutorError> {
         Self::check_image(&spec.image)?;
+        // A host process has no mount namespace to put files at `/run/secrets/…` without touching
+        // the host's own paths, so a task that uses secrets or configs is refused, clearly.
+        if let Some(file) = spec.files.first() {
+            return Err(ExecutorError::Runtime(format!(
+                "container {}: the process executor cannot mount secrets or configs ({} and {} more); run this \
+                 node with the Docker executor",
+                spec.name,
+                file.path,
+                spec.files.len() - 1
+            )));
+        }
         refuse_container_options(spec)?;
         if !spec.mounts.is_empty() {
             // A plain process has no mount namespace of its own to mount into.

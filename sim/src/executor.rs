@@ -202,6 +202,8 @@ struct SimContainer {
     healthcheck: Option<HealthConfig>,
     /// Its health check while it runs.
     health: Option<SimHealth>,
+    /// The secret and config files it was given (held in memory, as a tmpfs would).
+    files: Vec<shoal_core::env::ContainerFile>,
 }
 
 /// Paths every simulated host has, for bind mounts.
@@ -339,6 +341,18 @@ impl SimExecutor {
     /// The mounts of each container (by container name) the host has now.
     pub fn mounts_of(&self) -> BTreeMap<String, Vec<Mount>> {
         self.with(|state| state.containers.values().map(|c| (c.summary.name.clone(), c.mounts.clone())).collect())
+    }
+
+    /// The secret and config files of every container on this node (by container name), removed
+    /// ones excluded.
+    pub fn files(&self) -> Vec<(String, shoal_core::env::ContainerFile)> {
+        self.with(|state| {
+            state
+                .containers
+                .values()
+                .flat_map(|c| c.files.iter().map(|f| (c.summary.name.clone(), f.clone())))
+                .collect()
+        })
     }
 
     pub fn pulls(&self) -> Vec<(String, String)> {
@@ -648,6 +662,7 @@ impl Executor for SimExecutor {
                 mounts: spec.mounts.clone(),
                 healthcheck: spec.healthcheck.clone(),
                 health: None,
+                files: spec.files.clone(),
             };
             state.containers.insert(id.clone(), container);
             Ok(id)

@@ -42,6 +42,9 @@ pub enum AgentExit {
     Left,
 }
 
+/// A secret's or config's value on this node, and whether it is a `golang` template.
+type NodeFile = (Vec<u8>, bool);
+
 /// Shared state of one node's agent.
 pub struct Agent {
     env: NodeEnv,
@@ -71,6 +74,9 @@ pub struct Agent {
     unreachable: Mutex<BTreeMap<String, runtime::Instant>>,
     /// This node's data plane, fed the endpoint table by the session.
     mesh: Arc<Mesh>,
+    /// The values of the secrets and configs this node's tasks use, as the last assignments sent
+    /// them (memory only; replaced by each set, so a value no task needs any more is dropped).
+    files: Mutex<BTreeMap<(crate::api::FileKind, String), NodeFile>>,
 }
 
 fn call_deadline() -> Duration {
@@ -120,7 +126,14 @@ impl Agent {
             sessions_opened: AtomicU64::new(0),
             heartbeat_period_ms: AtomicU64::new(crate::api::ClusterSpec::default().heartbeat_period_ms),
             unreachable: Mutex::new(BTreeMap::new()),
+            files: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// The value of a secret or config one of this node's tasks uses, if the managers sent it.
+    /// With whether it is a `golang` template the node expands.
+    pub(crate) fn file(&self, kind: crate::api::FileKind, id: &str) -> Option<(Vec<u8>, bool)> {
+        self.files.lock().expect("agent lock").get(&(kind, id.to_string())).cloned()
     }
 
     /// This node's data plane.
@@ -414,6 +427,12 @@ impl Agent {
             first = false;
             if reply.digest != digest || reply.tasks.is_empty() {
                 digest = reply.digest;
+                let files = reply
+                    .files
+                    .iter()
+                    .filter_map(|p| Some(((p.kind, p.id.clone()), (crate::secrets::decode(&p.data)?, p.templated))))
+                    .collect();
+                *self.files.lock().expect("agent lock") = files;
                 self.reconcile(reply.tasks).await;
             }
         }

@@ -175,6 +175,52 @@ impl Runner {
         }
     }
 
+    /// The task's secrets and configs as files, from the values the managers sent this node.
+    fn container_files(&self) -> Result<Vec<crate::env::ContainerFile>, String> {
+        use crate::api::FileKind;
+        let spec = &self.task.spec;
+        if spec.secrets.is_empty() && spec.configs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let agent = self.agent.upgrade().ok_or("the node's agent has stopped")?;
+        let templates = TaskContext::new(&self.task, &self.node_id, &agent.description);
+        let mut files = Vec::new();
+        for (kind, refs) in [(FileKind::Secret, &spec.secrets), (FileKind::Config, &spec.configs)] {
+            for r in refs {
+                let (data, templated) = agent.file(kind, &r.id).ok_or_else(|| {
+                    format!(
+                        "{} {} ({}) was not sent to this node: the managers could not open it (see their \
+                         secrets.no_key events) or it was removed",
+                        kind.as_str(),
+                        r.name,
+                        r.id
+                    )
+                })?;
+                // `--template-driver golang`: expanded for this task, as Swarm's node does.
+                let data = if templated {
+                    let what = if kind == FileKind::Secret { "secrets" } else { "configs" };
+                    let text = String::from_utf8(data)
+                        .map_err(|_| format!("{} {}: a template must be UTF-8", kind.as_str(), r.name))?;
+                    templates.expand(what, &text).map_err(|e| e.to_string())?.into_bytes()
+                } else {
+                    data
+                };
+                let number = |what: &str, v: &str| {
+                    v.parse::<u32>().map_err(|_| format!("{} {}: {what} {v:?} is not a number", kind.as_str(), r.name))
+                };
+                files.push(crate::env::ContainerFile {
+                    path: r.container_path(kind),
+                    uid: number("uid", &r.uid)?,
+                    gid: number("gid", &r.gid)?,
+                    mode: r.mode,
+                    data,
+                    secret: kind == FileKind::Secret,
+                });
+            }
+        }
+        Ok(files)
+    }
+
     /// The container to make for the task, its templates (`{{.Task.Slot}}`, …) expanded for this
     /// node; a template that cannot be expanded rejects the task, as Swarm's executor does.
     fn container_spec(&self) -> Result<ContainerSpec, TemplateError> {
@@ -244,6 +290,7 @@ impl Runner {
                 })
                 .collect::<Result<_, TemplateError>>()?,
             healthcheck: spec.healthcheck.clone(),
+            files: Vec::new(),
         })
     }
 
@@ -389,6 +436,23 @@ impl Runner {
                     return false;
                 }
             };
+            let mut spec = spec;
+            match self.container_files() {
+                Ok(files) => {
+                    if !files.is_empty() {
+                        // Where the files go, never what they hold.
+                        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+                        self.env
+                            .tracer
+                            .emit("task.files", serde_json::json!({"task_id": self.task.id, "paths": paths}));
+                    }
+                    spec.files = files
+                }
+                Err(err) => {
+                    self.report(TaskState::Rejected, "preparing", &err, None);
+                    return false;
+                }
+            }
             match executor.create(&spec).await {
                 Ok(id) => self.container_id = id,
                 Err(err) => {

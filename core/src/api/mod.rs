@@ -6,11 +6,13 @@
 mod ids;
 pub mod mounts;
 mod node;
+mod secret;
 mod service;
 mod task;
 
 pub use ids::{new_id, short_id};
 pub use node::*;
+pub use secret::*;
 pub use service::*;
 pub use task::*;
 

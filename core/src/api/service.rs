@@ -304,6 +304,13 @@ pub struct TaskSpec {
     /// current credentials (as Docker's does when the flag is not given) and an empty value clears them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_auth: Option<Box<RegistryAuth>>,
+    /// `--secret`: secrets given to each task as files under `/run/secrets/` (names only; the
+    /// values travel to the nodes that run the tasks, see `crate::secrets`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::FileReference>,
+    /// `--config`: configs given to each task as files at their targets.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::FileReference>,
     /// `--hostname`: the container's hostname; empty = the runtime's default. A template
     /// (`{{.Node.Hostname}}-{{.Task.Slot}}`) expanded on the node, as env and labels are.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -539,6 +546,8 @@ impl Default for TaskSpec {
             workdir: String::new(),
             user: String::new(),
             registry_auth: None,
+            secrets: Vec::new(),
+            configs: Vec::new(),
             hostname: String::new(),
             container_labels: Labels::new(),
             options: ContainerOptions::default(),

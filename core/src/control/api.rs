@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Availability, ClusterSpec, Labels, Network, Node, NodeRole, Service, ServiceSpec, Task};
+use crate::api::{
+    Availability, ClusterSpec, Config, Labels, Network, Node, NodeRole, Secret, SecretSpec, Service, ServiceSpec, Task,
+};
 
 /// A request to the control API. Objects are named by id, unique id prefix, or name (hostname for nodes).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +95,51 @@ pub enum ControlRequest {
     NetworkRemove {
         network: String,
     },
+    // Secrets and configs (`crate::secrets`): values travel base64 in a [`FileData`], which
+    // `Debug` never prints.
+    SecretCreate {
+        spec: SecretSpec,
+        data: FileData,
+    },
+    SecretList,
+    SecretInspect {
+        secret: String,
+    },
+    SecretRemove {
+        secret: String,
+    },
+    ConfigCreate {
+        spec: SecretSpec,
+        data: FileData,
+    },
+    ConfigList,
+    ConfigInspect {
+        config: String,
+    },
+    ConfigRemove {
+        config: String,
+    },
+    /// A manager that lacks the secrets key asks another for it (only managers may use the control
+    /// channel: see `crate::auth`). Answered locally, never forwarded.
+    SecretsKey,
+}
+
+/// A secret's or config's value, base64, on its way to a manager. `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FileData(pub String);
+
+impl std::fmt::Debug for FileData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A config as `config inspect` shows it: the object and its value (base64; empty in lists).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    pub config: Config,
+    pub data: FileData,
 }
 
 impl ControlRequest {
@@ -109,6 +156,11 @@ impl ControlRequest {
                 | ControlRequest::TaskList { .. }
                 | ControlRequest::NetworkList
                 | ControlRequest::NetworkInspect { .. }
+                | ControlRequest::SecretList
+                | ControlRequest::SecretInspect { .. }
+                | ControlRequest::ConfigList
+                | ControlRequest::ConfigInspect { .. }
+                | ControlRequest::SecretsKey
         )
     }
 }
@@ -157,12 +209,23 @@ pub enum ControlResponse {
     Node(Box<NodeView>),
     Services(Vec<ServiceView>),
     Service(Box<ServiceView>),
-    Created { id: String },
+    Created {
+        id: String,
+    },
     Tasks(Vec<Task>),
-    JoinToken { token: String, manager_addr: String },
+    JoinToken {
+        token: String,
+        manager_addr: String,
+    },
     Networks(Vec<Network>),
     Network(Box<Network>),
     Logs(crate::logs::ServiceLogs),
+    /// Secrets without their sealed values (nothing of a value ever leaves the managers).
+    Secrets(Vec<Secret>),
+    Secret(Box<Secret>),
+    Configs(Vec<ConfigView>),
+    Config(Box<ConfigView>),
+    SecretsKey(crate::secrets::KeyMaterial),
 }
 
 impl ControlResponse {

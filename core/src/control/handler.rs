@@ -26,6 +26,8 @@ use crate::manager::Consensus;
 use crate::rpc::{self, Channel, Service as RpcService};
 use crate::store::{propose_with_retry, Action, Kind, Object, ProposeError, Store, StoreError, StoreState};
 
+mod files;
+
 /// The control API of one manager.
 pub struct ControlHandler {
     store: Store,
@@ -34,6 +36,8 @@ pub struct ControlHandler {
     node_addr: String,
     /// How a follower reaches the leader with a read; without it (unit tests) reads are local.
     transport: Option<Arc<dyn Transport>>,
+    /// The managers' secrets key (`crate::secrets`); without it secrets and configs are refused.
+    keyring: Option<Arc<crate::secrets::Keyring>>,
     /// The planted bug (simulator only): see [`ControlHandler::with_planted_stale_leader_reads`].
     #[cfg(madsim)]
     stale_leader_reads: bool,
@@ -185,6 +189,7 @@ impl ControlHandler {
             node_id,
             node_addr,
             transport: None,
+            keyring: None,
             #[cfg(madsim)]
             stale_leader_reads: false,
         }
@@ -197,6 +202,12 @@ impl ControlHandler {
     #[cfg(madsim)]
     pub fn with_planted_stale_leader_reads(mut self) -> Self {
         self.stale_leader_reads = true;
+        self
+    }
+
+    /// Seal and open secrets and configs with this manager's key.
+    pub fn with_keyring(mut self, keyring: Arc<crate::secrets::Keyring>) -> Self {
+        self.keyring = Some(keyring);
         self
     }
 
@@ -264,6 +275,9 @@ impl ControlHandler {
         if self.consensus.demoted() {
             return Err(ControlError::NotAManager);
         }
+        if request == ControlRequest::SecretsKey {
+            return self.give_key();
+        }
         if request.is_write() {
             // An election in progress (the leader was demoted or restarted) ends within about an
             // election timeout: wait for it, as reads do, then fail with Swarm's message instead
@@ -317,6 +331,23 @@ impl ControlHandler {
                 .await?;
                 Ok(ControlResponse::Done)
             }
+            ControlRequest::SecretCreate { spec, data } => {
+                self.create_file_object(crate::api::FileKind::Secret, spec, data).await
+            }
+            ControlRequest::ConfigCreate { spec, data } => {
+                self.create_file_object(crate::api::FileKind::Config, spec, data).await
+            }
+            ControlRequest::SecretList => self.list_secrets(),
+            ControlRequest::ConfigList => self.list_configs(),
+            ControlRequest::SecretInspect { secret } => self.inspect_secret(&secret),
+            ControlRequest::ConfigInspect { config } => self.inspect_config(&config).await,
+            ControlRequest::SecretRemove { secret } => {
+                self.remove_file_object(crate::api::FileKind::Secret, &secret).await
+            }
+            ControlRequest::ConfigRemove { config } => {
+                self.remove_file_object(crate::api::FileKind::Config, &config).await
+            }
+            ControlRequest::SecretsKey => self.give_key(),
             ControlRequest::NodePromote { node } => self.promote(&node).await,
             ControlRequest::NodeDemote { node } => self.demote(&node).await,
             ControlRequest::NodeRemove { node, force } => self.remove_node(&node, force).await,
@@ -628,6 +659,7 @@ impl ControlHandler {
     async fn create_service(&self, mut spec: ServiceSpec) -> ControlResult {
         validate_spec(&spec)?;
         self.check_networks(&spec)?;
+        self.resolve_file_references(&mut spec)?;
         spec.labels.retain(|k, _| !k.is_empty());
         spec.task.registry_auth = spec.task.registry_auth.filter(|auth| !auth.is_empty());
         let id = new_id();
@@ -659,6 +691,7 @@ impl ControlHandler {
     async fn update_service(&self, key: &str, version: u64, mut spec: ServiceSpec) -> ControlResult {
         validate_spec(&spec)?;
         self.check_networks(&spec)?;
+        self.resolve_file_references(&mut spec)?;
         let current = self.store.view(|s| find_service(s, key).cloned())?;
         // Clients never see the credentials, so a spec without them keeps the current ones (as
         // Docker's update without `--with-registry-auth` does); empty ones clear them.

@@ -6,5 +6,8 @@ pub mod api;
 pub mod handler;
 pub mod ports;
 
-pub use api::{ClusterInfo, ControlError, ControlRequest, ControlResponse, ControlResult, NodeView, ServiceView};
+pub use api::{
+    ClusterInfo, ConfigView, ControlError, ControlRequest, ControlResponse, ControlResult, FileData, NodeView,
+    ServiceView,
+};
 pub use handler::{service_view, validate_spec, ControlHandler};

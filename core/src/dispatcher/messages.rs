@@ -75,6 +75,10 @@ pub struct AssignmentsResponse {
     pub digest: u64,
     /// Every task the node should know about (full set, not a diff: reconciling is idempotent).
     pub tasks: Vec<Task>,
+    /// The values of the secrets and configs the node's tasks that may still run use, and no
+    /// others (swarmkit's assignment set carries them the same way). `Debug` redacts them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::api::FilePayload>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

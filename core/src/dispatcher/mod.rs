@@ -63,6 +63,9 @@ pub struct Dispatcher {
     managers: Mutex<Option<(u64, ManagerList)>>,
     /// The data plane's endpoint table, served to every node (DESIGN §8).
     mesh: Arc<MeshServing>,
+    /// Opens the secrets and configs sent with assignments (`crate::secrets`); with the transport
+    /// to fetch the key from another manager when this one lacks it.
+    keyring: Option<(Arc<crate::secrets::Keyring>, Arc<dyn crate::env::Transport>)>,
 }
 
 /// The leader's side of the endpoint table: the table as of the latest store version (computed
@@ -127,7 +130,71 @@ impl Dispatcher {
             leader_loops: AtomicU64::new(0),
             managers: Mutex::new(None),
             mesh: Arc::new(MeshServing::default()),
+            keyring: None,
         }
+    }
+
+    /// Send the secrets and configs the tasks use along with assignments, opened with `keyring`.
+    pub fn with_keyring(
+        mut self,
+        keyring: Arc<crate::secrets::Keyring>,
+        transport: Arc<dyn crate::env::Transport>,
+    ) -> Self {
+        self.keyring = Some((keyring, transport));
+        self
+    }
+
+    /// Which secrets and configs went to a node (ids and names, never values).
+    fn trace_files_sent(&self, node_id: &str, files: &[crate::api::FilePayload]) {
+        let hostname = self.store.view(|s| s.nodes.get(node_id).map(|n| n.hostname().to_string())).unwrap_or_default();
+        let ids: Vec<String> = files.iter().map(|f| format!("{}:{}", f.kind.as_str(), f.id)).collect();
+        self.tracer.emit("secrets.sent", serde_json::json!({"node_id": node_id, "hostname": hostname, "files": ids}));
+    }
+
+    /// The opened values of the secrets and configs `tasks` use, for tasks that may still run
+    /// (desired state running or before): a node gets only what its own tasks need. One that cannot
+    /// be opened is left out; the task then fails with the reason (`agent::runner`).
+    async fn files_for(&self, tasks: &[Task]) -> Vec<crate::api::FilePayload> {
+        use crate::api::{FileKind, FilePayload};
+        let mut wanted = std::collections::BTreeSet::new();
+        for task in tasks.iter().filter(|t| t.desired_state <= TaskState::Running && !t.status.state.is_terminal()) {
+            wanted.extend(task.spec.secrets.iter().map(|r| (FileKind::Secret, r.id.clone())));
+            wanted.extend(task.spec.configs.iter().map(|r| (FileKind::Config, r.id.clone())));
+        }
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        let Some((keyring, transport)) = &self.keyring else { return Vec::new() };
+        let Ok(key) = keyring.ensure(&self.store, transport.as_ref()).await else {
+            self.tracer
+                .emit("secrets.no_key", serde_json::json!({"reason": crate::secrets::SecretsError::NoKey.to_string()}));
+            return Vec::new();
+        };
+        type Stored = Option<(crate::api::Sealed, bool)>;
+        let sealed: Vec<(FileKind, String, Stored)> = self.store.view(|s| {
+            wanted
+                .into_iter()
+                .map(|(kind, id)| {
+                    let sealed = match kind {
+                        FileKind::Secret => {
+                            s.secrets.get(&id).map(|o| (o.sealed.clone(), o.spec.templating == "golang"))
+                        }
+                        FileKind::Config => {
+                            s.configs.get(&id).map(|o| (o.sealed.clone(), o.spec.templating == "golang"))
+                        }
+                    };
+                    (kind, id, sealed)
+                })
+                .collect()
+        });
+        sealed
+            .into_iter()
+            .filter_map(|(kind, id, stored)| {
+                let (sealed, templated) = stored?;
+                let data = crate::secrets::open(&key, &id, &sealed).ok()?;
+                Some(FilePayload { kind, id, data: crate::secrets::encode(&data), templated })
+            })
+            .collect()
     }
 
     /// The endpoint table as of the store's current version, and its digest.
@@ -417,14 +484,19 @@ impl Dispatcher {
         loop {
             if self.digest_for(&request.node_id) != request.known_digest || deadline.is_elapsed() {
                 let (digest, tasks) = self.tasks_for(&request.node_id);
-                return Ok(AssignmentsResponse { digest, tasks });
+                let files = self.files_for(&tasks).await;
+                if !files.is_empty() && digest != request.known_digest {
+                    self.trace_files_sent(&request.node_id, &files);
+                }
+                return Ok(AssignmentsResponse { digest, tasks, files });
             }
             tokio::select! {
                 // Biased: tokio's random branch order is not seeded by the simulator.
                 biased;
                 _ = &mut deadline => {
                     let (digest, tasks) = self.tasks_for(&request.node_id);
-                    return Ok(AssignmentsResponse { digest, tasks });
+                    let files = self.files_for(&tasks).await;
+                    return Ok(AssignmentsResponse { digest, tasks, files });
                 }
                 _ = changes.changed() => {}
                 changed = leadership.changed() => {

@@ -59,6 +59,37 @@ pub struct ContainerSpec {
     /// The service's health check; `None` = the image's HEALTHCHECK (if any) applies.
     #[serde(default)]
     pub healthcheck: Option<HealthConfig>,
+    /// Secrets and configs, mounted read-only at their paths. Never serialised, and `Debug` hides
+    /// their contents.
+    #[serde(skip)]
+    pub files: Vec<ContainerFile>,
+}
+
+/// One secret or config file in a container: `/run/secrets/<target>` or a config's target, with
+/// its owner and permission bits (Docker's defaults 0:0, 0444).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ContainerFile {
+    pub path: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub data: Vec<u8>,
+    /// A secret (kept off persistent disk by executors that can) rather than a config.
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for ContainerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ContainerFile {{ path: {:?}, uid: {}, gid: {}, mode: {:o}, {} bytes }}",
+            self.path,
+            self.uid,
+            self.gid,
+            self.mode,
+            self.data.len()
+        )
+    }
 }
 
 /// One node-local bridge for one network: what [`Executor::ensure_network`] creates and a container

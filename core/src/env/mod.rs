@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 pub use disk::{Disk, DiskError};
 pub use executor::{
-    BridgeSpec, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, Health, LogLine, LogsQuery,
-    PortBinding,
+    BridgeSpec, ContainerFile, ContainerSpec, ContainerState, ContainerSummary, Executor, ExecutorError, Health,
+    LogLine, LogsQuery, PortBinding,
 };
 pub use mem_disk::MemDisk;
 pub use mesh::{MeshError, MeshNet, MeshStream};

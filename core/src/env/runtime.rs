@@ -136,6 +136,12 @@ pub fn random_u64() -> u64 {
     NodeRng.next_u64()
 }
 
+/// Fill `buf` from the runtime's rng: key material and nonces (seeded, so reproducible, under
+/// madsim; the OS-seeded CSPRNG `rand::thread_rng` in the daemon).
+pub fn random_bytes(buf: &mut [u8]) {
+    NodeRng.fill_bytes(buf);
+}
+
 /// A random duration in `[low, high]`, for jittered timers.
 pub fn random_duration(low: Duration, high: Duration) -> Duration {
     if high <= low {

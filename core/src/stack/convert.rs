@@ -70,8 +70,7 @@ const DEPRECATED: &[(&str, &str)] = &[
 
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
-const SHOAL_IGNORED: &[&str] =
-    &["configs", "credential_spec", "isolation", "logging", "secrets", "stdin_open", "tmpfs", "tty"];
+const SHOAL_IGNORED: &[&str] = &["credential_spec", "isolation", "logging", "stdin_open", "tmpfs", "tty"];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
 #[derive(Debug)]
@@ -338,9 +337,17 @@ pub(super) fn convert(input: &ComposeInput) -> Result<StackPlan, ComposeError> {
     let mut notes = Notes::default();
     let located = |fail: Fail| error(line_of(input.text, &fail.path), fail.message);
     interpolate_tree(&mut root, &mut Vec::new(), input.env, &mut notes).map_err(located)?;
-    let plan = Converter { stack: input.stack, input, notes, depends_at: BTreeMap::new(), volumes: IndexMap::new() }
-        .file(&root)
-        .map_err(located)?;
+    let plan = Converter {
+        stack: input.stack,
+        input,
+        notes,
+        depends_at: BTreeMap::new(),
+        volumes: IndexMap::new(),
+        secrets: IndexMap::new(),
+        configs: IndexMap::new(),
+    }
+    .file(&root)
+    .map_err(located)?;
     Ok(plan)
 }
 
@@ -352,6 +359,9 @@ struct Converter<'a> {
     depends_at: BTreeMap<String, Vec<Seg>>,
     /// The top-level `volumes`, by their compose names.
     volumes: IndexMap<String, StackVolume>,
+    /// The top-level `secrets:` and `configs:`, by compose key (read before the services).
+    secrets: IndexMap<String, crate::stack::StackFileObject>,
+    configs: IndexMap<String, crate::stack::StackFileObject>,
 }
 
 /// A top-level named volume (docker/cli `VolumeConfig`).
@@ -364,6 +374,8 @@ struct StackVolume {
     driver_opts: BTreeMap<String, String>,
     labels: Labels,
 }
+
+mod files;
 
 impl Converter<'_> {
     fn namespace(&self) -> Labels {
@@ -554,11 +566,8 @@ impl Converter<'_> {
                 "services" => services = Some(node),
                 "networks" => networks = Some(node),
                 "volumes" => self.volumes = self.top_level_volumes(&node)?,
-                "secrets" | "configs" => {
-                    if !node.entries()?.is_empty() {
-                        self.ignore(key);
-                    }
-                }
+                "secrets" => self.secrets = self.file_objects(crate::api::FileKind::Secret, &node)?,
+                "configs" => self.configs = self.file_objects(crate::api::FileKind::Config, &node)?,
                 k if k.starts_with("x-") => {}
                 other => self.warn_unknown(
                     &root,
@@ -607,6 +616,8 @@ impl Converter<'_> {
         deprecated.sort();
         deprecated.dedup();
         Ok(StackPlan {
+            secrets: self.secrets.values().cloned().collect(),
+            configs: self.configs.values().cloned().collect(),
             stack: self.stack.to_string(),
             networks: plan_networks,
             services: specs,
@@ -1063,6 +1074,12 @@ impl Converter<'_> {
                 "ulimits" => spec.task.options.ulimits = ulimits(v)?,
                 "user" => spec.task.user = v.string()?,
                 "healthcheck" => spec.task.healthcheck = Some(healthcheck(v)?),
+                "secrets" => {
+                    spec.task.secrets = self.file_references(crate::api::FileKind::Secret, v, &self.secrets)?
+                }
+                "configs" => {
+                    spec.task.configs = self.file_references(crate::api::FileKind::Config, v, &self.configs)?
+                }
                 "deploy" => deploy = Some(v.clone()),
                 // Swarm ignores it; shoal holds the tasks until the dependencies run (checked and
                 // named with the stack after every service is read).

@@ -33,13 +33,14 @@
 //! | `depends_on` | list or mapping (conditions ignored): a service's tasks are scheduled once each service it depends on has a running task (shoal's addition: Swarm ignores it, and the plan warns so); an undefined service is warned about and dropped, a cycle refused |
 //! | `volumes` | short (`[source:]target[:ro\|rw\|nocopy\|propagation]`: a source starting with `/`, `.` or `~` is a bind mount, relative ones from the compose file's directory; no source = an anonymous volume) and long syntax (`type` volume\|bind\|tmpfs, `source`, `target`, `read_only`, `bind.propagation`, `volume.nocopy`, `tmpfs.size`/`mode`); a named source must be a top-level volume (`undefined volume "x"`), docker's option/type conflicts refused |
 //! | top-level `volumes` | `driver`, `driver_opts`, `labels`, `name`, `external` (`true` or `{name}`): a named volume is `<stack>_<name>` (or its `name:`) with `com.docker.stack.namespace=<stack>` and the file's labels, created by each node that runs a task mounting it; an external one keeps its own name and is never labelled |
+//! | `secrets`, `configs` (service) | short (`- name`) and long (`source`, `target`, `uid`, `gid`, `mode`; `mode: 0440` read as octal, as Docker's YAML 1.1 does); undeclared names are refused (`undefined secret "x"`); a config's default target is `/<source>`, a secret's `/run/secrets/<source>` |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
 //! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
-//! | keys shoal does not model yet: `secrets`, `configs`, `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
+//! | keys shoal does not model yet: `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |
-//! | top-level `secrets`, `configs` | ignored, listed |
+//! | top-level `secrets`, `configs` | `file` (read relative to the compose file), `external` (`true` or `{name}`; must exist, else `service web: secret not found: x`), `name`, `labels`, `template_driver`; created as `<stack>_<key>` before networks and services, labelled with the stack, removed by `stack rm`; one that exists already is kept as it is; secrets' `driver`, `driver_opts` ignored, listed |
 //! | `x-*` anywhere, YAML anchors and `<<` merges | as YAML and Docker define them |
 //! | any other key | warned about at its line (`file:line: unknown key "k" in services.web ignored (expected …)`) and skipped; Docker's schema refuses the file. Unknown keys of `update_config`, `healthcheck`, `ports` entries and placement preferences are still refused |
 
@@ -50,8 +51,8 @@ pub mod units;
 
 use std::collections::BTreeMap;
 
-use crate::api::{Labels, Network, Service, ServiceSpec};
-use crate::control::ControlRequest;
+use crate::api::{Config, FileKind, Labels, Network, Secret, SecretSpec, Service, ServiceSpec};
+use crate::control::{ControlRequest, FileData};
 
 pub use interpolate::{interpolate, Interpolated};
 pub use locate::{line_of, Seg};
@@ -95,10 +96,27 @@ pub struct StackNetwork {
     pub subnet: String,
 }
 
+/// A secret or config the stack defines (top-level `secrets:` / `configs:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackFileObject {
+    /// The full name (`<stack>_<key>`, or `name:`, or an external one's own).
+    pub name: String,
+    pub labels: Labels,
+    /// `file:` as written (relative to the compose file); `None` for external ones.
+    pub file: Option<String>,
+    /// Declared `external`: must already exist, is never created or removed.
+    pub external: bool,
+    /// `template_driver:` (`golang` or empty).
+    pub template_driver: String,
+}
+
 /// What `stack deploy` creates or updates, and what it tells the user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StackPlan {
     pub stack: String,
+    /// Every secret and config the file defines, in file order (Docker creates all of them).
+    pub secrets: Vec<StackFileObject>,
+    pub configs: Vec<StackFileObject>,
     pub networks: Vec<StackNetwork>,
     pub services: Vec<ServiceSpec>,
     /// Keys ignored, for `Ignoring unsupported options: a, b` (sorted, once each).
@@ -122,6 +140,12 @@ pub enum StackError {
          before the stack is deployed"
     )]
     ExternalNetworkMissing(String),
+    /// docker/cli's words (`service %s: secret not found: %s`), with the service's compose name.
+    #[error("service {service}: {} not found: {name}", kind.as_str())]
+    FileObjectMissing { service: String, kind: FileKind, name: String },
+    /// A `file:` that cannot be read (`open PATH: why`).
+    #[error("{0}")]
+    FileUnreadable(String),
 }
 
 /// One control-API call of a deploy or removal, with the line Docker prints for it.
@@ -143,6 +167,16 @@ pub enum StackStep {
         id: String,
         name: String,
     },
+    CreateFileObject {
+        kind: FileKind,
+        spec: SecretSpec,
+        data: FileData,
+    },
+    RemoveFileObject {
+        kind: FileKind,
+        id: String,
+        name: String,
+    },
 }
 
 impl StackStep {
@@ -154,6 +188,8 @@ impl StackStep {
             StackStep::UpdateService { id, spec, .. } => format!("Updating service {} (id: {id})", spec.name),
             StackStep::RemoveService { name, .. } => format!("Removing service {name}"),
             StackStep::RemoveNetwork { name, .. } => format!("Removing network {name}"),
+            StackStep::CreateFileObject { kind, spec, .. } => format!("Creating {} {}", kind.as_str(), spec.name),
+            StackStep::RemoveFileObject { kind, name, .. } => format!("Removing {} {name}", kind.as_str()),
         }
     }
 
@@ -173,6 +209,18 @@ impl StackStep {
             }
             StackStep::RemoveService { id, .. } => ControlRequest::ServiceRemove { service: id.clone() },
             StackStep::RemoveNetwork { id, .. } => ControlRequest::NetworkRemove { network: id.clone() },
+            StackStep::CreateFileObject { kind: FileKind::Secret, spec, data } => {
+                ControlRequest::SecretCreate { spec: spec.clone(), data: data.clone() }
+            }
+            StackStep::CreateFileObject { kind: FileKind::Config, spec, data } => {
+                ControlRequest::ConfigCreate { spec: spec.clone(), data: data.clone() }
+            }
+            StackStep::RemoveFileObject { kind: FileKind::Secret, id, .. } => {
+                ControlRequest::SecretRemove { secret: id.clone() }
+            }
+            StackStep::RemoveFileObject { kind: FileKind::Config, id, .. } => {
+                ControlRequest::ConfigRemove { config: id.clone() }
+            }
         }
     }
 }
@@ -237,6 +285,89 @@ pub fn remove_steps(stack: &str, networks: &[Network], services: &[Service]) -> 
         .map(|s| StackStep::RemoveService { id: s.id.clone(), name: s.spec.name.clone() })
         .chain(nets.into_iter().map(|n| StackStep::RemoveNetwork { id: n.id.clone(), name: n.name.clone() }))
         .collect()
+}
+
+/// The secrets and configs a deploy creates first (as docker/cli does, before networks and
+/// services): every one the file defines that the cluster lacks, its value read by `read` (the
+/// `file:` as written). An external one must exist; a service may not name one that neither exists
+/// nor is about to be created (`service web: secret not found: X`, checked before anything is made).
+/// One that exists already is kept as it is.
+pub fn file_object_steps(
+    plan: &StackPlan,
+    secrets: &[Secret],
+    configs: &[Config],
+    read: &dyn Fn(&str) -> Result<Vec<u8>, String>,
+) -> Result<Vec<StackStep>, StackError> {
+    let mut steps = Vec::new();
+    for (kind, objects, existing) in [
+        (FileKind::Secret, &plan.secrets, secrets.iter().map(|s| s.spec.name.as_str()).collect::<Vec<_>>()),
+        (FileKind::Config, &plan.configs, configs.iter().map(|c| c.spec.name.as_str()).collect()),
+    ] {
+        let available = |name: &str| existing.contains(&name) || objects.iter().any(|o| o.name == name && !o.external);
+        let mut by_name: Vec<&ServiceSpec> = plan.services.iter().collect();
+        by_name.sort_by(|a, b| a.name.cmp(&b.name));
+        for service in by_name {
+            let refs = match kind {
+                FileKind::Secret => &service.task.secrets,
+                FileKind::Config => &service.task.configs,
+            };
+            if let Some(missing) = refs.iter().find(|r| !available(&r.name)) {
+                let short = service.name.strip_prefix(&format!("{}_", plan.stack)).unwrap_or(&service.name);
+                return Err(StackError::FileObjectMissing {
+                    service: short.to_string(),
+                    kind,
+                    name: missing.name.clone(),
+                });
+            }
+        }
+        for object in objects.iter().filter(|o| !o.external && !existing.contains(&o.name.as_str())) {
+            let Some(file) = object.file.as_deref() else {
+                return Err(StackError::FileUnreadable(format!(
+                    "{} {}: file is required (or declare it external)",
+                    kind.as_str(),
+                    object.name
+                )));
+            };
+            let data = read(file).map_err(StackError::FileUnreadable)?;
+            let spec = SecretSpec {
+                name: object.name.clone(),
+                labels: object.labels.clone(),
+                driver: String::new(),
+                templating: object.template_driver.clone(),
+            };
+            steps.push(StackStep::CreateFileObject { kind, spec, data: FileData(crate::secrets::encode(&data)) });
+        }
+    }
+    Ok(steps)
+}
+
+/// `docker stack rm` with secrets and configs: the stack's services, secrets, configs, then networks.
+pub fn remove_steps_with_files(
+    stack: &str,
+    networks: &[Network],
+    services: &[Service],
+    secrets: &[Secret],
+    configs: &[Config],
+) -> Vec<StackStep> {
+    let mut steps = remove_steps(stack, networks, services);
+    let at = steps.iter().position(|s| matches!(s, StackStep::RemoveNetwork { .. })).unwrap_or(steps.len());
+    let mut files: Vec<StackStep> = Vec::new();
+    let mut doomed: Vec<&Secret> = secrets.iter().filter(|s| in_stack(&s.spec.labels, stack)).collect();
+    doomed.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    files.extend(doomed.into_iter().map(|s| StackStep::RemoveFileObject {
+        kind: FileKind::Secret,
+        id: s.id.clone(),
+        name: s.spec.name.clone(),
+    }));
+    let mut doomed: Vec<&Config> = configs.iter().filter(|c| in_stack(&c.spec.labels, stack)).collect();
+    doomed.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    files.extend(doomed.into_iter().map(|c| StackStep::RemoveFileObject {
+        kind: FileKind::Config,
+        id: c.id.clone(),
+        name: c.spec.name.clone(),
+    }));
+    steps.splice(at..at, files);
+    steps
 }
 
 /// `stack ls`: each stack (namespace label of services) with its number of services, by name.

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Cluster, Meta, Network, Node, Service, Task};
+use crate::api::{Cluster, Config, Meta, Network, Node, Secret, Service, Task};
 
 /// Which table an object lives in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -15,6 +15,8 @@ pub enum Kind {
     Task,
     Network,
     Cluster,
+    Secret,
+    Config,
 }
 
 impl std::fmt::Display for Kind {
@@ -25,6 +27,8 @@ impl std::fmt::Display for Kind {
             Kind::Task => "task",
             Kind::Network => "network",
             Kind::Cluster => "cluster",
+            Kind::Secret => "secret",
+            Kind::Config => "config",
         })
     }
 }
@@ -39,6 +43,9 @@ pub enum Object {
     Task(Task),
     Network(Network),
     Cluster(Cluster),
+    /// Its value sealed: see [`crate::secrets`].
+    Secret(Secret),
+    Config(Config),
 }
 
 impl Object {
@@ -49,6 +56,8 @@ impl Object {
             Object::Task(_) => Kind::Task,
             Object::Network(_) => Kind::Network,
             Object::Cluster(_) => Kind::Cluster,
+            Object::Secret(_) => Kind::Secret,
+            Object::Config(_) => Kind::Config,
         }
     }
 
@@ -59,6 +68,8 @@ impl Object {
             Object::Task(o) => &o.id,
             Object::Network(o) => &o.id,
             Object::Cluster(o) => &o.id,
+            Object::Secret(o) => &o.id,
+            Object::Config(o) => &o.id,
         }
     }
 
@@ -69,6 +80,8 @@ impl Object {
             Object::Task(o) => &o.meta,
             Object::Network(o) => &o.meta,
             Object::Cluster(o) => &o.meta,
+            Object::Secret(o) => &o.meta,
+            Object::Config(o) => &o.meta,
         }
     }
 
@@ -79,6 +92,8 @@ impl Object {
             Object::Task(o) => &mut o.meta,
             Object::Network(o) => &mut o.meta,
             Object::Cluster(o) => &mut o.meta,
+            Object::Secret(o) => &mut o.meta,
+            Object::Config(o) => &mut o.meta,
         }
     }
 }
@@ -150,6 +165,11 @@ pub struct StoreState {
     pub tasks: BTreeMap<String, Task>,
     pub networks: BTreeMap<String, Network>,
     pub cluster: Option<Cluster>,
+    /// Secrets and configs, their values sealed (never plain text in the log or a snapshot).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub configs: BTreeMap<String, Config>,
     #[serde(skip)]
     names: NameIndex,
     #[serde(skip)]
@@ -165,6 +185,10 @@ struct Tables {
     tasks: BTreeMap<String, Task>,
     networks: BTreeMap<String, Network>,
     cluster: Option<Cluster>,
+    #[serde(default)]
+    secrets: BTreeMap<String, Secret>,
+    #[serde(default)]
+    configs: BTreeMap<String, Config>,
 }
 
 impl From<Tables> for StoreState {
@@ -176,6 +200,8 @@ impl From<Tables> for StoreState {
             tasks: t.tasks,
             networks: t.networks,
             cluster: t.cluster,
+            secrets: t.secrets,
+            configs: t.configs,
             names: NameIndex::default(),
             by_node: NodeTaskIndex::default(),
         };
@@ -193,6 +219,8 @@ impl PartialEq for StoreState {
             && self.tasks == other.tasks
             && self.networks == other.networks
             && self.cluster == other.cluster
+            && self.secrets == other.secrets
+            && self.configs == other.configs
     }
 }
 
@@ -372,6 +400,8 @@ impl StoreState {
             Kind::Task => self.tasks.get(id).cloned().map(Object::Task),
             Kind::Network => self.networks.get(id).cloned().map(Object::Network),
             Kind::Cluster => self.cluster.clone().filter(|c| c.id == id).map(Object::Cluster),
+            Kind::Secret => self.secrets.get(id).cloned().map(Object::Secret),
+            Kind::Config => self.configs.get(id).cloned().map(Object::Config),
         }
     }
 
@@ -402,6 +432,12 @@ impl StoreState {
                 self.networks.insert(o.id.clone(), o);
             }
             Object::Cluster(o) => self.cluster = Some(o),
+            Object::Secret(o) => {
+                self.secrets.insert(o.id.clone(), o);
+            }
+            Object::Config(o) => {
+                self.configs.insert(o.id.clone(), o);
+            }
         }
     }
 
@@ -424,6 +460,8 @@ impl StoreState {
             }),
             Kind::Network => self.networks.remove(id).map(Object::Network),
             Kind::Cluster => self.cluster.take_if(|c| c.id == id).map(Object::Cluster),
+            Kind::Secret => self.secrets.remove(id).map(Object::Secret),
+            Kind::Config => self.configs.remove(id).map(Object::Config),
         };
         if let Some((kind, name)) = object.as_ref().and_then(indexed_name) {
             self.names.remove(kind, name, id);
@@ -432,6 +470,22 @@ impl StoreState {
     }
 
     fn name_taken(&self, object: &Object, scratch: &Overlay) -> bool {
+        // Secrets and configs are few: their names are checked by a scan, not indexed.
+        let scanned = match object {
+            Object::Secret(o) => Some((Kind::Secret, o.spec.name.as_str())),
+            Object::Config(o) => Some((Kind::Config, o.spec.name.as_str())),
+            _ => None,
+        };
+        if let Some((kind, name)) = scanned {
+            if scratch.names.contains(&(kind, name.to_string())) {
+                return true;
+            }
+            let live = |id: &String| id != object.id() && scratch.exists(kind, id) != Some(false);
+            return match object {
+                Object::Secret(_) => self.secrets.iter().any(|(id, o)| o.spec.name == name && live(id)),
+                _ => self.configs.iter().any(|(id, o)| o.spec.name == name && live(id)),
+            };
+        }
         let Some((kind, name)) = indexed_name(object) else { return false };
         if scratch.names.contains(&(kind, name.to_string())) {
             return true;
@@ -471,6 +525,8 @@ impl StoreState {
                     let name = match object {
                         Object::Service(s) => s.spec.name.clone(),
                         Object::Network(n) => n.name.clone(),
+                        Object::Secret(o) => o.spec.name.clone(),
+                        Object::Config(o) => o.spec.name.clone(),
                         _ => String::new(),
                     };
                     return Err(StoreError::NameConflict { kind, name });
@@ -533,6 +589,12 @@ impl Overlay {
                     Object::Network(n) => {
                         self.names.insert((Kind::Network, n.name.clone()));
                         self.created_networks.push(n.clone());
+                    }
+                    Object::Secret(o) => {
+                        self.names.insert((Kind::Secret, o.spec.name.clone()));
+                    }
+                    Object::Config(o) => {
+                        self.names.insert((Kind::Config, o.spec.name.clone()));
                     }
                     _ => {}
                 }

@@ -36,6 +36,12 @@ pub enum Command {
     /// Manage Swarm stacks
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Manage Swarm secrets
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Manage Swarm configs
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Display system-wide information
     Info(InfoArgs),
     /// Manage shoal (`system info`)
@@ -81,6 +87,74 @@ fn ratio_arg(text: &str) -> Result<f64, String> {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
         _ => Err(format!("invalid failure ratio {text:?}: use a number between 0 and 1")),
     }
+}
+
+/// `--secret`/`--config` (and their `-add` forms): a name, or `source=,target=,uid=,gid=,mode=`.
+fn secret_ref_arg(text: &str) -> Result<shoal_core::api::FileReference, String> {
+    shoal_core::api::parse_file_reference(shoal_core::api::FileKind::Secret, text)
+}
+
+fn config_ref_arg(text: &str) -> Result<shoal_core::api::FileReference, String> {
+    shoal_core::api::parse_file_reference(shoal_core::api::FileKind::Config, text)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Create a secret from a file or STDIN as content
+    Create {
+        /// Secret driver (shoal keeps secrets in its own store: no driver plugins)
+        #[arg(short, long)]
+        driver: Option<String>,
+        /// Secret labels
+        #[arg(short, long)]
+        label: Vec<String>,
+        /// Template driver ("golang")
+        #[arg(long)]
+        template_driver: Option<String>,
+        /// The secret's name
+        name: String,
+        /// A file, or - for STDIN
+        file: String,
+    },
+    /// Display detailed information on one or more secrets
+    Inspect(InspectArgs),
+    /// List secrets
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Remove one or more secrets
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Create a config from a file or STDIN
+    Create {
+        /// Config labels
+        #[arg(short, long)]
+        label: Vec<String>,
+        /// Template driver ("golang")
+        #[arg(long)]
+        template_driver: Option<String>,
+        /// The config's name
+        name: String,
+        /// A file, or - for STDIN
+        file: String,
+    },
+    /// Display detailed information on one or more configs
+    Inspect(InspectArgs),
+    /// List configs
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Remove one or more configs
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -527,6 +601,12 @@ pub struct CreateArgs {
     /// Network attachments
     #[arg(long)]
     pub network: Vec<String>,
+    /// Specify secrets to expose to the service (name, or source=,target=,uid=,gid=,mode=)
+    #[arg(long, value_parser = secret_ref_arg)]
+    pub secret: Vec<shoal_core::api::FileReference>,
+    /// Specify configurations to expose to the service (name, or source=,target=,uid=,gid=,mode=)
+    #[arg(long, value_parser = config_ref_arg)]
+    pub config: Vec<shoal_core::api::FileReference>,
     /// Overwrite the default ENTRYPOINT of the image
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -637,6 +717,18 @@ pub struct UpdateArgs {
     /// Remove a network
     #[arg(long)]
     pub network_rm: Vec<String>,
+    /// Add or update a secret on a service
+    #[arg(long, value_parser = secret_ref_arg)]
+    pub secret_add: Vec<shoal_core::api::FileReference>,
+    /// Remove a secret
+    #[arg(long)]
+    pub secret_rm: Vec<String>,
+    /// Add or update a config file on a service
+    #[arg(long, value_parser = config_ref_arg)]
+    pub config_add: Vec<shoal_core::api::FileReference>,
+    /// Remove a configuration file
+    #[arg(long)]
+    pub config_rm: Vec<String>,
     /// Force update even if no changes require it
     #[arg(long)]
     pub force: bool,

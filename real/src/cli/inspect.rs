@@ -34,6 +34,21 @@ pub fn healthcheck(check: &shoal_core::api::HealthConfig) -> Value {
 }
 
 /// An object without the entries whose value is empty (Go's `omitempty`).
+/// `ContainerSpec.Secrets` / `Configs` as Docker's API shows them (`File` with `UID`, `GID`, `Mode`).
+fn file_refs(refs: &[shoal_core::api::FileReference], id_key: &str, name_key: &str) -> Value {
+    Value::Array(
+        refs.iter()
+            .map(|r| {
+                let mut entry = serde_json::Map::new();
+                entry.insert("File".into(), json!({"Name": r.target, "UID": r.uid, "GID": r.gid, "Mode": r.mode}));
+                entry.insert(id_key.into(), json!(r.id));
+                entry.insert(name_key.into(), json!(r.name));
+                Value::Object(entry)
+            })
+            .collect(),
+    )
+}
+
 pub fn object(entries: Vec<(&str, Value)>) -> Value {
     let empty = |v: &Value| match v {
         Value::Null => true,
@@ -184,6 +199,8 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
                 ("Mounts", Value::Array(task.mounts.iter().map(mount).collect())),
                 ("Healthcheck", task.healthcheck.as_ref().map(healthcheck).unwrap_or(Value::Null)),
                 ("Isolation", json!("default")),
+                ("Secrets", file_refs(&task.secrets, "SecretID", "SecretName")),
+                ("Configs", file_refs(&task.configs, "ConfigID", "ConfigName")),
             ]),
         ),
         (

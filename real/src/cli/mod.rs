@@ -3,6 +3,7 @@
 //! `Error response from daemon: <msg>` with exit status 1.
 
 pub mod args;
+pub(crate) mod files;
 pub mod filters;
 pub mod inspect;
 pub mod listing;
@@ -130,6 +131,8 @@ pub async fn run(host: Option<&str>, command: Command) -> CliResult {
         Command::Service(cmd) => service(&client, cmd).await,
         Command::Network(cmd) => network(&client, cmd).await,
         Command::Stack(cmd) => stack_command(&client, cmd).await,
+        Command::Secret(cmd) => files::secret(&client, cmd).await,
+        Command::Config(cmd) => files::config(&client, cmd).await,
         Command::Info(args) | Command::System(SystemCommand::Info(args)) => info(&client, args.format.as_deref()).await,
         Command::Version => version(&client).await,
         Command::Daemon(_) => Err(CliError::Usage("`shoal daemon` runs the daemon; it is not a client command".into())),
@@ -1041,8 +1044,19 @@ async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
                 eprintln!("WARNING: {warning}");
             }
             let current: Vec<Service> = services(client).await?.into_iter().map(|v| v.service).collect();
-            let steps = shoal_core::stack::deploy_steps(&plan, &networks(client).await?, &current, prune)
+            // Secrets and configs first (their files relative to the compose file), as docker/cli.
+            let (secrets, configs) = files::existing(client).await?;
+            let dir = match std::path::Path::new(&compose_file).parent() {
+                Some(dir) if compose_file != "-" => dir.to_path_buf(),
+                _ => std::path::PathBuf::from("."),
+            };
+            let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| format!("open {file}: {e}"));
+            let mut steps = shoal_core::stack::file_object_steps(&plan, &secrets, &configs, &read)
                 .map_err(|e| CliError::Usage(e.to_string()))?;
+            steps.extend(
+                shoal_core::stack::deploy_steps(&plan, &networks(client).await?, &current, prune)
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
+            );
             for step in steps {
                 out(&format!("{}\n", step.message()));
                 client.control(step.request()).await?;
@@ -1078,7 +1092,14 @@ async fn stack_command(client: &Client, cmd: StackCommand) -> CliResult {
             let mut failed = false;
             for name in stacks {
                 let current: Vec<Service> = services(client).await?.into_iter().map(|v| v.service).collect();
-                let steps = shoal_core::stack::remove_steps(&name, &networks(client).await?, &current);
+                let (secrets, configs) = files::existing(client).await?;
+                let steps = shoal_core::stack::remove_steps_with_files(
+                    &name,
+                    &networks(client).await?,
+                    &current,
+                    &secrets,
+                    &configs,
+                );
                 if steps.is_empty() {
                     eprintln!("Nothing found in stack: {name}");
                     continue;

@@ -452,6 +452,15 @@ pub fn service_pretty(view: &ServiceView, now_ms: u64) -> String {
             );
         }
     }
+    // docker/cli's template: `Configs:` then `Secrets:`, each ` Target:` / `  Source:`.
+    for (title, refs) in [("Configs", &spec.task.configs), ("Secrets", &spec.task.secrets)] {
+        if !refs.is_empty() {
+            let _ = write!(out, "\n{title}:");
+            for r in refs.iter() {
+                let _ = write!(out, "\n Target:\t{}\n  Source:\t{}", r.target, r.name);
+            }
+        }
+    }
     let resources = &spec.task.resources;
     let has_reservations = resources.reservations.nano_cpus > 0 || resources.reservations.memory_bytes > 0;
     let has_limits = resources.limits.nano_cpus > 0 || resources.limits.memory_bytes > 0;

@@ -314,6 +314,9 @@ pub fn create_spec(args: &CreateArgs) -> Result<ServiceSpec, SpecError> {
     options.hosts = args.host.iter().map(|h| host(h)).collect::<Result<_, _>>()?;
     spec.ports = args.publish.iter().map(|p| parse_port(p)).collect::<Result<_, _>>()?;
     spec.task.networks = args.network.clone();
+    // Names only; the manager fills in the ids (and refuses `secret not found: X`).
+    spec.task.secrets = args.secret.clone();
+    spec.task.configs = args.config.clone();
     apply_common(&mut spec, &args.common);
     // Docker's CLI gives jobs a restart condition of on-failure unless one is asked for.
     if spec.mode.is_job() && args.common.restart_condition.is_none() {
@@ -460,6 +463,12 @@ pub fn update_spec(current: &ServiceSpec, args: &UpdateArgs) -> Result<ServiceSp
             spec.task.networks.push(network.clone());
         }
     }
+    // As docker/cli: the removed ones (by name or id) go, the added ones join (a target taken twice
+    // is refused by the manager).
+    spec.task.secrets.retain(|r| !args.secret_rm.iter().any(|x| *x == r.name || *x == r.id));
+    spec.task.secrets.extend(args.secret_add.iter().cloned());
+    spec.task.configs.retain(|r| !args.config_rm.iter().any(|x| *x == r.name || *x == r.id));
+    spec.task.configs.extend(args.config_add.iter().cloned());
     apply_common(&mut spec, &args.common);
     apply_health(&mut spec, &args.common, false)?;
     if args.force {

@@ -135,6 +135,74 @@ fn labels(object: &Map<String, Value>, key: &str) -> Result<Labels> {
     }
 }
 
+/// `ContainerSpec.Secrets` / `Configs`: `[{"File": {"Name", "UID", "GID", "Mode"}, "SecretID",
+/// "SecretName"}]` (the manager resolves the name, else the id).
+fn file_references(
+    container: &Map<String, Value>,
+    key: &str,
+    id_key: &str,
+    name_key: &str,
+) -> Result<Vec<shoal_core::api::FileReference>> {
+    let kind = if key == "Secrets" { shoal_core::api::FileKind::Secret } else { shoal_core::api::FileKind::Config };
+    let items = match field(container, key) {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(other) => return Err(DecodeError(format!("{key}: expected a list, got {other}"))),
+    };
+    items
+        .iter()
+        .map(|item| {
+            let item = as_object(item, key)?;
+            let name = string(item, name_key)?;
+            let id = string(item, id_key)?;
+            let mut reference = shoal_core::api::FileReference::new(kind, if name.is_empty() { &id } else { &name });
+            reference.id = id;
+            reference.name = name;
+            if let Some(file) = object_field(item, "File")? {
+                let target = string(file, "Name")?;
+                if !target.is_empty() {
+                    reference.target = target;
+                }
+                for (k, slot) in [("UID", &mut reference.uid), ("GID", &mut reference.gid)] {
+                    let v = string(file, k)?;
+                    if !v.is_empty() {
+                        *slot = v;
+                    }
+                }
+                if let Some(mode) = unsigned(file, "Mode")? {
+                    reference.mode =
+                        u32::try_from(mode).map_err(|_| DecodeError(format!("Mode: {mode} is too large")))?;
+                }
+            } else if kind == shoal_core::api::FileKind::Secret {
+                return Err(DecodeError(format!("{key}: a secret reference needs File (Docker's runtime target)")));
+            }
+            Ok(reference)
+        })
+        .collect()
+}
+
+/// `POST /secrets/create` and `/configs/create`: `{"Name", "Labels", "Data" (base64), "Driver",
+/// "Templating"}`.
+pub fn file_object_spec(body: &[u8]) -> Result<(shoal_core::api::SecretSpec, String)> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError(format!("invalid JSON: {e}")))?;
+    let object = as_object(&value, "spec")?;
+    let driver = match object_field(object, "Driver")? {
+        Some(driver) => string(driver, "Name")?,
+        None => String::new(),
+    };
+    let templating = match object_field(object, "Templating")? {
+        Some(t) => string(t, "Name")?,
+        None => String::new(),
+    };
+    let spec = shoal_core::api::SecretSpec {
+        name: string(object, "Name")?,
+        labels: labels(object, "Labels")?,
+        driver,
+        templating,
+    };
+    Ok((spec, string(object, "Data")?))
+}
+
 /// Parts of Docker's spec shoal does not run yet: refused by name rather than dropped silently.
 fn refuse_unsupported(object: &Map<String, Value>, keys: &[&str], within: &str) -> Result<()> {
     for key in keys {
@@ -333,7 +401,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let name = string(spec, "Name")?;
     let template = object_field(spec, "TaskTemplate")?.cloned().unwrap_or_default();
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
-    refuse_unsupported(&container, &["Secrets", "Configs", "TTY", "OpenStdin"], "ContainerSpec")?;
+    refuse_unsupported(&container, &["TTY", "OpenStdin"], "ContainerSpec")?;
     refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
     let image = string(&container, "Image")?;
 
@@ -345,6 +413,8 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.env = strings(&container, "Env")?;
     task.workdir = string(&container, "Dir")?;
     task.user = string(&container, "User")?;
+    task.secrets = file_references(&container, "Secrets", "SecretID", "SecretName")?;
+    task.configs = file_references(&container, "Configs", "ConfigID", "ConfigName")?;
     task.hostname = string(&container, "Hostname")?;
     task.container_labels = labels(&container, "Labels")?;
     task.options = container_options(&container)?;

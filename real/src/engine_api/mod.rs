@@ -12,6 +12,7 @@
 
 pub mod decode;
 pub mod encode;
+mod files;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -240,16 +241,11 @@ impl EngineApi {
                 self.call(ControlRequest::NetworkRemove { network: id.to_string() }).await?;
                 Ok(Reply::empty(StatusCode::NO_CONTENT))
             }
-            // shoal has no secrets or configs: listing them is truthfully empty (so `docker stack
-            // rm|deploy` of a stack without any work), one by name is not found, creating one is 501.
-            (&Method::GET, ["secrets" | "configs"]) => {
-                decode::filters(q("filters"))?;
-                Ok(Reply::ok(&json!([])))
-            }
-            (&Method::GET, [kind @ ("secrets" | "configs"), id]) => Err(Failure(Reply::error(
-                StatusCode::NOT_FOUND,
-                format!("{} {id} not found", kind.trim_end_matches('s')),
-            ))),
+            // Secrets and configs (`files.rs`): list (name/id/label filters), inspect, create, remove.
+            (&Method::GET, [kind @ ("secrets" | "configs")]) => self.file_objects(kind, q("filters")).await,
+            (&Method::GET, [kind @ ("secrets" | "configs"), id]) => self.file_object(kind, id).await,
+            (&Method::POST, [kind @ ("secrets" | "configs"), "create"]) => self.create_file_object(kind, body).await,
+            (&Method::DELETE, [kind @ ("secrets" | "configs"), id]) => self.remove_file_object(kind, id).await,
             // Terraform and friends tolerate exactly this when a container is gone.
             (_, ["containers", id, ..]) if *id != "json" && *id != "create" && *id != "prune" => {
                 Err(Failure(Reply::error(StatusCode::NOT_FOUND, format!("No such container: {id}"))))

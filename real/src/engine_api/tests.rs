@@ -53,6 +53,29 @@ fn the_cli_create_request_decodes_to_its_spec() {
     assert_eq!(spec.task.stop_grace_period_ms, defaults.task.stop_grace_period_ms);
 }
 
+/// What `docker service create --secret pw` sends: the reference with its runtime file target.
+#[test]
+fn container_spec_secrets_and_configs_are_decoded() {
+    let spec = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap();
+    assert_eq!(spec.task.secrets.len(), 1);
+    let secret = &spec.task.secrets[0];
+    assert_eq!(
+        (secret.id.as_str(), secret.name.as_str(), secret.target.as_str()),
+        ("d4358dcf8bd345158612bae0e", "pw", "pw")
+    );
+    assert_eq!((secret.uid.as_str(), secret.gid.as_str(), secret.mode), ("0", "0", 0o444));
+    let config = br#"{"Name":"c","TaskTemplate":{"ContainerSpec":{"Image":"i","Configs":[{"File":{"Name":"/etc/app.conf","UID":"0","GID":"0","Mode":288},"ConfigID":"x","ConfigName":"app"}]}}}"#;
+    let spec = decode::service_spec(config).unwrap();
+    let config = &spec.task.configs[0];
+    assert_eq!((config.name.as_str(), config.target.as_str(), config.mode), ("app", "/etc/app.conf", 0o440));
+    let (spec, data) = decode::file_object_spec(
+        br#"{"Name":"pw","Labels":{"a":"b"},"Data":"aHVudGVyMg==","Templating":{"Name":"golang"}}"#,
+    )
+    .unwrap();
+    assert_eq!((spec.name.as_str(), spec.templating.as_str(), data.as_str()), ("pw", "golang", "aHVudGVyMg=="));
+    assert_eq!(spec.labels.get("a").map(String::as_str), Some("b"));
+}
+
 #[test]
 fn a_healthcheck_is_decoded_and_shown_as_docker_shows_it() {
     // What `docker service create --health-cmd "wget -q localhost" --health-interval 2s --health-retries 4` sends.
@@ -74,8 +97,6 @@ fn a_healthcheck_is_decoded_and_shown_as_docker_shows_it() {
 
 #[test]
 fn unsupported_parts_of_a_spec_are_refused_by_name() {
-    let err = decode::service_spec(CLI_CREATE_WITH_SECRET.as_bytes()).unwrap_err();
-    assert_eq!(err.0, "ContainerSpec.Secrets is not supported by shoal yet");
     // Jobs take the daemon's defaults: concurrency 1, completions = concurrency.
     let job = decode::service_spec(br#"{"Name":"j","Mode":{"ReplicatedJob":{}}}"#).unwrap();
     assert_eq!(job.mode, ServiceMode::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
@@ -265,6 +286,26 @@ impl LocalHandler for Fake {
                 ControlRequest::ServiceCreate { spec } => {
                     Ok(LocalAnswer::Control(ControlResponse::Created { id: format!("id-of-{}", spec.name) }))
                 }
+                ControlRequest::SecretCreate { spec, .. } => {
+                    Ok(LocalAnswer::Control(ControlResponse::Created { id: format!("id-of-{}", spec.name) }))
+                }
+                ControlRequest::SecretList => Ok(LocalAnswer::Control(ControlResponse::Secrets(vec![
+                    shoal_core::api::Secret {
+                        id: "s1".into(),
+                        meta: Default::default(),
+                        spec: shoal_core::api::SecretSpec { name: "pw".into(), ..Default::default() },
+                        sealed: Default::default(),
+                    },
+                    shoal_core::api::Secret {
+                        id: "s2".into(),
+                        meta: Default::default(),
+                        spec: shoal_core::api::SecretSpec { name: "other".into(), ..Default::default() },
+                        sealed: Default::default(),
+                    },
+                ]))),
+                ControlRequest::ConfigInspect { config } => {
+                    Err(LocalError::Control(ControlError::NotFound(format!("config {config} not found"))))
+                }
                 _ => Err(LocalError::Refused(
                     "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect \
                      this node to swarm and try again."
@@ -321,12 +362,25 @@ async fn routes_answer_with_dockers_statuses_and_bodies() {
         assert_eq!(reply.status, StatusCode::NOT_IMPLEMENTED, "{path}");
         assert!(message(&reply).contains("is not served by shoal: "), "{path}: {}", message(&reply));
     }
-    let secrets = api.answer(&Method::GET, "/v1.41/secrets", "", b"").await;
-    assert_eq!((secrets.status, &secrets.body[..]), (StatusCode::OK, &b"[]"[..]));
+    // `docker service create --secret pw` looks the secret up by exact name first.
+    let secrets =
+        api.answer(&Method::GET, "/v1.41/secrets", "filters=%7B%22names%22%3A%7B%22pw%22%3Atrue%7D%7D", b"").await;
+    let listed: Value = serde_json::from_slice(&secrets.body).unwrap();
+    assert_eq!(secrets.status, StatusCode::OK);
+    assert_eq!(
+        listed,
+        serde_json::json!([{"ID": "s1", "Version": {"Index": 0}, "CreatedAt": "1970-01-01T00:00:00Z",
+        "UpdatedAt": "1970-01-01T00:00:00Z", "Spec": {"Name": "pw", "Labels": {}}}])
+    );
     let secret = api.answer(&Method::GET, "/v1.41/configs/app_cf", "", b"").await;
     assert_eq!((secret.status, message(&secret)), (StatusCode::NOT_FOUND, "config app_cf not found".into()));
     let create = api.answer(&Method::POST, "/v1.41/secrets/create", "", br#"{"Name":"pw","Data":"czNjcjN0"}"#).await;
-    assert_eq!(create.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(create.status, StatusCode::CREATED);
+    assert_eq!(serde_json::from_slice::<Value>(&create.body).unwrap(), serde_json::json!({"ID": "id-of-pw"}));
+    let asked = fake.asked.lock().unwrap().clone();
+    let Some(LocalRequest::Control { request }) = asked.last() else { panic!("{asked:?}") };
+    let ControlRequest::SecretCreate { spec, data } = request.as_ref() else { panic!("{request:?}") };
+    assert_eq!((spec.name.as_str(), data.0.as_str()), ("pw", "czNjcjN0"));
     let too_new = api.answer(&Method::GET, "/v1.99/version", "", b"").await;
     assert_eq!(too_new.status, StatusCode::BAD_REQUEST);
 

@@ -228,6 +228,15 @@ impl Request {
             ControlRequest::TaskList { .. } => Request::Other("task ls"),
             ControlRequest::JoinToken { .. } => Request::Other("join-token"),
             ControlRequest::ClusterUpdate { .. } => Request::Other("swarm update"),
+            ControlRequest::SecretCreate { .. } => Request::Other("secret create"),
+            ControlRequest::SecretList => Request::Other("secret ls"),
+            ControlRequest::SecretInspect { .. } => Request::Other("secret inspect"),
+            ControlRequest::SecretRemove { .. } => Request::Other("secret rm"),
+            ControlRequest::ConfigCreate { .. } => Request::Other("config create"),
+            ControlRequest::ConfigList => Request::Other("config ls"),
+            ControlRequest::ConfigInspect { .. } => Request::Other("config inspect"),
+            ControlRequest::ConfigRemove { .. } => Request::Other("config rm"),
+            ControlRequest::SecretsKey => Request::Other("secrets key"),
         }
     }
 }

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use shoal_core::api::{
-    Availability, EndpointMode, FailureAction, HealthConfig, Labels, NodeRole, PortConfig, PublishMode, RestartBackoff,
-    RestartCondition, ServiceMode, ServiceSpec, UpdateOrder,
+    parse_file_reference, Availability, EndpointMode, FailureAction, FileKind, FileReference, HealthConfig, Labels,
+    NodeRole, PortConfig, PublishMode, RestartBackoff, RestartCondition, SecretSpec, ServiceMode, ServiceSpec,
+    UpdateOrder,
 };
 use shoal_core::control::ControlRequest;
 
@@ -28,6 +29,9 @@ pub enum Command {
     ServiceUpdate { service: String, changes: SpecChanges },
     /// `stack …`: like docker/cli, several requests decided from what the cluster holds.
     Stack(StackCommand),
+    /// `secret create NAME FILE` / `config create NAME FILE`: the value is read at run time from
+    /// `file`, relative to the scenario file.
+    CreateFileObject { kind: FileKind, spec: SecretSpec, file: String },
     /// `A & B`: single requests sent at once, as commands started in the background of a shell
     /// (`node demote m2 & node promote m2`); the step fails if one of them does.
     Concurrent(Vec<ControlRequest>),
@@ -66,6 +70,11 @@ pub struct SpecChanges {
     pub network_add: Vec<String>,
     pub network_rm: Vec<String>,
     pub common: CommonFlags,
+    /// `--secret-add`/`--secret-rm`/`--config-add`/`--config-rm`.
+    pub secret_add: Vec<FileReference>,
+    pub secret_rm: Vec<String>,
+    pub config_add: Vec<FileReference>,
+    pub config_rm: Vec<String>,
 }
 
 /// Flags `service create` and `service update` share.
@@ -289,6 +298,11 @@ impl SpecChanges {
                 spec.task.networks.push(network.clone());
             }
         }
+        // As docker/cli: the removed ones (by name) go, the added ones join.
+        spec.task.secrets.retain(|r| !self.secret_rm.contains(&r.name));
+        spec.task.secrets.extend(self.secret_add.iter().cloned());
+        spec.task.configs.retain(|r| !self.config_rm.contains(&r.name));
+        spec.task.configs.extend(self.config_add.iter().cloned());
         self.common.apply(spec);
     }
 }
@@ -444,7 +458,7 @@ pub fn parse_port(v: &str) -> Result<PortConfig, String> {
     Ok(port)
 }
 
-const TOP_WORDS: &str = "service, node, swarm, network, stack, info";
+const TOP_WORDS: &str = "service, node, swarm, network, stack, secret, config, info";
 
 /// Parse the words after `docker` into a [`Command`].
 pub fn parse_command(line: &str) -> Result<Command, String> {
@@ -588,6 +602,55 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
             }
             other => Err(format!("unknown swarm command {other:?}: expected join-token or update (init, join and leave are cluster shape and faults)")),
         },
+        "secret" | "config" => {
+            let kind = if top == "secret" { FileKind::Secret } else { FileKind::Config };
+            const SUBS: &str = "create, ls, inspect, rm";
+            match sub(&mut words, SUBS)?.as_str() {
+                "create" => {
+                    let mut spec = SecretSpec::default();
+                    while let Some(flag) = words.peek().filter(|w| w.starts_with('-')).map(str::to_string) {
+                        words.next();
+                        match flag.as_str() {
+                            "-l" | "--label" => {
+                                let (k, v) = key_value(&words.value(&flag)?, &flag)?;
+                                spec.labels.insert(k, v);
+                            }
+                            "--template-driver" => spec.templating = words.value(&flag)?,
+                            other => {
+                                return Err(format!("unknown flag {other:?} for {top} create: expected --label, --template-driver"))
+                            }
+                        }
+                    }
+                    let rest = words.rest();
+                    let [name, file] = rest.as_slice() else {
+                        return Err(format!("{top} create needs NAME FILE"));
+                    };
+                    spec.name = name.clone();
+                    Ok(Command::CreateFileObject { kind, spec, file: file.clone() })
+                }
+                "ls" | "list" => {
+                    words.rest();
+                    request(if kind == FileKind::Secret { ControlRequest::SecretList } else { ControlRequest::ConfigList })
+                }
+                "inspect" => {
+                    let name = words.rest().into_iter().rfind(|w| !w.starts_with('-')).ok_or(format!("{top} inspect needs a name"))?;
+                    request(if kind == FileKind::Secret {
+                        ControlRequest::SecretInspect { secret: name }
+                    } else {
+                        ControlRequest::ConfigInspect { config: name }
+                    })
+                }
+                "rm" | "remove" => {
+                    let name = words.last("name")?;
+                    request(if kind == FileKind::Secret {
+                        ControlRequest::SecretRemove { secret: name }
+                    } else {
+                        ControlRequest::ConfigRemove { config: name }
+                    })
+                }
+                other => Err(format!("unknown {top} command {other:?}: expected {SUBS}")),
+            }
+        }
         "network" => {
             const SUBS: &str = "create, ls, inspect, rm";
             match sub(&mut words, SUBS)?.as_str() {
@@ -711,6 +774,8 @@ fn service_create(words: &mut Words) -> Result<Command, String> {
             "--placement-pref" => spec.task.placement.preferences.push(words.value(&flag)?),
             "-p" | "--publish" => spec.ports.push(parse_port(&words.value(&flag)?)?),
             "--network" => spec.task.networks.push(words.value(&flag)?),
+            "--secret" => spec.task.secrets.push(parse_file_reference(FileKind::Secret, &words.value(&flag)?)?),
+            "--config" => spec.task.configs.push(parse_file_reference(FileKind::Config, &words.value(&flag)?)?),
             "-l" | "--label" => {
                 let (k, v) = key_value(&words.value(&flag)?, &flag)?;
                 spec.labels.insert(k, v);
@@ -773,6 +838,10 @@ fn service_update(words: &mut Words) -> Result<Command, String> {
             }
             "--network-add" => changes.network_add.push(words.value(&flag)?),
             "--network-rm" => changes.network_rm.push(words.value(&flag)?),
+            "--secret-add" => changes.secret_add.push(parse_file_reference(FileKind::Secret, &words.value(&flag)?)?),
+            "--secret-rm" => changes.secret_rm.push(words.value(&flag)?),
+            "--config-add" => changes.config_add.push(parse_file_reference(FileKind::Config, &words.value(&flag)?)?),
+            "--config-rm" => changes.config_rm.push(words.value(&flag)?),
             "-d" | "--detach" | "-q" | "--quiet" => {}
             other => return Err(format!("unknown flag {other:?} for service update")),
         }

@@ -57,6 +57,18 @@ pub async fn run_command<D: Driver>(driver: &mut D, file: &str, command: &Comman
             driver.control(request).await
         }
         Command::Stack(stack) => self::stack(driver, file, stack).await,
+        Command::CreateFileObject { kind, spec, file: value_file } => {
+            let path = std::path::Path::new(file).parent().unwrap_or(std::path::Path::new(".")).join(value_file);
+            let data = match std::fs::read(&path) {
+                Ok(data) => shoal_core::control::FileData(shoal_core::secrets::encode(&data)),
+                Err(err) => return Ok(Err(ControlError::InvalidArgument(format!("open {}: {err}", path.display())))),
+            };
+            let request = match kind {
+                shoal_core::api::FileKind::Secret => ControlRequest::SecretCreate { spec: spec.clone(), data },
+                shoal_core::api::FileKind::Config => ControlRequest::ConfigCreate { spec: spec.clone(), data },
+            };
+            driver.control(request).await
+        }
         Command::Concurrent(requests) => {
             let answers = driver.control_concurrently(requests.clone()).await?;
             let failed = answers.iter().find(|a| a.is_err()).cloned();
@@ -109,19 +121,37 @@ async fn stack<D: Driver>(driver: &mut D, file: &str, command: &StackCommand) ->
                 driver.note("stack.ignored", json!({"stack": stack, "options": plan.ignored}));
             }
             let networks = listed!(driver, ControlRequest::NetworkList, Networks, "network ls");
+            let secrets = listed!(driver, ControlRequest::SecretList, Secrets, "secret ls");
+            let configs: Vec<_> = listed!(driver, ControlRequest::ConfigList, Configs, "config ls")
+                .into_iter()
+                .map(|v| v.config)
+                .collect();
             let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
-            let steps = match shoal_core::stack::deploy_steps(&plan, &networks, &current, *prune) {
+            // Secret and config files are read relative to the compose file, as docker/cli does.
+            let compose_dir =
+                super::stack::resolve(file, compose).parent().map(|p| p.to_path_buf()).unwrap_or_default();
+            let read = |path: &str| std::fs::read(compose_dir.join(path)).map_err(|e| format!("open {path}: {e}"));
+            let mut steps = match shoal_core::stack::file_object_steps(&plan, &secrets, &configs, &read) {
                 Ok(steps) => steps,
+                Err(err) => return Ok(Err(ControlError::FailedPrecondition(err.to_string()))),
+            };
+            match shoal_core::stack::deploy_steps(&plan, &networks, &current, *prune) {
+                Ok(more) => steps.extend(more),
                 Err(err) => return Ok(Err(ControlError::FailedPrecondition(err.to_string()))),
             };
             stack_steps(driver, steps, true).await
         }
         StackCommand::Rm(stacks) => {
             let networks = listed!(driver, ControlRequest::NetworkList, Networks, "network ls");
+            let secrets = listed!(driver, ControlRequest::SecretList, Secrets, "secret ls");
+            let configs: Vec<_> = listed!(driver, ControlRequest::ConfigList, Configs, "config ls")
+                .into_iter()
+                .map(|v| v.config)
+                .collect();
             let current: Vec<_> = services.into_iter().map(|v| v.service).collect();
             let mut steps = Vec::new();
             for name in stacks {
-                steps.extend(shoal_core::stack::remove_steps(name, &networks, &current));
+                steps.extend(shoal_core::stack::remove_steps_with_files(name, &networks, &current, &secrets, &configs));
             }
             stack_steps(driver, steps, false).await
         }
@@ -166,6 +196,11 @@ pub fn result_note(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::Logs(logs)) => {
             json!({"ok": "logs", "tasks": logs.tasks.len(), "unreachable": logs.unreachable.len()})
         }
+        Ok(ControlResponse::Secrets(s)) => json!({"ok": "secrets", "count": s.len()}),
+        Ok(ControlResponse::Configs(c)) => json!({"ok": "configs", "count": c.len()}),
+        Ok(ControlResponse::Secret(_)) => json!({"ok": "secret"}),
+        Ok(ControlResponse::Config(_)) => json!({"ok": "config"}),
+        Ok(ControlResponse::SecretsKey(_)) => json!({"ok": "secrets_key"}),
         Err(err) => json!({"error": err.to_string()}),
     }
 }

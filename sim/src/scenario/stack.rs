@@ -13,7 +13,7 @@ use super::cli::{Command, StackCommand};
 use super::parse::{Action, Scenario, ScenarioError};
 
 /// Where `file` (as written in a step) is, relative to the scenario file.
-fn resolve(scenario_file: &str, file: &str) -> PathBuf {
+pub(super) fn resolve(scenario_file: &str, file: &str) -> PathBuf {
     Path::new(scenario_file).parent().unwrap_or_else(|| Path::new("")).join(file)
 }
 
