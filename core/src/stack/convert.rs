@@ -866,19 +866,8 @@ impl Converter<'_> {
             return Err(item.fail("invalid bind source, source cannot be empty"));
         }
         let dir = std::path::Path::new(self.input.path).parent().filter(|d| d.is_absolute());
-        let relative = mount.source == "." || mount.source.starts_with("./") || mount.source.starts_with("../");
-        if let (true, Some(dir)) = (relative, dir) {
-            let mut path = dir.to_path_buf();
-            for part in mount.source.split('/') {
-                match part {
-                    "" | "." => {}
-                    ".." => {
-                        path.pop();
-                    }
-                    other => path.push(other),
-                }
-            }
-            mount.source = path.to_string_lossy().into_owned();
+        if let Some(resolved) = dir.and_then(|dir| super::resolve_bind_source(dir, &mount.source)) {
+            mount.source = resolved;
         }
         Ok(mount)
     }

@@ -226,6 +226,27 @@ impl StackStep {
 }
 
 /// Whether `labels` put an object in `stack`.
+/// A compose bind source taken from `dir` (the compose file's directory) when it is relative
+/// (`.`, `./x`, `../x`), as Docker's loader resolves it; `None` for any other source. Path text
+/// only: nothing is read.
+pub fn resolve_bind_source(dir: &std::path::Path, source: &str) -> Option<String> {
+    let relative = source == "." || source.starts_with("./") || source.starts_with("../");
+    if !relative {
+        return None;
+    }
+    let mut path = dir.to_path_buf();
+    for part in source.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                path.pop();
+            }
+            other => path.push(other),
+        }
+    }
+    Some(path.to_string_lossy().into_owned())
+}
+
 pub fn in_stack(labels: &Labels, stack: &str) -> bool {
     labels.get(NAMESPACE_LABEL).is_some_and(|ns| ns == stack)
 }

@@ -1011,19 +1011,10 @@ fn compose_plan(path: &str, stack: &str) -> CliResult<shoal_core::stack::StackPl
     // the core resolves them itself only from an absolute file path.
     if let Ok(dir) = std::path::absolute(&dir) {
         for mount in plan.services.iter_mut().flat_map(|s| s.task.mounts.iter_mut()) {
-            let relative = mount.source == "." || mount.source.starts_with("./") || mount.source.starts_with("../");
-            if mount.kind == shoal_core::api::MountType::Bind && relative {
-                let mut path = dir.clone();
-                for part in mount.source.split('/') {
-                    match part {
-                        "" | "." => {}
-                        ".." => {
-                            path.pop();
-                        }
-                        other => path.push(other),
-                    }
+            if mount.kind == shoal_core::api::MountType::Bind {
+                if let Some(resolved) = shoal_core::stack::resolve_bind_source(&dir, &mount.source) {
+                    mount.source = resolved;
                 }
-                mount.source = path.to_string_lossy().into_owned();
             }
         }
     }
