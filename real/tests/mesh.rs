@@ -63,6 +63,31 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The hostnames (= short container ids) of the running containers of `service` on this
+    /// cluster's nodes (another test's service of the same name on the engine is not counted).
+    fn replica_hostnames(&self, service: &str) -> BTreeSet<String> {
+        let output = Command::new("docker")
+            .args(["ps", "--no-trunc", "--format"])
+            .arg(format!("{{{{.ID}}}} {{{{.Label \"{}\"}}}}", shoal_core::env::executor::LABEL_NODE_ID))
+            .arg("--filter")
+            .arg(format!("label={}={service}", shoal_core::env::executor::LABEL_SERVICE_NAME))
+            .output()
+            .expect("run docker ps");
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .filter(|(_, node)| self.node_ids.iter().any(|id| id == node))
+            .map(|(id, _)| id[..12].to_string())
+            .collect()
+    }
+
+    /// The container id of the one running task of `service`.
+    fn only_container(&self, service: &str) -> String {
+        let ids = self.replica_hostnames(service);
+        assert_eq!(ids.len(), 1, "{service} has one running container: {ids:?}");
+        ids.into_iter().next().unwrap()
+    }
+
     fn start(prefix: &str, ips: [&str; 3]) -> Cluster {
         require_docker();
         Cluster::start_with(prefix, ips, "docker")
@@ -173,16 +198,6 @@ fn http_get(addr: &str) -> Result<String, String> {
     }
 }
 
-/// The hostnames (= short container ids) of the running containers of `service`.
-fn replica_hostnames(service: &str) -> BTreeSet<String> {
-    let output = Command::new("docker")
-        .args(["ps", "--no-trunc", "--format", "{{.ID}}", "--filter"])
-        .arg(format!("label={}={service}", shoal_core::env::executor::LABEL_SERVICE_NAME))
-        .output()
-        .expect("run docker ps");
-    String::from_utf8_lossy(&output.stdout).lines().map(|id| id[..12].to_string()).collect()
-}
-
 /// Run `command` in a container: Ok(stdout) on exit 0, Err(stderr + stdout) otherwise.
 fn docker_exec(container: &str, command: &[&str]) -> Result<String, String> {
     let output = Command::new("docker").arg("exec").arg(container).args(command).output().expect("run docker exec");
@@ -192,13 +207,6 @@ fn docker_exec(container: &str, command: &[&str]) -> Result<String, String> {
     } else {
         Err(format!("{}{stdout}", String::from_utf8_lossy(&output.stderr)))
     }
-}
-
-/// The container id of the one running task of `service`.
-fn only_container(service: &str) -> String {
-    let ids = replica_hostnames(service);
-    assert_eq!(ids.len(), 1, "{service} has one running container: {ids:?}");
-    ids.into_iter().next().unwrap()
 }
 
 /// Requests sent one after another to `addrs` (round robin) until stopped; every failure recorded.
@@ -279,7 +287,7 @@ fn ingress_publishing_readiness_and_drain() {
     let counts = running_by_node(cluster.manager(), "front").expect("service ps");
     assert!(!counts.contains_key(&n1), "no task on node 1: {counts:?}");
     let on_node_1 = format!("{}:{port}", ips[0]);
-    let replicas = replica_hostnames("front");
+    let replicas = cluster.replica_hostnames("front");
     assert_eq!(replicas.len(), 3, "{replicas:?}");
     let first = wait_for(Duration::from_secs(30), "node 1's published port to answer", || http_get(&on_node_1).ok());
     assert!(replicas.contains(&first), "{first:?} is one of the replicas {replicas:?}");
@@ -311,7 +319,7 @@ fn ingress_publishing_readiness_and_drain() {
         "-c",
         SERVE_HOSTNAME,
     ]);
-    let pinned = only_container("pinned");
+    let pinned = cluster.only_container("pinned");
     let answer = wait_for(Duration::from_secs(30), "the host-mode port on node 2", || {
         http_get(&format!("{}:{host_port}", ips[1])).ok()
     });
@@ -357,13 +365,15 @@ fn ingress_publishing_readiness_and_drain() {
     // (e) A rolling update of 4 replicas under a steady request loop through all three nodes: no
     // request fails.
     cluster.must(&["service", "scale", "--detach", "front=4"]);
-    wait_for(Duration::from_secs(60), "4 replicas serving", || (replica_hostnames("front").len() == 4).then_some(()));
+    wait_for(Duration::from_secs(60), "4 replicas serving", || {
+        (cluster.replica_hostnames("front").len() == 4).then_some(())
+    });
     let addrs: Vec<String> = ips.iter().map(|ip| format!("{ip}:{port}")).collect();
     wait_for(Duration::from_secs(30), "all 4 replicas in the rotation", || {
         let seen: BTreeSet<String> = (0..40).filter_map(|_| http_get(&addrs[0]).ok()).collect();
         (seen.len() == 4).then_some(())
     });
-    let before = replica_hostnames("front");
+    let before = cluster.replica_hostnames("front");
     let load = Load::start(addrs.clone(), 4);
     let updated = cluster
         .manager()
@@ -372,7 +382,7 @@ fn ingress_publishing_readiness_and_drain() {
     assert!(updated.ends_with("verify: Service converged\n"), "{updated}");
     std::thread::sleep(Duration::from_secs(1));
     let (sent, failures) = load.finish();
-    let after = replica_hostnames("front");
+    let after = cluster.replica_hostnames("front");
     assert!(after.is_disjoint(&before), "every replica was replaced: {before:?} → {after:?}");
     assert!(sent > 100, "the loop kept sending during the update ({sent} requests)");
     assert!(
@@ -386,7 +396,9 @@ fn ingress_publishing_readiness_and_drain() {
     cluster.must(&["node", "update", "--availability", "drain", &n2]);
     wait_for(Duration::from_secs(120), "4 running replicas off the drained node", || {
         let counts = running_by_node(cluster.manager(), "front")?;
-        (counts.values().sum::<usize>() == 4 && !counts.contains_key(&n2) && replica_hostnames("front").len() == 4)
+        (counts.values().sum::<usize>() == 4
+            && !counts.contains_key(&n2)
+            && cluster.replica_hostnames("front").len() == 4)
             .then_some(())
     });
     std::thread::sleep(Duration::from_secs(1));
@@ -407,7 +419,7 @@ fn ingress_publishing_readiness_and_drain() {
     for ip in &ips {
         let host =
             wait_for(Duration::from_secs(30), "the new published port", || http_get(&format!("{ip}:{moved}")).ok());
-        assert!(replica_hostnames("front").contains(&host), "{host}");
+        assert!(cluster.replica_hostnames("front").contains(&host), "{host}");
         wait_for(Duration::from_secs(30), "the old published port to close", || {
             http_get(&format!("{ip}:{port}")).err().filter(|e| e.contains("refused"))
         });
@@ -482,8 +494,8 @@ fn overlay_names_go_through_the_mesh() {
         "sleep",
         "3600",
     ]);
-    let web = only_container("web");
-    let client = only_container("client");
+    let web = cluster.only_container("web");
+    let client = cluster.only_container("client");
     let served = match (0..60).find_map(|_| {
         let got = fetch_from(&client, "web");
         if got.is_err() {
@@ -543,7 +555,7 @@ fn overlay_names_go_through_the_mesh() {
         .shoal_within(&["service", "update", "--network-add", "app", "api"], Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("service update --network-add: {e}"));
     assert!(updated.ends_with("verify: Service converged\n"), "{updated}");
-    let api = only_container("api");
+    let api = cluster.only_container("api");
     let served =
         wait_for(Duration::from_secs(60), "http://api/ after --network-add", || fetch_from(&client, "api").ok());
     assert_eq!(served, api);
