@@ -594,18 +594,7 @@ impl Runner<'_> {
             Fault::ContainerRemove { service, slot } => {
                 let _ = self.poll().await;
                 let (_, state) = self.last_state.as_ref().ok_or("no leader to ask where the task runs")?;
-                let task = state
-                    .tasks
-                    .values()
-                    .find(|t| {
-                        t.service_name == *service
-                            && t.slot == *slot
-                            && t.desired_state == TaskState::Running
-                            && t.status.state == TaskState::Running
-                    })
-                    .ok_or_else(|| format!("no running task {service}.{slot}"))?
-                    .clone();
-                let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                let (task, host) = drive::fault_target(state, service, *slot, &[TaskState::Running])?;
                 if self.cluster.options.executor != Executor::Docker {
                     self.skip(
                         place,
@@ -637,17 +626,7 @@ impl Runner<'_> {
                 // /tmp/unhealthy"` checks (the simulator's checks of that command pass until the fault).
                 let _ = self.poll().await;
                 let (_, state) = self.last_state.as_ref().ok_or("no leader to ask where the task runs")?;
-                let task = state
-                    .tasks
-                    .values()
-                    .find(|t| {
-                        t.service_name == *service
-                            && t.slot == *slot
-                            && t.desired_state == TaskState::Running
-                            && matches!(t.status.state, TaskState::Starting | TaskState::Running)
-                    })
-                    .ok_or_else(|| format!("no running task {service}.{slot}"))?
-                    .clone();
+                let (task, _) = drive::fault_target(state, service, *slot, &[TaskState::Starting, TaskState::Running])?;
                 if self.cluster.options.executor != Executor::Docker {
                     self.skip(place, "container unhealthy", "only the Docker executor runs health checks");
                     return Ok(());

@@ -5,6 +5,7 @@
 //! once — and the verdict on the answer ([`verdict`]) are here.
 
 use serde_json::json;
+use shoal_core::api::{Task, TaskState};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult, ServiceView};
 use shoal_core::stack::NAMESPACE_LABEL;
 
@@ -177,6 +178,29 @@ async fn stack_steps<D: Driver>(
         }
     }
     Ok(first_error.map_or(Ok(ControlResponse::Done), Err))
+}
+
+/// The task a container fault (`container remove|unhealthy SERVICE SLOT`) aims at: `service`'s task
+/// in `slot`, desired running and observed in one of `observed`, with its node's hostname (empty if
+/// the store has no such node). Both runners find it so, from the leader's store.
+pub fn fault_target(
+    state: &shoal_core::store::StoreState,
+    service: &str,
+    slot: u64,
+    observed: &[TaskState],
+) -> Result<(Task, String), String> {
+    let task = state
+        .tasks
+        .values()
+        .find(|t| {
+            t.service_name == service
+                && t.slot == slot
+                && t.desired_state == TaskState::Running
+                && observed.contains(&t.status.state)
+        })
+        .ok_or_else(|| format!("no running task {service}.{slot}"))?;
+    let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+    Ok((task.clone(), host))
 }
 
 /// A control answer in a few words, for the trace (`step.run`).

@@ -375,17 +375,7 @@ impl Runner<'_> {
             }
             Fault::ContainerRemove { service, slot } => {
                 let state = self.cluster.store_of_leader().ok_or("no leader to ask where the task runs")?;
-                let task = state
-                    .tasks
-                    .values()
-                    .find(|t| {
-                        t.service_name == *service
-                            && t.slot == *slot
-                            && t.desired_state == TaskState::Running
-                            && t.status.state == TaskState::Running
-                    })
-                    .ok_or_else(|| format!("no running task {service}.{slot}"))?;
-                let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                let (task, host) = drive::fault_target(&state, service, *slot, &[TaskState::Running])?;
                 let executor = self
                     .cluster
                     .executor(&host)
@@ -401,17 +391,8 @@ impl Runner<'_> {
             }
             Fault::ContainerUnhealthy { service, slot } => {
                 let state = self.cluster.store_of_leader().ok_or("no leader to ask where the task runs")?;
-                let task = state
-                    .tasks
-                    .values()
-                    .find(|t| {
-                        t.service_name == *service
-                            && t.slot == *slot
-                            && t.desired_state == TaskState::Running
-                            && matches!(t.status.state, TaskState::Starting | TaskState::Running)
-                    })
-                    .ok_or_else(|| format!("no running task {service}.{slot}"))?;
-                let host = state.nodes.get(&task.node_id).map(|n| n.hostname().to_string()).unwrap_or_default();
+                let (task, host) =
+                    drive::fault_target(&state, service, *slot, &[TaskState::Starting, TaskState::Running])?;
                 let executor = self
                     .cluster
                     .executor(&host)
