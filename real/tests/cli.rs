@@ -344,6 +344,29 @@ fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
     Cli::try_parse_from(std::iter::once("shoal").chain(args.iter().copied()))
 }
 
+/// The spec `service create FLAGS busybox` sends.
+fn create_spec_with(flags: &[&str]) -> Result<shoal_core::api::ServiceSpec, spec::SpecError> {
+    let mut argv = vec!["service", "create"];
+    argv.extend_from_slice(flags);
+    argv.push("busybox");
+    let cli = parse(&argv).unwrap();
+    let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
+    spec::create_spec(&args)
+}
+
+/// The spec `service update FLAGS web` sends when the service's spec is `current`.
+fn update_spec_with(
+    current: &shoal_core::api::ServiceSpec,
+    flags: &[&str],
+) -> Result<shoal_core::api::ServiceSpec, spec::SpecError> {
+    let mut argv = vec!["service", "update"];
+    argv.extend_from_slice(flags);
+    argv.push("web");
+    let cli = parse(&argv).unwrap();
+    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
+    spec::update_spec(current, &args)
+}
+
 #[test]
 fn service_create_flags_build_the_spec() {
     let cli = parse(&[
@@ -430,14 +453,7 @@ fn bad_flag_values_name_the_flag() {
 /// malformed value names its flag.
 #[test]
 fn container_option_flags() {
-    let create = |args: &[&str]| {
-        let mut all = vec!["service", "create", "--name", "o"];
-        all.extend_from_slice(args);
-        all.push("busybox");
-        let cli = parse(&all).unwrap();
-        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
-        spec::create_spec(&args)
-    };
+    let create = create_spec_with;
     let spec = create(&[
         "--cap-add",
         "NET_ADMIN",
@@ -481,29 +497,27 @@ fn container_option_flags() {
         (&["ndots:2".to_string()][..], &["db:10.0.0.5".to_string()][..])
     );
 
-    let cli = parse(&[
-        "service",
-        "update",
-        "--cap-add",
-        "MKNOD",
-        "--read-only=false",
-        "--sysctl-rm",
-        "kernel.msgmax",
-        "--ulimit-add",
-        "nofile=4096",
-        "--ulimit-rm",
-        "nproc",
-        "--dns-rm",
-        "10.9.9.9",
-        "--host-add",
-        "cache:10.0.0.6",
-        "--host-rm",
-        "db:10.0.0.5",
-        "o",
-    ])
+    let updated = update_spec_with(
+        &spec,
+        &[
+            "--cap-add",
+            "MKNOD",
+            "--read-only=false",
+            "--sysctl-rm",
+            "kernel.msgmax",
+            "--ulimit-add",
+            "nofile=4096",
+            "--ulimit-rm",
+            "nproc",
+            "--dns-rm",
+            "10.9.9.9",
+            "--host-add",
+            "cache:10.0.0.6",
+            "--host-rm",
+            "db:10.0.0.5",
+        ],
+    )
     .unwrap();
-    let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
-    let updated = spec::update_spec(&spec, &args).unwrap();
     let options = &updated.task.options;
     assert_eq!(options.cap_add, ["NET_ADMIN", "MKNOD"]);
     assert!(options.cap_drop.is_empty(), "adding a capability takes it off the drop list");
@@ -532,14 +546,7 @@ fn global_mode_refuses_replicas() {
 /// daemon combine them, and the jobs' on-failure restart default.
 #[test]
 fn job_modes_take_dockers_defaults_and_errors() {
-    let create = |args: &[&str]| {
-        let mut argv = vec!["service", "create"];
-        argv.extend_from_slice(args);
-        argv.push("busybox");
-        let cli = parse(&argv).unwrap();
-        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
-        spec::create_spec(&args)
-    };
+    let create = create_spec_with;
     use shoal_core::api::{RestartCondition, ServiceMode as M};
     let mode = |args: &[&str]| create(args).unwrap().mode;
     assert_eq!(mode(&["--mode", "replicated-job"]), M::ReplicatedJob { max_concurrent: 1, total_completions: 1 });
@@ -1198,14 +1205,7 @@ fn readme_compose_example_is_shown_and_deploys() {
 #[test]
 fn health_flags_as_docker_applies_them() {
     use shoal_core::api::HealthConfig;
-    let create = |flags: &[&str]| {
-        let mut argv = vec!["service", "create"];
-        argv.extend_from_slice(flags);
-        argv.push("busybox");
-        let cli = parse(&argv).unwrap();
-        let Command::Service(ServiceCommand::Create(args)) = cli.command else { panic!("not service create") };
-        spec::create_spec(&args)
-    };
+    let create = create_spec_with;
     let spec = create(&[
         "--health-cmd",
         "wget -q localhost",
@@ -1236,14 +1236,7 @@ fn health_flags_as_docker_applies_them() {
     assert_eq!(err, "--no-healthcheck conflicts with --health-* options");
 
     // Update changes only the fields given; an empty command goes back to the image's.
-    let update = |current: &shoal_core::api::ServiceSpec, flags: &[&str]| {
-        let mut argv = vec!["service", "update"];
-        argv.extend_from_slice(flags);
-        argv.push("web");
-        let cli = parse(&argv).unwrap();
-        let Command::Service(ServiceCommand::Update(args)) = cli.command else { panic!("not service update") };
-        spec::update_spec(current, &args)
-    };
+    let update = update_spec_with;
     let updated = update(&spec, &["--health-retries", "9"]).unwrap();
     assert_eq!(updated.task.healthcheck, Some(HealthConfig { retries: 9, ..check.clone() }));
     let inherit = update(&spec, &["--health-cmd", ""]).unwrap();
