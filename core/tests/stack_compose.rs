@@ -275,8 +275,17 @@ fn dogvscat_proxy_global() {
     assert_eq!(service(&plan, "s_consul").task.args, ["agent", "-server", "-bootstrap-expect=1"]);
     assert_eq!(service(&plan, "s_dockersocket").task.env, ["NETWORKS=1", "SERVICES=1", "TASKS=1"]);
     assert_eq!(service(&plan, "s_dockersocket").task.placement.constraints, ["node.role == manager"]);
-    // `logging` arrives through the `<<: *default-opts` merge.
-    assert_eq!(plan.ignored, ["logging", "networks.driver_opts"]);
+    // `logging` arrives through the `<<: *default-opts` merge: options for the engine's default
+    // driver (no `driver` given), on every service.
+    assert_eq!(plan.ignored, ["networks.driver_opts"]);
+    for name in ["s_traefik-init", "s_traefik", "s_consul", "s_dockersocket"] {
+        let driver = service(&plan, name).task.options.log_driver.clone().expect("logging options");
+        assert_eq!(
+            (driver.name.as_str(), driver.options.get("max-size").map(String::as_str)),
+            ("", Some("1m")),
+            "{name}"
+        );
+    }
     // A top-level volume with a driver and options: scoped to the stack, labelled, its driver kept.
     let consul = &service(&plan, "s_consul").task.mounts;
     assert_eq!(consul.len(), 1);
@@ -454,6 +463,11 @@ fn docker_cli_full_example() {
             (MountType::Tmpfs, "", "/opt"),
         ]
     );
+    let driver = foo.task.options.log_driver.clone().expect("logging");
+    assert_eq!(
+        (driver.name.as_str(), driver.options.get("syslog-address").map(String::as_str)),
+        ("syslog", Some("tcp://192.168.0.42:123"))
+    );
     // Compose aliases are kept per network: the mesh resolver answers them there.
     assert_eq!(
         foo.network_aliases.get("s_some-network").map(Vec::as_slice),
@@ -472,7 +486,6 @@ fn docker_cli_full_example() {
             "external_links",
             "ipc",
             "links",
-            "logging",
             "mac_address",
             "network_mode",
             "networks.driver_opts",

@@ -36,7 +36,7 @@ use bollard::container::{
 use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings, HealthConfig as DockerHealthConfig,
-    HostConfig, Ipam, IpamConfig, Network, PortBinding as DockerPortBinding, ResourcesUlimits,
+    HostConfig, HostConfigLogConfig, Ipam, IpamConfig, Network, PortBinding as DockerPortBinding, ResourcesUlimits,
 };
 use bollard::network::{ConnectNetworkOptions, CreateNetworkOptions, InspectNetworkOptions, ListNetworksOptions};
 use bollard::Docker;
@@ -351,6 +351,11 @@ impl Executor for DockerExecutor {
             dns_search: nonempty(&options.dns_search),
             dns_options: nonempty(&options.dns_options),
             extra_hosts: nonempty(&options.hosts),
+            // An empty name is the engine's default driver, with the options given.
+            log_config: options.log_driver.as_ref().map(|driver| HostConfigLogConfig {
+                typ: (!driver.name.is_empty()).then(|| driver.name.clone()),
+                config: Some(driver.options.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            }),
             mounts: (!spec.mounts.is_empty()).then(|| spec.mounts.iter().map(docker_mount).collect()),
             ..Default::default()
         };

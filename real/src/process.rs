@@ -553,6 +553,7 @@ fn refuse_container_options(spec: &ContainerSpec) -> Result<(), ExecutorError> {
         ("--dns-search", !options.dns_search.is_empty()),
         ("--dns-option", !options.dns_options.is_empty()),
         ("--host", !options.hosts.is_empty()),
+        ("--log-driver", options.log_driver.is_some()),
     ]
     .into_iter()
     .filter_map(|(flag, set)| set.then_some(flag))

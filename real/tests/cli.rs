@@ -526,6 +526,21 @@ fn container_option_flags() {
     assert_eq!(limits, [("nofile", 4096, 4096)]);
     assert_eq!(options.hosts, ["cache:10.0.0.6"]);
 
+    // `--log-driver` with its `--log-opt`s; on update `--log-opt` alone changes nothing (Docker's).
+    let logged =
+        create(&["--log-driver", "json-file", "--log-opt", "max-size=10m", "--log-opt", "max-file=3"]).unwrap();
+    let driver = logged.task.options.log_driver.clone().expect("a log driver");
+    assert_eq!(driver.name, "json-file");
+    assert_eq!(
+        driver.options.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
+        ["max-file=3", "max-size=10m"]
+    );
+    let same = update_spec_with(&logged, &["--log-opt", "max-size=1m"]).unwrap();
+    assert_eq!(same.task.options.log_driver, logged.task.options.log_driver);
+    let replaced = update_spec_with(&logged, &["--log-driver", "none"]).unwrap();
+    let driver = replaced.task.options.log_driver.expect("a log driver");
+    assert_eq!((driver.name.as_str(), driver.options.len()), ("none", 0));
+
     for (flag, value) in
         [("--ulimit", "nofile=lots"), ("--ulimit", "nofile=9:1"), ("--sysctl", "novalue"), ("--host", "db")]
     {

@@ -140,3 +140,56 @@ async fn a_task_gets_the_value_with_its_mode_and_the_store_only_a_sealed_one() {
         Ok(other) => panic!("removed while in use: {other:?}"),
     }
 }
+
+/// `POST /secrets|configs/{id}/update` (what `docker stack deploy` sends for a secret or config that
+/// exists): labels change at the version read; the same value sent again is accepted; a new value,
+/// name or template driver is refused in swarmkit's words; an old version is out of sequence.
+#[madsim::test]
+async fn secret_and_config_updates_change_labels_only() {
+    let cluster = SimCluster::start(ClusterShape { managers: 1, workers: 1 }).await.expect("cluster starts");
+    let data = |text: &str| FileData(shoal_core::secrets::encode(text.as_bytes()));
+    let spec = |name: &str, label: &str| SecretSpec {
+        name: name.into(),
+        labels: [("team".to_string(), label.to_string())].into_iter().collect(),
+        ..Default::default()
+    };
+    let create = ControlRequest::ConfigCreate { spec: spec("conf", "a"), data: data("v1") };
+    cluster.control(create).await.expect("config create");
+    let create = ControlRequest::SecretCreate { spec: spec("pw", "a"), data: data("s1") };
+    cluster.control(create).await.expect("secret create");
+    let config_version = |c: &SimCluster| {
+        let state = c.store_of_leader().expect("a leader");
+        state.configs.values().next().map(|c| (c.meta.version, c.spec.labels["team"].clone())).unwrap()
+    };
+    let (version, _) = config_version(&cluster);
+
+    let update = |version: u64, spec: SecretSpec, data: Option<FileData>| ControlRequest::ConfigUpdate {
+        config: "conf".into(),
+        version,
+        spec,
+        data,
+    };
+    cluster.control(update(version, spec("conf", "b"), Some(data("v1")))).await.expect("same value, new label");
+    let (newer, label) = config_version(&cluster);
+    assert!(newer > version && label == "b", "the label changed: {newer} {label}");
+    let err = cluster.control(update(newer, spec("conf", "c"), Some(data("v2")))).await.unwrap_err();
+    assert_eq!(err.to_string(), "only updates to Labels are allowed");
+    let err = cluster.control(update(newer, spec("renamed", "c"), None)).await.unwrap_err();
+    assert_eq!(err.to_string(), "only updates to Labels are allowed");
+    let err = cluster.control(update(version, spec("conf", "c"), None)).await.unwrap_err();
+    assert!(err.to_string().contains("update out of sequence"), "{err}");
+    assert_eq!(config_version(&cluster), (newer, "b".to_string()), "nothing refused changed anything");
+
+    let secret_version = cluster.store_of_leader().unwrap().secrets.values().next().unwrap().meta.version;
+    let update_secret = |data: &str| ControlRequest::SecretUpdate {
+        secret: "pw".into(),
+        version: secret_version,
+        spec: spec("pw", "z"),
+        data: Some(FileData(shoal_core::secrets::encode(data.as_bytes()))),
+    };
+    let err = cluster.control(update_secret("s2")).await.unwrap_err();
+    assert_eq!(err.to_string(), "only updates to Labels are allowed");
+    cluster.control(update_secret("s1")).await.expect("the value it holds, new labels");
+    let state = cluster.store_of_leader().unwrap();
+    assert_eq!(state.secrets.values().next().unwrap().spec.labels["team"], "z");
+}

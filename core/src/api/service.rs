@@ -109,6 +109,19 @@ pub struct ContainerOptions {
     /// Extra `/etc/hosts` lines as Docker's `--host` takes them: `host:ip`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// `--log-driver`/`--log-opt`, compose `logging` (Swarm's `TaskSpec.LogDriver`): where the
+    /// container's output goes; `None` = the engine's default driver.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<LogDriver>,
+}
+
+/// A container log driver and its options (`json-file` with `max-size=1m`, `syslog`, `none`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogDriver {
+    pub name: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
 }
 
 impl ContainerOptions {

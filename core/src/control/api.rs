@@ -119,6 +119,22 @@ pub enum ControlRequest {
     ConfigRemove {
         config: String,
     },
+    /// Docker's `POST /secrets/{id}/update`: only the labels may change (swarmkit's words
+    /// otherwise); `data`, when given (as `docker stack deploy` sends it again), must be the value
+    /// the secret holds.
+    SecretUpdate {
+        secret: String,
+        version: u64,
+        spec: SecretSpec,
+        data: Option<FileData>,
+    },
+    /// As [`ControlRequest::SecretUpdate`], for a config.
+    ConfigUpdate {
+        config: String,
+        version: u64,
+        spec: SecretSpec,
+        data: Option<FileData>,
+    },
     /// A manager that lacks the secrets key asks another for it (only managers may use the control
     /// channel: see `crate::auth`). Answered locally, never forwarded.
     SecretsKey,

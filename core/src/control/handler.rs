@@ -72,6 +72,7 @@ impl From<ProposeError> for ControlError {
             ProposeError::Rejected(StoreError::Conflict { kind, id, .. }) => ControlError::Conflict(format!(
                 "update out of sequence: {kind} {id} was changed by someone else; inspect it and try again"
             )),
+            ProposeError::Rejected(err @ StoreError::NotFound { .. }) => ControlError::NotFound(err.to_string()),
             ProposeError::Rejected(other) => ControlError::FailedPrecondition(other.to_string()),
             other => ControlError::Unavailable(other.to_string()),
         }
@@ -347,6 +348,12 @@ impl ControlHandler {
             ControlRequest::ConfigRemove { config } => {
                 self.remove_file_object(crate::api::FileKind::Config, &config).await
             }
+            ControlRequest::SecretUpdate { secret, version, spec, data } => {
+                self.update_file_object(crate::api::FileKind::Secret, &secret, version, spec, data).await
+            }
+            ControlRequest::ConfigUpdate { config, version, spec, data } => {
+                self.update_file_object(crate::api::FileKind::Config, &config, version, spec, data).await
+            }
             ControlRequest::SecretsKey => self.give_key(),
             ControlRequest::NodePromote { node } => self.promote(&node).await,
             ControlRequest::NodeDemote { node } => self.demote(&node).await,
@@ -412,16 +419,17 @@ impl ControlHandler {
                 }
             }
             ControlRequest::ServiceRemove { service } => {
+                // The service only, as swarmkit's RemoveService: the orchestrator then marks its tasks
+                // for removal (tasks of a service that no longer exists, `orchestrator::reaper`).
+                // Marking them here too would tie the user's request to every task staying as it was
+                // until the commit, and the reaper and the agents change them all the time.
                 let id = self.store.view(|s| find_service(s, &service).map(|svc| svc.id.clone()))?;
                 self.write(|s| {
-                    let mut actions = vec![Action::Delete { kind: Kind::Service, id: id.clone() }];
-                    for task in s.tasks.values().filter(|t| t.service_id == id && t.desired_state != TaskState::Remove)
-                    {
-                        let mut task = task.clone();
-                        task.desired_state = TaskState::Remove;
-                        actions.push(Action::Update(Object::Task(task)));
+                    // Gone since the lookup (another `rm` won): say so, as a first lookup would.
+                    if !s.services.contains_key(&id) {
+                        return Err(StoreError::NotFound { kind: Kind::Service, id: service.clone() }.into());
                     }
-                    Ok(actions)
+                    Ok(vec![Action::Delete { kind: Kind::Service, id: id.clone() }])
                 })
                 .await?;
                 Ok(ControlResponse::Done)
@@ -571,7 +579,13 @@ impl ControlHandler {
                         .tasks
                         .values()
                         .find(|t| t.networks.contains(&n.id) && !t.status.state.is_terminal())
-                        .map(|t| (t.id.clone(), t.desired_state > crate::api::TaskState::Running));
+                        // Stopping: desired to stop, or of a removed service (the orchestrator is
+                        // about to mark it, `orchestrator::reaper`), as right after `stack rm`.
+                        .map(|t| {
+                            let stopping = t.desired_state > crate::api::TaskState::Running
+                                || !s.services.contains_key(&t.service_id);
+                            (t.id.clone(), stopping)
+                        });
                     Ok::<_, ControlError>((n.id.clone(), n.name.clone(), n.ingress, service, task))
                 };
                 let mut versions = self.store.watch_version();

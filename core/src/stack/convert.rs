@@ -70,7 +70,7 @@ const DEPRECATED: &[(&str, &str)] = &[
 
 /// Version-3 service keys Swarm honours but shoal's model has no place for yet: warned about
 /// like Docker's own unsupported keys, so nothing is lost silently.
-const SHOAL_IGNORED: &[&str] = &["credential_spec", "isolation", "logging", "stdin_open", "tmpfs", "tty"];
+const SHOAL_IGNORED: &[&str] = &["credential_spec", "isolation", "stdin_open", "tmpfs", "tty"];
 
 /// A conversion failure: the path it is about (for the line) and the whole message.
 #[derive(Debug)]
@@ -1061,6 +1061,7 @@ impl Converter<'_> {
                 "sysctls" => spec.task.options.sysctls = v.labels()?.into_iter().collect(),
                 "extra_hosts" => spec.task.options.hosts = extra_hosts(v)?,
                 "ulimits" => spec.task.options.ulimits = ulimits(v)?,
+                "logging" => spec.task.options.log_driver = logging(v)?,
                 "user" => spec.task.user = v.string()?,
                 "healthcheck" => spec.task.healthcheck = Some(healthcheck(v)?),
                 "secrets" => {
@@ -1311,6 +1312,20 @@ fn ulimits(node: &Node) -> Result<Vec<Ulimit>, Fail> {
         out.push(Ulimit::parse(&text).map_err(|why| v.fail(why))?);
     }
     Ok(out)
+}
+
+/// `logging: {driver, options}`, as docker/cli converts it: options without a `driver` go to the
+/// engine's default driver (dogvscat's `max-size: 1m` on json-file).
+fn logging(node: &Node) -> Result<Option<crate::api::LogDriver>, Fail> {
+    let (mut name, mut options) = (String::new(), std::collections::BTreeMap::new());
+    for (key, v) in node.entries()? {
+        match key.as_str() {
+            "driver" => name = v.string()?,
+            "options" => options = v.labels()?.into_iter().collect(),
+            other => return Err(v.unknown(other, "driver, options")),
+        }
+    }
+    Ok((!name.is_empty() || !options.is_empty()).then_some(crate::api::LogDriver { name, options }))
 }
 
 fn update_config(node: &Node, config: &mut UpdateConfig, is_update: bool) -> Result<(), Fail> {

@@ -36,7 +36,8 @@
 //! | `secrets`, `configs` (service) | short (`- name`) and long (`source`, `target`, `uid`, `gid`, `mode`; `mode: 0440` read as octal, as Docker's YAML 1.1 does); undeclared names are refused (`undefined secret "x"`); a config's default target is `/<source>`, a secret's `/run/secrets/<source>` |
 //! | docker's unsupported keys: `build`, `cgroupns_mode`, `cgroup_parent`, `devices`, `domainname`, `external_links`, `ipc`, `links`, `mac_address`, `network_mode`, `pid`, `privileged`, `restart`, `security_opt`, `shm_size`, `userns_mode` | ignored, listed (`Ignoring unsupported options: …`) |
 //! | `cap_add`, `cap_drop`, `init`, `read_only`, `stop_signal`, `dns`, `dns_search` (string or list), `sysctls` (list or mapping), `extra_hosts` (`host:ip` list or mapping), `ulimits` (`n` or `{soft, hard}`) | the task's container options |
-//! | keys shoal does not model yet: `logging`, `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
+//! | `logging` | `driver`, `options`: the containers' log driver (`--log-driver`, `--log-opt`); options without a driver go to the engine's default one |
+//! | keys shoal does not model yet: `stdin_open`, `tmpfs`, `tty`, `isolation`, `credential_spec` | ignored, listed |
 //! | docker's deprecated keys: `container_name`, `expose` | ignored, listed (`Ignoring deprecated options:`) |
 //! | docker's forbidden keys: `extends`, `volume_driver`, `volumes_from`, `cpu_quota`, `cpu_shares`, `cpuset`, `mem_limit`, `memswap_limit` | refused (`compose file contains unsupported options:`) |
 //! | top-level `networks.*` | `driver`, `attachable`, `labels`, `name`, `external` (`true` or `{name}`), `ipam.config[0].subnet` (the network's subnet); `driver_opts`, the rest of `ipam`, `internal`, `enable_ipv6` ignored, listed |

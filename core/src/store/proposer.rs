@@ -28,6 +28,9 @@ pub enum ProposeError {
     Shutdown(String),
 }
 
+/// The pause before the first retry of [`propose_with_retry`]; the n-th retry waits n times this.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// Commits proposals. Returns the store version that includes the proposal.
 #[async_trait]
 pub trait Proposer: Send + Sync + 'static {
@@ -55,8 +58,12 @@ impl Proposer for LocalProposer {
 }
 
 /// Read-modify-write with optimistic concurrency: build actions from the current state, propose,
-/// and start over (up to `attempts` times) when another writer got there first.
-/// `build` returning no actions means there is nothing to do.
+/// and start over (up to `attempts` times) when another writer got there first — an object the
+/// actions update changed (`Conflict`) or went away (`NotFound`: the task reaper deleted a task a
+/// `service rm` was about to mark, say) between the view and the commit. `build` sees the newer
+/// state on the next attempt, so what is still wanted is proposed again and what is gone is not.
+/// Each retry first pauses a little longer than the last, so that a follower's store catches up
+/// with the commits that beat it. `build` returning no actions means there is nothing to do.
 pub async fn propose_with_retry<F>(
     store: &Store,
     proposer: &dyn Proposer,
@@ -67,7 +74,10 @@ where
     F: FnMut(&StoreState) -> Result<Vec<Action>, ProposeError>,
 {
     let mut last = None;
-    for _ in 0..attempts.max(1) {
+    for attempt in 0..attempts.max(1) {
+        if attempt > 0 {
+            crate::env::runtime::sleep(RETRY_PAUSE * attempt as u32).await;
+        }
         let actions = store.view(&mut build)?;
         if actions.is_empty() {
             return Ok(None);
@@ -77,7 +87,9 @@ where
                 store.wait_for_version(version).await;
                 return Ok(Some(version));
             }
-            Err(ProposeError::Rejected(err @ StoreError::Conflict { .. })) => last = Some(err),
+            Err(ProposeError::Rejected(err @ (StoreError::Conflict { .. } | StoreError::NotFound { .. }))) => {
+                last = Some(err)
+            }
             Err(other) => return Err(other),
         }
     }

@@ -432,6 +432,12 @@ pub struct CommonServiceFlags {
     /// Signal to stop the container
     #[arg(long)]
     pub stop_signal: Option<String>,
+    /// Logging driver for the service's containers
+    #[arg(long)]
+    pub log_driver: Option<String>,
+    /// Logging driver options (key=value; with --log-driver)
+    #[arg(long)]
+    pub log_opt: Vec<String>,
     /// Mount the container's root filesystem as read only
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub read_only: Option<bool>,

@@ -238,6 +238,14 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
             ]),
         ),
         ("Networks", Value::Array(networks)),
+        (
+            "LogDriver",
+            task.options
+                .log_driver
+                .as_ref()
+                .map(|d| json!({"Name": d.name, "Options": d.options}))
+                .unwrap_or(Value::Null),
+        ),
         ("ForceUpdate", json!(task.force_update)),
         ("Runtime", json!("container")),
     ])

@@ -162,6 +162,14 @@ fn apply_common(spec: &mut ServiceSpec, flags: &CommonServiceFlags) {
     if let Some(read_only) = flags.read_only {
         options.read_only = read_only;
     }
+    // As Docker's: `--log-opt` goes with `--log-driver` (alone it changes nothing), and the two
+    // replace the service's driver and options together.
+    if let Some(driver) = &flags.log_driver {
+        options.log_driver = Some(shoal_core::api::LogDriver {
+            name: driver.clone(),
+            options: flags.log_opt.iter().map(|o| label(o)).collect(),
+        });
+    }
     if let Some(max) = flags.replicas_max_per_node {
         task.placement.max_replicas_per_node = max;
     }

@@ -402,7 +402,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     let template = object_field(spec, "TaskTemplate")?.cloned().unwrap_or_default();
     let container = object_field(&template, "ContainerSpec")?.cloned().unwrap_or_default();
     refuse_unsupported(&container, &["TTY", "OpenStdin"], "ContainerSpec")?;
-    refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec", "LogDriver"], "TaskTemplate")?;
+    refuse_unsupported(&template, &["PluginSpec", "NetworkAttachmentSpec"], "TaskTemplate")?;
     let image = string(&container, "Image")?;
 
     let mut out = ServiceSpec::new(name, image);
@@ -418,6 +418,13 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     task.hostname = string(&container, "Hostname")?;
     task.container_labels = labels(&container, "Labels")?;
     task.options = container_options(&container)?;
+    // Swarm keeps the log driver beside the container spec (`TaskTemplate.LogDriver`).
+    if let Some(driver) = object_field(&template, "LogDriver")? {
+        task.options.log_driver = Some(shoal_core::api::LogDriver {
+            name: string(driver, "Name")?,
+            options: labels(driver, "Options")?.into_iter().collect(),
+        });
+    }
     task.mounts = mounts(&container)?;
     if let Some(grace) = duration_ms(&container, "StopGracePeriod")? {
         task.stop_grace_period_ms = grace;

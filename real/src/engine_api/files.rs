@@ -1,5 +1,6 @@
 //! The Engine API's `/secrets` and `/configs` routes (Docker's shapes: `GET` list with `name`,
-//! `names`, `id`, `label` filters, `GET /{id}`, `POST /create` → `201 {"ID"}`, `DELETE /{id}` → 204).
+//! `names`, `id`, `label` filters, `GET /{id}`, `POST /create` → `201 {"ID"}`, `POST /{id}/update`
+//! (labels only) → 200, `DELETE /{id}` → 204).
 //! A secret's value is never in an answer; a config's is (`Spec.Data`, base64), as Docker's.
 
 use super::*;
@@ -84,6 +85,22 @@ impl EngineApi {
             ControlResponse::Created { id } => Ok(Reply::json(StatusCode::CREATED, &json!({ "ID": id }))),
             other => Err(unexpected_control(&other)),
         }
+    }
+
+    /// `POST /{kind}/{id}/update?version=N`: new labels; the rest of the spec (and `Data`, when
+    /// sent again, as `docker stack deploy` does) must be what is held (`only updates to Labels are
+    /// allowed`, as Swarm says).
+    pub(super) async fn update_file_object(&self, kind: &str, id: &str, version: u64, body: &[u8]) -> Answer {
+        let (spec, data) = decode::file_object_spec(body)?;
+        let data = (!data.is_empty()).then_some(FileData(data));
+        let (secret, config) = (id.to_string(), id.to_string());
+        let request = if kind == "secrets" {
+            ControlRequest::SecretUpdate { secret, version, spec, data }
+        } else {
+            ControlRequest::ConfigUpdate { config, version, spec, data }
+        };
+        self.call(request).await?;
+        Ok(Reply::empty(StatusCode::OK))
     }
 
     pub(super) async fn remove_file_object(&self, kind: &str, id: &str) -> Answer {

@@ -241,11 +241,16 @@ impl EngineApi {
                 self.call(ControlRequest::NetworkRemove { network: id.to_string() }).await?;
                 Ok(Reply::empty(StatusCode::NO_CONTENT))
             }
-            // Secrets and configs (`files.rs`): list (name/id/label filters), inspect, create, remove.
+            // Secrets and configs (`files.rs`): list (name/id/label filters), inspect, create, update
+            // (labels only, as Swarm), remove.
             (&Method::GET, [kind @ ("secrets" | "configs")]) => self.file_objects(kind, q("filters")).await,
             (&Method::GET, [kind @ ("secrets" | "configs"), id]) => self.file_object(kind, id).await,
             (&Method::POST, [kind @ ("secrets" | "configs"), "create"]) => self.create_file_object(kind, body).await,
             (&Method::DELETE, [kind @ ("secrets" | "configs"), id]) => self.remove_file_object(kind, id).await,
+            (&Method::POST, [kind @ ("secrets" | "configs"), id, "update"]) => {
+                let version = required_version(query, &kind[..kind.len() - 1])?;
+                self.update_file_object(kind, id, version, body).await
+            }
             // Terraform and friends tolerate exactly this when a container is gone.
             (_, ["containers", id, ..]) if *id != "json" && *id != "create" && *id != "prune" => {
                 Err(Failure(Reply::error(StatusCode::NOT_FOUND, format!("No such container: {id}"))))
@@ -566,7 +571,6 @@ fn not_served(first: &str) -> Reply {
             "shoal does not manage images; each node's engine holds them (shoal pulls what a task needs)"
         }
         "volumes" => "shoal does not manage volumes yet",
-        "secrets" | "configs" => "shoal has no secrets or configs yet",
         "events" => "shoal does not stream engine events; its daemon writes <data-dir>/events.jsonl",
         "plugins" | "session" | "system" | "grpc" | "auth" => "this engine feature has no counterpart in shoal",
         _ => "it is not part of the swarm API shoal serves",

@@ -236,6 +236,8 @@ impl Request {
             ControlRequest::ConfigList => Request::Other("config ls"),
             ControlRequest::ConfigInspect { .. } => Request::Other("config inspect"),
             ControlRequest::ConfigRemove { .. } => Request::Other("config rm"),
+            ControlRequest::SecretUpdate { .. } => Request::Other("secret update"),
+            ControlRequest::ConfigUpdate { .. } => Request::Other("config update"),
             ControlRequest::SecretsKey => Request::Other("secrets key"),
         }
     }

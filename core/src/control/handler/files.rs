@@ -183,6 +183,62 @@ impl ControlHandler {
         }
     }
 
+    /// Update a secret's or config's labels (swarmkit's `UpdateSecret`/`UpdateConfig`): at the
+    /// version the caller read ("update out of sequence" otherwise); the name, driver, template
+    /// driver and value stay as they are, or the update is refused in swarmkit's words. A value sent
+    /// along (`docker stack deploy` sends the file again) must be the one held.
+    pub(super) async fn update_file_object(
+        &self,
+        kind: FileKind,
+        key: &str,
+        version: u64,
+        spec: SecretSpec,
+        data: Option<FileData>,
+    ) -> ControlResult {
+        let found = self.store.view(|s| match kind {
+            FileKind::Secret => find_secret(s, key).map(|o| (o.id.clone(), o.spec.clone(), o.sealed.clone())),
+            FileKind::Config => find_config(s, key).map(|o| (o.id.clone(), o.spec.clone(), o.sealed.clone())),
+        })?;
+        let (id, current, sealed) = found;
+        let only_labels = || ControlError::InvalidArgument("only updates to Labels are allowed".into());
+        if spec.name != current.name || spec.driver != current.driver || spec.templating != current.templating {
+            return Err(only_labels());
+        }
+        if let Some(data) = data.filter(|d| !d.0.is_empty()) {
+            let given = secrets::decode(&data.0)
+                .ok_or_else(|| ControlError::InvalidArgument(format!("{} data is not valid base64", kind.as_str())))?;
+            let held = secrets::open(&self.secrets_key().await?, &id, &sealed)?;
+            if given != held {
+                return Err(only_labels());
+            }
+        }
+        let table = match kind {
+            FileKind::Secret => Kind::Secret,
+            FileKind::Config => Kind::Config,
+        };
+        let labels = spec.labels;
+        self.write(|s| {
+            let mut object = match kind {
+                FileKind::Secret => s.secrets.get(&id).cloned().map(Object::Secret),
+                FileKind::Config => s.configs.get(&id).cloned().map(Object::Config),
+            }
+            .ok_or_else(|| StoreError::NotFound { kind: table, id: key.to_string() })?;
+            let found = object.meta().version;
+            if found != version {
+                // Changed since it was read: "update out of sequence", as Docker says it.
+                return Err(StoreError::Conflict { kind: table, id: id.clone(), expected: version, found }.into());
+            }
+            match &mut object {
+                Object::Secret(o) => o.spec.labels = labels.clone(),
+                Object::Config(o) => o.spec.labels = labels.clone(),
+                _ => {}
+            }
+            Ok(vec![Action::Update(object)])
+        })
+        .await?;
+        Ok(ControlResponse::Done)
+    }
+
     /// Fill in the ids of a spec's secret and config references from their names; an unknown one
     /// is refused as docker/cli refuses it (`secret not found: X`).
     pub(super) fn resolve_file_references(&self, spec: &mut ServiceSpec) -> Result<(), ControlError> {
