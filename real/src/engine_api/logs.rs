@@ -55,11 +55,11 @@ pub fn options(query: &BTreeMap<String, String>, now_ns: u64) -> Result<LogsOpti
     let tail = query.get("tail").and_then(|t| t.parse::<usize>().ok());
     let since_ns = match query.get("since").map(String::as_str) {
         None | Some("") => None,
-        Some(text) => match crate::format::parse_since(text, now_ns) {
-            // `since=0` is "from the start".
-            Ok(0) => None,
-            Ok(ns) => Some(ns),
-            Err(_) => return Err(DecodeError(format!("invalid value for \"since\": {text:?}"))),
+        Some(text) => match unix_time_ns(text).map_or_else(|| crate::format::parse_since(text, now_ns).ok(), Some) {
+            // `since=0` (docker-py's default) is "from the start".
+            Some(0) => None,
+            Some(ns) => Some(ns),
+            None => return Err(DecodeError(format!("invalid value for \"since\": {text:?}"))),
         },
     };
     Ok(LogsOptions {
@@ -71,6 +71,18 @@ pub fn options(query: &BTreeMap<String, String>, now_ns: u64) -> Result<LogsOpti
         tail,
         since_ns,
     })
+}
+
+/// What clients send as `since`: Unix seconds, with optional fractional nanoseconds (`1700000000`,
+/// `1700000000.000000001`) — not a duration, which a bare `0` would otherwise read as.
+fn unix_time_ns(text: &str) -> Option<u64> {
+    let (secs, nanos) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if secs.is_empty() || !digits(secs) || !digits(nanos) || nanos.len() > 9 {
+        return None;
+    }
+    let nanos: u64 = if nanos.is_empty() { 0 } else { format!("{nanos:0<9}").parse().ok()? };
+    secs.parse::<u64>().ok()?.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
 /// One frame of the multiplexed stream.

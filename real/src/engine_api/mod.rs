@@ -427,13 +427,13 @@ impl EngineApi {
                 return Err(out_of_sequence("service", &current.service.spec.name, version));
             }
             self.call(ControlRequest::ServiceRollback { service: current.service.id.clone() }).await?;
-            return Ok(Reply::ok(&json!({ "Warnings": null })));
+            return Ok(Reply::ok(&json!({})));
         }
         let mut spec = decode::service_spec(body)?;
         // What Docker's spec has no word for stays as it is.
         spec.rebalance = current.service.spec.rebalance;
         self.call(ControlRequest::ServiceUpdate { service: current.service.id.clone(), version, spec }).await?;
-        Ok(Reply::ok(&json!({ "Warnings": null })))
+        Ok(Reply::ok(&json!({})))
     }
 
     /// The swarm's networks by id, for tasks' `NetworksAttachments`.

@@ -539,6 +539,11 @@ fn logs_are_framed_as_dockers_multiplexed_stream() {
     let stdout_only =
         logs::options(&query(&[("stdout", "true"), ("timestamps", "true"), ("since", "1.5")]), 0).unwrap();
     assert_eq!(stdout_only.since_ns, Some(1_500_000_000));
+    // docker-py sends `since=0`: from the start, not "0 seconds ago".
+    let from_start = logs::options(&query(&[("stdout", "1"), ("since", "0")]), 5_000_000_000).unwrap();
+    assert_eq!(from_start.since_ns, None);
+    let unix = logs::options(&query(&[("stdout", "1"), ("since", "4")]), 5_000_000_000).unwrap();
+    assert_eq!(unix.since_ns, Some(4_000_000_000), "a bare number is Unix seconds");
     let bytes = logs::frames(&logs, &stdout_only);
     assert_eq!(&bytes[..8], &[1, 0, 0, 0, 0, 0, 0, 35]);
     assert_eq!(&bytes[8..43], b"1970-01-01T00:00:01.000000000Z one\n");

@@ -37,7 +37,9 @@ def main():
     client = docker.DockerClient(base_url=f"unix://{socket}", version="1.41", timeout=60)
     assert client.ping() is True
 
-    node_id = client.swarm.init(advertise_addr=addr, listen_addr=addr, data_path_port=int(data_port))
+    # docker-py before 6.0 (Debian 12's python3-docker is 5.0.3) has no `data_path_port`.
+    extra = {"data_path_port": int(data_port)} if int(docker.__version__.split(".")[0]) >= 6 else {}
+    node_id = client.swarm.init(advertise_addr=addr, listen_addr=addr, **extra)
     print(f"node id: {node_id}", flush=True)
     assert client.swarm.attrs["JoinTokens"]["Worker"].startswith("SWMTKN-1-"), client.swarm.attrs
     assert client.info()["Swarm"]["ControlAvailable"] is True
@@ -66,7 +68,8 @@ def main():
     print("2 tasks running", flush=True)
 
     # scale: docker-py re-reads the spec and sends it back with the version it read.
-    assert service.scale(3) is True
+    # Docker answers `{}` (ServiceUpdateResponse with no warnings), which docker-py returns.
+    assert service.scale(3) == {}
     wait_for("3 running tasks", lambda: len(running_tasks(client, name)) == 3)
     print("scaled to 3", flush=True)
 
