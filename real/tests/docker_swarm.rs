@@ -31,8 +31,7 @@ struct Output {
 }
 
 impl Docker {
-    fn new(daemon: &DaemonProc, socket: PathBuf) -> Docker {
-        let _ = daemon;
+    fn new(socket: PathBuf) -> Docker {
         Docker { socket, config: tempfile::tempdir().unwrap() }
     }
 
@@ -95,7 +94,7 @@ fn daemon(hostname: &str, ip: &str) -> (DaemonProc, Docker, tempfile::TempDir) {
         &["--pull", "never", "--api-socket", &flag],
         Some(common::CLI_DEADLINE),
     );
-    let docker = Docker::new(&daemon, api);
+    let docker = Docker::new(api);
     (daemon, docker, dir)
 }
 
@@ -155,7 +154,7 @@ fn the_docker_cli_runs_a_swarms_life_on_shoal() {
     assert!(init.starts_with("Swarm initialized: current node ("), "{init}");
     let m1_id = init.split(['(', ')']).nth(1).unwrap_or_default().to_string();
     bridges.0.borrow_mut().push(m1_id.clone());
-    assert!(init.contains(&format!("docker swarm join --token SWMTKN-1-")) && init.contains(&m1.addr), "{init}");
+    assert!(init.contains("docker swarm join --token SWMTKN-1-") && init.contains(&m1.addr), "{init}");
     let again = d1.run(&["swarm", "init", "--advertise-addr", &m1.addr, "--listen-addr", &m1.addr]).unwrap_err();
     assert!(again.contains("This node is already part of a swarm. Use \"docker swarm leave\""), "{again}");
     let heartbeat = d1.must(&["info", "--format", "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"], &m1);

@@ -402,15 +402,21 @@ async fn an_update_needs_a_version() {
     assert_eq!(message(&reply), "invalid service version \"x\": not a number");
 }
 
-/// `docker swarm init --advertise-addr 127.0.0.5:4500 --listen-addr 127.0.0.5:4500 --dispatcher-heartbeat 1s
-/// --data-path-port 24789` (the CLI sends only the spec fields whose flags were given).
-const CLI_SWARM_INIT: &str = r#"{"ListenAddr":"127.0.0.5:4500","AdvertiseAddr":"127.0.0.5:4500","DataPathAddr":"","DataPathPort":24789,"DefaultAddrPool":null,"ForceNewCluster":false,"Spec":{"Labels":null,"Orchestration":{},"Raft":{"ElectionTick":0,"HeartbeatTick":0},"Dispatcher":{"HeartbeatPeriod":1000000000},"CAConfig":{},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}},"AutoLockManagers":false,"Availability":"active","SubnetSize":0}"#;
+/// `docker swarm init --advertise-addr 127.0.0.167:40011 --listen-addr 127.0.0.167:40011
+/// --dispatcher-heartbeat 1s --data-path-port 24998`, as the CLI 28.2.2 sent it (only the spec fields
+/// whose flags were given; `SubnetSize` is its flag's default).
+const CLI_SWARM_INIT: &str = r#"{"ListenAddr":"127.0.0.167:40011","AdvertiseAddr":"127.0.0.167:40011","DataPathAddr":"","DataPathPort":24998,"ForceNewCluster":false,"Spec":{"Labels":null,"Orchestration":{},"Raft":{"ElectionTick":0,"HeartbeatTick":0},"Dispatcher":{"HeartbeatPeriod":1000000000},"CAConfig":{},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}},"AutoLockManagers":false,"Availability":"","DefaultAddrPool":[],"SubnetSize":24}"#;
+
+/// `docker swarm update --task-history-limit 3 --cert-expiry 48h` on that swarm, as captured: the
+/// whole spec the CLI read from `/swarm`, with the flags' settings changed (and `?version=1`).
+const CLI_SWARM_UPDATE: &str = r#"{"Name":"default","Labels":{},"Orchestration":{"TaskHistoryRetentionLimit":3},"Raft":{"SnapshotInterval":10000,"KeepOldSnapshots":0,"LogEntriesForSlowFollowers":500,"ElectionTick":10,"HeartbeatTick":1},"Dispatcher":{"HeartbeatPeriod":1000000000},"CAConfig":{"NodeCertExpiry":172800000000000},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}}"#;
 
 #[test]
 fn swarm_init_join_and_update_bodies_decode() {
     let init = swarm::init_request(CLI_SWARM_INIT.as_bytes()).unwrap();
-    assert_eq!((init.listen_addr.as_str(), init.advertise_addr.as_str()), ("127.0.0.5:4500", "127.0.0.5:4500"));
-    assert_eq!(init.data_path_port, Some(24789));
+    assert_eq!((init.listen_addr.as_str(), init.advertise_addr.as_str()), ("127.0.0.167:40011", "127.0.0.167:40011"));
+    assert_eq!(init.data_path_port, Some(24998));
+    assert_eq!(init.availability, shoal_core::api::Availability::Active);
     assert_eq!(init.overrides.heartbeat_period_ms, Some(1000));
     assert_eq!(init.overrides.task_history_retention_limit, None, "an unset flag keeps Swarm's default");
     assert_eq!(init.overrides.cert_expiry_ms, None);
@@ -445,6 +451,17 @@ fn swarm_init_join_and_update_bodies_decode() {
     spec["Raft"]["ElectionTick"] = json!(20);
     let refused = swarm::update_request(spec.to_string().as_bytes(), &current).unwrap_err();
     assert!(refused.0.contains("Raft.ElectionTick"), "{refused}");
+
+    let current = shoal_core::api::ClusterSpec { heartbeat_period_ms: 1000, ..Default::default() };
+    let update = swarm::update_request(CLI_SWARM_UPDATE.as_bytes(), &current).unwrap();
+    assert_eq!(
+        update,
+        Some(ControlRequest::ClusterUpdate {
+            task_history_limit: Some(3),
+            heartbeat_period_ms: None,
+            node_cert_expiry_ms: Some(48 * 3600 * 1000)
+        })
+    );
 }
 
 fn cluster_info(spec: shoal_core::api::ClusterSpec) -> shoal_core::control::ClusterInfo {
@@ -471,7 +488,7 @@ async fn swarm_requests_go_to_the_daemon() {
     let leave = api.answer(&Method::POST, "/v1.41/swarm/leave", "force=1", b"").await;
     assert_eq!(leave.status, StatusCode::BAD_REQUEST);
     let asked = fake.asked.lock().unwrap().clone();
-    assert!(matches!(&asked[0], LocalRequest::SwarmInit(init) if init.data_path_port == Some(24789)), "{asked:?}");
+    assert!(matches!(&asked[0], LocalRequest::SwarmInit(init) if init.data_path_port == Some(24998)), "{asked:?}");
     assert_eq!(asked[1], LocalRequest::SwarmLeave { force: true });
     let update = api.answer(&Method::POST, "/v1.41/swarm/update", "rotateWorkerToken=true", b"{}").await;
     assert_eq!(
