@@ -566,3 +566,30 @@ fn logs_are_framed_as_dockers_multiplexed_stream() {
     assert_eq!(&bytes[8..43], b"1970-01-01T00:00:01.000000000Z one\n");
     assert_eq!(bytes.len(), 2 * 43, "two stdout lines, no stderr");
 }
+
+/// A logs request is checked, and its first answer read, before the stream starts: a bad query or
+/// a daemon that cannot answer is an ordinary error reply, not a broken stream.
+#[tokio::test]
+async fn logs_errors_come_before_the_stream() {
+    let (api, fake) = api();
+    let api = Arc::new(api);
+    let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let Err(no_stream) = api.clone().logs_stream("web".into(), query(&[("tail", "all")])).await else {
+        panic!("a request for no stream is refused")
+    };
+    assert_eq!(no_stream.status, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&no_stream), "Bad parameters: you must choose at least one stream");
+    assert!(fake.asked.lock().unwrap().is_empty(), "refused before the daemon is asked");
+    let Err(no_swarm) = api.clone().logs_stream("web".into(), query(&[("stdout", "1"), ("follow", "1")])).await else {
+        panic!("the fake daemon is in no swarm")
+    };
+    assert_eq!(no_swarm.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(message(&no_swarm).starts_with("This node is not a swarm manager. Use \"docker swarm init\""));
+    let asked = fake.asked.lock().unwrap().clone();
+    let Some(LocalRequest::Control { request }) = asked.last() else { panic!("{asked:?}") };
+    assert!(matches!(request.as_ref(), ControlRequest::ServiceLogs { service, .. } if service == "web"), "{request:?}");
+    assert_eq!(logs_target(&Method::GET, "/v1.41/tasks/abc/logs"), Some("abc"));
+    assert_eq!(logs_target(&Method::GET, "/services/web/logs"), Some("web"));
+    assert_eq!(logs_target(&Method::POST, "/services/web/logs"), None);
+    assert_eq!(logs_target(&Method::GET, "/services/web"), None);
+}
