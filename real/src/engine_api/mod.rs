@@ -664,6 +664,19 @@ impl hyper::body::Body for ApiBody {
             }
         }
     }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ApiBody::Full(bytes) if bytes.as_ref().is_none_or(|b| b.is_empty()))
+    }
+
+    /// A whole answer's exact size, so it goes out with `Content-Length` as the engine's JSON
+    /// answers do (a logs stream is chunked).
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ApiBody::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ApiBody::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
 }
 
 /// `GET /services/{id}/logs` or `/tasks/{id}/logs` (after the version prefix): the target.
