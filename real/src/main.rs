@@ -67,6 +67,7 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     let _lock = DataDirLock::acquire(&data_dir)?;
     let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
     let hostname = args.hostname.unwrap_or_else(system_hostname);
+    let uses_docker = args.executor == ExecutorArg::Docker;
     let executor = match args.executor {
         ExecutorArg::Docker => ExecutorKind::Docker {
             pull: match args.pull {
@@ -111,7 +112,18 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     if let Some(path) = args.api_socket {
         let listener = engine_api::bind(&path).await.with_context(|| format!("cannot listen on {}", path.display()))?;
         eprintln!("shoal daemon: Docker Engine API on unix://{}", path.display());
-        let api = Arc::new(engine_api::EngineApi::new(handler.clone(), hostname.clone()));
+        let mut api = engine_api::EngineApi::new(handler.clone(), hostname.clone());
+        if uses_docker {
+            // `/distribution` reads the image store of the engine the tasks run on.
+            match bollard::Docker::connect_with_local_defaults() {
+                Ok(docker) => match docker.negotiate_version().await {
+                    Ok(docker) => api = api.with_images(docker),
+                    Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
+                },
+                Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
+            }
+        }
+        let api = Arc::new(api);
         servers.push(tokio::spawn(engine_api::serve_unix(listener, api)));
         sockets.push(path);
     }

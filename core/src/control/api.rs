@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::api::{
-    Availability, ClusterSpec, Config, Labels, Network, Node, NodeRole, Secret, SecretSpec, Service, ServiceSpec, Task,
+    Availability, ClusterSpec, Config, Labels, Meta, Network, Node, NodeRole, Secret, SecretSpec, Service, ServiceSpec,
+    Task,
 };
 
 /// A request to the control API. Objects are named by id, unique id prefix, or name (hostname for nodes).
@@ -213,6 +214,10 @@ pub struct ClusterInfo {
     pub spec: ClusterSpec,
     pub manager_addrs: Vec<String>,
     pub leader_addr: Option<String>,
+    /// The cluster object's version and times (the Engine API's `/swarm` shows them, and
+    /// `swarm update` names the version it read).
+    #[serde(default)]
+    pub meta: Meta,
 }
 
 /// A successful answer.

@@ -640,6 +640,7 @@ impl ControlHandler {
                 spec: cluster.spec.clone(),
                 manager_addrs,
                 leader_addr: leader_addr.clone(),
+                meta: cluster.meta.clone(),
             })))
         })
     }

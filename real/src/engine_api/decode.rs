@@ -65,22 +65,22 @@ pub fn filters(text: Option<&str>) -> Result<Vec<(String, String)>> {
 }
 
 /// The entry of `object` named `key`, whatever its case (an exact match wins).
-fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(super) fn field<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     object
         .get(key)
         .or_else(|| object.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
         .filter(|v| !v.is_null())
 }
 
-fn as_object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
+pub(super) fn as_object<'a>(value: &'a Value, what: &str) -> Result<&'a Map<String, Value>> {
     value.as_object().ok_or_else(|| DecodeError(format!("{what}: expected an object, got {value}")))
 }
 
-fn object_field<'a>(object: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>> {
+pub(super) fn object_field<'a>(object: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>> {
     field(object, key).map(|v| as_object(v, key)).transpose()
 }
 
-fn string(object: &Map<String, Value>, key: &str) -> Result<String> {
+pub(super) fn string(object: &Map<String, Value>, key: &str) -> Result<String> {
     match field(object, key) {
         None => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -88,7 +88,7 @@ fn string(object: &Map<String, Value>, key: &str) -> Result<String> {
     }
 }
 
-fn unsigned(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
+pub(super) fn unsigned(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     match field(object, key) {
         None => Ok(None),
         Some(v) => {
@@ -98,7 +98,7 @@ fn unsigned(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
 }
 
 /// A Go `time.Duration` (nanoseconds) as milliseconds; negative ones are refused as swarmkit does.
-fn duration_ms(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
+pub(super) fn duration_ms(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     match field(object, key) {
         None => Ok(None),
         Some(v) => match v.as_i64() {
@@ -109,7 +109,7 @@ fn duration_ms(object: &Map<String, Value>, key: &str) -> Result<Option<u64>> {
     }
 }
 
-fn strings(object: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
+pub(super) fn strings(object: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
     match field(object, key) {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
@@ -121,7 +121,7 @@ fn strings(object: &Map<String, Value>, key: &str) -> Result<Vec<String>> {
 }
 
 /// A user map (labels): keys kept exactly as sent.
-fn labels(object: &Map<String, Value>, key: &str) -> Result<Labels> {
+pub(super) fn labels(object: &Map<String, Value>, key: &str) -> Result<Labels> {
     match field(object, key) {
         None => Ok(Labels::new()),
         Some(Value::Object(map)) => map

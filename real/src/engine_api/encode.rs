@@ -3,7 +3,9 @@
 //! ([`crate::cli::inspect`]).
 
 use serde_json::{json, Value};
-use shoal_core::api::{ClusterSpec, Node, Task};
+use std::collections::BTreeMap;
+
+use shoal_core::api::{ClusterSpec, Network, Node, Task};
 use shoal_core::control::{ClusterInfo, NodeView};
 
 use super::{API_VERSION, MIN_API_VERSION};
@@ -75,14 +77,13 @@ fn cluster_spec(spec: &ClusterSpec) -> Value {
     })
 }
 
-/// `swarm.ClusterInfo`: what `/swarm` and `/info`'s `Swarm.Cluster` share. shoal keeps no version
-/// or creation time for the cluster object, so they read 0 and Go's zero time.
+/// `swarm.ClusterInfo`: what `/swarm` and `/info`'s `Swarm.Cluster` share.
 fn cluster(info: &ClusterInfo) -> Value {
     json!({
         "ID": info.cluster_id,
-        "Version": {"Index": 0},
-        "CreatedAt": time(0),
-        "UpdatedAt": time(0),
+        "Version": {"Index": info.meta.version},
+        "CreatedAt": time(info.meta.created_at_ms),
+        "UpdatedAt": time(info.meta.updated_at_ms),
         "Spec": cluster_spec(&info.spec),
         "TLSInfo": {},
         "RootRotationInProgress": false,
@@ -162,8 +163,51 @@ fn host_of(addr: &str) -> &str {
     addr.rsplit_once(':').map_or(addr, |(host, _)| host)
 }
 
-/// One task as `swarm.Task`.
-pub fn task(task: &Task) -> Value {
+/// A network as `swarm.Network` (the shape inside a task's `NetworksAttachments`, which is not
+/// the engine's `/networks` shape).
+fn swarm_network(network: &Network) -> Value {
+    let configs = if network.subnet.is_empty() { json!([]) } else { json!([{"Subnet": network.subnet}]) };
+    json!({
+        "ID": network.id,
+        "Version": {"Index": network.meta.version},
+        "CreatedAt": time(network.meta.created_at_ms),
+        "UpdatedAt": time(network.meta.updated_at_ms),
+        "Spec": {
+            "Name": network.name,
+            "Labels": network.labels,
+            "DriverConfiguration": {"Name": network.driver},
+            "Scope": "swarm",
+            "Attachable": network.attachable,
+            "Ingress": network.ingress,
+        },
+        "DriverState": {"Name": network.driver},
+        "IPAMOptions": {"Driver": {"Name": "default"}, "Configs": configs},
+    })
+}
+
+/// A task's `NetworksAttachments`: each network it is attached to, with its address there in CIDR
+/// form once the agent reported one (`Addresses` is empty before).
+fn networks_attachments(task: &Task, networks: &BTreeMap<String, Network>) -> Value {
+    let addresses = task.status.endpoint.as_ref().map(|e| &e.addresses);
+    let attachments: Vec<Value> = task
+        .networks
+        .iter()
+        .filter_map(|id| networks.get(id))
+        .map(|network| {
+            let prefix = network.subnet.split_once('/').map(|(_, bits)| bits).unwrap_or("32");
+            let address = addresses.and_then(|a| a.get(&network.id)).map(|ip| format!("{ip}/{prefix}"));
+            json!({"Network": swarm_network(network), "Addresses": address.into_iter().collect::<Vec<_>>()})
+        })
+        .collect();
+    if attachments.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(attachments)
+    }
+}
+
+/// One task as `swarm.Task`; `networks` (by id) fill in its `NetworksAttachments`.
+pub fn task(task: &Task, networks: &BTreeMap<String, Network>) -> Value {
     let status = &task.status;
     let container_status = object(vec![
         ("ContainerID", json!(status.container_id)),
@@ -190,6 +234,7 @@ pub fn task(task: &Task) -> Value {
             ]),
         ),
         ("DesiredState", json!(task.desired_state.as_str())),
+        ("NetworksAttachments", networks_attachments(task, networks)),
     ]);
     value["Labels"] = json!({});
     value

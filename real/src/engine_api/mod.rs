@@ -11,8 +11,11 @@
 //! [`decode`] reads what clients send; [`encode`] writes what only this API shows (tasks, info, version).
 
 pub mod decode;
+pub mod distribution;
 pub mod encode;
 mod files;
+pub mod logs;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -20,12 +23,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use shoal_core::api::{Labels, NodeRole, Task};
+use shoal_core::api::{Labels, Network, NodeRole, Task};
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
 use tokio::net::UnixListener;
 
@@ -89,8 +92,11 @@ impl From<LocalError> for Failure {
         Failure(match err {
             LocalError::Control(control) => control_error(control),
             LocalError::BadRequest(message) => Reply::error(StatusCode::BAD_REQUEST, message),
-            // Not in a swarm, already in one, …: Docker's daemon-level refusals are 503.
-            LocalError::Refused(message) => Reply::error(StatusCode::SERVICE_UNAVAILABLE, message),
+            // Not in a swarm, already in one, …: Docker's daemon-level refusals are 503, in Docker's
+            // words (which name the `docker` command where the daemon names `shoal`'s).
+            LocalError::Refused(message) => {
+                Reply::error(StatusCode::SERVICE_UNAVAILABLE, message.replace("\"shoal ", "\"docker "))
+            }
         })
     }
 }
@@ -115,11 +121,20 @@ type Answer = Result<Reply, Failure>;
 pub struct EngineApi {
     handler: Arc<dyn LocalHandler>,
     hostname: String,
+    /// The engine whose image store `/distribution` reads (the Docker executor's); none with the
+    /// process executor.
+    images: Option<bollard::Docker>,
 }
 
 impl EngineApi {
     pub fn new(handler: Arc<dyn LocalHandler>, hostname: String) -> EngineApi {
-        EngineApi { handler, hostname }
+        EngineApi { handler, hostname, images: None }
+    }
+
+    /// Answer `/distribution` from `docker`'s image store.
+    pub fn with_images(mut self, docker: bollard::Docker) -> EngineApi {
+        self.images = Some(docker);
+        self
     }
 
     async fn call(&self, request: ControlRequest) -> Result<ControlResponse, Failure> {
@@ -161,13 +176,10 @@ impl EngineApi {
             (&Method::GET, ["version"]) => Ok(Reply::ok(&encode::version())),
             (&Method::GET, ["info"]) => self.info().await,
             (&Method::GET, ["swarm"]) => self.swarm().await,
-            (&Method::POST, ["swarm", action]) => Err(Failure(Reply::error(
-                StatusCode::NOT_IMPLEMENTED,
-                format!(
-                    "swarm {action} is not served by shoal's Docker API yet: use `shoal swarm {action}` on the \
-                     shoal daemon's own socket"
-                ),
-            ))),
+            (&Method::POST, ["swarm", "init"]) => self.swarm_init(body).await,
+            (&Method::POST, ["swarm", "join"]) => self.swarm_join(body).await,
+            (&Method::POST, ["swarm", "leave"]) => self.swarm_leave(query).await,
+            (&Method::POST, ["swarm", "update"]) => self.swarm_update(query, body).await,
             (&Method::GET, ["nodes"]) => {
                 let nodes = self.nodes().await?;
                 let filters = filter_set(q("filters"), filters::NODE_KEYS)?;
@@ -203,12 +215,6 @@ impl EngineApi {
                 self.call(ControlRequest::ServiceRemove { service: id.to_string() }).await?;
                 Ok(Reply::empty(StatusCode::OK))
             }
-            (&Method::GET, ["services", _, "logs"]) | (&Method::GET, ["tasks", _, "logs"]) => {
-                Err(Failure(Reply::error(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "logs are not served by shoal's Docker API yet: use `shoal service logs`",
-                )))
-            }
             (&Method::GET, ["tasks"]) => self.tasks(q("filters")).await,
             (&Method::GET, ["tasks", id]) => {
                 let tasks = self.all_tasks().await?;
@@ -217,7 +223,7 @@ impl EngineApi {
                     matches.next().filter(|_| matches.next().is_none())
                 });
                 match found {
-                    Some(task) => Ok(Reply::ok(&encode::task(task))),
+                    Some(task) => Ok(Reply::ok(&encode::task(task, &self.networks_by_id().await?))),
                     None => Err(Failure(Reply::error(StatusCode::NOT_FOUND, format!("task {id} not found")))),
                 }
             }
@@ -250,6 +256,17 @@ impl EngineApi {
             (&Method::POST, [kind @ ("secrets" | "configs"), id, "update"]) => {
                 let version = required_version(query, &kind[..kind.len() - 1])?;
                 self.update_file_object(kind, id, version, body).await
+            }
+            (&Method::GET, ["distribution", name @ .., "json"]) if !name.is_empty() => {
+                let name = name.join("/");
+                match &self.images {
+                    Some(docker) => distribution::inspect(docker, &name).await.map(|v| Reply::ok(&v)).map_err(Failure),
+                    None => Err(Failure(Reply::error(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "/distribution is not served by this shoal daemon: it runs the process executor, which has \
+                         no image store (and shoal asks no registry)",
+                    ))),
+                }
             }
             // Terraform and friends tolerate exactly this when a container is gone.
             (_, ["containers", id, ..]) if *id != "json" && *id != "create" && *id != "prune" => {
@@ -415,13 +432,21 @@ impl EngineApi {
                 return Err(out_of_sequence("service", &current.service.spec.name, version));
             }
             self.call(ControlRequest::ServiceRollback { service: current.service.id.clone() }).await?;
-            return Ok(Reply::ok(&json!({ "Warnings": null })));
+            return Ok(Reply::ok(&json!({})));
         }
         let mut spec = decode::service_spec(body)?;
         // What Docker's spec has no word for stays as it is.
         spec.rebalance = current.service.spec.rebalance;
         self.call(ControlRequest::ServiceUpdate { service: current.service.id.clone(), version, spec }).await?;
-        Ok(Reply::ok(&json!({ "Warnings": null })))
+        Ok(Reply::ok(&json!({})))
+    }
+
+    /// The swarm's networks by id, for tasks' `NetworksAttachments`.
+    async fn networks_by_id(&self) -> Result<BTreeMap<String, Network>, Failure> {
+        match self.call(ControlRequest::NetworkList).await? {
+            ControlResponse::Networks(networks) => Ok(networks.into_iter().map(|n| (n.id.clone(), n)).collect()),
+            other => Err(unexpected_control(&other)),
+        }
     }
 
     async fn all_tasks(&self) -> Result<Vec<Task>, Failure> {
@@ -490,7 +515,8 @@ impl EngineApi {
             let filters = Filters::parse(&rest, filters::TASK_KEYS).map_err(bad_request)?;
             tasks = filters::tasks(tasks, &filters, &hostnames).map_err(bad_request)?;
         }
-        Ok(Reply::ok(&Value::Array(tasks.iter().map(encode::task).collect())))
+        let networks = self.networks_by_id().await?;
+        Ok(Reply::ok(&Value::Array(tasks.iter().map(|t| encode::task(t, &networks)).collect())))
     }
 
     async fn network_create(&self, body: &[u8]) -> Answer {
@@ -618,28 +644,103 @@ pub fn check_version(version: &str) -> Option<Reply> {
     None
 }
 
+/// A response body: a whole answer, or a logs stream fed by the task that follows the logs.
+pub enum ApiBody {
+    Full(Option<Bytes>),
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for ApiBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        use std::task::Poll;
+        match self.get_mut() {
+            ApiBody::Full(bytes) => {
+                Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+            ApiBody::Stream(receiver) => {
+                receiver.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(hyper::body::Frame::data(b))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, ApiBody::Full(bytes) if bytes.as_ref().is_none_or(|b| b.is_empty()))
+    }
+
+    /// A whole answer's exact size, so it goes out with `Content-Length` as the engine's JSON
+    /// answers do (a logs stream is chunked).
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            ApiBody::Full(bytes) => hyper::body::SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ApiBody::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// `GET /services/{id}/logs` or `/tasks/{id}/logs` (after the version prefix): the target.
+fn logs_target<'a>(method: &Method, path: &'a str) -> Option<&'a str> {
+    if method != Method::GET {
+        return None;
+    }
+    let (_, rest) = split_version(path);
+    let segments: Vec<&str> = rest.trim_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["services" | "tasks", id, "logs"] if !id.is_empty() => Some(id),
+        _ => None,
+    }
+}
+
 /// Answer one HTTP request.
-async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<ApiBody> {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
-    let reply = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
-        Ok(body) => api.answer(&method, &path, &query, &body.to_bytes()).await,
-        Err(err) => Reply::error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}")),
+    let mut content_type = None;
+    let reply = match logs_target(&method, &path) {
+        Some(target) => {
+            let version_refused = split_version(&path).0.and_then(check_version);
+            let pairs: BTreeMap<String, String> = serde_urlencoded::from_str::<Vec<(String, String)>>(&query)
+                .map(|pairs| pairs.into_iter().collect())
+                .unwrap_or_default();
+            match version_refused {
+                Some(refusal) => Err(refusal),
+                None => api.clone().logs_stream(target.to_string(), pairs).await.map(ApiBody::Stream),
+            }
+        }
+        None => Err(match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
+            Ok(body) => api.answer(&method, &path, &query, &body.to_bytes()).await,
+            Err(err) => Reply::error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}")),
+        }),
     };
-    let head = method == Method::HEAD;
+    let (status, extra, body) = match reply {
+        // The engine's type for API 1.41 (1.42 and later say `multiplexed-stream`; the bytes are the same).
+        Ok(stream) => {
+            content_type = Some("application/vnd.docker.raw-stream");
+            (StatusCode::OK, Vec::new(), stream)
+        }
+        Err(reply) => {
+            content_type = content_type.or(Some(reply.content_type));
+            let body = if method == Method::HEAD { Bytes::new() } else { reply.body };
+            (reply.status, reply.extra, ApiBody::Full(Some(body)))
+        }
+    };
     let mut response = Response::builder()
-        .status(reply.status)
+        .status(status)
         .header("Api-Version", API_VERSION)
         .header("Ostype", "linux")
         .header("Docker-Experimental", "false")
         .header("Server", encode::server_header())
-        .header("Content-Type", reply.content_type);
-    for (name, value) in &reply.extra {
+        .header("Content-Type", content_type.unwrap_or("application/json"));
+    for (name, value) in &extra {
         response = response.header(*name, value.as_str());
     }
-    let body = if head { Bytes::new() } else { reply.body };
-    response.body(Full::new(body)).unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    response.body(body).unwrap_or_else(|_| Response::new(ApiBody::Full(None)))
 }
 
 /// Bind the API's unix socket (replacing a stale one), readable and writable by its owner and group

@@ -401,3 +401,195 @@ async fn an_update_needs_a_version() {
     let reply = api.answer(&Method::POST, "/v1.41/services/web/update", "version=x", CLI_CREATE.as_bytes()).await;
     assert_eq!(message(&reply), "invalid service version \"x\": not a number");
 }
+
+/// `docker swarm init --advertise-addr 127.0.0.167:40011 --listen-addr 127.0.0.167:40011
+/// --dispatcher-heartbeat 1s --data-path-port 24998`, as the CLI 28.2.2 sent it (only the spec fields
+/// whose flags were given; `SubnetSize` is its flag's default).
+const CLI_SWARM_INIT: &str = r#"{"ListenAddr":"127.0.0.167:40011","AdvertiseAddr":"127.0.0.167:40011","DataPathAddr":"","DataPathPort":24998,"ForceNewCluster":false,"Spec":{"Labels":null,"Orchestration":{},"Raft":{"ElectionTick":0,"HeartbeatTick":0},"Dispatcher":{"HeartbeatPeriod":1000000000},"CAConfig":{},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}},"AutoLockManagers":false,"Availability":"","DefaultAddrPool":[],"SubnetSize":24}"#;
+
+/// `docker swarm update --task-history-limit 3 --cert-expiry 48h` on that swarm, as captured: the
+/// whole spec the CLI read from `/swarm`, with the flags' settings changed (and `?version=1`).
+const CLI_SWARM_UPDATE: &str = r#"{"Name":"default","Labels":{},"Orchestration":{"TaskHistoryRetentionLimit":3},"Raft":{"SnapshotInterval":10000,"KeepOldSnapshots":0,"LogEntriesForSlowFollowers":500,"ElectionTick":10,"HeartbeatTick":1},"Dispatcher":{"HeartbeatPeriod":1000000000},"CAConfig":{"NodeCertExpiry":172800000000000},"TaskDefaults":{},"EncryptionConfig":{"AutoLockManagers":false}}"#;
+
+#[test]
+fn swarm_init_join_and_update_bodies_decode() {
+    let init = swarm::init_request(CLI_SWARM_INIT.as_bytes()).unwrap();
+    assert_eq!((init.listen_addr.as_str(), init.advertise_addr.as_str()), ("127.0.0.167:40011", "127.0.0.167:40011"));
+    assert_eq!(init.data_path_port, Some(24998));
+    assert_eq!(init.availability, shoal_core::api::Availability::Active);
+    assert_eq!(init.overrides.heartbeat_period_ms, Some(1000));
+    assert_eq!(init.overrides.task_history_retention_limit, None, "an unset flag keeps Swarm's default");
+    assert_eq!(init.overrides.cert_expiry_ms, None);
+    let locked = swarm::init_request(br#"{"ListenAddr":"0.0.0.0:2377","AutoLockManagers":true}"#).unwrap_err();
+    assert!(locked.0.contains("AutoLockManagers"), "{locked}");
+    let named = swarm::init_request(br#"{"Spec":{"Name":"prod"}}"#).unwrap_err();
+    assert_eq!(named.0, "swarm spec must be named \"default\"");
+
+    let join = swarm::join_request(
+        br#"{"ListenAddr":"127.0.0.6:4500","AdvertiseAddr":"127.0.0.6:4500","DataPathAddr":"","RemoteAddrs":["127.0.0.5:4500"],"JoinToken":"SWMTKN-1-x-y","Availability":"drain"}"#,
+    )
+    .unwrap();
+    assert_eq!((join.remote_addr.as_str(), join.token.as_str()), ("127.0.0.5:4500", "SWMTKN-1-x-y"));
+    assert_eq!(join.availability, shoal_core::api::Availability::Drain);
+    let nowhere = swarm::join_request(br#"{"JoinToken":"t","RemoteAddrs":[]}"#).unwrap_err();
+    assert_eq!(nowhere.0, "at least 1 RemoteAddr is required to join");
+
+    // `swarm update --task-history-limit 9`: the CLI sends back the whole spec it read, changed.
+    let current = shoal_core::api::ClusterSpec::default();
+    let mut spec = encode::swarm(&cluster_info(current.clone()), "w", "m")["Spec"].clone();
+    assert_eq!(swarm::update_request(spec.to_string().as_bytes(), &current).unwrap(), None, "nothing changed");
+    spec["Orchestration"]["TaskHistoryRetentionLimit"] = json!(9);
+    let update = swarm::update_request(spec.to_string().as_bytes(), &current).unwrap();
+    assert_eq!(
+        update,
+        Some(ControlRequest::ClusterUpdate {
+            task_history_limit: Some(9),
+            heartbeat_period_ms: None,
+            node_cert_expiry_ms: None
+        })
+    );
+    spec["Raft"]["ElectionTick"] = json!(20);
+    let refused = swarm::update_request(spec.to_string().as_bytes(), &current).unwrap_err();
+    assert!(refused.0.contains("Raft.ElectionTick"), "{refused}");
+
+    let current = shoal_core::api::ClusterSpec { heartbeat_period_ms: 1000, ..Default::default() };
+    let update = swarm::update_request(CLI_SWARM_UPDATE.as_bytes(), &current).unwrap();
+    assert_eq!(
+        update,
+        Some(ControlRequest::ClusterUpdate {
+            task_history_limit: Some(3),
+            heartbeat_period_ms: None,
+            node_cert_expiry_ms: Some(48 * 3600 * 1000)
+        })
+    );
+}
+
+fn cluster_info(spec: shoal_core::api::ClusterSpec) -> shoal_core::control::ClusterInfo {
+    shoal_core::control::ClusterInfo {
+        node_id: "n1".into(),
+        node_addr: "127.0.0.5:4500".into(),
+        is_manager: true,
+        cluster_id: "c1".into(),
+        managers: 1,
+        nodes: 1,
+        spec,
+        manager_addrs: vec!["127.0.0.5:4500".into()],
+        leader_addr: None,
+        meta: shoal_core::api::Meta { version: 7, created_at_ms: 0, updated_at_ms: 0 },
+    }
+}
+
+#[tokio::test]
+async fn swarm_requests_go_to_the_daemon() {
+    let (api, fake) = api();
+    // The fake answers swarm init with "not scripted": what matters is what it was asked.
+    let reply = api.answer(&Method::POST, "/v1.41/swarm/init", "", CLI_SWARM_INIT.as_bytes()).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let leave = api.answer(&Method::POST, "/v1.41/swarm/leave", "force=1", b"").await;
+    assert_eq!(leave.status, StatusCode::BAD_REQUEST);
+    let asked = fake.asked.lock().unwrap().clone();
+    assert!(matches!(&asked[0], LocalRequest::SwarmInit(init) if init.data_path_port == Some(24998)), "{asked:?}");
+    assert_eq!(asked[1], LocalRequest::SwarmLeave { force: true });
+    let update = api.answer(&Method::POST, "/v1.41/swarm/update", "rotateWorkerToken=true", b"{}").await;
+    assert_eq!(
+        (update.status, message(&update)),
+        (StatusCode::BAD_REQUEST, "version is required to update a swarm".into())
+    );
+}
+
+#[test]
+fn logs_are_framed_as_dockers_multiplexed_stream() {
+    use shoal_core::env::LogLine;
+    use shoal_core::logs::{ServiceLogs, TaskLogs};
+    let line = |time_ns, text: &str, stderr| LogLine { time_ns, text: text.into(), stderr };
+    let logs = ServiceLogs {
+        service_id: "svc1".into(),
+        service_name: "web".into(),
+        tasks: vec![
+            TaskLogs {
+                task_id: "t1".into(),
+                task_name: "web.1".into(),
+                node_id: "n1".into(),
+                hostname: "m1".into(),
+                lines: vec![line(1_000_000_000, "one", false), line(3_000_000_000, "oops", true)],
+                last_ns: Some(3_000_000_000),
+            },
+            TaskLogs {
+                task_id: "t2".into(),
+                task_name: "web.2".into(),
+                node_id: "n2".into(),
+                hostname: "w1".into(),
+                lines: vec![line(2_000_000_000, "two", false)],
+                last_ns: Some(2_000_000_000),
+            },
+        ],
+        unreachable: Vec::new(),
+    };
+    let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let none = logs::options(&query(&[("tail", "all")]), 0).unwrap_err();
+    assert_eq!(none.0, "Bad parameters: you must choose at least one stream");
+    let options =
+        logs::options(&query(&[("stdout", "1"), ("stderr", "1"), ("details", "1"), ("tail", "5")]), 0).unwrap();
+    assert_eq!(options.tail, Some(5));
+    let bytes = logs::frames(&logs, &options);
+    // Split the stream back into (stream, payload) as Docker's stdcopy does.
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 8 {
+        let size = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        frames.push((rest[0], String::from_utf8(rest[8..8 + size].to_vec()).unwrap()));
+        rest = &rest[8 + size..];
+    }
+    assert!(rest.is_empty());
+    let attrs = |node: &str, task: &str| {
+        format!("com.docker.swarm.node.id={node},com.docker.swarm.service.id=svc1,com.docker.swarm.task.id={task}")
+    };
+    assert_eq!(
+        frames,
+        [
+            (1, format!("{} one\n", attrs("n1", "t1"))),
+            (1, format!("{} two\n", attrs("n2", "t2"))),
+            (2, format!("{} oops\n", attrs("n1", "t1"))),
+        ],
+        "oldest first across tasks; stderr lines on stream 2"
+    );
+    let stdout_only =
+        logs::options(&query(&[("stdout", "true"), ("timestamps", "true"), ("since", "1.5")]), 0).unwrap();
+    assert_eq!(stdout_only.since_ns, Some(1_500_000_000));
+    // docker-py sends `since=0`: from the start, not "0 seconds ago".
+    let from_start = logs::options(&query(&[("stdout", "1"), ("since", "0")]), 5_000_000_000).unwrap();
+    assert_eq!(from_start.since_ns, None);
+    let unix = logs::options(&query(&[("stdout", "1"), ("since", "4")]), 5_000_000_000).unwrap();
+    assert_eq!(unix.since_ns, Some(4_000_000_000), "a bare number is Unix seconds");
+    let bytes = logs::frames(&logs, &stdout_only);
+    assert_eq!(&bytes[..8], &[1, 0, 0, 0, 0, 0, 0, 35]);
+    assert_eq!(&bytes[8..43], b"1970-01-01T00:00:01.000000000Z one\n");
+    assert_eq!(bytes.len(), 2 * 43, "two stdout lines, no stderr");
+}
+
+/// A logs request is checked, and its first answer read, before the stream starts: a bad query or
+/// a daemon that cannot answer is an ordinary error reply, not a broken stream.
+#[tokio::test]
+async fn logs_errors_come_before_the_stream() {
+    let (api, fake) = api();
+    let api = Arc::new(api);
+    let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let Err(no_stream) = api.clone().logs_stream("web".into(), query(&[("tail", "all")])).await else {
+        panic!("a request for no stream is refused")
+    };
+    assert_eq!(no_stream.status, StatusCode::BAD_REQUEST);
+    assert_eq!(message(&no_stream), "Bad parameters: you must choose at least one stream");
+    assert!(fake.asked.lock().unwrap().is_empty(), "refused before the daemon is asked");
+    let Err(no_swarm) = api.clone().logs_stream("web".into(), query(&[("stdout", "1"), ("follow", "1")])).await else {
+        panic!("the fake daemon is in no swarm")
+    };
+    assert_eq!(no_swarm.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(message(&no_swarm).starts_with("This node is not a swarm manager. Use \"docker swarm init\""));
+    let asked = fake.asked.lock().unwrap().clone();
+    let Some(LocalRequest::Control { request }) = asked.last() else { panic!("{asked:?}") };
+    assert!(matches!(request.as_ref(), ControlRequest::ServiceLogs { service, .. } if service == "web"), "{request:?}");
+    assert_eq!(logs_target(&Method::GET, "/v1.41/tasks/abc/logs"), Some("abc"));
+    assert_eq!(logs_target(&Method::GET, "/services/web/logs"), Some("web"));
+    assert_eq!(logs_target(&Method::POST, "/services/web/logs"), None);
+    assert_eq!(logs_target(&Method::GET, "/services/web"), None);
+}
