@@ -426,6 +426,49 @@ impl RealCluster {
         }
     }
 
+    /// Run a second `shoal daemon` on daemon `i`'s data dir (its own socket) while `i` runs, as an
+    /// operator who starts it twice does. `Ok(its error)` when it refused and exited non-zero within
+    /// 10 s, as it must; `Err` when it kept running (then it is killed) or exited otherwise.
+    pub async fn start_second_daemon(&mut self, i: usize) -> Result<String, String> {
+        let node = &self.nodes[i];
+        let mut command = Command::new(&self.options.shoal_bin);
+        command
+            .args(["daemon", "--executor", self.options.executor.word(), "--hostname", &node.name])
+            .args(["--dns-upstream", "none"])
+            .arg("--data-dir")
+            .arg(node.dir.join("data"))
+            .arg("--socket")
+            .arg(node.dir.join("second.sock"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|e| format!("cannot start a second daemon: {e}"))?;
+        let pid = child.id();
+        self.ledger.lock().expect("ledger").pids.push(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => break None,
+            }
+        };
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let output = child.wait_with_output().map_err(|e| format!("the second daemon: {e}"))?;
+        self.ledger.lock().expect("ledger").pids.retain(|p| *p != pid);
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        match status {
+            None => Err(format!("a second daemon on {}'s data dir kept running for 10 s: {stderr}", node.name)),
+            Some(status) if !status.success() && stderr.contains("in use by another shoal daemon") => Ok(stderr),
+            Some(status) => Err(format!(
+                "a second daemon on {}'s data dir exited {status} without refusing it: {stderr}",
+                node.name
+            )),
+        }
+    }
+
     /// SIGKILL daemon `i`; returns its pid.
     pub fn kill(&mut self, i: usize) -> Option<u32> {
         let mut child = self.nodes[i].child.take()?;

@@ -473,7 +473,7 @@ impl Runner<'_> {
             return None;
         }
         match fault {
-            Fault::Crash(_) | Fault::Restart(_) => {
+            Fault::Crash(_) | Fault::Restart(_) | Fault::SecondDaemon(_) => {
                 Some("the cluster was not started by this run (--cluster): its daemons are not the harness's to kill or start")
             }
             Fault::Partition { .. } | Fault::Link { .. } | Fault::Heal => {
@@ -591,6 +591,7 @@ impl Runner<'_> {
                 let host = self.host(target).await?;
                 self.disk_heal(&host)?;
             }
+            Fault::SecondDaemon(_) => return Err("a second daemon is started by the step itself".into()),
             Fault::ContainerRemove { service, slot } => {
                 let _ = self.poll().await;
                 let (_, state) = self.last_state.as_ref().ok_or("no leader to ask where the task runs")?;
@@ -733,6 +734,19 @@ impl Runner<'_> {
                 self.on = None;
                 let Ok(result) = result;
                 drive::conclude(self, &place, step, &result)
+            }
+            // Two daemons on one data dir is a safety violation, not a step that failed.
+            Action::Fault(fault @ Fault::SecondDaemon(target)) if self.unsupported(fault).is_none() => {
+                self.note("step.fault", json!({"at": place, "fault": "second daemon", "target": format!("{target}")}));
+                let host = self.host(target).await.map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?;
+                let i = self.cluster.index(&host).ok_or_else(|| Outcome::Liveness(format!("{place}: unknown host")))?;
+                match self.cluster.start_second_daemon(i).await {
+                    Ok(refusal) => {
+                        self.note("fault.second_daemon", json!({"host": host, "refused": refusal}));
+                        Ok(())
+                    }
+                    Err(violation) => Err(Outcome::Safety(format!("{place}: {violation}"))),
+                }
             }
             Action::Fault(fault) => {
                 self.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));

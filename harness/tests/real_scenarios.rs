@@ -85,6 +85,10 @@ fn ci_scenarios_pass_on_real_clusters() {
         // Health checks for real: a replica made unhealthy (`docker exec … touch /tmp/unhealthy`)
         // under load is drained, fails as Swarm's and is replaced, and no request fails.
         "scenarios/t80_mesh_unhealthy_replica_under_load.yaml",
+        // Found on real daemons: `service rm` failed when the reaper deleted a task meanwhile.
+        "scenarios/t85_service_rm_while_tasks_reaped.yaml",
+        // Found on real daemons: a second daemon on a data dir in use refuses and touches nothing.
+        "scenarios/t86_second_daemon_on_a_data_dir.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
@@ -99,7 +103,7 @@ fn ci_scenarios_pass_on_real_clusters() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
     // Nothing of these was skipped: every fault, client and check was done for real.
     assert!(!stdout.contains("skipped in"), "{stdout}");
     // Each run's merged trace has the daemons' events and the harness's faults.
@@ -113,6 +117,7 @@ fn ci_scenarios_pass_on_real_clusters() {
         ("t62_mesh_rolling_update_under_load", "client.request"),
         ("t45_lossy_links", "fault.link"),
         ("t53_disk_write_failure", "manager.stepped_down"),
+        ("t86_second_daemon_on_a_data_dir", "fault.second_daemon"),
     ] {
         let trace = std::fs::read_to_string(traces.join(format!("{file}-run1.jsonl"))).expect("trace written");
         assert!(trace.contains(&format!("\"kind\":\"{fault}\"")), "{file}: no {fault} in the trace");

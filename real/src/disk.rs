@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shoal_core::env::disk::check_name;
+use shoal_core::env::disk::DiskClaim;
 use shoal_core::env::{Disk, DiskError};
 
 /// Temp files of `write_atomic` end with this plus a counter; `list` hides them and `open` deletes
@@ -154,6 +155,21 @@ fn parent_of(path: &Path) -> PathBuf {
 
 #[async_trait]
 impl Disk for FileDisk {
+    /// The advisory lock of [`crate::data_dir_lock`] on the root (the daemon takes the same lock on
+    /// its data dir first thing, in `main`): the holder on record is this process's pid.
+    fn claim(&self, _holder: &str) -> Result<DiskClaim, DiskError> {
+        use crate::data_dir_lock::{DataDirLock, LockError};
+        match DataDirLock::acquire(&self.inner.root) {
+            Ok(lock) => Ok(DiskClaim::new(lock)),
+            Err(LockError::InUse { pid, .. }) => Err(DiskError::InUse {
+                holder: pid.map(|pid| format!("pid {pid}")).unwrap_or_else(|| "pid unknown".into()),
+            }),
+            Err(LockError::Io { what, path, source }) => {
+                Err(DiskError::Io { op: what, name: path.display().to_string(), reason: source.to_string() })
+            }
+        }
+    }
+
     async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         let path = self.path(name)?;
         blocking("read", name, move || match fs::read(&path) {

@@ -60,6 +60,11 @@ struct Host {
     node: Arc<Mutex<Option<ShoalNode>>>,
     /// How the node starts at the host's next boot; taken by that boot (then `Resume`).
     next_boot: Arc<Mutex<Option<Bootstrap>>>,
+    /// A daemon's start on this host (what madsim runs at each boot); [`SimCluster::start_second_daemon`]
+    /// runs it once more beside the running one.
+    daemon: Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>,
+    /// Each daemon start's claim of the data dir, in order: `Ok` it got it, `Err` the refusal.
+    claims: Arc<Mutex<Vec<Result<(), String>>>>,
 }
 
 /// Stops the workload started by [`SimCluster::start_workload`] (also when dropped).
@@ -221,10 +226,18 @@ impl SimCluster {
         let mut config = self.config.clone();
         config.hostname = name.to_string();
         config.advertise_addr = addr.clone();
+        let claims: Arc<Mutex<Vec<Result<(), String>>>> = Arc::default();
         let init = {
-            let (disk, executor, slot, addr, name, first_boot) =
-                (disk.clone(), executor.clone(), slot.clone(), addr.clone(), name.to_string(), first_boot.clone());
-            move || {
+            let (disk, executor, slot, addr, name, first_boot, claims) = (
+                disk.clone(),
+                executor.clone(),
+                slot.clone(),
+                addr.clone(),
+                name.to_string(),
+                first_boot.clone(),
+                claims.clone(),
+            );
+            move || -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
                 let env = NodeEnv {
                     addr: addr.clone(),
                     transport: Arc::new(net.transport(addr.clone())),
@@ -234,21 +247,46 @@ impl SimCluster {
                     data_addr: format!("{name}:{DATA_PORT}"),
                     tracer: Tracer::new(name.clone(), Arc::new(trace.clone())),
                 };
-                let bootstrap = first_boot.lock().expect("boot lock").take().unwrap_or(Bootstrap::Resume);
                 let (slot, config, tracer) = (slot.clone(), config.clone(), env.tracer.clone());
-                async move {
+                let (disk, claims, first_boot, holder) =
+                    (disk.clone(), claims.clone(), first_boot.clone(), format!("the daemon on {name}"));
+                Box::pin(async move {
+                    // As the daemon's `main`: the data dir is claimed before anything else (the claim
+                    // goes when the host's tasks do, as a dead process's lock does).
+                    let _claim = match shoal_core::env::Disk::claim(&disk, &holder) {
+                        Ok(claim) => claim,
+                        Err(err) => {
+                            tracer.emit("daemon.refused", serde_json::json!({"error": err.to_string()}));
+                            claims.lock().expect("claims lock").push(Err(err.to_string()));
+                            return;
+                        }
+                    };
+                    claims.lock().expect("claims lock").push(Ok(()));
+                    let bootstrap = first_boot.lock().expect("boot lock").take().unwrap_or(Bootstrap::Resume);
                     match ShoalNode::start(env, config, bootstrap).await {
                         Ok(node) => *slot.lock().expect("slot lock") = Some(node),
                         Err(err) => tracer.emit("node.start_failed", serde_json::json!({"error": err.to_string()})),
                     }
                     std::future::pending::<()>().await;
-                }
+                })
             }
         };
+        let daemon: Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync> =
+            Arc::new(init.clone());
         let handle = Handle::current().create_node().name(name).init(init).build();
         self.hosts.insert(
             name.to_string(),
-            Host { name: name.to_string(), addr, disk, executor, handle, node: slot.clone(), next_boot: first_boot },
+            Host {
+                name: name.to_string(),
+                addr,
+                disk,
+                executor,
+                handle,
+                node: slot.clone(),
+                next_boot: first_boot,
+                daemon,
+                claims,
+            },
         );
         for _ in 0..600 {
             if slot.lock().expect("slot lock").is_some() {
@@ -468,6 +506,7 @@ impl SimCluster {
     pub fn crash(&self, name: &str) {
         let Some(host) = self.host(name) else { return };
         Handle::current().kill(host.handle.id());
+        host.disk.release_claim();
         let lost = host.disk.crash(false);
         host.executor.host_crash();
         self.mesh.host_down(name);
@@ -479,11 +518,43 @@ impl SimCluster {
     pub fn crash_torn(&self, name: &str) {
         let Some(host) = self.host(name) else { return };
         Handle::current().kill(host.handle.id());
+        host.disk.release_claim();
         let lost = host.disk.crash(true);
         host.executor.host_crash();
         self.mesh.host_down(name);
         *host.node.lock().expect("slot lock") = None;
         self.note("fault.crash", serde_json::json!({"host": name, "torn": true, "unsynced_bytes_lost": lost}));
+    }
+
+    /// Start a second daemon on `name`'s data dir while its own runs, as an operator who runs `shoal
+    /// daemon` twice does (issue 14). `Ok(refusal)` when it refused, as it must, at once and touching
+    /// nothing; `Err` when it got the data dir (then it is stopped again at once).
+    pub async fn start_second_daemon(&self, name: &str) -> Result<String, String> {
+        let host = self.host(name).ok_or_else(|| format!("no host {name}"))?;
+        let before = host.claims.lock().expect("claims lock").len();
+        let daemon = host.daemon.clone();
+        let second =
+            Handle::current().create_node().name(format!("{name}/second-daemon")).init(move || daemon()).build();
+        let mut outcome = None;
+        for _ in 0..500 {
+            outcome = host.claims.lock().expect("claims lock").get(before).cloned();
+            if outcome.is_some() {
+                break;
+            }
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+        Handle::current().kill(second.id());
+        match outcome {
+            Some(Err(refusal)) => {
+                self.note("fault.second_daemon", serde_json::json!({"host": name, "refused": refusal}));
+                Ok(refusal)
+            }
+            Some(Ok(())) => {
+                self.note("fault.second_daemon", serde_json::json!({"host": name, "started": true}));
+                Err(format!("a second daemon got {name}'s data dir while the first was running"))
+            }
+            None => Err(format!("the second daemon on {name} neither refused nor started within 5 s")),
+        }
     }
 
     /// The host comes back and its node resumes from disk.
@@ -492,6 +563,7 @@ impl SimCluster {
         *host.node.lock().expect("slot lock") = None;
         // The daemon restarts (its listeners and connections go); the host's containers run on.
         self.mesh.owner_down(&Owner::daemon(name));
+        host.disk.release_claim();
         Handle::current().restart(host.handle.id());
         self.note("fault.restart", serde_json::json!({"host": name}));
     }
@@ -503,6 +575,7 @@ impl SimCluster {
         *host.next_boot.lock().expect("boot lock") = Some(Bootstrap::Init { force_new_cluster: true });
         *host.node.lock().expect("slot lock") = None;
         self.mesh.owner_down(&Owner::daemon(name));
+        host.disk.release_claim();
         Handle::current().restart(host.handle.id());
         self.note("fault.force_new_cluster", serde_json::json!({"host": name}));
     }

@@ -95,6 +95,19 @@ pub async fn disk(disk: Arc<dyn Disk>) {
         assert!(matches!(err, DiskError::InvalidName { .. }), "{bad:?} must be refused, got {err:?}");
         assert!(disk.write_atomic(bad, b"x").await.is_err(), "{bad:?} must not be writable");
     }
+
+    // One daemon per data dir: a second claim fails at once naming the holder, and the files stay.
+    let first = disk.claim("first daemon").expect("a free data dir can be claimed");
+    match disk.claim("second daemon") {
+        Err(err @ DiskError::InUse { .. }) => {
+            assert!(err.to_string().contains("in use by another shoal daemon"), "{err}")
+        }
+        other => panic!("a claimed data dir must refuse a second claim, got {other:?}"),
+    }
+    assert_eq!(disk.read("identity").await.unwrap().as_deref(), Some(&b"node"[..]), "a refused claim touches nothing");
+    drop(first);
+    let again = disk.claim("third daemon").expect("a dropped claim frees the data dir");
+    drop(again);
 }
 
 /// What an executor arm needs to run the suite: a local image and commands in its vocabulary.

@@ -16,6 +16,26 @@ pub enum DiskError {
     InvalidName { name: String },
     #[error("{op} {name}: {reason}")]
     Io { op: &'static str, name: String, reason: String },
+    /// Another daemon holds the data dir ([`Disk::claim`]).
+    #[error("the data dir is in use by another shoal daemon ({holder}); stop that daemon or choose another data dir")]
+    InUse { holder: String },
+}
+
+/// A daemon's claim on its data dir ([`Disk::claim`]): held while this value lives, released when it
+/// is dropped — and when the process holding it dies, as the kernel drops an advisory lock.
+pub struct DiskClaim(#[allow(dead_code)] Box<dyn Send + Sync>);
+
+impl DiskClaim {
+    /// A claim that lasts as long as `guard`.
+    pub fn new(guard: impl Send + Sync + 'static) -> Self {
+        DiskClaim(Box::new(guard))
+    }
+}
+
+impl std::fmt::Debug for DiskClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiskClaim")
+    }
 }
 
 /// A node's durable storage.
@@ -33,6 +53,10 @@ pub trait Disk: Send + Sync + 'static {
     async fn remove(&self, name: &str) -> Result<(), DiskError>;
     /// The names of all files, sorted.
     async fn list(&self) -> Result<Vec<String>, DiskError>;
+    /// Claim the data dir for one daemon, before it touches anything else: a second claim while the
+    /// first is held fails at once with [`DiskError::InUse`] naming the holder, and changes nothing.
+    /// `holder` says who claims (the simulator records it; the daemon's disk records its pid).
+    fn claim(&self, holder: &str) -> Result<DiskClaim, DiskError>;
 }
 
 /// Checks that a file name stays inside the data directory.

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::disk::check_name;
+use super::disk::{check_name, DiskClaim};
 use super::{runtime, Disk, DiskError};
 use async_trait::async_trait;
 
@@ -28,6 +28,31 @@ pub struct MemDisk {
     files: Arc<Mutex<BTreeMap<String, MemFile>>>,
     /// While set, every write fails with this reason.
     failing: Arc<Mutex<Option<String>>>,
+    /// Who holds the disk's [`Disk::claim`], if anyone, and which claim it is.
+    claimed_by: Arc<Mutex<Claimed>>,
+}
+
+#[derive(Debug, Default)]
+struct Claimed {
+    /// Claims made so far (each guard knows its own number).
+    made: u64,
+    holder: Option<(u64, String)>,
+}
+
+/// Releases a [`MemDisk`]'s claim when the holder drops it — only its own: a dead holder's guard may
+/// be dropped after [`MemDisk::release_claim`] and a new daemon's claim.
+struct MemClaim {
+    claimed: Arc<Mutex<Claimed>>,
+    number: u64,
+}
+
+impl Drop for MemClaim {
+    fn drop(&mut self) {
+        let mut claimed = self.claimed.lock().unwrap_or_else(|p| p.into_inner());
+        if claimed.holder.as_ref().is_some_and(|(number, _)| *number == self.number) {
+            claimed.holder = None;
+        }
+    }
 }
 
 impl std::fmt::Debug for MemDisk {
@@ -98,6 +123,12 @@ impl MemDisk {
         }
     }
 
+    /// The holder's process died: its claim goes at once, as the kernel drops a dead process's
+    /// advisory lock (madsim may drop the dead host's tasks, and the guard in them, only later).
+    pub fn release_claim(&self) {
+        self.claimed_by.lock().unwrap_or_else(|p| p.into_inner()).holder = None;
+    }
+
     /// Total bytes stored.
     pub fn total_bytes(&self) -> usize {
         self.with(|files| files.values().map(|f| f.data.len()).sum())
@@ -106,6 +137,17 @@ impl MemDisk {
 
 #[async_trait]
 impl Disk for MemDisk {
+    fn claim(&self, holder: &str) -> Result<DiskClaim, DiskError> {
+        let mut claimed = self.claimed_by.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, holder)) = claimed.holder.as_ref() {
+            return Err(DiskError::InUse { holder: holder.clone() });
+        }
+        claimed.made += 1;
+        let number = claimed.made;
+        claimed.holder = Some((number, holder.to_string()));
+        Ok(DiskClaim::new(MemClaim { claimed: self.claimed_by.clone(), number }))
+    }
+
     async fn read(&self, name: &str) -> Result<Option<Vec<u8>>, DiskError> {
         check_name(name)?;
         Ok(self.with(|files| files.get(name).map(|f| f.data.clone())))

@@ -124,9 +124,12 @@ pub enum Fault {
         duration: Option<Duration>,
     },
     DiskHeal(Target),
+    /// `second daemon on NODE`: a second `shoal daemon` on the node's data dir while its own runs.
+    /// It must refuse at once and touch nothing; one that starts is a safety violation.
+    SecondDaemon(Target),
 }
 
-const FAULT_WORDS: &str = "crash, restart, leave, partition, heal, link, container, image, disk";
+const FAULT_WORDS: &str = "crash, restart, leave, partition, heal, link, container, image, disk, second daemon";
 
 /// Split on whitespace, with `[`, `]` and `,` as words of their own.
 fn tokens(text: &str) -> Vec<String> {
@@ -316,6 +319,12 @@ impl std::str::FromStr for Fault {
                     _ => Err(usage(form)),
                 }
             }
+            Some("second") => match &words[1..] {
+                [daemon, on, target] if daemon == "daemon" && on == "on" => {
+                    Ok(Fault::SecondDaemon(Target::parse(target)?))
+                }
+                _ => Err(usage("second daemon on NODE")),
+            },
             Some(other) => Err(format!("unknown fault {other:?}: expected {FAULT_WORDS}")),
             None => Err(format!("empty fault: expected {FAULT_WORDS}")),
         }
@@ -397,6 +406,8 @@ mod tests {
             Ok(Fault::DiskFailWrites { target: host("manager-2"), duration: None })
         );
         assert_eq!("disk manager-2 heal".parse(), Ok(Fault::DiskHeal(host("manager-2"))));
+        assert_eq!("second daemon on worker-1".parse(), Ok(Fault::SecondDaemon(host("worker-1"))));
+        assert!("second daemon worker-1".parse::<Fault>().unwrap_err().contains("second daemon on NODE"));
         assert!("disk manager-2 explode".parse::<Fault>().unwrap_err().contains("disk NODE fail-writes"));
     }
 

@@ -102,6 +102,7 @@ impl Display for Fault {
                 Ok(())
             }
             Fault::DiskHeal(target) => write!(f, "disk {target} heal"),
+            Fault::SecondDaemon(target) => write!(f, "second daemon on {target}"),
         }
     }
 }

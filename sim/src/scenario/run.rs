@@ -368,6 +368,7 @@ impl Runner<'_> {
                 let host = self.host(target)?;
                 self.cluster.disk_heal(&host);
             }
+            Fault::SecondDaemon(_) => return Err("a second daemon is started by the step itself".into()),
             Fault::Link { a, b, delay_min, delay_max, loss } => {
                 let (a, b) = (self.host(a)?, self.host(b)?);
                 self.invariants.clients.network_fault(runtime::unix_millis());
@@ -453,6 +454,20 @@ impl Runner<'_> {
                 self.on = None;
                 let result = result?;
                 drive::conclude(self, &place, step, &result)
+            }
+            // Two daemons on one data dir is a safety violation, not a step that failed.
+            Action::Fault(Fault::SecondDaemon(target)) => {
+                self.cluster
+                    .note("step.fault", json!({"at": place, "fault": "second daemon", "target": format!("{target}")}));
+                let host = self.host(target).map_err(|e| Outcome::Liveness(format!("{place}: {e}")))?;
+                // "Second" means beside a running one: a host that restarts first finishes its start.
+                if !self.cluster.wait_up(&host, Duration::from_secs(30)).await {
+                    return Err(Outcome::Liveness(format!("{place}: {host} runs no daemon to start a second beside")));
+                }
+                match self.cluster.start_second_daemon(&host).await {
+                    Ok(_refusal) => Ok(()),
+                    Err(violation) => Err(Outcome::Safety(format!("{place}: {violation}"))),
+                }
             }
             Action::Fault(fault) => {
                 self.cluster.note("step.fault", json!({"at": place, "fault": format!("{fault:?}")}));
