@@ -101,6 +101,10 @@ pub trait RunningNode: Send + Sync + 'static {
 pub trait NodeLauncher: Send + Sync + 'static {
     /// Whether `node_dir` holds a node's state to resume.
     async fn has_state(&self, node_dir: &Path) -> bool;
+    /// The wait of a manager that came up locked (autolock), while it is locked.
+    fn lock_gate(&self) -> Option<shoal_core::autolock::LockGate> {
+        None
+    }
     async fn start(
         &self,
         node_dir: &Path,
@@ -485,6 +489,9 @@ impl Daemon {
         };
         match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Inactive => blank("inactive"),
+            State::Pending { settings } if self.launcher.lock_gate().is_some() => {
+                SwarmStatus { node_addr: host_of(&settings.advertise_addr), ..blank("locked") }
+            }
             State::Pending { settings } => {
                 SwarmStatus { node_addr: host_of(&settings.advertise_addr), ..blank("pending") }
             }
@@ -509,6 +516,19 @@ impl LocalHandler for Arc<Daemon> {
                 if matches!(*request, shoal_core::control::ControlRequest::SecretsKey) =>
             {
                 Err(LocalError::Refused("the secrets key is handed only from one manager to another".into()))
+            }
+            // A locked manager (autolock) takes only the unlock key; everything else gets Swarm's
+            // locked error (moby `errSwarmLocked`).
+            LocalRequest::Control { request } if self.launcher.lock_gate().is_some() => {
+                let gate = self.launcher.lock_gate().expect("checked above");
+                match *request {
+                    shoal_core::control::ControlRequest::Unlock { key } => gate
+                        .try_unlock(&key.0)
+                        .await
+                        .map(|()| LocalAnswer::Control(shoal_core::control::ControlResponse::Done))
+                        .map_err(LocalError::Control),
+                    _ => Err(LocalError::Control(shoal_core::control::ControlError::Locked)),
+                }
             }
             LocalRequest::Control { request } => match self.active_node() {
                 Some(node) => node.control(*request).await.map(LocalAnswer::Control).map_err(LocalError::Control),

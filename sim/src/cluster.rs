@@ -588,6 +588,11 @@ impl SimCluster {
     }
 
     /// Every host's executor, by host name.
+    /// Host `name`'s disk, to look at the bytes it holds (autolock's tests read them raw).
+    pub fn disk(&self, name: &str) -> Option<SimDisk> {
+        self.host(name).map(|h| h.disk.clone())
+    }
+
     pub fn executors(&self) -> BTreeMap<String, SimExecutor> {
         self.hosts.iter().map(|(name, h)| (name.clone(), h.executor.clone())).collect()
     }

@@ -101,7 +101,7 @@ fn control_error(err: ControlError) -> Reply {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::InvalidArgument(_) | ControlError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
         ControlError::Conflict(_) => StatusCode::CONFLICT,
-        ControlError::NoLeader | ControlError::NotAManager | ControlError::Unavailable(_) => {
+        ControlError::NoLeader | ControlError::NotAManager | ControlError::Unavailable(_) | ControlError::Locked => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

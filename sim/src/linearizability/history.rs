@@ -237,6 +237,9 @@ impl Request {
             ControlRequest::ConfigInspect { .. } => Request::Other("config inspect"),
             ControlRequest::ConfigRemove { .. } => Request::Other("config rm"),
             ControlRequest::SecretsKey => Request::Other("secrets key"),
+            ControlRequest::UnlockKey { .. } => Request::Other("unlock-key"),
+            ControlRequest::SwarmAutolock { .. } => Request::Other("swarm update --autolock"),
+            ControlRequest::Unlock { .. } => Request::Other("swarm unlock"),
         }
     }
 }

@@ -225,6 +225,8 @@ pub fn result_note(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::Secret(_)) => json!({"ok": "secret"}),
         Ok(ControlResponse::Config(_)) => json!({"ok": "config"}),
         Ok(ControlResponse::SecretsKey(_)) => json!({"ok": "secrets_key"}),
+        // Never the key itself: traces must not hold it.
+        Ok(ControlResponse::UnlockKey { key }) => json!({"ok": "unlock_key", "set": !key.0.is_empty()}),
         Err(err) => json!({"error": err.to_string()}),
     }
 }
