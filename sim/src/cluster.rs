@@ -145,6 +145,8 @@ async fn control_any(
             // A manager that was just demoted: ask the next one, as a client that knows every
             // manager would.
             Ok(Err(ControlError::NotAManager)) => last = ControlError::NotAManager,
+            // A manager that restarted locked (autolock) serves nothing until unlocked.
+            Ok(Err(ControlError::Locked)) => last = ControlError::Locked,
             Ok(answer) => return answer,
             Err(err) => last = ControlError::Unavailable(err.to_string()),
         }
