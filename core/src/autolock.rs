@@ -251,8 +251,14 @@ pub fn open_file(dek: &Dek, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Autoloc
     if !is_sealed_file(bytes) {
         return Ok(bytes.to_vec());
     }
+    Ok(parse_frames(dek, name, bytes)?.0)
+}
+
+/// The plain content of an encrypted file and the length of its good frames (what follows is a
+/// torn or garbled tail).
+fn parse_frames(dek: &Dek, name: &str, bytes: &[u8]) -> Result<(Vec<u8>, usize), AutolockError> {
     let mut plain = Vec::new();
-    let mut offset = MAGIC.len();
+    let mut offset = MAGIC.len().min(bytes.len());
     let mut first = true;
     while offset < bytes.len() {
         let Some(header) = bytes.get(offset..offset + FRAME_HEADER) else { break };
@@ -267,7 +273,7 @@ pub fn open_file(dek: &Dek, name: &str, bytes: &[u8]) -> Result<Vec<u8>, Autoloc
         first = false;
         offset += FRAME_HEADER + len;
     }
-    Ok(plain)
+    Ok((plain, offset))
 }
 
 /// The node's disk with [`is_encrypted_name`] files encrypted under the DEK; other files pass
@@ -332,7 +338,14 @@ impl Disk for EncryptedDisk {
             // First append here since this process opened the file: start it, or turn a plain
             // (pre-autolock) file into the encrypted format before adding to it.
             match self.inner.read(name).await? {
-                Some(bytes) if bytes.starts_with(MAGIC) => {}
+                Some(bytes) if bytes.starts_with(MAGIC) => {
+                    // A torn last frame (a crash mid-append) is cut off first: a frame appended
+                    // after it would be read as part of it, and lost with it.
+                    let (_, good) = parse_frames(&self.dek, name, &bytes).map_err(|e| Self::damaged(name, e))?;
+                    if good < bytes.len() {
+                        self.inner.write_atomic(name, &bytes[..good]).await?;
+                    }
+                }
                 Some(bytes) if !bytes.is_empty() && !is_sealed_file(&bytes) => {
                     self.inner.write_atomic(name, &seal_file(&self.dek, name, &bytes)).await?;
                 }
@@ -349,7 +362,12 @@ impl Disk for EncryptedDisk {
             }
             self.set_known(name, Some(true));
         }
-        self.inner.append(name, &seal_frame(&self.dek, name, data)).await
+        let appended = self.inner.append(name, &seal_frame(&self.dek, name, data)).await;
+        if appended.is_err() {
+            // A short write may have left part of a frame: the next append checks the file again.
+            self.set_known(name, None);
+        }
+        appended
     }
 
     async fn sync(&self, name: &str) -> Result<(), DiskError> {
@@ -491,6 +509,11 @@ mod tests {
         assert_eq!(disk.read("raft/log").await.unwrap().unwrap(), b"service-web-one;");
         let other = EncryptedDisk::new(Arc::new(mem.clone()), Dek::generate());
         assert!(other.read("raft/log").await.is_err());
+
+        // A torn frame is cut before the next append, so what follows it is not lost with it.
+        let fresh = EncryptedDisk::new(Arc::new(mem.clone()), disk.dek.clone());
+        fresh.append("raft/log", b"service-web-three;").await.unwrap();
+        assert_eq!(fresh.read("raft/log").await.unwrap().unwrap(), b"service-web-one;service-web-three;");
 
         // A plain file from before is read as it is and encrypted at its next append.
         mem.set_raw("raft/old", b"legacy;".to_vec());

@@ -316,6 +316,10 @@ impl NodeLauncher for RealLauncher {
         self.lock.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|gate| gate.is_locked())
     }
 
+    fn forget_lock(&self) {
+        *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     async fn has_state(&self, node_dir: &Path) -> bool {
         match FileDisk::open(node_dir).await {
             Ok(disk) => ShoalNode::has_state(&disk).await,

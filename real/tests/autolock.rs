@@ -85,6 +85,8 @@ fn a_locked_manager_refuses_to_serve_until_unlocked_and_keeps_nothing_in_plain()
         let err = manager.shoal(args).expect_err("a locked manager serves nothing");
         assert!(err.contains(LOCKED), "`shoal {}`: {err}", args.join(" "));
     }
+    let err = manager.shoal(&["swarm", "leave"]).expect_err("a locked manager does not leave unforced");
+    assert!(err.contains("Swarm is encrypted and locked. Please unlock it first or use `--force`"), "{err}");
     let (ok, text) = unlock(&manager, "SWMKEY-1-notthekeyatallnotthekeyatallnotthekeyatall0");
     assert!(!ok && text.contains("swarm could not be unlocked: invalid key provided"), "{text}");
 

@@ -27,9 +27,10 @@ async fn unlock(cluster: &SimCluster, host: &str, key: &str) -> Result<ControlRe
     cluster.control_on(host, ControlRequest::Unlock { key: FileData(key.to_string()) }).await
 }
 
-/// Crash and restart `host`, then give its node time to come up (or to sit locked).
+/// Crash `host` (a torn write at the tail of its files: encrypted frames must cope as records do)
+/// and restart it, then give its node time to come up (or to sit locked).
 async fn crash_restart(cluster: &SimCluster, host: &str) {
-    cluster.crash(host);
+    cluster.crash_torn(host);
     madsim::time::sleep(Duration::from_secs(1)).await;
     cluster.restart(host);
     madsim::time::sleep(Duration::from_secs(3)).await;

@@ -161,6 +161,19 @@ impl EngineApi {
             (&Method::GET, ["version"]) => Ok(Reply::ok(&encode::version())),
             (&Method::GET, ["info"]) => self.info().await,
             (&Method::GET, ["swarm"]) => self.swarm().await,
+            // Autolock (moby `router/swarm`: `GET /swarm/unlockkey`, `POST /swarm/unlock`).
+            (&Method::GET, ["swarm", "unlockkey"]) => {
+                match self.call(ControlRequest::UnlockKey { rotate: false }).await? {
+                    ControlResponse::UnlockKey { key } => Ok(Reply::ok(&serde_json::json!({"UnlockKey": key.0}))),
+                    other => Err(unexpected_control(&other)),
+                }
+            }
+            (&Method::POST, ["swarm", "unlock"]) => {
+                let body: Value = serde_json::from_slice(body).map_err(|e| bad_request(e.to_string()))?;
+                let key = body["UnlockKey"].as_str().unwrap_or_default().to_string();
+                self.call(ControlRequest::Unlock { key: shoal_core::control::FileData(key) }).await?;
+                Ok(Reply::ok(&Value::Null))
+            }
             (&Method::POST, ["swarm", action]) => Err(Failure(Reply::error(
                 StatusCode::NOT_IMPLEMENTED,
                 format!(
