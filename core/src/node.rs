@@ -837,7 +837,10 @@ impl ShoalNode {
             if self.stopped() {
                 return;
             }
-            let wanted = if self.replica().is_some() {
+            // By role, not by a running replica: a manager whose raft stepped down (its disk
+            // failed) is still a manager and keeps its data key sealed.
+            let manager = self.inner.identity.lock().expect("identity lock").role == NodeRole::Manager;
+            let wanted = if manager {
                 self.inner.store.view(|s| {
                     s.cluster
                         .as_ref()
