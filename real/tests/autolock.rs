@@ -2,7 +2,8 @@
 //! unlock key; after a SIGKILL and a restart the manager is locked — every command answers Swarm's
 //! locked error — until `swarm unlock` reads the key from stdin; then the service is still there.
 //! On disk, neither the raft files hold the service's name nor any file a plain PEM private key.
-//! Process executor (no Docker needed), daemons on 127.0.0.140.
+//! Docker executor with the local test image (its container keeps running while the manager is
+//! locked, as Swarm's do), daemon on 127.0.0.140.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 mod common;
 
-use common::{wait_for, DaemonProc, BIN};
+use common::{require_docker, wait_for, CleanupContainers, DaemonProc, BIN};
 
 const SERVICE: &str = "autolock-svc-5e1b";
 const LOCKED: &str =
@@ -51,7 +52,9 @@ fn unlock(daemon: &DaemonProc, key: &str) -> (bool, String) {
 
 #[test]
 fn a_locked_manager_refuses_to_serve_until_unlocked_and_keeps_nothing_in_plain() {
-    let mut manager = DaemonProc::spawn_with("al-m1", "127.0.0.140", "process", None);
+    require_docker();
+    let _cleanup = CleanupContainers(SERVICE);
+    let mut manager = DaemonProc::spawn_with("al-m1", "127.0.0.140", "docker", None);
     let addr = manager.addr.clone();
     let init = manager.must(&["swarm", "init", "--autolock", "--advertise-addr", &addr, "--listen-addr", &addr]);
     assert!(init.contains("To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    SWMKEY-1-"), "{init}");
@@ -62,16 +65,7 @@ fn a_locked_manager_refuses_to_serve_until_unlocked_and_keeps_nothing_in_plain()
     let (ok, text) = unlock(&manager, &key);
     assert!(!ok && text.contains("Error: swarm is not locked"), "{text}");
 
-    let created = manager.must(&[
-        "service",
-        "create",
-        "--name",
-        SERVICE,
-        "process",
-        "sh",
-        "-c",
-        "while kill -0 $PPID 2>/dev/null; do sleep 1; done",
-    ]);
+    let created = manager.must(&["service", "create", "--name", SERVICE, "shoal-test/busybox:latest", "sleep", "3600"]);
     assert!(created.ends_with("verify: Service converged\n"), "{created}");
 
     manager.kill();
