@@ -10,11 +10,13 @@
 //! - [`rpc`] — typed calls between nodes over the transport seam; [`trace`] — run traces.
 //! - [`auth`] — which authenticated peer may use which channel (managers only for raft and control).
 //! - [`secrets`] — the managers' key for secrets and configs, sealing values at rest.
+//! - [`autolock`] — a manager's data at rest under a data key, locked behind the unlock key.
 //! - [`logs`] — `service logs`: every node serves its containers' output; a manager gathers it.
 
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod autolock;
 pub mod control;
 pub mod dispatcher;
 pub mod env;

@@ -74,6 +74,10 @@ pub struct NodeConfig {
     pub node_id: Option<String>,
     /// The data plane's settings (DESIGN §8).
     pub mesh: crate::mesh::MeshOptions,
+    /// The data key when the caller already opened it (the daemon unlocks before it can read its
+    /// TLS key); `None`: the node reads `dek.json` itself and, when it is sealed, waits locked for
+    /// `swarm unlock` on its control channel (`crate::autolock`).
+    pub dek: Option<crate::autolock::Dek>,
     /// Simulator only, to test the simulator's linearizability check: a bug planted on purpose —
     /// a manager that believes it leads answers reads from its own store without confirming with a
     /// quorum that it still does ([`crate::control::ControlHandler::with_planted_stale_leader_reads`]).
@@ -96,6 +100,7 @@ impl NodeConfig {
             root_ca_key_pem: String::new(),
             node_id: None,
             mesh: crate::mesh::MeshOptions::default(),
+            dek: None,
             #[cfg(madsim)]
             plant_stale_leader_reads: false,
         }
@@ -170,6 +175,8 @@ struct NodeInner {
     stopped: watch::Sender<bool>,
     /// The secrets key, on managers (`crate::secrets`).
     keyring: Arc<crate::secrets::Keyring>,
+    /// The data key every raft file, the secrets key and TLS keys are encrypted with.
+    dek: crate::autolock::Dek,
 }
 
 /// A running node. Cheap to clone.
@@ -224,6 +231,7 @@ impl ShoalNode {
     }
 
     pub async fn start(env: NodeEnv, config: NodeConfig, bootstrap: Bootstrap) -> Result<ShoalNode, NodeError> {
+        let mut env = env;
         let existing = read_identity(env.disk.as_ref()).await?;
         let router = Router::new();
         let store = Store::new();
@@ -236,6 +244,24 @@ impl ShoalNode {
             .serve(Arc::new(router.clone()))
             .await
             .map_err(|e| NodeError::Storage(format!("cannot serve {}: {e}", env.addr)))?;
+        // Autolock: the data key, from `dek.json` — or, sealed, once `swarm unlock` gave the key.
+        // Until then this manager is out of raft, with no agent, and answers every control
+        // request with Swarm's locked error.
+        let dek = match config.dek.clone() {
+            Some(dek) => dek,
+            None => {
+                let (locked_router, tracer) = (router.clone(), env.tracer.clone());
+                let dek = crate::autolock::open_or_wait(env.disk.clone(), move |gate| {
+                    tracer.emit("node.locked", serde_json::json!({}));
+                    locked_router.register(Channel::Control, Arc::new(crate::autolock::LockedService { gate }));
+                })
+                .await
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
+                router.unregister(Channel::Control);
+                dek
+            }
+        };
+        env.disk = Arc::new(crate::autolock::EncryptedDisk::new(env.disk.clone(), dek.clone()));
         let description = NodeDescription {
             hostname: config.hostname.clone(),
             resources: config.resources,
@@ -318,7 +344,8 @@ impl ShoalNode {
                 } else {
                     let _ = replica.shutdown().await;
                     router.unregister(Channel::Raft);
-                    wipe(env.disk.as_ref()).await?;
+                    // Not `wipe`: the data key stays (the daemon encrypts its TLS key with it).
+                    wipe_raft(env.disk.as_ref()).await?;
                     None
                 };
                 let identity = Identity {
@@ -365,6 +392,7 @@ impl ShoalNode {
                 raft_failure: Mutex::new(None),
                 stopped: watch::channel(false).0,
                 keyring,
+                dek,
             }),
         };
         if let Some(replica) = replica {
@@ -386,6 +414,7 @@ impl ShoalNode {
         });
         runtime::spawn(node.clone().follow_role_hints());
         runtime::spawn(node.clone().keep_managers());
+        runtime::spawn(node.clone().follow_autolock());
         env.tracer.emit(
             "node.start",
             serde_json::json!({"node_id": identity.node_id, "role": identity.role, "bootstrap": format!("{bootstrap:?}")}),
@@ -584,6 +613,15 @@ impl ShoalNode {
         let _ =
             runtime::timeout(Duration::from_secs(30), status.wait_for(|s| s.role == crate::raft::Role::Leader)).await;
         let store = &self.inner.store;
+        // `swarm init --autolock`: the cluster starts with an unlock key, sealed like a secret.
+        let unlock_key = if config.cluster_spec.autolock_managers && !recovered {
+            let key = self.inner.keyring.key().ok_or_else(|| NodeError::Storage("no secrets key".into()))?;
+            let key = crate::secrets::seal(&key, &identity.cluster_id, crate::autolock::UnlockKey::generate().bytes())
+                .map_err(|e| NodeError::Storage(e.to_string()))?;
+            Some(key)
+        } else {
+            None
+        };
         let result = crate::store::propose_with_retry(store, proposer.as_ref(), 5, |state| {
             let mut actions = Vec::new();
             if state.cluster.is_none() {
@@ -597,6 +635,7 @@ impl ShoalNode {
                     root_ca_pem: config.root_ca_pem.clone(),
                     root_ca_digest: digest,
                     root_ca_key_pem: config.root_ca_key_pem.clone(),
+                    unlock_key: unlock_key.clone(),
                 })));
             }
             let me = Node {
@@ -785,6 +824,81 @@ impl ShoalNode {
     /// talks to the leader — often itself — and must know the others the moment it is demoted), and
     /// on every node what the agent learned from session and heartbeat replies. At most once a
     /// second: the list changes rarely, and reading it scans every node.
+    /// Autolock: keep `dek.json` as the cluster object says — the data key sealed with the unlock
+    /// key while this node is a manager of a swarm with autolock on, in plain otherwise (workers
+    /// are never locked). Only the data key is re-wrapped; no data file is rewritten.
+    async fn follow_autolock(self) {
+        let mut versions = self.inner.store.watch_version();
+        let mut stopped = self.inner.stopped.subscribe();
+        // What `dek.json` holds now, as far as this process knows: `Some(None)` plain, `Some(Some(k))`
+        // sealed with the key sealed as `k` in the store.
+        let mut applied: Option<Option<crate::api::Sealed>> = None;
+        loop {
+            if self.stopped() {
+                return;
+            }
+            // By role, not by a running replica: a manager whose raft stepped down (its disk
+            // failed) is still a manager and keeps its data key sealed.
+            let manager = self.inner.identity.lock().expect("identity lock").role == NodeRole::Manager;
+            let wanted = if manager {
+                self.inner.store.view(|s| {
+                    s.cluster
+                        .as_ref()
+                        .map(|c| (c.id.clone(), c.spec.autolock_managers.then(|| c.unlock_key.clone()).flatten()))
+                })
+            } else {
+                Some((String::new(), None))
+            };
+            if let Some((cluster_id, sealed)) = wanted {
+                if applied.as_ref() != Some(&sealed) {
+                    match self.rewrap_dek(&cluster_id, sealed.as_ref()).await {
+                        Ok(()) => {
+                            self.inner
+                                .env
+                                .tracer
+                                .emit("autolock.dek_wrapped", serde_json::json!({"sealed": sealed.is_some()}));
+                            applied = Some(sealed);
+                        }
+                        Err(reason) => {
+                            self.inner
+                                .env
+                                .tracer
+                                .emit("autolock.dek_wrap_failed", serde_json::json!({"error": reason}));
+                            runtime::sleep(Duration::from_secs(1)).await;
+                            continue;
+                        }
+                    }
+                }
+            }
+            tokio::select! {
+                // Biased: tokio's random branch order is not seeded by the simulator.
+                biased;
+                _ = stopped.wait_for(|s| *s) => return,
+                changed = versions.changed() => if changed.is_err() { return },
+                _ = runtime::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+
+    async fn rewrap_dek(&self, cluster_id: &str, sealed: Option<&crate::api::Sealed>) -> Result<(), String> {
+        let key = match sealed {
+            None => None,
+            Some(sealed) => {
+                let secrets_key = self
+                    .inner
+                    .keyring
+                    .ensure(&self.inner.store, self.inner.env.transport.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let bytes = crate::secrets::open(&secrets_key, cluster_id, sealed).map_err(|e| e.to_string())?;
+                Some(crate::autolock::UnlockKey::from_bytes(&bytes).map_err(|e| e.to_string())?)
+            }
+        };
+        crate::autolock::write_dek(self.inner.env.disk.as_ref(), &self.inner.dek, key.as_ref())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn keep_managers(self) {
         let mut versions = self.inner.store.watch_version();
         let mut known = self.inner.agent.watch_managers();

@@ -41,6 +41,8 @@ pub const DEFAULT_DATA_PATH_PORT: u16 = 4789;
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 const NOT_IN_SWARM: &str = "This node is not part of a swarm";
+const LOCKED_LEAVE: &str =
+    "Swarm is encrypted and locked. Please unlock it first or use `--force` to ignore this message.";
 const ALREADY_IN_SWARM: &str =
     "This node is already part of a swarm. Use \"shoal swarm leave\" to leave this swarm and join another one.";
 const NO_MANAGER: &str =
@@ -101,6 +103,12 @@ pub trait RunningNode: Send + Sync + 'static {
 pub trait NodeLauncher: Send + Sync + 'static {
     /// Whether `node_dir` holds a node's state to resume.
     async fn has_state(&self, node_dir: &Path) -> bool;
+    /// The wait of a manager that came up locked (autolock), while it is locked.
+    fn lock_gate(&self) -> Option<shoal_core::autolock::LockGate> {
+        None
+    }
+    /// Forget a locked wait (its start was abandoned: `swarm leave --force`).
+    fn forget_lock(&self) {}
     async fn start(
         &self,
         node_dir: &Path,
@@ -163,6 +171,8 @@ pub struct Daemon {
     state: Arc<Mutex<State>>,
     /// Serialises init / join / leave / resume, which take seconds; status reads never wait for it.
     lifecycle: tokio::sync::Mutex<()>,
+    /// The resume in progress, which a locked manager's `swarm leave --force` abandons.
+    resuming: Mutex<Option<tokio::task::AbortHandle>>,
     tracer: Arc<dyn TraceSink>,
 }
 
@@ -184,6 +194,7 @@ impl Daemon {
             launcher,
             state: Arc::new(Mutex::new(State::Inactive)),
             lifecycle: tokio::sync::Mutex::new(()),
+            resuming: Mutex::new(None),
             tracer,
         })
     }
@@ -254,7 +265,7 @@ impl Daemon {
         log(&format!("resuming node at {}", settings.advertise_addr));
         self.set(State::Pending { settings: settings.clone() });
         let daemon = self.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _guard = daemon.lifecycle.lock().await;
             let started = daemon.launcher.start(&node_dir, &settings, daemon.tracer.clone(), Bootstrap::Resume).await;
             match started {
@@ -268,6 +279,7 @@ impl Daemon {
                 }
             }
         });
+        *self.resuming.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
     }
 
     /// Stop the node (if any) without leaving the swarm: it resumes on the next start.
@@ -306,6 +318,10 @@ impl Daemon {
     }
 
     async fn init(self: &Arc<Self>, request: InitRequest) -> LocalResult {
+        // A locked manager's resume holds the lifecycle until it is unlocked.
+        if self.launcher.lock_gate().is_some() {
+            return Err(LocalError::Control(ControlError::Locked));
+        }
         let _guard = self.lifecycle.lock().await;
         if request.force_new_cluster {
             // `--force-new-cluster` re-forms a one-manager cluster from this manager's own state.
@@ -450,6 +466,17 @@ impl Daemon {
     }
 
     async fn leave(&self, force: bool) -> LocalResult {
+        if self.launcher.lock_gate().is_some() {
+            if !force {
+                // docker/cli `swarm/leave.go` via moby `cluster/swarm.go`.
+                return Err(LocalError::Refused(LOCKED_LEAVE.into()));
+            }
+            // Forced: abandon the locked resume (it holds the lifecycle) and erase the state.
+            if let Some(task) = self.resuming.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                task.abort();
+            }
+            self.launcher.forget_lock();
+        }
         let _guard = self.lifecycle.lock().await;
         let node = match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Active { node, .. } => Some(node.clone()),
@@ -485,6 +512,9 @@ impl Daemon {
         };
         match &*self.state.lock().unwrap_or_else(|p| p.into_inner()) {
             State::Inactive => blank("inactive"),
+            State::Pending { settings } if self.launcher.lock_gate().is_some() => {
+                SwarmStatus { node_addr: host_of(&settings.advertise_addr), ..blank("locked") }
+            }
             State::Pending { settings } => {
                 SwarmStatus { node_addr: host_of(&settings.advertise_addr), ..blank("pending") }
             }
@@ -509,6 +539,19 @@ impl LocalHandler for Arc<Daemon> {
                 if matches!(*request, shoal_core::control::ControlRequest::SecretsKey) =>
             {
                 Err(LocalError::Refused("the secrets key is handed only from one manager to another".into()))
+            }
+            // A locked manager (autolock) takes only the unlock key; everything else gets Swarm's
+            // locked error (moby `errSwarmLocked`).
+            LocalRequest::Control { request } if self.launcher.lock_gate().is_some() => {
+                let gate = self.launcher.lock_gate().expect("checked above");
+                match *request {
+                    shoal_core::control::ControlRequest::Unlock { key } => gate
+                        .try_unlock(&key.0)
+                        .await
+                        .map(|()| LocalAnswer::Control(shoal_core::control::ControlResponse::Done))
+                        .map_err(LocalError::Control),
+                    _ => Err(LocalError::Control(shoal_core::control::ControlError::Locked)),
+                }
             }
             LocalRequest::Control { request } => match self.active_node() {
                 Some(node) => node.control(*request).await.map(LocalAnswer::Control).map_err(LocalError::Control),

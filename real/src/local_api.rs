@@ -29,6 +29,9 @@ pub struct ClusterOverrides {
     /// Node certificate validity (`--cert-expiry`), at least an hour.
     #[serde(default)]
     pub cert_expiry_ms: Option<u64>,
+    /// `--autolock`: the swarm starts with autolock on.
+    #[serde(default)]
+    pub autolock: Option<bool>,
 }
 
 /// `swarm init`.

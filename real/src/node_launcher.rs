@@ -40,6 +40,8 @@ use crate::mesh_net::RealMeshNet;
 use crate::net::{Security, TcpConfig, TcpTransport};
 use crate::process::ProcessExecutor;
 use crate::renewal::{Renewal, SaveCertificate};
+use shoal_core::autolock::{self, Dek, LockGate};
+
 use crate::tls::{cert_info, check_cert_expiry, ClusterCa, NodeCert, TlsConfig};
 
 const CA_CERT_FILE: &str = "ca.pem";
@@ -57,8 +59,28 @@ pub fn certificates_dir(node_dir: &Path) -> PathBuf {
     node_dir.with_file_name("certificates")
 }
 
+/// Write a private key (or a file holding one) encrypted with the node's data key, as a manager's
+/// raft files are (`shoal_core::autolock`): with autolock on, the key is unreadable until unlocked.
+fn write_key(dir: &Path, name: &str, contents: &str, dek: &Dek) -> Result<(), String> {
+    write_private_bytes(dir, name, &autolock::seal_file(dek, name, contents.as_bytes()))
+}
+
+/// Read what [`write_key`] wrote (a key written before autolock existed reads as it is).
+fn read_key(dir: &Path, name: &str, dek: &Dek) -> Result<String, String> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        format!("cannot read the node's certificate file {}: {e} (leave the swarm and join again)", path.display())
+    })?;
+    let plain = autolock::open_file(dek, name, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    String::from_utf8(plain).map_err(|_| format!("{} is damaged", path.display()))
+}
+
 /// Write `contents` to `dir/name` atomically, readable (for keys: at all) by the owner only.
 fn write_private(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
+    write_private_bytes(dir, name, contents.as_bytes())
+}
+
+fn write_private_bytes(dir: &Path, name: &str, contents: &[u8]) -> Result<(), String> {
     use std::io::Write as _;
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", dir.join(name).display());
@@ -66,7 +88,7 @@ fn write_private(dir: &Path, name: &str, contents: &str) -> Result<(), String> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(fail)?;
-    file.write_all(contents.as_bytes()).map_err(fail)?;
+    file.write_all(contents).map_err(fail)?;
     file.sync_all().map_err(fail)?;
     std::fs::rename(&tmp, dir.join(name)).map_err(fail)
 }
@@ -80,23 +102,24 @@ fn read_file(dir: &Path, name: &str) -> Result<String, String> {
     })
 }
 
-fn save_certificates(dir: &Path, ca_pem: &str, node: &NodeCert) -> Result<(), String> {
+fn save_certificates(dir: &Path, ca_pem: &str, node: &NodeCert, dek: &Dek) -> Result<(), String> {
     write_private(dir, CA_CERT_FILE, ca_pem)?;
-    write_private(dir, NODE_KEY_FILE, &node.key_pem)?;
+    write_key(dir, NODE_KEY_FILE, &node.key_pem, dek)?;
     write_private(dir, NODE_CERT_FILE, &node.cert_pem)
 }
 
 /// The cluster CA certificate and this node's certificate, from the data dir: a renewal that was
 /// cut short is completed first; an expired certificate is refused.
-fn load_certificates(dir: &Path) -> Result<(String, NodeCert), String> {
-    if let Ok(bytes) = std::fs::read(dir.join(RENEWED_FILE)) {
+fn load_certificates(dir: &Path, dek: &Dek) -> Result<(String, NodeCert), String> {
+    if dir.join(RENEWED_FILE).exists() {
         // Written atomically, so it is whole; finish replacing the pair with it.
-        let renewed: RenewedPair = serde_json::from_slice(&bytes)
+        let bytes = read_key(dir, RENEWED_FILE, dek)?;
+        let renewed: RenewedPair = serde_json::from_str(&bytes)
             .map_err(|e| format!("{} is damaged: {e}", dir.join(RENEWED_FILE).display()))?;
-        CertificateFiles { dir: dir.to_path_buf() }
+        CertificateFiles { dir: dir.to_path_buf(), dek: dek.clone() }
             .save(&NodeCert { cert_pem: renewed.cert_pem, key_pem: renewed.key_pem })?;
     }
-    let node = NodeCert { cert_pem: read_file(dir, NODE_CERT_FILE)?, key_pem: read_file(dir, NODE_KEY_FILE)? };
+    let node = NodeCert { cert_pem: read_file(dir, NODE_CERT_FILE)?, key_pem: read_key(dir, NODE_KEY_FILE, dek)? };
     let info = cert_info(&node.cert_pem).map_err(|e| format!("this node's certificate is unusable: {e}"))?;
     if info.not_after <= (shoal_core::env::runtime::unix_millis() / 1000) as i64 {
         return Err(CERTIFICATES_EXPIRED.into());
@@ -113,14 +136,15 @@ struct RenewedPair {
 /// The node's certificate files, replaced crash-safely on renewal.
 struct CertificateFiles {
     dir: PathBuf,
+    dek: Dek,
 }
 
 impl SaveCertificate for CertificateFiles {
     fn save(&self, node: &NodeCert) -> Result<(), String> {
         let pair = RenewedPair { cert_pem: node.cert_pem.clone(), key_pem: node.key_pem.clone() };
         let json = serde_json::to_string(&pair).map_err(|e| e.to_string())?;
-        write_private(&self.dir, RENEWED_FILE, &json)?;
-        write_private(&self.dir, NODE_KEY_FILE, &node.key_pem)?;
+        write_key(&self.dir, RENEWED_FILE, &json, &self.dek)?;
+        write_key(&self.dir, NODE_KEY_FILE, &node.key_pem, &self.dek)?;
         write_private(&self.dir, NODE_CERT_FILE, &node.cert_pem)?;
         std::fs::remove_file(self.dir.join(RENEWED_FILE))
             .map_err(|e| format!("cannot remove {}: {e}", self.dir.join(RENEWED_FILE).display()))
@@ -146,6 +170,8 @@ pub struct RealLauncher {
     executor: tokio::sync::Mutex<Option<Arc<dyn Executor>>>,
     /// The same executor when it runs plain processes (it is told the node's address).
     processes: std::sync::Mutex<Option<ProcessExecutor>>,
+    /// While a manager waits locked for `swarm unlock` (autolock), its wait.
+    lock: std::sync::Mutex<Option<LockGate>>,
 }
 
 impl std::fmt::Debug for RealLauncher {
@@ -161,6 +187,7 @@ impl RealLauncher {
             mesh_options: MeshOptions::default(),
             executor: tokio::sync::Mutex::new(None),
             processes: std::sync::Mutex::new(None),
+            lock: std::sync::Mutex::new(None),
         }
     }
 
@@ -285,6 +312,14 @@ pub fn host_resources() -> Resources {
 
 #[async_trait]
 impl NodeLauncher for RealLauncher {
+    fn lock_gate(&self) -> Option<LockGate> {
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).clone().filter(|gate| gate.is_locked())
+    }
+
+    fn forget_lock(&self) {
+        *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     async fn has_state(&self, node_dir: &Path) -> bool {
         match FileDisk::open(node_dir).await {
             Ok(disk) => ShoalNode::has_state(&disk).await,
@@ -299,7 +334,16 @@ impl NodeLauncher for RealLauncher {
         tracer: Arc<dyn TraceSink>,
         bootstrap: Bootstrap,
     ) -> Result<Arc<dyn RunningNode>, String> {
-        let disk = FileDisk::open(node_dir).await.map_err(|e| format!("cannot open the data dir: {e}"))?;
+        let disk: Arc<dyn shoal_core::env::Disk> =
+            Arc::new(FileDisk::open(node_dir).await.map_err(|e| format!("cannot open the data dir: {e}"))?);
+        // Autolock: the data key first — the TLS key is encrypted with it. A manager whose key is
+        // sealed waits here, locked, until `swarm unlock` (the daemon's local API) opens it.
+        let dek = autolock::open_or_wait(disk.clone(), |gate| {
+            eprintln!("shoal daemon: this manager is locked: run `shoal swarm unlock` with the swarm's unlock key");
+            *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate);
+        })
+        .await
+        .map_err(|e| format!("cannot open the data key: {e}"))?;
         // The process registry sits beside the node's state, outside what `swarm leave` erases.
         let data_dir = node_dir.parent().unwrap_or(node_dir);
         let executor = self.executor(data_dir).await?;
@@ -323,8 +367,8 @@ impl NodeLauncher for RealLauncher {
                     .issue_for_key(&node_id, shoal_core::api::NodeRole::Manager, key.public_key_raw(), expiry)
                     .map_err(|e| format!("cannot issue this node's certificate: {e}"))?;
                 let node = NodeCert { cert_pem, key_pem: key.serialize_pem() };
-                write_private(&certs, CA_KEY_FILE, &ca.key_pem())?;
-                save_certificates(&certs, ca.cert_pem(), &node)?;
+                write_key(&certs, CA_KEY_FILE, &ca.key_pem(), &dek)?;
+                save_certificates(&certs, ca.cert_pem(), &node, &dek)?;
                 config.node_id = Some(node_id);
                 config.ca_digest = Some(ca.digest());
                 config.root_ca_pem = ca.cert_pem().to_string();
@@ -335,10 +379,10 @@ impl NodeLauncher for RealLauncher {
                 let credentials = crate::bootstrap::request_certificate(remote_addr, &settings.listen_addr, token)
                     .await
                     .map_err(|reason| format!("cannot join the swarm at {remote_addr}: {reason}"))?;
-                save_certificates(&certs, &credentials.ca_pem, &credentials.node)?;
+                save_certificates(&certs, &credentials.ca_pem, &credentials.node, &dek)?;
                 (credentials.ca_pem, credentials.node)
             }
-            Bootstrap::Init { force_new_cluster: true, .. } | Bootstrap::Resume => load_certificates(&certs)?,
+            Bootstrap::Init { force_new_cluster: true, .. } | Bootstrap::Resume => load_certificates(&certs, &dek)?,
         };
         let tls = Arc::new(
             TlsConfig::new(&ca_pem, &node_cert).map_err(|e| format!("the node's certificates are unusable: {e}"))?,
@@ -353,13 +397,14 @@ impl NodeLauncher for RealLauncher {
         let env = NodeEnv {
             addr: settings.advertise_addr.clone(),
             transport: Arc::new(transport.clone()),
-            disk: Arc::new(disk),
+            disk,
             executor: executor.clone(),
             mesh: Arc::new(mesh),
             data_addr,
             tracer: Tracer::new(settings.hostname.clone(), tracer),
         };
         config.availability = settings.availability;
+        config.dek = Some(dek.clone());
         config.mesh = self.mesh_options.clone();
         config.resources = host_resources();
         let core_bootstrap = match bootstrap {
@@ -378,6 +423,9 @@ impl NodeLauncher for RealLauncher {
                 if let Some(expiry) = overrides.cert_expiry_ms {
                     config.cluster_spec.node_cert_expiry_ms = expiry;
                 }
+                if let Some(autolock) = overrides.autolock {
+                    config.cluster_spec.autolock_managers = autolock;
+                }
                 CoreBootstrap::Init { force_new_cluster }
             }
             Bootstrap::Join { remote_addr, token } => CoreBootstrap::Join { remote_addr, token },
@@ -392,7 +440,7 @@ impl NodeLauncher for RealLauncher {
                         node: node.clone(),
                         transport: Arc::new(transport.clone()),
                         tls,
-                        store: Arc::new(CertificateFiles { dir: certs.clone() }),
+                        store: Arc::new(CertificateFiles { dir: certs.clone(), dek }),
                         current: node_cert,
                         certs_dir: certs,
                     }

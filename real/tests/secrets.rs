@@ -108,7 +108,13 @@ fn secret_and_config_files_in_a_docker_container() {
     manager.must(&["config", "create", "--template-driver", "golang", "tconf", template_file.to_str().unwrap()]);
     // The second manager was handed the key when it joined: it seals a value itself.
     manager2.must(&["secret", "create", "made_on_m2", secret_path]);
-    let key = |d: &DaemonProc| std::fs::read(find_file(d.dir.path(), "secrets.key").expect("a key file")).unwrap();
+    // Each manager keeps it encrypted with its own data key (DESIGN §6c): compare what opens.
+    let key = |d: &DaemonProc| {
+        let path = find_file(d.dir.path(), "secrets.key").expect("a key file");
+        let dek = std::fs::read(path.with_file_name("dek.json")).expect("dek.json");
+        let dek = shoal_core::autolock::plain_dek(&dek).expect("a plain data key");
+        shoal_core::autolock::open_file(&dek, "secrets.key", &std::fs::read(&path).unwrap()).expect("the key opens")
+    };
     assert_eq!(key(&manager), key(&manager2), "one swarm, one key");
     assert!(find_file(worker.dir.path(), "secrets.key").is_none(), "workers never hold the key");
 

@@ -49,7 +49,7 @@ impl DaemonProc {
     fn node_cert(&self) -> NodeCert {
         NodeCert {
             cert_pem: std::fs::read_to_string(self.certs().join("node.pem")).expect("node.pem"),
-            key_pem: std::fs::read_to_string(self.certs().join("node-key.pem")).expect("node-key.pem"),
+            key_pem: open_key(&self.dir.path().join("data/node/dek.json"), &self.certs().join("node-key.pem")),
         }
     }
 
@@ -146,6 +146,7 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
     for file in ["node.pem", "node-key.pem"] {
         std::fs::copy(doomed.certs().join(file), stolen.join(file)).unwrap();
     }
+    std::fs::copy(doomed.dir.path().join("data/node/dek.json"), stolen.join("dek.json")).unwrap();
     assert!(!worker.certs().join("ca-key.pem").exists(), "a worker never holds the CA key");
     assert_mode(&worker.certs().join("node-key.pem"), 0o600);
     assert_eq!(worker.ca_pem(), ca_pem);
@@ -292,8 +293,11 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
     // the CA key from the manager's data dir, over the worker's own key.
     let mut worker = worker;
     assert!(worker.terminate(Duration::from_secs(30)), "the worker daemon did not stop on SIGTERM");
-    let ca = ClusterCa::from_pem(&ca_pem, &std::fs::read_to_string(manager.certs().join("ca-key.pem")).unwrap())
-        .expect("the cluster CA");
+    let ca = ClusterCa::from_pem(
+        &ca_pem,
+        &open_key(&manager.dir.path().join("data/node/dek.json"), &manager.certs().join("ca-key.pem")),
+    )
+    .expect("the cluster CA");
     let key = rcgen::KeyPair::from_pem(&worker.node_cert().key_pem).expect("the worker's key");
     let at = |secs| time::OffsetDateTime::now_utc() - time::Duration::seconds(secs);
     let expired = ca
@@ -315,12 +319,22 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
     assert_eq!(worker.join(&new_token, &manager).unwrap(), "This node joined a swarm as a worker.\n");
 }
 
+/// A private key as the daemon keeps it: encrypted with the node's data key (in plain in
+/// `dek.json` while autolock is off), DESIGN §6c.
+fn open_key(dek_json: &Path, key: &Path) -> String {
+    let dek = shoal_core::autolock::plain_dek(&std::fs::read(dek_json).expect("dek.json")).expect("a plain data key");
+    let name = key.file_name().unwrap().to_str().unwrap();
+    let bytes = std::fs::read(key).expect("the key file");
+    assert!(shoal_core::autolock::is_sealed_file(&bytes), "{} is kept encrypted", key.display());
+    String::from_utf8(shoal_core::autolock::open_file(&dek, name, &bytes).expect("the key opens")).unwrap()
+}
+
 /// The copy of a node's certificate and key taken while it was a member (`swarm leave` erases them).
 fn doomed_cert_copy(doomed: &DaemonProc) -> NodeCert {
     let saved = doomed.dir.path().join("stolen");
     NodeCert {
         cert_pem: std::fs::read_to_string(saved.join("node.pem")).expect("saved node.pem"),
-        key_pem: std::fs::read_to_string(saved.join("node-key.pem")).expect("saved node-key.pem"),
+        key_pem: open_key(&saved.join("dek.json"), &saved.join("node-key.pem")),
     }
 }
 

@@ -150,6 +150,8 @@ async fn control_any(
             // A manager that was just demoted: ask the next one, as a client that knows every
             // manager would.
             Ok(Err(ControlError::NotAManager)) => last = ControlError::NotAManager,
+            // A manager that restarted locked (autolock) serves nothing until unlocked.
+            Ok(Err(ControlError::Locked)) => last = ControlError::Locked,
             Ok(answer) => return answer,
             Err(err) => last = ControlError::Unavailable(err.to_string()),
         }
@@ -661,6 +663,11 @@ impl SimCluster {
     }
 
     /// Every host's executor, by host name.
+    /// Host `name`'s disk, to look at the bytes it holds (autolock's tests read them raw).
+    pub fn disk(&self, name: &str) -> Option<SimDisk> {
+        self.host(name).map(|h| h.disk.clone())
+    }
+
     pub fn executors(&self) -> BTreeMap<String, SimExecutor> {
         self.hosts.iter().map(|(name, h)| (name.clone(), h.executor.clone())).collect()
     }

@@ -60,6 +60,10 @@ pub struct ClusterSpec {
     pub election_tick: u64,
     pub heartbeat_tick: u64,
     pub node_cert_expiry_ms: u64,
+    /// Autolock (Swarm's `EncryptionConfig.AutoLockManagers`): managers keep their data key sealed
+    /// with the unlock key and come up locked after a restart (`crate::autolock`).
+    #[serde(default)]
+    pub autolock_managers: bool,
 }
 
 impl Default for ClusterSpec {
@@ -73,6 +77,7 @@ impl Default for ClusterSpec {
             election_tick: 10,
             heartbeat_tick: 1,
             node_cert_expiry_ms: 2160 * 3600 * 1000,
+            autolock_managers: false,
         }
     }
 }
@@ -94,4 +99,8 @@ pub struct Cluster {
     /// empty in the simulator. Never sent to workers or shown by the control API.
     #[serde(default)]
     pub root_ca_key_pem: String,
+    /// The unlock key while autolock is on, sealed with the secrets key (object id: the cluster's
+    /// id) so the raft log never holds it in plain; every manager re-wraps its data key with it.
+    #[serde(default)]
+    pub unlock_key: Option<Sealed>,
 }

@@ -139,6 +139,18 @@ pub enum ControlRequest {
     /// A manager that lacks the secrets key asks another for it (only managers may use the control
     /// channel: see `crate::auth`). Answered locally, never forwarded.
     SecretsKey,
+    /// `swarm unlock-key [--rotate]`: the unlock key (empty while autolock is off).
+    UnlockKey {
+        rotate: bool,
+    },
+    /// `swarm init|update --autolock=BOOL`: answers the unlock key (empty when turned off).
+    SwarmAutolock {
+        enabled: bool,
+    },
+    /// `swarm unlock`: answered by the node asked (a locked manager opens its data with the key).
+    Unlock {
+        key: FileData,
+    },
 }
 
 /// A secret's or config's value, base64, on its way to a manager. `Debug` redacts it.
@@ -178,6 +190,8 @@ impl ControlRequest {
                 | ControlRequest::ConfigList
                 | ControlRequest::ConfigInspect { .. }
                 | ControlRequest::SecretsKey
+                | ControlRequest::UnlockKey { rotate: false }
+                | ControlRequest::Unlock { .. }
         )
     }
 }
@@ -247,6 +261,10 @@ pub enum ControlResponse {
     Configs(Vec<ConfigView>),
     Config(Box<ConfigView>),
     SecretsKey(crate::secrets::KeyMaterial),
+    /// `swarm unlock-key`: `SWMKEY-1-…`, or empty while autolock is off.
+    UnlockKey {
+        key: FileData,
+    },
 }
 
 impl ControlResponse {
@@ -287,6 +305,9 @@ pub enum ControlError {
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A manager restarted with autolock, waiting for `swarm unlock` (moby `errSwarmLocked`).
+    #[error("{}", crate::autolock::LOCKED)]
+    Locked,
 }
 
 pub type ControlResult = Result<ControlResponse, ControlError>;

@@ -26,6 +26,7 @@ use crate::manager::Consensus;
 use crate::rpc::{self, Channel, Service as RpcService};
 use crate::store::{propose_with_retry, Action, Kind, Object, ProposeError, Store, StoreError, StoreState};
 
+mod autolock;
 mod files;
 
 /// The control API of one manager.
@@ -279,6 +280,10 @@ impl ControlHandler {
         if request == ControlRequest::SecretsKey {
             return self.give_key();
         }
+        if matches!(request, ControlRequest::Unlock { .. }) {
+            // Only a locked manager opens with a key; this one is running (moby `errSwarmNotLocked`).
+            return Err(ControlError::FailedPrecondition(crate::autolock::NOT_LOCKED.into()));
+        }
         if request.is_write() {
             // An election in progress (the leader was demoted or restarted) ends within about an
             // election timeout: wait for it, as reads do, then fail with Swarm's message instead
@@ -462,6 +467,9 @@ impl ControlHandler {
                 Ok(ControlResponse::Tasks(tasks))
             }),
             ControlRequest::JoinToken { role, rotate } => self.join_token(role, rotate).await,
+            ControlRequest::UnlockKey { rotate } => self.unlock_key(rotate).await,
+            ControlRequest::SwarmAutolock { enabled } => self.set_autolock(enabled).await,
+            ControlRequest::Unlock { .. } => Err(ControlError::FailedPrecondition(crate::autolock::NOT_LOCKED.into())),
             ControlRequest::ClusterUpdate { task_history_limit, heartbeat_period_ms, node_cert_expiry_ms } => {
                 // swarmkit's controlapi checks (`validateClusterSpec`).
                 if node_cert_expiry_ms.is_some_and(|ms| ms < 3_600_000) {

@@ -173,6 +173,20 @@ pub enum SwarmCommand {
     },
     /// Update the swarm
     Update(UpdateSwarmArgs),
+    /// Manage the unlock key
+    UnlockKey(UnlockKeyArgs),
+    /// Unlock swarm
+    Unlock,
+}
+
+#[derive(Debug, Args)]
+pub struct UnlockKeyArgs {
+    /// Only display token
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Rotate unlock key
+    #[arg(long)]
+    pub rotate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -186,6 +200,9 @@ pub struct UpdateSwarmArgs {
     /// Validity period for node certificates (ns|us|ms|s|m|h)
     #[arg(long, value_parser = duration_arg)]
     pub cert_expiry: Option<u64>,
+    /// Change manager autolocking setting (true|false)
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    pub autolock: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -199,6 +216,9 @@ pub struct InitArgs {
     /// Force create a new cluster from current state
     #[arg(long)]
     pub force_new_cluster: bool,
+    /// Enable manager autolocking (requiring an unlock key to start a stopped manager)
+    #[arg(long)]
+    pub autolock: bool,
     /// Availability of the node
     #[arg(long, value_enum, default_value = "active")]
     pub availability: AvailabilityArg,

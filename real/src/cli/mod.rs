@@ -180,13 +180,18 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                     heartbeat_period_ms: Some(a.dispatcher_heartbeat),
                     snapshot_interval: Some(a.snapshot_interval),
                     cert_expiry_ms: Some(a.cert_expiry),
+                    autolock: a.autolock.then_some(true),
                 },
                 data_path_addr: a.data_path_addr,
                 data_path_port: a.data_path_port,
             };
             match client.local(LocalRequest::SwarmInit(request)).await {
                 Ok(LocalAnswer::Initialized { node_id, worker_token, manager_addr }) => {
-                    out(&render::init_message(&node_id, &worker_token, &manager_addr));
+                    let mut text = render::init_message(&node_id, &worker_token, &manager_addr);
+                    if a.autolock {
+                        text.push_str(&render::unlock_command(&fetch_unlock_key(client, false).await?));
+                    }
+                    out(&text);
                     Ok(())
                 }
                 Ok(other) => Err(unexpected(&other)),
@@ -245,16 +250,99 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
             other => Err(unexpected(&other)),
         },
         SwarmCommand::Update(a) => {
-            let request = ControlRequest::ClusterUpdate {
-                task_history_limit: a.task_history_limit,
-                heartbeat_period_ms: a.dispatcher_heartbeat,
-                node_cert_expiry_ms: a.cert_expiry,
-            };
-            client.control(request).await?;
-            out("Swarm updated.\n");
+            let others = a.task_history_limit.is_some() || a.dispatcher_heartbeat.is_some() || a.cert_expiry.is_some();
+            if others || a.autolock.is_none() {
+                let request = ControlRequest::ClusterUpdate {
+                    task_history_limit: a.task_history_limit,
+                    heartbeat_period_ms: a.dispatcher_heartbeat,
+                    node_cert_expiry_ms: a.cert_expiry,
+                };
+                client.control(request).await?;
+            }
+            // docker/cli `swarm/update.go`: turning autolock on prints the key.
+            let mut text = "Swarm updated.\n".to_string();
+            if let Some(enabled) = a.autolock {
+                let was = match client.control(ControlRequest::Info).await? {
+                    ControlResponse::Info(info) => info.spec.autolock_managers,
+                    other => return Err(unexpected(&other)),
+                };
+                let key = match client.control(ControlRequest::SwarmAutolock { enabled }).await? {
+                    ControlResponse::UnlockKey { key } => key.0,
+                    other => return Err(unexpected(&other)),
+                };
+                if enabled && !was {
+                    text.push_str(&render::unlock_command(&key));
+                }
+            }
+            out(&text);
             Ok(())
         }
+        SwarmCommand::UnlockKey(a) => {
+            // docker/cli `swarm/unlock_key.go`.
+            if a.rotate {
+                let on = match client.control(ControlRequest::Info).await? {
+                    ControlResponse::Info(info) => info.spec.autolock_managers,
+                    other => return Err(unexpected(&other)),
+                };
+                if !on {
+                    return Err(CliError::Usage("cannot rotate because autolock is not turned on".into()));
+                }
+            }
+            let key = fetch_unlock_key(client, a.rotate).await?;
+            if key.is_empty() {
+                return Err(CliError::Usage("no unlock key is set".into()));
+            }
+            if a.quiet {
+                out(&format!("{key}\n"));
+                return Ok(());
+            }
+            let mut text = String::new();
+            if a.rotate {
+                text.push_str("Successfully rotated manager unlock key.\n\n");
+            }
+            text.push_str(&render::unlock_command(&key));
+            out(&text);
+            Ok(())
+        }
+        SwarmCommand::Unlock => {
+            // docker/cli `swarm/unlock.go`: only a locked node asks for the key.
+            let status = client.status().await?;
+            match status.state.as_str() {
+                "inactive" => return Err(CliError::Usage("This node is not part of a swarm".into())),
+                "locked" => {}
+                _ => return Err(CliError::Usage("Error: swarm is not locked".into())),
+            }
+            let key = read_unlock_key()?;
+            match client.control(ControlRequest::Unlock { key: shoal_core::control::FileData(key) }).await? {
+                ControlResponse::Done => Ok(()),
+                other => Err(unexpected(&other)),
+            }
+        }
     }
+}
+
+/// The unlock key (`--rotate`: a new one first); empty while autolock is off.
+async fn fetch_unlock_key(client: &Client, rotate: bool) -> CliResult<String> {
+    match client.control(ControlRequest::UnlockKey { rotate }).await {
+        Ok(ControlResponse::UnlockKey { key }) => Ok(key.0),
+        Ok(other) => Err(unexpected(&other)),
+        Err(CliError::Daemon(msg)) => {
+            Err(CliError::Usage(format!("could not fetch unlock key: Error response from daemon: {msg}")))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// docker/cli's `readKey`: "Please enter unlock key: " on a terminal (without echo is left to the
+/// terminal: shoal reads a line), else the first line of stdin.
+fn read_unlock_key() -> CliResult<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        out("Please enter unlock key: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::Usage(format!("cannot read the key: {e}")))?;
+    Ok(line.trim().to_string())
 }
 
 /// Print a listing or a format error.

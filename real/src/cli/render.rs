@@ -290,6 +290,16 @@ pub fn init_message(node_id: &str, worker_token: &str, manager_addr: &str) -> St
     out
 }
 
+/// docker/cli's `printUnlockCommand` (`swarm init --autolock`, `update --autolock=true`, `unlock-key`).
+pub fn unlock_command(key: &str) -> String {
+    if key.is_empty() {
+        return String::new();
+    }
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    {key}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n"
+    )
+}
+
 /// `swarm join-token`'s block.
 pub fn join_command(role: &str, token: &str, manager_addr: &str) -> String {
     format!("To add a {role} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {manager_addr}\n\n")
@@ -331,7 +341,7 @@ pub fn info(status: &SwarmStatus, cluster: Option<&ClusterInfo>) -> String {
             human_duration(Duration::from_millis(spec.node_cert_expiry_ms)).to_lowercase()
         );
         out.push_str("   Force Rotate: 0\n");
-        out.push_str("  Autolock Managers: false\n");
+        let _ = writeln!(out, "  Autolock Managers: {}", spec.autolock_managers);
         out.push_str("  Root Rotation In Progress: false\n");
     }
     let addr = cluster.map(|c| c.node_addr.as_str()).filter(|a| !a.is_empty()).unwrap_or(&status.node_addr);

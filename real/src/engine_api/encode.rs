@@ -73,7 +73,7 @@ fn cluster_spec(spec: &ClusterSpec) -> Value {
         "Dispatcher": {"HeartbeatPeriod": nanos(spec.heartbeat_period_ms)},
         "CAConfig": {"NodeCertExpiry": nanos(spec.node_cert_expiry_ms)},
         "TaskDefaults": {},
-        "EncryptionConfig": {"AutoLockManagers": false},
+        "EncryptionConfig": {"AutoLockManagers": spec.autolock_managers},
     })
 }
 

@@ -107,7 +107,7 @@ fn control_error(err: ControlError) -> Reply {
         ControlError::NotFound(_) => StatusCode::NOT_FOUND,
         ControlError::InvalidArgument(_) | ControlError::FailedPrecondition(_) => StatusCode::BAD_REQUEST,
         ControlError::Conflict(_) => StatusCode::CONFLICT,
-        ControlError::NoLeader | ControlError::NotAManager | ControlError::Unavailable(_) => {
+        ControlError::NoLeader | ControlError::NotAManager | ControlError::Unavailable(_) | ControlError::Locked => {
             StatusCode::SERVICE_UNAVAILABLE
         }
         ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -180,6 +180,19 @@ impl EngineApi {
             (&Method::POST, ["swarm", "join"]) => self.swarm_join(body).await,
             (&Method::POST, ["swarm", "leave"]) => self.swarm_leave(query).await,
             (&Method::POST, ["swarm", "update"]) => self.swarm_update(query, body).await,
+            // Autolock (moby `router/swarm`: `GET /swarm/unlockkey`, `POST /swarm/unlock`).
+            (&Method::GET, ["swarm", "unlockkey"]) => {
+                match self.call(ControlRequest::UnlockKey { rotate: false }).await? {
+                    ControlResponse::UnlockKey { key } => Ok(Reply::ok(&serde_json::json!({"UnlockKey": key.0}))),
+                    other => Err(unexpected_control(&other)),
+                }
+            }
+            (&Method::POST, ["swarm", "unlock"]) => {
+                let body: Value = serde_json::from_slice(body).map_err(|e| bad_request(e.to_string()))?;
+                let key = body["UnlockKey"].as_str().unwrap_or_default().to_string();
+                self.call(ControlRequest::Unlock { key: shoal_core::control::FileData(key) }).await?;
+                Ok(Reply::ok(&Value::Null))
+            }
             (&Method::GET, ["nodes"]) => {
                 let nodes = self.nodes().await?;
                 let filters = filter_set(q("filters"), filters::NODE_KEYS)?;

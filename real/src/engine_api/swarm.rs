@@ -15,7 +15,7 @@ use shoal_core::api::{Availability, ClusterSpec, NodeRole};
 use shoal_core::control::{ControlRequest, ControlResponse};
 
 use super::decode::{self, as_object, duration_ms, field, object_field, string, strings, unsigned, DecodeError};
-use super::{bad_request, out_of_sequence, required_version, unexpected, unexpected_control, Answer, EngineApi, Reply};
+use super::{out_of_sequence, required_version, unexpected, unexpected_control, Answer, EngineApi, Reply};
 use crate::local_api::{ClusterOverrides, InitRequest, JoinRequest, LocalAnswer, LocalRequest};
 
 type Result<T> = std::result::Result<T, DecodeError>;
@@ -63,6 +63,8 @@ pub struct SpecSettings {
     pub snapshot_interval: Option<u64>,
     pub heartbeat_period_ms: Option<u64>,
     pub node_cert_expiry_ms: Option<u64>,
+    /// `EncryptionConfig.AutoLockManagers`, when the spec says.
+    pub autolock: Option<bool>,
 }
 
 /// Read a `swarm.Spec`. Settings shoal has no counterpart for must be unset or equal to what
@@ -129,9 +131,7 @@ pub fn spec_settings(spec: &Map<String, Value>, current: &ClusterSpec) -> Result
         }
     }
     if let Some(encryption) = object_field(spec, "EncryptionConfig")? {
-        if boolean(encryption, "AutoLockManagers")? {
-            return Err(refuse("EncryptionConfig.AutoLockManagers (autolock is not served by this API)"));
-        }
+        settings.autolock = Some(boolean(encryption, "AutoLockManagers")?);
     }
     Ok(settings)
 }
@@ -139,9 +139,6 @@ pub fn spec_settings(spec: &Map<String, Value>, current: &ClusterSpec) -> Result
 /// The body of `POST /swarm/init` (`swarm.InitRequest`).
 pub fn init_request(body: &[u8]) -> Result<InitRequest> {
     let object = parse(body, "InitRequest")?;
-    if boolean(&object, "AutoLockManagers")? {
-        return Err(DecodeError("shoal does not support AutoLockManagers through this API".into()));
-    }
     // The CLI always sends `SubnetSize` (its flag's default, 24), which only means something with
     // `DefaultAddrPool`; shoal's networks take /16s of 10.0.0.0/8 (DESIGN §3).
     let pools = strings(&object, "DefaultAddrPool")?;
@@ -166,6 +163,8 @@ pub fn init_request(body: &[u8]) -> Result<InitRequest> {
             heartbeat_period_ms: settings.heartbeat_period_ms,
             snapshot_interval: settings.snapshot_interval,
             cert_expiry_ms: settings.node_cert_expiry_ms,
+            // `docker swarm init --autolock` sends it beside the spec.
+            autolock: boolean(&object, "AutoLockManagers")?.then_some(true),
         },
         data_path_addr: string(&object, "DataPathAddr")?,
         data_path_port: data_path_port(&object)?,
@@ -241,9 +240,6 @@ impl EngineApi {
     pub(super) async fn swarm_update(&self, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
         let version = required_version(query, "swarm")?;
         let flag = |key: &str| decode::query_bool(query.get(key).map(String::as_str));
-        if flag("rotateManagerUnlockKey") {
-            return Err(bad_request("rotateManagerUnlockKey: autolock is not served by this API"));
-        }
         let info = match self.call(ControlRequest::Info).await? {
             ControlResponse::Info(info) => info,
             other => return Err(unexpected_control(&other)),
@@ -253,6 +249,14 @@ impl EngineApi {
         }
         if let Some(request) = update_request(body, &info.spec)? {
             self.call(request).await?;
+        }
+        // `docker swarm update --autolock=true|false` sends the whole spec: only a change is applied.
+        let autolock = spec_settings(&parse(body, "Spec")?, &info.spec)?.autolock;
+        if let Some(enabled) = autolock.filter(|on| *on != info.spec.autolock_managers) {
+            self.call(ControlRequest::SwarmAutolock { enabled }).await?;
+        }
+        if flag("rotateManagerUnlockKey") {
+            self.call(ControlRequest::UnlockKey { rotate: true }).await?;
         }
         for (key, role) in [("rotateWorkerToken", NodeRole::Worker), ("rotateManagerToken", NodeRole::Manager)] {
             if flag(key) {

@@ -420,8 +420,9 @@ fn swarm_init_join_and_update_bodies_decode() {
     assert_eq!(init.overrides.heartbeat_period_ms, Some(1000));
     assert_eq!(init.overrides.task_history_retention_limit, None, "an unset flag keeps Swarm's default");
     assert_eq!(init.overrides.cert_expiry_ms, None);
-    let locked = swarm::init_request(br#"{"ListenAddr":"0.0.0.0:2377","AutoLockManagers":true}"#).unwrap_err();
-    assert!(locked.0.contains("AutoLockManagers"), "{locked}");
+    assert_eq!(init.overrides.autolock, None, "AutoLockManagers false leaves autolock off");
+    let locked = swarm::init_request(br#"{"ListenAddr":"0.0.0.0:2377","AutoLockManagers":true}"#).unwrap();
+    assert_eq!(locked.overrides.autolock, Some(true), "`docker swarm init --autolock`");
     let named = swarm::init_request(br#"{"Spec":{"Name":"prod"}}"#).unwrap_err();
     assert_eq!(named.0, "swarm spec must be named \"default\"");
 

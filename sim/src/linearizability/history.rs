@@ -239,6 +239,9 @@ impl Request {
             ControlRequest::SecretUpdate { .. } => Request::Other("secret update"),
             ControlRequest::ConfigUpdate { .. } => Request::Other("config update"),
             ControlRequest::SecretsKey => Request::Other("secrets key"),
+            ControlRequest::UnlockKey { .. } => Request::Other("unlock-key"),
+            ControlRequest::SwarmAutolock { .. } => Request::Other("swarm update --autolock"),
+            ControlRequest::Unlock { .. } => Request::Other("swarm unlock"),
         }
     }
 }

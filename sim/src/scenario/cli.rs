@@ -35,6 +35,9 @@ pub enum Command {
     /// `A & B`: single requests sent at once, as commands started in the background of a shell
     /// (`node demote m2 & node promote m2`); the step fails if one of them does.
     Concurrent(Vec<ControlRequest>),
+    /// `swarm unlock [KEY]` (to the step's `on:` node): with no KEY, the swarm's current unlock key,
+    /// asked of the managers first — a script's stand-in for the key its user typed.
+    Unlock { key: Option<String> },
 }
 
 /// The `stack` subcommands (the requests come from [`shoal_core::stack`] at run time).
@@ -572,18 +575,51 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 other => Err(format!("unknown node command {other:?}: expected {SUBS}")),
             }
         }
-        "swarm" => match sub(&mut words, "join-token, update")?.as_str() {
+        "swarm" => match sub(&mut words, "join-token, update, unlock-key, unlock")?.as_str() {
             "update" => {
                 let (mut task_history_limit, mut heartbeat_period_ms, mut node_cert_expiry_ms) = (None, None, None);
+                let mut autolock = None;
                 while let Some(flag) = words.next() {
                     match flag.as_str() {
+                        // `--autolock`, `--autolock=true|false` (split into two words by `split_flags`).
+                        "--autolock" => {
+                            autolock = Some(match words.peek() {
+                                Some("true") | Some("false") => words.next().as_deref() == Some("true"),
+                                _ => true,
+                            })
+                        }
                         "--task-history-limit" => task_history_limit = Some(words.number(&flag)?),
                         "--dispatcher-heartbeat" => heartbeat_period_ms = Some(words.duration(&flag)?.as_millis() as u64),
                         "--cert-expiry" => node_cert_expiry_ms = Some(words.duration(&flag)?.as_millis() as u64),
                         other => return Err(format!("unknown flag {other:?} for swarm update")),
                     }
                 }
-                request(ControlRequest::ClusterUpdate { task_history_limit, heartbeat_period_ms, node_cert_expiry_ms })
+                let update = ControlRequest::ClusterUpdate { task_history_limit, heartbeat_period_ms, node_cert_expiry_ms };
+                match autolock {
+                    None => request(update),
+                    Some(enabled) if task_history_limit.is_none() && heartbeat_period_ms.is_none() && node_cert_expiry_ms.is_none() => {
+                        request(ControlRequest::SwarmAutolock { enabled })
+                    }
+                    Some(enabled) => Ok(Command::Sequence(vec![update, ControlRequest::SwarmAutolock { enabled }])),
+                }
+            }
+            "unlock-key" => {
+                let mut rotate = false;
+                for word in words.rest() {
+                    match word.as_str() {
+                        "--rotate" => rotate = true,
+                        "-q" | "--quiet" => {}
+                        other => return Err(format!("swarm unlock-key: unexpected {other:?}: expected [--rotate] [-q]")),
+                    }
+                }
+                request(ControlRequest::UnlockKey { rotate })
+            }
+            "unlock" => {
+                let rest = words.rest();
+                if rest.len() > 1 {
+                    return Err("swarm unlock takes at most one word: the key (none: the swarm's current key)".into());
+                }
+                Ok(Command::Unlock { key: rest.into_iter().next() })
             }
             "join-token" => {
                 let mut rotate = false;
@@ -600,7 +636,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 let role = role.ok_or("swarm join-token needs worker or manager")?;
                 request(ControlRequest::JoinToken { role, rotate })
             }
-            other => Err(format!("unknown swarm command {other:?}: expected join-token or update (init, join and leave are cluster shape and faults)")),
+            other => Err(format!("unknown swarm command {other:?}: expected join-token, update, unlock-key or unlock (init, join and leave are cluster shape and faults)")),
         },
         "secret" | "config" => {
             let kind = if top == "secret" { FileKind::Secret } else { FileKind::Config };
@@ -924,6 +960,28 @@ mod tests {
         assert_eq!(spec.ports[0].published_port, 80);
         assert_eq!(spec.task.image, "nginx:1.25");
         assert_eq!(spec.task.command, vec!["sleep", "10"]);
+    }
+
+    #[test]
+    fn autolock_commands() {
+        let autolock = |enabled| Command::Request(ControlRequest::SwarmAutolock { enabled });
+        assert_eq!(parse_command("swarm update --autolock").unwrap(), autolock(true));
+        assert_eq!(parse_command("swarm update --autolock=true").unwrap(), autolock(true));
+        assert_eq!(parse_command("swarm update --autolock=false").unwrap(), autolock(false));
+        assert!(matches!(
+            parse_command("swarm update --task-history-limit 3 --autolock=false").unwrap(),
+            Command::Sequence(requests) if requests.len() == 2
+        ));
+        assert_eq!(
+            parse_command("swarm unlock-key --rotate -q").unwrap(),
+            Command::Request(ControlRequest::UnlockKey { rotate: true })
+        );
+        assert_eq!(parse_command("swarm unlock").unwrap(), Command::Unlock { key: None });
+        assert_eq!(
+            parse_command("swarm unlock SWMKEY-1-abc").unwrap(),
+            Command::Unlock { key: Some("SWMKEY-1-abc".into()) }
+        );
+        assert!(parse_command("swarm unlock a b").is_err());
     }
 
     #[test]

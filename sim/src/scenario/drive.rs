@@ -70,6 +70,22 @@ pub async fn run_command<D: Driver>(driver: &mut D, file: &str, command: &Comman
             };
             driver.control(request).await
         }
+        Command::Unlock { key } => {
+            let key = match key {
+                Some(key) => key.clone(),
+                // The current key, from whichever manager answers (not the step's node: that one is
+                // locked); never noted in the trace.
+                None => {
+                    match driver.control_concurrently(vec![ControlRequest::UnlockKey { rotate: false }]).await?.pop() {
+                        Some(Ok(ControlResponse::UnlockKey { key })) if !key.0.is_empty() => key.0,
+                        Some(Ok(_)) => return Ok(Err(ControlError::FailedPrecondition("no unlock key is set".into()))),
+                        Some(Err(err)) => return Ok(Err(err)),
+                        None => return Ok(Err(ControlError::Internal("no answer to unlock-key".into()))),
+                    }
+                }
+            };
+            driver.control(ControlRequest::Unlock { key: shoal_core::control::FileData(key) }).await
+        }
         Command::Concurrent(requests) => {
             let answers = driver.control_concurrently(requests.clone()).await?;
             let failed = answers.iter().find(|a| a.is_err()).cloned();
@@ -225,6 +241,8 @@ pub fn result_note(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::Secret(_)) => json!({"ok": "secret"}),
         Ok(ControlResponse::Config(_)) => json!({"ok": "config"}),
         Ok(ControlResponse::SecretsKey(_)) => json!({"ok": "secrets_key"}),
+        // Never the key itself: traces must not hold it.
+        Ok(ControlResponse::UnlockKey { key }) => json!({"ok": "unlock_key", "set": !key.0.is_empty()}),
         Err(err) => json!({"error": err.to_string()}),
     }
 }

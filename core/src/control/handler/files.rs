@@ -68,7 +68,7 @@ fn check_spec(kind: FileKind, spec: &SecretSpec, data: &[u8]) -> Result<(), Cont
 
 impl ControlHandler {
     /// The managers' key (fetched from another manager if this one lacks it).
-    async fn secrets_key(&self) -> Result<secrets::KeyMaterial, ControlError> {
+    pub(super) async fn secrets_key(&self) -> Result<secrets::KeyMaterial, ControlError> {
         let Some(keyring) = self.keyring.clone() else { return Err(SecretsError::NoKey.into()) };
         if let Some(key) = keyring.key() {
             return Ok(key);
