@@ -11,10 +11,12 @@
 //! - [`auth`] — which authenticated peer may use which channel (managers only for raft and control).
 //! - [`secrets`] — the managers' key for secrets and configs, sealing values at rest.
 //! - [`logs`] — `service logs`: every node serves its containers' output; a manager gathers it.
+//! - [`ca_rotation`] — `swarm ca --rotate`: the root CA rotation's state machine and reconciler.
 
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod ca_rotation;
 pub mod control;
 pub mod dispatcher;
 pub mod env;

@@ -95,6 +95,7 @@ mod tests {
             root_ca_pem: String::new(),
             root_ca_digest: digest,
             root_ca_key_pem: String::new(),
+            root_rotation: None,
         }
     }
 

@@ -122,6 +122,13 @@ pub enum ControlRequest {
     /// A manager that lacks the secrets key asks another for it (only managers may use the control
     /// channel: see `crate::auth`). Answered locally, never forwarded.
     SecretsKey,
+    /// `swarm ca`: the root CA certificate and how far a rotation is.
+    CaInspect,
+    /// `swarm ca --rotate`: start a root rotation to `new_root` (the daemon makes it, with the
+    /// cross-signature; the simulator passes `None` and gets a placeholder digest).
+    CaRotate {
+        new_root: Option<crate::ca_rotation::NewRootCa>,
+    },
 }
 
 /// A secret's or config's value, base64, on its way to a manager. `Debug` redacts it.
@@ -161,6 +168,7 @@ impl ControlRequest {
                 | ControlRequest::ConfigList
                 | ControlRequest::ConfigInspect { .. }
                 | ControlRequest::SecretsKey
+                | ControlRequest::CaInspect
         )
     }
 }
@@ -226,6 +234,17 @@ pub enum ControlResponse {
     Configs(Vec<ConfigView>),
     Config(Box<ConfigView>),
     SecretsKey(crate::secrets::KeyMaterial),
+    /// `swarm ca`: never the key.
+    Ca(Box<CaView>),
+}
+
+/// What `swarm ca` shows: the root certificate (trust root) and the rotation's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaView {
+    /// The cluster's root CA certificate (PEM); empty in the simulator.
+    pub root_ca_pem: String,
+    pub root_ca_digest: String,
+    pub progress: crate::ca_rotation::CaProgress,
 }
 
 impl ControlResponse {
