@@ -64,7 +64,10 @@ pub fn desired_tls(cluster: &Cluster) -> NodeTlsInfo {
             trust_roots.dedup();
             NodeTlsInfo { trust_roots, cert_issuer: rotation.ca_digest.clone() }
         }
-        None => NodeTlsInfo { trust_roots: vec![cluster.root_ca_digest.clone()], cert_issuer: cluster.root_ca_digest.clone() },
+        None => NodeTlsInfo {
+            trust_roots: vec![cluster.root_ca_digest.clone()],
+            cert_issuer: cluster.root_ca_digest.clone(),
+        },
     }
 }
 

@@ -785,3 +785,26 @@ mod health_tests {
         assert!(text.ends_with(want), "{text:?}");
     }
 }
+
+/// A progress bar as Docker's `jsonmessage` draws one: 50 columns, `=` done, `>` the head.
+fn progress_bar(current: u64, total: u64) -> String {
+    const WIDTH: u64 = 50;
+    let done = if total == 0 { WIDTH } else { (current.min(total) * WIDTH) / total };
+    let mut bar = "=".repeat(done.saturating_sub(1) as usize);
+    if done > 0 {
+        bar.push(if done == WIDTH { '=' } else { '>' });
+    } else {
+        bar.push('>');
+    }
+    format!("[{bar:<50}] {current}/{total} nodes")
+}
+
+/// `swarm ca --rotate`'s progress, docker/cli's three lines (`progress/root_rotation.go`).
+pub fn ca_progress(progress: &shoal_core::ca_rotation::CaProgress) -> String {
+    format!(
+        "desired root digest: {}\n  rotated TLS certificates:  {}\n  rotated CA certificates:   {}\n",
+        progress.desired_root_digest,
+        progress_bar(progress.certs_rotated, progress.total),
+        progress_bar(progress.roots_rotated, progress.total),
+    )
+}

@@ -237,6 +237,8 @@ impl Request {
             ControlRequest::ConfigInspect { .. } => Request::Other("config inspect"),
             ControlRequest::ConfigRemove { .. } => Request::Other("config rm"),
             ControlRequest::SecretsKey => Request::Other("secrets key"),
+            ControlRequest::CaInspect => Request::Other("swarm ca"),
+            ControlRequest::CaRotate { .. } => Request::Other("swarm ca --rotate"),
         }
     }
 }

@@ -225,6 +225,12 @@ pub fn result_note(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::Secret(_)) => json!({"ok": "secret"}),
         Ok(ControlResponse::Config(_)) => json!({"ok": "config"}),
         Ok(ControlResponse::SecretsKey(_)) => json!({"ok": "secrets_key"}),
+        Ok(ControlResponse::Ca(view)) => json!({
+            "ok": "ca",
+            "certs_rotated": view.progress.certs_rotated,
+            "total": view.progress.total,
+            "rotation_in_progress": view.progress.rotation_in_progress,
+        }),
         Err(err) => json!({"error": err.to_string()}),
     }
 }
