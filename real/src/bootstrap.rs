@@ -170,8 +170,7 @@ pub fn signing_ca(cluster: &Cluster) -> Result<SigningCa, String> {
             Ok(SigningCa { ca, intermediate: rotation.cross_signed_pem.clone(), trust })
         }
         None => {
-            let ca =
-                ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+            let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
             Ok(SigningCa { ca, intermediate: String::new(), trust: cluster.root_ca_pem.clone() })
         }
     }

@@ -410,11 +410,7 @@ impl TlsConfig {
         let provider = provider();
         let presented = Arc::new(PresentedCert(RwLock::new(Arc::new(certified_key(ca_cert_pem, node, &provider)?))));
         let sides = Self::sides(ca_cert_pem, &presented)?;
-        Ok(TlsConfig {
-            sides: RwLock::new(sides),
-            ca_cert_pem: RwLock::new(ca_cert_pem.to_string()),
-            presented,
-        })
+        Ok(TlsConfig { sides: RwLock::new(sides), ca_cert_pem: RwLock::new(ca_cert_pem.to_string()), presented })
     }
 
     fn sides(ca_cert_pem: &str, presented: &Arc<PresentedCert>) -> Result<Sides, TlsError> {
@@ -621,10 +617,8 @@ impl ServerCertVerifier for PinnedCaVerifier {
 
 /// The digests (join-token form) of every certificate in a PEM bundle, sorted.
 pub fn bundle_digests(bundle: &str) -> Vec<String> {
-    let mut digests: Vec<String> = CertificateDer::pem_slice_iter(bundle.as_bytes())
-        .filter_map(Result::ok)
-        .map(|der| der_digest(&der))
-        .collect();
+    let mut digests: Vec<String> =
+        CertificateDer::pem_slice_iter(bundle.as_bytes()).filter_map(Result::ok).map(|der| der_digest(&der)).collect();
     digests.sort();
     digests.dedup();
     digests
@@ -817,6 +811,9 @@ mod tests {
         let (accepted, connected) = tokio::join!(accept, connect);
         connected.unwrap();
         accepted.unwrap();
-        assert_eq!(join.pinned_ca().unwrap(), CertificateDer::from_pem_slice(old.cert_pem().as_bytes()).unwrap().to_vec());
+        assert_eq!(
+            join.pinned_ca().unwrap(),
+            CertificateDer::from_pem_slice(old.cert_pem().as_bytes()).unwrap().to_vec()
+        );
     }
 }

@@ -288,8 +288,11 @@ async fn swarm_ca(client: &Client, a: args::CaArgs) -> CliResult {
         ));
     }
     if let Some(expiry) = a.cert_expiry {
-        let update =
-            ControlRequest::ClusterUpdate { task_history_limit: None, heartbeat_period_ms: None, node_cert_expiry_ms: Some(expiry) };
+        let update = ControlRequest::ClusterUpdate {
+            task_history_limit: None,
+            heartbeat_period_ms: None,
+            node_cert_expiry_ms: Some(expiry),
+        };
         client.control(update).await?;
     }
     client.control(ControlRequest::CaRotate { new_root: None }).await?;
