@@ -87,6 +87,8 @@ async fn a_rotation_waits_for_a_crashed_worker_and_finishes_once_it_is_back() {
     assert_eq!(view.progress.waiting_for[0].0, "worker-2");
     assert_eq!(view.root_ca_digest, old_digest, "the old root stays the root until every node renewed");
     assert_eq!(token(&cluster, NodeRole::Worker).await, old_worker_token, "tokens change only at the end");
+    let rotating = |reply| matches!(reply, Ok(ControlResponse::Info(info)) if info.root_rotation_in_progress);
+    assert!(rotating(cluster.control(ControlRequest::Info).await), "`info` shows the rotation under way");
 
     cluster.restart("worker-2");
     assert!(cluster.wait_up("worker-2", Duration::from_secs(10)).await);
@@ -94,6 +96,7 @@ async fn a_rotation_waits_for_a_crashed_worker_and_finishes_once_it_is_back() {
     let view = ca(&cluster).await;
     assert_eq!(view.root_ca_digest, new_digest);
     assert_eq!((view.progress.certs_rotated, view.progress.roots_rotated, view.progress.total), (5, 5, 5));
+    assert!(!rotating(cluster.control(ControlRequest::Info).await));
 
     // Tasks on the nodes that stayed up were never replaced.
     let after = running_tasks(&cluster, "web");

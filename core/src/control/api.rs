@@ -205,6 +205,9 @@ pub struct ClusterInfo {
     pub spec: ClusterSpec,
     pub manager_addrs: Vec<String>,
     pub leader_addr: Option<String>,
+    /// A root CA rotation is under way (`swarm ca --rotate`, DESIGN §6b).
+    #[serde(default)]
+    pub root_rotation_in_progress: bool,
 }
 
 /// A successful answer.

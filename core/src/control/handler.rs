@@ -628,6 +628,7 @@ impl ControlHandler {
                 spec: cluster.spec.clone(),
                 manager_addrs,
                 leader_addr: leader_addr.clone(),
+                root_rotation_in_progress: cluster.root_rotation.is_some(),
             })))
         })
     }

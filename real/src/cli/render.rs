@@ -332,7 +332,7 @@ pub fn info(status: &SwarmStatus, cluster: Option<&ClusterInfo>) -> String {
         );
         out.push_str("   Force Rotate: 0\n");
         out.push_str("  Autolock Managers: false\n");
-        out.push_str("  Root Rotation In Progress: false\n");
+        let _ = writeln!(out, "  Root Rotation In Progress: {}", info.root_rotation_in_progress);
     }
     let addr = cluster.map(|c| c.node_addr.as_str()).filter(|a| !a.is_empty()).unwrap_or(&status.node_addr);
     let addr = addr
@@ -789,7 +789,7 @@ mod health_tests {
 /// A progress bar as Docker's `jsonmessage` draws one: 50 columns, `=` done, `>` the head.
 fn progress_bar(current: u64, total: u64) -> String {
     const WIDTH: u64 = 50;
-    let done = if total == 0 { WIDTH } else { (current.min(total) * WIDTH) / total };
+    let done = (current.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
     let mut bar = "=".repeat(done.saturating_sub(1) as usize);
     if done > 0 {
         bar.push(if done == WIDTH { '=' } else { '>' });
