@@ -93,6 +93,8 @@ fn a_root_rotation_renews_every_node_while_tasks_keep_running() {
         assert_eq!(bundle_digests(&ca_pem(node)), vec![new_digest.clone()], "{}'s trust", node.hostname);
     }
     wait_for(Duration::from_secs(10), "three nodes ready after the rotation", || all_ready(&m1, 3));
+    let tls = m1.must(&["node", "ls", "--format", "{{.Hostname}} {{.TLSStatus}}"]);
+    assert_eq!(tls, "car-m1 Ready\ncar-m2 Ready\ncar-w1 Ready\n", "every node holds what the swarm wants");
 
     // The tasks ran throughout: the same ones, none replaced.
     let after = tasks(&m1, "car-web");

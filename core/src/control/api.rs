@@ -248,6 +248,9 @@ pub struct CaView {
     pub root_ca_pem: String,
     pub root_ca_digest: String,
     pub progress: crate::ca_rotation::CaProgress,
+    /// What every node's TLS should hold now (`node ls`'s TLS STATUS compares against it).
+    #[serde(default)]
+    pub desired_tls: crate::api::NodeTlsInfo,
 }
 
 impl ControlResponse {

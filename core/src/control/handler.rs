@@ -761,6 +761,7 @@ impl ControlHandler {
                 root_ca_pem: cluster.root_ca_pem.clone(),
                 root_ca_digest: cluster.root_ca_digest.clone(),
                 progress,
+                desired_tls: crate::ca_rotation::desired_tls(cluster),
             })))
         })
     }

@@ -388,7 +388,16 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
             let filters = parse_filters(&a.filter, filters::NODE_KEYS)?;
             let nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
             let me = self_id(client).await.unwrap_or_default();
-            print_listing(&render::node_list(nodes, &me), a.format.as_deref(), a.quiet)
+            // TLS STATUS needs what every node should hold: asked only when the format shows it.
+            let wants_tls = a.format.as_deref().is_some_and(|f| f == "json" || f.contains("TLSStatus"));
+            let desired = match wants_tls {
+                true => match client.control(ControlRequest::CaInspect).await {
+                    Ok(ControlResponse::Ca(view)) => Some(view.desired_tls),
+                    _ => None,
+                },
+                false => None,
+            };
+            print_listing(&render::node_list_with_tls(nodes, &me, desired.as_ref()), a.format.as_deref(), a.quiet)
         }
         NodeCommand::Inspect(a) => {
             let me = self_id(client).await.unwrap_or_default();

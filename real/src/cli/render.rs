@@ -45,7 +45,28 @@ fn manager_status(view: &NodeView) -> String {
 }
 
 /// `node ls`: sorted by hostname, `*` after the ID of the node the CLI talks to.
-pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
+pub fn node_list(nodes: Vec<NodeView>, self_id: &str) -> Listing {
+    node_list_with_tls(nodes, self_id, None)
+}
+
+/// docker/cli's `TLSStatus`: `Ready` if the node holds what every node should (`desired`, from
+/// `swarm ca`), `Needs Rotation` if not, `Unknown` if it has not said (`Ready` when `desired` is
+/// not known).
+fn tls_status(node: &shoal_core::api::Node, desired: Option<&shoal_core::api::NodeTlsInfo>) -> &'static str {
+    match (desired, &node.description.tls_info) {
+        (None, _) => "Ready",
+        (Some(_), None) => "Unknown",
+        (Some(want), Some(held)) if want == held => "Ready",
+        (Some(_), Some(_)) => "Needs Rotation",
+    }
+}
+
+/// [`node_list`] with each node's TLS STATUS against what every node should hold.
+pub fn node_list_with_tls(
+    mut nodes: Vec<NodeView>,
+    self_id: &str,
+    desired: Option<&shoal_core::api::NodeTlsInfo>,
+) -> Listing {
     nodes.sort_by(|a, b| natural_cmp(a.node.hostname(), b.node.hostname()));
     let rows = nodes
         .iter()
@@ -59,7 +80,7 @@ pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
                 ("Availability", json!(pretty(availability_word(view.node.spec.availability)))),
                 ("ManagerStatus", json!(manager_status(view))),
                 ("EngineVersion", json!(view.node.description.engine_version)),
-                ("TLSStatus", json!("Ready")),
+                ("TLSStatus", json!(tls_status(&view.node, desired))),
             ])
         })
         .collect();
