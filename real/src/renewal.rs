@@ -170,6 +170,9 @@ impl Renewal {
             let trust_changed = issued.ca_pem != self.tls.ca_cert_pem();
             TlsConfig::new(&issued.ca_pem, &renewed)
                 .map_err(|e| format!("{manager} issued an unusable certificate or CA bundle: {e}"))?;
+            if issuer_digest(&renewed.cert_pem, &issued.ca_pem).is_none() {
+                return Err(format!("{manager} issued a certificate from none of the roots it sent along"));
+            }
             // Saved before it is presented: a crash in between leaves a node that starts with it.
             if trust_changed {
                 self.store.save_trust(&issued.ca_pem)?;
