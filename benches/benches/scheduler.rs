@@ -25,6 +25,7 @@ fn node(i: usize) -> Node {
             arch: "x86_64".into(),
             engine_version: "27.0".into(),
             engine_labels: Labels::new(),
+            tls_info: None,
         },
         status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: String::new() },
         role: NodeRole::Worker,

@@ -12,11 +12,13 @@
 //! - [`secrets`] — the managers' key for secrets and configs, sealing values at rest.
 //! - [`autolock`] — a manager's data at rest under a data key, locked behind the unlock key.
 //! - [`logs`] — `service logs`: every node serves its containers' output; a manager gathers it.
+//! - [`ca_rotation`] — `swarm ca --rotate`: the root CA rotation's state machine and reconciler.
 
 pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod autolock;
+pub mod ca_rotation;
 pub mod control;
 pub mod dispatcher;
 pub mod env;

@@ -78,6 +78,10 @@ pub struct NodeConfig {
     /// TLS key); `None`: the node reads `dek.json` itself and, when it is sealed, waits locked for
     /// `swarm unlock` on its control channel (`crate::autolock`).
     pub dek: Option<crate::autolock::Dek>,
+    /// The node has real certificates, renewed by the daemon, which reports them to the agent
+    /// ([`ShoalNode::report_tls`]). Without (the simulator), a node's certificate is only the issuer
+    /// digest it reports, and it "renews" by reporting what the managers ask for (DESIGN §6b).
+    pub external_certificates: bool,
     /// Simulator only, to test the simulator's linearizability check: a bug planted on purpose —
     /// a manager that believes it leads answers reads from its own store without confirming with a
     /// quorum that it still does ([`crate::control::ControlHandler::with_planted_stale_leader_reads`]).
@@ -101,6 +105,7 @@ impl NodeConfig {
             node_id: None,
             mesh: crate::mesh::MeshOptions::default(),
             dek: None,
+            external_certificates: false,
             #[cfg(madsim)]
             plant_stale_leader_reads: false,
         }
@@ -270,6 +275,7 @@ impl ShoalNode {
             engine_version: config.engine_version.clone(),
             engine_labels: Default::default(),
             data_addr: env.data_addr.clone(),
+            tls_info: None,
         };
 
         let mut resume_failure = None;
@@ -413,6 +419,9 @@ impl ShoalNode {
             }
         });
         runtime::spawn(node.clone().follow_role_hints());
+        if !config.external_certificates {
+            runtime::spawn(node.clone().simulate_certificate_renewal());
+        }
         runtime::spawn(node.clone().keep_managers());
         runtime::spawn(node.clone().follow_autolock());
         env.tracer.emit(
@@ -424,6 +433,39 @@ impl ShoalNode {
 
     pub fn node_id(&self) -> String {
         self.inner.identity.lock().expect("identity lock").node_id.clone()
+    }
+
+    /// Record what this node's TLS holds (after the daemon renewed its certificate); its next
+    /// heartbeat reports it ([`crate::ca_rotation`]).
+    pub fn report_tls(&self, info: crate::api::NodeTlsInfo) {
+        self.inner.agent.report_tls(info);
+    }
+
+    /// What the managers say this node's TLS should hold (a CA rotation changes it).
+    pub fn desired_tls(&self) -> watch::Receiver<Option<crate::api::NodeTlsInfo>> {
+        self.inner.agent.desired_tls()
+    }
+
+    /// Without real certificates, a node's certificate is the issuer digest it reports: renewing
+    /// is reporting what the managers ask for, through the path the daemon's renewal uses.
+    async fn simulate_certificate_renewal(self) {
+        let mut desired = self.desired_tls();
+        let mut stopped = self.inner.stopped.subscribe();
+        loop {
+            let wanted = desired.borrow_and_update().clone();
+            if let Some(wanted) = wanted.filter(|w| self.inner.agent.reported_tls().as_ref() != Some(w)) {
+                self.inner.env.tracer.emit(
+                    "node.certificate_renewed",
+                    serde_json::json!({"node_id": self.node_id(), "cert_issuer": wanted.cert_issuer}),
+                );
+                self.report_tls(wanted);
+            }
+            tokio::select! {
+                biased;
+                _ = stopped.wait_for(|s| *s) => return,
+                changed = desired.changed() => if changed.is_err() { return },
+            }
+        }
     }
 
     pub fn is_manager(&self) -> bool {
@@ -636,6 +678,7 @@ impl ShoalNode {
                     root_ca_digest: digest,
                     root_ca_key_pem: config.root_ca_key_pem.clone(),
                     unlock_key: unlock_key.clone(),
+                    root_rotation: None,
                 })));
             }
             let me = Node {

@@ -96,6 +96,7 @@ mod tests {
             root_ca_digest: digest,
             root_ca_key_pem: String::new(),
             unlock_key: None,
+            root_rotation: None,
         }
     }
 

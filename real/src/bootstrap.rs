@@ -17,6 +17,10 @@
 //! already has a certificate: it calls over mutual TLS with the public half of a new key, and gets a
 //! certificate for the node id its current one names, in its current role, valid for the cluster's
 //! `--cert-expiry`. A removed node is refused by the gate (see `shoal_core::auth`).
+//!
+//! During a root CA rotation (DESIGN §6b) both sign with the new root's key ([`signing_ca`]): the
+//! certificate comes with the new root cross-signed by the old one, and the CA bundle handed over
+//! holds both roots, the old one first (a joining node's token still names it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,15 +128,69 @@ impl BootstrapService {
             .view(|s| s.cluster.clone())
             .ok_or_else(|| "this manager holds no cluster state yet; try again".to_string())?;
         let role = shoal_core::tokens::check(&token, &cluster).map_err(|e| e.to_string())?;
-        if cluster.root_ca_key_pem.is_empty() {
-            return Err("this swarm has no cluster CA key to sign certificates with".into());
-        }
-        let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+        let signing = signing_ca(&cluster)?;
         let node_id = shoal_core::api::new_id();
         let cert_pem =
-            ca.issue_for_key(&node_id, role, &public_key, cert_expiry(&cluster)).map_err(|e| e.to_string())?;
-        Ok(IssuedCertificate { node_id, role, cert_pem, ca_pem: cluster.root_ca_pem })
+            signing.ca.issue_for_key(&node_id, role, &public_key, cert_expiry(&cluster)).map_err(|e| e.to_string())?;
+        Ok(IssuedCertificate { node_id, role, cert_pem: signing.chain(cert_pem), ca_pem: signing.trust })
     }
+}
+
+/// What a manager signs certificates with now.
+pub struct SigningCa {
+    /// The CA whose key signs: the new root's during a rotation, else the root's.
+    pub ca: ClusterCa,
+    /// What goes after the node's certificate: the cross-signed new root during a rotation.
+    pub intermediate: String,
+    /// The roots a node should trust (PEM bundle): both during a rotation, the old one first.
+    pub trust: String,
+}
+
+impl SigningCa {
+    /// A certificate followed by the intermediate it needs.
+    pub fn chain(&self, cert_pem: String) -> String {
+        if self.intermediate.is_empty() {
+            cert_pem
+        } else {
+            format!("{}\n{}", cert_pem.trim_end(), self.intermediate.trim_end()) + "\n"
+        }
+    }
+}
+
+/// The CA that signs in `cluster` now (DESIGN §6b).
+pub fn signing_ca(cluster: &Cluster) -> Result<SigningCa, String> {
+    if cluster.root_ca_key_pem.is_empty() {
+        return Err("this swarm has no cluster CA key to sign certificates with".into());
+    }
+    match &cluster.root_rotation {
+        Some(rotation) => {
+            let ca = ClusterCa::from_pem(&rotation.ca_cert_pem, &rotation.ca_key_pem)
+                .map_err(|e| format!("the new root CA of the rotation under way is unusable: {e}"))?;
+            let trust = format!("{}\n{}\n", cluster.root_ca_pem.trim_end(), rotation.ca_cert_pem.trim_end());
+            Ok(SigningCa { ca, intermediate: rotation.cross_signed_pem.clone(), trust })
+        }
+        None => {
+            let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+            Ok(SigningCa { ca, intermediate: String::new(), trust: cluster.root_ca_pem.clone() })
+        }
+    }
+}
+
+/// The new root for `swarm ca --rotate` (made by the daemon of the manager the CLI talks to): a
+/// fresh CA, cross-signed by the cluster's current root.
+pub fn new_root_for(cluster: &Cluster) -> Result<shoal_core::ca_rotation::NewRootCa, String> {
+    if cluster.root_ca_key_pem.is_empty() {
+        return Err("this swarm has no cluster CA key to cross-sign a new root with".into());
+    }
+    let current = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+    let new = ClusterCa::generate().map_err(|e| format!("cannot make the new root CA: {e}"))?;
+    let cross_signed_pem = current.cross_sign(&new).map_err(|e| format!("cannot cross-sign the new root CA: {e}"))?;
+    Ok(shoal_core::ca_rotation::NewRootCa {
+        ca_cert_pem: new.cert_pem().to_string(),
+        ca_digest: new.digest(),
+        cross_signed_pem,
+        ca_key_pem: new.key_pem(),
+    })
 }
 
 /// How long the certificates this cluster issues are valid.
@@ -164,14 +222,13 @@ impl RenewalService {
         let (cluster, node) = self.node.store().view(|s| (s.cluster.clone(), s.nodes.get(&node_id).cloned()));
         let cluster = cluster.ok_or("this manager holds no cluster state yet; try again")?;
         let node = node.ok_or_else(|| format!("node {node_id} is not a member of this swarm"))?;
-        if cluster.root_ca_key_pem.is_empty() {
-            return Err("this swarm has no cluster CA key to sign certificates with".into());
-        }
-        let ca = ClusterCa::from_pem(&cluster.root_ca_pem, &cluster.root_ca_key_pem).map_err(|e| e.to_string())?;
+        let signing = signing_ca(&cluster)?;
         let role = if acts_as_manager(&node) { NodeRole::Manager } else { NodeRole::Worker };
-        let cert_pem =
-            ca.issue_for_key(&node_id, role, &request.public_key, cert_expiry(&cluster)).map_err(|e| e.to_string())?;
-        Ok(IssuedCertificate { node_id, role, cert_pem, ca_pem: cluster.root_ca_pem })
+        let cert_pem = signing
+            .ca
+            .issue_for_key(&node_id, role, &request.public_key, cert_expiry(&cluster))
+            .map_err(|e| e.to_string())?;
+        Ok(IssuedCertificate { node_id, role, cert_pem: signing.chain(cert_pem), ca_pem: signing.trust })
     }
 }
 

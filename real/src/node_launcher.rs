@@ -149,6 +149,10 @@ impl SaveCertificate for CertificateFiles {
         std::fs::remove_file(self.dir.join(RENEWED_FILE))
             .map_err(|e| format!("cannot remove {}: {e}", self.dir.join(RENEWED_FILE).display()))
     }
+
+    fn save_trust(&self, ca_pem: &str) -> Result<(), String> {
+        write_private(&self.dir, CA_CERT_FILE, ca_pem)
+    }
 }
 
 /// Which executor the daemon's node runs tasks with.
@@ -244,6 +248,14 @@ impl RunningNode for RealNode {
         self.node.node_id()
     }
     async fn control(&self, request: ControlRequest) -> Result<ControlResponse, ControlError> {
+        // `swarm ca --rotate`: this daemon makes the new root, cross-signed by the current one, from
+        // the cluster object (managers only hold it; elsewhere the core refuses as for any write).
+        if let ControlRequest::CaRotate { new_root: None } = &request {
+            if let Some(cluster) = self.node.store().view(|s| s.cluster.clone()).filter(|_| self.node.is_manager()) {
+                let new_root = crate::bootstrap::new_root_for(&cluster).map_err(ControlError::FailedPrecondition)?;
+                return self.node.control(ControlRequest::CaRotate { new_root: Some(new_root) }).await;
+            }
+        }
         self.node.control(request).await
     }
     async fn leave(&self, force: bool) -> Result<(), ControlError> {
@@ -406,6 +418,8 @@ impl NodeLauncher for RealLauncher {
         config.availability = settings.availability;
         config.dek = Some(dek.clone());
         config.mesh = self.mesh_options.clone();
+        // The renewal loop below renews and reports this node's certificates (DESIGN §6b).
+        config.external_certificates = true;
         config.resources = host_resources();
         let core_bootstrap = match bootstrap {
             Bootstrap::Init { force_new_cluster, overrides } => {

@@ -4,20 +4,25 @@
 //! (promotion, demotion). It asks a manager over mutual TLS ([`crate::bootstrap::RenewalService`])
 //! with a key made for the purpose, saves the pair crash-safely, and presents the new certificate
 //! from the next handshake on. A failed attempt is retried every 2 s (`GetCertRetryInterval`).
+//!
+//! It also renews when the managers say the node's TLS should hold something else (a root CA
+//! rotation, DESIGN §6b: a certificate from the new root, then trust in the new root alone): the
+//! reply carries the roots to trust, which the node takes with the certificate. After each change
+//! it reports what it holds ([`ShoalNode::report_tls`]), which the rotation waits on.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::KeyPair;
-use shoal_core::api::NodeRole;
+use shoal_core::api::{NodeRole, NodeTlsInfo};
 use shoal_core::env::runtime;
 use shoal_core::env::Transport;
 use shoal_core::node::ShoalNode;
 use shoal_core::rpc::{self, Channel};
 
 use crate::bootstrap::{RenewReply, RenewRequest};
-use crate::tls::{cert_info, CertInfo, NodeCert, TlsConfig};
+use crate::tls::{cert_info, issuer_digest, CertInfo, NodeCert, TlsConfig};
 
 /// How long one renewal call may take.
 const RENEW_TIMEOUT: Duration = Duration::from_secs(20);
@@ -41,6 +46,8 @@ pub fn renewal_time(info: &CertInfo, fraction: f64) -> i64 {
 /// Where a renewed certificate and key are kept while both files are replaced.
 pub trait SaveCertificate: Send + Sync + 'static {
     fn save(&self, node: &NodeCert) -> Result<(), String>;
+    /// Keep the roots the node trusts (a PEM bundle), replacing the ones kept before.
+    fn save_trust(&self, ca_pem: &str) -> Result<(), String>;
 }
 
 /// One node's renewal loop.
@@ -63,9 +70,20 @@ fn log(message: &str) {
 }
 
 impl Renewal {
+    /// What this node's TLS holds now, as the CA rotation counts it.
+    fn tls_info(&self) -> NodeTlsInfo {
+        let trust = self.tls.ca_cert_pem();
+        NodeTlsInfo {
+            trust_roots: self.tls.trust_digests(),
+            cert_issuer: issuer_digest(&self.current.cert_pem, &trust).unwrap_or_default(),
+        }
+    }
+
     /// Runs until the task is aborted (the node stops or leaves).
     pub async fn run(mut self) {
         let mut planned: Option<(String, i64)> = None;
+        self.node.report_tls(self.tls_info());
+        let desired = self.node.desired_tls();
         loop {
             let info = match cert_info(&self.current.cert_pem) {
                 Ok(info) => info,
@@ -86,8 +104,16 @@ impl Renewal {
             };
             let role = if self.node.is_manager() { NodeRole::Manager } else { NodeRole::Worker };
             let role_changed = info.role.is_some_and(|named| named != role);
-            if now_secs() >= due || role_changed {
-                let reason = if role_changed { "its role changed" } else { "it is due" };
+            let wanted = desired.borrow().clone();
+            let rotating = wanted.is_some_and(|w| w != self.tls_info());
+            if now_secs() >= due || role_changed || rotating {
+                let reason = if role_changed {
+                    "its role changed"
+                } else if rotating {
+                    "the swarm's root CA is rotating"
+                } else {
+                    "it is due"
+                };
                 match self.renew().await {
                     Ok(renewed) => {
                         let valid_until = cert_info(&renewed.cert_pem).map(|i| i.not_after).unwrap_or_default();
@@ -95,6 +121,11 @@ impl Renewal {
                             "renewed this node's certificate ({reason}); valid until Unix time {valid_until}"
                         ));
                         self.current = renewed;
+                        self.node.report_tls(self.tls_info());
+                        if rotating {
+                            // The managers' view may lag the one the hint came from: never a hot loop.
+                            tokio::time::sleep(RETRY_INTERVAL).await;
+                        }
                         continue;
                     }
                     Err(err) => {
@@ -134,9 +165,28 @@ impl Renewal {
                 return Err(format!("{manager} issued a certificate for node {named}, not this node ({me})"));
             }
             let renewed = NodeCert { cert_pem: issued.cert_pem, key_pem: key.serialize_pem() };
+            // The roots to trust come along (they change with a CA rotation): check the pair before
+            // anything is saved.
+            let trust_changed = issued.ca_pem != self.tls.ca_cert_pem();
+            TlsConfig::new(&issued.ca_pem, &renewed)
+                .map_err(|e| format!("{manager} issued an unusable certificate or CA bundle: {e}"))?;
+            if issuer_digest(&renewed.cert_pem, &issued.ca_pem).is_none() {
+                return Err(format!("{manager} issued a certificate from none of the roots it sent along"));
+            }
             // Saved before it is presented: a crash in between leaves a node that starts with it.
+            if trust_changed {
+                self.store.save_trust(&issued.ca_pem)?;
+            }
             self.store.save(&renewed)?;
-            self.tls.replace_node_cert(&renewed).map_err(|e| format!("the renewed certificate is unusable: {e}"))?;
+            if trust_changed {
+                self.tls
+                    .replace_credentials(&issued.ca_pem, &renewed)
+                    .map_err(|e| format!("the renewed certificate is unusable: {e}"))?;
+            } else {
+                self.tls
+                    .replace_node_cert(&renewed)
+                    .map_err(|e| format!("the renewed certificate is unusable: {e}"))?;
+            }
             return Ok(renewed);
         }
         Err(last)

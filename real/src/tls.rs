@@ -19,6 +19,13 @@
 //! handshake refuses an expired one. Nodes renew theirs before that (see [`crate::renewal`]); a
 //! [`TlsConfig`] takes the new certificate without a restart ([`TlsConfig::replace_node_cert`]).
 //!
+//! Root CA rotation (`swarm ca --rotate`, DESIGN §6b): every root this swarm ever has is named the
+//! same ([`CA_COMMON_NAME`]), as swarmkit's are, and a new root is cross-signed by the current one
+//! ([`ClusterCa::cross_sign`]): a certificate issued by the new root, sent with the cross-signed
+//! certificate, chains to either root. A [`TlsConfig`] trusts a bundle of roots (`ca.pem` may hold
+//! several) and takes a new bundle with a new certificate without a restart
+//! ([`TlsConfig::replace_credentials`]); [`issuer_digest`] says which root issued a certificate.
+//!
 //! Crypto is rustls with the ring provider.
 
 use std::sync::{Arc, RwLock};
@@ -194,6 +201,14 @@ impl ClusterCa {
         ca_digest(&self.cert_pem).unwrap_or_default()
     }
 
+    /// `new`'s root certificate signed by this CA (swarmkit's cross-signed intermediate): same name
+    /// and key as `new`'s root, so certificates `new` issues chain through it to this root.
+    pub fn cross_sign(&self, new: &ClusterCa) -> Result<String, TlsError> {
+        let mut params = ca_params();
+        params.use_authority_key_identifier_extension = true;
+        Ok(params.signed_by(&new.key, &self.signer, &self.key)?.pem())
+    }
+
     /// A certificate (valid for [`DEFAULT_CERT_EXPIRY`]) and a fresh key for `node_id`, signed by
     /// this CA: for tests, where the key never leaves the process.
     pub fn issue(&self, node_id: &str) -> Result<NodeCert, TlsError> {
@@ -313,11 +328,19 @@ impl std::fmt::Debug for NodeCert {
 
 /// Both halves of mutual TLS for one node: what it presents and what it trusts.
 pub struct TlsConfig {
-    client: TlsConnector,
-    server: TlsAcceptor,
-    ca_cert_pem: String,
+    /// Both sides as built for the trusted roots; rebuilt when the roots change (CA rotation).
+    sides: RwLock<Sides>,
+    /// The trusted roots (PEM, one or more certificates).
+    ca_cert_pem: RwLock<String>,
     /// What this node presents, dialling and listening; replaced when the node renews.
     presented: Arc<PresentedCert>,
+}
+
+/// The dialling and listening configurations for one set of trusted roots.
+#[derive(Clone)]
+struct Sides {
+    client: TlsConnector,
+    server: TlsAcceptor,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -353,13 +376,25 @@ impl ResolvesServerCert for PresentedCert {
     }
 }
 
-/// `node`'s certificate, followed by the CA, with its key, as rustls signs with them. The CA goes
-/// along so a joining node (which has only the CA's digest from its token) can find and pin it.
+/// Every certificate in a PEM bundle (at least one).
+fn pem_certs(bundle: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem("no certificate in the CA bundle".into()));
+    }
+    Ok(certs)
+}
+
+/// `node`'s certificate (with any intermediate it came with), followed by the trusted roots, with
+/// its key, as rustls signs with them. The roots go along so a joining node (which has only the
+/// CA's digest from its token) can find and pin one.
 fn certified_key(ca_cert_pem: &str, node: &NodeCert, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let pem = |e: rustls::pki_types::pem::Error| TlsError::Pem(e.to_string());
     let mut chain: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(node.cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(pem)?;
-    chain.push(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?);
+    chain.extend(pem_certs(ca_cert_pem)?);
     let key = PrivateKeyDer::from_pem_slice(node.key_pem.as_bytes()).map_err(pem)?;
     let signing_key = provider.key_provider.load_private_key(key)?;
     let certified = CertifiedKey::new(chain, signing_key);
@@ -369,15 +404,22 @@ fn certified_key(ca_cert_pem: &str, node: &NodeCert, provider: &CryptoProvider) 
 }
 
 impl TlsConfig {
-    /// Trust `ca_cert_pem` only, and present `node`'s certificate, as dialler and as listener.
+    /// Trust the roots in `ca_cert_pem` only (one, or two during a CA rotation), and present
+    /// `node`'s certificate, as dialler and as listener.
     pub fn new(ca_cert_pem: &str, node: &NodeCert) -> Result<Self, TlsError> {
-        let pem = |e: rustls::pki_types::pem::Error| TlsError::Pem(e.to_string());
-        let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from_pem_slice(ca_cert_pem.as_bytes()).map_err(pem)?)?;
-        let roots = Arc::new(roots);
         let provider = provider();
         let presented = Arc::new(PresentedCert(RwLock::new(Arc::new(certified_key(ca_cert_pem, node, &provider)?))));
+        let sides = Self::sides(ca_cert_pem, &presented)?;
+        Ok(TlsConfig { sides: RwLock::new(sides), ca_cert_pem: RwLock::new(ca_cert_pem.to_string()), presented })
+    }
 
+    fn sides(ca_cert_pem: &str, presented: &Arc<PresentedCert>) -> Result<Sides, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in pem_certs(ca_cert_pem)? {
+            roots.add(cert)?;
+        }
+        let roots = Arc::new(roots);
+        let provider = provider();
         let client = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots.clone())
@@ -392,33 +434,56 @@ impl TlsConfig {
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(presented.clone());
-        Ok(TlsConfig {
-            client: TlsConnector::from(Arc::new(client)),
-            server: TlsAcceptor::from(Arc::new(server)),
-            ca_cert_pem: ca_cert_pem.to_string(),
-            presented,
-        })
+        Ok(Sides { client: TlsConnector::from(Arc::new(client)), server: TlsAcceptor::from(Arc::new(server)) })
     }
 
     /// Present `node` from the next handshake on (a renewed certificate); connections already up
     /// keep the session they have.
     pub fn replace_node_cert(&self, node: &NodeCert) -> Result<(), TlsError> {
-        let certified = Arc::new(certified_key(&self.ca_cert_pem, node, &provider())?);
+        let roots = self.ca_cert_pem.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let certified = Arc::new(certified_key(&roots, node, &provider())?);
         *self.presented.0.write().unwrap_or_else(|p| p.into_inner()) = certified;
         Ok(())
+    }
+
+    /// Trust the roots in `ca_cert_pem` and present `node` from the next handshake on (a renewal
+    /// during or after a CA rotation); connections already up keep the session they have.
+    pub fn replace_credentials(&self, ca_cert_pem: &str, node: &NodeCert) -> Result<(), TlsError> {
+        let certified = Arc::new(certified_key(ca_cert_pem, node, &provider())?);
+        let sides = Self::sides(ca_cert_pem, &self.presented)?;
+        *self.presented.0.write().unwrap_or_else(|p| p.into_inner()) = certified;
+        *self.sides.write().unwrap_or_else(|p| p.into_inner()) = sides;
+        *self.ca_cert_pem.write().unwrap_or_else(|p| p.into_inner()) = ca_cert_pem.to_string();
+        Ok(())
+    }
+
+    /// The trusted roots (PEM bundle).
+    pub fn ca_cert_pem(&self) -> String {
+        self.ca_cert_pem.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The digests of the trusted roots, sorted.
+    pub fn trust_digests(&self) -> Vec<String> {
+        bundle_digests(&self.ca_cert_pem())
+    }
+
+    fn current_sides(&self) -> Sides {
+        self.sides.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Dial side: verify the listener's certificate against the cluster CA.
     pub async fn connect(&self, tcp: TcpStream) -> Result<BoxStream, String> {
         let name = ServerName::try_from(NODE_SERVER_NAME).map_err(|e| e.to_string())?;
-        let stream = self.client.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let client = self.current_sides().client;
+        let stream = client.connect(name, tcp).await.map_err(|e| e.to_string())?;
         Ok(Box::pin(stream))
     }
 
     /// Listen side: verify a client certificate against the cluster CA; return the node id it names
     /// (`None`: the peer presented no certificate, or one that names no node).
     pub(crate) async fn accept(&self, tcp: TcpStream) -> Result<(BoxStream, Option<String>), String> {
-        let stream = self.server.accept(tcp).await.map_err(|e| e.to_string())?;
+        let server = self.current_sides().server;
+        let stream = server.accept(tcp).await.map_err(|e| e.to_string())?;
         let identity = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).and_then(node_id);
         Ok((Box::pin(stream), identity))
     }
@@ -520,7 +585,9 @@ impl ServerCertVerifier for PinnedCaVerifier {
         let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
             .build()
             .map_err(|e| rustls::Error::General(e.to_string()))?;
-        let verified = verifier.verify_server_cert(end_entity, &[], server_name, ocsp_response, now)?;
+        // The listener's intermediates go along: during a CA rotation its certificate comes from the
+        // new root and chains to the token's (old) root through the cross-signed certificate.
+        let verified = verifier.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
         self.lock().pinned = Some(ca.to_vec());
         Ok(verified)
     }
@@ -546,6 +613,30 @@ impl ServerCertVerifier for PinnedCaVerifier {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// The digests (join-token form) of every certificate in a PEM bundle, sorted.
+pub fn bundle_digests(bundle: &str) -> Vec<String> {
+    let mut digests: Vec<String> =
+        CertificateDer::pem_slice_iter(bundle.as_bytes()).filter_map(Result::ok).map(|der| der_digest(&der)).collect();
+    digests.sort();
+    digests.dedup();
+    digests
+}
+
+/// Which root of `bundle` issued the (first) certificate in `cert_pem` itself, by digest: the one
+/// whose key verifies it directly, without intermediates. `None` if none does.
+pub fn issuer_digest(cert_pem: &str, bundle: &str) -> Option<String> {
+    let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let name = ServerName::try_from(NODE_SERVER_NAME).ok()?;
+    let provider = provider();
+    CertificateDer::pem_slice_iter(bundle.as_bytes()).filter_map(Result::ok).find_map(|root| {
+        let mut roots = RootCertStore::empty();
+        roots.add(root.clone()).ok()?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build().ok()?;
+        verifier.verify_server_cert(&leaf, &[], &name, &[], UnixTime::now()).ok()?;
+        Some(der_digest(&root))
+    })
 }
 
 /// The node id a (verified) certificate names in its URI SAN.
@@ -660,5 +751,69 @@ mod tests {
         let mut mismatched = node_cert(&ca, "worker-2", now() - 60, now() + 3600);
         mismatched.key_pem = KeyPair::generate().unwrap().serialize_pem();
         assert!(valid.replace_node_cert(&mismatched).is_err());
+    }
+
+    /// A node certificate from `ca`, with `intermediate` after it (a cross-signed root, or none).
+    fn chained(ca: &ClusterCa, id: &str, intermediate: &str) -> NodeCert {
+        let mut node = node_cert(ca, id, now() - 60, now() + 3600);
+        if !intermediate.is_empty() {
+            node.cert_pem = format!("{}\n{}", node.cert_pem.trim_end(), intermediate);
+        }
+        node
+    }
+
+    #[tokio::test]
+    async fn a_cross_signed_root_keeps_old_and_new_certificates_talking() {
+        let old = ClusterCa::generate().unwrap();
+        let new = ClusterCa::generate().unwrap();
+        let cross = old.cross_sign(&new).unwrap();
+        let both = format!("{}{}", old.cert_pem(), new.cert_pem());
+        // A node that still trusts only the old root, with an old certificate.
+        let stale = TlsConfig::new(old.cert_pem(), &chained(&old, "manager-1", "")).unwrap();
+        // A renewed node: a certificate from the new root, sent with the cross-signed one.
+        let renewed = TlsConfig::new(&both, &chained(&new, "worker-1", &cross)).unwrap();
+        assert_eq!(handshake(&renewed, &stale).await, Ok(Some("worker-1".into())));
+        assert_eq!(handshake(&stale, &renewed).await, Ok(Some("manager-1".into())));
+        // Without the cross-signed certificate the old root cannot vouch for the new one.
+        let bare = TlsConfig::new(&both, &chained(&new, "worker-2", "")).unwrap();
+        assert!(handshake(&bare, &stale).await.is_err());
+        // After the rotation: trust in the new root alone still accepts renewed nodes, not old ones.
+        let done = TlsConfig::new(&both, &chained(&new, "manager-2", &cross)).unwrap();
+        done.replace_credentials(new.cert_pem(), &chained(&new, "manager-2", &cross)).unwrap();
+        assert_eq!(done.trust_digests(), vec![new.digest()]);
+        assert_eq!(handshake(&renewed, &done).await, Ok(Some("worker-1".into())));
+        assert!(handshake(&stale, &done).await.is_err(), "the old root is no longer trusted");
+        // Which root issued what.
+        let mut digests = vec![old.digest(), new.digest()];
+        digests.sort();
+        assert_eq!(bundle_digests(&both), digests);
+        let new_leaf = chained(&new, "n", &cross).cert_pem;
+        assert_eq!(issuer_digest(&new_leaf, &both), Some(new.digest()));
+        assert_eq!(issuer_digest(&chained(&old, "n", "").cert_pem, &both), Some(old.digest()));
+        assert_eq!(issuer_digest(&new_leaf, old.cert_pem()), None);
+
+        // A joining node pinned to the old root's digest accepts a renewed manager.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let join = JoinTls::new(&old.digest()).unwrap();
+        let accept = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (mut stream, _) = renewed.accept(tcp).await?;
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut stream, &mut byte).await.map_err(|e| e.to_string())
+        };
+        let connect = async {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut stream = join.connect(tcp).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut stream, b"x").await.map_err(|e| e.to_string())?;
+            tokio::io::AsyncWriteExt::flush(&mut stream).await.map_err(|e| e.to_string())
+        };
+        let (accepted, connected) = tokio::join!(accept, connect);
+        connected.unwrap();
+        accepted.unwrap();
+        assert_eq!(
+            join.pinned_ca().unwrap(),
+            CertificateDer::from_pem_slice(old.cert_pem().as_bytes()).unwrap().to_vec()
+        );
     }
 }

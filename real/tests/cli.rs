@@ -1262,3 +1262,23 @@ fn health_flags_as_docker_applies_them() {
     assert_eq!(back_on.task.healthcheck, Some(HealthConfig { interval_ms: 3_000, ..HealthConfig::default() }));
     assert_eq!(update(&spec, &["--replicas", "2"]).unwrap().task.healthcheck, Some(check), "untouched");
 }
+
+#[test]
+fn node_ls_tls_status_compares_each_node_with_what_the_swarm_wants() {
+    use shoal_core::api::NodeTlsInfo;
+    let tls = |issuer: &str| NodeTlsInfo { trust_roots: vec!["old".into()], cert_issuer: issuer.into() };
+    let mut renewed = node("n1", "renewed", NodeRole::Manager, "1");
+    renewed.description.tls_info = Some(tls("new"));
+    let mut stale = node("n2", "stale", NodeRole::Worker, "1");
+    stale.description.tls_info = Some(tls("old"));
+    let silent = node("n3", "silent", NodeRole::Worker, "1");
+    let views = [renewed, stale, silent]
+        .into_iter()
+        .map(|node| NodeView { node, leader: false, reachability: String::new() })
+        .collect::<Vec<_>>();
+    let listing = render::node_list_with_tls(views, "n1", Some(&tls("new")));
+    assert_eq!(
+        listing.render(Some("{{.Hostname}}: {{.TLSStatus}}"), false).unwrap(),
+        "renewed: Ready\nsilent: Unknown\nstale: Needs Rotation\n"
+    );
+}

@@ -173,8 +173,11 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
         assert!(refusal(err).contains("only managers may send Raft requests"));
 
         // A node speaks only for itself on the dispatcher.
-        let heartbeat =
-            DispatcherRequest::Heartbeat(HeartbeatRequest { node_id: doomed_id.clone(), session_id: "s".into() });
+        let heartbeat = DispatcherRequest::Heartbeat(HeartbeatRequest {
+            node_id: doomed_id.clone(),
+            session_id: "s".into(),
+            tls_info: None,
+        });
         let err = rpc::call::<_, Result<DispatcherResponse, DispatcherError>>(
             &as_worker,
             &manager.addr,
@@ -257,8 +260,11 @@ fn a_swarm_refuses_strangers_impostors_and_removed_nodes() {
             .await
             .unwrap_err();
         assert!(refusal(err).contains("its certificate is not renewed"));
-        let heartbeat =
-            DispatcherRequest::Heartbeat(HeartbeatRequest { node_id: doomed_id.clone(), session_id: "s".into() });
+        let heartbeat = DispatcherRequest::Heartbeat(HeartbeatRequest {
+            node_id: doomed_id.clone(),
+            session_id: "s".into(),
+            tls_info: None,
+        });
         let answer: Result<DispatcherResponse, DispatcherError> =
             rpc::call(&as_removed, &manager.addr, Channel::Dispatcher, &heartbeat, CALL).await.expect("an answer");
         assert_eq!(answer.unwrap_err(), DispatcherError::UnknownNode);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::api::{NodeDescription, NodeRole, Task, TaskStatus};
+use crate::api::{NodeDescription, NodeRole, NodeTlsInfo, Task, TaskStatus};
 use crate::auth::KnownManagers;
 use crate::dispatcher::{
     AssignmentsRequest, DispatcherError, DispatcherRequest, DispatcherResponse, DrainRequest, HeartbeatRequest,
@@ -77,6 +77,11 @@ pub struct Agent {
     /// The values of the secrets and configs this node's tasks use, as the last assignments sent
     /// them (memory only; replaced by each set, so a value no task needs any more is dropped).
     files: Mutex<BTreeMap<(crate::api::FileKind, String), NodeFile>>,
+    /// What this node's TLS holds, as the daemon (or, in the simulator, the node) last reported
+    /// it; sent with every heartbeat (the CA rotation waits on it).
+    tls_info: Mutex<Option<NodeTlsInfo>>,
+    /// What the managers say this node's TLS should hold (from heartbeat replies).
+    desired_tls: watch::Sender<Option<NodeTlsInfo>>,
 }
 
 fn call_deadline() -> Duration {
@@ -127,7 +132,26 @@ impl Agent {
             heartbeat_period_ms: AtomicU64::new(crate::api::ClusterSpec::default().heartbeat_period_ms),
             unreachable: Mutex::new(BTreeMap::new()),
             files: Mutex::new(BTreeMap::new()),
+            tls_info: Mutex::new(None),
+            desired_tls: watch::channel(None).0,
         })
+    }
+
+    /// Record what this node's TLS holds now (its certificate's issuer and the roots it trusts);
+    /// the next heartbeat tells the leader. The daemon calls it after every renewal; in the
+    /// simulator the node calls it with what the managers asked for (a "renewal").
+    pub fn report_tls(&self, info: NodeTlsInfo) {
+        *self.tls_info.lock().expect("agent lock") = Some(info);
+    }
+
+    /// What this node last reported of its TLS.
+    pub fn reported_tls(&self) -> Option<NodeTlsInfo> {
+        self.tls_info.lock().expect("agent lock").clone()
+    }
+
+    /// What the managers say this node's TLS should hold; a node holding something else renews.
+    pub fn desired_tls(&self) -> watch::Receiver<Option<NodeTlsInfo>> {
+        self.desired_tls.subscribe()
     }
 
     /// The value of a secret or config one of this node's tasks uses, if the managers sent it.
@@ -381,7 +405,11 @@ impl Agent {
         loop {
             // Swarm jitters the period by ±epsilon so heartbeats spread out.
             runtime::sleep(runtime::random_duration(period.mul_f64(0.9), period)).await;
-            let request = HeartbeatRequest { node_id: self.node_id.clone(), session_id: session_id.to_string() };
+            let request = HeartbeatRequest {
+                node_id: self.node_id.clone(),
+                session_id: session_id.to_string(),
+                tls_info: self.reported_tls(),
+            };
             let DispatcherResponse::Heartbeat(reply) =
                 self.call_within(manager, DispatcherRequest::Heartbeat(request), self.session_deadline()).await?
             else {
@@ -401,6 +429,13 @@ impl Agent {
                 *current = hint;
                 changed
             });
+            if let Some(desired) = reply.desired_tls {
+                self.desired_tls.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&desired);
+                    *current = Some(desired);
+                    changed
+                });
+            }
         }
     }
 

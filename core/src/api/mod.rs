@@ -103,4 +103,35 @@ pub struct Cluster {
     /// id) so the raft log never holds it in plain; every manager re-wraps its data key with it.
     #[serde(default)]
     pub unlock_key: Option<Sealed>,
+    /// A root CA rotation in progress (`swarm ca --rotate`), DESIGN §6b; `None` when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_rotation: Option<RootRotation>,
+}
+
+/// A root CA rotation under way (swarmkit's `RootCA.RootRotation`): the new root, the same root
+/// cross-signed by the current one, and the new key. Managers sign every certificate with the new
+/// key while it lasts, sending the cross-signed certificate along, so nodes that trust only the old
+/// root still accept the new certificates. It ends (the leader's reconciler,
+/// [`crate::ca_rotation`]) when every node reports a certificate issued by the new root.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootRotation {
+    /// The new root CA certificate (PEM); empty in the simulator.
+    pub ca_cert_pem: String,
+    /// The new root's digest in join-token form: what nodes' certificates must be issued by.
+    pub ca_digest: String,
+    /// The new root's certificate signed by the current root's key (PEM); empty in the simulator.
+    pub cross_signed_pem: String,
+    /// The new root's private key (PEM); empty in the simulator. Managers only; `Debug` redacts it
+    /// and no control answer carries it.
+    pub ca_key_pem: String,
+    /// The join tokens that take over when the rotation ends (they carry the new digest; made when
+    /// it starts, so the reconciler that ends it draws no randomness).
+    pub worker_join_token: String,
+    pub manager_join_token: String,
+}
+
+impl std::fmt::Debug for RootRotation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootRotation").field("ca_digest", &self.ca_digest).finish_non_exhaustive()
+    }
 }

@@ -58,6 +58,21 @@ pub struct NodeDescription {
     /// Where the node's daemon accepts data-plane tunnels (`ip:port`), DESIGN §8; empty = none.
     #[serde(default)]
     pub data_addr: String,
+    /// What the node's TLS holds, as it last reported it (swarmkit `NodeDescription.TLSInfo`);
+    /// `None` until it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_info: Option<NodeTlsInfo>,
+}
+
+/// A node's TLS state as the CA rotation tracks it, by digest (join-token form): the roots it
+/// trusts and the CA that issued its certificate. In the simulator a node's "certificate" is just
+/// the issuer digest it reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NodeTlsInfo {
+    /// The digests of the root CAs the node trusts, sorted.
+    pub trust_roots: Vec<String>,
+    /// The digest of the CA that issued the node's certificate.
+    pub cert_issuer: String,
 }
 
 /// What the user can change (`node update`, `node promote`/`demote`).

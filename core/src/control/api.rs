@@ -151,6 +151,13 @@ pub enum ControlRequest {
     Unlock {
         key: FileData,
     },
+    /// `swarm ca`: the root CA certificate and how far a rotation is.
+    CaInspect,
+    /// `swarm ca --rotate`: start a root rotation to `new_root` (the daemon makes it, with the
+    /// cross-signature; the simulator passes `None` and gets a placeholder digest).
+    CaRotate {
+        new_root: Option<crate::ca_rotation::NewRootCa>,
+    },
 }
 
 /// A secret's or config's value, base64, on its way to a manager. `Debug` redacts it.
@@ -192,6 +199,7 @@ impl ControlRequest {
                 | ControlRequest::SecretsKey
                 | ControlRequest::UnlockKey { rotate: false }
                 | ControlRequest::Unlock { .. }
+                | ControlRequest::CaInspect
         )
     }
 }
@@ -232,6 +240,9 @@ pub struct ClusterInfo {
     /// `swarm update` names the version it read).
     #[serde(default)]
     pub meta: Meta,
+    /// A root CA rotation is under way (`swarm ca --rotate`, DESIGN §6b).
+    #[serde(default)]
+    pub root_rotation_in_progress: bool,
 }
 
 /// A successful answer.
@@ -265,6 +276,20 @@ pub enum ControlResponse {
     UnlockKey {
         key: FileData,
     },
+    /// `swarm ca`: never the key.
+    Ca(Box<CaView>),
+}
+
+/// What `swarm ca` shows: the root certificate (trust root) and the rotation's progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaView {
+    /// The cluster's root CA certificate (PEM); empty in the simulator.
+    pub root_ca_pem: String,
+    pub root_ca_digest: String,
+    pub progress: crate::ca_rotation::CaProgress,
+    /// What every node's TLS should hold now (`node ls`'s TLS STATUS compares against it).
+    #[serde(default)]
+    pub desired_tls: crate::api::NodeTlsInfo,
 }
 
 impl ControlResponse {

@@ -360,6 +360,8 @@ impl ControlHandler {
                 self.update_file_object(crate::api::FileKind::Config, &config, version, spec, data).await
             }
             ControlRequest::SecretsKey => self.give_key(),
+            ControlRequest::CaInspect => self.ca_inspect(),
+            ControlRequest::CaRotate { new_root } => self.ca_rotate(new_root).await,
             ControlRequest::NodePromote { node } => self.promote(&node).await,
             ControlRequest::NodeDemote { node } => self.demote(&node).await,
             ControlRequest::NodeRemove { node, force } => self.remove_node(&node, force).await,
@@ -649,6 +651,7 @@ impl ControlHandler {
                 manager_addrs,
                 leader_addr: leader_addr.clone(),
                 meta: cluster.meta.clone(),
+                root_rotation_in_progress: cluster.root_rotation.is_some(),
             })))
         })
     }
@@ -767,6 +770,68 @@ impl ControlHandler {
         })?;
         let version = self.consensus.proposer().propose(vec![Action::Update(Object::Service(service))]).await?;
         self.store.wait_for_version(version).await;
+        Ok(ControlResponse::Done)
+    }
+
+    /// `swarm ca`: the root certificate and the rotation's progress (never the key).
+    fn ca_inspect(&self) -> ControlResult {
+        self.store.view(|s| {
+            let cluster =
+                s.cluster.as_ref().ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            let progress = crate::ca_rotation::progress(s)
+                .ok_or_else(|| ControlError::Unavailable("the swarm is still starting".into()))?;
+            Ok(ControlResponse::Ca(Box::new(CaView {
+                root_ca_pem: cluster.root_ca_pem.clone(),
+                root_ca_digest: cluster.root_ca_digest.clone(),
+                progress,
+                desired_tls: crate::ca_rotation::desired_tls(cluster),
+            })))
+        })
+    }
+
+    /// `swarm ca --rotate`: start a root rotation (DESIGN §6b, [`crate::ca_rotation`]).
+    async fn ca_rotate(&self, new_root: Option<crate::ca_rotation::NewRootCa>) -> ControlResult {
+        let has_real_ca = self.store.view(|s| s.cluster.as_ref().is_some_and(|c| !c.root_ca_pem.is_empty()));
+        let new_root = match new_root {
+            Some(root) => {
+                if has_real_ca && (root.ca_cert_pem.is_empty() || root.cross_signed_pem.is_empty()) {
+                    return Err(ControlError::InvalidArgument(
+                        "a new root CA for this swarm needs its certificate, key and cross-signed certificate".into(),
+                    ));
+                }
+                root
+            }
+            // Only a swarm without certificates (the simulator) rotates to a placeholder digest.
+            None if has_real_ca => {
+                return Err(ControlError::InvalidArgument(
+                    "this swarm has a real CA: the new root must come with its certificate and key (the daemon makes                      them for `swarm ca --rotate`)"
+                        .into(),
+                ))
+            }
+            None => crate::ca_rotation::NewRootCa {
+                ca_cert_pem: String::new(),
+                ca_digest: crate::tokens::new_digest(),
+                cross_signed_pem: String::new(),
+                ca_key_pem: String::new(),
+            },
+        };
+        if crate::tokens::parse(&crate::tokens::generate(&new_root.ca_digest)).is_err() {
+            return Err(ControlError::InvalidArgument(format!(
+                "invalid root CA digest {:?}: expected 50 base-36 characters",
+                new_root.ca_digest
+            )));
+        }
+        let worker = crate::tokens::generate(&new_root.ca_digest);
+        let manager = crate::tokens::generate(&new_root.ca_digest);
+        self.write(|s| {
+            let Some(cluster) = s.cluster.as_ref() else { return Ok(vec![]) };
+            if cluster.root_ca_digest == new_root.ca_digest {
+                return Ok(vec![]);
+            }
+            let started = crate::ca_rotation::start(cluster, new_root.clone(), worker.clone(), manager.clone());
+            Ok(vec![Action::Update(Object::Cluster(started))])
+        })
+        .await?;
         Ok(ControlResponse::Done)
     }
 

@@ -7,7 +7,7 @@ pub mod handler;
 pub mod ports;
 
 pub use api::{
-    ClusterInfo, ConfigView, ControlError, ControlRequest, ControlResponse, ControlResult, FileData, NodeView,
+    CaView, ClusterInfo, ConfigView, ControlError, ControlRequest, ControlResponse, ControlResult, FileData, NodeView,
     ServiceView,
 };
 pub use handler::{service_view, validate_spec, ControlHandler};

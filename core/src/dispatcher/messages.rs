@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{Availability, NodeDescription, NodeRole, Task, TaskStatus};
+use crate::api::{Availability, NodeDescription, NodeRole, NodeTlsInfo, Task, TaskStatus};
 use crate::mesh::MeshTable;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub struct SessionResponse {
 pub struct HeartbeatRequest {
     pub node_id: String,
     pub session_id: String,
+    /// What the node's TLS holds now (the CA rotation waits on it, `crate::ca_rotation`); `None`
+    /// from a node that has not said yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_info: Option<NodeTlsInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +63,10 @@ pub struct HeartbeatResponse {
     /// whichever manager leads, so the node applies a hint only if it is newer than the last one.
     #[serde(default)]
     pub node_version: u64,
+    /// What the node's TLS should hold (`crate::ca_rotation::desired_tls`): a node that holds
+    /// something else renews its certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_tls: Option<NodeTlsInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

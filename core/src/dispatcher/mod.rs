@@ -415,7 +415,9 @@ impl Dispatcher {
             let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
             let mut node = node.clone();
             node.status = NodeStatus { state: NodeState::Ready, message: String::new(), addr: addr.clone() };
-            node.description = description.clone();
+            // What the node reported of its TLS stays until its heartbeats say otherwise.
+            let tls_info = description.tls_info.clone().or(node.description.tls_info.take());
+            node.description = crate::api::NodeDescription { tls_info, ..description.clone() };
             Ok(vec![Action::Update(Object::Node(node))])
         })
         .await?;
@@ -437,16 +439,38 @@ impl Dispatcher {
         })
     }
 
-    fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, DispatcherError> {
-        let (desired_role, raft_id, node_version) = self
+    async fn heartbeat(&self, request: HeartbeatRequest) -> Result<HeartbeatResponse, DispatcherError> {
+        let (desired_role, raft_id, node_version, stored_tls) = self
             .store
             .view(|s| {
-                s.nodes
-                    .get(&request.node_id)
-                    .map(|n| (n.spec.desired_role, n.manager_status.as_ref().map(|m| m.raft_id), n.meta.version))
+                s.nodes.get(&request.node_id).map(|n| {
+                    (
+                        n.spec.desired_role,
+                        n.manager_status.as_ref().map(|m| m.raft_id),
+                        n.meta.version,
+                        n.description.tls_info.clone(),
+                    )
+                })
             })
             .ok_or(DispatcherError::UnknownNode)?;
         self.check_session(&request.node_id, &request.session_id)?;
+        // A node that renewed its certificate (or changed what it trusts) says so here; the CA
+        // rotation's reconciler waits on it (`crate::ca_rotation`).
+        if let Some(reported) = request.tls_info.clone().filter(|r| Some(r) != stored_tls.as_ref()) {
+            let node_id = request.node_id.clone();
+            propose_with_retry(&self.store, self.consensus.proposer().as_ref(), 5, |state| {
+                let Some(node) = state.nodes.get(&node_id) else { return Ok(vec![]) };
+                let mut node = node.clone();
+                node.description.tls_info = Some(reported.clone());
+                Ok(vec![Action::Update(Object::Node(node))])
+            })
+            .await?;
+            self.tracer.emit(
+                "node.tls_reported",
+                serde_json::json!({"node_id": request.node_id, "cert_issuer": reported.cert_issuer}),
+            );
+        }
+        let desired_tls = self.store.view(|s| s.cluster.as_ref().map(crate::ca_rotation::desired_tls));
         let managers = self.manager_list();
         Ok(HeartbeatResponse {
             heartbeat_period_ms: self.heartbeat_period().as_millis() as u64,
@@ -455,6 +479,7 @@ impl Dispatcher {
             desired_role,
             raft_id,
             node_version,
+            desired_tls,
         })
     }
 
@@ -700,7 +725,7 @@ impl Service for Dispatcher {
         match request {
             DispatcherRequest::Join(r) => self.join(r, peer.identity).await.map(DispatcherResponse::Joined),
             DispatcherRequest::Session(r) => self.open_session(r).await.map(DispatcherResponse::Session),
-            DispatcherRequest::Heartbeat(r) => self.heartbeat(r).map(DispatcherResponse::Heartbeat),
+            DispatcherRequest::Heartbeat(r) => self.heartbeat(r).await.map(DispatcherResponse::Heartbeat),
             DispatcherRequest::Assignments(r) => self.assignments(r).await.map(DispatcherResponse::Assignments),
             DispatcherRequest::Mesh(r) => self.mesh_poll(r).await.map(DispatcherResponse::Mesh),
             DispatcherRequest::Drain(r) => self.drain_barrier(r).await.map(DispatcherResponse::Drained),

@@ -63,6 +63,8 @@ pub fn reconcile(state: &StoreState, now_ms: u64) -> Reconciliation {
     let leases = crate::mesh::lease::lease_actions(state, w.all_tasks());
     let mut actions = leases;
     actions.extend(w.into_actions());
+    // The CA rotation's reconciler (DESIGN §6b): end it once every node holds a new certificate.
+    actions.extend(crate::ca_rotation::finish(state));
     Reconciliation { actions, next_wakeup_ms }
 }
 

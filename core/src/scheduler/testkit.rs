@@ -16,6 +16,7 @@ pub fn node(id: &str) -> Node {
             arch: "x86_64".into(),
             engine_version: "27.0".into(),
             engine_labels: Labels::new(),
+            tls_info: None,
         },
         status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: String::new() },
         role: NodeRole::Worker,

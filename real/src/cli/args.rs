@@ -177,6 +177,8 @@ pub enum SwarmCommand {
     UnlockKey(UnlockKeyArgs),
     /// Unlock swarm
     Unlock,
+    /// Display and rotate the root CA
+    Ca(CaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +189,31 @@ pub struct UnlockKeyArgs {
     /// Rotate unlock key
     #[arg(long)]
     pub rotate: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CaArgs {
+    /// Rotate the swarm CA - if no certificate or key are provided, new ones will be generated
+    #[arg(long)]
+    pub rotate: bool,
+    /// Path to the PEM-formatted root CA certificate to use for the new cluster
+    #[arg(long)]
+    pub ca_cert: Option<String>,
+    /// Path to the PEM-formatted root CA key to use for the new cluster
+    #[arg(long)]
+    pub ca_key: Option<String>,
+    /// Validity period for node certificates (ns|us|ms|s|m|h)
+    #[arg(long, value_parser = duration_arg)]
+    pub cert_expiry: Option<u64>,
+    /// Specifications of one or more certificate signing endpoints
+    #[arg(long)]
+    pub external_ca: Vec<String>,
+    /// Exit immediately instead of waiting for the root rotation to converge
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Suppress progress output
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -318,6 +318,7 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 other => Err(unexpected(&other)),
             }
         }
+        SwarmCommand::Ca(a) => swarm_ca(client, a).await,
     }
 }
 
@@ -343,6 +344,78 @@ fn read_unlock_key() -> CliResult<String> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line).map_err(|e| CliError::Usage(format!("cannot read the key: {e}")))?;
     Ok(line.trim().to_string())
+}
+
+/// `swarm ca`: print the root CA certificate; with `--rotate`, rotate to a new root first and
+/// (unless `--detach`) show the nodes converging, as docker/cli's `swarm ca` does (DESIGN §6b).
+async fn swarm_ca(client: &Client, a: args::CaArgs) -> CliResult {
+    let changed = [
+        ("ca-cert", a.ca_cert.is_some()),
+        ("ca-key", a.ca_key.is_some()),
+        ("cert-expiry", a.cert_expiry.is_some()),
+        ("external-ca", !a.external_ca.is_empty()),
+    ];
+    if !a.rotate {
+        if let Some((flag, _)) = changed.iter().find(|(_, set)| *set) {
+            return Err(CliError::Usage(format!("`--{flag}` flag requires the `--rotate` flag to update the CA")));
+        }
+        return print_root_ca(client).await;
+    }
+    if !a.external_ca.is_empty() {
+        return Err(CliError::Usage(
+            "`--external-ca` is not supported: shoal's managers sign every node certificate with the swarm's own \
+             root CA, never through an external CA"
+                .into(),
+        ));
+    }
+    if a.ca_cert.is_some() || a.ca_key.is_some() {
+        return Err(CliError::Usage(
+            "`--ca-cert`/`--ca-key` are not supported: shoal makes each new root CA itself (run `swarm ca --rotate` \
+             without them)"
+                .into(),
+        ));
+    }
+    if let Some(expiry) = a.cert_expiry {
+        let update = ControlRequest::ClusterUpdate {
+            task_history_limit: None,
+            heartbeat_period_ms: None,
+            node_cert_expiry_ms: Some(expiry),
+        };
+        client.control(update).await?;
+    }
+    client.control(ControlRequest::CaRotate { new_root: None }).await?;
+    if a.detach {
+        return Ok(());
+    }
+    let mut last = String::new();
+    loop {
+        let view = match client.control(ControlRequest::CaInspect).await? {
+            ControlResponse::Ca(view) => view,
+            other => return Err(unexpected(&other)),
+        };
+        let text = render::ca_progress(&view.progress);
+        if !a.quiet && text != last {
+            out(&text);
+            last = text;
+        }
+        if view.progress.converged() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    print_root_ca(client).await
+}
+
+async fn print_root_ca(client: &Client) -> CliResult {
+    let view = match client.control(ControlRequest::CaInspect).await? {
+        ControlResponse::Ca(view) => view,
+        other => return Err(unexpected(&other)),
+    };
+    if view.root_ca_pem.trim().is_empty() {
+        return Err(CliError::Daemon("No CA information available".into()));
+    }
+    out(&format!("{}\n", view.root_ca_pem.trim()));
+    Ok(())
 }
 
 /// Print a listing or a format error.
@@ -403,7 +476,16 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
             let filters = parse_filters(&a.filter, filters::NODE_KEYS)?;
             let nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
             let me = self_id(client).await.unwrap_or_default();
-            print_listing(&render::node_list(nodes, &me), a.format.as_deref(), a.quiet)
+            // TLS STATUS needs what every node should hold: asked only when the format shows it.
+            let wants_tls = a.format.as_deref().is_some_and(|f| f == "json" || f.contains("TLSStatus"));
+            let desired = match wants_tls {
+                true => match client.control(ControlRequest::CaInspect).await {
+                    Ok(ControlResponse::Ca(view)) => Some(view.desired_tls),
+                    _ => None,
+                },
+                false => None,
+            };
+            print_listing(&render::node_list_with_tls(nodes, &me, desired.as_ref()), a.format.as_deref(), a.quiet)
         }
         NodeCommand::Inspect(a) => {
             let me = self_id(client).await.unwrap_or_default();

@@ -45,7 +45,28 @@ fn manager_status(view: &NodeView) -> String {
 }
 
 /// `node ls`: sorted by hostname, `*` after the ID of the node the CLI talks to.
-pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
+pub fn node_list(nodes: Vec<NodeView>, self_id: &str) -> Listing {
+    node_list_with_tls(nodes, self_id, None)
+}
+
+/// docker/cli's `TLSStatus`: `Ready` if the node holds what every node should (`desired`, from
+/// `swarm ca`), `Needs Rotation` if not, `Unknown` if it has not said (`Ready` when `desired` is
+/// not known).
+fn tls_status(node: &shoal_core::api::Node, desired: Option<&shoal_core::api::NodeTlsInfo>) -> &'static str {
+    match (desired, &node.description.tls_info) {
+        (None, _) => "Ready",
+        (Some(_), None) => "Unknown",
+        (Some(want), Some(held)) if want == held => "Ready",
+        (Some(_), Some(_)) => "Needs Rotation",
+    }
+}
+
+/// [`node_list`] with each node's TLS STATUS against what every node should hold.
+pub fn node_list_with_tls(
+    mut nodes: Vec<NodeView>,
+    self_id: &str,
+    desired: Option<&shoal_core::api::NodeTlsInfo>,
+) -> Listing {
     nodes.sort_by(|a, b| natural_cmp(a.node.hostname(), b.node.hostname()));
     let rows = nodes
         .iter()
@@ -59,7 +80,7 @@ pub fn node_list(mut nodes: Vec<NodeView>, self_id: &str) -> Listing {
                 ("Availability", json!(pretty(availability_word(view.node.spec.availability)))),
                 ("ManagerStatus", json!(manager_status(view))),
                 ("EngineVersion", json!(view.node.description.engine_version)),
-                ("TLSStatus", json!("Ready")),
+                ("TLSStatus", json!(tls_status(&view.node, desired))),
             ])
         })
         .collect();
@@ -342,7 +363,7 @@ pub fn info(status: &SwarmStatus, cluster: Option<&ClusterInfo>) -> String {
         );
         out.push_str("   Force Rotate: 0\n");
         let _ = writeln!(out, "  Autolock Managers: {}", spec.autolock_managers);
-        out.push_str("  Root Rotation In Progress: false\n");
+        let _ = writeln!(out, "  Root Rotation In Progress: {}", info.root_rotation_in_progress);
     }
     let addr = cluster.map(|c| c.node_addr.as_str()).filter(|a| !a.is_empty()).unwrap_or(&status.node_addr);
     let addr = addr
@@ -794,4 +815,27 @@ mod health_tests {
         let want = "  PublishMode = ingress \n Healthcheck:\n  Interval = 4s\n  Retries = 3\n  StartPeriod =\t2s\n  Timeout =\t1s\n  Tests:\n\t Test = CMD-SHELL\n\t Test = curl \n";
         assert!(text.ends_with(want), "{text:?}");
     }
+}
+
+/// A progress bar as Docker's `jsonmessage` draws one: 50 columns, `=` done, `>` the head.
+fn progress_bar(current: u64, total: u64) -> String {
+    const WIDTH: u64 = 50;
+    let done = (current.min(total) * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let mut bar = "=".repeat(done.saturating_sub(1) as usize);
+    if done > 0 {
+        bar.push(if done == WIDTH { '=' } else { '>' });
+    } else {
+        bar.push('>');
+    }
+    format!("[{bar:<50}] {current}/{total} nodes")
+}
+
+/// `swarm ca --rotate`'s progress, docker/cli's three lines (`progress/root_rotation.go`).
+pub fn ca_progress(progress: &shoal_core::ca_rotation::CaProgress) -> String {
+    format!(
+        "desired root digest: {}\n  rotated TLS certificates:  {}\n  rotated CA certificates:   {}\n",
+        progress.desired_root_digest,
+        progress_bar(progress.certs_rotated, progress.total),
+        progress_bar(progress.roots_rotated, progress.total),
+    )
 }

@@ -86,7 +86,7 @@ fn cluster(info: &ClusterInfo) -> Value {
         "UpdatedAt": time(info.meta.updated_at_ms),
         "Spec": cluster_spec(&info.spec),
         "TLSInfo": {},
-        "RootRotationInProgress": false,
+        "RootRotationInProgress": info.root_rotation_in_progress,
         // shoal's networks take /16s of 10.0.0.0/8 (DESIGN §3).
         "DefaultAddrPool": ["10.0.0.0/8"],
         "SubnetSize": 16,

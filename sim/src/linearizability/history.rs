@@ -242,6 +242,8 @@ impl Request {
             ControlRequest::UnlockKey { .. } => Request::Other("unlock-key"),
             ControlRequest::SwarmAutolock { .. } => Request::Other("swarm update --autolock"),
             ControlRequest::Unlock { .. } => Request::Other("swarm unlock"),
+            ControlRequest::CaInspect => Request::Other("swarm ca"),
+            ControlRequest::CaRotate { .. } => Request::Other("swarm ca --rotate"),
         }
     }
 }

@@ -575,7 +575,19 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 other => Err(format!("unknown node command {other:?}: expected {SUBS}")),
             }
         }
-        "swarm" => match sub(&mut words, "join-token, update, unlock-key, unlock")?.as_str() {
+        "swarm" => match sub(&mut words, "join-token, update, unlock-key, unlock, ca")?.as_str() {
+            "ca" => {
+                let mut rotate = false;
+                for word in words.rest() {
+                    match word.as_str() {
+                        "--rotate" => rotate = true,
+                        // The step returns once the request is answered; `expect: ca …` waits.
+                        "-d" | "--detach" | "-q" | "--quiet" => {}
+                        other => return Err(format!("swarm ca: unexpected {other:?}: expected [--rotate] [-d] [-q]")),
+                    }
+                }
+                request(if rotate { ControlRequest::CaRotate { new_root: None } } else { ControlRequest::CaInspect })
+            }
             "update" => {
                 let (mut task_history_limit, mut heartbeat_period_ms, mut node_cert_expiry_ms) = (None, None, None);
                 let mut autolock = None;
@@ -636,7 +648,7 @@ pub fn parse_command(line: &str) -> Result<Command, String> {
                 let role = role.ok_or("swarm join-token needs worker or manager")?;
                 request(ControlRequest::JoinToken { role, rotate })
             }
-            other => Err(format!("unknown swarm command {other:?}: expected join-token, update, unlock-key or unlock (init, join and leave are cluster shape and faults)")),
+            other => Err(format!("unknown swarm command {other:?}: expected join-token, update, unlock-key, unlock or ca (init, join and leave are cluster shape and faults)"))
         },
         "secret" | "config" => {
             let kind = if top == "secret" { FileKind::Secret } else { FileKind::Config };

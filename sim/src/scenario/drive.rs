@@ -243,6 +243,12 @@ pub fn result_note(result: &ControlResult) -> serde_json::Value {
         Ok(ControlResponse::SecretsKey(_)) => json!({"ok": "secrets_key"}),
         // Never the key itself: traces must not hold it.
         Ok(ControlResponse::UnlockKey { key }) => json!({"ok": "unlock_key", "set": !key.0.is_empty()}),
+        Ok(ControlResponse::Ca(view)) => json!({
+            "ok": "ca",
+            "certs_rotated": view.progress.certs_rotated,
+            "total": view.progress.total,
+            "rotation_in_progress": view.progress.rotation_in_progress,
+        }),
         Err(err) => json!({"error": err.to_string()}),
     }
 }

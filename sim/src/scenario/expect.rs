@@ -65,6 +65,12 @@ pub enum Expectation {
     NameResolves { name: String, node: String, network: String },
     /// `name web unknown on worker-1 in app`: it gets none (NXDOMAIN, no address or no answer).
     NameUnknown { name: String, node: String, network: String },
+    /// `ca certs rotated 4`: exactly N nodes hold a certificate from the root they should
+    /// (`swarm ca`'s "rotated TLS certificates", DESIGN §6b).
+    CaCertsRotated { count: u64 },
+    /// `ca rotation in-progress|done`: a root rotation is under way / over, with every node holding
+    /// a certificate from the root and trusting it alone.
+    CaRotation { done: bool },
 }
 
 /// How many of a client's latest successful requests `reaches every task of` looks at (the issue's
@@ -83,7 +89,8 @@ const FORMS: &str = "service S running N [image I], service S absent, service S 
                      node N availability A, node N role R, node N absent, nodes N [STATE], leader exists, \
                      no running task of S on N, network N exists, client C ok N, client C failed at most N, \
                      client C reaches every task of S, client C answered only by S, port HOST:PORT closed, \
-                     port HOST:PORT answers S, name N resolves on NODE in NET, name N unknown on NODE in NET";
+                     port HOST:PORT answers S, name N resolves on NODE in NET, name N unknown on NODE in NET, \
+                     ca certs rotated N, ca rotation in-progress|done";
 
 fn node_state(word: &str) -> Result<NodeState, String> {
     match word {
@@ -183,6 +190,9 @@ impl std::str::FromStr for Expectation {
             ["name", n, "unknown", "on", node, "in", net] => {
                 Expectation::NameUnknown { name: n.to_string(), node: node.to_string(), network: net.to_string() }
             }
+            ["ca", "certs", "rotated", n] => Expectation::CaCertsRotated { count: number(n)? },
+            ["ca", "rotation", "in-progress"] => Expectation::CaRotation { done: false },
+            ["ca", "rotation", "done"] => Expectation::CaRotation { done: true },
             _ => return Err(format!("unknown expectation {text:?}: expected one of: {FORMS}")),
         })
     }
@@ -249,6 +259,9 @@ impl std::fmt::Display for Expectation {
                 write!(f, "name {name} resolves on {node} in {network}")
             }
             Expectation::NameUnknown { name, node, network } => write!(f, "name {name} unknown on {node} in {network}"),
+            Expectation::CaCertsRotated { count } => write!(f, "ca certs rotated {count}"),
+            Expectation::CaRotation { done: false } => write!(f, "ca rotation in-progress"),
+            Expectation::CaRotation { done: true } => write!(f, "ca rotation done"),
         }
     }
 }
@@ -403,6 +416,20 @@ impl Expectation {
                 None => Ok(()),
                 Some(n) => Err(format!("node {name} is still in the swarm ({:?})", n.status.state)),
             },
+            Expectation::CaCertsRotated { count } => {
+                let progress = shoal_core::ca_rotation::progress(state).ok_or("the swarm has no cluster object yet")?;
+                (progress.certs_rotated == *count).then_some(()).ok_or_else(|| {
+                    format!(
+                        "{}/{} nodes renewed; waiting for {:?}",
+                        progress.certs_rotated, progress.total, progress.waiting_for
+                    )
+                })
+            }
+            Expectation::CaRotation { done } => {
+                let progress = shoal_core::ca_rotation::progress(state).ok_or("the swarm has no cluster object yet")?;
+                let holds = if *done { progress.converged() } else { progress.rotation_in_progress };
+                holds.then_some(()).ok_or_else(|| format!("rotation: {progress:?}"))
+            }
             Expectation::Nodes { count, state: want } => {
                 let seen = state.nodes.values().filter(|n| want.is_none_or(|s| n.status.state == s)).count() as u64;
                 let all: Vec<String> =
