@@ -477,6 +477,7 @@ fn cluster_info(spec: shoal_core::api::ClusterSpec) -> shoal_core::control::Clus
         manager_addrs: vec!["127.0.0.5:4500".into()],
         leader_addr: None,
         meta: shoal_core::api::Meta { version: 7, created_at_ms: 0, updated_at_ms: 0 },
+        root_rotation_in_progress: false,
     }
 }
 
