@@ -148,7 +148,7 @@ fn a_bad_fault_word_is_a_parse_error_with_file_and_line() {
     let err = Scenario::parse(text, "scenarios/x.yaml").unwrap_err().to_string();
     assert_eq!(
         err,
-        "scenarios/x.yaml:6: unknown fault \"crsh\": expected crash, restart, leave, partition, heal, link, container, image, disk"
+        "scenarios/x.yaml:6: unknown fault \"crsh\": expected crash, restart, leave, partition, heal, link, container, image, disk, second daemon"
     );
     let path = temp_scenario("bad.yaml", text);
     let output = Command::new(env!("CARGO_BIN_EXE_shoal-sim")).arg("run").arg(&path).output().expect("run");

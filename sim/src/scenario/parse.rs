@@ -506,7 +506,7 @@ expect:
         let err = Scenario::parse(&bad, "scenarios/x.yaml").unwrap_err().to_string();
         assert_eq!(
             err,
-            "scenarios/x.yaml:9: unknown fault \"crsh\": expected crash, restart, leave, partition, heal, link, container, image, disk"
+            "scenarios/x.yaml:9: unknown fault \"crsh\": expected crash, restart, leave, partition, heal, link, container, image, disk, second daemon"
         );
         let bad = GOOD.replace("--replicas 4 nginx", "--replicas four nginx");
         let err = Scenario::parse(&bad, "y.yaml").unwrap_err().to_string();
