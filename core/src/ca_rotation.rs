@@ -163,6 +163,7 @@ mod tests {
             root_ca_digest: "old".into(),
             root_ca_key_pem: String::new(),
             root_rotation: None,
+            unlock_key: None,
         });
         for (i, issuer) in issuers.iter().enumerate() {
             let mut node: Node = crate::scheduler::testkit::node(&format!("n{i}"));
