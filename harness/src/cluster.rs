@@ -382,6 +382,25 @@ impl RealCluster {
         }
     }
 
+    /// `shoal daemon` for node `i`: its hostname, data dir and executor, local API on `socket`.
+    fn daemon_command(&self, i: usize, socket: &Path) -> Command {
+        let node = &self.nodes[i];
+        let mut command = Command::new(&self.options.shoal_bin);
+        command
+            .args(["daemon", "--executor", self.options.executor.word(), "--hostname", &node.name])
+            .args(["--dns-upstream", "none"])
+            .arg("--data-dir")
+            .arg(node.dir.join("data"))
+            .arg("--socket")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        if self.options.executor == Executor::Docker {
+            command.args(["--pull", "never"]);
+        }
+        command
+    }
+
     /// Start daemon `i` (again) on its data dir and wait until its socket answers.
     pub async fn spawn(&mut self, i: usize) -> Result<(), ClusterError> {
         let node = &self.nodes[i];
@@ -390,20 +409,8 @@ impl RealCluster {
             .append(true)
             .open(node.dir.join("daemon.log"))
             .map_err(|e| ClusterError::Setup(format!("cannot open the daemon log of {}: {e}", node.name)))?;
-        let mut command = Command::new(&self.options.shoal_bin);
-        command
-            .args(["daemon", "--executor", self.options.executor.word(), "--hostname", &node.name])
-            .args(["--dns-upstream", "none"])
-            .arg("--data-dir")
-            .arg(node.dir.join("data"))
-            .arg("--socket")
-            .arg(&node.socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        if self.options.executor == Executor::Docker {
-            command.args(["--pull", "never"]);
-        }
+        let mut command = self.daemon_command(i, &node.socket);
+        command.stderr(log);
         let child = command
             .spawn()
             .map_err(|e| ClusterError::Setup(format!("cannot start {}: {e}", self.options.shoal_bin.display())))?;
@@ -431,17 +438,8 @@ impl RealCluster {
     /// 10 s, as it must; `Err` when it kept running (then it is killed) or exited otherwise.
     pub async fn start_second_daemon(&mut self, i: usize) -> Result<String, String> {
         let node = &self.nodes[i];
-        let mut command = Command::new(&self.options.shoal_bin);
-        command
-            .args(["daemon", "--executor", self.options.executor.word(), "--hostname", &node.name])
-            .args(["--dns-upstream", "none"])
-            .arg("--data-dir")
-            .arg(node.dir.join("data"))
-            .arg("--socket")
-            .arg(node.dir.join("second.sock"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        let mut command = self.daemon_command(i, &node.dir.join("second.sock"));
+        command.stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|e| format!("cannot start a second daemon: {e}"))?;
         let pid = child.id();
         self.ledger.lock().expect("ledger").pids.push(pid);

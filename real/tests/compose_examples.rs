@@ -32,7 +32,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{json_lines, require_docker, wait_for, DaemonProc};
+use common::{json_lines, require_docker, wait_for, CleanupBridges, DaemonProc};
 
 /// The stand-in for every image the files name.
 const STANDIN: &str = "shoal-test/standin:latest";
@@ -252,13 +252,12 @@ fn deploy_and_check(
     });
 }
 
-/// Removes what the stacks left on the engine, however the test ends: containers, named volumes,
-/// and the bridges of the stacks' networks and of the nodes' ingress (`shoal-<network>-<node>`),
-/// which a daemon keeps when it stops (it adopts them when it starts again). Declared before the
-/// daemons, so it runs after they have stopped and nothing restarts what it removes.
+/// Removes what the stacks left on the engine, however the test ends: containers and named volumes
+/// (the bridges go with [`CleanupBridges`]). Declared before the daemons, so it runs after they have
+/// stopped and nothing restarts what it removes.
 struct Cleanup {
+    /// Stack name prefixes (`cx` for `cxvote`, `cxprom`, …).
     stacks: Vec<&'static str>,
-    node_ids: std::cell::RefCell<Vec<String>>,
 }
 
 impl Cleanup {
@@ -287,20 +286,6 @@ impl Drop for Cleanup {
         if let Ok(volumes) = docker(&["volume", "ls", "-q"]) {
             for volume in volumes.lines().filter(|v| self.owns(v)) {
                 let _ = docker(&["volume", "rm", "-f", volume]);
-            }
-        }
-        let node_ids = self.node_ids.borrow();
-        if let Ok(networks) = docker(&["network", "ls", "--format", "{{.Name}}"]) {
-            for network in networks.lines() {
-                let Some(rest) = network.strip_prefix("shoal-") else { continue };
-                // `ingress` and dogvscat's `proxy` (a fixed name) are told apart by the node id.
-                let ours = node_ids.iter().any(|id| {
-                    let node = &id[..id.len().min(12)];
-                    rest == format!("ingress-{node}") || rest == format!("proxy-{node}")
-                });
-                if self.owns(rest) || ours {
-                    let _ = docker(&["network", "rm", network]);
-                }
             }
         }
     }
@@ -482,17 +467,10 @@ fn deploy_every_example(via: &Deployer, dir: &Path, p: &str) {
 fn every_compose_example_deploys_on_the_docker_engine() {
     require_docker();
     build_standin();
-    let cleanup = Cleanup { stacks: vec!["cx", "dx"], node_ids: Default::default() };
-    let api_dir = tempfile::tempdir().unwrap();
-    let api = api_dir.path().join("docker.sock");
-    let api_flag = api.to_str().unwrap().to_string();
-    let manager = DaemonProc::spawn_args(
-        "cx-m",
-        "127.0.0.161",
-        "docker",
-        &["--pull", "never", "--api-socket", &api_flag],
-        Some(common::CLI_DEADLINE),
-    );
+    // Declared first, so dropped last: bridges after the containers attached to them.
+    let bridges = CleanupBridges::default();
+    let _cleanup = Cleanup { stacks: vec!["cx", "dx"] };
+    let (manager, api, _api_dir) = DaemonProc::spawn_with_api("cx-m", "127.0.0.161");
     let worker1 = DaemonProc::spawn("cx-w1", "127.0.0.162", "docker");
     let worker2 = DaemonProc::spawn("cx-w2", "127.0.0.163", "docker");
     manager.swarm_init();
@@ -505,7 +483,7 @@ fn every_compose_example_deploys_on_the_docker_engine() {
     });
     for node in [&manager, &worker1, &worker2] {
         let id = manager.must(&["node", "inspect", "--format", "{{.ID}}", &node.hostname]);
-        cleanup.node_ids.borrow_mut().push(id.trim().to_string());
+        bridges.add(&id);
     }
     manager.must(&["node", "update", "--label-add", "pcidss=yes", "cx-w2"]);
     let dir = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{require_docker, wait_for, CleanupContainers, DaemonProc};
+use common::{require_docker, wait_for, CleanupBridges, CleanupContainers, DaemonProc};
 use serde_json::{json, Value};
 
 const IMAGE: &str = "shoal-test/busybox:latest";
@@ -123,48 +123,14 @@ fn image_id() -> String {
     })
 }
 
-/// Removes the bridges the daemon of this node id made (a failed test leaves them behind, and a
-/// stale one would hold its subnet for the next run).
-struct CleanupBridges(std::cell::RefCell<String>);
-
-impl Drop for CleanupBridges {
-    fn drop(&mut self) {
-        let node_id = self.0.borrow().clone();
-        if node_id.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
-        runtime.block_on(async {
-            let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
-            let label = format!("{}={node_id}", shoal_core::env::executor::LABEL_NODE_ID);
-            let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-            let options = bollard::network::ListNetworksOptions { filters };
-            for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
-                if let Some(name) = network.name {
-                    let _ = docker.remove_network(&name).await;
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn the_docker_cli_drives_a_shoal_swarm() {
     require_docker();
     // Declared first, so dropped last: after the daemon is stopped and its containers removed.
-    let bridges = CleanupBridges(std::cell::RefCell::new(String::new()));
+    let bridges = CleanupBridges::default();
     let _cleanup =
         [CleanupContainers("web"), CleanupContainers("web2"), CleanupContainers("pyweb"), CleanupContainers("app_api")];
-    let api_dir = tempfile::tempdir().unwrap();
-    let api = api_dir.path().join("docker.sock");
-    let api_flag = api.to_str().unwrap().to_string();
-    let daemon = DaemonProc::spawn_args(
-        "m1",
-        "127.0.0.171",
-        "docker",
-        &["--pull", "never", "--api-socket", &api_flag],
-        Some(common::CLI_DEADLINE),
-    );
+    let (daemon, api, api_dir) = DaemonProc::spawn_with_api("m1", "127.0.0.171");
     let mode = std::fs::metadata(&api).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "the API socket is the owner's and group's only");
     let docker = Docker { socket: api.clone(), config: tempfile::tempdir().unwrap() };
@@ -178,7 +144,7 @@ fn the_docker_cli_drives_a_shoal_swarm() {
     let init = daemon.swarm_init();
     let node_id = init.split(['(', ')']).nth(1).unwrap_or_default().to_string();
     assert_eq!(docker.must(&["info", "--format", "{{.Swarm.NodeID}}"], &daemon).trim(), node_id);
-    bridges.0.replace(node_id.clone());
+    bridges.add(&node_id);
     let node_id = node_id.as_str();
 
     let version = docker.must(&["version"], &daemon);

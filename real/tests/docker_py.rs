@@ -7,50 +7,18 @@ mod common;
 
 use std::process::Command;
 
-use common::{require_docker, CleanupContainers, DaemonProc};
+use common::{require_docker, CleanupBridges, CleanupContainers, DaemonProc};
 
 const IMAGE: &str = "shoal-test/busybox:latest";
 const SERVICE: &str = "dkpy_web";
 
-/// Removes the bridges the daemon of this node id made, however the test ends.
-struct CleanupBridges(std::cell::RefCell<String>);
-
-impl Drop for CleanupBridges {
-    fn drop(&mut self) {
-        let node_id = self.0.borrow().clone();
-        if node_id.is_empty() {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
-        runtime.block_on(async {
-            let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
-            let label = format!("{}={node_id}", shoal_core::env::executor::LABEL_NODE_ID);
-            let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-            let options = bollard::network::ListNetworksOptions { filters };
-            for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
-                if let Some(name) = network.name {
-                    let _ = docker.remove_network(&name).await;
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn docker_py_drives_a_shoal_swarm() {
     require_docker();
-    let bridges = CleanupBridges(std::cell::RefCell::new(String::new()));
+    let bridges = CleanupBridges::default();
     let _cleanup = CleanupContainers(SERVICE);
-    let api_dir = tempfile::tempdir().unwrap();
-    let api = api_dir.path().join("docker.sock");
+    let (daemon, api, _api_dir) = DaemonProc::spawn_with_api("py-m1", "127.0.0.165");
     let flag = api.to_str().unwrap().to_string();
-    let daemon = DaemonProc::spawn_args(
-        "py-m1",
-        "127.0.0.165",
-        "docker",
-        &["--pull", "never", "--api-socket", &flag],
-        Some(common::CLI_DEADLINE),
-    );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/docker_py_swarm.py");
     let output = Command::new("timeout")
         .args(["300", "python3", script, &flag, &daemon.addr, &daemon.data_port.to_string(), IMAGE, SERVICE])
@@ -60,7 +28,7 @@ fn docker_py_drives_a_shoal_swarm() {
     let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     if let Some(id) = stdout.lines().find_map(|l| l.strip_prefix("node id: ")) {
-        bridges.0.replace(id.trim().to_string());
+        bridges.add(id);
     }
     assert!(
         output.status.success() && stdout.contains("docker-py: all steps passed"),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{require_docker, wait_for, CleanupContainers, DaemonProc};
+use common::{require_docker, wait_for, CleanupBridges, CleanupContainers, DaemonProc};
 
 const IMAGE: &str = "shoal-test/busybox:latest";
 
@@ -84,16 +84,7 @@ impl Docker {
 
 /// A daemon with the Engine API on `<dir>/docker.sock`, and the `docker` CLI on it.
 fn daemon(hostname: &str, ip: &str) -> (DaemonProc, Docker, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let api = dir.path().join("docker.sock");
-    let flag = api.to_str().unwrap().to_string();
-    let daemon = DaemonProc::spawn_args(
-        hostname,
-        ip,
-        "docker",
-        &["--pull", "never", "--api-socket", &flag],
-        Some(common::CLI_DEADLINE),
-    );
+    let (daemon, api, dir) = DaemonProc::spawn_with_api(hostname, ip);
     let docker = Docker::new(api);
     (daemon, docker, dir)
 }
@@ -103,33 +94,10 @@ fn token_in(text: &str) -> String {
     text.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default().to_string()
 }
 
-/// Removes the bridges the daemons made (labelled with their node ids), however the test ends.
-struct CleanupBridges(std::cell::RefCell<Vec<String>>);
-
-impl Drop for CleanupBridges {
-    fn drop(&mut self) {
-        let ids = self.0.borrow().clone();
-        let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
-        runtime.block_on(async {
-            let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
-            for node_id in ids {
-                let label = format!("{}={node_id}", shoal_core::env::executor::LABEL_NODE_ID);
-                let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
-                let options = bollard::network::ListNetworksOptions { filters };
-                for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
-                    if let Some(name) = network.name {
-                        let _ = docker.remove_network(&name).await;
-                    }
-                }
-            }
-        });
-    }
-}
-
 #[test]
 fn the_docker_cli_runs_a_swarms_life_on_shoal() {
     require_docker();
-    let bridges = CleanupBridges(std::cell::RefCell::new(Vec::new()));
+    let bridges = CleanupBridges::default();
     let _cleanup = [CleanupContainers("dkswarm_echo")];
     let (m1, d1, _m1_dir) = daemon("dk-m1", "127.0.0.161");
     let (m2, d2, _m2_dir) = daemon("dk-m2", "127.0.0.162");
@@ -153,7 +121,7 @@ fn the_docker_cli_runs_a_swarms_life_on_shoal() {
     );
     assert!(init.starts_with("Swarm initialized: current node ("), "{init}");
     let m1_id = init.split(['(', ')']).nth(1).unwrap_or_default().to_string();
-    bridges.0.borrow_mut().push(m1_id.clone());
+    bridges.add(&m1_id);
     assert!(init.contains("docker swarm join --token SWMTKN-1-") && init.contains(&m1.addr), "{init}");
     let again = d1.run(&["swarm", "init", "--advertise-addr", &m1.addr, "--listen-addr", &m1.addr]).unwrap_err();
     assert!(again.contains("This node is already part of a swarm. Use \"docker swarm leave\""), "{again}");
@@ -220,7 +188,7 @@ fn the_docker_cli_runs_a_swarms_life_on_shoal() {
     assert_eq!(joined.trim(), "This node joined a swarm as a worker.");
     for docker in [&d2, &dw] {
         let id = docker.must(&["info", "--format", "{{.Swarm.NodeID}}"], &m1).trim().to_string();
-        bridges.0.borrow_mut().push(id);
+        bridges.add(&id);
     }
     let worker_info = dw.must(&["info"], &w1);
     assert!(worker_info.contains(" Swarm: active") && worker_info.contains(" Is Manager: false"), "{worker_info}");

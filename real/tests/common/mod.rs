@@ -89,6 +89,22 @@ impl DaemonProc {
         daemon
     }
 
+    /// A Docker-executor daemon that also serves the Docker Engine API (`--api-socket`) on a socket in a
+    /// temp dir of its own; returns the daemon, the API socket's path and the dir (keep it alive).
+    pub fn spawn_with_api(hostname: &str, ip: &str) -> (DaemonProc, PathBuf, tempfile::TempDir) {
+        let api_dir = tempfile::tempdir().expect("temp dir");
+        let api = api_dir.path().join("docker.sock");
+        let flag = api.to_str().expect("a UTF-8 temp path").to_string();
+        let daemon = DaemonProc::spawn_args(
+            hostname,
+            ip,
+            "docker",
+            &["--pull", "never", "--api-socket", &flag],
+            Some(CLI_DEADLINE),
+        );
+        (daemon, api, api_dir)
+    }
+
     /// Start the daemon process (again) over this data dir and wait for its socket.
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "daemon {} already running", self.hostname);
@@ -329,6 +345,39 @@ pub fn remove_containers(service: &str) {
             }
         }
     });
+}
+
+/// Removes the Docker networks (bridges) the daemons of these node ids made (they are labelled with
+/// the node id), however the test ends: a daemon keeps its bridges when it stops, and a stale one
+/// would hold its subnet for the next run. Declare it before the daemons, so it runs after they stop.
+#[derive(Default)]
+pub struct CleanupBridges(std::cell::RefCell<Vec<String>>);
+
+impl CleanupBridges {
+    /// Also remove the bridges of `node_id`.
+    pub fn add(&self, node_id: &str) {
+        self.0.borrow_mut().push(node_id.trim().to_string());
+    }
+}
+
+impl Drop for CleanupBridges {
+    fn drop(&mut self) {
+        let ids = self.0.borrow().clone();
+        let Ok(runtime) = tokio::runtime::Runtime::new() else { return };
+        runtime.block_on(async {
+            let Ok(docker) = bollard::Docker::connect_with_local_defaults() else { return };
+            for node_id in ids {
+                let label = format!("{}={node_id}", shoal_core::env::executor::LABEL_NODE_ID);
+                let filters = std::collections::HashMap::from([("label".to_string(), vec![label])]);
+                let options = bollard::network::ListNetworksOptions { filters };
+                for network in docker.list_networks(Some(options)).await.unwrap_or_default() {
+                    if let Some(name) = network.name {
+                        let _ = docker.remove_network(&name).await;
+                    }
+                }
+            }
+        });
+    }
 }
 
 /// Removes the service's containers when dropped, however the test ends.
