@@ -1123,6 +1123,24 @@ async fn join_via(
     Err(NodeError::Join { remote: remote_addr.to_string(), reason: "too many leader redirects".into() })
 }
 
+/// Wait until this leader has applied everything committed, its own term's first entry included;
+/// `false` if it stopped leading (or the node stops) first.
+async fn caught_up_as_leader(
+    consensus: &ReplicaConsensus,
+    leadership: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
+) -> bool {
+    loop {
+        if *stop.borrow() || !*leadership.borrow_and_update() {
+            return false;
+        }
+        match runtime::timeout(Duration::from_secs(2), consensus.ensure_linearizable()).await {
+            Ok(Ok(())) => return true,
+            _ => runtime::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// Runs the leader-only controllers while this manager leads; stops them when it stops leading.
 async fn lead_when_elected(
     store: Store,
@@ -1137,6 +1155,15 @@ async fn lead_when_elected(
             return;
         }
         if *leadership.borrow_and_update() {
+            // A new leader's store may lack entries of earlier terms that a quorum holds: raft
+            // commits them only with the new leader's first entry of its own term (§5.4.2). Acting
+            // on the store before then, the orchestrator re-created a task the old leader had made
+            // just before it crashed — two tasks in one slot (fuzz case `t90_71519ddf`). So the
+            // controllers start once this leader has applied an entry of its own term: the read
+            // barrier reads pass (`ensure_linearizable`).
+            if !caught_up_as_leader(consensus.as_ref(), &mut leadership, &stop).await {
+                continue;
+            }
             let (stop_controllers, controllers_rx) = watch::channel(false);
             tracer.emit("manager.leading", serde_json::json!({}));
             runtime::spawn(crate::orchestrator::run_leader_controllers(
