@@ -111,8 +111,7 @@ impl UnlockKey {
     pub fn parse(text: &str) -> Result<UnlockKey, AutolockError> {
         let body = text.trim().strip_prefix(UNLOCK_KEY_PREFIX).ok_or(AutolockError::InvalidKey)?;
         let bytes = B64_RAW.decode(body.trim_end_matches('=')).map_err(|_| AutolockError::InvalidKey)?;
-        let key: [u8; 32] = bytes.try_into().map_err(|_| AutolockError::InvalidKey)?;
-        Ok(UnlockKey(key))
+        UnlockKey::from_bytes(&bytes)
     }
 
     /// The human-readable form, as `swarm unlock-key` prints it.

@@ -863,10 +863,6 @@ impl ShoalNode {
         Ok(())
     }
 
-    /// Keep the agent's and `node.json`'s managers current: on a manager from its own store (its agent
-    /// talks to the leader — often itself — and must know the others the moment it is demoted), and
-    /// on every node what the agent learned from session and heartbeat replies. At most once a
-    /// second: the list changes rarely, and reading it scans every node.
     /// Autolock: keep `dek.json` as the cluster object says — the data key sealed with the unlock
     /// key while this node is a manager of a swarm with autolock on, in plain otherwise (workers
     /// are never locked). Only the data key is re-wrapped; no data file is rewritten.
@@ -942,6 +938,10 @@ impl ShoalNode {
             .map_err(|e| e.to_string())
     }
 
+    /// Keep the agent's and `node.json`'s managers current: on a manager from its own store (its agent
+    /// talks to the leader — often itself — and must know the others the moment it is demoted), and
+    /// on every node what the agent learned from session and heartbeat replies. At most once a
+    /// second: the list changes rarely, and reading it scans every node.
     async fn keep_managers(self) {
         let mut versions = self.inner.store.watch_version();
         let mut known = self.inner.agent.watch_managers();

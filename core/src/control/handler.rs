@@ -804,7 +804,8 @@ impl ControlHandler {
             // Only a swarm without certificates (the simulator) rotates to a placeholder digest.
             None if has_real_ca => {
                 return Err(ControlError::InvalidArgument(
-                    "this swarm has a real CA: the new root must come with its certificate and key (the daemon makes                      them for `swarm ca --rotate`)"
+                    "this swarm has a real CA: the new root must come with its certificate and key (the daemon makes \
+                     them for `swarm ca --rotate`)"
                         .into(),
                 ))
             }
@@ -815,13 +816,14 @@ impl ControlHandler {
                 ca_key_pem: String::new(),
             },
         };
-        if crate::tokens::parse(&crate::tokens::generate(&new_root.ca_digest)).is_err() {
+        // The tokens that take over at the end; a digest that makes no valid token is refused.
+        let worker = crate::tokens::generate(&new_root.ca_digest);
+        if crate::tokens::parse(&worker).is_err() {
             return Err(ControlError::InvalidArgument(format!(
                 "invalid root CA digest {:?}: expected 50 base-36 characters",
                 new_root.ca_digest
             )));
         }
-        let worker = crate::tokens::generate(&new_root.ca_digest);
         let manager = crate::tokens::generate(&new_root.ca_digest);
         self.write(|s| {
             let Some(cluster) = s.cluster.as_ref() else { return Ok(vec![]) };

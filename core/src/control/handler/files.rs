@@ -34,6 +34,14 @@ fn find_config<'a>(state: &'a StoreState, key: &str) -> Result<&'a Config, Contr
     })
 }
 
+/// The store table that holds objects of `kind`.
+fn table(kind: FileKind) -> Kind {
+    match kind {
+        FileKind::Secret => Kind::Secret,
+        FileKind::Config => Kind::Config,
+    }
+}
+
 /// A secret as answers show it: without its sealed value.
 fn shown_secret(secret: &Secret) -> Secret {
     Secret { sealed: Sealed::default(), ..secret.clone() }
@@ -166,15 +174,11 @@ impl ControlHandler {
                     Some(format!("{} '{name}' is in use by the following {noun}: {}", kind.as_str(), users.join(", ")));
                 return Ok(vec![]);
             }
-            let table = match kind {
-                FileKind::Secret => Kind::Secret,
-                FileKind::Config => Kind::Config,
-            };
             let exists = match kind {
                 FileKind::Secret => s.secrets.contains_key(&id),
                 FileKind::Config => s.configs.contains_key(&id),
             };
-            Ok(if exists { vec![Action::Delete { kind: table, id: id.clone() }] } else { vec![] })
+            Ok(if exists { vec![Action::Delete { kind: table(kind), id: id.clone() }] } else { vec![] })
         })
         .await?;
         match refused {
@@ -212,10 +216,7 @@ impl ControlHandler {
                 return Err(only_labels());
             }
         }
-        let table = match kind {
-            FileKind::Secret => Kind::Secret,
-            FileKind::Config => Kind::Config,
-        };
+        let table = table(kind);
         let labels = spec.labels;
         self.write(|s| {
             let mut object = match kind {
