@@ -622,6 +622,57 @@ impl Executor for DockerExecutor {
         ports.dedup();
         Ok(ports)
     }
+
+    /// Read from the container's own socket tables (`/proc/<pid>/net/tcp` and `tcp6` of its main
+    /// process, which show its network namespace): the engine must run on this host, as the
+    /// executor's does.
+    async fn listening_ports(&self, id: &str) -> Result<Vec<u16>, ExecutorError> {
+        let inspected =
+            self.docker.inspect_container(id, None::<InspectContainerOptions>).await.map_err(|e| map_error(e, id))?;
+        let pid = inspected.state.and_then(|state| state.pid).filter(|pid| *pid > 0).ok_or_else(|| {
+            ExecutorError::Runtime(format!("container {id} has no running process to read its sockets from"))
+        })?;
+        let mut ports = Vec::new();
+        for table in ["tcp", "tcp6"] {
+            let path = format!("/proc/{pid}/net/{table}");
+            match tokio::fs::read_to_string(&path).await {
+                Ok(text) => ports.extend(listening_tcp_ports(&text)),
+                // A kernel without IPv6 has no tcp6 table.
+                Err(e) if table == "tcp6" && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ExecutorError::Runtime(format!("reading {path}: {e}"))),
+            }
+        }
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(ports)
+    }
+}
+
+/// The ports of the `LISTEN` sockets in a `/proc/net/tcp` or `tcp6` table that other hosts can
+/// reach: sockets bound to a loopback address are left out.
+fn listening_tcp_ports(table: &str) -> Vec<u16> {
+    const LISTEN: &str = "0A";
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            let (address, port) = local.split_once(':')?;
+            let loopback = match address.len() {
+                // 127.0.0.0/8, in the kernel's byte order: the first octet is the last two digits.
+                8 => address.ends_with("7F"),
+                // ::1, and ::ffff:127.x.y.z.
+                32 => {
+                    address == "00000000000000000000000001000000"
+                        || address.starts_with("0000000000000000FFFF0000") && address.ends_with("7F")
+                }
+                _ => return None,
+            };
+            (state == LISTEN && !loopback).then(|| u16::from_str_radix(port, 16).ok()).flatten()
+        })
+        .collect()
 }
 
 /// The Docker network option naming the Linux bridge device.
@@ -690,4 +741,27 @@ fn check_bridge(bridge: &BridgeSpec, existing: &Network) -> Result<(), ExecutorE
 fn parse_stamp(stamp: &str) -> Option<u64> {
     let time = chrono::DateTime::parse_from_rfc3339(stamp).ok()?;
     u64::try_from(time.timestamp_nanos_opt()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listening_tcp_ports;
+
+    #[test]
+    fn listening_ports_leave_out_loopback_and_connected_sockets() {
+        let tcp = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:1F91 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0
+   1: 0100007F:1F92 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2 1 0 100 0 0 10 0
+   2: 0200000A:0050 0300000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0
+   3: 0200000A:0051 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0
+";
+        assert_eq!(listening_tcp_ports(tcp), vec![0x1F91, 0x51]);
+        let tcp6 = "  sl  local_address                         remote_address                        st
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 0
+   1: 00000000000000000000000001000000:1F93 00000000000000000000000000000000:0000 0A 0
+   2: 0000000000000000FFFF00000100007F:1F94 00000000000000000000000000000000:0000 0A 0
+   3: garbage
+";
+        assert_eq!(listening_tcp_ports(tcp6), vec![0x1F90]);
+    }
 }

@@ -437,7 +437,12 @@ fn ingress_publishing_readiness_and_drain() {
 /// `GET http://host/` from inside `container` with busybox `nc` (the test image's static `wget`
 /// crashes): the body, or why not.
 fn fetch_from(container: &str, host: &str) -> Result<String, String> {
-    let script = format!("printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} 80");
+    fetch_port_from(container, host, 80)
+}
+
+/// As [`fetch_from`], on `port`.
+fn fetch_port_from(container: &str, host: &str, port: u16) -> Result<String, String> {
+    let script = format!("printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' | nc -w 3 {host} {port}");
     let response = docker_exec(container, &["sh", "-c", &script])?;
     match response.split_once("\r\n\r\n") {
         Some((head, body)) if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") => {
@@ -545,6 +550,26 @@ fn overlay_names_go_through_the_mesh() {
     assert_eq!(by_alias, web, "the alias leads to the replica on node 2");
     let direct = fetch_from(&client, &web_ip);
     assert!(direct.is_err(), "the replica's bridge address must be unreachable from node 1's bridge: {direct:?}");
+
+    // A port the image does not EXPOSE and no one publishes: the VIP forwards it once the task
+    // listens on it (its node reads the container's socket table), as Swarm's VIP forwards any port.
+    cluster.create(&[
+        "--name",
+        "metrics",
+        "--network",
+        "app",
+        "--constraint",
+        &format!("node.hostname=={n2}"),
+        IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 9100 -h /www",
+    ]);
+    let metrics = cluster.only_container("metrics");
+    let served = wait_for(Duration::from_secs(30), "http://metrics:9100/ through the VIP", || {
+        fetch_port_from(&client, "metrics", 9100).ok()
+    });
+    assert_eq!(served, metrics, "the undeclared port 9100 leads to the metrics replica on node 2");
 
     // (f) A service on another network is unknown from app, until --network-add; --network-rm ends it.
     cluster.create(&["--name", "api", "--network", "other", WEB_IMAGE, "sh", "-c", SERVE_HOSTNAME]);

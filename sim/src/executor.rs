@@ -70,6 +70,8 @@ pub struct Behavior {
     pub pull_fails: bool,
     /// The ports the image EXPOSEs (`(protocol, port)`), replacing [`exposed_ports_of`]'s.
     pub exposes: Option<Vec<(String, u16)>>,
+    /// TCP ports its processes also listen on without the image EXPOSEing them.
+    pub listens: Vec<u16>,
     /// How long its processes take to answer a request (their service time).
     pub answer_delay: Duration,
     /// Its processes die at once on SIGTERM (open connections are reset) instead of finishing what
@@ -221,6 +223,8 @@ pub struct SimVolume {
 #[derive(Debug)]
 struct Serving {
     owner: Owner,
+    /// The TCP ports its processes listen on (what `listening_ports` reports).
+    tcp_ports: Vec<u16>,
     phase: watch::Sender<Phase>,
     tracker: Tracker,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -464,7 +468,13 @@ impl SimExecutor {
                 c.port_bindings.clone(),
             ))
         })?;
-        let exposed = self.exposed(&image);
+        // What the processes serve: the EXPOSEd ports and those they listen on undeclared.
+        let mut exposed = self.exposed(&image);
+        let listens = self.with(|state| state.behaviors.get(&image).map(|b| b.listens.clone()).unwrap_or_default());
+        exposed.extend(listens.into_iter().map(|port| ("tcp".to_string(), port)));
+        exposed.sort();
+        exposed.dedup();
+        let tcp_ports: Vec<u16> = exposed.iter().filter(|(proto, _)| proto == "tcp").map(|(_, port)| *port).collect();
         let answer_delay = self.with(|state| state.behaviors.get(&image).map(|b| b.answer_delay).unwrap_or_default());
         let owner = Owner::container(self.node.clone(), id);
         let mut tcp = Vec::new();
@@ -527,7 +537,7 @@ impl SimExecutor {
         for socket in udp {
             tasks.push((net.spawner)(Box::pin(serve::udp_loop(socket, name.clone(), phase.subscribe()))));
         }
-        let serving = Serving { owner, phase, tracker, tasks };
+        let serving = Serving { owner, tcp_ports, phase, tracker, tasks };
         let stale = self.with(|state| {
             let Some(c) = state.containers.get_mut(id) else { return Some(serving) };
             for problem in taken {
@@ -869,6 +879,13 @@ impl Executor for SimExecutor {
         let mut ports = self.exposed(image);
         ports.sort();
         Ok(ports)
+    }
+
+    async fn listening_ports(&self, id: &str) -> Result<Vec<u16>, ExecutorError> {
+        self.with(|state| {
+            let container = state.containers.get(id).ok_or_else(|| Self::no_such(id))?;
+            Ok(container.serving.as_ref().map(|s| s.tcp_ports.clone()).unwrap_or_default())
+        })
     }
 }
 

@@ -25,6 +25,10 @@ const PROBE_PERIOD: Duration = Duration::from_millis(200);
 const UNROUTE_WAIT: Duration = Duration::from_secs(5);
 /// How often a health-checked container's health is read from the executor.
 const HEALTH_POLL: Duration = Duration::from_millis(500);
+/// The first look at which ports a routable container listens on, after it starts; the pause
+/// doubles after each look up to [`LISTEN_SCAN_MAX`], and starts over when the set changed.
+const LISTEN_SCAN_FIRST: Duration = Duration::from_millis(500);
+const LISTEN_SCAN_MAX: Duration = Duration::from_secs(8);
 /// Swarm's reason for a task whose container turned unhealthy (swarmkit's dockerexec adapter).
 pub const UNHEALTHY: &str = "dockerexec: unhealthy container";
 
@@ -334,6 +338,22 @@ impl Runner {
         TaskEndpoint { addresses, ready: false, ports }
     }
 
+    /// Make the endpoint's ports the declared ones plus the TCP ports the container listens on;
+    /// whether that changed them (a port it stopped listening on goes again).
+    async fn note_listening_ports(&mut self, declared: &[(String, u16)]) -> bool {
+        let Ok(listening) = self.env.executor.listening_ports(&self.container_id).await else { return false };
+        let Some(endpoint) = self.endpoint.as_mut() else { return false };
+        let mut ports = declared.to_vec();
+        ports.extend(listening.into_iter().map(|port| ("tcp".to_string(), port)));
+        ports.sort();
+        ports.dedup();
+        if ports == endpoint.ports {
+            return false;
+        }
+        endpoint.ports = ports;
+        true
+    }
+
     /// The ports the readiness probe knocks on: the published TCP targets, else the TCP ports the
     /// image exposes (any one answering will do then), else none (ready at once).
     fn probe_ports(&self, endpoint: &TaskEndpoint) -> (Vec<u16>, bool) {
@@ -497,6 +517,8 @@ impl Runner {
         // connections. An adopted container finds its bridges again first.
         let routable = self.mesh.is_some() && (!self.task.networks.is_empty() || !self.task.ports.is_empty());
         let mut probe: Option<(Arc<Mesh>, String, Vec<u16>, bool)> = None;
+        // The ports the task declares (published targets, EXPOSE); what it listens on is added.
+        let mut declared_ports = Vec::new();
         if routable {
             if self.bridges.len() != self.task.networks.len() && self.env.executor.has_bridges() {
                 let _ = self.prepare_networks().await;
@@ -504,6 +526,7 @@ impl Runner {
             let endpoint = self.endpoint().await;
             let (ports, all) = self.probe_ports(&endpoint);
             let addr = endpoint.addresses.values().next().cloned().unwrap_or_default();
+            declared_ports = endpoint.ports.clone();
             self.endpoint = Some(endpoint);
             probe = self.mesh.clone().map(|mesh| (mesh, addr, ports, all));
         }
@@ -529,6 +552,10 @@ impl Runner {
             errors
         });
         let mut port_error = String::new();
+        // Only a container with a network namespace of its own has ports that are its alone.
+        let scanning = routable && self.env.executor.has_bridges();
+        let mut listen_scan_pause = LISTEN_SCAN_FIRST;
+        let mut listen_scan = runtime::sleep(listen_scan_pause);
         loop {
             if matches!(self.check_desired(), Step::Stop) {
                 let grace = Duration::from_millis(self.task.spec.stop_grace_period_ms);
@@ -570,6 +597,17 @@ impl Runner {
                         }
                         _ => {}
                     }
+                }
+                _ = &mut listen_scan, if scanning => {
+                    if self.note_listening_ports(&declared_ports).await {
+                        listen_scan_pause = LISTEN_SCAN_FIRST;
+                        if healthy {
+                            self.report(TaskState::Running, "started", &port_error, None);
+                        }
+                    } else {
+                        listen_scan_pause = (listen_scan_pause * 2).min(LISTEN_SCAN_MAX);
+                    }
+                    listen_scan = runtime::sleep(listen_scan_pause);
                 }
                 _ = &mut ready, if probing => {
                     probing = false;

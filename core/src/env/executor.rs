@@ -267,6 +267,14 @@ pub trait Executor: Send + Sync + 'static {
     async fn list_networks(&self, labels: &[(String, String)]) -> Result<Vec<String>, ExecutorError>;
     /// The TCP/UDP ports the image declares (`EXPOSE`): `(protocol, port)`, sorted.
     async fn exposed_ports(&self, image: &str) -> Result<Vec<(String, u16)>, ExecutorError>;
+    /// The TCP ports a running container listens on for other hosts (`LISTEN` sockets not bound
+    /// to loopback), sorted: a service's VIP forwards these besides the declared ones, so a
+    /// server reached on a port its image does not `EXPOSE` still works by name, as in Swarm.
+    /// An executor whose containers share the host's network cannot tell theirs from the host's
+    /// and reports none.
+    async fn listening_ports(&self, _id: &str) -> Result<Vec<u16>, ExecutorError> {
+        Ok(Vec::new())
+    }
     /// Whether containers get bridges of their own (false for plain processes, which share the
     /// host's network: the data plane reaches them at their node's address).
     fn has_bridges(&self) -> bool {

@@ -64,6 +64,8 @@ pub enum ImageFault {
     PullFails,
     /// The image EXPOSEs these ports (`(protocol, port)`): its containers serve on them.
     Exposes(Vec<(String, u16)>),
+    /// Its containers also serve on these TCP ports, which the image does not EXPOSE.
+    Listens(Vec<u16>),
     /// Its processes take this long to answer each request.
     AnswersAfter(Duration),
     /// Its processes die at once on SIGTERM.
@@ -273,7 +275,7 @@ impl std::str::FromStr for Fault {
                 }
             }
             Some("image") => {
-                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp | answers-after 100ms | exits-on-sigterm | unhealthy";
+                let form = "image IMAGE slow-start 5s | crash-after 2s exit 1 | pull-fails | exposes 80,53/udp | listens 8081 | answers-after 100ms | exits-on-sigterm | unhealthy";
                 let image = word(1).ok_or_else(|| usage(form))?.to_string();
                 let fault = match &words[2..] {
                     [kind, d] if kind == "slow-start" => ImageFault::SlowStart(parse_duration(d)?),
@@ -301,6 +303,16 @@ impl std::str::FromStr for Fault {
                             exposed.push((proto.to_string(), port));
                         }
                         ImageFault::Exposes(exposed)
+                    }
+                    [kind, ports @ ..] if kind == "listens" && !ports.is_empty() => {
+                        let mut listens = Vec::new();
+                        for word in ports.iter().flat_map(|w| w.split(',')).filter(|w| !w.is_empty()) {
+                            let port = word.strip_suffix("/tcp").unwrap_or(word);
+                            listens.push(port.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+                                format!("{}: {word:?} is not a TCP port from 1 to 65535", usage(form))
+                            })?);
+                        }
+                        ImageFault::Listens(listens)
                     }
                     _ => return Err(usage(form)),
                 };
@@ -397,6 +409,11 @@ mod tests {
             })
         );
         assert!("image echo:1 exposes http".parse::<Fault>().unwrap_err().contains("not a number"));
+        assert_eq!(
+            "image api:1 listens 8081, 9000/tcp".parse(),
+            Ok(Fault::Image { image: "api:1".into(), fault: ImageFault::Listens(vec![8081, 9000]) })
+        );
+        assert!("image api:1 listens 53/udp".parse::<Fault>().unwrap_err().contains("not a TCP port"));
         assert_eq!(
             "disk leader fail-writes for 8s".parse(),
             Ok(Fault::DiskFailWrites { target: Target::Leader, duration: Some(Duration::from_secs(8)) })

@@ -57,6 +57,10 @@ impl Display for ImageFault {
                 let ports: Vec<String> = ports.iter().map(|(proto, port)| format!("{port}/{proto}")).collect();
                 write!(f, "exposes {}", ports.join(","))
             }
+            ImageFault::Listens(ports) => {
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                write!(f, "listens {}", ports.join(","))
+            }
             ImageFault::AnswersAfter(d) => write!(f, "answers-after {}", duration(*d)),
             ImageFault::ExitsOnSigterm => f.write_str("exits-on-sigterm"),
             ImageFault::Unhealthy => f.write_str("unhealthy"),

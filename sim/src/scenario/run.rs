@@ -420,6 +420,7 @@ impl Runner<'_> {
                     }
                     ImageFault::PullFails => behavior.pull_fails = true,
                     ImageFault::Exposes(ports) => behavior.exposes = Some(ports.clone()),
+                    ImageFault::Listens(ports) => behavior.listens = ports.clone(),
                     ImageFault::AnswersAfter(d) => behavior.answer_delay = *d,
                     ImageFault::ExitsOnSigterm => behavior.exits_on_sigterm = true,
                     ImageFault::Unhealthy => behavior.health_fails = true,
