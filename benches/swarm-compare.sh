@@ -6,7 +6,7 @@
 #   SHOAL_BIN=target/release/shoal ROUNDS=5 bash benches/swarm-compare.sh
 #   ROUNDS=0 FAILURE_ROUNDS=3 bash benches/swarm-compare.sh   # only shoal's node-failure case
 #
-# Cases: service create with 1/10/50 replicas → all running; scale 10→50; self-heal, two ways (a
+# Cases ("create scale heal update failure cli" by default): service create with 1/10/50 replicas → all running; scale 10→50; self-heal, two ways (a
 # task's container killed → a new task running): "killed at start" kills one as soon as all 10 run
 # (the container ran well under 10 s), "killed after a healthy run" kills one that has run 12 s —
 # for shoal once with Swarm's fixed 5 s restart delay (the default) and once with
@@ -14,6 +14,12 @@
 # has no such option: n/a); rolling update of 10 replicas (parallelism 2, delay 0, monitor 1 s);
 # node failure (shoal only: SIGKILL a worker daemon of 1 manager + 2 workers → its tasks running
 # elsewhere; single-node Swarm has no other node to move tasks to).
+#
+# Case "cli" (issue 15): the real `docker` CLI against both at once, shoal through its Engine API
+# socket (DOCKER_HOST=unix://…) and Swarm on the engine: `docker service ls` and `docker node ls`
+# alternated run by run ($CLI_RUNS each, default 20; a 10-replica service exists on both), and
+# `docker service create --replicas 50` without --detach, which returns when the CLI's own progress
+# display says the service converged. Per-run times, medians and the shoal/Swarm ratio of medians.
 #
 # Both systems run on one node for all but the last case (shoal: one manager daemon with the Docker
 # executor on 127.0.0.71); both use Swarm's defaults otherwise (restart delay 5 s, heartbeat 5 s).
@@ -38,7 +44,8 @@ IMAGE_ID=$(docker image inspect -f '{{.Id}}' "$IMAGE_REF")
 SWARM_ADDR=${SWARM_ADDR:-127.0.0.70:2377}
 SWARM_POOL=${SWARM_POOL:-10.251.0.0/16}
 SWARM_DATA_PORT=${SWARM_DATA_PORT:-47890}
-CASES=${CASES:-create scale heal update failure}
+CASES=${CASES:-create scale heal update failure cli}
+CLI_RUNS=${CLI_RUNS:-20}
 ROUNDS=${ROUNDS:-3}
 SHOAL=${SHOAL_BIN:-target/release/shoal}
 if [[ ! -x $SHOAL ]]; then
@@ -55,7 +62,7 @@ GWBRIDGE_MADE=""
 
 log() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+since() { awk -v a="$1" -v b="$(now)" -v p="${2:-2}" 'BEGIN { printf "%.*f", p, b - a }'; }
 
 # Poll `$@` until it succeeds, at most $TIMEOUT seconds (default 180).
 wait_until() {
@@ -195,11 +202,64 @@ bench_swarm() {
     fi
 }
 
+# ---------------------------------------------------------------- the docker CLI against both at once
+# The real `docker` CLI, once against the engine in swarm mode and once against shoal's Engine API
+# socket, alternated run by run so a drift in the machine's speed hits both alike.
+bench_cli() {
+    wants cli || return 0
+    log "== the docker CLI against Docker Swarm ($SWARM_ADDR) and shoal (127.0.0.74) at once"
+    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_MADE=1
+    SWARM_JOINED=1
+    docker swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$SWARM_ADDR" \
+        --default-addr-pool "$SWARM_POOL" --data-path-port "$SWARM_DATA_PORT" >/dev/null
+    start_daemon c 127.0.0.74
+    sctl c swarm init --advertise-addr 127.0.0.74:23771 --listen-addr 127.0.0.74:23771 >/dev/null
+    wait_until test -S "$WORK/c/api.sock"
+    local -A host=([swarm]="" [shoal]="unix://$WORK/c/api.sock")
+    # `docker SYSTEM ARGS…`: the docker CLI against one system.
+    dk() {
+        local system=$1; shift
+        if [[ -n ${host[$system]} ]]; then DOCKER_HOST=${host[$system]} docker "$@"; else env -u DOCKER_HOST docker "$@"; fi
+    }
+    # Without --detach the CLI follows the service's progress and returns once it converged.
+    dk_create() { dk "$1" service create --quiet --no-resolve-image --name "$2" --replicas "$3" \
+        --stop-grace-period 1s "$IMAGE_ID" "${CMD[@]}" >/dev/null; }
+    dk_gone() { [[ -z $(dk "$1" service ls -q --filter "name=$2") ]]; }
+    local system t run
+    for system in swarm shoal; do dk_create "$system" cmpl 10; done
+    for run in $(seq "$CLI_RUNS"); do
+        for system in swarm shoal; do
+            t=$(now); dk "$system" service ls >/dev/null; record "$system" "docker service ls" "$(since "$t" 4)"
+            t=$(now); dk "$system" node ls >/dev/null; record "$system" "docker node ls" "$(since "$t" 4)"
+        done
+    done
+    for system in swarm shoal; do dk "$system" service rm cmpl >/dev/null; done
+    wait_until sw_gone cmpl
+    wait_until sh_gone cmpl
+    for run in $(seq "$ROUNDS"); do
+        for system in swarm shoal; do
+            t=$(now); dk_create "$system" cmpc 50; record "$system" "docker service create --replicas 50 (converged)" "$(since "$t")"
+            dk "$system" service rm cmpc >/dev/null
+            wait_until dk_gone "$system" cmpc
+        done
+        wait_until sw_gone cmpc
+        wait_until sh_gone cmpc
+    done
+    docker swarm leave --force >/dev/null
+    SWARM_JOINED=""
+    if [[ -n $GWBRIDGE_MADE ]]; then
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
+        GWBRIDGE_MADE=""
+    fi
+    kill "$PID_c" && wait "$PID_c" 2>/dev/null || true
+}
+
 # ---------------------------------------------------------------- shoal
 start_daemon() { # name ip → sets SOCK_<name>
     local dir=$WORK/$1
     mkdir -p "$dir"
-    "$SHOAL" daemon --executor docker --pull never --hostname "$1" --data-dir "$dir/data" --socket "$dir/sock" 2>"$dir/log" &
+    "$SHOAL" daemon --executor docker --pull never --hostname "$1" --data-dir "$dir/data" --socket "$dir/sock" \
+        --api-socket "$dir/api.sock" 2>"$dir/log" &
     DAEMON_PIDS+=($!)
     eval "PID_$1=$!"
     wait_until test -S "$dir/sock"
@@ -332,6 +392,7 @@ if (exec 3<>"/dev/tcp/${SWARM_ADDR%:*}/${SWARM_ADDR##*:}") 2>/dev/null; then
 fi
 
 : >"$RESULTS"
+bench_cli
 bench_swarm
 bench_shoal
 
@@ -343,13 +404,15 @@ awk -F'\t' '
         m = n[sys, key]; if (m == 0) return "n/a"
         for (i = 1; i <= m; i++) a[i] = v[sys, key, i]
         for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
-        return (m % 2) ? a[(m + 1) / 2] : sprintf("%.2f", (a[m / 2] + a[m / 2 + 1]) / 2)
+        t = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+        return sprintf(t < 1 ? "%.4f" : "%.2f", t)
     }
     END {
-        printf "| case | Docker Swarm (s) | shoal (s) | runs |\n|---|---|---|---|\n"
+        printf "| case | Docker Swarm (s) | shoal (s) | shoal / Swarm | runs |\n|---|---|---|---|---|\n"
         for (i = 1; i <= k; i++) {
-            key = order[i]
-            printf "| %s | %s | %s | %d/%d |\n", key, median("swarm", key), median("shoal", key), n["swarm", key], n["shoal", key]
+            key = order[i]; a = median("swarm", key); b = median("shoal", key)
+            r = (a != "n/a" && b != "n/a" && a + 0 > 0) ? sprintf("%.2f", b / a) : "n/a"
+            printf "| %s | %s | %s | %s | %d/%d |\n", key, a, b, r, n["swarm", key], n["shoal", key]
         }
     }' "$RESULTS"
 log ""
