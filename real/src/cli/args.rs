@@ -955,14 +955,15 @@ pub struct DaemonArgs {
     /// Where the node keeps its raft log, snapshots, identity and event log
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Unix socket for the local API (default /var/run/shoal/shoal.sock, or under $XDG_RUNTIME_DIR)
+    /// Unix socket (mode 0660) serving the Docker Engine API, for the shoal CLI and Docker's clients
+    /// (default /var/run/shoal/shoal.sock, or under $XDG_RUNTIME_DIR)
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Also serve the local API on TCP (loopback only), e.g. 127.0.0.1:2375
+    /// Also serve the API on TCP (loopback only, no TLS), e.g. 127.0.0.1:2375
     #[arg(long)]
     pub tcp: Option<String>,
-    /// Serve the Docker Engine API's swarm routes on this unix socket (mode 0660), for Docker's own
-    /// clients: DOCKER_HOST=unix://PATH docker service ls. Off unless given.
+    /// Serve the same API on a second unix socket (mode 0660), e.g. where Docker's own clients are
+    /// pointed: DOCKER_HOST=unix://PATH docker service ls. Off unless given.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
     /// How tasks run: Docker containers, or plain host processes

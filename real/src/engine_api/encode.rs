@@ -120,7 +120,17 @@ pub fn info(
             ("Error", json!(status.error)),
             (
                 "RemoteManagers",
-                Value::Array(info.manager_addrs.iter().map(|addr| json!({"NodeID": "", "Addr": addr})).collect()),
+                // The node's own entry carries its id, as Swarm's does (clients find this manager's
+                // address by it: `swarm join-token` prints it).
+                Value::Array(
+                    info.manager_addrs
+                        .iter()
+                        .map(|addr| {
+                            let id = if *addr == info.node_addr { info.node_id.as_str() } else { "" };
+                            json!({"NodeID": id, "Addr": addr})
+                        })
+                        .collect(),
+                ),
             ),
             ("Nodes", json!(info.nodes)),
             ("Managers", json!(info.managers)),
