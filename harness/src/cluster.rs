@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal::engine_client::{self, ApiError, EngineClient, Endpoint};
+use shoal::engine_client::{self, ApiError, Endpoint, EngineClient};
 use shoal::local_api::SwarmStatus;
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
 use shoal_core::store::StoreState;

@@ -23,7 +23,7 @@ use self::args::{
     Command, LogsArgs, NetworkCommand, NodeCommand, RoleArg, ServiceCommand, StackCommand, SwarmCommand, SystemCommand,
     TaskListArgs,
 };
-use crate::engine_client::{ApiError, EngineClient, Endpoint};
+use crate::engine_client::{ApiError, Endpoint, EngineClient};
 use crate::local_api::{ClusterOverrides, InitRequest, JoinRequest, SwarmStatus};
 
 /// Why a command failed, and how it prints.
@@ -54,11 +54,11 @@ pub struct Client {
 }
 
 impl Client {
-    /// From `-H`, else `SHOAL_HOST`, else `DOCKER_HOST` (Docker's variable: the daemon serves the
-    /// same API), else the default socket.
+    /// From `-H`, else `SHOAL_HOST` (`DOCKER_HOST`'s syntax), else the default socket. `DOCKER_HOST`
+    /// itself is not read: it usually names the host's own engine, which is not shoal.
     pub fn new(host: Option<&str>) -> CliResult<Client> {
-        let env = |name: &str| std::env::var(name).ok().filter(|h| !h.is_empty());
-        let endpoint = match host.map(str::to_string).or_else(|| env("SHOAL_HOST")).or_else(|| env("DOCKER_HOST")) {
+        let from_env = std::env::var("SHOAL_HOST").ok().filter(|h| !h.is_empty());
+        let endpoint = match host.map(str::to_string).or(from_env) {
             Some(text) => Endpoint::parse(&text).map_err(CliError::Usage)?,
             None => Endpoint::Unix(Endpoint::default_socket()),
         };
@@ -175,7 +175,8 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 found = join_token(client, NodeRole::Worker).await;
             }
-            let (worker_token, manager_addr) = found.unwrap_or_else(|_| (String::new(), request.advertise_addr.clone()));
+            let (worker_token, manager_addr) =
+                found.unwrap_or_else(|_| (String::new(), request.advertise_addr.clone()));
             let mut text = render::init_message(&node_id, &worker_token, &manager_addr);
             if a.autolock {
                 text.push_str(&render::unlock_command(&fetch_unlock_key(client, false).await?));
@@ -460,13 +461,19 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
     match cmd {
         NodeCommand::Ls(a) => {
             let filters = parse_filters(&a.filter, filters::NODE_KEYS)?;
-            let nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
+            let mut nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
             let me = self_id(client).await.unwrap_or_default();
-            // TLS STATUS needs what every node should hold: asked only when the format shows it.
+            // TLS STATUS needs what every node should hold and holds: asked only when the format
+            // shows it.
             let wants_tls = a.format.as_deref().is_some_and(|f| f == "json" || f.contains("TLSStatus"));
             let desired = match wants_tls {
-                true => match client.control(ControlRequest::CaInspect).await {
-                    Ok(ControlResponse::Ca(view)) => Some(view.desired_tls),
+                true => match client.api.ca_and_nodes().await {
+                    Ok((view, held)) => {
+                        for v in &mut nodes {
+                            v.node.description.tls_info = held.get(&v.node.id).cloned();
+                        }
+                        Some(view.desired_tls)
+                    }
                     _ => None,
                 },
                 false => None,
@@ -843,7 +850,12 @@ fn take_frames(buffer: &mut Vec<u8>, warnings: &mut Vec<String>) -> Vec<StreamLi
             text: text.to_string(),
             stderr: stream == crate::engine_api::logs::STDERR,
         };
-        lines.push((attr("com.docker.swarm.task.id"), attr("com.docker.swarm.node.id"), attr("com.docker.swarm.service.id"), line));
+        lines.push((
+            attr("com.docker.swarm.task.id"),
+            attr("com.docker.swarm.node.id"),
+            attr("com.docker.swarm.service.id"),
+            line,
+        ));
     }
     buffer.drain(..at);
     lines
@@ -867,8 +879,7 @@ async fn print_log_lines(client: &Client, names: &mut LogNames, lines: Vec<Strea
             names.tasks = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
         }
         if let Ok(nodes) = client.nodes().await {
-            names.hostnames =
-                nodes.into_iter().map(|v| (v.node.id.clone(), v.node.hostname().to_string())).collect();
+            names.hostnames = nodes.into_iter().map(|v| (v.node.id.clone(), v.node.hostname().to_string())).collect();
         }
     }
     let mut logs = shoal_core::logs::ServiceLogs::default();

@@ -245,6 +245,9 @@ pub fn task(task: &Task, networks: &BTreeMap<String, Network>) -> Value {
         ),
         ("DesiredState", json!(task.desired_state.as_str())),
         ("NetworksAttachments", networks_attachments(task, networks)),
+        // Docker's `JobIteration` (the service version the task was made from, which a job's
+        // `JobStatus.JobIteration` names): shown for every task, as shoal's tasks all carry it.
+        ("JobIteration", if task.spec_version == 0 { Value::Null } else { json!({"Index": task.spec_version}) }),
     ]);
     value["Labels"] = json!({});
     value

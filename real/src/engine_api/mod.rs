@@ -1,10 +1,13 @@
-//! The Docker Engine API's swarm routes, served by the daemon on a unix socket of its own
-//! (`shoal daemon --api-socket PATH`), so Docker's own clients — the `docker` CLI, docker-py — drive
-//! shoal as they drive a Swarm manager.
+//! The Docker Engine API's swarm routes: the daemon's one API, on its unix socket (mode 0660,
+//! `shoal daemon --socket`, plus `--api-socket` and loopback `--tcp` when given). shoal's own CLI
+//! ([`crate::engine_client`]) and Docker's clients — the `docker` CLI, docker-py — all use it.
 //!
-//! Every request becomes the same [`LocalRequest`]s the `shoal` CLI sends over the local API,
-//! handled in-process by the daemon's [`LocalHandler`]: this module only translates between Docker's
-//! HTTP/JSON and shoal's control API. Answers use the engine's JSON shapes (the ones `shoal …
+//! Every request becomes [`LocalRequest`]s handled in-process by the daemon's [`LocalHandler`]: this
+//! module only translates between Docker's HTTP/JSON and shoal's control API. Where shoal has more
+//! than Docker's shapes say, it adds what Docker's clients ignore: `ServiceStatus` on a service
+//! inspected with `status=true`, `Spec.DependsOn`, and two routes of its own, `GET /shoal/swarm/ca`
+//! (the root CA and its rotation's progress) and `GET /shoal/state` (the store's objects, for the
+//! test harness). Answers use the engine's JSON shapes (the ones `shoal …
 //! inspect` prints, [`crate::cli::inspect`]), Docker's headers (`Api-Version` 1.41, minimum 1.24),
 //! the optional `/vX.Y` prefix, and errors as `{"message": …}` with Docker's status codes. Routes of
 //! the engine that shoal does not serve (containers, images, volumes, …) answer 501 saying so.
@@ -253,8 +256,20 @@ impl EngineApi {
             (&Method::GET, ["shoal", "state"]) => self.state().await,
             // shoal's own route, for what Docker's API has no object for: the root CA and how far its
             // rotation is (Docker's CLI works that out from every node's TLS info).
+            // With it, what each node's TLS holds as it last reported (by node id: `node ls`'s TLS
+            // STATUS), which Docker's nodes show as PEMs and shoal tracks as digests.
             (&Method::GET, ["shoal", "swarm", "ca"]) => match self.call(ControlRequest::CaInspect).await? {
-                ControlResponse::Ca(view) => Ok(Reply::ok(&serde_json::to_value(view).unwrap_or_default())),
+                ControlResponse::Ca(view) => {
+                    let mut value = serde_json::to_value(view).unwrap_or_default();
+                    let nodes: BTreeMap<String, shoal_core::api::NodeTlsInfo> = self
+                        .nodes()
+                        .await?
+                        .into_iter()
+                        .filter_map(|v| v.node.description.tls_info.map(|tls| (v.node.id, tls)))
+                        .collect();
+                    value["node_tls"] = json!(nodes);
+                    Ok(Reply::ok(&value))
+                }
                 other => Err(unexpected_control(&other)),
             },
             (&Method::DELETE, ["services", id]) => {
@@ -842,7 +857,20 @@ async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<ApiB
 /// (0660), as Docker's socket is.
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
-    let listener = crate::local_api::bind_unix(path).await?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    // A socket file left by a daemon that died: nobody answers on it, so it is safe to replace.
+    if tokio::fs::symlink_metadata(path).await.is_ok() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another shoal daemon is serving {}", path.display()),
+            ));
+        }
+        tokio::fs::remove_file(path).await?;
+    }
+    let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }

@@ -576,13 +576,16 @@ async fn logs_errors_come_before_the_stream() {
     let (api, fake) = api();
     let api = Arc::new(api);
     let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let Err(no_stream) = api.clone().logs_stream(&Client::default(), "web".into(), query(&[("tail", "all")])).await else {
+    let Err(no_stream) = api.clone().logs_stream(&Client::default(), "web".into(), query(&[("tail", "all")])).await
+    else {
         panic!("a request for no stream is refused")
     };
     assert_eq!(no_stream.status, StatusCode::BAD_REQUEST);
     assert_eq!(message(&no_stream), "Bad parameters: you must choose at least one stream");
     assert!(fake.asked.lock().unwrap().is_empty(), "refused before the daemon is asked");
-    let Err(no_swarm) = api.clone().logs_stream(&Client::default(), "web".into(), query(&[("stdout", "1"), ("follow", "1")])).await else {
+    let Err(no_swarm) =
+        api.clone().logs_stream(&Client::default(), "web".into(), query(&[("stdout", "1"), ("follow", "1")])).await
+    else {
         panic!("the fake daemon is in no swarm")
     };
     assert_eq!(no_swarm.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -254,7 +254,11 @@ impl EngineClient {
         if let Some(node) = node {
             pairs.push(("node", node));
         }
-        let path = if pairs.is_empty() { "/tasks".to_string() } else { format!("/tasks{}", query(&[("filters", filters(&pairs))])) };
+        let path = if pairs.is_empty() {
+            "/tasks".to_string()
+        } else {
+            format!("/tasks{}", query(&[("filters", filters(&pairs))]))
+        };
         let list = self.get(&path).await?;
         let names: BTreeMap<String, String> = match list.as_array() {
             Some(tasks) if !tasks.is_empty() => {
@@ -323,7 +327,9 @@ impl EngineClient {
 
     /// `POST /swarm/leave?force=`.
     pub async fn swarm_leave(&self, force: bool) -> ApiResult<()> {
-        self.call(Method::POST, &format!("/swarm/leave{}", query(&[("force", force.to_string())])), None).await.map(drop)
+        self.call(Method::POST, &format!("/swarm/leave{}", query(&[("force", force.to_string())])), None)
+            .await
+            .map(drop)
     }
 
     /// `POST /swarm/update` based on the version read now: `change` edits the spec `/swarm` shows,
@@ -347,7 +353,14 @@ impl EngineClient {
     /// shoal's root CA and its rotation's progress (`GET /shoal/swarm/ca`: Docker's API has no such
     /// object; its CLI works the progress out from every node's TLS info).
     pub async fn ca(&self) -> ApiResult<CaView> {
-        serde_json::from_value(self.get("/shoal/swarm/ca").await?).map_err(|e| self.bad(e))
+        Ok(self.ca_and_nodes().await?.0)
+    }
+
+    /// [`Self::ca`] with what each node's TLS holds (by node id), as it last reported.
+    pub async fn ca_and_nodes(&self) -> ApiResult<(CaView, BTreeMap<String, shoal_core::api::NodeTlsInfo>)> {
+        let value = self.get("/shoal/swarm/ca").await?;
+        let nodes = serde_json::from_value(value["node_tls"].clone()).unwrap_or_default();
+        Ok((serde_json::from_value(value).map_err(|e| self.bad(e))?, nodes))
     }
 
     /// Start a logs stream (`GET /services/{target}/logs`, a task id works too) with `details` and
@@ -508,7 +521,8 @@ impl EngineClient {
                 A::Done
             }
             R::NetworkCreate { name, driver, attachable, labels, subnet, ingress } => {
-                let ipam = if subnet.is_empty() { json!({"Config": []}) } else { json!({"Config": [{"Subnet": subnet}]}) };
+                let ipam =
+                    if subnet.is_empty() { json!({"Config": []}) } else { json!({"Config": [{"Subnet": subnet}]}) };
                 let body = json!({
                     "Name": name,
                     "Driver": driver,
@@ -532,10 +546,18 @@ impl EngineClient {
             R::SecretCreate { spec, data } => A::Created { id: self.file_create("secrets", &spec, &data).await? },
             R::ConfigCreate { spec, data } => A::Created { id: self.file_create("configs", &spec, &data).await? },
             R::SecretList => A::Secrets(
-                self.file_list("secrets").await?.into_iter().map(|(id, meta, spec, _)| secret(id, meta, spec)).collect(),
+                self.file_list("secrets")
+                    .await?
+                    .into_iter()
+                    .map(|(id, meta, spec, _)| secret(id, meta, spec))
+                    .collect(),
             ),
             R::ConfigList => A::Configs(
-                self.file_list("configs").await?.into_iter().map(|(id, meta, spec, data)| config(id, meta, spec, data)).collect(),
+                self.file_list("configs")
+                    .await?
+                    .into_iter()
+                    .map(|(id, meta, spec, data)| config(id, meta, spec, data))
+                    .collect(),
             ),
             R::SecretInspect { secret: name } => {
                 let (id, meta, spec, _) = self.file_object("secrets", &name).await?;

@@ -92,7 +92,9 @@ pub fn service_view(value: &Value) -> Result<ServiceView> {
         meta: meta(value),
         spec: spec(&value["Spec"])?,
         previous_spec,
-        spec_version: value["Version"]["Index"].as_u64().unwrap_or(0),
+        // A job's current iteration is the service version its tasks run (`jobs::iteration`); other
+        // services' versions are not in Docker's shapes, and nothing the CLI shows needs them.
+        spec_version: job_status.as_ref().map_or(0, |job| job.iteration),
         update_status,
         endpoint_ports: ports(&value["Endpoint"]["Ports"])?,
         job_status,
@@ -132,7 +134,7 @@ pub fn task(value: &Value, service_names: &BTreeMap<String, String>) -> Result<T
         service_id,
         slot: u(value, "Slot"),
         node_id: s(value, "NodeID"),
-        spec_version: 0,
+        spec_version: value["JobIteration"]["Index"].as_u64().unwrap_or(0),
         spec: spec(&template)?.task,
         desired_state: task_state(&s(value, "DesiredState")),
         status: TaskStatus {
@@ -284,4 +286,134 @@ pub fn cluster_info(info: &Value) -> Option<ClusterInfo> {
         meta: meta(cluster),
         root_rotation_in_progress: b(cluster, "RootRotationInProgress"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_core::api::{JobStatus, NodeRole, PortConfig, PublishMode, RestartBackoff, ServiceMode, TaskSpec};
+
+    use crate::cli::inspect;
+
+    fn meta(version: u64) -> Meta {
+        Meta { version, created_at_ms: 1_700_000_000_123, updated_at_ms: 1_700_000_001_456 }
+    }
+
+    #[test]
+    fn a_service_reads_back_as_inspect_showed_it() {
+        let mut spec = ServiceSpec::new("web", "shoal-test/busybox:latest");
+        spec.mode = ServiceMode::ReplicatedJob { max_concurrent: 2, total_completions: 5 };
+        spec.task.restart_policy.backoff = RestartBackoff::Exponential;
+        spec.depends_on = vec!["db".into()];
+        spec.labels.insert("Owner.Case".into(), "kept".into());
+        let mut previous = spec.clone();
+        previous.task.image = "old:1".into();
+        let port = PortConfig {
+            protocol: "tcp".into(),
+            target_port: 80,
+            published_port: 30001,
+            publish_mode: PublishMode::Ingress,
+        };
+        let service = Service {
+            id: "s1".into(),
+            meta: meta(7),
+            spec,
+            previous_spec: Some(previous),
+            spec_version: 3,
+            update_status: Some(UpdateStatus {
+                state: UpdateState::RollbackCompleted,
+                started_at_ms: 1_700_000_000_500,
+                completed_at_ms: 1_700_000_002_000,
+                message: "rollback completed".into(),
+                spec_version: 0,
+            }),
+            endpoint_ports: vec![port],
+            job_status: Some(JobStatus { iteration: 3, last_execution_ms: 1_700_000_000_900 }),
+        };
+        let view = ServiceView { service, running: 2, desired: 2, completed: 1 };
+        let mut shown = inspect::service(&view);
+        shown["ServiceStatus"] = serde_json::json!({"RunningTasks": 2, "DesiredTasks": 2, "CompletedTasks": 1});
+        assert_eq!(service_view(&shown).unwrap(), view);
+    }
+
+    #[test]
+    fn a_node_reads_back_with_its_manager_status() {
+        let view = NodeView {
+            node: Node {
+                id: "n1".into(),
+                meta: meta(4),
+                spec: NodeSpec {
+                    desired_role: NodeRole::Manager,
+                    availability: Availability::Drain,
+                    labels: [("zone".to_string(), "a".to_string())].into(),
+                },
+                description: NodeDescription {
+                    hostname: "m1".into(),
+                    resources: Resources { nano_cpus: 2_000_000_000, memory_bytes: 1 << 30 },
+                    os: "linux".into(),
+                    arch: "x86_64".into(),
+                    engine_version: "shoal".into(),
+                    engine_labels: Default::default(),
+                    data_addr: String::new(),
+                    tls_info: None,
+                },
+                status: NodeStatus { state: NodeState::Ready, message: String::new(), addr: "127.0.0.1".into() },
+                role: NodeRole::Manager,
+                manager_status: Some(ManagerStatus { raft_id: 0, addr: "127.0.0.1:2377".into() }),
+            },
+            leader: true,
+            reachability: "reachable".into(),
+        };
+        assert_eq!(node_view(&inspect::node(&view)).unwrap(), view);
+    }
+
+    #[test]
+    fn a_task_reads_back_with_its_service_name_and_addresses() {
+        let network = Network {
+            id: "net1".into(),
+            meta: meta(1),
+            name: "back".into(),
+            driver: "overlay".into(),
+            subnet: "10.1.0.0/16".into(),
+            attachable: false,
+            ingress: false,
+            labels: Default::default(),
+            leases: Default::default(),
+        };
+        let task = Task {
+            id: "t1".into(),
+            meta: meta(3),
+            service_id: "s1".into(),
+            service_name: "web".into(),
+            slot: 2,
+            node_id: "n1".into(),
+            spec: TaskSpec {
+                image: "shoal-test/busybox:latest".into(),
+                networks: vec!["net1".into()],
+                ..Default::default()
+            },
+            spec_version: 4,
+            desired_state: TaskState::Running,
+            status: TaskStatus {
+                state: TaskState::Failed,
+                message: "started".into(),
+                err: "task: non-zero exit (1)".into(),
+                timestamp_ms: 1_700_000_003_000,
+                container_id: "c1".into(),
+                exit_code: Some(1),
+                started_at_ms: 0,
+                endpoint: Some(TaskEndpoint {
+                    addresses: [("net1".to_string(), "10.1.0.5".to_string())].into(),
+                    ..Default::default()
+                }),
+            },
+            networks: vec!["net1".into()],
+            ..Task::default()
+        };
+        let shown = crate::engine_api::encode::task(&task, &[("net1".to_string(), network)].into());
+        let names = [("s1".to_string(), "web".to_string())].into();
+        let read = super::task(&shown, &names).unwrap();
+        assert_eq!(read, task);
+        assert_eq!(read.name(), "web.2");
+    }
 }
