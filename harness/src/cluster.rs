@@ -378,7 +378,7 @@ impl RealCluster {
         }
     }
 
-    /// `shoal daemon` for node `i`: its hostname, data dir and executor, local API on `socket`.
+    /// `shoal daemon` for node `i`: its hostname, data dir and executor, its API on `socket`.
     fn daemon_command(&self, i: usize, socket: &Path) -> Command {
         let node = &self.nodes[i];
         let mut command = Command::new(&self.options.shoal_bin);

@@ -6,7 +6,8 @@
 //! - [`docker`] — [`docker::DockerExecutor`]: containers through the Docker Engine API (bollard);
 //!   [`engine_pull`] — image pulls with registry credentials, sent to the engine directly;
 //!   [`task_files`] — tasks' secret and config files on a tmpfs, bind-mounted read-only.
-//! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`].
+//! - [`tls`] — the cluster CA, node certificates and mutual TLS for [`net`]; [`api_tls`] — client
+//!   certificates for the Engine API on TCP (Docker's `--tlsverify`).
 //! - [`bootstrap`] — how a joining node gets its certificate (token + public key → certificate), and
 //!   how a manager renews one; [`renewal`] — when a node renews its own.
 //! - [`engine_api`] — the Docker Engine API the daemon serves; [`engine_client`] — its client, used by
@@ -16,6 +17,7 @@
 //! - [`mesh_net`] — [`mesh_net::RealMeshNet`]: service traffic (published ports, VIPs, tunnels between
 //!   daemons under the swarm's mutual TLS).
 
+pub mod api_tls;
 pub mod bootstrap;
 pub mod cli;
 pub mod daemon;

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        command => match runtime.block_on(shoal::cli::run(cli.host.as_deref(), command)) {
+        command => match runtime.block_on(shoal::cli::run(cli.host.as_deref(), &cli.tls, command)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 let text = err.to_string();
@@ -66,6 +66,28 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     // Before anything else — binding, the raft log, the process executor's clean-up of what a previous
     // daemon left running: a data dir another daemon uses is not ours to touch. Held until we exit.
     let _lock = DataDirLock::acquire(&data_dir)?;
+    // `--tcp` and its TLS, checked before anything starts.
+    let tls = args.tls.files().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(tls.is_none() || args.tcp.is_some(), "--tlsverify is for the API on TCP: give --tcp ADDR too");
+    let tcp = match args.tcp {
+        Some(addr) => {
+            let parsed: std::net::SocketAddr =
+                addr.parse().with_context(|| format!("invalid --tcp address {addr:?}"))?;
+            let acceptor = match &tls {
+                Some(files) => Some(tokio_rustls::TlsAcceptor::from(shoal::api_tls::server_config(files)?)),
+                // Without TLS the API has no authentication: it must not be reachable from other hosts.
+                None => {
+                    anyhow::ensure!(
+                        parsed.ip().is_loopback(),
+                        "--tcp must be a loopback address (127.0.0.1:PORT) without --tlsverify, got {addr}"
+                    );
+                    None
+                }
+            };
+            Some((addr, parsed, acceptor))
+        }
+        None => None,
+    };
     let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
     let hostname = args.hostname.unwrap_or_else(system_hostname);
     let uses_docker = args.executor == ExecutorArg::Docker;
@@ -119,14 +141,19 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
         servers.push(tokio::spawn(engine_api::serve_unix(listener, api.clone())));
         sockets.push(path);
     }
-    if let Some(addr) = args.tcp {
-        let parsed: std::net::SocketAddr = addr.parse().with_context(|| format!("invalid --tcp address {addr:?}"))?;
-        // Without TLS the API has no authentication: it must not be reachable from other hosts.
-        anyhow::ensure!(parsed.ip().is_loopback(), "--tcp must be a loopback address (127.0.0.1:PORT), got {addr}");
+    if let Some((addr, parsed, acceptor)) = tcp {
         let listener =
             tokio::net::TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("shoal daemon: Docker Engine API on tcp://{addr}");
-        servers.push(tokio::spawn(engine_api::serve_tcp(listener, api.clone())));
+        match acceptor {
+            Some(acceptor) => {
+                eprintln!("shoal daemon: Docker Engine API on tcp://{addr} (TLS, client certificates required)");
+                servers.push(tokio::spawn(engine_api::serve_tls(listener, acceptor, api.clone())));
+            }
+            None => {
+                eprintln!("shoal daemon: Docker Engine API on tcp://{addr}");
+                servers.push(tokio::spawn(engine_api::serve_tcp(listener, api.clone())));
+            }
+        }
     }
     daemon.resume().await;
 

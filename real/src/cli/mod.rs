@@ -56,13 +56,18 @@ pub struct Client {
 impl Client {
     /// From `-H`, else `SHOAL_HOST` (`DOCKER_HOST`'s syntax), else the default socket. `DOCKER_HOST`
     /// itself is not read: it usually names the host's own engine, which is not shoal.
-    pub fn new(host: Option<&str>) -> CliResult<Client> {
+    /// With `--tlsverify`, a `tcp://` daemon is reached over TLS with this client's certificate.
+    pub fn new(host: Option<&str>, tls: &args::TlsArgs) -> CliResult<Client> {
         let from_env = std::env::var("SHOAL_HOST").ok().filter(|h| !h.is_empty());
         let endpoint = match host.map(str::to_string).or(from_env) {
             Some(text) => Endpoint::parse(&text).map_err(CliError::Usage)?,
             None => Endpoint::Unix(Endpoint::default_socket()),
         };
-        Ok(Client { api: EngineClient::new(endpoint) })
+        let mut api = EngineClient::new(endpoint);
+        if let Some(files) = tls.files().map_err(CliError::Usage)? {
+            api = api.with_tls(crate::api_tls::client_config(&files).map_err(|e| CliError::Usage(e.to_string()))?);
+        }
+        Ok(Client { api })
     }
 
     async fn control(&self, request: ControlRequest) -> CliResult<ControlResponse> {
@@ -101,8 +106,8 @@ fn now_ms() -> u64 {
 }
 
 /// Run a client command (everything but `daemon`).
-pub async fn run(host: Option<&str>, command: Command) -> CliResult {
-    let client = Client::new(host)?;
+pub async fn run(host: Option<&str>, tls: &args::TlsArgs, command: Command) -> CliResult {
+    let client = Client::new(host, tls)?;
     match command {
         Command::Swarm(cmd) => swarm(&client, cmd).await,
         Command::Node(cmd) => node(&client, cmd).await,

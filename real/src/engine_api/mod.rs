@@ -912,5 +912,24 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, api: Arc<EngineApi>) {
     }
 }
 
+/// Accept TCP connections forever, each served only after a TLS handshake in which the client
+/// presented a certificate the acceptor's CA signed (`--tlsverify`); a failed handshake is dropped.
+pub async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, api: Arc<EngineApi>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (acceptor, api) = (acceptor.clone(), api.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        serve_connection(stream, api).await;
+                    }
+                });
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -109,6 +109,8 @@ pub const USER_AGENT: &str = concat!("shoal/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct EngineClient {
     pub endpoint: Endpoint,
+    /// `--tlsverify` on a `tcp://` endpoint: the client certificate and the CA the daemon must chain to.
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// `?a=b&c=d`, query-escaped.
@@ -135,7 +137,13 @@ fn filters(pairs: &[(&str, &str)]) -> String {
 
 impl EngineClient {
     pub fn new(endpoint: Endpoint) -> EngineClient {
-        EngineClient { endpoint }
+        EngineClient { endpoint, tls: None }
+    }
+
+    /// Speak TLS on a `tcp://` endpoint with this configuration (see [`crate::api_tls`]).
+    pub fn with_tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> EngineClient {
+        self.tls = Some(config);
+        self
     }
 
     /// Send one request; the response's head and body as they come.
@@ -171,9 +179,19 @@ impl EngineClient {
                 sender.send_request(request).await.map_err(io_err)
             }};
         }
-        match &self.endpoint {
-            Endpoint::Unix(path) => over!(UnixStream::connect(path).await.map_err(connect_err)?),
-            Endpoint::Tcp(addr) => over!(TcpStream::connect(addr).await.map_err(connect_err)?),
+        match (&self.endpoint, &self.tls) {
+            (Endpoint::Unix(path), _) => over!(UnixStream::connect(path).await.map_err(connect_err)?),
+            (Endpoint::Tcp(addr), None) => over!(TcpStream::connect(addr).await.map_err(connect_err)?),
+            (Endpoint::Tcp(addr), Some(config)) => {
+                let tcp = TcpStream::connect(addr).await.map_err(connect_err)?;
+                let name = crate::api_tls::server_name(addr)
+                    .map_err(|e| ApiError::Connect { endpoint: name.clone(), reason: e.to_string() })?;
+                let stream = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| ApiError::Connect { endpoint: self.endpoint.to_string(), reason: e.to_string() })?;
+                over!(stream)
+            }
         }
     }
 
