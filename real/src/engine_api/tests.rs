@@ -598,3 +598,28 @@ async fn logs_errors_come_before_the_stream() {
     assert_eq!(logs_target(&Method::POST, "/services/web/logs"), None);
     assert_eq!(logs_target(&Method::GET, "/services/web"), None);
 }
+
+#[test]
+fn registry_auth_header_decodes_what_the_client_sends() {
+    let auth = shoal_core::api::RegistryAuth {
+        server_address: "127.0.0.1:5000".into(),
+        username: "user".into(),
+        password: "p?>~ass".into(),
+        identity_token: String::new(),
+    };
+    assert_eq!(decode::registry_auth(&crate::engine_pull::encode_auth(&auth)), Some(auth));
+    assert_eq!(decode::registry_auth(""), None);
+    assert_eq!(decode::registry_auth("not base64!"), None);
+}
+
+#[test]
+fn force_rotate_asks_for_a_new_root_ca() {
+    let current = shoal_core::api::ClusterSpec::default();
+    let spec = |body: &str| {
+        let object: serde_json::Map<String, Value> = serde_json::from_str(body).unwrap();
+        swarm::spec_settings(&object, &current).unwrap()
+    };
+    assert!(spec(r#"{"CAConfig":{"ForceRotate":1}}"#).force_rotate);
+    assert!(!spec(r#"{"CAConfig":{"ForceRotate":0}}"#).force_rotate);
+    assert!(!spec(r#"{"CAConfig":{}}"#).force_rotate);
+}

@@ -20,7 +20,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use shoal_core::api::{Availability, Labels, NodeRole, RegistryAuth, SecretSpec, ServiceMode, Task};
+use shoal_core::api::{Labels, NodeRole, RegistryAuth, SecretSpec, ServiceMode, Task};
 use shoal_core::control::{CaView, ConfigView, ControlRequest, ControlResponse, FileData, NodeView, ServiceView};
 use tokio::net::{TcpStream, UnixStream};
 
@@ -757,9 +757,4 @@ fn config(id: String, meta: shoal_core::api::Meta, spec: SecretSpec, data: Strin
 /// `X-Registry-Auth` (`--with-registry-auth`): the engine's own encoding of the credentials.
 fn registry_header(auth: Option<&RegistryAuth>) -> Vec<(&'static str, String)> {
     auth.map(|auth| vec![("X-Registry-Auth", crate::engine_pull::encode_auth(auth))]).unwrap_or_default()
-}
-
-/// Availability as the API writes it (re-exported for callers building node specs).
-pub fn availability_word(a: Availability) -> &'static str {
-    crate::cli::render::availability_word(a)
 }
