@@ -200,8 +200,7 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 data_path_port: a.data_path_port,
             };
             client.api.swarm_join(&request).await?;
-            // docker/cli asks `/info` whether the node is now a manager.
-            let manager = matches!(client.api.info().await, Ok((_, Some(_))));
+            let manager = joined_as_manager(client).await;
             out(&format!("This node joined a swarm as a {}.\n", if manager { "manager" } else { "worker" }));
             Ok(())
         }
@@ -304,6 +303,24 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
         }
         SwarmCommand::Ca(a) => swarm_ca(client, a).await,
     }
+}
+
+/// Whether the node that just joined is a manager: docker/cli asks `/info`; a new manager may not
+/// reach its leader for a moment (no cluster in `/info` yet), while a worker is told at once that it
+/// is not a manager, so ask `/swarm` until one of them says (up to 5 s).
+async fn joined_as_manager(client: &Client) -> bool {
+    let not_a_manager = shoal_core::control::ControlError::NotAManager.to_string();
+    for _ in 0..50 {
+        if let Ok((_, Some(_))) = client.api.info().await {
+            return true;
+        }
+        match client.api.swarm().await {
+            Ok(_) => return true,
+            Err(ApiError::Daemon { message, .. }) if message == not_a_manager => return false,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    false
 }
 
 /// The join token for `role` and this manager's address.
