@@ -2,7 +2,7 @@
 //! loopback address (`<net>.<n>`, e.g. 127.0.88.1 for `manager-1`), data dir and unix socket under
 //! the run's temp dir. `manager-1` runs `swarm init`, the others `swarm join` with the tokens, all
 //! through the `shoal` CLI; afterwards the harness talks to the daemons with the CLI's client
-//! library (`shoal::local_api`) on their sockets. A crash is SIGKILL of the daemon process; a
+//! library (`shoal::engine_client`, the Docker Engine API) on their sockets. A crash is SIGKILL of the daemon process; a
 //! restart starts it again on the same data dir.
 //!
 //! [`RealCluster::attach`] instead takes a cluster that is already running (`shoal-real run
@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalRequest};
+use shoal::engine_client::{self, ApiError, Endpoint, EngineClient};
+use shoal::local_api::SwarmStatus;
 use shoal_core::control::{ControlError, ControlRequest, ControlResponse, ControlResult};
 use shoal_core::store::StoreState;
 
@@ -271,9 +272,9 @@ impl RealCluster {
             cli_output(&bin, &node.socket, &join).map_err(setup)?;
         }
         for i in 0..cluster.nodes.len() {
-            let status = cluster.local(i, LocalRequest::SwarmStatus).await;
+            let status = cluster.status(i).await;
             match status {
-                Ok(LocalAnswer::Status(status)) if !status.node_id.is_empty() => {
+                Ok(status) if !status.node_id.is_empty() => {
                     cluster.nodes[i].node_id = status.node_id.clone();
                     cluster.ledger.lock().expect("ledger").node_ids.push(status.node_id);
                 }
@@ -299,14 +300,10 @@ impl RealCluster {
         let mut nodes = Vec::new();
         for daemon in daemons {
             let endpoint = Endpoint::Unix(daemon.socket.clone());
-            let status = match tokio::time::timeout(
-                Duration::from_secs(10),
-                local_api::call(&endpoint, &LocalRequest::SwarmStatus),
-            )
-            .await
-            {
-                Ok(Ok(Ok(LocalAnswer::Status(status)))) if status.state == "active" => status,
-                Ok(Ok(Ok(LocalAnswer::Status(status)))) => {
+            let client = EngineClient::new(endpoint);
+            let status = match tokio::time::timeout(Duration::from_secs(10), client.status()).await {
+                Ok(Ok(status)) if status.state == "active" => status,
+                Ok(Ok(status)) => {
                     return Err(setup(format!(
                         "{} is not in a swarm (Swarm: {})",
                         daemon.socket.display(),
@@ -371,18 +368,17 @@ impl RealCluster {
 
     /// A control request to daemon `i` alone (`on:` steps, as `shoal -H` sends it).
     pub async fn control_on(&self, i: usize, request: ControlRequest) -> ControlResult {
-        let (node, local) = (&self.nodes[i], LocalRequest::Control { request: Box::new(request) });
-        match tokio::time::timeout(Duration::from_secs(30), local_api::call(&node.endpoint(), &local)).await {
-            Ok(Ok(Ok(LocalAnswer::Control(response)))) => Ok(response),
-            Ok(Ok(Ok(other))) => Err(ControlError::Internal(format!("unexpected answer {other:?}"))),
-            Ok(Ok(Err(LocalError::Control(err)))) => Err(err),
-            Ok(Ok(Err(err))) => Err(ControlError::Unavailable(format!("{}: {err}", node.name))),
-            Ok(Err(err)) => Err(ControlError::Unavailable(err.to_string())),
+        let node = &self.nodes[i];
+        let client = EngineClient::new(node.endpoint());
+        match tokio::time::timeout(Duration::from_secs(30), client.control(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(err @ ApiError::Daemon { .. })) => Err(engine_client::control_error(err)),
+            Ok(Err(err)) => Err(ControlError::Unavailable(format!("{}: {err}", node.name))),
             Err(_) => Err(ControlError::Unavailable(format!("{} did not answer within 30 s", node.name))),
         }
     }
 
-    /// `shoal daemon` for node `i`: its hostname, data dir and executor, local API on `socket`.
+    /// `shoal daemon` for node `i`: its hostname, data dir and executor, its API on `socket`.
     fn daemon_command(&self, i: usize, socket: &Path) -> Command {
         let node = &self.nodes[i];
         let mut command = Command::new(&self.options.shoal_bin);
@@ -418,7 +414,7 @@ impl RealCluster {
         self.nodes[i].child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if self.local(i, LocalRequest::SwarmStatus).await.is_ok() {
+            if self.status(i).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -485,14 +481,21 @@ impl RealCluster {
         self.nodes.iter().map(|n| n.name.clone()).collect()
     }
 
-    /// One local-API request to daemon `i`.
-    pub async fn local(&self, i: usize, request: LocalRequest) -> Result<LocalAnswer, String> {
-        let endpoint = self.nodes[i].endpoint();
-        match tokio::time::timeout(Duration::from_secs(30), local_api::call(&endpoint, &request)).await {
+    /// Daemon `i`'s standing (`GET /info`).
+    pub async fn status(&self, i: usize) -> Result<SwarmStatus, String> {
+        let client = EngineClient::new(self.nodes[i].endpoint());
+        match tokio::time::timeout(Duration::from_secs(30), client.status()).await {
             Err(_) => Err(format!("{} did not answer within 30 s", self.nodes[i].name)),
-            Ok(Err(err)) => Err(err.to_string()),
-            Ok(Ok(Ok(answer))) => Ok(answer),
-            Ok(Ok(Err(err))) => Err(err.to_string()),
+            Ok(result) => result.map_err(|err| err.to_string()),
+        }
+    }
+
+    /// Daemon `i` leaves the swarm (`POST /swarm/leave`).
+    pub async fn leave(&self, i: usize, force: bool) -> Result<(), String> {
+        let client = EngineClient::new(self.nodes[i].endpoint());
+        match tokio::time::timeout(Duration::from_secs(30), client.swarm_leave(force)).await {
+            Err(_) => Err(format!("{} did not answer within 30 s", self.nodes[i].name)),
+            Ok(result) => result.map_err(|err| err.to_string()),
         }
     }
 
@@ -505,16 +508,18 @@ impl RealCluster {
         order.sort_by_key(|n| Some(&n.name) != hint.as_ref());
         let mut last = ControlError::Unavailable("no manager is running".into());
         for node in order {
-            let (endpoint, local) = (node.endpoint(), LocalRequest::Control { request: Box::new(request.clone()) });
-            match tokio::time::timeout(Duration::from_secs(30), local_api::call(&endpoint, &local)).await {
-                Ok(Ok(Ok(LocalAnswer::Control(response)))) => return Ok(response),
-                Ok(Ok(Ok(other))) => return Err(ControlError::Internal(format!("unexpected answer {other:?}"))),
-                Ok(Ok(Err(LocalError::Control(err @ (ControlError::NotAManager | ControlError::NoLeader))))) => {
-                    last = err
-                }
-                Ok(Ok(Err(LocalError::Control(err)))) => return Err(err),
-                Ok(Ok(Err(err))) => last = ControlError::Unavailable(format!("{}: {err}", node.name)),
-                Ok(Err(err)) => last = ControlError::Unavailable(err.to_string()),
+            let client = EngineClient::new(node.endpoint());
+            match tokio::time::timeout(Duration::from_secs(30), client.control(request.clone())).await {
+                Ok(Ok(response)) => return Ok(response),
+                Ok(Err(err @ ApiError::Daemon { .. })) => match engine_client::control_error(err) {
+                    err @ (ControlError::NotAManager | ControlError::NoLeader) => last = err,
+                    // The daemon's refusals (not in a swarm, …) are another manager's to answer.
+                    ControlError::Unavailable(message) => {
+                        last = ControlError::Unavailable(format!("{}: {message}", node.name))
+                    }
+                    err => return Err(err),
+                },
+                Ok(Err(err)) => last = ControlError::Unavailable(format!("{}: {err}", node.name)),
                 Err(_) => last = ControlError::Unavailable(format!("{} did not answer within 30 s", node.name)),
             }
         }
@@ -530,23 +535,27 @@ impl RealCluster {
     /// (nodes, services, tasks, networks), read through the control API (reads are linearizable: a
     /// follower forwards them to the leader).
     pub async fn leader_state(&self) -> Result<(Option<String>, StoreState), String> {
-        let nodes = match self.control(ControlRequest::NodeList).await {
-            Ok(ControlResponse::Nodes(nodes)) => nodes,
-            other => return Err(format!("node ls: {other:?}")),
-        };
+        // `GET /shoal/state` (the objects as the store holds them, which Docker's shapes do not
+        // carry whole), from the leader as last seen first, then the other live managers.
+        let hint = self.leader_hint.lock().expect("leader hint").clone();
+        let mut order: Vec<&RealNode> = self.nodes.iter().filter(|n| n.manager && n.is_up()).collect();
+        order.sort_by_key(|n| Some(&n.name) != hint.as_ref());
+        let mut last = "no manager is running".to_string();
+        let mut state = None;
+        for node in order {
+            let client = EngineClient::new(node.endpoint());
+            match tokio::time::timeout(Duration::from_secs(30), client.state()).await {
+                Ok(Ok(found)) => {
+                    state = Some(found);
+                    break;
+                }
+                Ok(Err(err)) => last = format!("{}: {err}", node.name),
+                Err(_) => last = format!("{} did not answer within 30 s", node.name),
+            }
+        }
+        let engine_client::ClusterState { nodes, services, tasks, networks } =
+            state.ok_or_else(|| format!("store: {last}"))?;
         let leader = nodes.iter().find(|v| v.leader).map(|v| v.node.hostname().to_string());
-        let services = match self.control(ControlRequest::ServiceList).await {
-            Ok(ControlResponse::Services(s)) => s,
-            other => return Err(format!("service ls: {other:?}")),
-        };
-        let tasks = match self.control(ControlRequest::TaskList { service: None, node: None }).await {
-            Ok(ControlResponse::Tasks(t)) => t,
-            other => return Err(format!("task ls: {other:?}")),
-        };
-        let networks = match self.control(ControlRequest::NetworkList).await {
-            Ok(ControlResponse::Networks(n)) => n,
-            other => return Err(format!("network ls: {other:?}")),
-        };
         fn table<'a, T: serde::Serialize + 'a>(
             items: impl Iterator<Item = (&'a str, &'a T)>,
         ) -> serde_json::Map<String, serde_json::Value> {

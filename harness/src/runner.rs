@@ -521,7 +521,7 @@ impl Runner<'_> {
                 let host = self.host(target).await?;
                 let i = self.cluster.index(&host).ok_or("unknown host")?;
                 self.client_checks.host_fault(&host, unix_ms());
-                let result = self.cluster.local(i, shoal::local_api::LocalRequest::SwarmLeave { force: *force }).await;
+                let result = self.cluster.leave(i, *force).await;
                 self.note("fault.leave", json!({"host": host, "force": force, "ok": result.is_ok()}));
                 result.map_err(|err| format!("{host} could not leave: {err}"))?;
             }

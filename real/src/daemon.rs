@@ -1,4 +1,5 @@
-//! `shoal daemon`: one per host. Serves the local API, and owns at most one swarm node.
+//! `shoal daemon`: one per host. Answers the Engine API's requests (as their in-process handler,
+//! [`crate::local_api`]), and owns at most one swarm node.
 //!
 //! The daemon starts "inactive" unless its data dir holds a node's state, in which case it resumes
 //! that node. `swarm init` / `swarm join` start a node; `swarm leave` stops it and erases its state.
@@ -163,7 +164,7 @@ enum State {
     },
 }
 
-/// The daemon: the local API's handler.
+/// The daemon: the handler behind its Engine API.
 pub struct Daemon {
     data_dir: PathBuf,
     hostname: String,
@@ -237,7 +238,7 @@ impl Daemon {
         }
     }
 
-    /// If the data dir holds a node, start it again (in the background: the local API answers
+    /// If the data dir holds a node, start it again (in the background: the API answers
     /// `pending` meanwhile).
     pub async fn resume(self: &Arc<Self>) {
         let node_dir = self.node_dir();

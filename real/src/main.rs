@@ -11,7 +11,8 @@ use shoal::daemon::{system_hostname, Daemon};
 use shoal::data_dir_lock::DataDirLock;
 use shoal::docker::PullPolicy;
 use shoal::engine_api;
-use shoal::local_api::{self, Endpoint, LocalHandler};
+use shoal::engine_client::Endpoint;
+use shoal::local_api::LocalHandler;
 use shoal::node_launcher::{dns_upstream, host_resolvers, ExecutorKind, RealLauncher};
 use shoal_core::mesh::MeshOptions;
 
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        command => match runtime.block_on(shoal::cli::run(cli.host.as_deref(), command)) {
+        command => match runtime.block_on(shoal::cli::run(cli.host.as_deref(), &cli.tls, command)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 let text = err.to_string();
@@ -65,6 +66,28 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
     // Before anything else — binding, the raft log, the process executor's clean-up of what a previous
     // daemon left running: a data dir another daemon uses is not ours to touch. Held until we exit.
     let _lock = DataDirLock::acquire(&data_dir)?;
+    // `--tcp` and its TLS, checked before anything starts.
+    let tls = args.tls.files().map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(tls.is_none() || args.tcp.is_some(), "--tlsverify is for the API on TCP: give --tcp ADDR too");
+    let tcp = match args.tcp {
+        Some(addr) => {
+            let parsed: std::net::SocketAddr =
+                addr.parse().with_context(|| format!("invalid --tcp address {addr:?}"))?;
+            let acceptor = match &tls {
+                Some(files) => Some(tokio_rustls::TlsAcceptor::from(shoal::api_tls::server_config(files)?)),
+                // Without TLS the API has no authentication: it must not be reachable from other hosts.
+                None => {
+                    anyhow::ensure!(
+                        parsed.ip().is_loopback(),
+                        "--tcp must be a loopback address (127.0.0.1:PORT) without --tlsverify, got {addr}"
+                    );
+                    None
+                }
+            };
+            Some((addr, parsed, acceptor))
+        }
+        None => None,
+    };
     let socket = args.socket.unwrap_or_else(Endpoint::default_socket);
     let hostname = args.hostname.unwrap_or_else(system_hostname);
     let uses_docker = args.executor == ExecutorArg::Docker;
@@ -96,36 +119,41 @@ async fn run_daemon(args: DaemonArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use the data dir {}", data_dir.display()))?,
     );
     let handler: Arc<dyn LocalHandler> = Arc::new(daemon.clone());
-    let unix = local_api::bind_unix(&socket).await.with_context(|| format!("cannot listen on {}", socket.display()))?;
-    eprintln!("shoal daemon: {hostname}: local API on unix://{}", socket.display());
-    let mut servers = vec![tokio::spawn(local_api::serve_unix(unix, handler.clone()))];
-    if let Some(addr) = args.tcp {
-        let parsed: std::net::SocketAddr = addr.parse().with_context(|| format!("invalid --tcp address {addr:?}"))?;
-        // The local API has no authentication: it must not be reachable from other hosts.
-        anyhow::ensure!(parsed.ip().is_loopback(), "--tcp must be a loopback address (127.0.0.1:PORT), got {addr}");
+    // One API: the Docker Engine API, for shoal's CLI and Docker's clients alike.
+    let mut api = engine_api::EngineApi::new(handler.clone(), hostname.clone());
+    if uses_docker {
+        // `/distribution` reads the image store of the engine the tasks run on.
+        match bollard::Docker::connect_with_local_defaults() {
+            Ok(docker) => match docker.negotiate_version().await {
+                Ok(docker) => api = api.with_images(docker),
+                Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
+            },
+            Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
+        }
+    }
+    let api = Arc::new(api);
+    let mut servers = Vec::new();
+    let mut sockets = Vec::new();
+    // `--api-socket`: the same API on a second socket (where Docker's clients are pointed).
+    for path in std::iter::once(socket).chain(args.api_socket) {
+        let listener = engine_api::bind(&path).await.with_context(|| format!("cannot listen on {}", path.display()))?;
+        eprintln!("shoal daemon: {hostname}: Docker Engine API on unix://{}", path.display());
+        servers.push(tokio::spawn(engine_api::serve_unix(listener, api.clone())));
+        sockets.push(path);
+    }
+    if let Some((addr, parsed, acceptor)) = tcp {
         let listener =
             tokio::net::TcpListener::bind(parsed).await.with_context(|| format!("cannot listen on {addr}"))?;
-        eprintln!("shoal daemon: local API on tcp://{addr}");
-        servers.push(tokio::spawn(local_api::serve_tcp(listener, handler.clone())));
-    }
-    let mut sockets = vec![socket.clone()];
-    if let Some(path) = args.api_socket {
-        let listener = engine_api::bind(&path).await.with_context(|| format!("cannot listen on {}", path.display()))?;
-        eprintln!("shoal daemon: Docker Engine API on unix://{}", path.display());
-        let mut api = engine_api::EngineApi::new(handler.clone(), hostname.clone());
-        if uses_docker {
-            // `/distribution` reads the image store of the engine the tasks run on.
-            match bollard::Docker::connect_with_local_defaults() {
-                Ok(docker) => match docker.negotiate_version().await {
-                    Ok(docker) => api = api.with_images(docker),
-                    Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
-                },
-                Err(err) => eprintln!("shoal daemon: Docker Engine API: no image store for /distribution: {err}"),
+        match acceptor {
+            Some(acceptor) => {
+                eprintln!("shoal daemon: Docker Engine API on tcp://{addr} (TLS, client certificates required)");
+                servers.push(tokio::spawn(engine_api::serve_tls(listener, acceptor, api.clone())));
+            }
+            None => {
+                eprintln!("shoal daemon: Docker Engine API on tcp://{addr}");
+                servers.push(tokio::spawn(engine_api::serve_tcp(listener, api.clone())));
             }
         }
-        let api = Arc::new(api);
-        servers.push(tokio::spawn(engine_api::serve_unix(listener, api)));
-        sockets.push(path);
     }
     daemon.resume().await;
 

@@ -349,7 +349,7 @@ impl NodeLauncher for RealLauncher {
         let disk: Arc<dyn shoal_core::env::Disk> =
             Arc::new(FileDisk::open(node_dir).await.map_err(|e| format!("cannot open the data dir: {e}"))?);
         // Autolock: the data key first — the TLS key is encrypted with it. A manager whose key is
-        // sealed waits here, locked, until `swarm unlock` (the daemon's local API) opens it.
+        // sealed waits here, locked, until `swarm unlock` (`POST /swarm/unlock`) opens it.
         let dek = autolock::open_or_wait(disk.clone(), |gate| {
             eprintln!("shoal daemon: this manager is locked: run `shoal swarm unlock` with the swarm's unlock key");
             *self.lock.lock().unwrap_or_else(|p| p.into_inner()) = Some(gate);

@@ -1,6 +1,6 @@
 //! The CLI's shapes and parsers against Docker's goldens (docker/cli testdata, quoted in
-//! /work/shared/reference/swarm-cli-shapes.md), flag parsing and refusals, and the local API's
-//! handling of garbled input.
+//! /work/shared/reference/swarm-cli-shapes.md), flag parsing and refusals, and the CLI's Engine API
+//! client against a daemon's API (answers, Docker's errors, garbled input).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,15 +12,17 @@ use shoal::cli::args::{Cli, Command, NetworkCommand, ServiceCommand};
 use shoal::cli::listing::Listing;
 use shoal::cli::{render, spec};
 use shoal::daemon::{Bootstrap, Daemon, NodeLauncher, NodeSettings, RunningNode};
+use shoal::engine_api;
+use shoal::engine_client::{ApiError, Endpoint, EngineClient};
 use shoal::format::{self, Table};
-use shoal::local_api::{self, Endpoint, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult};
+use shoal::local_api::{self, LocalAnswer, LocalError, LocalHandler, LocalRequest, LocalResult};
 use shoal_core::api::{
     Availability, ManagerStatus, Meta, Node, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus, PublishMode,
     RestartBackoff, ServiceMode, Task, TaskSpec, TaskState, TaskStatus, UpdateOrder,
 };
 use shoal_core::control::{ControlRequest, NodeView};
 use shoal_core::trace::TraceSink;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 
 // ---------------------------------------------------------------- tables
 
@@ -767,46 +769,49 @@ fn host_endpoints() {
     assert!(Endpoint::parse("tcp://nohost").is_err());
 }
 
-// ---------------------------------------------------------------- local API
+// ---------------------------------------------------------------- the Engine API as the CLI's client sees it
 
+/// A daemon that leaves the swarm whatever it is asked, and refuses control requests as a
+/// non-member does.
 struct Echo;
 
 #[async_trait]
 impl LocalHandler for Echo {
-    async fn handle(&self, _request: LocalRequest) -> LocalResult {
-        Ok(LocalAnswer::Left)
+    async fn handle(&self, request: LocalRequest) -> LocalResult {
+        match request {
+            LocalRequest::Control { .. } => Err(LocalError::Refused(
+                "This node is not a swarm manager. Use \"shoal swarm init\" or \"shoal swarm join\" to connect \
+                 this node to swarm and try again."
+                    .into(),
+            )),
+            _ => Ok(LocalAnswer::Left),
+        }
     }
 }
 
 #[tokio::test]
-async fn garbled_json_gets_an_error_reply() {
-    for garbage in ["not json", "{\"op\":\"no_such_op\"}", "{\"op\":\"control\",\"request\":{\"op\":42}}", "\u{0}\u{1}"]
-    {
-        let reply: LocalResult = serde_json::from_str(&local_api::answer_line(&Echo, garbage).await).unwrap();
-        assert!(matches!(reply, Err(LocalError::BadRequest(_))), "{garbage:?}: {reply:?}");
-    }
-}
-
-#[tokio::test]
-async fn socket_survives_garbage_and_answers_the_next_line() {
+async fn client_reads_answers_and_errors_and_the_socket_survives_garbage() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shoal.sock");
-    let listener = local_api::bind_unix(&path).await.unwrap();
-    let server = tokio::spawn(local_api::serve_unix(listener, Arc::new(Echo)));
-    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-    let mut stream = BufReader::new(stream);
-    stream.get_mut().write_all(b"{{{ garbage\n{\"op\":\"swarm_leave\",\"force\":true}\n").await.unwrap();
-    let mut line = String::new();
-    stream.read_line(&mut line).await.unwrap();
-    let first: LocalResult = serde_json::from_str(&line).unwrap();
-    assert!(matches!(first, Err(LocalError::BadRequest(_))), "{line}");
-    line.clear();
-    stream.read_line(&mut line).await.unwrap();
-    let second: LocalResult = serde_json::from_str(&line).unwrap();
-    assert_eq!(second, Ok(LocalAnswer::Left));
-    // And through the client.
-    let answer = local_api::call(&Endpoint::Unix(path.clone()), &LocalRequest::SwarmStatus).await.unwrap();
-    assert_eq!(answer, Ok(LocalAnswer::Left));
+    let listener = engine_api::bind(&path).await.unwrap();
+    let api = Arc::new(engine_api::EngineApi::new(Arc::new(Echo), "host".into()));
+    let server = tokio::spawn(engine_api::serve_unix(listener, api));
+    // Garbage on the wire: an HTTP error or a closed connection, and the daemon still answers.
+    let mut raw = tokio::net::UnixStream::connect(&path).await.unwrap();
+    raw.write_all(b"{{{ garbage\r\n\r\n").await.unwrap();
+    let mut reply = String::new();
+    let _ = tokio::io::AsyncReadExt::read_to_string(&mut raw, &mut reply).await;
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 4"), "{reply}");
+    let client = EngineClient::new(Endpoint::Unix(path.clone()));
+    client.swarm_leave(true).await.unwrap();
+    // A body that is not a spec: Docker's 400 with its message.
+    let bad = client.call(hyper::Method::POST, "/services/create", Some(&serde_json::json!([1]))).await;
+    assert!(matches!(bad, Err(ApiError::Daemon { status: 400, .. })), "{bad:?}");
+    // The daemon's refusal in shoal's words for shoal's client (Docker's for Docker's).
+    let refused = client.control(ControlRequest::NodeList).await.unwrap_err();
+    assert_eq!(refused.daemon_message().map(|m| m.contains("\"shoal swarm init\"")), Some(true), "{refused:?}");
+    let missing = EngineClient::new(Endpoint::Unix(dir.path().join("nobody.sock"))).status().await.unwrap_err();
+    assert!(missing.to_string().starts_with("Cannot connect to the shoal daemon at unix://"), "{missing}");
     server.abort();
 }
 

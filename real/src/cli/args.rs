@@ -15,8 +15,45 @@ pub struct Cli {
     /// Before the command, as Docker's `-H` (`service create --host` is an extra host entry).
     #[arg(short = 'H', long, value_name = "HOST")]
     pub host: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Docker's TLS flags: on the CLI, how to reach a daemon on `tcp://` (present a client certificate,
+/// trust the daemon through the CA); on `shoal daemon`, what `--tcp` serves with.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// Use TLS and verify the remote (the daemon: require client certificates signed by --tlscacert)
+    #[arg(long)]
+    pub tlsverify: bool,
+    /// Trust certs signed only by this CA (default ~/.docker/ca.pem, or in $DOCKER_CERT_PATH)
+    #[arg(long, value_name = "PATH")]
+    pub tlscacert: Option<PathBuf>,
+    /// Path to TLS certificate file (default ~/.docker/cert.pem)
+    #[arg(long, value_name = "PATH")]
+    pub tlscert: Option<PathBuf>,
+    /// Path to TLS key file (default ~/.docker/key.pem)
+    #[arg(long, value_name = "PATH")]
+    pub tlskey: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files to use, when `--tlsverify` is on; certificate paths without it are a mistake.
+    pub fn files(&self) -> Result<Option<crate::api_tls::TlsFiles>, String> {
+        if !self.tlsverify {
+            if self.tlscacert.is_some() || self.tlscert.is_some() || self.tlskey.is_some() {
+                return Err("--tlscacert, --tlscert and --tlskey take effect with --tlsverify".into());
+            }
+            return Ok(None);
+        }
+        Ok(Some(crate::api_tls::TlsFiles::or_defaults(
+            self.tlscacert.clone(),
+            self.tlscert.clone(),
+            self.tlskey.clone(),
+        )))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -955,14 +992,18 @@ pub struct DaemonArgs {
     /// Where the node keeps its raft log, snapshots, identity and event log
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Unix socket for the local API (default /var/run/shoal/shoal.sock, or under $XDG_RUNTIME_DIR)
+    /// Unix socket (mode 0660) serving the Docker Engine API, for the shoal CLI and Docker's clients
+    /// (default /var/run/shoal/shoal.sock, or under $XDG_RUNTIME_DIR)
     #[arg(long)]
     pub socket: Option<PathBuf>,
-    /// Also serve the local API on TCP (loopback only), e.g. 127.0.0.1:2375
+    /// Also serve the API on TCP: loopback only without TLS (e.g. 127.0.0.1:2375); any address with
+    /// --tlsverify, which requires client certificates (e.g. 0.0.0.0:2376)
     #[arg(long)]
     pub tcp: Option<String>,
-    /// Serve the Docker Engine API's swarm routes on this unix socket (mode 0660), for Docker's own
-    /// clients: DOCKER_HOST=unix://PATH docker service ls. Off unless given.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Serve the same API on a second unix socket (mode 0660), e.g. where Docker's own clients are
+    /// pointed: DOCKER_HOST=unix://PATH docker service ls. Off unless given.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
     /// How tasks run: Docker containers, or plain host processes

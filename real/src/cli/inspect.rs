@@ -251,9 +251,9 @@ pub fn task_template(task: &TaskSpec, aliases: &BTreeMap<String, Vec<String>>) -
     ])
 }
 
-/// A `ServiceSpec` as Docker's API writes it.
-fn service_spec(spec: &ServiceSpec) -> Value {
-    json!({
+/// A `ServiceSpec` as Docker's API writes it (and as shoal's client sends it).
+pub fn service_spec(spec: &ServiceSpec) -> Value {
+    let mut value = json!({
         "Name": spec.name,
         "Labels": spec.labels,
         "TaskTemplate": task_template(&spec.task, &spec.network_aliases),
@@ -268,7 +268,12 @@ fn service_spec(spec: &ServiceSpec) -> Value {
         "UpdateConfig": update_config(&spec.update_config),
         "RollbackConfig": update_config(&spec.rollback_config),
         "EndpointSpec": {"Mode": spec.endpoint_mode.as_str(), "Ports": ports(&spec.ports)},
-    })
+    });
+    // shoal's addition (compose `depends_on`), only when set: Docker's clients ignore it.
+    if !spec.depends_on.is_empty() {
+        value["DependsOn"] = json!(spec.depends_on);
+    }
+    value
 }
 
 /// `service inspect`.

@@ -1,6 +1,7 @@
-//! The `shoal` CLI: parses Docker's command words ([`args`]), sends local-API requests to the
-//! daemon, and prints Docker's shapes ([`render`], [`listing`]). Errors from the daemon print as
-//! `Error response from daemon: <msg>` with exit status 1.
+//! The `shoal` CLI: parses Docker's command words ([`args`]), asks the daemon through the Docker
+//! Engine API it serves ([`crate::engine_client`]), and prints Docker's shapes ([`render`],
+//! [`listing`]). Errors from the daemon print as `Error response from daemon: <msg>` with exit
+//! status 1.
 
 pub mod args;
 pub(crate) mod files;
@@ -11,21 +12,19 @@ pub mod registry_auth;
 pub mod render;
 pub mod spec;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::time::Duration;
 
 use shoal_core::api::{NodeRole, Service, Task, TaskState, UpdateState};
-use shoal_core::control::{ControlError, ControlRequest, ControlResponse, NodeView, ServiceView};
-use shoal_core::logs::LogsSelection;
+use shoal_core::control::{ControlRequest, ControlResponse, NodeView, ServiceView};
 
 use self::args::{
     Command, LogsArgs, NetworkCommand, NodeCommand, RoleArg, ServiceCommand, StackCommand, SwarmCommand, SystemCommand,
     TaskListArgs,
 };
-use crate::local_api::{
-    self, ClusterOverrides, Endpoint, InitRequest, JoinRequest, LocalAnswer, LocalError, LocalRequest,
-};
+use crate::engine_client::{ApiError, Endpoint, EngineClient};
+use crate::local_api::{ClusterOverrides, InitRequest, JoinRequest, SwarmStatus};
 
 /// Why a command failed, and how it prints.
 #[derive(Debug, thiserror::Error)]
@@ -38,15 +37,12 @@ pub enum CliError {
     Usage(String),
 }
 
-impl From<LocalError> for CliError {
-    fn from(error: LocalError) -> Self {
-        CliError::Daemon(error.to_string())
-    }
-}
-
-impl From<local_api::ClientError> for CliError {
-    fn from(error: local_api::ClientError) -> Self {
-        CliError::Usage(error.to_string())
+impl From<ApiError> for CliError {
+    fn from(error: ApiError) -> Self {
+        match error {
+            ApiError::Daemon { message, .. } => CliError::Daemon(message),
+            other => CliError::Usage(other.to_string()),
+        }
     }
 }
 
@@ -54,57 +50,44 @@ type CliResult<T = ()> = Result<T, CliError>;
 
 /// The daemon this CLI talks to.
 pub struct Client {
-    pub endpoint: Endpoint,
+    pub api: EngineClient,
 }
 
 impl Client {
-    /// From `-H`, else `SHOAL_HOST`, else the default socket.
-    pub fn new(host: Option<&str>) -> CliResult<Client> {
+    /// From `-H`, else `SHOAL_HOST` (`DOCKER_HOST`'s syntax), else the default socket. `DOCKER_HOST`
+    /// itself is not read: it usually names the host's own engine, which is not shoal.
+    /// With `--tlsverify`, a `tcp://` daemon is reached over TLS with this client's certificate.
+    pub fn new(host: Option<&str>, tls: &args::TlsArgs) -> CliResult<Client> {
         let from_env = std::env::var("SHOAL_HOST").ok().filter(|h| !h.is_empty());
         let endpoint = match host.map(str::to_string).or(from_env) {
             Some(text) => Endpoint::parse(&text).map_err(CliError::Usage)?,
             None => Endpoint::Unix(Endpoint::default_socket()),
         };
-        Ok(Client { endpoint })
-    }
-
-    async fn local(&self, request: LocalRequest) -> CliResult<LocalAnswer> {
-        Ok(local_api::call(&self.endpoint, &request).await??)
+        let mut api = EngineClient::new(endpoint);
+        if let Some(files) = tls.files().map_err(CliError::Usage)? {
+            api = api.with_tls(crate::api_tls::client_config(&files).map_err(|e| CliError::Usage(e.to_string()))?);
+        }
+        Ok(Client { api })
     }
 
     async fn control(&self, request: ControlRequest) -> CliResult<ControlResponse> {
-        match self.local(LocalRequest::Control { request: Box::new(request) }).await? {
-            LocalAnswer::Control(response) => Ok(response),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.api.control(request).await?)
     }
 
     async fn service(&self, name: &str) -> CliResult<ServiceView> {
-        match self.control(ControlRequest::ServiceInspect { service: name.into() }).await? {
-            ControlResponse::Service(view) => Ok(*view),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.api.service(name).await?)
     }
 
     async fn tasks(&self, service: Option<String>, node: Option<String>) -> CliResult<Vec<Task>> {
-        match self.control(ControlRequest::TaskList { service, node }).await? {
-            ControlResponse::Tasks(tasks) => Ok(tasks),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.api.tasks(service.as_deref(), node.as_deref()).await?)
     }
 
     async fn nodes(&self) -> CliResult<Vec<NodeView>> {
-        match self.control(ControlRequest::NodeList).await? {
-            ControlResponse::Nodes(nodes) => Ok(nodes),
-            other => Err(unexpected(&other)),
-        }
+        Ok(self.api.nodes().await?)
     }
 
-    async fn status(&self) -> CliResult<local_api::SwarmStatus> {
-        match self.local(LocalRequest::SwarmStatus).await? {
-            LocalAnswer::Status(status) => Ok(status),
-            other => Err(unexpected(&other)),
-        }
+    async fn status(&self) -> CliResult<SwarmStatus> {
+        Ok(self.api.status().await?)
     }
 }
 
@@ -123,8 +106,8 @@ fn now_ms() -> u64 {
 }
 
 /// Run a client command (everything but `daemon`).
-pub async fn run(host: Option<&str>, command: Command) -> CliResult {
-    let client = Client::new(host)?;
+pub async fn run(host: Option<&str>, tls: &args::TlsArgs, command: Command) -> CliResult {
+    let client = Client::new(host, tls)?;
     match command {
         Command::Swarm(cmd) => swarm(&client, cmd).await,
         Command::Node(cmd) => node(&client, cmd).await,
@@ -185,21 +168,26 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 data_path_addr: a.data_path_addr,
                 data_path_port: a.data_path_port,
             };
-            match client.local(LocalRequest::SwarmInit(request)).await {
-                Ok(LocalAnswer::Initialized { node_id, worker_token, manager_addr }) => {
-                    let mut text = render::init_message(&node_id, &worker_token, &manager_addr);
-                    if a.autolock {
-                        text.push_str(&render::unlock_command(&fetch_unlock_key(client, false).await?));
-                    }
-                    out(&text);
-                    Ok(())
+            let node_id = client.api.swarm_init(&request).await?;
+            // The worker token and this manager's address, as docker/cli reads them after init (the
+            // swarm is up even when they cannot be shown yet: `swarm join-token` shows them later).
+            let mut found = join_token(client, NodeRole::Worker).await;
+            // A new leader may take a moment to answer.
+            for _ in 0..50 {
+                if found.is_ok() {
+                    break;
                 }
-                Ok(other) => Err(unexpected(&other)),
-                Err(CliError::Daemon(msg)) if msg.contains("could not find the system's IP address") => {
-                    Err(CliError::Daemon(msg))
-                }
-                Err(err) => Err(err),
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                found = join_token(client, NodeRole::Worker).await;
             }
+            let (worker_token, manager_addr) =
+                found.unwrap_or_else(|_| (String::new(), request.advertise_addr.clone()));
+            let mut text = render::init_message(&node_id, &worker_token, &manager_addr);
+            if a.autolock {
+                text.push_str(&render::unlock_command(&fetch_unlock_key(client, false).await?));
+            }
+            out(&text);
+            Ok(())
         }
         SwarmCommand::Join(a) => {
             let request = JoinRequest {
@@ -211,13 +199,10 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
                 data_path_addr: a.data_path_addr,
                 data_path_port: a.data_path_port,
             };
-            match client.local(LocalRequest::SwarmJoin(request)).await? {
-                LocalAnswer::Joined { manager, .. } => {
-                    out(&format!("This node joined a swarm as a {}.\n", if manager { "manager" } else { "worker" }));
-                    Ok(())
-                }
-                other => Err(unexpected(&other)),
-            }
+            client.api.swarm_join(&request).await?;
+            let manager = joined_as_manager(client).await;
+            out(&format!("This node joined a swarm as a {}.\n", if manager { "manager" } else { "worker" }));
+            Ok(())
         }
         SwarmCommand::JoinToken(a) => {
             let role = match a.role.as_str() {
@@ -242,13 +227,11 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
             out(&text);
             Ok(())
         }
-        SwarmCommand::Leave { force } => match client.local(LocalRequest::SwarmLeave { force }).await? {
-            LocalAnswer::Left => {
-                out("Node left the swarm.\n");
-                Ok(())
-            }
-            other => Err(unexpected(&other)),
-        },
+        SwarmCommand::Leave { force } => {
+            client.api.swarm_leave(force).await?;
+            out("Node left the swarm.\n");
+            Ok(())
+        }
         SwarmCommand::Update(a) => {
             let others = a.task_history_limit.is_some() || a.dispatcher_heartbeat.is_some() || a.cert_expiry.is_some();
             if others || a.autolock.is_none() {
@@ -319,6 +302,32 @@ async fn swarm(client: &Client, cmd: SwarmCommand) -> CliResult {
             }
         }
         SwarmCommand::Ca(a) => swarm_ca(client, a).await,
+    }
+}
+
+/// Whether the node that just joined is a manager: docker/cli asks `/info`; a new manager may not
+/// reach its leader for a moment (no cluster in `/info` yet), while a worker is told at once that it
+/// is not a manager, so ask `/swarm` until one of them says (up to 5 s).
+async fn joined_as_manager(client: &Client) -> bool {
+    let not_a_manager = shoal_core::control::ControlError::NotAManager.to_string();
+    for _ in 0..50 {
+        if let Ok((_, Some(_))) = client.api.info().await {
+            return true;
+        }
+        match client.api.swarm().await {
+            Ok(_) => return true,
+            Err(ApiError::Daemon { message, .. }) if message == not_a_manager => return false,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    false
+}
+
+/// The join token for `role` and this manager's address.
+async fn join_token(client: &Client, role: NodeRole) -> CliResult<(String, String)> {
+    match client.control(ControlRequest::JoinToken { role, rotate: false }).await? {
+        ControlResponse::JoinToken { token, manager_addr } => Ok((token, manager_addr)),
+        other => Err(unexpected(&other)),
     }
 }
 
@@ -474,13 +483,19 @@ async fn node(client: &Client, cmd: NodeCommand) -> CliResult {
     match cmd {
         NodeCommand::Ls(a) => {
             let filters = parse_filters(&a.filter, filters::NODE_KEYS)?;
-            let nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
+            let mut nodes = filters::nodes(client.nodes().await?, &filters).map_err(CliError::Usage)?;
             let me = self_id(client).await.unwrap_or_default();
-            // TLS STATUS needs what every node should hold: asked only when the format shows it.
+            // TLS STATUS needs what every node should hold and holds: asked only when the format
+            // shows it.
             let wants_tls = a.format.as_deref().is_some_and(|f| f == "json" || f.contains("TLSStatus"));
             let desired = match wants_tls {
-                true => match client.control(ControlRequest::CaInspect).await {
-                    Ok(ControlResponse::Ca(view)) => Some(view.desired_tls),
+                true => match client.api.ca_and_nodes().await {
+                    Ok((view, held)) => {
+                        for v in &mut nodes {
+                            v.node.description.tls_info = held.get(&v.node.id).cloned();
+                        }
+                        Some(view.desired_tls)
+                    }
                     _ => None,
                 },
                 false => None,
@@ -757,78 +772,162 @@ async fn service(client: &Client, cmd: ServiceCommand) -> CliResult {
     }
 }
 
-/// How often `service logs --follow` asks for new lines.
-const FOLLOW_PERIOD: Duration = Duration::from_secs(1);
-
-/// `service logs [-f]`: print what every node has; with `--follow`, ask again every second for the
-/// lines after the last one shown of each task (new tasks from their first line) until the service
-/// is removed or the user interrupts.
+/// `service logs [-f]`: Docker's multiplexed stream of `GET /services/{id}/logs` (with `details`
+/// and `timestamps`, so each line names its task and time), printed as shoal always printed it:
+/// each batch grouped by task, `web.1.<task id>@<node>` resolved from the tasks and nodes the API
+/// lists. With `--follow` the daemon keeps the stream open until the service is removed or the user
+/// interrupts; a node whose logs could not be read is named on stderr (an error at the end without
+/// `--follow`, as Docker's).
 async fn service_logs(client: &Client, args: LogsArgs) -> CliResult {
-    let tail = match args.tail.as_str() {
-        "all" => None,
-        // Docker: "a negative number or a non-integer … is set to all".
-        n => n.parse::<usize>().ok(),
-    };
+    use http_body_util::BodyExt as _;
     let now_ns = shoal_core::env::runtime::unix_nanos();
     let since_ns = match &args.since {
         Some(since) => Some(crate::format::parse_since(since, now_ns).map_err(|e| CliError::Usage(e.0))?),
         None => None,
     };
-    let mut selection = LogsSelection { tail, since_ns, cursors: BTreeMap::new() };
-    let mut reported: BTreeSet<String> = BTreeSet::new();
-    let mut first = true;
+    let mut pairs = vec![
+        ("stdout", "1".to_string()),
+        ("stderr", "1".to_string()),
+        ("details", "1".to_string()),
+        ("timestamps", "1".to_string()),
+        ("follow", if args.follow { "1" } else { "0" }.to_string()),
+        // Docker: "a negative number or a non-integer … is set to all".
+        ("tail", if args.tail.parse::<usize>().is_ok() { args.tail.clone() } else { "all".into() }),
+    ];
+    if let Some(ns) = since_ns {
+        pairs.push(("since", format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)));
+    }
+    let mut body = match client.api.logs(&args.service, &pairs).await {
+        Ok(body) => body,
+        // docker/cli's own words, without the daemon's prefix.
+        Err(ApiError::Daemon { message, .. }) if message.contains("no such task or service") => {
+            return Err(CliError::Usage(format!("no such task or service: {}", args.service)))
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let mut names = LogNames::default();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
     loop {
-        let request = ControlRequest::ServiceLogs { service: args.service.clone(), selection: selection.clone() };
-        let logs = match client.control(request).await {
-            Ok(ControlResponse::Logs(logs)) => logs,
-            Ok(other) => return Err(unexpected(&other)),
-            // Followed to the end: the service was removed.
-            Err(CliError::Daemon(message)) if !first && message.contains("no such task or service") => return Ok(()),
-            // docker/cli's own words, without the daemon's prefix.
-            Err(CliError::Daemon(message)) if message.contains("no such task or service") => {
-                return Err(CliError::Usage(format!("no such task or service: {}", args.service)))
-            }
-            Err(err) => return Err(err),
+        let chunk = match body.frame().await {
+            Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            Some(Err(err)) => return Err(CliError::Usage(format!("Error grabbing logs: {err}"))),
+            None => break,
         };
-        let text = render::service_logs(&logs, &args);
-        out(&text.stdout);
-        if !text.stderr.is_empty() {
-            eprint!("{}", text.stderr);
-        }
-        // A task whose query matched nothing keeps asking by `--since` (and, from now on, no tail).
-        for task in &logs.tasks {
-            if let Some(last) = task.last_ns {
-                selection.cursors.insert(task.task_id.clone(), last);
-            }
-        }
-        // Docker's words for a log stream with nodes missing, with the reason for each; a follower
-        // names each node once and goes on.
-        let missing: Vec<String> = logs
-            .unreachable
-            .iter()
-            .filter(|node| !args.follow || reported.insert(node.node_id.clone()))
-            .map(|node| {
-                let name = if node.hostname.is_empty() { &node.node_id } else { &node.hostname };
-                format!("node {name} is not available ({} task(s): {})", node.tasks, node.reason)
-            })
-            .collect();
-        let incomplete = (!missing.is_empty()).then(|| {
-            format!(
-                "Error grabbing logs: warning: incomplete log stream. some logs could not be retrieved for the \
-                 following reasons: {}",
-                missing.join(", ")
-            )
-        });
+        buffer.extend_from_slice(&chunk);
         if !args.follow {
-            return incomplete.map_or(Ok(()), |message| Err(CliError::Daemon(message)));
+            continue;
         }
-        if let Some(message) = incomplete {
-            eprintln!("{message}");
+        let lines = take_frames(&mut buffer, &mut warnings);
+        print_log_lines(client, &mut names, lines, &args).await;
+        for warning in warnings.drain(..) {
+            eprintln!("{warning}");
         }
-        // Tasks that appear later are shown from their first line.
-        selection.tail = None;
-        first = false;
-        tokio::time::sleep(FOLLOW_PERIOD).await;
+    }
+    let lines = take_frames(&mut buffer, &mut warnings);
+    print_log_lines(client, &mut names, lines, &args).await;
+    match warnings.pop() {
+        Some(message) if !args.follow => Err(CliError::Daemon(message)),
+        _ => Ok(()),
+    }
+}
+
+/// One line of a logs stream: (task id, node id, service id, the line).
+type StreamLine = (String, String, String, shoal_core::env::LogLine);
+
+/// The whole frames at the start of `buffer` (the rest stays for the next chunk): lines, and the
+/// daemon's own messages (stream 3) into `warnings`.
+fn take_frames(buffer: &mut Vec<u8>, warnings: &mut Vec<String>) -> Vec<StreamLine> {
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while buffer.len() >= at + 8 {
+        let size = u32::from_be_bytes([buffer[at + 4], buffer[at + 5], buffer[at + 6], buffer[at + 7]]) as usize;
+        if buffer.len() < at + 8 + size {
+            break;
+        }
+        let stream = buffer[at];
+        let payload = String::from_utf8_lossy(&buffer[at + 8..at + 8 + size]).into_owned();
+        at += 8 + size;
+        let payload = payload.strip_suffix('\n').unwrap_or(&payload);
+        if stream == crate::engine_api::logs::SYSTEMERR {
+            warnings.push(payload.to_string());
+            continue;
+        }
+        // `<RFC 3339 stamp> <details> <text>`.
+        let (stamp, rest) = payload.split_once(' ').unwrap_or((payload, ""));
+        let (details, text) = rest.split_once(' ').unwrap_or((rest, ""));
+        let time_ns = chrono::DateTime::parse_from_rfc3339(stamp)
+            .ok()
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map_or(0, |ns| ns.max(0) as u64);
+        let attr = |key: &str| {
+            details
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let line = shoal_core::env::LogLine {
+            time_ns,
+            text: text.to_string(),
+            stderr: stream == crate::engine_api::logs::STDERR,
+        };
+        lines.push((
+            attr("com.docker.swarm.task.id"),
+            attr("com.docker.swarm.node.id"),
+            attr("com.docker.swarm.service.id"),
+            line,
+        ));
+    }
+    buffer.drain(..at);
+    lines
+}
+
+/// Task names (`web.1`) and node hostnames for a logs stream, looked up as tasks appear.
+#[derive(Default)]
+struct LogNames {
+    tasks: BTreeMap<String, Task>,
+    hostnames: BTreeMap<String, String>,
+}
+
+/// Print one batch of stream lines, grouped by task (by task name, then id) as the daemon's answer
+/// orders them.
+async fn print_log_lines(client: &Client, names: &mut LogNames, lines: Vec<StreamLine>, args: &LogsArgs) {
+    if lines.is_empty() {
+        return;
+    }
+    if lines.iter().any(|(task, ..)| !names.tasks.contains_key(task)) {
+        if let Ok(tasks) = client.tasks(None, None).await {
+            names.tasks = tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+        }
+        if let Ok(nodes) = client.nodes().await {
+            names.hostnames = nodes.into_iter().map(|v| (v.node.id.clone(), v.node.hostname().to_string())).collect();
+        }
+    }
+    let mut logs = shoal_core::logs::ServiceLogs::default();
+    for (task_id, node_id, service_id, line) in lines {
+        logs.service_id = service_id;
+        let task = names.tasks.get(&task_id);
+        if let Some(task) = task {
+            logs.service_name = task.service_name.clone();
+        }
+        match logs.tasks.iter_mut().find(|t| t.task_id == task_id) {
+            Some(entry) => entry.lines.push(line),
+            None => logs.tasks.push(shoal_core::logs::TaskLogs {
+                task_name: task.map(Task::name).unwrap_or_else(|| task_id.clone()),
+                task_id,
+                hostname: names.hostnames.get(&node_id).cloned().unwrap_or_default(),
+                node_id,
+                lines: vec![line],
+                last_ns: None,
+            }),
+        }
+    }
+    logs.tasks.sort_by(|a, b| (&a.task_name, &a.task_id).cmp(&(&b.task_name, &b.task_id)));
+    let text = render::service_logs(&logs, args);
+    out(&text.stdout);
+    if !text.stderr.is_empty() {
+        eprint!("{}", text.stderr);
     }
 }
 
@@ -1110,17 +1209,8 @@ async fn network(client: &Client, cmd: NetworkCommand) -> CliResult {
 }
 
 async fn info(client: &Client, format: Option<&str>) -> CliResult {
-    let status = client.status().await?;
-    let cluster = if status.state == "active" {
-        match client.control(ControlRequest::Info).await {
-            Ok(ControlResponse::Info(info)) => Some(*info),
-            Ok(other) => return Err(unexpected(&other)),
-            Err(CliError::Daemon(msg)) if msg == ControlError::NotAManager.to_string() => None,
-            Err(err) => return Err(err),
-        }
-    } else {
-        None
-    };
+    // `/info`: the node's standing, and the cluster when this node is a manager.
+    let (status, cluster) = client.api.info().await?;
     match format {
         Some("json") | Some("{{json .}}") => {
             let value = serde_json::json!({ "Swarm": status, "Cluster": cluster });

@@ -121,7 +121,7 @@ pub(super) fn strings(object: &Map<String, Value>, key: &str) -> Result<Vec<Stri
 }
 
 /// A user map (labels): keys kept exactly as sent.
-pub(super) fn labels(object: &Map<String, Value>, key: &str) -> Result<Labels> {
+pub(crate) fn labels(object: &Map<String, Value>, key: &str) -> Result<Labels> {
     match field(object, key) {
         None => Ok(Labels::new()),
         Some(Value::Object(map)) => map
@@ -407,6 +407,8 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
 
     let mut out = ServiceSpec::new(name, image);
     out.labels = labels(spec, "Labels")?;
+    // shoal's addition (compose `depends_on`), which Docker's clients never send.
+    out.depends_on = strings(spec, "DependsOn")?;
     let task = &mut out.task;
     task.command = strings(&container, "Command")?;
     task.args = strings(&container, "Args")?;
@@ -526,7 +528,7 @@ pub fn service_spec(body: &[u8]) -> Result<ServiceSpec> {
     Ok(out)
 }
 
-fn port_config(port: &Map<String, Value>) -> Result<PortConfig> {
+pub(crate) fn port_config(port: &Map<String, Value>) -> Result<PortConfig> {
     let number = |key: &str| -> Result<u16> {
         match unsigned(port, key)? {
             None => Ok(0),
@@ -624,6 +626,29 @@ pub fn node_spec(body: &[u8]) -> Result<NodeSpecUpdate> {
     };
     let labels = field(object, "Labels").map(|_| labels(object, "Labels")).transpose()?;
     Ok(NodeSpecUpdate { labels, role, availability })
+}
+
+/// `X-Registry-Auth`: Docker's `AuthConfig` as JSON in URL-safe base64 (padded or not, as clients
+/// differ). Empty or unreadable is no credentials.
+pub fn registry_auth(header: &str) -> Option<shoal_core::api::RegistryAuth> {
+    use base64::Engine as _;
+    if header.is_empty() {
+        return None;
+    }
+    let trimmed = header.trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(trimmed))
+        .ok()?;
+    let value: Value = serde_json::from_slice(&bytes).ok()?;
+    let object = value.as_object()?;
+    let text = |key: &str| string(object, key).unwrap_or_default();
+    Some(shoal_core::api::RegistryAuth {
+        server_address: text("serveraddress"),
+        username: text("username"),
+        password: text("password"),
+        identity_token: text("identitytoken"),
+    })
 }
 
 /// Group `key=value` pairs by key (values in the order given).

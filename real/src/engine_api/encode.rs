@@ -120,7 +120,17 @@ pub fn info(
             ("Error", json!(status.error)),
             (
                 "RemoteManagers",
-                Value::Array(info.manager_addrs.iter().map(|addr| json!({"NodeID": "", "Addr": addr})).collect()),
+                // The node's own entry carries its id, as Swarm's does (clients find this manager's
+                // address by it: `swarm join-token` prints it).
+                Value::Array(
+                    info.manager_addrs
+                        .iter()
+                        .map(|addr| {
+                            let id = if *addr == info.node_addr { info.node_id.as_str() } else { "" };
+                            json!({"NodeID": id, "Addr": addr})
+                        })
+                        .collect(),
+                ),
             ),
             ("Nodes", json!(info.nodes)),
             ("Managers", json!(info.managers)),
@@ -235,6 +245,9 @@ pub fn task(task: &Task, networks: &BTreeMap<String, Network>) -> Value {
         ),
         ("DesiredState", json!(task.desired_state.as_str())),
         ("NetworksAttachments", networks_attachments(task, networks)),
+        // Docker's `JobIteration` (the service version the task was made from, which a job's
+        // `JobStatus.JobIteration` names): shown for every task, as shoal's tasks all carry it.
+        ("JobIteration", if task.spec_version == 0 { Value::Null } else { json!({"Index": task.spec_version}) }),
     ]);
     value["Labels"] = json!({});
     value

@@ -173,13 +173,14 @@ impl EngineApi {
     /// before the stream starts, so an unknown target or a bad query is an ordinary error reply.
     pub async fn logs_stream(
         self: std::sync::Arc<Self>,
+        client: &super::Client,
         target: String,
         query: BTreeMap<String, String>,
     ) -> Result<mpsc::Receiver<Bytes>, Reply> {
         let now_ns = shoal_core::env::runtime::unix_nanos();
         let options = options(&query, now_ns).map_err(|e| Failure::from(e).0)?;
         let mut selection = LogsSelection { tail: options.tail, since_ns: options.since_ns, cursors: BTreeMap::new() };
-        let first = self.logs_once(&target, &selection).await.map_err(|e| Failure::from(e).0)?;
+        let first = self.logs_once(&target, &selection).await.map_err(|e| client.worded(Failure::from(e).0))?;
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut reported = BTreeSet::new();

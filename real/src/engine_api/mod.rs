@@ -1,10 +1,13 @@
-//! The Docker Engine API's swarm routes, served by the daemon on a unix socket of its own
-//! (`shoal daemon --api-socket PATH`), so Docker's own clients — the `docker` CLI, docker-py — drive
-//! shoal as they drive a Swarm manager.
+//! The Docker Engine API's swarm routes: the daemon's one API, on its unix socket (mode 0660,
+//! `shoal daemon --socket`, plus `--api-socket` and loopback `--tcp` when given). shoal's own CLI
+//! ([`crate::engine_client`]) and Docker's clients — the `docker` CLI, docker-py — all use it.
 //!
-//! Every request becomes the same [`LocalRequest`]s the `shoal` CLI sends over the local API,
-//! handled in-process by the daemon's [`LocalHandler`]: this module only translates between Docker's
-//! HTTP/JSON and shoal's control API. Answers use the engine's JSON shapes (the ones `shoal …
+//! Every request becomes [`LocalRequest`]s handled in-process by the daemon's [`LocalHandler`]: this
+//! module only translates between Docker's HTTP/JSON and shoal's control API. Where shoal has more
+//! than Docker's shapes say, it adds what Docker's clients ignore: `ServiceStatus` on a service
+//! inspected with `status=true`, `Spec.DependsOn`, and two routes of its own, `GET /shoal/swarm/ca`
+//! (the root CA and its rotation's progress) and `GET /shoal/state` (the store's objects, for the
+//! test harness). Answers use the engine's JSON shapes (the ones `shoal …
 //! inspect` prints, [`crate::cli::inspect`]), Docker's headers (`Api-Version` 1.41, minimum 1.24),
 //! the optional `/vX.Y` prefix, and errors as `{"message": …}` with Docker's status codes. Routes of
 //! the engine that shoal does not serve (containers, images, volumes, …) answer 501 saying so.
@@ -92,11 +95,9 @@ impl From<LocalError> for Failure {
         Failure(match err {
             LocalError::Control(control) => control_error(control),
             LocalError::BadRequest(message) => Reply::error(StatusCode::BAD_REQUEST, message),
-            // Not in a swarm, already in one, …: Docker's daemon-level refusals are 503, in Docker's
-            // words (which name the `docker` command where the daemon names `shoal`'s).
-            LocalError::Refused(message) => {
-                Reply::error(StatusCode::SERVICE_UNAVAILABLE, message.replace("\"shoal ", "\"docker "))
-            }
+            // Not in a swarm, already in one, …: Docker's daemon-level refusals are 503 (worded for
+            // the client that asked: see [`EngineApi::answer_from`]).
+            LocalError::Refused(message) => Reply::error(StatusCode::SERVICE_UNAVAILABLE, message),
         })
     }
 }
@@ -152,8 +153,19 @@ impl EngineApi {
         }
     }
 
-    /// Answer one request. `path` is the request path, `query` its query string.
+    /// Answer one request from a Docker client. `path` is the request path, `query` its query string.
     pub async fn answer(&self, method: &Method, path: &str, query: &str, body: &[u8]) -> Reply {
+        self.answer_from(&Client::default(), method, path, query, body).await
+    }
+
+    /// Answer one request from `client`. The daemon's refusals name the command of the client that
+    /// asked: `"shoal swarm init"` to shoal's CLI, `"docker swarm init"` to Docker's clients.
+    pub async fn answer_from(&self, client: &Client, method: &Method, path: &str, query: &str, body: &[u8]) -> Reply {
+        let reply = self.answer_inner(client, method, path, query, body).await;
+        client.worded(reply)
+    }
+
+    async fn answer_inner(&self, client: &Client, method: &Method, path: &str, query: &str, body: &[u8]) -> Reply {
         let (version, rest) = split_version(path);
         if let Some(version) = version {
             if let Some(refusal) = check_version(version) {
@@ -164,12 +176,19 @@ impl EngineApi {
             .map(|pairs| pairs.into_iter().collect())
             .unwrap_or_default();
         let segments: Vec<&str> = rest.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
-        match self.route(method, &segments, &query, body).await {
+        match self.route(client, method, &segments, &query, body).await {
             Ok(reply) | Err(Failure(reply)) => reply,
         }
     }
 
-    async fn route(&self, method: &Method, path: &[&str], query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+    async fn route(
+        &self,
+        client: &Client,
+        method: &Method,
+        path: &[&str],
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Answer {
         let q = |key: &str| query.get(key).map(String::as_str);
         match (method, path) {
             (&Method::GET | &Method::HEAD, ["_ping"]) => self.ping(method == Method::HEAD).await,
@@ -213,7 +232,8 @@ impl EngineApi {
             }
             (&Method::GET, ["services"]) => self.services(q("filters"), decode::query_bool(q("status"))).await,
             (&Method::POST, ["services", "create"]) => {
-                let spec = decode::service_spec(body)?;
+                let mut spec = decode::service_spec(body)?;
+                spec.task.registry_auth = client.registry_auth.clone().map(Box::new);
                 match self.call(ControlRequest::ServiceCreate { spec }).await? {
                     ControlResponse::Created { id } => Ok(Reply::json(StatusCode::CREATED, &json!({ "ID": id }))),
                     other => Err(unexpected_control(&other)),
@@ -221,9 +241,37 @@ impl EngineApi {
             }
             (&Method::GET, ["services", id]) => {
                 let view = self.service(id).await?;
-                Ok(Reply::ok(&inspect::service(&view)))
+                let mut value = inspect::service(&view);
+                // As in the list: `status=true` adds the task counts (Docker's field, which its
+                // inspect leaves out).
+                if decode::query_bool(q("status")) {
+                    value["ServiceStatus"] = service_status(&view);
+                }
+                Ok(Reply::ok(&value))
             }
-            (&Method::POST, ["services", id, "update"]) => self.service_update(id, query, body).await,
+            (&Method::POST, ["services", id, "update"]) => self.service_update(client, id, query, body).await,
+            // shoal's own route for its test harness, which checks a real cluster against the
+            // simulator's model: the objects as the store holds them (task spec versions, endpoints,
+            // network leases — nothing Docker's shapes carry). Read-only, managers only.
+            (&Method::GET, ["shoal", "state"]) => self.state().await,
+            // shoal's own route, for what Docker's API has no object for: the root CA and how far its
+            // rotation is (Docker's CLI works that out from every node's TLS info).
+            // With it, what each node's TLS holds as it last reported (by node id: `node ls`'s TLS
+            // STATUS), which Docker's nodes show as PEMs and shoal tracks as digests.
+            (&Method::GET, ["shoal", "swarm", "ca"]) => match self.call(ControlRequest::CaInspect).await? {
+                ControlResponse::Ca(view) => {
+                    let mut value = serde_json::to_value(view).unwrap_or_default();
+                    let nodes: BTreeMap<String, shoal_core::api::NodeTlsInfo> = self
+                        .nodes()
+                        .await?
+                        .into_iter()
+                        .filter_map(|v| v.node.description.tls_info.map(|tls| (v.node.id, tls)))
+                        .collect();
+                    value["node_tls"] = json!(nodes);
+                    Ok(Reply::ok(&value))
+                }
+                other => Err(unexpected_control(&other)),
+            },
             (&Method::DELETE, ["services", id]) => {
                 self.call(ControlRequest::ServiceRemove { service: id.to_string() }).await?;
                 Ok(Reply::empty(StatusCode::OK))
@@ -364,6 +412,19 @@ impl EngineApi {
         }
     }
 
+    /// `GET /shoal/state`: nodes, services (with their task counts), tasks and networks in shoal's
+    /// own JSON.
+    async fn state(&self) -> Answer {
+        let nodes = self.nodes().await?;
+        let services = self.service_views().await?;
+        let tasks = self.all_tasks().await?;
+        let networks = match self.call(ControlRequest::NetworkList).await? {
+            ControlResponse::Networks(networks) => networks,
+            other => return Err(unexpected_control(&other)),
+        };
+        Ok(Reply::ok(&json!({"nodes": nodes, "services": services, "tasks": tasks, "networks": networks})))
+    }
+
     /// `docker node update|promote|demote`: the whole spec, based on `version`.
     async fn node_update(&self, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
         let version = required_version(query, "node")?;
@@ -428,8 +489,7 @@ impl EngineApi {
             .map(|view| {
                 let mut value = inspect::service(view);
                 if status {
-                    value["ServiceStatus"] =
-                        json!({"RunningTasks": view.running, "DesiredTasks": view.desired, "CompletedTasks": view.completed});
+                    value["ServiceStatus"] = service_status(view);
                 }
                 value
             })
@@ -437,7 +497,7 @@ impl EngineApi {
         Ok(Reply::ok(&Value::Array(list)))
     }
 
-    async fn service_update(&self, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
+    async fn service_update(&self, client: &Client, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Answer {
         let version = required_version(query, "service")?;
         let current = self.service(id).await?;
         if query.get("rollback").map(String::as_str) == Some("previous") {
@@ -450,6 +510,8 @@ impl EngineApi {
         let mut spec = decode::service_spec(body)?;
         // What Docker's spec has no word for stays as it is.
         spec.rebalance = current.service.spec.rebalance;
+        // `X-Registry-Auth` (`--with-registry-auth`): new credentials; without it the service keeps its own.
+        spec.task.registry_auth = client.registry_auth.clone().map(Box::new);
         self.call(ControlRequest::ServiceUpdate { service: current.service.id.clone(), version, spec }).await?;
         Ok(Reply::ok(&json!({})))
     }
@@ -559,6 +621,40 @@ impl EngineApi {
             ControlResponse::Created { id } => Ok(Reply::json(StatusCode::CREATED, &json!({"Id": id, "Warning": ""}))),
             other => Err(unexpected_control(&other)),
         }
+    }
+}
+
+/// `ServiceStatus`: the task counts `service ls` shows.
+fn service_status(view: &ServiceView) -> Value {
+    json!({"RunningTasks": view.running, "DesiredTasks": view.desired, "CompletedTasks": view.completed})
+}
+
+/// Who sent a request, as far as the answer depends on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// shoal's own CLI (its `User-Agent` is `shoal/…`).
+    pub shoal: bool,
+    /// The credentials of `X-Registry-Auth` (Docker's base64url JSON), for service create/update.
+    pub registry_auth: Option<shoal_core::api::RegistryAuth>,
+}
+
+impl Client {
+    /// `reply` in this client's words: the daemon's refusals (503) name `docker`'s commands to
+    /// Docker's clients where they name `shoal`'s.
+    pub fn worded(&self, mut reply: Reply) -> Reply {
+        if !self.shoal && reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            let text = String::from_utf8_lossy(&reply.body).replace("\\\"shoal ", "\\\"docker ");
+            reply.body = Bytes::from(text.into_bytes());
+        }
+        reply
+    }
+
+    /// From a request's headers; `X-Registry-Auth` that cannot be read is no credentials.
+    pub fn from_headers(headers: &hyper::HeaderMap) -> Client {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let shoal = text("user-agent").starts_with("shoal/");
+        let auth = text("x-registry-auth");
+        Client { shoal, registry_auth: decode::registry_auth(auth.trim()) }
     }
 }
 
@@ -714,6 +810,7 @@ async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<ApiB
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = request.uri().query().unwrap_or("").to_string();
+    let client = Client::from_headers(request.headers());
     let mut content_type = None;
     let reply = match logs_target(&method, &path) {
         Some(target) => {
@@ -723,11 +820,11 @@ async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<ApiB
                 .unwrap_or_default();
             match version_refused {
                 Some(refusal) => Err(refusal),
-                None => api.clone().logs_stream(target.to_string(), pairs).await.map(ApiBody::Stream),
+                None => api.clone().logs_stream(&client, target.to_string(), pairs).await.map(ApiBody::Stream),
             }
         }
         None => Err(match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
-            Ok(body) => api.answer(&method, &path, &query, &body.to_bytes()).await,
+            Ok(body) => api.answer_from(&client, &method, &path, &query, &body.to_bytes()).await,
             Err(err) => Reply::error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {err}")),
         }),
     };
@@ -760,28 +857,75 @@ async fn serve(api: Arc<EngineApi>, request: Request<Incoming>) -> Response<ApiB
 /// (0660), as Docker's socket is.
 pub async fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::PermissionsExt as _;
-    let listener = crate::local_api::bind_unix(path).await?;
+    if let Some(dir) = path.parent() {
+        tokio::fs::create_dir_all(dir).await?;
+    }
+    // A socket file left by a daemon that died: nobody answers on it, so it is safe to replace.
+    if tokio::fs::symlink_metadata(path).await.is_ok() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("another shoal daemon is serving {}", path.display()),
+            ));
+        }
+        tokio::fs::remove_file(path).await?;
+    }
+    let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     Ok(listener)
 }
 
-/// Accept connections forever, one task per connection (HTTP/1.1 with keep-alive).
+/// Serve one connection (HTTP/1.1 with keep-alive) until the client hangs up.
+pub async fn serve_connection<S>(stream: S, api: Arc<EngineApi>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request| {
+        let api = api.clone();
+        async move { Ok::<_, Infallible>(serve(api, request).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+}
+
+/// Accept unix connections forever, one task per connection.
 pub async fn serve_unix(listener: UnixListener, api: Arc<EngineApi>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                let api = api.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let api = api.clone();
-                        async move { Ok::<_, Infallible>(serve(api, request).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
+                tokio::spawn(serve_connection(stream, api.clone()));
             }
             // Out of file descriptors and the like: back off rather than spin.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Accept TCP connections forever (loopback only: see `shoal daemon --tcp`), one task per connection.
+pub async fn serve_tcp(listener: tokio::net::TcpListener, api: Arc<EngineApi>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_connection(stream, api.clone()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Accept TCP connections forever, each served only after a TLS handshake in which the client
+/// presented a certificate the acceptor's CA signed (`--tlsverify`); a failed handshake is dropped.
+pub async fn serve_tls(listener: tokio::net::TcpListener, acceptor: tokio_rustls::TlsAcceptor, api: Arc<EngineApi>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (acceptor, api) = (acceptor.clone(), api.clone());
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                    if let Ok(Ok(stream)) = handshake {
+                        serve_connection(stream, api).await;
+                    }
+                });
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

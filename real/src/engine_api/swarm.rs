@@ -65,6 +65,9 @@ pub struct SpecSettings {
     pub node_cert_expiry_ms: Option<u64>,
     /// `EncryptionConfig.AutoLockManagers`, when the spec says.
     pub autolock: Option<bool>,
+    /// `CAConfig.ForceRotate` is set (`swarm ca --rotate` sends the shown value plus one, and `/swarm`
+    /// shows 0): rotate to a new root CA.
+    pub force_rotate: bool,
 }
 
 /// Read a `swarm.Spec`. Settings shoal has no counterpart for must be unset or equal to what
@@ -121,9 +124,7 @@ pub fn spec_settings(spec: &Map<String, Value>, current: &ClusterSpec) -> Result
                 return Err(refuse(&format!("CAConfig.{key}")));
             }
         }
-        if unsigned(ca, "ForceRotate")?.is_some_and(|n| n != 0) {
-            return Err(refuse("CAConfig.ForceRotate"));
-        }
+        settings.force_rotate = unsigned(ca, "ForceRotate")?.is_some_and(|n| n != 0);
     }
     if let Some(defaults) = object_field(spec, "TaskDefaults")? {
         if field(defaults, "LogDriver").is_some() {
@@ -250,8 +251,13 @@ impl EngineApi {
         if let Some(request) = update_request(body, &info.spec)? {
             self.call(request).await?;
         }
+        let settings = spec_settings(&parse(body, "Spec")?, &info.spec)?;
+        if settings.force_rotate {
+            // The daemon makes the new root and its cross-signature (`node_launcher`).
+            self.call(ControlRequest::CaRotate { new_root: None }).await?;
+        }
         // `docker swarm update --autolock=true|false` sends the whole spec: only a change is applied.
-        let autolock = spec_settings(&parse(body, "Spec")?, &info.spec)?.autolock;
+        let autolock = settings.autolock;
         if let Some(enabled) = autolock.filter(|on| *on != info.spec.autolock_managers) {
             self.call(ControlRequest::SwarmAutolock { enabled }).await?;
         }

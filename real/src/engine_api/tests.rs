@@ -576,13 +576,16 @@ async fn logs_errors_come_before_the_stream() {
     let (api, fake) = api();
     let api = Arc::new(api);
     let query = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    let Err(no_stream) = api.clone().logs_stream("web".into(), query(&[("tail", "all")])).await else {
+    let Err(no_stream) = api.clone().logs_stream(&Client::default(), "web".into(), query(&[("tail", "all")])).await
+    else {
         panic!("a request for no stream is refused")
     };
     assert_eq!(no_stream.status, StatusCode::BAD_REQUEST);
     assert_eq!(message(&no_stream), "Bad parameters: you must choose at least one stream");
     assert!(fake.asked.lock().unwrap().is_empty(), "refused before the daemon is asked");
-    let Err(no_swarm) = api.clone().logs_stream("web".into(), query(&[("stdout", "1"), ("follow", "1")])).await else {
+    let Err(no_swarm) =
+        api.clone().logs_stream(&Client::default(), "web".into(), query(&[("stdout", "1"), ("follow", "1")])).await
+    else {
         panic!("the fake daemon is in no swarm")
     };
     assert_eq!(no_swarm.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -594,4 +597,29 @@ async fn logs_errors_come_before_the_stream() {
     assert_eq!(logs_target(&Method::GET, "/services/web/logs"), Some("web"));
     assert_eq!(logs_target(&Method::POST, "/services/web/logs"), None);
     assert_eq!(logs_target(&Method::GET, "/services/web"), None);
+}
+
+#[test]
+fn registry_auth_header_decodes_what_the_client_sends() {
+    let auth = shoal_core::api::RegistryAuth {
+        server_address: "127.0.0.1:5000".into(),
+        username: "user".into(),
+        password: "p?>~ass".into(),
+        identity_token: String::new(),
+    };
+    assert_eq!(decode::registry_auth(&crate::engine_pull::encode_auth(&auth)), Some(auth));
+    assert_eq!(decode::registry_auth(""), None);
+    assert_eq!(decode::registry_auth("not base64!"), None);
+}
+
+#[test]
+fn force_rotate_asks_for_a_new_root_ca() {
+    let current = shoal_core::api::ClusterSpec::default();
+    let spec = |body: &str| {
+        let object: serde_json::Map<String, Value> = serde_json::from_str(body).unwrap();
+        swarm::spec_settings(&object, &current).unwrap()
+    };
+    assert!(spec(r#"{"CAConfig":{"ForceRotate":1}}"#).force_rotate);
+    assert!(!spec(r#"{"CAConfig":{"ForceRotate":0}}"#).force_rotate);
+    assert!(!spec(r#"{"CAConfig":{}}"#).force_rotate);
 }
