@@ -127,6 +127,11 @@ fn the_docker_cli_runs_a_swarms_life_on_shoal() {
     assert!(again.contains("This node is already part of a swarm. Use \"docker swarm leave\""), "{again}");
     let heartbeat = d1.must(&["info", "--format", "{{.Swarm.Cluster.Spec.Dispatcher.HeartbeatPeriod}}"], &m1);
     assert_eq!(heartbeat.trim(), "1s", "the init flag reached the cluster spec");
+    // `swarm ca` prints `/swarm`'s TLSInfo.TrustRoot: the root CA every node trusts.
+    let root = d1.must(&["swarm", "ca"], &m1);
+    let ca_pem = std::fs::read_to_string(m1.dir.path().join("data/certificates/ca.pem")).expect("the node's ca.pem");
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"), "{root}");
+    assert_eq!(root.trim(), ca_pem.trim(), "docker swarm ca prints the swarm's root CA");
 
     // `join-token`: the command to run, and -q for the token alone.
     let manager_cmd = d1.must(&["swarm", "join-token", "manager"], &m1);

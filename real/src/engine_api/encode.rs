@@ -95,10 +95,25 @@ fn cluster(info: &ClusterInfo) -> Value {
 }
 
 /// `GET /swarm`: the cluster with its join tokens.
-pub fn swarm(info: &ClusterInfo, worker_token: &str, manager_token: &str) -> Value {
+pub fn swarm(info: &ClusterInfo, worker_token: &str, manager_token: &str, root_ca_pem: &str) -> Value {
     let mut value = cluster(info);
     value["JoinTokens"] = json!({"Worker": worker_token, "Manager": manager_token});
+    value["TLSInfo"] = tls_info(root_ca_pem);
     value
+}
+
+/// `swarm.TLSInfo` of the root CA: its PEM, and its raw DER subject and public key in base64, as
+/// Docker's `/swarm` gives them (`docker swarm ca` without `--rotate` prints the PEM). A PEM that
+/// does not parse gives the PEM alone.
+pub fn tls_info(root_ca_pem: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let parsed = x509_parser::pem::parse_x509_pem(root_ca_pem.as_bytes()).ok().and_then(|(_, pem)| {
+        let (_, cert) = x509_parser::parse_x509_certificate(&pem.contents).ok()?;
+        Some((b64(cert.tbs_certificate.subject.as_raw()), b64(cert.tbs_certificate.subject_pki.raw)))
+    });
+    let (subject, public_key) = parsed.unwrap_or_default();
+    json!({"TrustRoot": root_ca_pem, "CertIssuerSubject": subject, "CertIssuerPublicKey": public_key})
 }
 
 /// `GET /info` (`system.Info`): this host, and the swarm as this node sees it.

@@ -402,7 +402,11 @@ impl EngineApi {
                 other => return Err(unexpected_control(&other)),
             }
         }
-        Ok(Reply::ok(&encode::swarm(&info, &tokens[0], &tokens[1])))
+        let root_ca_pem = match self.call(ControlRequest::CaInspect).await? {
+            ControlResponse::Ca(ca) => ca.root_ca_pem,
+            other => return Err(unexpected_control(&other)),
+        };
+        Ok(Reply::ok(&encode::swarm(&info, &tokens[0], &tokens[1], &root_ca_pem)))
     }
 
     async fn nodes(&self) -> Result<Vec<NodeView>, Failure> {

@@ -437,7 +437,23 @@ fn swarm_init_join_and_update_bodies_decode() {
 
     // `swarm update --task-history-limit 9`: the CLI sends back the whole spec it read, changed.
     let current = shoal_core::api::ClusterSpec::default();
-    let mut spec = encode::swarm(&cluster_info(current.clone()), "w", "m")["Spec"].clone();
+    let ca = rcgen::KeyPair::generate().and_then(|key| {
+        let mut params = rcgen::CertificateParams::new(Vec::new())?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, "swarm-ca");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key)
+    });
+    let pem = ca.expect("a CA certificate").pem();
+    let tls = encode::tls_info(&pem);
+    assert_eq!(tls["TrustRoot"], pem.as_str());
+    use base64::Engine as _;
+    let decode = |v: &serde_json::Value| base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+    let subject = decode(&tls["CertIssuerSubject"]);
+    assert_eq!(subject[0], 0x30, "a DER SEQUENCE");
+    assert!(subject.windows(8).any(|w| w == b"swarm-ca"), "the subject names the CA");
+    assert_eq!(decode(&tls["CertIssuerPublicKey"])[0], 0x30);
+    assert_eq!(encode::tls_info("garbage")["CertIssuerSubject"], "");
+    let mut spec = encode::swarm(&cluster_info(current.clone()), "w", "m", "")["Spec"].clone();
     assert_eq!(swarm::update_request(spec.to_string().as_bytes(), &current).unwrap(), None, "nothing changed");
     spec["Orchestration"]["TaskHistoryRetentionLimit"] = json!(9);
     let update = swarm::update_request(spec.to_string().as_bytes(), &current).unwrap();
