@@ -173,7 +173,8 @@ pub fn init_request(body: &[u8]) -> Result<InitRequest> {
 }
 
 /// The body of `POST /swarm/join` (`swarm.JoinRequest`). shoal joins through one manager: the
-/// first of `RemoteAddrs`. `DataPathPort` is shoal's own addition (Swarm sets it at `init` for
+/// first of `RemoteAddrs`, as Docker's daemon does (moby's `Cluster.Join` takes `RemoteAddrs[0]`;
+/// the node learns the other managers from the swarm once it is in). `DataPathPort` is shoal's own addition (Swarm sets it at `init` for
 /// the whole swarm; shoal's nodes each have theirs).
 pub fn join_request(body: &[u8]) -> Result<JoinRequest> {
     let object = parse(body, "JoinRequest")?;
