@@ -89,10 +89,6 @@ impl StandIn {
         }
     }
 
-    fn serves(&self) -> bool {
-        !self.tcp.is_empty() || !self.udp.is_empty()
-    }
-
     /// The container's program (`/stand-in/run.sh`).
     fn script(&self) -> String {
         let seconds = |d: Duration| format!("{:.3}", d.as_secs_f64());
@@ -104,6 +100,12 @@ impl StandIn {
             script += &format!("sleep {} & wait $!\n", seconds(self.start_delay));
         }
         script += &format!("touch {STARTED_MARK}\n");
+        // On the host's network (a service with no network and no published port; its interfaces
+        // include the engine's docker0) a server would take the host's ports: it only sleeps there.
+        let serves = !self.tcp.is_empty() || !self.udp.is_empty();
+        if serves {
+            script += "if [ ! -e /sys/class/net/docker0 ]; then\n";
+        }
         if !self.tcp.is_empty() {
             script += "mkdir -p /www/cgi-bin\n";
             if self.answer_delay.is_zero() {
@@ -120,9 +122,11 @@ impl StandIn {
             let ports: Vec<String> = self.udp.iter().map(u16::to_string).collect();
             script += &format!("/stand-in/udp-answer {} &\n", ports.join(" "));
         }
+        if serves {
+            script += "fi\n";
+        }
         match self.exit_after {
             Some((after, code)) => script += &format!("sleep {} & wait $!\nexit {code}\n", seconds(after)),
-            None if self.serves() => script += "wait\n",
             None => script += "sleep 1000000 & wait\n",
         }
         script
@@ -281,14 +285,25 @@ pub fn served_images(scenario: &Scenario) -> Vec<String> {
     }
     let mut bridged = Vec::new();
     let mut host_only = Vec::new();
+    let mut image_of = std::collections::BTreeMap::new();
     for step in &scenario.steps {
         if let Action::Run { command, .. } = &step.action {
-            if let StepCommand::Request(ControlRequest::ServiceCreate { spec }) = command.as_ref() {
-                if spec.ports.is_empty() && spec.task.networks.is_empty() {
-                    host_only.push(spec.task.image.clone());
-                } else {
-                    bridged.push(spec.task.image.clone());
+            match command.as_ref() {
+                StepCommand::Request(ControlRequest::ServiceCreate { spec }) => {
+                    image_of.insert(spec.name.clone(), spec.task.image.clone());
+                    if spec.ports.is_empty() && spec.task.networks.is_empty() {
+                        host_only.push(spec.task.image.clone());
+                    } else {
+                        bridged.push(spec.task.image.clone());
+                    }
                 }
+                // A service put on a network or given a port later serves there.
+                StepCommand::ServiceUpdate { service, changes }
+                    if !changes.network_add.is_empty() || !changes.publish_add.is_empty() =>
+                {
+                    bridged.extend(changes.image.clone().or_else(|| image_of.get(service).cloned()));
+                }
+                _ => {}
             }
         }
     }

@@ -11,8 +11,9 @@
 //! `client …` expectations judge them.
 //!
 //! Faults happen for real ([`crate::cluster`], [`crate::netfault`], [`crate::relay`],
-//! [`crate::disk`]); what the real world cannot do here (slow-starting images, the simulated
-//! containers' request protocol traits) is reported as skipped, never faked.
+//! [`crate::disk`], [`crate::images`]); what cannot be done on the cluster at hand (an attached
+//! cluster's daemons, addresses and disks; an image the engine itself has) is reported as skipped,
+//! never faked.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -987,6 +988,19 @@ pub fn preflight(scenario: &Scenario, executor: Executor, attached: bool) -> Res
     let needs_root =
         scenario.steps.iter().any(|s| matches!(&s.action, Action::Fault(Fault::Partition { .. } | Fault::Link { .. })))
             || has_disk_faults(scenario);
+    let in_network = scenario.steps.iter().any(|s| match &s.action {
+        Action::Client(ClientStep::Start(spec)) => spec.network.is_some(),
+        Action::Expect(Timed { expectation, .. }) => {
+            matches!(expectation, Expectation::NameResolves { .. } | Expectation::NameUnknown { .. })
+        }
+        _ => false,
+    });
+    if in_network && !netfault::have_root() {
+        return Err(format!(
+            "{}: clients and name lookups inside a network send from a container's network namespace (setns): they need root",
+            scenario.file
+        ));
+    }
     if needs_root && !attached && !netfault::have_root() {
         return Err(format!(
             "{}: partitions and link faults are iptables rules on the loopback addresses (and relays reached through nat rules), disk faults a tmpfs the run mounts: they need root; run as root (the rules carry the comment shoal-run-<id> and are removed afterwards)",
