@@ -112,11 +112,17 @@ impl Netns {
             // namespace file; socket(2) has no preconditions; the fd is owned from here on.
             unsafe {
                 if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(format!("cannot enter the container's network namespace: {}", std::io::Error::last_os_error()));
+                    return Err(format!(
+                        "cannot enter the container's network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ));
                 }
                 let fd = libc::socket(libc::AF_INET, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
                 if fd < 0 {
-                    return Err(format!("socket in the container's network namespace: {}", std::io::Error::last_os_error()));
+                    return Err(format!(
+                        "socket in the container's network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ));
                 }
                 Ok(OwnedFd::from_raw_fd(fd))
             }

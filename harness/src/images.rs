@@ -133,7 +133,8 @@ impl StandIn {
     }
 
     fn dockerfile(&self) -> String {
-        let mut dockerfile = format!("FROM {BASE_IMAGE}\nCOPY stand-in /stand-in/\nCMD [\"sh\", \"/stand-in/run.sh\"]\n");
+        let mut dockerfile =
+            format!("FROM {BASE_IMAGE}\nCOPY stand-in /stand-in/\nCMD [\"sh\", \"/stand-in/run.sh\"]\n");
         dockerfile += "LABEL com.shoal.harness=stand-in\n";
         // What it serves, it EXPOSEs: the daemons read the image's ports for the service's VIP
         // listeners, as the simulator's images expose theirs.
@@ -144,7 +145,8 @@ impl StandIn {
             dockerfile += &format!("EXPOSE {port}/udp\n");
         }
         if self.unhealthy {
-            dockerfile += &format!("HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD test ! -e {UNHEALTHY_MARK}\n");
+            dockerfile +=
+                &format!("HEALTHCHECK --interval=1s --timeout=2s --retries=3 CMD test ! -e {UNHEALTHY_MARK}\n");
         } else if !self.start_delay.is_zero() {
             // Failures before the start count for nothing (the start period); the first pass makes
             // the container healthy, and the agent reports the task running.
@@ -195,7 +197,8 @@ pub fn stand_in(stand_in: &StandIn) -> Result<String, String> {
         return Ok(id);
     }
     shoal_testimage::ensure().map_err(|e| e.to_string())?;
-    let context = std::env::temp_dir().join(format!("shoal-real-image-{}-{}", std::process::id(), &tag[tag.len() - 16..]));
+    let context =
+        std::env::temp_dir().join(format!("shoal-real-image-{}-{}", std::process::id(), &tag[tag.len() - 16..]));
     let built = (|| {
         let files = context.join("stand-in");
         std::fs::create_dir_all(&files).map_err(|e| format!("cannot make {}: {e}", files.display()))?;

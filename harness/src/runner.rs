@@ -39,11 +39,11 @@ use crate::cleanup::{AttachedLedger, Ledger};
 use crate::client::{Dial, Names, Netns, RealClient, Route};
 use crate::cluster::{Attached, ClusterOptions, Executor, RealCluster};
 
+use crate::images::StandIn;
 /// The file `container unhealthy` creates in a real container (`docker exec … touch`): a scenario's
 /// health command checks it (`--health-cmd "test ! -e /tmp/unhealthy"`, which passes in the simulator
 /// until the same fault).
 pub use crate::images::UNHEALTHY_MARK;
-use crate::images::StandIn;
 use crate::relay::Relays;
 use crate::{disk, images, netfault};
 
@@ -325,7 +325,8 @@ impl Runner<'_> {
         loop {
             self.poll().await?;
             let verdict = match expectation {
-                Expectation::NameResolves { name, node, network } | Expectation::NameUnknown { name, node, network } => {
+                Expectation::NameResolves { name, node, network }
+                | Expectation::NameUnknown { name, node, network } => {
                     let answer = match self.bridge_of(network, node) {
                         Ok((bridge, resolver)) => match netns_on_bridge(&bridge).await {
                             Ok(netns) => crate::client::resolve(&netns, resolver, name, 1).await,
@@ -465,7 +466,12 @@ impl Runner<'_> {
 
     /// Start a container of the run on `network`'s bridge on `host`, with the mesh resolver as its
     /// DNS server as shoal's tasks have: a client's requests are sent from its network namespace.
-    async fn client_container(&mut self, client: &str, network: &str, host: &str) -> Result<(String, Netns, SocketAddr), String> {
+    async fn client_container(
+        &mut self,
+        client: &str,
+        network: &str,
+        host: &str,
+    ) -> Result<(String, Netns, SocketAddr), String> {
         let _ = self.poll().await;
         let (bridge, resolver) = self.bridge_of(network, host)?;
         let image = images::sleeper()?;
@@ -507,7 +513,8 @@ impl Runner<'_> {
                             .rsplit_once(':')
                             .ok_or_else(|| format!("{:?} is not NAME:PORT", spec.target))?;
                         let port: u16 = port.parse().map_err(|_| format!("{:?} has no port number", spec.target))?;
-                        let (container, netns, resolver) = self.client_container(&spec.name, network, &spec.from).await?;
+                        let (container, netns, resolver) =
+                            self.client_container(&spec.name, network, &spec.from).await?;
                         self.note(
                             "client.container",
                             json!({"at": place, "client": spec.name, "container": container, "network": network, "host": spec.from, "resolver": resolver.to_string()}),
@@ -755,7 +762,11 @@ impl Runner<'_> {
             }
             Fault::Image { image, fault } if !self.tags.contains_key(image) => {
                 if fault.is_fault() {
-                    self.skip(place, &format!("image {image} {fault:?}"), "the image is the engine's own, not one this run tagged");
+                    self.skip(
+                        place,
+                        &format!("image {image} {fault:?}"),
+                        "the image is the engine's own, not one this run tagged",
+                    );
                 } else {
                     self.note(
                         "fault.image",
@@ -770,7 +781,10 @@ impl Runner<'_> {
                 images::untag(image, &id)?;
                 self.tags.remove(image);
                 self.cluster.ledger.lock().expect("ledger").image_tags.retain(|(n, _)| n != image);
-                self.note("fault.image", json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}));
+                self.note(
+                    "fault.image",
+                    json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}),
+                );
             }
             Fault::Image { image, fault } => {
                 // The name now points to a stand-in that behaves so (containers started from now on,
