@@ -1028,6 +1028,19 @@ impl ShoalNode {
         );
         *self.inner.raft_failure.lock().expect("failure lock") = Some(message.clone());
         self.inner.router.register(Channel::Control, Arc::new(SteppedDown { message }));
+        // The node's agent must find the new leader among the other managers, its own dispatcher
+        // serving no more; what it learned from replies may predate their joins (a disk that fails
+        // within a second of them: the simulator's t53 marked this node down and moved its tasks,
+        // a healthy worker all along). The store still holds the last state the replica applied.
+        let me = self.inner.env.addr.clone();
+        let others: Vec<String> = self.inner.store.view(|s| {
+            s.nodes
+                .values()
+                .filter_map(|n| n.manager_status.as_ref().map(|m| m.addr.clone()))
+                .filter(|addr| *addr != me)
+                .collect()
+        });
+        self.inner.agent.set_managers(others);
     }
 
     /// Try the disk with a back-off; once it takes writes, restart raft as the same member.

@@ -1,6 +1,7 @@
 //! What a run made, so it can be taken away again — at the end of the run, when it fails, and when
 //! the harness is interrupted (Ctrl-C, SIGTERM): daemons by pid, containers and bridges by shoal's
-//! node label (the node ids of this run's nodes), packet filter rules by their comment
+//! node label (the node ids of this run's nodes), the harness's own client containers by the run's
+//! label, packet filter rules by their comment
 //! (`shoal-run-<id>`, filter and nat tables), tmpfs mounts, image tags the run made, and its temp
 //! dir; on a cluster the run attached to (`--cluster`), the services and networks its steps
 //! created, through the `shoal` CLI. Only what the run made is touched.
@@ -29,6 +30,9 @@ pub struct Ledger {
     pub mounts: Vec<PathBuf>,
     /// On an attached cluster: what the steps created there, and how to remove it.
     pub attached: Option<AttachedLedger>,
+    /// The run's id, once it may have started containers of its own (clients on a network:
+    /// `com.shoal.harness.run=<id>`).
+    pub run_label: Option<String>,
 }
 
 /// What a run created on a cluster it did not start.
@@ -121,6 +125,20 @@ impl Ledger {
             // Tasks of process-executor daemons (their own process groups) outlive a SIGKILLed daemon.
             for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
                 kill_process_groups(&entry.path().join("data").join("processes.json"));
+            }
+        }
+        // The harness's own containers first: they hold the bridges they are attached to.
+        if let Some(id) = self.run_label.take() {
+            let filter = format!("label={}={id}", crate::runner::LABEL_HARNESS_RUN);
+            if let Some(ids) = quiet("docker", &["ps", "-aq", "--filter", &filter]) {
+                let ids: Vec<&str> = ids.split_whitespace().collect();
+                if !ids.is_empty() {
+                    let mut args = vec!["rm", "-f"];
+                    args.extend(ids.iter().copied());
+                    if quiet("docker", &args).is_none() {
+                        problems.push(format!("could not remove the run's client containers {ids:?}"));
+                    }
+                }
             }
         }
         for node in &self.node_ids {

@@ -14,15 +14,24 @@
 //! [`CONNECT_TIMEOUT`], it ends or is reset before the whole answer, no answer comes within
 //! [`ANSWER_TIMEOUT`], or (HTTP's own case) the status is not 200. busybox `httpd` closes every
 //! connection after its answer, so a `keepalive` client opens a new connection per request here.
+//!
+//! A client `from NODE network NET` runs inside a container the runner attaches to that network's
+//! bridge on the node ([`Dial::Container`]): its sockets are made in the container's network
+//! namespace ([`Netns`], `setns(2)` on a short-lived thread, as root), the target's name is asked
+//! of the container's DNS server (the mesh resolver on the bridge's gateway), and the request goes
+//! to the address it answers — the node's VIP of the service — as any container's would.
+//! `udp` probes send one datagram and wait [`RESOLVE_TIMEOUT`] for the answer.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shoal_sim::client::{ClientLog, ClientSpec, RequestRecord, ANSWER_TIMEOUT, CONNECT_TIMEOUT};
+use shoal_sim::client::{dns, ClientLog, ClientSpec, RequestRecord, ANSWER_TIMEOUT, CONNECT_TIMEOUT, RESOLVE_TIMEOUT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
+use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::watch;
 
 /// Container names by the short ids their hostnames are (filled as answers come).
@@ -66,11 +75,84 @@ fn unix_ms() -> u64 {
 pub struct RealClient {
     pub spec: ClientSpec,
     stop: watch::Sender<bool>,
+    inflight: Arc<AtomicUsize>,
 }
 
 impl RealClient {
     pub fn stop(&self) {
         self.stop.send_replace(true);
+    }
+
+    /// Once the loop is stopped, wait (at most `limit`) until no request is in flight.
+    pub async fn settled(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.inflight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// A network namespace to make sockets in: a container's (`/proc/PID/ns/net`, held open).
+#[derive(Debug, Clone)]
+pub struct Netns(Arc<std::fs::File>);
+
+impl Netns {
+    /// The network namespace of process `pid` (a container's init, from `docker inspect`).
+    pub fn of_pid(pid: u32) -> Result<Netns, String> {
+        let path = format!("/proc/{pid}/ns/net");
+        std::fs::File::open(&path).map(|f| Netns(Arc::new(f))).map_err(|e| format!("cannot open {path}: {e}"))
+    }
+
+    /// A new non-blocking IPv4 socket of `kind` (`SOCK_STREAM`, `SOCK_DGRAM`) in this namespace,
+    /// made on a thread of its own that enters the namespace and ends (needs CAP_SYS_ADMIN).
+    fn socket(&self, kind: libc::c_int) -> Result<OwnedFd, String> {
+        let ns = self.0.clone();
+        std::thread::spawn(move || {
+            // SAFETY: setns(2) on this short-lived thread only (it ends right after), with an open
+            // namespace file; socket(2) has no preconditions; the fd is owned from here on.
+            unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(format!(
+                        "cannot enter the container's network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                let fd = libc::socket(libc::AF_INET, kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+                if fd < 0 {
+                    return Err(format!(
+                        "socket in the container's network namespace: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                Ok(OwnedFd::from_raw_fd(fd))
+            }
+        })
+        .join()
+        .map_err(|_| "the socket thread panicked".to_string())?
+    }
+}
+
+/// How a client's requests reach their target.
+#[derive(Debug, Clone)]
+pub enum Dial {
+    /// From this host, to a node's address ([`Route`]).
+    Host(Route),
+    /// From inside a container on a network's bridge: `name` (a service name, or an address) is
+    /// asked of `resolver`, and each request goes to an address it answered (`seq` picks).
+    Container { netns: Netns, resolver: SocketAddr, name: String, port: u16 },
+}
+
+/// Ask the DNS server `resolver` for the IPv4 addresses of `name` from inside `netns`: the
+/// addresses, or why there are none (in the simulator's words: `NXDOMAIN`, no answer in time).
+pub async fn resolve(netns: &Netns, resolver: SocketAddr, name: &str, id: u16) -> Result<Vec<Ipv4Addr>, String> {
+    let socket = UdpSocket::from_std(std::net::UdpSocket::from(netns.socket(libc::SOCK_DGRAM)?))
+        .map_err(|e| format!("resolving {name}: {e}"))?;
+    socket.send_to(&dns::query(id, name), resolver).await.map_err(|e| format!("resolving {name}: {e}"))?;
+    let mut buf = [0u8; 1500];
+    match tokio::time::timeout(RESOLVE_TIMEOUT, socket.recv_from(&mut buf)).await {
+        Ok(Ok((len, _))) => dns::answer(&buf[..len], id).map_err(|err| format!("resolving {name}: {err}")),
+        Ok(Err(err)) => Err(format!("resolving {name}: {err}")),
+        Err(_) => Err(format!("resolving {name}: no answer from {resolver} within {} ms", RESOLVE_TIMEOUT.as_millis())),
     }
 }
 
@@ -89,26 +171,33 @@ pub struct Route {
 }
 
 /// Start `spec`'s request loop on the current runtime; every outcome goes to `log`.
-pub fn start(spec: ClientSpec, route: Route, names: Names, log: ClientLog) -> RealClient {
+pub fn start(spec: ClientSpec, dial: Dial, names: Names, log: ClientLog) -> RealClient {
     let (stop, stopped) = watch::channel(false);
-    let via = shoal_sim::net::host_of(&spec.target).to_string();
-    let client = RealClient { spec: spec.clone(), stop };
+    // The host a request goes through, as the simulator's client-requests invariant names it.
+    let via = match &dial {
+        Dial::Host(_) => shoal_sim::net::host_of(&spec.target).to_string(),
+        Dial::Container { .. } => spec.from.clone(),
+    };
+    let inflight = Arc::new(AtomicUsize::new(0));
+    let client = RealClient { spec: spec.clone(), stop, inflight: inflight.clone() };
     tokio::spawn(async move {
         let period = Duration::from_secs_f64(1.0 / spec.rate.max(0.001));
         let begun = Instant::now();
         let mut seq = 0u64;
         while !*stopped.borrow() {
             seq += 1;
-            let (route, names, log, name, via) =
-                (route.clone(), names.clone(), log.clone(), spec.name.clone(), via.clone());
+            let (dial, names, log, name, via, inflight) =
+                (dial.clone(), names.clone(), log.clone(), spec.name.clone(), via.clone(), inflight.clone());
+            inflight.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let sent_ms = unix_ms();
-                let outcome = request(&route).await;
+                let outcome = request(&dial, seq).await;
                 let (answer, error) = match outcome {
                     Ok(hostname) => (Some(names.of(&hostname).await), None),
                     Err(reason) => (None, Some(reason)),
                 };
                 log.push(RequestRecord { client: name, seq, sent_ms, done_ms: unix_ms(), via, answer, error });
+                inflight.fetch_sub(1, Ordering::Relaxed);
             });
             let next = begun + period.mul_f64(seq as f64);
             tokio::time::sleep_until(next.into()).await;
@@ -120,17 +209,53 @@ pub fn start(spec: ClientSpec, route: Route, names: Names, log: ClientLog) -> Re
 /// One request on a fresh connection, as a probe (`expect: port HOST:PORT answers|closed`): the
 /// container name that answered, or why there was none.
 pub async fn probe(route: &Route, names: &Names) -> Result<String, String> {
-    let hostname = request(route).await?;
+    let hostname = request(&Dial::Host(route.clone()), 0).await?;
     Ok(names.of(&hostname).await)
 }
 
-/// `GET /` over HTTP/1.0: the first line of the body (the serving container's hostname).
-async fn request(route: &Route) -> Result<String, String> {
+/// One datagram to the route's address (`expect: port NODE:PORT/udp answers S`): the name of the
+/// container whose answer came back within [`RESOLVE_TIMEOUT`], or why none did.
+pub async fn probe_udp(route: &Route, names: &Names) -> Result<String, String> {
     let addr = route.addr;
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    if let Some(source) = route.source {
-        socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind to {source}: {e}"))?;
+    let local = SocketAddr::new(route.source.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)), 0);
+    let socket = UdpSocket::bind(local).await.map_err(|e| format!("bind to {local}: {e}"))?;
+    socket.send_to(b"GET probe\n", addr).await.map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut buf = [0u8; 1500];
+    match tokio::time::timeout(RESOLVE_TIMEOUT, socket.recv_from(&mut buf)).await {
+        Ok(Ok((len, _))) => {
+            let hostname = String::from_utf8_lossy(&buf[..len]).trim().to_string();
+            Ok(names.of(&hostname).await)
+        }
+        Ok(Err(err)) => Err(format!("{addr}/udp: {err}")),
+        Err(_) => Err(format!("no datagram came back from {addr} within {} ms", RESOLVE_TIMEOUT.as_millis())),
     }
+}
+
+/// `GET /` over HTTP/1.0: the first line of the body (the serving container's hostname).
+async fn request(dial: &Dial, seq: u64) -> Result<String, String> {
+    let (socket, addr) = match dial {
+        Dial::Host(route) => {
+            let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+            if let Some(source) = route.source {
+                socket.bind(SocketAddr::new(source, 0)).map_err(|e| format!("bind to {source}: {e}"))?;
+            }
+            (socket, route.addr)
+        }
+        Dial::Container { netns, resolver, name, port } => {
+            let ip = match name.parse::<Ipv4Addr>() {
+                Ok(ip) => ip,
+                Err(_) => {
+                    let addresses = resolve(netns, *resolver, name, seq as u16).await?;
+                    if addresses.is_empty() {
+                        return Err(format!("{name} resolved to no address"));
+                    }
+                    addresses[seq as usize % addresses.len()]
+                }
+            };
+            let stream = std::net::TcpStream::from(netns.socket(libc::SOCK_STREAM)?);
+            (TcpSocket::from_std_stream(stream), SocketAddr::new(ip.into(), *port))
+        }
+    };
     let mut stream = match tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(addr)).await {
         Err(_) => return Err(format!("connection to {addr} timed out after {} ms", CONNECT_TIMEOUT.as_millis())),
         Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
@@ -211,7 +336,7 @@ mod tests {
             keepalive: false,
             network: None,
         };
-        let client = start(spec, route, names.clone(), log.clone());
+        let client = start(spec, Dial::Host(route), names.clone(), log.clone());
         tokio::time::sleep(Duration::from_millis(500)).await;
         client.stop();
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -44,7 +44,8 @@ pub struct ClusterOptions {
     /// The `shoal` binary.
     pub shoal_bin: PathBuf,
     pub executor: Executor,
-    /// First three octets of the nodes' loopback addresses (`127.0.88`).
+    /// The nodes' loopback addresses: three octets (`127.0.88`) or an address they follow
+    /// ([`node_ip`]).
     pub net: String,
     /// Where the run's temp dir goes.
     pub tmp: PathBuf,
@@ -56,8 +57,14 @@ pub struct ClusterOptions {
 }
 
 /// The loopback address of the cluster's node `i` (0-based): `<net>.<i + 1>`.
+///
+/// `net` is three octets (`127.0.88`: node n gets `.n`) or a whole address after which the nodes
+/// follow (`127.0.89.100`: `.101`, `.102`, …), so that runs can share a /24.
 pub fn node_ip(net: &str, i: usize) -> String {
-    format!("{net}.{}", i + 1)
+    match net.rsplit_once('.').filter(|(prefix, _)| prefix.matches('.').count() == 2) {
+        Some((prefix, last)) => format!("{prefix}.{}", last.parse::<usize>().unwrap_or(0) + i + 1),
+        None => format!("{net}.{}", i + 1),
+    }
 }
 
 /// The raft log dir under a node's data dir.

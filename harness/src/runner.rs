@@ -11,10 +11,12 @@
 //! `client …` expectations judge them.
 //!
 //! Faults happen for real ([`crate::cluster`], [`crate::netfault`], [`crate::relay`],
-//! [`crate::disk`]); what the real world cannot do here (slow-starting images, the simulated
-//! containers' request protocol traits) is reported as skipped, never faked.
+//! [`crate::disk`], [`crate::images`]); what cannot be done on the cluster at hand (an attached
+//! cluster's daemons, addresses and disks; an image the engine itself has) is reported as skipped,
+//! never faked.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
@@ -25,7 +27,7 @@ use shoal_core::api::TaskState;
 use shoal_core::control::{ControlRequest, ControlResult};
 use shoal_core::store::StoreState;
 use shoal_core::trace::TraceEvent;
-use shoal_sim::client::ClientLog;
+use shoal_sim::client::{ClientLog, ANSWER_TIMEOUT, CONNECT_TIMEOUT, RESOLVE_TIMEOUT};
 use shoal_sim::invariants::{ClientRequests, ServiceInvariants};
 use shoal_sim::scenario::drive::{self, Driver};
 use shoal_sim::scenario::expect::{Expectation, Timed};
@@ -34,15 +36,54 @@ use shoal_sim::scenario::parse::{Action, ClientStep, Final, Step, CLIENT_HOST};
 use shoal_sim::scenario::{Outcome, Scenario};
 
 use crate::cleanup::{AttachedLedger, Ledger};
-use crate::client::{Names, RealClient, Route};
+use crate::client::{Dial, Names, Netns, RealClient, Route};
 use crate::cluster::{Attached, ClusterOptions, Executor, RealCluster};
 
+use crate::images::StandIn;
 /// The file `container unhealthy` creates in a real container (`docker exec … touch`): a scenario's
 /// health command checks it (`--health-cmd "test ! -e /tmp/unhealthy"`, which passes in the simulator
 /// until the same fault).
-pub const UNHEALTHY_MARK: &str = "/tmp/unhealthy";
+pub use crate::images::UNHEALTHY_MARK;
 use crate::relay::Relays;
 use crate::{disk, images, netfault};
+
+/// The label on the containers the harness runs itself (clients on a network): the run's id.
+pub const LABEL_HARNESS_RUN: &str = "com.shoal.harness.run";
+
+/// The network namespace of a running container.
+async fn netns_of_container(container: &str) -> Result<Netns, String> {
+    let output = tokio::process::Command::new("docker")
+        .args(["inspect", "--format", "{{.State.Pid}}", container])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run docker inspect: {e}"))?;
+    let pid: u32 = String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(0);
+    if !output.status.success() || pid == 0 {
+        return Err(format!("container {container} is not running"));
+    }
+    Netns::of_pid(pid)
+}
+
+/// The network namespace of a running container attached to Docker network `bridge` (a name lookup
+/// is what any container there would see).
+async fn netns_on_bridge(bridge: &str) -> Result<Netns, String> {
+    let output = tokio::process::Command::new("docker")
+        .args(["network", "inspect", "--format", "{{range $id, $c := .Containers}}{{$id}} {{end}}", bridge])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("cannot run docker network inspect: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("no bridge {bridge} on this engine"));
+    }
+    for id in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+        if let Ok(netns) = netns_of_container(id).await {
+            return Ok(netns);
+        }
+    }
+    Err(format!("no container runs on bridge {bridge}"))
+}
 
 /// How often invariants are checked and timers fire while the runner waits.
 pub const POLL: Duration = Duration::from_millis(500);
@@ -147,8 +188,10 @@ struct Runner<'a> {
     /// Every client's requests.
     log: ClientLog,
     clients: BTreeMap<String, RealClient>,
-    /// Clients not run here (on a container's network), whose expectations are skipped too.
-    skipped_clients: std::collections::BTreeSet<String>,
+    /// The containers of the clients on a network (client name → container name).
+    client_containers: BTreeMap<String, String>,
+    /// The run's id (its containers carry [`LABEL_HARNESS_RUN`]).
+    run_id: String,
     names: Names,
     /// The relays of a run with link delays (set up before the daemons started).
     relays: Option<Relays>,
@@ -166,6 +209,8 @@ struct Runner<'a> {
     comment: String,
     /// Image tags this run made (name → image id), for image faults.
     tags: BTreeMap<String, String>,
+    /// What the stand-in each tag points to does.
+    stand_ins: BTreeMap<String, StandIn>,
     /// The last leader state read by a poll.
     last_state: Option<(String, StoreState)>,
 }
@@ -280,28 +325,33 @@ impl Runner<'_> {
         loop {
             self.poll().await?;
             let verdict = match expectation {
-                Expectation::ClientOk { client, .. }
-                | Expectation::ClientFailedAtMost { client, .. }
-                | Expectation::ClientReachesEvery { client, .. }
-                | Expectation::ClientAnsweredOnlyBy { client, .. }
-                    if self.skipped_clients.contains(client) =>
-                {
-                    let why = format!("client {client} was skipped");
-                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
-                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
-                    return Ok(());
-                }
-                Expectation::NameResolves { .. } | Expectation::NameUnknown { .. } => {
-                    let why = "names resolve inside a container on the network's bridge, off the loopback addresses this harness sends traffic to";
-                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
-                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
-                    return Ok(());
+                Expectation::NameResolves { name, node, network }
+                | Expectation::NameUnknown { name, node, network } => {
+                    let answer = match self.bridge_of(network, node) {
+                        Ok((bridge, resolver)) => match netns_on_bridge(&bridge).await {
+                            Ok(netns) => crate::client::resolve(&netns, resolver, name, 1).await,
+                            Err(err) => Err(err),
+                        },
+                        Err(err) => Err(err),
+                    };
+                    // As the simulator judges its lookups.
+                    match (expectation, answer) {
+                        (Expectation::NameResolves { .. }, Ok(addresses)) if !addresses.is_empty() => Ok(()),
+                        (Expectation::NameResolves { .. }, Ok(_)) => Err(format!("{name} resolved to no address")),
+                        (Expectation::NameResolves { .. }, Err(err)) => Err(err),
+                        (_, Ok(addresses)) if !addresses.is_empty() => Err(format!("{name} resolved to {addresses:?}")),
+                        (_, Ok(_)) => Ok(()),
+                        (_, Err(err)) if err.contains("NXDOMAIN") || err.contains("no answer") => Ok(()),
+                        (_, Err(err)) => Err(err),
+                    }
                 }
                 Expectation::PortAnswers { addr, .. } | Expectation::PortClosed { addr } if addr.ends_with("/udp") => {
-                    let why = "the stand-in image serves HTTP over TCP only";
-                    self.note("step.skipped", json!({"at": place, "expect": expectation.to_string(), "why": why}));
-                    self.skipped.push(format!("{place}: expect `{expectation}`: skipped ({why})"));
-                    return Ok(());
+                    let target = addr.trim_end_matches("/udp");
+                    let answer = match self.route(target, CLIENT_HOST) {
+                        Ok(route) => crate::client::probe_udp(&route, &self.names).await,
+                        Err(err) => Err(err),
+                    };
+                    expectation.check_probe(answer)
                 }
                 Expectation::PortAnswers { addr, .. } | Expectation::PortClosed { addr } => {
                     let answer = match self.route(addr, CLIENT_HOST) {
@@ -397,19 +447,58 @@ impl Runner<'_> {
         Ok(Route { addr: std::net::SocketAddr::new(ip.into(), port), source })
     }
 
+    /// Network `network`'s bridge on `host`, from its lease in the leader's store (as last read):
+    /// the bridge's Docker name and its resolver's address (the gateway, port 53).
+    fn bridge_of(&self, network: &str, host: &str) -> Result<(String, SocketAddr), String> {
+        let (_, state) = self.last_state.as_ref().ok_or("no leader to ask for the network's lease")?;
+        let net = state
+            .networks
+            .values()
+            .find(|n| n.name == network || n.id == network)
+            .ok_or_else(|| format!("network {network} does not exist"))?;
+        let i = self.cluster.index(host).ok_or_else(|| format!("no host {host:?}"))?;
+        let bridge = shoal_core::mesh::lease::bridge_for(net, &self.cluster.nodes[i].node_id)
+            .ok_or_else(|| format!("network {network} has no lease on {host} (no task on it runs there)"))?;
+        let gateway: Ipv4Addr =
+            bridge.gateway.parse().map_err(|_| format!("bridge {} has no IPv4 gateway", bridge.name))?;
+        Ok((bridge.name, SocketAddr::new(gateway.into(), 53)))
+    }
+
+    /// Start a container of the run on `network`'s bridge on `host`, with the mesh resolver as its
+    /// DNS server as shoal's tasks have: a client's requests are sent from its network namespace.
+    async fn client_container(
+        &mut self,
+        client: &str,
+        network: &str,
+        host: &str,
+    ) -> Result<(String, Netns, SocketAddr), String> {
+        let _ = self.poll().await;
+        let (bridge, resolver) = self.bridge_of(network, host)?;
+        let image = images::sleeper()?;
+        let name = format!("shoal-harness-{}-{client}", self.run_id);
+        let output = tokio::process::Command::new("docker")
+            .args(["run", "-d", "--name", &name, "--network", &bridge, "--dns", &resolver.ip().to_string()])
+            .args(["--label", &format!("{LABEL_HARNESS_RUN}={}", self.run_id), &image])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| format!("cannot run docker run: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "could not start client {client}'s container on {bridge}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let netns = netns_of_container(&name).await?;
+        Ok((name, netns, resolver))
+    }
+
     /// Start or stop a client.
-    fn client(&mut self, step: &ClientStep, place: &str) -> Result<(), String> {
+    async fn client(&mut self, step: &ClientStep, place: &str) -> Result<(), String> {
         match step {
             ClientStep::Start(spec) => {
                 if self.clients.contains_key(&spec.name) {
                     return Err(format!("client {} is already running", spec.name));
-                }
-                if let Some(network) = &spec.network {
-                    let why = format!("a client on network {network} runs inside a container on its bridge, off the loopback addresses this harness sends traffic to");
-                    self.note("step.skipped", json!({"at": place, "client": step.to_string(), "why": why}));
-                    self.skipped.push(format!("{place}: client {step}: skipped ({why})"));
-                    self.skipped_clients.insert(spec.name.clone());
-                    return Ok(());
                 }
                 if spec.keepalive {
                     self.note(
@@ -417,22 +506,44 @@ impl Runner<'_> {
                         json!({"client": spec.name, "note": "keepalive: the stand-in server (busybox httpd) closes each connection after its answer, so every request opens a new one"}),
                     );
                 }
-                let route = self.route(&spec.target, &spec.from)?;
-                let client = crate::client::start(spec.clone(), route, self.names.clone(), self.log.clone());
+                let dial = match &spec.network {
+                    Some(network) => {
+                        let (name, port) = spec
+                            .target
+                            .rsplit_once(':')
+                            .ok_or_else(|| format!("{:?} is not NAME:PORT", spec.target))?;
+                        let port: u16 = port.parse().map_err(|_| format!("{:?} has no port number", spec.target))?;
+                        let (container, netns, resolver) =
+                            self.client_container(&spec.name, network, &spec.from).await?;
+                        self.note(
+                            "client.container",
+                            json!({"at": place, "client": spec.name, "container": container, "network": network, "host": spec.from, "resolver": resolver.to_string()}),
+                        );
+                        self.client_containers.insert(spec.name.clone(), container);
+                        Dial::Container { netns, resolver, name: name.to_string(), port }
+                    }
+                    None => Dial::Host(self.route(&spec.target, &spec.from)?),
+                };
+                let client = crate::client::start(spec.clone(), dial, self.names.clone(), self.log.clone());
                 self.clients.insert(spec.name.clone(), client);
                 Ok(())
             }
             ClientStep::Stop(name) => {
-                match self.clients.remove(name) {
-                    Some(client) => client.stop(),
-                    // A client that was skipped (on a network) is not running: nothing to stop.
-                    None if self.skipped_clients.contains(name) => {}
-                    None => {
-                        return Err(format!(
-                            "no client {name} is running (running: {:?})",
-                            self.clients.keys().collect::<Vec<_>>()
-                        ))
-                    }
+                let client = self.clients.remove(name).ok_or_else(|| {
+                    format!("no client {name} is running (running: {:?})", self.clients.keys().collect::<Vec<_>>())
+                })?;
+                client.stop();
+                // Its container goes once the requests in flight are done (their sockets are in it).
+                if let Some(container) = self.client_containers.remove(name) {
+                    tokio::spawn(async move {
+                        client.settled(CONNECT_TIMEOUT + ANSWER_TIMEOUT + RESOLVE_TIMEOUT).await;
+                        let _ = tokio::process::Command::new("docker")
+                            .args(["rm", "-f", &container])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .status()
+                            .await;
+                    });
                 }
                 Ok(())
             }
@@ -649,68 +760,61 @@ impl Runner<'_> {
                     json!({"at": place, "task": task.name(), "container": task.status.container_id, "mark": UNHEALTHY_MARK}),
                 );
             }
-            Fault::Image { image, fault } if fault.is_fault() && !self.tags.contains_key(image) => self.skip(
-                place,
-                &format!("image {image} {fault:?}"),
-                "the image is the engine's own, not one this run tagged",
-            ),
-            Fault::Image { image, fault } => match fault {
-                ImageFault::PullFails => match self.tags.get(image).cloned() {
-                    // With `--pull never`, an image the engine lacks is a failed pull.
-                    Some(id) => {
-                        self.client_checks.image_fault(unix_ms());
-                        images::untag(image, &id)?;
-                        self.cluster.ledger.lock().expect("ledger").image_tags.retain(|(n, _)| n != image);
-                        self.note("fault.image", json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}));
-                    }
-                    None => self.skip(
+            Fault::Image { image, fault } if !self.tags.contains_key(image) => {
+                if fault.is_fault() {
+                    self.skip(
                         place,
-                        &format!("image {image} pull fails"),
+                        &format!("image {image} {fault:?}"),
                         "the image is the engine's own, not one this run tagged",
-                    ),
-                },
-                ImageFault::SlowStart(_) => self.skip(
-                    place,
-                    &format!("image {image} slow start"),
-                    "the Docker engine cannot delay a container's start",
-                ),
-                ImageFault::CrashAfter { after, exit_code } => match self.tags.get(image).cloned() {
-                    // The name now points to a stand-in that exits with the code after the delay.
-                    Some(_) => {
-                        self.client_checks.image_fault(unix_ms());
-                        let id = images::crashing(*after, *exit_code)?;
-                        images::tag(&id, image)?;
-                        self.tags.insert(image.clone(), id.clone());
-                        let mut ledger = self.cluster.ledger.lock().expect("ledger");
-                        ledger.image_tags.retain(|(n, _)| n != image);
-                        ledger.image_tags.push((image.clone(), id));
-                        drop(ledger);
-                        self.note(
-                            "fault.image",
-                            json!({"at": place, "image": image, "behavior": format!("exits {exit_code} after {after:?}")}),
-                        );
-                    }
-                    None => self.skip(
-                        place,
-                        &format!("image {image} crash after"),
-                        "the image is the engine's own, not one this run tagged",
-                    ),
-                },
-                ImageFault::Unhealthy => self.skip(
-                    place,
-                    &format!("image {image} unhealthy"),
-                    "a real container's health is what its health command says: the stand-in image cannot make every check fail (use a health command that fails, e.g. `--health-cmd false`, which fails in both worlds)",
-                ),
-                ImageFault::ExitsOnSigterm => self.note(
+                    );
+                } else {
+                    self.note(
+                        "fault.image",
+                        json!({"at": place, "image": image, "behavior": format!("{fault:?}"), "note": "the engine's own image, not one this run tagged: it behaves as it does"}),
+                    );
+                }
+            }
+            Fault::Image { image, fault: ImageFault::PullFails } => {
+                // With `--pull never`, an image the engine lacks is a failed pull.
+                let id = self.tags[image].clone();
+                self.client_checks.image_fault(unix_ms());
+                images::untag(image, &id)?;
+                self.tags.remove(image);
+                self.cluster.ledger.lock().expect("ledger").image_tags.retain(|(n, _)| n != image);
+                self.note(
                     "fault.image",
-                    json!({"at": place, "image": image, "behavior": "exits on SIGTERM (every stand-in image does)"}),
-                ),
-                other => self.skip(
-                    place,
-                    &format!("image {image} {other:?}"),
-                    "a trait of the simulator's containers (its request protocol), not of the stand-in image",
-                ),
-            },
+                    json!({"at": place, "image": image, "behavior": "pull fails (image removed from the engine)"}),
+                );
+            }
+            Fault::Image { image, fault } => {
+                // The name now points to a stand-in that behaves so (containers started from now on,
+                // as in the simulator).
+                let mut stand_in = self.stand_ins.get(image).cloned().unwrap_or_default();
+                match fault {
+                    ImageFault::SlowStart(d) => stand_in.start_delay = *d,
+                    ImageFault::AnswersAfter(d) => stand_in.answer_delay = *d,
+                    ImageFault::CrashAfter { after, exit_code } => stand_in.exit_after = Some((*after, *exit_code)),
+                    ImageFault::Unhealthy => stand_in.unhealthy = true,
+                    ImageFault::Exposes(ports) => stand_in.serve(ports),
+                    // Every stand-in exits at once on SIGTERM.
+                    ImageFault::ExitsOnSigterm | ImageFault::PullFails => {}
+                }
+                if fault.is_fault() {
+                    self.client_checks.image_fault(unix_ms());
+                }
+                let id = images::stand_in(&stand_in)?;
+                images::tag(&id, image)?;
+                self.tags.insert(image.clone(), id.clone());
+                let mut ledger = self.cluster.ledger.lock().expect("ledger");
+                ledger.image_tags.retain(|(n, _)| n != image);
+                ledger.image_tags.push((image.clone(), id.clone()));
+                drop(ledger);
+                self.note(
+                    "fault.image",
+                    json!({"at": place, "image": image, "behavior": format!("{stand_in:?}"), "stand_in": stand_in.tag(), "id": id}),
+                );
+                self.stand_ins.insert(image.clone(), stand_in);
+            }
         }
         Ok(())
     }
@@ -762,7 +866,7 @@ impl Runner<'_> {
             Action::Wait(duration) => self.sleep(*duration).await,
             Action::Client(client) => {
                 self.note("step.client", json!({"at": place, "client": client.to_string()}));
-                self.client(client, &place).map_err(|err| Outcome::Liveness(format!("{place}: {err}")))
+                self.client(client, &place).await.map_err(|err| Outcome::Liveness(format!("{place}: {err}")))
             }
             Action::Expect(Timed { expectation, within }) => self.wait_for(expectation, *within, &place).await,
         }
@@ -898,6 +1002,19 @@ pub fn preflight(scenario: &Scenario, executor: Executor, attached: bool) -> Res
     let needs_root =
         scenario.steps.iter().any(|s| matches!(&s.action, Action::Fault(Fault::Partition { .. } | Fault::Link { .. })))
             || has_disk_faults(scenario);
+    let in_network = scenario.steps.iter().any(|s| match &s.action {
+        Action::Client(ClientStep::Start(spec)) => spec.network.is_some(),
+        Action::Expect(Timed { expectation, .. }) => {
+            matches!(expectation, Expectation::NameResolves { .. } | Expectation::NameUnknown { .. })
+        }
+        _ => false,
+    });
+    if in_network && !netfault::have_root() {
+        return Err(format!(
+            "{}: clients and name lookups inside a network send from a container's network namespace (setns): they need root",
+            scenario.file
+        ));
+    }
     if needs_root && !attached && !netfault::have_root() {
         return Err(format!(
             "{}: partitions and link faults are iptables rules on the loopback addresses (and relays reached through nat rules), disk faults a tmpfs the run mounts: they need root; run as root (the rules carry the comment shoal-run-<id> and are removed afterwards)",
@@ -917,8 +1034,8 @@ pub fn preflight(scenario: &Scenario, executor: Executor, attached: bool) -> Res
     }
     if executor == Executor::Docker {
         images::sleeper()?;
-        if !images::served_images(scenario).is_empty() {
-            images::server()?;
+        for image in images::served_images(scenario) {
+            images::stand_in(&StandIn::for_image(&image, true))?;
         }
         let others = images::shoal_bridges();
         if !attached && images::uses_bridges(scenario) && !others.is_empty() {
@@ -962,25 +1079,27 @@ pub async fn play(
             trace_jsonl,
         }
     };
+    let mut stand_ins = BTreeMap::new();
+    ledger.lock().expect("ledger").run_label = Some(id.clone());
     if options.executor == Executor::Docker {
         let served = images::served_images(scenario);
-        let stand_ins = images::sleeper()
-            .and_then(|sleeper| Ok((sleeper, if served.is_empty() { String::new() } else { images::server()? })));
-        let (sleeper, server) = match stand_ins {
-            Ok(ids) => ids,
-            Err(err) => return report(Outcome::Crash(err), Vec::new(), skipped),
-        };
         for image in images::scenario_images(scenario) {
             if images::image_id(&image).is_some() {
                 continue;
             }
-            let stand_in = if served.contains(&image) { server.clone() } else { sleeper.clone() };
-            if let Err(err) = images::tag(&stand_in, &image) {
-                ledger.lock().expect("ledger").clean();
-                return report(Outcome::Crash(err), Vec::new(), skipped);
+            let stand_in = StandIn::for_image(&image, served.contains(&image));
+            let tagged = images::stand_in(&stand_in).and_then(|id| images::tag(&id, &image).map(|()| id));
+            match tagged {
+                Ok(id) => {
+                    ledger.lock().expect("ledger").image_tags.push((image.clone(), id.clone()));
+                    tags.insert(image.clone(), id);
+                    stand_ins.insert(image, stand_in);
+                }
+                Err(err) => {
+                    ledger.lock().expect("ledger").clean();
+                    return report(Outcome::Crash(err), Vec::new(), skipped);
+                }
             }
-            ledger.lock().expect("ledger").image_tags.push((image.clone(), stand_in.clone()));
-            tags.insert(image, stand_in);
         }
     }
     let (managers, workers) = (scenario.cluster.managers, scenario.cluster.workers);
@@ -1036,7 +1155,8 @@ pub async fn play(
         client_checks: ClientRequests::default(),
         log: ClientLog::default(),
         clients: BTreeMap::new(),
-        skipped_clients: Default::default(),
+        client_containers: BTreeMap::new(),
+        run_id: id.clone(),
         names: Names::default(),
         relays,
         heal_at: Vec::new(),
@@ -1048,6 +1168,7 @@ pub async fn play(
         skipped: Vec::new(),
         comment,
         tags,
+        stand_ins,
         last_state: None,
     };
     runner.client_checks.run_started(unix_ms());

@@ -1,7 +1,8 @@
 //! The scenario files CI runs against real clusters (issue 16): a worker crash, a leader crash
 //! during a rolling update, a partition during scale-up, a drain, a stack deploy, the leader
 //! isolated, a rolling update under a real HTTP client's load (the client-requests invariant),
-//! slow and lossy links (through the harness's relays), a leader whose disk fills up — each played by
+//! slow and lossy links (through the harness's relays), a leader whose disk fills up, a slow-starting
+//! image, names and a client inside an overlay network, UDP ingress — each played by
 //! the `shoal-real` binary on fresh daemons (Docker executor, loopback addresses 127.0.88.x, the
 //! partition as iptables rules, so CI runs these as root as it runs the other Docker tests), and
 //! required to pass with nothing left behind. One test plays them in turn: they share the
@@ -12,6 +13,16 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const REAL: &str = env!("CARGO_BIN_EXE_shoal-real");
+
+/// The loopback addresses the tests' clusters use. By default each test has a /24 of its own
+/// (127.0.88, 127.0.89, 127.0.90, 127.0.85); `SHOAL_REAL_TEST_NET=127.0.X` puts all of them in that
+/// one /24 instead (nodes .1–.9, .100–, .150–, .200–), for a machine where others use those.
+fn net(default: &str, offset: u8) -> String {
+    match std::env::var("SHOAL_REAL_TEST_NET") {
+        Ok(base) if !base.is_empty() => format!("{base}.{offset}"),
+        _ => default.to_string(),
+    }
+}
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
@@ -89,10 +100,18 @@ fn ci_scenarios_pass_on_real_clusters() {
         "scenarios/t85_service_rm_while_tasks_reaped.yaml",
         // Found on real daemons: a second daemon on a data dir in use refuses and touches nothing.
         "scenarios/t86_second_daemon_on_a_data_dir.yaml",
+        // A slow-starting image: the stand-in waits 5 s, its HEALTHCHECK keeps the tasks starting.
+        "scenarios/t46_slow_start_image.yaml",
+        // Names and a client inside an overlay network: a client container on worker-1's bridge
+        // asks the mesh resolver for `web` and its requests go through the VIP to worker-2.
+        "scenarios/t71_mesh_names_on_overlay.yaml",
+        // UDP published for ingress: datagrams to every node's address, answered by the task.
+        "scenarios/t74_mesh_udp_ingress.yaml",
     ];
     let output = Command::new(REAL)
         .arg("run")
         .args(files)
+        .args(["--net", &net("127.0.88", 0)])
         .arg("--shoal-bin")
         .arg(&bin)
         .arg("--trace-dir")
@@ -103,7 +122,7 @@ fn ci_scenarios_pass_on_real_clusters() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "shoal-real failed:\n{stdout}\n{stderr}");
-    assert!(stdout.contains("13 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("16 passed, 0 failed"), "{stdout}");
     // Nothing of these was skipped: every fault, client and check was done for real.
     assert!(!stdout.contains("skipped in"), "{stdout}");
     // Each run's merged trace has the daemons' events and the harness's faults.
@@ -118,6 +137,8 @@ fn ci_scenarios_pass_on_real_clusters() {
         ("t45_lossy_links", "fault.link"),
         ("t53_disk_write_failure", "manager.stepped_down"),
         ("t86_second_daemon_on_a_data_dir", "fault.second_daemon"),
+        ("t46_slow_start_image", "fault.image"),
+        ("t71_mesh_names_on_overlay", "client.container"),
     ] {
         let trace = std::fs::read_to_string(traces.join(format!("{file}-run1.jsonl"))).expect("trace written");
         assert!(trace.contains(&format!("\"kind\":\"{fault}\"")), "{file}: no {fault} in the trace");
@@ -137,6 +158,26 @@ fn ci_scenarios_pass_on_real_clusters() {
         .collect();
     assert!(answers.len() >= 8, "4 old and 4 new tasks answered: {answers:?}");
     assert!(answers.iter().all(|a| a.starts_with("web.")), "{answers:?}");
+    // The slow start for real: tasks `starting` for the image's 5 s before they run.
+    let trace = std::fs::read_to_string(traces.join("t46_slow_start_image-run1.jsonl")).unwrap();
+    let first = |state: &str| {
+        trace
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"task.state\"") && l.contains(&format!("\"state\":\"{state}\"")))
+            .filter_map(|l| l.split("\"time_ms\":").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .min()
+            .unwrap_or_else(|| panic!("no task {state} in t46's trace"))
+    };
+    let (starting, running) = (first("starting"), first("running"));
+    assert!(running >= starting + 4_500, "t46: running {} ms after starting", running - starting);
+    // The in-network client's requests were answered by web's tasks, from inside worker-1's bridge.
+    let trace = std::fs::read_to_string(traces.join("t71_mesh_names_on_overlay-run1.jsonl")).unwrap();
+    let answered = trace
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"client.request\"") && l.contains("\"client\":\"c1\""))
+        .filter(|l| l.contains("\"answer\":\"web."))
+        .count();
+    assert!(answered >= 100, "t71: {answered} requests of c1 answered by web");
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains("shoal-real-"), "tmpfs mounts left:\n{mounts}");
     let _ = std::fs::remove_dir_all(&traces);
@@ -193,7 +234,8 @@ fn a_scenario_runs_on_a_cluster_it_did_not_start_and_removes_only_what_it_made()
         }
         sockets.push(socket);
     }
-    let addr = |n: usize| format!("127.0.85.{n}:2377");
+    let attached_net = net("127.0.85", 200);
+    let addr = |n: usize| format!("{}:2377", shoal_harness::cluster::node_ip(&attached_net, n - 1));
     cli(
         &bin,
         &sockets[0],
@@ -274,8 +316,9 @@ fn a_failing_scenario_exits_4_with_the_command_that_reruns_it() {
         "name: never converges\ncluster: { managers: 1 }\nsteps:\n  - run: service create --name web --replicas 1 shoal-harness-test/never:1\n  - expect: service web running 2 within 3s\n",
     )
     .unwrap();
+    let fail_net = net("127.0.89", 100);
     let output = Command::new(REAL)
-        .args(["run", "--net", "127.0.89"])
+        .args(["run", "--net", &fail_net])
         .arg(&file)
         .arg("--shoal-bin")
         .arg(&bin)
@@ -285,7 +328,7 @@ fn a_failing_scenario_exits_4_with_the_command_that_reruns_it() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(4), "{stdout}");
     assert!(stdout.contains("LIVENESS") && stdout.contains("expected `service web running 2` within 3 s"), "{stdout}");
-    assert!(stdout.contains(&format!("rerun: cargo real-run run {} --net 127.0.89", file.display())), "{stdout}");
+    assert!(stdout.contains(&format!("rerun: cargo real-run run {} --net {fail_net}", file.display())), "{stdout}");
     // A scenario-file error is exit 1 with file:line, before anything starts.
     std::fs::write(&file, "name: bad\ncluster: { managers: 1 }\nsteps:\n  - fault: crsh leader\n").unwrap();
     let output = Command::new(REAL).arg("run").arg(&file).arg("--shoal-bin").arg(&bin).output().expect("run");
@@ -295,17 +338,18 @@ fn a_failing_scenario_exits_4_with_the_command_that_reruns_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Processes whose environment says they are tasks of a node on `net` (the process executor gives
-/// every task `SHOAL_NODE_IP`).
+/// Processes whose environment says they are tasks of one of the first 9 nodes on `net` (the
+/// process executor gives every task `SHOAL_NODE_IP`).
 fn tasks_on(net: &str) -> Vec<String> {
-    let wanted = format!("SHOAL_NODE_IP={net}.");
+    let wanted: Vec<String> =
+        (0..9).map(|i| format!("SHOAL_NODE_IP={}", shoal_harness::cluster::node_ip(net, i))).collect();
     std::fs::read_dir("/proc")
         .expect("/proc")
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
         .filter(|e| {
             std::fs::read(e.path().join("environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(wanted.as_bytes())))
+                .map(|env| env.split(|b| *b == 0).any(|kv| wanted.iter().any(|w| kv == w.as_bytes())))
                 .unwrap_or(false)
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -315,8 +359,9 @@ fn tasks_on(net: &str) -> Vec<String> {
 #[test]
 fn the_process_executor_runs_a_worker_crash_and_leaves_no_task_behind() {
     let bin = shoal_bin();
+    let process_net = net("127.0.90", 150);
     let output = Command::new(REAL)
-        .args(["run", "harness/tests/data/process_worker_crash.yaml", "--executor", "process", "--net", "127.0.90"])
+        .args(["run", "harness/tests/data/process_worker_crash.yaml", "--executor", "process", "--net", &process_net])
         .arg("--shoal-bin")
         .arg(&bin)
         .current_dir(workspace())
@@ -326,5 +371,5 @@ fn the_process_executor_runs_a_worker_crash_and_leaves_no_task_behind() {
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
     // The crashed worker's tasks died with it, and the rest went with the cluster.
-    assert_eq!(tasks_on("127.0.90"), Vec::<String>::new(), "task processes left behind");
+    assert_eq!(tasks_on(&process_net), Vec::<String>::new(), "task processes left behind");
 }

@@ -785,7 +785,10 @@ impl Mesh {
             }
         };
         if header.udp {
-            let socket = match self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await {
+            // Unbound, as the TCP path's dial: the kernel picks the source for the route to the task
+            // (the bridge's gateway); the node's own address as source is a martian on a bridge when
+            // the node's address is a loopback one (a daemon on 127.0.0.x).
+            let socket = match self.env.mesh.bind_udp("0.0.0.0:0").await {
                 Ok(socket) => socket,
                 Err(err) => {
                     let _ = tunnel::write_frame(&mut stream, &Verdict::Refused(err.to_string())).await;
@@ -902,7 +905,8 @@ impl Mesh {
         for endpoint in self.candidates(&service) {
             if endpoint.node_id == self.node_id {
                 let Some(addr) = endpoint.local_address() else { continue };
-                let Ok(backend) = self.env.mesh.bind_udp(&format!("{}:0", self.node_ip)).await else { return };
+                // Unbound, as in `serve_tunnel`: the route to the task picks the source.
+                let Ok(backend) = self.env.mesh.bind_udp("0.0.0.0:0").await else { return };
                 let _guard = ActiveGuard::new(&self, &endpoint.task_id);
                 let routed = {
                     let (mesh, task_id) = (self.clone(), endpoint.task_id.clone());

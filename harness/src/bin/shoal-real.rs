@@ -41,7 +41,8 @@ struct RealArgs {
     /// How the daemons run tasks.
     #[arg(long, value_enum, default_value = "docker")]
     executor: ExecutorArg,
-    /// First three octets of the nodes' loopback addresses (node n gets .n).
+    /// The nodes' loopback addresses: three octets (node n gets .n), or an address the nodes
+    /// follow (`127.0.89.100`: .101, .102, …).
     #[arg(long, default_value = "127.0.88")]
     net: String,
     /// The `shoal` binary (default: next to this one).
