@@ -52,6 +52,9 @@ pub struct StandIn {
     pub tcp: Vec<u16>,
     /// UDP ports answered with the hostname.
     pub udp: Vec<u16>,
+    /// TCP ports also served with HTTP but not EXPOSEd (`image X listens …`): the daemons find
+    /// them in the containers' socket tables.
+    pub listens: Vec<u16>,
     /// `slow-start`: time before serving; the task is `starting` meanwhile (the HEALTHCHECK).
     pub start_delay: Duration,
     /// `answers-after`: time before each HTTP answer.
@@ -102,11 +105,11 @@ impl StandIn {
         script += &format!("touch {STARTED_MARK}\n");
         // On the host's network (a service with no network and no published port; its interfaces
         // include the engine's docker0) a server would take the host's ports: it only sleeps there.
-        let serves = !self.tcp.is_empty() || !self.udp.is_empty();
+        let serves = !self.tcp.is_empty() || !self.udp.is_empty() || !self.listens.is_empty();
         if serves {
             script += "if [ ! -e /sys/class/net/docker0 ]; then\n";
         }
-        if !self.tcp.is_empty() {
+        if !self.tcp.is_empty() || !self.listens.is_empty() {
             script += "mkdir -p /www/cgi-bin\n";
             if self.answer_delay.is_zero() {
                 script += "hostname > /www/index.html\n";
@@ -114,7 +117,7 @@ impl StandIn {
                 // No index.html: httpd runs cgi-bin/index.cgi for `GET /`.
                 script += "cp /stand-in/index.cgi /www/cgi-bin/index.cgi\n";
             }
-            for port in &self.tcp {
+            for port in self.tcp.iter().chain(&self.listens) {
                 script += &format!("httpd -f -p {port} -h /www &\n");
             }
         }

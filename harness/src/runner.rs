@@ -796,6 +796,7 @@ impl Runner<'_> {
                     ImageFault::CrashAfter { after, exit_code } => stand_in.exit_after = Some((*after, *exit_code)),
                     ImageFault::Unhealthy => stand_in.unhealthy = true,
                     ImageFault::Exposes(ports) => stand_in.serve(ports),
+                    ImageFault::Listens(ports) => stand_in.listens = ports.clone(),
                     // Every stand-in exits at once on SIGTERM.
                     ImageFault::ExitsOnSigterm | ImageFault::PullFails => {}
                 }
