@@ -91,6 +91,10 @@ mod sim {
             /// Runs at once, each in its own process (default, or 0: every core).
             #[arg(long)]
             jobs: Option<usize>,
+            /// One summary line per scenario (runs, passed, failed) instead of one per run: for
+            /// sweeps of many seeds. Failures are listed in full either way.
+            #[arg(long, conflicts_with = "json")]
+            by_scenario: bool,
         },
         /// Run a scenario twice with one seed and compare the trace hashes.
         CheckDeterminism {
@@ -361,7 +365,7 @@ mod sim {
         }
     }
 
-    fn print_table(results: &[RunResult], files: usize, seeds: SeedRange) {
+    fn print_table(results: &[RunResult], files: usize, seeds: SeedRange, by_scenario: bool) {
         let lines: Vec<summary::Line> = results
             .iter()
             .map(|r| summary::Line {
@@ -387,7 +391,12 @@ mod sim {
             rerun_word: "reproduce",
         };
         let scenarios = if files == 1 { "1 scenario".to_string() } else { format!("{files} scenarios") };
-        print!("{}", summary::render(columns, &lines, Some(&format!("{scenarios} × {seeds}"))));
+        let ran = format!("{scenarios} × {seeds}");
+        if by_scenario {
+            print!("{}", summary::render_by_scenario(columns, &lines, Some(&ran)));
+        } else {
+            print!("{}", summary::render(columns, &lines, Some(&ran)));
+        }
     }
 
     fn run(
@@ -397,6 +406,7 @@ mod sim {
         trace_dir: Option<&Path>,
         json: bool,
         jobs: Option<usize>,
+        by_scenario: bool,
     ) -> anyhow::Result<i32> {
         let seeds = parse_seeds(seed, seeds)?;
         let mut scenarios = Vec::new();
@@ -459,7 +469,7 @@ mod sim {
                 println!("{value}");
             }
         } else {
-            print_table(&results, scenarios.len(), seeds);
+            print_table(&results, scenarios.len(), seeds, by_scenario);
         }
         let worst = summary::worst(results.iter().map(|r| r.exit_code));
         Ok(worst)
@@ -671,8 +681,8 @@ mod sim {
             Cmd::Child { file, seed, trace_dir, wall_limit } => {
                 return child(file, *seed, trace_dir.as_deref(), *wall_limit)
             }
-            Cmd::Run { files, seed, seeds, trace_dir, json, jobs } => {
-                run(files, *seed, seeds.as_deref(), trace_dir.as_deref(), *json, *jobs)
+            Cmd::Run { files, seed, seeds, trace_dir, json, jobs, by_scenario } => {
+                run(files, *seed, seeds.as_deref(), trace_dir.as_deref(), *json, *jobs, *by_scenario)
             }
             Cmd::CheckDeterminism { file, seed } => check_determinism(file, *seed),
             Cmd::Fuzz { cases, budget, common, case, keep_going } => fuzz(
