@@ -162,7 +162,7 @@ mod tests {
         );
         assert!(
             text.starts_with(
-                "SCENARIO          RUNS  PASSED  FAILED  RESULT\nt43 worker crash       3       2       1  LIVENESS\n"
+                "SCENARIO            RUNS  PASSED  FAILED  RESULT\nt43 worker crash       3       2       1  LIVENESS\n"
             ),
             "{text}"
         );
