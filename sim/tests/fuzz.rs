@@ -36,14 +36,9 @@ fn scratch(name: &str) -> PathBuf {
 fn options(name: &str, cases: u32, seed: u64, gen: GenConfig) -> FuzzOptions {
     let dir = scratch(name);
     FuzzOptions {
-        cases,
-        seed,
         max_shrink_iters: 128,
-        out: dir.join("regressions"),
-        gen,
-        exe: exe(),
-        work_dir: dir,
         wall_limit: Some(WALL_LIMIT),
+        ..FuzzOptions::new(cases, seed, gen, &exe(), &dir, &dir.join("regressions"))
     }
 }
 
@@ -142,6 +137,151 @@ fn the_fuzz_command_writes_the_file_and_exits_with_the_failure_code() {
     assert!(stdout.contains(&format!("written: {}", files[0].display())), "{stdout}");
     assert!(stdout.contains("(reproduces)"), "{stdout}");
     assert!(stdout.contains(&format!("reproduce: cargo sim-run run {} --seed ", files[0].display())), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `shoal-sim ARGS`: its exit code, the per-case lines of its stderr without their wall-time
+/// column (with the `rate:` line, the only thing `--jobs` and the machine may change), and its
+/// stdout without the `rate:` line.
+fn fuzz_cli(args: &[&str]) -> (Option<i32>, Vec<String>, Vec<String>) {
+    let output = Command::new(exe()).args(args).output().expect("run shoal-sim");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let cases = stderr
+        .lines()
+        .filter(|l| l.starts_with("case "))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let wall = words.iter().position(|w| *w == "virtual").expect("a virtual-time column") + 1;
+            assert!(words[wall].ends_with('s'), "the wall time follows the virtual time: {l}");
+            words.iter().enumerate().filter(|(i, _)| *i != wall).map(|(_, w)| *w).collect::<Vec<_>>().join(" ")
+        })
+        .collect();
+    let rest = stdout.lines().filter(|l| !l.starts_with("rate: ")).map(str::to_string).collect();
+    assert!(stdout.lines().any(|l| l.starts_with("rate: ") && l.contains(" cases/min with ")), "{stdout}");
+    (output.status.code(), cases, rest)
+}
+
+/// `--jobs` changes how fast a run goes, not what it reports: the same cases, results, virtual
+/// times, trace hashes and coverage, in the same order, for a passing run and for one that fails
+/// (the same first failing case, shrunk to the same file, with the same rerun commands).
+#[test]
+fn two_jobs_report_what_one_job_reports() {
+    let dir = scratch("jobs");
+    let out = dir.join("regressions").display().to_string();
+    let passing =
+        |jobs: &str| fuzz_cli(&["fuzz", "--small", "--cases", "6", "--seed", "2", "--out", &out, "--jobs", jobs]);
+    let (code, cases, stdout) = passing("1");
+    assert_eq!(code, Some(0), "{stdout:?}");
+    assert_eq!(cases.len(), 6, "{cases:?}");
+    for (i, line) in cases.iter().enumerate() {
+        assert!(line.starts_with(&format!("case {}/6 ok M=", i + 1)), "{line}");
+        let hash = line.split_whitespace().find(|w| w.len() == 16 && w.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(hash.is_some(), "a trace hash: {line}");
+        assert!(line.contains(" commands: ") && line.contains("; faults: "), "what the case exercised: {line}");
+    }
+    assert!(stdout.iter().any(|l| l.starts_with("coverage of 6 cases (")), "{stdout:?}");
+    assert!(stdout.contains(&"fuzz: 6 cases passed (cases 1..=6 of --seed 2 --small)".to_string()), "{stdout:?}");
+    assert_eq!(passing("2"), (code, cases, stdout));
+
+    let failing = |jobs: &str| {
+        fuzz_cli(&[
+            "fuzz",
+            "--small",
+            "--cases",
+            "64",
+            "--seed",
+            "5",
+            "--max-shrink-iters",
+            "8",
+            "--sabotage",
+            "drain-is-fatal",
+            "--out",
+            &out,
+            "--jobs",
+            jobs,
+        ])
+    };
+    let (code, cases, stdout) = failing("1");
+    assert_eq!(code, Some(4), "{stdout:?}");
+    let last = cases.last().expect("cases ran");
+    assert!(last.contains(" LIVENESS ") && last.contains("node drain"), "{cases:?}");
+    let index = cases.len();
+    let rerun =
+        format!("  rerun the case: cargo sim-run fuzz --seed 5 --small --sabotage drain-is-fatal --case {index}");
+    assert!(stdout.contains(&rerun), "{stdout:?}");
+    assert!(stdout.iter().any(|l| l.starts_with("  reproduce: cargo sim-run run ")), "{stdout:?}");
+    assert_eq!(failing("3"), (code, cases, stdout), "three jobs");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--budget` runs cases until the wall time is spent (finishing the ones running), reports cases
+/// per minute and names every case; `--case K` replays case K alone, to the same trace hash.
+#[test]
+fn a_wall_budget_runs_cases_until_spent_and_any_case_reruns_alone() {
+    let dir = scratch("budget-cli");
+    let out = dir.join("regressions").display().to_string();
+    let (code, cases, stdout) =
+        fuzz_cli(&["fuzz", "--small", "--budget", "1s", "--jobs", "2", "--seed", "4", "--out", &out]);
+    assert_eq!(code, Some(0), "{stdout:?}");
+    // Two cases start at once, before the budget is spent.
+    assert!(cases.len() >= 2, "{cases:?}");
+    let n = cases.len();
+    assert!(cases.iter().enumerate().all(|(i, l)| l.starts_with(&format!("case {} ok ", i + 1))), "{cases:?}");
+    assert!(stdout.contains(&format!("fuzz: {n} cases passed (cases 1..={n} of --seed 4 --small)")), "{stdout:?}");
+    assert!(stdout.contains(&"rerun any case K alone: cargo sim-run fuzz --seed 4 --small --case K".to_string()));
+    let (code, alone, _) = fuzz_cli(&["fuzz", "--small", "--seed", "4", "--case", &n.to_string(), "--out", &out]);
+    assert_eq!(code, Some(0));
+    assert_eq!(alone, vec![cases[n - 1].clone()]);
+
+    let output = Command::new(exe()).args(["fuzz", "--budget", "5 minutes"]).output().expect("run shoal-sim");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("expected a duration such as 90s, 5m, 8h or 1h30m"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `soak` does not stop at a failure: it counts failing cases, reports failures per 10,000 cases
+/// with the command that reruns (and shrinks) each, and exits with the worst failure's code.
+#[test]
+fn a_soak_goes_past_failures_and_counts_them_per_10000_cases() {
+    let dir = scratch("soak");
+    let out = dir.join("regressions").display().to_string();
+    let (code, cases, stdout) = fuzz_cli(&[
+        "soak",
+        "--small",
+        "--cases",
+        "8",
+        "--budget",
+        "10m",
+        "--seed",
+        "7",
+        "--jobs",
+        "2",
+        "--sabotage",
+        "drain-is-fatal",
+        "--out",
+        &out,
+    ]);
+    assert_eq!(cases.len(), 8, "{cases:?}");
+    let failed: Vec<usize> =
+        cases.iter().enumerate().filter(|(_, l)| l.contains(" LIVENESS ")).map(|(i, _)| i + 1).collect();
+    assert!(!failed.is_empty() && failed.len() < 8, "{cases:?}");
+    assert_eq!(code, Some(4), "{stdout:?}");
+    let f = failed.len();
+    let summary = format!(
+        "soak: 8 cases (cases 1..=8 of --seed 7 --small --sabotage drain-is-fatal): {} passed, {f} failed",
+        8 - f
+    );
+    assert!(stdout.contains(&summary), "{stdout:?}");
+    let rate = format!("failures per 10,000 cases: {:.1} ({f} of 8)", f as f64 * 10_000.0 / 8.0);
+    assert!(stdout.contains(&rate), "{stdout:?}");
+    for k in failed {
+        let rerun =
+            format!("    rerun and shrink: cargo sim-run fuzz --seed 7 --small --sabotage drain-is-fatal --case {k}");
+        assert!(stdout.contains(&rerun), "{stdout:?}");
+    }
+    // Nothing is shrunk or written during a soak.
+    assert!(!Path::new(&out).exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

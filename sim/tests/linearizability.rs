@@ -74,14 +74,8 @@ fn the_fuzzer_finds_the_planted_stale_read_within_the_ci_budget() {
     // As `shoal-sim fuzz --sabotage`: no service traffic, so only the planted bug can fail a case.
     gen.traffic = false;
     let options = FuzzOptions {
-        cases: CI_CASES,
-        seed: CI_SEED,
         max_shrink_iters: 48,
-        out: dir.join("regressions"),
-        gen,
-        exe: exe(),
-        work_dir: dir.clone(),
-        wall_limit: Some(60),
+        ..FuzzOptions::new(CI_CASES, CI_SEED, gen, &exe(), &dir, &dir.join("regressions"))
     };
     let report = fuzz(&options, &mut |_| {}).expect("fuzz runs");
     let found = report.found.unwrap_or_else(|| panic!("{} cases passed: the planted bug was not found", report.passed));

@@ -1,22 +1,32 @@
-//! Running cases under proptest: each case is rendered to a scenario file and played by a child
-//! process of the `shoal-sim` binary (`shoal-sim child FILE --seed N`, the runner's own
-//! mechanism), so every run is alone in its process — tokio's `select!` fairness rng is seeded
-//! per process, and only then is a run bit-for-bit what `cargo sim-run run FILE --seed N` replays.
+//! Running cases: proptest's strategy generates them from the fuzz seed, in the order proptest's
+//! own runner would (case K is the same case whatever else runs), each is rendered to a scenario
+//! file and played by a child process of the `shoal-sim` binary (`shoal-sim child FILE --seed N`,
+//! the runner's own mechanism), up to `jobs` at once ([`super::pool`]). Every run is alone in its
+//! process — tokio's `select!` fairness rng is seeded per process, and only then is a run
+//! bit-for-bit what `cargo sim-run run FILE --seed N` replays.
 //!
-//! proptest's runner generates the cases from the fuzz seed and, on a failure, shrinks it. The
-//! minimal case is written as `t90_<hash>.yaml` (the hash of its YAML) with a header saying the
-//! seed, the failure and the command that reproduces it; the file is then replayed once more, as
-//! written, to confirm it reproduces.
+//! Results are reported in case order whatever order the children finish in, and the run stops
+//! at the first failing case as a serial run would: later cases still running are stopped and
+//! never reported, earlier ones finish (and the earliest failure is the one kept). The failing
+//! case is then shrunk one run at a time with proptest's algorithm (simplify while it fails,
+//! complicate back when it passes), the minimal case written as `t90_<hash>.yaml` (the hash of
+//! its YAML) with a header saying the seed, the failure and the command that reproduces it, and
+//! the file replayed once more, as written, to confirm it reproduces. `--jobs N` changes how fast
+//! this goes, never what it reports.
 //!
-//! No wall-clock time here: the caller (the binary) times runs through the progress callback.
+//! No wall-clock time here: the caller (the binary) decides through `more` whether another case
+//! may start (a wall budget), and each child reports its own wall time.
 
-use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command as Process;
 
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
+use proptest::strategy::{Strategy, ValueTree};
+use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 
-use super::gen::{case_strategy, Case, GenConfig};
+use super::coverage::Coverage;
+use super::gen::{case_strategy, Case, Exercised, GenConfig};
+use super::pool::{parse_output, Pool};
 use crate::scenario::render::render;
 
 /// The prefix of the line a `shoal-sim child` run prints its result on.
@@ -31,11 +41,20 @@ pub struct CaseRun {
     pub exit_code: i32,
     pub detail: String,
     pub virtual_ms: u64,
+    /// The run's trace hash (hex; empty when the run gave no result).
+    pub trace_hash: String,
+    /// Wall-clock milliseconds the child spent on the run (measured by the child).
+    pub wall_ms: u64,
 }
 
 impl CaseRun {
     pub fn passed(&self) -> bool {
         self.exit_code == 0
+    }
+
+    /// A run that gave no result.
+    pub fn error(detail: String) -> CaseRun {
+        CaseRun { result: "ERROR".into(), exit_code: 2, detail, virtual_ms: 0, trace_hash: String::new(), wall_ms: 0 }
     }
 }
 
@@ -47,38 +66,20 @@ pub fn run_file(exe: &Path, file: &Path, seed: u64, wall_limit: Option<u64>) -> 
     if let Some(secs) = wall_limit {
         process.arg("--wall-limit").arg(secs.to_string());
     }
-    let output = process.output();
-    let error = |detail: String| CaseRun { result: "ERROR".into(), exit_code: 2, detail, virtual_ms: 0 };
-    let output = match output {
-        Ok(output) => output,
-        Err(err) => return error(format!("could not start {}: {err}", exe.display())),
-    };
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().find_map(|l| l.strip_prefix(RESULT_MARK));
-    match line.map(serde_json::from_str::<serde_json::Value>) {
-        Some(Ok(value)) => CaseRun {
-            result: value["result"].as_str().unwrap_or("ERROR").to_string(),
-            exit_code: value["exit_code"].as_i64().unwrap_or(2) as i32,
-            detail: value["detail"].as_str().unwrap_or_default().to_string(),
-            virtual_ms: value["virtual_ms"].as_u64().unwrap_or(0),
-        },
-        _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = stderr.lines().rev().take(10).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
-            let code = output.status.code().filter(|c| *c == 1).unwrap_or(2);
-            CaseRun {
-                exit_code: code,
-                ..error(format!("the run died ({}) without a result: {}", output.status, tail.join(" / ")))
-            }
-        }
+    match process.output() {
+        Ok(output) => parse_output(
+            &String::from_utf8_lossy(&output.stdout),
+            &String::from_utf8_lossy(&output.stderr),
+            output.status,
+        ),
+        Err(err) => CaseRun::error(format!("could not start {}: {err}", exe.display())),
     }
 }
 
 /// What to fuzz, and where.
 #[derive(Debug, Clone)]
 pub struct FuzzOptions {
-    /// Passing cases to run (proptest's `cases`).
+    /// Cases to run: this many must pass (with a wall budget, at most this many run).
     pub cases: u32,
     /// Decides every generated case.
     pub seed: u64,
@@ -92,13 +93,39 @@ pub struct FuzzOptions {
     pub work_dir: PathBuf,
     /// Wall-clock seconds a run may take before it counts as a hang (enforced by the child).
     pub wall_limit: Option<u64>,
+    /// Cases played at once, each in its own process (at least 1).
+    pub jobs: usize,
+    /// Play only case K (from 1) of the sequence the seed generates: the rerun of one case.
+    pub only: Option<u32>,
+    /// Do not stop at a failing case: count it, list it and go on (no shrinking); a soak.
+    pub keep_going: bool,
+}
+
+impl FuzzOptions {
+    /// `cases` cases from `seed`, one at a time, stopping and shrinking (up to 256 runs) at the
+    /// first failure; scratch files in `work_dir`, regressions to `out`.
+    pub fn new(cases: u32, seed: u64, gen: GenConfig, exe: &Path, work_dir: &Path, out: &Path) -> FuzzOptions {
+        FuzzOptions {
+            cases,
+            seed,
+            max_shrink_iters: 256,
+            out: out.to_path_buf(),
+            gen,
+            exe: exe.to_path_buf(),
+            work_dir: work_dir.to_path_buf(),
+            wall_limit: Some(60),
+            jobs: 1,
+            only: None,
+            keep_going: false,
+        }
+    }
 }
 
 /// What the fuzzer is doing, for progress output.
 #[derive(Debug)]
 pub enum Progress<'a> {
-    /// A new case ran (`index` from 1).
-    Case { index: u32, case: &'a Case, run: &'a CaseRun },
+    /// A new case ran (`index` from 1); reported in case order.
+    Case { index: u32, case: &'a Case, exercised: &'a Exercised, run: &'a CaseRun },
     /// A shrink candidate ran (`iteration` from 1).
     Shrink { iteration: u32, case: &'a Case, run: &'a CaseRun },
     /// The regression file was written and replayed.
@@ -135,11 +162,26 @@ impl Found {
     }
 }
 
+/// A failing case a `keep_going` run counted and went past.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub index: u32,
+    pub case: Case,
+    pub run: CaseRun,
+}
+
 #[derive(Debug, Clone)]
 pub struct FuzzReport {
+    /// Cases that ran and were reported (passed or failed), in order from the first.
+    pub ran: u32,
     /// Cases that passed before a failure (or all of them).
     pub passed: u32,
+    /// The first failure, shrunk (not with `keep_going`).
     pub found: Option<Found>,
+    /// With `keep_going`: every failing case.
+    pub failures: Vec<Failed>,
+    /// What the reported cases exercised.
+    pub coverage: Coverage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -169,79 +211,167 @@ fn one_line(text: &str, max: usize) -> String {
     }
 }
 
-#[derive(Default)]
-struct State {
-    runs: u32,
-    first: Option<(u32, Case, CaseRun)>,
-    last_failure: Option<(Case, CaseRun)>,
-    shrink_runs: u32,
-    passed: u32,
-}
-
-/// Generate and run cases until one fails (then shrink it, write it, replay it) or `cases` pass.
-pub fn fuzz(options: &FuzzOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<FuzzReport, FuzzError> {
-    std::fs::create_dir_all(&options.work_dir).map_err(io(&options.work_dir))?;
-    let config = Config {
+/// The proptest configuration cases are generated and shrunk with.
+fn config(options: &FuzzOptions) -> Config {
+    Config {
         cases: options.cases,
         max_shrink_iters: options.max_shrink_iters,
         failure_persistence: None,
         ..Config::default()
-    };
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&options.seed.to_le_bytes());
-    let mut runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-    let state = RefCell::new(State::default());
-    let progress = RefCell::new(progress);
-    let case_file = options.work_dir.join("case.yaml");
-    let write_error: RefCell<Option<FuzzError>> = RefCell::new(None);
-    let result = runner.run(&case_strategy(&options.gen), |case| {
-        let scenario = case.scenario(&options.gen);
-        let text = render(&scenario, &[case.summary()]);
-        if let Err(err) = std::fs::write(&case_file, text) {
-            *write_error.borrow_mut() = Some(io(&case_file)(err));
-            return Err(TestCaseError::fail("cannot write the case file"));
-        }
-        let run = run_file(&options.exe, &case_file, case.seed, options.wall_limit);
-        let mut state = state.borrow_mut();
-        state.runs += 1;
-        if state.first.is_none() {
-            let index = state.passed + 1;
-            (progress.borrow_mut())(Progress::Case { index, case: &case, run: &run });
-            if run.passed() {
-                state.passed += 1;
-            } else {
-                state.first = Some((index, case.clone(), run.clone()));
-            }
-        } else {
-            state.shrink_runs += 1;
-            let iteration = state.shrink_runs;
-            (progress.borrow_mut())(Progress::Shrink { iteration, case: &case, run: &run });
-        }
-        if run.passed() {
-            return Ok(());
-        }
-        let reason = format!("{} (exit {}): {}", run.result, run.exit_code, one_line(&run.detail, 300));
-        state.last_failure = Some((case, run));
-        Err(TestCaseError::fail(reason))
-    });
-    if let Some(err) = write_error.into_inner() {
-        return Err(err);
     }
-    let state = state.into_inner();
-    let minimal = match result {
-        Ok(()) => return Ok(FuzzReport { passed: state.passed, found: None }),
-        Err(TestError::Abort(reason)) => return Err(FuzzError::Aborted(reason.to_string())),
-        Err(TestError::Fail(_, minimal)) => minimal,
-    };
-    let (case_index, first_case, first_run) = state.first.clone().expect("a failure has a first failing case");
-    let run = match &state.last_failure {
-        Some((case, run)) if *case == minimal => run.clone(),
+}
+
+/// The cases a seed generates, in order: exactly those `TestRunner::run` would give its test (a
+/// fresh rng derived from the runner's before each case), so a case's number names it.
+struct Cases<S> {
+    strategy: S,
+    runner: TestRunner,
+    next: u32,
+}
+
+impl<S: Strategy<Value = Case>> Cases<S> {
+    fn new(strategy: S, config: Config, seed: u64) -> Cases<S> {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&seed.to_le_bytes());
+        let runner = TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+        Cases { strategy, runner, next: 0 }
+    }
+
+    /// The next case's number (from 1) and value tree.
+    fn next(&mut self) -> Result<(u32, S::Tree), FuzzError> {
+        let rng = self.runner.new_rng();
+        *self.runner.rng() = rng;
+        let tree = self.strategy.new_tree(&mut self.runner).map_err(|reason| FuzzError::Aborted(reason.to_string()))?;
+        self.next += 1;
+        Ok((self.next, tree))
+    }
+}
+
+/// Generate and run cases until one fails (then shrink it, write it, replay it) or `cases` pass.
+pub fn fuzz(options: &FuzzOptions, progress: &mut dyn FnMut(Progress<'_>)) -> Result<FuzzReport, FuzzError> {
+    fuzz_while(options, progress, &mut || true)
+}
+
+/// As [`fuzz`], asking `more` before starting each case whether there is time for it (a wall
+/// budget: the cases already running finish, and are reported, whatever `more` says).
+pub fn fuzz_while(
+    options: &FuzzOptions,
+    progress: &mut dyn FnMut(Progress<'_>),
+    more: &mut dyn FnMut() -> bool,
+) -> Result<FuzzReport, FuzzError> {
+    std::fs::create_dir_all(&options.work_dir).map_err(io(&options.work_dir))?;
+    let config = config(options);
+    let mut cases = Cases::new(case_strategy(&options.gen), config, options.seed);
+    let mut pool = Pool::new(&options.exe, &options.work_dir, options.jobs, options.wall_limit);
+    let limit = if options.only.is_some() { 1 } else { options.cases };
+    let mut report = FuzzReport { ran: 0, passed: 0, found: None, failures: Vec::new(), coverage: Coverage::default() };
+    // Runs started but not reported yet (their tree kept for shrinking), and finished ones
+    // waiting for an earlier case to be reported.
+    let mut running = BTreeMap::new();
+    let mut finished = BTreeMap::new();
+    let mut started = 0u32;
+    // The last case reported, and the earliest failing case seen (a serial run stops there).
+    let mut reported = options.only.map_or(0, |k| k.saturating_sub(1));
+    let mut stop: Option<u32> = None;
+    let mut failing = None;
+    while failing.is_none() {
+        while !pool.is_full() && stop.is_none() && started < limit && more() {
+            let (index, tree) = cases.next()?;
+            if options.only.is_some_and(|k| index < k) {
+                continue;
+            }
+            let case = tree.current();
+            let name = format!("case-{index}.yaml");
+            let file = options.work_dir.join(&name);
+            std::fs::write(&file, render(&case.scenario(&options.gen), &[case.summary()])).map_err(io(&file))?;
+            pool.start(index, &name, case.seed).map_err(io(&options.exe))?;
+            running.insert(index, (tree, case));
+            started += 1;
+        }
+        let Some((index, run)) = pool.wait_any() else { break };
+        let _ = std::fs::remove_file(options.work_dir.join(format!("case-{index}.yaml")));
+        let Some((tree, case)) = running.remove(&index) else { continue };
+        if !run.passed() && !options.keep_going && stop.is_none_or(|s| index < s) {
+            // Cases after it would not have run in a serial run: stop them, forget them.
+            stop = Some(index);
+            pool.cancel(|k| k < index);
+            running.retain(|k, _| *k < index);
+            finished.retain(|k, _| *k < index);
+        }
+        finished.insert(index, (tree, case, run));
+        while let Some((tree, case, run)) = finished.remove(&(reported + 1)) {
+            reported += 1;
+            let exercised = case.exercised(&options.gen);
+            report.coverage.add(&exercised);
+            report.ran += 1;
+            progress(Progress::Case { index: reported, case: &case, exercised: &exercised, run: &run });
+            if run.passed() {
+                report.passed += 1;
+            } else if options.keep_going {
+                report.failures.push(Failed { index: reported, case, run });
+            } else {
+                failing = Some((reported, tree, case, run));
+                break;
+            }
+        }
+    }
+    drop(pool);
+    let Some((case_index, tree, first_case, first_run)) = failing else { return Ok(report) };
+    let (minimal, run, shrink_runs) = shrink(options, tree, &first_run, progress)?;
+    let found = write_regression(options, minimal, run, (first_case, first_run), case_index, shrink_runs, progress)?;
+    report.found = Some(found);
+    Ok(report)
+}
+
+/// Shrink a failing case one run at a time, as proptest's runner does: simplify while it fails,
+/// complicate back when it passes, at most `max_shrink_iters` runs (then back to the last
+/// failing case). Returns the minimal case, how it failed and the runs spent.
+fn shrink<T: ValueTree<Value = Case>>(
+    options: &FuzzOptions,
+    mut tree: T,
+    first_run: &CaseRun,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<(Case, CaseRun, u32), FuzzError> {
+    let max = config(options).max_shrink_iters();
+    // One run at a time, in the work directory like the cases (a failure's `file:line` then
+    // names `shrink.yaml`, whatever the directory).
+    let mut pool = Pool::new(&options.exe, &options.work_dir, 1, options.wall_limit);
+    let file = options.work_dir.join("shrink.yaml");
+    let mut last_failure: Option<(Case, CaseRun)> = None;
+    let mut iterations = 0u32;
+    if max > 0 && tree.simplify() {
+        loop {
+            if iterations >= max {
+                while tree.complicate() {}
+                break;
+            }
+            iterations += 1;
+            let case = tree.current();
+            std::fs::write(&file, render(&case.scenario(&options.gen), &[case.summary()])).map_err(io(&file))?;
+            pool.start(iterations, "shrink.yaml", case.seed).map_err(io(&options.exe))?;
+            let Some((_, run)) = pool.wait_any() else { unreachable!("a run was started") };
+            progress(Progress::Shrink { iteration: iterations, case: &case, run: &run });
+            if run.passed() {
+                if !tree.complicate() {
+                    break;
+                }
+            } else {
+                last_failure = Some((case, run));
+                if !tree.simplify() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&file);
+    let minimal = tree.current();
+    // The verdict of the minimal case: proptest ends on the last failing case, but after a
+    // complicate that could not go back it may sit on one never played; the first failure then.
+    let run = match last_failure {
+        Some((case, run)) if case == minimal => run,
         _ => first_run.clone(),
     };
-    let progress = progress.into_inner();
-    let found =
-        write_regression(options, minimal, run, (first_case, first_run), case_index, state.shrink_runs, progress)?;
-    Ok(FuzzReport { passed: state.passed, found: Some(found) })
+    Ok((minimal, run, iterations))
 }
 
 /// Write the minimal case as `t90_<hash>.yaml`, replay it, and put the replay's verdict in its
@@ -293,6 +423,27 @@ fn write_regression(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Case K is the case proptest's own runner gives its test K-th: numbers from earlier runs of
+    /// the fuzzer (and the README) still name the same cases.
+    #[test]
+    fn cases_come_in_the_order_proptests_runner_generates_them() {
+        let options = FuzzOptions::new(40, 3, GenConfig::small(), Path::new("x"), Path::new("w"), Path::new("o"));
+        let seen = std::cell::RefCell::new(Vec::new());
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&options.seed.to_le_bytes());
+        let mut runner = TestRunner::new_with_rng(config(&options), TestRng::from_seed(RngAlgorithm::ChaCha, &bytes));
+        runner
+            .run(&case_strategy(&options.gen), |case| {
+                seen.borrow_mut().push(case);
+                Ok(())
+            })
+            .expect("all pass");
+        let mut cases = Cases::new(case_strategy(&options.gen), config(&options), options.seed);
+        let ours: Vec<Case> = (0..40).map(|_| cases.next().expect("a case").1.current()).collect();
+        assert_eq!(seen.into_inner(), ours);
+        assert_eq!(cases.next, 40);
+    }
 
     #[test]
     fn file_names_are_stable() {

@@ -195,6 +195,132 @@ pub enum OpKind {
     },
 }
 
+/// Which kind of thing an operation is, for coverage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// A control-API call (`service create`, `node promote`, …).
+    Command,
+    /// A fault or a repair (`crash`, `partition`, `heal`, …).
+    Fault,
+    /// Virtual time passing.
+    Wait,
+}
+
+/// Every command label [`OpKind::label`] gives, in the order coverage lists them.
+pub const COMMAND_KINDS: [&str; 13] = [
+    "service create",
+    "service create global",
+    "service scale",
+    "service update",
+    "service update start-first",
+    "service rm",
+    "node drain",
+    "node activate",
+    "node promote",
+    "node demote",
+    "node demote+promote",
+    "node demote&promote at once",
+    "network create",
+];
+
+/// Every fault label [`OpKind::label`] gives, in the order coverage lists them.
+pub const FAULT_KINDS: [&str; 14] = [
+    "crash",
+    "crash leader",
+    "restart",
+    "partition",
+    "partition one-way",
+    "isolate leader",
+    "isolate leader one-way",
+    "heal",
+    "link delay/loss",
+    "disk fail-writes",
+    "disk fail-writes leader",
+    "container rm",
+    "image slow-start",
+    "image crash-after",
+];
+
+impl OpKind {
+    /// What the operation exercises: its area and a short label (one of [`COMMAND_KINDS`] or
+    /// [`FAULT_KINDS`]).
+    pub fn label(&self) -> (Area, &'static str) {
+        use Area::{Command, Fault, Wait};
+        match self {
+            OpKind::Create { global: true, .. } => (Command, "service create global"),
+            OpKind::Create { .. } => (Command, "service create"),
+            OpKind::Scale { .. } => (Command, "service scale"),
+            OpKind::Update { start_first: true, .. } => (Command, "service update start-first"),
+            OpKind::Update { .. } => (Command, "service update"),
+            OpKind::Remove { .. } => (Command, "service rm"),
+            OpKind::Drain { .. } => (Command, "node drain"),
+            OpKind::Activate { .. } => (Command, "node activate"),
+            OpKind::Promote { .. } => (Command, "node promote"),
+            OpKind::Demote { .. } => (Command, "node demote"),
+            OpKind::RoleFlip { concurrent: false, .. } => (Command, "node demote+promote"),
+            OpKind::RoleFlip { concurrent: true, .. } => (Command, "node demote&promote at once"),
+            OpKind::NetworkCreate => (Command, "network create"),
+            OpKind::DiskFail { .. } => (Fault, "disk fail-writes"),
+            OpKind::DiskFailLeader { .. } => (Fault, "disk fail-writes leader"),
+            OpKind::Crash { .. } => (Fault, "crash"),
+            OpKind::CrashLeader => (Fault, "crash leader"),
+            OpKind::Restart { .. } => (Fault, "restart"),
+            OpKind::Partition { one_way: false, .. } => (Fault, "partition"),
+            OpKind::Partition { one_way: true, .. } => (Fault, "partition one-way"),
+            OpKind::IsolateLeader { one_way: false, .. } => (Fault, "isolate leader"),
+            OpKind::IsolateLeader { one_way: true, .. } => (Fault, "isolate leader one-way"),
+            OpKind::Heal => (Fault, "heal"),
+            OpKind::Link { .. } => (Fault, "link delay/loss"),
+            OpKind::ContainerRemove { .. } => (Fault, "container rm"),
+            OpKind::SlowImage { .. } => (Fault, "image slow-start"),
+            OpKind::CrashingImage { .. } => (Fault, "image crash-after"),
+            OpKind::Wait { .. } => (Wait, "wait"),
+        }
+    }
+}
+
+/// What one case exercised once realised (skipped operations left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exercised {
+    pub managers: usize,
+    pub workers: usize,
+    /// The commands, in order (labels from [`COMMAND_KINDS`]).
+    pub commands: Vec<&'static str>,
+    /// The faults, in order (labels from [`FAULT_KINDS`]).
+    pub faults: Vec<&'static str>,
+    /// `wait` operations.
+    pub waits: usize,
+}
+
+impl Exercised {
+    /// The cluster shape, `M=3 W=2`.
+    pub fn shape(&self) -> String {
+        format!("M={} W={}", self.managers, self.workers)
+    }
+
+    /// One line: `commands: service create x2, node drain; faults: crash leader, heal` (a kind
+    /// repeated shows its count).
+    pub fn describe(&self) -> String {
+        fn counted(labels: &[&str]) -> String {
+            let mut out: Vec<(&str, usize)> = Vec::new();
+            for label in labels {
+                match out.iter_mut().find(|(l, _)| l == label) {
+                    Some((_, n)) => *n += 1,
+                    None => out.push((label, 1)),
+                }
+            }
+            if out.is_empty() {
+                return "none".into();
+            }
+            out.iter()
+                .map(|(l, n)| if *n == 1 { l.to_string() } else { format!("{l} x{n}") })
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+        format!("commands: {}; faults: {}", counted(&self.commands), counted(&self.faults))
+    }
+}
+
 /// An operation and the virtual time before it (`after:`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
@@ -306,6 +432,28 @@ fn host(name: &str) -> Target {
 }
 
 impl Model {
+    fn new(case: &Case, config: &GenConfig) -> Model {
+        let mut hosts: Vec<String> = (1..=case.managers.max(1)).map(|i| format!("manager-{i}")).collect();
+        let managers = hosts.iter().cloned().collect();
+        hosts.extend((1..=case.workers).map(|i| format!("worker-{i}")));
+        Model {
+            hosts,
+            managers,
+            down: Vec::new(),
+            drained: BTreeSet::new(),
+            ever_drained: BTreeSet::new(),
+            services: Vec::new(),
+            networks: 0,
+            partitioned: false,
+            links: false,
+            faulted: false,
+            crashy_image: false,
+            disk_faults: false,
+            steps: Vec::new(),
+            sabotage: config.sabotage,
+        }
+    }
+
     fn step(&mut self, after: Duration, action: Action, may_fail: bool) {
         self.steps.push(Step { after, action, line: 0, may_fail });
     }
@@ -633,27 +781,26 @@ impl Case {
         format!("M={} W={} {} ops seed {}", self.managers, self.workers, self.ops.len(), self.seed)
     }
 
+    /// What the case exercises once realised: its shape, and the commands and faults of the
+    /// operations that were not skipped, in order (see [`OpKind::label`]).
+    pub fn exercised(&self, config: &GenConfig) -> Exercised {
+        let mut model = Model::new(self, config);
+        let mut exercised = Exercised { managers: self.managers.max(1), workers: self.workers, ..Exercised::default() };
+        for op in &self.ops {
+            if model.apply(op) {
+                match op.kind.label() {
+                    (Area::Command, label) => exercised.commands.push(label),
+                    (Area::Fault, label) => exercised.faults.push(label),
+                    (Area::Wait, _) => exercised.waits += 1,
+                }
+            }
+        }
+        exercised
+    }
+
     /// The case as a scenario (see the module docs for the rules that keep it valid).
     pub fn scenario(&self, config: &GenConfig) -> Scenario {
-        let mut hosts: Vec<String> = (1..=self.managers.max(1)).map(|i| format!("manager-{i}")).collect();
-        let managers = hosts.iter().cloned().collect();
-        hosts.extend((1..=self.workers).map(|i| format!("worker-{i}")));
-        let mut model = Model {
-            hosts,
-            managers,
-            down: Vec::new(),
-            drained: BTreeSet::new(),
-            ever_drained: BTreeSet::new(),
-            services: Vec::new(),
-            networks: 0,
-            partitioned: false,
-            links: false,
-            faulted: false,
-            crashy_image: false,
-            disk_faults: false,
-            steps: Vec::new(),
-            sabotage: config.sabotage,
-        };
+        let mut model = Model::new(self, config);
         if config.traffic {
             model.run(
                 Duration::ZERO,

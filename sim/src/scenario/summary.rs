@@ -52,7 +52,7 @@ pub struct Columns<'a> {
 /// The summary of `lines`; `ran` says what ran (`1 scenario × seeds 1..=20 (20 seeds, …)`), printed
 /// as `N runs: …` on a line of its own before the plain `N passed, N failed` line.
 pub fn render(columns: Columns<'_>, lines: &[Line], ran: Option<&str>) -> String {
-    let Columns { key_header, headers, key_word, rerun_word } = columns;
+    let Columns { key_header, headers, .. } = columns;
     let width = lines.iter().map(|l| l.scenario.chars().count()).max().unwrap_or(8).clamp(8, 60);
     let mut out = format!("{:<width$}  {key_header:>6}  {:<8}", "SCENARIO", "RESULT");
     for header in headers {
@@ -67,8 +67,46 @@ pub fn render(columns: Columns<'_>, lines: &[Line], ran: Option<&str>) -> String
         }
         out.push('\n');
     }
+    out.push_str(&counts_and_failures(columns, lines, ran));
+    out
+}
+
+/// The summary of a large sweep: one table line per scenario (its runs, how many passed and
+/// failed, the worst result), then the same counts and failure blocks as [`render`].
+pub fn render_by_scenario(columns: Columns<'_>, lines: &[Line], ran: Option<&str>) -> String {
+    let mut groups: Vec<(&str, &str, usize, usize, &str)> = Vec::new();
+    for line in lines {
+        let at = match groups.iter().position(|g| g.1 == line.file) {
+            Some(at) => at,
+            None => {
+                groups.push((&line.scenario, &line.file, 0, 0, "ok"));
+                groups.len() - 1
+            }
+        };
+        let group = &mut groups[at];
+        group.2 += 1;
+        if !line.passed {
+            group.3 += 1;
+            if group.4 == "ok" {
+                group.4 = &line.result;
+            }
+        }
+    }
+    let width = groups.iter().map(|g| g.0.chars().count()).max().unwrap_or(8).clamp(8, 60);
+    let mut out = format!("{:<width$}  {:>6}  {:>6}  {:>6}  RESULT\n", "SCENARIO", "RUNS", "PASSED", "FAILED");
+    for (scenario, _, runs, failed, result) in &groups {
+        let name: String = scenario.chars().take(width).collect();
+        out.push_str(&format!("{name:<width$}  {runs:>6}  {:>6}  {failed:>6}  {result}\n", runs - failed));
+    }
+    out.push_str(&counts_and_failures(columns, lines, ran));
+    out
+}
+
+/// `N runs: …`, `N passed, N failed` and a block per failure with the command that reruns it.
+fn counts_and_failures(columns: Columns<'_>, lines: &[Line], ran: Option<&str>) -> String {
+    let Columns { key_word, rerun_word, .. } = columns;
     let failed: Vec<&Line> = lines.iter().filter(|l| !l.passed).collect();
-    out.push('\n');
+    let mut out = String::from("\n");
     if let Some(ran) = ran {
         out.push_str(&format!("{} runs: {ran}\n", lines.len()));
     }
@@ -113,6 +151,23 @@ mod tests {
             render(columns, &[line(true), line(false)], Some("1 scenario × seeds 1..=2 (2 seeds, both ends included)"));
         assert!(
             text.contains("\n2 runs: 1 scenario × seeds 1..=2 (2 seeds, both ends included)\n1 passed, 1 failed\n"),
+            "{text}"
+        );
+        assert!(text.contains("LIVENESS t43.yaml (seed 3): expected x\n  reproduce: cargo sim-run"), "{text}");
+
+        let text = render_by_scenario(
+            columns,
+            &[line(true), line(false), line(true)],
+            Some("1 scenario × seeds 1..=3 (3 seeds, both ends included)"),
+        );
+        assert!(
+            text.starts_with(
+                "SCENARIO            RUNS  PASSED  FAILED  RESULT\nt43 worker crash       3       2       1  LIVENESS\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n3 runs: 1 scenario × seeds 1..=3 (3 seeds, both ends included)\n2 passed, 1 failed\n"),
             "{text}"
         );
         assert!(text.contains("LIVENESS t43.yaml (seed 3): expected x\n  reproduce: cargo sim-run"), "{text}");
