@@ -38,11 +38,6 @@ const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_millis(1_500);
 const LAST_BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the task's node has to read a tunnel header.
 const TUNNEL_VERDICT_TIMEOUT: Duration = Duration::from_millis(2_000);
-/// How long one connect attempt to a task on this node waits before a fresh one is made. A SYN
-/// dropped by the task's full listen queue is resent by the kernel only after 1 s; behind the proxy
-/// that second lands in a request the client already sent (connecting straight, it would have
-/// been in the client's connect), so the proxy sends a new SYN sooner.
-const TASK_CONNECT_ATTEMPT: Duration = Duration::from_millis(200);
 /// How often a listener that could not be opened is tried again.
 const LISTEN_RETRY: Duration = Duration::from_secs(2);
 /// A UDP flow with no datagram either way for this long ends.
@@ -677,22 +672,6 @@ impl Mesh {
         );
     }
 
-    /// Connect to a task on this node within `patience`, in attempts of [`TASK_CONNECT_ATTEMPT`].
-    async fn connect_task(&self, addr: &str, patience: Duration) -> Result<MeshStream, MeshError> {
-        let started = runtime::now();
-        loop {
-            let left = patience.saturating_sub(runtime::now() - started);
-            let attempt = left.min(TASK_CONNECT_ATTEMPT);
-            match self.env.mesh.connect_tcp(addr, attempt).await {
-                Err(MeshError::Timeout { .. }) if attempt < left => continue,
-                Err(MeshError::Timeout { addr, .. }) => {
-                    return Err(MeshError::Timeout { addr, timeout_ms: patience.as_millis() as u64 })
-                }
-                other => return other,
-            }
-        }
-    }
-
     /// A stream to one endpoint's port: straight to a local task, else through its node's daemon
     /// (for `how.udp`, a UDP tunnel).
     async fn dial_with(
@@ -712,7 +691,8 @@ impl Mesh {
             if !self.table().routes_to(&endpoint.task_id) {
                 return Err("the task left the rotation".into());
             }
-            let stream = self.connect_task(&format!("{addr}:{port}"), patience).await.map_err(|e| e.to_string())?;
+            let stream =
+                self.env.mesh.connect_tcp(&format!("{addr}:{port}"), patience).await.map_err(|e| e.to_string())?;
             return Ok((stream, Some(guard)));
         }
         let table = self.table();
@@ -819,7 +799,7 @@ impl Mesh {
             0 => BACKEND_CONNECT_TIMEOUT,
             ms => Duration::from_millis(ms).min(LAST_BACKEND_CONNECT_TIMEOUT),
         };
-        match self.connect_task(&target, patience).await {
+        match self.env.mesh.connect_tcp(&target, patience).await {
             Ok(mut backend) => {
                 if tunnel::write_frame(&mut stream, &Verdict::Ok).await.is_ok() {
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut backend).await;
