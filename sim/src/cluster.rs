@@ -206,15 +206,47 @@ impl SimCluster {
             let join = Bootstrap::Join { remote_addr: remote.clone(), token: manager_token.clone() };
             cluster.add_host(&format!("manager-{i}"), join).await?;
         }
-        for i in 1..=shape.workers {
-            let join = Bootstrap::Join { remote_addr: remote.clone(), token: worker_token.clone() };
-            cluster.add_host(&format!("worker-{i}"), join).await?;
-        }
+        // Workers join all at once, as a fleet started together would: the leader takes the joins
+        // concurrently (each is one raft write), so setup costs the same per worker at any size.
+        // Managers join one at a time above: raft changes its membership one change at a time.
+        let workers: Vec<_> = (1..=shape.workers)
+            .map(|i| {
+                let join = Bootstrap::Join { remote_addr: remote.clone(), token: worker_token.clone() };
+                let name = format!("worker-{i}");
+                let slot = cluster.launch_host(&name, join);
+                (name, slot)
+            })
+            .collect();
+        Self::wait_started(&workers).await?;
         Ok(cluster)
     }
 
     /// Start a new host that enters the swarm with `bootstrap`, and wait until it runs.
     pub async fn add_host(&mut self, name: &str, bootstrap: Bootstrap) -> Result<(), ClusterError> {
+        let slot = self.launch_host(name, bootstrap);
+        Self::wait_started(&[(name.to_string(), slot)]).await
+    }
+
+    /// Wait until every host in `hosts` (name, node slot) runs its node: up to 60 virtual seconds,
+    /// plus 10 ms per host for a crowd joining at once.
+    async fn wait_started(hosts: &[(String, Arc<Mutex<Option<ShoalNode>>>)]) -> Result<(), ClusterError> {
+        let secs = 60 + hosts.len() as u64 / 100;
+        let mut waiting = 0;
+        for _ in 0..secs * 10 {
+            while hosts.get(waiting).is_some_and(|(_, slot)| slot.lock().expect("slot lock").is_some()) {
+                waiting += 1;
+            }
+            if waiting == hosts.len() {
+                return Ok(());
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(ClusterError::StartTimeout { host: hosts[waiting].0.clone(), secs })
+    }
+
+    /// Start a new host that enters the swarm with `bootstrap`; its node's slot, filled once the
+    /// node runs.
+    fn launch_host(&mut self, name: &str, bootstrap: Bootstrap) -> Arc<Mutex<Option<ShoalNode>>> {
         let addr = format!("{name}:{PORT}");
         let disk = SimDisk::new();
         // The host's container runtime: containers' processes run here, so they outlive a restart
@@ -290,13 +322,7 @@ impl SimCluster {
                 claims,
             },
         );
-        for _ in 0..600 {
-            if slot.lock().expect("slot lock").is_some() {
-                return Ok(());
-            }
-            madsim::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(ClusterError::StartTimeout { host: name.to_string(), secs: 60 })
+        slot
     }
 
     pub fn node_names(&self) -> Vec<String> {

@@ -13,9 +13,12 @@ pub use proposer::{propose_with_retry, LocalProposer, ProposeError, Proposer, LO
 pub use state::{Action, Change, ChangeKind, Kind, Object, Proposal, StoreError, StoreState};
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use tokio::sync::{broadcast, watch};
+
+/// How many events the change feed holds for a slow subscriber before it reports `Lagged`.
+const FEED_CAPACITY: usize = 4096;
 
 /// A batch of committed changes, or a reset after a snapshot replaced the whole state.
 #[derive(Debug, Clone)]
@@ -28,7 +31,9 @@ pub enum Event {
 #[derive(Clone)]
 pub struct Store {
     state: Arc<RwLock<StoreState>>,
-    feed: broadcast::Sender<Event>,
+    /// The change feed, made by the first [`Store::subscribe`]: a broadcast channel allocates all its
+    /// slots up front (~200 KB for [`FEED_CAPACITY`]), and most nodes (every worker) never watch it.
+    feed: Arc<OnceLock<broadcast::Sender<Event>>>,
     version: watch::Sender<u64>,
     /// Per-node watches of the node's tasks (see [`Store::watch_node_tasks`]).
     node_watches: Arc<Mutex<BTreeMap<String, watch::Sender<u64>>>>,
@@ -48,9 +53,13 @@ impl Default for Store {
 
 impl Store {
     pub fn new() -> Self {
-        let (feed, _) = broadcast::channel(4096);
         let (version, _) = watch::channel(0);
-        Store { state: Arc::new(RwLock::new(StoreState::default())), feed, version, node_watches: Arc::default() }
+        Store {
+            state: Arc::new(RwLock::new(StoreState::default())),
+            feed: Arc::default(),
+            version,
+            node_watches: Arc::default(),
+        }
     }
 
     /// Read the state under a short lock. Never hold what `f` borrows across an await.
@@ -114,14 +123,16 @@ impl Store {
     }
 
     fn publish(&self, event: Event, version: u64) {
-        // No subscribers is fine: nobody is watching yet.
-        let _ = self.feed.send(event);
+        // No feed yet, or no subscribers, is fine: nobody is watching.
+        if let Some(feed) = self.feed.get() {
+            let _ = feed.send(event);
+        }
         self.version.send_replace(version);
     }
 
     /// Watch committed changes from now on. A receiver that lags gets `Lagged` and must re-read the state.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.feed.subscribe()
+        self.feed.get_or_init(|| broadcast::channel(FEED_CAPACITY).0).subscribe()
     }
 
     /// Watch the store version (cheap wake-ups for controllers that reconcile from a snapshot).
@@ -156,4 +167,48 @@ fn nodes_touched(state: &StoreState, proposal: &Proposal) -> Vec<String> {
         }
     }
     nodes.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create_network(store: &Store, id: &str) -> u64 {
+        let network = crate::api::Network {
+            id: id.into(),
+            meta: Default::default(),
+            name: id.into(),
+            driver: "overlay".into(),
+            subnet: String::new(),
+            attachable: false,
+            ingress: false,
+            labels: Default::default(),
+            leases: Default::default(),
+        };
+        store.apply(&Proposal { actions: vec![Action::Create(Object::Network(network))], stamp_ms: 1 }).unwrap()
+    }
+
+    #[test]
+    fn the_change_feed_is_made_by_its_first_subscriber_and_carries_what_follows() {
+        let store = Store::new();
+        create_network(&store, "before");
+        assert!(store.feed.get().is_none(), "no subscriber yet, so no channel");
+        let mut first = store.subscribe();
+        let clone = store.clone();
+        let mut second = clone.subscribe();
+        let version = create_network(&store, "after");
+        for rx in [&mut first, &mut second] {
+            match rx.try_recv() {
+                Ok(Event::Committed { version: v, changes }) => {
+                    assert_eq!(v, version);
+                    assert_eq!(changes.len(), 1);
+                    assert_eq!(changes[0].object.id(), "after");
+                }
+                other => panic!("expected the commit after subscribing, got {other:?}"),
+            }
+            assert!(rx.try_recv().is_err(), "nothing from before the subscription");
+        }
+        store.replace(StoreState::default());
+        assert!(matches!(first.try_recv(), Ok(Event::Reset { .. })));
+    }
 }

@@ -38,20 +38,23 @@ fn main() -> anyhow::Result<()> {
         wall_secs: f64,
         cpu_secs: f64,
         messages: u64,
+        /// The process's resident memory at the phase's end, in bytes.
+        rss: u64,
     }
 
     impl Phase {
         fn line(&self, name: &str) -> String {
             format!(
                 "{name}: {:.1} virtual s in {:.2} wall s ({:.2} CPU s) = {:.0}x real time ({:.0}x per CPU s); \
-                 {} messages, {:.1} µs CPU per message",
+                 {} messages, {:.1} µs CPU per message; {:.0} MB resident at the end",
                 self.virtual_secs,
                 self.wall_secs,
                 self.cpu_secs,
                 self.virtual_secs / self.wall_secs.max(1e-9),
                 self.virtual_secs / self.cpu_secs.max(1e-9),
                 self.messages,
-                self.cpu_secs * 1e6 / self.messages.max(1) as f64
+                self.cpu_secs * 1e6 / self.messages.max(1) as f64,
+                self.rss as f64 / 1e6
             )
         }
     }
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
             wall_secs: wall1 - wall0,
             cpu_secs: cpu1 - cpu0,
             messages: messages1,
+            rss: resident_bytes(),
         };
         madsim::time::sleep(Duration::from_secs(args.virtual_secs)).await;
         let (wall2, cpu2) = host_clocks();
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             wall_secs: wall2 - wall1,
             cpu_secs: cpu2 - cpu1,
             messages: cluster.net().stats().0 - messages1,
+            rss: resident_bytes(),
         };
         let mut kinds = std::collections::BTreeMap::<String, usize>::new();
         let trace = cluster.trace();
@@ -116,8 +121,15 @@ fn main() -> anyhow::Result<()> {
         wall_secs: setup.wall_secs + steady.wall_secs,
         cpu_secs: setup.cpu_secs + steady.cpu_secs,
         messages: setup.messages + steady.messages,
+        rss: steady.rss,
     };
     println!("{}", total.line("total"));
+    println!(
+        "memory: {:.0} KB per worker after setup, {:.0} KB at the end; {:+.1}% over the steady run",
+        setup.rss as f64 / 1e3 / args.workers.max(1) as f64,
+        steady.rss as f64 / 1e3 / args.workers.max(1) as f64,
+        (steady.rss as f64 / setup.rss.max(1) as f64 - 1.0) * 100.0
+    );
     if args.trace_kinds {
         for (kind, count) in kinds {
             println!("  {count:>7} {kind}");
@@ -140,6 +152,17 @@ fn host_clocks() -> (f64, f64) {
     let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
     // Linux reports both in USER_HZ, which is 100 on every Linux ABI.
     (wall, (ticks(11) + ticks(12)) / 100.0)
+}
+
+/// This process's resident memory (`VmRSS` in `/proc/self/status`), in bytes; 0 if unreadable.
+#[cfg(madsim)]
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
 }
 
 #[cfg(not(madsim))]
