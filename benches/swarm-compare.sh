@@ -155,15 +155,28 @@ sw_oldest_container() {
         xargs docker inspect -f '{{.State.StartedAt}} {{.Id}}' | sort | head -n1 | cut -d' ' -f2
 }
 
+# Swarm mode on the engine: its own address, and its overlay subnets and VXLAN port away from
+# Swarm's defaults (10.0.0.0/8, 4789): shoal's ingress bridges are 10.0.0.0/16, and other tests may
+# share the engine. `swarm_leave` undoes it (and drops docker_gwbridge if swarm mode made it).
+swarm_init() {
+    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_MADE=1
+    SWARM_JOINED=1
+    docker swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$SWARM_ADDR" \
+        --default-addr-pool "$SWARM_POOL" --data-path-port "$SWARM_DATA_PORT" >/dev/null
+}
+swarm_leave() {
+    docker swarm leave --force >/dev/null
+    SWARM_JOINED=""
+    if [[ -n $GWBRIDGE_MADE ]]; then
+        docker network rm docker_gwbridge >/dev/null 2>&1 || true
+        GWBRIDGE_MADE=""
+    fi
+}
+
 bench_swarm() {
     ((ROUNDS > 0)) && { wants create || wants scale || wants heal || wants update; } || return 0
     log "== Docker Swarm (listening on $SWARM_ADDR)"
-    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_MADE=1
-    SWARM_JOINED=1
-    # Its own address, and its overlay subnets and VXLAN port away from Swarm's defaults
-    # (10.0.0.0/8, 4789): shoal's ingress bridges are 10.0.0.0/16, and other tests may share the engine.
-    docker swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$SWARM_ADDR" \
-        --default-addr-pool "$SWARM_POOL" --data-path-port "$SWARM_DATA_PORT" >/dev/null
+    swarm_init
     local round n t c
     for round in $(seq "$ROUNDS"); do
         if wants create; then
@@ -194,12 +207,7 @@ bench_swarm() {
             record swarm "rolling update 10 (par 2)" "$(since "$t")"; sw_rm cmpu
         fi
     done
-    docker swarm leave --force >/dev/null
-    SWARM_JOINED=""
-    if [[ -n $GWBRIDGE_MADE ]]; then
-        docker network rm docker_gwbridge >/dev/null 2>&1 || true
-        GWBRIDGE_MADE=""
-    fi
+    swarm_leave
 }
 
 # ---------------------------------------------------------------- the docker CLI against both at once
@@ -208,10 +216,7 @@ bench_swarm() {
 bench_cli() {
     wants cli || return 0
     log "== the docker CLI against Docker Swarm ($SWARM_ADDR) and shoal (127.0.0.74) at once"
-    docker network inspect docker_gwbridge >/dev/null 2>&1 || GWBRIDGE_MADE=1
-    SWARM_JOINED=1
-    docker swarm init --advertise-addr "$SWARM_ADDR" --listen-addr "$SWARM_ADDR" \
-        --default-addr-pool "$SWARM_POOL" --data-path-port "$SWARM_DATA_PORT" >/dev/null
+    swarm_init
     start_daemon c 127.0.0.74
     sctl c swarm init --advertise-addr 127.0.0.74:23771 --listen-addr 127.0.0.74:23771 >/dev/null
     wait_until test -S "$WORK/c/api.sock"
@@ -245,12 +250,7 @@ bench_cli() {
         wait_until sw_gone cmpc
         wait_until sh_gone cmpc
     done
-    docker swarm leave --force >/dev/null
-    SWARM_JOINED=""
-    if [[ -n $GWBRIDGE_MADE ]]; then
-        docker network rm docker_gwbridge >/dev/null 2>&1 || true
-        GWBRIDGE_MADE=""
-    fi
+    swarm_leave
     kill "$PID_c" && wait "$PID_c" 2>/dev/null || true
 }
 

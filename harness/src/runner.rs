@@ -335,15 +335,7 @@ impl Runner<'_> {
                         Err(err) => Err(err),
                     };
                     // As the simulator judges its lookups.
-                    match (expectation, answer) {
-                        (Expectation::NameResolves { .. }, Ok(addresses)) if !addresses.is_empty() => Ok(()),
-                        (Expectation::NameResolves { .. }, Ok(_)) => Err(format!("{name} resolved to no address")),
-                        (Expectation::NameResolves { .. }, Err(err)) => Err(err),
-                        (_, Ok(addresses)) if !addresses.is_empty() => Err(format!("{name} resolved to {addresses:?}")),
-                        (_, Ok(_)) => Ok(()),
-                        (_, Err(err)) if err.contains("NXDOMAIN") || err.contains("no answer") => Ok(()),
-                        (_, Err(err)) => Err(err),
-                    }
+                    shoal_sim::scenario::expect::judge_lookup(expectation, name, answer)
                 }
                 Expectation::PortAnswers { addr, .. } | Expectation::PortClosed { addr } if addr.ends_with("/udp") => {
                     let target = addr.trim_end_matches("/udp");

@@ -549,6 +549,25 @@ impl Expectation {
     }
 }
 
+/// Whether a name lookup's `answer` meets `expectation` (`name N resolves|unknown …`): resolving to
+/// no address fails `resolves`; for `unknown`, NXDOMAIN or no answer passes and any address fails.
+/// Both worlds judge their lookups by it.
+pub fn judge_lookup<A: std::fmt::Debug>(
+    expectation: &Expectation,
+    name: &str,
+    answer: Result<Vec<A>, String>,
+) -> Result<(), String> {
+    match (expectation, answer) {
+        (Expectation::NameResolves { .. }, Ok(addresses)) if !addresses.is_empty() => Ok(()),
+        (Expectation::NameResolves { .. }, Ok(_)) => Err(format!("{name} resolved to no address")),
+        (Expectation::NameResolves { .. }, Err(err)) => Err(err),
+        (_, Ok(addresses)) if !addresses.is_empty() => Err(format!("{name} resolved to {addresses:?}")),
+        (_, Ok(_)) => Ok(()),
+        (_, Err(err)) if err.contains("NXDOMAIN") || err.contains("no answer") => Ok(()),
+        (_, Err(err)) => Err(err),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use shoal_core::env::runtime;
 use shoal_core::orchestrator::restart::restart_delay;
 
 use super::drive::{self, Driver};
-use super::expect::{Expectation, Timed};
+use super::expect::{judge_lookup, Expectation, Timed};
 use super::fault::{Fault, ImageFault, Side, Target};
 use super::parse::{Action, ClientStep, Final, PlantedBug, Scenario, Step};
 use super::Outcome;
@@ -239,15 +239,7 @@ impl Runner<'_> {
                         Ok(resolver) => self.lookup(node, &resolver, name).await?,
                         Err(err) => Err(err),
                     };
-                    match (expectation, answer) {
-                        (Expectation::NameResolves { .. }, Ok(addresses)) if !addresses.is_empty() => Ok(()),
-                        (Expectation::NameResolves { .. }, Ok(_)) => Err(format!("{name} resolved to no address")),
-                        (Expectation::NameResolves { .. }, Err(err)) => Err(err),
-                        (_, Ok(addresses)) if !addresses.is_empty() => Err(format!("{name} resolved to {addresses:?}")),
-                        (_, Ok(_)) => Ok(()),
-                        (_, Err(err)) if err.contains("NXDOMAIN") || err.contains("no answer") => Ok(()),
-                        (_, Err(err)) => Err(err),
-                    }
+                    judge_lookup(expectation, name, answer)
                 }
                 _ => expectation
                     .check_client(state.as_ref(), &self.invariants.log)
