@@ -130,28 +130,14 @@ impl Ledger {
         // The harness's own containers first: they hold the bridges they are attached to.
         if let Some(id) = self.run_label.take() {
             let filter = format!("label={}={id}", crate::runner::LABEL_HARNESS_RUN);
-            if let Some(ids) = quiet("docker", &["ps", "-aq", "--filter", &filter]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids.iter().copied());
-                    if quiet("docker", &args).is_none() {
-                        problems.push(format!("could not remove the run's client containers {ids:?}"));
-                    }
-                }
+            if let Err(ids) = remove_containers(&filter) {
+                problems.push(format!("could not remove the run's client containers {ids:?}"));
             }
         }
         for node in &self.node_ids {
             let filter = format!("label={LABEL_NODE_ID}={node}");
-            if let Some(ids) = quiet("docker", &["ps", "-aq", "--filter", &filter]) {
-                let ids: Vec<&str> = ids.split_whitespace().collect();
-                if !ids.is_empty() {
-                    let mut args = vec!["rm", "-f"];
-                    args.extend(ids.iter().copied());
-                    if quiet("docker", &args).is_none() {
-                        problems.push(format!("could not remove containers {ids:?} of node {node}"));
-                    }
-                }
+            if let Err(ids) = remove_containers(&filter) {
+                problems.push(format!("could not remove containers {ids:?} of node {node}"));
             }
             if let Some(ids) = quiet("docker", &["network", "ls", "-q", "--filter", &filter]) {
                 for id in ids.split_whitespace() {
@@ -204,5 +190,21 @@ pub fn clean_all(ledgers: &Ledgers) {
                 eprintln!("cleanup: {problem}");
             }
         }
+    }
+}
+
+/// Remove every container (running or not) that `docker ps --filter FILTER` lists; the ids it
+/// could not remove, if `docker rm` failed. A failing `docker ps` removes nothing and is no error.
+fn remove_containers(filter: &str) -> Result<(), Vec<String>> {
+    let Some(listed) = quiet("docker", &["ps", "-aq", "--filter", filter]) else { return Ok(()) };
+    let ids: Vec<&str> = listed.split_whitespace().collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["rm", "-f"];
+    args.extend(ids.iter().copied());
+    match quiet("docker", &args) {
+        Some(_) => Ok(()),
+        None => Err(ids.iter().map(|id| id.to_string()).collect()),
     }
 }
